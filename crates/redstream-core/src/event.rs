@@ -1,0 +1,594 @@
+//! The [`Event`] envelope: what every redstream crate publishes, stores and delivers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Limits applied when events are validated, encoded and decoded.
+///
+/// The defaults suit most deployments; raise `max_encoded_bytes` for large payloads, keeping in
+/// mind that every stream entry lives in Redis memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EventLimits {
+    /// Longest accepted event type name, in bytes.
+    pub max_event_type_len: usize,
+    /// Largest accepted encoded envelope (the `event` field), in bytes. Also bounds decoding.
+    pub max_encoded_bytes: usize,
+    /// Most headers an event may carry.
+    pub max_headers: usize,
+    /// Longest accepted header name, header value, id or metadata string, in bytes.
+    pub max_string_len: usize,
+}
+
+impl EventLimits {
+    /// The default limits: 256-byte type names, 1 MiB envelopes, 64 headers, 8 KiB strings.
+    pub const DEFAULT: Self = Self {
+        max_event_type_len: 256,
+        max_encoded_bytes: 1024 * 1024,
+        max_headers: 64,
+        max_string_len: 8 * 1024,
+    };
+
+    /// Sets [`max_encoded_bytes`](Self::max_encoded_bytes), the payload size limit.
+    #[must_use]
+    pub fn with_max_encoded_bytes(mut self, bytes: usize) -> Self {
+        self.max_encoded_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_event_type_len`](Self::max_event_type_len).
+    #[must_use]
+    pub fn with_max_event_type_len(mut self, len: usize) -> Self {
+        self.max_event_type_len = len;
+        self
+    }
+
+    /// Checks that every limit is positive.
+    pub fn validate(&self) -> Result<()> {
+        let fields = [
+            ("max_event_type_len", self.max_event_type_len),
+            ("max_encoded_bytes", self.max_encoded_bytes),
+            ("max_headers", self.max_headers),
+            ("max_string_len", self.max_string_len),
+        ];
+        for (name, value) in fields {
+            if value == 0 {
+                return Err(Error::invalid_input(
+                    format!("config field limits.{name}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Checks that `name` is a valid event type: non-empty, at most `max_len` bytes, and free of
+/// whitespace and control characters (it becomes part of a Redis key and of log lines).
+pub fn validate_event_type(name: &str, max_len: usize) -> Result<()> {
+    let what = || format!("event type {name:?}");
+    if name.is_empty() {
+        return Err(Error::invalid_input("event type \"\"", "must not be empty"));
+    }
+    if name.len() > max_len {
+        return Err(Error::invalid_input(
+            format!("event type of {} bytes", name.len()),
+            format!("must be at most {max_len} bytes"),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid_input(
+            what(),
+            format!("must not contain whitespace or control characters (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_string(what: &str, value: &str, max_len: usize) -> Result<()> {
+    if value.len() > max_len {
+        return Err(Error::invalid_input(
+            format!("{what} of {} bytes", value.len()),
+            format!("must be at most {max_len} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid_input(
+            format!("{what} {value:?}"),
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A unique, time-ordered event identifier.
+///
+/// New ids are UUIDv7 strings, so ids sort by creation time. Ids read from other writers may be
+/// any non-empty string without control characters; they are kept as they came.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// A new UUIDv7 id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as a string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub(crate) fn validate(&self, limits: &EventLimits) -> Result<()> {
+        if self.0.is_empty() {
+            return Err(Error::invalid_input("event id \"\"", "must not be empty"));
+        }
+        validate_string("event id", &self.0, limits.max_string_len)
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let id = Self(s.to_owned());
+        id.validate(&EventLimits::DEFAULT)?;
+        Ok(id)
+    }
+}
+
+impl AsRef<str> for EventId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How urgent an event is. Consumers handle `High` and `Critical` events before `Normal` and
+/// `Low` ones when a backlog builds up (see the transport's documentation for how).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Background work that may wait.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Handled before `Normal` and `Low`.
+    High,
+    /// Handled first.
+    Critical,
+}
+
+impl Priority {
+    /// All priorities, lowest first.
+    pub const ALL: [Self; 4] = [Self::Low, Self::Normal, Self::High, Self::Critical];
+
+    /// The lowercase name used on the wire.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Normal => "normal",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Priority {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::invalid_input(
+                    format!("priority {s:?}"),
+                    "expected one of low, normal, high, critical",
+                )
+            })
+    }
+}
+
+/// Who sent an event, when, why, and how urgently.
+///
+/// `EventMetadata::default()` stamps the current time and leaves everything else empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// When the event was created. On the wire: RFC 3339 with milliseconds, UTC.
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
+    /// The service or component that produced the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Groups every event of one business operation or request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The id of the event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// How urgent the event is.
+    #[serde(default)]
+    pub priority: Priority,
+    /// The user on whose behalf the event was produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Free-form string headers, e.g. a W3C `traceparent`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for EventMetadata {
+    fn default() -> Self {
+        Self {
+            timestamp: SystemTime::now(),
+            source: None,
+            correlation_id: None,
+            causation_id: None,
+            priority: Priority::Normal,
+            user_id: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl EventMetadata {
+    fn validate(&self, limits: &EventLimits) -> Result<()> {
+        let strings = [
+            ("source", &self.source),
+            ("correlation id", &self.correlation_id),
+            ("causation id", &self.causation_id),
+            ("user id", &self.user_id),
+        ];
+        for (what, value) in strings {
+            if let Some(value) = value {
+                validate_string(what, value, limits.max_string_len)?;
+            }
+        }
+        if self.headers.len() > limits.max_headers {
+            return Err(Error::invalid_input(
+                format!("{} headers", self.headers.len()),
+                format!("an event may carry at most {} headers", limits.max_headers),
+            ));
+        }
+        for (name, value) in &self.headers {
+            if name.is_empty() {
+                return Err(Error::invalid_input("header name \"\"", "must not be empty"));
+            }
+            validate_string("header name", name, limits.max_string_len)?;
+            validate_string("header value", value, limits.max_string_len)?;
+        }
+        Ok(())
+    }
+}
+
+/// One event: a typed, identified JSON payload with metadata.
+///
+/// ```
+/// use redstream_core::{Event, EventMetadata, Priority};
+/// use serde_json::json;
+///
+/// let event = Event::new("order.created", json!({ "order_id": "12345" }), EventMetadata::default())
+///     .with_priority(Priority::High)
+///     .with_correlation_id("req-42")
+///     .with_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// assert_eq!(event.event_type(), "order.created");
+/// assert_eq!(event.payload()["order_id"], "12345");
+/// event.validate().unwrap();
+/// ```
+///
+/// `Event`'s serde form is the wire envelope (see `docs/wire-format.md`), so a consumer in any
+/// language, or `serde_json::from_str::<Event>`, can read the `event` field of a stream entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub(crate) id: EventId,
+    #[serde(rename = "type")]
+    pub(crate) event_type: String,
+    pub(crate) payload: Value,
+    #[serde(default)]
+    pub(crate) metadata: EventMetadata,
+}
+
+impl Event {
+    /// A new event with a fresh id.
+    ///
+    /// The type is not checked here (so the seed-style constructor stays infallible); publishers
+    /// call [`validate`](Self::validate), and [`try_new`](Self::try_new) checks at once.
+    pub fn new(event_type: impl Into<String>, payload: Value, metadata: EventMetadata) -> Self {
+        Self {
+            id: EventId::new(),
+            event_type: event_type.into(),
+            payload,
+            metadata,
+        }
+    }
+
+    /// Like [`new`](Self::new) with default metadata, but validates the event type at once.
+    pub fn try_new(event_type: impl Into<String>, payload: Value) -> Result<Self> {
+        let event = Self::new(event_type, payload, EventMetadata::default());
+        validate_event_type(&event.event_type, EventLimits::DEFAULT.max_event_type_len)?;
+        Ok(event)
+    }
+
+    /// Builds an event from all of its parts, e.g. to re-create one read elsewhere.
+    pub fn from_parts(
+        id: EventId,
+        event_type: impl Into<String>,
+        payload: Value,
+        metadata: EventMetadata,
+    ) -> Self {
+        Self {
+            id,
+            event_type: event_type.into(),
+            payload,
+            metadata,
+        }
+    }
+
+    /// The unique id.
+    #[must_use]
+    pub fn id(&self) -> &EventId {
+        &self.id
+    }
+
+    /// The event type, e.g. `order.created`.
+    #[must_use]
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The JSON payload.
+    #[must_use]
+    pub fn payload(&self) -> &Value {
+        &self.payload
+    }
+
+    /// Deserializes the payload into `T`.
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.payload).map_err(|err| {
+            Error::invalid_input(
+                format!("payload of event {} ({})", self.id, self.event_type),
+                err.to_string(),
+            )
+        })
+    }
+
+    /// The metadata.
+    #[must_use]
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+
+    /// The metadata, mutably.
+    pub fn metadata_mut(&mut self) -> &mut EventMetadata {
+        &mut self.metadata
+    }
+
+    /// Shorthand for `metadata().priority`.
+    #[must_use]
+    pub fn priority(&self) -> Priority {
+        self.metadata.priority
+    }
+
+    /// Splits the event into id, type, payload and metadata.
+    #[must_use]
+    pub fn into_parts(self) -> (EventId, String, Value, EventMetadata) {
+        (self.id, self.event_type, self.payload, self.metadata)
+    }
+
+    /// Replaces the id (for example to keep an id assigned upstream).
+    #[must_use]
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the producing service.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.metadata.source = Some(source.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id (the id of the event that caused this one).
+    #[must_use]
+    pub fn with_causation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.causation_id = Some(id.into());
+        self
+    }
+
+    /// Marks this event as caused by `cause`: copies its correlation id (or uses its id) and sets
+    /// the causation id to its id.
+    #[must_use]
+    pub fn caused_by(mut self, cause: &Event) -> Self {
+        self.metadata.causation_id = Some(cause.id.to_string());
+        self.metadata.correlation_id = Some(
+            cause
+                .metadata
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| cause.id.to_string()),
+        );
+        self
+    }
+
+    /// Sets the priority.
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.metadata.priority = priority;
+        self
+    }
+
+    /// Sets the user id.
+    #[must_use]
+    pub fn with_user_id(mut self, user_id: impl Into<String>) -> Self {
+        self.metadata.user_id = Some(user_id.into());
+        self
+    }
+
+    /// Adds (or replaces) a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the timestamp.
+    #[must_use]
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.metadata.timestamp = timestamp;
+        self
+    }
+
+    /// Checks the event against the default [`EventLimits`].
+    pub fn validate(&self) -> Result<()> {
+        self.validate_with(&EventLimits::DEFAULT)
+    }
+
+    /// Checks the event type, id and metadata strings against `limits`. The payload's size is
+    /// checked when the event is encoded, where it costs nothing extra.
+    pub fn validate_with(&self, limits: &EventLimits) -> Result<()> {
+        validate_event_type(&self.event_type, limits.max_event_type_len)?;
+        self.id.validate(limits)?;
+        self.metadata.validate(limits)
+    }
+}
+
+/// RFC 3339 timestamps with millisecond precision, in UTC.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        // Times before 1970 cannot be written as RFC 3339 by humantime; clamp them to the epoch.
+        let t = (*t).max(SystemTime::UNIX_EPOCH);
+        s.collect_str(&humantime::format_rfc3339_millis(t))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map_err(|err| D::Error::custom(format!("invalid timestamp {text:?}: {err}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use serde_json::json;
+
+    #[test]
+    fn seed_constructor_works_and_ids_are_unique_and_ordered() {
+        let a = Event::new("order.created", json!({"a": 1}), EventMetadata::default());
+        let b = Event::new("order.created", json!({"a": 1}), EventMetadata::default());
+        assert_ne!(a.id(), b.id());
+        assert!(a.id() < b.id(), "UUIDv7 ids sort by creation");
+        assert_eq!(a.priority(), Priority::Normal);
+        a.validate().unwrap();
+    }
+
+    #[test]
+    fn event_type_validation_names_the_problem() {
+        for bad in ["", "order created", "order\ncreated", "tab\there", "nul\0"] {
+            let err = validate_event_type(bad, 256).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+            assert!(err.to_string().contains("event type"), "{err}");
+        }
+        let long = "a".repeat(257);
+        let err = validate_event_type(&long, 256).unwrap_err();
+        assert!(err.to_string().contains("at most 256 bytes"), "{err}");
+        validate_event_type("order.created", 256).unwrap();
+        validate_event_type("überweisung.erstellt", 256).unwrap();
+    }
+
+    #[test]
+    fn try_new_rejects_bad_types() {
+        assert!(Event::try_new("bad type", json!(null)).is_err());
+        assert!(Event::try_new("good.type", json!(null)).is_ok());
+    }
+
+    #[test]
+    fn metadata_validation() {
+        let event = Event::new("a", json!(1), EventMetadata::default()).with_header("", "x");
+        assert!(event.validate().unwrap_err().to_string().contains("header name"));
+        let event = Event::new("a", json!(1), EventMetadata::default()).with_source("svc\r\n");
+        assert!(event.validate().unwrap_err().to_string().contains("source"));
+        let mut event = Event::new("a", json!(1), EventMetadata::default());
+        for i in 0..65 {
+            event = event.with_header(format!("h{i}"), "v");
+        }
+        assert!(event.validate().unwrap_err().to_string().contains("at most 64 headers"));
+    }
+
+    #[test]
+    fn caused_by_links_events() {
+        let first = Event::new("a", json!(1), EventMetadata::default());
+        let second = Event::new("b", json!(2), EventMetadata::default()).caused_by(&first);
+        assert_eq!(second.metadata().causation_id.as_deref(), Some(first.id().as_str()));
+        assert_eq!(second.metadata().correlation_id.as_deref(), Some(first.id().as_str()));
+        let third = Event::new("c", json!(3), EventMetadata::default()).caused_by(&second);
+        assert_eq!(third.metadata().correlation_id, second.metadata().correlation_id);
+    }
+
+    #[test]
+    fn priority_parses_and_orders() {
+        assert!(Priority::Critical > Priority::High);
+        assert!(Priority::High > Priority::Normal);
+        assert!(Priority::Normal > Priority::Low);
+        assert_eq!("HIGH".parse::<Priority>().unwrap(), Priority::High);
+        assert!("urgent".parse::<Priority>().is_err());
+    }
+
+    #[test]
+    fn limits_validate() {
+        EventLimits::default().validate().unwrap();
+        let err = EventLimits::default().with_max_encoded_bytes(0).validate().unwrap_err();
+        assert!(err.to_string().contains("limits.max_encoded_bytes"));
+    }
+}

@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backpressure;
+pub mod circuit_breaker;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod event;
+mod handler;
+pub mod memory;
+mod redact;
+#[cfg(feature = "redis")]
+mod redis_error;
+pub mod retry;
+mod sink;
+mod traits;
+pub mod wire;
+
+pub use backpressure::{
+    BackpressureConfig, BackpressureQueue, BackpressureStats, BackpressureStrategy, PushOutcome,
+};
+pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerStats, CircuitState};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use event::{Event, EventId, EventLimits, EventMetadata, Priority, validate_event_type};
+pub use handler::{Handler, HandlerResult};
+pub use memory::MemoryBus;
+pub use redact::{RedactedUrl, redact_url};
+#[cfg(feature = "redis")]
+pub use redis_error::classify_redis_error;
+pub use retry::RetryPolicy;
+pub use sink::{BatchAck, BatchSink, CheckpointHook, SourcePosition};
+pub use traits::{Publisher, Subscriber, SubscriptionHandle};
+pub use wire::{DecodeError, WIRE_VERSION};
