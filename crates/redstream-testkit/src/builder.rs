@@ -199,6 +199,9 @@ impl RedisServerBuilder {
 
     /// Starts the server and waits until it accepts commands.
     ///
+    /// Must run inside a Tokio runtime with the time driver enabled (as `#[tokio::test]`
+    /// provides); a paused test clock is fine.
+    ///
     /// # Errors
     ///
     /// [`Error::NotInstalled`] when there is no `redis-server` (and the `docker` feature is
@@ -367,9 +370,9 @@ fn check_word(what: &str, word: &str) -> Result<()> {
 
 /// A path as UTF-8, which `redis.conf` needs.
 pub(crate) fn path_str(path: &std::path::Path) -> Result<String> {
-    path.to_str().map(str::to_owned).ok_or_else(|| {
-        Error::InvalidConfig(format!("path {} is not valid UTF-8", path.display()))
-    })
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::InvalidConfig(format!("path {} is not valid UTF-8", path.display())))
 }
 
 /// Quotes an argument for `redis.conf` (double quotes, `\\`, `\"` and `\xHH` escapes).
@@ -452,9 +455,10 @@ mod tests {
 
     #[test]
     fn debug_hides_passwords() {
-        let builder = RedisServerBuilder::new()
-            .password("hunter2")
-            .acl_user("alice", "swordfish", "*");
+        let builder =
+            RedisServerBuilder::new()
+                .password("hunter2")
+                .acl_user("alice", "swordfish", "*");
         let debug = format!("{builder:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("swordfish"), "{debug}");

@@ -1,5 +1,6 @@
 //! The error type of the test kit.
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Shorthand for results whose error is the test kit's [`Error`].
@@ -10,7 +11,11 @@ pub(crate) const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: apt-
      redis-server; macOS: brew install redis) or enable the `docker` feature of redstream-testkit";
 
 /// Everything that can go wrong while starting, controlling or talking to a test server.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same readable message as `Display` (including the server log for
+/// [`Error::NotReady`]), so that `RedisServer::start().await.unwrap()` in a test panics with
+/// advice rather than a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// No `redis-server` binary was found and no other backend is available.
@@ -31,7 +36,9 @@ pub enum Error {
     },
 
     /// The server exited, or did not answer, before it became ready.
-    #[error("redis-server did not become ready: {reason}\n--- end of the server log ---\n{log_tail}")]
+    #[error(
+        "redis-server did not become ready: {reason}\n--- end of the server log ---\n{log_tail}"
+    )]
     NotReady {
         /// What happened (exit status, timeout, ...).
         reason: String,
@@ -75,6 +82,12 @@ pub enum Error {
     /// A command sent to the server failed.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 impl Error {

@@ -1,0 +1,887 @@
+//! [`RedisServer`]: a private redis-server process that a test owns and may break.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::builder::{Listen, Redacted, RedisServerBuilder, Settings, path_str};
+use crate::error::{Error, Result};
+use crate::tls::{self, TlsFiles};
+
+/// The address every local server binds to.
+const LOCALHOST: &str = "127.0.0.1";
+/// The environment variable that names the `redis-server` binary to use.
+pub(crate) const BINARY_ENV: &str = "REDSTREAM_REDIS_SERVER";
+/// How many fresh ports a first start tries when the chosen one turns out to be taken.
+const PORT_ATTEMPTS: usize = 5;
+/// What redis-server logs once it is listening and has loaded its data.
+pub(crate) const READY_LINE: &str = "Ready to accept connections";
+/// How many log lines an [`Error::NotReady`] carries.
+const LOG_TAIL_LINES: usize = 30;
+/// The connect, read and write timeout of one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The port of the shared development server, which a test server must never take.
+const SHARED_REDIS_PORT: u16 = 6379;
+
+/// A private, disposable redis-server.
+///
+/// Each server runs as a child process of the test, on its own free port on `127.0.0.1`, with
+/// its own temporary directory holding `redis.conf`, the log, the append-only file and (for
+/// TLS) the certificates. Dropping the server kills the process, reaps it and deletes the
+/// directory.
+///
+/// Tests usually just write `RedisServer::start().await.unwrap()`; if no `redis-server` is
+/// installed, the panic message says what to install.
+///
+/// The fault-injection methods ([`kill`](Self::kill), [`restart`](Self::restart),
+/// [`pause`](Self::pause), [`resume`](Self::resume)) take `&self`, so a server shared through an
+/// `Arc` can be broken from another task while the code under test is using it.
+pub struct RedisServer {
+    backend: Backend,
+    settings: Settings,
+    host: String,
+    port: u16,
+    tls: Option<TlsFiles>,
+    conf_path: PathBuf,
+    log_path: PathBuf,
+    // Last, so that it is removed only after the process is gone.
+    dir: TempDir,
+}
+
+enum Backend {
+    Process(Process),
+    #[cfg(feature = "docker")]
+    Docker(Box<crate::docker::DockerServer>),
+}
+
+impl RedisServer {
+    /// Starts a plain server (no password, no persistence, no TLS) and waits until it is ready.
+    ///
+    /// Shorthand for `RedisServer::builder().start().await`.
+    ///
+    /// # Errors
+    ///
+    /// See [`RedisServerBuilder::start`].
+    pub async fn start() -> Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// A builder for a server with a password, ACL users, memory limits, persistence or TLS.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::new()
+    }
+
+    pub(crate) async fn launch(settings: Settings) -> Result<Self> {
+        match find_binary(&settings)? {
+            Some(binary) => Self::launch_process(settings, binary).await,
+            None => Self::launch_without_binary(settings).await,
+        }
+    }
+
+    #[cfg(not(feature = "docker"))]
+    async fn launch_without_binary(_settings: Settings) -> Result<Self> {
+        Err(Error::NotInstalled {
+            detail: format!("redis-server is not on PATH and {BINARY_ENV} is not set"),
+        })
+    }
+
+    #[cfg(feature = "docker")]
+    async fn launch_without_binary(settings: Settings) -> Result<Self> {
+        let dir = temp_dir()?;
+        let conf_path = dir.path().join("redis.conf");
+        let log_path = dir.path().join("redis.log");
+        let conf = settings.render_conf(&Listen {
+            bind: "* -::*",
+            port: crate::docker::CONTAINER_PORT,
+            dir: "/data",
+            tls: None,
+            protected_mode: false,
+        })?;
+        write_file(&conf_path, &conf)?;
+        write_file(&log_path, "")?;
+        let (container, host, port) = crate::docker::DockerServer::start(&settings, conf).await?;
+        Ok(Self {
+            backend: Backend::Docker(Box::new(container)),
+            settings,
+            host,
+            port,
+            tls: None,
+            conf_path,
+            log_path,
+            dir,
+        })
+    }
+
+    async fn launch_process(settings: Settings, binary: PathBuf) -> Result<Self> {
+        let dir = temp_dir()?;
+        let dir_str = path_str(dir.path())?;
+        let tls = if settings.tls {
+            Some(tls::generate(dir.path())?)
+        } else {
+            None
+        };
+        let conf_path = dir.path().join("redis.conf");
+        let log_path = dir.path().join("redis.log");
+        let process = Process {
+            binary,
+            state: Mutex::new(ProcState::default()),
+        };
+
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port()?;
+            let conf = settings.render_conf(&Listen {
+                bind: LOCALHOST,
+                port,
+                dir: &dir_str,
+                tls: tls.as_ref(),
+                protected_mode: true,
+            })?;
+            write_file(&conf_path, &conf)?;
+            let ready = process
+                .start(
+                    &conf_path,
+                    &log_path,
+                    port,
+                    tls.is_some(),
+                    settings.ready_timeout,
+                )
+                .await;
+            match ready {
+                Ok(()) => {
+                    return Ok(Self {
+                        backend: Backend::Process(process),
+                        settings,
+                        host: LOCALHOST.to_owned(),
+                        port,
+                        tls,
+                        conf_path,
+                        log_path,
+                        dir,
+                    });
+                }
+                Err(Error::NotReady { log_tail, .. })
+                    if attempt < PORT_ATTEMPTS && log_tail.contains("Address already in use") =>
+                {
+                    tracing::debug!(port, attempt, "port taken by someone else, trying another");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// The URL to connect with: `redis://127.0.0.1:PORT`, `rediss://` for TLS servers, and with
+    /// the password (`redis://:PASSWORD@127.0.0.1:PORT`) when one is set.
+    pub fn url(&self) -> String {
+        match &self.settings.password {
+            Some(password) => self.make_url(&format!(":{}@", percent_encode(password))),
+            None => self.url_without_auth(),
+        }
+    }
+
+    /// The URL without credentials, for checking that unauthenticated clients are refused.
+    pub fn url_without_auth(&self) -> String {
+        self.make_url("")
+    }
+
+    /// The URL that logs in as `user` (see [`RedisServerBuilder::acl_user`]).
+    pub fn url_with_user(&self, user: &str, password: &str) -> String {
+        self.make_url(&format!(
+            "{}:{}@",
+            percent_encode(user),
+            percent_encode(password)
+        ))
+    }
+
+    fn make_url(&self, userinfo: &str) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{userinfo}{}:{}", self.host, self.port)
+    }
+
+    /// The host the server listens on (`127.0.0.1` unless it runs in a container).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port the server listens on (its TLS port for TLS servers). It does not change across
+    /// [`restart`](Self::restart).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The password of the default user, if one was set.
+    pub fn password(&self) -> Option<&str> {
+        self.settings.password.as_deref()
+    }
+
+    /// Whether the server speaks TLS only.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The server's temporary directory: working directory (append-only file), `redis.conf`,
+    /// log and certificates. Removed when the server is dropped.
+    ///
+    /// With the `docker` backend it only holds a copy of the generated `redis.conf`; the data
+    /// lives inside the container.
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The file the server's log (its standard output and error) is written to. Restarts
+    /// append to it.
+    ///
+    /// With the `docker` backend the file stays empty; read the container's logs instead.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The generated `redis.conf`.
+    pub fn config_path(&self) -> &Path {
+        &self.conf_path
+    }
+
+    /// The CA certificate file that clients of a TLS server must trust; `None` without TLS.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|files| files.ca_cert_path.as_path())
+    }
+
+    /// The CA certificate (PEM) that clients of a TLS server must trust; `None` without TLS.
+    ///
+    /// With redis-rs (features `tls-rustls` and `tokio-rustls-comp`):
+    /// `redis::Client::build_with_tls(server.url(), redis::TlsCertificates { client_tls: None,
+    /// root_cert: Some(pem.as_bytes().to_vec()) })`.
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|files| files.ca_cert_pem.as_str())
+    }
+
+    /// A client for [`url`](Self::url), so authenticated when the server has a password.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for TLS servers: build a TLS client from
+    /// [`ca_cert_pem`](Self::ca_cert_pem) instead.
+    pub fn client(&self) -> Result<redis::Client> {
+        if self.tls.is_some() {
+            return Err(Error::Unsupported(
+                "the test kit's client has no TLS support; build one with \
+                 redis::Client::build_with_tls and RedisServer::ca_cert_pem()"
+                    .to_owned(),
+            ));
+        }
+        Ok(redis::Client::open(self.url())?)
+    }
+
+    /// A new multiplexed connection from [`client`](Self::client), authenticated when the
+    /// server has a password.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for TLS servers, [`Error::Redis`] when connecting fails (for
+    /// example because the server is killed or paused).
+    pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        Ok(self.client()?.get_multiplexed_async_connection().await?)
+    }
+
+    /// Changes a setting of the running server (`CONFIG SET key value`).
+    ///
+    /// Like a real `CONFIG SET`, the change is not written to `redis.conf` and is lost on
+    /// [`restart`](Self::restart).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] when the server rejects the setting or cannot be reached,
+    /// [`Error::Unsupported`] for TLS servers.
+    pub async fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        let mut connection = self.connection().await?;
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(key)
+            .arg(value)
+            .exec_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    /// The process id, while the process is alive (paused counts as alive).
+    pub fn pid(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::Process(process) => process.pid(),
+            #[cfg(feature = "docker")]
+            Backend::Docker(_) => None,
+        }
+    }
+
+    /// Whether the server process is alive (paused counts as alive).
+    pub fn is_running(&self) -> bool {
+        match &self.backend {
+            Backend::Process(process) => process.pid().is_some(),
+            #[cfg(feature = "docker")]
+            Backend::Docker(_) => true,
+        }
+    }
+
+    /// Whether the server is stopped by [`pause`](Self::pause).
+    pub fn is_paused(&self) -> bool {
+        match &self.backend {
+            Backend::Process(process) => process.lock().paused,
+            #[cfg(feature = "docker")]
+            Backend::Docker(_) => false,
+        }
+    }
+
+    /// Kills the server with `SIGKILL` (no shutdown, no final save) and waits until the process
+    /// is gone. Connections see the socket closed. Killing a killed server does nothing.
+    ///
+    /// Writes acknowledged before the kill survive a [`restart`](Self::restart) only with
+    /// [`RedisServerBuilder::appendonly`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the process cannot be signalled or reaped, [`Error::Unsupported`] with
+    /// the `docker` backend.
+    pub fn kill(&self) -> Result<()> {
+        self.process("kill")?.kill()
+    }
+
+    /// Starts the server again on the same port with the same `redis.conf` and data directory,
+    /// and waits until it is ready. A server that is still running is killed first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotReady`] when it does not come back (for example because another process took
+    /// the port meanwhile), [`Error::Unsupported`] with the `docker` backend.
+    pub async fn restart(&self) -> Result<()> {
+        let process = self.process("restart")?;
+        process.kill()?;
+        process
+            .start(
+                &self.conf_path,
+                &self.log_path,
+                self.port,
+                self.tls.is_some(),
+                self.settings.ready_timeout,
+            )
+            .await
+    }
+
+    /// Freezes the server with `SIGSTOP`: it keeps its connections and socket, but answers
+    /// nothing until [`resume`](Self::resume), like a server stuck in a long pause. Returns once
+    /// the process has stopped. Pausing a paused server does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] after [`kill`](Self::kill), [`Error::Unsupported`] with the
+    /// `docker` backend or on non-Unix platforms.
+    pub fn pause(&self) -> Result<()> {
+        self.process("pause")?.pause()
+    }
+
+    /// Continues a server stopped by [`pause`](Self::pause) (`SIGCONT`). Does nothing if it is
+    /// not paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotRunning`] if the process died while paused, [`Error::Unsupported`] with the
+    /// `docker` backend or on non-Unix platforms.
+    pub fn resume(&self) -> Result<()> {
+        self.process("resume")?.resume()
+    }
+
+    #[cfg_attr(not(feature = "docker"), expect(unused_variables))]
+    fn process(&self, operation: &str) -> Result<&Process> {
+        match &self.backend {
+            Backend::Process(process) => Ok(process),
+            #[cfg(feature = "docker")]
+            Backend::Docker(_) => Err(Error::Unsupported(format!(
+                "{operation} is not available with the docker backend; install redis-server"
+            ))),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        match &self.backend {
+            Backend::Process(process) => {
+                if let Err(err) = process.kill() {
+                    tracing::warn!(%err, "failed to kill the test redis-server");
+                }
+            }
+            // The container handle removes the container when it is dropped.
+            #[cfg(feature = "docker")]
+            Backend::Docker(_) => {}
+        }
+    }
+}
+
+impl fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &self.backend {
+            Backend::Process(_) => "process".to_owned(),
+            #[cfg(feature = "docker")]
+            Backend::Docker(container) => format!("docker container {}", container.id()),
+        };
+        f.debug_struct("RedisServer")
+            .field("backend", &backend)
+            .field("url", &self.url_without_auth())
+            .field(
+                "password",
+                &self.settings.password.as_ref().map(|_| Redacted),
+            )
+            .field("pid", &self.pid())
+            .field("data_dir", &self.data_dir())
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// The local `redis-server` process and what is known about its state.
+struct Process {
+    binary: PathBuf,
+    state: Mutex<ProcState>,
+}
+
+#[derive(Default)]
+struct ProcState {
+    /// `None` once the process is killed, or found dead and reaped.
+    child: Option<Child>,
+    /// Whether we stopped it with `SIGSTOP`.
+    paused: bool,
+}
+
+impl Process {
+    fn lock(&self) -> MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns the server and waits until it is ready; on failure nothing is left running.
+    async fn start(
+        &self,
+        conf_path: &Path,
+        log_path: &Path,
+        port: u16,
+        tls: bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        let log_offset = self.spawn(conf_path, log_path)?;
+        let ready = self
+            .wait_ready(port, tls, log_path, log_offset, timeout)
+            .await;
+        match ready {
+            Ok(()) => {
+                tracing::debug!(port, pid = self.pid(), "test redis-server ready");
+                Ok(())
+            }
+            Err(err) => {
+                self.kill()?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Spawns `redis-server <conf>` with its output appended to the log, and returns where in
+    /// the log this run's output starts.
+    fn spawn(&self, conf_path: &Path, log_path: &Path) -> Result<u64> {
+        let mut state = self.lock();
+        debug_assert!(state.child.is_none(), "spawning over a live redis-server");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|err| Error::io(format!("opening {}", log_path.display()), err))?;
+        let log_offset = log
+            .metadata()
+            .map_err(|err| Error::io(format!("reading {}", log_path.display()), err))?
+            .len();
+        let stderr = log
+            .try_clone()
+            .map_err(|err| Error::io("duplicating the log file handle", err))?;
+        let child = Command::new(&self.binary)
+            .arg(conf_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        state.child = Some(child);
+        state.paused = false;
+        Ok(log_offset)
+    }
+
+    /// Polls until the server answers. There is no event to await, so this is a loop with a
+    /// short, growing delay; it ends early when the process exits.
+    async fn wait_ready(
+        &self,
+        port: u16,
+        tls: bool,
+        log_path: &Path,
+        log_offset: u64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            if let Some(status) = self.reap_if_exited()? {
+                return Err(Error::NotReady {
+                    reason: format!("redis-server exited ({status}) before it was ready"),
+                    log_tail: log_tail(log_path, log_offset),
+                });
+            }
+            // A TLS port cannot be probed without a TLS client, so TLS servers are judged by
+            // their log, which says "ready" only after the listeners are up and data is loaded.
+            let ready = if tls {
+                read_log(log_path, log_offset).is_ok_and(|log| log.contains(READY_LINE))
+            } else {
+                answers_ping(port)
+            };
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady {
+                    reason: format!("no answer on port {port} within {timeout:?}"),
+                    log_tail: log_tail(log_path, log_offset),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Returns the exit status if the process has exited by itself, reaping it.
+    fn reap_if_exited(&self) -> Result<Option<ExitStatus>> {
+        let mut state = self.lock();
+        let Some(child) = state.child.as_mut() else {
+            return Err(Error::NotRunning {
+                operation: "wait for readiness",
+            });
+        };
+        let status = child
+            .try_wait()
+            .map_err(|err| Error::io("checking on redis-server", err))?;
+        if status.is_some() {
+            state.child = None;
+            state.paused = false;
+        }
+        Ok(status)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        let mut state = self.lock();
+        let child = state.child.as_mut()?;
+        match child.try_wait() {
+            Ok(None) => Some(child.id()),
+            // Exited (now reaped) or unknowable: either way, not a live process of ours.
+            Ok(Some(_)) | Err(_) => {
+                state.child = None;
+                state.paused = false;
+                None
+            }
+        }
+    }
+
+    fn kill(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.paused = false;
+        let Some(mut child) = state.child.take() else {
+            return Ok(());
+        };
+        // SIGKILL also ends a stopped (paused) process. An error here means the process has
+        // already exited, which `wait` below handles.
+        if let Err(err) = child.kill() {
+            tracing::debug!(%err, "SIGKILL failed; the process has probably exited already");
+        }
+        child
+            .wait()
+            .map_err(|err| Error::io("reaping the killed redis-server", err))?;
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn pause(&self) -> Result<()> {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::{WaitPidFlag, WaitStatus};
+
+        let mut state = self.lock();
+        if state.paused {
+            return Ok(());
+        }
+        let pid = live_pid(&mut state, "pause")?;
+        nix::sys::signal::kill(pid, Signal::SIGSTOP)
+            .map_err(|errno| Error::io("sending SIGSTOP to redis-server", errno.into()))?;
+        // Wait for the kernel to report the stop, so the server is frozen when we return.
+        wait_for(&mut state, pid, WaitPidFlag::WUNTRACED, "pause", |status| {
+            matches!(status, WaitStatus::Stopped(..))
+        })?;
+        state.paused = true;
+        Ok(())
+    }
+
+    #[cfg(unix)]
+    fn resume(&self) -> Result<()> {
+        use nix::sys::signal::Signal;
+        use nix::sys::wait::{WaitPidFlag, WaitStatus};
+
+        let mut state = self.lock();
+        if !state.paused {
+            return Ok(());
+        }
+        let pid = live_pid(&mut state, "resume")?;
+        nix::sys::signal::kill(pid, Signal::SIGCONT)
+            .map_err(|errno| Error::io("sending SIGCONT to redis-server", errno.into()))?;
+        wait_for(
+            &mut state,
+            pid,
+            WaitPidFlag::WCONTINUED,
+            "resume",
+            |status| matches!(status, WaitStatus::Continued(..)),
+        )?;
+        state.paused = false;
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn pause(&self) -> Result<()> {
+        Err(Error::Unsupported(
+            "pause needs SIGSTOP, which only Unix has".to_owned(),
+        ))
+    }
+
+    #[cfg(not(unix))]
+    fn resume(&self) -> Result<()> {
+        Err(Error::Unsupported(
+            "resume needs SIGCONT, which only Unix has".to_owned(),
+        ))
+    }
+}
+
+/// The pid of the live child, or [`Error::NotRunning`].
+#[cfg(unix)]
+fn live_pid(state: &mut ProcState, operation: &'static str) -> Result<nix::unistd::Pid> {
+    let Some(child) = state.child.as_mut() else {
+        return Err(Error::NotRunning { operation });
+    };
+    if !matches!(child.try_wait(), Ok(None)) {
+        state.child = None;
+        state.paused = false;
+        return Err(Error::NotRunning { operation });
+    }
+    let pid = i32::try_from(child.id())
+        .map_err(|_| Error::Unsupported(format!("pid {} does not fit a pid_t", child.id())))?;
+    Ok(nix::unistd::Pid::from_raw(pid))
+}
+
+/// Waits (`waitpid` with `flag`) until the child reports the state `wanted` accepts. If it
+/// reports its death instead, it is now reaped, so the `Child` handle is forgotten.
+#[cfg(unix)]
+fn wait_for(
+    state: &mut ProcState,
+    pid: nix::unistd::Pid,
+    flag: nix::sys::wait::WaitPidFlag,
+    operation: &'static str,
+    wanted: impl Fn(&nix::sys::wait::WaitStatus) -> bool,
+) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::sys::wait::WaitStatus;
+
+    loop {
+        match nix::sys::wait::waitpid(pid, Some(flag)) {
+            Ok(status) if wanted(&status) => return Ok(()),
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                state.child = None;
+                state.paused = false;
+                return Err(Error::NotRunning { operation });
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(Error::io(
+                    format!("waiting for redis-server to {operation}"),
+                    errno.into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Sends a raw `PING` and reports whether the server answered. Any reply but `-LOADING` counts:
+/// `-NOAUTH` from a password-protected server proves it is serving commands just as well.
+///
+/// Deliberately blocking, with short socket timeouts: a local connect and reply take well under
+/// a millisecond, and tokio timers would fire early in tests that run with a paused clock.
+fn answers_ping(port: u16) -> bool {
+    let exchange = || -> std::io::Result<Vec<u8>> {
+        let addr = (Ipv4Addr::LOCALHOST, port).into();
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+        stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+        stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut reply = Vec::new();
+        let mut buf = [0_u8; 256];
+        while !reply.contains(&b'\n') && reply.len() < 4096 {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        Ok(reply)
+    };
+    match exchange() {
+        Ok(reply) => match reply.first() {
+            Some(b'+') => true,
+            Some(b'-') => !reply.starts_with(b"-LOADING"),
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// Looks for `redis-server`: the builder's path, then `$REDSTREAM_REDIS_SERVER`, then `PATH`.
+///
+/// `Ok(None)` means "not installed"; an explicitly configured binary that does not exist is an
+/// error rather than a reason to fall back to another backend.
+fn find_binary(settings: &Settings) -> Result<Option<PathBuf>> {
+    if let Some(path) = &settings.binary {
+        return existing(path.clone(), "the binary given to redis_server_binary").map(Some);
+    }
+    if let Some(path) = std::env::var_os(BINARY_ENV).filter(|value| !value.is_empty()) {
+        return existing(PathBuf::from(path), BINARY_ENV).map(Some);
+    }
+    let Some(paths) = std::env::var_os("PATH") else {
+        return Ok(None);
+    };
+    Ok(std::env::split_paths(&paths)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| is_executable(candidate)))
+}
+
+fn existing(path: PathBuf, origin: &str) -> Result<PathBuf> {
+    if is_executable(&path) {
+        Ok(path)
+    } else {
+        Err(Error::NotInstalled {
+            detail: format!(
+                "{} (from {origin}) is not an executable file",
+                path.display()
+            ),
+        })
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    let Ok(metadata) = fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        metadata.is_file() && metadata.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        metadata.is_file()
+    }
+}
+
+/// A port that was free a moment ago. Someone may take it before redis-server binds it, which
+/// the caller handles by trying again.
+fn free_port() -> Result<u16> {
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|err| Error::io("finding a free port", err))?;
+        let port = listener
+            .local_addr()
+            .map_err(|err| Error::io("finding a free port", err))?
+            .port();
+        if port != SHARED_REDIS_PORT {
+            return Ok(port);
+        }
+    }
+}
+
+fn temp_dir() -> Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix("redstream-testkit-")
+        .tempdir()
+        .map_err(|err| Error::io("creating the server's temporary directory", err))
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    fs::write(path, contents).map_err(|err| Error::io(format!("writing {}", path.display()), err))
+}
+
+/// The log written since `offset` (the whole log if it is shorter, e.g. truncated).
+fn read_log(path: &Path, offset: u64) -> std::io::Result<String> {
+    let bytes = fs::read(path)?;
+    let start = usize::try_from(offset)
+        .ok()
+        .filter(|&start| start <= bytes.len())
+        .unwrap_or(0);
+    Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+}
+
+/// The last lines of the log written since `offset`, for error messages.
+fn log_tail(path: &Path, offset: u64) -> String {
+    match read_log(path, offset) {
+        Ok(log) => {
+            let lines: Vec<&str> = log.lines().collect();
+            let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+            lines[start..].join("\n")
+        }
+        Err(err) => format!("<could not read {}: {err}>", path.display()),
+    }
+}
+
+/// Percent-encodes a URL user-info component (everything but unreserved characters).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_only() {
+        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(percent_encode("p@ss:w/rd"), "p%40ss%3Aw%2Frd");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines_after_the_offset() {
+        let dir = temp_dir().unwrap();
+        let path = dir.path().join("log");
+        let old = "old run\n";
+        let new: String = (0..40).map(|i| format!("line {i}\n")).collect();
+        fs::write(&path, format!("{old}{new}")).unwrap();
+        let tail = log_tail(&path, old.len() as u64);
+        assert!(!tail.contains("old run"));
+        assert!(tail.starts_with("line 10\n"), "{tail}");
+        assert!(tail.ends_with("line 39"), "{tail}");
+    }
+}
