@@ -18,8 +18,8 @@ use std::time::Duration;
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{
     BackpressureConfig, BackpressureQueue, BackpressureStrategy, CircuitBreaker,
-    CircuitBreakerConfig, Error, ErrorKind, Event, EventLimits, EventMetadata, MemoryBus,
-    Priority, Publisher, PushOutcome, RedactedUrl, Subscriber,
+    CircuitBreakerConfig, Error, ErrorKind, Event, EventLimits, EventMetadata, MemoryBus, Priority,
+    Publisher, PushOutcome, RedactedUrl, Subscriber,
 };
 use redstream_testkit::RedisServer;
 use serde_json::json;
@@ -27,10 +27,13 @@ use tokio::sync::mpsc;
 
 type BoxResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
 
+/// A stream entry as XRANGE returns it: the entry id and its field/value pairs.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 /// Where the quickstart's Redis comes from. A private server lives as long as this value.
 enum Redis {
     Existing(String),
-    Private(RedisServer),
+    Private(Box<RedisServer>),
 }
 
 impl Redis {
@@ -56,7 +59,9 @@ async fn main() -> BoxResult<()> {
     memory_bus().await?;
     circuit_breaker().await?;
     backpressure().await?;
-    println!("\nDone. Next: `cargo test --workspace` runs every test against private Redis servers.");
+    println!(
+        "\nDone. Next: `cargo test --workspace` runs every test against private Redis servers."
+    );
     Ok(())
 }
 
@@ -79,7 +84,7 @@ async fn find_redis() -> BoxResult<Redis> {
                 "started a private redis-server {version} on port {} (stopped when the quickstart ends)",
                 server.port()
             );
-            Ok(Redis::Private(server))
+            Ok(Redis::Private(Box::new(server)))
         }
         Err(err) => Err(format!(
             "no Redis available: {err}\n\
@@ -99,7 +104,10 @@ async fn ping(url: &str) -> BoxResult<String> {
     )
     .await
     .map_err(|_| "connect timed out after 2s")??;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await?;
     let version = info
         .lines()
         .find_map(|line| line.strip_prefix("redis_version:"))
@@ -135,16 +143,24 @@ async fn wire_format_on_redis(url: &str) -> BoxResult<()> {
         .query_async(&mut conn)
         .await?;
     println!("XADD {stream} MAXLEN ~ 100 * event <envelope> -> {entry_id}");
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(stream)
         .arg(&entry_id)
         .arg(&entry_id)
         .query_async(&mut conn)
         .await?;
-    let (_, fields) = entries.into_iter().next().ok_or("the entry just written is gone")?;
+    let (_, fields) = entries
+        .into_iter()
+        .next()
+        .ok_or("the entry just written is gone")?;
     let decoded = wire::decode_entry(fields, &limits)?;
     assert_eq!(decoded, event);
-    println!("read back event {} ({}), payload {}", decoded.id(), decoded.event_type(), decoded.payload());
+    println!(
+        "read back event {} ({}), payload {}",
+        decoded.id(),
+        decoded.event_type(),
+        decoded.payload()
+    );
     Ok(())
 }
 
@@ -169,8 +185,12 @@ async fn memory_bus() -> BoxResult<()> {
         handles.push((member, handle));
     }
     for order in ["A-1", "A-2", "A-3"] {
-        bus.publish(Event::new("order.created", json!({ "order_id": order }), EventMetadata::default()))
-            .await?;
+        bus.publish(Event::new(
+            "order.created",
+            json!({ "order_id": order }),
+            EventMetadata::default(),
+        ))
+        .await?;
     }
     for _ in 0..6 {
         let (group, order) = rx.recv().await.ok_or("bus stopped")?;
@@ -196,7 +216,12 @@ async fn circuit_breaker() -> BoxResult<()> {
         let calls = Arc::clone(&calls);
         async move {
             if calls.fetch_add(1, Ordering::SeqCst) < 3 {
-                Err(Error::backend(ErrorKind::Connection, "PING", "flaky", "connection refused"))
+                Err(Error::backend(
+                    ErrorKind::Connection,
+                    "PING",
+                    "flaky",
+                    "connection refused",
+                ))
             } else {
                 Ok("PONG")
             }

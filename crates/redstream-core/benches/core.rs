@@ -8,6 +8,9 @@
 //!
 //! Run with `cargo bench -p redstream-core`.
 
+// A benchmark that fails should stop loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 
 use redstream_core::wire::{self, EVENT_FIELD};
@@ -31,7 +34,10 @@ fn sample_event() -> Event {
     )
     .with_source("checkout")
     .with_correlation_id("req-42")
-    .with_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    .with_header(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
 }
 
 mod wire_format {
@@ -69,7 +75,10 @@ mod circuit_breaker {
     use super::*;
 
     fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
     }
 
     #[divan::bench]
@@ -77,8 +86,10 @@ mod circuit_breaker {
         let rt = runtime();
         let breaker = CircuitBreaker::new(CircuitBreakerConfig::default()).unwrap();
         bencher.bench_local(|| {
-            rt.block_on(breaker.call(|| async { redstream_core::Result::Ok(black_box(1u64)) }))
-                .unwrap()
+            rt.block_on(
+                breaker.call(|| async { Ok::<u64, redstream_core::Error>(black_box(1u64)) }),
+            )
+            .unwrap()
         });
     }
 
@@ -86,7 +97,8 @@ mod circuit_breaker {
     fn baseline_direct_call(bencher: divan::Bencher<'_, '_>) {
         let rt = runtime();
         bencher.bench_local(|| {
-            rt.block_on(async { redstream_core::Result::Ok(black_box(1u64)) }).unwrap()
+            rt.block_on(async { Ok::<u64, redstream_core::Error>(black_box(1u64)) })
+                .unwrap()
         });
     }
 }

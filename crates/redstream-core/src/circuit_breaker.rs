@@ -1,0 +1,1332 @@
+//! A circuit breaker that stops calling a failing backend for a while.
+//!
+//! The breaker has three [states](CircuitState):
+//!
+//! - **Closed**: calls go through. `failure_threshold` consecutive *retryable* failures open it;
+//!   a success resets the count.
+//! - **Open**: calls are rejected at once with [`Error::CircuitOpen`] (whose message starts with
+//!   "Circuit breaker is open"). After `open_duration` the next call moves it to half-open; the
+//!   check is lazy, so an idle breaker stays `Open` until it is called.
+//! - **HalfOpen**: at most `half_open_max_calls` trial calls run at once, the others are
+//!   rejected. `success_threshold` successful trials close the breaker; one retryable failure
+//!   opens it again for a fresh `open_duration`.
+//!
+//! Only errors for which [`Error::is_retryable`] holds count as failures. A permanent error
+//! (authentication, permissions, invalid input, a handler error...) says nothing about the
+//! backend's health: it is *ignored*, counting neither as a failure nor as a success, so it
+//! never opens the breaker and never resets the consecutive-failure count.
+//!
+//! Outcomes are attributed to the state the call was admitted in: a call admitted before the
+//! breaker last changed state only updates the cumulative statistics. For example, when a
+//! breaker opens while other calls are in flight, their later failures do not extend the open
+//! period, and their later successes do not close it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use redstream_core::{CircuitBreaker, CircuitBreakerConfig, CircuitState, Error, ErrorKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> redstream_core::Result<()> {
+//! let breaker = CircuitBreaker::new(
+//!     CircuitBreakerConfig::default()
+//!         .with_failure_threshold(2)
+//!         .with_open_duration(Duration::from_secs(10)),
+//! )?;
+//! for _ in 0..2 {
+//!     let result: redstream_core::Result<()> = breaker
+//!         .call(|| async { Err(Error::backend(ErrorKind::Connection, "XADD", "s", "reset")) })
+//!         .await;
+//!     assert!(result.is_err());
+//! }
+//! assert_eq!(breaker.state(), CircuitState::Open);
+//! let err = breaker.call(|| async { Ok(()) }).await.unwrap_err();
+//! assert!(err.to_string().starts_with("Circuit breaker is open"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// The state of a [`CircuitBreaker`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CircuitState {
+    /// Calls go through; consecutive retryable failures are counted.
+    Closed,
+    /// Calls are rejected until the open period has elapsed.
+    Open,
+    /// A limited number of trial calls decide whether to close or to reopen.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// A short, stable, snake_case name, suitable as a metric label.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    const fn to_bits(self) -> u64 {
+        match self {
+            Self::Closed => 0,
+            Self::Open => 1,
+            Self::HalfOpen => 2,
+        }
+    }
+
+    const fn from_bits(bits: u64) -> Self {
+        match bits & 0b11 {
+            0 => Self::Closed,
+            1 => Self::Open,
+            _ => Self::HalfOpen,
+        }
+    }
+}
+
+impl fmt::Display for CircuitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The settings of a [`CircuitBreaker`].
+///
+/// In configuration files `open_duration` is a human-readable string such as `"30s"` or
+/// `"1m 30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive retryable failures that open a closed breaker. At least 1.
+    pub failure_threshold: u32,
+    /// How long an open breaker rejects calls before it admits trials. Positive.
+    #[serde(with = "crate::retry::humane_duration")]
+    pub open_duration: Duration,
+    /// How many trial calls a half-open breaker runs at once. At least 1.
+    pub half_open_max_calls: u32,
+    /// Successful trials that close a half-open breaker. At least 1.
+    pub success_threshold: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    /// Opens after 5 consecutive failures, for 30 s, then closes after 1 successful trial.
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            open_duration: Duration::from_secs(30),
+            half_open_max_calls: 1,
+            success_threshold: 1,
+        }
+    }
+}
+
+impl CircuitBreakerConfig {
+    /// Sets [`failure_threshold`](Self::failure_threshold).
+    #[must_use]
+    pub fn with_failure_threshold(mut self, failures: u32) -> Self {
+        self.failure_threshold = failures;
+        self
+    }
+
+    /// Sets [`open_duration`](Self::open_duration).
+    #[must_use]
+    pub fn with_open_duration(mut self, duration: Duration) -> Self {
+        self.open_duration = duration;
+        self
+    }
+
+    /// Sets [`half_open_max_calls`](Self::half_open_max_calls).
+    #[must_use]
+    pub fn with_half_open_max_calls(mut self, calls: u32) -> Self {
+        self.half_open_max_calls = calls;
+        self
+    }
+
+    /// Sets [`success_threshold`](Self::success_threshold).
+    #[must_use]
+    pub fn with_success_threshold(mut self, successes: u32) -> Self {
+        self.success_threshold = successes;
+        self
+    }
+
+    /// Checks every field, naming the first invalid one in the error.
+    pub fn validate(&self) -> Result<()> {
+        let counts = [
+            ("failure_threshold", self.failure_threshold),
+            ("half_open_max_calls", self.half_open_max_calls),
+            ("success_threshold", self.success_threshold),
+        ];
+        for (name, value) in counts {
+            if value == 0 {
+                return Err(Error::invalid_input(
+                    format!("config field circuit_breaker.{name}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.open_duration.is_zero() {
+            return Err(Error::invalid_input(
+                "config field circuit_breaker.open_duration",
+                "must be positive (e.g. \"30s\")",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot of a [`CircuitBreaker`]'s state and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitBreakerStats {
+    /// The current state.
+    pub state: CircuitState,
+    /// Consecutive retryable failures since the last success or reset: the count that opens a
+    /// closed breaker. In the open state, the failures that opened it.
+    pub failure_count: u32,
+    /// Successful calls, in total.
+    pub success_count: u64,
+    /// Calls asked for, admitted or rejected.
+    pub total_requests: u64,
+    /// Calls rejected without being tried.
+    pub rejected_requests: u64,
+    /// Retryable failures, in total.
+    pub total_failures: u64,
+    /// When the state last changed (or the breaker was created or reset).
+    pub last_state_change: SystemTime,
+    /// How many times the breaker has opened.
+    pub opened_count: u64,
+}
+
+/// A circuit breaker; see the [module documentation](self).
+///
+/// Cloning is cheap and the clones share one state. Admitting a call in the closed state takes
+/// a few atomic operations and no lock; the rarer transitions take a short internal lock that
+/// is never held across an `.await`.
+#[derive(Clone)]
+pub struct CircuitBreaker {
+    inner: Arc<Inner>,
+}
+
+/// The word packing the state, its generation and the consecutive-failure count.
+///
+/// Bits 0..32: consecutive failures; bits 32..34: state; bits 34..64: generation, bumped (and
+/// wrapping) on every state change, so that outcomes of calls admitted in an earlier state are
+/// recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word {
+    generation: u32,
+    state: CircuitState,
+    failures: u32,
+}
+
+const GENERATION_MASK: u32 = (1 << 30) - 1;
+
+impl Word {
+    fn pack(self) -> u64 {
+        (u64::from(self.generation & GENERATION_MASK) << 34)
+            | (self.state.to_bits() << 32)
+            | u64::from(self.failures)
+    }
+
+    fn unpack(bits: u64) -> Self {
+        Self {
+            generation: (bits >> 34) as u32 & GENERATION_MASK,
+            state: CircuitState::from_bits(bits >> 32),
+            failures: bits as u32,
+        }
+    }
+
+    fn next(self, state: CircuitState, failures: u32) -> Self {
+        Self {
+            generation: self.generation.wrapping_add(1) & GENERATION_MASK,
+            state,
+            failures,
+        }
+    }
+}
+
+struct Inner {
+    config: CircuitBreakerConfig,
+    /// The packed [`Word`]. Its state and generation only change under `transitions`.
+    word: AtomicU64,
+    /// The time origin of `open_until`.
+    origin: Instant,
+    /// When an open breaker may admit trials, in nanoseconds since `origin`.
+    open_until: AtomicU64,
+    transitions: Mutex<Transitions>,
+    total_requests: AtomicU64,
+    rejected_requests: AtomicU64,
+    success_count: AtomicU64,
+    total_failures: AtomicU64,
+    opened_count: AtomicU64,
+}
+
+/// What only changes in the half-open state or on transitions.
+struct Transitions {
+    half_open_in_flight: u32,
+    half_open_successes: u32,
+    last_state_change: SystemTime,
+}
+
+/// What a finished call tells the breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+    Ignored,
+}
+
+impl CircuitBreaker {
+    /// A closed breaker with the given configuration, once it is [valid](CircuitBreakerConfig::validate).
+    pub fn new(config: CircuitBreakerConfig) -> Result<Self> {
+        config.validate()?;
+        let initial = Word {
+            generation: 0,
+            state: CircuitState::Closed,
+            failures: 0,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                word: AtomicU64::new(initial.pack()),
+                origin: Instant::now(),
+                open_until: AtomicU64::new(0),
+                transitions: Mutex::new(Transitions {
+                    half_open_in_flight: 0,
+                    half_open_successes: 0,
+                    last_state_change: SystemTime::now(),
+                }),
+                total_requests: AtomicU64::new(0),
+                rejected_requests: AtomicU64::new(0),
+                success_count: AtomicU64::new(0),
+                total_failures: AtomicU64::new(0),
+                opened_count: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        &self.inner.config
+    }
+
+    /// Runs `f` if the breaker admits a call, and records its outcome: a
+    /// [retryable](Error::is_retryable) error is a failure, any other error is ignored.
+    ///
+    /// Returns [`Error::CircuitOpen`] without calling `f` when the breaker is open, or
+    /// half-open with all its trial slots taken. If the returned future is dropped while `f`'s
+    /// future runs, the call is recorded as ignored and its trial slot, if any, is freed.
+    pub async fn call<F, Fut, T>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.call_with(Error::is_retryable, f).await
+    }
+
+    /// [`call`](Self::call) for any error type: `is_failure` says which errors count as
+    /// failures, the others are ignored. A rejection is returned as `E::from(Error::CircuitOpen
+    /// { .. })`.
+    pub async fn call_with<C, F, Fut, T, E>(&self, is_failure: C, f: F) -> Result<T, E>
+    where
+        C: FnOnce(&E) -> bool,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: From<Error>,
+    {
+        let permit = self.try_acquire()?;
+        let result = f().await;
+        match &result {
+            Ok(_) => permit.record_success(),
+            Err(err) if is_failure(err) => permit.record_failure(),
+            Err(_) => permit.record_ignored(),
+        }
+        result
+    }
+
+    /// Asks to make one call, for callers that cannot wrap it in a closure.
+    ///
+    /// The [`Permit`] must be told the outcome; dropping it unrecorded counts as
+    /// [ignored](Permit::record_ignored). Fails with [`Error::CircuitOpen`] when the breaker is
+    /// open, or half-open with all its trial slots taken (then `retry_after` is zero: a slot
+    /// frees up as soon as a trial ends).
+    pub fn try_acquire(&self) -> Result<Permit<'_>> {
+        let inner = &*self.inner;
+        inner.total_requests.fetch_add(1, Ordering::Relaxed);
+        let word = inner.load();
+        match word.state {
+            CircuitState::Closed => Ok(Permit::new(self, word.generation, false)),
+            CircuitState::Open => {
+                let now = inner.now_nanos();
+                let until = inner.open_until.load(Ordering::Acquire);
+                if now < until {
+                    Err(inner.reject(until - now))
+                } else {
+                    self.try_acquire_slow()
+                }
+            }
+            CircuitState::HalfOpen => self.try_acquire_slow(),
+        }
+    }
+
+    /// Admission in the open and half-open states, under the transitions lock.
+    fn try_acquire_slow(&self) -> Result<Permit<'_>> {
+        let inner = &*self.inner;
+        let mut transitions = inner.lock();
+        let mut word = inner.load();
+        match word.state {
+            CircuitState::Closed => return Ok(Permit::new(self, word.generation, false)),
+            CircuitState::Open => {
+                let now = inner.now_nanos();
+                let until = inner.open_until.load(Ordering::Acquire);
+                if now < until {
+                    return Err(inner.reject(until - now));
+                }
+                word = inner.transition(&mut transitions, CircuitState::HalfOpen, None);
+            }
+            CircuitState::HalfOpen => {}
+        }
+        if transitions.half_open_in_flight < inner.config.half_open_max_calls {
+            transitions.half_open_in_flight += 1;
+            Ok(Permit::new(self, word.generation, true))
+        } else {
+            Err(inner.reject(0))
+        }
+    }
+
+    /// The current state. An open breaker whose open period has elapsed still reports `Open`
+    /// until the next call moves it to `HalfOpen`.
+    #[must_use]
+    pub fn state(&self) -> CircuitState {
+        self.inner.load().state
+    }
+
+    /// A snapshot of the state and counters.
+    #[must_use]
+    pub fn stats(&self) -> CircuitBreakerStats {
+        let inner = &*self.inner;
+        let last_state_change = inner.lock().last_state_change;
+        let word = inner.load();
+        CircuitBreakerStats {
+            state: word.state,
+            failure_count: word.failures,
+            success_count: inner.success_count.load(Ordering::Relaxed),
+            total_requests: inner.total_requests.load(Ordering::Relaxed),
+            rejected_requests: inner.rejected_requests.load(Ordering::Relaxed),
+            total_failures: inner.total_failures.load(Ordering::Relaxed),
+            last_state_change,
+            opened_count: inner.opened_count.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes the breaker and clears its consecutive-failure count. The cumulative counters
+    /// are kept; calls in flight are treated as admitted before the reset.
+    pub fn reset(&self) {
+        let inner = &*self.inner;
+        let mut transitions = inner.lock();
+        inner.transition(&mut transitions, CircuitState::Closed, Some(0));
+    }
+
+    /// Records the outcome of a call admitted in `generation`.
+    fn record(&self, generation: u32, trial: bool, outcome: Outcome) {
+        let inner = &*self.inner;
+        match outcome {
+            Outcome::Success => inner.success_count.fetch_add(1, Ordering::Relaxed),
+            Outcome::Failure => inner.total_failures.fetch_add(1, Ordering::Relaxed),
+            Outcome::Ignored => 0,
+        };
+        if trial {
+            inner.record_trial(generation, outcome);
+        } else {
+            inner.record_closed(generation, outcome);
+        }
+    }
+}
+
+impl Inner {
+    fn load(&self) -> Word {
+        Word::unpack(self.word.load(Ordering::Acquire))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Transitions> {
+        // Nothing panics while the lock is held; a poisoned lock still holds consistent data.
+        self.transitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Nanoseconds since `origin`, saturating.
+    fn now_nanos(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.origin);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn reject(&self, retry_after_nanos: u64) -> Error {
+        self.rejected_requests.fetch_add(1, Ordering::Relaxed);
+        Error::CircuitOpen {
+            retry_after: Duration::from_nanos(retry_after_nanos),
+        }
+    }
+
+    /// Moves to `state` in a new generation, setting the failure count to `failures` (`None`
+    /// keeps it), and returns the new word. Must be called with the transitions lock held.
+    fn transition(
+        &self,
+        transitions: &mut Transitions,
+        state: CircuitState,
+        failures: Option<u32>,
+    ) -> Word {
+        if state == CircuitState::Open {
+            // Set before the state, so whoever sees `Open` sees this period's deadline.
+            let open_for = u64::try_from(self.config.open_duration.as_nanos()).unwrap_or(u64::MAX);
+            let until = self.now_nanos().saturating_add(open_for);
+            self.open_until.store(until, Ordering::Release);
+            self.opened_count.fetch_add(1, Ordering::Relaxed);
+        }
+        transitions.half_open_in_flight = 0;
+        transitions.half_open_successes = 0;
+        transitions.last_state_change = SystemTime::now();
+        // Only the failure count can change concurrently (calls finishing in the closed state).
+        let mut previous = self.load();
+        let mut next = previous.next(state, failures.unwrap_or(previous.failures));
+        while let Err(actual) = self.word.compare_exchange_weak(
+            previous.pack(),
+            next.pack(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            previous = Word::unpack(actual);
+            next = previous.next(state, failures.unwrap_or(previous.failures));
+        }
+        match (previous.state, state) {
+            (_, CircuitState::Open) => tracing::warn!(
+                from = %previous.state,
+                consecutive_failures = next.failures,
+                open_for = ?self.config.open_duration,
+                "circuit breaker opened: rejecting calls"
+            ),
+            (CircuitState::Open, CircuitState::HalfOpen) => tracing::info!(
+                trials = self.config.half_open_max_calls,
+                "circuit breaker half-open: admitting trial calls"
+            ),
+            (from, to) if from != to => {
+                tracing::info!(%from, "circuit breaker {to}: admitting calls");
+            }
+            _ => {}
+        }
+        next
+    }
+
+    /// Records the outcome of a call admitted in the closed state of `generation`.
+    fn record_closed(&self, generation: u32, outcome: Outcome) {
+        let current = |w: &Word| w.generation == generation && w.state == CircuitState::Closed;
+        match outcome {
+            Outcome::Ignored => {}
+            Outcome::Success => {
+                // Usually a plain load: the count is only written when it is not zero already.
+                let _ = self
+                    .word
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                        let w = Word::unpack(bits);
+                        (current(&w) && w.failures != 0).then(|| Word { failures: 0, ..w }.pack())
+                    });
+            }
+            Outcome::Failure => {
+                let updated = self
+                    .word
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                        let w = Word::unpack(bits);
+                        current(&w).then(|| {
+                            Word {
+                                failures: w.failures.saturating_add(1),
+                                ..w
+                            }
+                            .pack()
+                        })
+                    });
+                let Ok(before) = updated else { return };
+                if Word::unpack(before).failures.saturating_add(1) < self.config.failure_threshold {
+                    return;
+                }
+                let mut transitions = self.lock();
+                let w = self.load();
+                // Another failure of this generation may have opened it already.
+                if current(&w) && w.failures >= self.config.failure_threshold {
+                    self.transition(&mut transitions, CircuitState::Open, None);
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a trial admitted in the half-open state of `generation`.
+    fn record_trial(&self, generation: u32, outcome: Outcome) {
+        let mut transitions = self.lock();
+        let w = self.load();
+        if w.generation != generation || w.state != CircuitState::HalfOpen {
+            // The trial's slot was released when the state changed.
+            return;
+        }
+        transitions.half_open_in_flight = transitions.half_open_in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Ignored => {}
+            Outcome::Success => {
+                transitions.half_open_successes += 1;
+                if transitions.half_open_successes >= self.config.success_threshold {
+                    self.transition(&mut transitions, CircuitState::Closed, Some(0));
+                } else {
+                    // The state is half-open: only this lock's holder writes the word.
+                    self.word
+                        .store(Word { failures: 0, ..w }.pack(), Ordering::Release);
+                }
+            }
+            Outcome::Failure => {
+                let failures = w.failures.saturating_add(1);
+                self.transition(&mut transitions, CircuitState::Open, Some(failures));
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = self.inner.load();
+        f.debug_struct("CircuitBreaker")
+            .field("state", &word.state)
+            .field("failure_count", &word.failures)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Permission to make one call through a [`CircuitBreaker`], from
+/// [`try_acquire`](CircuitBreaker::try_acquire).
+///
+/// Consume it with the call's outcome. Dropping it without recording one counts as
+/// [`record_ignored`](Self::record_ignored), so a cancelled call frees its half-open trial slot.
+#[must_use = "a permit records nothing unless told the call's outcome"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    generation: u32,
+    trial: bool,
+    recorded: bool,
+}
+
+impl<'a> Permit<'a> {
+    fn new(breaker: &'a CircuitBreaker, generation: u32, trial: bool) -> Self {
+        Self {
+            breaker,
+            generation,
+            trial,
+            recorded: false,
+        }
+    }
+
+    /// Whether this is a half-open trial call, whose outcome decides to close or reopen.
+    #[must_use]
+    pub fn is_trial(&self) -> bool {
+        self.trial
+    }
+
+    /// The call succeeded: resets the consecutive-failure count, and counts towards closing a
+    /// half-open breaker.
+    pub fn record_success(mut self) {
+        self.finish(Outcome::Success);
+    }
+
+    /// The call failed in a way that says the backend is unhealthy: counts towards opening the
+    /// breaker, and reopens a half-open one.
+    pub fn record_failure(mut self) {
+        self.finish(Outcome::Failure);
+    }
+
+    /// The call's outcome says nothing about the backend's health (a permanent error, or the
+    /// call was not made after all): only frees the trial slot, if any.
+    pub fn record_ignored(mut self) {
+        self.finish(Outcome::Ignored);
+    }
+
+    /// Records `result` as [`CircuitBreaker::call`] does: success, failure for a
+    /// [retryable](Error::is_retryable) error, ignored for any other error.
+    pub fn record<T>(self, result: &Result<T>) {
+        match result {
+            Ok(_) => self.record_success(),
+            Err(err) if err.is_retryable() => self.record_failure(),
+            Err(_) => self.record_ignored(),
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if !self.recorded {
+            self.recorded = true;
+            self.breaker.record(self.generation, self.trial, outcome);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.finish(Outcome::Ignored);
+    }
+}
+
+impl fmt::Debug for Permit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("trial", &self.trial)
+            .field("recorded", &self.recorded)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use proptest::prelude::*;
+    use tokio::time::advance;
+
+    use super::*;
+    use crate::ErrorKind;
+
+    const OPEN_FOR: Duration = Duration::from_secs(10);
+
+    fn breaker(failures: u32, trials: u32, successes: u32) -> CircuitBreaker {
+        CircuitBreaker::new(
+            CircuitBreakerConfig::default()
+                .with_failure_threshold(failures)
+                .with_open_duration(OPEN_FOR)
+                .with_half_open_max_calls(trials)
+                .with_success_threshold(successes),
+        )
+        .unwrap()
+    }
+
+    fn transient() -> Error {
+        Error::backend(ErrorKind::Timeout, "XADD", "events", "timed out")
+    }
+
+    fn permanent() -> Error {
+        Error::backend(ErrorKind::PermissionDenied, "XADD", "events", "NOPERM")
+    }
+
+    async fn fail(breaker: &CircuitBreaker) -> Error {
+        breaker
+            .call(|| async { Err::<(), _>(transient()) })
+            .await
+            .unwrap_err()
+    }
+
+    async fn succeed(breaker: &CircuitBreaker) -> Result<()> {
+        breaker.call(|| async { Ok(()) }).await
+    }
+
+    async fn open(breaker: &CircuitBreaker) {
+        while breaker.state() != CircuitState::Open {
+            fail(breaker).await;
+        }
+    }
+
+    #[test]
+    fn config_defaults_validation_and_serde() {
+        let config = CircuitBreakerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.failure_threshold, 5);
+        assert_eq!(config.open_duration, Duration::from_secs(30));
+        for (config, field) in [
+            (
+                config.with_failure_threshold(0),
+                "circuit_breaker.failure_threshold",
+            ),
+            (
+                config.with_half_open_max_calls(0),
+                "circuit_breaker.half_open_max_calls",
+            ),
+            (
+                config.with_success_threshold(0),
+                "circuit_breaker.success_threshold",
+            ),
+            (
+                config.with_open_duration(Duration::ZERO),
+                "circuit_breaker.open_duration",
+            ),
+        ] {
+            let err = CircuitBreaker::new(config).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains(field), "{err} should name {field}");
+        }
+
+        let json = serde_json::to_value(config).unwrap();
+        assert_eq!(json["open_duration"], "30s");
+        let read: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"failure_threshold": 3, "open_duration": "1m 500ms"}"#)
+                .unwrap();
+        assert_eq!(read.failure_threshold, 3);
+        assert_eq!(read.open_duration, Duration::from_millis(60_500));
+        assert_eq!(read.success_threshold, 1);
+        assert_eq!(
+            serde_json::from_value::<CircuitBreakerConfig>(json).unwrap(),
+            config
+        );
+        assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"open_duration": 30}"#).is_err());
+    }
+
+    #[test]
+    fn state_display() {
+        assert_eq!(CircuitState::Closed.to_string(), "closed");
+        assert_eq!(CircuitState::Open.to_string(), "open");
+        assert_eq!(CircuitState::HalfOpen.to_string(), "half_open");
+    }
+
+    #[test]
+    fn word_packing_round_trips() {
+        for state in [
+            CircuitState::Closed,
+            CircuitState::Open,
+            CircuitState::HalfOpen,
+        ] {
+            for (generation, failures) in [(0, 0), (GENERATION_MASK, u32::MAX), (12345, 7)] {
+                let word = Word {
+                    generation,
+                    state,
+                    failures,
+                };
+                assert_eq!(Word::unpack(word.pack()), word);
+            }
+        }
+        let last = Word {
+            generation: GENERATION_MASK,
+            state: CircuitState::Closed,
+            failures: 0,
+        };
+        assert_eq!(
+            last.next(CircuitState::Open, 1).generation,
+            0,
+            "generations wrap"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_retryable_failures() {
+        let breaker = breaker(3, 1, 1);
+        for expected in 1..3 {
+            assert_eq!(fail(&breaker).await.kind(), ErrorKind::Timeout);
+            assert_eq!(breaker.state(), CircuitState::Closed);
+            assert_eq!(breaker.stats().failure_count, expected);
+        }
+        fail(&breaker).await;
+        assert_eq!(breaker.state(), CircuitState::Open);
+        let stats = breaker.stats();
+        assert_eq!(stats.failure_count, 3);
+        assert_eq!(stats.opened_count, 1);
+        assert_eq!(stats.total_failures, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_rejects_without_calling() {
+        let breaker = breaker(1, 1, 1);
+        open(&breaker).await;
+        advance(Duration::from_secs(4)).await;
+        let called = AtomicU32::new(0);
+        for rejected in 1..=3 {
+            let err = breaker
+                .call(|| async {
+                    called.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().starts_with("Circuit breaker is open"),
+                "{err}"
+            );
+            assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+            assert!(err.is_retryable());
+            match err {
+                Error::CircuitOpen { retry_after } => {
+                    assert_eq!(retry_after, Duration::from_secs(6));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(breaker.stats().rejected_requests, rejected);
+        }
+        assert_eq!(called.load(Ordering::SeqCst), 0);
+        assert!(breaker.try_acquire().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_opens_after_the_open_duration_and_closes_on_success() {
+        let breaker = breaker(1, 1, 1);
+        open(&breaker).await;
+        advance(OPEN_FOR - Duration::from_millis(1)).await;
+        assert!(
+            succeed(&breaker).await.is_err(),
+            "still open 1 ms before the end"
+        );
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "the transition is lazy"
+        );
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            breaker.state(),
+            CircuitState::Open,
+            "the transition is lazy"
+        );
+
+        let permit = breaker.try_acquire().unwrap();
+        assert!(permit.is_trial());
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        permit.record_success();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.stats().failure_count, 0);
+        assert!(!breaker.try_acquire().unwrap().is_trial());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_needs_success_threshold_successes() {
+        let breaker = breaker(1, 1, 3);
+        open(&breaker).await;
+        advance(OPEN_FOR).await;
+        for _ in 0..2 {
+            succeed(&breaker).await.unwrap();
+            assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        }
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.stats().success_count, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_trial_reopens_for_a_fresh_period() {
+        let breaker = breaker(2, 1, 2);
+        open(&breaker).await;
+        advance(OPEN_FOR).await;
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        assert_eq!(fail(&breaker).await.kind(), ErrorKind::Timeout);
+        assert_eq!(breaker.state(), CircuitState::Open);
+        assert_eq!(breaker.stats().opened_count, 2);
+        // One failure after a success: the count restarted.
+        assert_eq!(breaker.stats().failure_count, 1);
+        advance(OPEN_FOR - Duration::from_millis(1)).await;
+        assert_eq!(
+            succeed(&breaker).await.unwrap_err().kind(),
+            ErrorKind::CircuitOpen
+        );
+        advance(Duration::from_millis(1)).await;
+        succeed(&breaker).await.unwrap();
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_only_the_configured_number_of_trials() {
+        let breaker = breaker(1, 2, 5);
+        open(&breaker).await;
+        advance(OPEN_FOR).await;
+        let first = breaker.try_acquire().unwrap();
+        let second = breaker.try_acquire().unwrap();
+        let err = breaker.try_acquire().unwrap_err();
+        assert!(matches!(err, Error::CircuitOpen { retry_after } if retry_after.is_zero()));
+        first.record_success();
+        let third = breaker.try_acquire().unwrap();
+        assert!(breaker.try_acquire().is_err());
+        // Dropping a permit unrecorded frees its slot without counting anything.
+        drop(second);
+        let fourth = breaker.try_acquire().unwrap();
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        third.record_ignored();
+        fourth.record_success();
+        let stats = breaker.stats();
+        assert_eq!(stats.success_count, 2);
+        assert_eq!(stats.rejected_requests, 2);
+        assert_eq!(stats.state, CircuitState::HalfOpen);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_trial_call_frees_its_slot() {
+        let breaker = breaker(1, 1, 1);
+        open(&breaker).await;
+        advance(OPEN_FOR).await;
+        let (_tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let call = breaker.call(|| async move {
+            let _ = rx.await;
+            Ok(())
+        });
+        tokio::select! {
+            biased;
+            _ = call => panic!("the call cannot finish"),
+            () = tokio::task::yield_now() => {}
+        }
+        // The select dropped the call future, and its permit with it.
+        assert_eq!(breaker.state(), CircuitState::HalfOpen);
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_never_open_it() {
+        let breaker = breaker(2, 1, 1);
+        for _ in 0..10 {
+            let err = breaker
+                .call(|| async { Err::<(), _>(permanent()) })
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        let stats = breaker.stats();
+        assert_eq!(
+            (
+                stats.failure_count,
+                stats.total_failures,
+                stats.success_count
+            ),
+            (0, 0, 0)
+        );
+        // Nor do they reset the consecutive count.
+        fail(&breaker).await;
+        breaker
+            .call(|| async { Err::<(), _>(permanent()) })
+            .await
+            .unwrap_err();
+        fail(&breaker).await;
+        assert_eq!(breaker.state(), CircuitState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_resets_the_consecutive_count() {
+        let breaker = breaker(3, 1, 1);
+        for _ in 0..5 {
+            fail(&breaker).await;
+            fail(&breaker).await;
+            succeed(&breaker).await.unwrap();
+            assert_eq!(breaker.stats().failure_count, 0);
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        let stats = breaker.stats();
+        assert_eq!(stats.total_failures, 10);
+        assert_eq!(stats.success_count, 5);
+        assert_eq!(stats.total_requests, 15);
+        assert_eq!(stats.opened_count, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_outcomes_do_not_drive_transitions() {
+        let breaker = breaker(2, 1, 1);
+        let late = breaker.try_acquire().unwrap();
+        open(&breaker).await;
+        advance(OPEN_FOR).await;
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        // Admitted two states ago: counted, but does not start a new failure streak.
+        late.record_failure();
+        assert_eq!(breaker.stats().failure_count, 0);
+        assert_eq!(breaker.stats().total_failures, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_and_reset() {
+        let breaker = breaker(2, 1, 1);
+        let created = breaker.stats().last_state_change;
+        succeed(&breaker).await.unwrap();
+        open(&breaker).await;
+        let _ = succeed(&breaker).await;
+        let stats = breaker.stats();
+        assert_eq!(stats.state, CircuitState::Open);
+        assert_eq!(stats.total_requests, 4);
+        assert_eq!(stats.rejected_requests, 1);
+        assert_eq!(stats.success_count, 1);
+        assert_eq!(stats.total_failures, 2);
+        assert_eq!(stats.opened_count, 1);
+        assert!(stats.last_state_change >= created);
+
+        let clone = breaker.clone();
+        clone.reset();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        assert_eq!(breaker.stats().failure_count, 0);
+        assert_eq!(
+            breaker.stats().total_requests,
+            4,
+            "cumulative counters are kept"
+        );
+        succeed(&breaker).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn call_with_classifies_other_error_types() {
+        let breaker = breaker(1, 1, 1);
+        let result: Result<(), crate::BoxError> = breaker
+            .call_with(
+                |e: &crate::BoxError| e.to_string() == "boom",
+                || async { Err("not counted".into()) },
+            )
+            .await;
+        assert!(result.is_err());
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        let _ = breaker
+            .call_with(
+                |e: &crate::BoxError| e.to_string() == "boom",
+                || async { Err::<(), crate::BoxError>("boom".into()) },
+            )
+            .await;
+        assert_eq!(breaker.state(), CircuitState::Open);
+        let err = breaker
+            .call_with(|_: &crate::BoxError| true, || async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("Circuit breaker is open"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_failures_open_it_exactly_once() {
+        let breaker = breaker(10, 1, 1);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let breaker = breaker.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let _ = breaker.call(|| async { Err::<(), _>(transient()) }).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let stats = breaker.stats();
+        assert_eq!(stats.state, CircuitState::Open);
+        assert_eq!(stats.opened_count, 1);
+        assert_eq!(stats.total_requests, 800);
+        assert_eq!(stats.total_failures + stats.rejected_requests, 800);
+        assert!(stats.total_failures >= 10);
+    }
+
+    #[test]
+    fn breaker_and_permit_are_thread_safe() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CircuitBreaker>();
+        assert_send_sync::<Permit<'static>>();
+    }
+
+    /// One step of the model-based test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire,
+        Finish(usize, Outcome),
+        Advance(u64),
+        Reset,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let outcome = prop_oneof![
+            Just(Outcome::Success),
+            Just(Outcome::Failure),
+            Just(Outcome::Ignored),
+        ];
+        prop_oneof![
+            4 => Just(Op::Acquire),
+            4 => (any::<usize>(), outcome).prop_map(|(i, o)| Op::Finish(i, o)),
+            2 => (0u64..4_000).prop_map(Op::Advance),
+            1 => Just(Op::Reset),
+        ]
+    }
+
+    /// A straightforward single-threaded model of the documented state machine, in milliseconds.
+    #[derive(Debug)]
+    struct Model {
+        config: CircuitBreakerConfig,
+        state: CircuitState,
+        epoch: u64,
+        failures: u32,
+        in_flight: u32,
+        successes: u32,
+        open_until: u64,
+        now: u64,
+        rejected: u64,
+        opened: u64,
+    }
+
+    impl Model {
+        fn new(config: CircuitBreakerConfig) -> Self {
+            Self {
+                config,
+                state: CircuitState::Closed,
+                epoch: 0,
+                failures: 0,
+                in_flight: 0,
+                successes: 0,
+                open_until: 0,
+                now: 0,
+                rejected: 0,
+                opened: 0,
+            }
+        }
+
+        fn enter(&mut self, state: CircuitState) {
+            self.state = state;
+            self.epoch += 1;
+            self.in_flight = 0;
+            self.successes = 0;
+            if state == CircuitState::Open {
+                self.open_until = self.now + self.config.open_duration.as_millis() as u64;
+                self.opened += 1;
+            }
+        }
+
+        /// `Ok((epoch, trial))` or `Err(retry_after_ms)`.
+        fn acquire(&mut self) -> std::result::Result<(u64, bool), u64> {
+            if self.state == CircuitState::Open {
+                if self.now < self.open_until {
+                    self.rejected += 1;
+                    return Err(self.open_until - self.now);
+                }
+                self.enter(CircuitState::HalfOpen);
+            }
+            match self.state {
+                CircuitState::Closed => Ok((self.epoch, false)),
+                _ if self.in_flight < self.config.half_open_max_calls => {
+                    self.in_flight += 1;
+                    Ok((self.epoch, true))
+                }
+                _ => {
+                    self.rejected += 1;
+                    Err(0)
+                }
+            }
+        }
+
+        fn finish(&mut self, epoch: u64, outcome: Outcome) {
+            if epoch != self.epoch {
+                return;
+            }
+            match (self.state, outcome) {
+                (_, Outcome::Ignored) if self.state == CircuitState::HalfOpen => {
+                    self.in_flight -= 1
+                }
+                (_, Outcome::Ignored) => {}
+                (CircuitState::Closed, Outcome::Success) => self.failures = 0,
+                (CircuitState::Closed, Outcome::Failure) => {
+                    self.failures += 1;
+                    if self.failures >= self.config.failure_threshold {
+                        self.enter(CircuitState::Open);
+                    }
+                }
+                (CircuitState::HalfOpen, Outcome::Success) => {
+                    self.in_flight -= 1;
+                    self.successes += 1;
+                    self.failures = 0;
+                    if self.successes >= self.config.success_threshold {
+                        self.enter(CircuitState::Closed);
+                    }
+                }
+                (CircuitState::HalfOpen, Outcome::Failure) => {
+                    self.failures += 1;
+                    self.enter(CircuitState::Open);
+                }
+                (CircuitState::Open, _) => unreachable!("no call is admitted while open"),
+            }
+        }
+
+        fn reset(&mut self) {
+            self.failures = 0;
+            self.enter(CircuitState::Closed);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference_model(
+            failure_threshold in 1u32..5,
+            half_open_max_calls in 1u32..4,
+            success_threshold in 1u32..4,
+            open_ms in 1u64..5_000,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let config = CircuitBreakerConfig {
+                failure_threshold,
+                open_duration: Duration::from_millis(open_ms),
+                half_open_max_calls,
+                success_threshold,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let breaker = CircuitBreaker::new(config).unwrap();
+                let mut model = Model::new(config);
+                let mut held: Vec<(Permit<'_>, u64)> = Vec::new();
+                let (mut successes, mut failures) = (0, 0);
+                for (step, op) in ops.into_iter().enumerate() {
+                    match op {
+                        Op::Acquire => match (breaker.try_acquire(), model.acquire()) {
+                            (Ok(permit), Ok((epoch, trial))) => {
+                                prop_assert_eq!(permit.is_trial(), trial, "step {}", step);
+                                held.push((permit, epoch));
+                            }
+                            (Err(Error::CircuitOpen { retry_after }), Err(ms)) => {
+                                prop_assert_eq!(retry_after, Duration::from_millis(ms));
+                            }
+                            (real, model) => prop_assert!(
+                                false,
+                                "step {}: breaker {:?}, model {:?}",
+                                step,
+                                real.map(|p| p.is_trial()),
+                                model
+                            ),
+                        },
+                        Op::Finish(_, _) if held.is_empty() => {}
+                        Op::Finish(i, outcome) => {
+                            let (permit, epoch) = held.swap_remove(i % held.len());
+                            match outcome {
+                                Outcome::Success => {
+                                    successes += 1;
+                                    permit.record_success();
+                                }
+                                Outcome::Failure => {
+                                    failures += 1;
+                                    permit.record_failure();
+                                }
+                                // Alternate between the explicit call and a plain drop.
+                                Outcome::Ignored if i % 2 == 0 => permit.record_ignored(),
+                                Outcome::Ignored => drop(permit),
+                            }
+                            model.finish(epoch, outcome);
+                        }
+                        Op::Advance(ms) => {
+                            advance(Duration::from_millis(ms)).await;
+                            model.now += ms;
+                        }
+                        Op::Reset => {
+                            breaker.reset();
+                            model.reset();
+                        }
+                    }
+                    let stats = breaker.stats();
+                    prop_assert_eq!(stats.state, model.state, "step {}: {:?}", step, model);
+                    prop_assert_eq!(stats.failure_count, model.failures, "step {}", step);
+                    prop_assert_eq!(stats.rejected_requests, model.rejected);
+                    prop_assert_eq!(stats.opened_count, model.opened);
+                    prop_assert_eq!(stats.success_count, successes);
+                    prop_assert_eq!(stats.total_failures, failures);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -229,7 +229,8 @@ impl FromStr for Priority {
 
 /// Who sent an event, when, why, and how urgently.
 ///
-/// `EventMetadata::default()` stamps the current time and leaves everything else empty.
+/// `EventMetadata::default()` stamps the current time (to the millisecond, the wire format's
+/// precision) and leaves everything else empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
     /// When the event was created. On the wire: RFC 3339 with milliseconds, UTC.
@@ -258,7 +259,7 @@ pub struct EventMetadata {
 impl Default for EventMetadata {
     fn default() -> Self {
         Self {
-            timestamp: SystemTime::now(),
+            timestamp: truncate_to_millis(SystemTime::now()),
             source: None,
             correlation_id: None,
             causation_id: None,
@@ -290,7 +291,10 @@ impl EventMetadata {
         }
         for (name, value) in &self.headers {
             if name.is_empty() {
-                return Err(Error::invalid_input("header name \"\"", "must not be empty"));
+                return Err(Error::invalid_input(
+                    "header name \"\"",
+                    "must not be empty",
+                ));
             }
             validate_string("header name", name, limits.max_string_len)?;
             validate_string("header value", value, limits.max_string_len)?;
@@ -478,9 +482,12 @@ impl Event {
     }
 
     /// Sets the timestamp.
+    ///
+    /// The wire format keeps milliseconds, so the time is truncated to a whole millisecond here
+    /// and an event compares equal to itself after a round trip through a stream.
     #[must_use]
     pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
-        self.metadata.timestamp = timestamp;
+        self.metadata.timestamp = truncate_to_millis(timestamp);
         self
     }
 
@@ -495,6 +502,17 @@ impl Event {
         validate_event_type(&self.event_type, limits.max_event_type_len)?;
         self.id.validate(limits)?;
         self.metadata.validate(limits)
+    }
+}
+
+/// `t` without its sub-millisecond part (times before 1970 are left as they are).
+fn truncate_to_millis(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(since) => {
+            let extra = since.subsec_nanos() % 1_000_000;
+            t - std::time::Duration::from_nanos(u64::from(extra))
+        }
+        Err(_) => t,
     }
 }
 
@@ -556,24 +574,45 @@ mod tests {
     #[test]
     fn metadata_validation() {
         let event = Event::new("a", json!(1), EventMetadata::default()).with_header("", "x");
-        assert!(event.validate().unwrap_err().to_string().contains("header name"));
+        assert!(
+            event
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("header name")
+        );
         let event = Event::new("a", json!(1), EventMetadata::default()).with_source("svc\r\n");
         assert!(event.validate().unwrap_err().to_string().contains("source"));
         let mut event = Event::new("a", json!(1), EventMetadata::default());
         for i in 0..65 {
             event = event.with_header(format!("h{i}"), "v");
         }
-        assert!(event.validate().unwrap_err().to_string().contains("at most 64 headers"));
+        assert!(
+            event
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("at most 64 headers")
+        );
     }
 
     #[test]
     fn caused_by_links_events() {
         let first = Event::new("a", json!(1), EventMetadata::default());
         let second = Event::new("b", json!(2), EventMetadata::default()).caused_by(&first);
-        assert_eq!(second.metadata().causation_id.as_deref(), Some(first.id().as_str()));
-        assert_eq!(second.metadata().correlation_id.as_deref(), Some(first.id().as_str()));
+        assert_eq!(
+            second.metadata().causation_id.as_deref(),
+            Some(first.id().as_str())
+        );
+        assert_eq!(
+            second.metadata().correlation_id.as_deref(),
+            Some(first.id().as_str())
+        );
         let third = Event::new("c", json!(3), EventMetadata::default()).caused_by(&second);
-        assert_eq!(third.metadata().correlation_id, second.metadata().correlation_id);
+        assert_eq!(
+            third.metadata().correlation_id,
+            second.metadata().correlation_id
+        );
     }
 
     #[test]
@@ -588,7 +627,10 @@ mod tests {
     #[test]
     fn limits_validate() {
         EventLimits::default().validate().unwrap();
-        let err = EventLimits::default().with_max_encoded_bytes(0).validate().unwrap_err();
+        let err = EventLimits::default()
+            .with_max_encoded_bytes(0)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("limits.max_encoded_bytes"));
     }
 }

@@ -3,7 +3,6 @@
 
 pub mod backpressure;
 pub mod circuit_breaker;
-#[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod event;
@@ -20,11 +19,13 @@ pub mod wire;
 pub use backpressure::{
     BackpressureConfig, BackpressureQueue, BackpressureStats, BackpressureStrategy, PushOutcome,
 };
-pub use circuit_breaker::{CircuitBreaker, CircuitBreakerConfig, CircuitBreakerStats, CircuitState};
+pub use circuit_breaker::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerStats, CircuitState,
+};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventId, EventLimits, EventMetadata, Priority, validate_event_type};
 pub use handler::{Handler, HandlerResult};
-pub use memory::MemoryBus;
+pub use memory::{DeadLetter, MemoryBus};
 pub use redact::{RedactedUrl, redact_url};
 #[cfg(feature = "redis")]
 pub use redis_error::classify_redis_error;

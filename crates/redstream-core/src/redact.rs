@@ -37,7 +37,11 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
         }
         // `redis://secret@host`: redis-rs reads a lone userinfo as the password... only with a
         // colon, but other clients differ; mask it to be safe.
-        None => Cow::Owned(format!("{}***{}", &url[..authority_start], &url[authority_start + at..])),
+        None => Cow::Owned(format!(
+            "{}***{}",
+            &url[..authority_start],
+            &url[authority_start + at..]
+        )),
     }
 }
 
@@ -72,12 +76,21 @@ mod tests {
     fn passwords_are_masked() {
         let cases = [
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("redis://:secret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
-            ("rediss://app:secret@cache:6380/2", "rediss://app:***@cache:6380/2"),
+            (
+                "redis://:secret@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://app:secret@cache:6380/2",
+                "rediss://app:***@cache:6380/2",
+            ),
             ("redis://app:p@ss@cache/0", "redis://app:***@cache/0"),
             ("redis://secret@cache", "redis://***@cache"),
             ("redis://cache/0?user=x", "redis://cache/0?user=x"),
-            ("redis+unix:///tmp/redis.sock", "redis+unix:///tmp/redis.sock"),
+            (
+                "redis+unix:///tmp/redis.sock",
+                "redis+unix:///tmp/redis.sock",
+            ),
             ("user:secret@host", "***@host"),
             ("not a url", "not a url"),
         ];

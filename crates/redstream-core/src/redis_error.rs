@@ -98,3 +98,204 @@ impl From<RedisError> for Error {
         Self::from_redis("redis command", "redis", err)
     }
 }
+
+/// Every classification is checked against what a real `redis-server` answers, except for the
+/// cluster and loading codes, which are checked on the exact error lines a server sends.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use redis::AsyncCommands;
+    use redstream_testkit::RedisServer;
+
+    use super::*;
+
+    fn server_error(line: &str) -> RedisError {
+        let value = redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn cluster_and_loading_codes_are_transient() {
+        for line in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "READONLY You can't write against a read only replica.",
+            "CLUSTERDOWN The cluster is down",
+            "MOVED 3999 127.0.0.1:6381",
+            "ASK 3999 127.0.0.1:6381",
+        ] {
+            let kind = classify_redis_error(&server_error(line));
+            assert_eq!(kind, ErrorKind::Unavailable, "{line}");
+            assert!(kind.is_retryable(), "{line}");
+        }
+        let oom = server_error("OOM command not allowed when used memory > 'maxmemory'.");
+        assert_eq!(classify_redis_error(&oom), ErrorKind::OutOfMemory);
+    }
+
+    #[test]
+    fn permanent_codes_are_not_retryable() {
+        let cases = [
+            ("NOAUTH Authentication required.", ErrorKind::Auth),
+            (
+                "WRONGPASS invalid username-password pair or user is disabled.",
+                ErrorKind::Auth,
+            ),
+            (
+                "NOPERM User app has no permissions to access the 'x' key",
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                ErrorKind::WrongType,
+            ),
+            ("ERR syntax error", ErrorKind::Server),
+            ("ERR unknown command 'FOO'", ErrorKind::Server),
+            (
+                "BUSYGROUP Consumer Group name already exists",
+                ErrorKind::Server,
+            ),
+            (
+                "NOGROUP No such key 's' or consumer group 'g'",
+                ErrorKind::Server,
+            ),
+        ];
+        for (line, expected) in cases {
+            let kind = classify_redis_error(&server_error(line));
+            assert_eq!(kind, expected, "{line}");
+            assert!(!kind.is_retryable(), "{line}");
+        }
+    }
+
+    async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_millis(300)));
+        redis::Client::open(url)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    #[tokio::test]
+    async fn wrongtype_from_a_real_server() {
+        let server = RedisServer::start().await.unwrap();
+        let mut conn = connect(&server.url()).await.unwrap();
+        let () = conn.set("plain", "value").await.unwrap();
+        let err = conn.lpush::<_, _, ()>("plain", "x").await.unwrap_err();
+        let err = Error::from_redis("LPUSH", "plain", err);
+        assert_eq!(err.kind(), ErrorKind::WrongType);
+        assert!(
+            err.to_string()
+                .contains("LPUSH on plain failed (wrong_type)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn auth_failures_from_a_real_server() {
+        let server = RedisServer::builder()
+            .password("s3cret")
+            .start()
+            .await
+            .unwrap();
+        // No password: the server answers NOAUTH.
+        let mut conn = connect(&server.url_without_auth()).await.unwrap();
+        let err = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(classify_redis_error(&err), ErrorKind::Auth, "{err:?}");
+        // Wrong password: the handshake fails.
+        let wrong = format!("redis://:nope@127.0.0.1:{}/", server.port());
+        let err = connect(&wrong).await.unwrap_err();
+        let err = Error::from_redis("connect", crate::redact_url(&wrong), err);
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+        assert!(!err.is_retryable());
+        assert!(!err.to_string().contains("nope"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn noperm_from_a_real_server() {
+        let server = RedisServer::builder()
+            .acl_user("app", "app-pass", "app:*")
+            .start()
+            .await
+            .unwrap();
+        let url = format!("redis://app:app-pass@127.0.0.1:{}/", server.port());
+        let mut conn = connect(&url).await.unwrap();
+        let () = conn.set("app:ok", 1).await.unwrap();
+        let err = conn.set::<_, _, ()>("other:key", 1).await.unwrap_err();
+        assert_eq!(
+            classify_redis_error(&err),
+            ErrorKind::PermissionDenied,
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn oom_from_a_real_server() {
+        let server = RedisServer::builder()
+            .maxmemory(2 * 1024 * 1024)
+            .maxmemory_policy("noeviction")
+            .start()
+            .await
+            .unwrap();
+        let mut conn = connect(&server.url()).await.unwrap();
+        let value = "x".repeat(64 * 1024);
+        let mut last = None;
+        for i in 0..200 {
+            if let Err(err) = conn.set::<_, _, ()>(format!("k{i}"), &value).await {
+                last = Some(err);
+                break;
+            }
+        }
+        let err = last.expect("a 2 MiB server must refuse 12 MiB of writes");
+        assert_eq!(
+            classify_redis_error(&err),
+            ErrorKind::OutOfMemory,
+            "{err:?}"
+        );
+        assert!(classify_redis_error(&err).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn refused_and_timed_out_connections_are_transient() {
+        let server = RedisServer::start().await.unwrap();
+        let url = server.url();
+        let mut conn = connect(&url).await.unwrap();
+
+        server.pause().unwrap();
+        let err = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(classify_redis_error(&err), ErrorKind::Timeout, "{err:?}");
+        server.resume().unwrap();
+
+        server.kill().unwrap();
+        let err = connect(&url).await.unwrap_err();
+        assert_eq!(classify_redis_error(&err), ErrorKind::Connection, "{err:?}");
+        assert!(classify_redis_error(&err).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn readonly_replica_from_a_real_server() {
+        let primary = RedisServer::start().await.unwrap();
+        let replica = RedisServer::start().await.unwrap();
+        let mut conn = connect(&replica.url()).await.unwrap();
+        let () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let err = conn.set::<_, _, ()>("k", 1).await.unwrap_err();
+        assert_eq!(
+            classify_redis_error(&err),
+            ErrorKind::Unavailable,
+            "{err:?}"
+        );
+    }
+}

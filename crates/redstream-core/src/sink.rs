@@ -7,7 +7,9 @@ use crate::error::Result;
 use crate::event::Event;
 
 /// A position in a source (a log offset, a stream entry id, a file line), opaque to the sink.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct SourcePosition(String);
 
@@ -59,7 +61,11 @@ pub struct BatchAck {
 impl BatchAck {
     /// An acknowledgement of `written` events with their ids and position.
     #[must_use]
-    pub fn new(entry_ids: Vec<String>, skipped_duplicates: usize, position: Option<SourcePosition>) -> Self {
+    pub fn new(
+        entry_ids: Vec<String>,
+        skipped_duplicates: usize,
+        position: Option<SourcePosition>,
+    ) -> Self {
         Self {
             written: entry_ids.len(),
             skipped_duplicates,

@@ -20,7 +20,8 @@ pub trait Publisher: Send + Sync {
     ///
     /// Every event is validated before anything is written, so an invalid event fails the whole
     /// batch without publishing any of it.
-    fn publish_batch(&self, events: Vec<Event>) -> impl Future<Output = Result<Vec<String>>> + Send;
+    fn publish_batch(&self, events: Vec<Event>)
+    -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// Delivers events to handlers, as a member of a consumer group.

@@ -234,7 +234,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Priority, ErrorKind};
+    use crate::{ErrorKind, Priority};
     use serde_json::json;
     use std::time::{Duration, SystemTime};
 
@@ -246,7 +246,10 @@ mod tests {
         )
         .with_priority(Priority::High)
         .with_source("checkout")
-        .with_header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .with_header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
     }
 
     fn limits() -> EventLimits {
@@ -255,7 +258,8 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_everything_to_the_millisecond() {
-        let event = sample().with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        let event = sample()
+            .with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
         let json = encode(&event, &limits()).unwrap();
         let back = decode_entry([(EVENT_FIELD, json.as_str())], &limits()).unwrap();
         assert_eq!(back, event);
@@ -271,7 +275,12 @@ mod tests {
         assert_eq!(value["type"], "order.created");
         assert_eq!(value["payload"]["order_id"], "12345");
         assert_eq!(value["metadata"]["priority"], "high");
-        assert!(value["metadata"]["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            value["metadata"]["timestamp"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
         // A Rust consumer may deserialize the field straight into `Event`.
         let direct: Event = serde_json::from_str(&json).unwrap();
         assert_eq!(direct, event);
@@ -286,8 +295,11 @@ mod tests {
         );
         let json = encode(&sample(), &limits()).unwrap();
         assert_eq!(
-            decode_entry([("event", json.as_str()), ("event", json.as_str())], &limits())
-                .unwrap_err(),
+            decode_entry(
+                [("event", json.as_str()), ("event", json.as_str())],
+                &limits()
+            )
+            .unwrap_err(),
             DecodeError::DuplicateField { field: "event" }
         );
         // Unknown extra fields are ignored.
@@ -307,15 +319,20 @@ mod tests {
         ));
         assert_eq!(
             decode_envelope(br#"{"v":2,"id":"x","type":"t","anything":[1]}"#, &l).unwrap_err(),
-            DecodeError::UnsupportedVersion { found: 2, supported: 1 }
+            DecodeError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
         );
         assert_eq!(
             decode_envelope(br#"{"v":7,"totally":"different"}"#, &l).unwrap_err(),
-            DecodeError::UnsupportedVersion { found: 7, supported: 1 }
+            DecodeError::UnsupportedVersion {
+                found: 7,
+                supported: 1
+            }
         );
         assert!(matches!(
-            decode_envelope(br#"{"v":1,"id":"x","type":"bad type","payload":1}"#, &l)
-                .unwrap_err(),
+            decode_envelope(br#"{"v":1,"id":"x","type":"bad type","payload":1}"#, &l).unwrap_err(),
             DecodeError::InvalidEvent { .. }
         ));
         let deep = "[".repeat(10_000);
@@ -342,7 +359,10 @@ mod tests {
         let event = Event::new("big", json!("x".repeat(100)), EventMetadata::default());
         let err = encode(&event, &small).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert!(err.to_string().contains("over the limit of 64 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("over the limit of 64 bytes"),
+            "{err}"
+        );
         let json = encode(&event, &limits()).unwrap();
         assert!(matches!(
             decode_envelope(json.as_bytes(), &small).unwrap_err(),
@@ -352,7 +372,10 @@ mod tests {
 
     #[test]
     fn long_parser_messages_are_shortened() {
-        let hostile = format!(r#"{{"v":1,"id":"x","type":"t","metadata":{{"priority":"{}"}}}}"#, "p".repeat(10_000));
+        let hostile = format!(
+            r#"{{"v":1,"id":"x","type":"t","metadata":{{"priority":"{}"}}}}"#,
+            "p".repeat(10_000)
+        );
         let err = decode_envelope(hostile.as_bytes(), &limits()).unwrap_err();
         assert!(err.to_string().len() < 400, "{}", err.to_string().len());
     }

@@ -1,0 +1,11 @@
+//! The integration tests of redstream-core, in one binary: the conformance suite run against
+//! `MemoryBus`, deliberately broken buses that every case must catch, and the behaviour specific
+//! to the in-memory bus.
+
+// Tests unwrap (STYLE.md); clippy's allow-unwrap-in-tests covers `#[test]` functions only, not
+// the helpers next to them.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod faults;
+mod memory;
