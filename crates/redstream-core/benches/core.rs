@@ -1,24 +1,57 @@
-//! Micro-benchmarks of the core's hot paths, each next to a baseline doing the same work
-//! without redstream:
+//! Benchmarks of the core's hot paths, each next to a baseline doing the same work without
+//! redstream, in the same run:
 //!
-//! - `wire::encode` vs `serde_json::to_string` of the bare payload (what a hand-rolled
-//!   publisher would put in the entry);
-//! - `wire::decode_entry` vs `serde_json::from_str` of the bare payload;
-//! - `CircuitBreaker::call` vs awaiting the same future directly.
+//! - `wire_format`: `wire::encode` / `wire::decode_entry` of a whole event vs `serde_json` on
+//!   the bare payload (what a hand-rolled publisher would put in the entry);
+//! - `circuit_breaker`: a call through a closed breaker vs the same call made directly;
+//! - `on_redis`: XADD of an encoded event and XRANGE + decode of it, on a private
+//!   `redis-server`, vs raw redis-rs doing XADD / XRANGE of the bare payload.
 //!
 //! Run with `cargo bench -p redstream-core`.
 
 // A benchmark that fails should stop loudly.
 #![allow(clippy::unwrap_used)]
 
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
 
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{CircuitBreaker, CircuitBreakerConfig, Event, EventLimits, EventMetadata};
+use redstream_testkit::RedisServer;
 use serde_json::{Value, json};
 
+/// The private server of the `on_redis` group, with a runtime and a connection to it.
+struct Bench {
+    server: RedisServer,
+    runtime: tokio::runtime::Runtime,
+    conn: redis::aio::MultiplexedConnection,
+}
+
+static REDIS: OnceLock<Bench> = OnceLock::new();
+
 fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (server, conn) = runtime.block_on(async {
+        let server = RedisServer::start().await.unwrap();
+        let conn = server.connection().await.unwrap();
+        (server, conn)
+    });
+    let _ = REDIS.set(Bench {
+        server,
+        runtime,
+        conn,
+    });
     divan::main();
+    // Statics are never dropped: stop the server by hand.
+    if let Some(bench) = REDIS.get() {
+        bench.server.kill().unwrap();
+    }
 }
 
 fn sample_event() -> Event {
@@ -71,34 +104,160 @@ mod wire_format {
     }
 }
 
+/// Polls a future that completes without waiting, once, with no runtime in the way.
+fn poll_ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the benchmarked future was expected to be ready"),
+    }
+}
+
 mod circuit_breaker {
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    }
-
     #[divan::bench]
     fn call_through_closed_breaker(bencher: divan::Bencher<'_, '_>) {
-        let rt = runtime();
         let breaker = CircuitBreaker::new(CircuitBreakerConfig::default()).unwrap();
         bencher.bench_local(|| {
-            rt.block_on(
-                breaker.call(|| async { Ok::<u64, redstream_core::Error>(black_box(1u64)) }),
-            )
-            .unwrap()
+            poll_ready(breaker.call(|| async { Ok::<u64, redstream_core::Error>(black_box(1)) }))
+                .unwrap()
         });
     }
 
     #[divan::bench]
     fn baseline_direct_call(bencher: divan::Bencher<'_, '_>) {
-        let rt = runtime();
         bencher.bench_local(|| {
-            rt.block_on(async { Ok::<u64, redstream_core::Error>(black_box(1u64)) })
+            poll_ready(async { Ok::<u64, redstream_core::Error>(black_box(1)) }).unwrap()
+        });
+    }
+}
+
+mod on_redis {
+    use super::*;
+
+    const STREAM: &str = "{bench}:order.created";
+
+    fn bench() -> &'static Bench {
+        REDIS.get().unwrap()
+    }
+
+    #[divan::bench]
+    fn xadd_encoded_event(bencher: divan::Bencher<'_, '_>) {
+        let Bench { runtime, conn, .. } = bench();
+        let event = sample_event();
+        let limits = EventLimits::default();
+        bencher.bench_local(|| {
+            let envelope = wire::encode(&event, &limits).unwrap();
+            let mut conn = conn.clone();
+            runtime.block_on(async move {
+                redis::cmd("XADD")
+                    .arg(STREAM)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(10_000)
+                    .arg("*")
+                    .arg(EVENT_FIELD)
+                    .arg(envelope)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .unwrap()
+            })
+        });
+    }
+
+    #[divan::bench]
+    fn baseline_raw_xadd_payload(bencher: divan::Bencher<'_, '_>) {
+        let Bench { runtime, conn, .. } = bench();
+        let event = sample_event();
+        bencher.bench_local(|| {
+            let payload = serde_json::to_string(event.payload()).unwrap();
+            let mut conn = conn.clone();
+            runtime.block_on(async move {
+                redis::cmd("XADD")
+                    .arg("{bench}:raw")
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(10_000)
+                    .arg("*")
+                    .arg("payload")
+                    .arg(payload)
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .unwrap()
+            })
+        });
+    }
+
+    type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+    #[divan::bench]
+    fn xrange_and_decode_event(bencher: divan::Bencher<'_, '_>) {
+        let Bench { runtime, conn, .. } = bench();
+        let limits = EventLimits::default();
+        let envelope = wire::encode(&sample_event(), &limits).unwrap();
+        let mut setup = conn.clone();
+        runtime.block_on(async {
+            redis::cmd("XADD")
+                .arg("{bench}:read")
+                .arg("*")
+                .arg(EVENT_FIELD)
+                .arg(&envelope)
+                .query_async::<String>(&mut setup)
+                .await
                 .unwrap()
+        });
+        bencher.bench_local(|| {
+            let mut conn = conn.clone();
+            let entries: Entries = runtime.block_on(async move {
+                redis::cmd("XRANGE")
+                    .arg("{bench}:read")
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            });
+            let (_, fields) = entries.into_iter().next().unwrap();
+            wire::decode_entry(fields, &limits).unwrap()
+        });
+    }
+
+    #[divan::bench]
+    fn baseline_raw_xrange_payload(bencher: divan::Bencher<'_, '_>) {
+        let Bench { runtime, conn, .. } = bench();
+        let payload = serde_json::to_string(sample_event().payload()).unwrap();
+        let mut setup = conn.clone();
+        runtime.block_on(async {
+            redis::cmd("XADD")
+                .arg("{bench}:read-raw")
+                .arg("*")
+                .arg("payload")
+                .arg(&payload)
+                .query_async::<String>(&mut setup)
+                .await
+                .unwrap()
+        });
+        bencher.bench_local(|| {
+            let mut conn = conn.clone();
+            let entries: Entries = runtime.block_on(async move {
+                redis::cmd("XRANGE")
+                    .arg("{bench}:read-raw")
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap()
+            });
+            let (_, fields) = entries.into_iter().next().unwrap();
+            serde_json::from_slice::<Value>(&fields[0].1).unwrap()
         });
     }
 }
