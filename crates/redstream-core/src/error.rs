@@ -39,6 +39,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// A key holds a value of another type (`WRONGTYPE`). Permanent.
     WrongType,
+    /// What was asked for does not exist: a stream, a consumer group, a key. Permanent.
+    NotFound,
     /// A circuit breaker is open and rejected the call without trying it. Retry later.
     CircuitOpen,
     /// A bounded queue is full and its strategy is `Reject`. Retry later.
@@ -85,6 +87,7 @@ impl ErrorKind {
             Self::Auth => "auth",
             Self::PermissionDenied => "permission_denied",
             Self::WrongType => "wrong_type",
+            Self::NotFound => "not_found",
             Self::CircuitOpen => "circuit_open",
             Self::QueueFull => "queue_full",
             Self::Handler => "handler",
@@ -112,6 +115,15 @@ pub enum Error {
         what: Cow<'static, str>,
         /// Why, and what would be valid.
         reason: String,
+    },
+
+    /// What was asked for does not exist.
+    #[error("no such {what}: {hint}")]
+    NotFound {
+        /// What is missing, e.g. `stream "{events}:x"`.
+        what: String,
+        /// What to do about it.
+        hint: String,
     },
 
     /// A stream entry could not be decoded into an [`Event`](crate::Event).
@@ -180,6 +192,14 @@ impl Error {
         }
     }
 
+    /// An [`Error::NotFound`] about `what`, with a hint on what to do.
+    pub fn not_found(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::NotFound {
+            what: what.into(),
+            hint: hint.into(),
+        }
+    }
+
     /// An [`Error::Backend`] of the given kind without an underlying error.
     pub fn backend(
         kind: ErrorKind,
@@ -201,6 +221,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::NotFound { .. } => ErrorKind::NotFound,
             Self::Decode(_) => ErrorKind::Decode,
             Self::CircuitOpen { .. } => ErrorKind::CircuitOpen,
             Self::QueueFull { .. } => ErrorKind::QueueFull,
@@ -235,6 +256,7 @@ mod tests {
         let permanent = [
             ErrorKind::InvalidInput,
             ErrorKind::Decode,
+            ErrorKind::NotFound,
             ErrorKind::Auth,
             ErrorKind::PermissionDenied,
             ErrorKind::WrongType,

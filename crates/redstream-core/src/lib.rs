@@ -12,6 +12,7 @@ mod redact;
 #[cfg(feature = "redis")]
 mod redis_error;
 pub mod retry;
+pub mod serde_duration;
 mod sink;
 mod traits;
 pub mod wire;

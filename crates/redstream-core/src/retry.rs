@@ -276,25 +276,7 @@ fn duration_from_nanos(nanos: u128) -> Duration {
 ///
 /// Serialization writes the exact value (`humantime` format), so values round-trip. Bare
 /// numbers are refused on input, since they would not say their unit.
-pub(crate) mod humane_duration {
-    use std::borrow::Cow;
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = <Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(|err| {
-            D::Error::custom(format!(
-                "invalid duration {text:?}: {err} (write e.g. \"250ms\", \"30s\" or \"1m 30s\")"
-            ))
-        })
-    }
-}
+pub(crate) use crate::serde_duration as humane_duration;
 
 /// Serde for `max_attempts`: a positive number, or `"unlimited"` for `None`.
 ///

@@ -1,0 +1,329 @@
+//! Throughput and latency of the transport against a private redis-server, each figure next to
+//! raw redis-rs doing the same work in the same run.
+//!
+//! `cargo bench -p redstream-transport` (set `REDSTREAM_BENCH_EVENTS` to change the 200,000).
+//!
+//! | line | redstream | raw redis-rs |
+//! |---|---|---|
+//! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
+//! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
+//! | consume + ack | `subscribe` with a no-op handler | `XREADGROUP COUNT 100` + `XACK` loop |
+//! | latency at 10k/s | publish -> handler, p50/p99 | publish -> `XREADGROUP` reader, p50/p99 |
+
+// A benchmark reports on stdout and stops loudly on failure.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redstream_core::wire::{self, EVENT_FIELD};
+use redstream_core::{Event, EventLimits, EventMetadata};
+use redstream_testkit::RedisServer;
+use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
+use serde_json::json;
+use tokio::sync::Notify;
+
+const TASKS: usize = 64;
+const BATCH: usize = 256;
+const LATENCY_RATE: u64 = 10_000;
+const LATENCY_SECS: u64 = 3;
+
+fn seed_event(n: u64) -> Event {
+    Event::new(
+        "order.created",
+        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
+        EventMetadata::default(),
+    )
+}
+
+fn rate(events: u64, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+fn line(name: &str, ours: f64, raw: f64) {
+    println!(
+        "{name:<28} redstream {ours:>10.0} msg/s   raw redis-rs {raw:>10.0} msg/s   ratio {:.2}x",
+        ours / raw
+    );
+}
+
+async fn transport(server: &RedisServer, prefix: &str, group: &str) -> RedisTransport {
+    RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix(prefix)
+            .with_consumer_group(group)
+            .with_consumer_name("bench"),
+        TransportOptions::default()
+            .with_start_from(StartFrom::Beginning)
+            .with_block_time(Duration::from_millis(100)),
+    )
+    .await
+    .unwrap()
+}
+
+async fn publish_concurrently(transport: &RedisTransport, total: u64) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let transport = transport.clone();
+            let next = Arc::clone(&next);
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    transport.publish(seed_event(n)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn raw_publish_concurrently(
+    conn: &MultiplexedConnection,
+    stream: &str,
+    total: u64,
+) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let mut conn = conn.clone();
+            let next = Arc::clone(&next);
+            let stream = stream.to_owned();
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    // The same bytes the transport writes: the encoded envelope.
+                    let envelope = wire::encode(&seed_event(n), &EventLimits::default()).unwrap();
+                    let _: String = redis::cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg(EVENT_FIELD)
+                        .arg(envelope)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < total {
+        let size = BATCH.min((total - n) as usize) as u64;
+        let events = (n..n + size).map(seed_event).collect();
+        transport.publish_batch(events).await.unwrap();
+        n += size;
+    }
+    started.elapsed()
+}
+
+async fn raw_publish_batches(conn: &MultiplexedConnection, stream: &str, total: u64) -> Duration {
+    let mut conn = conn.clone();
+    let limits = EventLimits::default();
+    let started = Instant::now();
+    let mut n = 0;
+    while n < total {
+        let size = BATCH.min((total - n) as usize) as u64;
+        let mut pipe = redis::pipe();
+        for i in n..n + size {
+            let envelope = wire::encode(&seed_event(i), &limits).unwrap();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg(EVENT_FIELD)
+                .arg(envelope);
+        }
+        let _: Vec<String> = pipe.query_async(&mut conn).await.unwrap();
+        n += size;
+    }
+    started.elapsed()
+}
+
+async fn consume_all(transport: &RedisTransport, total: u64) -> Duration {
+    let handled = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    let started = Instant::now();
+    let handle = {
+        let handled = Arc::clone(&handled);
+        let done = Arc::clone(&done);
+        transport
+            .subscribe(vec!["order.created".into()], move |_event: Event| {
+                let handled = Arc::clone(&handled);
+                let done = Arc::clone(&done);
+                async move {
+                    if handled.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                        done.notify_one();
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap()
+    };
+    done.notified().await;
+    let elapsed = started.elapsed();
+    transport.unsubscribe(&handle).await.unwrap();
+    elapsed
+}
+
+async fn raw_consume_all(conn: &MultiplexedConnection, stream: &str, total: u64) -> Duration {
+    let mut conn = conn.clone();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("raw")
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let limits = EventLimits::default();
+    let started = Instant::now();
+    let mut handled = 0;
+    while handled < total {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("raw")
+            .arg("c")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for key in reply.keys {
+            let mut ack = redis::cmd("XACK");
+            ack.arg(stream).arg("raw");
+            for entry in &key.ids {
+                // Decode like the transport does, so both sides do the same work.
+                let fields = entry.map.iter().filter_map(|(k, v)| match v {
+                    redis::Value::BulkString(bytes) => Some((k.as_bytes(), bytes.as_slice())),
+                    _ => None,
+                });
+                wire::decode_entry(fields, &limits).unwrap();
+                ack.arg(&entry.id);
+                handled += 1;
+            }
+            let _: u64 = ack.query_async(&mut conn).await.unwrap();
+        }
+    }
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+/// Publishes at a steady rate and measures publish -> handler latency.
+async fn latency(transport: &RedisTransport) -> (Duration, Duration) {
+    let origin = Instant::now();
+    let total = LATENCY_RATE * LATENCY_SECS;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
+    let done = Arc::new(Notify::new());
+    let handle = {
+        let samples = Arc::clone(&samples);
+        let done = Arc::clone(&done);
+        transport
+            .subscribe(vec!["tick".into()], move |event: Event| {
+                let samples = Arc::clone(&samples);
+                let done = Arc::clone(&done);
+                async move {
+                    let sent = Duration::from_nanos(event.payload()["t"].as_u64().unwrap_or(0));
+                    let mut samples = samples.lock().unwrap();
+                    samples.push(origin.elapsed().saturating_sub(sent));
+                    if samples.len() as u64 == total {
+                        done.notify_one();
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap()
+    };
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / LATENCY_RATE));
+    for _ in 0..total {
+        ticker.tick().await;
+        let t = origin.elapsed().as_nanos() as u64;
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            transport
+                .publish(Event::new(
+                    "tick",
+                    json!({ "t": t }),
+                    EventMetadata::default(),
+                ))
+                .await
+                .unwrap();
+        });
+    }
+    done.notified().await;
+    transport.unsubscribe(&handle).await.unwrap();
+    let mut samples = std::mem::take(&mut *samples.lock().unwrap());
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+fn main() {
+    let total: u64 = std::env::var("REDSTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let server = RedisServer::start().await.unwrap();
+        let raw = server.connection().await.unwrap();
+        println!("redstream-transport throughput, {total} seed-sized events, redis-server on 127.0.0.1:{}", server.port());
+
+        let publisher = transport(&server, "bench-pub", "g").await;
+        let ours = publish_concurrently(&publisher, total).await;
+        let theirs = raw_publish_concurrently(&raw, "{raw}:pub", total).await;
+        line("publish, 64 tasks", rate(total, ours), rate(total, theirs));
+
+        let batcher = transport(&server, "bench-batch", "g").await;
+        let ours = publish_batches(&batcher, total).await;
+        let theirs = raw_publish_batches(&raw, "{raw}:batch", total).await;
+        line("publish_batch, 256", rate(total, ours), rate(total, theirs));
+
+        // Consume what the batch run wrote: the group starts at the beginning of the stream.
+        let ours = consume_all(&batcher, total).await;
+        let theirs = raw_consume_all(&raw, "{raw}:batch", total).await;
+        line("consume + ack, no-op handler", rate(total, ours), rate(total, theirs));
+
+        let ticker = transport(&server, "bench-lat", "g").await;
+        let (p50, p99) = latency(&ticker).await;
+        println!(
+            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s  publish->handler p50 {:.2} ms  p99 {:.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3
+        );
+        drop(server);
+    });
+}

@@ -1,0 +1,283 @@
+//! Claiming: redelivery of failed and abandoned entries, and keeping the entries a consumer holds.
+//!
+//! # The claimer
+//!
+//! Every `claim_interval`, each subscription runs `XAUTOCLAIM <stream> <group> <consumer>
+//! <claim_idle_time> <cursor> COUNT n` over each of its streams, following the cursor until it
+//! comes back to `0-0`. That takes every entry pending for longer than `claim_idle_time`, whoever
+//! holds it: entries whose handler failed (they stay pending, so this is how they are retried),
+//! entries of consumers that crashed or were killed mid-batch (seed 004: "workers automatically
+//! claim idle messages"), and entries released by a full buffer. `n` is at most the free room
+//! in the subscription's buffer, so claiming never makes the buffer drop anything.
+//!
+//! A claimed entry's delivery count (read with `XPENDING`, since `XAUTOCLAIM` does not return
+//! it) decides what happens: up to `max_deliveries` it is handled again; beyond, it has already
+//! been delivered `max_deliveries` times without success and goes to the dead-letter stream
+//! without another try.
+//!
+//! Entries trimmed from the stream (`MAXLEN`) or deleted while still pending come back in
+//! `XAUTOCLAIM`'s list of deleted ids: they are reported (a warning and the
+//! `redstream_transport_claim_deleted_total` counter) and acknowledged, so they do not linger.
+//! No consumer is ever deleted from a group: `XGROUP DELCONSUMER` would drop its pending entries.
+//!
+//! # The keep-alive
+//!
+//! An entry this consumer holds (in its buffer or in a running handler) must not be claimed by
+//! another consumer just because its handler is slow. Every quarter of `claim_idle_time`, the
+//! keep-alive resets the idle time of the entries held for more than half of it, with `XCLAIM
+//! <stream> <group> <self> 0 <id>... JUSTID` (`JUSTID` leaves the delivery count alone). So an
+//! entry is claimable only once its consumer has stopped refreshing it: it crashed, hangs without
+//! its runtime, or lost its connection for longer than `claim_idle_time`.
+//!
+//! # Releasing
+//!
+//! An entry the consumer read but will not handle (dropped by a full buffer, or still waiting in
+//! the buffer when the subscription stops) is released: `XCLAIM ... IDLE <claim_idle_time>
+//! RETRYCOUNT <deliveries - 1> JUSTID` sets its delivery count back to what it was before this
+//! read and makes it claimable at once, by this consumer or another.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+use redstream_core::{Error, ErrorKind, Result};
+use tokio::sync::oneshot;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::consumer::{Delivery, Sub, is_nogroup, reply};
+use crate::telemetry;
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Claims idle entries every `claim_interval` until stopped; starts once `ready` fires (after the
+/// reader re-read its own pending entries). Returns deliveries it could not queue because the
+/// subscription stopped.
+pub(crate) async fn claim_loop(sub: Arc<Sub>, ready: oneshot::Receiver<()>) -> Vec<Delivery> {
+    let mut leftover = Vec::new();
+    tokio::select! {
+        biased;
+        () = sub.stop.cancelled() => return leftover,
+        ready = ready => if ready.is_err() { return leftover },
+    }
+    let mut interval = tokio::time::interval(sub.options.claim_interval);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = sub.stop.cancelled() => break,
+            _ = interval.tick() => {}
+        }
+        for stream in 0..sub.streams.len() {
+            if sub.stop.is_cancelled() {
+                break;
+            }
+            if let Err(err) = claim_stream(&sub, stream, &mut leftover).await {
+                let key = &sub.streams[stream].key;
+                if is_nogroup(&err) {
+                    sub.recover_nogroup(&[stream], &err).await;
+                } else {
+                    tracing::warn!(stream = %key, group = %sub.group, error = %err, "claiming failed; trying again at the next pass");
+                }
+            }
+        }
+        sub.prune_failures();
+    }
+    leftover
+}
+
+/// One claim pass over one stream, following the `XAUTOCLAIM` cursor.
+async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) -> Result<()> {
+    let key = &sub.streams[stream].key;
+    let min_idle = millis(sub.options.claim_idle_time);
+    let mut cursor = "0-0".to_owned();
+    loop {
+        let room = sub.buffer.free();
+        if room == 0 || sub.stop.is_cancelled() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(key)
+            .arg(&*sub.group)
+            .arg(&sub.consumer)
+            .arg(min_idle)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(room.min(sub.options.read_count));
+        let span = tracing::debug_span!("claim", stream = %key, group = %sub.group, claimed = tracing::field::Empty);
+        let reply: Value = sub
+            .redis
+            .query("XAUTOCLAIM", key, &cmd)
+            .instrument(span.clone())
+            .await?;
+        let (next, claimed, deleted) = reply::autoclaim(reply).map_err(|reason| {
+            Error::backend(ErrorKind::Unexpected, "XAUTOCLAIM", key.clone(), reason)
+        })?;
+        if !deleted.is_empty() {
+            sub.ack_deleted(stream, &deleted)
+                .instrument(span.clone())
+                .await;
+        }
+        let taken = claimed
+            .iter()
+            .filter(|e| e.fields.is_some() && !sub.flights.contains(key, &e.id))
+            .count();
+        if taken > 0 {
+            span.record("claimed", taken);
+            tracing::debug!(parent: &span, count = taken, "claimed idle entries");
+            metrics::counter!(telemetry::CLAIMED, "group" => Arc::clone(&sub.group))
+                .increment(taken as u64);
+        }
+        if !claimed.is_empty() {
+            sub.dispatch_claimed(stream, claimed, leftover)
+                .instrument(span)
+                .await?;
+        }
+        if next == "0-0" || next == "0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// The delivery counts of pending entries, by id (`XPENDING <stream> <group> <id> <id> 1` for
+/// each, in one round trip). Entries that are not pending any more are missing from the map.
+pub(crate) async fn delivery_counts(
+    sub: &Sub,
+    stream: usize,
+    ids: &[&str],
+) -> Result<HashMap<String, u32>> {
+    let key = &sub.streams[stream].key;
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XPENDING")
+            .arg(key)
+            .arg(&*sub.group)
+            .arg(*id)
+            .arg(*id)
+            .arg(1);
+    }
+    let replies: Vec<Value> = sub.redis.pipe("XPENDING", key, &pipe).await?;
+    let mut counts = HashMap::with_capacity(ids.len());
+    for reply in replies {
+        let Value::Array(rows) = reply else { continue };
+        for row in rows {
+            // [id, consumer, idle ms, delivery count]
+            let Value::Array(columns) = row else { continue };
+            let mut columns = columns.into_iter();
+            let (Some(id), _, _, Some(count)) = (
+                columns.next(),
+                columns.next(),
+                columns.next(),
+                columns.next(),
+            ) else {
+                continue;
+            };
+            if let (Some(id), Some(count)) = (reply::string(id), reply::int(&count)) {
+                counts.insert(id, u32::try_from(count.max(1)).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Resets the idle time of the entries the subscription holds, until `stop`.
+pub(crate) async fn keepalive_loop(sub: Arc<Sub>, stop: CancellationToken) {
+    let idle = sub.options.claim_idle_time;
+    let period = (idle / 4).max(Duration::from_millis(10));
+    let older_than = idle / 2;
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let stale = sub.flights.stale(sub.id, older_than);
+        if stale.is_empty() {
+            continue;
+        }
+        let mut by_stream: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, id) in stale {
+            by_stream.entry(key).or_default().push(id);
+        }
+        let mut pipe = redis::pipe();
+        let mut count = 0;
+        for (key, ids) in &by_stream {
+            count += ids.len();
+            pipe.cmd("XCLAIM")
+                .arg(key)
+                .arg(&*sub.group)
+                .arg(&sub.consumer)
+                .arg(0)
+                .arg(ids)
+                .arg("JUSTID")
+                .ignore();
+        }
+        let span = tracing::debug_span!("keepalive", group = %sub.group, entries = count);
+        let result: Result<()> = sub
+            .redis
+            .pipe("XCLAIM", &sub.describe, &pipe)
+            .instrument(span)
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(
+                group = %sub.group,
+                entries = count,
+                error = %err,
+                "could not reset the idle time of entries being handled; another consumer may \
+                 claim them after claim_idle_time"
+            );
+        }
+    }
+}
+
+/// Gives entries back: their delivery count is set back by one and they are made claimable at
+/// once (see the module docs). They stay pending, so nothing is lost if this fails.
+pub(crate) async fn release(sub: &Sub, deliveries: Vec<Delivery>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let idle = millis(sub.options.claim_idle_time);
+    let mut pipe = redis::pipe();
+    for delivery in &deliveries {
+        pipe.cmd("XCLAIM")
+            .arg(&sub.streams[delivery.stream].key)
+            .arg(&*sub.group)
+            .arg(&sub.consumer)
+            .arg(0)
+            .arg(&delivery.id)
+            .arg("IDLE")
+            .arg(idle)
+            .arg("RETRYCOUNT")
+            .arg(delivery.deliveries.saturating_sub(1))
+            .arg("JUSTID")
+            .ignore();
+    }
+    let span = tracing::debug_span!("release", group = %sub.group, entries = deliveries.len());
+    let result: Result<()> = sub
+        .redis
+        .pipe("XCLAIM", &sub.describe, &pipe)
+        .instrument(span)
+        .await;
+    match result {
+        Ok(()) => tracing::debug!(
+            group = %sub.group,
+            entries = deliveries.len(),
+            "released entries for redelivery"
+        ),
+        Err(err) => tracing::warn!(
+            group = %sub.group,
+            entries = deliveries.len(),
+            error = %err,
+            "could not release entries; they stay pending and are claimed after claim_idle_time"
+        ),
+    }
+    for delivery in &deliveries {
+        sub.flights
+            .remove(&sub.streams[delivery.stream].key, &delivery.id);
+    }
+}

@@ -1,0 +1,504 @@
+//! Configuration: [`RedisConfig`] (the seed's fields) and [`TransportOptions`] (everything else).
+//!
+//! The split exists so that `RedisConfig { url, stream_prefix, consumer_group, consumer_name,
+//! max_stream_length, backpressure }` — a struct literal listing exactly those six fields, as
+//! existing code writes it — keeps compiling: a seventh field would break every such literal.
+//! Tuning knobs live in [`TransportOptions`], given to
+//! [`RedisTransport::with_options`](crate::RedisTransport::with_options).
+
+use std::fmt;
+use std::time::Duration;
+
+use redstream_core::{
+    BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where to connect and how to name streams, groups and consumers.
+///
+/// `url` accepts `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, and
+/// `redis+unix:///path/to/socket[?db=N]`. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// The server URL.
+    pub url: String,
+    /// Streams are named `{stream_prefix}:{event_type}`; the prefix is wrapped in braces as a
+    /// cluster hash tag so every stream of one prefix, and its dead-letter stream, share a slot.
+    pub stream_prefix: String,
+    /// The consumer group this transport reads as.
+    pub consumer_group: String,
+    /// This consumer's name within the group. Must be unique among live consumers of a group.
+    pub consumer_name: String,
+    /// Approximate cap on each stream's length (`XADD ... MAXLEN ~ N`); 0 means unlimited.
+    pub max_stream_length: usize,
+    /// How the queue between reading and handling behaves when handlers fall behind.
+    pub backpressure: BackpressureConfig,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            stream_prefix: "events".to_owned(),
+            consumer_group: "redstream".to_owned(),
+            consumer_name: default_consumer_name(),
+            max_stream_length: 0,
+            backpressure: BackpressureConfig::default(),
+        }
+    }
+}
+
+/// `{hostname}-{pid}`: unique among processes, stable for one process.
+fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "consumer".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &RedactedUrl(&self.url))
+            .field("stream_prefix", &self.stream_prefix)
+            .field("consumer_group", &self.consumer_group)
+            .field("consumer_name", &self.consumer_name)
+            .field("max_stream_length", &self.max_stream_length)
+            .field("backpressure", &self.backpressure)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Sets the URL.
+    #[must_use]
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Sets the stream prefix.
+    #[must_use]
+    pub fn with_stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the consumer group.
+    #[must_use]
+    pub fn with_consumer_group(mut self, group: impl Into<String>) -> Self {
+        self.consumer_group = group.into();
+        self
+    }
+
+    /// Sets the consumer name.
+    #[must_use]
+    pub fn with_consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.consumer_name = name.into();
+        self
+    }
+
+    /// Sets the approximate maximum stream length (0 = unlimited).
+    #[must_use]
+    pub fn with_max_stream_length(mut self, len: usize) -> Self {
+        self.max_stream_length = len;
+        self
+    }
+
+    /// Sets the backpressure configuration.
+    #[must_use]
+    pub fn with_backpressure(mut self, backpressure: BackpressureConfig) -> Self {
+        self.backpressure = backpressure;
+        self
+    }
+
+    /// Checks every field; the error names the field and says what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        validate_url(&self.url)?;
+        validate_name(
+            "stream_prefix",
+            &self.stream_prefix,
+            &['{', '}', '*', '?', '[', ']', '\\'],
+        )?;
+        validate_name("consumer_group", &self.consumer_group, &[])?;
+        validate_name("consumer_name", &self.consumer_name, &[])?;
+        self.backpressure.validate()
+    }
+}
+
+fn validate_url(url: &str) -> Result<()> {
+    let field = || format!("config field url ({})", RedactedUrl(url));
+    let scheme = url.split("://").next().unwrap_or_default();
+    if !url.contains("://") || !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+        return Err(Error::invalid_input(
+            field(),
+            "expected redis://, rediss:// or redis+unix:// followed by the server address",
+        ));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(|err| {
+        // redis-rs's message does not echo the URL; keep it that way.
+        Error::invalid_input(
+            field(),
+            format!("not a valid Redis URL: {}", err.kind_str()),
+        )
+    })?;
+    Ok(())
+}
+
+trait KindStr {
+    fn kind_str(&self) -> String;
+}
+
+impl KindStr for redis::RedisError {
+    fn kind_str(&self) -> String {
+        self.detail()
+            .map_or_else(|| self.category().to_owned(), str::to_owned)
+    }
+}
+
+/// Names that become part of Redis keys or of group/consumer names: non-empty, at most 200
+/// bytes, no whitespace or control characters, and none of `forbidden`.
+pub(crate) fn validate_name(field: &str, value: &str, forbidden: &[char]) -> Result<()> {
+    let what = || format!("config field {field} ({value:?})");
+    if value.is_empty() {
+        return Err(Error::invalid_input(
+            format!("config field {field}"),
+            "must not be empty",
+        ));
+    }
+    if value.len() > 200 {
+        return Err(Error::invalid_input(
+            format!("config field {field}"),
+            format!("is {} bytes; at most 200 are allowed", value.len()),
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || forbidden.contains(c))
+    {
+        return Err(Error::invalid_input(
+            what(),
+            format!("must not contain {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a consumer group starts when it is created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// Only entries added after the group is created (`XGROUP CREATE ... $`).
+    #[default]
+    NewOnly,
+    /// Every entry still in the stream (`XGROUP CREATE ... 0`).
+    Beginning,
+}
+
+impl StartFrom {
+    pub(crate) fn id(self) -> &'static str {
+        match self {
+            Self::NewOnly => "$",
+            Self::Beginning => "0",
+        }
+    }
+}
+
+/// Tuning of reading, handling, redelivery, claiming and connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransportOptions {
+    /// Entries read per `XREADGROUP` call (`COUNT`).
+    pub read_count: usize,
+    /// How long one `XREADGROUP` call waits for new entries (`BLOCK`).
+    #[serde(with = "redstream_core::serde_duration")]
+    pub block_time: Duration,
+    /// Handlers running at once per subscription.
+    pub handler_concurrency: usize,
+    /// Deliveries of an entry whose handler keeps failing before it goes to the dead-letter
+    /// stream.
+    pub max_deliveries: u32,
+    /// Seed 000's "NACK, not requeued": a failed entry goes to the dead-letter stream at once.
+    pub dead_letter_on_first_failure: bool,
+    /// An entry pending this long is considered abandoned and may be claimed (`XAUTOCLAIM`).
+    /// Also the delay before a failed entry is delivered again.
+    #[serde(with = "redstream_core::serde_duration")]
+    pub claim_idle_time: Duration,
+    /// How often the claim loop looks for abandoned entries.
+    #[serde(with = "redstream_core::serde_duration")]
+    pub claim_interval: Duration,
+    /// Where a newly created group starts.
+    pub start_from: StartFrom,
+    /// Acknowledgements are sent in batches of at most this many...
+    pub ack_batch_size: usize,
+    /// ...or after this long, whichever comes first.
+    #[serde(with = "redstream_core::serde_duration")]
+    pub ack_interval: Duration,
+    /// How long `unsubscribe` and shutdown wait for running handlers.
+    #[serde(with = "redstream_core::serde_duration")]
+    pub drain_timeout: Duration,
+    /// The breaker around publishing and reading.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Time allowed to establish a connection.
+    #[serde(with = "redstream_core::serde_duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a reply to a command (blocking reads get `block_time` on top).
+    #[serde(with = "redstream_core::serde_duration")]
+    pub response_timeout: Duration,
+    /// Size limits for events, applied when publishing and when reading.
+    pub limits: EventLimits,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            read_count: 100,
+            block_time: Duration::from_secs(2),
+            handler_concurrency: 16,
+            max_deliveries: 5,
+            dead_letter_on_first_failure: false,
+            claim_idle_time: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            start_from: StartFrom::NewOnly,
+            ack_batch_size: 64,
+            ack_interval: Duration::from_millis(20),
+            drain_timeout: Duration::from_secs(30),
+            circuit_breaker: CircuitBreakerConfig::default(),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(5),
+            limits: EventLimits::default(),
+        }
+    }
+}
+
+impl TransportOptions {
+    /// Checks every field; the error names the field and says what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let positive_counts = [
+            ("read_count", self.read_count),
+            ("handler_concurrency", self.handler_concurrency),
+            ("ack_batch_size", self.ack_batch_size),
+            ("max_deliveries", self.max_deliveries as usize),
+        ];
+        for (name, value) in positive_counts {
+            if value == 0 {
+                return Err(Error::invalid_input(
+                    format!("config field {name}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        let positive_durations = [
+            ("block_time", self.block_time),
+            ("claim_idle_time", self.claim_idle_time),
+            ("claim_interval", self.claim_interval),
+            ("ack_interval", self.ack_interval),
+            ("drain_timeout", self.drain_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ];
+        for (name, value) in positive_durations {
+            if value.is_zero() {
+                return Err(Error::invalid_input(
+                    format!("config field {name}"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        if self.block_time.as_millis() > u128::from(u32::MAX) {
+            return Err(Error::invalid_input(
+                "config field block_time",
+                "is too large",
+            ));
+        }
+        self.circuit_breaker.validate()?;
+        self.limits.validate()
+    }
+
+    /// Sets `read_count`.
+    #[must_use]
+    pub fn with_read_count(mut self, count: usize) -> Self {
+        self.read_count = count;
+        self
+    }
+
+    /// Sets `block_time`.
+    #[must_use]
+    pub fn with_block_time(mut self, block_time: Duration) -> Self {
+        self.block_time = block_time;
+        self
+    }
+
+    /// Sets `handler_concurrency`.
+    #[must_use]
+    pub fn with_handler_concurrency(mut self, n: usize) -> Self {
+        self.handler_concurrency = n;
+        self
+    }
+
+    /// Sets `max_deliveries`.
+    #[must_use]
+    pub fn with_max_deliveries(mut self, n: u32) -> Self {
+        self.max_deliveries = n;
+        self
+    }
+
+    /// Sets `dead_letter_on_first_failure`.
+    #[must_use]
+    pub fn with_dead_letter_on_first_failure(mut self, yes: bool) -> Self {
+        self.dead_letter_on_first_failure = yes;
+        self
+    }
+
+    /// Sets `claim_idle_time`.
+    #[must_use]
+    pub fn with_claim_idle_time(mut self, idle: Duration) -> Self {
+        self.claim_idle_time = idle;
+        self
+    }
+
+    /// Sets `claim_interval`.
+    #[must_use]
+    pub fn with_claim_interval(mut self, interval: Duration) -> Self {
+        self.claim_interval = interval;
+        self
+    }
+
+    /// Sets `start_from`.
+    #[must_use]
+    pub fn with_start_from(mut self, start_from: StartFrom) -> Self {
+        self.start_from = start_from;
+        self
+    }
+
+    /// Sets `drain_timeout`.
+    #[must_use]
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Sets the circuit breaker configuration.
+    #[must_use]
+    pub fn with_circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.circuit_breaker = config;
+        self
+    }
+
+    /// Sets `connect_timeout`.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets `response_timeout`.
+    #[must_use]
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets the event limits.
+    #[must_use]
+    pub fn with_limits(mut self, limits: EventLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redstream_core::ErrorKind;
+
+    #[test]
+    fn defaults_are_valid() {
+        RedisConfig::default().validate().unwrap();
+        TransportOptions::default().validate().unwrap();
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let config = RedisConfig::default().with_url("redis://app:hunter2@cache:6379/0");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redis://app:***@cache:6379/0"), "{debug}");
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let cases = [
+            (
+                RedisConfig::default().with_url("http://x"),
+                "config field url",
+            ),
+            (
+                RedisConfig::default().with_url("redis://:secret@[bad"),
+                "config field url",
+            ),
+            (
+                RedisConfig::default().with_stream_prefix(""),
+                "config field stream_prefix",
+            ),
+            (
+                RedisConfig::default().with_stream_prefix("a{b}"),
+                "config field stream_prefix",
+            ),
+            (
+                RedisConfig::default().with_consumer_group("a b"),
+                "config field consumer_group",
+            ),
+            (
+                RedisConfig::default().with_consumer_name("x\n"),
+                "config field consumer_name",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            let message = err.to_string();
+            assert!(message.contains(field), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+        let err = TransportOptions::default()
+            .with_read_count(0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("read_count"), "{err}");
+        let err = TransportOptions::default()
+            .with_claim_idle_time(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("claim_idle_time"), "{err}");
+    }
+
+    #[test]
+    fn seed_struct_literal_compiles() {
+        use redstream_core::BackpressureStrategy;
+        let config = RedisConfig {
+            url: "redis://localhost:6379".to_string(),
+            stream_prefix: "events".to_string(),
+            consumer_group: "watchtower-consumers".to_string(),
+            consumer_name: "consumer-1".to_string(),
+            max_stream_length: 10000,
+            backpressure: BackpressureConfig {
+                max_queue_size: 1000,
+                strategy: BackpressureStrategy::DropOldest,
+                warning_threshold: 0.8,
+            },
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn options_read_from_json_with_humane_durations() {
+        let options: TransportOptions =
+            serde_json::from_str(r#"{"block_time": "250ms", "claim_idle_time": "1m"}"#).unwrap();
+        assert_eq!(options.block_time, Duration::from_millis(250));
+        assert_eq!(options.claim_idle_time, Duration::from_secs(60));
+        assert_eq!(options.read_count, 100);
+    }
+}

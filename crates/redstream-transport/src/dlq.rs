@@ -1,0 +1,729 @@
+//! Dead letters: the `{prefix}:dlq` stream, where events go that will not be handled.
+//!
+//! An entry is dead-lettered when its handler failed `max_deliveries` times (or once, with
+//! `dead_letter_on_first_failure`), when it was claimed after `max_deliveries` deliveries without
+//! an acknowledgement (its consumers kept dying on it), when it cannot be decoded, or by hand with
+//! [`publish_to_dlq`](RedisTransport::publish_to_dlq). The move is one transaction:
+//!
+//! ```text
+//! MULTI
+//! XADD {events}:dlq * event <envelope> error <message> original_type order.created ...
+//! XACK {events}:order.created <group> <entry id>
+//! EXEC
+//! ```
+//!
+//! Every key of a prefix shares the `{prefix}` hash tag, so this works on Redis Cluster too. The
+//! original entry is acknowledged, never deleted: other groups reading the stream still get it.
+//! The fields are listed in `docs/wire-format.md` ("Dead-letter entries"); the first three,
+//! `event`, `error` and `original_type`, are seed 000's. The dead-letter stream is never trimmed
+//! by the transport: remove entries with the redrive methods (or `XDEL`/`XTRIM` by hand).
+//!
+//! # Reading and redriving
+//!
+//! - [`dlq_entries`](RedisTransport::dlq_entries) lists the oldest dead letters, decoded into
+//!   [`DeadLetterEntry`] values.
+//! - [`consume_dlq`](RedisTransport::consume_dlq) subscribes a handler to the dead-letter stream,
+//!   in the consumer group `{consumer_group}-dlq`, from its beginning. It receives the original
+//!   events. Handling one does not remove it from the stream (the group remembers what it
+//!   handled); a dead letter that cannot be decoded, or whose handler keeps failing, is logged and
+//!   acknowledged, never dead-lettered again.
+//! - [`redrive_all`](RedisTransport::redrive_all), [`redrive_ids`](RedisTransport::redrive_ids)
+//!   and [`redrive_range`](RedisTransport::redrive_range) publish dead letters again to the stream
+//!   they came from (the `stream` field; for entries written by someone else, the stream of the
+//!   event's type and priority) and delete them from the dead-letter stream, in one `MULTI`/`EXEC`
+//!   per batch of 100. A redriven event is a new entry: every group of that stream receives it
+//!   again, with the same event id, so handlers that must not see an event twice deduplicate on
+//!   [`Event::id`]. Dead letters that cannot be decoded cannot be redriven: they stay where they
+//!   are and the [`RedriveReport`] names them.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::{Cmd, Value};
+use redstream_core::wire::{self, EVENT_FIELD};
+use redstream_core::{Error, ErrorKind, Event, HandlerResult, Result, SubscriptionHandle};
+use tracing::Instrument;
+
+use crate::config::StartFrom;
+use crate::consumer::{Commands, Mode, StreamSpec, erase, lane_of, now_ms, reply};
+use crate::keys::Keys;
+use crate::telemetry;
+use crate::transport::RedisTransport;
+
+/// Field names of a dead-letter entry.
+pub(crate) mod field {
+    pub(crate) const EVENT: &str = "event";
+    pub(crate) const ERROR: &str = "error";
+    pub(crate) const ORIGINAL_TYPE: &str = "original_type";
+    pub(crate) const STREAM: &str = "stream";
+    pub(crate) const ENTRY_ID: &str = "entry_id";
+    pub(crate) const GROUP: &str = "group";
+    pub(crate) const CONSUMER: &str = "consumer";
+    pub(crate) const DELIVERIES: &str = "deliveries";
+    pub(crate) const FIRST_FAILURE_MS: &str = "first_failure_ms";
+    pub(crate) const LAST_FAILURE_MS: &str = "last_failure_ms";
+    /// Present (`"true"`) when `event` holds the fields of an entry that could not be decoded,
+    /// rather than an envelope.
+    pub(crate) const UNDECODABLE: &str = "undecodable";
+}
+
+/// The longest `error` stored; longer handler messages are cut at a character boundary.
+const MAX_ERROR_LEN: usize = 8 * 1024;
+
+/// Dead letters read per `XRANGE` page and redriven per transaction.
+const PAGE: usize = 100;
+
+/// Why an entry was dead-lettered; the `reason` label of the dead-letter counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// Its handler failed, or it was delivered too many times.
+    Handler,
+    /// It could not be decoded.
+    Decode,
+    /// [`RedisTransport::publish_to_dlq`].
+    Manual,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Handler => "handler",
+            Self::Decode => "decode",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// The fields of one dead-letter entry, before it is written.
+pub(crate) struct DeadLetterFields<'a> {
+    /// The envelope, or the JSON object of an undecodable entry's fields (see [`event_field`]).
+    pub(crate) event: String,
+    pub(crate) undecodable: bool,
+    pub(crate) error: &'a str,
+    pub(crate) original_type: &'a str,
+    pub(crate) stream: &'a str,
+    pub(crate) entry_id: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) consumer: &'a str,
+    pub(crate) deliveries: u32,
+    pub(crate) first_failure_ms: u64,
+    pub(crate) last_failure_ms: u64,
+}
+
+impl DeadLetterFields<'_> {
+    fn xadd(&self, dlq: &str) -> Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(dlq)
+            .arg("*")
+            .arg(field::EVENT)
+            .arg(&self.event)
+            .arg(field::ERROR)
+            .arg(shorten(self.error))
+            .arg(field::ORIGINAL_TYPE)
+            .arg(self.original_type)
+            .arg(field::STREAM)
+            .arg(self.stream)
+            .arg(field::ENTRY_ID)
+            .arg(self.entry_id)
+            .arg(field::GROUP)
+            .arg(self.group)
+            .arg(field::CONSUMER)
+            .arg(self.consumer)
+            .arg(field::DELIVERIES)
+            .arg(self.deliveries)
+            .arg(field::FIRST_FAILURE_MS)
+            .arg(self.first_failure_ms)
+            .arg(field::LAST_FAILURE_MS)
+            .arg(self.last_failure_ms);
+        if self.undecodable {
+            cmd.arg(field::UNDECODABLE).arg("true");
+        }
+        cmd
+    }
+}
+
+fn shorten(text: &str) -> &str {
+    if text.len() <= MAX_ERROR_LEN {
+        return text;
+    }
+    let mut cut = MAX_ERROR_LEN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// The `event` field of a dead letter: the entry's envelope as it was written when it decodes,
+/// otherwise a JSON object of all its fields (values as text, lossy for bytes that are not
+/// UTF-8; a repeated field becomes an array of its values).
+pub(crate) fn event_field(fields: &[(Vec<u8>, Vec<u8>)], undecodable: bool) -> String {
+    if !undecodable
+        && let Some((_, value)) = fields
+            .iter()
+            .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
+        && let Ok(envelope) = std::str::from_utf8(value)
+    {
+        return envelope.to_owned();
+    }
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let value = serde_json::Value::String(String::from_utf8_lossy(value).into_owned());
+        match map.get_mut(&name) {
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = serde_json::Value::Array(vec![first, value]);
+            }
+            None => {
+                map.insert(name, value);
+            }
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Moves an entry to the dead-letter stream: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>;
+/// EXEC`. Returns the dead letter's id.
+pub(crate) async fn move_entry(
+    redis: &Commands,
+    dlq: &str,
+    fields: &DeadLetterFields<'_>,
+    reason: Reason,
+) -> Result<String> {
+    let span = tracing::info_span!(
+        "dead_letter",
+        stream = %fields.stream,
+        entry_id = %fields.entry_id,
+        event_type = %fields.original_type,
+        group = %fields.group,
+        deliveries = fields.deliveries,
+        reason = reason.as_str(),
+        dlq_id = tracing::field::Empty,
+    );
+    async {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.add_command(fields.xadd(dlq));
+        pipe.cmd("XACK")
+            .arg(fields.stream)
+            .arg(fields.group)
+            .arg(fields.entry_id);
+        let (id, _acked): (String, i64) =
+            redis.pipe("MULTI/EXEC of XADD + XACK", dlq, &pipe).await?;
+        tracing::Span::current().record("dlq_id", id.as_str());
+        metrics::counter!(telemetry::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+        tracing::warn!(error = %shorten(fields.error), "moved to the dead-letter stream");
+        Ok(id)
+    }
+    .instrument(span)
+    .await
+}
+
+/// One entry of the dead-letter stream, decoded.
+///
+/// Entries written by other tools may lack the fields after `original_type`: they read as empty
+/// strings, 0 and `None`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct DeadLetterEntry {
+    /// The dead letter's id in the dead-letter stream: what the redrive methods take.
+    pub id: String,
+    /// The event, when the `event` field holds a decodable envelope.
+    pub event: Option<Event>,
+    /// The `event` field as stored: the envelope, or for an entry that could not be decoded a
+    /// JSON object of its fields.
+    pub raw_event: String,
+    /// Why [`event`](Self::event) is `None`.
+    pub decode_error: Option<String>,
+    /// Why the event was dead-lettered: the handler's last error, the decoding error, or the
+    /// message given to [`publish_to_dlq`](RedisTransport::publish_to_dlq).
+    pub error: String,
+    /// The event type of the stream it came from.
+    pub original_type: String,
+    /// The stream it came from (its priority lane), e.g. `{events}:order.created#high`.
+    pub stream: String,
+    /// Its id in that stream; empty for [`publish_to_dlq`](RedisTransport::publish_to_dlq).
+    pub entry_id: String,
+    /// The consumer group that gave up on it.
+    pub group: String,
+    /// The consumer that moved it here.
+    pub consumer: String,
+    /// How many times it was delivered; 0 for [`publish_to_dlq`](RedisTransport::publish_to_dlq).
+    pub deliveries: u32,
+    /// When the moving consumer first saw it fail (see `docs/wire-format.md`).
+    pub first_failure: Option<SystemTime>,
+    /// When it was given up on.
+    pub last_failure: Option<SystemTime>,
+}
+
+impl DeadLetterEntry {
+    fn from_raw(entry: reply::RawEntry, limits: &redstream_core::EventLimits) -> Self {
+        let fields = entry.fields.unwrap_or_default();
+        let text = |name: &str| reply::text_field(&fields, name).unwrap_or_default();
+        let millis = |name: &str| {
+            reply::text_field(&fields, name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
+        };
+        let undecodable = reply::text_field(&fields, field::UNDECODABLE).is_some();
+        let (event, decode_error) = if undecodable {
+            (
+                None,
+                Some(
+                    "the original stream entry could not be decoded; `raw_event` holds its fields"
+                        .to_owned(),
+                ),
+            )
+        } else {
+            let pairs = fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+            match wire::decode_entry(pairs, limits) {
+                Ok(event) => (Some(event), None),
+                Err(err) => (None, Some(err.to_string())),
+            }
+        };
+        Self {
+            id: entry.id,
+            event,
+            raw_event: text(field::EVENT),
+            decode_error,
+            error: text(field::ERROR),
+            original_type: text(field::ORIGINAL_TYPE),
+            stream: text(field::STREAM),
+            entry_id: text(field::ENTRY_ID),
+            group: text(field::GROUP),
+            consumer: text(field::CONSUMER),
+            deliveries: text(field::DELIVERIES).parse().unwrap_or(0),
+            first_failure: millis(field::FIRST_FAILURE_MS),
+            last_failure: millis(field::LAST_FAILURE_MS),
+        }
+    }
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedriveReport {
+    /// Dead letters published again and removed from the dead-letter stream.
+    pub redriven: usize,
+    /// Dead letters left in the dead-letter stream, with the reason.
+    pub skipped: Vec<SkippedDeadLetter>,
+}
+
+/// A dead letter a redrive left where it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedDeadLetter {
+    /// Its id in the dead-letter stream (or the id asked for, when there is no such entry).
+    pub id: String,
+    /// Why it was not redriven.
+    pub reason: String,
+}
+
+impl RedriveReport {
+    fn skip(&mut self, id: impl Into<String>, reason: impl Into<String>) {
+        let (id, reason) = (id.into(), reason.into());
+        tracing::warn!(dlq_id = %id, reason = %reason, "dead letter not redriven");
+        self.skipped.push(SkippedDeadLetter { id, reason });
+    }
+}
+
+/// A dead letter ready to be republished.
+struct Plan {
+    dlq_id: String,
+    target: String,
+    envelope: String,
+}
+
+/// Checks an id given to a redrive: `<ms>-<seq>`, or for ranges also `<ms>`, `-`, `+` and an
+/// exclusive `(` prefix.
+fn check_id(id: &str, range: bool) -> Result<()> {
+    let valid = |id: &str| {
+        let (ms, seq) = id
+            .split_once('-')
+            .map_or((id, None), |(ms, seq)| (ms, Some(seq)));
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits(ms) && seq.is_none_or(digits) && (range || seq.is_some())
+    };
+    let ok = if range {
+        matches!(id, "-" | "+") || valid(id.strip_prefix('(').unwrap_or(id))
+    } else {
+        valid(id)
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            format!("dead-letter entry id {id:?}"),
+            if range {
+                "expected a stream id such as 1700000000000-0, a millisecond time, - or +, \
+                 optionally prefixed with ( for an exclusive bound"
+            } else {
+                "expected a stream entry id such as 1700000000000-0"
+            },
+        ))
+    }
+}
+
+impl RedisTransport {
+    /// Writes go through the circuit breaker, like publishing.
+    fn commands(&self) -> Commands {
+        Commands::guarded(self.inner.conn.clone(), self.inner.breaker.clone())
+    }
+
+    /// Reads bypass it, like the inspection API: an operator must be able to look while the
+    /// breaker is open.
+    fn reads(&self) -> Commands {
+        Commands::unguarded(self.inner.conn.clone())
+    }
+
+    /// Writes `event` to the dead-letter stream by hand, with `error` as the reason, and returns
+    /// the dead letter's id.
+    ///
+    /// The event is validated like a published one. Its `stream` field is the stream the event
+    /// would be published to, so a redrive publishes it there; `entry_id` is empty and
+    /// `deliveries` is 0.
+    pub async fn publish_to_dlq(
+        &self,
+        event: Event,
+        error: &(impl fmt::Display + ?Sized),
+    ) -> Result<String> {
+        let limits = &self.inner.options.limits;
+        Keys::validate_event_type(event.event_type(), limits)?;
+        let envelope = wire::encode(&event, limits)?;
+        let stream = self.inner.keys.stream(event.event_type(), event.priority());
+        let error = error.to_string();
+        let now = now_ms();
+        let fields = DeadLetterFields {
+            event: envelope,
+            undecodable: false,
+            error: &error,
+            original_type: event.event_type(),
+            stream: &stream,
+            entry_id: "",
+            group: &self.inner.config.consumer_group,
+            consumer: &self.inner.config.consumer_name,
+            deliveries: 0,
+            first_failure_ms: now,
+            last_failure_ms: now,
+        };
+        let dlq = self.inner.keys.dlq();
+        let span = tracing::info_span!(
+            "dead_letter",
+            stream = %stream,
+            event_type = %event.event_type(),
+            event_id = %event.id(),
+            reason = Reason::Manual.as_str(),
+        );
+        let id: String = self
+            .commands()
+            .query("XADD", &dlq, &fields.xadd(&dlq))
+            .instrument(span)
+            .await?;
+        metrics::counter!(telemetry::DEAD_LETTERED, "reason" => Reason::Manual.as_str())
+            .increment(1);
+        Ok(id)
+    }
+
+    /// Subscribes `handler` to the dead-letter stream: it receives the original events, from the
+    /// oldest dead letter on, as a member of the consumer group `{consumer_group}-dlq`.
+    ///
+    /// Returns a handle for [`unsubscribe`](Self::unsubscribe). Handled dead letters stay in the
+    /// dead-letter stream; see the module docs of `dlq` for what happens to failures.
+    pub async fn consume_dlq<F, Fut>(&self, handler: F) -> Result<SubscriptionHandle>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let group = format!("{}-dlq", self.inner.config.consumer_group);
+        let streams = vec![StreamSpec {
+            key: self.inner.keys.dlq(),
+            event_type: Arc::from("dlq"),
+            lane: lane_of(redstream_core::Priority::Normal),
+        }];
+        self.start_subscription(
+            Mode::DeadLetters,
+            group,
+            vec!["dlq".to_owned()],
+            streams,
+            StartFrom::Beginning,
+            erase(handler),
+        )
+        .await
+    }
+
+    /// The oldest `count` dead letters, decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when `count` is 0; a Redis error if the stream cannot be read.
+    pub async fn dlq_entries(&self, count: usize) -> Result<Vec<DeadLetterEntry>> {
+        if count == 0 {
+            return Err(Error::invalid_input("count", "must be at least 1"));
+        }
+        let dlq = self.inner.keys.dlq();
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(&dlq).arg("-").arg("+").arg("COUNT").arg(count);
+        let reply: Value = self.reads().query("XRANGE", &dlq, &cmd).await?;
+        let entries = reply::entries(reply).map_err(|reason| {
+            Error::backend(ErrorKind::Unexpected, "XRANGE", dlq.clone(), reason)
+        })?;
+        let limits = &self.inner.options.limits;
+        Ok(entries
+            .into_iter()
+            .map(|entry| DeadLetterEntry::from_raw(entry, limits))
+            .collect())
+    }
+
+    /// Redrives every dead letter present when it starts (dead letters added meanwhile are left
+    /// for the next call).
+    pub async fn redrive_all(&self) -> Result<RedriveReport> {
+        self.redrive_range("-", "+").await
+    }
+
+    /// Redrives the dead letters with these ids. Ids that are not in the dead-letter stream are
+    /// reported as skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an id that is not a stream entry id (nothing is redriven
+    /// then); a Redis error if reading or writing fails.
+    pub async fn redrive_ids(&self, ids: &[&str]) -> Result<RedriveReport> {
+        for id in ids {
+            check_id(id, false)?;
+        }
+        let dlq = self.inner.keys.dlq();
+        let mut report = RedriveReport::default();
+        for chunk in ids.chunks(PAGE) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("XRANGE").arg(&dlq).arg(*id).arg(*id);
+            }
+            let replies: Vec<Value> = self.commands().pipe("XRANGE", &dlq, &pipe).await?;
+            let mut found = Vec::with_capacity(chunk.len());
+            for (id, reply) in chunk.iter().zip(replies) {
+                let entries = reply::entries(reply).map_err(|reason| {
+                    Error::backend(ErrorKind::Unexpected, "XRANGE", dlq.clone(), reason)
+                })?;
+                match entries.into_iter().next() {
+                    Some(entry) => found.push(entry),
+                    None => report.skip(*id, "not in the dead-letter stream"),
+                }
+            }
+            self.redrive_entries(found, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    /// Redrives the dead letters with ids from `start` to `end`, inclusive (`XRANGE` syntax: `-`
+    /// and `+` for the ends of the stream, a `(` prefix for an exclusive bound). With `+`, the end
+    /// is the last dead letter present when the call starts.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a malformed bound; a Redis error if reading or writing
+    /// fails (batches done before the error stay done).
+    pub async fn redrive_range(&self, start: &str, end: &str) -> Result<RedriveReport> {
+        check_id(start, true)?;
+        check_id(end, true)?;
+        let dlq = self.inner.keys.dlq();
+        let mut report = RedriveReport::default();
+        let end = if end == "+" {
+            let mut cmd = redis::cmd("XREVRANGE");
+            cmd.arg(&dlq).arg("+").arg("-").arg("COUNT").arg(1);
+            let reply: Value = self.commands().query("XREVRANGE", &dlq, &cmd).await?;
+            let last = reply::entries(reply).map_err(|reason| {
+                Error::backend(ErrorKind::Unexpected, "XREVRANGE", dlq.clone(), reason)
+            })?;
+            match last.into_iter().next() {
+                Some(entry) => entry.id,
+                None => return Ok(report),
+            }
+        } else {
+            end.to_owned()
+        };
+        let mut from = start.to_owned();
+        loop {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&dlq).arg(&from).arg(&end).arg("COUNT").arg(PAGE);
+            let reply: Value = self.commands().query("XRANGE", &dlq, &cmd).await?;
+            let entries = reply::entries(reply).map_err(|reason| {
+                Error::backend(ErrorKind::Unexpected, "XRANGE", dlq.clone(), reason)
+            })?;
+            let Some(last) = entries.last().map(|e| e.id.clone()) else {
+                break;
+            };
+            let full = entries.len() == PAGE;
+            self.redrive_entries(entries, &mut report).await?;
+            if !full || last == end {
+                break;
+            }
+            from = format!("({last}");
+        }
+        Ok(report)
+    }
+
+    /// Republishes decodable dead letters and deletes them from the dead-letter stream, in one
+    /// transaction; reports the others.
+    async fn redrive_entries(
+        &self,
+        entries: Vec<reply::RawEntry>,
+        report: &mut RedriveReport,
+    ) -> Result<()> {
+        let limits = &self.inner.options.limits;
+        let keys = &self.inner.keys;
+        let mut plans = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let dead = DeadLetterEntry::from_raw(entry, limits);
+            let Some(event) = &dead.event else {
+                let reason = dead.decode_error.as_deref().unwrap_or("no event");
+                report.skip(
+                    dead.id,
+                    format!("its event cannot be decoded ({reason}); inspect it with XRANGE and fix or delete it by hand"),
+                );
+                continue;
+            };
+            if let Err(err) = Keys::validate_event_type(event.event_type(), limits) {
+                report.skip(dead.id, format!("its event cannot be published: {err}"));
+                continue;
+            }
+            let target = if keys.parse_stream(&dead.stream).is_some() {
+                dead.stream
+            } else {
+                keys.stream(event.event_type(), event.priority())
+            };
+            plans.push(Plan {
+                dlq_id: dead.id,
+                target,
+                envelope: dead.raw_event,
+            });
+        }
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let dlq = keys.dlq();
+        // Redis does not roll a transaction back when one command fails at run time: a target
+        // that is not a stream would fail its XADD while the XDEL still runs. Such dead letters
+        // are left out instead.
+        let mut targets: Vec<&str> = plans.iter().map(|p| p.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let mut pipe = redis::pipe();
+        for target in &targets {
+            pipe.cmd("TYPE").arg(*target);
+        }
+        let types: Vec<String> = self.commands().pipe("TYPE", &dlq, &pipe).await?;
+        let bad: Vec<(String, String)> = targets
+            .iter()
+            .zip(types)
+            .filter(|(_, t)| t != "stream" && t != "none")
+            .map(|(k, t)| ((*k).to_owned(), t))
+            .collect();
+        let (plans, refused): (Vec<Plan>, Vec<Plan>) = plans
+            .into_iter()
+            .partition(|p| !bad.iter().any(|(k, _)| *k == p.target));
+        for plan in refused {
+            let kind = bad
+                .iter()
+                .find(|(k, _)| *k == plan.target)
+                .map_or("", |(_, t)| t.as_str());
+            report.skip(
+                plan.dlq_id,
+                format!("{} holds a {kind}, not a stream", plan.target),
+            );
+        }
+        if plans.is_empty() {
+            return Ok(());
+        }
+
+        let max_len = self.inner.config.max_stream_length;
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for plan in &plans {
+            let xadd = pipe.cmd("XADD").arg(&plan.target);
+            if max_len > 0 {
+                xadd.arg("MAXLEN").arg("~").arg(max_len);
+            }
+            xadd.arg("*").arg(EVENT_FIELD).arg(&plan.envelope);
+            pipe.cmd("XDEL").arg(&dlq).arg(&plan.dlq_id);
+        }
+        let span = tracing::info_span!("redrive", entries = plans.len());
+        let results: Vec<redis::RedisResult<Value>> = self
+            .commands()
+            .pipe("MULTI/EXEC of XADD + XDEL", &dlq, &pipe)
+            .instrument(span)
+            .await?;
+        for (plan, result) in plans.iter().zip(results.chunks(2)) {
+            match result.first() {
+                Some(Ok(_)) => report.redriven += 1,
+                Some(Err(err)) => {
+                    tracing::error!(
+                        dlq_id = %plan.dlq_id,
+                        stream = %plan.target,
+                        error = %err,
+                        envelope = %plan.envelope,
+                        "redrive: XADD failed inside the transaction after its XDEL was queued; \
+                         the envelope is logged here so that it can be published by hand"
+                    );
+                    report.skipped.push(SkippedDeadLetter {
+                        id: plan.dlq_id.clone(),
+                        reason: format!("XADD to {} failed: {err}", plan.target),
+                    });
+                }
+                None => {}
+            }
+        }
+        tracing::info!(redriven = report.redriven, "dead letters redriven");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        for ok in ["1-0", "1700000000000-12"] {
+            check_id(ok, false).unwrap();
+            check_id(ok, true).unwrap();
+        }
+        for ok in ["-", "+", "(1-0", "1700000000000"] {
+            check_id(ok, true).unwrap();
+        }
+        for bad in ["", "-", "+", "1", "a-1", "1-", "1-0 ", "(1-0"] {
+            assert_eq!(
+                check_id(bad, false).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+        for bad in ["", "x", "((1-0", "1-a"] {
+            assert!(check_id(bad, true).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn undecodable_entries_keep_every_field() {
+        let fields = vec![
+            (b"foo".to_vec(), b"bar".to_vec()),
+            (b"foo".to_vec(), b"baz".to_vec()),
+            (b"bin".to_vec(), vec![0xff, b'x']),
+        ];
+        let json: serde_json::Value = serde_json::from_str(&event_field(&fields, true)).unwrap();
+        assert_eq!(json["foo"], serde_json::json!(["bar", "baz"]));
+        assert_eq!(json["bin"], "\u{fffd}x");
+        let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
+        assert_eq!(event_field(&envelope, false), "{\"v\":1}");
+    }
+
+    #[test]
+    fn long_errors_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_LEN);
+        let cut = shorten(&long);
+        assert!(cut.len() <= MAX_ERROR_LEN);
+        assert!(long.starts_with(cut));
+    }
+}

@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+
+mod claim;
+mod config;
+mod connection;
+mod consumer;
+mod dlq;
+mod inspect;
+mod keys;
+mod publisher;
+mod telemetry;
+mod transport;
+
+pub use config::{RedisConfig, StartFrom, TransportOptions};
+pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
+pub use inspect::{
+    ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,
+    StreamSummary,
+};
+pub use keys::Keys;
+pub use redstream_core::{Error, ErrorKind, Result};
+pub use transport::{RedisSubscriber, RedisTransport};

@@ -1,0 +1,116 @@
+//! [`RedisTransport`]: one connection to Redis that publishes and consumes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use redis::Client;
+use redis::aio::ConnectionManager;
+use redstream_core::{CircuitBreaker, CircuitBreakerStats, RedactedUrl, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RedisConfig, TransportOptions};
+use crate::connection;
+use crate::consumer::Registry;
+use crate::keys::Keys;
+
+/// Publishes events to Redis Streams and consumes them in consumer groups.
+///
+/// Cheap to clone: clones share one multiplexed, self-reconnecting connection, one circuit
+/// breaker and one set of subscriptions. When the last clone is dropped, subscriptions stop
+/// reading and let their running handlers finish in the background.
+#[derive(Clone)]
+pub struct RedisTransport {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The seed's name for the consuming side; the same type as [`RedisTransport`].
+pub type RedisSubscriber = RedisTransport;
+
+pub(crate) struct Inner {
+    pub(crate) config: RedisConfig,
+    pub(crate) options: TransportOptions,
+    pub(crate) keys: Keys,
+    /// The URL with its password redacted, for errors and logs.
+    pub(crate) target: String,
+    pub(crate) client: Client,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) subscriptions: Registry,
+    /// Cancelled when the last clone of the transport is dropped.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl RedisTransport {
+    /// Connects with default [`TransportOptions`].
+    pub async fn new(config: RedisConfig) -> Result<Self> {
+        Self::with_options(config, TransportOptions::default()).await
+    }
+
+    /// Validates both configurations, connects, and checks the server.
+    pub async fn with_options(config: RedisConfig, options: TransportOptions) -> Result<Self> {
+        config.validate()?;
+        options.validate()?;
+        let (client, conn) = connection::connect(&config, &options).await?;
+        let breaker = CircuitBreaker::new(options.circuit_breaker)?;
+        let keys = Keys::new(&config.stream_prefix);
+        let target = RedactedUrl(&config.url).to_string();
+        tracing::debug!(server = %target, prefix = %config.stream_prefix, "redis transport connected");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                options,
+                keys,
+                target,
+                client,
+                conn,
+                breaker,
+                subscriptions: Registry::default(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The configuration it was built with.
+    #[must_use]
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The options it was built with.
+    #[must_use]
+    pub fn options(&self) -> &TransportOptions {
+        &self.inner.options
+    }
+
+    /// The key builder for its prefix.
+    #[must_use]
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The circuit breaker's state and counters.
+    pub async fn circuit_breaker_stats(&self) -> CircuitBreakerStats {
+        self.inner.breaker.stats()
+    }
+
+    /// A clone of the shared connection, for commands the transport does not wrap.
+    #[must_use]
+    pub fn connection(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+}
+
+impl fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("config", &self.inner.config)
+            .field("breaker", &self.inner.breaker.state())
+            .finish_non_exhaustive()
+    }
+}

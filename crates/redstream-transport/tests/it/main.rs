@@ -1,0 +1,14 @@
+//! The integration tests of redstream-transport, in one binary, against private redis-servers
+//! started by the test kit.
+
+// Tests unwrap and print (STYLE.md); clippy's allow-unwrap-in-tests and allow-print-in-tests
+// cover `#[test]` functions only, not the helpers next to them.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod conformance;
+mod consumer;
+mod dlq;
+mod failures;
+mod inspect;
+mod publisher;
+mod support;

@@ -1,0 +1,284 @@
+//! Publishing against a real redis-server: the seed's XADD shape, batches, trimming,
+//! validation, and the circuit breaker when the server stops answering.
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redstream_core::wire::{self, EVENT_FIELD};
+use redstream_core::{
+    CircuitBreakerConfig, CircuitState, ErrorKind, Event, EventLimits, EventMetadata, Priority,
+};
+use redstream_testkit::RedisServer;
+use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
+use serde_json::json;
+
+type Entries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
+async fn transport(server: &RedisServer, prefix: &str) -> RedisTransport {
+    RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix(prefix),
+        TransportOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+fn order(n: u32) -> Event {
+    Event::new(
+        "order.created",
+        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
+        EventMetadata::default(),
+    )
+}
+
+async fn entries(server: &RedisServer, stream: &str) -> Entries {
+    let mut conn = server.connection().await.unwrap();
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn publish_writes_one_event_field_to_the_prefixed_stream() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "events").await;
+    let event = order(1);
+    let id = transport.publish(event.clone()).await.unwrap();
+
+    let entries = entries(&server, "{events}:order.created").await;
+    assert_eq!(entries.len(), 1);
+    let (entry_id, fields) = &entries[0];
+    assert_eq!(entry_id, &id);
+    assert_eq!(fields.len(), 1, "exactly one field, `event`");
+    assert_eq!(fields[0].0, EVENT_FIELD);
+    // What seed 003's consumers do: JSON-decode the field and read `id` and the payload.
+    let json: serde_json::Value = serde_json::from_slice(&fields[0].1).unwrap();
+    assert_eq!(json["id"], event.id().as_str());
+    assert_eq!(json["payload"]["order_id"], "1");
+    let decoded = wire::decode_entry(fields.clone(), &EventLimits::default()).unwrap();
+    assert_eq!(decoded, event);
+}
+
+#[tokio::test]
+async fn priorities_go_to_their_lanes() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "p").await;
+    for priority in Priority::ALL {
+        transport
+            .publish(order(1).with_priority(priority))
+            .await
+            .unwrap();
+    }
+    for (stream, expected) in [
+        ("{p}:order.created", 1),
+        ("{p}:order.created#critical", 1),
+        ("{p}:order.created#high", 1),
+        ("{p}:order.created#low", 1),
+    ] {
+        assert_eq!(entries(&server, stream).await.len(), expected, "{stream}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_publishes_share_one_connection() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "c").await;
+    let tasks: Vec<_> = (0..64)
+        .map(|n| {
+            let transport = transport.clone();
+            tokio::spawn(async move { transport.publish(order(n)).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap().unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 64);
+    assert_eq!(entries(&server, "{c}:order.created").await.len(), 64);
+}
+
+#[tokio::test]
+async fn publish_batch_returns_ids_in_order_and_validates_first() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "b").await;
+    let events: Vec<_> = (0..10).map(order).collect();
+    let ids = transport.publish_batch(events.clone()).await.unwrap();
+    assert_eq!(ids.len(), 10);
+    let stored = entries(&server, "{b}:order.created").await;
+    for ((id, fields), (expected_id, event)) in stored.iter().zip(ids.iter().zip(&events)) {
+        assert_eq!(id, expected_id);
+        let decoded = wire::decode_entry(fields.clone(), &EventLimits::default()).unwrap();
+        assert_eq!(&decoded, event);
+    }
+
+    // One invalid event fails the whole batch before anything is written.
+    let mut bad = (10..15).map(order).collect::<Vec<_>>();
+    bad.push(Event::new("bad type", json!(1), EventMetadata::default()));
+    let err = transport.publish_batch(bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(entries(&server, "{b}:order.created").await.len(), 10);
+    assert!(
+        transport
+            .publish_batch(Vec::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn invalid_events_are_rejected_with_the_reason() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "v").await;
+    for (event_type, needle) in [
+        ("", "must not be empty"),
+        ("has space", "whitespace"),
+        ("dlq", "reserved"),
+        ("a#b", "'#'"),
+    ] {
+        let err = transport
+            .publish(Event::new(event_type, json!(1), EventMetadata::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{event_type:?}");
+        assert!(err.to_string().contains(needle), "{event_type:?}: {err}");
+    }
+    let huge = Event::new(
+        "big",
+        json!("x".repeat(2 * 1024 * 1024)),
+        EventMetadata::default(),
+    );
+    let err = transport.publish(huge).await.unwrap_err();
+    assert!(err.to_string().contains("over the limit"), "{err}");
+    let mut conn = server.connection().await.unwrap();
+    let keys: Vec<String> = conn.keys("*").await.unwrap();
+    assert!(keys.is_empty(), "nothing written: {keys:?}");
+}
+
+#[tokio::test]
+async fn maxlen_keeps_the_stream_near_the_limit() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = RedisTransport::new(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix("t")
+            .with_max_stream_length(100),
+    )
+    .await
+    .unwrap();
+    for chunk in 0..20 {
+        let events = (0..100).map(|n| order(chunk * 100 + n)).collect();
+        transport.publish_batch(events).await.unwrap();
+    }
+    let mut conn = server.connection().await.unwrap();
+    let len: usize = conn.xlen("{t}:order.created").await.unwrap();
+    // `MAXLEN ~` trims whole macro nodes (100 entries each by default), so the length stays
+    // within one node of the limit instead of growing to 2,000.
+    assert!((100..=200).contains(&len), "length {len}");
+}
+
+#[tokio::test]
+async fn paused_server_opens_the_breaker_which_closes_after_resume() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix("cb"),
+        TransportOptions::default()
+            .with_response_timeout(Duration::from_millis(200))
+            .with_circuit_breaker(
+                CircuitBreakerConfig::default()
+                    .with_failure_threshold(3)
+                    .with_open_duration(Duration::from_millis(300)),
+            ),
+    )
+    .await
+    .unwrap();
+    let accepted = transport.publish(order(0)).await.unwrap();
+
+    server.pause().unwrap();
+    for _ in 0..3 {
+        let err = transport.publish(order(1)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    }
+    let stats = transport.circuit_breaker_stats().await;
+    assert_eq!(stats.state, CircuitState::Open);
+    let err = transport.publish(order(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+    assert!(err.to_string().contains("Circuit breaker is open"), "{err}");
+    server.resume().unwrap();
+
+    // After the open period a trial call goes through and closes the breaker. The rejection
+    // says how long the breaker stays open; wait exactly that.
+    let id = loop {
+        match transport.publish(order(3)).await {
+            Ok(id) => break id,
+            Err(redstream_core::Error::CircuitOpen { retry_after }) => {
+                tokio::time::sleep(retry_after).await;
+            }
+            Err(err) => panic!("unexpected error after resume: {err}"),
+        }
+    };
+    assert_eq!(
+        transport.circuit_breaker_stats().await.state,
+        CircuitState::Closed
+    );
+    // What was accepted before the pause is still there, and so is the trial write.
+    let stored: Vec<String> = entries(&server, "{cb}:order.created")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        stored.contains(&accepted) && stored.contains(&id),
+        "{stored:?}"
+    );
+}
+
+#[tokio::test]
+async fn auth_failures_fail_fast_and_never_print_the_password() {
+    let server = RedisServer::builder()
+        .password("s3cret-pw")
+        .start()
+        .await
+        .unwrap();
+    let wrong = format!("redis://:wrong-pw@127.0.0.1:{}/", server.port());
+    let err = RedisTransport::new(RedisConfig::default().with_url(wrong))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!err.is_retryable());
+    let message = format!("{err} {err:?}");
+    assert!(!message.contains("wrong-pw"), "{message}");
+
+    let ok = RedisTransport::new(RedisConfig::default().with_url(server.url()))
+        .await
+        .unwrap();
+    assert!(!format!("{ok:?}").contains("s3cret-pw"));
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_retryable_connection_error() {
+    let server = RedisServer::start().await.unwrap();
+    let url = server.url();
+    server.kill().unwrap();
+    let err = RedisTransport::with_options(
+        RedisConfig::default().with_url(url),
+        TransportOptions::default().with_connect_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+}
