@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
+//! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`, as `publish_batch` sends it |
 //! | consume + ack | `subscribe` with a no-op handler | `XREADGROUP COUNT 100` + `XACK` loop |
 //! | latency at 10k/s | publish -> handler, p50/p99 | publish -> `XREADGROUP` reader, p50/p99 |
 
@@ -44,7 +45,7 @@ fn rate(events: u64, elapsed: Duration) -> f64 {
 
 fn line(name: &str, ours: f64, raw: f64) {
     println!(
-        "{name:<28} redstream {ours:>10.0} msg/s   raw redis-rs {raw:>10.0} msg/s   ratio {:.2}x",
+        "{name:<32} redstream {ours:>10.0} msg/s   raw redis-rs {raw:>10.0} msg/s   ratio {:.2}x",
         ours / raw
     );
 }
@@ -138,7 +139,12 @@ async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
     started.elapsed()
 }
 
-async fn raw_publish_batches(conn: &MultiplexedConnection, stream: &str, total: u64) -> Duration {
+async fn raw_publish_batches(
+    conn: &MultiplexedConnection,
+    stream: &str,
+    total: u64,
+    atomic: bool,
+) -> Duration {
     let mut conn = conn.clone();
     let limits = EventLimits::default();
     let started = Instant::now();
@@ -146,6 +152,9 @@ async fn raw_publish_batches(conn: &MultiplexedConnection, stream: &str, total: 
     while n < total {
         let size = BATCH.min((total - n) as usize) as u64;
         let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
         for i in n..n + size {
             let envelope = wire::encode(&seed_event(i), &limits).unwrap();
             pipe.cmd("XADD")
@@ -288,6 +297,25 @@ async fn latency(transport: &RedisTransport) -> (Duration, Duration) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// Rounds per figure; each round runs redstream and raw redis-rs back to back, alternating
+/// which goes first, and the median rate of each side is reported. One machine runs both the
+/// server and the client, so single runs are noisy.
+const ROUNDS: usize = 3;
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+async fn del(conn: &MultiplexedConnection, key: &str) {
+    let mut conn = conn.clone();
+    let _: u64 = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 fn main() {
     let total: u64 = std::env::var("REDSTREAM_BENCH_EVENTS")
         .ok()
@@ -300,24 +328,70 @@ fn main() {
     runtime.block_on(async move {
         let server = RedisServer::start().await.unwrap();
         let raw = server.connection().await.unwrap();
-        println!("redstream-transport throughput, {total} seed-sized events, redis-server on 127.0.0.1:{}", server.port());
+        println!(
+            "redstream-transport, {total} seed-sized events per run, median of {ROUNDS} rounds, \
+             redis-server {} on 127.0.0.1:{}",
+            server_version(&raw).await,
+            server.port()
+        );
 
-        let publisher = transport(&server, "bench-pub", "g").await;
-        let ours = publish_concurrently(&publisher, total).await;
-        let theirs = raw_publish_concurrently(&raw, "{raw}:pub", total).await;
-        line("publish, 64 tasks", rate(total, ours), rate(total, theirs));
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let publisher = transport(&server, &format!("pub{round}"), "g").await;
+            let raw_stream = format!("{{raw}}:pub{round}");
+            let (a, b) = if round % 2 == 0 {
+                let a = publish_concurrently(&publisher, total).await;
+                (a, raw_publish_concurrently(&raw, &raw_stream, total).await)
+            } else {
+                let b = raw_publish_concurrently(&raw, &raw_stream, total).await;
+                (publish_concurrently(&publisher, total).await, b)
+            };
+            ours.push(rate(total, a));
+            theirs.push(rate(total, b));
+            del(&raw, &format!("{{pub{round}}}:order.created")).await;
+            del(&raw, &raw_stream).await;
+        }
+        line("publish, 64 tasks", median(ours), median(theirs));
 
-        let batcher = transport(&server, "bench-batch", "g").await;
-        let ours = publish_batches(&batcher, total).await;
-        let theirs = raw_publish_batches(&raw, "{raw}:batch", total).await;
-        line("publish_batch, 256", rate(total, ours), rate(total, theirs));
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
+        let mut theirs_atomic = Vec::new();
+        for round in 0..ROUNDS {
+            let batcher = transport(&server, &format!("batch{round}"), "g").await;
+            let raw_stream = format!("{{raw}}:batch{round}");
+            let (a, b) = if round % 2 == 0 {
+                let a = publish_batches(&batcher, total).await;
+                (a, raw_publish_batches(&raw, &raw_stream, total, false).await)
+            } else {
+                let b = raw_publish_batches(&raw, &raw_stream, total, false).await;
+                (publish_batches(&batcher, total).await, b)
+            };
+            ours.push(rate(total, a));
+            theirs.push(rate(total, b));
+            // Consume what this round wrote: the group starts at the beginning of the stream.
+            let (a, b) = if round % 2 == 0 {
+                let a = consume_all(&batcher, total).await;
+                (a, raw_consume_all(&raw, &raw_stream, total).await)
+            } else {
+                let b = raw_consume_all(&raw, &raw_stream, total).await;
+                (consume_all(&batcher, total).await, b)
+            };
+            ours_consume.push(rate(total, a));
+            theirs_consume.push(rate(total, b));
+            // The same transaction the transport uses, done by hand: what MULTI/EXEC costs.
+            let atomic_stream = format!("{{raw}}:atomic{round}");
+            let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
+            theirs_atomic.push(rate(total, c));
+            del(&raw, &atomic_stream).await;
+            del(&raw, &format!("{{batch{round}}}:order.created")).await;
+            del(&raw, &raw_stream).await;
+        }
+        let ours = median(ours);
+        line("publish_batch, 256", ours, median(theirs));
+        line("publish_batch vs raw MULTI/EXEC", ours, median(theirs_atomic));
+        line("consume + ack, no-op handler", median(ours_consume), median(theirs_consume));
 
-        // Consume what the batch run wrote: the group starts at the beginning of the stream.
-        let ours = consume_all(&batcher, total).await;
-        let theirs = raw_consume_all(&raw, "{raw}:batch", total).await;
-        line("consume + ack, no-op handler", rate(total, ours), rate(total, theirs));
-
-        let ticker = transport(&server, "bench-lat", "g").await;
+        let ticker = transport(&server, "lat", "g").await;
         let (p50, p99) = latency(&ticker).await;
         println!(
             "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s  publish->handler p50 {:.2} ms  p99 {:.2} ms",
@@ -326,4 +400,18 @@ fn main() {
         );
         drop(server);
     });
+}
+
+async fn server_version(conn: &MultiplexedConnection) -> String {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
 }

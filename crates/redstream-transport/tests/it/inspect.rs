@@ -676,3 +676,34 @@ fn inspection_futures_are_send(transport: &RedisTransport) {
     send(transport.pending(STREAM, "g", PendingQuery::default()));
     send(transport.read_range(STREAM, "-", "+", 1, false));
 }
+
+#[tokio::test]
+async fn an_eviction_policy_that_can_drop_streams_is_warned_about_at_connect() {
+    crate::support::capture_logs();
+    let evicting = RedisServer::builder()
+        .maxmemory_policy("allkeys-lru")
+        .start()
+        .await
+        .unwrap();
+    let safe = RedisServer::builder()
+        .maxmemory_policy("noeviction")
+        .start()
+        .await
+        .unwrap();
+    for server in [&evicting, &safe] {
+        RedisTransport::new(RedisConfig::default().with_url(server.url()))
+            .await
+            .unwrap();
+    }
+    let about = |server: &RedisServer| -> Vec<String> {
+        let address = format!("127.0.0.1:{}", server.port());
+        crate::support::logged("maxmemory-policy")
+            .into_iter()
+            .filter(|line| line.contains(&address))
+            .collect()
+    };
+    let warnings = about(&evicting);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("allkeys-lru"), "{warnings:?}");
+    assert!(about(&safe).is_empty());
+}
