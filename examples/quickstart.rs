@@ -1,9 +1,10 @@
 //! The quickstart: the README's main job.
 //!
 //! It finds a Redis (`REDIS_URL`, else `redis://127.0.0.1:6379`, else a private `redis-server`
-//! started through the test kit), writes one event to a stream in redstream's wire format and
-//! reads it back, then shows the core at work: events through the in-memory bus, a circuit
-//! breaker tripping and recovering, and backpressure dropping by strategy.
+//! started through the test kit), publishes events through the Redis Streams transport and
+//! handles them in two consumer groups, then shows the core at work: events through the
+//! in-memory bus (for unit tests), a circuit breaker tripping and recovering, and backpressure
+//! dropping by strategy.
 //!
 //! Run it with `cargo run --example quickstart`.
 
@@ -15,20 +16,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{
     BackpressureConfig, BackpressureQueue, BackpressureStrategy, CircuitBreaker,
-    CircuitBreakerConfig, Error, ErrorKind, Event, EventLimits, EventMetadata, MemoryBus, Priority,
-    Publisher, PushOutcome, RedactedUrl, Subscriber,
+    CircuitBreakerConfig, Error, ErrorKind, Event, EventMetadata, MemoryBus, Priority, Publisher,
+    PushOutcome, RedactedUrl, Subscriber,
 };
 use redstream_testkit::RedisServer;
+use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 type BoxResult<T> = Result<T, Box<dyn StdError + Send + Sync>>;
-
-/// A stream entry as XRANGE returns it: the entry id and its field/value pairs.
-type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// Where the quickstart's Redis comes from. A private server lives as long as this value.
 enum Redis {
@@ -55,7 +53,7 @@ async fn main() -> BoxResult<()> {
         .init();
 
     let redis = find_redis().await?;
-    wire_format_on_redis(&redis.url()).await?;
+    transport_on_redis(&redis.url()).await?;
     memory_bus().await?;
     circuit_breaker().await?;
     backpressure().await?;
@@ -117,50 +115,78 @@ async fn ping(url: &str) -> BoxResult<String> {
     Ok(version)
 }
 
-/// Writes one event as a stream entry, exactly as the transport will, and reads it back.
-async fn wire_format_on_redis(url: &str) -> BoxResult<()> {
-    println!("\n== The wire format on a real stream");
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let limits = EventLimits::default();
-    let event = Event::new(
-        "order.created",
-        json!({ "order_id": "12345", "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-    .with_source("quickstart")
-    .with_priority(Priority::High);
-    let envelope = wire::encode(&event, &limits)?;
-    let stream = "{quickstart}:order.created";
-    let entry_id: String = redis::cmd("XADD")
-        .arg(stream)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(100)
-        .arg("*")
-        .arg(EVENT_FIELD)
-        .arg(&envelope)
-        .query_async(&mut conn)
+/// Publishes events through the Redis transport and handles them in two consumer groups, then
+/// shows the stream entry as any other client sees it.
+async fn transport_on_redis(url: &str) -> BoxResult<()> {
+    println!("\n== Redis Streams transport");
+    let options = TransportOptions::default().with_block_time(Duration::from_millis(200));
+    let connect = |group: &str| {
+        let config = RedisConfig::default()
+            .with_url(url)
+            .with_stream_prefix("quickstart")
+            .with_consumer_group(group)
+            .with_consumer_name(format!("{group}-1"))
+            .with_max_stream_length(1000);
+        RedisTransport::with_options(config, options.clone())
+    };
+    let billing = connect("billing").await?;
+    let shipping = connect("shipping").await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::new();
+    for (name, transport) in [("billing", &billing), ("shipping", &shipping)] {
+        let tx = tx.clone();
+        let handle = transport
+            .subscribe(vec!["order.created".into()], move |event: Event| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((name, event))?;
+                    Ok(())
+                }
+            })
+            .await?;
+        handles.push((transport, handle));
+    }
+    let mut ids = Vec::new();
+    for (n, priority) in [
+        (1, Priority::Normal),
+        (2, Priority::High),
+        (3, Priority::Normal),
+    ] {
+        let event = Event::new(
+            "order.created",
+            json!({ "order_id": format!("Q-{n}"), "total": 99.99, "items": 3 }),
+            EventMetadata::default(),
+        )
+        .with_source("quickstart")
+        .with_priority(priority);
+        let entry_id = billing.publish(event).await?;
+        let stream = billing.keys().stream("order.created", priority);
+        println!("XADD {stream} MAXLEN ~ 1000 * event <envelope> -> {entry_id}");
+        ids.push((stream, entry_id));
+    }
+    for _ in 0..6 {
+        let (group, event) = rx.recv().await.ok_or("subscriptions stopped")?;
+        println!(
+            "{group:>8} handled {} ({} priority) order {}",
+            event.id(),
+            event.priority(),
+            event.payload()["order_id"]
+        );
+    }
+    for (transport, handle) in &handles {
+        transport.unsubscribe(handle).await?;
+    }
+
+    // What redis-cli, Go or Python consumers see: one field, `event`, holding the JSON envelope.
+    let (stream, entry_id) = &ids[0];
+    let entries = billing
+        .read_range(stream, entry_id, entry_id, 1, false)
         .await?;
-    println!("XADD {stream} MAXLEN ~ 100 * event <envelope> -> {entry_id}");
-    let entries: Vec<Entry> = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg(&entry_id)
-        .arg(&entry_id)
-        .query_async(&mut conn)
-        .await?;
-    let (_, fields) = entries
-        .into_iter()
-        .next()
-        .ok_or("the entry just written is gone")?;
-    let decoded = wire::decode_entry(fields, &limits)?;
-    assert_eq!(decoded, event);
-    println!(
-        "read back event {} ({}), payload {}",
-        decoded.id(),
-        decoded.event_type(),
-        decoded.payload()
-    );
+    if let Some(entry) = entries.first() {
+        for (field, value) in &entry.fields {
+            println!("XRANGE {stream} {entry_id} {entry_id} -> {field} = {value}");
+        }
+    }
     Ok(())
 }
 
