@@ -27,6 +27,15 @@ pub trait Publisher: Send + Sync {
 /// Delivers events to handlers, as a member of a consumer group.
 ///
 /// Within one group each event is handled by one subscriber; every group sees every event.
+///
+/// # Generic code and `Send`
+///
+/// In a function generic over `S: Subscriber`, awaiting `subscribe(..)` directly can make rustc
+/// fail to prove that the function's own future is `Send` ("one type is more general than the
+/// other"), a known compiler limitation with generic closures and `impl Future` in traits. If
+/// such a function must be `tokio::spawn`ed, box the call:
+/// `Box::pin(subscriber.subscribe(types, handler)) as Pin<Box<dyn Future<Output = _> + Send + '_>>`.
+/// Code that names the concrete type (`MemoryBus`, `RedisTransport`) is not affected.
 pub trait Subscriber: Send + Sync {
     /// Starts handling events of the given types with `handler` and returns a handle for
     /// [`unsubscribe`](Self::unsubscribe).
