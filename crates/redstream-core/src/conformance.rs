@@ -122,6 +122,7 @@ pub async fn publish_subscribe<F: BusFactory>(factory: &F) {
             )
             .with_header("tenant", "acme"),
         sample(&event_type, 2).with_priority(Priority::Low),
+        sample(&event_type, 3),
         Event::new(
             event_type.clone(),
             json!(null),

@@ -30,6 +30,9 @@ pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
             _ => {}
         }
     }
+    if is_tls_rejection(err) {
+        return ErrorKind::Auth;
+    }
     match err.kind() {
         RedisKind::AuthenticationFailed => return ErrorKind::Auth,
         RedisKind::InvalidClientConfig => return ErrorKind::InvalidInput,
@@ -67,6 +70,22 @@ pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
     }
 }
 
+/// Whether the TLS handshake failed on a certificate: the server's was not trusted, or the
+/// server refused (or required) the client's. Retrying cannot help until the configuration
+/// changes, so these are [`Auth`](ErrorKind::Auth) errors, not connection errors.
+///
+/// redis-rs reports rustls failures as I/O errors (`InvalidData`) that carry rustls's message;
+/// the message is the only place the cause can be read without depending on rustls here.
+fn is_tls_rejection(err: &RedisError) -> bool {
+    if !err.is_io_error() {
+        return false;
+    }
+    let text = err.to_string().to_ascii_lowercase();
+    text.contains("invalid peer certificate")
+        || (text.contains("received fatal alert") && text.contains("certificate"))
+        || text.contains("unknownca")
+}
+
 impl Error {
     /// Wraps a redis-rs error, classified by [`classify_redis_error`], with the operation and
     /// its target (a stream, a key, or a redacted URL: never a password).
@@ -77,6 +96,10 @@ impl Error {
     ) -> Self {
         let kind = classify_redis_error(&err);
         let message = match kind {
+            ErrorKind::Auth if is_tls_rejection(&err) => format!(
+                "{err} (a TLS certificate was rejected: check the CA the client trusts and the \
+                 client certificate the server expects)"
+            ),
             ErrorKind::Auth => format!("{err} (check the password or ACL user in the URL)"),
             ErrorKind::PermissionDenied => {
                 format!("{err} (the ACL user lacks a command or key permission)")

@@ -7,11 +7,14 @@
 //! [`RedisTransport::with_options`](crate::RedisTransport::with_options).
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 /// Where to connect and how to name streams, groups and consumers.
@@ -249,6 +252,9 @@ pub struct TransportOptions {
     pub response_timeout: Duration,
     /// Size limits for events, applied when publishing and when reading.
     pub limits: EventLimits,
+    /// Certificates for `rediss://` URLs: a private CA to trust, and a client certificate for
+    /// mutual TLS. All unset by default, which trusts the system's root certificates.
+    pub tls: TlsOptions,
 }
 
 impl Default for TransportOptions {
@@ -269,6 +275,7 @@ impl Default for TransportOptions {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             limits: EventLimits::default(),
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -314,7 +321,8 @@ impl TransportOptions {
             ));
         }
         self.circuit_breaker.validate()?;
-        self.limits.validate()
+        self.limits.validate()?;
+        self.tls.validate()
     }
 
     /// Sets `read_count`.
@@ -407,6 +415,218 @@ impl TransportOptions {
         self.limits = limits;
         self
     }
+
+    /// Sets the TLS options.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
+/// Certificates for connecting with `rediss://`.
+///
+/// With every field unset (the default), a `rediss://` connection trusts the system's root
+/// certificates, which suits servers with publicly trusted certificates. For a server whose
+/// certificate is signed by a private CA, give that CA with [`ca_cert_pem`](Self::ca_cert_pem)
+/// or [`ca_cert_path`](Self::ca_cert_path): it then replaces the system roots. For servers that
+/// require client certificates (`tls-auth-clients yes`), give
+/// [`client_cert_pem`](Self::client_cert_pem) and [`client_key_pem`](Self::client_key_pem).
+///
+/// Setting any field with a URL that is not `rediss://` is an error: certificates given for a
+/// plain-text connection would silently protect nothing.
+///
+/// TLS is rustls with the `ring` crypto provider. If the process has not installed a rustls
+/// `CryptoProvider` by the time the transport first connects over TLS, the transport installs
+/// `ring`'s as the process default; an application that wants another one (`aws-lc-rs`, FIPS)
+/// installs it before connecting.
+///
+/// `Debug` shows whether a client key is set, never the key.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsOptions {
+    /// The PEM text of the CA certificate(s) that signed the server's certificate.
+    pub ca_cert_pem: Option<String>,
+    /// A PEM file holding the CA certificate(s), read when the transport is created
+    /// ([`RedisTransport::with_options`](crate::RedisTransport::with_options)). Set either this or
+    /// `ca_cert_pem`, not both.
+    pub ca_cert_path: Option<PathBuf>,
+    /// The PEM text of this client's certificate chain, for mutual TLS. Needs `client_key_pem`.
+    pub client_cert_pem: Option<String>,
+    /// The PEM text of this client's private key, for mutual TLS. Needs `client_cert_pem`.
+    pub client_key_pem: Option<String>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            ca_cert_pem,
+            ca_cert_path,
+            client_cert_pem,
+            client_key_pem,
+        } = self;
+        f.debug_struct("TlsOptions")
+            .field("ca_cert_pem", &ca_cert_pem.as_ref().map(|_| "<pem>"))
+            .field("ca_cert_path", ca_cert_path)
+            .field(
+                "client_cert_pem",
+                &client_cert_pem.as_ref().map(|_| "<pem>"),
+            )
+            .field(
+                "client_key_pem",
+                &client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Trusts the CA certificate(s) in `pem`.
+    #[must_use]
+    pub fn with_ca_cert_pem(mut self, pem: impl Into<String>) -> Self {
+        self.ca_cert_pem = Some(pem.into());
+        self
+    }
+
+    /// Trusts the CA certificate(s) in the PEM file at `path`.
+    #[must_use]
+    pub fn with_ca_cert_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert_path = Some(path.into());
+        self
+    }
+
+    /// Presents `cert_pem` (a certificate chain) with the private key `key_pem`, for mutual TLS.
+    #[must_use]
+    pub fn with_client_cert(
+        mut self,
+        cert_pem: impl Into<String>,
+        key_pem: impl Into<String>,
+    ) -> Self {
+        self.client_cert_pem = Some(cert_pem.into());
+        self.client_key_pem = Some(key_pem.into());
+        self
+    }
+
+    fn first_set_field(&self) -> Option<&'static str> {
+        [
+            ("tls.ca_cert_pem", self.ca_cert_pem.is_some()),
+            ("tls.ca_cert_path", self.ca_cert_path.is_some()),
+            ("tls.client_cert_pem", self.client_cert_pem.is_some()),
+            ("tls.client_key_pem", self.client_key_pem.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, set)| set.then_some(name))
+    }
+
+    /// Checks the fields that can be checked without the URL or the file system: no two ways of
+    /// giving the CA, a client certificate only with its key, and PEM text that parses.
+    pub fn validate(&self) -> Result<()> {
+        if self.ca_cert_pem.is_some() && self.ca_cert_path.is_some() {
+            return Err(Error::invalid_input(
+                "config field tls.ca_cert_path",
+                "is set together with tls.ca_cert_pem; set only one of them",
+            ));
+        }
+        match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(_), None) => {
+                return Err(Error::invalid_input(
+                    "config field tls.client_key_pem",
+                    "is not set, but tls.client_cert_pem is; mutual TLS needs both",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid_input(
+                    "config field tls.client_cert_pem",
+                    "is not set, but tls.client_key_pem is; mutual TLS needs both",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(pem) = &self.ca_cert_pem {
+            check_certificates("config field tls.ca_cert_pem", pem.as_bytes())?;
+        }
+        if let Some(pem) = &self.client_cert_pem {
+            check_certificates("config field tls.client_cert_pem", pem.as_bytes())?;
+        }
+        if let Some(pem) = &self.client_key_pem {
+            // The parser's message is not echoed: nothing about a key belongs in an error.
+            PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
+                Error::invalid_input(
+                    "config field tls.client_key_pem",
+                    "holds no PEM private key (expected a -----BEGIN PRIVATE KEY----- section, \
+                     or an RSA or EC one)",
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The certificates to build a TLS client with, or `None` when no field is set. Reads
+    /// `ca_cert_path`. Fails when a field is set but `url` is not `rediss://`.
+    pub(crate) fn certificates(&self, url: &str) -> Result<Option<redis::TlsCertificates>> {
+        let Some(field) = self.first_set_field() else {
+            return Ok(None);
+        };
+        if !url.starts_with("rediss://") {
+            return Err(Error::invalid_input(
+                format!("config field {field}"),
+                format!(
+                    "is set, but the URL ({}) is not rediss://; certificates apply only to TLS \
+                     connections: use a rediss:// URL, or unset the tls options",
+                    RedactedUrl(url)
+                ),
+            ));
+        }
+        let root_cert = match (&self.ca_cert_pem, &self.ca_cert_path) {
+            (Some(pem), _) => Some(pem.clone().into_bytes()),
+            (None, Some(path)) => Some(read_ca_file(path)?),
+            (None, None) => None,
+        };
+        let client_tls = self
+            .client_cert_pem
+            .as_ref()
+            .zip(self.client_key_pem.as_ref())
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone().into_bytes(),
+                client_key: key.clone().into_bytes(),
+            });
+        Ok(Some(redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
+}
+
+/// Reads and checks the CA file named by `tls.ca_cert_path`.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>> {
+    let what = || format!("config field tls.ca_cert_path ({})", path.display());
+    let pem = std::fs::read(path).map_err(|err| {
+        Error::invalid_input(
+            what(),
+            format!("cannot be read: {err}; it must name a readable PEM file"),
+        )
+    })?;
+    check_certificates(&what(), &pem)?;
+    Ok(pem)
+}
+
+/// At least one certificate, and every `CERTIFICATE` section well formed.
+fn check_certificates(what: &str, pem: &[u8]) -> Result<()> {
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|err| {
+            Error::invalid_input(what.to_owned(), format!("is not valid PEM: {err}"))
+        })?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(Error::invalid_input(
+            what.to_owned(),
+            "holds no certificate (expected a -----BEGIN CERTIFICATE----- section)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -493,6 +713,79 @@ mod tests {
         config.validate().unwrap();
     }
 
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn tls_debug_hides_the_key_and_pem_text() {
+        let tls = TlsOptions::default()
+            .with_ca_cert_pem(CERT)
+            .with_client_cert(CERT, KEY);
+        let debug = format!("{:?}", TransportOptions::default().with_tls(tls));
+        assert!(!debug.contains("c2VjcmV0"), "{debug}");
+        assert!(!debug.contains("BEGIN"), "{debug}");
+        assert!(
+            debug.contains("client_key_pem: Some(\"<redacted>\")"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn tls_fields_are_checked_and_named() {
+        let valid = TlsOptions::default()
+            .with_ca_cert_pem(CERT)
+            .with_client_cert(CERT, KEY);
+        valid.validate().unwrap();
+        let cases = [
+            (
+                TlsOptions::default().with_ca_cert_pem("not pem"),
+                "tls.ca_cert_pem",
+            ),
+            (
+                TlsOptions::default()
+                    .with_ca_cert_pem(CERT)
+                    .with_ca_cert_path("/ca.pem"),
+                "tls.ca_cert_path",
+            ),
+            (
+                TlsOptions {
+                    client_cert_pem: Some(CERT.to_owned()),
+                    ..TlsOptions::default()
+                },
+                "tls.client_key_pem",
+            ),
+            (
+                TlsOptions::default().with_client_cert(CERT, "not a key"),
+                "tls.client_key_pem",
+            ),
+            (
+                TlsOptions::default().with_client_cert("not a cert", KEY),
+                "tls.client_cert_pem",
+            ),
+        ];
+        for (tls, field) in cases {
+            let err = TransportOptions::default()
+                .with_tls(tls)
+                .validate()
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        let err = valid
+            .certificates("redis://:secret@cache:6379")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("tls.ca_cert_pem"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(valid.certificates("rediss://cache:6379").unwrap().is_some());
+        assert!(
+            TlsOptions::default()
+                .certificates("redis://cache:6379")
+                .unwrap()
+                .is_none()
+        );
+    }
+
     #[test]
     fn options_read_from_json_with_humane_durations() {
         let options: TransportOptions =
@@ -500,5 +793,13 @@ mod tests {
         assert_eq!(options.block_time, Duration::from_millis(250));
         assert_eq!(options.claim_idle_time, Duration::from_secs(60));
         assert_eq!(options.read_count, 100);
+        assert_eq!(options.tls, TlsOptions::default());
+        let options: TransportOptions =
+            serde_json::from_str(r#"{"tls": {"ca_cert_path": "/etc/redis/ca.pem"}}"#).unwrap();
+        assert_eq!(
+            options.tls.ca_cert_path.as_deref(),
+            Some(Path::new("/etc/redis/ca.pem"))
+        );
+        assert_eq!(options.tls.ca_cert_pem, None);
     }
 }

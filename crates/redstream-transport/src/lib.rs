@@ -11,7 +11,7 @@ mod publisher;
 mod telemetry;
 mod transport;
 
-pub use config::{RedisConfig, StartFrom, TransportOptions};
+pub use config::{RedisConfig, StartFrom, TlsOptions, TransportOptions};
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{
     ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,

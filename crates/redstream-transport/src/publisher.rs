@@ -67,7 +67,7 @@ impl RedisTransport {
                         .map_err(|err| Error::from_redis("XADD", encoded.stream.clone(), err))
                 })
                 .await;
-            self.record_publish(&result, event.event_type(), 1, started);
+            self.record_publish(&result, event.event_type(), started);
             if let Ok(id) = &result {
                 tracing::Span::current().record("entry_id", id.as_str());
             }
@@ -116,35 +116,49 @@ impl RedisTransport {
                         })
                 })
                 .await;
-            let label = events.first().map_or("", |e| e.event_type());
-            self.record_publish(&result, label, events.len(), started);
+            match &result {
+                Ok(_) => {
+                    // Count each event under its own type; a batch may mix types.
+                    let mut counted: Vec<(&str, u64)> = Vec::new();
+                    for event in &events {
+                        match counted.iter_mut().find(|(t, _)| *t == event.event_type()) {
+                            Some((_, n)) => *n += 1,
+                            None => counted.push((event.event_type(), 1)),
+                        }
+                    }
+                    for (event_type, n) in counted {
+                        metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.to_owned())
+                            .increment(n);
+                    }
+                    metrics::histogram!(telemetry::PUBLISH_LATENCY)
+                        .record(started.elapsed().as_secs_f64());
+                }
+                Err(err) => record_publish_error(err),
+            }
             result
         }
         .instrument(span)
         .await
     }
 
-    fn record_publish<T>(
-        &self,
-        result: &Result<T>,
-        event_type: &str,
-        count: usize,
-        started: Instant,
-    ) {
+    fn record_publish<T>(&self, result: &Result<T>, event_type: &str, started: Instant) {
         match result {
             Ok(_) => {
                 metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.to_owned())
-                    .increment(count as u64);
+                    .increment(1);
                 metrics::histogram!(telemetry::PUBLISH_LATENCY)
                     .record(started.elapsed().as_secs_f64());
             }
-            Err(err) => {
-                metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => err.kind().as_str())
-                    .increment(1);
-                tracing::debug!(error = %err, "publish failed");
-            }
+            Err(err) => record_publish_error(err),
         }
     }
+}
+
+/// Counts a publish that reached the breaker or Redis and failed. Events refused by validation
+/// are not counted: they are the caller's error, returned before anything is sent.
+fn record_publish_error(err: &redstream_core::Error) {
+    metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => err.kind().as_str()).increment(1);
+    tracing::debug!(error = %err, "publish failed");
 }
 
 impl Publisher for RedisTransport {

@@ -3,7 +3,8 @@
 
 /// Events published. Labels: `event_type`.
 pub(crate) const PUBLISHED: &str = "redstream_transport_published_total";
-/// Publish calls that failed. Labels: `kind` (an `ErrorKind` name).
+/// Publish calls that failed at the breaker or at Redis (events refused by validation are not
+/// counted). Labels: `kind` (an `ErrorKind` name).
 pub(crate) const PUBLISH_ERRORS: &str = "redstream_transport_publish_errors_total";
 /// Seconds from calling publish to the entry id coming back. Labels: none.
 pub(crate) const PUBLISH_LATENCY: &str = "redstream_transport_publish_latency_seconds";

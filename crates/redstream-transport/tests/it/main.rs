@@ -10,5 +10,7 @@ mod consumer;
 mod dlq;
 mod failures;
 mod inspect;
+mod metrics;
 mod publisher;
 mod support;
+mod tls;
