@@ -125,7 +125,7 @@ use crate::config::{StartFrom, TransportOptions};
 use crate::connection;
 use crate::keys::Keys;
 use crate::transport::RedisTransport;
-use crate::{claim, dlq, telemetry};
+use crate::{claim, dlq, telemetry, trace_context};
 
 /// Subscription ids are unique in the process, so a handle of another transport is never
 /// mistaken for one of this transport.
@@ -1080,6 +1080,8 @@ impl Sub {
         if let Some(traceparent) = event.metadata().headers.get("traceparent") {
             span.record("traceparent", traceparent.as_str());
         }
+        // With the `opentelemetry` feature, the handler continues the publisher's trace.
+        trace_context::continue_trace(&span, &event);
         metrics::counter!(
             telemetry::CONSUMED,
             "event_type" => Arc::clone(&spec.event_type),

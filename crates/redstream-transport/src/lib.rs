@@ -9,6 +9,7 @@ mod inspect;
 mod keys;
 mod publisher;
 mod telemetry;
+mod trace_context;
 mod transport;
 
 pub use config::{RedisConfig, StartFrom, TlsOptions, TransportOptions};

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use crate::keys::Keys;
 use crate::telemetry;
+use crate::trace_context::Outgoing;
 use crate::transport::RedisTransport;
 
 /// An event checked and encoded, ready to be written.
@@ -45,7 +46,12 @@ impl RedisTransport {
     /// through the circuit breaker: while it is open, this fails at once with
     /// [`ErrorKind::CircuitOpen`](redstream_core::ErrorKind::CircuitOpen). Concurrent calls share
     /// one multiplexed connection, which pipelines them.
-    pub async fn publish(&self, event: Event) -> Result<String> {
+    ///
+    /// With the `opentelemetry` feature, the current span's trace context is written into the
+    /// event's `traceparent`/`tracestate` headers unless the event has a `traceparent` already
+    /// ("Trace context" in `docs/transport.md`).
+    pub async fn publish(&self, mut event: Event) -> Result<String> {
+        Outgoing::current().inject(&mut event, &self.inner.options.limits);
         let encoded = self.encode(&event)?;
         let span = tracing::debug_span!(
             "publish",
@@ -84,9 +90,16 @@ impl RedisTransport {
     /// sent; and the transaction means a failed batch wrote nothing, so retrying it cannot
     /// duplicate part of it. (All streams of one prefix share a hash tag, so this holds on
     /// Redis Cluster too.)
-    pub async fn publish_batch(&self, events: Vec<Event>) -> Result<Vec<String>> {
+    ///
+    /// With the `opentelemetry` feature, every event gets the current span's trace context, as
+    /// with [`publish`](Self::publish).
+    pub async fn publish_batch(&self, mut events: Vec<Event>) -> Result<Vec<String>> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        let outgoing = Outgoing::current();
+        for event in &mut events {
+            outgoing.inject(event, &self.inner.options.limits);
         }
         let encoded = events
             .iter()

@@ -14,3 +14,5 @@ mod metrics;
 mod publisher;
 mod support;
 mod tls;
+#[cfg(feature = "opentelemetry")]
+mod trace_context;
