@@ -1,0 +1,314 @@
+//! Operations per second of the state store against a private redis-server, each figure next
+//! to raw redis-rs sending the same commands in the same run.
+//!
+//! `cargo bench -p redstream-state` (set `REDSTREAM_BENCH_OPS` to change the 100,000 single
+//! operations per run at concurrency 64; concurrency 1 runs a fifth of that).
+//!
+//! | line | redstream | raw redis-rs |
+//! |---|---|---|
+//! | get, 1 task | `get::<Order>` | `GET` + `serde_json::from_slice` |
+//! | get, 64 tasks | `get::<Order>` from 64 tasks | the same from 64 tasks on one multiplexed connection |
+//! | put, 1 task / 64 tasks | `put(key, &order)` | `serde_json::to_vec` + `SET` |
+//! | get_many, 1,000 keys | `get_many::<Order, _>` | `MGET` of 1,000 keys + decoding |
+//! | put_many, 1,000 keys | `put_many` | encoding + `MSET` of 1,000 keys |
+//!
+//! Both sides do the same JSON work, so the ratio is the store's own overhead: key building,
+//! the circuit breaker, its connection manager. The store runs with its default config
+//! (fallback off, no default TTL).
+
+// A benchmark reports on stdout and stops loudly on failure.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redstream_state::{StateBackend, StateStore};
+use redstream_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+
+/// Keys the single-key operations cycle through.
+const KEYS: u64 = 1_000;
+/// Keys per `get_many` / `put_many` call.
+const BATCH: u64 = 1_000;
+/// Rounds per figure; each runs redstream and raw redis-rs back to back, alternating which
+/// goes first, and the median rate of each side is reported. One machine runs both the server
+/// and the client, so single runs are noisy.
+const ROUNDS: usize = 5;
+
+/// A seed-sized value: an order with a few fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    order_id: String,
+    total: f64,
+    items: u32,
+}
+
+fn order(n: u64) -> Order {
+    Order {
+        order_id: n.to_string(),
+        total: 99.99,
+        items: 3,
+    }
+}
+
+fn key(n: u64) -> String {
+    format!("order:{}", n % KEYS)
+}
+
+/// One single-key operation, numbered; both sides are boxed the same way.
+type Op = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Splits `total` operations over `tasks` tasks; `op(n)` runs operation `n`.
+async fn run(tasks: usize, total: u64, op: Op) -> Duration {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let next = Arc::clone(&next);
+            let op = Arc::clone(&op);
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        break;
+                    }
+                    op(n).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn ours_get(store: &StateStore) -> Op {
+    let store = store.clone();
+    Arc::new(move |n| {
+        let store = store.clone();
+        Box::pin(async move {
+            let found: Option<Order> = store.get(&key(n)).await.unwrap();
+            assert!(found.is_some());
+        })
+    })
+}
+
+fn ours_put(store: &StateStore) -> Op {
+    let store = store.clone();
+    Arc::new(move |n| {
+        let store = store.clone();
+        Box::pin(async move { store.put(&key(n), &order(n)).await.unwrap() })
+    })
+}
+
+fn raw_get(conn: &MultiplexedConnection, prefix: &str) -> Op {
+    let conn = conn.clone();
+    let prefix = prefix.to_owned();
+    Arc::new(move |n| {
+        let mut conn = conn.clone();
+        let redis_key = format!("{{{prefix}}}:{}", key(n));
+        Box::pin(async move {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(redis_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
+            std::hint::black_box(found);
+        })
+    })
+}
+
+fn raw_put(conn: &MultiplexedConnection, prefix: &str) -> Op {
+    let conn = conn.clone();
+    let prefix = prefix.to_owned();
+    Arc::new(move |n| {
+        let mut conn = conn.clone();
+        let redis_key = format!("{{{prefix}}}:{}", key(n));
+        Box::pin(async move {
+            let bytes = serde_json::to_vec(&order(n)).unwrap();
+            let () = redis::cmd("SET")
+                .arg(redis_key)
+                .arg(bytes)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        })
+    })
+}
+
+async fn ours_get_many(store: &StateStore, calls: u64) -> Duration {
+    let keys: Vec<String> = (0..BATCH).map(key).collect();
+    let started = Instant::now();
+    for _ in 0..calls {
+        let found: Vec<Option<Order>> = store.get_many(&keys).await.unwrap();
+        assert_eq!(found.len(), BATCH as usize);
+    }
+    started.elapsed()
+}
+
+async fn raw_get_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let keys: Vec<String> = (0..BATCH)
+        .map(|n| format!("{{{prefix}}}:{}", key(n)))
+        .collect();
+    let started = Instant::now();
+    for _ in 0..calls {
+        let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let decoded: Vec<Option<Order>> = found
+            .into_iter()
+            .map(|b| b.map(|b| serde_json::from_slice(&b).unwrap()))
+            .collect();
+        assert_eq!(decoded.len(), BATCH as usize);
+    }
+    started.elapsed()
+}
+
+async fn ours_put_many(store: &StateStore, calls: u64) -> Duration {
+    let started = Instant::now();
+    for call in 0..calls {
+        let items = (0..BATCH).map(|n| (key(n), order(n + call)));
+        store.put_many(items).await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn raw_put_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for call in 0..calls {
+        let mut cmd = redis::cmd("MSET");
+        for n in 0..BATCH {
+            cmd.arg(format!("{{{prefix}}}:{}", key(n)))
+                .arg(serde_json::to_vec(&order(n + call)).unwrap());
+        }
+        let () = cmd.query_async(&mut conn).await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn rate(ops: u64, elapsed: Duration) -> f64 {
+    ops as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn line(name: &str, ours: f64, raw: f64) {
+    println!(
+        "{name:<26} redstream {ours:>10.0} ops/s   raw redis-rs {raw:>10.0} ops/s   ratio {:.2}x",
+        ours / raw
+    );
+}
+
+/// Runs `ours` and `raw` for `ROUNDS` rounds, alternating which goes first, and prints the
+/// median rates of `ops` operations per run.
+async fn compare<A, B, FA, FB>(name: &str, ops: u64, ours: A, raw: B)
+where
+    A: Fn() -> FA,
+    B: Fn() -> FB,
+    FA: std::future::Future<Output = Duration>,
+    FB: std::future::Future<Output = Duration>,
+{
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        if round % 2 == 0 {
+            a.push(rate(ops, ours().await));
+            b.push(rate(ops, raw().await));
+        } else {
+            b.push(rate(ops, raw().await));
+            a.push(rate(ops, ours().await));
+        }
+    }
+    line(name, median(a), median(b));
+}
+
+fn main() {
+    let total: u64 = std::env::var("REDSTREAM_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let server = RedisServer::start().await.unwrap();
+        let raw = server.connection().await.unwrap();
+        let prefix = "bench";
+        let store = StateStore::new(StateBackend::redis(server.url(), prefix))
+            .await
+            .unwrap();
+        // Both sides read the same keys, written once up front.
+        store
+            .put_many((0..KEYS).map(|n| (key(n), order(n))))
+            .await
+            .unwrap();
+        println!(
+            "redstream-state, {total} operations at 64 tasks, {} at 1, median of {ROUNDS} \
+             rounds, redis-server {} on 127.0.0.1:{}",
+            total / 5,
+            server_version(&raw).await,
+            server.port()
+        );
+
+        for (tasks, ops) in [(1, total / 5), (64, total)] {
+            compare(
+                &format!("get, {tasks} task{}", if tasks == 1 { "" } else { "s" }),
+                ops,
+                || run(tasks, ops, ours_get(&store)),
+                || run(tasks, ops, raw_get(&raw, prefix)),
+            )
+            .await;
+            compare(
+                &format!("put, {tasks} task{}", if tasks == 1 { "" } else { "s" }),
+                ops,
+                || run(tasks, ops, ours_put(&store)),
+                || run(tasks, ops, raw_put(&raw, prefix)),
+            )
+            .await;
+        }
+        // Keys per second, 1,000 per call.
+        let calls = (total / 500).max(10);
+        compare(
+            "get_many, 1,000 keys",
+            calls * BATCH,
+            || ours_get_many(&store, calls),
+            || raw_get_many(&raw, prefix, calls),
+        )
+        .await;
+        compare(
+            "put_many, 1,000 keys",
+            calls * BATCH,
+            || ours_put_many(&store, calls),
+            || raw_put_many(&raw, prefix, calls),
+        )
+        .await;
+        drop(server);
+    });
+}
+
+async fn server_version(conn: &MultiplexedConnection) -> String {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
+}

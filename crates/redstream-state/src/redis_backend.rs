@@ -1,0 +1,736 @@
+//! The Redis backend: each operation as the commands it sends.
+//!
+//! | operation | commands |
+//! |---|---|
+//! | `get`, `exists`, `ttl`, `delete` | `GET`, `EXISTS`, `PTTL`, `DEL` |
+//! | `put`, `put_with_ttl` | `SET key json [PX ms]` |
+//! | `get_many` | one `MGET` |
+//! | `put_many` | one `MSET`, or `MULTI`, a `SET .. PX` per key, `EXEC` when a TTL applies |
+//! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
+//! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
+//! | `list_keys` | `SCAN cursor MATCH <escaped prefix>* COUNT n` until the cursor is 0 |
+//! | `transaction` | `MULTI` ... `EXEC`; with increments, `WATCH` + `GET` on a dedicated connection first |
+//! | `save_checkpoint` | `MULTI`, `SET` per snapshot key, `DEL` + `HSET` of the record, `EXEC` |
+//! | `load_checkpoint` | `HGETALL` of the record |
+//!
+//! Every key comes from [`Keys`]; every error names the key (as given and as stored) and the
+//! server's redacted URL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, RedisError, RedisResult, Script};
+use redstream_core::{Error, ErrorKind, Result};
+
+use crate::checkpoint::RawCheckpoint;
+use crate::connection::{self, WatchPool};
+use crate::keys::Keys;
+use crate::store::{SetExpiry, Ttl};
+use crate::transaction::{Known, TxOp, plan};
+
+/// Creates the key with `PEXPIRE` when `INCRBY` creates it.
+static INCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if created then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n
+",
+    )
+});
+
+/// `HSET` of one field, with `PEXPIRE` when it creates the hash.
+static HSET_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if created then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return added
+",
+    )
+});
+
+/// `HINCRBY`, with `PEXPIRE` when it creates the hash.
+static HINCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if created then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return n
+",
+    )
+});
+
+/// Compare-and-set. ARGV: `1` if a value is expected (`0`: the key must be absent), the
+/// expected value, the new value, and `keep`, `persist` or a TTL in milliseconds.
+static CAS_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[4] == 'keep' then
+  redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+elseif ARGV[4] == 'persist' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
+return 1
+",
+    )
+});
+
+/// A store's view of one Redis server and prefix. Cloning shares the connections.
+#[derive(Clone)]
+pub(crate) struct RedisBackend {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// The server's URL, redacted, for messages.
+    server: Arc<str>,
+    watch: Arc<WatchPool>,
+    scan_count: usize,
+    update_max_attempts: u32,
+}
+
+fn ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+impl RedisBackend {
+    pub(crate) async fn connect(
+        url: &str,
+        keys: Keys,
+        config: &crate::config::StateConfig,
+    ) -> Result<Self> {
+        let server: Arc<str> = redstream_core::redact_url(url).into();
+        let (client, conn) = connection::connect(url, config, &server).await?;
+        let backend = Self {
+            conn,
+            keys,
+            watch: Arc::new(WatchPool::new(client, config)),
+            server,
+            scan_count: config.scan_count,
+            update_max_attempts: config.update_max_attempts,
+        };
+        // The handshake sent the credentials of the URL, if any; a URL without them, to a
+        // server that requires them, only fails on the first command. Fail here instead.
+        let mut conn = backend.conn.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|err| Error::from_redis("PING", backend.server.to_string(), err))?;
+        Ok(backend)
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// How a key is named in errors: as given, as stored, and where.
+    pub(crate) fn target(&self, key: &str) -> String {
+        format!("key {key:?} ({}) on {}", self.keys.key(key), self.server)
+    }
+
+    fn error(&self, operation: &'static str, key: &str, err: RedisError) -> Error {
+        Error::from_redis(operation, self.target(key), err)
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        cmd: &Cmd,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|err| self.error(operation, key, err))
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|err| self.error(operation, key, err))
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.query("GET", key, redis::cmd("GET").arg(self.keys.key(key)))
+            .await
+    }
+
+    pub(crate) async fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
+        let redis_key = self.keys.key(key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+        let mut conn = self.conn.clone();
+        let (value, pttl): (Option<Vec<u8>>, i64) = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| self.error("GET", key, err))?;
+        Ok(value.map(|v| (v, u64::try_from(pttl).ok().map(Duration::from_millis))))
+    }
+
+    pub(crate) async fn set(&self, key: &str, value: &[u8], expiry: SetExpiry) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.keys.key(key)).arg(value);
+        match expiry {
+            SetExpiry::Persist => {}
+            SetExpiry::After(ttl) => {
+                cmd.arg("PX").arg(ms(ttl));
+            }
+            SetExpiry::Keep => {
+                cmd.arg("KEEPTTL");
+            }
+        }
+        self.query("SET", key, &cmd).await
+    }
+
+    pub(crate) async fn set_many(
+        &self,
+        items: &[(String, Vec<u8>)],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let Some((first, _)) = items.first() else {
+            return Ok(());
+        };
+        let target_key = first.as_str();
+        match ttl {
+            None => {
+                let mut cmd = redis::cmd("MSET");
+                for (key, value) in items {
+                    cmd.arg(self.keys.key(key)).arg(value);
+                }
+                self.query("MSET", target_key, &cmd).await
+            }
+            Some(ttl) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                let px = ms(ttl);
+                for (key, value) in items {
+                    pipe.cmd("SET")
+                        .arg(self.keys.key(key))
+                        .arg(value)
+                        .arg("PX")
+                        .arg(px)
+                        .ignore();
+                }
+                let mut conn = self.conn.clone();
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|err| self.error("MULTI/SET/EXEC", target_key, err))
+            }
+        }
+    }
+
+    pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let Some(first) = keys.first() else {
+            return Ok(Vec::new());
+        };
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.keys.key(key));
+        }
+        self.query("MGET", first, &cmd).await
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        let n: i64 = self
+            .query("DEL", key, redis::cmd("DEL").arg(self.keys.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+        let n: i64 = self
+            .query("EXISTS", key, redis::cmd("EXISTS").arg(self.keys.key(key)))
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub(crate) async fn ttl(&self, key: &str) -> Result<Ttl> {
+        let pttl: i64 = self
+            .query("PTTL", key, redis::cmd("PTTL").arg(self.keys.key(key)))
+            .await?;
+        Ok(match pttl {
+            -2 => Ttl::Missing,
+            n if n < 0 => Ttl::Persistent,
+            n => Ttl::ExpiresIn(Duration::from_millis(n.unsigned_abs())),
+        })
+    }
+
+    pub(crate) async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        let set: i64 = self
+            .query(
+                "PEXPIRE",
+                key,
+                redis::cmd("PEXPIRE").arg(self.keys.key(key)).arg(ms(ttl)),
+            )
+            .await?;
+        Ok(set == 1)
+    }
+
+    pub(crate) async fn persist(&self, key: &str) -> Result<bool> {
+        let done: i64 = self
+            .query(
+                "PERSIST",
+                key,
+                redis::cmd("PERSIST").arg(self.keys.key(key)),
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    pub(crate) async fn incr_by(
+        &self,
+        key: &str,
+        by: i64,
+        ttl_if_new: Option<Duration>,
+    ) -> Result<i64> {
+        let redis_key = self.keys.key(key);
+        match ttl_if_new {
+            None => {
+                self.query("INCRBY", key, redis::cmd("INCRBY").arg(redis_key).arg(by))
+                    .await
+            }
+            Some(ttl) => {
+                let mut invocation = INCR_SCRIPT.key(redis_key);
+                invocation.arg(by).arg(ms(ttl));
+                self.script("INCRBY", key, &invocation).await
+            }
+        }
+    }
+
+    pub(crate) async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+        expiry: SetExpiry,
+    ) -> Result<bool> {
+        let mut invocation = CAS_SCRIPT.key(self.keys.key(key));
+        invocation
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(new);
+        match expiry {
+            SetExpiry::Keep => invocation.arg("keep"),
+            SetExpiry::Persist => invocation.arg("persist"),
+            SetExpiry::After(ttl) => invocation.arg(ms(ttl)),
+        };
+        let swapped: i64 = self.script("compare-and-set", key, &invocation).await?;
+        Ok(swapped == 1)
+    }
+
+    pub(crate) async fn hset(
+        &self,
+        key: &str,
+        field: &str,
+        value: &[u8],
+        ttl_if_new: Option<Duration>,
+    ) -> Result<bool> {
+        let redis_key = self.keys.key(key);
+        let added: i64 = match ttl_if_new {
+            None => {
+                self.query(
+                    "HSET",
+                    key,
+                    redis::cmd("HSET").arg(redis_key).arg(field).arg(value),
+                )
+                .await?
+            }
+            Some(ttl) => {
+                let mut invocation = HSET_SCRIPT.key(redis_key);
+                invocation.arg(field).arg(value).arg(ms(ttl));
+                self.script("HSET", key, &invocation).await?
+            }
+        };
+        Ok(added == 1)
+    }
+
+    pub(crate) async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
+        self.query(
+            "HGET",
+            key,
+            redis::cmd("HGET").arg(self.keys.key(key)).arg(field),
+        )
+        .await
+    }
+
+    pub(crate) async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = self
+            .query(
+                "HGETALL",
+                key,
+                redis::cmd("HGETALL").arg(self.keys.key(key)),
+            )
+            .await?;
+        raw.into_iter()
+            .map(|(field, value)| {
+                String::from_utf8(field)
+                    .map(|field| (field, value))
+                    .map_err(|_| {
+                        Error::backend(
+                            ErrorKind::Decode,
+                            "HGETALL",
+                            self.target(key),
+                            "a field name is not UTF-8 (written by another client?)",
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn hincr_by(
+        &self,
+        key: &str,
+        field: &str,
+        by: i64,
+        ttl_if_new: Option<Duration>,
+    ) -> Result<i64> {
+        let redis_key = self.keys.key(key);
+        match ttl_if_new {
+            None => {
+                self.query(
+                    "HINCRBY",
+                    key,
+                    redis::cmd("HINCRBY").arg(redis_key).arg(field).arg(by),
+                )
+                .await
+            }
+            Some(ttl) => {
+                let mut invocation = HINCR_SCRIPT.key(redis_key);
+                invocation.arg(field).arg(by).arg(ms(ttl));
+                self.script("HINCRBY", key, &invocation).await
+            }
+        }
+    }
+
+    pub(crate) async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
+        let n: i64 = self
+            .query(
+                "HDEL",
+                key,
+                redis::cmd("HDEL").arg(self.keys.key(key)).arg(field),
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The keys of this store starting with `key_prefix`, sorted, found with `SCAN`.
+    pub(crate) async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
+        let pattern = self.keys.scan_pattern(key_prefix);
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(self.scan_count)
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| {
+                    Error::from_redis(
+                        "SCAN",
+                        format!("pattern {pattern:?} on {}", self.server),
+                        err,
+                    )
+                })?;
+            for raw in batch {
+                match String::from_utf8(raw) {
+                    Ok(redis_key) => {
+                        if let Some(key) = self.keys.user_key(&redis_key) {
+                            found.push(key.to_owned());
+                        }
+                    }
+                    Err(err) => tracing::debug!(
+                        key = %String::from_utf8_lossy(err.as_bytes()),
+                        "skipping a key that is not UTF-8: no store key can name it"
+                    ),
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // SCAN may return a key more than once.
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Applies a transaction; see the [`transaction`](crate::transaction) module.
+    pub(crate) async fn transaction(
+        &self,
+        ops: &[TxOp],
+        implicit_ttl: Option<Duration>,
+    ) -> Result<Vec<i64>> {
+        let Some(first) = ops.first() else {
+            return Ok(Vec::new());
+        };
+        let incr_keys: Vec<&str> = {
+            let mut keys: Vec<&str> = ops
+                .iter()
+                .filter_map(|op| match op {
+                    TxOp::IncrBy { key, .. } => Some(key.as_str()),
+                    _ => None,
+                })
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        };
+        if incr_keys.is_empty() {
+            // Puts and deletes cannot fail once queued: one MULTI/EXEC, no WATCH.
+            let pipe = self.multi(ops, &vec![false; ops.len()], implicit_ttl);
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|err| self.error("MULTI/EXEC", first.key(), err))?;
+            return Ok(Vec::new());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(results) = self
+                .watched_transaction(ops, &incr_keys, implicit_ttl)
+                .await?
+            {
+                return Ok(results);
+            }
+            if attempt >= self.update_max_attempts {
+                return Err(contention(
+                    "transaction",
+                    &self.target(incr_keys[0]),
+                    attempt,
+                ));
+            }
+            backoff(attempt).await;
+        }
+    }
+
+    /// One try: `WATCH` the incremented keys, read them, plan, `MULTI`/`EXEC`. `None` when a
+    /// watched key changed and nothing was applied.
+    async fn watched_transaction(
+        &self,
+        ops: &[TxOp],
+        incr_keys: &[&str],
+        implicit_ttl: Option<Duration>,
+    ) -> Result<Option<Vec<i64>>> {
+        let mut lease = self.watch.lease(&self.server).await?;
+        let conn = &mut lease.conn;
+        let first = incr_keys[0];
+        let mut watch = redis::cmd("WATCH");
+        for key in incr_keys {
+            watch.arg(self.keys.key(key));
+        }
+        let mut read = redis::pipe();
+        read.add_command(watch).ignore();
+        for key in incr_keys {
+            read.cmd("GET").arg(self.keys.key(key));
+        }
+        read.ignore_errors();
+        let values: Vec<RedisResult<Option<Vec<u8>>>> = read
+            .query_async(conn)
+            .await
+            .map_err(|err| self.error("WATCH/GET", first, err))?;
+        let mut known = HashMap::with_capacity(incr_keys.len());
+        for (key, value) in incr_keys.iter().zip(values) {
+            let state = match value {
+                Ok(None) => Known::Absent,
+                Ok(Some(bytes)) => Known::of_string(&bytes),
+                Err(err) if err.code() == Some("WRONGTYPE") => Known::WrongType,
+                // The lease is dropped, not given back: it may still hold the WATCH.
+                Err(err) => return Err(self.error("GET", key, err)),
+            };
+            known.insert(*key, state);
+        }
+        let plan = match plan(
+            ops,
+            |k| known.get(k).copied().unwrap_or(Known::Absent),
+            |k| self.target(k),
+        ) {
+            Ok(plan) => plan,
+            Err(err) => {
+                let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
+                if unwatched.is_ok() {
+                    self.watch.give_back(lease);
+                }
+                return Err(err);
+            }
+        };
+        let pipe = self.multi(ops, &plan.creates, implicit_ttl);
+        let reply: Option<redis::Value> = pipe
+            .query_async(conn)
+            .await
+            .map_err(|err| self.error("MULTI/EXEC", first, err))?;
+        // EXEC clears the WATCH whether it ran the transaction or not.
+        self.watch.give_back(lease);
+        Ok(reply.map(|_| plan.results))
+    }
+
+    /// The `MULTI`/`EXEC` pipeline of a transaction. `creates[i]` says that op `i` is an
+    /// increment creating its key, which then gets the implicit TTL.
+    fn multi(
+        &self,
+        ops: &[TxOp],
+        creates: &[bool],
+        implicit_ttl: Option<Duration>,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (op, creates) in ops.iter().zip(creates) {
+            match op {
+                TxOp::Put { key, value, ttl } => {
+                    pipe.cmd("SET").arg(self.keys.key(key)).arg(value);
+                    if let Some(ttl) = ttl.or(implicit_ttl) {
+                        pipe.arg("PX").arg(ms(ttl));
+                    }
+                    pipe.ignore();
+                }
+                TxOp::Delete { key } => {
+                    pipe.cmd("DEL").arg(self.keys.key(key)).ignore();
+                }
+                TxOp::IncrBy { key, by } => {
+                    pipe.cmd("INCRBY").arg(self.keys.key(key)).arg(by).ignore();
+                    if let (true, Some(ttl)) = (*creates, implicit_ttl) {
+                        pipe.cmd("PEXPIRE")
+                            .arg(self.keys.key(key))
+                            .arg(ms(ttl))
+                            .ignore();
+                    }
+                }
+            }
+        }
+        pipe
+    }
+
+    pub(crate) async fn save_checkpoint(
+        &self,
+        name: &str,
+        checkpoint: &RawCheckpoint,
+        implicit_ttl: Option<Duration>,
+    ) -> Result<()> {
+        let record = self.keys.checkpoint(name);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in &checkpoint.state {
+            pipe.cmd("SET").arg(self.keys.key(key)).arg(value);
+            if let Some(ttl) = implicit_ttl {
+                pipe.arg("PX").arg(ms(ttl));
+            }
+            pipe.ignore();
+        }
+        pipe.cmd("DEL").arg(&record).ignore();
+        pipe.cmd("HSET").arg(&record);
+        for (field, value) in checkpoint.to_fields() {
+            pipe.arg(field).arg(value);
+        }
+        pipe.ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await.map_err(|err| {
+            Error::from_redis(
+                "save checkpoint (MULTI/EXEC)",
+                format!("checkpoint {name:?} ({record}) on {}", self.server),
+                err,
+            )
+        })
+    }
+
+    pub(crate) async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
+        let record = self.keys.checkpoint(name);
+        let target = format!("checkpoint {name:?} ({record}) on {}", self.server);
+        let mut conn = self.conn.clone();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
+            .arg(&record)
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| Error::from_redis("HGETALL", target.clone(), err))?;
+        RawCheckpoint::from_fields(&target, fields)
+    }
+
+    pub(crate) async fn restore_checkpoint(
+        &self,
+        name: &str,
+        implicit_ttl: Option<Duration>,
+    ) -> Result<Option<RawCheckpoint>> {
+        let Some(checkpoint) = self.load_checkpoint(name).await? else {
+            return Ok(None);
+        };
+        let ops: Vec<TxOp> = checkpoint
+            .state
+            .iter()
+            .map(|(key, value)| TxOp::Put {
+                key: key.clone(),
+                value: value.clone(),
+                ttl: None,
+            })
+            .collect();
+        self.transaction(&ops, implicit_ttl).await?;
+        Ok(Some(checkpoint))
+    }
+
+    pub(crate) async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
+        let record = self.keys.checkpoint(name);
+        let mut conn = self.conn.clone();
+        let n: i64 = redis::cmd("DEL")
+            .arg(&record)
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| {
+                Error::from_redis(
+                    "DEL",
+                    format!("checkpoint {name:?} ({record}) on {}", self.server),
+                    err,
+                )
+            })?;
+        Ok(n > 0)
+    }
+}
+
+/// Gave up after `attempts` tries because other writers kept changing the key. Retryable:
+/// contention passes.
+pub(crate) fn contention(operation: &'static str, target: &str, attempts: u32) -> Error {
+    Error::backend(
+        ErrorKind::Unavailable,
+        operation,
+        target.to_owned(),
+        format!(
+            "gave up after {attempts} attempts: other writers changed the key between every \
+             read and write (raise update_max_attempts, or spread the writes over more keys)"
+        ),
+    )
+}
+
+/// A short random pause before trying again after a conflict, growing with the attempt
+/// (full jitter, 1 ms doubling up to 64 ms), so that writers that collided spread out.
+pub(crate) async fn backoff(attempt: u32) {
+    let cap_us = 1_000u64 << attempt.min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap_us))).await;
+}

@@ -1,0 +1,355 @@
+//! What only the Redis backend has: the key layouts and the stored encoding as other clients
+//! see them, prefixes that never list each other's keys, TTLs across a restart, `rediss://`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use redstream_state::{
+    CircuitBreakerConfig, KeyLayout, StateBackend, StateConfig, StateStore, TlsOptions, Ttl, Value,
+};
+use redstream_testkit::RedisServer;
+
+use crate::support::{capture_logs, raw_get, redis_store, unique, until, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_hash_tagged_by_default_and_plain_on_request() {
+    let server = RedisServer::start().await.unwrap();
+    let tagged = redis_store(&server, "myapp", StateConfig::default()).await;
+    tagged.put("counter", Value::Integer(42)).await.unwrap();
+    assert_eq!(
+        raw_get(&server, "{myapp}:counter").await.as_deref(),
+        Some("42")
+    );
+    assert_eq!(tagged.redis_key("counter").unwrap(), "{myapp}:counter");
+
+    // Seed 001's layout, for data written that way.
+    let plain = redis_store(
+        &server,
+        "myapp",
+        StateConfig::default().with_key_layout(KeyLayout::Plain),
+    )
+    .await;
+    plain.put("counter", Value::Integer(7)).await.unwrap();
+    assert_eq!(
+        raw_get(&server, "myapp:counter").await.as_deref(),
+        Some("7")
+    );
+    assert_eq!(plain.list_keys("").await.unwrap(), vec!["counter"]);
+    // The two layouts never see each other's keys.
+    assert_eq!(tagged.get::<i64>("counter").await.unwrap(), Some(42));
+    assert_eq!(tagged.list_keys("").await.unwrap(), vec!["counter"]);
+
+    // Checkpoints live beside the keys.
+    tagged
+        .save_checkpoint("cp", "5-0", [("counter", 42)])
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let position: Option<String> = redis::cmd("HGET")
+        .arg("{myapp}#checkpoint:cp")
+        .arg("position")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(position.as_deref(), Some("5-0"));
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Session {
+    user: String,
+    roles: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_are_plain_json_for_other_clients() {
+    let server = RedisServer::start().await.unwrap();
+    let store = redis_store(&server, "json", StateConfig::default()).await;
+    let session = Session {
+        user: "ada".into(),
+        roles: vec!["admin".into()],
+    };
+    store.put("s", &session).await.unwrap();
+    assert_eq!(
+        raw_get(&server, "{json}:s").await.as_deref(),
+        Some(r#"{"user":"ada","roles":["admin"]}"#)
+    );
+    store.hset("h", "f", "v").await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let field: String = redis::cmd("HGET")
+        .arg("{json}:h")
+        .arg("f")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(field, "\"v\"");
+
+    // What another client writes, the store reads.
+    let () = redis::cmd("SET")
+        .arg("{json}:other")
+        .arg(r#"{"user":"bob","roles":[]}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get::<Session>("other").await.unwrap(),
+        Some(Session {
+            user: "bob".into(),
+            roles: vec![]
+        })
+    );
+    let () = redis::cmd("INCRBY")
+        .arg("{json}:n")
+        .arg(5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get::<Value>("n").await.unwrap(),
+        Some(Value::Integer(5))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttls_survive_a_restart_with_aof() {
+    let server = RedisServer::builder()
+        .appendonly(true)
+        .start()
+        .await
+        .unwrap();
+    let config = StateConfig::default().with_circuit_breaker(
+        CircuitBreakerConfig::default().with_open_duration(Duration::from_millis(100)),
+    );
+    let store = redis_store(&server, "aof", config).await;
+    store
+        .put_with_ttl("session", "token", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store.put("forever", 1).await.unwrap();
+
+    server.kill().unwrap();
+    server.restart().await.unwrap();
+    until("the store to reach the restarted server", || async {
+        store.exists("forever").await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        store.get::<String>("session").await.unwrap().as_deref(),
+        Some("token")
+    );
+    let left = store.ttl("session").await.unwrap().remaining().unwrap();
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+    assert_eq!(store.ttl("forever").await.unwrap(), Ttl::Persistent);
+}
+
+/// A store's listing returns exactly its own keys, whatever the other prefixes on the server:
+/// prefixes that start with each other (`app`, `app2`, `app:v2`), glob characters in prefixes
+/// and keys, and a key prefix to filter on. Checked against a real server's `SCAN`.
+#[test]
+fn a_prefix_never_lists_another_prefixs_keys() {
+    capture_logs();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(RedisServer::start()).unwrap();
+    let url = server.url();
+
+    let name = "[a-b:*?\\[\\]\\\\]{1,4}";
+    let prefix = prop_oneof![
+        Just("app".to_owned()),
+        Just("app2".to_owned()),
+        Just("app:v2".to_owned()),
+        Just("ap*".to_owned()),
+        Just("a?p".to_owned()),
+        Just("[app]".to_owned()),
+        Just("app\\".to_owned()),
+        name.prop_map(String::from),
+    ];
+    let prefixes = proptest::collection::btree_set(prefix, 2..5);
+    let keys = proptest::collection::btree_set(name.prop_map(String::from), 1..6);
+    let layout = prop_oneof![Just(KeyLayout::HashTag), Just(KeyLayout::Plain)];
+    let filter = prop_oneof![Just(String::new()), name.prop_map(String::from)];
+    let strategy = (prefixes, keys, layout, filter);
+
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&strategy, |(prefixes, keys, layout, filter)| {
+            // Plain keys of prefixes such as `a` and `a:b` are the same Redis keys by design
+            // (see KeyLayout::Plain); the property holds for hash-tagged keys always, and for
+            // plain keys of prefixes that do not extend each other with a `:`.
+            if layout == KeyLayout::Plain
+                && prefixes.iter().any(|p| {
+                    prefixes
+                        .iter()
+                        .any(|q| p != q && q.starts_with(&format!("{p}:")))
+                })
+            {
+                return Ok(());
+            }
+            runtime.block_on(async {
+                let mut conn = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+                let mut stores = Vec::new();
+                for prefix in &prefixes {
+                    let config = StateConfig::new(StateBackend::redis(url.as_str(), prefix))
+                        .with_key_layout(layout);
+                    let store = StateStore::with_config(config).await.unwrap();
+                    for key in &keys {
+                        store.put(key, prefix).await.unwrap();
+                    }
+                    store.save_checkpoint("cp", "0", [("x", 1)]).await.unwrap();
+                    stores.push(store);
+                }
+                for (prefix, store) in prefixes.iter().zip(&stores) {
+                    let mut expected: BTreeSet<String> = keys
+                        .iter()
+                        .filter(|k| k.starts_with(filter.as_str()))
+                        .cloned()
+                        .collect();
+                    if "x".starts_with(filter.as_str()) {
+                        expected.insert("x".to_owned());
+                    }
+                    let listed = store.list_keys(&filter).await.unwrap();
+                    let listed_set: BTreeSet<String> = listed.iter().cloned().collect();
+                    assert_eq!(listed_set, expected, "prefix {prefix:?} filter {filter:?}");
+                    assert_eq!(listed.len(), listed_set.len(), "no duplicates");
+                    for key in &keys {
+                        assert_eq!(
+                            store.get::<String>(key).await.unwrap().as_ref(),
+                            Some(prefix),
+                            "prefix {prefix:?} key {key:?}"
+                        );
+                    }
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    capture_logs();
+    let server = RedisServer::builder().tls(true).start().await.unwrap();
+    assert!(server.url().starts_with("rediss://"));
+    let prefix = unique("tls");
+    let trusted =
+        StateConfig::new(StateBackend::redis(server.url(), &prefix)).with_tls(TlsOptions {
+            ca_cert_pem: Some(server.ca_cert_pem().unwrap().to_owned()),
+            ca_cert_path: None,
+        });
+    let store = StateStore::with_config(trusted).await.unwrap();
+    store.put("secret", "over tls").await.unwrap();
+    assert_eq!(
+        store.get::<String>("secret").await.unwrap().as_deref(),
+        Some("over tls")
+    );
+    let by_path =
+        StateConfig::new(StateBackend::redis(server.url(), &prefix)).with_tls(TlsOptions {
+            ca_cert_pem: None,
+            ca_cert_path: Some(server.ca_cert_path().unwrap().to_path_buf()),
+        });
+    let second = StateStore::with_config(by_path).await.unwrap();
+    assert_eq!(second.incr("n").await.unwrap(), 1);
+
+    // Without the CA the server's certificate is not trusted: a clear, permanent error.
+    let untrusted = StateConfig::new(StateBackend::redis(server.url(), &prefix))
+        .with_connect_timeout(Duration::from_secs(5));
+    let err = within(
+        "a refused TLS connection",
+        StateStore::with_config(untrusted),
+    )
+    .await
+    .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
+
+/// `update` reads, computes, then compares and sets: a write by another client in between
+/// makes it run the closure again on the new value; a key that never stops changing makes it
+/// give up with a retryable error, leaving the other writer's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_retries_when_another_writer_gets_in_between() {
+    let server = RedisServer::start().await.unwrap();
+    let store = redis_store(&server, "race", StateConfig::default()).await;
+    let redis_key = store.redis_key("n").unwrap();
+    store.put("n", 1).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    // Another client's write, made (synchronously, from a thread without a runtime) while the
+    // closure runs: between update's read and its compare-and-set.
+    let interfere = |value: i64| {
+        let client = client.clone();
+        let redis_key = redis_key.clone();
+        std::thread::spawn(move || {
+            let mut conn = client.get_connection().unwrap();
+            redis::cmd("SET")
+                .arg(redis_key)
+                .arg(value)
+                .exec(&mut conn)
+                .unwrap();
+        })
+        .join()
+        .unwrap();
+    };
+
+    let mut seen = Vec::new();
+    let new = store
+        .update("n", |n: Option<i64>| {
+            let n = n.unwrap();
+            seen.push(n);
+            if seen.len() == 1 {
+                interfere(100);
+            }
+            n + 1
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        vec![1, 100],
+        "the closure ran again on the other writer's value"
+    );
+    assert_eq!(new, 101);
+    assert_eq!(store.get::<i64>("n").await.unwrap(), Some(101));
+
+    let stubborn = redis_store(
+        &server,
+        "race",
+        StateConfig::default().with_update_max_attempts(3),
+    )
+    .await;
+    let mut calls = 0;
+    let err = stubborn
+        .update("n", |n: Option<i64>| {
+            calls += 1;
+            interfere(1_000 + calls);
+            n.unwrap_or(0) + 1
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls, 3);
+    assert_eq!(err.kind(), redstream_state::ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    assert!(
+        err.to_string().contains("gave up after 3 attempts"),
+        "{err}"
+    );
+    assert_eq!(stubborn.get::<i64>("n").await.unwrap(), Some(1_003));
+}
