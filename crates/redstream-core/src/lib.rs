@@ -11,6 +11,8 @@ pub mod memory;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis_error;
+#[cfg(feature = "redis")]
+mod redis_tls;
 pub mod retry;
 pub mod serde_duration;
 mod sink;
@@ -30,6 +32,8 @@ pub use memory::{DeadLetter, MemoryBus};
 pub use redact::{RedactedUrl, redact_url};
 #[cfg(feature = "redis")]
 pub use redis_error::classify_redis_error;
+#[cfg(feature = "redis")]
+pub use redis_tls::{TlsOptions, open_client};
 pub use retry::RetryPolicy;
 pub use sink::{BatchAck, BatchSink, CheckpointHook, SourcePosition};
 pub use traits::{Publisher, Subscriber, SubscriptionHandle};

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use redis::{ErrorKind as RedisKind, RedisError, RetryMethod, ServerErrorKind};
 
 use crate::error::{Error, ErrorKind};
+use crate::redis_tls::certificate_rejection_hint;
 
 /// Classifies a redis-rs error into an [`ErrorKind`].
 ///
@@ -30,7 +31,7 @@ pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
             _ => {}
         }
     }
-    if is_tls_rejection(err) {
+    if certificate_rejection_hint(err).is_some() {
         return ErrorKind::Auth;
     }
     match err.kind() {
@@ -70,22 +71,6 @@ pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
     }
 }
 
-/// Whether the TLS handshake failed on a certificate: the server's was not trusted, or the
-/// server refused (or required) the client's. Retrying cannot help until the configuration
-/// changes, so these are [`Auth`](ErrorKind::Auth) errors, not connection errors.
-///
-/// redis-rs reports rustls failures as I/O errors (`InvalidData`) that carry rustls's message;
-/// the message is the only place the cause can be read without depending on rustls here.
-fn is_tls_rejection(err: &RedisError) -> bool {
-    if !err.is_io_error() {
-        return false;
-    }
-    let text = err.to_string().to_ascii_lowercase();
-    text.contains("invalid peer certificate")
-        || (text.contains("received fatal alert") && text.contains("certificate"))
-        || text.contains("unknownca")
-}
-
 impl Error {
     /// Wraps a redis-rs error, classified by [`classify_redis_error`], with the operation and
     /// its target (a stream, a key, or a redacted URL: never a password).
@@ -96,10 +81,10 @@ impl Error {
     ) -> Self {
         let kind = classify_redis_error(&err);
         let message = match kind {
-            ErrorKind::Auth if is_tls_rejection(&err) => format!(
-                "{err} (a TLS certificate was rejected: check the CA the client trusts and the \
-                 client certificate the server expects)"
-            ),
+            ErrorKind::Auth if certificate_rejection_hint(&err).is_some() => {
+                let hint = certificate_rejection_hint(&err).unwrap_or_default();
+                format!("{err} ({hint})")
+            }
             ErrorKind::Auth => format!("{err} (check the password or ACL user in the URL)"),
             ErrorKind::PermissionDenied => {
                 format!("{err} (the ACL user lacks a command or key permission)")

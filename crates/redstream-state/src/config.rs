@@ -7,14 +7,12 @@
 //! the first invalid field. `Debug` never shows a password.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redstream_core::{
-    BackpressureConfig, CircuitBreakerConfig, Error, RedactedUrl, Result, serde_duration,
+    BackpressureConfig, CircuitBreakerConfig, Error, RedactedUrl, Result, TlsOptions,
+    serde_duration,
 };
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::KeyLayout;
@@ -317,7 +315,10 @@ impl StateConfig {
             StateBackend::Redis { url, .. } => Some(url.as_str()),
             StateBackend::Memory => None,
         };
-        self.tls.validate(url)
+        match url {
+            Some(url) => self.tls.validate_for_url(url),
+            None => self.tls.validate(),
+        }
     }
 }
 
@@ -496,101 +497,6 @@ impl FallbackConfig {
     }
 }
 
-/// Certificates for `rediss://` connections to a server whose certificate a private CA signed.
-///
-/// Unset (the default), a `rediss://` connection trusts the system's root certificates.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TlsOptions {
-    /// The PEM text of the CA certificate(s) that signed the server's certificate.
-    pub ca_cert_pem: Option<String>,
-    /// A PEM file holding them, read when the store is opened. Set this or `ca_cert_pem`.
-    pub ca_cert_path: Option<PathBuf>,
-}
-
-impl fmt::Debug for TlsOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self {
-            ca_cert_pem,
-            ca_cert_path,
-        } = self;
-        f.debug_struct("TlsOptions")
-            .field("ca_cert_pem", &ca_cert_pem.as_ref().map(|_| "<pem>"))
-            .field("ca_cert_path", ca_cert_path)
-            .finish()
-    }
-}
-
-impl TlsOptions {
-    /// Checks the options against the URL they will be used with.
-    fn validate(&self, url: Option<&str>) -> Result<()> {
-        let field = match (&self.ca_cert_pem, &self.ca_cert_path) {
-            (None, None) => return Ok(()),
-            (Some(_), Some(_)) => {
-                return Err(Error::invalid_input(
-                    "config field tls.ca_cert_path",
-                    "is set together with tls.ca_cert_pem; set one of them",
-                ));
-            }
-            (Some(pem), None) => {
-                check_certificates("config field tls.ca_cert_pem", pem.as_bytes())?;
-                "tls.ca_cert_pem"
-            }
-            (None, Some(_)) => "tls.ca_cert_path",
-        };
-        match url {
-            Some(url) if url.starts_with("rediss://") => Ok(()),
-            Some(url) => Err(Error::invalid_input(
-                format!("config field {field}"),
-                format!(
-                    "is set, but the URL ({}) is not rediss://; certificates apply to TLS \
-                     connections only",
-                    RedactedUrl(url)
-                ),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// The CA certificate(s) to trust, if any: the PEM text, or the file read now.
-    pub(crate) fn root_cert(&self) -> Result<Option<Vec<u8>>> {
-        match (&self.ca_cert_pem, &self.ca_cert_path) {
-            (Some(pem), _) => Ok(Some(pem.clone().into_bytes())),
-            (None, Some(path)) => read_ca_file(path).map(Some),
-            (None, None) => Ok(None),
-        }
-    }
-}
-
-fn read_ca_file(path: &Path) -> Result<Vec<u8>> {
-    let what = || format!("config field tls.ca_cert_path ({})", path.display());
-    let pem = std::fs::read(path).map_err(|err| {
-        Error::invalid_input(
-            what(),
-            format!("cannot be read: {err}; it must name a readable PEM file"),
-        )
-    })?;
-    check_certificates(&what(), &pem)?;
-    Ok(pem)
-}
-
-fn check_certificates(what: &str, pem: &[u8]) -> Result<()> {
-    let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        cert.map_err(|err| {
-            Error::invalid_input(what.to_owned(), format!("is not valid PEM: {err}"))
-        })?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(Error::invalid_input(
-            what.to_owned(),
-            "holds no certificate (expected a -----BEGIN CERTIFICATE----- section)",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use redstream_core::{BackpressureStrategy, ErrorKind};
@@ -695,14 +601,14 @@ mod tests {
             (
                 redis("redis://h", "p").with_tls(TlsOptions {
                     ca_cert_pem: Some("not pem".into()),
-                    ca_cert_path: None,
+                    ..TlsOptions::default()
                 }),
                 "tls.ca_cert_pem",
             ),
             (
                 redis("redis://h", "p").with_tls(TlsOptions {
-                    ca_cert_pem: None,
                     ca_cert_path: Some("/ca.pem".into()),
+                    ..TlsOptions::default()
                 }),
                 "tls.ca_cert_path",
             ),
@@ -735,8 +641,8 @@ mod tests {
         let err = bad.validate().unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         let tls = redis("redis://app:hunter2@cache/1", "p").with_tls(TlsOptions {
-            ca_cert_pem: None,
             ca_cert_path: Some("/ca.pem".into()),
+            ..TlsOptions::default()
         });
         let err = tls.validate().unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");

@@ -23,7 +23,7 @@ pub(crate) async fn connect(
     config: &StateConfig,
     server: &str,
 ) -> Result<(Client, ConnectionManager)> {
-    let client = open_client(url, config, server)?;
+    let client = redstream_core::open_client(url, &config.tls)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout))
@@ -34,33 +34,6 @@ pub(crate) async fn connect(
         .await
         .map_err(|err| Error::from_redis("connect", server.to_owned(), err))?;
     Ok((client, manager))
-}
-
-fn open_client(url: &str, config: &StateConfig, server: &str) -> Result<Client> {
-    if url.starts_with("rediss://") {
-        ensure_crypto_provider();
-    }
-    let client = match config.tls.root_cert()? {
-        Some(root_cert) => Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(root_cert),
-            },
-        ),
-        None => Client::open(url),
-    };
-    client.map_err(|err| Error::from_redis("open client", server.to_owned(), err))
-}
-
-/// Makes sure rustls has a process-level crypto provider before the first TLS handshake:
-/// redis-rs builds its TLS configuration with `rustls::ClientConfig::builder()`, which panics
-/// without one. The application's provider is used if it installed one; otherwise `ring`'s.
-fn ensure_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Losing a race with another installer is fine: a provider is installed either way.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
 
 /// Dedicated connections for `WATCH`.

@@ -14,9 +14,10 @@ pub mod value;
 
 pub use blocking::BlockingStateStore;
 pub use checkpoint::Checkpoint;
-pub use config::{FallbackConfig, FallbackMode, StateBackend, StateConfig, TlsOptions};
+pub use config::{FallbackConfig, FallbackMode, StateBackend, StateConfig};
 pub use fallback::FallbackStats;
 pub use keys::{KeyLayout, Keys};
+pub use redstream_core::TlsOptions;
 pub use redstream_core::{
     BackpressureConfig, BackpressureStrategy, CircuitBreakerConfig, Error, ErrorKind, Result,
 };

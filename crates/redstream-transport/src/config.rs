@@ -7,14 +7,11 @@
 //! [`RedisTransport::with_options`](crate::RedisTransport::with_options).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redstream_core::{
-    BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result,
+    BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result, TlsOptions,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
 /// Where to connect and how to name streams, groups and consumers.
@@ -424,215 +421,11 @@ impl TransportOptions {
     }
 }
 
-/// Certificates for connecting with `rediss://`.
-///
-/// With every field unset (the default), a `rediss://` connection trusts the system's root
-/// certificates, which suits servers with publicly trusted certificates. For a server whose
-/// certificate is signed by a private CA, give that CA with [`ca_cert_pem`](Self::ca_cert_pem)
-/// or [`ca_cert_path`](Self::ca_cert_path): it then replaces the system roots. For servers that
-/// require client certificates (`tls-auth-clients yes`), give
-/// [`client_cert_pem`](Self::client_cert_pem) and [`client_key_pem`](Self::client_key_pem).
-///
-/// Setting any field with a URL that is not `rediss://` is an error: certificates given for a
-/// plain-text connection would silently protect nothing.
-///
-/// TLS is rustls with the `ring` crypto provider. If the process has not installed a rustls
-/// `CryptoProvider` by the time the transport first connects over TLS, the transport installs
-/// `ring`'s as the process default; an application that wants another one (`aws-lc-rs`, FIPS)
-/// installs it before connecting.
-///
-/// `Debug` shows whether a client key is set, never the key.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TlsOptions {
-    /// The PEM text of the CA certificate(s) that signed the server's certificate.
-    pub ca_cert_pem: Option<String>,
-    /// A PEM file holding the CA certificate(s), read when the transport is created
-    /// ([`RedisTransport::with_options`](crate::RedisTransport::with_options)). Set either this or
-    /// `ca_cert_pem`, not both.
-    pub ca_cert_path: Option<PathBuf>,
-    /// The PEM text of this client's certificate chain, for mutual TLS. Needs `client_key_pem`.
-    pub client_cert_pem: Option<String>,
-    /// The PEM text of this client's private key, for mutual TLS. Needs `client_cert_pem`.
-    pub client_key_pem: Option<String>,
-}
-
-impl fmt::Debug for TlsOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Destructured so that a new field cannot be forgotten here.
-        let Self {
-            ca_cert_pem,
-            ca_cert_path,
-            client_cert_pem,
-            client_key_pem,
-        } = self;
-        f.debug_struct("TlsOptions")
-            .field("ca_cert_pem", &ca_cert_pem.as_ref().map(|_| "<pem>"))
-            .field("ca_cert_path", ca_cert_path)
-            .field(
-                "client_cert_pem",
-                &client_cert_pem.as_ref().map(|_| "<pem>"),
-            )
-            .field(
-                "client_key_pem",
-                &client_key_pem.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-impl TlsOptions {
-    /// Trusts the CA certificate(s) in `pem`.
-    #[must_use]
-    pub fn with_ca_cert_pem(mut self, pem: impl Into<String>) -> Self {
-        self.ca_cert_pem = Some(pem.into());
-        self
-    }
-
-    /// Trusts the CA certificate(s) in the PEM file at `path`.
-    #[must_use]
-    pub fn with_ca_cert_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca_cert_path = Some(path.into());
-        self
-    }
-
-    /// Presents `cert_pem` (a certificate chain) with the private key `key_pem`, for mutual TLS.
-    #[must_use]
-    pub fn with_client_cert(
-        mut self,
-        cert_pem: impl Into<String>,
-        key_pem: impl Into<String>,
-    ) -> Self {
-        self.client_cert_pem = Some(cert_pem.into());
-        self.client_key_pem = Some(key_pem.into());
-        self
-    }
-
-    fn first_set_field(&self) -> Option<&'static str> {
-        [
-            ("tls.ca_cert_pem", self.ca_cert_pem.is_some()),
-            ("tls.ca_cert_path", self.ca_cert_path.is_some()),
-            ("tls.client_cert_pem", self.client_cert_pem.is_some()),
-            ("tls.client_key_pem", self.client_key_pem.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(name, set)| set.then_some(name))
-    }
-
-    /// Checks the fields that can be checked without the URL or the file system: no two ways of
-    /// giving the CA, a client certificate only with its key, and PEM text that parses.
-    pub fn validate(&self) -> Result<()> {
-        if self.ca_cert_pem.is_some() && self.ca_cert_path.is_some() {
-            return Err(Error::invalid_input(
-                "config field tls.ca_cert_path",
-                "is set together with tls.ca_cert_pem; set only one of them",
-            ));
-        }
-        match (&self.client_cert_pem, &self.client_key_pem) {
-            (Some(_), None) => {
-                return Err(Error::invalid_input(
-                    "config field tls.client_key_pem",
-                    "is not set, but tls.client_cert_pem is; mutual TLS needs both",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(Error::invalid_input(
-                    "config field tls.client_cert_pem",
-                    "is not set, but tls.client_key_pem is; mutual TLS needs both",
-                ));
-            }
-            _ => {}
-        }
-        if let Some(pem) = &self.ca_cert_pem {
-            check_certificates("config field tls.ca_cert_pem", pem.as_bytes())?;
-        }
-        if let Some(pem) = &self.client_cert_pem {
-            check_certificates("config field tls.client_cert_pem", pem.as_bytes())?;
-        }
-        if let Some(pem) = &self.client_key_pem {
-            // The parser's message is not echoed: nothing about a key belongs in an error.
-            PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|_| {
-                Error::invalid_input(
-                    "config field tls.client_key_pem",
-                    "holds no PEM private key (expected a -----BEGIN PRIVATE KEY----- section, \
-                     or an RSA or EC one)",
-                )
-            })?;
-        }
-        Ok(())
-    }
-
-    /// The certificates to build a TLS client with, or `None` when no field is set. Reads
-    /// `ca_cert_path`. Fails when a field is set but `url` is not `rediss://`.
-    pub(crate) fn certificates(&self, url: &str) -> Result<Option<redis::TlsCertificates>> {
-        let Some(field) = self.first_set_field() else {
-            return Ok(None);
-        };
-        if !url.starts_with("rediss://") {
-            return Err(Error::invalid_input(
-                format!("config field {field}"),
-                format!(
-                    "is set, but the URL ({}) is not rediss://; certificates apply only to TLS \
-                     connections: use a rediss:// URL, or unset the tls options",
-                    RedactedUrl(url)
-                ),
-            ));
-        }
-        let root_cert = match (&self.ca_cert_pem, &self.ca_cert_path) {
-            (Some(pem), _) => Some(pem.clone().into_bytes()),
-            (None, Some(path)) => Some(read_ca_file(path)?),
-            (None, None) => None,
-        };
-        let client_tls = self
-            .client_cert_pem
-            .as_ref()
-            .zip(self.client_key_pem.as_ref())
-            .map(|(cert, key)| redis::ClientTlsConfig {
-                client_cert: cert.clone().into_bytes(),
-                client_key: key.clone().into_bytes(),
-            });
-        Ok(Some(redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        }))
-    }
-}
-
-/// Reads and checks the CA file named by `tls.ca_cert_path`.
-fn read_ca_file(path: &Path) -> Result<Vec<u8>> {
-    let what = || format!("config field tls.ca_cert_path ({})", path.display());
-    let pem = std::fs::read(path).map_err(|err| {
-        Error::invalid_input(
-            what(),
-            format!("cannot be read: {err}; it must name a readable PEM file"),
-        )
-    })?;
-    check_certificates(&what(), &pem)?;
-    Ok(pem)
-}
-
-/// At least one certificate, and every `CERTIFICATE` section well formed.
-fn check_certificates(what: &str, pem: &[u8]) -> Result<()> {
-    let mut found = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        cert.map_err(|err| {
-            Error::invalid_input(what.to_owned(), format!("is not valid PEM: {err}"))
-        })?;
-        found += 1;
-    }
-    if found == 0 {
-        return Err(Error::invalid_input(
-            what.to_owned(),
-            "holds no certificate (expected a -----BEGIN CERTIFICATE----- section)",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use redstream_core::ErrorKind;
+    use std::path::Path;
 
     #[test]
     fn defaults_are_valid() {

@@ -12,12 +12,12 @@ mod telemetry;
 mod trace_context;
 mod transport;
 
-pub use config::{RedisConfig, StartFrom, TlsOptions, TransportOptions};
+pub use config::{RedisConfig, StartFrom, TransportOptions};
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{
     ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,
     StreamSummary,
 };
 pub use keys::Keys;
-pub use redstream_core::{Error, ErrorKind, Result};
+pub use redstream_core::{Error, ErrorKind, Result, TlsOptions};
 pub use transport::{RedisSubscriber, RedisTransport};

@@ -247,22 +247,16 @@ async fn rediss_with_a_private_ca() {
     let server = RedisServer::builder().tls(true).start().await.unwrap();
     assert!(server.url().starts_with("rediss://"));
     let prefix = unique("tls");
-    let trusted =
-        StateConfig::new(StateBackend::redis(server.url(), &prefix)).with_tls(TlsOptions {
-            ca_cert_pem: Some(server.ca_cert_pem().unwrap().to_owned()),
-            ca_cert_path: None,
-        });
+    let trusted = StateConfig::new(StateBackend::redis(server.url(), &prefix))
+        .with_tls(TlsOptions::default().with_ca_cert_pem(server.ca_cert_pem().unwrap()));
     let store = StateStore::with_config(trusted).await.unwrap();
     store.put("secret", "over tls").await.unwrap();
     assert_eq!(
         store.get::<String>("secret").await.unwrap().as_deref(),
         Some("over tls")
     );
-    let by_path =
-        StateConfig::new(StateBackend::redis(server.url(), &prefix)).with_tls(TlsOptions {
-            ca_cert_pem: None,
-            ca_cert_path: Some(server.ca_cert_path().unwrap().to_path_buf()),
-        });
+    let by_path = StateConfig::new(StateBackend::redis(server.url(), &prefix))
+        .with_tls(TlsOptions::default().with_ca_cert_path(server.ca_cert_path().unwrap()));
     let second = StateStore::with_config(by_path).await.unwrap();
     assert_eq!(second.incr("n").await.unwrap(), 1);
 
