@@ -140,7 +140,8 @@ pub struct StateConfig {
     pub circuit_breaker: CircuitBreakerConfig,
     /// What happens while Redis is unavailable. Off by default: calls fail fast.
     pub fallback: FallbackConfig,
-    /// Certificates for `rediss://` URLs signed by a private CA.
+    /// Certificates for `rediss://` URLs: a private CA to trust, and a client certificate for
+    /// servers that require one.
     pub tls: TlsOptions,
 }
 
