@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::task::{JoinError, JoinHandle};
+
 use crate::error::BoxError;
 use crate::event::Event;
 
@@ -51,5 +53,45 @@ where
 impl<H: Handler> Handler for Arc<H> {
     fn handle(&self, event: Event) -> impl Future<Output = HandlerResult> + Send {
         (**self).handle(event)
+    }
+}
+
+/// Runs a handler's future in a task of its own and returns its outcome, with the error (or the
+/// panic) as a message.
+///
+/// A panicking handler becomes a failed delivery instead of ending the loop that called it, and
+/// dropping the returned future aborts the task, so that stopping a subscription also stops its
+/// handlers. Both the in-memory bus and the Redis transport run handlers through this.
+pub async fn run_isolated<Fut>(future: Fut) -> Result<(), String>
+where
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    let mut task = AbortOnDrop(tokio::spawn(future));
+    match (&mut task.0).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(join_error_message(err)),
+    }
+}
+
+fn join_error_message(err: JoinError) -> String {
+    if !err.is_panic() {
+        return "the handler task was cancelled".to_owned();
+    }
+    let payload = err.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned());
+    format!("handler panicked: {message}")
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -27,7 +27,7 @@ pub use circuit_breaker::{
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventId, EventLimits, EventMetadata, Priority, validate_event_type};
-pub use handler::{Handler, HandlerResult};
+pub use handler::{Handler, HandlerResult, run_isolated};
 pub use memory::{DeadLetter, MemoryBus};
 pub use redact::{RedactedUrl, redact_url};
 #[cfg(feature = "redis")]

@@ -38,11 +38,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventLimits, validate_event_type};
-use crate::handler::HandlerResult;
+use crate::handler::{HandlerResult, run_isolated};
 use crate::traits::{Publisher, Subscriber, SubscriptionHandle};
 
 /// Subscription ids are unique in the process, so a handle from another bus is never mistaken
@@ -753,32 +753,5 @@ where
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
     let handler = Arc::clone(handler);
-    let mut task = AbortOnDrop(tokio::spawn(async move { handler(event).await }));
-    match (&mut task.0).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(err) => Err(join_error_message(err)),
-    }
-}
-
-fn join_error_message(err: JoinError) -> String {
-    if !err.is_panic() {
-        return "the handler task was cancelled".to_owned();
-    }
-    let payload = err.into_panic();
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned());
-    format!("handler panicked: {message}")
-}
-
-/// Aborts the task when dropped, so that aborting a subscription also aborts its handler.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    run_isolated(async move { handler(event).await }).await
 }

@@ -114,10 +114,10 @@ use redstream_core::wire;
 use redstream_core::{
     BackpressureConfig, BackpressureQueue, BackpressureStats, CircuitBreaker, Error, ErrorKind,
     Event, HandlerResult, Priority, PushOutcome, Result, RetryPolicy, Subscriber,
-    SubscriptionHandle,
+    SubscriptionHandle, run_isolated,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -1090,14 +1090,8 @@ impl Sub {
         .increment(1);
         let started = Instant::now();
         let handler = Arc::clone(handler);
-        let mut task = AbortOnDrop(tokio::spawn(
-            async move { handler(event).await }.instrument(span.clone()),
-        ));
-        let outcome = match (&mut task.0).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(err) => Err(join_error_message(err)),
-        };
+        let outcome =
+            run_isolated(async move { handler(event).await }.instrument(span.clone())).await;
         metrics::histogram!(
             telemetry::HANDLER_LATENCY,
             "event_type" => Arc::clone(&spec.event_type),
@@ -1420,28 +1414,6 @@ async fn sleep_until(due: Option<tokio::time::Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
         None => std::future::pending().await,
-    }
-}
-
-fn join_error_message(err: JoinError) -> String {
-    if !err.is_panic() {
-        return "the handler task was cancelled".to_owned();
-    }
-    let payload = err.into_panic();
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned());
-    format!("handler panicked: {message}")
-}
-
-/// Aborts the task when dropped, so that aborting a worker aborts its handler.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
