@@ -1,0 +1,8 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+mod keys;
+mod sink;
+
+pub use config::SinkConfig;
+pub use sink::{Delivery, Progress, RedisSink, SinkStats};

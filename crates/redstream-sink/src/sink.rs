@@ -1,0 +1,502 @@
+//! [`RedisSink`]: batches to a Redis stream, all-or-nothing, retried, without duplicates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError};
+use redstream_core::wire::{self, EVENT_FIELD};
+use redstream_core::{
+    BatchAck, BatchSink, CheckpointHook, Error, ErrorKind, Event, EventLimits, RedactedUrl, Result,
+    SourcePosition,
+};
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+use crate::config::SinkConfig;
+use crate::keys;
+
+/// The hash fields of the progress key.
+const POSITION_FIELD: &str = "position";
+const LAST_EVENT_FIELD: &str = "last_event_id";
+
+/// What the progress key says the sink last wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// The source position of the last batch written, if it carried one.
+    pub position: Option<SourcePosition>,
+    /// The id of the last event written.
+    pub last_event_id: String,
+}
+
+/// Counters of one sink since it was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SinkStats {
+    /// Batches written.
+    pub batches: u64,
+    /// Events written.
+    pub events: u64,
+    /// Attempts that failed and were tried again.
+    pub retries: u64,
+    /// Batches found already written and skipped.
+    pub skipped_batches: u64,
+    /// Batches given up on (returned as an error, or dropped by a sink that is not required).
+    pub failed_batches: u64,
+}
+
+/// The outcome of [`RedisSink::send_and_checkpoint`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The batch is in the stream; the checkpoint hook was called with its position.
+    Acknowledged(BatchAck),
+    /// The batch failed on a sink with `required = false`: it was counted, logged and dropped,
+    /// and the checkpoint hook was called anyway so that this sink never blocks it.
+    Dropped(Error),
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
+    retries: AtomicU64,
+    skipped_batches: AtomicU64,
+    failed_batches: AtomicU64,
+}
+
+/// The connection and what the sink knows of its progress key. Held for a whole batch, so
+/// batches are written one at a time and in order.
+struct State {
+    conn: Option<ConnectionManager>,
+    /// `None`: unknown (at start, or after an ambiguous failure); read the key before writing.
+    progress: Option<Option<Progress>>,
+}
+
+/// A batch sink that appends events to one Redis stream.
+///
+/// Each event becomes one entry whose field `event` holds the core wire-format JSON envelope
+/// (see `redstream_core::wire`), so consumers read entries as the stream's other readers do.
+/// A batch is one `MULTI`/`EXEC` holding its `XADD`s and an `HSET` of the sink's progress key
+/// (source position and last event id): either all of it is applied or none of it.
+///
+/// When the sink does not know whether its last write ran (at start, after a timeout or a
+/// dropped connection, and after a `send_batch` future was dropped mid-write) it reads the
+/// progress key first, and skips a batch whose last event is
+/// already recorded there. See the crate documentation for the guarantee and its limits.
+pub struct RedisSink {
+    config: SinkConfig,
+    client: Client,
+    server: String,
+    progress_key: String,
+    limits: EventLimits,
+    state: Mutex<State>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RedisSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSink")
+            .field("config", &self.config)
+            .field("progress_key", &self.progress_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSink {
+    /// A sink for `config`, after validating it. Does not connect: the first batch does, and
+    /// retries connecting like any other transient failure, so the sink can be created while
+    /// Redis is still down.
+    pub fn new(config: SinkConfig) -> Result<Self> {
+        config.validate()?;
+        let client = redstream_core::open_client(&config.uri, &config.tls)?;
+        if !keys::has_hash_tag(&config.stream) {
+            tracing::debug!(
+                stream = %config.stream,
+                "stream key has no {{hash tag}}: the sink works on a single server, not on a cluster"
+            );
+        }
+        Ok(Self {
+            server: RedactedUrl(&config.uri).to_string(),
+            progress_key: keys::progress_key(&config.stream, &config.id),
+            limits: EventLimits::default(),
+            client,
+            config,
+            state: Mutex::new(State {
+                conn: None,
+                progress: None,
+            }),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Sets the limits events are checked against when encoded (default: the core's).
+    #[must_use]
+    pub fn with_event_limits(mut self, limits: EventLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &SinkConfig {
+        &self.config
+    }
+
+    /// The key where the sink records its progress: `<stream>:redstream-sink:<id>`.
+    #[must_use]
+    pub fn progress_key(&self) -> &str {
+        &self.progress_key
+    }
+
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> SinkStats {
+        let c = &self.counters;
+        SinkStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            skipped_batches: c.skipped_batches.load(Ordering::Relaxed),
+            failed_batches: c.failed_batches.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads the progress key: the position and last event id of the last batch written, or
+    /// `None` if this sink never wrote to this stream. A restarted source can resume from the
+    /// position recorded here rather than from its own, possibly older, checkpoint.
+    pub async fn recorded_progress(&self) -> Result<Option<Progress>> {
+        let mut state = self.state.lock().await;
+        let progress = self.read_progress(&mut state).await?;
+        state.progress = Some(progress.clone());
+        Ok(progress)
+    }
+
+    /// Sends a batch, then calls `hook` with `position` once the batch is acknowledged.
+    ///
+    /// With `required = true` a failure is returned and the hook is not called: the checkpoint
+    /// stays where it was. With `required = false` a failure is counted, logged and returned
+    /// as [`Delivery::Dropped`], and the hook is called all the same. An error from the hook
+    /// itself is always returned.
+    pub async fn send_and_checkpoint<H: CheckpointHook>(
+        &self,
+        events: Vec<Event>,
+        position: Option<SourcePosition>,
+        hook: &H,
+    ) -> Result<Delivery> {
+        match self.send_batch(events, position.clone()).await {
+            Ok(ack) => {
+                if let Some(position) = ack.position.clone() {
+                    hook.commit(position).await?;
+                }
+                Ok(Delivery::Acknowledged(ack))
+            }
+            Err(err) if self.config.required => Err(err),
+            Err(err) => {
+                tracing::warn!(
+                    sink = %self.config.id,
+                    stream = %self.config.stream,
+                    error = %err,
+                    "batch dropped by a sink that is not required"
+                );
+                if let Some(position) = position {
+                    hook.commit(position).await?;
+                }
+                Ok(Delivery::Dropped(err))
+            }
+        }
+    }
+
+    async fn send(&self, events: Vec<Event>, position: Option<SourcePosition>) -> Result<BatchAck> {
+        let Some(last) = events.last() else {
+            return Ok(BatchAck::new(Vec::new(), 0, position));
+        };
+        let last_event_id = last.id().to_string();
+        let encoded = self.encode(&events)?;
+        let started = Instant::now();
+        let mut state = self.state.lock().await;
+        let mut attempt: u32 = 1;
+        loop {
+            match self
+                .attempt(&mut state, &encoded, position.as_ref(), &last_event_id)
+                .await
+            {
+                Ok(ack) => {
+                    self.record_success(&ack, started);
+                    return Ok(ack);
+                }
+                Err(err) => {
+                    if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
+                        // The EXEC may or may not have run: read the progress key before the
+                        // next attempt.
+                        state.progress = None;
+                    }
+                    metrics::counter!(
+                        "redstream_sink_errors_total",
+                        "sink" => self.config.id.clone(),
+                        "kind" => err.kind().as_str()
+                    )
+                    .increment(1);
+                    if !self.config.retry.should_retry(attempt, &err) {
+                        self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                        return Err(err);
+                    }
+                    let delay = self.config.retry.delay_for(attempt);
+                    tracing::debug!(
+                        sink = %self.config.id,
+                        attempt,
+                        ?delay,
+                        error = %err,
+                        "batch failed, retrying"
+                    );
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
+                        .increment(1);
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    fn encode(&self, events: &[Event]) -> Result<Vec<String>> {
+        if events.len() > self.config.max_batch_events {
+            return Err(Error::invalid_input(
+                format!("batch for stream {}", self.config.stream),
+                format!(
+                    "holds {} events, over max_batch_events ({})",
+                    events.len(),
+                    self.config.max_batch_events
+                ),
+            ));
+        }
+        let encoded = events
+            .iter()
+            .map(|event| wire::encode(event, &self.limits))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes: usize = encoded.iter().map(String::len).sum();
+        if bytes > self.config.max_batch_bytes {
+            return Err(Error::invalid_input(
+                format!("batch for stream {}", self.config.stream),
+                format!(
+                    "encodes to {bytes} bytes, over max_batch_bytes ({})",
+                    self.config.max_batch_bytes
+                ),
+            ));
+        }
+        Ok(encoded)
+    }
+
+    /// One attempt: learn the progress if unknown, skip the batch if it is already written,
+    /// otherwise write it in one `MULTI`/`EXEC`.
+    async fn attempt(
+        &self,
+        state: &mut State,
+        encoded: &[String],
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<BatchAck> {
+        let known = match &state.progress {
+            Some(known) => known.clone(),
+            None => {
+                let read = self.read_progress(state).await?;
+                state.progress = Some(read.clone());
+                read
+            }
+        };
+        if known
+            .as_ref()
+            .is_some_and(|p| p.last_event_id == last_event_id && p.position.as_ref() == position)
+        {
+            tracing::info!(
+                sink = %self.config.id,
+                stream = %self.config.stream,
+                last_event_id,
+                "batch already written by an earlier attempt, skipped"
+            );
+            self.counters
+                .skipped_batches
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(BatchAck::new(Vec::new(), encoded.len(), position.cloned()));
+        }
+
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for json in encoded {
+            let cmd = pipe.cmd("XADD").arg(&self.config.stream);
+            if let Some(max) = self.config.trim_length() {
+                cmd.arg("MAXLEN").arg("~").arg(max);
+            }
+            cmd.arg("*").arg(EVENT_FIELD).arg(json);
+        }
+        pipe.cmd("HSET")
+            .arg(&self.progress_key)
+            .arg(LAST_EVENT_FIELD)
+            .arg(last_event_id)
+            .arg(POSITION_FIELD)
+            .arg(position.map_or("", SourcePosition::as_str))
+            .ignore();
+        // Unknown until the reply is in: if this future is dropped while the EXEC is in
+        // flight, the next batch reads the progress key instead of trusting memory.
+        state.progress = None;
+        let conn = self.connection(state).await?;
+        let ids: Vec<String> = match pipe.query_async(conn).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                let err = self.batch_error(err);
+                match err.kind() {
+                    // The EXEC may or may not have run: the progress stays unknown.
+                    ErrorKind::Timeout | ErrorKind::Connection => {}
+                    // WRONGTYPE is reported while EXEC runs: the XADDs failed but the HSET of
+                    // the progress key was applied, so it is put back.
+                    ErrorKind::WrongType => {
+                        if self.restore_progress(state, known.as_ref()).await {
+                            state.progress = Some(known);
+                        }
+                    }
+                    // Other refusals (OOM, NOPERM, READONLY...) happen while commands are
+                    // queued and abort the whole transaction: nothing changed.
+                    _ => state.progress = Some(known),
+                }
+                return Err(err);
+            }
+        };
+        state.progress = Some(Some(Progress {
+            position: position.cloned(),
+            last_event_id: last_event_id.to_owned(),
+        }));
+        Ok(BatchAck::new(ids, 0, position.cloned()))
+    }
+
+    async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {
+        let conn = self.connection(state).await?;
+        let (last, position): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(&self.progress_key)
+            .arg(LAST_EVENT_FIELD)
+            .arg(POSITION_FIELD)
+            .query_async(conn)
+            .await
+            .map_err(|err| Error::from_redis("HMGET", self.progress_key.clone(), err))?;
+        Ok(last.map(|last_event_id| Progress {
+            position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
+            last_event_id,
+        }))
+    }
+
+    async fn connection<'s>(&self, state: &'s mut State) -> Result<&'s mut ConnectionManager> {
+        if state.conn.is_none() {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.config.connect_timeout))
+                .set_response_timeout(Some(self.config.send_timeout))
+                // One try per call: the sink's retry policy decides when to try again.
+                .set_number_of_retries(0);
+            let conn = ConnectionManager::new_with_config(self.client.clone(), config)
+                .await
+                .map_err(|err| Error::from_redis("connect", self.server.clone(), err))?;
+            state.conn = Some(conn);
+        }
+        state
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::backend(ErrorKind::Unexpected, "connect", "", "no connection"))
+    }
+
+    /// Classifies a failed `MULTI`/`EXEC`. A command refused while queued aborts the whole
+    /// transaction with `EXECABORT`, and commands that fail while `EXEC` runs come back as a
+    /// list of per-command failures; either way the cause (`OOM`, `NOPERM`, `WRONGTYPE`...) is
+    /// only in the message, so the kind is read from there when the generic classification
+    /// finds nothing better than a server error.
+    fn batch_error(&self, err: RedisError) -> Error {
+        let operation = "MULTI/EXEC of XADD batch";
+        let target = self.config.stream.clone();
+        let text = err.to_string();
+        let classified = Error::from_redis(operation, target.clone(), err);
+        if classified.kind() != ErrorKind::Server {
+            return classified;
+        }
+        [
+            ("OOM", ErrorKind::OutOfMemory),
+            ("NOPERM", ErrorKind::PermissionDenied),
+            ("WRONGTYPE", ErrorKind::WrongType),
+            ("NOAUTH", ErrorKind::Auth),
+            ("READONLY", ErrorKind::Unavailable),
+            ("LOADING", ErrorKind::Unavailable),
+            ("MASTERDOWN", ErrorKind::Unavailable),
+        ]
+        .into_iter()
+        .find(|(code, _)| text.contains(code))
+        .map_or(classified, |(_, kind)| {
+            Error::backend(kind, operation, target, text.clone())
+        })
+    }
+
+    /// Puts the progress key back to `previous` after an `EXEC` that ran but whose `XADD`s
+    /// failed (`WRONGTYPE` is reported per command while the `HSET` still applies), so that
+    /// the key never claims a batch that is not in the stream.
+    /// Returns whether the key was restored.
+    async fn restore_progress(&self, state: &mut State, previous: Option<&Progress>) -> bool {
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&self.progress_key).ignore();
+        if let Some(previous) = previous {
+            pipe.cmd("HSET")
+                .arg(&self.progress_key)
+                .arg(LAST_EVENT_FIELD)
+                .arg(&previous.last_event_id)
+                .arg(POSITION_FIELD)
+                .arg(
+                    previous
+                        .position
+                        .as_ref()
+                        .map_or("", SourcePosition::as_str),
+                )
+                .ignore();
+        }
+        let restored = match self.connection(state).await {
+            Ok(conn) => pipe.query_async::<()>(conn).await.map_err(|err| {
+                Error::from_redis("restore progress", self.progress_key.clone(), err)
+            }),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &restored {
+            tracing::error!(
+                sink = %self.config.id,
+                key = %self.progress_key,
+                error = %err,
+                "could not restore the progress key after a failed batch"
+            );
+        }
+        restored.is_ok()
+    }
+
+    fn record_success(&self, ack: &BatchAck, started: Instant) {
+        let sink = self.config.id.clone();
+        if ack.written > 0 {
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .events
+                .fetch_add(ack.written as u64, Ordering::Relaxed);
+            metrics::counter!("redstream_sink_batch_total", "sink" => sink.clone()).increment(1);
+            metrics::counter!("redstream_sink_events_total", "sink" => sink.clone())
+                .increment(ack.written as u64);
+        }
+        metrics::histogram!("redstream_sink_latency_seconds", "sink" => sink)
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+impl BatchSink for RedisSink {
+    fn send_batch(
+        &self,
+        events: Vec<Event>,
+        position: Option<SourcePosition>,
+    ) -> impl Future<Output = Result<BatchAck>> + Send {
+        let span = tracing::info_span!(
+            "redstream_sink.batch",
+            sink = %self.config.id,
+            stream = %self.config.stream,
+            events = events.len(),
+        );
+        self.send(events, position).instrument(span)
+    }
+}

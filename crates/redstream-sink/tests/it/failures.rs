@@ -1,0 +1,222 @@
+use redstream_core::{BatchSink, ErrorKind, RetryPolicy, SourcePosition};
+use redstream_sink::RedisSink;
+use redstream_testkit::RedisServer;
+
+use crate::{config, events, ids, stream_ids};
+
+#[tokio::test]
+async fn oom_leaves_nothing_partial_then_delivers_once() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{oom}.events";
+    let sink =
+        RedisSink::new(config(&server.url(), stream).with_retry(RetryPolicy::none())).unwrap();
+    // Some entries first, so the stream exists and memory is in use.
+    let before = events(10);
+    sink.send_batch(before.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap();
+
+    server
+        .config_set("maxmemory-policy", "noeviction")
+        .await
+        .unwrap();
+    server.config_set("maxmemory", "1").await.unwrap();
+    let batch = events(100);
+    let err = sink
+        .send_batch(batch.clone(), Some(SourcePosition::new("2")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+    assert!(err.is_retryable());
+    let mut conn = server.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&before));
+
+    server.config_set("maxmemory", "0").await.unwrap();
+    let ack = sink
+        .send_batch(batch.clone(), Some(SourcePosition::new("2")))
+        .await
+        .unwrap();
+    assert_eq!(ack.written, 100);
+    let mut expected = ids(&before);
+    expected.extend(ids(&batch));
+    assert_eq!(stream_ids(&mut conn, stream).await, expected);
+}
+
+#[tokio::test]
+async fn wrong_password_fails_fast() {
+    let server = RedisServer::builder()
+        .password("right-password")
+        .start()
+        .await
+        .unwrap();
+    let url = format!(
+        "redis://:wrong-password@{}:{}",
+        server.host(),
+        server.port()
+    );
+    // Unlimited retries: only failing fast ends this call.
+    let sink =
+        RedisSink::new(config(&url, "{auth}.events").with_retry(RetryPolicy::unlimited())).unwrap();
+    let err = sink.send_batch(events(1), None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains("wrong-password"), "{err}");
+    assert_eq!(sink.stats().retries, 0);
+    assert_eq!(sink.stats().failed_batches, 1);
+}
+
+#[tokio::test]
+async fn acl_noperm_fails_fast() {
+    let server = RedisServer::builder()
+        .acl_user("limited", "pw", "other:*")
+        .start()
+        .await
+        .unwrap();
+    let url = server.url_with_user("limited", "pw");
+    let sink =
+        RedisSink::new(config(&url, "{acl}.events").with_retry(RetryPolicy::unlimited())).unwrap();
+    let err = sink.send_batch(events(1), None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert_eq!(sink.stats().retries, 0);
+}
+
+#[tokio::test]
+async fn server_down_at_start_is_retried_then_delivered() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{down}.events";
+    server.kill().unwrap();
+    let sink = RedisSink::new(
+        config(&server.url(), stream).with_retry(
+            RetryPolicy::default()
+                .with_initial_delay(std::time::Duration::from_millis(5))
+                .with_max_attempts(Some(3)),
+        ),
+    )
+    .unwrap();
+    let batch = events(4);
+    let err = sink
+        .send_batch(batch.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(sink.stats().retries, 2);
+
+    server.restart().await.unwrap();
+    let ack = sink
+        .send_batch(batch.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap();
+    assert_eq!(ack.written, 4);
+    let mut conn = server.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}
+
+#[tokio::test]
+async fn wrongtype_fails_fast() {
+    let server = RedisServer::start().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("{wt}.events")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sink =
+        RedisSink::new(config(&server.url(), "{wt}.events").with_retry(RetryPolicy::unlimited()))
+            .unwrap();
+    let batch = events(2);
+    let position = Some(SourcePosition::new("1"));
+    let err = sink
+        .send_batch(batch.clone(), position.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+    assert_eq!(sink.stats().retries, 0);
+    // The failed batch is not recorded as written: once the key is fixed, it is delivered.
+    assert_eq!(sink.recorded_progress().await.unwrap(), None);
+    let () = redis::cmd("DEL")
+        .arg("{wt}.events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ack = sink.send_batch(batch.clone(), position).await.unwrap();
+    assert_eq!(ack.written, 2);
+    assert_eq!(stream_ids(&mut conn, "{wt}.events").await, ids(&batch));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_run_is_retried_and_delivered_once() {
+    let server = RedisServer::builder()
+        .appendonly(true)
+        .start()
+        .await
+        .unwrap();
+    let stream = "{midrun}.events";
+    let sink = std::sync::Arc::new(
+        RedisSink::new(
+            config(&server.url(), stream).with_retry(
+                RetryPolicy::unlimited()
+                    .with_initial_delay(std::time::Duration::from_millis(5))
+                    .with_max_delay(std::time::Duration::from_millis(50)),
+            ),
+        )
+        .unwrap(),
+    );
+    let first = events(3);
+    sink.send_batch(first.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap();
+
+    server.kill().unwrap();
+    let second = events(3);
+    let task = {
+        let sink = std::sync::Arc::clone(&sink);
+        let second = second.clone();
+        tokio::spawn(async move {
+            sink.send_batch(second, Some(SourcePosition::new("2")))
+                .await
+        })
+    };
+    crate::until_retrying(&sink).await;
+    server.restart().await.unwrap();
+    let ack = task.await.unwrap().unwrap();
+    assert_eq!(ack.written, 3);
+
+    let mut conn = server.connection().await.unwrap();
+    let mut expected = ids(&first);
+    expected.extend(ids(&second));
+    assert_eq!(stream_ids(&mut conn, stream).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_in_flight_is_retried_until_memory_is_freed() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{oom2}.events";
+    let sink = std::sync::Arc::new(
+        RedisSink::new(
+            config(&server.url(), stream).with_retry(
+                RetryPolicy::unlimited()
+                    .with_initial_delay(std::time::Duration::from_millis(5))
+                    .with_max_delay(std::time::Duration::from_millis(50)),
+            ),
+        )
+        .unwrap(),
+    );
+    server
+        .config_set("maxmemory-policy", "noeviction")
+        .await
+        .unwrap();
+    server.config_set("maxmemory", "1").await.unwrap();
+    let batch = events(50);
+    let task = {
+        let sink = std::sync::Arc::clone(&sink);
+        let batch = batch.clone();
+        tokio::spawn(async move { sink.send_batch(batch, Some(SourcePosition::new("1"))).await })
+    };
+    crate::until_retrying(&sink).await;
+    let mut conn = server.connection().await.unwrap();
+    assert!(stream_ids(&mut conn, stream).await.is_empty());
+    server.config_set("maxmemory", "0").await.unwrap();
+    let ack = task.await.unwrap().unwrap();
+    assert_eq!(ack.written, 50);
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}

@@ -1,0 +1,73 @@
+//! Integration tests of `redstream-sink` against private `redis-server`s.
+
+// Tests unwrap (STYLE.md); clippy's allow-unwrap-in-tests covers `#[test]` functions only, not
+// the helpers next to them.
+#![allow(clippy::unwrap_used)]
+
+mod checkpoint;
+mod delivery;
+mod failures;
+mod lost_reply;
+mod metrics;
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redstream_core::{Event, EventMetadata, RetryPolicy};
+use redstream_sink::SinkConfig;
+
+/// `n` events of type `test.event` with payload `{"n": i}`.
+pub(crate) fn events(n: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            Event::new(
+                "test.event",
+                serde_json::json!({ "n": i }),
+                EventMetadata::default(),
+            )
+        })
+        .collect()
+}
+
+/// A configuration with quick retries.
+pub(crate) fn config(url: &str, stream: &str) -> SinkConfig {
+    SinkConfig::new("test-sink", url, stream).with_retry(
+        RetryPolicy::default()
+            .with_initial_delay(Duration::from_millis(10))
+            .with_max_delay(Duration::from_millis(50)),
+    )
+}
+
+/// The event ids found in `stream`, read as seed 003's consumers read them: the `event` field
+/// JSON-decoded, then its `id`.
+pub(crate) async fn stream_ids(conn: &mut MultiplexedConnection, stream: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let (name, value) = fields.into_iter().next().unwrap();
+            assert_eq!(name, "event");
+            let json: serde_json::Value = serde_json::from_str(&value).unwrap();
+            json["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// The ids of `events`, as strings.
+pub(crate) fn ids(events: &[Event]) -> Vec<String> {
+    events.iter().map(|e| e.id().to_string()).collect()
+}
+
+/// Waits, without sleeping, until `sink` has retried at least once: the proof that a failure
+/// is in progress and being retried.
+pub(crate) async fn until_retrying(sink: &redstream_sink::RedisSink) {
+    while sink.stats().retries == 0 {
+        tokio::task::yield_now().await;
+    }
+}
