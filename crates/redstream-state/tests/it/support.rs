@@ -1,17 +1,12 @@
 //! Shared helpers: stores on either backend, waits that turn hangs into failures, and a
 //! capture of warnings and errors logged by the store.
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use redstream_state::{StateBackend, StateConfig, StateStore};
 use redstream_testkit::RedisServer;
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Level, Metadata, Subscriber};
 
 /// How long a test waits for anything before it fails as hung. Never a performance limit.
 pub(crate) const HANG: Duration = Duration::from_secs(30);
@@ -126,82 +121,4 @@ pub(crate) async fn raw_get(server: &RedisServer, key: &str) -> Option<String> {
         .unwrap()
 }
 
-/// Warnings and errors logged so far (by every test of this binary) that contain `needle`.
-pub(crate) fn logged(needle: &str) -> Vec<String> {
-    LOGS.lock()
-        .unwrap()
-        .iter()
-        .filter(|line| line.contains(needle))
-        .cloned()
-        .collect()
-}
-
-static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Installs, once per test binary, a global `tracing` subscriber that keeps every warning and
-/// error. With `REDSTREAM_TEST_LOG=debug` (or `info`, `trace`) it also prints events of that
-/// level and above to stderr.
-pub(crate) fn capture_logs() {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let print = std::env::var("REDSTREAM_TEST_LOG")
-            .ok()
-            .and_then(|level| level.parse::<Level>().ok());
-        let _ = tracing::subscriber::set_global_default(Capture { print });
-    });
-}
-
-struct Capture {
-    print: Option<Level>,
-}
-
-struct Line(String);
-
-impl Visit for Line {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            let _ = write!(self.0, " {value:?}");
-        } else {
-            let _ = write!(self.0, " {}={value:?}", field.name());
-        }
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            let _ = write!(self.0, " {value}");
-        } else {
-            let _ = write!(self.0, " {}={value}", field.name());
-        }
-    }
-}
-
-impl Subscriber for Capture {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        let threshold = self.print.map_or(Level::WARN, |p| p.max(Level::WARN));
-        *metadata.level() <= threshold
-    }
-
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let level = *event.metadata().level();
-        let mut line = Line(format!("{level} {}:", event.metadata().target()));
-        event.record(&mut line);
-        if self.print.is_some_and(|p| level <= p) {
-            eprintln!("{}", line.0);
-        }
-        if level <= Level::WARN {
-            LOGS.lock().unwrap().push(line.0);
-        }
-    }
-
-    fn enter(&self, _: &Id) {}
-
-    fn exit(&self, _: &Id) {}
-}
+pub(crate) use redstream_testkit::{capture_logs, logged};
