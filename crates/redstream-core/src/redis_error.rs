@@ -7,9 +7,38 @@ use redis::{ErrorKind as RedisKind, RedisError, RetryMethod, ServerErrorKind};
 use crate::error::{Error, ErrorKind};
 use crate::redis_tls::certificate_rejection_hint;
 
+/// The kind a server error code stands for, when it is one of the codes that decide a kind.
+fn kind_of_code(code: &str) -> Option<ErrorKind> {
+    match code {
+        "NOAUTH" | "WRONGPASS" => Some(ErrorKind::Auth),
+        "NOPERM" => Some(ErrorKind::PermissionDenied),
+        "WRONGTYPE" => Some(ErrorKind::WrongType),
+        "OOM" => Some(ErrorKind::OutOfMemory),
+        "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "MOVED"
+        | "ASK" => Some(ErrorKind::Unavailable),
+        _ => None,
+    }
+}
+
+/// The codes of the server errors inside a failed transaction or pipeline (none for other
+/// errors). Only reached on the error path, so the clone costs nothing that matters.
+fn inner_server_codes(err: &RedisError) -> impl Iterator<Item = String> {
+    err.clone()
+        .into_server_errors()
+        .map(|items| {
+            items
+                .iter()
+                .map(|(_, e)| e.code().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+}
+
 /// Classifies a redis-rs error into an [`ErrorKind`].
 ///
-/// Server error codes are read first, because they are the most precise: `NOAUTH`/`WRONGPASS`
+/// Server error codes are read first, because they are the most precise (for a failed
+/// `MULTI`/`EXEC` or pipeline, the codes of the commands inside it): `NOAUTH`/`WRONGPASS`
 /// are [`Auth`](ErrorKind::Auth), `NOPERM` is [`PermissionDenied`](ErrorKind::PermissionDenied),
 /// `WRONGTYPE` is [`WrongType`](ErrorKind::WrongType), `OOM` is
 /// [`OutOfMemory`](ErrorKind::OutOfMemory), and `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`,
@@ -20,16 +49,14 @@ use crate::redis_tls::certificate_rejection_hint;
 /// (redis-rs would reconnect and try again; a wrong password does not get better).
 #[must_use]
 pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
-    if let Some(code) = err.code() {
-        match code {
-            "NOAUTH" | "WRONGPASS" => return ErrorKind::Auth,
-            "NOPERM" => return ErrorKind::PermissionDenied,
-            "WRONGTYPE" => return ErrorKind::WrongType,
-            "OOM" => return ErrorKind::OutOfMemory,
-            "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN"
-            | "MOVED" | "ASK" => return ErrorKind::Unavailable,
-            _ => {}
-        }
+    if let Some(kind) = err.code().and_then(kind_of_code) {
+        return kind;
+    }
+    // A failed transaction or pipeline carries the errors of its commands: `EXECABORT` after a
+    // command refused while queued (`OOM`, `NOPERM`...), or per-command errors raised while
+    // `EXEC` ran (`WRONGTYPE`). Their codes say what went wrong; the wrapper's does not.
+    if let Some(kind) = inner_server_codes(err).find_map(|code| kind_of_code(&code)) {
+        return kind;
     }
     if certificate_rejection_hint(err).is_some() {
         return ErrorKind::Auth;
@@ -285,6 +312,55 @@ mod tests {
         server.kill().unwrap();
         let err = connect(&url).await.unwrap_err();
         assert_eq!(classify_redis_error(&err), ErrorKind::Connection, "{err:?}");
+        assert!(classify_redis_error(&err).is_retryable());
+    }
+
+    /// A transaction reports its commands' errors inside `EXECABORT` (refused while queued) or
+    /// as per-command errors (failed while `EXEC` ran); both are classified by those codes.
+    #[tokio::test]
+    async fn failed_transactions_are_classified_by_their_commands() {
+        let server = RedisServer::builder()
+            .maxmemory(2 * 1024 * 1024)
+            .maxmemory_policy("noeviction")
+            .start()
+            .await
+            .unwrap();
+        let mut conn = connect(&server.url()).await.unwrap();
+        let () = conn.set("plain", "value").await.unwrap();
+        let err = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg("a")
+            .arg(1)
+            .cmd("LPUSH")
+            .arg("plain")
+            .arg("x")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(classify_redis_error(&err), ErrorKind::WrongType, "{err:?}");
+
+        let value = "x".repeat(64 * 1024);
+        let mut oom = None;
+        for i in 0..200 {
+            let result = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(format!("k{i}"))
+                .arg(&value)
+                .query_async::<()>(&mut conn)
+                .await;
+            if let Err(err) = result {
+                oom = Some(err);
+                break;
+            }
+        }
+        let err = oom.expect("a 2 MiB server must refuse 12 MiB of writes");
+        assert_eq!(
+            classify_redis_error(&err),
+            ErrorKind::OutOfMemory,
+            "{err:?}"
+        );
         assert!(classify_redis_error(&err).is_retryable());
     }
 

@@ -402,33 +402,10 @@ impl RedisSink {
             .ok_or_else(|| Error::backend(ErrorKind::Unexpected, "connect", "", "no connection"))
     }
 
-    /// Classifies a failed `MULTI`/`EXEC`. A command refused while queued aborts the whole
-    /// transaction with `EXECABORT`, and commands that fail while `EXEC` runs come back as a
-    /// list of per-command failures; either way the cause (`OOM`, `NOPERM`, `WRONGTYPE`...) is
-    /// only in the message, so the kind is read from there when the generic classification
-    /// finds nothing better than a server error.
+    /// A failed `MULTI`/`EXEC`, classified by the core (which reads the codes of the commands
+    /// inside an aborted transaction: `OOM`, `NOPERM`, `WRONGTYPE`...).
     fn batch_error(&self, err: RedisError) -> Error {
-        let operation = "MULTI/EXEC of XADD batch";
-        let target = self.config.stream.clone();
-        let text = err.to_string();
-        let classified = Error::from_redis(operation, target.clone(), err);
-        if classified.kind() != ErrorKind::Server {
-            return classified;
-        }
-        [
-            ("OOM", ErrorKind::OutOfMemory),
-            ("NOPERM", ErrorKind::PermissionDenied),
-            ("WRONGTYPE", ErrorKind::WrongType),
-            ("NOAUTH", ErrorKind::Auth),
-            ("READONLY", ErrorKind::Unavailable),
-            ("LOADING", ErrorKind::Unavailable),
-            ("MASTERDOWN", ErrorKind::Unavailable),
-        ]
-        .into_iter()
-        .find(|(code, _)| text.contains(code))
-        .map_or(classified, |(_, kind)| {
-            Error::backend(kind, operation, target, text.clone())
-        })
+        Error::from_redis("MULTI/EXEC of XADD batch", self.config.stream.clone(), err)
     }
 
     /// Puts the progress key back to `previous` after an `EXEC` that ran but whose `XADD`s
