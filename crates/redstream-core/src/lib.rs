@@ -36,5 +36,5 @@ pub use redis_error::classify_redis_error;
 pub use redis_tls::{TlsOptions, open_client};
 pub use retry::RetryPolicy;
 pub use sink::{BatchAck, BatchSink, CheckpointHook, SourcePosition};
-pub use traits::{Publisher, Subscriber, SubscriptionHandle};
+pub use traits::{Publisher, Subscriber, SubscriptionHandle, subscription_types};
 pub use wire::{DecodeError, WIRE_VERSION};

@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventLimits, validate_event_type};
 use crate::handler::{HandlerResult, run_isolated};
-use crate::traits::{Publisher, Subscriber, SubscriptionHandle};
+use crate::traits::{Publisher, Subscriber, SubscriptionHandle, subscription_types};
 
 /// Subscription ids are unique in the process, so a handle from another bus is never mistaken
 /// for one of this bus.
@@ -220,20 +220,9 @@ impl MemoryBus {
     fn check_subscription(&self, event_types: Vec<String>) -> Result<Vec<String>> {
         self.limits.validate()?;
         validate_group(&self.group, self.limits.max_string_len)?;
-        if event_types.is_empty() {
-            return Err(Error::invalid_input(
-                "list of event types",
-                "must name at least one event type to subscribe to",
-            ));
-        }
-        let mut types: Vec<String> = Vec::with_capacity(event_types.len());
-        for event_type in event_types {
-            validate_event_type(&event_type, self.limits.max_event_type_len)?;
-            if !types.contains(&event_type) {
-                types.push(event_type);
-            }
-        }
-        Ok(types)
+        subscription_types(event_types, |event_type| {
+            validate_event_type(event_type, self.limits.max_event_type_len)
+        })
     }
 
     fn start_subscription<F, Fut>(

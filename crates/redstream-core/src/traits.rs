@@ -102,3 +102,26 @@ impl fmt::Debug for SubscriptionHandle {
             .finish()
     }
 }
+
+/// Checks the event types given to [`Subscriber::subscribe`] and returns them without
+/// duplicates, in their first order. `check` validates one type (each backend has its own
+/// rules on top of the core ones); an empty list is [`InvalidInput`](crate::ErrorKind::InvalidInput).
+pub fn subscription_types(
+    event_types: Vec<String>,
+    check: impl Fn(&str) -> Result<()>,
+) -> Result<Vec<String>> {
+    if event_types.is_empty() {
+        return Err(crate::Error::invalid_input(
+            "list of event types",
+            "must name at least one event type to subscribe to",
+        ));
+    }
+    let mut types: Vec<String> = Vec::with_capacity(event_types.len());
+    for event_type in event_types {
+        check(&event_type)?;
+        if !types.contains(&event_type) {
+            types.push(event_type);
+        }
+    }
+    Ok(types)
+}

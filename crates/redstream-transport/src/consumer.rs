@@ -304,19 +304,9 @@ impl RedisTransport {
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        if event_types.is_empty() {
-            return Err(Error::invalid_input(
-                "list of event types",
-                "must name at least one event type to subscribe to",
-            ));
-        }
-        let mut types: Vec<String> = Vec::with_capacity(event_types.len());
-        for event_type in event_types {
-            Keys::validate_event_type(&event_type, &self.inner.options.limits)?;
-            if !types.contains(&event_type) {
-                types.push(event_type);
-            }
-        }
+        let types = redstream_core::subscription_types(event_types, |event_type| {
+            Keys::validate_event_type(event_type, &self.inner.options.limits)
+        })?;
         let streams = types
             .iter()
             .flat_map(|event_type| {
