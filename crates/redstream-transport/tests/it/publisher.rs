@@ -282,3 +282,40 @@ async fn unreachable_server_is_a_retryable_connection_error() {
     );
     assert!(err.is_retryable());
 }
+
+/// Seed 003's OOM case for batches: the transaction is refused whole (`EXECABORT` after an
+/// `OOM`), the error is the retryable `OutOfMemory`, and nothing of the batch is in the stream.
+#[tokio::test]
+async fn a_batch_refused_for_memory_writes_nothing_and_is_retryable() {
+    let server = RedisServer::builder()
+        .maxmemory(2 * 1024 * 1024)
+        .maxmemory_policy("noeviction")
+        .start()
+        .await
+        .unwrap();
+    let transport = transport(&server, "oom").await;
+    let big = |n: u32| {
+        Event::new(
+            "order.created",
+            json!({ "n": n, "pad": "x".repeat(64 * 1024) }),
+            EventMetadata::default(),
+        )
+    };
+    let mut written = 0;
+    let err = loop {
+        match transport.publish_batch((0..4).map(big).collect()).await {
+            Ok(ids) => written += ids.len(),
+            Err(err) => break err,
+        }
+        assert!(
+            written < 1000,
+            "a 2 MiB server must refuse 64 MiB of batches"
+        );
+    };
+    assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+    assert!(err.is_retryable());
+    let mut conn = server.connection().await.unwrap();
+    let len: usize = conn.xlen("{oom}:order.created").await.unwrap();
+    assert_eq!(len, written, "only whole batches are in the stream");
+    assert_eq!(len % 4, 0);
+}
