@@ -1,0 +1,42 @@
+//! The library half of the `redstream` binary: argument parsing, the operations commands and
+//! the dashboard server. See the crate README for the commands.
+
+pub mod args;
+pub mod commands;
+pub mod connect;
+mod error;
+pub mod serve;
+
+use std::process::ExitCode;
+
+pub use args::{Cli, Command, GlobalArgs};
+pub use error::{CliError, CliResult};
+
+/// Exit status for a failed command (bad input, unreachable server, refused credentials...).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Installs a `tracing` subscriber writing to stderr; `RUST_LOG` overrides `--log`.
+pub fn init_tracing(global: &GlobalArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&global.log));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs one parsed command line to completion and maps its outcome to an exit code. Errors
+/// are printed to stderr as `error: ...`; they never contain a password.
+pub async fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Ops(command) => commands::run(&cli.global, command).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
