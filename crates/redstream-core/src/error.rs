@@ -45,6 +45,10 @@ pub enum ErrorKind {
     CircuitOpen,
     /// A bounded queue is full and its strategy is `Reject`. Retry later.
     QueueFull,
+    /// A write was applied on the primary but `WAIT` saw fewer replicas acknowledge it than
+    /// asked for within its timeout: it may be lost in a failover. Transient: replicas may
+    /// catch up.
+    NotDurable,
     /// A user handler returned an error.
     Handler,
     /// The component was shut down.
@@ -71,6 +75,7 @@ impl ErrorKind {
                 | Self::OutOfMemory
                 | Self::CircuitOpen
                 | Self::QueueFull
+                | Self::NotDurable
         )
     }
 
@@ -90,6 +95,7 @@ impl ErrorKind {
             Self::NotFound => "not_found",
             Self::CircuitOpen => "circuit_open",
             Self::QueueFull => "queue_full",
+            Self::NotDurable => "not_durable",
             Self::Handler => "handler",
             Self::Closed => "closed",
             Self::Server => "server",

@@ -22,3 +22,26 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         ))
     })
 }
+
+/// The same for `Option<Duration>` fields: absent or `null` is `None`. Use it with
+/// `#[serde(default, with = "redstream_core::serde_duration::option")]`.
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some(d)` as humane text and `None` as nothing (a unit).
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads humane text, or `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Humane(#[serde(with = "super")] Duration);
+        Ok(Option::<Humane>::deserialize(d)?.map(|Humane(d)| d))
+    }
+}

@@ -1,6 +1,7 @@
 //! The sink's configuration: what to write where, batch limits, retries, timeouts and TLS.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use redstream_core::{Error, RedactedUrl, Result, RetryPolicy, TlsOptions};
@@ -53,8 +54,47 @@ pub struct SinkConfig {
     /// How long connecting may take (default 5 s).
     #[serde(with = "redstream_core::serde_duration")]
     pub connect_timeout: Duration,
+    /// An upper bound on one whole batch, retries and waits included (default none: the
+    /// retry policy alone bounds it). When it runs out the batch fails with a timeout and the
+    /// checkpoint does not move.
+    #[serde(with = "redstream_core::serde_duration::option")]
+    pub batch_timeout: Option<Duration>,
+    /// Whether the sink records its progress in each batch's `MULTI` and skips a batch it
+    /// finds already written (default `true`). Off, a batch retried after a lost reply or a
+    /// restart may be written twice; the stream's other guarantees are unchanged.
+    pub exactly_once: bool,
+    /// Wait for replicas after each batch (`WAIT numreplicas timeout`); off by default.
+    pub durability: Option<Durability>,
     /// TLS options, for `rediss://` URLs.
     pub tls: TlsOptions,
+}
+
+/// How many replicas must acknowledge a batch before the sink reports it written.
+///
+/// After the batch's `EXEC` the sink sends `WAIT replicas timeout`. If fewer replicas
+/// acknowledged the write in time, the batch is **not durable**: the sink does not report it
+/// acknowledged (so the checkpoint does not move) but retries as for any transient failure,
+/// finding the batch already written and waiting again, and in the end fails with
+/// [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable).
+///
+/// `WAIT` makes a lost write less likely, not impossible: Redis replication is asynchronous,
+/// and a failover can still promote a replica that had not received the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Durability {
+    /// Replicas that must acknowledge each batch; at least 1.
+    pub replicas: u32,
+    /// How long to wait for them; must be positive (`WAIT` with 0 would block forever).
+    #[serde(with = "redstream_core::serde_duration")]
+    pub timeout: Duration,
+}
+
+impl Durability {
+    /// Waits for `replicas` replicas, at most `timeout`.
+    #[must_use]
+    pub fn new(replicas: u32, timeout: Duration) -> Self {
+        Self { replicas, timeout }
+    }
 }
 
 impl Default for SinkConfig {
@@ -70,6 +110,9 @@ impl Default for SinkConfig {
             retry: RetryPolicy::default(),
             send_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            batch_timeout: None,
+            exactly_once: true,
+            durability: None,
             tls: TlsOptions::default(),
         }
     }
@@ -89,6 +132,9 @@ impl fmt::Debug for SinkConfig {
             retry,
             send_timeout,
             connect_timeout,
+            batch_timeout,
+            exactly_once,
+            durability,
             tls,
         } = self;
         f.debug_struct("SinkConfig")
@@ -102,6 +148,9 @@ impl fmt::Debug for SinkConfig {
             .field("retry", retry)
             .field("send_timeout", send_timeout)
             .field("connect_timeout", connect_timeout)
+            .field("batch_timeout", batch_timeout)
+            .field("exactly_once", exactly_once)
+            .field("durability", durability)
             .field("tls", tls)
             .finish()
     }
@@ -168,6 +217,27 @@ impl SinkConfig {
         self
     }
 
+    /// Sets [`batch_timeout`](Self::batch_timeout).
+    #[must_use]
+    pub fn with_batch_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.batch_timeout = timeout;
+        self
+    }
+
+    /// Sets [`exactly_once`](Self::exactly_once).
+    #[must_use]
+    pub fn with_exactly_once(mut self, exactly_once: bool) -> Self {
+        self.exactly_once = exactly_once;
+        self
+    }
+
+    /// Sets [`durability`](Self::durability).
+    #[must_use]
+    pub fn with_durability(mut self, durability: Option<Durability>) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// Sets [`tls`](Self::tls).
     #[must_use]
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
@@ -178,16 +248,35 @@ impl SinkConfig {
     /// Reads a configuration from TOML text, expands `${NAME}` environment references in `uri`,
     /// and [validates](Self::validate) it.
     ///
-    /// TOML, through the `toml` crate, because it is maintained and is already the format of
-    /// Rust tooling; `serde_yaml` is archived. Unknown fields are rejected, so a typo does not
-    /// silently fall back to a default. An unset variable is an error naming it.
+    /// Unknown fields are rejected, so a typo does not silently fall back to a default. An
+    /// unset variable is an error naming it.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let mut config: Self = toml::from_str(text).map_err(|err| {
-            Error::invalid_input("sink configuration (TOML)", err.message().to_owned())
-        })?;
-        config.uri = expand_env("uri", &config.uri, |name| std::env::var(name).ok())?;
-        config.validate()?;
-        Ok(config)
+        let config: Self = parse_toml(text)?;
+        config.expanded()
+    }
+
+    /// Reads a configuration from YAML text, as [`from_toml_str`](Self::from_toml_str) does
+    /// from TOML. The fields are seed 003's `id`, `uri`, `stream`, `required` and the others
+    /// of this struct.
+    pub fn from_yaml_str(text: &str) -> Result<Self> {
+        let config: Self = parse_yaml(text)?;
+        config.expanded()
+    }
+
+    /// Reads a configuration file: YAML for `.yaml` and `.yml`, TOML for `.toml`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = read_config_file(path)?;
+        match config_format(path)? {
+            ConfigFormat::Toml => Self::from_toml_str(&text),
+            ConfigFormat::Yaml => Self::from_yaml_str(&text),
+        }
+    }
+
+    fn expanded(mut self) -> Result<Self> {
+        self.uri = expand_env("uri", &self.uri, |name| std::env::var(name).ok())?;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Checks every field, naming the first invalid one in the error.
@@ -245,6 +334,35 @@ impl SinkConfig {
                 "must be positive (e.g. \"5s\")",
             ));
         }
+        if self.batch_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input(
+                "config field batch_timeout",
+                "must be positive (e.g. \"30s\") or absent",
+            ));
+        }
+        if let Some(durability) = &self.durability {
+            if durability.replicas == 0 {
+                return Err(Error::invalid_input(
+                    "config field durability.replicas",
+                    "must be at least 1 (leave durability out to not wait)",
+                ));
+            }
+            if durability.timeout.is_zero() {
+                return Err(Error::invalid_input(
+                    "config field durability.timeout",
+                    "must be positive: WAIT with 0 blocks until the replicas answer",
+                ));
+            }
+            if durability.timeout >= self.send_timeout {
+                return Err(Error::invalid_input(
+                    "config field durability.timeout",
+                    format!(
+                        "must be shorter than send_timeout ({:?}), which bounds the WAIT reply",
+                        self.send_timeout
+                    ),
+                ));
+            }
+        }
         self.retry.validate()?;
         self.tls.validate_for_url(&self.uri)?;
         Ok(())
@@ -256,8 +374,60 @@ impl SinkConfig {
     }
 }
 
+/// Deserializes TOML, naming the field at fault: `config field retry.max_delay: ...`.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let de = toml::Deserializer::parse(text)
+        .map_err(|err| Error::invalid_input("configuration (TOML)", err.message().to_owned()))?;
+    serde_path_to_error::deserialize(de).map_err(|err| field_error("TOML", &err))
+}
+
+/// Deserializes YAML, naming the field at fault.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| field_error("YAML", &err))
+}
+
+fn field_error<E: fmt::Display>(format: &str, err: &serde_path_to_error::Error<E>) -> Error {
+    let path = err.path().to_string();
+    let what = if path == "." {
+        format!("configuration ({format})")
+    } else {
+        format!("config field {path}")
+    };
+    Error::invalid_input(what, err.inner().to_string())
+}
+
+/// The formats a configuration file may be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConfigFormat {
+    Toml,
+    Yaml,
+}
+
+/// The format of a configuration file, from its extension.
+pub(crate) fn config_format(path: &Path) -> Result<ConfigFormat> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => Ok(ConfigFormat::Toml),
+        Some("yaml" | "yml") => Ok(ConfigFormat::Yaml),
+        _ => Err(Error::invalid_input(
+            format!("configuration file {}", path.display()),
+            "must end in .yaml, .yml or .toml",
+        )),
+    }
+}
+
+/// Reads a configuration file, with its path in the error.
+pub(crate) fn read_config_file(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|err| {
+        Error::invalid_input(
+            format!("configuration file {}", path.display()),
+            format!("cannot be read: {err}"),
+        )
+    })
+}
+
 /// Replaces each `${NAME}` in `value` by `lookup(NAME)`; `$$` is a literal `$`.
-fn expand_env(
+pub(crate) fn expand_env(
     field: &'static str,
     value: &str,
     lookup: impl Fn(&str) -> Option<String>,
@@ -394,6 +564,74 @@ mod tests {
         }
         let err = SinkConfig::from_toml_str("id = \"s\"\nstrem = \"x\"").unwrap_err();
         assert!(err.to_string().contains("strem"), "{err}");
+    }
+
+    #[test]
+    fn parses_yaml_with_durability_and_timeouts() {
+        let config = SinkConfig::from_yaml_str(
+            "id: orders-redis\nuri: redis://127.0.0.1:6379\nstream: orders.events\nrequired: false\n\
+             batch_timeout: 30s\nexactly_once: false\ndurability:\n  replicas: 1\n  timeout: 100ms\n",
+        )
+        .unwrap();
+        assert!(!config.required);
+        assert!(!config.exactly_once);
+        assert_eq!(config.batch_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(
+            config.durability,
+            Some(Durability::new(1, Duration::from_millis(100)))
+        );
+        let err = SinkConfig::from_yaml_str("id: s\nstrem: x\n").unwrap_err();
+        assert!(err.to_string().contains("strem"), "{err}");
+        let err = SinkConfig::from_yaml_str("id: s\nstream: x\nbatch_timeout: 10\n").unwrap_err();
+        assert!(err.to_string().contains("batch_timeout"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_durability_and_batch_timeout() {
+        let base = SinkConfig::new("s", "redis://127.0.0.1:1", "x");
+        let cases = [
+            (
+                base.clone()
+                    .with_durability(Some(Durability::new(0, Duration::from_secs(1)))),
+                "durability.replicas",
+            ),
+            (
+                base.clone()
+                    .with_durability(Some(Durability::new(1, Duration::ZERO))),
+                "durability.timeout",
+            ),
+            (
+                base.clone().with_batch_timeout(Some(Duration::ZERO)),
+                "batch_timeout",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("config field {field}")),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_files_are_read_by_extension() {
+        let dir =
+            std::env::temp_dir().join(format!("redstream-sink-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("sink.yaml");
+        std::fs::write(&yaml, "id: a\nstream: s\n").unwrap();
+        assert_eq!(SinkConfig::from_file(&yaml).unwrap().id, "a");
+        let toml = dir.join("sink.toml");
+        std::fs::write(&toml, "id = \"b\"\nstream = \"s\"\n").unwrap();
+        assert_eq!(SinkConfig::from_file(&toml).unwrap().id, "b");
+        let json = dir.join("sink.json");
+        std::fs::write(&json, "{}").unwrap();
+        let err = SinkConfig::from_file(&json).unwrap_err();
+        assert!(err.to_string().contains(".yaml"), "{err}");
+        let err = SinkConfig::from_file(dir.join("missing.yaml")).unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,5 +4,5 @@ mod config;
 mod keys;
 mod sink;
 
-pub use config::SinkConfig;
+pub use config::{Durability, SinkConfig};
 pub use sink::{Delivery, Progress, RedisSink, SinkStats};

@@ -215,49 +215,80 @@ impl RedisSink {
         let last_event_id = last.id().to_string();
         let encoded = self.encode(&events)?;
         let started = Instant::now();
+        let retried = self.send_with_retries(&encoded, position.as_ref(), &last_event_id);
+        let outcome = match self.config.batch_timeout {
+            None => retried.await,
+            // Dropping `retried` mid-EXEC is safe: the progress is marked unknown before
+            // every EXEC, so the next batch reads the progress key first.
+            Some(limit) => match tokio::time::timeout(limit, retried).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    let err = Error::Timeout {
+                        operation: "sink batch (batch_timeout)".into(),
+                        after: limit,
+                    };
+                    self.record_error(&err);
+                    Err(err)
+                }
+            },
+        };
+        match &outcome {
+            Ok(ack) => self.record_success(ack, started),
+            Err(_) => {
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        outcome
+    }
+
+    async fn send_with_retries(
+        &self,
+        encoded: &[String],
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<BatchAck> {
         let mut state = self.state.lock().await;
         let mut attempt: u32 = 1;
         loop {
-            match self
-                .attempt(&mut state, &encoded, position.as_ref(), &last_event_id)
+            let err = match self
+                .attempt(&mut state, encoded, position, last_event_id)
                 .await
             {
-                Ok(ack) => {
-                    self.record_success(&ack, started);
-                    return Ok(ack);
-                }
-                Err(err) => {
-                    if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
-                        // The EXEC may or may not have run: read the progress key before the
-                        // next attempt.
-                        state.progress = None;
-                    }
-                    metrics::counter!(
-                        "redstream_sink_errors_total",
-                        "sink" => self.config.id.clone(),
-                        "kind" => err.kind().as_str()
-                    )
-                    .increment(1);
-                    if !self.config.retry.should_retry(attempt, &err) {
-                        self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                        return Err(err);
-                    }
-                    let delay = self.config.retry.delay_for(attempt);
-                    tracing::debug!(
-                        sink = %self.config.id,
-                        attempt,
-                        ?delay,
-                        error = %err,
-                        "batch failed, retrying"
-                    );
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
-                        .increment(1);
-                    tokio::time::sleep(delay).await;
-                    attempt = attempt.saturating_add(1);
-                }
+                Ok(ack) => return Ok(ack),
+                Err(err) => err,
+            };
+            if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
+                // The EXEC may or may not have run: read the progress key before the next
+                // attempt.
+                state.progress = None;
             }
+            self.record_error(&err);
+            if !self.config.retry.should_retry(attempt, &err) {
+                return Err(err);
+            }
+            let delay = self.config.retry.delay_for(attempt);
+            tracing::debug!(
+                sink = %self.config.id,
+                attempt,
+                ?delay,
+                error = %err,
+                "batch failed, retrying"
+            );
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
+                .increment(1);
+            tokio::time::sleep(delay).await;
+            attempt = attempt.saturating_add(1);
         }
+    }
+
+    fn record_error(&self, err: &Error) {
+        metrics::counter!(
+            "redstream_sink_errors_total",
+            "sink" => self.config.id.clone(),
+            "kind" => err.kind().as_str()
+        )
+        .increment(1);
     }
 
     fn encode(&self, events: &[Event]) -> Result<Vec<String>> {
@@ -297,6 +328,9 @@ impl RedisSink {
         position: Option<&SourcePosition>,
         last_event_id: &str,
     ) -> Result<BatchAck> {
+        if !self.config.exactly_once {
+            return self.write(state, encoded, position, None).await;
+        }
         let known = match &state.progress {
             Some(known) => known.clone(),
             None => {
@@ -318,9 +352,23 @@ impl RedisSink {
             self.counters
                 .skipped_batches
                 .fetch_add(1, Ordering::Relaxed);
+            self.wait_for_replicas(state).await?;
             return Ok(BatchAck::new(Vec::new(), encoded.len(), position.cloned()));
         }
+        self.write(state, encoded, position, Some((known, last_event_id)))
+            .await
+    }
 
+    /// Writes the batch in one `MULTI`/`EXEC`; with `progress` (exactly-once on: what the key
+    /// held, and the batch's last event id) the `HSET` of the progress key goes in it too.
+    /// Then waits for replicas if `durability` asks for it.
+    async fn write(
+        &self,
+        state: &mut State,
+        encoded: &[String],
+        position: Option<&SourcePosition>,
+        progress: Option<(Option<Progress>, &str)>,
+    ) -> Result<BatchAck> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for json in encoded {
@@ -330,6 +378,15 @@ impl RedisSink {
             }
             cmd.arg("*").arg(EVENT_FIELD).arg(json);
         }
+        let Some((known, last_event_id)) = progress else {
+            let conn = self.connection(state).await?;
+            let ids: Vec<String> = pipe
+                .query_async(conn)
+                .await
+                .map_err(|err| self.batch_error(err))?;
+            self.wait_for_replicas(state).await?;
+            return Ok(BatchAck::new(ids, 0, position.cloned()));
+        };
         pipe.cmd("HSET")
             .arg(&self.progress_key)
             .arg(LAST_EVENT_FIELD)
@@ -366,7 +423,41 @@ impl RedisSink {
             position: position.cloned(),
             last_event_id: last_event_id.to_owned(),
         }));
+        self.wait_for_replicas(state).await?;
         Ok(BatchAck::new(ids, 0, position.cloned()))
+    }
+
+    /// With `durability` set, `WAIT replicas timeout` after a batch; fewer acknowledgements
+    /// than asked for is a retryable [`ErrorKind::NotDurable`] error. `WAIT` counts the
+    /// replicas that acknowledged every write this connection made, so after a reconnect it
+    /// vouches only for writes made since.
+    async fn wait_for_replicas(&self, state: &mut State) -> Result<()> {
+        let Some(durability) = self.config.durability else {
+            return Ok(());
+        };
+        let conn = self.connection(state).await?;
+        let timeout_ms = u64::try_from(durability.timeout.as_millis()).unwrap_or(u64::MAX);
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(durability.replicas)
+            .arg(timeout_ms.max(1))
+            .query_async(conn)
+            .await
+            .map_err(|err| Error::from_redis("WAIT", self.config.stream.clone(), err))?;
+        if acked < u64::from(durability.replicas) {
+            metrics::counter!("redstream_sink_not_durable_total", "sink" => self.config.id.clone())
+                .increment(1);
+            return Err(Error::backend(
+                ErrorKind::NotDurable,
+                "WAIT",
+                self.config.stream.clone(),
+                format!(
+                    "{acked} of {} replicas acknowledged the batch within {:?}; it is on the \
+                     primary but not durable",
+                    durability.replicas, durability.timeout
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {

@@ -9,6 +9,8 @@ mod delivery;
 mod failures;
 mod lost_reply;
 mod metrics;
+mod replicas;
+mod timeouts;
 
 use std::time::Duration;
 

@@ -1,0 +1,137 @@
+//! Replicas: `READONLY` from a replica, and the `durability` option's `WAIT`.
+
+use std::time::Duration;
+
+use redstream_core::{BatchSink, ErrorKind, RetryPolicy, SourcePosition};
+use redstream_sink::{Delivery, Durability, RedisSink};
+use redstream_testkit::RedisServer;
+
+use crate::{config, events, ids, stream_ids, until_retrying};
+
+/// A replica of `primary`, returned once its link to the primary is up.
+async fn replica_of(primary: &RedisServer) -> RedisServer {
+    let replica = RedisServer::builder()
+        .config(
+            "replicaof",
+            format!("{} {}", primary.host(), primary.port()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let mut conn = replica.connection().await.unwrap();
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            return replica;
+        }
+        // The link comes up after a full sync; nothing to await but the server's report.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn readonly_replica_is_retried_then_delivered_once_promoted() {
+    let primary = RedisServer::start().await.unwrap();
+    let replica = replica_of(&primary).await;
+    let stream = "{ro}.events";
+    let sink = RedisSink::new(
+        config(&replica.url(), stream).with_retry(
+            RetryPolicy::unlimited()
+                .with_initial_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(20)),
+        ),
+    )
+    .unwrap();
+    let batch = events(20);
+    let send = {
+        let batch = batch.clone();
+        async {
+            sink.send_batch(batch, Some(SourcePosition::new("20")))
+                .await
+        }
+    };
+    let promote = async {
+        until_retrying(&sink).await;
+        // While the sink retries READONLY, nothing reached the replica's stream.
+        let mut conn = replica.connection().await.unwrap();
+        assert!(stream_ids(&mut conn, stream).await.is_empty());
+        // The failover: the replica becomes a primary, as Sentinel would make it.
+        let () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    let (ack, ()) = tokio::join!(send, promote);
+    let ack = ack.unwrap();
+    assert_eq!(ack.written, 20);
+    assert!(sink.stats().retries >= 1);
+    let mut conn = replica.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}
+
+#[tokio::test]
+async fn wait_without_replicas_reports_not_durable_and_blocks_the_checkpoint() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{wait}.events";
+    let sink = RedisSink::new(
+        config(&server.url(), stream)
+            .with_durability(Some(Durability::new(1, Duration::from_millis(20))))
+            .with_retry(
+                RetryPolicy::default()
+                    .with_initial_delay(Duration::from_millis(5))
+                    .with_max_attempts(Some(3)),
+            ),
+    )
+    .unwrap();
+    let batch = events(5);
+    let checkpoints = std::sync::Mutex::new(Vec::new());
+    let hook = |position: SourcePosition| {
+        checkpoints.lock().unwrap().push(position);
+        std::future::ready(Ok(()))
+    };
+    let err = sink
+        .send_and_checkpoint(batch.clone(), Some(SourcePosition::new("5")), &hook)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotDurable, "{err}");
+    assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
+    assert!(checkpoints.lock().unwrap().is_empty());
+    // The retries found the batch already written and only waited again: one copy.
+    assert_eq!(sink.stats().retries, 2);
+    assert_eq!(sink.stats().skipped_batches, 2);
+    let mut conn = server.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}
+
+#[tokio::test]
+async fn wait_with_a_replica_acknowledges_and_checkpoints() {
+    let primary = RedisServer::start().await.unwrap();
+    let replica = replica_of(&primary).await;
+    let stream = "{wait-ok}.events";
+    let sink = RedisSink::new(
+        config(&primary.url(), stream)
+            .with_durability(Some(Durability::new(1, Duration::from_secs(2)))),
+    )
+    .unwrap();
+    let batch = events(5);
+    let checkpoints = std::sync::Mutex::new(Vec::new());
+    let hook = |position: SourcePosition| {
+        checkpoints.lock().unwrap().push(position);
+        std::future::ready(Ok(()))
+    };
+    let delivery = sink
+        .send_and_checkpoint(batch.clone(), Some(SourcePosition::new("5")), &hook)
+        .await
+        .unwrap();
+    assert!(matches!(delivery, Delivery::Acknowledged(ref ack) if ack.written == 5));
+    assert_eq!(*checkpoints.lock().unwrap(), vec![SourcePosition::new("5")]);
+    // WAIT returned once the replica had the batch: it is there now, no polling needed.
+    let mut conn = replica.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}
