@@ -273,7 +273,7 @@ impl SinkConfig {
         }
     }
 
-    fn expanded(mut self) -> Result<Self> {
+    pub(crate) fn expanded(mut self) -> Result<Self> {
         self.uri = expand_env("uri", &self.uri, |name| std::env::var(name).ok())?;
         self.validate()?;
         Ok(self)

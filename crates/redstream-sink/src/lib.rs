@@ -2,6 +2,7 @@
 
 mod config;
 mod keys;
+pub mod runner;
 mod sink;
 
 pub use config::{Durability, SinkConfig};

@@ -10,6 +10,7 @@ mod failures;
 mod lost_reply;
 mod metrics;
 mod replicas;
+mod runner;
 mod timeouts;
 
 use std::time::Duration;

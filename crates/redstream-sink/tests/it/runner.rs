@@ -1,0 +1,232 @@
+//! The JSON-lines runner: file checkpoints, resuming, invalid lines.
+
+use std::path::Path;
+
+use redstream_core::ErrorKind;
+use redstream_sink::runner::{self, LineFormat, OnInvalid, RunnerConfig};
+use redstream_testkit::RedisServer;
+
+use crate::config;
+
+/// The `n` payloads `{"n": i}` of the stream, in order.
+async fn stream_numbers(server: &RedisServer, stream: &str) -> Vec<u64> {
+    let mut conn = server.connection().await.unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let json: serde_json::Value = serde_json::from_str(&fields[0].1).unwrap();
+            json["payload"]["n"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+fn write_lines(path: &Path, range: std::ops::Range<u64>) {
+    let text: String = range.map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn runner_config(server: &RedisServer, dir: &Path, stream: &str) -> RunnerConfig {
+    let mut config = RunnerConfig::new(
+        dir.join("in.jsonl"),
+        dir.join("in.checkpoint"),
+        "line.read",
+        config(&server.url(), stream),
+    );
+    config.source.batch_events = 7;
+    config
+}
+
+fn checkpoint_offset(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("in.checkpoint")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["offset"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn writes_every_line_once_and_a_rerun_writes_nothing() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{run}.events";
+    write_lines(&dir.path().join("in.jsonl"), 0..100);
+    let config = runner_config(&server, dir.path(), stream);
+
+    let report = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(report.events, 100);
+    assert_eq!(report.batches, 15);
+    let len = std::fs::metadata(dir.path().join("in.jsonl"))
+        .unwrap()
+        .len();
+    assert_eq!(report.offset, len);
+    assert_eq!(checkpoint_offset(dir.path()), len);
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..100).collect::<Vec<_>>()
+    );
+
+    let again = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!(again.resumed_from, len);
+    assert_eq!(again.events, 0);
+    assert_eq!(stream_numbers(&server, stream).await.len(), 100);
+}
+
+#[tokio::test]
+async fn appended_lines_are_written_on_the_next_run() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{append}.events";
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, 0..10);
+    let config = runner_config(&server, dir.path(), stream);
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    // A last line without its newline is a line too.
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str("{\"n\":10}\n{\"n\":11}");
+    std::fs::write(&input, text).unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!(report.events, 2);
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..12).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn the_progress_key_wins_over_an_older_checkpoint_file() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{ahead}.events";
+    write_lines(&dir.path().join("in.jsonl"), 0..20);
+    let config = runner_config(&server, dir.path(), stream);
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let len = checkpoint_offset(dir.path());
+    // As if the last run died after its last EXEC and before renaming its checkpoint file.
+    std::fs::write(
+        dir.path().join("in.checkpoint"),
+        format!(
+            "{{\"input\":{:?},\"offset\":12}}",
+            dir.path().join("in.jsonl").display().to_string()
+        ),
+    )
+    .unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!(report.resumed_from, len);
+    assert_eq!(report.events, 0);
+    assert_eq!(checkpoint_offset(dir.path()), len, "the file is repaired");
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..20).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_line_stops_the_run_after_writing_the_lines_before_it() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{bad}.events";
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":0}\n\n{\"n\":1}\n{\"n\": oops}\n{\"n\":2}\n").unwrap();
+    let config = runner_config(&server, dir.path(), stream);
+    let err = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("line 4 of"), "{err}");
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+    assert_eq!(stream_numbers(&server, stream).await, vec![0, 1]);
+    assert_eq!(checkpoint_offset(dir.path()), 17);
+
+    // Fixed, the run resumes at the bad line's place.
+    std::fs::write(&input, "{\"n\":0}\n\n{\"n\":1}\n{\"n\":3}\n{\"n\":2}\n").unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!(report.resumed_from, 17);
+    assert_eq!(report.events, 2);
+    assert_eq!(stream_numbers(&server, stream).await, vec![0, 1, 3, 2]);
+}
+
+#[tokio::test]
+async fn skipped_invalid_lines_are_counted() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{skip}.events";
+    std::fs::write(
+        dir.path().join("in.jsonl"),
+        "{\"n\":0}\nnot json\n{\"n\":1}\n",
+    )
+    .unwrap();
+    let mut config = runner_config(&server, dir.path(), stream);
+    config.source.on_invalid = OnInvalid::Skip;
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!(report.skipped_lines, 1);
+    assert_eq!(report.lines, 3);
+    assert_eq!(stream_numbers(&server, stream).await, vec![0, 1]);
+}
+
+#[tokio::test]
+async fn envelope_lines_keep_their_ids() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{env}.events";
+    let events = crate::events(3);
+    let text: String = events
+        .iter()
+        .map(|e| {
+            redstream_core::wire::encode(e, &redstream_core::EventLimits::default()).unwrap() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), text).unwrap();
+    let mut config = runner_config(&server, dir.path(), stream);
+    config.source.format = LineFormat::Envelope;
+    config.source.event_type = None;
+    runner::run(config, std::future::pending()).await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    assert_eq!(
+        crate::stream_ids(&mut conn, stream).await,
+        crate::ids(&events)
+    );
+}
+
+#[tokio::test]
+async fn config_files_resolve_paths_and_name_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sink.yaml");
+    std::fs::write(
+        &path,
+        "source:\n  input: in.jsonl\n  checkpoint: in.checkpoint\n  event_type: line.read\n\
+         sink:\n  id: s\n  uri: redis://127.0.0.1:1\n  stream: \"{x}.events\"\n",
+    )
+    .unwrap();
+    let config = RunnerConfig::from_file(&path).unwrap();
+    assert_eq!(config.source.input, dir.path().join("in.jsonl"));
+    assert_eq!(config.source.checkpoint, dir.path().join("in.checkpoint"));
+
+    std::fs::write(
+        &path,
+        "source:\n  input: in.jsonl\n  checkpoint: c\n\
+         sink:\n  id: s\n  stream: x\n",
+    )
+    .unwrap();
+    let err = RunnerConfig::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("source.event_type"), "{err}");
+
+    std::fs::write(
+        &path,
+        "source:\n  input: in.jsonl\n  checkpoint: c\n  event_type: t\n  batch_events: many\n\
+         sink:\n  id: s\n  stream: x\n",
+    )
+    .unwrap();
+    let err = RunnerConfig::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("source.batch_events"), "{err}");
+}
