@@ -48,6 +48,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Serve the live dashboard and its JSON, WebSocket and Prometheus endpoints.
     Serve(crate::serve::ServeArgs),
+    /// Write JSON lines from a file or stdin into a stream, resuming where a stopped run ended.
+    Sink(crate::sink::SinkArgs),
     /// Operations on streams, groups, dead letters and state.
     #[command(flatten)]
     Ops(crate::commands::OpsCommand),

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod connect;
 mod error;
 pub mod serve;
+pub mod sink;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,7 @@ pub fn init_tracing(global: &GlobalArgs) {
 pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
+        Command::Sink(args) => sink::run(&cli.global, args).await,
         Command::Ops(command) => commands::run(&cli.global, command).await,
     };
     match outcome {

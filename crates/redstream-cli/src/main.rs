@@ -18,5 +18,10 @@ fn main() -> ExitCode {
             return ExitCode::from(redstream_cli::EXIT_FAILURE);
         }
     };
-    runtime.block_on(redstream_cli::run(cli))
+    let code = runtime.block_on(redstream_cli::run(cli));
+    // Dropping the runtime would wait for its blocking threads, and one may be parked in a
+    // read of stdin that never returns (`redstream sink --input -` stopped by a signal while
+    // its input is still open). Everything worth finishing has finished by now.
+    runtime.shutdown_background();
+    code
 }

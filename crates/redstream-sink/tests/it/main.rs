@@ -9,6 +9,7 @@ mod delivery;
 mod failures;
 mod lost_reply;
 mod metrics;
+mod python_consumer;
 mod replicas;
 mod runner;
 mod timeouts;

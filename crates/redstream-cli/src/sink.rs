@@ -1,0 +1,86 @@
+//! `redstream sink --config sink.yaml`: JSON lines from a file or stdin into a Redis stream,
+//! through `redstream-sink`, with a checkpoint file. See `redstream_sink::runner` for the
+//! configuration and how a killed run resumes without losing or duplicating a line.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use redstream_sink::runner::{self, RunReport, RunnerConfig};
+
+use crate::{CliResult, GlobalArgs};
+
+/// Options of `redstream sink`.
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    /// The configuration file, YAML (.yaml, .yml) or TOML (.toml): a `source` section (input,
+    /// checkpoint, format, event_type...) and a `sink` section (id, uri, stream...). The
+    /// Redis URL is the sink's `uri`, not `--url`.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Read this file instead of the configured `source.input`; `-` reads stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
+
+/// Runs the sink until the input ends or Ctrl-C/SIGTERM, then prints what it did.
+pub async fn run(global: &GlobalArgs, args: SinkArgs) -> CliResult<()> {
+    let mut config = RunnerConfig::from_file(&args.config)?;
+    if let Some(input) = args.input {
+        config.source.input = input;
+    }
+    let report = runner::run(config, shutdown_signal()).await?;
+    print_report(global, &report);
+    Ok(())
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+// Printing the report on stdout is the command's output.
+#[allow(clippy::print_stdout)]
+fn print_report(global: &GlobalArgs, report: &RunReport) {
+    if global.json {
+        match serde_json::to_string(report) {
+            Ok(json) => println!("{json}"),
+            Err(err) => eprintln!("error: cannot print the report: {err}"),
+        }
+        return;
+    }
+    let state = if report.interrupted {
+        "stopped"
+    } else {
+        "end of input"
+    };
+    println!(
+        "{state}: {} events in {} batches from {} lines ({} skipped, {} batches dropped); \
+         resumed at byte {}, checkpoint at byte {}",
+        report.events,
+        report.batches,
+        report.lines,
+        report.skipped_lines,
+        report.dropped_batches,
+        report.resumed_from,
+        report.offset
+    );
+}
