@@ -16,3 +16,15 @@ pub async fn transport(global: &GlobalArgs) -> CliResult<RedisTransport> {
     transport.ping().await?;
     Ok(transport)
 }
+
+/// Opens a state store on the global `--url` under `key_prefix`. Opening connects and checks
+/// the credentials, so an unreachable server or a wrong password fails here.
+pub async fn state(
+    global: &GlobalArgs,
+    key_prefix: &str,
+    layout: redstream_state::KeyLayout,
+) -> CliResult<redstream_state::StateStore> {
+    let backend = redstream_state::StateBackend::redis(global.url.clone(), key_prefix);
+    let config = redstream_state::StateConfig::new(backend).with_key_layout(layout);
+    Ok(redstream_state::StateStore::with_config(config).await?)
+}

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod claim;
 mod config;
 mod connection;
@@ -12,6 +13,7 @@ mod telemetry;
 mod trace_context;
 mod transport;
 
+pub use admin::{FollowedEntry, Follower};
 pub use config::{RedisConfig, StartFrom, TransportOptions};
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{

@@ -5,6 +5,7 @@
 // cover `#[test]` functions only, not the helpers next to them.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod admin;
 mod conformance;
 mod consumer;
 mod dlq;

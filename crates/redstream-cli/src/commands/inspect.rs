@@ -1,0 +1,344 @@
+//! `redstream streams`, `info`, `groups`, `pending` and `claim`: the transport's inspection API
+//! and its `claim`.
+//!
+//! A `<STREAM>` argument is an event type (its normal lane, `{prefix}:<type>`), a lane
+//! (`<type>#critical|high|low`), `dlq`, or a full key of the prefix (`{events}:order.created`);
+//! see `RedisTransport::stream_key_for`. A stream or group that does not exist is an error
+//! (exit 1), never an empty result.
+
+use std::time::Duration;
+
+use clap::Args;
+use redstream_transport::{
+    ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, RedisTransport, StreamSummary,
+};
+use serde::Serialize;
+
+use super::{duration, not_found, output};
+use crate::{CliResult, GlobalArgs, connect};
+
+/// Options of `redstream info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    pub stream: String,
+}
+
+/// Options of `redstream groups`.
+#[derive(Debug, Args)]
+pub struct GroupsArgs {
+    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    pub stream: String,
+}
+
+/// Options of `redstream pending`.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// Only entries pending for this consumer.
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Only entries not delivered again for at least this long, e.g. `30s`.
+    #[arg(long, value_parser = duration)]
+    pub min_idle: Option<Duration>,
+    /// At most this many entries, oldest first (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
+}
+
+/// Options of `redstream claim`.
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    pub stream: String,
+    /// The consumer group.
+    pub group: String,
+    /// The consumer that gets the entries (created in the group if new).
+    pub consumer: String,
+    /// Only entries idle (not delivered again) for at least this long, e.g. `60s`.
+    #[arg(long, value_parser = duration)]
+    pub min_idle: Duration,
+    /// At most this many entries, oldest first (at most 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
+}
+
+/// `redstream streams`.
+pub async fn streams(global: &GlobalArgs) -> CliResult<()> {
+    let transport = connect::transport(global).await?;
+    let streams = transport.streams_overview().await?;
+    if global.json {
+        #[derive(Serialize)]
+        struct Streams<'a> {
+            prefix: &'a str,
+            streams: &'a [StreamSummary],
+        }
+        return output::json(&Streams {
+            prefix: &global.prefix,
+            streams: &streams,
+        });
+    }
+    if streams.is_empty() {
+        return output::line(format!(
+            "no streams under the prefix {} ({{{}}}:*)",
+            global.prefix, global.prefix
+        ));
+    }
+    let mut table = output::table(&[
+        "STREAM",
+        "LENGTH",
+        "GROUPS",
+        "MAX LAG",
+        "PENDING",
+        "OLDEST PENDING",
+    ]);
+    for stream in &streams {
+        let groups = &stream.groups;
+        // The slowest group is what an operator looks for; lag is unknown if any group's is.
+        let lag = if groups.is_empty() {
+            None
+        } else {
+            groups
+                .iter()
+                .map(|g| g.lag)
+                .collect::<Option<Vec<u64>>>()
+                .and_then(|lags| lags.into_iter().max())
+                .map(|lag| lag.to_string())
+                .or_else(|| Some("?".to_owned()))
+        };
+        let oldest = groups
+            .iter()
+            .filter_map(|g| g.oldest_pending_age_secs)
+            .reduce(f64::max);
+        table.add_row(vec![
+            stream.name.clone(),
+            stream.length.to_string(),
+            groups.len().to_string(),
+            output::or_dash(lag),
+            groups.iter().map(|g| g.pending).sum::<u64>().to_string(),
+            output::secs(oldest),
+        ]);
+    }
+    output::print_table(&table)
+}
+
+/// Resolves a `<STREAM>` argument.
+fn stream_key(transport: &RedisTransport, name: &str) -> CliResult<String> {
+    Ok(transport.stream_key_for(name)?)
+}
+
+/// `redstream info <stream>`.
+pub async fn info(global: &GlobalArgs, args: InfoArgs) -> CliResult<()> {
+    let transport = connect::transport(global).await?;
+    let key = stream_key(&transport, &args.stream)?;
+    let summary = transport.stream_info(&key).await.map_err(not_found)?;
+    if global.json {
+        return output::json(&summary);
+    }
+    let lane = summary.priority.map(|p| p.to_string());
+    output::print_table(&output::fields([
+        ("stream", summary.name.clone()),
+        ("event type", output::or_dash(summary.event_type.as_deref())),
+        ("lane", output::or_dash(lane)),
+        ("dead letters", summary.dead_letter.to_string()),
+        ("length", summary.length.to_string()),
+        ("first id", output::or_dash(summary.first_id.as_deref())),
+        ("last id", output::or_dash(summary.last_id.as_deref())),
+        ("groups", summary.groups.len().to_string()),
+    ]))?;
+    if !summary.groups.is_empty() {
+        output::print_table(&groups_table(&summary.groups))?;
+    }
+    Ok(())
+}
+
+fn groups_table(groups: &[GroupSummary]) -> comfy_table::Table {
+    let mut table = output::table(&[
+        "GROUP",
+        "CONSUMERS",
+        "PENDING",
+        "LAG",
+        "LAST DELIVERED",
+        "OLDEST PENDING",
+        "OLDEST UNDELIVERED",
+    ]);
+    for group in groups {
+        table.add_row(vec![
+            group.name.clone(),
+            group.consumers.to_string(),
+            group.pending.to_string(),
+            output::or_dash(group.lag),
+            group.last_delivered_id.clone(),
+            output::secs(group.oldest_pending_age_secs),
+            output::secs(group.oldest_undelivered_age_secs),
+        ]);
+    }
+    table
+}
+
+/// One group in `groups --json`: the group's summary, with its consumers listed.
+#[derive(Serialize)]
+struct GroupWithConsumers<'a> {
+    name: &'a str,
+    pending: u64,
+    lag: Option<u64>,
+    last_delivered_id: &'a str,
+    oldest_pending_age_secs: Option<f64>,
+    oldest_pending_idle_ms: Option<u64>,
+    oldest_undelivered_age_secs: Option<f64>,
+    consumers: &'a [ConsumerSummary],
+}
+
+/// `redstream groups <stream>`.
+pub async fn groups(global: &GlobalArgs, args: GroupsArgs) -> CliResult<()> {
+    let transport = connect::transport(global).await?;
+    let key = stream_key(&transport, &args.stream)?;
+    let summary = transport.stream_info(&key).await.map_err(not_found)?;
+    let mut consumers = Vec::with_capacity(summary.groups.len());
+    for group in &summary.groups {
+        consumers.push(
+            transport
+                .consumers(&key, &group.name)
+                .await
+                .map_err(not_found)?,
+        );
+    }
+    if global.json {
+        #[derive(Serialize)]
+        struct Groups<'a> {
+            stream: &'a str,
+            groups: Vec<GroupWithConsumers<'a>>,
+        }
+        let groups = summary
+            .groups
+            .iter()
+            .zip(&consumers)
+            .map(|(g, consumers)| GroupWithConsumers {
+                name: &g.name,
+                pending: g.pending,
+                lag: g.lag,
+                last_delivered_id: &g.last_delivered_id,
+                oldest_pending_age_secs: g.oldest_pending_age_secs,
+                oldest_pending_idle_ms: g.oldest_pending_idle_ms,
+                oldest_undelivered_age_secs: g.oldest_undelivered_age_secs,
+                consumers,
+            })
+            .collect();
+        return output::json(&Groups {
+            stream: &key,
+            groups,
+        });
+    }
+    if summary.groups.is_empty() {
+        return output::line(format!("{key} has no consumer groups"));
+    }
+    output::print_table(&groups_table(&summary.groups))?;
+    let mut table = output::table(&["GROUP", "CONSUMER", "PENDING", "IDLE", "INACTIVE"]);
+    for (group, consumers) in summary.groups.iter().zip(&consumers) {
+        for consumer in consumers {
+            table.add_row(vec![
+                group.name.clone(),
+                consumer.name.clone(),
+                consumer.pending.to_string(),
+                output::ms(Some(consumer.idle_ms)),
+                output::ms(consumer.inactive_ms),
+            ]);
+        }
+    }
+    if table.row_count() > 0 {
+        output::print_table(&table)?;
+    }
+    Ok(())
+}
+
+/// `redstream pending <stream> <group>`.
+pub async fn pending(global: &GlobalArgs, args: PendingArgs) -> CliResult<()> {
+    let transport = connect::transport(global).await?;
+    let key = stream_key(&transport, &args.stream)?;
+    let mut query = PendingQuery::new(usize::from(args.count));
+    if let Some(consumer) = &args.consumer {
+        query = query.with_consumer(consumer);
+    }
+    if let Some(min_idle) = args.min_idle {
+        query = query.with_min_idle(min_idle);
+    }
+    let entries = transport
+        .pending(&key, &args.group, query)
+        .await
+        .map_err(not_found)?;
+    if global.json {
+        #[derive(Serialize)]
+        struct Pending<'a> {
+            stream: &'a str,
+            group: &'a str,
+            entries: &'a [PendingEntry],
+        }
+        return output::json(&Pending {
+            stream: &key,
+            group: &args.group,
+            entries: &entries,
+        });
+    }
+    if entries.is_empty() {
+        return output::line(format!(
+            "no pending entries in group {} of {key} match",
+            args.group
+        ));
+    }
+    let mut table = output::table(&["ID", "CONSUMER", "IDLE", "DELIVERIES"]);
+    for entry in &entries {
+        table.add_row(vec![
+            entry.id.clone(),
+            entry.consumer.clone(),
+            output::ms(Some(entry.idle_ms)),
+            entry.deliveries.to_string(),
+        ]);
+    }
+    output::print_table(&table)
+}
+
+/// `redstream claim <stream> <group> <consumer> --min-idle 60s`.
+pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
+    let transport = connect::transport(global).await?;
+    let key = stream_key(&transport, &args.stream)?;
+    let claimed = transport
+        .claim(
+            &key,
+            &args.group,
+            &args.consumer,
+            args.min_idle,
+            usize::from(args.count),
+        )
+        .await
+        .map_err(not_found)?;
+    if global.json {
+        #[derive(Serialize)]
+        struct Claimed<'a> {
+            stream: &'a str,
+            group: &'a str,
+            consumer: &'a str,
+            claimed: &'a [String],
+        }
+        return output::json(&Claimed {
+            stream: &key,
+            group: &args.group,
+            consumer: &args.consumer,
+            claimed: &claimed,
+        });
+    }
+    output::line(format!(
+        "claimed {} entr{} of group {} idle for at least {}; now pending for {}",
+        claimed.len(),
+        if claimed.len() == 1 { "y" } else { "ies" },
+        args.group,
+        output::duration(args.min_idle),
+        args.consumer
+    ))?;
+    for id in &claimed {
+        output::line(id)?;
+    }
+    Ok(())
+}

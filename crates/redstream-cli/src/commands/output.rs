@@ -1,0 +1,108 @@
+//! Writing results to stdout: tables for people, JSON for scripts, and the formatting of
+//! durations and times in tables.
+//!
+//! Everything goes through a locked `stdout` with `writeln!` rather than `println!` (so no
+//! `clippy::print_stdout` allowance is needed): a closed pipe (`redstream tail | head`) is then
+//! an error the command stops on (and `commands::run` treats as a normal end), not a panic.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+
+use crate::{CliError, CliResult};
+
+fn stdout_error(err: std::io::Error) -> CliError {
+    CliError::io("writing to stdout", err)
+}
+
+/// Writes `value` as one line of compact JSON.
+pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> CliResult<()> {
+    let text = serde_json::to_string(value)
+        .map_err(|err| CliError::io("writing JSON", std::io::Error::other(err)))?;
+    line(text)
+}
+
+/// Writes one line.
+pub(crate) fn line(text: impl Display) -> CliResult<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// An empty table with this header, in the house style.
+pub(crate) fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    table
+}
+
+/// A two-column table of names and values, for one object.
+pub(crate) fn fields<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    for (name, value) in rows {
+        table.add_row(vec![name.to_owned(), value]);
+    }
+    table
+}
+
+/// Writes a table.
+pub(crate) fn print_table(table: &Table) -> CliResult<()> {
+    line(table)
+}
+
+/// A duration for people, to the millisecond: `1h 2m 3s 400ms`.
+pub(crate) fn duration(duration: Duration) -> String {
+    let rounded = Duration::from_millis(super::millis(duration));
+    if rounded.is_zero() {
+        return "0s".to_owned();
+    }
+    humantime::format_duration(rounded).to_string()
+}
+
+/// Milliseconds as a duration, `-` for none.
+pub(crate) fn ms(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |ms| duration(Duration::from_millis(ms)))
+}
+
+/// Seconds as a duration, `-` for none.
+pub(crate) fn secs(secs: Option<f64>) -> String {
+    secs.and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .map_or_else(|| "-".to_owned(), duration)
+}
+
+/// A time as RFC 3339 with milliseconds, UTC; `-` for none.
+pub(crate) fn time(time: Option<SystemTime>) -> String {
+    time.map_or_else(
+        || "-".to_owned(),
+        |t| humantime::format_rfc3339_millis(t).to_string(),
+    )
+}
+
+/// Milliseconds since the Unix epoch, for JSON.
+pub(crate) fn unix_ms(time: Option<SystemTime>) -> Option<u64> {
+    time.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(super::millis)
+}
+
+/// A value or `-`.
+pub(crate) fn or_dash<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+pub(crate) fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}

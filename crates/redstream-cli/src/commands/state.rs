@@ -1,0 +1,292 @@
+//! `redstream state get|put|del|keys`: the key/value state of `redstream-state`, under its own
+//! prefix (`--state-prefix`; key `k` is the Redis key `{prefix}:k`, or `prefix:k` with
+//! `--plain-keys`). Values are JSON, as the state store writes them.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use redis::AsyncConnectionConfig;
+use redstream_core::{Error, RedactedUrl, TlsOptions};
+use redstream_state::{KeyLayout, Keys, StateBackend, StateStore, Ttl};
+use serde::Serialize;
+
+use super::{duration, millis, output};
+use crate::{CliError, CliResult, GlobalArgs, connect};
+
+/// Keys `SCAN` looks at per call in `state keys`.
+const SCAN_COUNT: usize = 500;
+
+/// Options of `redstream state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// The state store's key prefix, as in `StateBackend::Redis { key_prefix }`.
+    #[arg(long, env = "REDSTREAM_STATE_PREFIX", global = true)]
+    pub state_prefix: Option<String>,
+    /// Keys in the plain layout `prefix:key` (seed 001's) instead of `{prefix}:key`.
+    #[arg(long, global = true)]
+    pub plain_keys: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: StateCommand,
+}
+
+/// `redstream state` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the value of a key, and its time to live.
+    Get {
+        /// The key, without the prefix.
+        key: String,
+    },
+    /// Store a JSON value under a key, replacing any value and TTL it had.
+    Put {
+        /// The key, without the prefix.
+        key: String,
+        /// The value: one JSON value, e.g. '{"count":3}' or '"text"'.
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+        /// Expire the key after this long, e.g. `10m` (default: never).
+        #[arg(long, value_parser = duration)]
+        ttl: Option<Duration>,
+    },
+    /// Delete a key.
+    Del {
+        /// The key, without the prefix.
+        key: String,
+    },
+    /// List keys of the store (SCAN, never KEYS), sorted.
+    Keys {
+        /// A glob over the keys without the prefix (`*`, `?`, `[...]`), e.g. `user:*`.
+        #[arg(long, default_value = "*")]
+        pattern: String,
+        /// List at most this many keys.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
+}
+
+/// Runs a `state` subcommand.
+pub async fn run(global: &GlobalArgs, args: StateArgs) -> CliResult<()> {
+    let prefix = args.state_prefix.ok_or_else(|| {
+        CliError::usage(
+            "the state commands need the store's prefix: pass --state-prefix or set \
+             REDSTREAM_STATE_PREFIX (the redstream-state default has none)",
+        )
+    })?;
+    let layout = if args.plain_keys {
+        KeyLayout::Plain
+    } else {
+        KeyLayout::HashTag
+    };
+    StateBackend::redis(global.url.clone(), prefix.clone()).validate()?;
+    let keys = Keys::new(&prefix, layout);
+    match args.command {
+        StateCommand::Get { key } => get(global, &prefix, layout, &keys, &key).await,
+        StateCommand::Put { key, value, ttl } => {
+            put(global, &prefix, layout, &keys, &key, &value, ttl).await
+        }
+        StateCommand::Del { key } => del(global, &prefix, layout, &keys, &key).await,
+        StateCommand::Keys { pattern, limit } => {
+            list(global, &prefix, &keys, &pattern, limit).await
+        }
+    }
+}
+
+fn ttl_ms(ttl: Ttl) -> Option<u64> {
+    ttl.remaining().map(millis)
+}
+
+async fn get(
+    global: &GlobalArgs,
+    prefix: &str,
+    layout: KeyLayout,
+    keys: &Keys,
+    key: &str,
+) -> CliResult<()> {
+    let store = connect::state(global, prefix, layout).await?;
+    let value: Option<serde_json::Value> = store.get(key).await?;
+    let Some(value) = value else {
+        return Err(CliError::NotFound(format!(
+            "no such key {key:?} in the state store with prefix {prefix} (Redis key {})",
+            keys.key(key)
+        )));
+    };
+    let ttl = ttl_ms(store.ttl(key).await?);
+    if global.json {
+        #[derive(Serialize)]
+        struct Got<'a> {
+            key: &'a str,
+            redis_key: String,
+            value: serde_json::Value,
+            ttl_ms: Option<u64>,
+        }
+        return output::json(&Got {
+            key,
+            redis_key: keys.key(key),
+            value,
+            ttl_ms: ttl,
+        });
+    }
+    let pretty = serde_json::to_string_pretty(&value)
+        .map_err(|err| CliError::io("writing JSON", std::io::Error::other(err)))?;
+    output::print_table(&output::fields([
+        ("key", key.to_owned()),
+        ("redis key", keys.key(key)),
+        (
+            "expires in",
+            ttl.map_or_else(|| "never".to_owned(), |ms| output::ms(Some(ms))),
+        ),
+        ("value", pretty),
+    ]))
+}
+
+async fn put(
+    global: &GlobalArgs,
+    prefix: &str,
+    layout: KeyLayout,
+    keys: &Keys,
+    key: &str,
+    value: &str,
+    ttl: Option<Duration>,
+) -> CliResult<()> {
+    let value: serde_json::Value = serde_json::from_str(value)
+        .map_err(|err| CliError::usage(format!("the value is not valid JSON: {err}")))?;
+    let store: StateStore = connect::state(global, prefix, layout).await?;
+    match ttl {
+        Some(ttl) => store.put_with_ttl(key, &value, ttl).await?,
+        None => store.put(key, &value).await?,
+    }
+    if global.json {
+        #[derive(Serialize)]
+        struct Put<'a> {
+            key: &'a str,
+            redis_key: String,
+            ttl_ms: Option<u64>,
+        }
+        return output::json(&Put {
+            key,
+            redis_key: keys.key(key),
+            ttl_ms: ttl.map(millis),
+        });
+    }
+    let expiry = ttl.map_or_else(
+        || "no expiry".to_owned(),
+        |ttl| format!("expires in {}", output::duration(ttl)),
+    );
+    output::line(format!("stored {key} ({}), {expiry}", keys.key(key)))
+}
+
+async fn del(
+    global: &GlobalArgs,
+    prefix: &str,
+    layout: KeyLayout,
+    keys: &Keys,
+    key: &str,
+) -> CliResult<()> {
+    let store = connect::state(global, prefix, layout).await?;
+    let existed = store.exists(key).await?;
+    store.delete(key).await?;
+    if global.json {
+        #[derive(Serialize)]
+        struct Deleted<'a> {
+            key: &'a str,
+            redis_key: String,
+            existed: bool,
+        }
+        return output::json(&Deleted {
+            key,
+            redis_key: keys.key(key),
+            existed,
+        });
+    }
+    if existed {
+        output::line(format!("deleted {key} ({})", keys.key(key)))
+    } else {
+        output::line(format!("{key} ({}) did not exist", keys.key(key)))
+    }
+}
+
+/// `SCAN ... MATCH <escaped base>:<pattern>` until `limit` keys or the end of the keyspace.
+async fn list(
+    global: &GlobalArgs,
+    prefix: &str,
+    keys: &Keys,
+    pattern: &str,
+    limit: u32,
+) -> CliResult<()> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let target = RedactedUrl(&global.url).to_string();
+    let client = redstream_core::open_client(&global.url, &TlsOptions::default())?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(5)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|err| Error::from_redis("connect", target.clone(), err))?;
+    let scan_pattern = format!(
+        "{}:{pattern}",
+        redstream_state::keys::escape_glob(keys.base())
+    );
+    let mut found = Vec::new();
+    let mut cursor = 0_u64;
+    let truncated = loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&scan_pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|err| Error::from_redis("SCAN", scan_pattern.clone(), err))?;
+        found.extend(
+            batch
+                .iter()
+                .filter_map(|redis_key| keys.user_key(redis_key))
+                .map(str::to_owned),
+        );
+        // SCAN may return a key twice.
+        found.sort_unstable();
+        found.dedup();
+        if found.len() >= limit {
+            let more = found.len() > limit || next != 0;
+            found.truncate(limit);
+            break more;
+        }
+        if next == 0 {
+            break false;
+        }
+        cursor = next;
+    };
+    if global.json {
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            prefix: &'a str,
+            pattern: &'a str,
+            keys: &'a [String],
+            truncated: bool,
+        }
+        return output::json(&Listed {
+            prefix,
+            pattern,
+            keys: &found,
+            truncated,
+        });
+    }
+    if found.is_empty() {
+        return output::line(format!("no keys match {pattern} under {}", keys.base()));
+    }
+    let mut table = output::table(&["KEY"]);
+    for key in &found {
+        table.add_row(vec![key.as_str()]);
+    }
+    output::print_table(&table)?;
+    if truncated {
+        output::line(format!(
+            "stopped at --limit {limit}: more keys match (SCAN order, so not necessarily the \
+             first in sort order); narrow --pattern or raise --limit"
+        ))?;
+    }
+    Ok(())
+}

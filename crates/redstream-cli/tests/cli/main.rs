@@ -1,0 +1,16 @@
+//! The `redstream` operations commands, run as the built binary against private redis-servers
+//! started by the test kit: what they print (tables and `--json`), what they change in Redis, and
+//! how they fail (unreachable server, refused password, unknown stream, bad input).
+
+// Tests unwrap (STYLE.md); clippy's allow-unwrap-in-tests covers `#[test]` functions only, not
+// the helpers next to them.
+#![allow(clippy::unwrap_used)]
+
+mod bench;
+mod dlq;
+mod failures;
+mod inspect;
+mod publish;
+mod state;
+mod support;
+mod tail;

@@ -1,0 +1,110 @@
+//! `redstream state get|put|del|keys` against the keys redstream-state writes.
+
+use std::time::Duration;
+
+use redstream_state::{StateBackend, StateStore};
+use redstream_testkit::RedisServer;
+use serde_json::json;
+
+use crate::support::{Cli, connection, raw, unique};
+
+#[tokio::test]
+async fn put_get_del_round_trip_with_the_state_store() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let prefix = unique("app");
+    let p = ["--state-prefix", prefix.as_str()];
+    let mut conn = connection(&server).await;
+
+    let put = cli.json(&[
+        "state",
+        "put",
+        "counter",
+        r#"{"n":3}"#,
+        "--ttl",
+        "10m",
+        p[0],
+        p[1],
+    ]);
+    assert_eq!(put["redis_key"], format!("{{{prefix}}}:counter").as_str());
+    assert_eq!(put["ttl_ms"], 600_000);
+    let pttl: i64 = raw(&mut conn, &["PTTL", &format!("{{{prefix}}}:counter")]).await;
+    assert!(pttl > 0 && pttl <= 600_000, "{pttl}");
+
+    // What the CLI wrote, the store reads, and the other way round.
+    let store = StateStore::new(StateBackend::redis(server.url(), prefix.clone()))
+        .await
+        .unwrap();
+    let read: Option<serde_json::Value> = store.get("counter").await.unwrap();
+    assert_eq!(read, Some(json!({ "n": 3 })));
+    store.put("user:1", "ann").await.unwrap();
+    store
+        .put_with_ttl("user:2", 2, Duration::from_secs(3600))
+        .await
+        .unwrap();
+
+    let got = cli.json(&["state", "get", "user:1", p[0], p[1]]);
+    assert_eq!(got["value"], "ann");
+    assert_eq!(got["ttl_ms"], serde_json::Value::Null);
+    let got = cli.json(&["state", "get", "user:2", p[0], p[1]]);
+    assert_eq!(got["value"], 2);
+    assert!(got["ttl_ms"].as_u64().unwrap() > 0);
+    let table = cli.run(&["state", "get", "counter", p[0], p[1]]).ok();
+    assert!(table.contains("\"n\": 3"), "{table}");
+
+    let deleted = cli.json(&["state", "del", "user:1", p[0], p[1]]);
+    assert_eq!(deleted["existed"], true);
+    assert_eq!(store.get::<String>("user:1").await.unwrap(), None);
+    let again = cli.run(&["state", "del", "user:1", p[0], p[1]]).ok();
+    assert!(again.contains("did not exist"), "{again}");
+
+    cli.run(&["state", "get", "user:1", p[0], p[1]])
+        .fails_with("no such key \"user:1\"");
+    cli.run(&["state", "put", "k", "{nope", p[0], p[1]])
+        .fails_with("not valid JSON");
+    cli.run(&["state", "get", "k"]).fails_with("--state-prefix");
+    cli.run(&["state", "get", "k", "--state-prefix", "a b"])
+        .fails_with("key_prefix");
+}
+
+#[tokio::test]
+async fn keys_lists_by_pattern_within_a_limit() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let prefix = unique("app");
+    let p = ["--state-prefix", prefix.as_str()];
+    let store = StateStore::new(StateBackend::redis(server.url(), prefix.clone()))
+        .await
+        .unwrap();
+    for n in 0..30 {
+        store.put(&format!("user:{n:02}"), n).await.unwrap();
+    }
+    store.put("order:1", 1).await.unwrap();
+    // Another store's keys and the checkpoint of this one are not listed.
+    StateStore::new(StateBackend::redis(server.url(), unique("other")))
+        .await
+        .unwrap()
+        .put("user:99", 1)
+        .await
+        .unwrap();
+    store
+        .save_checkpoint("cp", "0-0", [("user:00", 0)])
+        .await
+        .unwrap();
+
+    let all = cli.json(&["state", "keys", p[0], p[1]]);
+    assert_eq!(all["keys"].as_array().unwrap().len(), 31);
+    assert_eq!(all["truncated"], false);
+    let users = cli.json(&["state", "keys", "--pattern", "user:*", p[0], p[1]]);
+    let expected: Vec<String> = (0..30).map(|n| format!("user:{n:02}")).collect();
+    assert_eq!(users["keys"], json!(expected));
+    let limited = cli.json(&["state", "keys", "--limit", "5", p[0], p[1]]);
+    assert_eq!(limited["keys"].as_array().unwrap().len(), 5);
+    assert_eq!(limited["truncated"], true);
+
+    let table = cli
+        .run(&["state", "keys", "--pattern", "order:*", p[0], p[1]])
+        .ok();
+    assert!(table.contains("order:1"), "{table}");
+    assert!(!table.contains("user:"), "{table}");
+}

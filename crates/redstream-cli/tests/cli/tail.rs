@@ -1,0 +1,172 @@
+//! `redstream tail`: following without a group (nothing created or acknowledged), with a group
+//! (acknowledged), from a start id, undecodable entries, and stopping on Ctrl-C.
+
+use redstream_testkit::RedisServer;
+use serde_json::json;
+
+use crate::support::{Cli, Running, connection, raw};
+
+/// Starts `tail` and waits for its readiness line: everything added afterwards is printed.
+fn tail(cli: &Cli, args: &[&str]) -> Running {
+    let mut tail = Running::start(cli.command(args));
+    tail.wait_for_stderr("following");
+    tail
+}
+
+#[tokio::test]
+async fn events_published_after_it_starts_are_printed_and_nothing_is_created() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    cli.run(&["publish", "order.created", r#"{"n":0}"#]).ok();
+
+    let running = tail(&cli, &["tail", "order.created", "--count", "3"]);
+    cli.run(&["publish", "order.created", r#"{"n":1}"#]).ok();
+    cli.run(&[
+        "publish",
+        "order.created",
+        r#"{"n":2}"#,
+        "--priority",
+        "critical",
+    ])
+    .ok();
+    // Written by someone else: shown with its decoding error.
+    let stream = cli.stream("order.created");
+    let _: String = raw(&mut conn, &["XADD", &stream, "*", "foo", "bar"]).await;
+
+    let out = running.finish();
+    let stdout = out.ok();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#"{"n":1}"#) && l.contains("order.created")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(r#"{"n":2}"#) && l.contains("[critical]")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("undecodable") && l.contains(r#"{"foo":"bar"}"#)),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(r#"{"n":0}"#),
+        "events from before are not followed"
+    );
+
+    let groups: Vec<redis::Value> = raw(&mut conn, &["XINFO", "GROUPS", &stream]).await;
+    assert!(groups.is_empty(), "plain tail creates no group: {groups:?}");
+    let lanes: u64 = raw(&mut conn, &["EXISTS", &format!("{stream}#low")]).await;
+    assert_eq!(lanes, 0, "nor streams");
+}
+
+#[tokio::test]
+async fn json_lines_from_a_start_id() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    for n in 0..3 {
+        cli.run(&["publish", "audit", &format!(r#"{{"n":{n}}}"#)])
+            .ok();
+    }
+    let stdout = cli
+        .run(&["--json", "tail", "audit", "--from", "-", "--count", "2"])
+        .ok();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["stream"], cli.stream("audit").as_str());
+    assert_eq!(lines[0]["event"]["payload"], json!({ "n": 0 }));
+    assert_eq!(lines[0]["event"]["type"], "audit");
+    assert_eq!(lines[1]["event"]["payload"], json!({ "n": 1 }));
+    assert_eq!(lines[1]["decode_error"], serde_json::Value::Null);
+    assert_eq!(lines[1]["fields"], serde_json::Value::Null);
+
+    // Inclusive start at the second entry: the second and third.
+    let second = lines[1]["id"].as_str().unwrap();
+    let stdout = cli
+        .run(&["--json", "tail", "audit", "--from", second, "--count", "2"])
+        .ok();
+    let payloads: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["payload"].clone())
+        .collect();
+    assert_eq!(payloads, [json!({ "n": 1 }), json!({ "n": 2 })]);
+
+    cli.run(&["tail", "audit", "--from", "yesterday", "--count", "1"])
+        .fails_with("yesterday");
+}
+
+#[tokio::test]
+async fn with_a_group_it_reads_as_a_consumer_and_acknowledges() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    let running = tail(
+        &cli,
+        &[
+            "--json",
+            "tail",
+            "payment",
+            "--group",
+            "ops",
+            "--consumer",
+            "me",
+            "--count",
+            "2",
+        ],
+    );
+    cli.run(&["publish", "payment", r#"{"n":1}"#]).ok();
+    cli.run(&["publish", "payment", r#"{"n":2}"#]).ok();
+    let stdout = running.finish().ok();
+    let payloads: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["payload"].clone())
+        .collect();
+    assert_eq!(payloads, [json!({ "n": 1 }), json!({ "n": 2 })]);
+
+    let groups = cli.json(&["groups", "payment"]);
+    let group = &groups["groups"][0];
+    assert_eq!(group["name"], "ops");
+    assert_eq!(group["pending"], 0, "what was printed is acknowledged");
+    assert_eq!(group["consumers"][0]["name"], "me");
+
+    // Another run of the group gets only what is new to the group.
+    cli.run(&["publish", "payment", r#"{"n":3}"#]).ok();
+    let stdout = cli
+        .run(&[
+            "--json", "tail", "payment", "--group", "ops", "--count", "1",
+        ])
+        .ok();
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["event"]["payload"], json!({ "n": 3 }));
+    let pending: Vec<redis::Value> = raw(
+        &mut conn,
+        &["XPENDING", &cli.stream("payment"), "ops", "-", "+", "10"],
+    )
+    .await;
+    assert!(pending.is_empty(), "{pending:?}");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_it_cleanly() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let running = tail(&cli, &["tail", "quiet"]);
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &running.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = running.finish();
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(out.stdout, "");
+}
