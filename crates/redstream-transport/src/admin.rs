@@ -35,7 +35,7 @@
 //! inspection API; writes ([`dlq_purge`](RedisTransport::dlq_purge), redrives,
 //! [`claim`](RedisTransport::claim), creating a follower's group) go through it.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
@@ -159,7 +159,7 @@ impl RedisTransport {
         Ok(entries
             .into_iter()
             .next()
-            .map(|entry| dead_letter(entry, limits)))
+            .map(|entry| DeadLetterEntry::from_raw(entry, limits)))
     }
 
     /// Deletes every dead letter and returns how many there were.
@@ -648,52 +648,6 @@ fn is_of_type(entry: &reply::RawEntry, event_type: &str, limits: &EventLimits) -
     }
     wire::decode_entry(fields.iter().map(|(k, v)| (k, v)), limits)
         .is_ok_and(|event| event.event_type() == event_type)
-}
-
-/// A [`DeadLetterEntry`] from a raw entry of the dead-letter stream.
-///
-/// The same reading as `DeadLetterEntry::from_raw` in `dlq.rs`, which is private to that module;
-/// making it `pub(crate)` there would let this copy go.
-fn dead_letter(entry: reply::RawEntry, limits: &EventLimits) -> DeadLetterEntry {
-    let fields = entry.fields.unwrap_or_default();
-    let text = |name: &str| reply::text_field(&fields, name).unwrap_or_default();
-    let millis = |name: &str| {
-        reply::text_field(&fields, name)
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
-    };
-    let (event, decode_error) = if reply::text_field(&fields, field::UNDECODABLE).is_some() {
-        (
-            None,
-            Some(
-                "the original stream entry could not be decoded; `raw_event` holds its fields"
-                    .to_owned(),
-            ),
-        )
-    } else {
-        match wire::decode_entry(
-            fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            limits,
-        ) {
-            Ok(event) => (Some(event), None),
-            Err(err) => (None, Some(err.to_string())),
-        }
-    };
-    DeadLetterEntry {
-        id: entry.id,
-        event,
-        raw_event: text(field::EVENT),
-        decode_error,
-        error: text(field::ERROR),
-        original_type: text(field::ORIGINAL_TYPE),
-        stream: text(field::STREAM),
-        entry_id: text(field::ENTRY_ID),
-        group: text(field::GROUP),
-        consumer: text(field::CONSUMER),
-        deliveries: text(field::DELIVERIES).parse().unwrap_or(0),
-        first_failure: millis(field::FIRST_FAILURE_MS),
-        last_failure: millis(field::LAST_FAILURE_MS),
-    }
 }
 
 /// `[cursor, [id...], [deleted id...]]`, the reply of `XAUTOCLAIM ... JUSTID` (the third part

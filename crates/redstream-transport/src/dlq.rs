@@ -260,7 +260,7 @@ pub struct DeadLetterEntry {
 }
 
 impl DeadLetterEntry {
-    fn from_raw(entry: reply::RawEntry, limits: &redstream_core::EventLimits) -> Self {
+    pub(crate) fn from_raw(entry: reply::RawEntry, limits: &redstream_core::EventLimits) -> Self {
         let fields = entry.fields.unwrap_or_default();
         let text = |name: &str| reply::text_field(&fields, name).unwrap_or_default();
         let millis = |name: &str| {
