@@ -1,18 +1,213 @@
-//! `redstream serve`: the dashboard.
+//! `redstream serve`: the live dashboard, its JSON and WebSocket endpoints, and Prometheus
+//! metrics, over the streams of one prefix. The user guide is `docs/dashboard.md`.
+//!
+//! The router is a library function, [`router`], over an [`AppState`] (a connected transport
+//! and a [`ServeConfig`]), so tests drive it in-process as well as through the binary. One file
+//! per role:
+//!
+//! | file | what |
+//! |---|---|
+//! | `config.rs` | [`ServeConfig`] and the limits ([`MAX_COUNT`]) |
+//! | `state.rs` | [`AppState`]: transport, token digest, counters, secrets to scrub |
+//! | `routes.rs` | [`router`]: the routes and the order of the middleware |
+//! | `guard.rs` | security headers; Host, Origin and token checks; request counting |
+//! | `error.rs` | `ApiError`: the `{ "error": { "kind", "message" } }` answers |
+//! | `params.rs` | stream names, counts, group names, dead-letter ids |
+//! | `snapshot.rs` | the JSON views of streams, groups, consumers and dead letters |
+//! | `api.rs` | the read-only JSON endpoints of seeds 002 and 004 |
+//! | `dlq.rs` | dead letters: list, one, redrive, purge |
+//! | `ws.rs` | the WebSocket feed and its shared poller |
+//! | `prometheus.rs` | `/metrics` |
+//! | `page.rs` | the embedded page (`assets/`) and its Content Security Policy |
+
+mod api;
+mod config;
+mod dlq;
+mod error;
+mod guard;
+mod page;
+mod params;
+mod prometheus;
+mod routes;
+mod snapshot;
+mod state;
+mod ws;
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
+use redstream_core::redact_url;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::GlobalArgs;
+pub use config::{MAX_COUNT, MAX_REDRIVE_IDS, ServeConfig};
+pub use routes::router;
+pub use state::AppState;
+
+use crate::{CliError, CliResult, GlobalArgs, connect};
+
+/// The shortest `--refresh` accepted.
+const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// The longest `--refresh` accepted.
+const MAX_REFRESH: Duration = Duration::from_secs(3600);
+/// How long in-flight requests get to finish after Ctrl-C or SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Options of `redstream serve`.
-#[derive(Debug, Args)]
+#[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on, `ip:port` (port 0 picks a free one). Anything but a loopback
+    /// address exposes the dashboard to the network: use --token then.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: String,
+    /// How often the page receives a snapshot, e.g. `5s`, `500ms`.
+    #[arg(long, default_value = "5s", value_parser = parse_refresh)]
+    pub refresh: Duration,
+    /// Enable the write actions: redriving and purging dead letters.
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// Require this bearer token on every request (`Authorization: Bearer <token>`; the page
+    /// and /ws also take `?token=<token>`).
+    #[arg(long, env = "REDSTREAM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
-/// Runs the dashboard until Ctrl-C.
-pub async fn run(_global: &GlobalArgs, _args: ServeArgs) -> crate::CliResult<()> {
+impl fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("refresh", &self.refresh)
+            .field("allow_writes", &self.allow_writes)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+fn parse_refresh(text: &str) -> Result<Duration, String> {
+    let refresh = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 5s, 500ms)"))?;
+    if !(MIN_REFRESH..=MAX_REFRESH).contains(&refresh) {
+        return Err(format!(
+            "must be from {} to {}",
+            humantime::format_duration(MIN_REFRESH),
+            humantime::format_duration(MAX_REFRESH)
+        ));
+    }
+    Ok(refresh)
+}
+
+/// Runs the dashboard until Ctrl-C or SIGTERM.
+///
+/// Connects to Redis first (an unreachable server or refused credentials fail here), then binds
+/// and prints `listening on http://<address>` on stderr.
+pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
+    if let Some(token) = &args.token
+        && (token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        return Err(CliError::usage(
+            "--token (or REDSTREAM_TOKEN) must be non-empty, without spaces or control characters",
+        ));
+    }
+    let transport = connect::transport(global).await?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| CliError::io(format!("listening on {}", args.listen), e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| CliError::io("reading the listening address", e))?;
+    let loopback = address.ip().is_loopback();
+    if !loopback {
+        if args.token.is_none() && args.allow_writes {
+            return Err(CliError::usage(format!(
+                "refusing to serve write actions on {address}, which is not a loopback address, \
+                 without --token: anyone who reaches it could redrive or purge dead letters"
+            )));
+        }
+        if args.token.is_none() {
+            tracing::warn!(
+                %address,
+                "the dashboard listens on a non-loopback address without --token: anyone who \
+                 reaches it can read the streams and dead letters"
+            );
+        }
+    }
+    let config = ServeConfig {
+        allow_writes: args.allow_writes,
+        token: args.token,
+        refresh: args.refresh,
+        loopback_hosts_only: loopback,
+        ..ServeConfig::default()
+    };
+    let state = AppState::new(transport, config);
+    let shutdown = state.shutdown_token();
+    tracing::info!(
+        redis = %redact_url(&global.url),
+        prefix = %global.prefix,
+        writes = args.allow_writes,
+        "dashboard ready"
+    );
+    eprintln!("listening on http://{address}");
+    serve(
+        listener,
+        address,
+        state,
+        shutdown_signal(shutdown.clone()),
+        shutdown,
+    )
+    .await
+}
+
+async fn serve(
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    signal: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
+) -> CliResult<()> {
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served.map_err(|e| CliError::io(format!("serving on {address}"), e))?,
+        () = deadline => tracing::warn!(
+            "requests still running {}s after the shutdown signal were dropped",
+            SHUTDOWN_GRACE.as_secs()
+        ),
+    }
+    eprintln!("stopped");
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, after cancelling `shutdown` (which closes the WebSockets).
+async fn shutdown_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    eprintln!("shutting down");
+    shutdown.cancel();
 }

@@ -1,0 +1,73 @@
+//! [`ServeConfig`]: what the router needs besides a transport, and the fixed limits.
+
+use std::fmt;
+use std::time::Duration;
+
+/// The most entries, pending entries or dead letters one request may ask for (`count`); a
+/// larger `count` is refused with 400, not capped, so a client learns the limit.
+pub const MAX_COUNT: usize = 1000;
+
+/// The most dead-letter ids one redrive request may name.
+pub const MAX_REDRIVE_IDS: usize = 1000;
+
+/// The largest request body accepted (only the write actions take one).
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `count` when a request gives none: entries read from a stream (seed 004's example).
+pub(crate) const DEFAULT_READ_COUNT: usize = 10;
+
+/// `count` when a request gives none: pending entries and dead letters.
+pub(crate) const DEFAULT_LIST_COUNT: usize = 100;
+
+/// Dead letters a snapshot carries (the oldest ones); the page says when there are more.
+pub(crate) const SNAPSHOT_DEAD_LETTERS: usize = 100;
+
+/// Consumer groups whose consumers a snapshot lists (one `XINFO CONSUMERS` each); groups past
+/// this many show their consumer count only.
+pub(crate) const SNAPSHOT_GROUPS_WITH_CONSUMERS: usize = 256;
+
+/// How the dashboard behaves: write actions, authentication, refresh interval, limits.
+///
+/// Build it with a struct literal and `..Default::default()`. The defaults are the safe ones:
+/// read-only, and answering only to loopback host names.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Whether `POST /api/dlq/redrive` and `POST /api/dlq/purge` run; when false they answer
+    /// 403 `writes_disabled`.
+    pub allow_writes: bool,
+    /// The bearer token every request must carry (header `Authorization: Bearer <token>`, or
+    /// `?token=` on `/` and `/ws`); `None` leaves the dashboard open to whoever can reach it.
+    pub token: Option<String>,
+    /// How often WebSocket clients receive a snapshot.
+    pub refresh: Duration,
+    /// Answer only requests whose `Host` is a loopback name (`localhost`, `127.0.0.1`,
+    /// `[::1]`), which defeats DNS rebinding. `redstream serve` turns it on when it listens on
+    /// a loopback address.
+    pub loopback_hosts_only: bool,
+    /// The most WebSocket clients served at once; more get 503.
+    pub max_ws_clients: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            allow_writes: false,
+            token: None,
+            refresh: Duration::from_secs(5),
+            loopback_hosts_only: true,
+            max_ws_clients: 64,
+        }
+    }
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("allow_writes", &self.allow_writes)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("refresh", &self.refresh)
+            .field("loopback_hosts_only", &self.loopback_hosts_only)
+            .field("max_ws_clients", &self.max_ws_clients)
+            .finish()
+    }
+}

@@ -1,0 +1,156 @@
+//! [`ApiError`]: every failure the dashboard answers, as `{ "error": { "kind", "message" } }`.
+//!
+//! Bad input is a 4xx with a message that names the parameter and what is valid. Redis
+//! failures are 503 (or 502 for a reply the dashboard cannot use) with a message that says what
+//! kind of failure it was, never the server's text: the full error goes to the log, where the
+//! transport has already redacted the URL.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use redstream_core::ErrorKind;
+use serde_json::json;
+
+/// One failed request: an HTTP status, a stable snake_case `kind` and a message for people.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// 400 about a query parameter.
+    pub(crate) fn parameter(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+    }
+
+    /// 400 about a request body.
+    pub(crate) fn body(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+    }
+
+    /// 400 about a stream name in the path.
+    pub(crate) fn stream_name(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_stream_name", message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn forbidden(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, kind, message)
+    }
+
+    /// The answer for a redstream error. `message` is the error's text with secrets removed;
+    /// it is shown only for the kinds that are about the request (input, missing things).
+    pub(crate) fn from_redstream(kind: ErrorKind, message: String) -> Self {
+        let unavailable = |text: &str| {
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                format!("{text}; the dashboard tries again on the next request"),
+            )
+        };
+        match kind {
+            ErrorKind::InvalidInput => Self::new(StatusCode::BAD_REQUEST, "invalid_input", message),
+            ErrorKind::NotFound => Self::not_found(message),
+            ErrorKind::WrongType => Self::new(StatusCode::CONFLICT, "wrong_type", message),
+            ErrorKind::Connection => {
+                unavailable("Redis is unreachable (connection refused or lost)")
+            }
+            ErrorKind::Timeout => unavailable("Redis did not answer in time"),
+            ErrorKind::Unavailable => unavailable(
+                "Redis cannot serve right now (loading, busy, read-only or failing over)",
+            ),
+            ErrorKind::OutOfMemory => unavailable("Redis is out of memory"),
+            ErrorKind::Auth => unavailable("Redis refused the dashboard's credentials"),
+            ErrorKind::PermissionDenied => {
+                unavailable("Redis denied the dashboard's user a command it needs (NOPERM)")
+            }
+            ErrorKind::CircuitOpen => {
+                unavailable("calls to Redis are paused by the circuit breaker after failures")
+            }
+            ErrorKind::Closed => unavailable("the connection to Redis is closed"),
+            ErrorKind::QueueFull | ErrorKind::NotDurable => unavailable("Redis is overloaded"),
+            _ => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "redis_error",
+                "Redis answered in a way the dashboard cannot use; the details are in the \
+                 dashboard's log",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "kind": self.kind, "message": self.message } }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"redstream\""),
+            );
+        }
+        response
+    }
+}
+
+// axum's own rejections carry a status and a plain-text message; the dashboard answers them in
+// its JSON shape instead. Their messages describe the request, never the server.
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::parameter(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(rejection.status(), "invalid_path", rejection.body_text())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        // Every body that does not parse into the request is a 400, whether it is not JSON
+        // or JSON of the wrong shape (axum says 422 for the latter).
+        let (status, kind) = match rejection.status() {
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            _ => (StatusCode::BAD_REQUEST, "invalid_body"),
+        };
+        Self::new(status, kind, rejection.body_text())
+    }
+}
+
+impl From<WebSocketUpgradeRejection> for ApiError {
+    fn from(rejection: WebSocketUpgradeRejection) -> Self {
+        Self::new(
+            rejection.status(),
+            "websocket_required",
+            format!(
+                "{}; /ws is a WebSocket endpoint",
+                rejection.body_text().trim_end_matches('.')
+            ),
+        )
+    }
+}

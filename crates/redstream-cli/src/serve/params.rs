@@ -1,0 +1,136 @@
+//! Checking what a request names: stream names, counts, group names, dead-letter ids.
+//!
+//! Everything is checked before Redis sees it, so that bad input is a 400 naming the parameter
+//! rather than whatever the server would have said.
+
+use redstream_transport::RedisTransport;
+
+use super::config::MAX_COUNT;
+use super::error::ApiError;
+
+/// The longest stream name, group name or id accepted in a path or a query, in bytes.
+const MAX_NAME_BYTES: usize = 512;
+
+/// The full stream key a path names, as the CLI reads names
+/// ([`RedisTransport::stream_key_for`]): a full key under the prefix
+/// (`{events}:order.created#high`, percent-encoded in a URL as
+/// `%7Bevents%7D%3Aorder.created%23high`), an event type (`order.created`), a type and a lane
+/// (`order.created#high`), or `dlq`.
+pub(crate) fn stream_key(transport: &RedisTransport, raw: &str) -> Result<String, ApiError> {
+    check_text("stream name", raw).map_err(ApiError::stream_name)?;
+    transport
+        .stream_key_for(raw)
+        .map_err(|err| ApiError::stream_name(err.to_string()))
+}
+
+/// `count` from a query: absent means `default`; otherwise a whole number from 1 to
+/// [`MAX_COUNT`].
+pub(crate) fn count(raw: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let invalid = || {
+        ApiError::parameter(format!(
+            "count {raw:?} is not valid: give a whole number from 1 to {MAX_COUNT}"
+        ))
+    };
+    let value: usize = raw.trim().parse().map_err(|_| invalid())?;
+    if value == 0 || value > MAX_COUNT {
+        return Err(invalid());
+    }
+    Ok(value)
+}
+
+/// A required name in a query or a path (`group`).
+pub(crate) fn name(what: &str, raw: Option<&str>) -> Result<String, ApiError> {
+    let raw =
+        raw.ok_or_else(|| ApiError::parameter(format!("the {what} parameter is required")))?;
+    check_text(what, raw).map_err(ApiError::parameter)?;
+    Ok(raw.to_owned())
+}
+
+/// A stream entry id as `XADD` makes them: `<milliseconds>-<sequence>`.
+pub(crate) fn entry_id(raw: &str) -> Result<(), String> {
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    match raw.split_once('-') {
+        Some((ms, seq)) if digits(ms) && digits(seq) => Ok(()),
+        _ => Err(format!(
+            "{:?} is not a dead-letter id: expected a stream entry id like 1700000000000-0",
+            shorten(raw)
+        )),
+    }
+}
+
+/// Refuses empty, overlong, and control or whitespace characters.
+fn check_text(what: &str, raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err(format!("the {what} must not be empty"));
+    }
+    if raw.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the {what} is {} bytes long; at most {MAX_NAME_BYTES} are accepted",
+            raw.len()
+        ));
+    }
+    if let Some(c) = raw.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "the {what} {:?} contains {c:?}; names have no spaces or control characters",
+            shorten(raw)
+        ));
+    }
+    Ok(())
+}
+
+/// At most 64 characters of user input, for messages.
+fn shorten(raw: &str) -> String {
+    match raw.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &raw[..end]),
+        None => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        check_text("x", "order.created#high").unwrap();
+        for bad in ["", "a b", "a\u{7}", "a\u{a0}b"] {
+            assert!(check_text("x", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_text("x", &"a".repeat(MAX_NAME_BYTES + 1)).is_err());
+        assert_eq!(name("group", None).unwrap_err().kind, "invalid_parameter");
+        assert_eq!(name("group", Some("g")).unwrap(), "g");
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(count(None, 7).unwrap(), 7);
+        assert_eq!(count(Some("1"), 7).unwrap(), 1);
+        assert_eq!(count(Some("1000"), 7).unwrap(), 1000);
+        for bad in [
+            "0",
+            "1001",
+            "-1",
+            "ten",
+            "",
+            "1e3",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(
+                count(Some(bad), 7).unwrap_err().kind,
+                "invalid_parameter",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        entry_id("1700000000000-0").unwrap();
+        for bad in ["", "1", "-", "1-", "-1", "a-1", "1-2-3", "(1-0", "+"] {
+            assert!(entry_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! `GET /metrics`: Prometheus text exposition of the streams and of the dashboard itself.
+//!
+//! Each scrape reads the streams overview and `INFO` afresh and records them, with the
+//! dashboard's counters, into a recorder of its own that is rendered and dropped: a stream
+//! deleted since the last scrape disappears from the next one instead of lingering with its
+//! last value, and nothing is installed as the process's global recorder.
+//!
+//! When Redis cannot be read, the answer is still 200 with `redstream_redis_up 0` and the
+//! dashboard's counters: an exporter that fails its scrape hides why.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use redstream_transport::{ServerInfo, StreamSummary};
+
+use super::state::{AppState, Counters};
+
+/// The `Content-Type` of the text exposition format.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
+    let transport = state.transport();
+    let read = tokio::try_join!(transport.server_info(), transport.streams_overview());
+    let read = match read {
+        Ok(both) => Some(both),
+        Err(error) => {
+            // Logged and counted; the scrape itself succeeds with `redstream_redis_up 0`.
+            let _ = state.fail(error);
+            None
+        }
+    };
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        gauge!("redstream_redis_up").set(if read.is_some() { 1.0 } else { 0.0 });
+        if let Some((info, streams)) = &read {
+            record_server(info);
+            record_streams(streams);
+        }
+        record_dashboard(&state);
+    });
+    let mut response = handle.render().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    response
+}
+
+fn describe() {
+    describe_gauge!(
+        "redstream_redis_up",
+        "1 when the last read of Redis succeeded, else 0"
+    );
+    describe_gauge!("redstream_redis_used_memory_bytes", "INFO used_memory");
+    describe_gauge!(
+        "redstream_redis_maxmemory_bytes",
+        "INFO maxmemory (0: no limit)"
+    );
+    describe_gauge!(
+        "redstream_redis_connected_clients",
+        "INFO connected_clients"
+    );
+    describe_gauge!(
+        "redstream_redis_ops_per_second",
+        "INFO instantaneous_ops_per_sec"
+    );
+    describe_gauge!("redstream_redis_uptime_seconds", "INFO uptime_in_seconds");
+    describe_gauge!("redstream_streams", "streams under the prefix");
+    describe_gauge!("redstream_stream_length", "entries in the stream (XLEN)");
+    describe_gauge!("redstream_stream_groups", "consumer groups of the stream");
+    describe_gauge!(
+        "redstream_stream_pending",
+        "pending entries summed over the stream's groups"
+    );
+    describe_gauge!("redstream_stream_lag", "largest lag of the stream's groups");
+    describe_gauge!("redstream_group_consumers", "consumers of the group");
+    describe_gauge!(
+        "redstream_group_pending",
+        "entries delivered to the group, not acknowledged"
+    );
+    describe_gauge!(
+        "redstream_group_lag",
+        "entries not delivered to the group yet"
+    );
+    describe_gauge!(
+        "redstream_group_oldest_pending_age_seconds",
+        "age of the group's oldest pending entry"
+    );
+    describe_gauge!(
+        "redstream_group_oldest_undelivered_age_seconds",
+        "age of the oldest entry not delivered to the group yet"
+    );
+    describe_gauge!(
+        "redstream_dlq_length",
+        "dead letters in the dead-letter stream"
+    );
+    describe_counter!(
+        "redstream_dashboard_http_requests_total",
+        "requests answered, by route pattern and status"
+    );
+    describe_counter!(
+        "redstream_dashboard_auth_failures_total",
+        "requests refused for a missing or wrong token"
+    );
+    describe_counter!(
+        "redstream_dashboard_redis_errors_total",
+        "failed Redis calls of the dashboard, by error kind"
+    );
+    describe_counter!(
+        "redstream_dashboard_ws_connections_total",
+        "WebSocket connections accepted"
+    );
+    describe_gauge!(
+        "redstream_dashboard_ws_clients",
+        "WebSocket connections open"
+    );
+    describe_counter!("redstream_dashboard_snapshots_total", "snapshots built");
+    describe_counter!(
+        "redstream_dashboard_dlq_redriven_total",
+        "dead letters redriven from the dashboard"
+    );
+    describe_counter!(
+        "redstream_dashboard_dlq_purged_total",
+        "dead letters purged from the dashboard"
+    );
+    describe_gauge!(
+        "redstream_dashboard_uptime_seconds",
+        "seconds since the dashboard started"
+    );
+}
+
+#[allow(clippy::cast_precision_loss)] // gauges are f64; counts this large do not happen
+fn record_server(info: &ServerInfo) {
+    let set = |name: &'static str, value: Option<u64>| {
+        if let Some(value) = value {
+            gauge!(name).set(value as f64);
+        }
+    };
+    set("redstream_redis_used_memory_bytes", info.used_memory);
+    set("redstream_redis_maxmemory_bytes", info.maxmemory);
+    set("redstream_redis_connected_clients", info.connected_clients);
+    set("redstream_redis_ops_per_second", info.ops_per_sec);
+    set("redstream_redis_uptime_seconds", info.uptime_seconds);
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn record_streams(streams: &[StreamSummary]) {
+    gauge!("redstream_streams").set(streams.len() as f64);
+    for stream in streams {
+        let name = stream.name.clone();
+        if stream.dead_letter {
+            gauge!("redstream_dlq_length").set(stream.length as f64);
+        }
+        gauge!("redstream_stream_length", "stream" => name.clone()).set(stream.length as f64);
+        gauge!("redstream_stream_groups", "stream" => name.clone()).set(stream.groups.len() as f64);
+        let pending: u64 = stream.groups.iter().map(|g| g.pending).sum();
+        gauge!("redstream_stream_pending", "stream" => name.clone()).set(pending as f64);
+        if let Some(lag) = stream.groups.iter().filter_map(|g| g.lag).max() {
+            gauge!("redstream_stream_lag", "stream" => name.clone()).set(lag as f64);
+        }
+        for group in &stream.groups {
+            let labels = [("stream", name.clone()), ("group", group.name.clone())];
+            gauge!("redstream_group_consumers", &labels).set(group.consumers as f64);
+            gauge!("redstream_group_pending", &labels).set(group.pending as f64);
+            if let Some(lag) = group.lag {
+                gauge!("redstream_group_lag", &labels).set(lag as f64);
+            }
+            gauge!("redstream_group_oldest_pending_age_seconds", &labels)
+                .set(group.oldest_pending_age_secs.unwrap_or(0.0));
+            gauge!("redstream_group_oldest_undelivered_age_seconds", &labels)
+                .set(group.oldest_undelivered_age_secs.unwrap_or(0.0));
+        }
+    }
+    if !streams.iter().any(|s| s.dead_letter) {
+        gauge!("redstream_dlq_length").set(0.0);
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn record_dashboard(state: &AppState) {
+    let counters = state.counters();
+    for ((route, status), n) in counters.requests() {
+        counter!(
+            "redstream_dashboard_http_requests_total",
+            "route" => route,
+            "status" => status.to_string()
+        )
+        .absolute(n);
+    }
+    for (kind, n) in counters.redis_errors() {
+        counter!("redstream_dashboard_redis_errors_total", "kind" => kind).absolute(n);
+    }
+    counter!("redstream_dashboard_auth_failures_total")
+        .absolute(Counters::get(&counters.auth_failures));
+    counter!("redstream_dashboard_ws_connections_total")
+        .absolute(Counters::get(&counters.ws_connections));
+    gauge!("redstream_dashboard_ws_clients").set(Counters::get(&counters.ws_clients) as f64);
+    counter!("redstream_dashboard_snapshots_total").absolute(Counters::get(&counters.snapshots));
+    counter!("redstream_dashboard_dlq_redriven_total").absolute(Counters::get(&counters.redriven));
+    counter!("redstream_dashboard_dlq_purged_total").absolute(Counters::get(&counters.purged));
+    gauge!("redstream_dashboard_uptime_seconds").set(state.started().elapsed().as_secs_f64());
+}

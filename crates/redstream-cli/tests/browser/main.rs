@@ -1,0 +1,413 @@
+//! The dashboard page in a real headless Chromium, driven over WebDriver by `chromedriver`.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`/usr/bin/chromium`,
+//! `/usr/bin/chromedriver`); `CHROMEDRIVER` and `CHROMIUM` override the paths. Without
+//! chromedriver the test fails and says what to install: it never passes without a browser.
+//!
+//! Every wait is a WebDriver wait on a CSS selector (bounded, polled), never a fixed sleep. The
+//! screenshots land in `target/browser-artifacts/`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use redstream_core::{Event, EventMetadata};
+use redstream_testkit::RedisServer;
+use redstream_transport::{RedisConfig, RedisTransport};
+use serde_json::{Value, json};
+
+/// How long any one thing may take to show up on the page (the feed refreshes every second).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A child process killed when the test ends, however it ends.
+struct Process {
+    child: Child,
+    name: &'static str,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&dirs).chain([PathBuf::from("/usr/bin")]) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a free port, once it answers `/status` as ready.
+async fn start_chromedriver() -> (Process, String) {
+    let Some(binary) = find_program("CHROMEDRIVER", &["chromedriver"]) else {
+        panic!(
+            "chromedriver was not found (PATH, /usr/bin, or $CHROMEDRIVER): install the Debian \
+             packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+        );
+    };
+    let port = free_port();
+    let child = Command::new(&binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let process = Process {
+        child,
+        name: "chromedriver",
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(response) = http.get(format!("{url}/status")).send().await
+            && let Ok(status) = response.json::<Value>().await
+            && status["value"]["ready"] == true
+        {
+            return (process, url);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not become ready on port {port}",
+            process.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `redstream serve` on a free port, once it prints its listening line.
+fn start_dashboard(redis_url: &str, args: &[&str]) -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redstream"))
+        .args(["--url", redis_url, "serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("REDSTREAM_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let process = Process {
+        child,
+        name: "redstream serve",
+    };
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(base) = line.trim().strip_prefix("listening on ") {
+                    return (process, base.to_owned());
+                }
+            }
+            Err(_) => panic!("{} printed no listening line", process.name),
+        }
+    }
+}
+
+async fn browser(driver: &str) -> Client {
+    let mut chrome = json!({
+        "args": [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1440,2000",
+            "--force-device-scale-factor=1",
+            "--lang=en-US",
+        ]
+    });
+    if let Some(binary) = find_program("CHROMIUM", &["chromium", "chromium-browser"]) {
+        chrome["binary"] = json!(binary.display().to_string());
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("browserName".into(), json!("chrome"));
+    capabilities.insert("goog:chromeOptions".into(), chrome);
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(driver)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
+}
+
+/// Waits (bounded) until `css` matches an element, and returns it.
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    match client
+        .wait()
+        .at_most(WAIT)
+        .every(Duration::from_millis(100))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(element) => element,
+        Err(e) => {
+            save_screenshot(client, "failure.png").await;
+            let body = client
+                .find(Locator::Css("body"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap_or_default();
+            panic!("nothing matched {css:?} within {WAIT:?} ({e}); the page shows:\n{body}");
+        }
+    }
+}
+
+fn artifacts_dir() -> PathBuf {
+    // target/debug/deps/browser-<hash> -> target/
+    let exe = std::env::current_exe().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap();
+    let dir = target.join("browser-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn save_screenshot(client: &Client, name: &str) -> PathBuf {
+    let png = client.screenshot().await.unwrap();
+    let path = artifacts_dir().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&png)
+        .unwrap();
+    path
+}
+
+async fn transport(url: &str) -> RedisTransport {
+    RedisTransport::new(RedisConfig {
+        url: url.to_owned(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn group_reads(conn: &mut redis::aio::MultiplexedConnection, stream: &str, count: usize) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("billing")
+        .arg("billing-1")
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_follows_streams_and_redrives_a_dead_letter() {
+    let (_driver, driver_url) = start_chromedriver().await;
+    let redis = RedisServer::start().await.unwrap();
+    let events = transport(&redis.url()).await;
+    let mut conn = redis.connection().await.unwrap();
+
+    // Something in every table before the page opens: a stream with a group holding pending
+    // entries.
+    for n in 0..6 {
+        events
+            .publish(Event::new(
+                "order.created",
+                json!({ "order_id": n }),
+                EventMetadata::default(),
+            ))
+            .await
+            .unwrap();
+    }
+    group_reads(&mut conn, "{events}:order.created", 2).await;
+
+    let (_dashboard, base) = start_dashboard(&redis.url(), &["--allow-writes", "--refresh", "1s"]);
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(client.title().await.unwrap(), "redstream dashboard");
+    wait_for(
+        &client,
+        r#"[data-testid="connection-status"][data-state="live"]"#,
+    )
+    .await;
+    wait_for(
+        &client,
+        r#"tr[data-testid="stream-row"][data-stream="{events}:order.created"]"#,
+    )
+    .await;
+    wait_for(
+        &client,
+        r#"tr[data-testid="group-row"][data-group="billing"]"#,
+    )
+    .await;
+    let writes = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
+    assert_eq!(writes.text().await.unwrap(), "Writes enabled");
+
+    // A new stream appears without a reload.
+    events
+        .publish(Event::new(
+            "user.signed_up",
+            json!({ "user": "ada" }),
+            EventMetadata::default(),
+        ))
+        .await
+        .unwrap();
+    let row = wait_for(
+        &client,
+        r#"tr[data-testid="stream-row"][data-stream="{events}:user.signed_up"]"#,
+    )
+    .await;
+    assert!(row.text().await.unwrap().contains("user.signed_up"));
+
+    // A dead letter appears, with its error.
+    let dead = events
+        .publish_to_dlq(
+            Event::new(
+                "payment.captured",
+                json!({ "payment": "p-77", "amount": 12.5 }),
+                EventMetadata::default(),
+            ),
+            "card issuer timed out after 3 attempts",
+        )
+        .await
+        .unwrap();
+    let dead_row_css = format!(r#"tr[data-testid="dlq-row"][data-id="{dead}"]"#);
+    let dead_row = wait_for(&client, &dead_row_css).await;
+    let text = dead_row.text().await.unwrap();
+    assert!(
+        text.contains("card issuer timed out after 3 attempts"),
+        "{text}"
+    );
+    assert!(text.contains("payment.captured"), "{text}");
+    let button = dead_row
+        .find(Locator::Css(r#"button[data-testid="redrive-button"]"#))
+        .await
+        .unwrap();
+    assert!(button.is_enabled().await.unwrap());
+    // Let a few snapshots build the throughput chart, then keep a picture of the page.
+    wait_for(&client, "#throughput-legend li").await;
+    let shot = save_screenshot(&client, "dashboard.png").await;
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "{}",
+        shot.display()
+    );
+
+    // Redrive it: it leaves the table, a snapshot confirms the dead-letter stream is empty, and
+    // the event is back on its stream.
+    button.click().await.unwrap();
+    let notice = wait_for(&client, r#"[data-testid="notice"]:not([hidden])"#).await;
+    assert!(notice.text().await.unwrap().contains("Redriven 1"));
+    wait_for(
+        &client,
+        &format!(r#"#dlq-body:not(:has(tr[data-id="{dead}"]))"#),
+    )
+    .await;
+    wait_for(&client, "#dlq-empty:not([hidden])").await;
+    wait_for(
+        &client,
+        r#"tr[data-testid="stream-row"][data-stream="{events}:payment.captured"]"#,
+    )
+    .await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("{events}:payment.captured")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let envelope: Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
+    assert_eq!(envelope["payload"]["payment"], "p-77");
+    let left: u64 = redis::cmd("XLEN")
+        .arg("{events}:dlq")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    save_screenshot(&client, "dashboard-after-redrive.png").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_pages_disable_the_redrive_buttons() {
+    let (_driver, driver_url) = start_chromedriver().await;
+    let redis = RedisServer::start().await.unwrap();
+    let events = transport(&redis.url()).await;
+    let dead = events
+        .publish_to_dlq(
+            Event::new("a.b", json!({}), EventMetadata::default()),
+            "boom",
+        )
+        .await
+        .unwrap();
+    let token = "browser-token-1b7e";
+    let (_dashboard, base) = start_dashboard(&redis.url(), &["--refresh", "1s", "--token", token]);
+    let client = browser(&driver_url).await;
+    // The page passes its ?token= on to the WebSocket.
+    client
+        .goto(&format!("{base}/?token={token}"))
+        .await
+        .unwrap();
+    let row = wait_for(
+        &client,
+        &format!(r#"tr[data-testid="dlq-row"][data-id="{dead}"]"#),
+    )
+    .await;
+    let button = row
+        .find(Locator::Css(r#"button[data-testid="redrive-button"]"#))
+        .await
+        .unwrap();
+    assert!(!button.is_enabled().await.unwrap());
+    let wrap = row.find(Locator::Css(".action-wrap")).await.unwrap();
+    let tooltip = wrap.attr("title").await.unwrap().unwrap_or_default();
+    assert!(tooltip.contains("--allow-writes"), "{tooltip}");
+    let badge = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
+    assert_eq!(badge.text().await.unwrap(), "Read-only");
+    save_screenshot(&client, "dashboard-read-only.png").await;
+
+    // Without the token, the page is refused.
+    client.goto(&format!("{base}/")).await.unwrap();
+    let body = client.source().await.unwrap();
+    assert!(body.contains("unauthorized"), "{body}");
+    client.close().await.unwrap();
+}

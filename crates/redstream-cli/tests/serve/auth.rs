@@ -1,0 +1,186 @@
+//! The token, the Host check and the Origin check.
+
+use redstream_cli::serve::ServeConfig;
+use reqwest::Method;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use crate::support::{Dashboard, TOKEN, answer};
+
+async fn protected() -> Dashboard {
+    Dashboard::start(ServeConfig {
+        token: Some(TOKEN.to_owned()),
+        allow_writes: true,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+const PATHS: [&str; 11] = [
+    "/",
+    "/health",
+    "/metrics",
+    "/api/streams",
+    "/api/streams/info",
+    "/api/metrics",
+    "/api/dlq",
+    "/api/stream/nope",
+    "/api/streams/nope?count=1",
+    "/api/pending/nope/g",
+    "/no/such/route",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_needs_the_token() {
+    let d = protected().await;
+    for path in PATHS {
+        for token in [None, Some("wrong"), Some(""), Some("test-token-5f2b9")] {
+            let refused = d.send_as(Method::GET, path, None, token).await;
+            refused.assert_error(401, "unauthorized");
+            assert_eq!(
+                refused.header("www-authenticate"),
+                "Bearer realm=\"redstream\"",
+                "{path}"
+            );
+            assert!(!refused.text.contains(TOKEN));
+        }
+        let accepted = d.send_as(Method::GET, path, None, Some(TOKEN)).await;
+        assert_ne!(accepted.status, 401, "{path}: {}", accepted.text);
+    }
+    // The write actions too, before anything else is looked at.
+    for path in ["/api/dlq/redrive", "/api/dlq/purge"] {
+        d.send_as(Method::POST, path, Some(json!({ "all": true })), None)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+    let counted = d.get("/api/metrics").await.json();
+    assert!(
+        counted["dashboard"]["auth_failures_total"]
+            .as_u64()
+            .unwrap()
+            >= 46
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_query_token_works_on_the_page_and_the_websocket_only() {
+    let d = protected().await;
+    let page = d
+        .send_as(Method::GET, &format!("/?token={TOKEN}"), None, None)
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("streams-table"));
+    d.send_as(Method::GET, "/?token=wrong", None, None)
+        .await
+        .assert_error(401, "unauthorized");
+    for path in ["/health", "/api/streams", "/metrics"] {
+        d.send_as(Method::GET, &format!("{path}?token={TOKEN}"), None, None)
+            .await
+            .assert_error(401, "unauthorized");
+    }
+
+    // WebSocket: no token, a wrong one, then the query form and the header form.
+    for url in [d.ws_url("/ws"), d.ws_url("/ws?token=nope")] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+            }
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(d.ws_url(&format!("/ws?token={TOKEN}")))
+        .await
+        .unwrap();
+    let first = crate::websocket::next_json(&mut socket).await;
+    assert_eq!(first["type"], "snapshot");
+    let mut request = d.ws_url("/ws").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        crate::websocket::next_json(&mut socket).await["type"],
+        "snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_hosts_and_origins_are_refused() {
+    let d = Dashboard::start(ServeConfig::default()).await;
+    let port = d.base.rsplit(':').next().unwrap().to_owned();
+    // DNS rebinding: a page of evil.example whose name now points at 127.0.0.1.
+    let rebound = d
+        .http
+        .get(d.url("/api/streams"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .unwrap();
+    answer(rebound).await.assert_error(403, "forbidden_host");
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let ok = d
+            .http
+            .get(d.url("/health"))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+    }
+
+    // Another site's page posting or reading with the browser's Origin header.
+    let cross = d
+        .http
+        .get(d.url("/api/streams"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    answer(cross).await.assert_error(403, "forbidden_origin");
+    let null = d
+        .http
+        .post(d.url("/api/dlq/purge"))
+        .header("origin", "null")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    answer(null).await.assert_error(403, "forbidden_origin");
+    let same = d
+        .http
+        .get(d.url("/api/streams"))
+        .header("origin", d.base.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200);
+
+    // Cross-site WebSocket hijacking.
+    let mut request = d.ws_url("/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", HeaderValue::from_static("http://evil.example"));
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    // Served on a non-loopback address (loopback_hosts_only off), any Host is answered.
+    let open = Dashboard::start(ServeConfig {
+        loopback_hosts_only: false,
+        ..ServeConfig::default()
+    })
+    .await;
+    let any = open
+        .http
+        .get(open.url("/health"))
+        .header("host", "dashboard.internal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(any.status(), 200);
+}

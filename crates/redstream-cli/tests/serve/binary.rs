@@ -1,0 +1,226 @@
+//! The `redstream serve` binary: the listening line, the options, logs without secrets, and a
+//! graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use redstream_testkit::RedisServer;
+
+use crate::support::TOKEN;
+
+const PASSWORD: &str = "bin-pw-3a8f0e11";
+
+/// A running `redstream serve` and its stderr, line by line.
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    lines: mpsc::Receiver<String>,
+    pub(crate) stderr: Vec<String>,
+}
+
+impl Served {
+    /// Starts `redstream --url <url> [global] serve --listen 127.0.0.1:0 [args]` and waits for
+    /// its `listening on http://...` line.
+    pub(crate) fn start(url: &str, global: &[&str], args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redstream"))
+            .arg("--url")
+            .arg(url)
+            .args(global)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("REDSTREAM_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut served = Self {
+            child,
+            base: String::new(),
+            lines,
+            stderr: Vec::new(),
+        };
+        let line = served
+            .wait_for("listening on http://", Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("no listening line; stderr: {:?}", served.stderr));
+        served.base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        served
+    }
+
+    /// The first line (from now on) containing `needle`, within `timeout`.
+    pub(crate) fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return Some(line);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
+    pub(crate) fn terminate(&mut self) -> bool {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Collect what is left of stderr.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+                    self.stderr.push(line);
+                }
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_then_stops_on_sigterm_without_leaking_secrets() {
+    let redis = RedisServer::builder()
+        .password(PASSWORD)
+        .start()
+        .await
+        .unwrap();
+    let mut served = Served::start(
+        &redis.url(),
+        &["--log", "debug"],
+        &["--token", TOKEN, "--refresh", "1s"],
+    );
+    assert!(
+        served.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        served.base
+    );
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("{}/health", served.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let refused = http
+        .get(format!("{}/api/streams", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let page = http
+        .get(format!("{}/?token={TOKEN}", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Writes are off by default.
+    let write = http
+        .post(format!("{}/api/dlq/purge", served.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 403);
+
+    assert!(
+        served.terminate(),
+        "exit status; stderr: {:?}",
+        served.stderr
+    );
+    let log = served.stderr.join("\n");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(log.contains("request"), "debug logs were on: {log}");
+    assert!(
+        !log.contains(PASSWORD),
+        "the password leaked into the log:\n{log}"
+    );
+    assert!(
+        !log.contains(TOKEN),
+        "the token leaked into the log:\n{log}"
+    );
+}
+
+#[test]
+fn help_hides_the_token() {
+    let output = Command::new(env!("CARGO_BIN_EXE_redstream"))
+        .args(["serve", "--help"])
+        .env("REDSTREAM_TOKEN", "env-token-should-not-show")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        help.contains("--token") && help.contains("REDSTREAM_TOKEN"),
+        "{help}"
+    );
+    assert!(help.contains("--allow-writes") && help.contains("--refresh"));
+    assert!(help.contains("127.0.0.1:8090"), "{help}");
+    assert!(!help.contains("env-token-should-not-show"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsafe_or_invalid_options_are_refused() {
+    let redis = RedisServer::start().await.unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_redstream"))
+            .arg("--url")
+            .arg(redis.url())
+            .arg("serve")
+            .args(args)
+            .env_remove("REDSTREAM_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let open = run(&["--listen", "0.0.0.0:0", "--allow-writes"]);
+    assert!(!open.status.success());
+    let stderr = String::from_utf8_lossy(&open.stderr);
+    assert!(
+        stderr.contains("refusing") && stderr.contains("--token"),
+        "{stderr}"
+    );
+    for bad in [
+        ["--refresh", "1ms"],
+        ["--refresh", "soon"],
+        ["--listen", "not-an-address"],
+        ["--token", ""],
+    ] {
+        let output = run(&bad);
+        assert!(!output.status.success(), "{bad:?}");
+        assert!(!output.stderr.is_empty());
+    }
+}

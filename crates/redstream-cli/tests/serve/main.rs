@@ -1,0 +1,13 @@
+//! `redstream serve`: the dashboard's HTTP, WebSocket and Prometheus endpoints against private
+//! redis-servers, in-process (the library's router on a free port) and through the binary.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod binary;
+mod failures;
+mod params;
+mod routes;
+mod support;
+mod websocket;
+mod writes;

@@ -1,0 +1,314 @@
+//! Status codes and JSON shapes of every read route.
+
+use redstream_cli::serve::ServeConfig;
+use serde_json::json;
+
+use crate::support::{Dashboard, read_as, stream};
+
+/// Two events of `order.created`, one on its `high` lane, a group `billing` whose consumer
+/// `c1` holds one pending entry, and a dead letter.
+async fn populated() -> (Dashboard, String) {
+    let d = Dashboard::start(ServeConfig::default()).await;
+    d.publish("order.created", json!({ "order_id": "1" })).await;
+    d.publish("order.created", json!({ "order_id": "2" })).await;
+    let event = redstream_core::Event::new(
+        "order.created",
+        json!({ "order_id": "3" }),
+        redstream_core::EventMetadata::default(),
+    )
+    .with_priority(redstream_core::Priority::High);
+    d.transport.publish(event).await.unwrap();
+    let mut conn = d.conn().await;
+    read_as(&mut conn, "{events}:order.created", "billing", "c1", 1).await;
+    let dead = d
+        .dead_letter("payment.failed", json!({ "card": "x" }), "card declined")
+        .await;
+    (d, dead)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_page() {
+    let d = Dashboard::start(ServeConfig::default()).await;
+    let health = d.get("/health").await;
+    assert_eq!(health.status, 200, "{}", health.text);
+    let json = health.json();
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["redis"]["ok"], true);
+    assert!(json["redis"]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(json["prefix"], "events");
+    assert_eq!(json["writes_allowed"], false);
+
+    let page = d.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").starts_with("text/html"));
+    let csp = page.header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    for id in [
+        "streams-table",
+        "dlq-table",
+        "groups-table",
+        "throughput-chart",
+        "connection",
+    ] {
+        assert!(page.text.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(
+        !page.text.contains("/* dashboard.js */"),
+        "the script is inlined"
+    );
+    assert_eq!(page.header("x-content-type-options"), "nosniff");
+    assert_eq!(page.header("x-frame-options"), "DENY");
+    assert_eq!(page.header("cache-control"), "no-store");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_and_stream_details() {
+    let (d, _) = populated().await;
+    let answer = d.get("/api/streams").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let json = answer.json();
+    assert_eq!(json["prefix"], "events");
+    assert_eq!(json["count"], 3, "{json}");
+    let streams = &json["streams"];
+    let orders = stream(streams, "{events}:order.created");
+    assert_eq!(orders["short_name"], "order.created");
+    assert_eq!(orders["event_type"], "order.created");
+    assert_eq!(orders["priority"], "normal");
+    assert_eq!(orders["dead_letter"], false);
+    assert_eq!(orders["length"], 2);
+    assert_eq!(orders["pending"], 1);
+    assert_eq!(orders["lag"], 1);
+    assert!(orders["oldest_pending_age_secs"].as_f64().unwrap() >= 0.0);
+    assert!(orders["first_id"].is_string() && orders["last_id"].is_string());
+    let group = &orders["consumer_groups"][0];
+    assert_eq!(group["name"], "billing");
+    assert_eq!(group["consumer_count"], 1);
+    assert_eq!(group["pending"], 1);
+    assert_eq!(group["lag"], 1);
+    assert_eq!(group["consumers"][0]["name"], "c1");
+    assert_eq!(group["consumers"][0]["pending"], 1);
+    assert!(group["consumers"][0]["idle_ms"].is_u64());
+    let high = stream(streams, "{events}:order.created#high");
+    assert_eq!(high["priority"], "high");
+    assert_eq!(high["consumer_groups"], json!([]));
+    let dlq = stream(streams, "{events}:dlq");
+    assert_eq!(dlq["dead_letter"], true);
+    assert_eq!(dlq["event_type"], json!(null));
+    assert_eq!(dlq["length"], 1);
+
+    // One stream, by short name and by full (percent-encoded) key.
+    for path in [
+        "/api/stream/order.created",
+        "/api/stream/%7Bevents%7D%3Aorder.created",
+    ] {
+        let answer = d.get(path).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text);
+        let one = answer.json();
+        assert_eq!(one["name"], "{events}:order.created");
+        assert_eq!(one["length"], 2);
+        assert_eq!(one["consumer_groups"][0]["consumers"][0]["name"], "c1");
+    }
+    let high = d.get("/api/stream/order.created%23high").await.json();
+    assert_eq!(high["name"], "{events}:order.created#high");
+    let dlq = d.get("/api/stream/dlq").await.json();
+    assert_eq!(dlq["dead_letter"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_in_both_forms() {
+    let (d, _) = populated().await;
+    for path in [
+        "/api/pending/order.created/billing",
+        "/api/streams/order.created/pending?group=billing&count=10",
+    ] {
+        let answer = d.get(path).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text);
+        let json = answer.json();
+        assert_eq!(json["stream"], "{events}:order.created");
+        assert_eq!(json["group"], "billing");
+        assert_eq!(json["count"], 1);
+        let entry = &json["pending"][0];
+        assert_eq!(entry["consumer"], "c1");
+        assert_eq!(entry["deliveries"], 1);
+        assert!(entry["id"].is_string() && entry["idle_ms"].is_u64());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_004_stream_reads() {
+    let (d, _) = populated().await;
+    let info = d.get("/api/streams/info").await;
+    assert_eq!(info.status, 200, "{}", info.text);
+    let info = info.json();
+    assert_eq!(info["count"], 3);
+    let orders = stream(&info["streams"], "{events}:order.created");
+    assert_eq!(orders["length"], 2);
+    assert_eq!(orders["groups"], 1);
+    assert_eq!(orders["first_entry"]["event"]["payload"]["order_id"], "1");
+    assert_eq!(orders["last_entry"]["event"]["payload"]["order_id"], "2");
+    assert_eq!(orders["first_entry"]["fields"][0][0], "event");
+
+    // Paging: one entry at a time from startId=0.
+    let first = d.get("/api/streams/order.created?startId=0&count=1").await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    let first = first.json();
+    assert_eq!(first["stream"], "{events}:order.created");
+    assert_eq!(first["start_id"], "0");
+    assert_eq!(first["count"], 1);
+    assert_eq!(first["messages"][0]["event"]["type"], "order.created");
+    assert_eq!(first["messages"][0]["event"]["payload"]["order_id"], "1");
+    assert_eq!(first["messages"][0]["decode_error"], json!(null));
+    let next = first["next_start_id"].as_str().unwrap();
+    assert!(next.starts_with('('), "{next}");
+    let second = d
+        .get(&format!(
+            "/api/streams/order.created?startId={}&count=5",
+            urlencode(next)
+        ))
+        .await
+        .json();
+    assert_eq!(second["count"], 1, "{second}");
+    assert_eq!(second["messages"][0]["event"]["payload"]["order_id"], "2");
+    assert_eq!(second["next_start_id"], json!(null));
+    // Defaults: from the start, 10 entries.
+    let all = d.get("/api/streams/order.created").await.json();
+    assert_eq!(all["start_id"], "-");
+    assert_eq!(all["count"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_json() {
+    let (d, _) = populated().await;
+    d.get("/health").await;
+    let answer = d.get("/api/metrics").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let json = answer.json();
+    let redis = &json["redis"];
+    for field in [
+        "used_memory",
+        "connected_clients",
+        "ops_per_sec",
+        "uptime_seconds",
+    ] {
+        assert!(redis[field].is_u64(), "{field}: {json}");
+    }
+    assert!(redis["version"].is_string());
+    assert!(redis["latency_ms"].is_f64());
+    assert_eq!(json["streams"]["count"], 3);
+    assert_eq!(json["streams"]["entries"], 3);
+    assert_eq!(json["streams"]["pending"], 1);
+    assert_eq!(json["streams"]["consumer_groups"], 1);
+    assert_eq!(json["streams"]["dead_letters"], 1);
+    let own = &json["dashboard"];
+    assert!(own["requests_total"].as_u64().unwrap() >= 1, "{own}");
+    for field in [
+        "uptime_seconds",
+        "auth_failures_total",
+        "redis_errors_total",
+        "ws_clients",
+        "ws_connections_total",
+        "snapshots_total",
+        "dlq_redriven_total",
+        "dlq_purged_total",
+    ] {
+        assert!(own[field].is_u64(), "{field}: {own}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters() {
+    let (d, dead) = populated().await;
+    let answer = d.get("/api/dlq").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let json = answer.json();
+    assert_eq!(json["stream"], "{events}:dlq");
+    assert_eq!(json["length"], 1);
+    assert_eq!(json["count"], 1);
+    let entry = &json["entries"][0];
+    assert_eq!(entry["id"], dead);
+    assert_eq!(entry["error"], "card declined");
+    assert_eq!(entry["original_type"], "payment.failed");
+    assert_eq!(entry["stream"], "{events}:payment.failed");
+    assert_eq!(entry["redrivable"], true);
+    assert_eq!(entry["event"]["payload"]["card"], "x");
+    assert!(entry["event_id"].is_string());
+    assert!(entry["dead_lettered_at_ms"].is_u64());
+    assert!(entry["last_failure_ms"].is_u64());
+
+    let one = d.get(&format!("/api/dlq/{dead}")).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(one.json()["error"], "card declined");
+    d.get("/api/dlq/1-0").await.assert_error(404, "not_found");
+
+    // An empty dead-letter stream (never created) lists nothing.
+    let empty = Dashboard::start(ServeConfig::default()).await;
+    let json = empty.get("/api/dlq?count=5").await.json();
+    assert_eq!(json["length"], 0);
+    assert_eq!(json["entries"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_text() {
+    let (d, _) = populated().await;
+    d.get("/api/streams").await;
+    let answer = d.get("/metrics").await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(
+        answer.header("content-type"),
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = &answer.text;
+    // Every sample line is `name{labels} value` with a numeric value, every metric is typed.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {name}"
+        );
+    }
+    for expected in [
+        "redstream_redis_up 1",
+        "redstream_stream_length{stream=\"{events}:order.created\"} 2",
+        "redstream_stream_length{stream=\"{events}:order.created#high\"} 1",
+        "redstream_stream_pending{stream=\"{events}:order.created\"} 1",
+        "redstream_stream_lag{stream=\"{events}:order.created\"} 1",
+        "redstream_group_pending{stream=\"{events}:order.created\",group=\"billing\"} 1",
+        "redstream_group_consumers{stream=\"{events}:order.created\",group=\"billing\"} 1",
+        "redstream_dlq_length 1",
+        "redstream_streams 3",
+        "# TYPE redstream_stream_length gauge",
+        "# TYPE redstream_dashboard_http_requests_total counter",
+        "redstream_dashboard_http_requests_total{route=\"/api/streams\",status=\"200\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(text.contains("redstream_redis_used_memory_bytes "));
+    assert!(text.contains("redstream_redis_uptime_seconds "));
+
+    // A stream deleted since the last scrape is gone from the next one.
+    let mut conn = d.conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg("{events}:order.created#high")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let text = d.get("/metrics").await.text;
+    assert!(!text.contains("order.created#high"), "{text}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
