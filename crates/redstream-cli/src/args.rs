@@ -18,7 +18,8 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
-    /// Redis URL: redis://[[user]:password@]host[:port][/db] or rediss:// for TLS.
+    /// Redis URL, e.g. redis://127.0.0.1:6379, redis://user:password@host:6379/0, or rediss://
+    /// for TLS. A password in it is never printed.
     #[arg(
         long,
         env = "REDIS_URL",

@@ -28,7 +28,7 @@ pub struct TailArgs {
     /// is created at the end of the stream (new events only).
     #[arg(long)]
     pub group: Option<String>,
-    /// The consumer name within --group [default: redstream-tail-<pid>].
+    /// The consumer name within --group (default: redstream-tail-PID).
     #[arg(long, requires = "group")]
     pub consumer: Option<String>,
     /// Start at this entry id (inclusive) instead of at new events: `-` for the whole stream,
