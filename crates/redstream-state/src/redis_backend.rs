@@ -675,25 +675,71 @@ impl RedisBackend {
         RawCheckpoint::from_fields(&target, fields)
     }
 
+    /// Writes the checkpoint's state back, atomically with respect to the record: the record
+    /// is `WATCH`ed while it is read, so a concurrent `save_checkpoint` of the same name makes
+    /// the `EXEC` fail and the restore starts again from the new record. What is written is
+    /// therefore always one whole checkpoint, never a mix of two.
     pub(crate) async fn restore_checkpoint(
         &self,
         name: &str,
         implicit_ttl: Option<Duration>,
     ) -> Result<Option<RawCheckpoint>> {
-        let Some(checkpoint) = self.load_checkpoint(name).await? else {
-            return Ok(None);
-        };
-        let ops: Vec<TxOp> = checkpoint
-            .state
-            .iter()
-            .map(|(key, value)| TxOp::Put {
-                key: key.clone(),
-                value: value.clone(),
-                ttl: None,
-            })
-            .collect();
-        self.transaction(&ops, implicit_ttl).await?;
-        Ok(Some(checkpoint))
+        let record = self.keys.checkpoint(name);
+        let target = format!("checkpoint {name:?} ({record}) on {}", self.server);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut lease = self.watch.lease(&self.server).await?;
+            let conn = &mut lease.conn;
+            let (fields,): (Vec<(Vec<u8>, Vec<u8>)>,) = redis::pipe()
+                .cmd("WATCH")
+                .arg(&record)
+                .ignore()
+                .cmd("HGETALL")
+                .arg(&record)
+                .query_async(conn)
+                .await
+                .map_err(|err| Error::from_redis("WATCH/HGETALL", target.clone(), err))?;
+            let checkpoint = match RawCheckpoint::from_fields(&target, fields) {
+                Ok(Some(checkpoint)) => checkpoint,
+                outcome => {
+                    let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
+                    if unwatched.is_ok() {
+                        self.watch.give_back(lease);
+                    }
+                    return outcome;
+                }
+            };
+            if checkpoint.state.is_empty() {
+                let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
+                if unwatched.is_ok() {
+                    self.watch.give_back(lease);
+                }
+                return Ok(Some(checkpoint));
+            }
+            let ops: Vec<TxOp> = checkpoint
+                .state
+                .iter()
+                .map(|(key, value)| TxOp::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ttl: None,
+                })
+                .collect();
+            let pipe = self.multi(&ops, &vec![false; ops.len()], implicit_ttl);
+            let reply: Option<redis::Value> = pipe.query_async(conn).await.map_err(|err| {
+                Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
+            })?;
+            // EXEC clears the WATCH whether it ran the transaction or not.
+            self.watch.give_back(lease);
+            if reply.is_some() {
+                return Ok(Some(checkpoint));
+            }
+            if attempt >= self.update_max_attempts {
+                return Err(contention("restore checkpoint", &target, attempt));
+            }
+            backoff(attempt).await;
+        }
     }
 
     pub(crate) async fn delete_checkpoint(&self, name: &str) -> Result<bool> {

@@ -899,6 +899,12 @@ impl StateStore {
 
     /// Loads the checkpoint `name` and writes its snapshot back to the state keys (in one
     /// transaction), for a processor that restarts from it. `None` if there is none.
+    ///
+    /// Atomic against a concurrent [`save_checkpoint`](Self::save_checkpoint) of the same
+    /// name: the record is watched while it is read, and a save in between makes the restore
+    /// start again from the new record, so it never writes an older snapshot over a newer
+    /// one. Under constant contention it gives up after `update_max_attempts` with a
+    /// retryable error.
     pub async fn restore_checkpoint<V: DeserializeOwned>(
         &self,
         name: &str,

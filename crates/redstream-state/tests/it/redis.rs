@@ -347,3 +347,43 @@ async fn update_retries_when_another_writer_gets_in_between() {
     );
     assert_eq!(stubborn.get::<i64>("n").await.unwrap(), Some(1_003));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_racing_a_save_never_writes_the_older_checkpoint_last() {
+    let server = RedisServer::start().await.unwrap();
+    let saver = redis_store(&server, "ckpt-race", StateConfig::default()).await;
+    let restorer = redis_store(&server, "ckpt-race", StateConfig::default()).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let snapshot = |round: i64| keys.iter().map(move |k| (k.clone(), round));
+    saver
+        .save_checkpoint("race", "0", snapshot(0))
+        .await
+        .unwrap();
+    for round in 1..=150_i64 {
+        // A restore and a newer save at once. Whatever the order, the state keys end equal
+        // to the record's snapshot: a restore that read the older record must not write it
+        // after the newer save.
+        let position = round.to_string();
+        let (saved, restored) = tokio::join!(
+            saver.save_checkpoint("race", &position, snapshot(round)),
+            restorer.restore_checkpoint::<i64>("race"),
+        );
+        saved.unwrap();
+        let restored = restored.unwrap().unwrap();
+        assert!(
+            restored
+                .state
+                .values()
+                .all(|&v| v == round || v == round - 1)
+        );
+        let record = saver.load_checkpoint::<i64>("race").await.unwrap().unwrap();
+        assert_eq!(record.position, round.to_string());
+        for key in &keys {
+            assert_eq!(
+                saver.get::<i64>(key).await.unwrap(),
+                Some(round),
+                "round {round}: {key} holds an older checkpoint's value than the record"
+            );
+        }
+    }
+}
