@@ -18,36 +18,65 @@
 //! `--help` lists the options. In `docker compose up` it runs as the `consumer` service
 //! (docs/docker.md); `docker compose up --scale consumer=3` shares the work among three.
 
-use std::collections::HashMap;
-use std::fmt::Display;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use clap::Parser;
 use redstream_core::{Event, RedactedUrl};
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{init_tracing, shutdown_signal};
+
 /// The event types the demo producer publishes.
 const EVENT_TYPES: [&str; 3] = ["order.created", "payment.captured", "shipment.dispatched"];
 
-/// The options: flag, environment variable, default, meaning.
-#[rustfmt::skip]
-const SETTINGS: &[Setting] = &[
-    ("url",            "REDIS_URL",           "redis://127.0.0.1:6379", "Redis URL"),
-    ("prefix",         "REDSTREAM_PREFIX",    "events",                 "stream prefix"),
-    ("group",          "DEMO_GROUP",          "demo",                   "consumer group"),
-    ("consumer",       "DEMO_CONSUMER",       "",                       "default: {host}-{pid}"),
-    ("failure-rate",   "DEMO_FAILURE_RATE",   "0.05",                   "share of poison events"),
-    ("max-deliveries", "DEMO_MAX_DELIVERIES", "3",                      "deliveries, then DLQ"),
-    ("retry-after",    "DEMO_RETRY_AFTER",    "2",                      "seconds between tries"),
-    ("work-ms",        "DEMO_WORK_MS",        "20",                     "max ms of work per event"),
-    ("max-events",     "DEMO_MAX_EVENTS",     "0",                      "stop after N (0: never)"),
-    ("log-every",      "DEMO_LOG_EVERY",      "100",                    "log every N handled"),
-];
+/// Handles the demo producer's events in a consumer group, failing a few on purpose.
+#[derive(Debug, Parser)]
+#[command(name = "demo_consumer")]
+struct Args {
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    url: String,
+    /// Stream prefix.
+    #[arg(long, env = "REDSTREAM_PREFIX", default_value = "events")]
+    prefix: String,
+    /// Consumer group.
+    #[arg(long, env = "DEMO_GROUP", default_value = "demo")]
+    group: String,
+    /// Consumer name (default: {host}-{pid}).
+    #[arg(long, env = "DEMO_CONSUMER")]
+    consumer: Option<String>,
+    /// Share of poison events, which always fail, in [0, 1].
+    #[arg(long, env = "DEMO_FAILURE_RATE", default_value_t = 0.05)]
+    failure_rate: f64,
+    /// Deliveries of a failing event before it moves to the dead-letter stream.
+    #[arg(long, env = "DEMO_MAX_DELIVERIES", default_value_t = 3)]
+    max_deliveries: u32,
+    /// Seconds between two deliveries of a failing event (at least 0.1).
+    #[arg(long, env = "DEMO_RETRY_AFTER", default_value_t = 2.0)]
+    retry_after: f64,
+    /// Most milliseconds of simulated work per event.
+    #[arg(long, env = "DEMO_WORK_MS", default_value_t = 20)]
+    work_ms: u64,
+    /// Stop after this many events handled (0: never).
+    #[arg(long, env = "DEMO_MAX_EVENTS", default_value_t = 0)]
+    max_events: u64,
+    /// Log progress every this many events handled.
+    #[arg(long, env = "DEMO_LOG_EVERY", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    log_every: u64,
+}
 
 /// What the handlers did.
 #[derive(Default)]
@@ -69,19 +98,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let Some(settings) = Settings::load("demo_consumer", SETTINGS)? else {
-        return Ok(());
-    };
-    let url: String = settings.get("url")?;
-    let prefix: String = settings.get("prefix")?;
-    let group: String = settings.get("group")?;
-    let consumer: String = settings.get("consumer")?;
-    let failure_rate: f64 = settings.get("failure-rate")?;
-    let max_deliveries: u32 = settings.get("max-deliveries")?;
-    let retry_after: f64 = settings.get("retry-after")?;
-    let work_ms: u64 = settings.get("work-ms")?;
-    let max_events: u64 = settings.get("max-events")?;
-    let log_every: u64 = settings.get::<u64>("log-every")?.max(1);
+    let Args {
+        url,
+        prefix,
+        group,
+        consumer,
+        failure_rate,
+        max_deliveries,
+        retry_after,
+        work_ms,
+        max_events,
+        log_every,
+    } = Args::parse();
     if !(0.0..=1.0).contains(&failure_rate) {
         return Err(format!(
             "--failure-rate {failure_rate}: expected a share in [0, 1]"
@@ -96,7 +124,7 @@ async fn run() -> Result<(), String> {
         .with_url(url.as_str())
         .with_stream_prefix(prefix.as_str())
         .with_consumer_group(group.as_str());
-    if !consumer.is_empty() {
+    if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
         config = config.with_consumer_name(consumer);
     }
     let options = TransportOptions::default()
@@ -200,108 +228,4 @@ fn hash_id(id: &str) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-// What follows is the same in demo_producer.rs: each example stays one readable file.
-
-/// `RUST_LOG` (default `info`) to stdout, with colours only on a terminal.
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-}
-
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`docker stop`).
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
-}
-
-/// An option: its flag (without `--`), environment variable, default and meaning.
-type Setting = (&'static str, &'static str, &'static str, &'static str);
-
-/// Option values: `--flag value` or `--flag=value`, else the environment variable (when not
-/// empty), else the default.
-struct Settings(HashMap<&'static str, (&'static str, String)>);
-
-impl Settings {
-    /// Reads the command line and the environment; `None` after printing `--help`.
-    fn load(program: &str, specs: &'static [Setting]) -> Result<Option<Self>, String> {
-        let mut given = HashMap::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            if arg == "--help" || arg == "-h" {
-                print_usage(program, specs);
-                return Ok(None);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (arg, None),
-            };
-            let Some(&(flag, ..)) = specs
-                .iter()
-                .find(|(flag, ..)| name.strip_prefix("--") == Some(*flag))
-            else {
-                return Err(format!("unknown argument {name:?}; see --help"));
-            };
-            let value = match inline {
-                Some(value) => value,
-                None => args
-                    .next()
-                    .ok_or_else(|| format!("--{flag} needs a value"))?,
-            };
-            given.insert(flag, value);
-        }
-        let values = specs
-            .iter()
-            .map(|&(flag, env, default, _)| {
-                let value = given.remove(flag).unwrap_or_else(|| {
-                    std::env::var(env)
-                        .ok()
-                        .filter(|value| !value.is_empty())
-                        .unwrap_or_else(|| default.to_owned())
-                });
-                (flag, (env, value))
-            })
-            .collect();
-        Ok(Some(Self(values)))
-    }
-
-    /// The value of `--flag`, parsed.
-    fn get<T: FromStr>(&self, flag: &str) -> Result<T, String>
-    where
-        T::Err: Display,
-    {
-        let (env, value) = self
-            .0
-            .get(flag)
-            .ok_or_else(|| format!("no option --{flag}"))?;
-        value
-            .parse()
-            .map_err(|err| format!("--{flag} / {env} {value:?}: {err}"))
-    }
-}
-
-#[allow(clippy::print_stdout, reason = "--help prints the usage on stdout")]
-fn print_usage(program: &str, specs: &[Setting]) {
-    println!("usage: {program} [--option value]...\n\noptions:");
-    for (flag, env, default, help) in specs {
-        let default = match *default {
-            "" => String::new(),
-            value => format!(", default {value}"),
-        };
-        println!("  --{flag:<16} {help} [env {env}{default}]");
-    }
 }

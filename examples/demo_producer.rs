@@ -16,31 +16,52 @@
 //! `cargo run --example demo_consumer`; `--help` lists the options. In `docker compose up` it
 //! runs as the `producer` service (docs/docker.md).
 
-use std::collections::HashMap;
-use std::fmt::Display;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use redstream_core::{CircuitBreakerConfig, Event, EventMetadata, Priority, RedactedUrl};
 use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
 use serde_json::json;
 use tokio::time::MissedTickBehavior;
 use tracing::{error, info, warn};
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{init_tracing, shutdown_signal};
+
 /// The event types, in the order of the per-type counters.
 const EVENT_TYPES: [&str; 3] = ["order.created", "payment.captured", "shipment.dispatched"];
 
-/// The options: flag, environment variable, default, meaning.
-#[rustfmt::skip]
-const SETTINGS: &[Setting] = &[
-    ("url",        "REDIS_URL",        "redis://127.0.0.1:6379", "Redis URL"),
-    ("prefix",     "REDSTREAM_PREFIX", "events",                 "stream prefix"),
-    ("rate",       "DEMO_RATE",        "20",                     "events per second"),
-    ("max-events", "DEMO_MAX_EVENTS",  "0",                      "stop after N events (0: never)"),
-    ("max-len",    "DEMO_MAX_LEN",     "10000",                  "MAXLEN ~ per stream (0: none)"),
-    ("log-every",  "DEMO_LOG_EVERY",   "100",                    "log progress every N events"),
-];
+/// Publishes a steady mix of order, payment and shipment events for the dashboard to show.
+#[derive(Debug, Parser)]
+#[command(name = "demo_producer")]
+struct Args {
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    url: String,
+    /// Stream prefix.
+    #[arg(long, env = "REDSTREAM_PREFIX", default_value = "events")]
+    prefix: String,
+    /// Events per second, in (0, 100000].
+    #[arg(long, env = "DEMO_RATE", default_value_t = 20.0)]
+    rate: f64,
+    /// Stop after this many events (0: never).
+    #[arg(long, env = "DEMO_MAX_EVENTS", default_value_t = 0)]
+    max_events: u64,
+    /// `XADD ... MAXLEN ~` per stream (0: no trimming).
+    #[arg(long, env = "DEMO_MAX_LEN", default_value_t = 10_000)]
+    max_len: usize,
+    /// Log progress every this many events.
+    #[arg(long, env = "DEMO_LOG_EVERY", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    log_every: u64,
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -55,15 +76,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let Some(settings) = Settings::load("demo_producer", SETTINGS)? else {
-        return Ok(());
-    };
-    let url: String = settings.get("url")?;
-    let prefix: String = settings.get("prefix")?;
-    let rate: f64 = settings.get("rate")?;
-    let max_events: u64 = settings.get("max-events")?;
-    let max_len: usize = settings.get("max-len")?;
-    let log_every: u64 = settings.get::<u64>("log-every")?.max(1);
+    let Args {
+        url,
+        prefix,
+        rate,
+        max_events,
+        max_len,
+        log_every,
+    } = Args::parse();
     if !(rate > 0.0 && rate <= 100_000.0) {
         return Err(format!(
             "--rate {rate}: expected events per second in (0, 100000]"
@@ -206,108 +226,4 @@ fn mix(n: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-// What follows is the same in demo_consumer.rs: each example stays one readable file.
-
-/// `RUST_LOG` (default `info`) to stdout, with colours only on a terminal.
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-}
-
-/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM (`docker stop`).
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
-}
-
-/// An option: its flag (without `--`), environment variable, default and meaning.
-type Setting = (&'static str, &'static str, &'static str, &'static str);
-
-/// Option values: `--flag value` or `--flag=value`, else the environment variable (when not
-/// empty), else the default.
-struct Settings(HashMap<&'static str, (&'static str, String)>);
-
-impl Settings {
-    /// Reads the command line and the environment; `None` after printing `--help`.
-    fn load(program: &str, specs: &'static [Setting]) -> Result<Option<Self>, String> {
-        let mut given = HashMap::new();
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            if arg == "--help" || arg == "-h" {
-                print_usage(program, specs);
-                return Ok(None);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
-                None => (arg, None),
-            };
-            let Some(&(flag, ..)) = specs
-                .iter()
-                .find(|(flag, ..)| name.strip_prefix("--") == Some(*flag))
-            else {
-                return Err(format!("unknown argument {name:?}; see --help"));
-            };
-            let value = match inline {
-                Some(value) => value,
-                None => args
-                    .next()
-                    .ok_or_else(|| format!("--{flag} needs a value"))?,
-            };
-            given.insert(flag, value);
-        }
-        let values = specs
-            .iter()
-            .map(|&(flag, env, default, _)| {
-                let value = given.remove(flag).unwrap_or_else(|| {
-                    std::env::var(env)
-                        .ok()
-                        .filter(|value| !value.is_empty())
-                        .unwrap_or_else(|| default.to_owned())
-                });
-                (flag, (env, value))
-            })
-            .collect();
-        Ok(Some(Self(values)))
-    }
-
-    /// The value of `--flag`, parsed.
-    fn get<T: FromStr>(&self, flag: &str) -> Result<T, String>
-    where
-        T::Err: Display,
-    {
-        let (env, value) = self
-            .0
-            .get(flag)
-            .ok_or_else(|| format!("no option --{flag}"))?;
-        value
-            .parse()
-            .map_err(|err| format!("--{flag} / {env} {value:?}: {err}"))
-    }
-}
-
-#[allow(clippy::print_stdout, reason = "--help prints the usage on stdout")]
-fn print_usage(program: &str, specs: &[Setting]) {
-    println!("usage: {program} [--option value]...\n\noptions:");
-    for (flag, env, default, help) in specs {
-        let default = match *default {
-            "" => String::new(),
-            value => format!(", default {value}"),
-        };
-        println!("  --{flag:<16} {help} [env {env}{default}]");
-    }
 }
