@@ -10,6 +10,10 @@
 //! | [`follow`](RedisTransport::follow) | read entries as they are added, no group | `XREAD BLOCK` |
 //! | [`follow_group`](RedisTransport::follow_group) | the same as a member of a consumer group | `XREADGROUP BLOCK`, `XACK` |
 //!
+//! A [`Follower`] survives a restart of the server: after a connection error or a timeout it
+//! opens a new connection on its next call, and resumes where it stopped (see
+//! [`Follower::next`]).
+//!
 //! # Names
 //!
 //! [`stream_key_for`](RedisTransport::stream_key_for) turns what an operator types into a key of
@@ -38,10 +42,10 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{Cmd, Value};
+use redis::{Client, Value};
 use redstream_core::{Error, ErrorKind, Event, EventLimits, Priority, Result, wire};
-use serde::Serialize;
 
+use crate::config::TransportOptions;
 use crate::connection;
 use crate::consumer::{Commands, is_nogroup, reply};
 use crate::dlq::{DeadLetterEntry, RedriveReport, field};
@@ -241,8 +245,10 @@ impl RedisTransport {
     /// until `count` entries are claimed or the pending list has been walked once. `JUSTID`: the
     /// entries' delivery counts do not grow (moving an entry is not delivering it), and their
     /// idle time starts again. The consumer is created in the group if it is new. `count` is
-    /// capped at [`MAX_INSPECT_COUNT`](Self::MAX_INSPECT_COUNT). Pending entries whose stream
-    /// entry was deleted are dropped from the pending list by Redis and not returned.
+    /// capped at [`MAX_INSPECT_COUNT`](Self::MAX_INSPECT_COUNT), and `min_idle` at what Redis
+    /// accepts (`i64::MAX` milliseconds: nothing is that idle). Pending entries whose stream entry
+    /// was deleted are dropped from the pending list by Redis 7 and not returned; Redis 6.2
+    /// claims and returns their ids like any other.
     ///
     /// # Errors
     ///
@@ -274,7 +280,8 @@ impl RedisTransport {
         // XAUTOCLAIM answers NOGROUP for a missing stream as for a missing group: TYPE tells
         // them apart.
         require_stream(&reads(self), stream).await?;
-        let min_idle_ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+        // Redis reads the idle time as a signed 64-bit number and refuses anything larger.
+        let min_idle_ms = i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
         let writes = writes(self);
         let mut claimed = Vec::new();
         let mut cursor = "0-0".to_owned();
@@ -336,8 +343,8 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix or a malformed
-    /// start; [`ErrorKind::WrongType`] for a key that is not a stream; a connection error if the
+    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix or given twice,
+    /// or a malformed start; [`ErrorKind::WrongType`] for a key that is not a stream; a connection error if the
     /// dedicated connection cannot be opened.
     pub async fn follow(
         &self,
@@ -380,8 +387,8 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix, or an empty
-    /// group or consumer name; [`ErrorKind::WrongType`] for a key that is not a stream.
+    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix or given twice,
+    /// or an empty group or consumer name; [`ErrorKind::WrongType`] for a key that is not a stream.
     pub async fn follow_group(
         &self,
         streams: &[impl AsRef<str>],
@@ -422,41 +429,55 @@ impl RedisTransport {
                 "must name at least one stream",
             ));
         }
-        streams
-            .iter()
-            .map(|stream| {
-                let stream = stream.as_ref();
-                check_under_prefix(&self.inner.keys, stream).map(|()| stream.to_owned())
-            })
-            .collect()
+        let mut checked: Vec<String> = Vec::with_capacity(streams.len());
+        for stream in streams {
+            let stream = stream.as_ref();
+            check_under_prefix(&self.inner.keys, stream)?;
+            // Redis would answer for each occurrence, and the follower would read a stream
+            // twice, one of them from a cursor that never moves.
+            if checked.iter().any(|seen| seen == stream) {
+                return Err(Error::invalid_input(
+                    "stream list",
+                    format!("names {stream:?} more than once"),
+                ));
+            }
+            checked.push(stream.to_owned());
+        }
+        Ok(checked)
     }
 
     async fn follower(&self, streams: Vec<String>, reading: Reading) -> Result<Follower> {
-        let conn = connection::blocking_connection(
-            &self.inner.client,
-            &self.inner.options,
-            &self.inner.target,
-        )
-        .await?;
-        Ok(Follower {
-            conn,
+        let mut follower = Follower {
+            conn: None,
+            client: self.inner.client.clone(),
+            options: self.inner.options.clone(),
+            server: self.inner.target.clone(),
             streams,
             reading,
-            block: self.inner.options.block_time,
-            limits: self.inner.options.limits,
-        })
+        };
+        // Connect now, so that a server that cannot be reached fails here rather than at the
+        // first read.
+        follower.connection().await?;
+        Ok(follower)
     }
 }
 
 /// Reads entries of one or more streams as they are added, on a connection of its own (a
 /// blocking read must not hold up the transport's shared connection). Made by
 /// [`RedisTransport::follow`] and [`RedisTransport::follow_group`].
+///
+/// It reconnects by itself: a connection error or a timeout drops its connection, and the next
+/// call to [`next`](Self::next) or [`ack`](Self::ack) opens a new one (see [`next`](Self::next)).
 pub struct Follower {
-    conn: MultiplexedConnection,
+    /// `None` after a connection error or a timeout, until the next call opens a new one.
+    conn: Option<MultiplexedConnection>,
+    /// The transport's client and options, to open that connection.
+    client: Client,
+    options: TransportOptions,
+    /// The server's URL, password redacted, for connection errors.
+    server: String,
     streams: Vec<String>,
     reading: Reading,
-    block: Duration,
-    limits: EventLimits,
 }
 
 enum Reading {
@@ -469,7 +490,9 @@ enum Reading {
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut s = f.debug_struct("Follower");
-        s.field("streams", &self.streams);
+        s.field("server", &self.server)
+            .field("streams", &self.streams)
+            .field("connected", &self.conn.is_some());
         match &self.reading {
             Reading::Plain { cursors } => s.field("cursors", cursors),
             Reading::Group { group, consumer } => {
@@ -481,7 +504,7 @@ impl std::fmt::Debug for Follower {
 }
 
 /// One entry read by a [`Follower`], decoded when it is in the redstream wire format.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct FollowedEntry {
     /// The stream it was read from.
@@ -508,21 +531,35 @@ impl Follower {
     /// none came): at most `count` per stream, streams in the order they were given, entries in
     /// id order. A group follower's entries are pending until [`ack`](Self::ack)ed.
     ///
+    /// # Reconnecting
+    ///
+    /// A connection error or a timeout (a server restarting, failing over or stuck) is returned
+    /// as such, and drops the follower's connection; the next call opens a new one. A caller
+    /// that keeps calling after [retryable](ErrorKind::is_retryable) errors, with a pause in
+    /// between, resumes once the server is back: a plain follower after the last entry it
+    /// returned, a group follower with what the group has not delivered to anyone yet (a read
+    /// whose reply was lost delivered its entries to this consumer: they stay pending for it).
+    /// A server restarted without persistence has lost its streams and groups: a plain follower
+    /// then reads the new entries, and a group follower fails with [`ErrorKind::NotFound`].
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for a `count` of 0; [`ErrorKind::NotFound`] when a group
-    /// follower's group or stream was deleted; a connection error when the server goes away.
+    /// follower's group or stream was deleted; a connection error or a timeout when the server
+    /// goes away or does not answer (retryable, see above).
     pub async fn next(&mut self, count: usize) -> Result<Vec<FollowedEntry>> {
+        const XREAD: &str = "XREAD";
+        const XREADGROUP: &str = "XREADGROUP";
         if count == 0 {
             return Err(Error::invalid_input("count 0", "must be at least 1"));
         }
-        let block_ms = u64::try_from(self.block.as_millis()).unwrap_or(u64::MAX);
+        let block_ms = u64::try_from(self.options.block_time.as_millis()).unwrap_or(u64::MAX);
         let (op, mut cmd) = match &self.reading {
-            Reading::Plain { .. } => ("XREAD", redis::cmd("XREAD")),
+            Reading::Plain { .. } => (XREAD, redis::cmd(XREAD)),
             Reading::Group { group, consumer } => {
-                let mut cmd = redis::cmd("XREADGROUP");
+                let mut cmd = redis::cmd(XREADGROUP);
                 cmd.arg("GROUP").arg(group).arg(consumer);
-                ("XREADGROUP", cmd)
+                (XREADGROUP, cmd)
             }
         };
         cmd.arg("COUNT")
@@ -535,15 +572,19 @@ impl Follower {
             Reading::Plain { cursors } => cmd.arg(cursors),
             Reading::Group { .. } => cmd.arg(vec![">"; self.streams.len()]),
         };
-        let reply = self
-            .query(op, &cmd)
-            .await
-            .map_err(|err| match &self.reading {
-                Reading::Group { group, .. } if is_nogroup(&err) => {
-                    no_such_group(&self.streams.join(", "), group)
-                }
-                _ => err,
-            })?;
+        let mut conn = self.connection().await?;
+        let reply: Value = match cmd.query_async(&mut conn).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                let err = self.failed(op, err);
+                return Err(match &self.reading {
+                    Reading::Group { group, .. } if is_nogroup(&err) => {
+                        no_such_group(&self.target(), group)
+                    }
+                    _ => err,
+                });
+            }
+        };
         let per_stream = reply::read_reply(reply)
             .map_err(|reason| Error::backend(ErrorKind::Unexpected, op, self.target(), reason))?;
         let mut out = Vec::new();
@@ -561,7 +602,7 @@ impl Follower {
                 cursors[index] = last.id.clone();
             }
             for entry in entries {
-                out.push(followed(&stream, entry, &self.limits));
+                out.push(followed(&stream, entry, &self.options.limits));
             }
         }
         Ok(out)
@@ -569,6 +610,10 @@ impl Follower {
 
     /// Acknowledges `entries` (`XACK`, one per stream, in one round trip) and returns how many
     /// were pending. Without a group there is nothing to acknowledge: returns 0.
+    ///
+    /// Acknowledging twice is harmless, so after a retryable error the same entries can be
+    /// acknowledged again once the server is back (the follower reconnects as in
+    /// [`next`](Self::next)).
     ///
     /// # Errors
     ///
@@ -593,18 +638,35 @@ impl Follower {
         if !any {
             return Ok(0);
         }
-        let acked: Vec<u64> = pipe
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|err| Error::from_redis("XACK", self.target(), err))?;
-        Ok(acked.into_iter().sum())
+        let mut conn = self.connection().await?;
+        match pipe.query_async::<Vec<u64>>(&mut conn).await {
+            Ok(acked) => Ok(acked.into_iter().sum()),
+            Err(err) => Err(self.failed("XACK", err)),
+        }
     }
 
-    async fn query(&mut self, op: &'static str, cmd: &Cmd) -> Result<Value> {
-        let target = self.target();
-        cmd.query_async(&mut self.conn)
-            .await
-            .map_err(|err| Error::from_redis(op, target, err))
+    /// The follower's connection, opened first if an error dropped it. (A clone: the
+    /// connection is multiplexed, and a call cancelled midway leaves the follower's intact.)
+    async fn connection(&mut self) -> Result<MultiplexedConnection> {
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
+        }
+        let conn =
+            connection::blocking_connection(&self.client, &self.options, &self.server).await?;
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// The error of a failed command. A connection error or a timeout also drops the
+    /// connection: after a timeout a reply may still be on its way, and after a connection
+    /// error the connection is dead; the next call opens a new one.
+    fn failed(&mut self, op: &'static str, err: redis::RedisError) -> Error {
+        let err = Error::from_redis(op, self.target(), err);
+        if matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout) {
+            tracing::debug!(server = %self.server, error = %err, "follower connection dropped");
+            self.conn = None;
+        }
+        err
     }
 
     fn target(&self) -> String {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use redstream_core::{Event, EventMetadata, wire};
+use redstream_core::{Event, EventMetadata, SubscriptionHandle, wire};
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -167,20 +167,51 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> CliResult<()> {
         .with_start_from(StartFrom::Beginning);
     let transport = RedisTransport::with_options(config, options).await?;
     transport.ping().await?;
-    eprintln!(
+    output::note(format_args!(
         "bench: {} events of {} padding bytes, {} publishers, under the prefix {prefix}",
         args.events, args.payload_bytes, args.concurrency
-    );
+    ));
 
     let bars = Bars::new(global.json);
+    let subscription = Mutex::new(None);
     let outcome = tokio::select! {
-        outcome = measure(&transport, &args, &bars) => outcome,
-        () = interrupted() => Err(CliError::usage("interrupted; the benchmark's streams are deleted")),
+        outcome = measure(&transport, &args, &bars, &subscription) => outcome.map(Some),
+        () = interrupted() => Ok(None),
     };
     bars.clear();
-    let cleaned = cleanup(&transport).await;
-    let (publish, raw_xadd, consume) = outcome?;
-    cleaned?;
+    // Interrupted while consuming: the subscription is still running, and would re-create the
+    // streams deleted below (after `NOGROUP` it re-creates its group with `MKSTREAM`).
+    let running = subscription
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    if let Some(handle) = running
+        && let Err(err) = transport.unsubscribe(&handle).await
+    {
+        tracing::warn!(error = %err, "stopping the benchmark's subscription failed");
+    }
+    let cleaned = cleanup(&transport).await.map_err(|err| {
+        CliError::usage(format!(
+            "deleting the benchmark's streams failed: {err}; delete them by hand \
+             (`redstream --prefix {prefix} streams` lists them)"
+        ))
+    });
+    let phases = match (outcome, cleaned) {
+        (Ok(Some(phases)), Ok(())) => phases,
+        (Ok(None), Ok(())) => {
+            return Err(CliError::usage(
+                "interrupted; the benchmark's streams were deleted",
+            ));
+        }
+        (Ok(_), Err(cleanup)) => return Err(cleanup),
+        (Err(err), cleaned) => {
+            if let Err(cleanup) = cleaned {
+                output::note(format!("warning: {cleanup}"));
+            }
+            return Err(err);
+        }
+    };
+    let (publish, raw_xadd, consume) = phases;
 
     let report = Report {
         prefix,
@@ -213,18 +244,20 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> CliResult<()> {
     output::print_table(&table)
 }
 
-/// The three phases, one after the other.
+/// The three phases, one after the other. While the consume phase runs, `subscription` holds
+/// its handle, so that whoever cancels this future can stop the subscription.
 async fn measure(
     transport: &RedisTransport,
     args: &BenchArgs,
     bars: &Bars,
+    subscription: &Mutex<Option<SubscriptionHandle>>,
 ) -> CliResult<(Phase, Phase, Phase)> {
     let pad: Arc<str> = Arc::from("x".repeat(usize::try_from(args.payload_bytes).unwrap_or(0)));
     let (elapsed, latencies) = publish_all(transport, args, &pad, bars).await?;
     let publish = Phase::new(args.events, elapsed, latencies);
     let (elapsed, latencies) = raw_xadd(transport, args, &pad, bars).await?;
     let raw = Phase::new(args.events, elapsed, latencies);
-    let consume = consume_all(transport, args, bars).await?;
+    let consume = consume_all(transport, args, bars, subscription).await?;
     Ok((publish, raw, consume))
 }
 
@@ -233,6 +266,7 @@ async fn consume_all(
     transport: &RedisTransport,
     args: &BenchArgs,
     bars: &Bars,
+    subscription: &Mutex<Option<SubscriptionHandle>>,
 ) -> CliResult<Phase> {
     let consumed = Arc::new(Consumed {
         total: args.events,
@@ -252,7 +286,12 @@ async fn consume_all(
             }
         })
         .await?;
+    *subscription.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle.clone());
     let waited = wait_for_consumers(&consumed).await;
+    subscription
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     if let Err(err) = transport.unsubscribe(&handle).await {
         tracing::warn!(error = %err, "stopping the benchmark's subscription failed");
     }

@@ -4,7 +4,8 @@
 //! `--yes` and refuse without it (before connecting).
 
 use clap::{ArgGroup, Args, Subcommand};
-use redstream_transport::{DeadLetterEntry, RedisTransport, RedriveReport};
+use redstream_core::ErrorKind;
+use redstream_transport::{DeadLetterEntry, Keys, RedisTransport, RedriveReport, TransportOptions};
 use serde::Serialize;
 
 use super::{check_can_confirm, confirm, output};
@@ -196,6 +197,7 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         (false, Some(event_type), _) => format!("redrive the dead letters of type {event_type}"),
         (false, None, n) => format!("redrive {n} dead letter(s)"),
     };
+    check_selection(&args)?;
     check_can_confirm(&what, args.yes)?;
     let transport = connect::transport(global).await?;
     if !args.yes {
@@ -209,14 +211,59 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         )?;
     }
     let report = if args.all {
-        transport.redrive_all().await?
+        transport.redrive_all().await
     } else if let Some(event_type) = &args.event_type {
-        transport.redrive_type(event_type).await?
+        transport.redrive_type(event_type).await
     } else {
         let ids: Vec<&str> = args.ids.iter().map(String::as_str).collect();
-        transport.redrive_ids(&ids).await?
+        transport.redrive_ids(&ids).await
     };
-    print_report(global, &report)
+    match report {
+        Ok(report) => print_report(global, &report),
+        Err(err) => Err(redrive_failed(&transport, err)),
+    }
+}
+
+/// Refuses a malformed `--type` or `--id` before connecting or asking, as the transport would
+/// after (having redriven nothing).
+fn check_selection(args: &RedriveArgs) -> CliResult<()> {
+    if let Some(event_type) = &args.event_type {
+        Keys::validate_event_type(event_type, &TransportOptions::default().limits)?;
+    }
+    let is_entry_id = |id: &str| {
+        id.split_once('-').is_some_and(|(ms, seq)| {
+            [ms, seq].iter().all(|n| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && n.parse::<u64>().is_ok()
+            })
+        })
+    };
+    match args.ids.iter().find(|id| !is_entry_id(id)) {
+        Some(id) => Err(CliError::usage(format!(
+            "invalid dead-letter entry id {id:?}: expected a stream entry id such as \
+             1700000000000-0 (`redstream dlq list` shows them)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A redrive that failed midway: each batch is one transaction, so the batches before the
+/// failure are done and the rest is untouched; say so, and how to carry on.
+fn redrive_failed(transport: &RedisTransport, err: redstream_core::Error) -> CliError {
+    if err.kind() == ErrorKind::InvalidInput {
+        return err.into();
+    }
+    let dlq = transport.keys().dlq();
+    CliError::Redstream(redstream_core::Error::backend(
+        err.kind(),
+        "redrive",
+        &dlq,
+        format!(
+            "{err}; each batch of dead letters is redriven in one transaction, so the batches \
+             before this failure are redriven (and gone from {dlq}) and the others are left as \
+             they were: `redstream dlq list` shows what is left, and running the command again \
+             redrives it"
+        ),
+    ))
 }
 
 fn print_report(global: &GlobalArgs, report: &RedriveReport) -> CliResult<()> {

@@ -14,8 +14,8 @@ use redstream_transport::{
 };
 use serde::Serialize;
 
-use super::{duration, not_found, output};
-use crate::{CliResult, GlobalArgs, connect};
+use super::{idle_time, not_found, output};
+use crate::{CliError, CliResult, GlobalArgs, connect};
 
 /// Options of `redstream info`.
 #[derive(Debug, Args)]
@@ -42,7 +42,7 @@ pub struct PendingArgs {
     #[arg(long)]
     pub consumer: Option<String>,
     /// Only entries not delivered again for at least this long, e.g. `30s`.
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = idle_time)]
     pub min_idle: Option<Duration>,
     /// At most this many entries, oldest first (at most 1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -59,7 +59,7 @@ pub struct ClaimArgs {
     /// The consumer that gets the entries (created in the group if new).
     pub consumer: String,
     /// Only entries idle (not delivered again) for at least this long, e.g. `60s`.
-    #[arg(long, value_parser = duration)]
+    #[arg(long, value_parser = idle_time)]
     pub min_idle: Duration,
     /// At most this many entries, oldest first (at most 1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
@@ -313,7 +313,7 @@ pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
             usize::from(args.count),
         )
         .await
-        .map_err(not_found)?;
+        .map_err(|err| claim_failed(err, &key, &args))?;
     if global.json {
         #[derive(Serialize)]
         struct Claimed<'a> {
@@ -341,4 +341,26 @@ pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
         output::line(id)?;
     }
     Ok(())
+}
+
+/// A failed claim. A large pending list takes several `XAUTOCLAIM`s: when one fails, those
+/// before it have already moved their entries, so say where to look.
+fn claim_failed(err: redstream_core::Error, key: &str, args: &ClaimArgs) -> CliError {
+    use redstream_core::ErrorKind;
+    match err.kind() {
+        ErrorKind::NotFound => not_found(err),
+        ErrorKind::InvalidInput | ErrorKind::WrongType => err.into(),
+        kind => CliError::Redstream(redstream_core::Error::backend(
+            kind,
+            "claim",
+            key,
+            format!(
+                "{err}; entries claimed before the failure stay with {consumer} (`redstream \
+                 pending {key} {group} --consumer {consumer}` lists them); running the command \
+                 again claims the rest",
+                consumer = args.consumer,
+                group = args.group,
+            ),
+        )),
+    }
 }

@@ -10,7 +10,7 @@ pub mod publish;
 pub mod state;
 pub mod tail;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -71,6 +71,14 @@ fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("{err} (expected e.g. 30s, 10m, 1h)"))
 }
 
+/// Parses an idle time (`--min-idle`) like [`duration`], capped at what Redis accepts: it reads
+/// idle times as signed 64-bit milliseconds and refuses larger ones, and nothing is idle for
+/// 292 million years anyway.
+fn idle_time(text: &str) -> Result<Duration, String> {
+    const MAX: Duration = Duration::from_millis(i64::MAX as u64);
+    duration(text).map(|idle| idle.min(MAX))
+}
+
 /// Milliseconds of a duration, saturating.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -99,7 +107,11 @@ fn confirm(question: &str, yes: bool) -> CliResult<()> {
     if yes {
         return Ok(());
     }
-    eprint!("{question} [y/N] ");
+    let mut stderr = std::io::stderr().lock();
+    write!(stderr, "{question} [y/N] ")
+        .and_then(|()| stderr.flush())
+        .map_err(|err| CliError::io("writing the question to stderr", err))?;
+    drop(stderr);
     let mut answer = String::new();
     std::io::stdin()
         .read_line(&mut answer)

@@ -4,6 +4,8 @@
 //! Everything goes through a locked `stdout` with `writeln!` rather than `println!` (so no
 //! `clippy::print_stdout` allowance is needed): a closed pipe (`redstream tail | head`) is then
 //! an error the command stops on (and `commands::run` treats as a normal end), not a panic.
+//! Messages for people (`following ...`, prompts) go to stderr through [`note`], which never
+//! panics either (`eprintln!` does when stderr is a closed pipe).
 
 use std::fmt::Display;
 use std::io::Write;
@@ -31,6 +33,13 @@ pub(crate) fn line(text: impl Display) -> CliResult<()> {
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(stdout_error)
+}
+
+/// Writes one line to stderr: a message for the person at the terminal, not data. A failure to
+/// write it is ignored (there is nowhere left to report it).
+pub(crate) fn note(text: impl Display) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}").and_then(|()| err.flush());
 }
 
 /// An empty table with this header, in the house style.

@@ -2,14 +2,15 @@
 //!
 //! Every payload is parsed and checked (type, metadata, encoded size) before anything is sent,
 //! so a bad line fails the command with its line number and nothing published. A file is then
-//! published in batches, each one `MULTI`/`EXEC` (`publish_batch`): a failed batch wrote
-//! nothing, and the error says how many events the batches before it published.
+//! published in batches, each one `MULTI`/`EXEC` (`publish_batch`): a failed batch wrote nothing
+//! (or, when its reply was lost, either everything or nothing), and the error says so and how
+//! many events the batches before it published.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use redstream_core::{Error, Event, EventMetadata, Priority, wire};
+use redstream_core::{Error, ErrorKind, Event, EventMetadata, Priority, wire};
 use redstream_transport::{Keys, TransportOptions};
 use serde::Serialize;
 
@@ -153,19 +154,27 @@ fn build_event(args: &PublishArgs, payload: serde_json::Value) -> Event {
     event
 }
 
-/// The error of a failed batch: which lines, and how many events went out before it.
+/// The error of a failed batch: which lines, what became of them, and how many events went out
+/// before it.
 fn batch_failed(source: &str, batch: &[Line], done: usize, err: &Error) -> CliError {
     let (first, last) = (
         batch.first().map_or(0, |l| l.number),
         batch.last().map_or(0, |l| l.number),
     );
+    // A transaction is all or nothing, but after a lost connection or a timeout the EXEC may
+    // have run without its reply arriving: say so rather than claim nothing was written.
+    let this_batch = match err.kind() {
+        ErrorKind::Connection | ErrorKind::Timeout => {
+            "its reply was lost, so this batch was written either in full or not at all: check \
+             the stream before publishing these lines again"
+        }
+        _ => "this batch wrote nothing",
+    };
     CliError::Redstream(Error::backend(
         err.kind(),
         "publishing",
         format!("lines {first}-{last} of {source}"),
-        format!(
-            "{err}; this batch wrote nothing, and the {done} event(s) before it were published"
-        ),
+        format!("{err}; {this_batch}; the {done} event(s) of the batches before it were published"),
     ))
 }
 
@@ -196,4 +205,35 @@ fn read_lines(path: &Path) -> CliResult<(String, Vec<(usize, String)>)> {
         }
     }
     Ok((name, lines))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines() -> Vec<Line> {
+        (3..=5)
+            .map(|number| Line {
+                number,
+                event: Event::new("t", serde_json::json!({}), EventMetadata::default()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_batch_says_what_became_of_it() {
+        let failed = |kind| {
+            let err = Error::backend(kind, "MULTI/EXEC of XADDs", "{events}", "boom");
+            batch_failed("events.jsonl", &lines(), 500, &err).to_string()
+        };
+        let refused = failed(ErrorKind::OutOfMemory);
+        assert!(refused.contains("lines 3-5 of events.jsonl"), "{refused}");
+        assert!(refused.contains("this batch wrote nothing"), "{refused}");
+        assert!(refused.contains("the 500 event(s)"), "{refused}");
+        for kind in [ErrorKind::Timeout, ErrorKind::Connection] {
+            let lost = failed(kind);
+            assert!(lost.contains("either in full or not at all"), "{lost}");
+            assert!(!lost.contains("wrote nothing"), "{lost}");
+        }
+    }
 }

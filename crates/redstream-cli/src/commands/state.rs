@@ -231,7 +231,8 @@ async fn list(
     let mut found = Vec::new();
     let mut cursor = 0_u64;
     let truncated = loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+        // Raw bytes: a key that is not UTF-8 (not one the store wrote) must not fail the scan.
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&scan_pattern)
@@ -243,6 +244,7 @@ async fn list(
         found.extend(
             batch
                 .iter()
+                .filter_map(|redis_key| std::str::from_utf8(redis_key).ok())
                 .filter_map(|redis_key| keys.user_key(redis_key))
                 .map(str::to_owned),
         );

@@ -6,6 +6,14 @@
 //! it printed. Once it is reading, it says so on stderr (`following ...`); everything added
 //! after that line is printed. Entries that are not redstream events are printed with their
 //! decoding error.
+//!
+//! It stops after `--count` events, on Ctrl-C or SIGTERM, and when its reader goes away
+//! (`redstream tail x | head -1`), all with exit status 0. When the server goes away (a
+//! restart, a failover) it says so on stderr and keeps trying, with pauses growing to
+//! 5 seconds, until the server is back, then resumes where it stopped; errors that
+//! retrying cannot fix (a refused password, a deleted group) end it with status 1.
+
+use std::time::Duration;
 
 use clap::Args;
 use redstream_transport::{FollowedEntry, Follower, RedisTransport};
@@ -16,6 +24,13 @@ use crate::{CliResult, GlobalArgs, connect};
 
 /// Entries asked for per read (per stream).
 const READ_COUNT: u64 = 100;
+
+/// The pause before the first attempt to reach the server again; it doubles after each failed
+/// attempt, up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
+/// The longest pause between attempts to reach the server again.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// Options of `redstream tail`.
 #[derive(Debug, Args)]
@@ -52,7 +67,7 @@ struct Line<'a> {
     fields: Option<&'a [(String, String)]>,
 }
 
-/// Follows until `--count` events were printed, Ctrl-C or SIGTERM.
+/// Follows until `--count` events were printed, Ctrl-C, SIGTERM or a closed stdout.
 pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
     let streams = streams_of(&transport, &args.name)?;
@@ -73,35 +88,162 @@ pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
     };
     let stop = interrupted();
     tokio::pin!(stop);
-    eprintln!(
+    let closed = output_closed();
+    tokio::pin!(closed);
+    output::note(format!(
         "following {} {from} (Ctrl-C to stop)",
         follower.streams().join(", ")
-    );
+    ));
 
     let mut printed = 0_u64;
+    // With a group: entries printed and not acknowledged yet. They are acknowledged before the
+    // next read, and again after a failure (acknowledging twice is harmless).
+    let mut unacked: Vec<FollowedEntry> = Vec::new();
+    // The current pause between attempts while the server cannot be reached.
+    let mut retrying: Option<Duration> = None;
     loop {
-        let want = args
-            .count
-            .map_or(READ_COUNT, |count| (count - printed).min(READ_COUNT));
-        let entries = tokio::select! {
-            entries = follower.next(usize::try_from(want).unwrap_or(usize::MAX)) => entries?,
+        let left = args.count.map(|count| count - printed);
+        if left == Some(0) && unacked.is_empty() {
+            break;
+        }
+        let want = left.map_or(READ_COUNT, |left| left.min(READ_COUNT));
+        let outcome = tokio::select! {
+            outcome = step(&mut follower, &mut unacked, want) => outcome,
             () = &mut stop => break,
+            () = &mut closed => break,
         };
-        let room = args.count.map_or(u64::MAX, |count| count - printed);
-        let take = entries
-            .len()
-            .min(usize::try_from(room).unwrap_or(usize::MAX));
-        let (shown, extra) = entries.split_at(take);
+        let entries = match outcome {
+            Ok(entries) => entries,
+            Err(err) if err.is_retryable() => {
+                let pause = match retrying {
+                    None => {
+                        output::note(format!(
+                            "warning: {err}; retrying until the server is back (Ctrl-C to stop)"
+                        ));
+                        FIRST_RETRY_PAUSE
+                    }
+                    Some(pause) => {
+                        tracing::debug!(error = %err, "the server is still unreachable");
+                        (pause * 2).min(MAX_RETRY_PAUSE)
+                    }
+                };
+                retrying = Some(pause);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = &mut stop => break,
+                    () = &mut closed => break,
+                }
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if retrying.take().is_some() {
+            output::note("reconnected: following again");
+        }
+        let room = left.map_or(usize::MAX, |left| {
+            usize::try_from(left).unwrap_or(usize::MAX)
+        });
+        let (shown, extra) = entries.split_at(entries.len().min(room));
         for entry in shown {
             print(global, entry)?;
         }
-        acknowledge(&mut follower, args.group.as_deref(), shown, extra).await?;
-        printed += take as u64;
-        if args.count.is_some_and(|count| printed >= count) {
-            break;
+        printed += shown.len() as u64;
+        if let Some(group) = &args.group {
+            unacked.extend_from_slice(shown);
+            warn_unshown(group, extra);
+        }
+    }
+    if !unacked.is_empty() {
+        // Stopped between printing and acknowledging: acknowledge what was printed, unless a
+        // second Ctrl-C says not to wait.
+        let again = interrupted();
+        let acked = tokio::select! {
+            acked = follower.ack(&unacked) => acked.is_ok(),
+            () = again => false,
+        };
+        if !acked {
+            let ids: Vec<&str> = unacked.iter().map(|e| e.id.as_str()).collect();
+            tracing::warn!(
+                group = args.group.as_deref().unwrap_or_default(),
+                ids = %ids.join(", "),
+                "stopped before acknowledging these printed entries: they stay pending for \
+                 this consumer (`redstream claim` hands them to another)"
+            );
         }
     }
     Ok(())
+}
+
+/// Acknowledges what was printed (a no-op without a group), then reads up to `want` entries
+/// per stream; reads nothing once `want` is 0 (`--count` reached).
+async fn step(
+    follower: &mut Follower,
+    unacked: &mut Vec<FollowedEntry>,
+    want: u64,
+) -> redstream_core::Result<Vec<FollowedEntry>> {
+    if !unacked.is_empty() {
+        follower.ack(unacked).await?;
+        unacked.clear();
+    }
+    if want == 0 {
+        return Ok(Vec::new());
+    }
+    follower
+        .next(usize::try_from(want).unwrap_or(usize::MAX))
+        .await
+}
+
+/// Entries a group read returned beyond `--count`: delivered but not shown, so they are left
+/// pending for `redstream claim` or the group's own claiming rather than acknowledged unseen.
+fn warn_unshown(group: &str, extra: &[FollowedEntry]) {
+    if extra.is_empty() {
+        return;
+    }
+    let ids: Vec<&str> = extra.iter().map(|e| e.id.as_str()).collect();
+    tracing::warn!(
+        group,
+        ids = %ids.join(", "),
+        "read beyond --count: these entries stay pending for this consumer, unacknowledged"
+    );
+}
+
+/// Completes when stdout is a pipe whose reader has gone (`redstream tail x | head -1` once
+/// `head` has exited). A follower waiting for new entries writes nothing, so without this it
+/// would notice only at its next line, which may never come. Never completes when stdout is
+/// not a pipe (a file, a terminal), or off Unix.
+fn output_closed() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        let pipe = stdout_pipe();
+        async move {
+            if let Some(pipe) = pipe {
+                // The write end of a pipe reports an error once no reader is left.
+                while let Ok(ready) = pipe.ready(tokio::io::Interest::ERROR).await {
+                    if ready.is_error() {
+                        return;
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::future::pending::<()>()
+    }
+}
+
+/// A duplicate of stdout registered with the runtime, to watch for its reader going away; `None`
+/// when stdout is not a pipe. Only its readiness is used: nothing is written through it, and
+/// its mode is left alone (stdout stays blocking for the writes of [`output`]).
+#[cfg(unix)]
+fn stdout_pipe() -> Option<tokio::net::unix::pipe::Sender> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let file = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned().ok()?);
+    if !file.metadata().ok()?.file_type().is_fifo() {
+        return None;
+    }
+    tokio::net::unix::pipe::Sender::from_file_unchecked(file).ok()
 }
 
 /// The streams `name` stands for: every lane of a bare event type, otherwise the one stream
@@ -119,29 +261,6 @@ fn streams_of(transport: &RedisTransport, name: &str) -> CliResult<Vec<String>> 
     } else {
         Ok(vec![key])
     }
-}
-
-/// Acknowledges what was printed (a no-op without a group). Entries read beyond `--count`
-/// stay pending for this consumer: they were delivered but not shown, so they are left for
-/// `redstream claim` or the group's own claiming rather than acknowledged unseen.
-async fn acknowledge(
-    follower: &mut Follower,
-    group: Option<&str>,
-    shown: &[FollowedEntry],
-    extra: &[FollowedEntry],
-) -> CliResult<()> {
-    follower.ack(shown).await?;
-    if let Some(group) = group
-        && !extra.is_empty()
-    {
-        let ids: Vec<&str> = extra.iter().map(|e| e.id.as_str()).collect();
-        tracing::warn!(
-            group,
-            ids = %ids.join(", "),
-            "read beyond --count: these entries stay pending for this consumer, unacknowledged"
-        );
-    }
-    Ok(())
 }
 
 fn print(global: &GlobalArgs, entry: &FollowedEntry) -> CliResult<()> {

@@ -1,9 +1,11 @@
 //! `redstream bench`: it publishes and consumes the events, reports each phase, and leaves no
 //! stream behind.
 
+use std::time::{Duration, Instant};
+
 use redstream_testkit::RedisServer;
 
-use crate::support::{Cli, connection, raw};
+use crate::support::{Cli, HANG, Running, connection, raw};
 
 /// Keys on the server whose name contains `needle` (SCAN; `needle` has no glob characters).
 async fn keys_containing(server: &RedisServer, needle: &str) -> Vec<String> {
@@ -75,4 +77,44 @@ async fn bench_reports_every_phase_and_cleans_up() {
 
     let zero = cli.run(&["bench", "--events", "0"]);
     assert_eq!(zero.code, Some(2), "{zero:#?}");
+}
+
+#[tokio::test]
+async fn an_interrupted_bench_leaves_nothing_behind() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let ours = format!("{}-bench-", cli.prefix);
+    let mut running = Running::start(cli.command(&["bench", "--events", "20000"]));
+    running.wait_for_stderr("bench:");
+
+    // Interrupt it while it consumes, the hard case: its subscription, if left running, would
+    // re-create the streams the cleanup deletes. The group exists from then on.
+    let mut conn = connection(&server).await;
+    let deadline = Instant::now() + HANG;
+    'consuming: loop {
+        for key in keys_containing(&server, &ours).await {
+            if key.ends_with(":bench") {
+                let groups: Vec<redis::Value> = redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                if !groups.is_empty() {
+                    break 'consuming;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the consume phase never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    running.signal("INT");
+    let out = running.finish();
+    assert_eq!(out.code, Some(1), "{out:#?}");
+    assert!(out.stderr.contains("interrupted"), "{out:#?}");
+    assert_eq!(
+        keys_containing(&server, &ours).await,
+        Vec::<String>::new(),
+        "no bench stream is left behind"
+    );
 }

@@ -128,6 +128,8 @@ async fn the_password_never_appears_even_in_debug_logs() {
         let out = cli.run(args);
         assert_no_password(&out);
         assert!(matches!(out.code, Some(0 | 1)), "{out:#?}");
+        // The logs do name the server, redacted.
+        assert!(out.stderr.contains(":***@127.0.0.1"), "{out:#?}");
     }
 
     // REDIS_URL works like --url.
@@ -196,6 +198,10 @@ async fn bad_arguments_are_refused_before_connecting() {
     cli.run(&["publish", "bad type", "{}"])
         .fails_with("event type");
     cli.run(&["dlq", "purge"]).fails_with("pass --yes");
+    cli.run(&["dlq", "redrive", "--id", "latest", "--yes"])
+        .fails_with("latest");
+    cli.run(&["dlq", "redrive", "--type", "bad type", "--yes"])
+        .fails_with("event type");
     let bad_url = Cli::with_url("http://example.com".to_owned());
     bad_url.run(&["streams"]).fails_with("redis://");
 }

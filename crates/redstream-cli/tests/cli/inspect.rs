@@ -152,6 +152,15 @@ async fn pending_lists_and_filters_entries() {
     assert_eq!(nobody["entries"], json!([]));
     let idle = cli.json(&["pending", "order.created", "billing", "--min-idle", "1h"]);
     assert_eq!(idle["entries"], json!([]));
+    // More than Redis takes (i64 milliseconds) is capped, not a server error.
+    let forever = cli.json(&[
+        "pending",
+        "order.created",
+        "billing",
+        "--min-idle",
+        "500000000years",
+    ]);
+    assert_eq!(forever["entries"], json!([]));
 
     let table = cli.run(&["pending", "order.created", "billing"]).ok();
     assert!(
@@ -182,6 +191,15 @@ async fn claim_hands_idle_entries_to_a_consumer() {
         "1h",
     ]);
     assert_eq!(none["claimed"], json!([]));
+    let forever = cli.json(&[
+        "claim",
+        "order.created",
+        "billing",
+        "c2",
+        "--min-idle",
+        "500000000years",
+    ]);
+    assert_eq!(forever["claimed"], json!([]));
 
     let out = cli.json(&[
         "claim",

@@ -92,6 +92,16 @@ async fn keys_lists_by_pattern_within_a_limit() {
         .await
         .unwrap();
 
+    // A key under the prefix that is not UTF-8 (no store writes such keys) is skipped, not
+    // an error.
+    let mut conn = connection(&server).await;
+    let _: () = redis::cmd("SET")
+        .arg([format!("{{{prefix}}}:").as_bytes(), b"\xff\xfe"].concat())
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
     let all = cli.json(&["state", "keys", p[0], p[1]]);
     assert_eq!(all["keys"].as_array().unwrap().len(), 31);
     assert_eq!(all["truncated"], false);

@@ -1,6 +1,6 @@
 //! Running the built `redstream` binary against a private server, and reading what it printed.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -151,31 +151,41 @@ impl Cli {
     }
 }
 
-/// A running `redstream` (a `tail`), with its stderr read line by line on a thread.
+/// A running `redstream` (a `tail`), with its stderr read line by line on a thread (and its
+/// stdout too, once [`wait_for_stdout_line`](Self::wait_for_stdout_line) is called).
 pub(crate) struct Running {
     child: Child,
     stderr: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stdout: Option<mpsc::Receiver<String>>,
+    printed: Vec<String>,
+}
+
+/// The lines of `reader`, read on a thread until its end.
+fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Running {
     /// Starts `command`.
     pub(crate) fn start(mut command: Command) -> Self {
         let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = lines_of(child.stderr.take().unwrap());
         Self {
             child,
-            stderr: rx,
+            stderr,
             seen: Vec::new(),
+            stdout: None,
+            printed: Vec::new(),
         }
     }
 
@@ -200,9 +210,35 @@ impl Running {
         }
     }
 
+    /// Waits for the next line on stdout and returns it.
+    pub(crate) fn wait_for_stdout_line(&mut self) -> String {
+        let stdout = self
+            .stdout
+            .get_or_insert_with(|| lines_of(self.child.stdout.take().unwrap()));
+        let line = stdout
+            .recv_timeout(HANG)
+            .unwrap_or_else(|err| panic!("no line on stdout ({err}); stderr: {:?}", self.seen));
+        self.printed.push(line.clone());
+        line
+    }
+
     /// The process id, for signals.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Closes the read end of its stdout, as `head` does when it has read enough.
+    pub(crate) fn close_stdout(&mut self) {
+        drop(self.child.stdout.take());
+    }
+
+    /// Sends `signal` (`INT`, `TERM`...) with `kill`.
+    pub(crate) fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     /// Waits until the process exits (failing as hung after [`HANG`]) and returns its output.
@@ -220,10 +256,19 @@ impl Running {
         }
         let output = self.child.wait_with_output().unwrap();
         let mut stderr: Vec<String> = self.seen;
-        stderr.extend(self.stderr.try_iter());
+        stderr.extend(self.stderr.iter());
+        let stdout = match self.stdout {
+            // The process is gone, so its stdout ends and so does the reading thread.
+            Some(rest) => {
+                let mut lines = self.printed;
+                lines.extend(rest.iter());
+                lines.iter().map(|line| format!("{line}\n")).collect()
+            }
+            None => String::from_utf8(output.stdout).unwrap(),
+        };
         Output {
             code: output.status.code(),
-            stdout: String::from_utf8(output.stdout).unwrap(),
+            stdout,
             stderr: stderr.join("\n"),
         }
     }

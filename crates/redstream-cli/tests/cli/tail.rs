@@ -161,12 +161,64 @@ async fn ctrl_c_stops_it_cleanly() {
     let server = RedisServer::start().await.unwrap();
     let cli = Cli::new(&server);
     let running = tail(&cli, &["tail", "quiet"]);
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &running.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    running.signal("INT");
     let out = running.finish();
     assert_eq!(out.code, Some(0), "{out:#?}");
     assert_eq!(out.stdout, "");
+    // SIGTERM too, with a group: what it printed is acknowledged on the way out.
+    let mut running = tail(&cli, &["tail", "quiet", "--group", "ops", "--count", "5"]);
+    cli.run(&["publish", "quiet", "{}"]).ok();
+    running.wait_for_stdout_line();
+    running.signal("TERM");
+    let out = running.finish();
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert_eq!(out.stdout.lines().count(), 1, "{out:#?}");
+    let mut conn = connection(&server).await;
+    let pending: Vec<redis::Value> = raw(
+        &mut conn,
+        &["XPENDING", &cli.stream("quiet"), "ops", "-", "+", "10"],
+    )
+    .await;
+    assert!(
+        pending.is_empty(),
+        "printed means acknowledged: {pending:?}"
+    );
+}
+
+#[tokio::test]
+async fn it_stops_when_its_reader_goes_away() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    // Nothing is published: it is waiting, writing nothing, when `head` (here: the test) goes.
+    let mut running = tail(&cli, &["tail", "quiet"]);
+    running.close_stdout();
+    let out = running.finish();
+    assert_eq!(out.code, Some(0), "{out:#?}");
+    assert!(!out.stderr.contains("error"), "{out:#?}");
+}
+
+#[tokio::test]
+async fn it_resumes_after_the_server_restarts() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut running = tail(&cli, &["--json", "tail", "audit", "--count", "1"]);
+    // Killed and started again, without persistence: the tail's connection dies with it.
+    server.restart().await.unwrap();
+    running.wait_for_stderr("retrying until the server is back");
+    cli.run(&["publish", "audit", r#"{"n":1}"#]).ok();
+    running.wait_for_stderr("reconnected");
+    let out = running.finish();
+    let stdout = out.ok();
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["event"]["payload"], json!({ "n": 1 }));
+}
+
+#[tokio::test]
+async fn with_a_group_a_server_that_lost_the_group_ends_it() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let running = tail(&cli, &["tail", "audit", "--group", "ops"]);
+    // Restarted without persistence: the group is gone, which waiting cannot fix.
+    server.restart().await.unwrap();
+    running.finish().fails_with("no such consumer group");
 }

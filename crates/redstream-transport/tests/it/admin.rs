@@ -396,6 +396,11 @@ async fn following_without_a_group_reads_new_entries_and_creates_nothing() {
         ErrorKind::InvalidInput,
         "soon",
     );
+    assert_kind(
+        transport.follow(&[&stream, &stream], None).await,
+        ErrorKind::InvalidInput,
+        "more than once",
+    );
     assert_kind(follower.next(0).await, ErrorKind::InvalidInput, "count");
 }
 
@@ -442,4 +447,123 @@ async fn following_in_a_group_creates_it_and_acknowledges() {
         ErrorKind::InvalidInput,
         "group",
     );
+}
+
+#[tokio::test]
+async fn redrive_by_type_pages_through_a_long_dead_letter_stream() {
+    let server = RedisServer::start().await.unwrap();
+    let (transport, _) = setup(&server).await;
+    // 250 dead letters, every third of type a (the last one too): the scan reads three pages of
+    // 100 and must neither skip nor repeat an entry at their edges.
+    let mut expected = Vec::new();
+    for n in 0..250 {
+        let event_type = if n % 3 == 0 { "a" } else { "b" };
+        if event_type == "a" {
+            expected.push(n);
+        }
+        transport
+            .publish_to_dlq(event(event_type, n), "failed")
+            .await
+            .unwrap();
+    }
+
+    let report = transport.redrive_type("a").await.unwrap();
+    assert_eq!(report.redriven, expected.len(), "{report:?}");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    let redriven: Vec<usize> = xrange(&server, &transport.stream_key_for("a").unwrap())
+        .await
+        .iter()
+        .map(|(_, fields)| number(&serde_json::from_str::<Event>(&fields[0].1).unwrap()))
+        .collect();
+    assert_eq!(redriven, expected, "each once, in dead-letter order");
+    let left = transport.dlq_entries(1000).await.unwrap();
+    assert_eq!(left.len(), 250 - expected.len());
+    assert!(left.iter().all(|e| e.original_type == "b"));
+}
+
+#[tokio::test]
+async fn claim_follows_the_cursor_past_entries_not_idle_enough() {
+    let server = RedisServer::start().await.unwrap();
+    let (transport, _) = setup(&server).await;
+    let stream = transport.stream_key_for("order.created").unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..30 {
+        ids.push(transport.publish(event("order.created", n)).await.unwrap());
+    }
+    let _: () = raw(&mut conn, &["XGROUP", "CREATE", &stream, "billing", "0"]).await;
+    let _: redis::Value = raw(
+        &mut conn,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "billing",
+            "c1",
+            "STREAMS",
+            &stream,
+            ">",
+        ],
+    )
+    .await;
+    // The last five have been idle for an hour (`XCLAIM ... IDLE` sets it, no waiting), the
+    // first 25 not at all. One XAUTOCLAIM looks at 10 × COUNT entries at most, so with COUNT 2
+    // the first call finds nothing and returns a cursor that `claim` must follow.
+    let mut xclaim = vec!["XCLAIM", &stream, "billing", "c1", "0"];
+    xclaim.extend(ids[25..].iter().map(String::as_str));
+    xclaim.extend(["IDLE", "3600000", "JUSTID"]);
+    let _: redis::Value = raw(&mut conn, &xclaim).await;
+
+    let half_hour = Duration::from_secs(1800);
+    let claimed = transport
+        .claim(&stream, "billing", "c2", half_hour, 2)
+        .await
+        .unwrap();
+    assert_eq!(claimed, ids[25..27]);
+    let claimed = transport
+        .claim(&stream, "billing", "c2", half_hour, 100)
+        .await
+        .unwrap();
+    assert_eq!(claimed, ids[27..], "the rest, and only those idle enough");
+
+    // An idle time beyond what Redis accepts is capped, not an error.
+    let none = transport
+        .claim(&stream, "billing", "c2", Duration::MAX, 10)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn followers_resume_after_the_server_restarts() {
+    // With the append-only file, so the group outlives the restart.
+    let server = RedisServer::builder()
+        .appendonly(true)
+        .start()
+        .await
+        .unwrap();
+    let (transport, prefix) = setup(&server).await;
+    let stream = transport.stream_key_for("audit").unwrap();
+    transport.publish(event("audit", 0)).await.unwrap();
+    let mut plain = transport.follow(&[&stream], None).await.unwrap();
+    let mut group = transport
+        .follow_group(&[&stream], "tail", "me")
+        .await
+        .unwrap();
+
+    server.restart().await.unwrap();
+    // Their connections died with the server: the next call says so, retryably...
+    for follower in [&mut plain, &mut group] {
+        let err = follower.next(10).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    }
+    // ...and the one after that reconnects and goes on where it stopped.
+    let after = crate::support::transport(&server, &prefix, "g", fast()).await;
+    after.publish(event("audit", 1)).await.unwrap();
+    let read = next_n(&mut plain, 1).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event.as_ref().map(number), Some(1));
+    let read = next_n(&mut group, 1).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event.as_ref().map(number), Some(1));
+    assert_eq!(group.ack(&read).await.unwrap(), 1);
 }
