@@ -8,6 +8,7 @@ mod error;
 pub mod serve;
 pub mod sink;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 pub use args::{Cli, Command, GlobalArgs};
@@ -38,7 +39,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            // Not eprintln!, which panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {error}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

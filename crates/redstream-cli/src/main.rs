@@ -1,6 +1,7 @@
 //! The `redstream` binary. Everything lives in the library half of this crate
 //! (`redstream_cli`), so that integration tests can drive the same code in-process.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,7 +15,10 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {error}"
+            );
             return ExitCode::from(redstream_cli::EXIT_FAILURE);
         }
     };

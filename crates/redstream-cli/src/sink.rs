@@ -2,6 +2,7 @@
 //! through `redstream-sink`, with a checkpoint file. See `redstream_sink::runner` for the
 //! configuration and how a killed run resumes without losing or duplicating a line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -57,30 +58,28 @@ async fn shutdown_signal() {
     }
 }
 
-// Printing the report on stdout is the command's output.
-#[allow(clippy::print_stdout)]
+/// Prints the report on stdout; a closed stdout is not an error worth failing the run for,
+/// since the run's work is done and checkpointed.
 fn print_report(global: &GlobalArgs, report: &RunReport) {
-    if global.json {
-        match serde_json::to_string(report) {
-            Ok(json) => println!("{json}"),
-            Err(err) => eprintln!("error: cannot print the report: {err}"),
-        }
-        return;
-    }
-    let state = if report.interrupted {
-        "stopped"
+    let text = if global.json {
+        serde_json::to_string(report).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
     } else {
-        "end of input"
+        let state = if report.interrupted {
+            "stopped"
+        } else {
+            "end of input"
+        };
+        format!(
+            "{state}: {} events in {} batches from {} lines ({} skipped, {} batches dropped); \
+             resumed at byte {}, checkpoint at byte {}",
+            report.events,
+            report.batches,
+            report.lines,
+            report.skipped_lines,
+            report.dropped_batches,
+            report.resumed_from,
+            report.offset
+        )
     };
-    println!(
-        "{state}: {} events in {} batches from {} lines ({} skipped, {} batches dropped); \
-         resumed at byte {}, checkpoint at byte {}",
-        report.events,
-        report.batches,
-        report.lines,
-        report.skipped_lines,
-        report.dropped_batches,
-        report.resumed_from,
-        report.offset
-    );
+    let _ = writeln!(std::io::stdout(), "{text}");
 }

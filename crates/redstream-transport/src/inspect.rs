@@ -474,7 +474,8 @@ impl RedisTransport {
         let mut cmd = redis::cmd("XPENDING");
         cmd.arg(stream).arg(group);
         if let Some(min_idle) = query.min_idle {
-            let ms = u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX);
+            // Redis takes the idle time as a signed 64-bit count of milliseconds.
+            let ms = i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
             cmd.arg("IDLE").arg(ms);
         }
         cmd.arg(start).arg("+").arg(count);

@@ -87,9 +87,12 @@ impl RedisTransport {
     /// returns their entry ids in order.
     ///
     /// Every event is validated first, so one invalid event fails the batch before anything is
-    /// sent; and the transaction means a failed batch wrote nothing, so retrying it cannot
-    /// duplicate part of it. (All streams of one prefix share a hash tag, so this holds on
-    /// Redis Cluster too.)
+    /// sent; and the transaction means the batch is written in full or not at all, never in
+    /// part. (All streams of one prefix share a hash tag, so this holds on Redis Cluster too.)
+    /// A batch refused by Redis (`OOM`, `NOPERM`...) wrote nothing and can be retried as it is.
+    /// After a timeout or a dropped connection the `EXEC` may have run with its reply lost:
+    /// retrying then may write the whole batch a second time (see `redstream-sink` for
+    /// batches that must not be duplicated).
     ///
     /// With the `opentelemetry` feature, every event gets the current span's trace context, as
     /// with [`publish`](Self::publish).
