@@ -49,6 +49,7 @@ use crate::config::TransportOptions;
 use crate::connection;
 use crate::consumer::{Commands, is_nogroup, reply};
 use crate::dlq::{DeadLetterEntry, RedriveReport, field};
+use crate::inspect::{check_non_empty, check_under_prefix, no_such_group, parse_id};
 use crate::keys::Keys;
 use crate::transport::RedisTransport;
 
@@ -767,13 +768,6 @@ fn wrong_type(stream: &str, actual: &str) -> Error {
     )
 }
 
-fn no_such_group(stream: &str, group: &str) -> Error {
-    Error::not_found(
-        format!("consumer group {group:?} of stream {stream:?}"),
-        "the server answered NOGROUP; stream_info() lists the stream's groups",
-    )
-}
-
 /// The error code (`BUSYGROUP`, `NOGROUP`...) of the Redis error inside `err`.
 fn redis_code(err: &Error) -> Option<&str> {
     std::error::Error::source(err)?
@@ -781,46 +775,8 @@ fn redis_code(err: &Error) -> Option<&str> {
         .code()
 }
 
-fn check_non_empty(what: &'static str, value: &str) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::invalid_input(what, "must not be empty"));
-    }
-    Ok(())
-}
-
-/// Refuses names that are empty or not under the prefix, like the inspection API.
-fn check_under_prefix(keys: &Keys, stream: &str) -> Result<()> {
-    let tag = keys.tag();
-    let under = stream
-        .strip_prefix(tag)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .is_some_and(|rest| !rest.is_empty());
-    if under {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(
-            format!("stream {stream:?}"),
-            format!(
-                "is not under the prefix: stream names start with \"{tag}:\" (list_streams() \
-                 returns them; stream_key_for() builds them)"
-            ),
-        ))
-    }
-}
-
-/// `<ms>-<seq>`, both decimal numbers that fit a u64.
-fn parse_entry_id(id: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = id.split_once('-')?;
-    let number = |s: &str| {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u64>().ok())
-            .flatten()
-    };
-    Some((number(ms)?, number(seq)?))
-}
-
 fn check_entry_id(what: &'static str, id: &str) -> Result<()> {
-    match parse_entry_id(id) {
+    match parse_id(id) {
         Some(_) => Ok(()),
         None => Err(Error::invalid_input(
             format!("{what} {id:?}"),
@@ -846,7 +802,7 @@ fn exclusive_start(start: &str) -> Result<String> {
         Some(id) => (true, id),
         None => (false, start),
     };
-    let (ms, seq) = match parse_entry_id(id) {
+    let (ms, seq) = match parse_id(id) {
         Some((ms, seq)) => (ms, Some(seq)),
         None if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
             (id.parse::<u64>().map_err(|_| invalid())?, None)

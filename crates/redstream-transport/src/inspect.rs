@@ -571,20 +571,7 @@ impl RedisTransport {
                 "must not be empty",
             ));
         }
-        let tag = self.inner.keys.tag();
-        let under_prefix = stream
-            .strip_prefix(tag)
-            .is_some_and(|rest| rest.starts_with(':'));
-        if !under_prefix {
-            return Err(Error::invalid_input(
-                format!("stream {stream:?}"),
-                format!(
-                    "is not under the prefix: stream names start with \"{tag}:\" \
-                     (list_streams() returns them)"
-                ),
-            ));
-        }
-        Ok(())
+        check_under_prefix(&self.inner.keys, stream)
     }
 
     /// Runs `TYPE stream` and `cmd` in one round trip, and turns a missing stream, a key of
@@ -865,7 +852,27 @@ impl KeyType {
     }
 }
 
-fn no_such_group(stream: &str, group: &str) -> Error {
+/// Refuses a stream name that is not `{tag}:<something>` of this prefix.
+pub(crate) fn check_under_prefix(keys: &crate::keys::Keys, stream: &str) -> Result<()> {
+    let tag = keys.tag();
+    let under = stream
+        .strip_prefix(tag)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|rest| !rest.is_empty());
+    if under {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            format!("stream {stream:?}"),
+            format!(
+                "is not under the prefix: stream names start with \"{tag}:\" (list_streams() \
+                 returns them; stream_key_for() builds them)"
+            ),
+        ))
+    }
+}
+
+pub(crate) fn no_such_group(stream: &str, group: &str) -> Error {
     Error::not_found(
         format!("consumer group {group:?} of stream {stream:?}"),
         "the server answered NOGROUP; stream_info() lists the stream's groups",
@@ -881,7 +888,7 @@ fn unexpected(op: &'static str, target: &str, what: &str) -> Error {
     )
 }
 
-fn check_non_empty(what: &'static str, value: &str) -> Result<()> {
+pub(crate) fn check_non_empty(what: &'static str, value: &str) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid_input(what, "must not be empty"));
     }
@@ -923,10 +930,15 @@ fn check_id(what: &'static str, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ms-seq` as a pair that sorts like the ids.
-fn parse_id(id: &str) -> Option<(u64, u64)> {
+/// `<ms>-<seq>`, both decimal numbers that fit a u64, as a pair that sorts like the ids.
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    Some((number(ms)?, number(seq)?))
 }
 
 /// Seconds between the time in an entry id and `now_us` (microseconds), at least 0.
