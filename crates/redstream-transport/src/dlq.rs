@@ -72,7 +72,7 @@ pub(crate) mod field {
 /// The longest `error` stored; longer handler messages are cut at a character boundary.
 const MAX_ERROR_LEN: usize = 8 * 1024;
 
-/// Dead letters read per `XRANGE` page and redriven per transaction.
+/// Dead letters read per `XRANGE` page and redriven per round trip.
 const PAGE: usize = 100;
 
 /// Why an entry was dead-lettered; the `reason` label of the dead-letter counter.
@@ -336,6 +336,23 @@ struct Plan {
     target: String,
     envelope: String,
 }
+
+/// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
+/// target stream. ARGV: the dead letter's id, the envelope, `MAXLEN ~` (0: none), the field.
+/// Returns the new entry id, or nil when the dead letter was already gone.
+const REDRIVE_SCRIPT: &str = r"
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
+end
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+  return false
+end
+if tonumber(ARGV[3]) > 0 then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[2])
+end
+return redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[2])
+";
 
 /// Checks an id given to a redrive: `<ms>-<seq>`, or for ranges also `<ms>`, `-`, `+` and an
 /// exclusive `(` prefix.
@@ -604,75 +621,45 @@ impl RedisTransport {
             return Ok(());
         }
         let dlq = keys.dlq();
-        // Redis does not roll a transaction back when one command fails at run time: a target
-        // that is not a stream would fail its XADD while the XDEL still runs. Such dead letters
-        // are left out instead.
-        let mut targets: Vec<&str> = plans.iter().map(|p| p.target.as_str()).collect();
-        targets.sort_unstable();
-        targets.dedup();
-        let mut pipe = redis::pipe();
-        for target in &targets {
-            pipe.cmd("TYPE").arg(*target);
-        }
-        let types: Vec<String> = self.commands().pipe("TYPE", &dlq, &pipe).await?;
-        let bad: Vec<(String, String)> = targets
-            .iter()
-            .zip(types)
-            .filter(|(_, t)| t != "stream" && t != "none")
-            .map(|(k, t)| ((*k).to_owned(), t))
-            .collect();
-        let (plans, refused): (Vec<Plan>, Vec<Plan>) = plans
-            .into_iter()
-            .partition(|p| !bad.iter().any(|(k, _)| *k == p.target));
-        for plan in refused {
-            let kind = bad
-                .iter()
-                .find(|(k, _)| *k == plan.target)
-                .map_or("", |(_, t)| t.as_str());
-            report.skip(
-                plan.dlq_id,
-                format!("{} holds a {kind}, not a stream", plan.target),
-            );
-        }
-        if plans.is_empty() {
-            return Ok(());
-        }
-
         let max_len = self.inner.config.max_stream_length;
+        // One script call per dead letter, all in one round trip. Each call checks the target's
+        // type, then deletes the dead letter and republishes it only if the delete removed it:
+        // two clients redriving the same dead letter at once (the CLI and the dashboard, say)
+        // republish it once, and a target of the wrong type leaves the dead letter in place.
         let mut pipe = redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
         for plan in &plans {
-            let xadd = pipe.cmd("XADD").arg(&plan.target);
-            if max_len > 0 {
-                xadd.arg("MAXLEN").arg("~").arg(max_len);
-            }
-            xadd.arg("*").arg(EVENT_FIELD).arg(&plan.envelope);
-            pipe.cmd("XDEL").arg(&dlq).arg(&plan.dlq_id);
+            pipe.cmd("EVAL")
+                .arg(REDRIVE_SCRIPT)
+                .arg(2)
+                .arg(&dlq)
+                .arg(&plan.target)
+                .arg(&plan.dlq_id)
+                .arg(&plan.envelope)
+                .arg(max_len)
+                .arg(EVENT_FIELD);
         }
         let span = tracing::info_span!("redrive", entries = plans.len());
-        let results: Vec<redis::RedisResult<Value>> = self
+        let results: Vec<redis::RedisResult<Option<String>>> = self
             .commands()
-            .pipe("MULTI/EXEC of XADD + XDEL", &dlq, &pipe)
+            .pipe("EVAL redrive (XDEL + XADD)", &dlq, &pipe)
             .instrument(span)
             .await?;
-        for (plan, result) in plans.iter().zip(results.chunks(2)) {
-            match result.first() {
-                Some(Ok(_)) => report.redriven += 1,
-                Some(Err(err)) => {
-                    tracing::error!(
-                        dlq_id = %plan.dlq_id,
-                        stream = %plan.target,
-                        error = %err,
-                        envelope = %plan.envelope,
-                        "redrive: XADD failed inside the transaction after its XDEL was queued; \
-                         the envelope is logged here so that it can be published by hand"
-                    );
-                    report.skipped.push(SkippedDeadLetter {
-                        id: plan.dlq_id.clone(),
-                        reason: format!("XADD to {} failed: {err}", plan.target),
-                    });
-                }
-                None => {}
+        for (plan, result) in plans.into_iter().zip(results) {
+            match result {
+                Ok(Some(_)) => report.redriven += 1,
+                Ok(None) => report.skip(
+                    plan.dlq_id,
+                    "no longer in the dead-letter stream: redriven or deleted by another client",
+                ),
+                Err(err) if err.code() == Some("WRONGTYPE") => report.skip(
+                    plan.dlq_id,
+                    format!(
+                        "{} is not a stream; the dead letter is left in place",
+                        plan.target
+                    ),
+                ),
+                Err(err) => report.skip(plan.dlq_id, format!("redrive failed: {err}")),
             }
         }
         tracing::info!(redriven = report.redriven, "dead letters redriven");

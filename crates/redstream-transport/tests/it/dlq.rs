@@ -461,3 +461,52 @@ async fn publish_to_dlq_validates_the_event() {
     }
     assert!(xrange(&server, &transport.keys().dlq()).await.is_empty());
 }
+
+/// Two clients redriving the same dead letters at once (the CLI and the dashboard, say)
+/// republish each exactly once, and a target that is not a stream keeps its dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_redrives_republish_each_dead_letter_once() {
+    const LETTERS: usize = 300;
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("redrive-race");
+    let one = transport(&server, &prefix, "workers", fast()).await;
+    let two = transport(&server, &prefix, "workers", fast()).await;
+    let error = std::io::Error::other("downstream refused");
+    for n in 0..LETTERS {
+        one.publish_to_dlq(event("refund.issued", n), &error)
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(one.redrive_all(), two.redrive_all());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.redriven + b.redriven, LETTERS, "{a:?} {b:?}");
+    let stream = one.keys().stream("refund.issued", Priority::Normal);
+    assert_eq!(xrange(&server, &stream).await.len(), LETTERS);
+    assert!(one.dlq_entries(10).await.unwrap().is_empty());
+
+    // A target of the wrong type: the dead letter stays, with the reason.
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(&stream)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let id = one
+        .publish_to_dlq(event("refund.issued", 0), &error)
+        .await
+        .unwrap();
+    let report = one.redrive_all().await.unwrap();
+    assert_eq!(report.redriven, 0);
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(
+        report.skipped[0].reason.contains("not a stream"),
+        "{report:?}"
+    );
+    assert_eq!(one.dlq_entries(10).await.unwrap()[0].id, id);
+}
