@@ -3,26 +3,21 @@
 //! `/api/streams/{name}`, `/api/streams/{name}/pending`). Examples of every answer are in
 //! `docs/dashboard.md`.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use redstream_core::ErrorKind;
-use redstream_transport::{PendingEntry, PendingQuery, StreamEntry};
+use redstream_transport::{PendingEntry, PendingQuery, ServerInfo, StreamEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::config::{DEFAULT_LIST_COUNT, DEFAULT_READ_COUNT};
+use super::config::{DEFAULT_LIST_COUNT, DEFAULT_READ_COUNT, FAN_OUT};
 use super::error::ApiError;
 use super::params;
 use super::snapshot::StreamView;
 use super::state::{AppState, Counters};
-
-/// Concurrent `XRANGE`s of `/api/streams/info`.
-const FAN_OUT: usize = 16;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -196,7 +191,7 @@ pub(crate) async fn read(
     let Query(query) = query?;
     let key = params::stream_key(state.transport(), &stream)?;
     let count = params::count(query.count.as_deref(), DEFAULT_READ_COUNT)?;
-    let start_id = query.start_id.unwrap_or_else(|| "-".to_owned());
+    let start_id = params::start_id(query.start_id)?;
     let messages = state
         .transport()
         .read_range(&key, &start_id, "+", count, false)
@@ -260,6 +255,14 @@ pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Val
     })))
 }
 
+/// `redis` of `/api/metrics`: `INFO`'s figures and the round trip of a `PING`.
+#[derive(Serialize)]
+struct RedisFigures {
+    #[serde(flatten)]
+    info: ServerInfo,
+    latency_ms: f64,
+}
+
 /// `GET /api/metrics`: the server's figures from `INFO`, totals over the streams, and the
 /// dashboard's own counters.
 pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Value> {
@@ -283,10 +286,10 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Value> {
         "pending": events.flat_map(|s| &s.groups).map(|g| g.pending).sum::<u64>(),
         "dead_letters": dead_letters,
     });
-    let mut redis = serde_json::to_value(redis).unwrap_or_else(|_| json!({}));
-    if let Some(fields) = redis.as_object_mut() {
-        fields.insert("latency_ms".into(), json!(rtt.as_secs_f64() * 1000.0));
-    }
+    let redis = RedisFigures {
+        info: redis,
+        latency_ms: rtt.as_secs_f64() * 1000.0,
+    };
     Ok(Json(json!({
         "redis": redis,
         "streams": totals,
@@ -303,7 +306,7 @@ pub(crate) fn dashboard_counters(state: &AppState) -> Value {
         "requests_total": requests,
         "auth_failures_total": Counters::get(&counters.auth_failures),
         "redis_errors_total": redis_errors,
-        "ws_clients": counters.ws_clients.load(Ordering::Relaxed),
+        "ws_clients": Counters::get(&counters.ws_clients),
         "ws_connections_total": Counters::get(&counters.ws_connections),
         "snapshots_total": Counters::get(&counters.snapshots),
         "dlq_redriven_total": Counters::get(&counters.redriven),

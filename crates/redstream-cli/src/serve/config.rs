@@ -22,6 +22,15 @@ pub(crate) const DEFAULT_LIST_COUNT: usize = 100;
 /// Dead letters a snapshot carries (the oldest ones); the page says when there are more.
 pub(crate) const SNAPSHOT_DEAD_LETTERS: usize = 100;
 
+/// Bytes of a dead letter's `error` a snapshot carries (cut on a character boundary, with `...`);
+/// `GET /api/dlq/{id}` has the whole text. Errors are written by handlers and can be long (stack
+/// traces): a hundred of them whole would make every snapshot as large as they are.
+pub(crate) const SNAPSHOT_ERROR_BYTES: usize = 1024;
+
+/// Concurrent Redis calls for per-group or per-stream questions (consumers, first and last
+/// entries): enough to hide round trips, few enough not to crowd the server.
+pub(crate) const FAN_OUT: usize = 16;
+
 /// Consumer groups whose consumers a snapshot lists (one `XINFO CONSUMERS` each); groups past
 /// this many show their consumer count only.
 pub(crate) const SNAPSHOT_GROUPS_WITH_CONSUMERS: usize = 256;
@@ -44,8 +53,13 @@ pub struct ServeConfig {
     /// `[::1]`), which defeats DNS rebinding. `redstream serve` turns it on when it listens on
     /// a loopback address.
     pub loopback_hosts_only: bool,
-    /// The most WebSocket clients served at once; more get 503.
+    /// The most WebSocket clients served at once; more get 503. Values above `u32::MAX` count
+    /// as `u32::MAX`.
     pub max_ws_clients: usize,
+    /// How long a WebSocket client may take to accept one message (a snapshot, or the close
+    /// frame at shutdown) before it is disconnected. A client that stops reading would
+    /// otherwise hold its slot, and a task, for as long as its connection lives.
+    pub ws_send_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -56,6 +70,7 @@ impl Default for ServeConfig {
             refresh: Duration::from_secs(5),
             loopback_hosts_only: true,
             max_ws_clients: 64,
+            ws_send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -68,6 +83,7 @@ impl fmt::Debug for ServeConfig {
             .field("refresh", &self.refresh)
             .field("loopback_hosts_only", &self.loopback_hosts_only)
             .field("max_ws_clients", &self.max_ws_clients)
+            .field("ws_send_timeout", &self.ws_send_timeout)
             .finish()
     }
 }

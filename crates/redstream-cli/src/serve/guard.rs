@@ -108,7 +108,10 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
         };
         if let Some(message) = refused {
             Counters::add(&state.counters().auth_failures, 1);
-            tracing::debug!(path, "request refused: missing or wrong token");
+            tracing::debug!(
+                path = %state.scrub(path),
+                "request refused: missing or wrong token"
+            );
             return Err(ApiError::unauthorized(message));
         }
     }

@@ -142,6 +142,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
     };
     let state = AppState::new(transport, config);
     let shutdown = state.shutdown_token();
+    // The handlers are installed before the listening line: whoever reads that line as "ready"
+    // may stop the dashboard at once, and must get the graceful stop, not the default action.
+    let signal = shutdown_signal(shutdown.clone())?;
     tracing::info!(
         redis = %redact_url(&global.url),
         prefix = %global.prefix,
@@ -149,14 +152,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         "dashboard ready"
     );
     eprintln!("listening on http://{address}");
-    serve(
-        listener,
-        address,
-        state,
-        shutdown_signal(shutdown.clone()),
-        shutdown,
-    )
-    .await
+    serve(listener, address, state, signal, shutdown).await
 }
 
 async fn serve(
@@ -166,13 +162,22 @@ async fn serve(
     signal: impl Future<Output = ()> + Send + 'static,
     shutdown: CancellationToken,
 ) -> CliResult<()> {
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal);
+    let stopped = async {
+        server
+            .await
+            .map_err(|e| CliError::io(format!("serving on {address}"), e))?;
+        // Upgraded connections are not the server's any more: wait for the WebSocket tasks,
+        // which send their close frames on `shutdown`.
+        state.websockets_closed().await;
+        CliResult::Ok(())
+    };
     let deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        served = server => served.map_err(|e| CliError::io(format!("serving on {address}"), e))?,
+        stopped = stopped => stopped?,
         () = deadline => tracing::warn!(
             "requests still running {}s after the shutdown signal were dropped",
             SHUTDOWN_GRACE.as_secs()
@@ -182,32 +187,35 @@ async fn serve(
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM, after cancelling `shutdown` (which closes the WebSockets).
-async fn shutdown_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
+/// A future that resolves on Ctrl-C or SIGTERM, after cancelling `shutdown` (which closes the
+/// WebSockets). The handlers are installed by this call, not when the future is first polled.
+#[cfg(unix)]
+fn shutdown_signal(shutdown: CancellationToken) -> CliResult<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| CliError::io(format!("listening for {name}"), e))
+    };
+    let mut interrupt = listen(SignalKind::interrupt(), "Ctrl-C (SIGINT)")?;
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("shutting down");
+        shutdown.cancel();
+    })
+}
+
+/// A future that resolves on Ctrl-C, after cancelling `shutdown` (which closes the WebSockets).
+#[cfg(not(unix))]
+fn shutdown_signal(shutdown: CancellationToken) -> CliResult<impl Future<Output = ()>> {
+    Ok(async move {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    eprintln!("shutting down");
-    shutdown.cancel();
+        eprintln!("shutting down");
+        shutdown.cancel();
+    })
 }

@@ -49,9 +49,20 @@ pub(crate) fn name(what: &str, raw: Option<&str>) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-/// A stream entry id as `XADD` makes them: `<milliseconds>-<sequence>`.
+/// `startId` of a stream read, when given: a name-like text (the transport checks the syntax).
+/// Bounded here so that a refusal does not echo kilobytes of query string back.
+pub(crate) fn start_id(raw: Option<String>) -> Result<String, ApiError> {
+    let Some(raw) = raw else {
+        return Ok("-".to_owned());
+    };
+    check_text("startId", &raw).map_err(ApiError::parameter)?;
+    Ok(raw)
+}
+
+/// A stream entry id as `XADD` makes them: `<milliseconds>-<sequence>`, both 64-bit unsigned
+/// numbers (what Redis accepts, so a valid-looking id never becomes a Redis refusal).
 pub(crate) fn entry_id(raw: &str) -> Result<(), String> {
-    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok();
     match raw.split_once('-') {
         Some((ms, seq)) if digits(ms) && digits(seq) => Ok(()),
         _ => Err(format!(
@@ -102,6 +113,15 @@ mod tests {
         assert!(check_text("x", &"a".repeat(MAX_NAME_BYTES + 1)).is_err());
         assert_eq!(name("group", None).unwrap_err().kind, "invalid_parameter");
         assert_eq!(name("group", Some("g")).unwrap(), "g");
+        assert_eq!(start_id(None).unwrap(), "-");
+        assert_eq!(start_id(Some("(1-0".to_owned())).unwrap(), "(1-0");
+        for bad in [
+            String::new(),
+            "1".repeat(MAX_NAME_BYTES + 1),
+            "1\u{0}".to_owned(),
+        ] {
+            assert_eq!(start_id(Some(bad)).unwrap_err().kind, "invalid_parameter");
+        }
     }
 
     #[test]
@@ -129,7 +149,22 @@ mod tests {
     #[test]
     fn ids_are_checked() {
         entry_id("1700000000000-0").unwrap();
-        for bad in ["", "1", "-", "1-", "-1", "a-1", "1-2-3", "(1-0", "+"] {
+        entry_id("18446744073709551615-18446744073709551615").unwrap();
+        for bad in [
+            "",
+            "1",
+            "-",
+            "1-",
+            "-1",
+            "a-1",
+            "1-2-3",
+            "(1-0",
+            "+",
+            "+1-0",
+            "1-+0",
+            "18446744073709551616-0",
+            "99999999999999999999-0",
+        ] {
             assert!(entry_id(bad).is_err(), "{bad:?}");
         }
     }

@@ -16,11 +16,10 @@ use redstream_transport::{
 };
 use serde::Serialize;
 
-use super::config::{SNAPSHOT_DEAD_LETTERS, SNAPSHOT_GROUPS_WITH_CONSUMERS};
+use super::config::{
+    FAN_OUT, SNAPSHOT_DEAD_LETTERS, SNAPSHOT_ERROR_BYTES, SNAPSHOT_GROUPS_WITH_CONSUMERS,
+};
 use super::state::AppState;
-
-/// Concurrent Redis calls for per-group or per-stream questions (consumers, first entries).
-const FAN_OUT: usize = 16;
 
 /// Bytes of a dead letter's payload shown in a snapshot.
 const PAYLOAD_PREVIEW_BYTES: usize = 240;
@@ -125,7 +124,7 @@ pub(crate) struct DeadLetterView {
     pub(crate) group: String,
     pub(crate) consumer: String,
     pub(crate) deliveries: u32,
-    /// Why it was dead-lettered.
+    /// Why it was dead-lettered; in snapshots, its first 1 KiB.
     pub(crate) error: String,
     pub(crate) first_failure_ms: Option<u64>,
     pub(crate) last_failure_ms: Option<u64>,
@@ -145,7 +144,8 @@ pub(crate) struct DeadLetterView {
 }
 
 impl DeadLetterView {
-    /// `full` keeps the whole event (REST); otherwise a payload preview (snapshots).
+    /// `full` keeps the whole event and error (REST); otherwise a payload preview and the
+    /// start of the error (snapshots).
     pub(crate) fn new(entry: DeadLetterEntry, full: bool) -> Self {
         let millis = |time: Option<SystemTime>| {
             time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -172,7 +172,11 @@ impl DeadLetterView {
             group: entry.group,
             consumer: entry.consumer,
             deliveries: entry.deliveries,
-            error: entry.error,
+            error: if full {
+                entry.error
+            } else {
+                cut(entry.error, SNAPSHOT_ERROR_BYTES)
+            },
             first_failure_ms: millis(entry.first_failure),
             last_failure_ms: millis(entry.last_failure),
             decode_error: entry.decode_error,

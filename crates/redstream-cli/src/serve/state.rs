@@ -37,7 +37,11 @@ struct Inner {
     secrets: Vec<String>,
     counters: Counters,
     feed: Feed,
+    /// One permit per WebSocket client; a client holds one until its task ends.
     ws_slots: Arc<Semaphore>,
+    /// How many permits `ws_slots` started with: all of them are back once every WebSocket
+    /// task has ended.
+    ws_capacity: u32,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -107,7 +111,11 @@ impl AppState {
             secrets.push(token.clone());
         }
         let token_digest = config.token.as_deref().map(digest);
-        let ws_slots = Arc::new(Semaphore::new(config.max_ws_clients));
+        // `Semaphore::new` panics above `MAX_PERMITS`, and waiting for all of them back takes a
+        // `u32`: clamp rather than panic on a configuration value.
+        let ws_capacity =
+            u32::try_from(config.max_ws_clients.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let ws_slots = Arc::new(Semaphore::new(ws_capacity as usize));
         Self {
             inner: Arc::new(Inner {
                 transport,
@@ -117,6 +125,7 @@ impl AppState {
                 counters: Counters::default(),
                 feed: Feed::default(),
                 ws_slots,
+                ws_capacity,
                 shutdown: CancellationToken::new(),
                 started: Instant::now(),
             }),
@@ -147,6 +156,20 @@ impl AppState {
 
     pub(crate) fn ws_slots(&self) -> &Arc<Semaphore> {
         &self.inner.ws_slots
+    }
+
+    /// Resolves once every WebSocket task has ended, i.e. every client slot is free again.
+    ///
+    /// `axum::serve`'s graceful shutdown does not wait for them: an upgraded connection leaves
+    /// the server. Waiting here lets their close frames ("going away") go out before the
+    /// process exits.
+    pub(crate) async fn websockets_closed(&self) {
+        // `acquire_many` only fails on a closed semaphore, and this one is never closed.
+        let _all = self
+            .inner
+            .ws_slots
+            .acquire_many(self.inner.ws_capacity)
+            .await;
     }
 
     pub(crate) fn started(&self) -> Instant {

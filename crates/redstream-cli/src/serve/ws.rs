@@ -10,7 +10,8 @@
 //! "message"}}` when Redis could not be read (the connection stays open and the next refresh
 //! tries again). A client may send the text `refresh` to get a snapshot at once (the page does
 //! after a redrive); such requests are served at most every 250 ms. Clients beyond
-//! `max_ws_clients` get 503 before the upgrade.
+//! `max_ws_clients` get 503 before the upgrade, and a client that does not accept a message
+//! within `ws_send_timeout` is disconnected, which frees its slot.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
@@ -100,23 +101,24 @@ async fn poll(state: AppState) {
 
 /// A snapshot or an error, as the JSON text sent to clients.
 async fn message(state: &AppState) -> Utf8Bytes {
-    let value = match state.snapshot().await {
-        Ok(snapshot) => serde_json::to_value(&snapshot),
+    match state.snapshot().await {
+        Ok(snapshot) => match serde_json::to_string(&snapshot) {
+            Ok(text) => Utf8Bytes::from(text),
+            // Only maps with non-string keys fail to serialize, and a snapshot has none.
+            Err(error) => {
+                tracing::error!(%error, "cannot serialize a snapshot");
+                Utf8Bytes::from_static(
+                    r#"{"type":"error","error":{"kind":"internal","message":"the snapshot could not be serialized"}}"#,
+                )
+            }
+        },
         Err(error) => {
             let error = state.fail(error);
-            Ok(json!({
+            let message = json!({
                 "type": "error",
                 "error": { "kind": error.kind, "message": error.message },
-            }))
-        }
-    };
-    match value {
-        Ok(value) => Utf8Bytes::from(value.to_string()),
-        Err(error) => {
-            tracing::error!(%error, "cannot serialize a snapshot");
-            Utf8Bytes::from_static(
-                r#"{"type":"error","error":{"kind":"internal","message":"the snapshot could not be serialized"}}"#,
-            )
+            });
+            Utf8Bytes::from(message.to_string())
         }
     }
 }
@@ -152,11 +154,12 @@ async fn serve(state: AppState, mut socket: WebSocket, _permit: OwnedSemaphorePe
     counters.ws_clients.fetch_add(1, Ordering::Relaxed);
     let mut updates = Feed::subscribe(&state);
     let shutdown = state.shutdown_token();
+    let send_timeout = state.config().ws_send_timeout;
     let mut last_asked: Option<Instant> = None;
     let mut outgoing = Some(message(&state).await);
     loop {
         if let Some(text) = outgoing.take()
-            && socket.send(Message::Text(text)).await.is_err()
+            && !send(&mut socket, Message::Text(text), send_timeout).await
         {
             break;
         }
@@ -184,10 +187,31 @@ async fn serve(state: AppState, mut socket: WebSocket, _permit: OwnedSemaphorePe
                     code: close_code::AWAY,
                     reason: Utf8Bytes::from_static("the dashboard is shutting down"),
                 };
-                let _ = socket.send(Message::Close(Some(frame))).await;
+                send(&mut socket, Message::Close(Some(frame)), send_timeout).await;
                 break;
             }
         }
     }
     counters.ws_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Sends `message`; false when the client is gone or has not taken it within `timeout`.
+///
+/// The wait covers a client that stopped reading: once the socket's buffers are full, a send
+/// waits until it reads again, and the feed's `watch` channel cannot help with that.
+async fn send(socket: &mut WebSocket, message: Message, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, socket.send(message)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "a WebSocket client went away");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(
+                timeout_ms = timeout.as_millis(),
+                "a WebSocket client did not take a message in time: disconnected"
+            );
+            false
+        }
+    }
 }

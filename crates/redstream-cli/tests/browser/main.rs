@@ -55,15 +55,8 @@ fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
     None
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// chromedriver on a free port, once it answers `/status` as ready.
+/// chromedriver on a port it picks itself (`--port=0`, no race for a free one), once it
+/// answers `/status` as ready.
 async fn start_chromedriver() -> (Process, String) {
     let Some(binary) = find_program("CHROMEDRIVER", &["chromedriver"]) else {
         panic!(
@@ -71,17 +64,22 @@ async fn start_chromedriver() -> (Process, String) {
              packages chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
         );
     };
-    let port = free_port();
-    let child = Command::new(&binary)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
+    let mut child = Command::new(&binary)
+        .arg("--port=0")
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let stdout = child.stdout.take().unwrap();
     let process = Process {
         child,
         name: "chromedriver",
     };
+    // "ChromeDriver was started successfully on port 35601."
+    let port = wait_for_line(stdout, process.name, |line| {
+        line.split_once("started successfully on port ")
+            .map(|(_, port)| port.trim().trim_end_matches('.').to_owned())
+    });
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
@@ -101,6 +99,33 @@ async fn start_chromedriver() -> (Process, String) {
     }
 }
 
+/// The first value `pick` finds in the lines of `output`, within [`WAIT`]. The rest of the
+/// output is drained in the background, so the process never blocks on a full pipe.
+fn wait_for_line(
+    output: impl std::io::Read + Send + 'static,
+    name: &str,
+    pick: impl Fn(&str) -> Option<String>,
+) -> String {
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(value) = pick(&line) {
+                    return value;
+                }
+            }
+            Err(_) => panic!("{name} did not print the expected line within {WAIT:?}"),
+        }
+    }
+}
+
 /// `redstream serve` on a free port, once it prints its listening line.
 fn start_dashboard(redis_url: &str, args: &[&str]) -> (Process, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_redstream"))
@@ -116,24 +141,10 @@ fn start_dashboard(redis_url: &str, args: &[&str]) -> (Process, String) {
         child,
         name: "redstream serve",
     };
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = send.send(line);
-        }
+    let base = wait_for_line(stderr, process.name, |line| {
+        line.trim().strip_prefix("listening on ").map(str::to_owned)
     });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(base) = line.trim().strip_prefix("listening on ") {
-                    return (process, base.to_owned());
-                }
-            }
-            Err(_) => panic!("{} printed no listening line", process.name),
-        }
-    }
+    (process, base)
 }
 
 async fn browser(driver: &str) -> Client {
@@ -373,11 +384,28 @@ async fn read_only_pages_disable_the_redrive_buttons() {
     let (_driver, driver_url) = start_chromedriver().await;
     let redis = RedisServer::start().await.unwrap();
     let events = transport(&redis.url()).await;
+    // Text from Redis that would run or render if the page parsed it as HTML: an error, a
+    // payload, and a stream name written by another producer.
+    let error = r#"<img src=x onerror="document.title='pwned'"><b>boom</b>"#;
     let dead = events
         .publish_to_dlq(
-            Event::new("a.b", json!({}), EventMetadata::default()),
-            "boom",
+            Event::new(
+                "a.b",
+                json!({ "html": "</script><script>document.title='pwned'</script>" }),
+                EventMetadata::default(),
+            ),
+            error,
         )
+        .await
+        .unwrap();
+    let html_stream = "{events}:<i>x</i><script>document.title='pwned'</script>";
+    let mut conn = redis.connection().await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(html_stream)
+        .arg("*")
+        .arg("event")
+        .arg("{}")
+        .query_async(&mut conn)
         .await
         .unwrap();
     let token = "browser-token-1b7e";
@@ -403,6 +431,33 @@ async fn read_only_pages_disable_the_redrive_buttons() {
     assert!(tooltip.contains("--allow-writes"), "{tooltip}");
     let badge = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
     assert_eq!(badge.text().await.unwrap(), "Read-only");
+
+    // Everything from Redis is shown as text, and nothing of it became markup.
+    let text = row.text().await.unwrap();
+    assert!(text.contains(error), "{text}");
+    assert!(text.contains("</script><script>"), "{text}");
+    let stream_row = wait_for(
+        &client,
+        &format!(r#"tr[data-testid="stream-row"][data-stream="{html_stream}"]"#),
+    )
+    .await;
+    assert!(stream_row.text().await.unwrap().contains("<i>x</i>"));
+    let injected = client
+        .find_all(Locator::Css("main img, main b, main i, main script"))
+        .await
+        .unwrap();
+    assert!(injected.is_empty(), "{} injected elements", injected.len());
+    assert_eq!(client.title().await.unwrap(), "redstream dashboard");
+    // The Content Security Policy let the embedded style in (its hash matches): the skip link
+    // is moved off screen by it.
+    let left = client
+        .execute(
+            "return getComputedStyle(document.querySelector('.skip')).left",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, json!("-999px"));
     save_screenshot(&client, "dashboard-read-only.png").await;
 
     // Without the token, the page is refused.

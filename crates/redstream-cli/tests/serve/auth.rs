@@ -107,6 +107,70 @@ async fn the_query_token_works_on_the_page_and_the_websocket_only() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn no_method_or_path_spelling_skips_the_token() {
+    let d = protected().await;
+    // Every method, on the page, an endpoint and a route that does not exist.
+    for method in [
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::TRACE,
+    ] {
+        for path in ["/", "/api/streams", "/api/dlq/purge", "/nope"] {
+            let refused = d.send_as(method.clone(), path, None, None).await;
+            assert_eq!(refused.status, 401, "{method} {path}: {}", refused.text);
+        }
+    }
+    // The query token is taken on `/` and `/ws` exactly: not on other spellings of them, which
+    // would reach other routes (or none), nor on any other path.
+    for path in [
+        "//",
+        "/%2F",
+        "/ws/",
+        "/%77s",
+        "/WS",
+        "/ws/../api/streams",
+        "/./api/streams",
+        "/api/streams",
+        "/api/dlq/redrive",
+        "/api/stream/ws",
+    ] {
+        let refused = d
+            .send_as(Method::GET, &format!("{path}?token={TOKEN}"), None, None)
+            .await;
+        assert_eq!(refused.status, 401, "{path}: {}", refused.text);
+    }
+    // A token in the query does not help a write either.
+    let write = d
+        .http
+        .post(d.url(&format!("/api/dlq/purge?token={TOKEN}")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    answer(write).await.assert_error(401, "unauthorized");
+    // Schemes and spellings of the header that are not `Bearer <token>`.
+    for value in [
+        format!("Basic {TOKEN}"),
+        format!("Bearer{TOKEN}"),
+        TOKEN.to_owned(),
+        format!("Bearer {TOKEN}x"),
+        format!("Bearer x{TOKEN}"),
+    ] {
+        let refused = d
+            .http
+            .get(d.url("/api/streams"))
+            .header("authorization", value.clone())
+            .send()
+            .await
+            .unwrap();
+        answer(refused).await.assert_error(401, "unauthorized");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn other_hosts_and_origins_are_refused() {
     let d = Dashboard::start(ServeConfig::default()).await;
     let port = d.base.rsplit(':').next().unwrap().to_owned();

@@ -6,9 +6,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use redstream_testkit::RedisServer;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::TOKEN;
+use crate::websocket::next_json;
 
 const PASSWORD: &str = "bin-pw-3a8f0e11";
 
@@ -80,14 +84,17 @@ impl Served {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
-    pub(crate) fn terminate(&mut self) -> bool {
+    pub(crate) fn send_sigterm(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Waits (at most 20 s) for the exit; returns whether it exited with status 0.
+    pub(crate) fn wait_exit(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -157,11 +164,43 @@ async fn serves_then_stops_on_sigterm_without_leaking_secrets() {
         .unwrap();
     assert_eq!(write.status(), 403);
 
-    assert!(
-        served.terminate(),
-        "exit status; stderr: {:?}",
-        served.stderr
+    // SIGTERM: open WebSockets get a close frame ("going away") before the process exits.
+    // With no HTTP connection left, the server itself stops at once: a process that did not
+    // wait for its WebSocket tasks would exit before most of these eight got their frame.
+    drop(http);
+    let ws = format!(
+        "ws{}/ws?token={TOKEN}",
+        served.base.trim_start_matches("http")
     );
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+        assert_eq!(next_json(&mut socket).await["type"], "snapshot");
+        sockets.push(socket);
+    }
+    served.send_sigterm();
+    for socket in &mut sockets {
+        let close = loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("no close frame within 10 s of SIGTERM")
+                .expect("the connection ended without a close frame")
+                .expect("the connection failed without a close frame");
+            match message {
+                Message::Close(frame) => break frame,
+                Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("unexpected message {other:?}"),
+            }
+        };
+        assert_eq!(
+            close.map(|frame| frame.code),
+            Some(CloseCode::Away),
+            "stderr: {:?}",
+            served.stderr
+        );
+    }
+    let exited = tokio::task::block_in_place(|| served.wait_exit());
+    assert!(exited, "exit status; stderr: {:?}", served.stderr);
     let log = served.stderr.join("\n");
     assert!(log.contains("stopped"), "{log}");
     assert!(log.contains("request"), "debug logs were on: {log}");

@@ -115,9 +115,22 @@ async fn other_bad_input() {
             .await
             .assert_error(400, "invalid_input");
     }
-    d.get("/api/dlq/not-an-id")
-        .await
-        .assert_error(400, "invalid_parameter");
+    // Over-long startIds are refused without being echoed back whole.
+    let long = "1".repeat(5000);
+    let answer = d.get(&format!("/api/streams/orders?startId={long}")).await;
+    answer.assert_error(400, "invalid_parameter");
+    assert!(answer.text.len() < 1000, "{}", answer.text.len());
+    // Ids that look like ids but are out of Redis's range are the dashboard's 400 too.
+    for id in [
+        "not-an-id",
+        "18446744073709551616-0",
+        "1-18446744073709551616",
+        "+1-0",
+    ] {
+        d.get(&format!("/api/dlq/{id}"))
+            .await
+            .assert_error(400, "invalid_parameter");
+    }
     // A key under the prefix that is not a stream.
     let mut conn = d.conn().await;
     let _: () = redis::cmd("SET")

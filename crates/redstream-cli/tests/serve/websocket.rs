@@ -1,6 +1,6 @@
 //! `/ws`: a snapshot at once, then one per refresh interval that reflects what changed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use redstream_cli::serve::ServeConfig;
@@ -108,9 +108,11 @@ async fn a_snapshot_on_connect_and_later_ones_with_new_streams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_share_one_feed_and_are_bounded() {
+    // A refresh slow enough that neither client's task misses a periodic snapshot.
     let d = Dashboard::start(ServeConfig {
         max_ws_clients: 2,
-        ..fast()
+        refresh: Duration::from_millis(500),
+        ..ServeConfig::default()
     })
     .await;
     let (mut a, _) = tokio_tungstenite::connect_async(d.ws_url("/ws"))
@@ -125,24 +127,94 @@ async fn clients_share_one_feed_and_are_bounded() {
         }
         other => panic!("expected 503, got {other:?}"),
     }
-    // Both get the periodic snapshots: the second one of each is from the shared poller.
-    for socket in [&mut a, &mut b] {
-        next_json(socket).await;
-        assert_eq!(next_json(socket).await["type"], "snapshot");
-    }
+    // Each got a snapshot of its own on connect; both were subscribed to the feed before
+    // theirs was built. So every periodic snapshot stamped later reaches both: the same one,
+    // built once by the shared poller.
+    let stamp = |m: &Value| m["generated_at_ms"].as_u64().unwrap();
+    let subscribed = stamp(&next_json(&mut a).await).max(stamp(&next_json(&mut b).await));
+    let from_b = until(&mut b, |m| stamp(m) > subscribed).await;
+    let from_a = until(&mut a, |m| stamp(m) >= stamp(&from_b)).await;
+    assert_eq!(from_a["type"], "snapshot");
+    assert_eq!(from_a, from_b, "one snapshot for both clients");
     // A slot frees when a client leaves.
     a.close(None).await.unwrap();
     drop(a);
-    let mut reconnected = None;
-    for _ in 0..50 {
-        if let Ok((socket, _)) = tokio_tungstenite::connect_async(d.ws_url("/ws")).await {
-            reconnected = Some(socket);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut c = reconnected.expect("no slot freed after a client left");
+    let mut c = connect_when_free(&d, Duration::from_secs(5)).await;
     assert_eq!(next_json(&mut c).await["type"], "snapshot");
+}
+
+/// Connects to `/ws` until the dashboard has a free slot (it answers 503 while it has none);
+/// fails after `within`.
+async fn connect_when_free(d: &Dashboard, within: Duration) -> Socket {
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio_tungstenite::connect_async(d.ws_url("/ws")).await {
+            Ok((socket, _)) => return socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                if response.status() == 503 && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("no free WebSocket slot within {within:?}: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_dropped_and_frees_its_slot() {
+    let d = Dashboard::start(ServeConfig {
+        max_ws_clients: 1,
+        refresh: Duration::from_millis(100),
+        ws_send_timeout: Duration::from_millis(500),
+        ..ServeConfig::default()
+    })
+    .await;
+    // Snapshots of ~150 KiB (100 dead letters with long errors) fill the socket buffers fast.
+    for n in 0..100 {
+        d.dead_letter("big", json!({ "n": n }), &"e".repeat(4096))
+            .await;
+    }
+    // A client that completes the handshake, with a small receive buffer, and never reads.
+    let address = d.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(address).await.unwrap();
+    let (stalled, _) = tokio_tungstenite::client_async(d.ws_url("/ws"), tcp)
+        .await
+        .unwrap();
+    // It holds the only slot until the dashboard gives up on it.
+    match tokio_tungstenite::connect_async(d.ws_url("/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let mut next = connect_when_free(&d, Duration::from_secs(60)).await;
+    let snapshot = next_json(&mut next).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    // Snapshots carry the start of long errors; the REST endpoint has them whole.
+    let error = snapshot["dlq"]["entries"][0]["error"].as_str().unwrap();
+    assert!(
+        error.len() < 1100 && error.ends_with("..."),
+        "{}",
+        error.len()
+    );
+    let whole = d.get("/api/dlq?count=1").await.json();
+    assert_eq!(whole["entries"][0]["error"].as_str().unwrap().len(), 4096);
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_client_limit_is_clamped_not_a_panic() {
+    let d = Dashboard::start(ServeConfig {
+        max_ws_clients: usize::MAX,
+        ..ServeConfig::default()
+    })
+    .await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(d.ws_url("/ws"))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "snapshot");
 }
 
 #[tokio::test(flavor = "multi_thread")]
