@@ -30,8 +30,9 @@
 //! - [`redrive_all`](RedisTransport::redrive_all), [`redrive_ids`](RedisTransport::redrive_ids)
 //!   and [`redrive_range`](RedisTransport::redrive_range) publish dead letters again to the stream
 //!   they came from (the `stream` field; for entries written by someone else, the stream of the
-//!   event's type and priority) and delete them from the dead-letter stream, in one `MULTI`/`EXEC`
-//!   per batch of 100. A redriven event is a new entry: every group of that stream receives it
+//!   event's type and priority) and delete them from the dead-letter stream. Each dead letter moves
+//!   with one script (delete it, then republish it only if the delete removed it), so it is
+//!   either still a dead letter or republished once, never both; 100 go per round trip. A redriven event is a new entry: every group of that stream receives it
 //!   again, with the same event id, so handlers that must not see an event twice deduplicate on
 //!   [`Event::id`]. Dead letters that cannot be decoded cannot be redriven: they stay where they
 //!   are and the [`RedriveReport`] names them.
@@ -340,18 +341,31 @@ struct Plan {
 /// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
 /// target stream. ARGV: the dead letter's id, the envelope, `MAXLEN ~` (0: none), the field.
 /// Returns the new entry id, or nil when the dead letter was already gone.
+///
+/// The only writes are the `XADD` and then the `XDEL`, in that order: a refusal of the `XADD`
+/// (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter untouched, because Redis
+/// does not roll back a script's earlier writes when a later command fails. Checking that the
+/// dead letter is still there first (a read) keeps concurrent redrives from republishing it twice.
 const REDRIVE_SCRIPT: &str = r"
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[2] .. ' holds a ' .. kind .. ', not a stream')
 end
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
+local id
 if tonumber(ARGV[3]) > 0 then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[2])
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[2])
+else
+  id = redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[2])
 end
-return redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[2])
+local deleted = redis.pcall('XDEL', KEYS[1], ARGV[1])
+if type(deleted) == 'table' and deleted['err'] then
+  return redis.error_reply(deleted['err'] .. ' (the event was republished as ' .. id ..
+    ' but its dead letter could not be deleted: delete it by hand, or a later redrive repeats it)')
+end
+return id
 ";
 
 /// Checks an id given to a redrive: `<ms>-<seq>`, or for ranges also `<ms>`, `-`, `+` and an
@@ -645,6 +659,7 @@ impl RedisTransport {
             .pipe("EVAL redrive (XDEL + XADD)", &dlq, &pipe)
             .instrument(span)
             .await?;
+        let mut failed = None;
         for (plan, result) in plans.into_iter().zip(results) {
             match result {
                 Ok(Some(_)) => report.redriven += 1,
@@ -659,10 +674,28 @@ impl RedisTransport {
                         plan.target
                     ),
                 ),
-                Err(err) => report.skip(plan.dlq_id, format!("redrive failed: {err}")),
+                // Any other refusal (READONLY after a failover, NOPERM, OOM...) is the server's
+                // failure, not this dead letter's: the caller hears it as an error, with its kind,
+                // rather than a report that looks like success.
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
             }
         }
         tracing::info!(redriven = report.redriven, "dead letters redriven");
+        if let Some(err) = failed {
+            let err = Error::from_redis("EVAL redrive (XDEL + XADD)", dlq.clone(), err);
+            return Err(Error::backend(
+                err.kind(),
+                "redrive",
+                dlq,
+                format!(
+                    "{err}; {} dead letters were redriven before this failure, and each one \
+                     that failed is still in the dead-letter stream",
+                    report.redriven
+                ),
+            ));
+        }
         Ok(())
     }
 }

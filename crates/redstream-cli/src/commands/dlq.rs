@@ -246,8 +246,8 @@ fn check_selection(args: &RedriveArgs) -> CliResult<()> {
     }
 }
 
-/// A redrive that failed midway: each batch is one transaction, so the batches before the
-/// failure are done and the rest is untouched; say so, and how to carry on.
+/// A redrive that failed midway: each dead letter moves atomically, so those before the failure
+/// are redriven and the rest are still dead letters; say so, and how to carry on.
 fn redrive_failed(transport: &RedisTransport, err: redstream_core::Error) -> CliError {
     if err.kind() == ErrorKind::InvalidInput {
         return err.into();
@@ -258,10 +258,9 @@ fn redrive_failed(transport: &RedisTransport, err: redstream_core::Error) -> Cli
         "redrive",
         &dlq,
         format!(
-            "{err}; each batch of dead letters is redriven in one transaction, so the batches \
-             before this failure are redriven (and gone from {dlq}) and the others are left as \
-             they were: `redstream dlq list` shows what is left, and running the command again \
-             redrives it"
+            "{err}. Each dead letter is moved atomically: those redriven before the failure are \
+             gone from {dlq}, every other one is still there; `redstream dlq list` shows what is \
+             left, and running the command again redrives it"
         ),
     ))
 }

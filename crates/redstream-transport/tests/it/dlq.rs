@@ -510,3 +510,42 @@ async fn concurrent_redrives_republish_each_dead_letter_once() {
     );
     assert_eq!(one.dlq_entries(10).await.unwrap()[0].id, id);
 }
+
+/// A redrive the server refuses (here an ACL user that may not write the target stream) is an
+/// error with the server's kind, not a report that looks like success, and it loses nothing:
+/// the dead letter is still there and nothing was republished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_redrive_is_an_error_and_keeps_the_dead_letter() {
+    let prefix = unique("redrive-denied");
+    let server = RedisServer::builder()
+        .acl_user("dlqonly", "s3cret-pw", &format!("{{{prefix}}}:dlq"))
+        .start()
+        .await
+        .unwrap();
+    let admin = transport(&server, &prefix, "workers", fast()).await;
+    let id = admin
+        .publish_to_dlq(event("refund.issued", 1), "downstream refused")
+        .await
+        .unwrap();
+
+    let config = RedisConfig::default()
+        .with_url(server.url_with_user("dlqonly", "s3cret-pw"))
+        .with_stream_prefix(&prefix);
+    let limited = RedisTransport::with_options(config, fast()).await.unwrap();
+    let err = limited.redrive_all().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(
+        err.to_string().contains("0 dead letters were redriven"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("s3cret-pw"), "{err}");
+
+    let left = admin.dlq_entries(10).await.unwrap();
+    assert_eq!(left.len(), 1, "the dead letter is kept");
+    assert_eq!(left[0].id, id);
+    let stream = admin.keys().stream("refund.issued", Priority::Normal);
+    assert!(
+        xrange(&server, &stream).await.is_empty(),
+        "nothing republished"
+    );
+}
