@@ -402,19 +402,16 @@ impl RedisSink {
             Ok(ids) => ids,
             Err(err) => {
                 let err = self.batch_error(err);
-                match err.kind() {
-                    // The EXEC may or may not have run: the progress stays unknown.
-                    ErrorKind::Timeout | ErrorKind::Connection => {}
-                    // WRONGTYPE is reported while EXEC runs: the XADDs failed but the HSET of
-                    // the progress key was applied, so it is put back.
-                    ErrorKind::WrongType => {
-                        if self.restore_progress(state, known.as_ref()).await {
-                            state.progress = Some(known);
-                        }
-                    }
-                    // Other refusals (OOM, NOPERM, READONLY...) happen while commands are
-                    // queued and abort the whole transaction: nothing changed.
-                    _ => state.progress = Some(known),
+                // WRONGTYPE is reported while EXEC runs: the XADDs failed but the HSET of the
+                // progress key was applied, so it is put back, and then the sink knows it.
+                // After any other error the outcome is not known for sure (a timeout or a
+                // dropped connection, but also a reply of an unexpected shape or a server
+                // error): the progress stays unknown and the next attempt reads it with one
+                // HMGET rather than trust memory.
+                if err.kind() == ErrorKind::WrongType
+                    && self.restore_progress(state, known.as_ref()).await
+                {
+                    state.progress = Some(known);
                 }
                 return Err(err);
             }

@@ -2,7 +2,7 @@ use redstream_core::{BatchSink, ErrorKind, RetryPolicy, SourcePosition};
 use redstream_sink::RedisSink;
 use redstream_testkit::RedisServer;
 
-use crate::{config, events, ids, stream_ids};
+use crate::{command_calls, config, events, ids, stream_ids};
 
 #[tokio::test]
 async fn oom_leaves_nothing_partial_then_delivers_once() {
@@ -32,11 +32,19 @@ async fn oom_leaves_nothing_partial_then_delivers_once() {
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&before));
 
     server.config_set("maxmemory", "0").await.unwrap();
+    // After a refused batch the sink does not trust what it remembers of its progress: the
+    // next attempt reads the progress key first, with one HMGET.
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let ack = sink
         .send_batch(batch.clone(), Some(SourcePosition::new("2")))
         .await
         .unwrap();
     assert_eq!(ack.written, 100);
+    assert_eq!(command_calls(&mut conn, "hmget").await, 1);
     let mut expected = ids(&before);
     expected.extend(ids(&batch));
     assert_eq!(stream_ids(&mut conn, stream).await, expected);

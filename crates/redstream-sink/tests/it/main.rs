@@ -75,3 +75,17 @@ pub(crate) async fn until_retrying(sink: &redstream_sink::RedisSink) {
         tokio::task::yield_now().await;
     }
 }
+
+/// How many times the server ran `command` (lower case) since its stats were last reset, from
+/// `INFO commandstats`.
+pub(crate) async fn command_calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
