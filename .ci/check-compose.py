@@ -8,7 +8,8 @@ nothing is published beyond this machine.
   .dockerignore that keeps target/ and .git out;
 - every `depends_on` names a service, and `service_healthy` only ones with a health check;
   dashboard, producer and consumer wait for a healthy redis;
-- redis keeps AOF on, its health check and a named volume on /data;
+- each Dockerfile is a multi-stage build;
+- redis is a Redis 7 or newer image and keeps AOF on, its health check and a named volume on /data;
 - the dashboard listens on 0.0.0.0 on the port it publishes, and has a health check;
 - a REDIS_URL given to a service points at the redis service, not at the container itself.
 
@@ -116,8 +117,11 @@ def check_build(name, service, base):
     if not dockerfile.is_file():
         fail(f"services.{name}.build: no Dockerfile at {dockerfile}")
         return
+    stages = dockerfile_stages(dockerfile)
+    if len(stages) < 2:
+        fail(f"services.{name}.build: {dockerfile} is not a multi-stage build (named FROM ... AS stages)")
     target = build.get("target")
-    if target and str(target).lower() not in dockerfile_stages(dockerfile):
+    if target and str(target).lower() not in stages:
         fail(f"services.{name}.build.target: {dockerfile} has no stage `AS {target}`")
     ignore = context / ".dockerignore"
     if not ignore.is_file():
@@ -159,6 +163,10 @@ def check_redis_url(name, service):
 
 
 def check_redis(service, volumes):
+    image = interpolate(str(service.get("image", "")))
+    match = re.match(r"(?:docker\.io/)?(?:library/)?redis:(\d+)", image)
+    if not match or int(match.group(1)) < 7:
+        fail(f"services.redis.image: {image!r} is not a Redis 7 or newer image (redis:7...)")
     command = [interpolate(word) for word in listify(service.get("command"))]
     if "--appendonly" not in command or command[command.index("--appendonly") + 1 :][:1] != ["yes"]:
         fail("services.redis.command: needs --appendonly yes")

@@ -5,7 +5,7 @@
 pub mod bench;
 pub mod dlq;
 pub mod inspect;
-mod output;
+pub(crate) mod output;
 pub mod publish;
 pub mod state;
 pub mod tail;

@@ -98,17 +98,23 @@ fn parse_refresh(text: &str) -> Result<Duration, String> {
     Ok(refresh)
 }
 
+/// The shortest bearer token accepted: a guessable token is no protection, and every message is
+/// scrubbed of the token's value, which must not be a common word.
+const MIN_TOKEN_CHARS: usize = 16;
+
 /// Runs the dashboard until Ctrl-C or SIGTERM.
 ///
 /// Connects to Redis first (an unreachable server or refused credentials fail here), then binds
 /// and prints `listening on http://<address>` on stderr.
 pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
     if let Some(token) = &args.token
-        && (token.is_empty() || token.chars().any(|c| c.is_control() || c.is_whitespace()))
+        && (token.chars().count() < MIN_TOKEN_CHARS
+            || token.chars().any(|c| c.is_control() || c.is_whitespace()))
     {
-        return Err(CliError::usage(
-            "--token (or REDSTREAM_TOKEN) must be non-empty, without spaces or control characters",
-        ));
+        return Err(CliError::usage(format!(
+            "--token (or REDSTREAM_TOKEN) must be at least {MIN_TOKEN_CHARS} characters, without \
+             spaces or control characters (e.g. `openssl rand -hex 16`)"
+        )));
     }
     let transport = connect::transport(global).await?;
     let listener = TcpListener::bind(&args.listen)
@@ -151,7 +157,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         writes = args.allow_writes,
         "dashboard ready"
     );
-    eprintln!("listening on http://{address}");
+    crate::commands::output::note(format_args!("listening on http://{address}"));
     serve(listener, address, state, signal, shutdown).await
 }
 
@@ -183,7 +189,7 @@ async fn serve(
             SHUTDOWN_GRACE.as_secs()
         ),
     }
-    eprintln!("stopped");
+    crate::commands::output::note("stopped");
     Ok(())
 }
 
@@ -202,7 +208,7 @@ fn shutdown_signal(shutdown: CancellationToken) -> CliResult<impl Future<Output 
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        eprintln!("shutting down");
+        crate::commands::output::note("shutting down");
         shutdown.cancel();
     })
 }
@@ -215,7 +221,7 @@ fn shutdown_signal(shutdown: CancellationToken) -> CliResult<impl Future<Output 
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-        eprintln!("shutting down");
+        crate::commands::output::note("shutting down");
         shutdown.cancel();
     })
 }

@@ -249,8 +249,8 @@ fn digest(text: &str) -> [u8; 32] {
 }
 
 /// The password of a `redis://user:password@host` URL, as written and percent-decoded; empty
-/// when there is none. Passwords shorter than 4 characters are left out: replacing them in
-/// every message would mangle the text, and such a password protects nothing anyway.
+/// when there is none. Every password is scrubbed, however short: a message mangled by
+/// replacing a one-letter password is better than a message that prints it.
 fn url_password(url: &str) -> Vec<String> {
     let Some((_, rest)) = url.split_once("://") else {
         return Vec::new();
@@ -263,7 +263,7 @@ fn url_password(url: &str) -> Vec<String> {
     let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
     let mut found = Vec::new();
     for candidate in [password.to_owned(), percent_decode(password)] {
-        if candidate.chars().count() >= 4 && !found.contains(&candidate) {
+        if !candidate.is_empty() && !found.contains(&candidate) {
             found.push(candidate);
         }
     }
@@ -303,7 +303,8 @@ mod tests {
             url_password("redis://u:p%40ss%21@h"),
             vec!["p%40ss%21", "p@ss!"]
         );
-        assert_eq!(url_password("redis://u:abc@h"), Vec::<String>::new());
+        assert_eq!(url_password("redis://u:abc@h"), vec!["abc"]);
+        assert_eq!(url_password("redis://u:@h"), Vec::<String>::new());
         assert_eq!(url_password("rediss://secret-only@h"), vec!["secret-only"]);
     }
 }

@@ -84,10 +84,11 @@ async fn an_interrupted_bench_leaves_nothing_behind() {
     let server = RedisServer::start().await.unwrap();
     let cli = Cli::new(&server);
     let ours = format!("{}-bench-", cli.prefix);
-    let mut running = Running::start(cli.command(&["bench", "--events", "20000"]));
+    let mut running = Running::start(cli.command(&["bench", "--events", "100000"]));
     running.wait_for_stderr("bench:");
 
-    // Interrupt it while it consumes, the hard case: its subscription, if left running, would
+    // 100,000 events keep the consume phase long enough (seconds in a debug build) for the
+    // signal to land in it. Interrupt it while it consumes, the hard case: its subscription, if left running, would
     // re-create the streams the cleanup deletes. The group exists from then on.
     let mut conn = connection(&server).await;
     let deadline = Instant::now() + HANG;

@@ -28,6 +28,16 @@ impl Served {
     /// Starts `redstream --url <url> [global] serve --listen 127.0.0.1:0 [args]` and waits for
     /// its `listening on http://...` line.
     pub(crate) fn start(url: &str, global: &[&str], args: &[&str]) -> Self {
+        Self::start_with_env(url, global, args, &[])
+    }
+
+    /// [`start`](Self::start) with these environment variables set.
+    pub(crate) fn start_with_env(
+        url: &str,
+        global: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_redstream"))
             .arg("--url")
             .arg(url)
@@ -35,7 +45,9 @@ impl Served {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("REDSTREAM_TOKEN")
+            .env_remove("REDSTREAM_PREFIX")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -257,9 +269,84 @@ async fn unsafe_or_invalid_options_are_refused() {
         ["--refresh", "soon"],
         ["--listen", "not-an-address"],
         ["--token", ""],
+        ["--token", "short-token"],
     ] {
         let output = run(&bad);
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
     }
+}
+
+/// `REDSTREAM_TOKEN` protects the dashboard like `--token` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_from_the_environment_is_enforced() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut served = Served::start_with_env(&redis.url(), &[], &[], &[("REDSTREAM_TOKEN", TOKEN)]);
+    let http = reqwest::Client::new();
+    let open = http
+        .get(format!("{}/health", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 401);
+    let wrong = http
+        .get(format!("{}/health", served.base))
+        .bearer_auth("not-the-token-at-all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http
+        .get(format!("{}/health", served.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    served.send_sigterm();
+    assert!(tokio::task::block_in_place(|| served.wait_exit()));
+}
+
+/// `serve` connects before it listens: an unreachable server or a refused password ends it at
+/// once with exit status 1 and a message that says what failed, without the password.
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_or_refused_redis_stops_serve_at_start() {
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_redstream"))
+            .arg("--url")
+            .arg(url)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env_remove("REDSTREAM_TOKEN")
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let gone = RedisServer::start().await.unwrap();
+    let gone_url = gone.url();
+    gone.kill().unwrap();
+    let output = tokio::task::block_in_place(|| run(&gone_url));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("connect") || stderr.contains("refused"),
+        "{stderr}"
+    );
+
+    let locked = RedisServer::builder()
+        .password(PASSWORD)
+        .start()
+        .await
+        .unwrap();
+    let wrong = locked.url().replace(PASSWORD, "wrong-pw-77c1");
+    assert_ne!(wrong, locked.url());
+    let output = tokio::task::block_in_place(|| run(&wrong));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(
+        stderr.contains("WRONGPASS") || stderr.contains("password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pw-77c1"), "{stderr}");
 }

@@ -89,21 +89,38 @@ async fn a_snapshot_on_connect_and_later_ones_with_new_streams() {
     assert_eq!(stream(&later["streams"], "{events}:ws.new")["length"], 1);
     assert!(later["generated_at_ms"].as_u64() >= first["generated_at_ms"].as_u64());
 
-    // `refresh` asks for one at once.
-    d.publish("ws.newer", json!({})).await;
-    socket.send(Message::text("refresh")).await.unwrap();
-    let asked = tokio::time::timeout(
-        Duration::from_secs(5),
-        until(&mut socket, |m| has_stream(m, "{events}:ws.newer")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(asked["type"], "snapshot");
-
     let metrics = d.get("/api/metrics").await.json();
     assert_eq!(metrics["dashboard"]["ws_clients"], 1);
-    assert!(metrics["dashboard"]["snapshots_total"].as_u64().unwrap() >= 3);
+    assert!(metrics["dashboard"]["snapshots_total"].as_u64().unwrap() >= 2);
     socket.close(None).await.unwrap();
+}
+
+/// A `refresh` message asks for a snapshot at once. The refresh interval here is an hour, so
+/// only the request can bring the new stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_message_brings_a_snapshot_at_once() {
+    let d = Dashboard::start(ServeConfig {
+        refresh: Duration::from_secs(3600),
+        ..ServeConfig::default()
+    })
+    .await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(d.ws_url("/ws"))
+        .await
+        .unwrap();
+    let first = next_json(&mut socket).await;
+    assert_eq!(first["refresh_ms"], 3_600_000);
+    assert!(!has_stream(&first, "{events}:ws.asked"));
+    d.publish("ws.asked", json!({})).await;
+    socket.send(Message::text("refresh")).await.unwrap();
+    let asked = next_json(&mut socket).await;
+    assert!(has_stream(&asked, "{events}:ws.asked"), "{asked}");
+    socket.close(None).await.unwrap();
+}
+
+/// Seed 002's `REFRESH_INTERVAL`: 5 s unless told otherwise.
+#[test]
+fn the_default_refresh_is_five_seconds() {
+    assert_eq!(ServeConfig::default().refresh, Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread")]
