@@ -64,6 +64,7 @@ pub struct SinkConfig {
     /// restart may be written twice; the stream's other guarantees are unchanged.
     pub exactly_once: bool,
     /// Wait for replicas after each batch (`WAIT numreplicas timeout`); off by default.
+    /// Requires `exactly_once` (see [`Durability`]).
     pub durability: Option<Durability>,
     /// TLS options, for `rediss://` URLs.
     pub tls: TlsOptions,
@@ -74,8 +75,11 @@ pub struct SinkConfig {
 /// After the batch's `EXEC` the sink sends `WAIT replicas timeout`. If fewer replicas
 /// acknowledged the write in time, the batch is **not durable**: the sink does not report it
 /// acknowledged (so the checkpoint does not move) but retries as for any transient failure,
-/// finding the batch already written and waiting again, and in the end fails with
-/// [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable).
+/// and in the end fails with [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable).
+/// The retry reads the progress key, finds the batch already written and waits again: it
+/// never writes the batch twice. That needs the progress key, so `durability` requires
+/// [`exactly_once`](SinkConfig::exactly_once); [`SinkConfig::validate`] refuses the pair
+/// otherwise.
 ///
 /// `WAIT` makes a lost write less likely, not impossible: Redis replication is asynchronous,
 /// and a failover can still promote a replica that had not received the batch.
@@ -353,6 +357,14 @@ impl SinkConfig {
                     "must be positive: WAIT with 0 blocks until the replicas answer",
                 ));
             }
+            if !self.exactly_once {
+                return Err(Error::invalid_input(
+                    "config field exactly_once",
+                    "must be true when durability is set: a batch that WAIT finds not durable is \
+                     already on the primary, and only the progress key lets its retry see that \
+                     and wait again instead of writing the whole batch a second time",
+                ));
+            }
             if durability.timeout >= self.send_timeout {
                 return Err(Error::invalid_input(
                     "config field durability.timeout",
@@ -570,11 +582,11 @@ mod tests {
     fn parses_yaml_with_durability_and_timeouts() {
         let config = SinkConfig::from_yaml_str(
             "id: orders-redis\nuri: redis://127.0.0.1:6379\nstream: orders.events\nrequired: false\n\
-             batch_timeout: 30s\nexactly_once: false\ndurability:\n  replicas: 1\n  timeout: 100ms\n",
+             batch_timeout: 30s\ndurability:\n  replicas: 1\n  timeout: 100ms\n",
         )
         .unwrap();
         assert!(!config.required);
-        assert!(!config.exactly_once);
+        assert!(config.exactly_once);
         assert_eq!(config.batch_timeout, Some(Duration::from_secs(30)));
         assert_eq!(
             config.durability,
@@ -603,6 +615,13 @@ mod tests {
             (
                 base.clone().with_batch_timeout(Some(Duration::ZERO)),
                 "batch_timeout",
+            ),
+            // A NotDurable retry without the progress key would write the batch again.
+            (
+                base.clone()
+                    .with_exactly_once(false)
+                    .with_durability(Some(Durability::new(1, Duration::from_millis(100)))),
+                "exactly_once",
             ),
         ];
         for (config, field) in cases {
