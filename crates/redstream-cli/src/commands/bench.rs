@@ -190,11 +190,17 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> CliResult<()> {
     {
         tracing::warn!(error = %err, "stopping the benchmark's subscription failed");
     }
-    let cleaned = cleanup(&transport).await.map_err(|err| {
-        CliError::usage(format!(
-            "deleting the benchmark's streams failed: {err}; delete them by hand \
-             (`redstream --prefix {prefix} streams` lists them)"
-        ))
+    let cleaned = cleanup(&transport).await.map_err(|err| match err {
+        CliError::Redstream(err) => CliError::Redstream(redstream_core::Error::backend(
+            err.kind(),
+            "bench cleanup",
+            prefix.clone(),
+            format!(
+                "deleting the benchmark's streams failed: {err}; delete them by hand \
+                 (`redstream --prefix {prefix} streams` lists them)"
+            ),
+        )),
+        other => other,
     });
     let phases = match (outcome, cleaned) {
         (Ok(Some(phases)), Ok(())) => phases,
