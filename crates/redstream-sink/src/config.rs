@@ -76,7 +76,8 @@ pub struct SinkConfig {
 /// acknowledged the write in time, the batch is **not durable**: the sink does not report it
 /// acknowledged (so the checkpoint does not move) but retries as for any transient failure,
 /// and in the end fails with [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable).
-/// The retry reads the progress key, finds the batch already written and waits again: it
+/// The retry reads the progress key, finds the batch already written, rewrites the same
+/// progress fields (so that `WAIT` on its connection covers the batch) and waits again: it
 /// never writes the batch twice. That needs the progress key, so `durability` requires
 /// [`exactly_once`](SinkConfig::exactly_once); [`SinkConfig::validate`] refuses the pair
 /// otherwise.

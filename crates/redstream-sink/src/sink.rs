@@ -352,6 +352,13 @@ impl RedisSink {
             self.counters
                 .skipped_batches
                 .fetch_add(1, Ordering::Relaxed);
+            if self.config.durability.is_some() {
+                // WAIT vouches for the writes made on its own connection, and this one may
+                // have made none (the batch was written before a reconnect or a restart):
+                // WAIT would return at once. Rewriting the same progress fields, an
+                // idempotent write replicated after the batch, makes WAIT cover the batch.
+                self.record_progress(state, position, last_event_id).await?;
+            }
             self.wait_for_replicas(state).await?;
             return Ok(BatchAck::new(Vec::new(), encoded.len(), position.cloned()));
         }
@@ -427,7 +434,7 @@ impl RedisSink {
     /// With `durability` set, `WAIT replicas timeout` after a batch; fewer acknowledgements
     /// than asked for is a retryable [`ErrorKind::NotDurable`] error. `WAIT` counts the
     /// replicas that acknowledged every write this connection made, so after a reconnect it
-    /// vouches only for writes made since.
+    /// vouches only for writes made since: the skip path rewrites the progress fields first.
     async fn wait_for_replicas(&self, state: &mut State) -> Result<()> {
         let Some(durability) = self.config.durability else {
             return Ok(());
@@ -455,6 +462,25 @@ impl RedisSink {
             ));
         }
         Ok(())
+    }
+
+    /// `HSET`s the progress fields on the sink's connection, outside any batch.
+    async fn record_progress(
+        &self,
+        state: &mut State,
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<()> {
+        let conn = self.connection(state).await?;
+        redis::cmd("HSET")
+            .arg(&self.progress_key)
+            .arg(LAST_EVENT_FIELD)
+            .arg(last_event_id)
+            .arg(POSITION_FIELD)
+            .arg(position.map_or("", SourcePosition::as_str))
+            .query_async::<()>(conn)
+            .await
+            .map_err(|err| Error::from_redis("HSET", self.progress_key.clone(), err))
     }
 
     async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {

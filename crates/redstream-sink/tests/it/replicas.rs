@@ -26,10 +26,30 @@ async fn replica_of(primary: &RedisServer) -> RedisServer {
             .await
             .unwrap();
         if info.contains("master_link_status:up") {
-            return replica;
+            break;
         }
         // The link comes up after a full sync; nothing to await but the server's report.
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The primary counts the replica in WAIT only once it has acknowledged an offset: wait for
+    // that too, with a write of its own so that WAIT has something to count.
+    let mut conn = primary.connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg("replica-of-ready")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    loop {
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if acked == 1 {
+            return replica;
+        }
     }
 }
 
@@ -133,5 +153,55 @@ async fn wait_with_a_replica_acknowledges_and_checkpoints() {
     assert_eq!(*checkpoints.lock().unwrap(), vec![SourcePosition::new("5")]);
     // WAIT returned once the replica had the batch: it is there now, no polling needed.
     let mut conn = replica.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+}
+
+/// A batch found already written (after a reconnect or a restart) is acknowledged as durable
+/// only once a replica has it. Since Redis 7.2 `WAIT` covers only the writes of its own
+/// connection, so on a connection that wrote nothing it returns at once; the sink rewrites its
+/// progress fields before waiting so that `WAIT` covers the batch. The Redis 7.0 this suite
+/// runs moves a connection's `WAIT` offset on every command (the sink's `HMGET` included), so
+/// here the test checks the skip path end to end rather than telling the rewrite's absence.
+#[tokio::test]
+async fn a_batch_found_written_is_durable_only_once_a_replica_has_it() {
+    let primary = RedisServer::start().await.unwrap();
+    let replica = replica_of(&primary).await;
+    let stream = "{wait-skip}.events";
+    let batch = events(5);
+    let position = Some(SourcePosition::new("5"));
+    // The replica is linked but stopped: it receives nothing and acknowledges nothing.
+    replica.pause().unwrap();
+    let writer =
+        RedisSink::new(config(&primary.url(), stream).with_retry(RetryPolicy::none())).unwrap();
+    writer
+        .send_batch(batch.clone(), position.clone())
+        .await
+        .unwrap();
+
+    // The same sink restarted with durability: it finds the batch written and must not call
+    // it durable while the only replica has not received it.
+    let durable = || {
+        RedisSink::new(
+            config(&primary.url(), stream)
+                .with_retry(RetryPolicy::none())
+                .with_durability(Some(Durability::new(1, Duration::from_secs(2)))),
+        )
+        .unwrap()
+    };
+    let restarted = durable();
+    let err = restarted
+        .send_batch(batch.clone(), position.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotDurable, "{err}");
+    assert_eq!(restarted.stats().skipped_batches, 1);
+
+    // Once the replica runs again it catches up, and the same check acknowledges the batch.
+    replica.resume().unwrap();
+    let ack = durable().send_batch(batch.clone(), position).await.unwrap();
+    assert_eq!((ack.written, ack.skipped_duplicates), (0, 5));
+    let mut conn = replica.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+    let mut conn = primary.connection().await.unwrap();
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }
