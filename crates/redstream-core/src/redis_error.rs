@@ -20,15 +20,30 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
     }
 }
 
-/// The codes of the server errors inside a failed transaction or pipeline (none for other
-/// errors). Only reached on the error path, so the clone costs nothing that matters.
+/// The code that decides the kind of a server error: its own, except for an `EXEC` refused as
+/// a whole, which names its reason after "because of:" (`EXECABORT Transaction discarded
+/// because of: OOM command not allowed...` is an `OOM`, `... because of: READONLY You can't
+/// write against a read only replica.` a `READONLY`). `EXECABORT ... because of previous
+/// errors.` names none: the errors of the queued commands, reported apart, say what failed.
+fn deciding_code<'e>(code: &'e str, detail: Option<&'e str>) -> &'e str {
+    if code == "EXECABORT"
+        && let Some((_, reason)) = detail.and_then(|d| d.split_once("because of: "))
+        && let Some(reason_code) = reason.split_whitespace().next()
+    {
+        return reason_code.trim_start_matches('-');
+    }
+    code
+}
+
+/// The deciding codes of the server errors inside a failed transaction or pipeline (none for
+/// other errors). Only reached on the error path, so the clone costs nothing that matters.
 fn inner_server_codes(err: &RedisError) -> impl Iterator<Item = String> {
     err.clone()
         .into_server_errors()
         .map(|items| {
             items
                 .iter()
-                .map(|(_, e)| e.code().to_owned())
+                .map(|(_, e)| deciding_code(e.code(), e.details()).to_owned())
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default()
@@ -38,7 +53,8 @@ fn inner_server_codes(err: &RedisError) -> impl Iterator<Item = String> {
 /// Classifies a redis-rs error into an [`ErrorKind`].
 ///
 /// Server error codes are read first, because they are the most precise (for a failed
-/// `MULTI`/`EXEC` or pipeline, the codes of the commands inside it): `NOAUTH`/`WRONGPASS`
+/// `MULTI`/`EXEC` or pipeline, the codes of the commands inside it, and for a refused `EXEC`
+/// the code of the reason it gives after "because of:"): `NOAUTH`/`WRONGPASS`
 /// are [`Auth`](ErrorKind::Auth), `NOPERM` is [`PermissionDenied`](ErrorKind::PermissionDenied),
 /// `WRONGTYPE` is [`WrongType`](ErrorKind::WrongType), `OOM` is
 /// [`OutOfMemory`](ErrorKind::OutOfMemory), and `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`,
@@ -49,12 +65,18 @@ fn inner_server_codes(err: &RedisError) -> impl Iterator<Item = String> {
 /// (redis-rs would reconnect and try again; a wrong password does not get better).
 #[must_use]
 pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
-    if let Some(kind) = err.code().and_then(kind_of_code) {
+    if let Some(kind) = err
+        .code()
+        .map(|code| deciding_code(code, err.detail()))
+        .and_then(kind_of_code)
+    {
         return kind;
     }
     // A failed transaction or pipeline carries the errors of its commands: `EXECABORT` after a
     // command refused while queued (`OOM`, `NOPERM`...), or per-command errors raised while
-    // `EXEC` ran (`WRONGTYPE`). Their codes say what went wrong; the wrapper's does not.
+    // `EXEC` ran (`WRONGTYPE`). Their codes say what went wrong; the wrapper's does not. An
+    // `EXEC` refused by itself (memory or the node's role changed after the commands were
+    // queued) gives its reason after "because of:".
     if let Some(kind) = inner_server_codes(err).find_map(|code| kind_of_code(&code)) {
         return kind;
     }
@@ -202,6 +224,83 @@ mod tests {
             assert_eq!(kind, expected, "{line}");
             assert!(!kind.is_retryable(), "{line}");
         }
+    }
+
+    /// `EXEC` refused as a whole, with the exact lines Redis 7.0 sends (checked against a
+    /// real server below): classified by the reason's code, not as a server error.
+    #[test]
+    fn refused_exec_is_classified_by_its_reason() {
+        let cases = [
+            (
+                "EXECABORT Transaction discarded because of: OOM command not allowed when used \
+                 memory > 'maxmemory'.",
+                ErrorKind::OutOfMemory,
+            ),
+            (
+                "EXECABORT Transaction discarded because of: READONLY You can't write against a \
+                 read only replica.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "EXECABORT Transaction discarded because of: MASTERDOWN Link with MASTER is down \
+                 and replica-serve-stale-data is set to 'no'.",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "EXECABORT Transaction discarded because of: NOPERM this user has no permissions \
+                 to run the 'exec' command",
+                ErrorKind::PermissionDenied,
+            ),
+            // No reason of its own: the queued commands' errors say what failed.
+            (
+                "EXECABORT Transaction discarded because of previous errors.",
+                ErrorKind::Server,
+            ),
+        ];
+        for (line, expected) in cases {
+            let err = server_error(line);
+            assert_eq!(classify_redis_error(&err), expected, "{line}");
+            let pipelined =
+                redis::RedisError::from(err.clone().into_server_errors().unwrap()[0].1.clone());
+            assert_eq!(classify_redis_error(&pipelined), expected, "{line}");
+        }
+        assert!(classify_redis_error(&server_error(cases[0].0)).is_retryable());
+        assert!(classify_redis_error(&server_error(cases[1].0)).is_retryable());
+    }
+
+    /// A real server refuses `EXEC` itself when memory runs out between queueing and `EXEC`.
+    #[tokio::test]
+    async fn refused_exec_from_a_real_server() {
+        let server = RedisServer::start().await.unwrap();
+        let mut conn = connect(&server.url()).await.unwrap();
+        let mut admin = connect(&server.url()).await.unwrap();
+        let () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+        let queued: String = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(queued, "QUEUED");
+        for (key, value) in [("maxmemory-policy", "noeviction"), ("maxmemory", "1")] {
+            let () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+        let err = redis::cmd("EXEC")
+            .query_async::<redis::Value>(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("because of: OOM"), "{err:?}");
+        assert_eq!(
+            classify_redis_error(&err),
+            ErrorKind::OutOfMemory,
+            "{err:?}"
+        );
     }
 
     async fn connect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
