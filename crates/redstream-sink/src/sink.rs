@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::{Client, RedisError, ServerError, Value};
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{
     BatchAck, BatchSink, CheckpointHook, Error, ErrorKind, Event, EventLimits, RedactedUrl, Result,
@@ -369,6 +369,13 @@ impl RedisSink {
     /// Writes the batch in one `MULTI`/`EXEC`; with `progress` (exactly-once on: what the key
     /// held, and the batch's last event id) the `HSET` of the progress key goes in it too.
     /// Then waits for replicas if `durability` asks for it.
+    ///
+    /// `MULTI`, the commands and `EXEC` go as one plain pipeline, in one round trip, rather than
+    /// through redis-rs's `atomic()`: that way every reply comes back. redis-rs's transaction
+    /// parsing turns an `EXEC` refused by itself (`EXECABORT Transaction discarded because of:
+    /// OOM ...`, when memory or the node's role changed after the commands were queued) into
+    /// an "invalid response" without its code, and folds the errors raised while `EXEC` ran
+    /// into one without saying which command failed; both matter here.
     async fn write(
         &self,
         state: &mut State,
@@ -377,7 +384,9 @@ impl RedisSink {
         progress: Option<(Option<Progress>, &str)>,
     ) -> Result<BatchAck> {
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        // Keep server errors as values: `read_exec` sorts them out.
+        pipe.ignore_errors();
+        pipe.cmd("MULTI");
         for json in encoded {
             let cmd = pipe.cmd("XADD").arg(&self.config.stream);
             if let Some(max) = self.config.trim_length() {
@@ -385,43 +394,63 @@ impl RedisSink {
             }
             cmd.arg("*").arg(EVENT_FIELD).arg(json);
         }
-        let Some((known, last_event_id)) = progress else {
-            let conn = self.connection(state).await?;
-            let ids: Vec<String> = pipe
-                .query_async(conn)
-                .await
-                .map_err(|err| self.batch_error(err))?;
-            self.wait_for_replicas(state).await?;
-            return Ok(BatchAck::new(ids, 0, position.cloned()));
-        };
-        pipe.cmd("HSET")
-            .arg(&self.progress_key)
-            .arg(LAST_EVENT_FIELD)
-            .arg(last_event_id)
-            .arg(POSITION_FIELD)
-            .arg(position.map_or("", SourcePosition::as_str))
-            .ignore();
+        if let Some((_, last_event_id)) = &progress {
+            pipe.cmd("HSET")
+                .arg(&self.progress_key)
+                .arg(LAST_EVENT_FIELD)
+                .arg(*last_event_id)
+                .arg(POSITION_FIELD)
+                .arg(position.map_or("", SourcePosition::as_str));
+        }
+        pipe.cmd("EXEC");
         // Unknown until the reply is in: if this future is dropped while the EXEC is in
-        // flight, the next batch reads the progress key instead of trusting memory.
+        // flight, the next batch reads the progress key instead of trusting memory. After an
+        // error it stays unknown too (a timeout or a dropped connection, but also a reply of
+        // an unexpected shape or a refusal), so the next attempt reads it with one HMGET;
+        // the one exception is a WRONGTYPE on the stream, after which the key is put back.
         state.progress = None;
         let conn = self.connection(state).await?;
-        let ids: Vec<String> = match pipe.query_async(conn).await {
+        let replies: Vec<Value> = pipe
+            .query_async(conn)
+            .await
+            .map_err(|err| self.batch_error(err))?;
+        let ids = match read_exec(replies, encoded.len(), progress.is_some()) {
             Ok(ids) => ids,
-            Err(err) => {
+            Err(ExecFailure::Discarded(err)) => return Err(self.batch_error(err)),
+            Err(ExecFailure::MultiRefused(err)) => {
                 let err = self.batch_error(err);
-                // WRONGTYPE is reported while EXEC runs: the XADDs failed but the HSET of the
-                // progress key was applied, so it is put back, and then the sink knows it.
-                // After any other error the outcome is not known for sure (a timeout or a
-                // dropped connection, but also a reply of an unexpected shape or a server
-                // error): the progress stays unknown and the next attempt reads it with one
-                // HMGET rather than trust memory.
-                if err.kind() == ErrorKind::WrongType
-                    && self.restore_progress(state, known.as_ref()).await
-                {
-                    state.progress = Some(known);
-                }
-                return Err(err);
+                return Err(Error::backend(
+                    err.kind(),
+                    "MULTI/EXEC of XADD batch",
+                    self.config.stream.clone(),
+                    format!(
+                        "{err}: MULTI was refused, so the batch's commands ran outside a \
+                         transaction and some may be in the stream; allow MULTI and EXEC to \
+                         the sink's user, and check the stream before resending"
+                    ),
+                ));
             }
+            Err(ExecFailure::Unexpected(what)) => {
+                return Err(Error::backend(
+                    ErrorKind::Unexpected,
+                    "MULTI/EXEC of XADD batch",
+                    self.config.stream.clone(),
+                    what,
+                ));
+            }
+            Err(ExecFailure::Ran {
+                xadd_error,
+                xadds_applied,
+                hset_error,
+            }) => {
+                return Err(self
+                    .after_failed_exec(state, progress, xadd_error, xadds_applied, hset_error)
+                    .await);
+            }
+        };
+        let Some((_, last_event_id)) = progress else {
+            self.wait_for_replicas(state).await?;
+            return Ok(BatchAck::new(ids, 0, position.cloned()));
         };
         state.progress = Some(Some(Progress {
             position: position.cloned(),
@@ -429,6 +458,70 @@ impl RedisSink {
         }));
         self.wait_for_replicas(state).await?;
         Ok(BatchAck::new(ids, 0, position.cloned()))
+    }
+
+    /// The error of an `EXEC` that ran but in which commands failed (`WRONGTYPE` is raised
+    /// there, not while queueing), after putting the progress key back when that is right.
+    async fn after_failed_exec(
+        &self,
+        state: &mut State,
+        progress: Option<(Option<Progress>, &str)>,
+        xadd_error: Option<ServerError>,
+        xadds_applied: usize,
+        hset_error: Option<ServerError>,
+    ) -> Error {
+        if let Some(hset_error) = hset_error {
+            // The progress key holds another type. The XADDs that did not fail are in the
+            // stream, unrecorded: say so, so that nobody resends them. The next attempt reads
+            // the key first, and that HMGET fails with WRONGTYPE before any XADD.
+            let err = Error::from_redis(
+                "HSET of the progress key",
+                self.progress_key.clone(),
+                hset_error.into(),
+            );
+            return Error::backend(
+                err.kind(),
+                "MULTI/EXEC of XADD batch",
+                self.config.stream.clone(),
+                format!(
+                    "{err}: the progress key {} is not a hash. {xadds_applied} entries of this \
+                     batch were written to the stream but could not be recorded; do not resend \
+                     them. Remove or rename that key (it is the sink's own), then resume after \
+                     this batch",
+                    self.progress_key
+                ),
+            );
+        }
+        let err = match xadd_error {
+            Some(err) => Error::from_redis(
+                "MULTI/EXEC of XADD batch",
+                self.config.stream.clone(),
+                err.into(),
+            ),
+            None => Error::backend(
+                ErrorKind::Unexpected,
+                "MULTI/EXEC of XADD batch",
+                self.config.stream.clone(),
+                "EXEC reported a failure without an error",
+            ),
+        };
+        // The XADDs failed (the stream holds another type) but the HSET of the progress key
+        // applied: put it back, so that the key never claims a batch that is not in the
+        // stream. Then the sink knows the progress again.
+        if let Some((known, _)) = progress
+            && self.restore_progress(state, known.as_ref()).await
+        {
+            state.progress = Some(known);
+        }
+        if xadds_applied > 0 {
+            return Error::backend(
+                err.kind(),
+                "MULTI/EXEC of XADD batch",
+                self.config.stream.clone(),
+                format!("{err} ({xadds_applied} entries of the batch were written all the same)"),
+            );
+        }
+        err
     }
 
     /// With `durability` set, `WAIT replicas timeout` after a batch; fewer acknowledgements
@@ -523,8 +616,8 @@ impl RedisSink {
     }
 
     /// Puts the progress key back to `previous` after an `EXEC` that ran but whose `XADD`s
-    /// failed (`WRONGTYPE` is reported per command while the `HSET` still applies), so that
-    /// the key never claims a batch that is not in the stream.
+    /// failed (`WRONGTYPE` on the stream is reported per command while the `HSET` still
+    /// applies), so that the key never claims a batch that is not in the stream.
     /// Returns whether the key was restored.
     async fn restore_progress(&self, state: &mut State, previous: Option<&Progress>) -> bool {
         let mut pipe = redis::pipe();
@@ -574,6 +667,102 @@ impl RedisSink {
         metrics::histogram!("redstream_sink_latency_seconds", "sink" => sink)
             .record(started.elapsed().as_secs_f64());
     }
+}
+
+/// Why a batch's `MULTI`/`EXEC` did not write it.
+#[derive(Debug)]
+enum ExecFailure {
+    /// Nothing was applied: a command was refused while queued (`OOM`, `NOPERM`,
+    /// `READONLY`...), or `EXEC` itself was (`EXECABORT ... because of: OOM`).
+    Discarded(RedisError),
+    /// `EXEC` ran, and some of its commands failed.
+    Ran {
+        /// The first error of an `XADD`.
+        xadd_error: Option<ServerError>,
+        /// How many `XADD`s applied.
+        xadds_applied: usize,
+        /// The error of the progress key's `HSET`.
+        hset_error: Option<ServerError>,
+    },
+    /// `MULTI` itself was refused (an ACL without it): the commands after it ran one by one,
+    /// outside any transaction, and some may have applied.
+    MultiRefused(RedisError),
+    /// Replies of another shape than `MULTI`/`EXEC`'s.
+    Unexpected(String),
+}
+
+/// Reads the replies of `MULTI`, `xadds` `XADD`s, the progress `HSET` if `with_hset`, and
+/// `EXEC`: the new entry ids, or what went wrong.
+fn read_exec(
+    mut replies: Vec<Value>,
+    xadds: usize,
+    with_hset: bool,
+) -> std::result::Result<Vec<String>, ExecFailure> {
+    let commands = xadds + usize::from(with_hset);
+    if replies.len() != commands + 2 {
+        return Err(ExecFailure::Unexpected(format!(
+            "{} replies to MULTI, {commands} commands and EXEC",
+            replies.len()
+        )));
+    }
+    if let Some(Value::ServerError(err)) = replies.first() {
+        return Err(ExecFailure::MultiRefused(err.clone().into()));
+    }
+    let exec = replies.pop().unwrap_or(Value::Nil);
+    // Errors before EXEC are refusals while queueing; they name the cause more precisely than
+    // EXEC's "EXECABORT Transaction discarded because of previous errors."
+    let refused = replies.into_iter().find_map(|reply| match reply {
+        Value::ServerError(err) => Some(err),
+        _ => None,
+    });
+    let items = match exec {
+        Value::Array(items) if refused.is_none() => items,
+        Value::ServerError(err) => {
+            return Err(ExecFailure::Discarded(refused.unwrap_or(err).into()));
+        }
+        other => {
+            return Err(match refused {
+                Some(err) => ExecFailure::Discarded(err.into()),
+                None => ExecFailure::Unexpected(format!("EXEC answered {other:?}")),
+            });
+        }
+    };
+    if items.len() != commands {
+        return Err(ExecFailure::Unexpected(format!(
+            "EXEC answered {} replies for {commands} commands",
+            items.len()
+        )));
+    }
+    let mut items = items.into_iter();
+    let mut ids = Vec::with_capacity(xadds);
+    let mut xadd_error = None;
+    for item in items.by_ref().take(xadds) {
+        match item {
+            Value::ServerError(err) => {
+                xadd_error.get_or_insert(err);
+            }
+            other => match redis::from_redis_value::<String>(other) {
+                Ok(id) => ids.push(id),
+                Err(err) => {
+                    return Err(ExecFailure::Unexpected(format!(
+                        "XADD answered something other than an entry id: {err}"
+                    )));
+                }
+            },
+        }
+    }
+    let hset_error = match items.next() {
+        Some(Value::ServerError(err)) => Some(err),
+        _ => None,
+    };
+    if xadd_error.is_some() || hset_error.is_some() {
+        return Err(ExecFailure::Ran {
+            xadd_error,
+            xadds_applied: ids.len(),
+            hset_error,
+        });
+    }
+    Ok(ids)
 }
 
 impl BatchSink for RedisSink {

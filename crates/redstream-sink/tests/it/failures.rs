@@ -228,3 +228,80 @@ async fn oom_in_flight_is_retried_until_memory_is_freed() {
     assert_eq!(ack.written, 50);
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }
+
+/// A progress key of another type, there before the first batch: the sink reads it first, and
+/// that `HMGET` fails with `WRONGTYPE` before any `XADD`.
+#[tokio::test]
+async fn a_wrong_type_progress_key_fails_fast_before_any_xadd() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{wtp}.events";
+    let sink =
+        RedisSink::new(config(&server.url(), stream).with_retry(RetryPolicy::unlimited())).unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(sink.progress_key())
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = sink
+        .send_batch(events(3), Some(SourcePosition::new("3")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+    assert!(err.to_string().contains(sink.progress_key()), "{err}");
+    assert_eq!(sink.stats().retries, 0);
+    assert!(stream_ids(&mut conn, stream).await.is_empty());
+}
+
+/// A progress key replaced by another type while the sink runs: the `HSET` fails while `EXEC`
+/// runs, after the `XADD`s applied. The sink says so, leaves the key alone (it is not
+/// "restored" over the batch), and a resend fails fast instead of writing the batch again.
+#[tokio::test]
+async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{wtp2}.events";
+    let sink =
+        RedisSink::new(config(&server.url(), stream).with_retry(RetryPolicy::unlimited())).unwrap();
+    let first = events(2);
+    sink.send_batch(first.clone(), Some(SourcePosition::new("2")))
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(sink.progress_key())
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let second = events(3);
+    let err = sink
+        .send_batch(second.clone(), Some(SourcePosition::new("5")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+    assert!(
+        err.to_string()
+            .contains("3 entries of this batch were written"),
+        "{err}"
+    );
+    assert_eq!(sink.stats().retries, 0);
+    let mut expected = ids(&first);
+    expected.extend(ids(&second));
+    assert_eq!(stream_ids(&mut conn, stream).await, expected);
+    let value: String = redis::cmd("GET")
+        .arg(sink.progress_key())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, "not a hash", "the foreign key is left as it was");
+
+    // Resending fails fast on the progress key, before any XADD: still one copy.
+    let err = sink
+        .send_batch(second.clone(), Some(SourcePosition::new("5")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+    assert_eq!(stream_ids(&mut conn, stream).await, expected);
+}
