@@ -37,7 +37,10 @@ pub struct SinkConfig {
     /// The stream key the events are appended to. Required.
     pub stream: String,
     /// Whether the sink gates checkpoints (default `true`). A sink with `required = false`
-    /// never blocks a checkpoint: its failed batches are counted, logged and dropped.
+    /// does not block a checkpoint beyond its retry schedule: a batch it gives up on is
+    /// counted, logged and dropped, and the checkpoint moves on. While it retries, the
+    /// checkpoint waits; so `required = false` needs a bounded `retry.max_attempts` or a
+    /// `batch_timeout`, and [`validate`](Self::validate) refuses it otherwise.
     pub required: bool,
     /// The most events in one batch (default 1,000).
     pub max_batch_events: usize,
@@ -376,6 +379,14 @@ impl SinkConfig {
                 ));
             }
         }
+        if !self.required && self.retry.max_attempts.is_none() && self.batch_timeout.is_none() {
+            return Err(Error::invalid_input(
+                "config field retry.max_attempts",
+                "must be a number when required is false (or set batch_timeout): a sink that \
+                 is not required holds the checkpoint while it retries a batch, and with \
+                 unlimited attempts and no batch_timeout it would hold it for ever",
+            ));
+        }
         self.retry.validate()?;
         self.tls.validate_for_url(&self.uri)?;
         Ok(())
@@ -617,6 +628,13 @@ mod tests {
                 base.clone().with_batch_timeout(Some(Duration::ZERO)),
                 "batch_timeout",
             ),
+            // A sink that is not required and retries for ever would hold the checkpoint.
+            (
+                base.clone()
+                    .with_required(false)
+                    .with_retry(RetryPolicy::unlimited()),
+                "retry.max_attempts",
+            ),
             // A NotDurable retry without the progress key would write the batch again.
             (
                 base.clone()
@@ -632,6 +650,20 @@ mod tests {
                 "{field}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn an_optional_sink_may_retry_for_ever_only_within_a_batch_timeout() {
+        let optional = SinkConfig::new("s", "redis://127.0.0.1:1", "x")
+            .with_required(false)
+            .with_retry(RetryPolicy::unlimited());
+        optional.validate().unwrap_err();
+        optional
+            .clone()
+            .with_batch_timeout(Some(Duration::from_secs(30)))
+            .validate()
+            .unwrap();
+        optional.with_required(true).validate().unwrap();
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub enum Delivery {
     /// The batch is in the stream; the checkpoint hook was called with its position.
     Acknowledged(BatchAck),
     /// The batch failed on a sink with `required = false`: it was counted, logged and dropped,
-    /// and the checkpoint hook was called anyway so that this sink never blocks it.
+    /// and the checkpoint hook was called anyway, so that this sink does not block the
+    /// checkpoint beyond its retry schedule.
     Dropped(Error),
 }
 
@@ -176,9 +177,15 @@ impl RedisSink {
     /// Sends a batch, then calls `hook` with `position` once the batch is acknowledged.
     ///
     /// With `required = true` a failure is returned and the hook is not called: the checkpoint
-    /// stays where it was. With `required = false` a failure is counted, logged and returned
-    /// as [`Delivery::Dropped`], and the hook is called all the same. An error from the hook
-    /// itself is always returned.
+    /// stays where it was. With `required = false` a failure (once the retry schedule is
+    /// spent) is counted, logged and returned as [`Delivery::Dropped`], and the hook is called
+    /// all the same. An error from the hook itself is always returned.
+    ///
+    /// The hook contract (called once per acknowledged batch, in the order of the batches)
+    /// holds for one caller at a time. Batches from concurrent callers are written one after
+    /// the other (the sink holds its state lock for a whole batch), but their hooks run after
+    /// that lock is released, so two concurrent callers' hooks may run in either order: a
+    /// source with one checkpoint should send its batches from one task.
     pub async fn send_and_checkpoint<H: CheckpointHook>(
         &self,
         events: Vec<Event>,
@@ -213,7 +220,16 @@ impl RedisSink {
             return Ok(BatchAck::new(Vec::new(), 0, position));
         };
         let last_event_id = last.id().to_string();
-        let encoded = self.encode(&events)?;
+        let encoded = match self.encode(&events) {
+            Ok(encoded) => encoded,
+            Err(err) => {
+                // A batch refused before sending (too many events or bytes, an invalid event)
+                // is a failed batch like any other.
+                self.record_error(&err);
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                return Err(err);
+            }
+        };
         let started = Instant::now();
         let retried = self.send_with_retries(&encoded, position.as_ref(), &last_event_id);
         let outcome = match self.config.batch_timeout {

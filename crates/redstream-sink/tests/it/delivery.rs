@@ -106,6 +106,11 @@ async fn oversized_batches_are_rejected_before_writing() {
         RedisSink::new(config(&server.url(), "{big}.events").with_max_batch_bytes(10)).unwrap();
     let err = sink.send_batch(events(1), None).await.unwrap_err();
     assert!(err.to_string().contains("max_batch_bytes"), "{err}");
+    assert_eq!(
+        sink.stats().failed_batches,
+        1,
+        "a refused batch is a failed batch"
+    );
     let mut conn = server.connection().await.unwrap();
     assert!(stream_ids(&mut conn, "{big}.events").await.is_empty());
 }

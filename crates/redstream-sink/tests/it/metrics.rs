@@ -37,6 +37,11 @@ fn batches_events_latency_and_errors_are_counted() {
             )
             .unwrap();
             down.send_batch(events(1), None).await.unwrap_err();
+            // Refused before sending: counted as an error of its kind all the same.
+            let small =
+                RedisSink::new(config(&server.url(), "{metrics}.events").with_max_batch_events(1))
+                    .unwrap();
+            small.send_batch(events(2), None).await.unwrap_err();
         });
     });
 
@@ -80,5 +85,9 @@ fn batches_events_latency_and_errors_are_counted() {
     assert_eq!(
         counters[&format!("redstream_sink_errors_total{{kind=connection,{sink}}}")],
         2
+    );
+    assert_eq!(
+        counters[&format!("redstream_sink_errors_total{{kind=invalid_input,{sink}}}")],
+        1
     );
 }
