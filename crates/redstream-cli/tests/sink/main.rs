@@ -109,8 +109,15 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let mut kills = 0;
     // Kills that landed after a batch's EXEC and before its checkpoint file was renamed.
     let mut between_exec_and_checkpoint = 0;
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
     loop {
-        let mut child = sink_command(&config).spawn().unwrap();
+        // Output goes to files, never to pipes nobody reads while the child runs: a full pipe
+        // would block the child and hang the test.
+        let mut child = sink_command(&config)
+            .stdout(log("run.stdout"))
+            .stderr(log("run.stderr"))
+            .spawn()
+            .unwrap();
         // Half the kills right after the stream grows past a random point (a batch has just
         // been written, and its checkpoint is being saved), half after a random delay.
         let len = xlen(&mut conn).await;
@@ -137,13 +144,11 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             }
         };
         if finished {
-            let output = child.wait_with_output().unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let status = child.wait().unwrap();
+            let stdout = std::fs::read(dir.path().join("run.stdout")).unwrap();
+            let stderr = std::fs::read(dir.path().join("run.stderr")).unwrap();
+            assert!(status.success(), "{}", String::from_utf8_lossy(&stderr));
+            let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
             assert_eq!(report["interrupted"], false);
             break;
         }
@@ -194,8 +199,18 @@ async fn sigterm_on_stdin_checkpoints_and_the_next_run_resumes() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(first.as_bytes()).unwrap();
     stdin.flush().unwrap();
-    // The 30 lines fill no batch of 100: the linger sends them. Wait until they are in.
+    // The 30 lines fill no batch of 100: the linger sends them. Wait until they are in, or
+    // fail with the child's output if it exited instead.
     while xlen(&mut conn).await < 30 {
+        if child.try_wait().unwrap().is_some() {
+            drop(stdin);
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "redstream sink exited ({}) before writing the 30 lines: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         tokio::task::yield_now().await;
     }
     let status = Command::new("kill")

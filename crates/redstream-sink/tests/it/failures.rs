@@ -184,7 +184,7 @@ async fn server_killed_mid_run_is_retried_and_delivered_once() {
                 .await
         })
     };
-    crate::until_retrying(&sink).await;
+    crate::until_retrying(&sink, &task).await;
     server.restart().await.unwrap();
     let ack = task.await.unwrap().unwrap();
     assert_eq!(ack.written, 3);
@@ -220,7 +220,7 @@ async fn oom_in_flight_is_retried_until_memory_is_freed() {
         let batch = batch.clone();
         tokio::spawn(async move { sink.send_batch(batch, Some(SourcePosition::new("1"))).await })
     };
-    crate::until_retrying(&sink).await;
+    crate::until_retrying(&sink, &task).await;
     let mut conn = server.connection().await.unwrap();
     assert!(stream_ids(&mut conn, stream).await.is_empty());
     server.config_set("maxmemory", "0").await.unwrap();

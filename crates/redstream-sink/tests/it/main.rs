@@ -69,9 +69,24 @@ pub(crate) fn ids(events: &[Event]) -> Vec<String> {
 }
 
 /// Waits, without sleeping, until `sink` has retried at least once: the proof that a failure
-/// is in progress and being retried.
-pub(crate) async fn until_retrying(sink: &redstream_sink::RedisSink) {
-    while sink.stats().retries == 0 {
+/// is in progress and being retried. `task` is the one sending through `sink`: if it ends
+/// without a retry (the sink failed fast, or the failure never happened), this panics instead
+/// of spinning for ever.
+pub(crate) async fn until_retrying<T>(
+    sink: &redstream_sink::RedisSink,
+    task: &tokio::task::JoinHandle<T>,
+) {
+    loop {
+        // Finished first, then retries: a task that retried and then finished is not a failure.
+        let finished = task.is_finished();
+        if sink.stats().retries > 0 {
+            return;
+        }
+        assert!(
+            !finished,
+            "the batch ended without a single retry: {:?}",
+            sink.stats()
+        );
         tokio::task::yield_now().await;
     }
 }

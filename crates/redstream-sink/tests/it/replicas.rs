@@ -67,27 +67,27 @@ async fn readonly_replica_is_retried_then_delivered_once_promoted() {
     )
     .unwrap();
     let batch = events(20);
-    let send = {
+    let sink = std::sync::Arc::new(sink);
+    let task = {
+        let sink = std::sync::Arc::clone(&sink);
         let batch = batch.clone();
-        async {
+        tokio::spawn(async move {
             sink.send_batch(batch, Some(SourcePosition::new("20")))
                 .await
-        }
+        })
     };
-    let promote = async {
-        until_retrying(&sink).await;
-        // While the sink retries READONLY, nothing reached the replica's stream.
-        let mut conn = replica.connection().await.unwrap();
-        assert!(stream_ids(&mut conn, stream).await.is_empty());
-        // The failover: the replica becomes a primary, as Sentinel would make it.
-        let () = redis::cmd("REPLICAOF")
-            .arg("NO")
-            .arg("ONE")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    };
-    let (ack, ()) = tokio::join!(send, promote);
+    until_retrying(&sink, &task).await;
+    // While the sink retries READONLY, nothing reached the replica's stream.
+    let mut conn = replica.connection().await.unwrap();
+    assert!(stream_ids(&mut conn, stream).await.is_empty());
+    // The failover: the replica becomes a primary, as Sentinel would make it.
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ack = task.await.unwrap();
     let ack = ack.unwrap();
     assert_eq!(ack.written, 20);
     assert!(sink.stats().retries >= 1);
