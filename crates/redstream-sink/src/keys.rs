@@ -4,8 +4,9 @@
 ///
 /// Redis Cluster hashes only the first `{...}` of a key, so when `stream` carries a hash tag
 /// (`{orders}.events`) the progress key carries the same one and lives in the same slot: the
-/// `MULTI` that writes both is valid on a cluster. An untagged stream works on a single server
-/// but not on a cluster, where the two keys may land on different slots.
+/// layout is cluster-ready, the `MULTI` that writes both would be valid on a cluster. The sink
+/// itself connects to one node and does not support Redis Cluster yet (no cluster client, no
+/// `MOVED` handling). An untagged stream's two keys could land on different slots.
 /// [`SinkConfig::validate`](crate::SinkConfig::validate) keeps `{` and `}` out of `id`, so the
 /// suffix can never introduce a tag of its own.
 pub(crate) fn progress_key(stream: &str, id: &str) -> String {

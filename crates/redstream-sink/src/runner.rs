@@ -12,9 +12,10 @@
 //!   one batch ahead and wins, so that batch is not written again;
 //! - killed before the `EXEC`: both agree, and the batch is read and written again.
 //!
-//! The checkpoint file is what lets a source resume when the stream's progress key is gone
-//! (a `required = false` sink, or a Redis that lost its data). Reading stdin, the offset counts
-//! bytes of stdin, so a restart must be given the same input again.
+//! When the progress key is gone (deleted, or a Redis that lost its data) the run resumes from
+//! the checkpoint file alone, and does not write again the lines before it, even if their
+//! entries were lost with the key. Reading stdin, the offset counts bytes of stdin, so a
+//! restart must be given the same input again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -115,7 +115,7 @@ impl RedisSink {
         if !keys::has_hash_tag(&config.stream) {
             tracing::debug!(
                 stream = %config.stream,
-                "stream key has no {{hash tag}}: the sink works on a single server, not on a cluster"
+                "stream key has no {{hash tag}}: its progress key may hash to another cluster slot"
             );
         }
         Ok(Self {
