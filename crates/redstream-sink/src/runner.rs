@@ -65,7 +65,8 @@ pub struct SourceConfig {
     pub format: LineFormat,
     /// The event type of every event with [`LineFormat::Payload`].
     pub event_type: Option<String>,
-    /// Events per batch; at most the sink's `max_batch_events` (default 500).
+    /// Events per batch; at most the sink's `max_batch_events` (default 500). A batch is also
+    /// sent early when the next event would take it over the sink's `max_batch_bytes`.
     pub batch_events: usize,
     /// How long a partly filled batch waits for more lines before it is sent (default 200 ms).
     /// Matters when the input is a pipe that writes slowly.
@@ -303,6 +304,7 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
         source,
         limits: EventLimits::default(),
         batch: Vec::with_capacity(source.batch_events),
+        batch_bytes: 0,
         report: RunReport {
             resumed_from: start,
             offset: start,
@@ -319,6 +321,8 @@ struct Pipeline<'a> {
     source: &'a SourceConfig,
     limits: EventLimits,
     batch: Vec<Event>,
+    /// The encoded size of the events in `batch`.
+    batch_bytes: usize,
     report: RunReport,
     /// Line numbers count from the start of the input only when the run started there.
     line_number: Option<u64>,
@@ -389,7 +393,19 @@ impl Pipeline<'_> {
             line.clear();
             match parsed {
                 Ok(None) => {}
-                Ok(Some(event)) => self.batch.push(event),
+                Ok(Some((event, size))) => {
+                    // The sink refuses a batch over max_batch_bytes: send the batch before
+                    // this event would take it over (a single event over it is refused as an
+                    // invalid line by `parse`).
+                    if !self.batch.is_empty()
+                        && self.batch_bytes + size > self.sink.config().max_batch_bytes
+                    {
+                        self.flush(pending_bytes).await?;
+                        pending_bytes = 0;
+                    }
+                    self.batch.push(event);
+                    self.batch_bytes += size;
+                }
                 Err(reason) => {
                     let at = self.describe_line(pending_bytes);
                     match self.source.on_invalid {
@@ -425,25 +441,34 @@ impl Pipeline<'_> {
         }
     }
 
-    /// `Ok(None)` for a blank line.
-    fn parse(&self, line: &[u8]) -> std::result::Result<Option<Event>, String> {
+    /// The event of a line and its encoded size in bytes; `Ok(None)` for a blank line. A line
+    /// whose event alone encodes to more than the sink's `max_batch_bytes` is invalid: no
+    /// batch could carry it.
+    fn parse(&self, line: &[u8]) -> std::result::Result<Option<(Event, usize)>, String> {
         let text = line.trim_ascii();
         if text.is_empty() {
             return Ok(None);
         }
-        match self.source.format {
+        let event = match self.source.format {
             LineFormat::Payload => {
                 let payload: serde_json::Value = serde_json::from_slice(text)
                     .map_err(|err| format!("is not valid JSON: {err}"))?;
                 let event_type = self.source.event_type.as_deref().unwrap_or_default();
-                let event = Event::new(event_type, payload, EventMetadata::default());
-                wire::encode(&event, &self.limits).map_err(|err| err.to_string())?;
-                Ok(Some(event))
+                Event::new(event_type, payload, EventMetadata::default())
             }
             LineFormat::Envelope => wire::decode_envelope(text, &self.limits)
-                .map(Some)
-                .map_err(|err| format!("is not a valid event envelope: {err}")),
+                .map_err(|err| format!("is not a valid event envelope: {err}"))?,
+        };
+        let size = wire::encode(&event, &self.limits)
+            .map_err(|err| err.to_string())?
+            .len();
+        let max = self.sink.config().max_batch_bytes;
+        if size > max {
+            return Err(format!(
+                "encodes to {size} bytes, over the sink's max_batch_bytes ({max})"
+            ));
         }
+        Ok(Some((event, size)))
     }
 
     /// Sends the pending batch and moves the checkpoint `consumed` bytes forward.
@@ -454,6 +479,7 @@ impl Pipeline<'_> {
         let offset = self.report.offset + consumed;
         let position = SourcePosition::new(offset.to_string());
         let events = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
         let count = events.len() as u64;
         if count == 0 {
             // Only blank or skipped lines: move the file checkpoint alone.

@@ -230,3 +230,55 @@ async fn config_files_resolve_paths_and_name_bad_fields() {
     let err = RunnerConfig::from_file(&path).unwrap_err();
     assert!(err.to_string().contains("source.batch_events"), "{err}");
 }
+
+/// Batches are cut before they would go over the sink's `max_batch_bytes`, and a line whose
+/// event alone is over it is an invalid line.
+#[tokio::test]
+async fn batches_are_cut_at_max_batch_bytes() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{bytes}.events";
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, 0..10);
+    let one = redstream_core::wire::encode(
+        &redstream_core::Event::new(
+            "line.read",
+            serde_json::json!({ "n": 0 }),
+            redstream_core::EventMetadata::default(),
+        ),
+        &redstream_core::EventLimits::default(),
+    )
+    .unwrap()
+    .len();
+    let mut config = runner_config(&server, dir.path(), stream);
+    // Room for three events a batch, where batch_events (7) would put seven.
+    config.sink.max_batch_bytes = 3 * one + one / 2;
+    let report = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(report.events, 10);
+    assert_eq!(report.batches, 4, "3 + 3 + 3 + 1");
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..10).collect::<Vec<_>>()
+    );
+
+    // A line too big for any batch stops the run like any invalid line, after the lines
+    // before it are written.
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str("{\"n\":10}\n");
+    text.push_str(&format!(
+        "{{\"n\":11,\"pad\":\"{}\"}}\n",
+        "x".repeat(4 * one)
+    ));
+    std::fs::write(&input, text).unwrap();
+    let err = runner::run(config, std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("max_batch_bytes"), "{err}");
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..11).collect::<Vec<_>>()
+    );
+}
