@@ -269,10 +269,6 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
         start,
         "resuming"
     );
-    if recorded.is_some_and(|r| r > file_offset) {
-        // The last run was stopped between a batch's EXEC and its checkpoint.
-        write_checkpoint(source, start).await?;
-    }
     let reader: Box<dyn AsyncRead + Unpin + Send> = if source.is_stdin() {
         let mut stdin = tokio::io::stdin();
         skip_bytes(&mut stdin, start).await?;
@@ -299,6 +295,12 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
             .map_err(|err| input_error(source, &err))?;
         Box::new(file)
     };
+    // Only once the input is known to reach `start`: a truncated or replaced input must not
+    // get a checkpoint it cannot honour.
+    if recorded.is_some_and(|r| r > file_offset) {
+        // The last run was stopped between a batch's EXEC and its checkpoint.
+        write_checkpoint(source, start).await?;
+    }
     let mut pipeline = Pipeline {
         sink: &sink,
         source,

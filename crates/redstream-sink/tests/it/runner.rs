@@ -282,3 +282,35 @@ async fn batches_are_cut_at_max_batch_bytes() {
         (0..11).collect::<Vec<_>>()
     );
 }
+
+/// An input shorter than the recorded progress is refused before the checkpoint file is
+/// touched: it is not "repaired" to an offset the input does not reach.
+#[tokio::test]
+async fn a_truncated_input_is_refused_before_the_checkpoint_is_repaired() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{trunc}.events";
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, 0..20);
+    let config = runner_config(&server, dir.path(), stream);
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let stale = format!(
+        "{{\"input\":{:?},\"offset\":12}}",
+        input.display().to_string()
+    );
+    std::fs::write(dir.path().join("in.checkpoint"), &stale).unwrap();
+    write_lines(&input, 0..3);
+    let err = runner::run(config, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("shorter than the checkpoint"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("in.checkpoint")).unwrap(),
+        stale
+    );
+}
