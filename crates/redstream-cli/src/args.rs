@@ -42,6 +42,69 @@ pub struct GlobalArgs {
     /// Log filter for stderr (`RUST_LOG` wins when set), e.g. `warn` or `redstream=debug`.
     #[arg(long, default_value = "warn", global = true)]
     pub log: String,
+    /// Where `url` came from; set by [`Cli::parse_with_sources`], `Default` otherwise.
+    #[arg(skip)]
+    pub url_source: Source,
+    /// Where `prefix` came from; set by [`Cli::parse_with_sources`], `Default` otherwise.
+    #[arg(skip)]
+    pub prefix_source: Source,
+}
+
+/// Where a global option's value came from. `redstream sink` needs to know: its Redis URL is
+/// the configuration file's `uri` unless `--url` is given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Source {
+    /// The built-in default (or not known).
+    #[default]
+    Default,
+    /// An environment variable (`REDIS_URL`, `REDSTREAM_PREFIX`).
+    Environment,
+    /// The command line.
+    CommandLine,
+}
+
+impl Cli {
+    /// Parses the process's arguments like `Cli::parse`, and records where `--url` and
+    /// `--prefix` came from. Exits with clap's message on a bad command line.
+    pub fn parse_with_sources() -> Self {
+        Self::parse_from_with_sources(std::env::args_os())
+    }
+
+    /// [`parse_with_sources`](Self::parse_with_sources) over the given arguments.
+    pub fn parse_from_with_sources<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches_from(args);
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        cli.global.url_source = source_of(&matches, "url");
+        cli.global.prefix_source = source_of(&matches, "prefix");
+        cli
+    }
+}
+
+/// The most specific source of a global option: the parent's matches or the subcommand's
+/// (a global option may be written before or after the subcommand).
+fn source_of(matches: &clap::ArgMatches, id: &str) -> Source {
+    let mut best = Source::Default;
+    let mut current = Some(matches);
+    while let Some(m) = current {
+        let source = match m.try_get_raw(id).ok().and_then(|_| m.value_source(id)) {
+            Some(clap::parser::ValueSource::CommandLine) => Source::CommandLine,
+            Some(clap::parser::ValueSource::EnvVariable) => Source::Environment,
+            _ => Source::Default,
+        };
+        best = match (best, source) {
+            (Source::CommandLine, _) | (_, Source::CommandLine) => Source::CommandLine,
+            (Source::Environment, _) | (_, Source::Environment) => Source::Environment,
+            _ => Source::Default,
+        };
+        current = m.subcommand().map(|(_, sub)| sub);
+    }
+    best
 }
 
 /// The subcommands.
@@ -54,4 +117,31 @@ pub enum Command {
     /// Operations on streams, groups, dead letters and state.
     #[command(flatten)]
     Ops(crate::commands::OpsCommand),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_of_global_options_are_recorded() {
+        let parse = |args: &[&str]| {
+            Cli::parse_from_with_sources(std::iter::once("redstream").chain(args.iter().copied()))
+        };
+        let given = parse(&["--url", "redis://h:1", "sink", "-c", "x.yaml"]);
+        assert_eq!(given.global.url_source, Source::CommandLine);
+        assert_eq!(given.global.prefix_source, Source::Default);
+        let after = parse(&[
+            "sink",
+            "-c",
+            "x.yaml",
+            "--url",
+            "redis://h:1",
+            "--prefix",
+            "p",
+        ]);
+        assert_eq!(after.global.url, "redis://h:1");
+        assert_eq!(after.global.url_source, Source::CommandLine);
+        assert_eq!(after.global.prefix_source, Source::CommandLine);
+    }
 }

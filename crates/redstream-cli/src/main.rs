@@ -4,10 +4,8 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = redstream_cli::Cli::parse();
+    let cli = redstream_cli::Cli::parse_with_sources();
     redstream_cli::init_tracing(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

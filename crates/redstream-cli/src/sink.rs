@@ -8,14 +8,16 @@ use std::path::PathBuf;
 use clap::Args;
 use redstream_sink::runner::{self, RunReport, RunnerConfig};
 
-use crate::{CliResult, GlobalArgs};
+use crate::args::Source;
+use crate::{CliError, CliResult, GlobalArgs};
 
 /// Options of `redstream sink`.
 #[derive(Debug, Args)]
 pub struct SinkArgs {
     /// The configuration file, YAML (.yaml, .yml) or TOML (.toml): a `source` section (input,
     /// checkpoint, format, event_type...) and a `sink` section (id, uri, stream...). The
-    /// Redis URL is the sink's `uri`, not `--url`.
+    /// Redis URL is the sink's `uri` (which may say `${REDIS_URL}`); `--url` on the command
+    /// line replaces it. `--prefix` does not apply: the sink writes the configured stream.
     #[arg(long, short)]
     pub config: PathBuf,
     /// Read this file instead of the configured `source.input`; `-` reads stdin.
@@ -25,7 +27,21 @@ pub struct SinkArgs {
 
 /// Runs the sink until the input ends or Ctrl-C/SIGTERM, then prints what it did.
 pub async fn run(global: &GlobalArgs, args: SinkArgs) -> CliResult<()> {
+    if global.prefix_source == Source::CommandLine {
+        return Err(CliError::usage(
+            "redstream sink writes to the stream named in its configuration (`sink.stream`); \
+             --prefix does not apply to it",
+        ));
+    }
     let mut config = RunnerConfig::from_file(&args.config)?;
+    if global.url_source == Source::CommandLine {
+        tracing::info!(
+            url = %redstream_core::RedactedUrl(&global.url),
+            "--url replaces the configuration's sink.uri"
+        );
+        config.sink.uri.clone_from(&global.url);
+        config.sink.validate()?;
+    }
     if let Some(input) = args.input {
         config.source.input = input;
     }

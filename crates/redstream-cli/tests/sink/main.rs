@@ -267,3 +267,58 @@ async fn a_bad_config_fails_with_the_field_named() {
     assert!(stderr.contains("send_timeout"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+/// `--url` on the command line replaces the configuration's `sink.uri` (here a server that is
+/// gone, tried at most twice); `--prefix` does not apply to a sink and is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn url_on_the_command_line_replaces_the_config_uri() {
+    let server = RedisServer::start().await.unwrap();
+    let gone = RedisServer::start().await.unwrap();
+    let gone_url = gone.url();
+    gone.kill().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sink.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source:\n  input: in.jsonl\n  checkpoint: in.checkpoint\n  event_type: line.read\n\
+             sink:\n  id: {SINK_ID}\n  uri: {gone_url}\n  stream: \"{STREAM}\"\n  \
+             retry:\n    initial_delay: 10ms\n    max_delay: 10ms\n    max_attempts: 2\n"
+        ),
+    )
+    .unwrap();
+    write_lines(&dir.path().join("in.jsonl"), 25);
+
+    // Without --url the configured (dead) server is used, and the run fails.
+    let output = sink_command(&config)
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    // REDIS_URL in the environment does not override the file.
+    let output = sink_command(&config)
+        .env("REDIS_URL", server.url())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+
+    let output = sink_command(&config)
+        .args(["--url", &server.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut conn = server.connection().await.unwrap();
+    assert!(stream_numbers(&mut conn).await.into_iter().eq(0..25));
+
+    let output = sink_command(&config)
+        .args(["--url", &server.url(), "--prefix", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--prefix does not apply"), "{stderr}");
+}
