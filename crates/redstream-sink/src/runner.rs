@@ -3,10 +3,11 @@
 //!
 //! # Resuming without losing or duplicating a line
 //!
-//! The source position of a batch is the byte offset of the input just after its last line.
-//! The sink writes it into its progress key in the same `MULTI` as the batch, and the
-//! checkpoint file is rewritten (write, fsync, rename) once the batch is acknowledged. On
-//! start the runner resumes from the larger of the two offsets:
+//! The source position of a batch is the byte offset of the input just after its last line,
+//! with a fingerprint of the bytes it covers (see [Positions](#positions)). The sink writes it
+//! into its progress key in the same `MULTI` as the batch, and the checkpoint file is
+//! rewritten (write, fsync, rename) once the batch is acknowledged. On start the runner
+//! resumes from the larger of the two offsets:
 //!
 //! - killed after the `EXEC` and before the checkpoint file was renamed: the progress key is
 //!   one batch ahead and wins, so that batch is not written again;
@@ -14,8 +15,31 @@
 //!
 //! When the progress key is gone (deleted, or a Redis that lost its data) the run resumes from
 //! the checkpoint file alone, and does not write again the lines before it, even if their
-//! entries were lost with the key. Reading stdin, the offset counts bytes of stdin, so a
-//! restart must be given the same input again.
+//! entries were lost with the key.
+//!
+//! # Positions
+//!
+//! An offset alone is not tied to the input: an input replaced or rotated by a file at least
+//! as long would have its first bytes skipped without a word. So a position is
+//! `<offset>:<len>:<fnv1a64>`: the `len` bytes of the input just before `offset` (the lines
+//! of the batch, blank and skipped ones included) and their 64-bit FNV-1a hash, 16 hex
+//! digits. The checkpoint file holds the same as `offset` and `tail: {len, fnv1a64}`. Before
+//! writing anything, a run reads those bytes of its input again, for the checkpoint file and
+//! for the progress key, and stops with an [`ErrorKind::InvalidInput`] error naming the input,
+//! the offset and the record that does not match when they differ. The check covers the last
+//! batch's bytes, not the whole input: an input rewritten before them, or replaced by one that
+//! holds the same bytes at the same place, is not noticed.
+//!
+//! A plain `<offset>` (and a checkpoint file without `tail`), written by earlier versions, is
+//! still read; such a resume is unverified and logged as a warning. The next batch writes a
+//! fingerprinted position.
+//!
+//! Reading stdin, the offset counts bytes of stdin, so a restart must be given the same input
+//! again. The runner reads (and discards) stdin up to the offset, hashing the fingerprinted
+//! bytes on the way, so a different input piped in is refused like a replaced file, after
+//! reading up to the offset and before writing anything.
+//!
+//! [`ErrorKind::InvalidInput`]: redstream_core::ErrorKind::InvalidInput
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -144,6 +168,102 @@ struct CheckpointFile {
     input: PathBuf,
     /// Every line before this byte offset is written.
     offset: u64,
+    /// The fingerprint of the bytes before `offset`; absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail: Option<TailFile>,
+}
+
+/// [`Tail`] in the checkpoint file: the hash as 16 hex digits, as in a position.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailFile {
+    len: u64,
+    fnv1a64: String,
+}
+
+/// A source position: every line before `offset` is written, and, unless it was recorded by
+/// an earlier version, what the input held just before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    offset: u64,
+    tail: Option<Tail>,
+}
+
+/// The fingerprint of the `len` bytes of the input just before a mark's offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tail {
+    len: u64,
+    fnv1a64: u64,
+}
+
+impl Mark {
+    /// `<offset>:<len>:<fnv1a64 in 16 hex digits>`, or `<offset>` without a tail.
+    fn to_position(self) -> SourcePosition {
+        SourcePosition::new(match self.tail {
+            Some(tail) => format!("{}:{}:{:016x}", self.offset, tail.len, tail.fnv1a64),
+            None => self.offset.to_string(),
+        })
+    }
+
+    /// Reads what [`Mark::to_position`] writes; a plain `<offset>` is an earlier version's.
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(':');
+        let offset = parse_decimal(parts.next()?)?;
+        let tail = match (parts.next(), parts.next(), parts.next()) {
+            (None, ..) => None,
+            (Some(len), Some(hash), None) => Some(Tail {
+                len: parse_decimal(len)?,
+                fnv1a64: parse_hash(hash)?,
+            }),
+            _ => return None,
+        };
+        if tail.is_some_and(|t| t.len == 0 || t.len > offset) {
+            return None;
+        }
+        Some(Self { offset, tail })
+    }
+}
+
+/// Digits only (`u64::from_str` would take a `+`).
+fn parse_decimal(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Exactly 16 hex digits.
+fn parse_hash(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
+/// 64-bit FNV-1a: small, stable across versions and platforms, and enough to tell an input
+/// that was replaced from the one a position was recorded on (it is not a defence against
+/// anyone crafting collisions).
+#[derive(Debug, Clone, Copy)]
+struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Self(Self::OFFSET_BASIS)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    fn finish(self) -> u64 {
+        self.0
+    }
 }
 
 impl RunnerConfig {
@@ -258,20 +378,22 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
     config.validate()?;
     let sink = RedisSink::new(config.sink.clone())?;
     let source = &config.source;
-    let file_offset = read_checkpoint(source).await?;
-    let recorded = recorded_offset(&sink).await?;
-    let start = file_offset.max(recorded.unwrap_or(0));
+    let file_mark = read_checkpoint(source).await?;
+    let key_mark = recorded_mark(&sink).await?;
+    let file_offset = file_mark.map_or(0, |m| m.offset);
+    let start = file_offset.max(key_mark.map_or(0, |m| m.offset));
     tracing::info!(
         sink = %config.sink.id,
         input = %source.input.display(),
-        checkpoint_file = file_offset,
-        progress_key = ?recorded,
+        checkpoint_file = ?file_mark,
+        progress_key = ?key_mark,
         start,
         "resuming"
     );
+    let checks = Checks::new(source, sink.progress_key(), file_mark, key_mark);
     let reader: Box<dyn AsyncRead + Unpin + Send> = if source.is_stdin() {
         let mut stdin = tokio::io::stdin();
-        skip_bytes(&mut stdin, start).await?;
+        checks.skip_stdin(&mut stdin, start).await?;
         Box::new(stdin)
     } else {
         let mut file = tokio::fs::File::open(&source.input).await.map_err(|err| {
@@ -290,16 +412,17 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
                 ),
             ));
         }
+        checks.verify_file(&mut file).await?;
         file.seek(std::io::SeekFrom::Start(start))
             .await
             .map_err(|err| input_error(source, &err))?;
         Box::new(file)
     };
-    // Only once the input is known to reach `start`: a truncated or replaced input must not
-    // get a checkpoint it cannot honour.
-    if recorded.is_some_and(|r| r > file_offset) {
+    // Only once the input is known to reach `start` and to hold what the progress key says:
+    // a truncated or replaced input must not get a checkpoint it cannot honour.
+    if let Some(key_mark) = key_mark.filter(|k| k.offset > file_offset) {
         // The last run was stopped between a batch's EXEC and its checkpoint.
-        write_checkpoint(source, start).await?;
+        write_checkpoint(source, key_mark).await?;
     }
     let mut pipeline = Pipeline {
         sink: &sink,
@@ -316,6 +439,38 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
     };
     pipeline.read_all(BufReader::new(reader), shutdown).await?;
     Ok(pipeline.report)
+}
+
+/// The lines read since the last checkpoint: their size and their fingerprint.
+struct Pending {
+    bytes: u64,
+    hash: Fnv1a64,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Self {
+            bytes: 0,
+            hash: Fnv1a64::new(),
+        }
+    }
+
+    fn push(&mut self, line: &[u8]) {
+        self.bytes += line.len() as u64;
+        self.hash.update(line);
+    }
+
+    /// The mark after these lines, which start at `offset`; empties `self`.
+    fn take(&mut self, offset: u64) -> Mark {
+        let pending = std::mem::replace(self, Self::new());
+        Mark {
+            offset: offset + pending.bytes,
+            tail: Some(Tail {
+                len: pending.bytes,
+                fnv1a64: pending.hash.finish(),
+            }),
+        }
+    }
 }
 
 struct Pipeline<'a> {
@@ -348,8 +503,8 @@ impl Pipeline<'_> {
         // `read_until` is cancel-safe: bytes of a line read before a linger or a shutdown stay
         // in `line`, and the next call goes on appending to it.
         let mut line = Vec::new();
-        // Bytes of the complete lines read but not yet checkpointed: the pending batch's.
-        let mut pending_bytes: u64 = 0;
+        // The complete lines read but not yet checkpointed: the pending batch's.
+        let mut pending = Pending::new();
         loop {
             let step = {
                 let next = reader.read_until(b'\n', &mut line);
@@ -368,31 +523,28 @@ impl Pipeline<'_> {
             };
             let eof = match step {
                 Step::Shutdown => {
-                    self.flush(pending_bytes).await?;
+                    self.flush(&mut pending).await?;
                     self.report.interrupted = true;
                     return Ok(());
                 }
                 Step::Linger => {
                     // No new line for a while: send what there is.
-                    self.flush(pending_bytes).await?;
-                    pending_bytes = 0;
+                    self.flush(&mut pending).await?;
                     continue;
                 }
                 Step::Read(Err(err)) => return Err(input_error(self.source, &err)),
                 Step::Read(Ok(n)) => n == 0,
             };
             if eof && line.is_empty() {
-                self.flush(pending_bytes).await?;
+                self.flush(&mut pending).await?;
                 return Ok(());
             }
             // A complete line, or at the end of the input the last one, without its newline.
-            let len = line.len() as u64;
             self.report.lines += 1;
             if let Some(number) = &mut self.line_number {
                 *number += 1;
             }
             let parsed = self.parse(&line);
-            line.clear();
             match parsed {
                 Ok(None) => {}
                 Ok(Some((event, size))) => {
@@ -402,18 +554,17 @@ impl Pipeline<'_> {
                     if !self.batch.is_empty()
                         && self.batch_bytes + size > self.sink.config().max_batch_bytes
                     {
-                        self.flush(pending_bytes).await?;
-                        pending_bytes = 0;
+                        self.flush(&mut pending).await?;
                     }
                     self.batch.push(event);
                     self.batch_bytes += size;
                 }
                 Err(reason) => {
-                    let at = self.describe_line(pending_bytes);
+                    let at = self.describe_line(pending.bytes);
                     match self.source.on_invalid {
                         OnInvalid::Fail => {
                             // Everything before the bad line is written and checkpointed.
-                            self.flush(pending_bytes).await?;
+                            self.flush(&mut pending).await?;
                             return Err(Error::invalid_input(at, reason));
                         }
                         OnInvalid::Skip => {
@@ -423,10 +574,10 @@ impl Pipeline<'_> {
                     }
                 }
             }
-            pending_bytes += len;
+            pending.push(&line);
+            line.clear();
             if self.batch.len() >= self.source.batch_events {
-                self.flush(pending_bytes).await?;
-                pending_bytes = 0;
+                self.flush(&mut pending).await?;
             }
         }
     }
@@ -473,24 +624,25 @@ impl Pipeline<'_> {
         Ok(Some((event, size)))
     }
 
-    /// Sends the pending batch and moves the checkpoint `consumed` bytes forward.
-    async fn flush(&mut self, consumed: u64) -> Result<()> {
-        if consumed == 0 {
+    /// Sends the pending batch and moves the checkpoint past the `pending` lines.
+    async fn flush(&mut self, pending: &mut Pending) -> Result<()> {
+        if pending.bytes == 0 {
             return Ok(());
         }
-        let offset = self.report.offset + consumed;
-        let position = SourcePosition::new(offset.to_string());
+        let mark = pending.take(self.report.offset);
+        let offset = mark.offset;
+        let position = mark.to_position();
         let events = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         let count = events.len() as u64;
         if count == 0 {
             // Only blank or skipped lines: move the file checkpoint alone.
-            write_checkpoint(self.source, offset).await?;
+            write_checkpoint(self.source, mark).await?;
         } else {
             let source = self.source;
             let hook = |position: SourcePosition| async move {
-                let offset = parse_offset(&position)?;
-                write_checkpoint(source, offset).await
+                let mark = parse_position(&position, "the position given to the checkpoint")?;
+                write_checkpoint(source, mark).await
             };
             match self
                 .sink
@@ -510,8 +662,8 @@ impl Pipeline<'_> {
     }
 }
 
-/// The sink's recorded progress as a byte offset, if there is one.
-async fn recorded_offset(sink: &RedisSink) -> Result<Option<u64>> {
+/// The sink's recorded progress as a mark, if there is one.
+async fn recorded_mark(sink: &RedisSink) -> Result<Option<Mark>> {
     let mut attempt = 1;
     let progress = loop {
         match sink.recorded_progress().await {
@@ -526,27 +678,28 @@ async fn recorded_offset(sink: &RedisSink) -> Result<Option<u64>> {
     };
     progress
         .and_then(|p| p.position)
-        .map(|position| parse_offset(&position))
+        .map(|position| parse_position(&position, "the sink's recorded source position"))
         .transpose()
 }
 
-fn parse_offset(position: &SourcePosition) -> Result<u64> {
-    position.as_str().parse().map_err(|_| {
+fn parse_position(position: &SourcePosition, what: &'static str) -> Result<Mark> {
+    Mark::parse(position.as_str()).ok_or_else(|| {
         Error::invalid_input(
-            "the sink's recorded source position",
+            what,
             format!(
-                "{:?} is not a byte offset: the progress key was written by another source",
+                "{:?} is not a byte offset of a JSON-lines input (\"<offset>\" or \
+                 \"<offset>:<len>:<fnv1a64>\"): the progress key was written by another source",
                 position.as_str()
             ),
         )
     })
 }
 
-async fn read_checkpoint(source: &SourceConfig) -> Result<u64> {
+async fn read_checkpoint(source: &SourceConfig) -> Result<Option<Mark>> {
     let what = || format!("checkpoint file {}", source.checkpoint.display());
     let text = match tokio::fs::read_to_string(&source.checkpoint).await {
         Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => {
             return Err(Error::invalid_input(
                 what(),
@@ -566,17 +719,44 @@ async fn read_checkpoint(source: &SourceConfig) -> Result<u64> {
             ),
         ));
     }
-    Ok(file.offset)
+    let tail = match file.tail {
+        None => None,
+        Some(tail) => {
+            let fnv1a64 =
+                parse_hash(&tail.fnv1a64).filter(|_| tail.len > 0 && tail.len <= file.offset);
+            Some(Tail {
+                len: tail.len,
+                fnv1a64: fnv1a64.ok_or_else(|| {
+                    Error::invalid_input(
+                        what(),
+                        format!(
+                            "is not a checkpoint: tail {{len: {}, fnv1a64: {:?}}} does not fit \
+                             offset {} (len must be 1 to offset, fnv1a64 16 hex digits)",
+                            tail.len, tail.fnv1a64, file.offset
+                        ),
+                    )
+                })?,
+            })
+        }
+    };
+    Ok(Some(Mark {
+        offset: file.offset,
+        tail,
+    }))
 }
 
 /// Replaces the checkpoint file: write a temporary file, fsync it, rename it over the old one.
 /// A crash leaves either the old checkpoint or the new one, never a torn file.
-async fn write_checkpoint(source: &SourceConfig, offset: u64) -> Result<()> {
+async fn write_checkpoint(source: &SourceConfig, mark: Mark) -> Result<()> {
     let path = &source.checkpoint;
     let what = || format!("checkpoint file {}", path.display());
     let body = serde_json::to_vec(&CheckpointFile {
         input: source.input.clone(),
-        offset,
+        offset: mark.offset,
+        tail: mark.tail.map(|tail| TailFile {
+            len: tail.len,
+            fnv1a64: format!("{:016x}", tail.fnv1a64),
+        }),
     })
     .map_err(|err| Error::invalid_input(what(), err.to_string()))?;
     let mut tmp = path.as_os_str().to_owned();
@@ -595,21 +775,178 @@ async fn write_checkpoint(source: &SourceConfig, offset: u64) -> Result<()> {
         .map_err(|err| Error::invalid_input(what(), format!("cannot be written: {err}")))
 }
 
-async fn skip_bytes(reader: &mut (impl AsyncRead + Unpin), count: u64) -> Result<()> {
-    let mut limited = tokio::io::AsyncReadExt::take(reader, count);
-    let skipped = tokio::io::copy(&mut limited, &mut tokio::io::sink())
-        .await
-        .map_err(|err| Error::invalid_input("stdin", format!("cannot be read: {err}")))?;
-    if skipped < count {
-        return Err(Error::invalid_input(
-            "stdin",
-            format!(
-                "ended after {skipped} bytes, before the checkpoint ({count}): give the run the \
-                 same input again"
-            ),
-        ));
+/// The fingerprints a run checks before writing anything: the checkpoint file's and the
+/// progress key's, once each (once in all when they are the same mark).
+struct Checks<'a> {
+    source: &'a SourceConfig,
+    progress_key: &'a str,
+    /// Each fingerprinted mark, with the records that hold it.
+    marks: Vec<(Mark, Tail, &'static str)>,
+}
+
+impl<'a> Checks<'a> {
+    fn new(
+        source: &'a SourceConfig,
+        progress_key: &'a str,
+        file: Option<Mark>,
+        key: Option<Mark>,
+    ) -> Self {
+        const FILE: &str = "the checkpoint file";
+        const KEY: &str = "the sink's progress key";
+        const BOTH: &str = "the checkpoint file and the sink's progress key";
+        let records: Vec<(Mark, &'static str)> = match (file, key) {
+            (Some(file), Some(key)) if file == key => vec![(file, BOTH)],
+            (file, key) => file
+                .map(|m| (m, FILE))
+                .into_iter()
+                .chain(key.map(|m| (m, KEY)))
+                .collect(),
+        };
+        let mut marks = Vec::new();
+        for (mark, record) in records {
+            match mark.tail {
+                Some(tail) => marks.push((mark, tail, record)),
+                None if mark.offset > 0 => tracing::warn!(
+                    input = %source.input.display(),
+                    offset = mark.offset,
+                    record,
+                    "resuming from a plain offset written by an earlier version: the input \
+                     cannot be checked against it (the next batch records a fingerprint)"
+                ),
+                None => {}
+            }
+        }
+        Self {
+            source,
+            progress_key,
+            marks,
+        }
     }
-    Ok(())
+
+    /// Reads the fingerprinted bytes of `file` again; an error if they differ.
+    async fn verify_file(&self, file: &mut tokio::fs::File) -> Result<()> {
+        for &(mark, tail, record) in &self.marks {
+            let from = mark.offset - tail.len;
+            file.seek(std::io::SeekFrom::Start(from))
+                .await
+                .map_err(|err| input_error(self.source, &err))?;
+            let mut window = [Window::new(from, mark.offset)];
+            read_through(file, from, mark.offset, &mut window)
+                .await
+                .map_err(|err| input_error(self.source, &err))?;
+            if window[0].hash() != Some(tail.fnv1a64) {
+                return Err(self.mismatch(mark, tail, record));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and discards `count` bytes of stdin, checking the fingerprinted ones on the way.
+    async fn skip_stdin(&self, stdin: &mut (impl AsyncRead + Unpin), count: u64) -> Result<()> {
+        let mut windows: Vec<Window> = self
+            .marks
+            .iter()
+            .map(|&(mark, tail, _)| Window::new(mark.offset - tail.len, mark.offset))
+            .collect();
+        let skipped = read_through(stdin, 0, count, &mut windows)
+            .await
+            .map_err(|err| Error::invalid_input("stdin", format!("cannot be read: {err}")))?;
+        if skipped < count {
+            return Err(Error::invalid_input(
+                "stdin",
+                format!(
+                    "ended after {skipped} bytes, before the checkpoint ({count}): give the run \
+                     the same input again"
+                ),
+            ));
+        }
+        for (&(mark, tail, record), window) in self.marks.iter().zip(&windows) {
+            if window.hash() != Some(tail.fnv1a64) {
+                return Err(self.mismatch(mark, tail, record));
+            }
+        }
+        Ok(())
+    }
+
+    fn mismatch(&self, mark: Mark, tail: Tail, record: &str) -> Error {
+        let source = self.source;
+        let instead = if source.is_stdin() {
+            "to resume, give the run the same input again"
+        } else {
+            "to resume the input that run read, point source.input at it again"
+        };
+        Error::invalid_input(
+            format!("input {}", source.input.display()),
+            format!(
+                "does not hold, in its {} bytes before byte {}, the lines {record} recorded \
+                 as written: it was replaced, rotated or rewritten since that run. Nothing was \
+                 written. To write this input from its start, delete the checkpoint file {} and \
+                 the progress key {:?} (redis-cli DEL), or use another checkpoint file and sink \
+                 id; {instead}",
+                tail.len,
+                mark.offset,
+                source.checkpoint.display(),
+                self.progress_key,
+            ),
+        )
+    }
+}
+
+/// A byte range of the input being hashed.
+struct Window {
+    from: u64,
+    to: u64,
+    /// Bytes of the range seen so far.
+    seen: u64,
+    hasher: Fnv1a64,
+}
+
+impl Window {
+    fn new(from: u64, to: u64) -> Self {
+        Self {
+            from,
+            to,
+            seen: 0,
+            hasher: Fnv1a64::new(),
+        }
+    }
+
+    /// The hash of the range, if all of it was seen.
+    fn hash(&self) -> Option<u64> {
+        (self.seen == self.to - self.from).then(|| self.hasher.finish())
+    }
+}
+
+/// Reads `reader`, positioned at byte `at` of the input, up to byte `to` (or its end), and
+/// feeds each window the bytes that fall in it. Returns how many bytes were read.
+async fn read_through(
+    reader: &mut (impl AsyncRead + Unpin),
+    at: u64,
+    to: u64,
+    windows: &mut [Window],
+) -> std::io::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; 64 * 1024];
+    let mut pos = at;
+    while pos < to {
+        let want = usize::try_from(to - pos).map_or(buf.len(), |left| left.min(buf.len()));
+        let n = reader.read(&mut buf[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        let end = pos + n as u64;
+        for window in windows.iter_mut() {
+            let (from, until) = (window.from.max(pos), window.to.min(end));
+            if from < until {
+                // Both within `buf`, whose length is a usize.
+                let (a, b) = ((from - pos) as usize, (until - pos) as usize);
+                window.hasher.update(&buf[a..b]);
+                window.seen += until - from;
+            }
+        }
+        pos = end;
+    }
+    Ok(pos - at)
 }
 
 fn input_error(source: &SourceConfig, err: &std::io::Error) -> Error {
@@ -617,4 +954,106 @@ fn input_error(source: &SourceConfig, err: &std::io::Error) -> Error {
         format!("input {}", source.input.display()),
         format!("cannot be read: {err}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(bytes: &[u8]) -> u64 {
+        let mut hasher = Fnv1a64::new();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+
+    /// The published FNV-1a 64 test vectors: positions written by one version are checked by
+    /// the next, so the hash must never change.
+    #[test]
+    fn fnv1a64_matches_the_reference_vectors() {
+        assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn positions_round_trip_and_plain_offsets_still_parse() {
+        let mark = Mark {
+            offset: 17,
+            tail: Some(Tail {
+                len: 9,
+                fnv1a64: 0xaf63_dc4c_8601_ec8c,
+            }),
+        };
+        assert_eq!(mark.to_position().as_str(), "17:9:af63dc4c8601ec8c");
+        assert_eq!(Mark::parse("17:9:af63dc4c8601ec8c"), Some(mark));
+        assert_eq!(
+            Mark::parse("42"),
+            Some(Mark {
+                offset: 42,
+                tail: None
+            })
+        );
+        for bad in [
+            "",
+            "x",
+            "+4",
+            "17:",
+            "17:9",
+            "17:9:af63",
+            "17:18:af63dc4c8601ec8c",
+            "17:0:af63dc4c8601ec8c",
+            "17:9:af63dc4c8601ec8c:1",
+            "17:9:zz63dc4c8601ec8c",
+        ] {
+            assert_eq!(Mark::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    fn stdin_source() -> SourceConfig {
+        SourceConfig {
+            checkpoint: PathBuf::from("c"),
+            ..SourceConfig::default()
+        }
+    }
+
+    fn mark_after(input: &[u8], from: usize, to: usize) -> Mark {
+        Mark {
+            offset: to as u64,
+            tail: Some(Tail {
+                len: (to - from) as u64,
+                fnv1a64: hash(&input[from..to]),
+            }),
+        }
+    }
+
+    /// Reading stdin, the bytes skipped are hashed on the way: the same input resumes, another
+    /// one of the same length is refused, and a short one too.
+    #[tokio::test]
+    async fn stdin_is_checked_while_it_is_skipped() {
+        let input = b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n";
+        let source = stdin_source();
+        let file = mark_after(input, 0, 8);
+        let key = mark_after(input, 8, 16);
+        let checks = Checks::new(&source, "k", Some(file), Some(key));
+
+        let mut same = &input[..];
+        checks.skip_stdin(&mut same, 16).await.unwrap();
+        assert_eq!(same, b"{\"n\":3}\n", "stdin is left at the offset");
+
+        let other = b"{\"n\":1}\n{\"n\":9}\n{\"n\":3}\n";
+        let err = checks.skip_stdin(&mut &other[..], 16).await.unwrap_err();
+        assert!(err.to_string().contains("before byte 16"), "{err}");
+        assert!(err.to_string().contains("the sink's progress key"), "{err}");
+
+        let err = checks.skip_stdin(&mut &input[..10], 16).await.unwrap_err();
+        assert!(err.to_string().contains("ended after 10 bytes"), "{err}");
+
+        // A plain offset of an earlier version is not checked.
+        let legacy = Mark {
+            offset: 16,
+            tail: None,
+        };
+        let checks = Checks::new(&source, "k", Some(legacy), Some(legacy));
+        checks.skip_stdin(&mut &other[..], 16).await.unwrap();
+    }
 }

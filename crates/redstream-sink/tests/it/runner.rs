@@ -314,3 +314,149 @@ async fn a_truncated_input_is_refused_before_the_checkpoint_is_repaired() {
         stale
     );
 }
+
+/// The sink's progress key of a runner configuration.
+fn progress_key(config: &RunnerConfig) -> String {
+    redstream_sink::RedisSink::new(config.sink.clone())
+        .unwrap()
+        .progress_key()
+        .to_owned()
+}
+
+async fn recorded_position(server: &RedisServer, key: &str) -> Option<String> {
+    let mut conn = server.connection().await.unwrap();
+    redis::cmd("HGET")
+        .arg(key)
+        .arg("position")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// An input replaced by another at least as long as the checkpoint's offset is refused before
+/// anything is written: an offset alone would skip the new input's first bytes. The error names
+/// the input, the offset and what to do; following its advice writes the new input whole.
+#[tokio::test]
+async fn a_replaced_input_of_equal_or_greater_length_is_refused() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{replaced}.events";
+    let input = dir.path().join("in.jsonl");
+    let checkpoint = dir.path().join("in.checkpoint");
+    // Two-digit numbers: every line is 9 bytes, so 20 lines are 180 bytes either way.
+    write_lines(&input, 10..30);
+    let config = runner_config(&server, dir.path(), stream);
+    let key = progress_key(&config);
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(checkpoint_offset(dir.path()), 180);
+    let saved = std::fs::read(&checkpoint).unwrap();
+    let old: Vec<u64> = (10..30).collect();
+
+    for replacement in [50..70, 50..90] {
+        write_lines(&input, replacement.clone());
+        let err = runner::run(config.clone(), std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&input.display().to_string()), "{text}");
+        assert!(text.contains("before byte 180"), "{text}");
+        assert!(text.contains("replaced"), "{text}");
+        assert!(text.contains(&checkpoint.display().to_string()), "{text}");
+        assert!(text.contains(&key), "{text}");
+        assert_eq!(
+            stream_numbers(&server, stream).await,
+            old,
+            "{replacement:?}"
+        );
+        assert_eq!(
+            std::fs::read(&checkpoint).unwrap(),
+            saved,
+            "{replacement:?}"
+        );
+    }
+
+    // The progress key alone (a new checkpoint file, the same sink) is checked too.
+    std::fs::remove_file(&checkpoint).unwrap();
+    let err = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the sink's progress key"), "{err}");
+    assert_eq!(stream_numbers(&server, stream).await, old);
+    assert!(!checkpoint.exists(), "no checkpoint for a refused input");
+
+    // As the error says: without the progress key the new input is written from its start.
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!((report.resumed_from, report.events), (0, 40));
+    let mut expected = old;
+    expected.extend(50..90);
+    assert_eq!(stream_numbers(&server, stream).await, expected);
+}
+
+/// A plain offset, as earlier versions wrote it in the checkpoint file and the progress key,
+/// still resumes (unverified, with a warning), and the next batch records a fingerprint.
+#[tokio::test]
+async fn a_plain_offset_from_an_earlier_version_still_resumes() {
+    redstream_testkit::capture_logs();
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{legacy}.events";
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, 0..20);
+    let config = runner_config(&server, dir.path(), stream);
+    let key = progress_key(&config);
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    let len = checkpoint_offset(dir.path());
+    std::fs::write(
+        dir.path().join("in.checkpoint"),
+        format!(
+            "{{\"input\":{:?},\"offset\":{len}}}",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("position")
+        .arg(len.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str("{\"n\":20}\n{\"n\":21}\n");
+    std::fs::write(&input, text).unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!((report.resumed_from, report.events), (len, 2));
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..22).collect::<Vec<_>>()
+    );
+    let warnings = redstream_testkit::logged(&input.display().to_string());
+    assert!(
+        warnings.iter().any(|w| w.contains("plain offset")),
+        "{warnings:?}"
+    );
+
+    // The new batch is fingerprinted in both records: 18 bytes before the end.
+    let end = len + 18;
+    let checkpoint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("in.checkpoint")).unwrap())
+            .unwrap();
+    assert_eq!(checkpoint["offset"], end);
+    assert_eq!(checkpoint["tail"]["len"], 18);
+    let position = recorded_position(&server, &key).await.unwrap();
+    let hash = checkpoint["tail"]["fnv1a64"].as_str().unwrap();
+    assert_eq!(position, format!("{end}:18:{hash}"));
+}
