@@ -1,8 +1,10 @@
-use redstream_core::{BatchSink, ErrorKind, RetryPolicy, SourcePosition};
+use redstream_core::{
+    BatchSink, ErrorKind, Event, EventLimits, EventMetadata, RetryPolicy, SourcePosition,
+};
 use redstream_sink::RedisSink;
 use redstream_testkit::RedisServer;
 
-use crate::{command_calls, config, events, ids, stream_ids};
+use crate::{command_calls, command_stats, config, events, ids, stream_ids, used_memory};
 
 #[tokio::test]
 async fn oom_leaves_nothing_partial_then_delivers_once() {
@@ -304,4 +306,152 @@ async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
+}
+
+/// Sets `maxmemory` to the memory in use now plus `room` bytes.
+async fn leave_room(server: &RedisServer, conn: &mut redis::aio::MultiplexedConnection, room: u64) {
+    let limit = used_memory(conn).await + room;
+    server
+        .config_set("maxmemory", &limit.to_string())
+        .await
+        .unwrap();
+}
+
+/// All or nothing where a bare pipeline would write part of the batch: memory is short by
+/// less than one batch, so the first events of a batch would fit and the rest would not. (The
+/// tests above set `maxmemory` to 1, where every `XADD` is refused and a bare pipeline would
+/// pass too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_part_way_through_a_batch_writes_none_of_it_then_all_of_it_once() {
+    const EVENTS: usize = 40;
+    // About 48 KiB an event, ~1.9 MiB a batch, against 1 MiB of room: roughly the first half
+    // of a batch fits.
+    const PAD: usize = 48 * 1024;
+    const ROOM: u64 = 1024 * 1024;
+    let server = RedisServer::start().await.unwrap();
+    let stream = "{oomhalf}.events";
+    let raw_stream = "{oomhalf}.raw";
+    let batch: Vec<_> = (0..EVENTS)
+        .map(|i| {
+            Event::new(
+                "test.big",
+                serde_json::json!({ "n": i, "pad": "x".repeat(PAD) }),
+                EventMetadata::default(),
+            )
+        })
+        .collect();
+    let sink_config = config(&server.url(), stream);
+    // One sink that gives up at once, to see the error; one that retries until it gets in.
+    let probe = RedisSink::new(sink_config.clone().with_retry(RetryPolicy::none())).unwrap();
+    let sink = std::sync::Arc::new(
+        RedisSink::new(
+            sink_config.with_retry(
+                RetryPolicy::unlimited()
+                    .with_initial_delay(std::time::Duration::from_millis(5))
+                    .with_max_delay(std::time::Duration::from_millis(20)),
+            ),
+        )
+        .unwrap(),
+    );
+    // Every connection is open before memory is measured, so it is part of the measure.
+    assert_eq!(probe.recorded_progress().await.unwrap(), None);
+    assert_eq!(sink.recorded_progress().await.unwrap(), None);
+    let mut conn = server.connection().await.unwrap();
+    server
+        .config_set("maxmemory-policy", "noeviction")
+        .await
+        .unwrap();
+
+    // The setup can tell a transaction from a bare pipeline: the same events sent as plain
+    // XADDs (no MULTI) land in part, since each XADD is checked for memory when it runs, the
+    // first ones are written and the later ones refused with OOM.
+    leave_room(&server, &mut conn, ROOM).await;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for event in &batch {
+        let json = redstream_core::wire::encode(event, &EventLimits::default()).unwrap();
+        pipe.cmd("XADD")
+            .arg(raw_stream)
+            .arg("*")
+            .arg("event")
+            .arg(json);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
+    let refused = replies
+        .iter()
+        .filter(|r| matches!(r, redis::Value::ServerError(e) if e.code() == "OOM"))
+        .count();
+    let raw_len: usize = redis::cmd("XLEN")
+        .arg(raw_stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(0 < raw_len && raw_len < EVENTS, "{raw_len} of {EVENTS}");
+    assert_eq!(raw_len + refused, EVENTS, "{replies:?}");
+
+    // Reset: the raw stream's memory freed, the same room again, fresh command counts.
+    server.config_set("maxmemory", "0").await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(raw_stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    leave_room(&server, &mut conn, ROOM).await;
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // What really happens to the sink's MULTI: Redis checks memory for each command as it is
+    // queued, and queued commands keep their arguments in the client's transaction state,
+    // which counts in used_memory. So the first XADDs are queued, the queue itself then takes
+    // the server over maxmemory, the later XADDs are refused with OOM while queued, and EXEC
+    // discards the whole transaction (EXECABORT): no XADD runs at all. The sink reports the
+    // OOM of the first refused XADD, which is retryable.
+    let err = probe
+        .send_batch(batch.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::OutOfMemory, "{err}");
+    assert!(err.is_retryable());
+    // A bare pipeline fails here: it leaves the first half of the batch in the stream (and
+    // its progress HSET, small enough to get in after the refused XADDs, would then make the
+    // sink skip the batch as written).
+    assert!(stream_ids(&mut conn, stream).await.is_empty());
+    assert_eq!(probe.recorded_progress().await.unwrap(), None);
+    let task = {
+        let sink = std::sync::Arc::clone(&sink);
+        let batch = batch.clone();
+        tokio::spawn(async move { sink.send_batch(batch, Some(SourcePosition::new("1"))).await })
+    };
+    // Several whole attempts refused, each time with nothing written.
+    while sink.stats().retries < 3 {
+        assert!(!task.is_finished(), "the batch ended: {:?}", sink.stats());
+        tokio::task::yield_now().await;
+    }
+    assert!(stream_ids(&mut conn, stream).await.is_empty());
+    let xadd = command_stats(&mut conn, "xadd").await;
+    let exec = command_stats(&mut conn, "exec").await;
+    let multi = command_stats(&mut conn, "multi").await;
+    assert_eq!(xadd.calls, 0, "no XADD ran");
+    // At least 4 attempts (the probe's and 3 of the sink's), each refusing some XADDs, but
+    // not all of them: a prefix of each batch was queued before memory ran out.
+    assert!(multi.calls >= 4, "{multi:?}");
+    assert!(xadd.rejected_calls >= 4, "{xadd:?}");
+    assert!(
+        xadd.rejected_calls < multi.calls * EVENTS as u64,
+        "{xadd:?} {multi:?}"
+    );
+    assert_eq!(
+        exec.calls, exec.failed_calls,
+        "every EXEC refused: {exec:?}"
+    );
+    assert!(exec.failed_calls >= 4, "{exec:?}");
+
+    // Memory is lifted: the retry delivers the batch, once.
+    server.config_set("maxmemory", "0").await.unwrap();
+    let ack = task.await.unwrap().unwrap();
+    assert_eq!(ack.written, EVENTS);
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }

@@ -104,3 +104,53 @@ pub(crate) async fn command_calls(conn: &mut MultiplexedConnection, command: &st
         .find_map(|line| line.strip_prefix(&prefix))
         .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
 }
+
+/// The server's `used_memory`, from `INFO memory`.
+pub(crate) async fn used_memory(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// One command's counts in `INFO commandstats` since they were last reset.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct CommandStats {
+    /// Times it ran (for `EXEC`, refused ones included).
+    pub(crate) calls: u64,
+    /// Times it was refused before running (while queued, for a command inside `MULTI`).
+    pub(crate) rejected_calls: u64,
+    /// Times it ran and failed.
+    pub(crate) failed_calls: u64,
+}
+
+/// `command`'s (lower case) counts in `INFO commandstats`; zeros if it never ran.
+pub(crate) async fn command_stats(conn: &mut MultiplexedConnection, command: &str) -> CommandStats {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:");
+    let Some(line) = info.lines().find_map(|line| line.strip_prefix(&prefix)) else {
+        return CommandStats::default();
+    };
+    let mut stats = CommandStats::default();
+    for field in line.trim().split(',') {
+        let (name, value) = field.split_once('=').unwrap();
+        match name {
+            "calls" => stats.calls = value.parse().unwrap(),
+            "rejected_calls" => stats.rejected_calls = value.parse().unwrap(),
+            "failed_calls" => stats.failed_calls = value.parse().unwrap(),
+            _ => {}
+        }
+    }
+    stats
+}
