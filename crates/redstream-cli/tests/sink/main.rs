@@ -83,7 +83,10 @@ async fn offsets(dir: &Path, conn: &mut MultiplexedConnection) -> (u64, u64) {
         .query_async(conn)
         .await
         .unwrap();
-    (file, key.map_or(0, |k| k.parse().unwrap()))
+    // The key's position is `<offset>:<len>:<hash>` (the offset and a fingerprint of the bytes
+    // before it); the offset is what is compared here.
+    let key_offset = |k: String| k.split(':').next().unwrap().parse().unwrap();
+    (file, key.map_or(0, key_offset))
 }
 
 fn sink_command(config: &Path) -> Command {
