@@ -50,6 +50,8 @@ async fn main() -> BoxResult<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "warn,redstream_core=warn".into()),
         )
+        // Colour only on a terminal: piped or logged output stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
 
     let redis = find_redis().await?;
