@@ -25,6 +25,12 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
 /// because of: OOM command not allowed...` is an `OOM`, `... because of: READONLY You can't
 /// write against a read only replica.` a `READONLY`). `EXECABORT ... because of previous
 /// errors.` names none: the errors of the queued commands, reported apart, say what failed.
+///
+/// Only callers that read `EXEC`'s reply themselves see such an error: redis-rs 1.x's
+/// `atomic()` pipelines turn a refused `EXEC` into an unparseable-reply error without its code,
+/// classified [`ErrorKind::Unexpected`]. The sink sends `MULTI`...`EXEC` as a plain pipeline for
+/// this reason; the transport's `publish_batch` and dead-letter moves and the state store's
+/// transactions still use `atomic()`.
 fn deciding_code<'e>(code: &'e str, detail: Option<&'e str>) -> &'e str {
     if code == "EXECABORT"
         && let Some((_, reason)) = detail.and_then(|d| d.split_once("because of: "))
