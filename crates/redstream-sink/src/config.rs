@@ -59,7 +59,9 @@ pub struct SinkConfig {
     pub connect_timeout: Duration,
     /// An upper bound on one whole batch, retries and waits included (default none: the
     /// retry policy alone bounds it). When it runs out the batch fails with a timeout and the
-    /// checkpoint does not move.
+    /// checkpoint does not move (for a required sink). It also bounds
+    /// [`RedisSink::confirm_recorded`](crate::RedisSink::confirm_recorded) and the runner's
+    /// read of the progress key at start.
     #[serde(with = "redstream_core::serde_duration::option")]
     pub batch_timeout: Option<Duration>,
     /// Whether the sink records its progress in each batch's `MULTI` and skips a batch it

@@ -13,6 +13,14 @@
 //!   one batch ahead and wins, so that batch is not written again;
 //! - killed before the `EXEC`: both agree, and the batch is read and written again.
 //!
+//! With `durability`, a progress key ahead of the checkpoint file may record a batch whose
+//! `WAIT` never returned: the runner confirms it with [`RedisSink::confirm_recorded`] before it
+//! moves the checkpoint file there, and stops with `NotDurable` when the replicas do not have
+//! it. With `exactly_once` off the progress key is not read: the checkpoint file alone counts.
+//!
+//! A last line without a newline is written as complete when the input ends there; an input
+//! that then grows would continue it, so the next run refuses it before writing anything.
+//!
 //! When the progress key is gone (deleted, or a Redis that lost its data) the run resumes from
 //! the checkpoint file alone, and does not write again the lines before it, even if their
 //! entries were lost with the key.
@@ -379,7 +387,13 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
     let sink = RedisSink::new(config.sink.clone())?;
     let source = &config.source;
     let file_mark = read_checkpoint(source).await?;
-    let key_mark = recorded_mark(&sink).await?;
+    // Without exactly_once the sink neither writes nor reads its progress key: a key left by
+    // an earlier configuration is not trusted.
+    let key_mark = if config.sink.exactly_once {
+        recorded_mark(&sink).await?
+    } else {
+        None
+    };
     let file_offset = file_mark.map_or(0, |m| m.offset);
     let start = file_offset.max(key_mark.map_or(0, |m| m.offset));
     tracing::info!(
@@ -391,9 +405,12 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
         "resuming"
     );
     let checks = Checks::new(source, sink.progress_key(), file_mark, key_mark);
+    // The byte just before `start`: not a newline when the last run ended on a line without
+    // one, which the input must not continue (see `Pipeline::resumed_mid_line`).
+    let byte_before_start;
     let reader: Box<dyn AsyncRead + Unpin + Send> = if source.is_stdin() {
         let mut stdin = tokio::io::stdin();
-        checks.skip_stdin(&mut stdin, start).await?;
+        byte_before_start = checks.skip_stdin(&mut stdin, start).await?;
         Box::new(stdin)
     } else {
         let mut file = tokio::fs::File::open(&source.input).await.map_err(|err| {
@@ -413,32 +430,51 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
             ));
         }
         checks.verify_file(&mut file).await?;
+        byte_before_start = byte_before(&mut file, start)
+            .await
+            .map_err(|err| input_error(source, &err))?;
         file.seek(std::io::SeekFrom::Start(start))
             .await
             .map_err(|err| input_error(source, &err))?;
         Box::new(file)
     };
+    let mut pipeline = Pipeline::new(&sink, source, start);
+    pipeline.resumed_mid_line = byte_before_start.is_some_and(|byte| byte != b'\n');
     // Only once the input is known to reach `start` and to hold what the progress key says:
     // a truncated or replaced input must not get a checkpoint it cannot honour.
     if let Some(key_mark) = key_mark.filter(|k| k.offset > file_offset) {
-        // The last run was stopped between a batch's EXEC and its checkpoint.
+        // The last run was stopped between a batch's EXEC and its checkpoint, or, with
+        // durability, before its WAIT said the batch was on enough replicas (or when it said
+        // it was not): the batch is acknowledged only once that is confirmed.
+        match sink.confirm_recorded().await {
+            Ok(()) => {}
+            Err(err) if !config.sink.required => {
+                tracing::warn!(
+                    sink = %config.sink.id,
+                    error = %err,
+                    "the recorded batch could not be confirmed; dropped by a sink that is not \
+                     required"
+                );
+                pipeline.report.dropped_batches += 1;
+            }
+            Err(err) => return Err(err),
+        }
         write_checkpoint(source, key_mark).await?;
     }
-    let mut pipeline = Pipeline {
-        sink: &sink,
-        source,
-        limits: EventLimits::default(),
-        batch: Vec::with_capacity(source.batch_events),
-        batch_bytes: 0,
-        report: RunReport {
-            resumed_from: start,
-            offset: start,
-            ..RunReport::default()
-        },
-        line_number: None,
-    };
     pipeline.read_all(BufReader::new(reader), shutdown).await?;
     Ok(pipeline.report)
+}
+
+/// The byte of `file` just before `offset` (`None` at 0); leaves the file's cursor anywhere.
+async fn byte_before(file: &mut tokio::fs::File, offset: u64) -> std::io::Result<Option<u8>> {
+    use tokio::io::AsyncReadExt;
+    let Some(at) = offset.checked_sub(1) else {
+        return Ok(None);
+    };
+    file.seek(std::io::SeekFrom::Start(at)).await?;
+    let mut byte = [0; 1];
+    file.read_exact(&mut byte).await?;
+    Ok(Some(byte[0]))
 }
 
 /// The lines read since the last checkpoint: their size and their fingerprint.
@@ -483,9 +519,30 @@ struct Pipeline<'a> {
     report: RunReport,
     /// Line numbers count from the start of the input only when the run started there.
     line_number: Option<u64>,
+    /// The run resumed just after a line that had no newline (the last run ended on it, at
+    /// the end of the input, and wrote it as a complete line): the input must not continue
+    /// that line. Checked, then cleared, at the first line read.
+    resumed_mid_line: bool,
 }
 
-impl Pipeline<'_> {
+impl<'a> Pipeline<'a> {
+    fn new(sink: &'a RedisSink, source: &'a SourceConfig, start: u64) -> Self {
+        Self {
+            sink,
+            source,
+            limits: EventLimits::default(),
+            batch: Vec::with_capacity(source.batch_events),
+            batch_bytes: 0,
+            report: RunReport {
+                resumed_from: start,
+                offset: start,
+                ..RunReport::default()
+            },
+            line_number: None,
+            resumed_mid_line: false,
+        }
+    }
+
     async fn read_all(
         &mut self,
         mut reader: BufReader<Box<dyn AsyncRead + Unpin + Send>>,
@@ -539,6 +596,9 @@ impl Pipeline<'_> {
                 self.flush(&mut pending).await?;
                 return Ok(());
             }
+            if std::mem::take(&mut self.resumed_mid_line) && line.first() != Some(&b'\n') {
+                return Err(self.continued_line());
+            }
             // A complete line, or at the end of the input the last one, without its newline.
             self.report.lines += 1;
             if let Some(number) = &mut self.line_number {
@@ -580,6 +640,23 @@ impl Pipeline<'_> {
                 self.flush(&mut pending).await?;
             }
         }
+    }
+
+    /// The error for an input that continues the unterminated line the last run ended on.
+    fn continued_line(&self) -> Error {
+        let at = self.report.resumed_from;
+        Error::invalid_input(
+            format!("input {}", self.source.input.display()),
+            format!(
+                "the last line written had no newline and the input has grown since: the bytes \
+                 from byte {at} on continue that line, which the last run wrote as a complete \
+                 one when the input ended there. Nothing more was written. If they begin a new \
+                 line, insert the missing newline at byte {at}; if a writer was still writing \
+                 that line, its first part is in the stream already: insert a newline at byte \
+                 {at} to write the rest as a line of its own, or remove the rest. Inputs that \
+                 grow should be written a whole line, newline included, at a time"
+            ),
+        )
     }
 
     /// `line N of <input>` when the run started at the beginning, else the byte offset.
@@ -662,19 +739,36 @@ impl Pipeline<'_> {
     }
 }
 
-/// The sink's recorded progress as a mark, if there is one.
+/// The sink's recorded progress as a mark, if there is one. Read with the sink's retry
+/// policy, within its `batch_timeout` if it has one (so that a sink that is not required does
+/// not hold the run for ever at its start either).
 async fn recorded_mark(sink: &RedisSink) -> Result<Option<Mark>> {
-    let mut attempt = 1;
-    let progress = loop {
-        match sink.recorded_progress().await {
-            Ok(progress) => break progress,
-            Err(err) if sink.config().retry.should_retry(attempt, &err) => {
-                tracing::warn!(error = %err, attempt, "reading the sink's progress failed, retrying");
-                tokio::time::sleep(sink.config().retry.delay_for(attempt)).await;
-                attempt += 1;
+    let read = async {
+        let mut attempt = 1;
+        loop {
+            match sink.recorded_progress().await {
+                Ok(progress) => return Ok(progress),
+                Err(err) if sink.config().retry.should_retry(attempt, &err) => {
+                    tracing::warn!(error = %err, attempt, "reading the sink's progress failed, retrying");
+                    tokio::time::sleep(sink.config().retry.delay_for(attempt)).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
             }
-            Err(err) => return Err(err),
         }
+    };
+    let progress = match sink.config().batch_timeout {
+        None => read.await?,
+        Some(limit) => tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!(
+                    "reading the sink's progress key {} at start (batch_timeout)",
+                    sink.progress_key()
+                )
+                .into(),
+                after: limit,
+            })??,
     };
     progress
         .and_then(|p| p.position)
@@ -842,12 +936,20 @@ impl<'a> Checks<'a> {
     }
 
     /// Reads and discards `count` bytes of stdin, checking the fingerprinted ones on the way.
-    async fn skip_stdin(&self, stdin: &mut (impl AsyncRead + Unpin), count: u64) -> Result<()> {
+    /// Returns the last byte skipped.
+    async fn skip_stdin(
+        &self,
+        stdin: &mut (impl AsyncRead + Unpin),
+        count: u64,
+    ) -> Result<Option<u8>> {
         let mut windows: Vec<Window> = self
             .marks
             .iter()
             .map(|&(mark, tail, _)| Window::new(mark.offset - tail.len, mark.offset))
             .collect();
+        if let Some(last) = count.checked_sub(1) {
+            windows.push(Window::new(last, count));
+        }
         let skipped = read_through(stdin, 0, count, &mut windows)
             .await
             .map_err(|err| Error::invalid_input("stdin", format!("cannot be read: {err}")))?;
@@ -865,7 +967,7 @@ impl<'a> Checks<'a> {
                 return Err(self.mismatch(mark, tail, record));
             }
         }
-        Ok(())
+        Ok(windows.get(self.marks.len()).and_then(|window| window.last))
     }
 
     fn mismatch(&self, mark: Mark, tail: Tail, record: &str) -> Error {
@@ -899,6 +1001,8 @@ struct Window {
     /// Bytes of the range seen so far.
     seen: u64,
     hasher: Fnv1a64,
+    /// The last byte of the range seen so far.
+    last: Option<u8>,
 }
 
 impl Window {
@@ -908,6 +1012,7 @@ impl Window {
             to,
             seen: 0,
             hasher: Fnv1a64::new(),
+            last: None,
         }
     }
 
@@ -942,6 +1047,7 @@ async fn read_through(
                 let (a, b) = ((from - pos) as usize, (until - pos) as usize);
                 window.hasher.update(&buf[a..b]);
                 window.seen += until - from;
+                window.last = Some(buf[b - 1]);
             }
         }
         pos = end;
@@ -1037,7 +1143,7 @@ mod tests {
         let checks = Checks::new(&source, "k", Some(file), Some(key));
 
         let mut same = &input[..];
-        checks.skip_stdin(&mut same, 16).await.unwrap();
+        assert_eq!(checks.skip_stdin(&mut same, 16).await.unwrap(), Some(b'\n'));
         assert_eq!(same, b"{\"n\":3}\n", "stdin is left at the offset");
 
         let other = b"{\"n\":1}\n{\"n\":9}\n{\"n\":3}\n";
@@ -1055,5 +1161,57 @@ mod tests {
         };
         let checks = Checks::new(&source, "k", Some(legacy), Some(legacy));
         checks.skip_stdin(&mut &other[..], 16).await.unwrap();
+    }
+
+    /// A progress key replaced by another type between two batches: the second batch's entries
+    /// are written but not recorded. The run stops with the sink's error, and its checkpoint
+    /// file is already past that batch, so a run resumed after the key is removed does not
+    /// write it again. (Driven batch by batch here: a whole run reads its input too fast for
+    /// the key to be replaced between two of its batches.)
+    #[tokio::test]
+    async fn a_batch_written_but_not_recorded_is_checkpointed_before_the_error() {
+        let server = redstream_testkit::RedisServer::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let source = SourceConfig {
+            input: dir.path().join("in.jsonl"),
+            checkpoint: dir.path().join("in.checkpoint"),
+            event_type: Some("line.read".into()),
+            ..SourceConfig::default()
+        };
+        let sink = RedisSink::new(SinkConfig::new("s", server.url(), "{wt}.events")).unwrap();
+        let mut pipeline = Pipeline::new(&sink, &source, 0);
+        let mut pending = Pending::new();
+        let read = |pipeline: &mut Pipeline<'_>, pending: &mut Pending, line: &[u8]| {
+            let (event, size) = pipeline.parse(line).unwrap().unwrap();
+            pipeline.batch.push(event);
+            pipeline.batch_bytes += size;
+            pending.push(line);
+        };
+        read(&mut pipeline, &mut pending, b"{\"n\":1}\n");
+        pipeline.flush(&mut pending).await.unwrap();
+        let mut conn = server.connection().await.unwrap();
+        let () = redis::cmd("SET")
+            .arg(sink.progress_key())
+            .arg("not a hash")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        read(&mut pipeline, &mut pending, b"{\"n\":2}\n");
+        read(&mut pipeline, &mut pending, b"{\"n\":3}\n");
+        let err = pipeline.flush(&mut pending).await.unwrap_err();
+        assert_eq!(err.kind(), redstream_core::ErrorKind::WrongType, "{err}");
+        assert!(err.to_string().contains("source position 24:16:"), "{err}");
+        let len: u64 = redis::cmd("XLEN")
+            .arg("{wt}.events")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 3);
+        let mark = read_checkpoint(&source).await.unwrap().unwrap();
+        assert_eq!(
+            mark.offset, 24,
+            "the checkpoint file is past the batch written"
+        );
     }
 }

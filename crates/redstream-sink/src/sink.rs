@@ -174,12 +174,62 @@ impl RedisSink {
         Ok(progress)
     }
 
+    /// With `durability` set, makes sure that the batch the progress key records is on enough
+    /// replicas: rewrites the recorded progress fields on the sink's connection (an idempotent
+    /// `HSET`, replicated after the batch, so that `WAIT` covers the batch) and `WAIT`s, with
+    /// the sink's retry policy and within its `batch_timeout`, as a batch found already written
+    /// is confirmed. Fails with [`ErrorKind::NotDurable`] when too few replicas acknowledge it.
+    /// Without `durability`, or with nothing recorded, there is nothing to confirm.
+    ///
+    /// A restarted source that resumes from [`recorded_progress`](Self::recorded_progress)
+    /// ahead of its own checkpoint calls this before moving its checkpoint there: the last run
+    /// may have stopped after the batch's `EXEC` and before its `WAIT` said it was durable.
+    pub async fn confirm_recorded(&self) -> Result<()> {
+        if self.config.durability.is_none() {
+            return Ok(());
+        }
+        let confirm = async {
+            let mut state = self.state.lock().await;
+            let mut attempt: u32 = 1;
+            loop {
+                let err = match self.confirm_attempt(&mut state).await {
+                    Ok(()) => return Ok(()),
+                    Err(err) => err,
+                };
+                if !self.retry_after(&mut state, &mut attempt, &err).await {
+                    return Err(err);
+                }
+            }
+        };
+        self.within_batch_timeout("confirming the recorded batch (batch_timeout)", confirm)
+            .await
+    }
+
+    async fn confirm_attempt(&self, state: &mut State) -> Result<()> {
+        let recorded = self.read_progress(state).await?;
+        state.progress = Some(recorded.clone());
+        match recorded {
+            Some(progress) => {
+                self.confirm_written(state, progress.position.as_ref(), &progress.last_event_id)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Sends a batch, then calls `hook` with `position` once the batch is acknowledged.
     ///
     /// With `required = true` a failure is returned and the hook is not called: the checkpoint
     /// stays where it was. With `required = false` a failure (once the retry schedule is
     /// spent) is counted, logged and returned as [`Delivery::Dropped`], and the hook is called
     /// all the same. An error from the hook itself is always returned.
+    ///
+    /// One failure calls the hook with `required = true` too: a batch whose entries are all in
+    /// the stream but could not be recorded in the progress key (the key was replaced by
+    /// another type while the sink ran; the error is [`ErrorKind::WrongType`] and says so).
+    /// The entries are there and the progress key cannot tell a retry so, so the checkpoint
+    /// moves past them before the error is returned: a source resuming from it does not write
+    /// them again.
     ///
     /// The hook contract (called once per acknowledged batch, in the order of the batches)
     /// holds for one caller at a time. Batches from concurrent callers are written one after
@@ -192,15 +242,32 @@ impl RedisSink {
         position: Option<SourcePosition>,
         hook: &H,
     ) -> Result<Delivery> {
-        match self.send_batch(events, position.clone()).await {
+        let span = self.batch_span(events.len());
+        match self.send(events, position.clone()).instrument(span).await {
             Ok(ack) => {
                 if let Some(position) = ack.position.clone() {
                     hook.commit(position).await?;
                 }
                 Ok(Delivery::Acknowledged(ack))
             }
-            Err(err) if self.config.required => Err(err),
-            Err(err) => {
+            Err(Failure {
+                error,
+                written_unrecorded: true,
+            }) if self.config.required => {
+                if let Some(position) = position {
+                    tracing::warn!(
+                        sink = %self.config.id,
+                        stream = %self.config.stream,
+                        position = %position.as_str(),
+                        "batch written but not recorded: checkpointing past it so that it is \
+                         not written again"
+                    );
+                    hook.commit(position).await?;
+                }
+                Err(error)
+            }
+            Err(Failure { error: err, .. }) if self.config.required => Err(err),
+            Err(Failure { error: err, .. }) => {
                 tracing::warn!(
                     sink = %self.config.id,
                     stream = %self.config.stream,
@@ -215,7 +282,20 @@ impl RedisSink {
         }
     }
 
-    async fn send(&self, events: Vec<Event>, position: Option<SourcePosition>) -> Result<BatchAck> {
+    fn batch_span(&self, events: usize) -> tracing::Span {
+        tracing::info_span!(
+            "redstream_sink.batch",
+            sink = %self.config.id,
+            stream = %self.config.stream,
+            events,
+        )
+    }
+
+    async fn send(
+        &self,
+        events: Vec<Event>,
+        position: Option<SourcePosition>,
+    ) -> Result<BatchAck, Failure> {
         let Some(last) = events.last() else {
             return Ok(BatchAck::new(Vec::new(), 0, position));
         };
@@ -227,27 +307,16 @@ impl RedisSink {
                 // is a failed batch like any other.
                 self.record_error(&err);
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                return Err(err);
+                return Err(err.into());
             }
         };
         let started = Instant::now();
         let retried = self.send_with_retries(&encoded, position.as_ref(), &last_event_id);
-        let outcome = match self.config.batch_timeout {
-            None => retried.await,
-            // Dropping `retried` mid-EXEC is safe: the progress is marked unknown before
-            // every EXEC, so the next batch reads the progress key first.
-            Some(limit) => match tokio::time::timeout(limit, retried).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    let err = Error::Timeout {
-                        operation: "sink batch (batch_timeout)".into(),
-                        after: limit,
-                    };
-                    self.record_error(&err);
-                    Err(err)
-                }
-            },
-        };
+        // Dropping `retried` mid-EXEC is safe: the progress is marked unknown before every
+        // EXEC, so the next batch reads the progress key first.
+        let outcome = self
+            .within_batch_timeout("sink batch (batch_timeout)", retried)
+            .await;
         match &outcome {
             Ok(ack) => self.record_success(ack, started),
             Err(_) => {
@@ -257,45 +326,79 @@ impl RedisSink {
         outcome
     }
 
+    /// `operation` bounded by `batch_timeout`, if set: when it runs out, a [`Error::Timeout`].
+    async fn within_batch_timeout<T, E: From<Error>>(
+        &self,
+        what: &'static str,
+        operation: impl Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E> {
+        let Some(limit) = self.config.batch_timeout else {
+            return operation.await;
+        };
+        match tokio::time::timeout(limit, operation).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                let err = Error::Timeout {
+                    operation: what.into(),
+                    after: limit,
+                };
+                self.record_error(&err);
+                Err(err.into())
+            }
+        }
+    }
+
     async fn send_with_retries(
         &self,
         encoded: &[String],
         position: Option<&SourcePosition>,
         last_event_id: &str,
-    ) -> Result<BatchAck> {
+    ) -> Result<BatchAck, Failure> {
         let mut state = self.state.lock().await;
         let mut attempt: u32 = 1;
         loop {
-            let err = match self
+            let failure = match self
                 .attempt(&mut state, encoded, position, last_event_id)
                 .await
             {
                 Ok(ack) => return Ok(ack),
-                Err(err) => err,
+                Err(failure) => failure,
             };
-            if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
-                // The EXEC may or may not have run: read the progress key before the next
-                // attempt.
-                state.progress = None;
+            if !self
+                .retry_after(&mut state, &mut attempt, &failure.error)
+                .await
+            {
+                return Err(failure);
             }
-            self.record_error(&err);
-            if !self.config.retry.should_retry(attempt, &err) {
-                return Err(err);
-            }
-            let delay = self.config.retry.delay_for(attempt);
-            tracing::debug!(
-                sink = %self.config.id,
-                attempt,
-                ?delay,
-                error = %err,
-                "batch failed, retrying"
-            );
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
-                .increment(1);
-            tokio::time::sleep(delay).await;
-            attempt = attempt.saturating_add(1);
         }
+    }
+
+    /// After attempt `attempt` failed with `err`: records the error and, if the retry policy
+    /// allows another attempt, waits its delay, counts the retry and returns `true`.
+    async fn retry_after(&self, state: &mut State, attempt: &mut u32, err: &Error) -> bool {
+        if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
+            // The EXEC may or may not have run: read the progress key before the next
+            // attempt.
+            state.progress = None;
+        }
+        self.record_error(err);
+        if !self.config.retry.should_retry(*attempt, err) {
+            return false;
+        }
+        let delay = self.config.retry.delay_for(*attempt);
+        tracing::debug!(
+            sink = %self.config.id,
+            attempt = *attempt,
+            ?delay,
+            error = %err,
+            "attempt failed, retrying"
+        );
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
+            .increment(1);
+        tokio::time::sleep(delay).await;
+        *attempt = attempt.saturating_add(1);
+        true
     }
 
     fn record_error(&self, err: &Error) {
@@ -343,7 +446,7 @@ impl RedisSink {
         encoded: &[String],
         position: Option<&SourcePosition>,
         last_event_id: &str,
-    ) -> Result<BatchAck> {
+    ) -> Result<BatchAck, Failure> {
         if !self.config.exactly_once {
             return self.write(state, encoded, position, None).await;
         }
@@ -368,18 +471,30 @@ impl RedisSink {
             self.counters
                 .skipped_batches
                 .fetch_add(1, Ordering::Relaxed);
-            if self.config.durability.is_some() {
-                // WAIT vouches for the writes made on its own connection, and this one may
-                // have made none (the batch was written before a reconnect or a restart):
-                // WAIT would return at once. Rewriting the same progress fields, an
-                // idempotent write replicated after the batch, makes WAIT cover the batch.
-                self.record_progress(state, position, last_event_id).await?;
-            }
-            self.wait_for_replicas(state).await?;
+            self.confirm_written(state, position, last_event_id).await?;
             return Ok(BatchAck::new(Vec::new(), encoded.len(), position.cloned()));
         }
         self.write(state, encoded, position, Some((known, last_event_id)))
             .await
+    }
+
+    /// With `durability` set, waits for replicas to have a batch found already written.
+    ///
+    /// `WAIT` vouches for the writes made on its own connection, and this one may have made
+    /// none (the batch was written before a reconnect or a restart): `WAIT` would return at
+    /// once. Rewriting the same progress fields, an idempotent write replicated after the
+    /// batch, makes `WAIT` cover the batch.
+    async fn confirm_written(
+        &self,
+        state: &mut State,
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<()> {
+        if self.config.durability.is_none() {
+            return Ok(());
+        }
+        self.record_progress(state, position, last_event_id).await?;
+        self.wait_for_replicas(state).await
     }
 
     /// Writes the batch in one `MULTI`/`EXEC`; with `progress` (exactly-once on: what the key
@@ -398,7 +513,7 @@ impl RedisSink {
         encoded: &[String],
         position: Option<&SourcePosition>,
         progress: Option<(Option<Progress>, &str)>,
-    ) -> Result<BatchAck> {
+    ) -> Result<BatchAck, Failure> {
         let mut pipe = redis::pipe();
         // Keep server errors as values: `read_exec` sorts them out.
         pipe.ignore_errors();
@@ -432,7 +547,7 @@ impl RedisSink {
             .map_err(|err| self.batch_error(err))?;
         let ids = match read_exec(replies, encoded.len(), progress.is_some()) {
             Ok(ids) => ids,
-            Err(ExecFailure::Discarded(err)) => return Err(self.batch_error(err)),
+            Err(ExecFailure::Discarded(err)) => return Err(self.batch_error(err).into()),
             Err(ExecFailure::MultiRefused(err)) => {
                 let err = self.batch_error(err);
                 return Err(Error::backend(
@@ -444,7 +559,8 @@ impl RedisSink {
                          transaction and some may be in the stream; allow MULTI and EXEC to \
                          the sink's user, and check the stream before resending"
                     ),
-                ));
+                )
+                .into());
             }
             Err(ExecFailure::Unexpected(what)) => {
                 return Err(Error::backend(
@@ -452,16 +568,30 @@ impl RedisSink {
                     "MULTI/EXEC of XADD batch",
                     self.config.stream.clone(),
                     what,
-                ));
+                )
+                .into());
             }
             Err(ExecFailure::Ran {
                 xadd_error,
                 xadds_applied,
                 hset_error,
             }) => {
-                return Err(self
-                    .after_failed_exec(state, progress, xadd_error, xadds_applied, hset_error)
-                    .await);
+                let written_unrecorded =
+                    hset_error.is_some() && xadd_error.is_none() && xadds_applied == encoded.len();
+                let error = self
+                    .after_failed_exec(
+                        state,
+                        position,
+                        progress,
+                        xadd_error,
+                        xadds_applied,
+                        hset_error,
+                    )
+                    .await;
+                return Err(Failure {
+                    error,
+                    written_unrecorded,
+                });
             }
         };
         let Some((_, last_event_id)) = progress else {
@@ -481,6 +611,7 @@ impl RedisSink {
     async fn after_failed_exec(
         &self,
         state: &mut State,
+        position: Option<&SourcePosition>,
         progress: Option<(Option<Progress>, &str)>,
         xadd_error: Option<ServerError>,
         xadds_applied: usize,
@@ -501,10 +632,11 @@ impl RedisSink {
                 self.config.stream.clone(),
                 format!(
                     "{err}: the progress key {} is not a hash. {xadds_applied} entries of this \
-                     batch were written to the stream but could not be recorded; do not resend \
-                     them. Remove or rename that key (it is the sink's own), then resume after \
-                     this batch",
-                    self.progress_key
+                     batch (source position {}) were written to the stream but could not be \
+                     recorded; do not resend them. Remove or rename that key (it is the sink's \
+                     own), then resume after this batch",
+                    self.progress_key,
+                    position.map_or("none", SourcePosition::as_str),
                 ),
             );
         }
@@ -685,6 +817,24 @@ impl RedisSink {
     }
 }
 
+/// Why a batch was not acknowledged.
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    /// Every entry of the batch is in the stream, but the progress key could not record them
+    /// (it holds another type): the batch must be checkpointed, not sent again.
+    written_unrecorded: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            written_unrecorded: false,
+        }
+    }
+}
+
 /// Why a batch's `MULTI`/`EXEC` did not write it.
 #[derive(Debug)]
 enum ExecFailure {
@@ -787,12 +937,7 @@ impl BatchSink for RedisSink {
         events: Vec<Event>,
         position: Option<SourcePosition>,
     ) -> impl Future<Output = Result<BatchAck>> + Send {
-        let span = tracing::info_span!(
-            "redstream_sink.batch",
-            sink = %self.config.id,
-            stream = %self.config.stream,
-            events = events.len(),
-        );
-        self.send(events, position).instrument(span)
+        let span = self.batch_span(events.len());
+        async move { self.send(events, position).await.map_err(|f| f.error) }.instrument(span)
     }
 }

@@ -257,8 +257,10 @@ async fn a_wrong_type_progress_key_fails_fast_before_any_xadd() {
 }
 
 /// A progress key replaced by another type while the sink runs: the `HSET` fails while `EXEC`
-/// runs, after the `XADD`s applied. The sink says so, leaves the key alone (it is not
-/// "restored" over the batch), and a resend fails fast instead of writing the batch again.
+/// runs, after the `XADD`s applied. The sink says so, naming the batch's position, leaves the
+/// key alone (it is not "restored" over the batch), calls the checkpoint hook for the batch
+/// (its entries are all in the stream) before returning the error, and a resend fails fast
+/// instead of writing the batch again.
 #[tokio::test]
 async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
     let server = RedisServer::start().await.unwrap();
@@ -278,15 +280,25 @@ async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
         .unwrap();
 
     let second = events(3);
+    let checkpoints = std::sync::Mutex::new(Vec::new());
+    let hook = |position: SourcePosition| {
+        checkpoints.lock().unwrap().push(position);
+        std::future::ready(Ok(()))
+    };
     let err = sink
-        .send_batch(second.clone(), Some(SourcePosition::new("5")))
+        .send_and_checkpoint(second.clone(), Some(SourcePosition::new("5")), &hook)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
     assert!(
         err.to_string()
-            .contains("3 entries of this batch were written"),
+            .contains("3 entries of this batch (source position 5) were written"),
         "{err}"
+    );
+    assert_eq!(
+        *checkpoints.lock().unwrap(),
+        vec![SourcePosition::new("5")],
+        "the batch is in the stream: the checkpoint moves past it"
     );
     assert_eq!(sink.stats().retries, 0);
     let mut expected = ids(&first);
@@ -299,13 +311,15 @@ async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
         .unwrap();
     assert_eq!(value, "not a hash", "the foreign key is left as it was");
 
-    // Resending fails fast on the progress key, before any XADD: still one copy.
+    // Resending fails fast on the progress key, before any XADD: still one copy, and no
+    // checkpoint for a batch that was not written.
     let err = sink
-        .send_batch(second.clone(), Some(SourcePosition::new("5")))
+        .send_and_checkpoint(second.clone(), Some(SourcePosition::new("5")), &hook)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
+    assert_eq!(checkpoints.lock().unwrap().len(), 1);
 }
 
 /// Sets `maxmemory` to the memory in use now plus `room` bytes.

@@ -226,3 +226,64 @@ async fn a_batch_found_written_is_durable_only_once_a_replica_has_it() {
     let mut conn = primary.connection().await.unwrap();
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }
+
+/// A durable runner restarted after a run that stopped between a batch's `EXEC` and the end of
+/// its `WAIT` (killed, or ended on a final `NotDurable`) finds the progress key ahead of its
+/// checkpoint file. It must not move the checkpoint file there before a replica has the batch:
+/// it rewrites the progress fields and waits, as a batch found already written is confirmed.
+#[tokio::test]
+async fn a_durable_runner_moves_its_checkpoint_to_a_recorded_batch_only_once_a_replica_has_it() {
+    use redstream_sink::runner::{self, RunnerConfig};
+
+    let primary = RedisServer::start().await.unwrap();
+    let replica = replica_of(&primary).await;
+    let stream = "{wait-run}.events";
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let checkpoint = dir.path().join("in.checkpoint");
+    let text: String = (0..5).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    std::fs::write(&input, &text).unwrap();
+    let mut config = RunnerConfig::new(
+        &input,
+        &checkpoint,
+        "line.read",
+        config(&primary.url(), stream),
+    );
+
+    // The crash, simulated: the batch is in the stream and in the progress key, its WAIT never
+    // returned (the replica is stopped, so it has not received the batch) and the checkpoint
+    // file was never written.
+    replica.pause().unwrap();
+    runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    std::fs::remove_file(&checkpoint).unwrap();
+
+    config.sink = config
+        .sink
+        .with_durability(Some(Durability::new(1, Duration::from_millis(100))))
+        .with_retry(
+            RetryPolicy::default()
+                .with_initial_delay(Duration::from_millis(5))
+                .with_max_attempts(Some(2)),
+        );
+    let err = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotDurable, "{err}");
+    assert!(!checkpoint.exists(), "checkpointed a batch no replica has");
+
+    // Once the replica runs again it catches up: the batch is confirmed, then checkpointed,
+    // and not written again.
+    replica.resume().unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    let len = text.len() as u64;
+    assert_eq!((report.resumed_from, report.events), (len, 0));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&checkpoint).unwrap()).unwrap();
+    assert_eq!(saved["offset"], len);
+    let mut conn = replica.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await.len(), 5);
+    let mut conn = primary.connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await.len(), 5);
+}

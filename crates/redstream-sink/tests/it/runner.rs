@@ -460,3 +460,117 @@ async fn a_plain_offset_from_an_earlier_version_still_resumes() {
     let hash = checkpoint["tail"]["fnv1a64"].as_str().unwrap();
     assert_eq!(position, format!("{end}:18:{hash}"));
 }
+
+/// A last line without a newline is written as a complete line when the input ends there. If
+/// the input then grows, the new bytes would continue that line: the next run refuses to cut
+/// it in two, writes nothing, and says where the missing newline goes; once it is there, the
+/// run goes on.
+#[tokio::test]
+async fn a_grown_input_does_not_continue_a_last_line_written_without_its_newline() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{unterminated}.events";
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"n\":1}\n{\"n\":2}").unwrap();
+    let config = runner_config(&server, dir.path(), stream);
+    let report = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!((report.events, report.offset), (2, 15));
+
+    // The appended bytes are valid JSON on their own: cut at byte 15, they would be an event.
+    std::fs::write(&input, "{\"n\":1}\n{\"n\":2}{\"n\":3}\n").unwrap();
+    let err = runner::run(config.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("had no newline"), "{text}");
+    assert!(
+        text.contains("insert the missing newline at byte 15"),
+        "{text}"
+    );
+    assert_eq!(stream_numbers(&server, stream).await, vec![1, 2]);
+    assert_eq!(checkpoint_offset(dir.path()), 15);
+
+    // Following the advice: the line written stays as it was, and the rest is a line of its own.
+    std::fs::write(&input, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n").unwrap();
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!((report.resumed_from, report.events), (15, 1));
+    assert_eq!(stream_numbers(&server, stream).await, vec![1, 2, 3]);
+}
+
+/// With `exactly_once: false` the sink neither writes nor reads its progress key, so the
+/// runner resumes from its checkpoint file alone, whatever a key left there says.
+#[tokio::test]
+async fn without_exactly_once_the_progress_key_is_not_read() {
+    let server = RedisServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream = "{at-least-once}.events";
+    write_lines(&dir.path().join("in.jsonl"), 0..10);
+    let mut config = runner_config(&server, dir.path(), stream);
+    config.sink.exactly_once = false;
+    let key = progress_key(&config);
+    // A key left by an earlier configuration, two lines ahead of the (absent) checkpoint file.
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("position")
+        .arg("16")
+        .arg("last_event_id")
+        .arg("left-over")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let report = runner::run(config, std::future::pending()).await.unwrap();
+    assert_eq!((report.resumed_from, report.events), (0, 10));
+    assert_eq!(
+        stream_numbers(&server, stream).await,
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        recorded_position(&server, &key).await.as_deref(),
+        Some("16"),
+        "the key is not written either"
+    );
+}
+
+/// Reading the progress key at start is bounded by `batch_timeout`, as a batch is: a sink that
+/// is not required, with unlimited retries, does not hold the run for ever before it starts.
+#[tokio::test]
+async fn reading_the_progress_key_at_start_is_bounded_by_batch_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    write_lines(&dir.path().join("in.jsonl"), 0..3);
+    // A port nobody listens on: every connection is refused, which is retried.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = RunnerConfig::new(
+        dir.path().join("in.jsonl"),
+        dir.path().join("in.checkpoint"),
+        "line.read",
+        config(&format!("redis://127.0.0.1:{port}"), "{start}.events")
+            .with_required(false)
+            .with_retry(
+                redstream_core::RetryPolicy::unlimited()
+                    .with_initial_delay(std::time::Duration::from_millis(5))
+                    .with_max_delay(std::time::Duration::from_millis(20)),
+            )
+            .with_batch_timeout(Some(std::time::Duration::from_millis(300))),
+    );
+    config.source.batch_events = 7;
+    // A hang guard only: without the bound, the run would retry for ever.
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        runner::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the run did not give up reading the progress key")
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("at start"), "{err}");
+    assert!(!dir.path().join("in.checkpoint").exists());
+}
