@@ -84,8 +84,9 @@ struct State {
 ///
 /// When the sink does not know whether its last write ran (at start, after a timeout or a
 /// dropped connection, and after a `send_batch` future was dropped mid-write) it reads the
-/// progress key first, and skips a batch whose last event is
-/// already recorded there. See the crate documentation for the guarantee and its limits.
+/// progress key first, `WATCH`ing it, and skips a batch whose last event is already recorded
+/// there; an `EXEC` that finds the key changed since applies nothing, and the key is read
+/// again. See the crate documentation for the guarantee and its limits.
 pub struct RedisSink {
     config: SinkConfig,
     client: Client,
@@ -169,9 +170,10 @@ impl RedisSink {
     /// position recorded here rather than from its own, possibly older, checkpoint.
     pub async fn recorded_progress(&self) -> Result<Option<Progress>> {
         let mut state = self.state.lock().await;
-        let progress = self.read_progress(&mut state).await?;
-        state.progress = Some(progress.clone());
-        Ok(progress)
+        // Read without WATCH, so it does not make the progress known: a batch sent while it is
+        // unknown reads it again, watched, just before its EXEC (an older transaction of that
+        // batch may still land in between).
+        self.read_progress(&mut state).await
     }
 
     /// With `durability` set, makes sure that the batch the progress key records is on enough
@@ -206,8 +208,8 @@ impl RedisSink {
     }
 
     async fn confirm_attempt(&self, state: &mut State) -> Result<()> {
+        // Like `recorded_progress`, an unwatched read leaves the progress as it was.
         let recorded = self.read_progress(state).await?;
-        state.progress = Some(recorded.clone());
         match recorded {
             Some(progress) => {
                 self.confirm_written(state, progress.position.as_ref(), &progress.last_event_id)
@@ -439,7 +441,10 @@ impl RedisSink {
     }
 
     /// One attempt: learn the progress if unknown, skip the batch if it is already written,
-    /// otherwise write it in one `MULTI`/`EXEC`.
+    /// otherwise write it in one `MULTI`/`EXEC`. An `EXEC` that finds the watched progress key
+    /// changed applied nothing: the progress is read again at once (no delay, no error counted)
+    /// and the batch skipped or written, up to [`WATCH_TRIES`] times; then the attempt fails
+    /// with a retryable error and the retry policy takes over.
     async fn attempt(
         &self,
         state: &mut State,
@@ -447,21 +452,71 @@ impl RedisSink {
         position: Option<&SourcePosition>,
         last_event_id: &str,
     ) -> Result<BatchAck, Failure> {
+        for tried in 1..=WATCH_TRIES {
+            match self
+                .try_write(state, encoded, position, last_event_id)
+                .await?
+            {
+                Written::Acked(ack) => return Ok(ack),
+                Written::WatchTripped => {
+                    tracing::debug!(
+                        sink = %self.config.id,
+                        key = %self.progress_key,
+                        tried,
+                        "the progress key changed between its read and EXEC; nothing was \
+                         applied, reading it again"
+                    );
+                    // `write` left the progress unknown: the next try reads (and watches) it.
+                    state.progress = None;
+                }
+            }
+        }
+        Err(Error::backend(
+            ErrorKind::Unavailable,
+            "MULTI/EXEC of XADD batch",
+            self.config.stream.clone(),
+            format!(
+                "the progress key {} changed between the sink's read of it and its EXEC \
+                 {WATCH_TRIES} times in a row, so nothing of the batch was applied; something \
+                 else is writing that key (another sink with the same id on this stream?)",
+                self.progress_key
+            ),
+        )
+        .into())
+    }
+
+    /// [`attempt`](Self::attempt)'s body, once. When the progress is unknown it is read with
+    /// the key `WATCH`ed, so that the `EXEC` that follows applies nothing if an older
+    /// transaction of the batch (queued on a connection that died, or sent by an earlier
+    /// process) records it in between.
+    async fn try_write(
+        &self,
+        state: &mut State,
+        encoded: &[String],
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<Written, Failure> {
         if !self.config.exactly_once {
             return self.write(state, encoded, position, None).await;
         }
-        let known = match &state.progress {
-            Some(known) => known.clone(),
+        // Progress known (the hot path): no WATCH, the sink wrote the key itself.
+        let (known, watching) = match &state.progress {
+            Some(known) => (known.clone(), false),
             None => {
-                let read = self.read_progress(state).await?;
+                let read = self.watch_progress(state).await?;
                 state.progress = Some(read.clone());
-                read
+                (read, true)
             }
         };
         if known
             .as_ref()
             .is_some_and(|p| p.last_event_id == last_event_id && p.position.as_ref() == position)
         {
+            if watching {
+                // No EXEC follows to clear the WATCH. A WATCH left behind (this failed) would
+                // at worst make a later EXEC apply nothing and the progress be read again.
+                self.unwatch(state).await?;
+            }
             tracing::info!(
                 sink = %self.config.id,
                 stream = %self.config.stream,
@@ -472,7 +527,11 @@ impl RedisSink {
                 .skipped_batches
                 .fetch_add(1, Ordering::Relaxed);
             self.confirm_written(state, position, last_event_id).await?;
-            return Ok(BatchAck::new(Vec::new(), encoded.len(), position.cloned()));
+            return Ok(Written::Acked(BatchAck::new(
+                Vec::new(),
+                encoded.len(),
+                position.cloned(),
+            )));
         }
         self.write(state, encoded, position, Some((known, last_event_id)))
             .await
@@ -513,7 +572,7 @@ impl RedisSink {
         encoded: &[String],
         position: Option<&SourcePosition>,
         progress: Option<(Option<Progress>, &str)>,
-    ) -> Result<BatchAck, Failure> {
+    ) -> Result<Written, Failure> {
         let mut pipe = redis::pipe();
         // Keep server errors as values: `read_exec` sorts them out.
         pipe.ignore_errors();
@@ -547,6 +606,9 @@ impl RedisSink {
             .map_err(|err| self.batch_error(err))?;
         let ids = match read_exec(replies, encoded.len(), progress.is_some()) {
             Ok(ids) => ids,
+            // The progress key was WATCHed and changed before EXEC: nothing was applied, and
+            // the progress stays unknown.
+            Err(ExecFailure::WatchTripped) => return Ok(Written::WatchTripped),
             Err(ExecFailure::Discarded(err)) => return Err(self.batch_error(err).into()),
             Err(ExecFailure::MultiRefused(err)) => {
                 let err = self.batch_error(err);
@@ -596,14 +658,14 @@ impl RedisSink {
         };
         let Some((_, last_event_id)) = progress else {
             self.wait_for_replicas(state).await?;
-            return Ok(BatchAck::new(ids, 0, position.cloned()));
+            return Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())));
         };
         state.progress = Some(Some(Progress {
             position: position.cloned(),
             last_event_id: last_event_id.to_owned(),
         }));
         self.wait_for_replicas(state).await?;
-        Ok(BatchAck::new(ids, 0, position.cloned()))
+        Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())))
     }
 
     /// The error of an `EXEC` that ran but in which commands failed (`WRONGTYPE` is raised
@@ -724,6 +786,8 @@ impl RedisSink {
             .map_err(|err| Error::from_redis("HSET", self.progress_key.clone(), err))
     }
 
+    /// Reads the progress key, unwatched: for callers that report it, not for deciding whether
+    /// to write a batch (that is [`watch_progress`](Self::watch_progress)).
     async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {
         let conn = self.connection(state).await?;
         let (last, position): (Option<String>, Option<String>) = redis::cmd("HMGET")
@@ -737,6 +801,41 @@ impl RedisSink {
             position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
             last_event_id,
         }))
+    }
+
+    /// `WATCH`es the progress key and reads it, in one round trip: the batch's `EXEC` then
+    /// applies nothing if the key changes in between.
+    ///
+    /// `WATCH` belongs to the connection. That is safe here: the sink's connection is used by
+    /// nothing else, and the state lock is held from this read to the `EXEC`. If the
+    /// connection manager reconnects in between, the `WATCH` is lost with the old connection
+    /// and the `EXEC` is not guarded (see the crate documentation's limits).
+    async fn watch_progress(&self, state: &mut State) -> Result<Option<Progress>> {
+        let conn = self.connection(state).await?;
+        let ((last, position),): ((Option<String>, Option<String>),) = redis::pipe()
+            .cmd("WATCH")
+            .arg(&self.progress_key)
+            .ignore()
+            .cmd("HMGET")
+            .arg(&self.progress_key)
+            .arg(LAST_EVENT_FIELD)
+            .arg(POSITION_FIELD)
+            .query_async(conn)
+            .await
+            .map_err(|err| Error::from_redis("WATCH and HMGET", self.progress_key.clone(), err))?;
+        Ok(last.map(|last_event_id| Progress {
+            position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
+            last_event_id,
+        }))
+    }
+
+    /// Drops the `WATCH` of [`watch_progress`](Self::watch_progress) when no `EXEC` follows.
+    async fn unwatch(&self, state: &mut State) -> Result<()> {
+        let conn = self.connection(state).await?;
+        redis::cmd("UNWATCH")
+            .query_async::<()>(conn)
+            .await
+            .map_err(|err| Error::from_redis("UNWATCH", self.progress_key.clone(), err))
     }
 
     async fn connection<'s>(&self, state: &'s mut State) -> Result<&'s mut ConnectionManager> {
@@ -835,9 +934,27 @@ impl From<Error> for Failure {
     }
 }
 
+/// What one `MULTI`/`EXEC` of a batch did, short of failing.
+#[derive(Debug)]
+enum Written {
+    /// The batch is in the stream (written now, or found written and skipped).
+    Acked(BatchAck),
+    /// `EXEC` answered nil: the watched progress key changed after it was read, and nothing of
+    /// the batch was applied. Read the progress again before deciding.
+    WatchTripped,
+}
+
+/// How many `EXEC`s in a row of one attempt may find the watched progress key changed.
+/// Once is an older transaction of the batch landing after the read; more means something
+/// else keeps writing the key.
+const WATCH_TRIES: u32 = 3;
+
 /// Why a batch's `MULTI`/`EXEC` did not write it.
 #[derive(Debug)]
 enum ExecFailure {
+    /// `EXEC` answered nil: a `WATCH`ed key (the progress key) changed since it was watched,
+    /// so the transaction was not run. Nothing was applied.
+    WatchTripped,
     /// Nothing was applied: a command was refused while queued (`OOM`, `NOPERM`,
     /// `READONLY`...), or `EXEC` itself was (`EXECABORT ... because of: OOM`).
     Discarded(RedisError),
@@ -886,6 +1003,7 @@ fn read_exec(
         Value::ServerError(err) => {
             return Err(ExecFailure::Discarded(refused.unwrap_or(err).into()));
         }
+        Value::Nil if refused.is_none() => return Err(ExecFailure::WatchTripped),
         other => {
             return Err(match refused {
                 Some(err) => ExecFailure::Discarded(err.into()),
@@ -939,5 +1057,34 @@ impl BatchSink for RedisSink {
     ) -> impl Future<Output = Result<BatchAck>> + Send {
         let span = self.batch_span(events.len());
         async move { self.send(events, position).await.map_err(|f| f.error) }.instrument(span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(text: &str) -> Value {
+        Value::SimpleString(text.to_owned())
+    }
+
+    #[test]
+    fn exec_answering_nil_is_a_tripped_watch() {
+        let replies = vec![ok("OK"), ok("QUEUED"), ok("QUEUED"), Value::Nil];
+        assert!(matches!(
+            read_exec(replies, 1, true),
+            Err(ExecFailure::WatchTripped)
+        ));
+    }
+
+    #[test]
+    fn exec_answering_entry_ids_is_a_write() {
+        let replies = vec![
+            ok("OK"),
+            ok("QUEUED"),
+            ok("QUEUED"),
+            Value::Array(vec![Value::BulkString(b"1-0".to_vec()), Value::Int(2)]),
+        ];
+        assert_eq!(read_exec(replies, 1, true).unwrap(), vec!["1-0".to_owned()]);
     }
 }

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod delivery;
 mod failures;
+mod late_exec;
 mod lost_reply;
 mod metrics;
 mod python_consumer;
