@@ -585,12 +585,7 @@ impl RedisSink {
             cmd.arg("*").arg(EVENT_FIELD).arg(json);
         }
         if let Some((_, last_event_id)) = &progress {
-            pipe.cmd("HSET")
-                .arg(&self.progress_key)
-                .arg(LAST_EVENT_FIELD)
-                .arg(*last_event_id)
-                .arg(POSITION_FIELD)
-                .arg(position.map_or("", SourcePosition::as_str));
+            pipe.add_command(self.progress_hset(last_event_id, position));
         }
         pipe.cmd("EXEC");
         // Unknown until the reply is in: if this future is dropped while the EXEC is in
@@ -775,32 +770,28 @@ impl RedisSink {
         last_event_id: &str,
     ) -> Result<()> {
         let conn = self.connection(state).await?;
-        redis::cmd("HSET")
-            .arg(&self.progress_key)
-            .arg(LAST_EVENT_FIELD)
-            .arg(last_event_id)
-            .arg(POSITION_FIELD)
-            .arg(position.map_or("", SourcePosition::as_str))
+        self.progress_hset(last_event_id, position)
             .query_async::<()>(conn)
             .await
             .map_err(|err| Error::from_redis("HSET", self.progress_key.clone(), err))
     }
 
+    /// `HSET <progress key> last_event_id <id> position <position>`: the one place the
+    /// progress record is written from.
+    fn progress_hset(&self, last_event_id: &str, position: Option<&SourcePosition>) -> redis::Cmd {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&self.progress_key)
+            .arg(LAST_EVENT_FIELD)
+            .arg(last_event_id)
+            .arg(POSITION_FIELD)
+            .arg(position.map_or("", SourcePosition::as_str));
+        cmd
+    }
+
     /// Reads the progress key, unwatched: for callers that report it, not for deciding whether
     /// to write a batch (that is [`watch_progress`](Self::watch_progress)).
     async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {
-        let conn = self.connection(state).await?;
-        let (last, position): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(&self.progress_key)
-            .arg(LAST_EVENT_FIELD)
-            .arg(POSITION_FIELD)
-            .query_async(conn)
-            .await
-            .map_err(|err| Error::from_redis("HMGET", self.progress_key.clone(), err))?;
-        Ok(last.map(|last_event_id| Progress {
-            position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
-            last_event_id,
-        }))
+        self.query_progress(state, false).await
     }
 
     /// `WATCH`es the progress key and reads it, in one round trip: the batch's `EXEC` then
@@ -811,18 +802,26 @@ impl RedisSink {
     /// connection manager reconnects in between, the `WATCH` is lost with the old connection
     /// and the `EXEC` is not guarded (see the crate documentation's limits).
     async fn watch_progress(&self, state: &mut State) -> Result<Option<Progress>> {
-        let conn = self.connection(state).await?;
-        let ((last, position),): ((Option<String>, Option<String>),) = redis::pipe()
-            .cmd("WATCH")
-            .arg(&self.progress_key)
-            .ignore()
-            .cmd("HMGET")
+        self.query_progress(state, true).await
+    }
+
+    /// `HMGET` of the progress fields, after a `WATCH` of the key in the same round trip when
+    /// `watch` is set.
+    async fn query_progress(&self, state: &mut State, watch: bool) -> Result<Option<Progress>> {
+        let mut pipe = redis::pipe();
+        if watch {
+            pipe.cmd("WATCH").arg(&self.progress_key).ignore();
+        }
+        pipe.cmd("HMGET")
             .arg(&self.progress_key)
             .arg(LAST_EVENT_FIELD)
-            .arg(POSITION_FIELD)
+            .arg(POSITION_FIELD);
+        let operation = if watch { "WATCH and HMGET" } else { "HMGET" };
+        let conn = self.connection(state).await?;
+        let ((last, position),): ((Option<String>, Option<String>),) = pipe
             .query_async(conn)
             .await
-            .map_err(|err| Error::from_redis("WATCH and HMGET", self.progress_key.clone(), err))?;
+            .map_err(|err| Error::from_redis(operation, self.progress_key.clone(), err))?;
         Ok(last.map(|last_event_id| Progress {
             position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
             last_event_id,
@@ -870,18 +869,10 @@ impl RedisSink {
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("DEL").arg(&self.progress_key).ignore();
         if let Some(previous) = previous {
-            pipe.cmd("HSET")
-                .arg(&self.progress_key)
-                .arg(LAST_EVENT_FIELD)
-                .arg(&previous.last_event_id)
-                .arg(POSITION_FIELD)
-                .arg(
-                    previous
-                        .position
-                        .as_ref()
-                        .map_or("", SourcePosition::as_str),
-                )
-                .ignore();
+            pipe.add_command(
+                self.progress_hset(&previous.last_event_id, previous.position.as_ref()),
+            )
+            .ignore();
         }
         let restored = match self.connection(state).await {
             Ok(conn) => pipe.query_async::<()>(conn).await.map_err(|err| {
