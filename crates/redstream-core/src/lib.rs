@@ -7,6 +7,9 @@ pub mod conformance;
 mod error;
 mod event;
 mod handler;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod keys;
 pub mod memory;
 mod redact;
 #[cfg(feature = "redis")]

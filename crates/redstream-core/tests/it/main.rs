@@ -8,4 +8,5 @@
 
 mod conformance;
 mod faults;
+mod keys;
 mod memory;
