@@ -233,7 +233,8 @@ impl FromStr for Priority {
 /// precision) and leaves everything else empty.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    /// When the event was created. On the wire: RFC 3339 with milliseconds, UTC.
+    /// When the event was created. On the wire: RFC 3339 with milliseconds, written in UTC
+    /// (`Z`); read with any offset (`+02:00`) and normalised to UTC.
     #[serde(with = "rfc3339")]
     pub timestamp: SystemTime,
     /// The service or component that produced the event.
@@ -506,7 +507,7 @@ impl Event {
 }
 
 /// `t` without its sub-millisecond part (times before 1970 are left as they are).
-fn truncate_to_millis(t: SystemTime) -> SystemTime {
+pub(crate) fn truncate_to_millis(t: SystemTime) -> SystemTime {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(since) => {
             let extra = since.subsec_nanos() % 1_000_000;
@@ -516,7 +517,202 @@ fn truncate_to_millis(t: SystemTime) -> SystemTime {
     }
 }
 
-/// RFC 3339 timestamps with millisecond precision, in UTC.
+/// The latest instant the wire format writes, 9999-12-31T23:59:59Z, in seconds since the Unix
+/// epoch: RFC 3339 has four-digit years.
+pub(crate) const MAX_WIRE_SECS: u64 = 253_402_300_799;
+
+/// Parses an RFC 3339 timestamp and returns the instant it names, in UTC.
+///
+/// Accepted: `YYYY-MM-DD`, then `T`, `t` or a space (RFC 3339 section 5.6 allows both of the
+/// latter), `hh:mm:ss`, an optional fraction of one or more digits (kept to the nanosecond), and
+/// a zone: `Z`, `z`, a numeric offset `+hh:mm` / `-hh:mm` (hours 00-23, minutes 00-59), or none
+/// at all, read as UTC because this crate has always read it so. `-00:00` is UTC. A leap second
+/// (`:60`) is read as `:59`. The instant must lie between 1970-01-01T00:00:00Z and
+/// 9999-12-31T23:59:59.999999999Z, the range the wire format writes.
+///
+/// The error is a short reason; the caller names the value.
+pub(crate) fn parse_rfc3339(text: &str) -> std::result::Result<SystemTime, String> {
+    const SHAPE: &str = "expected YYYY-MM-DDThh:mm:ss[.fraction] followed by Z or an offset \
+                         such as +02:00";
+    let b = text.as_bytes();
+    let separators_ok = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b't' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    if !separators_ok {
+        return Err(SHAPE.to_owned());
+    }
+    let number = |at: usize, len: usize| digits(&b[at..at + len]).ok_or_else(|| SHAPE.to_owned());
+    let year = number(0, 4)?;
+    let month = number(5, 2)?;
+    let day = number(8, 2)?;
+    let hour = number(11, 2)?;
+    let minute = number(14, 2)?;
+    let second = number(17, 2)?;
+    if !(1..=12).contains(&month) {
+        return Err(format!("month {month:02} is out of range (01-12)"));
+    }
+    let month_len = days_in_month(year, month);
+    if day == 0 || day > month_len {
+        return Err(format!(
+            "day {day:02} is out of range for {year:04}-{month:02} (01-{month_len})"
+        ));
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err(format!(
+            "time {hour:02}:{minute:02}:{second:02} is out of range (up to 23:59:60)"
+        ));
+    }
+    // A leap second is read as the last second of its minute, as humantime always read it.
+    let second = second.min(59);
+
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return Err("the fraction of a second after `.` has no digits".to_owned());
+        }
+        // Only the first nine digits (nanoseconds) count; the rest are dropped.
+        let kept = &after_dot[..len.min(9)];
+        nanos = digits(kept).unwrap_or(0) * 10u32.pow(9 - kept.len() as u32);
+        rest = &after_dot[len..];
+    }
+
+    let offset_secs: i64 = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (Some(hours), Some(minutes)) = (digits(&[*h1, *h2]), digits(&[*m1, *m2])) else {
+                return Err(SHAPE.to_owned());
+            };
+            if hours > 23 || minutes > 59 {
+                return Err(format!(
+                    "offset {}{hours:02}:{minutes:02} is out of range (-23:59 to +23:59)",
+                    char::from(*sign)
+                ));
+            }
+            let secs = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' { -secs } else { secs }
+        }
+        _ => return Err(SHAPE.to_owned()),
+    };
+
+    let days = days_from_civil(i64::from(year), month, day);
+    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    // The local time minus its offset is UTC: 10:00+02:00 is 08:00Z.
+    let utc = local - offset_secs;
+    let Ok(utc) = u64::try_from(utc) else {
+        return Err(
+            "it is before 1970-01-01T00:00:00Z, the earliest time the wire format \
+                    carries"
+                .to_owned(),
+        );
+    };
+    if utc > MAX_WIRE_SECS {
+        return Err(
+            "it is after 9999-12-31T23:59:59Z, the latest time RFC 3339 can write".to_owned(),
+        );
+    }
+    SystemTime::UNIX_EPOCH
+        .checked_add(std::time::Duration::new(utc, nanos))
+        .ok_or_else(|| "it is past the latest time this platform represents".to_owned())
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with `...` when it was cut, so a
+/// hostile value cannot blow up an error message.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
+}
+
+/// The value of `b` as a decimal number, if it is one to nine ASCII digits.
+fn digits(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 9 {
+        return None;
+    }
+    b.iter().try_fold(0u32, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// `metadata` as the wire decoder reads it: [`EventMetadata`] with the timestamp optional and
+/// still text, so that the reader supplies a missing one (the stream entry id's time) and a bad
+/// one is its own error instead of a JSON shape error.
+#[derive(Default, Deserialize)]
+pub(crate) struct WireMetadata {
+    #[serde(default)]
+    pub(crate) timestamp: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    causation_id: Option<String>,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+impl WireMetadata {
+    /// The metadata with `timestamp`. The struct literal names every field of
+    /// [`EventMetadata`], so a field added there does not compile until it is read here too.
+    pub(crate) fn into_metadata(self, timestamp: SystemTime) -> EventMetadata {
+        let Self {
+            timestamp: _,
+            source,
+            correlation_id,
+            causation_id,
+            priority,
+            user_id,
+            headers,
+        } = self;
+        EventMetadata {
+            timestamp,
+            source,
+            correlation_id,
+            causation_id,
+            priority,
+            user_id,
+            headers,
+        }
+    }
+}
+
+/// RFC 3339 timestamps: written with milliseconds in UTC (`Z`), read with any offset.
 mod rfc3339 {
     use std::time::SystemTime;
 
@@ -530,8 +726,10 @@ mod rfc3339 {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_rfc3339_weak(&text)
-            .map_err(|err| D::Error::custom(format!("invalid timestamp {text:?}: {err}")))
+        super::parse_rfc3339(&text).map_err(|reason| {
+            let text = super::excerpt(&text, 64);
+            D::Error::custom(format!("invalid timestamp {text:?}: {reason}"))
+        })
     }
 }
 
@@ -632,5 +830,148 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("limits.max_encoded_bytes"));
+    }
+
+    /// Seconds since the epoch of a UTC time spelled out, computed by humantime (an independent
+    /// implementation of the calendar).
+    fn utc(text: &str) -> SystemTime {
+        humantime::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn timestamps_in_utc_read_as_before() {
+        let t = utc("2024-12-01T10:00:00Z");
+        for text in [
+            "2024-12-01T10:00:00Z",
+            "2024-12-01T10:00:00z",
+            "2024-12-01t10:00:00Z",
+            "2024-12-01T10:00:00+00:00",
+            "2024-12-01T10:00:00-00:00",
+            "2024-12-01T10:00:00",
+            "2024-12-01 10:00:00Z",
+            "2024-12-01T10:00:00.000Z",
+        ] {
+            assert_eq!(parse_rfc3339(text).unwrap(), t, "{text}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc() {
+        let cases = [
+            ("2024-12-01T10:00:00+02:00", "2024-12-01T08:00:00Z"),
+            ("2024-12-01T10:00:00-05:30", "2024-12-01T15:30:00Z"),
+            ("2024-12-01T10:00:00.250+05:45", "2024-12-01T04:15:00.250Z"),
+            // Across midnight, a month end and a leap day.
+            ("2024-03-01T01:00:00+02:00", "2024-02-29T23:00:00Z"),
+            ("2023-12-31T22:00:00-03:00", "2024-01-01T01:00:00Z"),
+            ("2024-12-01T10:00:00+23:59", "2024-11-30T10:01:00Z"),
+            ("2024-12-01T10:00:00-23:59", "2024-12-02T09:59:00Z"),
+            // Earliest and latest instants, reached through an offset.
+            ("1970-01-01T01:00:00+01:00", "1970-01-01T00:00:00Z"),
+            ("1969-12-31T23:00:00-01:00", "1970-01-01T00:00:00Z"),
+            ("9999-12-31T22:59:59.999-01:00", "9999-12-31T23:59:59.999Z"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_rfc3339(text).unwrap(), utc(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn seconds_fractions_keep_nanoseconds() {
+        let base = utc("2024-12-01T10:00:00Z");
+        let cases = [
+            ("2024-12-01T10:00:00.1Z", 100_000_000),
+            ("2024-12-01T10:00:00.123Z", 123_000_000),
+            ("2024-12-01T10:00:00.123456789Z", 123_456_789),
+            // Digits past the nanosecond are dropped, not rounded.
+            ("2024-12-01T10:00:00.1234567899999+00:00", 123_456_789),
+            ("2024-12-01T12:00:00.5+02:00", 500_000_000),
+        ];
+        for (text, nanos) in cases {
+            assert_eq!(
+                parse_rfc3339(text).unwrap(),
+                base + std::time::Duration::from_nanos(nanos),
+                "{text}"
+            );
+        }
+        // A leap second reads as the last second of its minute, as before.
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z").unwrap(),
+            utc("2016-12-31T23:59:59Z")
+        );
+    }
+
+    #[test]
+    fn invalid_timestamps_say_why() {
+        let cases = [
+            ("", "expected YYYY-MM-DD"),
+            ("2024-12-01", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00Z", "expected YYYY-MM-DD"),
+            ("2024/12/01T10:00:00Z", "expected YYYY-MM-DD"),
+            ("2024-12-01X10:00:00Z", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00+0200", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00+02", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00 +02:00", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00+02:00 ", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00ZZ", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00UTC", "expected YYYY-MM-DD"),
+            ("+2024-12-01T10:00:00Z", "expected YYYY-MM-DD"),
+            ("２０２４-12-01T10:00:00Z", "expected YYYY-MM-DD"),
+            ("2024-12-01T10:00:00.Z", "fraction"),
+            ("2024-12-01T10:00:00.+02:00", "fraction"),
+            ("2024-12-01T10:00:00+24:00", "offset +24:00 is out of range"),
+            ("2024-12-01T10:00:00-99:00", "offset -99:00 is out of range"),
+            ("2024-12-01T10:00:00+02:60", "offset +02:60 is out of range"),
+            (
+                "2024-12-01T10:00:00.123+05:99",
+                "offset +05:99 is out of range",
+            ),
+            ("2024-13-01T10:00:00Z", "month 13"),
+            ("2024-00-01T10:00:00Z", "month 00"),
+            ("2023-02-29T10:00:00Z", "day 29 is out of range for 2023-02"),
+            ("2024-04-31T10:00:00Z", "day 31"),
+            ("2024-12-00T10:00:00Z", "day 00"),
+            ("2024-12-01T24:00:00Z", "out of range"),
+            ("2024-12-01T10:60:00Z", "out of range"),
+            ("2024-12-01T10:00:61Z", "out of range"),
+            ("1969-12-31T23:59:59Z", "before 1970"),
+            ("1970-01-01T00:30:00+01:00", "before 1970"),
+            ("9999-12-31T23:30:00-01:00", "after 9999"),
+        ];
+        for (text, reason) in cases {
+            let err = parse_rfc3339(text).unwrap_err();
+            assert!(err.contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn event_serde_reads_offsets_and_writes_utc() {
+        let event: Event = serde_json::from_value(json!({
+            "id": "e-1",
+            "type": "order.created",
+            "payload": null,
+            "metadata": {"timestamp": "2024-12-01T10:00:00.5+02:00"}
+        }))
+        .unwrap();
+        assert_eq!(event.metadata().timestamp, utc("2024-12-01T08:00:00.500Z"));
+        let written = serde_json::to_value(&event).unwrap();
+        assert_eq!(written["metadata"]["timestamp"], "2024-12-01T08:00:00.500Z");
+
+        let err = serde_json::from_value::<Event>(json!({
+            "id": "e-1",
+            "type": "t",
+            "metadata": {"timestamp": format!("2024-12-01T10:00:00+25:00{}", "x".repeat(500))}
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("invalid timestamp"), "{err}");
+        assert!(err.len() < 400, "{err}");
+    }
+
+    #[test]
+    fn excerpts_cut_on_character_boundaries() {
+        assert_eq!(excerpt("short", 64), "short");
+        assert_eq!(excerpt("ééé", 3), "é...");
+        assert_eq!(excerpt(&"x".repeat(100), 4), "xxxx...");
     }
 }

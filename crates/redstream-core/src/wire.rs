@@ -13,12 +13,23 @@
 //! (missing or repeated field, bytes that are not UTF-8, a value over the size limit, bad JSON,
 //! an unknown version, an invalid event type) is a typed [`DecodeError`], never a panic.
 //! The full specification is `docs/wire-format.md`.
+//!
+//! Timestamps are written in UTC with a `Z` and read with any RFC 3339 offset, normalised to
+//! UTC (`2024-12-01T10:00:00+02:00` reads as `2024-12-01T08:00:00Z`). An envelope without
+//! `metadata.timestamp` takes the time of the stream entry that holds it: readers of a stream
+//! call [`decode_stream_entry`] with the entry id, whose milliseconds part Redis set when it
+//! appended the entry, so every read of that entry gives the same timestamp.
+
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::{Event, EventId, EventLimits, EventMetadata};
+use crate::event::{
+    Event, EventId, EventLimits, EventMetadata, MAX_WIRE_SECS, WireMetadata, excerpt,
+    parse_rfc3339, truncate_to_millis,
+};
 
 /// The wire format version this crate writes, and the only one it reads.
 pub const WIRE_VERSION: u32 = 1;
@@ -82,6 +93,27 @@ pub enum DecodeError {
         /// What is wrong.
         reason: String,
     },
+    /// The envelope's `metadata.timestamp` is not an RFC 3339 timestamp in the range the format
+    /// carries (1970 to 9999, offsets from -23:59 to +23:59).
+    #[error(
+        "the envelope's metadata.timestamp {value:?} is not a valid RFC 3339 timestamp: {reason}; \
+         write it like 2024-12-01T10:00:00.000Z or 2024-12-01T12:00:00+02:00"
+    )]
+    InvalidTimestamp {
+        /// The value, shortened to 64 bytes.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The stream entry id given to [`decode_stream_entry`] or [`entry_id_time`] is not a Redis
+    /// entry id (`<milliseconds>-<sequence>`), or its time cannot be an event's timestamp.
+    #[error("stream entry id {entry_id:?} cannot give the event its timestamp: {reason}")]
+    InvalidEntryId {
+        /// The id, shortened to 64 bytes.
+        entry_id: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -103,8 +135,9 @@ struct EnvelopeOwned {
     event_type: String,
     #[serde(default)]
     payload: Value,
+    /// Absent and `null` mean the same: no metadata, and the reader supplies the timestamp.
     #[serde(default)]
-    metadata: EventMetadata,
+    metadata: Option<WireMetadata>,
 }
 
 /// Only the version, read when a full decode failed, to tell an unknown version from bad JSON.
@@ -163,8 +196,21 @@ pub fn encode(event: &Event, limits: &EventLimits) -> Result<String> {
     Ok(json)
 }
 
-/// Decodes the JSON envelope held in an entry's [`EVENT_FIELD`] field.
+/// Decodes the JSON envelope held in an entry's [`EVENT_FIELD`] field, without the entry id.
+///
+/// An envelope without `metadata.timestamp` is given the current time (to the millisecond), so
+/// two decodes of the same envelope can disagree. When the envelope comes from a stream entry,
+/// use [`decode_stream_entry`], which gives it the entry's time instead.
 pub fn decode_envelope(bytes: &[u8], limits: &EventLimits) -> Result<Event, DecodeError> {
+    decode_envelope_or(bytes, limits, || Ok(truncate_to_millis(SystemTime::now())))
+}
+
+/// Decodes an envelope; `missing_time` gives the timestamp when the envelope has none.
+fn decode_envelope_or(
+    bytes: &[u8],
+    limits: &EventLimits,
+    missing_time: impl FnOnce() -> Result<SystemTime, DecodeError>,
+) -> Result<Event, DecodeError> {
     if bytes.len() > limits.max_encoded_bytes {
         return Err(DecodeError::TooLarge {
             field: EVENT_FIELD,
@@ -194,11 +240,19 @@ pub fn decode_envelope(bytes: &[u8], limits: &EventLimits) -> Result<Event, Deco
             supported: WIRE_VERSION,
         });
     }
+    let metadata = envelope.metadata.unwrap_or_default();
+    let timestamp = match metadata.timestamp.as_deref() {
+        Some(text) => parse_rfc3339(text).map_err(|reason| DecodeError::InvalidTimestamp {
+            value: excerpt(text, 64),
+            reason,
+        })?,
+        None => missing_time()?,
+    };
     let event = Event::from_parts(
         envelope.id,
         envelope.event_type,
         envelope.payload,
-        envelope.metadata,
+        metadata.into_metadata(timestamp),
     );
     event
         .validate_with(limits)
@@ -208,15 +262,11 @@ pub fn decode_envelope(bytes: &[u8], limits: &EventLimits) -> Result<Event, Deco
     Ok(event)
 }
 
-/// Decodes a stream entry given as its field/value pairs.
-///
-/// Fields other than [`EVENT_FIELD`] are ignored (the dead-letter stream adds `error` and
-/// `original_type`; other writers may add their own).
-pub fn decode_entry<I, K, V>(fields: I, limits: &EventLimits) -> Result<Event, DecodeError>
+/// The one [`EVENT_FIELD`] value among an entry's field/value pairs.
+fn event_field<I, K, V>(fields: I) -> Result<V, DecodeError>
 where
     I: IntoIterator<Item = (K, V)>,
     K: AsRef<[u8]>,
-    V: AsRef<[u8]>,
 {
     let mut found: Option<V> = None;
     for (name, value) in fields {
@@ -227,8 +277,124 @@ where
             found = Some(value);
         }
     }
-    let value = found.ok_or(DecodeError::MissingField { field: EVENT_FIELD })?;
+    found.ok_or(DecodeError::MissingField { field: EVENT_FIELD })
+}
+
+/// Decodes a stream entry given as its field/value pairs, without its entry id.
+///
+/// Fields other than [`EVENT_FIELD`] are ignored (the dead-letter stream adds `error` and
+/// `original_type`; other writers may add their own).
+///
+/// Without the entry id there is no stable time for an envelope that carries no
+/// `metadata.timestamp`: such an event is given the current time (to the millisecond), which
+/// changes from one read of the entry to the next. Readers of a stream should call
+/// [`decode_stream_entry`] with the entry id instead; this function stays for callers that do
+/// not have the id at hand.
+pub fn decode_entry<I, K, V>(fields: I, limits: &EventLimits) -> Result<Event, DecodeError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let value = event_field(fields)?;
     decode_envelope(value.as_ref(), limits)
+}
+
+/// Decodes a stream entry given as its id and its field/value pairs.
+///
+/// `entry_id` is the id Redis gave the entry (`<milliseconds>-<sequence>`, as `XADD`,
+/// `XRANGE` and `XREADGROUP` return it). An envelope without `metadata.timestamp` gets the
+/// id's milliseconds as its timestamp: the time Redis appended the entry, the same on every
+/// read. An envelope with a timestamp keeps its own. The id is checked either way; one that is
+/// not `<milliseconds>-<sequence>` is a [`DecodeError::InvalidEntryId`].
+///
+/// For a dead letter, pass the `entry_id` field it carries (the entry it was moved from) to
+/// keep the time of the original entry, or the dead letter's own id when that field is empty
+/// (`publish_to_dlq`) or absent.
+///
+/// Fields other than [`EVENT_FIELD`] are ignored, as in [`decode_entry`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use redstream_core::{EventLimits, wire};
+///
+/// let fields = [("event", r#"{"id":"e-1","type":"order.created","payload":{}}"#)];
+/// let event = wire::decode_stream_entry("1700000000123-0", fields, &EventLimits::default())?;
+/// assert_eq!(
+///     event.metadata().timestamp,
+///     SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+/// );
+/// # Ok::<(), redstream_core::wire::DecodeError>(())
+/// ```
+pub fn decode_stream_entry<I, K, V>(
+    entry_id: &str,
+    fields: I,
+    limits: &EventLimits,
+) -> Result<Event, DecodeError>
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let millis = entry_id_millis(entry_id)?;
+    let value = event_field(fields)?;
+    decode_envelope_or(value.as_ref(), limits, || millis_to_time(entry_id, millis))
+}
+
+/// The time in a stream entry id: its milliseconds part, as Redis set it when it appended the
+/// entry (`1700000000123-0` is 2023-11-14T22:13:20.123Z).
+///
+/// Errors when the id is not `<milliseconds>-<sequence>` (two decimal numbers that fit in 64
+/// bits, as Redis writes them) or when its time is after 9999-12-31T23:59:59.999Z, the latest
+/// the wire format writes (only an id chosen by hand with `XADD <id>` gets there).
+pub fn entry_id_time(entry_id: &str) -> Result<SystemTime, DecodeError> {
+    let millis = entry_id_millis(entry_id)?;
+    millis_to_time(entry_id, millis)
+}
+
+fn invalid_entry_id(entry_id: &str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::InvalidEntryId {
+        entry_id: excerpt(entry_id, 64),
+        reason: reason.into(),
+    }
+}
+
+/// The milliseconds part of `<milliseconds>-<sequence>`, after checking both parts.
+fn entry_id_millis(entry_id: &str) -> Result<u64, DecodeError> {
+    let number = |part: &str| {
+        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse::<u64>().ok()
+    };
+    let parsed = entry_id
+        .split_once('-')
+        .and_then(|(millis, seq)| Some((number(millis)?, number(seq)?)));
+    match parsed {
+        Some((millis, _seq)) => Ok(millis),
+        None => Err(invalid_entry_id(
+            entry_id,
+            "it is not `<milliseconds>-<sequence>` (two decimal numbers of at most 64 bits, \
+             e.g. 1700000000123-0); pass the id that XADD, XRANGE or XREADGROUP returned for \
+             this entry",
+        )),
+    }
+}
+
+fn millis_to_time(entry_id: &str, millis: u64) -> Result<SystemTime, DecodeError> {
+    let past_the_end = || {
+        invalid_entry_id(
+            entry_id,
+            "its time is after 9999-12-31T23:59:59.999Z, the latest the wire format writes; \
+             give the envelope a metadata.timestamp",
+        )
+    };
+    if millis / 1000 > MAX_WIRE_SECS {
+        return Err(past_the_end());
+    }
+    SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_millis(millis))
+        .ok_or_else(past_the_end)
 }
 
 #[cfg(test)]
@@ -379,6 +545,217 @@ mod tests {
         let err = decode_envelope(hostile.as_bytes(), &limits()).unwrap_err();
         assert!(err.to_string().len() < 400, "{}", err.to_string().len());
     }
+
+    const NO_METADATA: &str = r#"{"v":1,"id":"e-1","type":"order.created","payload":{"n":1}}"#;
+
+    fn at_millis(millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
+    }
+
+    #[test]
+    fn an_envelope_without_a_timestamp_takes_the_entry_ids_time() {
+        let l = limits();
+        for json in [
+            NO_METADATA,
+            r#"{"id":"e-1","type":"order.created","metadata":null}"#,
+            r#"{"id":"e-1","type":"order.created","metadata":{"priority":"high"}}"#,
+            r#"{"id":"e-1","type":"order.created","metadata":{"timestamp":null}}"#,
+        ] {
+            let first = decode_stream_entry("1700000000123-7", [("event", json)], &l).unwrap();
+            let again = decode_stream_entry("1700000000123-7", [("event", json)], &l).unwrap();
+            assert_eq!(
+                first.metadata().timestamp,
+                at_millis(1_700_000_000_123),
+                "{json}"
+            );
+            assert_eq!(first, again, "{json}");
+            // What is written back is the id's time, in UTC with Z.
+            let written: Value = serde_json::from_str(&encode(&first, &l).unwrap()).unwrap();
+            assert_eq!(
+                written["metadata"]["timestamp"], "2023-11-14T22:13:20.123Z",
+                "{json}"
+            );
+        }
+        // The rest of the metadata is kept.
+        let event = decode_stream_entry(
+            "5-0",
+            [(
+                "event",
+                r#"{"id":"e","type":"t","metadata":{"priority":"high","source":"s"}}"#,
+            )],
+            &l,
+        )
+        .unwrap();
+        assert_eq!(event.priority(), Priority::High);
+        assert_eq!(event.metadata().source.as_deref(), Some("s"));
+        assert_eq!(event.metadata().timestamp, at_millis(5));
+    }
+
+    #[test]
+    fn an_envelope_with_a_timestamp_keeps_it_whatever_the_entry_id() {
+        let event = sample().with_timestamp(at_millis(1_600_000_000_000));
+        let json = encode(&event, &limits()).unwrap();
+        let back =
+            decode_stream_entry("1700000000123-0", [("event", json.as_str())], &limits()).unwrap();
+        assert_eq!(back, event);
+        // An id whose time the format cannot write is no obstacle when it is not used.
+        let back = decode_stream_entry(
+            "18446744073709551615-18446744073709551615",
+            [("event", json.as_str())],
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn entry_ids_are_checked() {
+        let l = limits();
+        for bad in [
+            "",
+            "-",
+            "1700000000123",
+            "1700000000123-",
+            "-0",
+            "*",
+            "$",
+            ">",
+            "0-*",
+            "+1-0",
+            "1--0",
+            "1-0-0",
+            " 1-0",
+            "1-0 ",
+            "1.5-0",
+            "0x10-0",
+            "١-0",
+            "18446744073709551616-0",
+            "1-18446744073709551616",
+        ] {
+            let err = decode_stream_entry(bad, [("event", NO_METADATA)], &l).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::InvalidEntryId { .. }),
+                "{bad:?}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains("<milliseconds>-<sequence>"),
+                "{err}"
+            );
+            assert!(entry_id_time(bad).is_err(), "{bad:?}");
+        }
+        // Checked even when the envelope has a timestamp, and before the fields.
+        let json = encode(&sample(), &l).unwrap();
+        assert!(matches!(
+            decode_stream_entry("nope", [("event", json.as_str())], &l).unwrap_err(),
+            DecodeError::InvalidEntryId { .. }
+        ));
+        let none: [(&str, &str); 0] = [];
+        assert!(matches!(
+            decode_stream_entry("nope", none, &l).unwrap_err(),
+            DecodeError::InvalidEntryId { .. }
+        ));
+        assert_eq!(
+            decode_stream_entry("1-0", none, &l).unwrap_err(),
+            DecodeError::MissingField { field: "event" }
+        );
+        // A hostile id is shortened in the error.
+        let long = "9".repeat(10_000);
+        let err = decode_stream_entry(&long, [("event", NO_METADATA)], &l).unwrap_err();
+        assert!(err.to_string().len() < 400, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn entry_id_times_cover_what_rfc_3339_writes() {
+        assert_eq!(entry_id_time("0-0").unwrap(), SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            entry_id_time("0001700000000123-0").unwrap(),
+            at_millis(1_700_000_000_123)
+        );
+        let last = (MAX_WIRE_SECS + 1) * 1000 - 1;
+        let event =
+            decode_stream_entry(&format!("{last}-0"), [("event", NO_METADATA)], &limits()).unwrap();
+        assert_eq!(event.metadata().timestamp, at_millis(last));
+        let written: Value = serde_json::from_str(&encode(&event, &limits()).unwrap()).unwrap();
+        assert_eq!(written["metadata"]["timestamp"], "9999-12-31T23:59:59.999Z");
+        for beyond in [last + 1, u64::MAX] {
+            let id = format!("{beyond}-0");
+            let err = decode_stream_entry(&id, [("event", NO_METADATA)], &limits()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::InvalidEntryId { reason, .. } if reason.contains("after 9999")),
+                "{err}"
+            );
+            assert!(entry_id_time(&id).is_err());
+        }
+    }
+
+    #[test]
+    fn without_an_entry_id_the_time_of_decoding_is_used() {
+        let before = truncate_to_millis(SystemTime::now());
+        let event = decode_entry([("event", NO_METADATA)], &limits()).unwrap();
+        let after = SystemTime::now();
+        let timestamp = event.metadata().timestamp;
+        assert!(before <= timestamp && timestamp <= after, "{timestamp:?}");
+    }
+
+    #[test]
+    fn offsets_are_read_and_utc_is_written() {
+        let json =
+            r#"{"id":"e-1","type":"t","metadata":{"timestamp":"2024-12-01T10:00:00+02:00"}}"#;
+        let event = decode_stream_entry("1-0", [("event", json)], &limits()).unwrap();
+        let same = decode_envelope(json.as_bytes(), &limits()).unwrap();
+        assert_eq!(event, same);
+        let written: Value = serde_json::from_str(&encode(&event, &limits()).unwrap()).unwrap();
+        assert_eq!(written["metadata"]["timestamp"], "2024-12-01T08:00:00.000Z");
+    }
+
+    #[test]
+    fn invalid_timestamps_are_their_own_error() {
+        for (timestamp, reason) in [
+            ("2024-12-01T10:00:00+24:00", "offset +24:00 is out of range"),
+            ("2024-12-01T10:00:00-00:60", "offset -00:60 is out of range"),
+            ("2024-12-01T10:00:00+0200", "expected YYYY-MM-DD"),
+            ("yesterday", "expected YYYY-MM-DD"),
+            ("1969-07-20T20:17:40Z", "before 1970"),
+        ] {
+            let json =
+                format!(r#"{{"id":"e-1","type":"t","metadata":{{"timestamp":"{timestamp}"}}}}"#);
+            let err =
+                decode_stream_entry("1-0", [("event", json.as_str())], &limits()).unwrap_err();
+            let DecodeError::InvalidTimestamp { value, reason: why } = &err else {
+                panic!("{timestamp}: {err:?}");
+            };
+            assert_eq!(value, timestamp);
+            assert!(why.contains(reason), "{timestamp}: {why}");
+            let message = err.to_string();
+            assert!(message.contains("metadata.timestamp"), "{message}");
+            assert!(message.contains("2024-12-01T12:00:00+02:00"), "{message}");
+        }
+        // A timestamp that is not a string is a shape error, as before.
+        assert!(matches!(
+            decode_envelope(
+                br#"{"id":"e","type":"t","metadata":{"timestamp":5}}"#,
+                &limits()
+            )
+            .unwrap_err(),
+            DecodeError::InvalidJson { .. }
+        ));
+        // A long one is shortened.
+        let json = format!(
+            r#"{{"id":"e","type":"t","metadata":{{"timestamp":"{}"}}}}"#,
+            "2".repeat(10_000)
+        );
+        let err = decode_envelope(json.as_bytes(), &limits()).unwrap_err();
+        assert!(err.to_string().len() < 400, "{}", err.to_string().len());
+    }
+
+    #[test]
+    fn decode_errors_convert_to_the_decode_kind() {
+        let err: Error = decode_stream_entry("x", [("event", NO_METADATA)], &limits())
+            .unwrap_err()
+            .into();
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        assert!(!err.is_retryable());
+    }
 }
 
 #[cfg(test)]
@@ -482,5 +859,166 @@ mod proptests {
         }
     }
 
+    /// A whole-millisecond UTC instant the format carries, at least a day away from both ends
+    /// so that its local time under any offset is a date humantime can write too.
+    fn instant() -> impl Strategy<Value = SystemTime> {
+        (86_400_000u64..(MAX_WIRE_SECS - 86_400) * 1000)
+            .prop_map(|millis| SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
+    }
+
+    /// An offset in seconds, from -23:59 to +23:59, whole minutes.
+    fn offset() -> impl Strategy<Value = i64> {
+        (-(23 * 60 + 59)..=(23 * 60 + 59i64)).prop_map(|minutes| minutes * 60)
+    }
+
+    /// `t` written in the local time of `offset` with that offset, e.g.
+    /// `2024-12-01T12:00:00.000+02:00` for 10:00Z: humantime writes the shifted instant in
+    /// UTC, and its `Z` is replaced by the offset.
+    fn with_offset(t: SystemTime, offset: i64, negative_zero: bool) -> String {
+        let shift = Duration::from_secs(offset.unsigned_abs());
+        let local = if offset >= 0 { t + shift } else { t - shift };
+        let text = humantime::format_rfc3339_millis(local).to_string();
+        let sign = if offset < 0 || (offset == 0 && negative_zero) {
+            '-'
+        } else {
+            '+'
+        };
+        let minutes = offset.unsigned_abs() / 60;
+        format!(
+            "{}{sign}{:02}:{:02}",
+            text.trim_end_matches('Z'),
+            minutes / 60,
+            minutes % 60
+        )
+    }
+
+    fn envelope_with_timestamp(timestamp: &str) -> String {
+        json!({"id": "e-1", "type": "t", "payload": null, "metadata": {"timestamp": timestamp}})
+            .to_string()
+    }
+
+    proptest! {
+        #[test]
+        fn any_offset_is_normalised_to_utc(
+            t in instant(),
+            offset in offset(),
+            negative_zero in any::<bool>(),
+            seq in any::<u64>(),
+        ) {
+            let text = with_offset(t, offset, negative_zero);
+            let json = envelope_with_timestamp(&text);
+            let event = decode_stream_entry(&format!("1-{seq}"), [(EVENT_FIELD, json.as_str())], &EventLimits::default())
+                .unwrap();
+            prop_assert_eq!(event.metadata().timestamp, t, "{}", text);
+            // The same instant through `Event`'s own serde form.
+            let direct: Event = serde_json::from_str(&json).unwrap();
+            prop_assert_eq!(direct.metadata().timestamp, t);
+            // Written back in UTC with Z, whatever offset it was read with.
+            let written: Value =
+                serde_json::from_str(&encode(&event, &EventLimits::default()).unwrap()).unwrap();
+            prop_assert_eq!(
+                written["metadata"]["timestamp"].as_str().unwrap(),
+                humantime::format_rfc3339_millis(t).to_string()
+            );
+        }
+
+        #[test]
+        fn out_of_range_offsets_are_refused(
+            t in instant(),
+            hours in 0u32..100,
+            minutes in 0u32..100,
+            negative in any::<bool>(),
+        ) {
+            prop_assume!(hours > 23 || minutes > 59);
+            let utc = humantime::format_rfc3339_millis(t).to_string();
+            let sign = if negative { '-' } else { '+' };
+            let text = format!("{}{sign}{hours:02}:{minutes:02}", utc.trim_end_matches('Z'));
+            let err = decode_envelope(envelope_with_timestamp(&text).as_bytes(), &EventLimits::default())
+                .unwrap_err();
+            let is_offset_error = matches!(
+                &err,
+                DecodeError::InvalidTimestamp { reason, .. } if reason.contains("offset")
+            );
+            prop_assert!(is_offset_error, "{}: {:?}", text, err);
+        }
+
+        #[test]
+        fn any_text_as_a_timestamp_is_a_value_or_an_error(text in ".{0,40}") {
+            let json = envelope_with_timestamp(&text);
+            match decode_envelope(json.as_bytes(), &EventLimits::default()) {
+                Ok(event) => {
+                    // Whatever is accepted is re-encodable and reads back to the same instant,
+                    // to the millisecond.
+                    let again = encode(&event, &EventLimits::default()).unwrap();
+                    let back = decode_envelope(again.as_bytes(), &EventLimits::default()).unwrap();
+                    prop_assert_eq!(
+                        back.metadata().timestamp,
+                        truncate_to_millis(event.metadata().timestamp)
+                    );
+                }
+                Err(err) => {
+                    let is_timestamp_error = matches!(err, DecodeError::InvalidTimestamp { .. });
+                    prop_assert!(is_timestamp_error, "{:?}", err);
+                }
+            }
+        }
+
+        #[test]
+        fn an_envelope_without_a_timestamp_takes_its_entry_ids_millis(
+            millis in 0u64..=(MAX_WIRE_SECS + 1) * 1000 - 1,
+            seq in any::<u64>(),
+            metadata in prop_oneof![
+                Just(None),
+                Just(Some(json!(null))),
+                Just(Some(json!({}))),
+                Just(Some(json!({"timestamp": null, "priority": "low"}))),
+            ],
+        ) {
+            let mut doc = json!({"v": 1, "id": "e-1", "type": "order.created", "payload": {}});
+            if let Some(metadata) = metadata {
+                doc["metadata"] = metadata;
+            }
+            let json = doc.to_string();
+            let entry_id = format!("{millis}-{seq}");
+            let limits = EventLimits::default();
+            let event = decode_stream_entry(&entry_id, [(EVENT_FIELD, json.as_str())], &limits).unwrap();
+            let expected = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+            prop_assert_eq!(event.metadata().timestamp, expected);
+            prop_assert_eq!(entry_id_time(&entry_id).unwrap(), expected);
+            // Every read of the entry agrees.
+            let again = decode_stream_entry(&entry_id, [(EVENT_FIELD, json.as_str())], &limits).unwrap();
+            prop_assert_eq!(&again, &event);
+            // Re-encoded, the timestamp is the id's time and survives any later read.
+            let encoded = encode(&event, &limits).unwrap();
+            let other_entry = decode_stream_entry("1-0", [(EVENT_FIELD, encoded.as_str())], &limits).unwrap();
+            prop_assert_eq!(other_entry, event);
+        }
+
+        #[test]
+        fn any_text_as_an_entry_id_is_a_value_or_an_error(
+            entry_id in prop_oneof![".{0,30}", "[0-9]{0,22}-?[0-9]{0,22}-?"],
+        ) {
+            let json = r#"{"id":"e-1","type":"t"}"#;
+            let parts: Option<(u64, u64)> = entry_id.split_once('-').and_then(|(a, b)| {
+                let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+                (all_digits(a) && all_digits(b)).then(|| Some((a.parse().ok()?, b.parse().ok()?))).flatten()
+            });
+            let decoded = decode_stream_entry(&entry_id, [(EVENT_FIELD, json)], &EventLimits::default());
+            match parts {
+                Some((millis, _)) if millis / 1000 <= MAX_WIRE_SECS => {
+                    prop_assert_eq!(
+                        decoded.unwrap().metadata().timestamp,
+                        SystemTime::UNIX_EPOCH + Duration::from_millis(millis)
+                    );
+                }
+                _ => {
+                    let is_id_error = matches!(decoded, Err(DecodeError::InvalidEntryId { .. }));
+                    prop_assert!(is_id_error, "{:?}", decoded);
+                }
+            }
+        }
+    }
+
+    use crate::event::truncate_to_millis;
     use serde_json::json;
 }
