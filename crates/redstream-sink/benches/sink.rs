@@ -153,7 +153,7 @@ fn main() {
                             stream.clone(),
                             raw_stream,
                             atomic_stream,
-                            format!("{stream}:redstream-sink:bench"),
+                            redstream_sink::keys::progress_key(&stream, "bench"),
                         ],
                     )
                     .await;

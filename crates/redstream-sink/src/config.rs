@@ -34,7 +34,10 @@ pub struct SinkConfig {
     /// The Redis URL (`redis://` or `rediss://`), with credentials if needed. In a file it may
     /// hold `${NAME}` references to environment variables.
     pub uri: String,
-    /// The stream key the events are appended to. Required.
+    /// The stream key the events are appended to, used exactly as given (`orders.events`,
+    /// `{orders}.events`). Required; no whitespace or control characters. The sink's progress
+    /// key is built from it so that both share a Redis Cluster slot
+    /// ([`keys::progress_key`](crate::keys::progress_key)).
     pub stream: String,
     /// Whether the sink gates checkpoints (default `true`). A sink with `required = false`
     /// does not block a checkpoint beyond its retry schedule: a batch it gives up on is
@@ -317,9 +320,16 @@ impl SinkConfig {
         if self.stream.is_empty() {
             return Err(Error::invalid_input(
                 "config field stream",
-                "must name the stream key, e.g. \"{orders}.events\"",
+                "must name the stream key, e.g. \"orders.events\"",
             ));
         }
+        redstream_core::keys::validate_stream_name(&self.stream).map_err(|err| match err {
+            Error::InvalidInput { reason, .. } => Error::invalid_input(
+                "config field stream",
+                format!("{reason}, got {:?}", self.stream),
+            ),
+            other => other,
+        })?;
         if self.max_batch_events == 0 {
             return Err(Error::invalid_input(
                 "config field max_batch_events",
@@ -566,6 +576,13 @@ mod tests {
             (
                 SinkConfig {
                     stream: String::new(),
+                    ..base.clone()
+                },
+                "stream",
+            ),
+            (
+                SinkConfig {
+                    stream: "orders events".into(),
                     ..base.clone()
                 },
                 "stream",

@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
-mod keys;
+pub mod keys;
 pub mod runner;
 mod sink;
 

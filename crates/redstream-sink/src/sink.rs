@@ -92,6 +92,8 @@ pub struct RedisSink {
     client: Client,
     server: String,
     progress_key: String,
+    /// The progress key's name in earlier versions, when it differs (an untagged stream).
+    previous_progress_key: Option<String>,
     limits: EventLimits,
     state: Mutex<State>,
     counters: Counters,
@@ -113,15 +115,19 @@ impl RedisSink {
     pub fn new(config: SinkConfig) -> Result<Self> {
         config.validate()?;
         let client = redstream_core::open_client(&config.uri, &config.tls)?;
-        if !keys::has_hash_tag(&config.stream) {
+        let progress_key = keys::progress_key(&config.stream, &config.id);
+        if !redstream_core::keys::same_slot(&config.stream, &progress_key) {
+            // Only a stream holding a `}` without a hash tag before it cannot be wrapped in one.
             tracing::debug!(
                 stream = %config.stream,
-                "stream key has no {{hash tag}}: its progress key may hash to another cluster slot"
+                progress_key = %progress_key,
+                "the progress key hashes to another Redis Cluster slot than the stream"
             );
         }
         Ok(Self {
             server: RedactedUrl(&config.uri).to_string(),
-            progress_key: keys::progress_key(&config.stream, &config.id),
+            previous_progress_key: keys::previous_progress_key(&config.stream, &config.id),
+            progress_key,
             limits: EventLimits::default(),
             client,
             config,
@@ -146,7 +152,10 @@ impl RedisSink {
         &self.config
     }
 
-    /// The key where the sink records its progress: `<stream>:redstream-sink:<id>`.
+    /// The key where the sink records its progress, in the stream's Redis Cluster slot:
+    /// `{orders.events}:redstream-sink:<id>` for the stream `orders.events`,
+    /// `{orders}.events:redstream-sink:<id>` for `{orders}.events` (see
+    /// [`keys::progress_key`]).
     #[must_use]
     pub fn progress_key(&self) -> &str {
         &self.progress_key
@@ -168,6 +177,13 @@ impl RedisSink {
     /// Reads the progress key: the position and last event id of the last batch written, or
     /// `None` if this sink never wrote to this stream. A restarted source can resume from the
     /// position recorded here rather than from its own, possibly older, checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// Besides Redis errors, [`ErrorKind::NotFound`] when there is no progress key but the
+    /// stream has one under the name earlier versions used
+    /// ([`keys::previous_progress_key`]): the message names both keys and says to run
+    /// `redstream migrate`. Sending a batch fails the same way, before any `XADD`.
     pub async fn recorded_progress(&self) -> Result<Option<Progress>> {
         let mut state = self.state.lock().await;
         // Read without WATCH, so it does not make the progress known: a batch sent while it is
@@ -818,14 +834,75 @@ impl RedisSink {
             .arg(POSITION_FIELD);
         let operation = if watch { "WATCH and HMGET" } else { "HMGET" };
         let conn = self.connection(state).await?;
-        let ((last, position),): ((Option<String>, Option<String>),) = pipe
+        let (fields,): (ProgressFields,) = pipe
             .query_async(conn)
             .await
             .map_err(|err| Error::from_redis(operation, self.progress_key.clone(), err))?;
-        Ok(last.map(|last_event_id| Progress {
-            position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
-            last_event_id,
-        }))
+        let progress = progress_from(fields);
+        if progress.is_none() {
+            self.refuse_previous_progress(state).await?;
+        }
+        Ok(progress)
+    }
+
+    /// When the progress key does not exist, makes sure the sink's progress is not under the
+    /// name earlier versions gave it (`<stream>:redstream-sink:<id>`, another Redis Cluster slot
+    /// for an untagged stream): starting over would write every batch recorded there again.
+    /// Fails with [`ErrorKind::NotFound`], naming both keys, when it is.
+    ///
+    /// Runs only where the progress is read (at start, after an unknown outcome) and found
+    /// missing: a sink that has written a batch has its key, so this costs one round trip at a
+    /// sink's first start, and none on the path of consecutive batches.
+    async fn refuse_previous_progress(&self, state: &mut State) -> Result<()> {
+        let Some(previous) = &self.previous_progress_key else {
+            return Ok(());
+        };
+        let conn = self.connection(state).await?;
+        let read = redis::cmd("HMGET")
+            .arg(previous)
+            .arg(LAST_EVENT_FIELD)
+            .arg(POSITION_FIELD)
+            .query_async::<ProgressFields>(conn)
+            .await
+            .map_err(|err| Error::from_redis("HMGET", previous.clone(), err));
+        let fields = match read {
+            Ok(fields) => fields,
+            // A user whose ACL does not reach the old name cannot have written there with
+            // it: a deployment set up after the rename need not allow that name.
+            Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+                tracing::warn!(
+                    sink = %self.config.id,
+                    key = %previous,
+                    error = %err,
+                    "cannot check for progress under the previous key name (NOPERM); \
+                     assuming there is none"
+                );
+                return Ok(());
+            }
+            Err(err) => return Err(err),
+        };
+        let Some(found) = progress_from(fields) else {
+            return Ok(());
+        };
+        Err(Error::not_found(
+            format!("sink progress key {:?}", self.progress_key),
+            format!(
+                "sink {} has its progress on stream {:?} under {previous:?}, the name earlier \
+                 redstream versions gave it (last event {}, source position {}). Nothing was \
+                 written: starting over would write every batch recorded there again. Stop \
+                 the sinks with this id and run `redstream migrate`, which renames {previous:?} \
+                 to {:?}, then start the sink again; to start over on purpose, delete it \
+                 instead (redis-cli DEL {previous:?})",
+                self.config.id,
+                self.config.stream,
+                found.last_event_id,
+                found
+                    .position
+                    .as_ref()
+                    .map_or("none", SourcePosition::as_str),
+                self.progress_key,
+            ),
+        ))
     }
 
     /// Drops the `WATCH` of [`watch_progress`](Self::watch_progress) when no `EXEC` follows.
@@ -905,6 +982,17 @@ impl RedisSink {
         metrics::histogram!("redstream_sink_latency_seconds", "sink" => sink)
             .record(started.elapsed().as_secs_f64());
     }
+}
+
+/// The `last_event_id` and `position` fields of a progress key, as `HMGET` answers them.
+type ProgressFields = (Option<String>, Option<String>);
+
+/// The progress a key's fields record; `None` without a `last_event_id` (no key).
+fn progress_from((last, position): ProgressFields) -> Option<Progress> {
+    last.map(|last_event_id| Progress {
+        position: position.filter(|p| !p.is_empty()).map(SourcePosition::new),
+        last_event_id,
+    })
 }
 
 /// Why a batch was not acknowledged.

@@ -10,6 +10,7 @@ mod failures;
 mod late_exec;
 mod lost_reply;
 mod metrics;
+mod progress_key;
 mod python_consumer;
 mod replicas;
 mod runner;
