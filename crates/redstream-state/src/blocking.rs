@@ -332,6 +332,11 @@ impl BlockingStateStore {
         self.run("list_keys", self.store.list_keys(key_prefix))?
     }
 
+    /// See [`StateStore::list_keys_matching`].
+    pub fn list_keys_matching(&self, pattern: &str) -> Result<Vec<String>> {
+        self.run("list_keys_matching", self.store.list_keys_matching(pattern))?
+    }
+
     /// See [`StateStore::transaction`].
     pub fn transaction(&self, tx: Transaction) -> Result<Vec<i64>> {
         self.run("transaction", self.store.transaction(tx))?

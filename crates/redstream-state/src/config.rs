@@ -40,9 +40,9 @@ pub enum StateBackend {
         /// `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or
         /// `redis+unix:///path/to/socket[?db=N]`.
         url: String,
-        /// The namespace of this store's keys: key `counter` is `{myapp}:counter` in Redis
-        /// (see [`KeyLayout`]). Non-empty, at most 200 bytes, without whitespace, control
-        /// characters, `{`, `}` or `#`.
+        /// The namespace of this store's keys: key `counter` under `myapp` is `myapp:counter`
+        /// in Redis (`{myapp}:counter` in the cluster layout, see [`KeyLayout`]). Non-empty, at
+        /// most 200 bytes, without whitespace, control characters, `{`, `}` or `#`.
         key_prefix: String,
     },
 }
@@ -118,8 +118,11 @@ pub struct StateConfig {
     /// The TTL of [`enable_ttl`](Self::enable_ttl). At least 1 ms.
     #[serde(with = "serde_duration")]
     pub default_ttl: Duration,
-    /// How the prefix and a key form a Redis key: hash-tagged (default, cluster-safe) or
-    /// plain (seed 001's `myapp:counter`).
+    /// How the prefix and a key form a Redis key: `plain` (default, `myapp:counter`, the name
+    /// operators look for) or `cluster` (`{myapp}:counter`: every key of the store in one Redis
+    /// Cluster slot, so transactions, batches and checkpoints work on a cluster). Files may
+    /// also say `hash_tag`, the earlier name of `cluster`.
+    #[serde(deserialize_with = "deserialize_key_layout")]
     pub key_layout: KeyLayout,
     /// Time allowed to establish a connection.
     #[serde(with = "serde_duration")]
@@ -130,8 +133,6 @@ pub struct StateConfig {
     /// How many times `update`, and a transaction with increments, run before giving up
     /// when other writers keep changing the key between the read and the write.
     pub update_max_attempts: u32,
-    /// `SCAN ... COUNT` when listing keys: how much work each step asks of the server.
-    pub scan_count: usize,
     /// Transactions with increments `WATCH` their keys, which needs a connection of their
     /// own: at most this many are open at once (more transactions wait for one).
     pub max_watch_connections: usize,
@@ -146,18 +147,17 @@ pub struct StateConfig {
 }
 
 impl Default for StateConfig {
-    /// Memory backend, no TTL (24 h when enabled), hash-tagged keys, 5 s timeouts, 64 update
+    /// Memory backend, no TTL (24 h when enabled), plain keys, 5 s timeouts, 64 update
     /// attempts, fallback off.
     fn default() -> Self {
         Self {
             backend: StateBackend::Memory,
             enable_ttl: false,
             default_ttl: Duration::from_secs(24 * 3600),
-            key_layout: KeyLayout::HashTag,
+            key_layout: KeyLayout::Plain,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             update_max_attempts: 64,
-            scan_count: 500,
             max_watch_connections: 8,
             circuit_breaker: CircuitBreakerConfig::default(),
             fallback: FallbackConfig::default(),
@@ -178,7 +178,6 @@ impl fmt::Debug for StateConfig {
             connect_timeout,
             response_timeout,
             update_max_attempts,
-            scan_count,
             max_watch_connections,
             circuit_breaker,
             fallback,
@@ -192,7 +191,6 @@ impl fmt::Debug for StateConfig {
             .field("connect_timeout", connect_timeout)
             .field("response_timeout", response_timeout)
             .field("update_max_attempts", update_max_attempts)
-            .field("scan_count", scan_count)
             .field("max_watch_connections", max_watch_connections)
             .field("circuit_breaker", circuit_breaker)
             .field("fallback", fallback)
@@ -300,7 +298,6 @@ impl StateConfig {
         }
         for (name, value) in [
             ("update_max_attempts", self.update_max_attempts as usize),
-            ("scan_count", self.scan_count),
             ("max_watch_connections", self.max_watch_connections),
         ] {
             if value == 0 {
@@ -320,6 +317,23 @@ impl StateConfig {
             Some(url) => self.tls.validate_for_url(url),
             None => self.tls.validate(),
         }
+    }
+}
+
+/// `plain`, `cluster`, or `hash_tag` (what files written for earlier versions call `cluster`).
+fn deserialize_key_layout<'de, D>(deserializer: D) -> Result<KeyLayout, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let name = String::deserialize(deserializer)?;
+    match name.as_str() {
+        "hash_tag" => Ok(KeyLayout::Cluster),
+        other => other.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown key_layout {other:?}: expected plain (myapp:counter) or cluster \
+                 ({{myapp}}:counter)"
+            ))
+        }),
     }
 }
 
@@ -568,13 +582,6 @@ mod tests {
             ),
             (
                 StateConfig {
-                    scan_count: 0,
-                    ..Default::default()
-                },
-                "scan_count",
-            ),
-            (
-                StateConfig {
                     max_watch_connections: 0,
                     ..Default::default()
                 },
@@ -671,5 +678,32 @@ mod tests {
         assert_eq!(memory.backend, StateBackend::Memory);
         let text = serde_json::to_string(&config).unwrap();
         assert_eq!(serde_json::from_str::<StateConfig>(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn key_layouts_read_from_files_plain_by_default_and_hash_tag_as_cluster() {
+        let layout = |json: &str| serde_json::from_str::<StateConfig>(json).map(|c| c.key_layout);
+        assert_eq!(StateConfig::default().key_layout, KeyLayout::Plain);
+        assert_eq!(layout("{}").unwrap(), KeyLayout::Plain);
+        assert_eq!(
+            layout(r#"{"key_layout":"plain"}"#).unwrap(),
+            KeyLayout::Plain
+        );
+        assert_eq!(
+            layout(r#"{"key_layout":"cluster"}"#).unwrap(),
+            KeyLayout::Cluster
+        );
+        // The name files written for earlier versions use.
+        assert_eq!(
+            layout(r#"{"key_layout":"hash_tag"}"#).unwrap(),
+            KeyLayout::Cluster
+        );
+        let err = layout(r#"{"key_layout":"HashTag"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plain") && err.contains("cluster"), "{err}");
+        let cluster = StateConfig::default().with_key_layout(KeyLayout::Cluster);
+        let text = serde_json::to_string(&cluster).unwrap();
+        assert!(text.contains(r#""key_layout":"cluster""#), "{text}");
     }
 }

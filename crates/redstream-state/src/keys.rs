@@ -1,44 +1,39 @@
-//! Every Redis key the state store uses, built in one place from the configured prefix.
+//! The Redis keys of one store, built from its prefix on core's key rules
+//! ([`redstream_core::keys`]: the [`KeyLayout`] vocabulary, the `:` separator, glob escaping and
+//! the `SCAN` walk are written there once for every crate).
 //!
-//! | key | what |
-//! |---|---|
-//! | `{prefix}:{key}` | the value (a string) or hash stored under `key` |
-//! | `{prefix}#checkpoint:{name}` | the checkpoint `name` (a hash) |
+//! | layout | key `counter` under `myapp` | checkpoint `orders` |
+//! |---|---|---|
+//! | [`KeyLayout::Plain`] (default) | `myapp:counter` | `myapp#checkpoint:orders` |
+//! | [`KeyLayout::Cluster`] | `{myapp}:counter` | `{myapp}#checkpoint:orders` |
 //!
-//! With the default [`KeyLayout::HashTag`], the prefix is wrapped in braces, a cluster hash
-//! tag: every key of one store lives in one slot, so transactions, batches and checkpoints,
-//! which touch several keys at once, work on Redis Cluster. [`KeyLayout::Plain`] writes
-//! `prefix:key` without braces, the layout of data written by earlier versions of seed 001's
-//! store; multi-key operations then need a single Redis node.
+//! The plain layout writes the names an operator types in `redis-cli` (`GET myapp:counter`).
+//! Every key then hashes on its whole name, so on Redis Cluster the keys of one store spread over
+//! the slots, and operations that touch several keys at once (transactions, `get_many`,
+//! `put_many`, checkpoints) need a single Redis node or keys that happen to share a slot.
+//!
+//! The cluster layout wraps the prefix in a hash tag: a store is the unit that must change
+//! atomically, so it gets one tag, every key of it lives in one slot, and the multi-key operations
+//! work on Redis Cluster. Different stores (prefixes) land in different slots. This is also the
+//! layout earlier versions wrote by default, so their data is read with `key_layout: cluster`.
 //!
 //! Checkpoints live beside the user's keys, not among them: `#` follows the prefix where user
 //! keys have `:`, and prefixes may not contain `#`, so no user key of any store can be a
 //! checkpoint key, and listing a store's keys never returns a checkpoint.
 
-use serde::{Deserialize, Serialize};
+use redstream_core::keys::{SEPARATOR, escape_glob_into};
 
-/// How a store's prefix and a key are joined into a Redis key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyLayout {
-    /// `{prefix}:key`: the prefix is a cluster hash tag, so all keys of a store share a slot
-    /// and multi-key operations (transactions, `get_many`, `put_many`, checkpoints) work on
-    /// Redis Cluster. Prefixes can never overlap: `{app}:*` does not match `{app:v2}:x`.
-    #[default]
-    HashTag,
-    /// `prefix:key`, exactly as seed 001 describes ("key `counter` under prefix `myapp` is
-    /// `myapp:counter`"), for reading data written in that layout. Multi-key operations then
-    /// need a single Redis node (or keys that happen to share a slot). Prefixes may overlap:
-    /// key `v2:x` under prefix `app` is the same Redis key as `x` under `app:v2`, so do not give
-    /// one store a prefix that starts with another store's prefix followed by `:`.
-    Plain,
-}
+pub use redstream_core::keys::KeyLayout;
+
+/// What follows a store's base in the key of a checkpoint.
+const CHECKPOINT: &str = "#checkpoint:";
 
 /// Builds the Redis keys of one store, and the `SCAN` patterns that find them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
-    /// `{prefix}` or `prefix`, depending on the layout.
+    /// `prefix` or `{prefix}`, depending on the layout.
     base: String,
+    layout: KeyLayout,
 }
 
 impl Keys {
@@ -48,38 +43,54 @@ impl Keys {
     #[must_use]
     pub fn new(prefix: &str, layout: KeyLayout) -> Self {
         let base = match layout {
-            KeyLayout::HashTag => format!("{{{prefix}}}"),
-            KeyLayout::Plain => prefix.to_owned(),
+            KeyLayout::Cluster => format!("{{{prefix}}}"),
+            // Plain, and any layout core adds later, until this store learns it.
+            _ => prefix.to_owned(),
         };
-        Self { base }
+        Self { base, layout }
     }
 
-    /// The part every key of this store starts with: `{prefix}` or `prefix`.
+    /// The layout.
+    #[must_use]
+    pub fn layout(&self) -> KeyLayout {
+        self.layout
+    }
+
+    /// The part every key of this store starts with: `prefix`, or `{prefix}` in the cluster
+    /// layout.
     #[must_use]
     pub fn base(&self) -> &str {
         &self.base
     }
 
-    /// The Redis key holding the user's `key`.
+    /// The Redis key holding the user's `key`: `myapp:counter` (plain) or `{myapp}:counter`
+    /// (cluster).
     #[must_use]
     pub fn key(&self, key: &str) -> String {
         let mut out = String::with_capacity(self.base.len() + 1 + key.len());
         out.push_str(&self.base);
-        out.push(':');
+        out.push(SEPARATOR);
         out.push_str(key);
         out
     }
 
-    /// The user's key inside a Redis key of this store, or `None` for any other key.
+    /// The user's key inside a Redis key of this store, or `None` for any other key (a
+    /// checkpoint, another store's key, a key in the other layout).
     #[must_use]
     pub fn user_key<'a>(&self, redis_key: &'a str) -> Option<&'a str> {
-        redis_key.strip_prefix(&self.base)?.strip_prefix(':')
+        redis_key
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix(SEPARATOR)
     }
 
     /// The Redis key holding the checkpoint `name`.
     #[must_use]
     pub fn checkpoint(&self, name: &str) -> String {
-        format!("{}#checkpoint:{name}", self.base)
+        let mut out = String::with_capacity(self.base.len() + CHECKPOINT.len() + name.len());
+        out.push_str(&self.base);
+        out.push_str(CHECKPOINT);
+        out.push_str(name);
+        out
     }
 
     /// A `SCAN ... MATCH` pattern for the keys of this store that start with `key_prefix`
@@ -87,71 +98,86 @@ impl Keys {
     /// literally: their glob characters (`*`, `?`, `[`, `]`, `\`) are escaped.
     #[must_use]
     pub fn scan_pattern(&self, key_prefix: &str) -> String {
-        let mut pattern = String::with_capacity(self.base.len() + key_prefix.len() + 8);
-        escape_glob_into(&mut pattern, &self.base);
-        pattern.push(':');
+        let mut pattern = self.head_pattern(key_prefix.len() + 4);
         escape_glob_into(&mut pattern, key_prefix);
         pattern.push('*');
         pattern
     }
-}
 
-/// `text` with every character that `MATCH` patterns treat specially escaped by a `\`, so the
-/// pattern matches exactly `text`.
-#[must_use]
-pub fn escape_glob(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 4);
-    escape_glob_into(&mut out, text);
-    out
-}
+    /// A `SCAN ... MATCH` pattern for the keys of this store whose user key (the part after the
+    /// prefix) matches the glob `glob` (`*`, `?`, `[...]` and `\` as Redis reads them, e.g.
+    /// `user:*`). The store's prefix is matched literally; the glob is used as given. Use
+    /// [`user_key`](Self::user_key) on what the scan returns, and
+    /// [`redstream_core::keys::scan`] to walk it.
+    #[must_use]
+    pub fn glob_pattern(&self, glob: &str) -> String {
+        let mut pattern = self.head_pattern(glob.len());
+        pattern.push_str(glob);
+        pattern
+    }
 
-fn escape_glob_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
+    /// The escaped base and the separator, with room for `more` bytes.
+    fn head_pattern(&self, more: usize) -> String {
+        let mut pattern = String::with_capacity(self.base.len() + 4 + more);
+        escape_glob_into(&mut pattern, &self.base);
+        pattern.push(SEPARATOR);
+        pattern
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use redstream_core::keys::same_slot;
+
     use super::*;
 
     #[test]
-    fn hash_tag_layout_wraps_the_prefix_in_braces() {
-        let keys = Keys::new("myapp", KeyLayout::HashTag);
+    fn plain_layout_is_the_default_and_the_seed_naming() {
+        let keys = Keys::new("myapp", KeyLayout::default());
+        assert_eq!(keys.layout(), KeyLayout::Plain);
+        assert_eq!(keys.key("counter"), "myapp:counter");
+        assert_eq!(keys.checkpoint("orders"), "myapp#checkpoint:orders");
+        assert_eq!(keys.scan_pattern(""), "myapp:*");
+        assert_eq!(keys.glob_pattern("user:*"), "myapp:user:*");
+    }
+
+    #[test]
+    fn cluster_layout_tags_the_whole_store() {
+        let keys = Keys::new("myapp", KeyLayout::Cluster);
         assert_eq!(keys.key("counter"), "{myapp}:counter");
         assert_eq!(keys.checkpoint("orders"), "{myapp}#checkpoint:orders");
         assert_eq!(keys.scan_pattern(""), "{myapp}:*");
         assert_eq!(keys.scan_pattern("user:"), "{myapp}:user:*");
-    }
-
-    #[test]
-    fn plain_layout_is_the_seed_layout() {
-        let keys = Keys::new("myapp", KeyLayout::Plain);
-        assert_eq!(keys.key("counter"), "myapp:counter");
-        assert_eq!(keys.checkpoint("orders"), "myapp#checkpoint:orders");
-        assert_eq!(keys.scan_pattern(""), "myapp:*");
+        for key in ["b", "user:1", "{x}", ""] {
+            assert!(same_slot(&keys.key("a"), &keys.key(key)), "{key}");
+        }
+        assert!(same_slot(&keys.key("a"), &keys.checkpoint("cp")));
     }
 
     #[test]
     fn user_key_is_the_inverse_of_key() {
-        for layout in [KeyLayout::HashTag, KeyLayout::Plain] {
+        for layout in [KeyLayout::Cluster, KeyLayout::Plain] {
             let keys = Keys::new("app", layout);
             for key in ["a", "a:b", "{x}", "*", ":"] {
-                assert_eq!(keys.user_key(&keys.key(key)), Some(key), "{layout:?} {key}");
+                assert_eq!(keys.user_key(&keys.key(key)), Some(key), "{layout} {key}");
             }
             assert_eq!(keys.user_key(&keys.checkpoint("c")), None);
             assert_eq!(keys.user_key("app2:x"), None);
             assert_eq!(keys.user_key("{app2}:x"), None);
         }
+        // The two layouts never read each other's keys.
+        let plain = Keys::new("app", KeyLayout::Plain);
+        let cluster = Keys::new("app", KeyLayout::Cluster);
+        assert_eq!(plain.user_key(&cluster.key("x")), None);
+        assert_eq!(cluster.user_key(&plain.key("x")), None);
     }
 
     #[test]
-    fn glob_characters_are_escaped() {
-        let keys = Keys::new("a*b?[c]\\d", KeyLayout::HashTag);
+    fn the_prefix_is_matched_literally() {
+        let keys = Keys::new("a*b?[c]\\d", KeyLayout::Cluster);
         assert_eq!(keys.scan_pattern("k*"), "{a\\*b\\?\\[c\\]\\\\d}:k\\**");
-        assert_eq!(escape_glob("plain:text"), "plain:text");
+        assert_eq!(keys.glob_pattern("k*"), "{a\\*b\\?\\[c\\]\\\\d}:k*");
+        let keys = Keys::new("a*", KeyLayout::Plain);
+        assert_eq!(keys.glob_pattern("[ab]?"), "a\\*:[ab]?");
     }
 }

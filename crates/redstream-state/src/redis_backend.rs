@@ -8,7 +8,7 @@
 //! | `put_many` | one `MSET`, or `MULTI`, a `SET .. PX` per key, `EXEC` when a TTL applies |
 //! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
 //! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
-//! | `list_keys` | `SCAN cursor MATCH <escaped prefix>* COUNT n` until the cursor is 0 |
+//! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`) |
 //! | `transaction` | `MULTI` ... `EXEC`; with increments, `WATCH` + `GET` on a dedicated connection first |
 //! | `save_checkpoint` | `MULTI`, `SET` per snapshot key, `DEL` + `HSET` of the record, `EXEC` |
 //! | `load_checkpoint` | `HGETALL` of the record |
@@ -97,7 +97,6 @@ pub(crate) struct RedisBackend {
     /// The server's URL, redacted, for messages.
     server: Arc<str>,
     watch: Arc<WatchPool>,
-    scan_count: usize,
     update_max_attempts: u32,
 }
 
@@ -118,7 +117,6 @@ impl RedisBackend {
             keys,
             watch: Arc::new(WatchPool::new(client, config)),
             server,
-            scan_count: config.scan_count,
             update_max_attempts: config.update_max_attempts,
         };
         // The handshake sent the credentials of the URL, if any; a URL without them, to a
@@ -441,48 +439,26 @@ impl RedisBackend {
 
     /// The keys of this store starting with `key_prefix`, sorted, found with `SCAN`.
     pub(crate) async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
-        let pattern = self.keys.scan_pattern(key_prefix);
+        self.scan(&self.keys.scan_pattern(key_prefix)).await
+    }
+
+    /// The keys of this store whose user key matches the glob `glob`, sorted.
+    pub(crate) async fn list_matching(&self, glob: &str) -> Result<Vec<String>> {
+        self.scan(&self.keys.glob_pattern(glob)).await
+    }
+
+    /// The user keys of the Redis keys matching `pattern` (core's `SCAN` walk, which skips keys
+    /// that are not UTF-8: no store key can name them), sorted, without duplicates.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
         let mut conn = self.conn.clone();
-        let mut cursor: u64 = 0;
-        let mut found = Vec::new();
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(self.scan_count)
-                .query_async(&mut conn)
-                .await
-                .map_err(|err| {
-                    Error::from_redis(
-                        "SCAN",
-                        format!("pattern {pattern:?} on {}", self.server),
-                        err,
-                    )
-                })?;
-            for raw in batch {
-                match String::from_utf8(raw) {
-                    Ok(redis_key) => {
-                        if let Some(key) = self.keys.user_key(&redis_key) {
-                            found.push(key.to_owned());
-                        }
-                    }
-                    Err(err) => tracing::debug!(
-                        key = %String::from_utf8_lossy(err.as_bytes()),
-                        "skipping a key that is not UTF-8: no store key can name it"
-                    ),
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        // SCAN may return a key more than once.
-        found.sort();
-        found.dedup();
-        Ok(found)
+        let target = format!("pattern {pattern:?} on {}", self.server);
+        let found = redstream_core::keys::scan(&mut conn, pattern, None, &target).await?;
+        // Sorted Redis keys of one base and separator give sorted user keys.
+        Ok(found
+            .iter()
+            .filter_map(|redis_key| self.keys.user_key(redis_key))
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Applies a transaction; see the [`transaction`](crate::transaction) module.

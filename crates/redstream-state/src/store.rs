@@ -387,6 +387,24 @@ impl StateStore {
         }
     }
 
+    /// The keys of this store that match the glob `pattern` (all of them for `"*"`), sorted:
+    /// `*` matches any text, `?` one character, `[abc]`, `[^abc]` and `[a-z]` one character of
+    /// (or not of) a set, and `\` makes the next character literal, as in Redis's `SCAN ...
+    /// MATCH`. Use [`list_keys`](Self::list_keys) for a literal key prefix.
+    ///
+    /// The pattern applies to the keys without the store's prefix: `user:*` lists `user:1`, and
+    /// never a key of another store. In Redis it is one `SCAN` walk over
+    /// `<escaped prefix>:<pattern>` ([`Keys::glob_pattern`](crate::Keys::glob_pattern)), with
+    /// the guarantees of [`list_keys`](Self::list_keys). Checkpoints are never listed.
+    pub async fn list_keys_matching(&self, pattern: &str) -> Result<Vec<String>> {
+        match &self.inner.backend {
+            Backend::Memory(memory) => Ok(memory.list_matching(pattern)),
+            Backend::Redis { redis, breaker, .. } => {
+                breaker.call(|| redis.list_matching(pattern)).await
+            }
+        }
+    }
+
     // ----- writes ------------------------------------------------------------------------
 
     /// Stores `value` under `key`, replacing any value (and any TTL) it had. The key expires

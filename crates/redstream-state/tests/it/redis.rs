@@ -7,42 +7,84 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use redstream_state::{
-    CircuitBreakerConfig, KeyLayout, StateBackend, StateConfig, StateStore, TlsOptions, Ttl, Value,
+    CircuitBreakerConfig, KeyLayout, StateBackend, StateConfig, StateStore, TlsOptions,
+    Transaction, Ttl, Value,
 };
 use redstream_testkit::RedisServer;
 
 use crate::support::{capture_logs, raw_get, redis_store, unique, until, within};
 
+/// What an operator's `redis-cli` prints for `args` against `server`.
+fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
+    let port = server.port().to_string();
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", server.host(), "-p", port.as_str()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Seed 001: with default settings, key `counter` under prefix `myapp` is the Redis key
+/// `myapp:counter`, and the command an operator types finds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_are_hash_tagged_by_default_and_plain_on_request() {
+async fn default_keys_are_what_redis_cli_finds() {
     let server = RedisServer::start().await.unwrap();
-    let tagged = redis_store(&server, "myapp", StateConfig::default()).await;
-    tagged.put("counter", Value::Integer(42)).await.unwrap();
+    let store = redis_store(&server, "myapp", StateConfig::default()).await;
+    store.put("counter", Value::Integer(42)).await.unwrap();
+    store.incr("visits").await.unwrap();
+    store
+        .save_checkpoint("cp", "5-0", [("counter", 42)])
+        .await
+        .unwrap();
+    assert_eq!(store.redis_key("counter").unwrap(), "myapp:counter");
+
+    assert_eq!(redis_cli(&server, &["GET", "myapp:counter"]), "42\n");
+    assert_eq!(redis_cli(&server, &["GET", "myapp:visits"]), "1\n");
+    assert_eq!(
+        redis_cli(&server, &["HGET", "myapp#checkpoint:cp", "position"]),
+        "5-0\n"
+    );
+    let mut listed: Vec<String> = redis_cli(&server, &["--scan", "--pattern", "myapp:*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["myapp:counter", "myapp:visits"]);
+    // And what an operator sets, the store reads.
+    assert_eq!(redis_cli(&server, &["SET", "myapp:limit", "7"]), "OK\n");
+    assert_eq!(store.get::<i64>("limit").await.unwrap(), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_layout_tags_the_prefix_and_reads_the_old_default_layout() {
+    let server = RedisServer::start().await.unwrap();
+    let plain = redis_store(&server, "myapp", StateConfig::default()).await;
+    plain.put("counter", Value::Integer(7)).await.unwrap();
+    let cluster = redis_store(
+        &server,
+        "myapp",
+        StateConfig::default().with_key_layout(KeyLayout::Cluster),
+    )
+    .await;
+    cluster.put("counter", Value::Integer(42)).await.unwrap();
     assert_eq!(
         raw_get(&server, "{myapp}:counter").await.as_deref(),
         Some("42")
     );
-    assert_eq!(tagged.redis_key("counter").unwrap(), "{myapp}:counter");
-
-    // Seed 001's layout, for data written that way.
-    let plain = redis_store(
-        &server,
-        "myapp",
-        StateConfig::default().with_key_layout(KeyLayout::Plain),
-    )
-    .await;
-    plain.put("counter", Value::Integer(7)).await.unwrap();
+    assert_eq!(cluster.redis_key("counter").unwrap(), "{myapp}:counter");
     assert_eq!(
         raw_get(&server, "myapp:counter").await.as_deref(),
         Some("7")
     );
-    assert_eq!(plain.list_keys("").await.unwrap(), vec!["counter"]);
     // The two layouts never see each other's keys.
-    assert_eq!(tagged.get::<i64>("counter").await.unwrap(), Some(42));
-    assert_eq!(tagged.list_keys("").await.unwrap(), vec!["counter"]);
+    assert_eq!(plain.get::<i64>("counter").await.unwrap(), Some(7));
+    assert_eq!(cluster.list_keys("").await.unwrap(), vec!["counter"]);
+    assert_eq!(plain.list_keys("").await.unwrap(), vec!["counter"]);
 
-    // Checkpoints live beside the keys.
-    tagged
+    // Checkpoints live beside the keys, in the store's slot.
+    cluster
         .save_checkpoint("cp", "5-0", [("counter", 42)])
         .await
         .unwrap();
@@ -54,6 +96,108 @@ async fn keys_are_hash_tagged_by_default_and_plain_on_request() {
         .await
         .unwrap();
     assert_eq!(position.as_deref(), Some("5-0"));
+
+    // A config file written for an earlier version, whose default wrote `{myapp}:counter`,
+    // names that layout `hash_tag`; it reads the same keys.
+    let old: StateConfig = serde_json::from_str(&format!(
+        r#"{{"backend": {{"type": "redis", "url": "{}", "key_prefix": "myapp"}},
+            "key_layout": "hash_tag"}}"#,
+        server.url()
+    ))
+    .unwrap();
+    let old = StateStore::with_config(old).await.unwrap();
+    assert_eq!(old.get::<i64>("counter").await.unwrap(), Some(42));
+    assert!(old.load_checkpoint::<i64>("cp").await.unwrap().is_some());
+}
+
+/// The cluster layout keeps every key of a store, checkpoints included, in one Redis Cluster
+/// slot (so its transactions, batches and checkpoints work on a cluster), and different stores
+/// in different slots; the plain layout spreads a store's keys. `CLUSTER KEYSLOT` of a node
+/// started with `cluster-enabled yes` is the oracle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_layout_keeps_a_store_in_one_slot() {
+    let server = RedisServer::start().await.unwrap();
+    let oracle = RedisServer::builder()
+        .config("cluster-enabled", "yes")
+        .start()
+        .await
+        .unwrap();
+    let mut oracle = oracle.connection().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+
+    let mut slots_of_stores = BTreeSet::new();
+    for (prefix, layout) in [
+        ("myapp", KeyLayout::Cluster),
+        ("billing", KeyLayout::Cluster),
+        ("myapp-plain", KeyLayout::Plain),
+    ] {
+        let store = redis_store(
+            &server,
+            prefix,
+            StateConfig::default().with_key_layout(layout),
+        )
+        .await;
+        store.put("counter", 1).await.unwrap();
+        store
+            .put_many([("user:1", "ann"), ("user:2", "bob"), ("order:17", "x")])
+            .await
+            .unwrap();
+        store.hset("profile", "name", "ann").await.unwrap();
+        let mut tx = Transaction::new();
+        tx.incr_by("total", 3);
+        store.transaction(tx).await.unwrap();
+        store
+            .save_checkpoint("cp", "1-0", [("counter", 1)])
+            .await
+            .unwrap();
+
+        // Everything the store wrote, as the server holds it.
+        let head = match layout {
+            KeyLayout::Cluster => format!("{{{prefix}}}"),
+            _ => prefix.to_owned(),
+        };
+        let written = redstream_core::keys::scan(
+            &mut conn,
+            &format!("{}*", redstream_core::keys::escape_glob(&head)),
+            None,
+            "test",
+        )
+        .await
+        .unwrap();
+        assert_eq!(written.len(), 7, "{written:?}");
+        assert!(
+            written.contains(&format!("{head}#checkpoint:cp")),
+            "{written:?}"
+        );
+        let mut slots = BTreeSet::new();
+        for key in &written {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(key)
+                .query_async(&mut oracle)
+                .await
+                .unwrap();
+            assert_eq!(
+                redis::cluster_routing::Slot::new(slot),
+                Some(redstream_core::keys::slot(key.as_bytes())),
+                "{key}"
+            );
+            slots.insert(slot);
+        }
+        match layout {
+            KeyLayout::Cluster => {
+                assert_eq!(slots.len(), 1, "{prefix}: {written:?} in slots {slots:?}");
+                assert!(
+                    written
+                        .iter()
+                        .all(|key| redstream_core::keys::same_slot(key, &written[0]))
+                );
+                slots_of_stores.extend(slots);
+            }
+            _ => assert!(slots.len() > 1, "{prefix}: {written:?} in {slots:?}"),
+        }
+    }
+    assert_eq!(slots_of_stores.len(), 2, "{slots_of_stores:?}");
 }
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -72,13 +216,13 @@ async fn values_are_plain_json_for_other_clients() {
     };
     store.put("s", &session).await.unwrap();
     assert_eq!(
-        raw_get(&server, "{json}:s").await.as_deref(),
+        raw_get(&server, "json:s").await.as_deref(),
         Some(r#"{"user":"ada","roles":["admin"]}"#)
     );
     store.hset("h", "f", "v").await.unwrap();
     let mut conn = server.connection().await.unwrap();
     let field: String = redis::cmd("HGET")
-        .arg("{json}:h")
+        .arg("json:h")
         .arg("f")
         .query_async(&mut conn)
         .await
@@ -87,7 +231,7 @@ async fn values_are_plain_json_for_other_clients() {
 
     // What another client writes, the store reads.
     let () = redis::cmd("SET")
-        .arg("{json}:other")
+        .arg("json:other")
         .arg(r#"{"user":"bob","roles":[]}"#)
         .query_async(&mut conn)
         .await
@@ -100,7 +244,7 @@ async fn values_are_plain_json_for_other_clients() {
         })
     );
     let () = redis::cmd("INCRBY")
-        .arg("{json}:n")
+        .arg("json:n")
         .arg(5)
         .query_async(&mut conn)
         .await
@@ -173,7 +317,7 @@ fn a_prefix_never_lists_another_prefixs_keys() {
     ];
     let prefixes = proptest::collection::btree_set(prefix, 2..5);
     let keys = proptest::collection::btree_set(name.prop_map(String::from), 1..6);
-    let layout = prop_oneof![Just(KeyLayout::HashTag), Just(KeyLayout::Plain)];
+    let layout = prop_oneof![Just(KeyLayout::Cluster), Just(KeyLayout::Plain)];
     let filter = prop_oneof![Just(String::new()), name.prop_map(String::from)];
     let strategy = (prefixes, keys, layout, filter);
 
@@ -185,7 +329,8 @@ fn a_prefix_never_lists_another_prefixs_keys() {
     runner
         .run(&strategy, |(prefixes, keys, layout, filter)| {
             // Plain keys of prefixes such as `a` and `a:b` are the same Redis keys by design
-            // (see KeyLayout::Plain); the property holds for hash-tagged keys always, and for
+            // (see the state crate's keys module); the property holds for the cluster layout's
+            // hash-tagged keys always, and for
             // plain keys of prefixes that do not extend each other with a `:`.
             if layout == KeyLayout::Plain
                 && prefixes.iter().any(|p| {
@@ -239,6 +384,73 @@ fn a_prefix_never_lists_another_prefixs_keys() {
             Ok(())
         })
         .unwrap();
+}
+
+/// `list_keys_matching` reads a glob as Redis's `MATCH` does, on both backends: the memory
+/// backend's matcher against a real server's `SCAN`, over keys and globs made of the characters
+/// that globs treat specially.
+#[test]
+fn glob_listing_agrees_with_redis() {
+    capture_logs();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(RedisServer::start()).unwrap();
+    let url = server.url();
+    let keys = proptest::collection::btree_set("[ab:*?\\[\\]\\\\^-]{1,3}", 1..12);
+    // Globs made of tokens, so that sets, negated sets, ranges and escapes all come up.
+    let token = prop_oneof![
+        Just("*".to_owned()),
+        Just("?".to_owned()),
+        "[ab:^-]".prop_map(String::from),
+        "\\\\[ab*?\\[\\]\\\\]".prop_map(String::from),
+        "\\[\\^?([ab:*?]|[ab]-[ab]|\\\\[\\]\\\\-]){0,3}\\]?".prop_map(String::from),
+    ];
+    let glob = proptest::collection::vec(token, 0..4).prop_map(|tokens| tokens.concat());
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(keys, glob), |(keys, glob)| {
+            runtime.block_on(async {
+                let prefix = unique("glob*[x]");
+                let redis = StateStore::new(StateBackend::redis(url.as_str(), &prefix))
+                    .await
+                    .unwrap();
+                let memory = StateStore::new(StateBackend::Memory).await.unwrap();
+                for key in &keys {
+                    redis.put(key, 1).await.unwrap();
+                    memory.put(key, 1).await.unwrap();
+                }
+                let from_redis = redis.list_keys_matching(&glob).await.unwrap();
+                let from_memory = memory.list_keys_matching(&glob).await.unwrap();
+                assert_eq!(from_memory, from_redis, "glob {glob:?} over {keys:?}");
+            });
+            Ok(())
+        })
+        .unwrap();
+    // The walk found something at all: `*` lists every key of the store, `?` the short ones.
+    runtime.block_on(async {
+        let store = StateStore::new(StateBackend::redis(url.as_str(), unique("all")))
+            .await
+            .unwrap();
+        for key in ["a", "bb", "user:1"] {
+            store.put(key, 1).await.unwrap();
+        }
+        assert_eq!(
+            store.list_keys_matching("*").await.unwrap(),
+            ["a", "bb", "user:1"]
+        );
+        assert_eq!(store.list_keys_matching("?").await.unwrap(), ["a"]);
+        assert_eq!(
+            store.list_keys_matching("user:*").await.unwrap(),
+            ["user:1"]
+        );
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
