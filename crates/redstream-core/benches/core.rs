@@ -1,8 +1,9 @@
 //! Benchmarks of the core's hot paths, each next to a baseline doing the same work without
 //! redstream, in the same run:
 //!
-//! - `wire_format`: `wire::encode` / `wire::decode_entry` of a whole event vs `serde_json` on
-//!   the bare payload (what a hand-rolled publisher would put in the entry);
+//! - `wire_format`: `wire::encode` / `wire::decode_entry` / `wire::decode_stream_entry` of a
+//!   whole event vs `serde_json` on the bare payload (what a hand-rolled publisher would put in
+//!   the entry);
 //! - `circuit_breaker`: a call through a closed breaker vs the same call made directly;
 //! - `on_redis`: XADD of an encoded event and XRANGE + decode of it, on a private
 //!   `redis-server`, vs raw redis-rs doing XADD / XRANGE of the bare payload.
@@ -95,6 +96,24 @@ mod wire_format {
         let envelope = wire::encode(&sample_event(), &limits).unwrap();
         let fields = [(EVENT_FIELD, envelope.as_str())];
         bencher.bench_local(|| wire::decode_entry(black_box(fields), &limits).unwrap());
+    }
+
+    /// What a stream reader calls: the entry id is parsed too (and used when the envelope has
+    /// no timestamp, as in the second case).
+    #[divan::bench(args = ["with metadata", "without metadata"])]
+    fn decode_stream_entry(bencher: divan::Bencher<'_, '_>, case: &str) {
+        let limits = EventLimits::default();
+        let envelope = if case == "with metadata" {
+            wire::encode(&sample_event(), &limits).unwrap()
+        } else {
+            json!({"id": "evt-1", "type": "order.created", "payload": sample_event().payload()})
+                .to_string()
+        };
+        let fields = [(EVENT_FIELD, envelope.as_str())];
+        bencher.bench_local(|| {
+            wire::decode_stream_entry(black_box("1700000000123-0"), black_box(fields), &limits)
+                .unwrap()
+        });
     }
 
     #[divan::bench]
@@ -223,8 +242,8 @@ mod on_redis {
                     .await
                     .unwrap()
             });
-            let (_, fields) = entries.into_iter().next().unwrap();
-            wire::decode_entry(fields, &limits).unwrap()
+            let (id, fields) = entries.into_iter().next().unwrap();
+            wire::decode_stream_entry(&id, fields, &limits).unwrap()
         });
     }
 

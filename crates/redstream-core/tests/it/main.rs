@@ -1,6 +1,6 @@
 //! The integration tests of redstream-core, in one binary: the conformance suite run against
-//! `MemoryBus`, deliberately broken buses that every case must catch, and the behaviour specific
-//! to the in-memory bus.
+//! `MemoryBus`, deliberately broken buses that every case must catch, the behaviour specific to
+//! the in-memory bus, key naming, and the wire format's timestamps on real servers.
 
 // Tests unwrap (STYLE.md); clippy's allow-unwrap-in-tests covers `#[test]` functions only, not
 // the helpers next to them.
@@ -10,3 +10,4 @@ mod conformance;
 mod faults;
 mod keys;
 mod memory;
+mod wire;
