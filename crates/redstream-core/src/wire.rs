@@ -152,16 +152,12 @@ const fn default_version() -> u64 {
     WIRE_VERSION as u64
 }
 
-fn shorten(mut reason: String) -> String {
+fn shorten(reason: String) -> String {
     if reason.len() > MAX_REASON_LEN {
-        let mut cut = MAX_REASON_LEN;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-        reason.push_str("...");
+        excerpt(&reason, MAX_REASON_LEN)
+    } else {
+        reason
     }
-    reason
 }
 
 /// Encodes `event` as the value of the [`EVENT_FIELD`] field.
