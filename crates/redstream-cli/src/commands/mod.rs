@@ -1,6 +1,6 @@
 //! The operations commands (publish, tail, streams, info, groups, pending, claim, dlq, state,
-//! bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts (`tail`:
-//! one per line); the shapes are documented in the crate README.
+//! bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
+//! (`tail`: one per line); the shapes are documented in the crate README.
 
 pub mod bench;
 pub mod dlq;

@@ -93,6 +93,7 @@ async fn fill_old_layout(conn: &mut MultiplexedConnection) {
     .await;
     raw::<()>(conn, &["SET", "{myapp}:counter", "3"]).await;
     raw::<u64>(conn, &["HSET", "{myapp}:profile", "name", "ann"]).await;
+    raw::<()>(conn, &["SET", "{myapp}:session", "s", "PX", "600000"]).await;
     raw::<u64>(
         conn,
         &[
@@ -174,11 +175,12 @@ fn triples(items: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 }
 
 /// What the plain layout renames in [`fill_old_layout`]'s data.
-const PLAIN_RENAMES: [(&str, &str, &str); 7] = [
+const PLAIN_RENAMES: [(&str, &str, &str); 8] = [
     ("stream", "{events}:order.created", "events:order.created"),
     ("dlq", "{events}:dlq", "events:dlq"),
     ("state", "{myapp}:counter", "myapp:counter"),
     ("state", "{myapp}:profile", "myapp:profile"),
+    ("state", "{myapp}:session", "myapp:session"),
     (
         "checkpoint",
         "{myapp}#checkpoint:daily",
@@ -225,7 +227,7 @@ async fn the_dry_run_lists_the_plan_and_changes_nothing() {
     }
     assert!(table.contains("{events}:order.created#high"), "{table}");
     assert!(
-        table.contains("dry run, nothing changed (7 to rename, 2 to delete)"),
+        table.contains("dry run, nothing changed (8 to rename, 2 to delete)"),
         "{table}"
     );
     assert!(table.contains("--apply"), "{table}");
@@ -273,6 +275,9 @@ async fn apply_renames_everything_and_pending_entries_stay_pending() {
     assert_eq!(xlen(&mut conn, "events:order.created").await, 3);
     let name: String = raw(&mut conn, &["HGET", "myapp:profile", "name"]).await;
     assert_eq!(name, "ann");
+    // RENAME keeps a key's time to live.
+    let ttl: i64 = raw(&mut conn, &["PTTL", "myapp:session"]).await;
+    assert!(ttl > 0 && ttl <= 600_000, "{ttl}");
     let position: String = raw(&mut conn, &["HGET", "myapp#checkpoint:daily", "position"]).await;
     assert_eq!(position, "1-0");
     let offset: String = raw(
