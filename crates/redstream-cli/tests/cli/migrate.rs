@@ -17,10 +17,9 @@ type Entry = (String, Vec<(String, String)>);
 
 /// The CLI on `server` with the prefix the 0.1 data was written under.
 fn cli(server: &RedisServer) -> Cli {
-    Cli {
-        url: server.url(),
-        prefix: "events".to_owned(),
-    }
+    let mut cli = Cli::new(server);
+    cli.prefix = "events".to_owned();
+    cli
 }
 
 /// Fills `conn` as redstream 0.1 left it under stream prefix `events` and state prefix
@@ -572,4 +571,54 @@ async fn a_cluster_node_and_bad_prefixes_are_refused() {
     // An empty server: nothing to do, and --apply is fine with that.
     let nothing = cli(&server).run(&["migrate", "--apply"]).ok();
     assert!(nothing.contains("nothing to migrate"), "{nothing}");
+}
+
+#[tokio::test]
+async fn prefixes_match_literally_and_may_be_shared_by_streams_and_state() {
+    let server = RedisServer::start().await.unwrap();
+    let mut conn = connection(&server).await;
+    // The prefix `ev[1]*` holds glob characters; `{ev1zz}:...` matches it as a pattern, not
+    // as a name. The state store shares the stream prefix.
+    raw::<String>(
+        &mut conn,
+        &["XADD", "{ev[1]*}:order.created", "*", "event", "{}"],
+    )
+    .await;
+    raw::<()>(
+        &mut conn,
+        &[
+            "XGROUP",
+            "CREATE",
+            "{ev[1]*}:order.created#low",
+            "g",
+            "$",
+            "MKSTREAM",
+        ],
+    )
+    .await;
+    raw::<()>(&mut conn, &["SET", "{ev[1]*}:counter", "1"]).await;
+    raw::<String>(
+        &mut conn,
+        &["XADD", "{ev1zz}:order.created", "*", "event", "{}"],
+    )
+    .await;
+    let mut cli = Cli::new(&server);
+    cli.prefix = "ev[1]*".to_owned();
+
+    let applied = cli.json(&["migrate", "--state-prefix", "ev[1]*", "--apply"]);
+    assert_eq!(
+        renames(&applied),
+        triples(&[
+            ("stream", "{ev[1]*}:order.created", "ev[1]*:order.created"),
+            ("state", "{ev[1]*}:counter", "ev[1]*:counter"),
+        ])
+    );
+    assert_eq!(
+        applied["deletions"],
+        json!([{ "kind": "lane", "key": "{ev[1]*}:order.created#low" }])
+    );
+    assert_eq!(xlen(&mut conn, "ev[1]*:order.created").await, 1);
+    assert_eq!(xlen(&mut conn, "{ev1zz}:order.created").await, 1);
+    let counter: String = raw(&mut conn, &["GET", "ev[1]*:counter"]).await;
+    assert_eq!(counter, "1");
 }

@@ -150,8 +150,7 @@ pub struct Plan {
     pub prefix: String,
     /// The state prefixes `S`.
     pub state_prefixes: Vec<String>,
-    /// The layout migrated to.
-    #[serde(serialize_with = "layout_name")]
+    /// The layout migrated to (`plain` or `cluster` in JSON).
     pub layout: KeyLayout,
     /// Whether this plan has been applied.
     pub applied: bool,
@@ -165,10 +164,6 @@ pub struct Plan {
     pub conflicts: Vec<Conflict>,
     /// Keys found and left alone.
     pub skipped: Vec<Skipped>,
-}
-
-fn layout_name<S: serde::Serializer>(layout: &KeyLayout, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(layout.as_str())
 }
 
 impl Plan {
