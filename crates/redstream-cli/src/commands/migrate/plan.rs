@@ -1,7 +1,7 @@
 //! Finding the keys of the 0.1 layout and deciding what happens to each: the plan.
 //!
-//! Only reads: `INFO cluster`, `SCAN` (escaped `MATCH` patterns, never `KEYS`), `XLEN`,
-//! `XINFO GROUPS` of the lane streams and `EXISTS` of every target.
+//! Only reads: `SCAN` (escaped `MATCH` patterns, never `KEYS`), `XLEN` and `XINFO GROUPS` of
+//! the lane streams, and `EXISTS` of every target.
 
 use std::collections::{BTreeMap, HashSet};
 
