@@ -1,10 +1,11 @@
 //! The operations commands (publish, tail, streams, info, groups, pending, claim, dlq, state,
-//! bench). Each prints a table for people, or with `--json` one JSON object for scripts (`tail`:
-//! one per line); the shapes are documented in the crate README.
+//! bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
+//! (`tail`: one per line); the shapes are documented in the crate README.
 
 pub mod bench;
 pub mod dlq;
 pub mod inspect;
+pub mod migrate;
 pub(crate) mod output;
 pub mod publish;
 pub mod state;
@@ -41,6 +42,8 @@ pub enum OpsCommand {
     State(state::StateArgs),
     /// Publish and consume events against the server and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Rename the keys of redstream 0.1's layout to the current names (dry run by default).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// Runs one operations command.
@@ -56,6 +59,7 @@ pub async fn run(global: &GlobalArgs, command: OpsCommand) -> CliResult<()> {
         OpsCommand::Dlq(command) => dlq::run(global, command).await,
         OpsCommand::State(args) => state::run(global, args).await,
         OpsCommand::Bench(args) => bench::run(global, args).await,
+        OpsCommand::Migrate(args) => migrate::run(global, args).await,
     };
     match outcome {
         // The reader of our output went away (`redstream tail | head`): nothing is left to say.

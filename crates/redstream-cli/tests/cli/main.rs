@@ -10,6 +10,7 @@ mod bench;
 mod dlq;
 mod failures;
 mod inspect;
+mod migrate;
 mod publish;
 mod state;
 mod support;
