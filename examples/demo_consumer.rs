@@ -191,7 +191,7 @@ async fn run() -> Result<(), String> {
         consumer = %transport.config().consumer_name,
         failure_rate,
         max_deliveries,
-        dead_letters = %transport.keys().dlq(),
+        dead_letters = %transport.names().dlq(),
         "handling {}",
         EVENT_TYPES.join(", ")
     );

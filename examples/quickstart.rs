@@ -162,7 +162,7 @@ async fn transport_on_redis(url: &str) -> BoxResult<()> {
         .with_source("quickstart")
         .with_priority(priority);
         let entry_id = billing.publish(event).await?;
-        let stream = billing.keys().stream("order.created", priority);
+        let stream = billing.names().stream("order.created");
         println!("XADD {stream} MAXLEN ~ 1000 * event <envelope> -> {entry_id}");
         ids.push((stream, entry_id));
     }

@@ -338,7 +338,7 @@ fn main() {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let publisher = transport(&server, &format!("pub{round}"), "g").await;
-            let raw_stream = format!("{{raw}}:pub{round}");
+            let raw_stream = format!("raw:pub{round}");
             let (a, b) = if round % 2 == 0 {
                 let a = publish_concurrently(&publisher, total).await;
                 (a, raw_publish_concurrently(&raw, &raw_stream, total).await)
@@ -348,7 +348,7 @@ fn main() {
             };
             ours.push(rate(total, a));
             theirs.push(rate(total, b));
-            del(&raw, &format!("{{pub{round}}}:order.created")).await;
+            del(&raw, &publisher.names().stream("order.created")).await;
             del(&raw, &raw_stream).await;
         }
         line("publish, 64 tasks", median(ours), median(theirs));
@@ -358,7 +358,7 @@ fn main() {
         let mut theirs_atomic = Vec::new();
         for round in 0..ROUNDS {
             let batcher = transport(&server, &format!("batch{round}"), "g").await;
-            let raw_stream = format!("{{raw}}:batch{round}");
+            let raw_stream = format!("raw:batch{round}");
             let (a, b) = if round % 2 == 0 {
                 let a = publish_batches(&batcher, total).await;
                 (a, raw_publish_batches(&raw, &raw_stream, total, false).await)
@@ -379,11 +379,11 @@ fn main() {
             ours_consume.push(rate(total, a));
             theirs_consume.push(rate(total, b));
             // The same transaction the transport uses, done by hand: what MULTI/EXEC costs.
-            let atomic_stream = format!("{{raw}}:atomic{round}");
+            let atomic_stream = format!("raw:atomic{round}");
             let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
             theirs_atomic.push(rate(total, c));
             del(&raw, &atomic_stream).await;
-            del(&raw, &format!("{{batch{round}}}:order.created")).await;
+            del(&raw, &batcher.names().stream("order.created")).await;
             del(&raw, &raw_stream).await;
         }
         let ours = median(ours);

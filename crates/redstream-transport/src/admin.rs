@@ -16,22 +16,27 @@
 //!
 //! # Names
 //!
-//! [`stream_key_for`](RedisTransport::stream_key_for) turns what an operator types into a key of
-//! this prefix (`events` here):
+//! Every method takes full stream names, used as they are: `events:order.created`,
+//! `events.raw`, `orders.events`. [`stream_key_for`](RedisTransport::stream_key_for) and
+//! [`resolve_stream`](RedisTransport::resolve_stream) turn what an operator types into one
+//! (prefix `events`, plain layout, here):
 //!
-//! | name | key |
+//! | name | stream |
 //! |---|---|
-//! | `{events}:order.created#high` (a full key of this prefix) | itself |
-//! | `order.created` (an event type) | `{events}:order.created`, the `Normal` lane |
-//! | `order.created#high` (a type and a lane: `critical`, `high`, `low`) | `{events}:order.created#high` |
-//! | `dlq` | `{events}:dlq` |
+//! | `dlq` | `events:dlq` |
+//! | `events:order.created`, a stream name of this prefix and layout | itself |
+//! | `order.created`, an event type | `events:order.created` |
+//! | `events.raw`, a key that exists ([`resolve_stream`](RedisTransport::resolve_stream) only) | itself |
+//! | anything else that is a valid stream name but not an event type (`{orders}.events`) | itself |
 //!
-//! A full key of another prefix (`{other}:x`), an invalid event type and an unknown lane are
-//! [`ErrorKind::InvalidInput`]. Whether the stream exists is not checked.
+//! So a name that is an event type under the prefix still resolves, and a full name that exists
+//! is used as it is. [`stream_key_for`](RedisTransport::stream_key_for) asks Redis nothing, so it
+//! cannot know that `events.raw` exists and reads it as an event type (`events:events.raw`);
+//! [`resolve_stream`](RedisTransport::resolve_stream) checks with one `EXISTS` first.
 //!
 //! # Errors
 //!
-//! As in the inspection API: a stream name that is not under the prefix, a malformed entry id,
+//! As in the inspection API: an invalid stream name, a malformed entry id,
 //! a count of 0 or an empty group or consumer name is [`ErrorKind::InvalidInput`]; a stream or a
 //! consumer group that does not exist is [`ErrorKind::NotFound`]; a key that is not a stream is
 //! [`ErrorKind::WrongType`]. Reads ([`dlq_entry`](RedisTransport::dlq_entry), the scan of
@@ -43,30 +48,26 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Value};
-use redstream_core::{Error, ErrorKind, Event, EventLimits, Priority, Result, wire};
+use redstream_core::{Error, ErrorKind, Event, EventLimits, Result, wire};
 
+use crate::commands::{Commands, Traffic, is_nogroup, redis_code};
 use crate::config::TransportOptions;
 use crate::connection;
-use crate::consumer::{Commands, is_nogroup, reply};
 use crate::dlq::{DeadLetterEntry, RedriveReport, field};
-use crate::inspect::{check_non_empty, check_under_prefix, no_such_group, parse_id};
-use crate::keys::Keys;
+use crate::inspect::{check_non_empty, no_such_group, parse_id};
+use crate::keys::{DLQ, validate_event_type, validate_stream_name};
+use crate::reply;
 use crate::transport::RedisTransport;
 
 /// Dead letters read per `XRANGE` page by [`RedisTransport::redrive_type`].
 const PAGE: usize = 100;
 
-/// Reads bypass the circuit breaker: an operator must be able to look while it is open.
 fn reads(transport: &RedisTransport) -> Commands {
-    Commands::unguarded(transport.inner.conn.clone())
+    transport.commands(Traffic::Read)
 }
 
-/// Writes go through it, like publishing.
 fn writes(transport: &RedisTransport) -> Commands {
-    Commands::guarded(
-        transport.inner.conn.clone(),
-        transport.inner.breaker.clone(),
-    )
+    transport.commands(Traffic::Write)
 }
 
 /// # Administration
@@ -74,76 +75,56 @@ fn writes(transport: &RedisTransport) -> Commands {
 /// Operations an operator runs by hand; see the module docs of `admin.rs` for the names they
 /// accept and their errors.
 impl RedisTransport {
-    /// The stream key an operator means by `name`: a full key of this prefix as it is, an event
-    /// type (its `Normal` lane), `type#critical|high|low` for a priority lane, or `dlq` for the
-    /// dead-letter stream. Does not check that the stream exists.
+    /// The stream an operator means by `name`, without asking Redis (see the module docs of
+    /// `admin.rs`): `dlq` is the dead-letter stream, a stream name of this prefix and layout is
+    /// itself, an event type is its stream, and any other valid stream name is itself.
     ///
     /// ```no_run
     /// # async fn demo(transport: redstream_transport::RedisTransport) -> redstream_transport::Result<()> {
-    /// // With the default prefix `events`:
-    /// assert_eq!(transport.stream_key_for("order.created")?, "{events}:order.created");
-    /// assert_eq!(transport.stream_key_for("order.created#high")?, "{events}:order.created#high");
-    /// assert_eq!(transport.stream_key_for("{events}:order.created")?, "{events}:order.created");
-    /// assert_eq!(transport.stream_key_for("dlq")?, "{events}:dlq");
+    /// // With the default prefix `events` and the plain layout:
+    /// assert_eq!(transport.stream_key_for("order.created")?, "events:order.created");
+    /// assert_eq!(transport.stream_key_for("events:order.created")?, "events:order.created");
+    /// assert_eq!(transport.stream_key_for("dlq")?, "events:dlq");
+    /// assert_eq!(transport.stream_key_for("{orders}.events")?, "{orders}.events");
     /// # Ok(())
     /// # }
     /// ```
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for an empty name, a key of another prefix, an invalid event
-    /// type or an unknown lane.
+    /// [`ErrorKind::InvalidInput`] for an empty name or one that cannot name a stream
+    /// (whitespace, control characters, longer than 512 bytes).
     pub fn stream_key_for(&self, name: &str) -> Result<String> {
-        let keys = &self.inner.keys;
-        let tag = keys.tag();
-        if name.is_empty() {
-            return Err(Error::invalid_input(
-                "stream name \"\"",
-                format!(
-                    "must not be empty: give an event type such as order.created or a full key \
-                     such as {tag}:order.created"
-                ),
-            ));
+        let names = &self.inner.names;
+        validate_stream_name(name)?;
+        if name == DLQ {
+            return Ok(names.dlq());
         }
-        if let Some(rest) = name.strip_prefix(tag).and_then(|r| r.strip_prefix(':')) {
-            if rest.is_empty() {
-                return Err(Error::invalid_input(
-                    format!("stream {name:?}"),
-                    "names no stream: an event type must follow the prefix",
-                ));
-            }
+        if names.is_dlq(name) || names.event_type(name).is_some() {
             return Ok(name.to_owned());
         }
-        if name.starts_with('{') {
-            return Err(Error::invalid_input(
-                format!("stream {name:?}"),
-                format!(
-                    "is not under the prefix: stream keys of this prefix start with \"{tag}:\""
-                ),
-            ));
+        if validate_event_type(name, &self.inner.options.limits).is_ok() {
+            return Ok(names.stream(name));
         }
-        if name == "dlq" {
-            return Ok(keys.dlq());
+        Ok(name.to_owned())
+    }
+
+    /// The stream an operator means by `name`: `name` itself when a key of that name exists
+    /// (`events.raw`, seed 004's topics), otherwise [`stream_key_for`](Self::stream_key_for).
+    /// One `EXISTS`, bypassing the circuit breaker like the other reads.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream_key_for`](Self::stream_key_for); a Redis error if `EXISTS` fails.
+    pub async fn resolve_stream(&self, name: &str) -> Result<String> {
+        validate_stream_name(name)?;
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(name);
+        let exists: i64 = reads(self).query("EXISTS", name, &cmd).await?;
+        if exists > 0 {
+            return Ok(name.to_owned());
         }
-        let (event_type, priority) = match name.rsplit_once('#') {
-            Some((event_type, lane)) => {
-                let priority = lane
-                    .parse::<Priority>()
-                    .ok()
-                    .filter(|p| *p != Priority::Normal)
-                    .ok_or_else(|| {
-                        Error::invalid_input(
-                            format!("stream {name:?}"),
-                            "the lane after # must be critical, high or low (the normal lane has \
-                             no suffix)",
-                        )
-                    })?;
-                (event_type, priority)
-            }
-            None => (name, Priority::Normal),
-        };
-        Keys::validate_event_type(event_type, &self.inner.options.limits)?;
-        Ok(keys.stream(event_type, priority))
+        self.stream_key_for(name)
     }
 
     /// The dead letter with this id, or `None` when the dead-letter stream has no such entry.
@@ -154,7 +135,7 @@ impl RedisTransport {
     /// Redis error if the stream cannot be read.
     pub async fn dlq_entry(&self, id: &str) -> Result<Option<DeadLetterEntry>> {
         check_entry_id("dead-letter entry id", id)?;
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(&dlq).arg(id).arg(id);
         let reply: Value = reads(self).query("XRANGE", &dlq, &cmd).await?;
@@ -178,7 +159,7 @@ impl RedisTransport {
     /// [`ErrorKind::WrongType`] if the key holds something other than a stream; a Redis error if
     /// the write fails.
     pub async fn dlq_purge(&self) -> Result<u64> {
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let mut cmd = redis::cmd("XTRIM");
         cmd.arg(&dlq).arg("MAXLEN").arg(0);
         let removed: u64 = writes(self).query("XTRIM", &dlq, &cmd).await?;
@@ -199,8 +180,8 @@ impl RedisTransport {
     /// writing fails (batches redriven before it stay redriven).
     pub async fn redrive_type(&self, event_type: &str) -> Result<RedriveReport> {
         let limits = &self.inner.options.limits;
-        Keys::validate_event_type(event_type, limits)?;
-        let dlq = self.inner.keys.dlq();
+        validate_event_type(event_type, limits)?;
+        let dlq = self.inner.names.dlq();
         let reads = reads(self);
         let mut cmd = redis::cmd("XREVRANGE");
         cmd.arg(&dlq).arg("+").arg("-").arg("COUNT").arg(1);
@@ -253,7 +234,7 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for a stream name not under the prefix, an empty group or
+    /// [`ErrorKind::InvalidInput`] for an invalid stream name, an empty group or
     /// consumer name, or a `count` of 0; [`ErrorKind::NotFound`] for a missing stream or group;
     /// [`ErrorKind::WrongType`] for a key that is not a stream.
     pub async fn claim(
@@ -265,7 +246,7 @@ impl RedisTransport {
         count: usize,
     ) -> Result<Vec<String>> {
         const OP: &str = "XAUTOCLAIM";
-        check_under_prefix(&self.inner.keys, stream)?;
+        validate_stream_name(stream)?;
         check_non_empty("consumer group name", group)?;
         check_non_empty("consumer name", consumer)?;
         if count == 0 {
@@ -303,9 +284,8 @@ impl RedisTransport {
                     err
                 }
             })?;
-            let (next, ids, deleted) = parse_autoclaim_ids(reply).ok_or_else(|| {
-                Error::backend(ErrorKind::Unexpected, OP, stream, "a malformed reply")
-            })?;
+            let (next, ids, deleted) = reply::autoclaim_ids(reply)
+                .map_err(|reason| Error::backend(ErrorKind::Unexpected, OP, stream, reason))?;
             if !deleted.is_empty() {
                 tracing::info!(
                     stream,
@@ -344,7 +324,7 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix or given twice,
+    /// [`ErrorKind::InvalidInput`] for no streams, an invalid name or one given twice,
     /// or a malformed start; [`ErrorKind::WrongType`] for a key that is not a stream; a connection error if the
     /// dedicated connection cannot be opened.
     pub async fn follow(
@@ -388,7 +368,7 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for no streams, a name not under the prefix or given twice,
+    /// [`ErrorKind::InvalidInput`] for no streams, an invalid name or one given twice,
     /// or an empty group or consumer name; [`ErrorKind::WrongType`] for a key that is not a stream.
     pub async fn follow_group(
         &self,
@@ -433,7 +413,7 @@ impl RedisTransport {
         let mut checked: Vec<String> = Vec::with_capacity(streams.len());
         for stream in streams {
             let stream = stream.as_ref();
-            check_under_prefix(&self.inner.keys, stream)?;
+            validate_stream_name(stream)?;
             // Redis would answer for each occurrence, and the follower would read a stream
             // twice, one of them from a cursor that never moves.
             if checked.iter().any(|seen| seen == stream) {
@@ -713,26 +693,6 @@ fn is_of_type(entry: &reply::RawEntry, event_type: &str, limits: &EventLimits) -
         .is_ok_and(|event| event.event_type() == event_type)
 }
 
-/// `[cursor, [id...], [deleted id...]]`, the reply of `XAUTOCLAIM ... JUSTID` (the third part
-/// is Redis 7's; empty on 6.2).
-fn parse_autoclaim_ids(reply: Value) -> Option<(String, Vec<String>, Vec<String>)> {
-    let Value::Array(parts) = reply else {
-        return None;
-    };
-    let mut parts = parts.into_iter();
-    let cursor = reply::string(parts.next()?)?;
-    let ids = |value: Option<Value>| -> Option<Vec<String>> {
-        match value {
-            None | Some(Value::Nil) => Some(Vec::new()),
-            Some(Value::Array(items)) => items.into_iter().map(reply::string).collect(),
-            Some(_) => None,
-        }
-    };
-    let claimed = ids(parts.next())?;
-    let deleted = ids(parts.next())?;
-    Some((cursor, claimed, deleted))
-}
-
 /// Fails unless `stream` exists and is a stream.
 async fn require_stream(reads: &Commands, stream: &str) -> Result<()> {
     match key_type(reads, stream).await?.as_str() {
@@ -766,13 +726,6 @@ fn wrong_type(stream: &str, actual: &str) -> Error {
         stream,
         format!("the key holds a {actual}, not a stream"),
     )
-}
-
-/// The error code (`BUSYGROUP`, `NOGROUP`...) of the Redis error inside `err`.
-fn redis_code(err: &Error) -> Option<&str> {
-    std::error::Error::source(err)?
-        .downcast_ref::<redis::RedisError>()?
-        .code()
 }
 
 fn check_entry_id(what: &'static str, id: &str) -> Result<()> {
@@ -860,25 +813,5 @@ mod tests {
         ] {
             assert!(check_entry_id("id", bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn autoclaim_replies_are_read_with_and_without_deleted_ids() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![
-            bulk("0-0"),
-            Value::Array(vec![bulk("1-0"), bulk("2-0")]),
-            Value::Array(vec![bulk("3-0")]),
-        ]);
-        let (cursor, ids, deleted) = parse_autoclaim_ids(reply).unwrap();
-        assert_eq!(cursor, "0-0");
-        assert_eq!(ids, ["1-0", "2-0"]);
-        assert_eq!(deleted, ["3-0"]);
-        let old = Value::Array(vec![bulk("5-0"), Value::Array(vec![])]);
-        assert_eq!(
-            parse_autoclaim_ids(old).unwrap(),
-            ("5-0".to_owned(), vec![], vec![])
-        );
-        assert!(parse_autoclaim_ids(Value::Int(1)).is_none());
     }
 }

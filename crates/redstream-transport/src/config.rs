@@ -6,9 +6,11 @@
 //! Tuning knobs live in [`TransportOptions`], given to
 //! [`RedisTransport::with_options`](crate::RedisTransport::with_options).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use redstream_core::keys::KeyLayout;
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result, TlsOptions,
 };
@@ -23,8 +25,9 @@ use serde::{Deserialize, Serialize};
 pub struct RedisConfig {
     /// The server URL.
     pub url: String,
-    /// Streams are named `{stream_prefix}:{event_type}`; the prefix is wrapped in braces as a
-    /// cluster hash tag so every stream of one prefix, and its dead-letter stream, share a slot.
+    /// Streams of event types are named `{stream_prefix}:{event_type}` (`events:order.created`;
+    /// see [`TransportOptions::key_layout`] for Redis Cluster), the dead-letter stream
+    /// `{stream_prefix}:dlq`. May be empty: event types are then stream names as they are.
     pub stream_prefix: String,
     /// The consumer group this transport reads as.
     pub consumer_group: String,
@@ -117,11 +120,7 @@ impl RedisConfig {
     /// Checks every field; the error names the field and says what is wrong.
     pub fn validate(&self) -> Result<()> {
         validate_url(&self.url)?;
-        validate_name(
-            "stream_prefix",
-            &self.stream_prefix,
-            &['{', '}', '*', '?', '[', ']', '\\'],
-        )?;
+        crate::keys::validate_prefix("stream_prefix", &self.stream_prefix)?;
         validate_name("consumer_group", &self.consumer_group, &[])?;
         validate_name("consumer_name", &self.consumer_name, &[])?;
         self.backpressure.validate()
@@ -252,6 +251,16 @@ pub struct TransportOptions {
     /// Certificates for `rediss://` URLs: a private CA to trust, and a client certificate for
     /// mutual TLS. All unset by default, which trusts the system's root certificates.
     pub tls: TlsOptions,
+    /// How stream keys are built from the prefix and an event type: `plain`
+    /// (`events:order.created`, the default: the names the seeds show operators) or `cluster`
+    /// (`events:{order.created}`: one hash tag per stream, so the streams of a deployment spread
+    /// over the slots of a Redis Cluster). See `docs/transport.md`.
+    pub key_layout: KeyLayout,
+    /// Approximate length limits of named streams (`XADD ... MAXLEN ~ N`), by full stream
+    /// name, overriding [`RedisConfig::max_stream_length`] for those streams; 0 means
+    /// unlimited. Seed 004's topics: `events.raw` 10,000, `events.normalized` 10,000,
+    /// `profiles.merge_requests` 1,000, `predictions.requests` 5,000.
+    pub max_stream_lengths: BTreeMap<String, usize>,
 }
 
 impl Default for TransportOptions {
@@ -273,6 +282,8 @@ impl Default for TransportOptions {
             response_timeout: Duration::from_secs(5),
             limits: EventLimits::default(),
             tls: TlsOptions::default(),
+            key_layout: KeyLayout::Plain,
+            max_stream_lengths: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +327,11 @@ impl TransportOptions {
                 "config field block_time",
                 "is too large",
             ));
+        }
+        for stream in self.max_stream_lengths.keys() {
+            crate::keys::validate_stream_name(stream).map_err(|err| {
+                Error::invalid_input("config field max_stream_lengths", err.to_string())
+            })?;
         }
         self.circuit_breaker.validate()?;
         self.limits.validate()?;
@@ -419,6 +435,20 @@ impl TransportOptions {
         self.tls = tls;
         self
     }
+
+    /// Sets the approximate length limit of the stream named `stream` (0: unlimited).
+    #[must_use]
+    pub fn with_max_stream_length_of(mut self, stream: impl Into<String>, len: usize) -> Self {
+        self.max_stream_lengths.insert(stream.into(), len);
+        self
+    }
+
+    /// Sets the key layout.
+    #[must_use]
+    pub fn with_key_layout(mut self, layout: KeyLayout) -> Self {
+        self.key_layout = layout;
+        self
+    }
 }
 
 #[cfg(test)]
@@ -453,7 +483,7 @@ mod tests {
                 "config field url",
             ),
             (
-                RedisConfig::default().with_stream_prefix(""),
+                RedisConfig::default().with_stream_prefix("a b"),
                 "config field stream_prefix",
             ),
             (
@@ -486,6 +516,16 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("claim_idle_time"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_prefix_and_glob_characters_are_allowed() {
+        for prefix in ["", "a*b", "events"] {
+            RedisConfig::default()
+                .with_stream_prefix(prefix)
+                .validate()
+                .unwrap();
+        }
     }
 
     #[test]

@@ -47,11 +47,12 @@ use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Error, ErrorKind, Event, HandlerResult, Result, SubscriptionHandle};
 use tracing::Instrument;
 
+use crate::commands::{Commands, Traffic};
 use crate::config::StartFrom;
-use crate::consumer::{Commands, Mode, StreamSpec, erase, lane_of, now_ms, reply};
-use crate::keys::Keys;
-use crate::telemetry;
+use crate::consumer::{Handling, Mode, StreamSpec, erase, now_ms};
+use crate::keys::{KeyLayout, StreamNames, is_legacy_name, validate_event_type};
 use crate::transport::RedisTransport;
+use crate::{reply, telemetry};
 
 /// Field names of a dead-letter entry.
 pub(crate) mod field {
@@ -85,6 +86,9 @@ pub(crate) enum Reason {
     Decode,
     /// [`RedisTransport::publish_to_dlq`].
     Manual,
+    /// Its envelope has another type than the stream it was read from, in a subscription by
+    /// event type.
+    WrongType,
 }
 
 impl Reason {
@@ -93,6 +97,7 @@ impl Reason {
             Self::Handler => "handler",
             Self::Decode => "decode",
             Self::Manual => "manual",
+            Self::WrongType => "wrong_type",
         }
     }
 }
@@ -186,14 +191,21 @@ pub(crate) fn event_field(fields: &[(Vec<u8>, Vec<u8>)], undecodable: bool) -> S
     serde_json::Value::Object(map).to_string()
 }
 
-/// Moves an entry to the dead-letter stream: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>;
-/// EXEC`. Returns the dead letter's id.
+/// Moves an entry to the dead-letter stream and returns the dead letter's id.
+///
+/// In the plain layout: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>; EXEC`, all or
+/// nothing. In the cluster layout the dead-letter stream is in another slot than the entry's
+/// stream, so the two cannot share a transaction: `XADD` first, then `XACK` (one round trip,
+/// not atomic). A failure between them leaves the entry pending: it is delivered again and may
+/// be dead-lettered a second time, a repeat with the same `stream` and `entry_id` that the
+/// redrive recognises and removes instead of republishing (see the module docs).
 pub(crate) async fn move_entry(
     redis: &Commands,
-    dlq: &str,
+    names: &StreamNames,
     fields: &DeadLetterFields<'_>,
     reason: Reason,
 ) -> Result<String> {
+    let dlq = names.dlq();
     let span = tracing::info_span!(
         "dead_letter",
         stream = %fields.stream,
@@ -206,14 +218,19 @@ pub(crate) async fn move_entry(
     );
     async {
         let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.add_command(fields.xadd(dlq));
+        let op = match names.layout() {
+            KeyLayout::Cluster => "XADD to the DLQ, then XACK",
+            _ => {
+                pipe.atomic();
+                "MULTI/EXEC of XADD + XACK"
+            }
+        };
+        pipe.add_command(fields.xadd(&dlq));
         pipe.cmd("XACK")
             .arg(fields.stream)
             .arg(fields.group)
             .arg(fields.entry_id);
-        let (id, _acked): (String, i64) =
-            redis.pipe("MULTI/EXEC of XADD + XACK", dlq, &pipe).await?;
+        let (id, _acked): (String, i64) = redis.pipe(op, &dlq, &pipe).await?;
         tracing::Span::current().record("dlq_id", id.as_str());
         metrics::counter!(telemetry::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
         tracing::warn!(error = %shorten(fields.error), "moved to the dead-letter stream");
@@ -244,7 +261,8 @@ pub struct DeadLetterEntry {
     pub error: String,
     /// The event type of the stream it came from.
     pub original_type: String,
-    /// The stream it came from (its priority lane), e.g. `{events}:order.created#high`.
+    /// The stream it came from, e.g. `events:order.created` (dead letters of earlier versions:
+    /// `{events}:order.created#high`).
     pub stream: String,
     /// Its id in that stream; empty for [`publish_to_dlq`](RedisTransport::publish_to_dlq).
     pub entry_id: String,
@@ -399,17 +417,6 @@ fn check_id(id: &str, range: bool) -> Result<()> {
 }
 
 impl RedisTransport {
-    /// Writes go through the circuit breaker, like publishing.
-    fn commands(&self) -> Commands {
-        Commands::guarded(self.inner.conn.clone(), self.inner.breaker.clone())
-    }
-
-    /// Reads bypass it, like the inspection API: an operator must be able to look while the
-    /// breaker is open.
-    fn reads(&self) -> Commands {
-        Commands::unguarded(self.inner.conn.clone())
-    }
-
     /// Writes `event` to the dead-letter stream by hand, with `error` as the reason, and returns
     /// the dead letter's id.
     ///
@@ -422,9 +429,9 @@ impl RedisTransport {
         error: &(impl fmt::Display + ?Sized),
     ) -> Result<String> {
         let limits = &self.inner.options.limits;
-        Keys::validate_event_type(event.event_type(), limits)?;
+        validate_event_type(event.event_type(), limits)?;
         let envelope = wire::encode(&event, limits)?;
-        let stream = self.inner.keys.stream(event.event_type(), event.priority());
+        let stream = self.inner.names.stream(event.event_type());
         let error = error.to_string();
         let now = now_ms();
         let fields = DeadLetterFields {
@@ -440,7 +447,7 @@ impl RedisTransport {
             first_failure_ms: now,
             last_failure_ms: now,
         };
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let span = tracing::info_span!(
             "dead_letter",
             stream = %stream,
@@ -449,7 +456,7 @@ impl RedisTransport {
             reason = Reason::Manual.as_str(),
         );
         let id: String = self
-            .commands()
+            .commands(Traffic::Write)
             .query("XADD", &dlq, &fields.xadd(&dlq))
             .instrument(span)
             .await?;
@@ -469,18 +476,15 @@ impl RedisTransport {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let group = format!("{}-dlq", self.inner.config.consumer_group);
-        let streams = vec![StreamSpec {
-            key: self.inner.keys.dlq(),
-            event_type: Arc::from("dlq"),
-            lane: lane_of(redstream_core::Priority::Normal),
-        }];
+        let mut spec = StreamSpec::by_name(self.inner.names.dlq());
+        spec.label = Arc::from(crate::keys::DLQ);
         self.start_subscription(
             Mode::DeadLetters,
             group,
-            vec!["dlq".to_owned()],
-            streams,
+            vec![crate::keys::DLQ.to_owned()],
+            vec![spec],
             StartFrom::Beginning,
-            erase(handler),
+            Handling::Events(erase(handler)),
         )
         .await
     }
@@ -494,10 +498,13 @@ impl RedisTransport {
         if count == 0 {
             return Err(Error::invalid_input("count", "must be at least 1"));
         }
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(&dlq).arg("-").arg("+").arg("COUNT").arg(count);
-        let reply: Value = self.reads().query("XRANGE", &dlq, &cmd).await?;
+        let reply: Value = self
+            .commands(Traffic::Read)
+            .query("XRANGE", &dlq, &cmd)
+            .await?;
         let entries = reply::entries(reply).map_err(|reason| {
             Error::backend(ErrorKind::Unexpected, "XRANGE", dlq.clone(), reason)
         })?;
@@ -525,14 +532,17 @@ impl RedisTransport {
         for id in ids {
             check_id(id, false)?;
         }
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let mut report = RedriveReport::default();
         for chunk in ids.chunks(PAGE) {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.cmd("XRANGE").arg(&dlq).arg(*id).arg(*id);
             }
-            let replies: Vec<Value> = self.commands().pipe("XRANGE", &dlq, &pipe).await?;
+            let replies: Vec<Value> = self
+                .commands(Traffic::Write)
+                .pipe("XRANGE", &dlq, &pipe)
+                .await?;
             let mut found = Vec::with_capacity(chunk.len());
             for (id, reply) in chunk.iter().zip(replies) {
                 let entries = reply::entries(reply).map_err(|reason| {
@@ -559,12 +569,15 @@ impl RedisTransport {
     pub async fn redrive_range(&self, start: &str, end: &str) -> Result<RedriveReport> {
         check_id(start, true)?;
         check_id(end, true)?;
-        let dlq = self.inner.keys.dlq();
+        let dlq = self.inner.names.dlq();
         let mut report = RedriveReport::default();
         let end = if end == "+" {
             let mut cmd = redis::cmd("XREVRANGE");
             cmd.arg(&dlq).arg("+").arg("-").arg("COUNT").arg(1);
-            let reply: Value = self.commands().query("XREVRANGE", &dlq, &cmd).await?;
+            let reply: Value = self
+                .commands(Traffic::Write)
+                .query("XREVRANGE", &dlq, &cmd)
+                .await?;
             let last = reply::entries(reply).map_err(|reason| {
                 Error::backend(ErrorKind::Unexpected, "XREVRANGE", dlq.clone(), reason)
             })?;
@@ -579,7 +592,10 @@ impl RedisTransport {
         loop {
             let mut cmd = redis::cmd("XRANGE");
             cmd.arg(&dlq).arg(&from).arg(&end).arg("COUNT").arg(PAGE);
-            let reply: Value = self.commands().query("XRANGE", &dlq, &cmd).await?;
+            let reply: Value = self
+                .commands(Traffic::Write)
+                .query("XRANGE", &dlq, &cmd)
+                .await?;
             let entries = reply::entries(reply).map_err(|reason| {
                 Error::backend(ErrorKind::Unexpected, "XRANGE", dlq.clone(), reason)
             })?;
@@ -596,6 +612,19 @@ impl RedisTransport {
         Ok(report)
     }
 
+    /// Where a dead letter is redriven: the stream it records, except a name of the layout
+    /// before this version (`{prefix}:type#lane`) or none at all, where the stream of its event
+    /// type is used instead. `None` when neither gives a stream.
+    fn redrive_target(&self, recorded: &str, event_type: &str) -> Option<String> {
+        let names = &self.inner.names;
+        if !recorded.is_empty() && !is_legacy_name(names.prefix(), recorded) {
+            return Some(recorded.to_owned());
+        }
+        validate_event_type(event_type, &self.inner.options.limits)
+            .ok()
+            .map(|()| names.stream(event_type))
+    }
+
     /// Republishes decodable dead letters and deletes them from the dead-letter stream, in one
     /// transaction; reports the others.
     async fn redrive_entries(
@@ -604,7 +633,7 @@ impl RedisTransport {
         report: &mut RedriveReport,
     ) -> Result<()> {
         let limits = &self.inner.options.limits;
-        let keys = &self.inner.keys;
+        let names = &self.inner.names;
         let mut plans = Vec::with_capacity(entries.len());
         for entry in entries {
             let dead = DeadLetterEntry::from_raw(entry, limits);
@@ -616,14 +645,15 @@ impl RedisTransport {
                 );
                 continue;
             };
-            if let Err(err) = Keys::validate_event_type(event.event_type(), limits) {
-                report.skip(dead.id, format!("its event cannot be published: {err}"));
+            let Some(target) = self.redrive_target(&dead.stream, event.event_type()) else {
+                report.skip(
+                    dead.id,
+                    format!(
+                        "it records no stream and its event type {:?} names none",
+                        event.event_type()
+                    ),
+                );
                 continue;
-            }
-            let target = if keys.parse_stream(&dead.stream).is_some() {
-                dead.stream
-            } else {
-                keys.stream(event.event_type(), event.priority())
             };
             plans.push(Plan {
                 dlq_id: dead.id,
@@ -634,8 +664,7 @@ impl RedisTransport {
         if plans.is_empty() {
             return Ok(());
         }
-        let dlq = keys.dlq();
-        let max_len = self.inner.config.max_stream_length;
+        let dlq = names.dlq();
         // One script call per dead letter, all in one round trip. Each call checks the target's
         // type, then deletes the dead letter and republishes it only if the delete removed it:
         // two clients redriving the same dead letter at once (the CLI and the dashboard, say)
@@ -650,12 +679,12 @@ impl RedisTransport {
                 .arg(&plan.target)
                 .arg(&plan.dlq_id)
                 .arg(&plan.envelope)
-                .arg(max_len)
+                .arg(self.max_len(&plan.target))
                 .arg(EVENT_FIELD);
         }
         let span = tracing::info_span!("redrive", entries = plans.len());
         let results: Vec<redis::RedisResult<Option<String>>> = self
-            .commands()
+            .commands(Traffic::Write)
             .pipe("EVAL redrive (XDEL + XADD)", &dlq, &pipe)
             .instrument(span)
             .await?;

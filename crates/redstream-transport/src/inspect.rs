@@ -1,9 +1,10 @@
-//! Inspection: what the CLI and the dashboard show about a server and the streams of one prefix.
+//! Inspection: what the CLI and the dashboard show about a server and its streams.
 //!
 //! Every method is read-only: nothing here creates, acknowledges, claims or deletes anything.
-//! The methods do not go through the circuit breaker, on purpose: they are how an operator
-//! finds out whether Redis is back, so they must reach it even while the breaker is open, and
-//! a dashboard polling a struggling server must not open the breaker for the publishers.
+//! The methods do not go through the circuit breaker, on purpose (`Traffic::Read` in
+//! `commands.rs`): they are how an operator finds out whether Redis is back, so they must reach
+//! it even while the breaker is open, and a dashboard polling a struggling server must not open
+//! the breaker for the publishers.
 //!
 //! # Health
 //!
@@ -15,11 +16,14 @@
 //! # Streams
 //!
 //! - [`list_streams`](RedisTransport::list_streams): the name of every stream key under the
-//!   prefix — event types, their priority lanes (`#critical`, `#high`, `#low`) and the
-//!   dead-letter stream (`{prefix}:dlq`) — sorted. It uses `SCAN ... MATCH {prefix}:* TYPE
-//!   stream COUNT 500` (with the prefix's glob characters escaped), never `KEYS`, so a large
-//!   keyspace does not block the server; keys of other types and of other prefixes are left out.
-//!   Like any `SCAN`, a stream created or deleted while the listing runs may or may not appear.
+//!   prefix (`events:*`: the streams of event types, the dead-letter stream, and any other
+//!   stream whose name starts with the prefix), sorted.
+//!   [`list_streams_matching`](RedisTransport::list_streams_matching) takes any `SCAN ... MATCH`
+//!   pattern instead (`events.*` finds seed 004's `events.raw` and `events.normalized`; `*`
+//!   every stream). Both use `SCAN ... MATCH <pattern> COUNT 1000 TYPE stream` (core's
+//!   `keys::scan`), never `KEYS`, so a large keyspace does not block the server; keys of other
+//!   types are left out. Like any `SCAN`, a stream created or deleted while the listing runs
+//!   may or may not appear.
 //! - [`stream_info`](RedisTransport::stream_info) and
 //!   [`streams_overview`](RedisTransport::streams_overview): a [`StreamSummary`] with a
 //!   [`GroupSummary`] per consumer group. One stream costs two round trips (`TYPE` + `XINFO
@@ -40,13 +44,15 @@
 //!
 //! # Names and errors
 //!
-//! Stream names are full keys as [`list_streams`](RedisTransport::list_streams) returns them,
-//! e.g. `{events}:order.created#high`. [`Keys::stream`](crate::Keys::stream) builds one from an
-//! event type and priority. Errors, all typed:
+//! Stream names are full names, used as they are: `events:order.created`, `events.raw`,
+//! `orders.events`, as [`list_streams`](RedisTransport::list_streams) returns them;
+//! [`stream_key_for`](RedisTransport::stream_key_for) and
+//! [`resolve_stream`](RedisTransport::resolve_stream) turn an event type into one. Errors, all
+//! typed:
 //!
 //! | situation | kind |
 //! |---|---|
-//! | empty name, or a name not under this transport's prefix | `InvalidInput` |
+//! | an empty name, or one with whitespace or control characters | `InvalidInput` |
 //! | the stream does not exist | `NotFound`: `no such stream ...` |
 //! | the group does not exist (`NOGROUP`) | `NotFound`: `no such consumer group ...` |
 //! | the key exists but is not a stream | `WrongType` |
@@ -66,19 +72,16 @@
 use std::time::{Duration, Instant};
 
 use redis::{Cmd, RedisResult, Value};
-use redstream_core::{Error, ErrorKind, Event, Priority, Result, wire};
+use redstream_core::{Error, ErrorKind, Event, Result, wire};
 use serde::Serialize;
 
+use crate::commands::Traffic;
+use crate::keys::validate_stream_name;
+use crate::reply::{self, RawFields, count, field, map, sequence, text};
 use crate::transport::RedisTransport;
-
-/// `SCAN ... COUNT`: keys the server looks at per call.
-const SCAN_COUNT: usize = 500;
 
 /// Streams described per pipeline by `streams_overview`.
 const OVERVIEW_CHUNK: usize = 64;
-
-/// The fields of a stream entry as written: names and values, raw bytes.
-type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Longest field name or value kept in [`StreamEntry::fields`], in bytes.
 const MAX_FIELD_BYTES: usize = 4096;
@@ -154,14 +157,11 @@ impl ServerInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct StreamSummary {
-    /// The stream's key, e.g. `{events}:order.created#high`.
+    /// The stream's name, e.g. `events:order.created` or `events.raw`.
     pub name: String,
-    /// The event type the stream carries; `None` for the dead-letter stream and for keys under
-    /// the prefix that the transport does not name (written by someone else).
+    /// The event type whose stream this is under the transport's prefix and layout; `None`
+    /// for the dead-letter stream and for streams named otherwise (`events.raw`).
     pub event_type: Option<String>,
-    /// The priority lane: `Some(Normal)` for `{prefix}:{type}`, `Some(High)` for
-    /// `{prefix}:{type}#high`...; `None` when `event_type` is `None`.
-    pub priority: Option<Priority>,
     /// Whether this is the dead-letter stream, `{prefix}:dlq`.
     pub dead_letter: bool,
     /// Entries in the stream now (`XLEN`), whether delivered or not.
@@ -315,9 +315,9 @@ pub struct StreamEntry {
 /// # Inspection
 ///
 /// Read-only views for the CLI and the dashboard. They bypass the circuit breaker, so they
-/// report on a server the breaker has given up on. Stream names are full keys under this
-/// transport's prefix, as [`list_streams`](Self::list_streams) returns them. A name outside the
-/// prefix fails with [`ErrorKind::InvalidInput`]; a stream or a consumer group that does not
+/// report on a server the breaker has given up on. Stream names are full names, used as they
+/// are. An invalid name fails with [`ErrorKind::InvalidInput`]; a stream or a consumer group
+/// that does not
 /// exist with [`ErrorKind::NotFound`]; a key that is not a stream with
 /// [`ErrorKind::WrongType`]. Ages
 /// are measured against the server's clock (`TIME`), not the client's.
@@ -360,46 +360,47 @@ impl RedisTransport {
         Ok(ServerInfo::parse(&text))
     }
 
-    /// Every stream under the prefix, sorted: event streams, their priority lanes and the
-    /// dead-letter stream. Uses `SCAN`, never `KEYS`.
+    /// Every stream under the prefix (`events:*`), sorted: the streams of event types, the
+    /// dead-letter stream, and other streams whose names start with the prefix. Uses `SCAN`,
+    /// never `KEYS`.
     pub async fn list_streams(&self) -> Result<Vec<String>> {
-        let pattern = self.inner.keys.scan_pattern();
-        let under_prefix = format!("{}:", self.inner.keys.tag());
-        let mut conn = self.inner.conn.clone();
-        let mut cursor = 0_u64;
-        let mut streams = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("TYPE")
-                .arg("stream")
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut conn)
-                .await
-                .map_err(|err| Error::from_redis("SCAN", pattern.clone(), err))?;
-            for key in keys {
-                match String::from_utf8(key) {
-                    // The pattern already guarantees the prefix; the check costs nothing.
-                    Ok(key) if key.starts_with(&under_prefix) => streams.push(key),
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(
-                        key = %String::from_utf8_lossy(err.as_bytes()),
-                        "stream key under the prefix is not UTF-8; left out of the listing"
-                    ),
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
+        self.list_streams_matching(&self.inner.names.scan_pattern())
+            .await
+    }
+
+    /// Every stream whose name matches `pattern`, a `SCAN ... MATCH` glob (`events.*`,
+    /// `orders.events`, `*`), sorted. Uses `SCAN ... TYPE stream`, never `KEYS`. To match a
+    /// name literally, escape it with `redstream_core::keys::escape_glob`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an empty pattern; a Redis error if `SCAN` fails.
+    pub async fn list_streams_matching(&self, pattern: &str) -> Result<Vec<String>> {
+        if pattern.is_empty() {
+            return Err(Error::invalid_input(
+                "stream pattern \"\"",
+                "must not be empty (`*` matches every stream)",
+            ));
         }
-        // SCAN may return a key more than once.
-        streams.sort_unstable();
-        streams.dedup();
-        Ok(streams)
+        let mut conn = self.inner.conn.clone();
+        redstream_core::keys::scan(&mut conn, pattern, Some("stream"), pattern).await
+    }
+
+    /// [`stream_info`](Self::stream_info) of each of `streams` that exists, in the given order;
+    /// names that are missing or not streams are left out.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for an invalid name; a Redis error if a command fails.
+    pub async fn streams_info(&self, streams: &[String]) -> Result<Vec<StreamSummary>> {
+        for stream in streams {
+            validate_stream_name(stream)?;
+        }
+        let mut summaries = Vec::with_capacity(streams.len());
+        for chunk in streams.chunks(OVERVIEW_CHUNK) {
+            summaries.extend(self.describe(chunk, false).await?);
+        }
+        Ok(summaries)
     }
 
     /// Length, first and last id, and consumer groups of one stream.
@@ -563,15 +564,9 @@ impl RedisTransport {
         }
     }
 
-    /// Refuses names that are empty or not under this transport's prefix.
+    /// Refuses names that cannot name a stream.
     fn check_stream_name(&self, stream: &str) -> Result<()> {
-        if stream.is_empty() {
-            return Err(Error::invalid_input(
-                "stream name \"\"",
-                "must not be empty",
-            ));
-        }
-        check_under_prefix(&self.inner.keys, stream)
+        validate_stream_name(stream)
     }
 
     /// Runs `TYPE stream` and `cmd` in one round trip, and turns a missing stream, a key of
@@ -587,11 +582,8 @@ impl RedisTransport {
         pipe.ignore_errors();
         pipe.cmd("TYPE").arg(stream);
         pipe.add_command(cmd);
-        let mut conn = self.inner.conn.clone();
-        let replies: Vec<RedisResult<Value>> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis(op, stream.to_owned(), err))?;
+        let replies: Vec<RedisResult<Value>> =
+            self.commands(Traffic::Read).pipe(op, stream, &pipe).await?;
         let [key_type, reply]: [RedisResult<Value>; 2] = replies
             .try_into()
             .map_err(|_| unexpected(op, stream, "a pipeline reply of the wrong length"))?;
@@ -605,10 +597,10 @@ impl RedisTransport {
     /// Summaries of `streams`, in two round trips. With `strict`, a stream that does not exist
     /// (or is not a stream) is an error; without, it is left out.
     async fn describe(&self, streams: &[String], strict: bool) -> Result<Vec<StreamSummary>> {
-        let mut conn = self.inner.conn.clone();
+        let reads = self.commands(Traffic::Read);
         let target = || match streams {
             [one] => one.clone(),
-            many => format!("{} streams under {}", many.len(), self.inner.keys.tag()),
+            many => format!("{} streams", many.len()),
         };
 
         // Round trip 1: what each stream is, and its groups.
@@ -619,10 +611,7 @@ impl RedisTransport {
             pipe.cmd("XINFO").arg("STREAM").arg(stream);
             pipe.cmd("XINFO").arg("GROUPS").arg(stream);
         }
-        let replies: Vec<RedisResult<Value>> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("XINFO STREAM", target(), err))?;
+        let replies: Vec<RedisResult<Value>> = reads.pipe("XINFO STREAM", &target(), &pipe).await?;
         if replies.len() != 3 * streams.len() {
             return Err(unexpected(
                 "XINFO STREAM",
@@ -681,10 +670,7 @@ impl RedisTransport {
         if asks.is_empty() {
             return Ok(summaries);
         }
-        let replies: Vec<RedisResult<Value>> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("XPENDING", target(), err))?;
+        let replies: Vec<RedisResult<Value>> = reads.pipe("XPENDING", &target(), &pipe).await?;
         if replies.len() != asks.len() + 1 {
             return Err(unexpected(
                 "XPENDING",
@@ -764,12 +750,11 @@ impl RedisTransport {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let parsed = self.inner.keys.parse_stream(stream);
+        let names = &self.inner.names;
         Ok(StreamSummary {
             name: stream.to_owned(),
-            priority: parsed.as_ref().map(|(_, priority)| *priority),
-            event_type: parsed.map(|(event_type, _)| event_type),
-            dead_letter: stream == self.inner.keys.dlq(),
+            event_type: names.event_type(stream).map(str::to_owned),
+            dead_letter: names.is_dlq(stream),
             length: field(&info, "length").and_then(count).unwrap_or(0),
             first_id: entry_id("first-entry"),
             last_id: entry_id("last-entry"),
@@ -849,26 +834,6 @@ impl KeyType {
                 format!("the key holds a {other}, not a stream"),
             )),
         }
-    }
-}
-
-/// Refuses a stream name that is not `{tag}:<something>` of this prefix.
-pub(crate) fn check_under_prefix(keys: &crate::keys::Keys, stream: &str) -> Result<()> {
-    let tag = keys.tag();
-    let under = stream
-        .strip_prefix(tag)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .is_some_and(|rest| !rest.is_empty());
-    if under {
-        Ok(())
-    } else {
-        Err(Error::invalid_input(
-            format!("stream {stream:?}"),
-            format!(
-                "is not under the prefix: stream names start with \"{tag}:\" (list_streams() \
-                 returns them; stream_key_for() builds them)"
-            ),
-        ))
     }
 }
 
@@ -971,25 +936,8 @@ fn parse_pending_entry(item: &Value) -> Option<PendingEntry> {
 /// One stream entry, `[id, [field, value, ...]]`, with raw bytes. A deleted entry's fields
 /// (nil) are no fields.
 fn raw_entry(item: &Value) -> Option<(String, RawFields)> {
-    let parts = sequence(item)?;
-    let id = text(parts.first()?)?;
-    let fields = match parts.get(1) {
-        None | Some(Value::Nil) => Vec::new(),
-        Some(Value::Map(pairs)) => pairs
-            .iter()
-            .map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-            .collect::<Option<_>>()?,
-        Some(flat) => {
-            let flat = sequence(flat)?;
-            if flat.len() % 2 != 0 {
-                return None;
-            }
-            flat.chunks_exact(2)
-                .map(|pair| Some((bytes(&pair[0])?, bytes(&pair[1])?)))
-                .collect::<Option<_>>()?
-        }
-    };
-    Some((id, fields))
+    let entry = reply::entry(item.clone()).ok()?;
+    Some((entry.id, entry.fields.unwrap_or_default()))
 }
 
 /// A field as shown: lossy UTF-8, cut to [`MAX_FIELD_BYTES`] on a character boundary. The
@@ -1007,65 +955,6 @@ fn shown(raw: &[u8]) -> (String, bool) {
         text.truncate(end);
     }
     (text, cut)
-}
-
-// Reading RESP2 and RESP3 replies without trusting their shape.
-
-fn sequence(value: &Value) -> Option<&[Value]> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Some(items),
-        Value::Attribute { data, .. } => sequence(data),
-        _ => None,
-    }
-}
-
-/// A RESP3 map, or a RESP2 flat list of names and values, as pairs.
-fn map(value: &Value) -> Option<Vec<(String, &Value)>> {
-    match value {
-        Value::Map(pairs) => pairs.iter().map(|(k, v)| Some((text(k)?, v))).collect(),
-        Value::Attribute { data, .. } => map(data),
-        other => {
-            let flat = sequence(other)?;
-            if flat.len() % 2 != 0 {
-                return None;
-            }
-            flat.chunks_exact(2)
-                .map(|pair| Some((text(&pair[0])?, &pair[1])))
-                .collect()
-        }
-    }
-}
-
-fn field<'a>(fields: &[(String, &'a Value)], name: &str) -> Option<&'a Value> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Some(text.clone()),
-        Value::Okay => Some("OK".to_owned()),
-        Value::Int(n) => Some(n.to_string()),
-        Value::Attribute { data, .. } => text(data),
-        _ => None,
-    }
-}
-
-fn bytes(value: &Value) -> Option<Vec<u8>> {
-    match value {
-        Value::BulkString(bytes) => Some(bytes.clone()),
-        other => text(other).map(String::into_bytes),
-    }
-}
-
-/// A non-negative integer; `None` for nil, negative numbers (Redis's "unknown") and non-numbers.
-fn count(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        Value::BulkString(_) | Value::SimpleString(_) => text(value)?.parse().ok(),
-        Value::Attribute { data, .. } => count(data),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -1146,29 +1035,5 @@ mod tests {
         let odd = format!("a{long}");
         let (text, cut) = shown(odd.as_bytes());
         assert!(cut && text.len() <= MAX_FIELD_BYTES, "{}", text.len());
-    }
-
-    #[test]
-    fn resp2_and_resp3_maps_read_alike() {
-        let resp2 = Value::Array(vec![
-            Value::BulkString(b"name".to_vec()),
-            Value::BulkString(b"g".to_vec()),
-            Value::BulkString(b"lag".to_vec()),
-            Value::Nil,
-        ]);
-        let resp3 = Value::Map(vec![
-            (
-                Value::SimpleString("name".into()),
-                Value::BulkString(b"g".to_vec()),
-            ),
-            (Value::SimpleString("lag".into()), Value::Nil),
-        ]);
-        for value in [resp2, resp3] {
-            let fields = map(&value).unwrap();
-            assert_eq!(field(&fields, "name").and_then(text).as_deref(), Some("g"));
-            assert_eq!(field(&fields, "lag").and_then(count), None);
-        }
-        assert!(map(&Value::Array(vec![Value::Nil])).is_none());
-        assert!(raw_entry(&Value::Int(3)).is_none());
     }
 }

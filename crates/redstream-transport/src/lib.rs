@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod admin;
-mod claim;
+mod commands;
 mod config;
 mod connection;
 mod consumer;
@@ -9,6 +9,7 @@ mod dlq;
 mod inspect;
 mod keys;
 mod publisher;
+mod reply;
 mod telemetry;
 mod trace_context;
 mod transport;
@@ -20,6 +21,6 @@ pub use inspect::{
     ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,
     StreamSummary,
 };
-pub use keys::Keys;
+pub use keys::{KeyLayout, StreamNames, validate_event_type};
 pub use redstream_core::{Error, ErrorKind, Result, TlsOptions};
 pub use transport::{RedisSubscriber, RedisTransport};

@@ -1,4 +1,10 @@
-//! Publishing: `XADD {prefix}:{event_type} MAXLEN ~ N * event <envelope>`.
+//! Publishing: `XADD <stream> MAXLEN ~ N * event <envelope>`, where the stream is the event
+//! type's (`events:order.created`) or one named by the caller ([`RedisTransport::publish_to`]),
+//! and entries in another writer's format ([`RedisTransport::publish_fields`]).
+//!
+//! `N` is the stream's entry in [`TransportOptions::max_stream_lengths`](crate::TransportOptions::max_stream_lengths),
+//! or else [`RedisConfig::max_stream_length`](crate::RedisConfig::max_stream_length); 0 means
+//! no trimming. Every write goes through the circuit breaker.
 
 use std::time::Instant;
 
@@ -7,7 +13,8 @@ use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Error, Event, Publisher, Result};
 use tracing::Instrument;
 
-use crate::keys::Keys;
+use crate::commands::Traffic;
+use crate::keys::{validate_event_type, validate_stream_name};
 use crate::telemetry;
 use crate::trace_context::Outgoing;
 use crate::transport::RedisTransport;
@@ -19,25 +26,63 @@ struct Encoded {
 }
 
 impl RedisTransport {
-    /// Validates and encodes one event, and picks its stream from its type and priority.
-    fn encode(&self, event: &Event) -> Result<Encoded> {
+    /// Validates and encodes one event, for the stream of its type or for `stream`.
+    fn encode(&self, event: &Event, stream: Option<&str>) -> Result<Encoded> {
         let options = &self.inner.options;
-        Keys::validate_event_type(event.event_type(), &options.limits)?;
+        let stream = match stream {
+            Some(stream) => {
+                validate_stream_name(stream)?;
+                redstream_core::validate_event_type(
+                    event.event_type(),
+                    options.limits.max_event_type_len,
+                )?;
+                stream.to_owned()
+            }
+            None => {
+                validate_event_type(event.event_type(), &options.limits)?;
+                self.inner.names.stream(event.event_type())
+            }
+        };
         let envelope = wire::encode(event, &options.limits)?;
-        let stream = self.inner.keys.stream(event.event_type(), event.priority());
         Ok(Encoded { stream, envelope })
     }
 
-    /// The `XADD` for one encoded event, trimmed with `MAXLEN ~` when a limit is set.
-    fn xadd(&self, encoded: &Encoded) -> Cmd {
+    /// The approximate length limit of `stream`: its entry in `max_stream_lengths`, or else
+    /// `max_stream_length`. 0 means none.
+    pub(crate) fn max_len(&self, stream: &str) -> usize {
+        self.inner
+            .options
+            .max_stream_lengths
+            .get(stream)
+            .copied()
+            .unwrap_or(self.inner.config.max_stream_length)
+    }
+
+    /// `XADD <stream> [MAXLEN ~ n] * <fields>`.
+    pub(crate) fn xadd_fields<'a>(
+        &self,
+        stream: &str,
+        fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Cmd {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&encoded.stream);
-        let max_len = self.inner.config.max_stream_length;
+        cmd.arg(stream);
+        let max_len = self.max_len(stream);
         if max_len > 0 {
             cmd.arg("MAXLEN").arg("~").arg(max_len);
         }
-        cmd.arg("*").arg(EVENT_FIELD).arg(&encoded.envelope);
+        cmd.arg("*");
+        for (name, value) in fields {
+            cmd.arg(name).arg(value);
+        }
         cmd
+    }
+
+    /// The `XADD` for one encoded event.
+    fn xadd(&self, encoded: &Encoded) -> Cmd {
+        self.xadd_fields(
+            &encoded.stream,
+            [(EVENT_FIELD.as_bytes(), encoded.envelope.as_bytes())],
+        )
     }
 
     /// Publishes one event and returns its stream entry id.
@@ -50,9 +95,59 @@ impl RedisTransport {
     /// With the `opentelemetry` feature, the current span's trace context is written into the
     /// event's `traceparent`/`tracestate` headers unless the event has a `traceparent` already
     /// ("Trace context" in `docs/transport.md`).
-    pub async fn publish(&self, mut event: Event) -> Result<String> {
+    pub async fn publish(&self, event: Event) -> Result<String> {
+        self.publish_one(event, None).await
+    }
+
+    /// Publishes one event to the stream named `stream` (used as it is: `events.raw`,
+    /// `orders.events`), whatever its type, and returns its entry id. As
+    /// [`publish`](Self::publish) otherwise: validated first, trimmed with the stream's
+    /// `MAXLEN`, through the circuit breaker.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an invalid
+    /// stream name or event; a Redis error if the write fails.
+    pub async fn publish_to(&self, stream: &str, event: Event) -> Result<String> {
+        self.publish_one(event, Some(stream)).await
+    }
+
+    /// Writes one entry with the given fields, in another writer's format (seed 004's flat
+    /// `event_id`, `brand_id`, `event_type`, `payload`, `timestamp`, say), to `stream`, and
+    /// returns its entry id. Trimmed with the stream's `MAXLEN`, through the circuit breaker.
+    /// Subscriptions read such entries with
+    /// [`handle_raw`](crate::SubscriptionBuilder::handle_raw) or a
+    /// [`decoder`](crate::SubscriptionBuilder::decode_with).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an invalid
+    /// stream name or no fields; a Redis error if the write fails.
+    pub async fn publish_fields<N, V>(&self, stream: &str, fields: &[(N, V)]) -> Result<String>
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        validate_stream_name(stream)?;
+        if fields.is_empty() {
+            return Err(Error::invalid_input(
+                format!("entry for stream {stream:?}"),
+                "must have at least one field",
+            ));
+        }
+        let cmd = self.xadd_fields(stream, fields.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+        let started = Instant::now();
+        let result = self
+            .commands(Traffic::Write)
+            .query::<String>("XADD", stream, &cmd)
+            .await;
+        self.record_publish(&result, stream, started);
+        result
+    }
+
+    async fn publish_one(&self, mut event: Event, stream: Option<&str>) -> Result<String> {
         Outgoing::current().inject(&mut event, &self.inner.options.limits);
-        let encoded = self.encode(&event)?;
+        let encoded = self.encode(&event, stream)?;
         let span = tracing::debug_span!(
             "publish",
             stream = %encoded.stream,
@@ -64,14 +159,8 @@ impl RedisTransport {
             let started = Instant::now();
             let cmd = self.xadd(&encoded);
             let result = self
-                .inner
-                .breaker
-                .call(|| async {
-                    let mut conn = self.inner.conn.clone();
-                    cmd.query_async::<String>(&mut conn)
-                        .await
-                        .map_err(|err| Error::from_redis("XADD", encoded.stream.clone(), err))
-                })
+                .commands(Traffic::Write)
+                .query::<String>("XADD", &encoded.stream, &cmd)
                 .await;
             self.record_publish(&result, event.event_type(), started);
             if let Ok(id) = &result {
@@ -88,7 +177,9 @@ impl RedisTransport {
     ///
     /// Every event is validated first, so one invalid event fails the batch before anything is
     /// sent; and the transaction means the batch is written in full or not at all, never in
-    /// part. (All streams of one prefix share a hash tag, so this holds on Redis Cluster too.)
+    /// part. (On one server. The transport connects to one node; in the cluster layout the
+    /// streams of different types are in different slots, which a cluster connection, a later
+    /// version, could not put in one transaction.)
     /// A batch refused by Redis (`OOM`, `NOPERM`...) wrote nothing and can be retried as it is.
     /// After a timeout or a dropped connection the `EXEC` may have run with its reply lost:
     /// retrying then may write the whole batch a second time (see `redstream-sink` for
@@ -106,7 +197,7 @@ impl RedisTransport {
         }
         let encoded = events
             .iter()
-            .map(|event| self.encode(event))
+            .map(|event| self.encode(event, None))
             .collect::<Result<Vec<_>>>()?;
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -116,21 +207,10 @@ impl RedisTransport {
         let span = tracing::debug_span!("publish_batch", events = events.len());
         async {
             let started = Instant::now();
+            let target = format!("{} streams under {:?}", encoded.len(), self.inner.names.prefix());
             let result = self
-                .inner
-                .breaker
-                .call(|| async {
-                    let mut conn = self.inner.conn.clone();
-                    pipe.query_async::<Vec<String>>(&mut conn)
-                        .await
-                        .map_err(|err| {
-                            Error::from_redis(
-                                "MULTI/EXEC of XADDs",
-                                self.inner.keys.tag().to_owned(),
-                                err,
-                            )
-                        })
-                })
+                .commands(Traffic::Write)
+                .pipe::<Vec<String>>("MULTI/EXEC of XADDs", &target, &pipe)
                 .await;
             match &result {
                 Ok(_) => {

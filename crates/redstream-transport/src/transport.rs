@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RedisConfig, TransportOptions};
 use crate::connection;
 use crate::consumer::Registry;
-use crate::keys::Keys;
+use crate::keys::StreamNames;
 
 /// Publishes events to Redis Streams and consumes them in consumer groups.
 ///
@@ -29,7 +29,7 @@ pub type RedisSubscriber = RedisTransport;
 pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     pub(crate) options: TransportOptions,
-    pub(crate) keys: Keys,
+    pub(crate) names: StreamNames,
     /// The URL with its password redacted, for errors and logs.
     pub(crate) target: String,
     pub(crate) client: Client,
@@ -58,14 +58,14 @@ impl RedisTransport {
         options.validate()?;
         let (client, conn) = connection::connect(&config, &options).await?;
         let breaker = CircuitBreaker::new(options.circuit_breaker)?;
-        let keys = Keys::new(&config.stream_prefix);
+        let names = StreamNames::new(&config.stream_prefix, options.key_layout);
         let target = RedactedUrl(&config.url).to_string();
         tracing::debug!(server = %target, prefix = %config.stream_prefix, "redis transport connected");
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 options,
-                keys,
+                names,
                 target,
                 client,
                 conn,
@@ -88,10 +88,12 @@ impl RedisTransport {
         &self.inner.options
     }
 
-    /// The key builder for its prefix.
+    /// The names of its streams: the stream of an event type under its prefix and layout
+    /// (`names().stream("order.created")` is `events:order.created` by default), and the
+    /// dead-letter stream (`names().dlq()`).
     #[must_use]
-    pub fn keys(&self) -> &Keys {
-        &self.inner.keys
+    pub fn names(&self) -> &StreamNames {
+        &self.inner.names
     }
 
     /// The circuit breaker's state and counters.

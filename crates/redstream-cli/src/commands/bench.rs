@@ -406,7 +406,7 @@ async fn raw_xadd(
         EventMetadata::default(),
     );
     let envelope: Arc<str> = Arc::from(wire::encode(&sample, &transport.options().limits)?);
-    let key: Arc<str> = Arc::from(format!("{}:raw-baseline", transport.keys().tag()));
+    let key: Arc<str> = Arc::from(transport.names().stream("raw-baseline"));
     let next = Arc::new(AtomicU64::new(0));
     let bar = bars.bar("raw XADD", args.events);
     let started = Instant::now();
@@ -462,7 +462,7 @@ async fn cleanup(transport: &RedisTransport) -> CliResult<()> {
         .query_async(&mut conn)
         .await
         .map_err(|err| {
-            redstream_core::Error::from_redis("DEL", transport.keys().tag().to_owned(), err)
+            redstream_core::Error::from_redis("DEL", transport.names().prefix().to_owned(), err)
         })?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use clap::{ArgGroup, Args, Subcommand};
 use redstream_core::ErrorKind;
-use redstream_transport::{DeadLetterEntry, Keys, RedisTransport, RedriveReport, TransportOptions};
+use redstream_transport::{DeadLetterEntry, RedisTransport, RedriveReport, TransportOptions};
 use serde::Serialize;
 
 use super::{check_can_confirm, confirm, output};
@@ -107,7 +107,7 @@ impl<'a> DeadLetter<'a> {
 
 /// Entries in the dead-letter stream now; 0 when it does not exist.
 async fn total(transport: &RedisTransport) -> CliResult<u64> {
-    let dlq = transport.keys().dlq();
+    let dlq = transport.names().dlq();
     match transport.stream_info(&dlq).await {
         Ok(summary) => Ok(summary.length),
         Err(err) if err.kind() == redstream_core::ErrorKind::NotFound => Ok(0),
@@ -127,18 +127,18 @@ async fn list(global: &GlobalArgs, count: usize) -> CliResult<()> {
             dead_letters: Vec<DeadLetter<'a>>,
         }
         return output::json(&List {
-            stream: transport.keys().dlq(),
+            stream: transport.names().dlq(),
             total,
             dead_letters: entries.iter().map(DeadLetter::of).collect(),
         });
     }
     if entries.is_empty() {
-        return output::line(format!("no dead letters in {}", transport.keys().dlq()));
+        return output::line(format!("no dead letters in {}", transport.names().dlq()));
     }
     output::line(format!(
         "{} of {total} dead letter(s) in {}, oldest first",
         entries.len(),
-        transport.keys().dlq()
+        transport.names().dlq()
     ))?;
     let mut table = output::table(&["ID", "TYPE", "GROUP", "DELIVERIES", "LAST FAILURE", "ERROR"]);
     for entry in &entries {
@@ -159,7 +159,7 @@ async fn show(global: &GlobalArgs, id: &str) -> CliResult<()> {
     let entry = transport.dlq_entry(id).await?.ok_or_else(|| {
         CliError::NotFound(format!(
             "no dead letter {id} in {}: `redstream dlq list` lists them",
-            transport.keys().dlq()
+            transport.names().dlq()
         ))
     })?;
     if global.json {
@@ -205,7 +205,7 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         confirm(
             &format!(
                 "{what} of {} ({total} in total) to the streams they came from?",
-                transport.keys().dlq()
+                transport.names().dlq()
             ),
             args.yes,
         )?;
@@ -228,7 +228,7 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
 /// after (having redriven nothing).
 fn check_selection(args: &RedriveArgs) -> CliResult<()> {
     if let Some(event_type) = &args.event_type {
-        Keys::validate_event_type(event_type, &TransportOptions::default().limits)?;
+        redstream_transport::validate_event_type(event_type, &TransportOptions::default().limits)?;
     }
     let is_entry_id = |id: &str| {
         id.split_once('-').is_some_and(|(ms, seq)| {
@@ -252,7 +252,7 @@ fn redrive_failed(transport: &RedisTransport, err: redstream_core::Error) -> Cli
     if err.kind() == ErrorKind::InvalidInput {
         return err.into();
     }
-    let dlq = transport.keys().dlq();
+    let dlq = transport.names().dlq();
     CliError::Redstream(redstream_core::Error::backend(
         err.kind(),
         "redrive",
@@ -312,7 +312,7 @@ async fn purge(global: &GlobalArgs, yes: bool) -> CliResult<()> {
         confirm(
             &format!(
                 "delete all {total} dead letter(s) of {}? This cannot be undone.",
-                transport.keys().dlq()
+                transport.names().dlq()
             ),
             yes,
         )?;
@@ -327,6 +327,6 @@ async fn purge(global: &GlobalArgs, yes: bool) -> CliResult<()> {
     }
     output::line(format!(
         "purged {purged} dead letter(s) from {}",
-        transport.keys().dlq()
+        transport.names().dlq()
     ))
 }

@@ -138,11 +138,9 @@ pub async fn info(global: &GlobalArgs, args: InfoArgs) -> CliResult<()> {
     if global.json {
         return output::json(&summary);
     }
-    let lane = summary.priority.map(|p| p.to_string());
     output::print_table(&output::fields([
         ("stream", summary.name.clone()),
         ("event type", output::or_dash(summary.event_type.as_deref())),
-        ("lane", output::or_dash(lane)),
         ("dead letters", summary.dead_letter.to_string()),
         ("length", summary.length.to_string()),
         ("first id", output::or_dash(summary.first_id.as_deref())),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use redstream_core::{Error, ErrorKind, Event, EventMetadata, Priority, wire};
-use redstream_transport::{Keys, TransportOptions};
+use redstream_transport::TransportOptions;
 use serde::Serialize;
 
 use super::output;
@@ -71,7 +71,7 @@ struct Line {
 pub async fn run(global: &GlobalArgs, args: PublishArgs) -> CliResult<()> {
     // The transport's limits, so that what passes here passes when published.
     let limits = TransportOptions::default().limits;
-    Keys::validate_event_type(&args.event_type, &limits)?;
+    redstream_transport::validate_event_type(&args.event_type, &limits)?;
     let (source, lines) = match (&args.payload, &args.file) {
         (Some(payload), _) => (
             "the payload argument".to_owned(),
@@ -100,7 +100,7 @@ pub async fn run(global: &GlobalArgs, args: PublishArgs) -> CliResult<()> {
     }
 
     let transport = connect::transport(global).await?;
-    let stream = transport.keys().stream(&args.event_type, args.priority);
+    let stream = transport.names().stream(&args.event_type);
     let mut ids = Vec::with_capacity(events.len());
     for batch in events.chunks(usize::from(args.batch_size)) {
         let published = transport

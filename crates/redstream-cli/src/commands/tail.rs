@@ -246,21 +246,11 @@ fn stdout_pipe() -> Option<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_file_unchecked(file).ok()
 }
 
-/// The streams `name` stands for: every lane of a bare event type, otherwise the one stream
+/// The streams `name` stands for: the one stream
 /// `stream_key_for` resolves.
 fn streams_of(transport: &RedisTransport, name: &str) -> CliResult<Vec<String>> {
-    let key = transport.stream_key_for(name)?;
-    let bare_type = !name.starts_with('{') && !name.contains('#') && name != "dlq";
-    if bare_type {
-        Ok(transport
-            .keys()
-            .lanes(name)
-            .into_iter()
-            .map(|(_, key)| key)
-            .collect())
-    } else {
-        Ok(vec![key])
-    }
+    // Every priority of an event type is in its one stream.
+    Ok(vec![transport.stream_key_for(name)?])
 }
 
 fn print(global: &GlobalArgs, entry: &FollowedEntry) -> CliResult<()> {

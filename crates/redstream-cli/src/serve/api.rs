@@ -273,7 +273,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Value> {
         transport.streams_overview(),
     )
     .map_err(|e| state.fail(e))?;
-    let dlq = transport.keys().dlq();
+    let dlq = transport.names().dlq();
     let dead_letters = summaries
         .iter()
         .find(|s| s.name == dlq)

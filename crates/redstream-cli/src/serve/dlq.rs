@@ -28,7 +28,7 @@ pub(crate) async fn list(
     let Query(query) = query?;
     let count = params::count(query.count.as_deref(), DEFAULT_LIST_COUNT)?;
     let transport = state.transport();
-    let stream = transport.keys().dlq();
+    let stream = transport.names().dlq();
     let (entries, length) = tokio::try_join!(transport.dlq_entries(count), async {
         match transport.stream_info(&stream).await {
             Ok(summary) => Ok(summary.length),

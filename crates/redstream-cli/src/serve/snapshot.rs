@@ -226,7 +226,7 @@ impl AppState {
         let streams = self
             .stream_views(summaries, SNAPSHOT_GROUPS_WITH_CONSUMERS)
             .await?;
-        let dlq_key = transport.keys().dlq();
+        let dlq_key = transport.names().dlq();
         let dlq_length = streams
             .iter()
             .find(|s| s.name == dlq_key)
@@ -277,7 +277,7 @@ impl AppState {
             .buffered(FAN_OUT)
             .try_collect()
             .await?;
-        let tag = format!("{}:", transport.keys().tag());
+        let tag = format!("{}:", transport.names().prefix());
         Ok(summaries
             .into_iter()
             .map(|mut summary| {
@@ -325,7 +325,8 @@ fn stream_view(summary: StreamSummary, groups: Vec<GroupView>, tag: &str) -> Str
             .to_owned(),
         name: summary.name,
         event_type: summary.event_type,
-        priority: summary.priority,
+        // Streams have no priority lanes any more (priority is in the envelope).
+        priority: None,
         dead_letter: summary.dead_letter,
         length: summary.length,
         first_id: summary.first_id,

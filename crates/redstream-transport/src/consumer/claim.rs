@@ -47,7 +47,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::consumer::{Delivery, Sub, is_nogroup, reply};
+use super::sub::{Delivery, Sub};
+use crate::commands::is_nogroup;
+use crate::reply;
 use crate::telemetry;
 
 fn millis(duration: Duration) -> u64 {

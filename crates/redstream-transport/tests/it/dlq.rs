@@ -10,7 +10,7 @@ use redstream_transport::{RedisConfig, RedisTransport};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    event, fast, field, number, pending_all_lanes, recv, recv_n, transport, unique, until, within,
+    event, fast, field, number, pending_of_type, recv, recv_n, transport, unique, until, within,
     xrange,
 };
 
@@ -58,7 +58,7 @@ async fn seed_dead_letter_snippet_runs() {
     seed::dead_letter_queue(config, event.clone(), "card declined".into())
         .await
         .unwrap();
-    let entries = xrange(&server, &format!("{{{prefix}}}:dlq")).await;
+    let entries = xrange(&server, &format!("{prefix}:dlq")).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(field(&entries[0].1, "error"), "card declined");
     assert_eq!(field(&entries[0].1, "original_type"), "order.created");
@@ -129,12 +129,12 @@ async fn always_failing_events_are_dead_lettered_once_then_redriven() {
         "each event is delivered max_deliveries times"
     );
     assert_eq!(
-        pending_all_lanes(&server, &billing, "payment.failed", "billing").await,
+        pending_of_type(&server, &billing, "payment.failed", "billing").await,
         0
     );
 
-    let stream = billing.keys().stream("payment.failed", Priority::Normal);
-    let entries = xrange(&server, &billing.keys().dlq()).await;
+    let stream = billing.names().stream("payment.failed");
+    let entries = xrange(&server, &billing.names().dlq()).await;
     assert_eq!(
         entries.len(),
         EVENTS,
@@ -170,7 +170,7 @@ async fn always_failing_events_are_dead_lettered_once_then_redriven() {
     let report = billing.redrive_all().await.unwrap();
     assert_eq!(report.redriven, EVENTS);
     assert!(report.skipped.is_empty(), "{report:?}");
-    assert!(xrange(&server, &billing.keys().dlq()).await.is_empty());
+    assert!(xrange(&server, &billing.names().dlq()).await.is_empty());
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let fixed = billing
@@ -193,7 +193,7 @@ async fn always_failing_events_are_dead_lettered_once_then_redriven() {
         .await
         .unwrap();
     assert_eq!(
-        pending_all_lanes(&server, &billing, "payment.failed", "billing").await,
+        pending_of_type(&server, &billing, "payment.failed", "billing").await,
         0
     );
 }
@@ -224,7 +224,7 @@ async fn dead_letter_on_first_failure_delivers_once() {
         .unwrap();
     assert_eq!(recv(&mut rx, "the only delivery").await, 7);
     until("the dead letter", || async {
-        !xrange(&server, &transport.keys().dlq()).await.is_empty()
+        !xrange(&server, &transport.names().dlq()).await.is_empty()
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
@@ -234,12 +234,12 @@ async fn dead_letter_on_first_failure_delivers_once() {
         rx.try_recv().is_err(),
         "delivered again despite dead_letter_on_first_failure"
     );
-    let entries = xrange(&server, &transport.keys().dlq()).await;
+    let entries = xrange(&server, &transport.names().dlq()).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(field(&entries[0].1, "deliveries"), "1");
     assert_eq!(field(&entries[0].1, "error"), "boom");
     assert_eq!(
-        pending_all_lanes(&server, &transport, "risky.operation", "workers").await,
+        pending_of_type(&server, &transport, "risky.operation", "workers").await,
         0
     );
 }
@@ -266,7 +266,7 @@ async fn poison_entries_are_dead_lettered_and_the_loop_goes_on() {
         })
         .await
         .unwrap();
-    let stream = transport.keys().stream("orders", Priority::Normal);
+    let stream = transport.names().stream("orders");
     let mut conn = server.connection().await.unwrap();
     let poison: String = redis::cmd("XADD")
         .arg(&stream)
@@ -288,7 +288,7 @@ async fn poison_entries_are_dead_lettered_and_the_loop_goes_on() {
     transport.publish(event("orders", 1)).await.unwrap();
     assert_eq!(recv(&mut rx, "the good event after the poison").await, 1);
 
-    let dlq = transport.keys().dlq();
+    let dlq = transport.names().dlq();
     until("both poison entries in the dead-letter stream", || async {
         xrange(&server, &dlq).await.len() == 2
     })
@@ -354,7 +354,7 @@ async fn poison_entries_are_dead_lettered_and_the_loop_goes_on() {
     assert!(dead_rx.try_recv().is_err());
     // Acknowledgements are batched: after unsubscribe they are all sent.
     assert_eq!(
-        pending_all_lanes(&server, &transport, "orders", "workers").await,
+        pending_of_type(&server, &transport, "orders", "workers").await,
         0
     );
     let dlq_group = format!("{}-dlq", transport.config().consumer_group);
@@ -381,28 +381,21 @@ async fn manual_dead_letters_are_redriven_by_id_and_range() {
     assert_eq!(entry.event.as_ref(), Some(&urgent));
     assert_eq!(entry.error, "smtp unavailable");
     assert_eq!(entry.original_type, "invoice.sent");
-    assert_eq!(
-        entry.stream,
-        transport.keys().stream("invoice.sent", Priority::High)
-    );
+    assert_eq!(entry.stream, transport.names().stream("invoice.sent"));
     assert_eq!((entry.entry_id.as_str(), entry.deliveries), ("", 0));
 
     let report = transport.redrive_ids(&[&first, "1-0"]).await.unwrap();
     assert_eq!(report.redriven, 1);
     assert_eq!(report.skipped.len(), 1);
     assert_eq!(report.skipped[0].id, "1-0");
-    let lane = xrange(
-        &server,
-        &transport.keys().stream("invoice.sent", Priority::High),
+    let back_in_stream = xrange(&server, &transport.names().stream("invoice.sent")).await;
+    assert_eq!(back_in_stream.len(), 1);
+    let back = wire::decode_envelope(
+        field(&back_in_stream[0].1, "event").as_bytes(),
+        &Default::default(),
     )
-    .await;
-    assert_eq!(lane.len(), 1);
-    let back =
-        wire::decode_envelope(field(&lane[0].1, "event").as_bytes(), &Default::default()).unwrap();
-    assert_eq!(
-        back, urgent,
-        "the same event goes back to its priority lane"
-    );
+    .unwrap();
+    assert_eq!(back, urgent, "the same event goes back to its stream");
     assert!(transport.dlq_entries(10).await.unwrap().is_empty());
 
     let err = transport.redrive_ids(&["not-an-id"]).await.unwrap_err();
@@ -436,12 +429,8 @@ async fn manual_dead_letters_are_redriven_by_id_and_range() {
     );
     let report = transport.redrive_all().await.unwrap();
     assert_eq!(report.redriven, 1);
-    let normal = xrange(
-        &server,
-        &transport.keys().stream("invoice.sent", Priority::Normal),
-    )
-    .await;
-    assert_eq!(normal.len(), 3);
+    let normal = xrange(&server, &transport.names().stream("invoice.sent")).await;
+    assert_eq!(normal.len(), 4, "the urgent event and the three later ones");
     let empty = transport.redrive_all().await.unwrap();
     assert_eq!(empty.redriven, 0);
     assert!(empty.skipped.is_empty());
@@ -452,14 +441,14 @@ async fn manual_dead_letters_are_redriven_by_id_and_range() {
 async fn publish_to_dlq_validates_the_event() {
     let server = RedisServer::start().await.unwrap();
     let transport: RedisTransport = transport(&server, &unique("invalid"), "workers", fast()).await;
-    for bad in ["dlq", "bad type", "a#b"] {
+    for bad in ["dlq", "bad type", "a{b}"] {
         let err = transport
             .publish_to_dlq(event(bad, 0), "whatever")
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
     }
-    assert!(xrange(&server, &transport.keys().dlq()).await.is_empty());
+    assert!(xrange(&server, &transport.names().dlq()).await.is_empty());
 }
 
 /// Two clients redriving the same dead letters at once (the CLI and the dashboard, say)
@@ -480,7 +469,7 @@ async fn concurrent_redrives_republish_each_dead_letter_once() {
     let (a, b) = tokio::join!(one.redrive_all(), two.redrive_all());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.redriven + b.redriven, LETTERS, "{a:?} {b:?}");
-    let stream = one.keys().stream("refund.issued", Priority::Normal);
+    let stream = one.names().stream("refund.issued");
     assert_eq!(xrange(&server, &stream).await.len(), LETTERS);
     assert!(one.dlq_entries(10).await.unwrap().is_empty());
 
@@ -518,7 +507,7 @@ async fn concurrent_redrives_republish_each_dead_letter_once() {
 async fn a_refused_redrive_is_an_error_and_keeps_the_dead_letter() {
     let prefix = unique("redrive-denied");
     let server = RedisServer::builder()
-        .acl_user("dlqonly", "s3cret-pw", &format!("{{{prefix}}}:dlq"))
+        .acl_user("dlqonly", "s3cret-pw", &format!("{prefix}:dlq"))
         .start()
         .await
         .unwrap();
@@ -543,7 +532,7 @@ async fn a_refused_redrive_is_an_error_and_keeps_the_dead_letter() {
     let left = admin.dlq_entries(10).await.unwrap();
     assert_eq!(left.len(), 1, "the dead letter is kept");
     assert_eq!(left[0].id, id);
-    let stream = admin.keys().stream("refund.issued", Priority::Normal);
+    let stream = admin.names().stream("refund.issued");
     assert!(
         xrange(&server, &stream).await.is_empty(),
         "nothing republished"

@@ -12,7 +12,7 @@ use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::{
-    HANG, event, fast, logged, number, pending_all_lanes, recv, recv_n, transport, unique, until,
+    HANG, event, fast, logged, number, pending_of_type, recv, recv_n, transport, unique, until,
     within, xrange,
 };
 
@@ -142,7 +142,7 @@ async fn entries_of_a_killed_consumer_are_claimed_by_another() {
         .await
         .unwrap();
     assert_eq!(
-        pending_all_lanes(&server, &survivor, "job", "workers").await,
+        pending_of_type(&server, &survivor, "job", "workers").await,
         0
     );
 
@@ -151,11 +151,7 @@ async fn entries_of_a_killed_consumer_are_claimed_by_another() {
     let mut conn = server.connection().await.unwrap();
     let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg(
-            survivor
-                .keys()
-                .stream("job", redstream_core::Priority::Normal),
-        )
+        .arg(survivor.names().stream("job"))
         .arg("workers")
         .query_async(&mut conn)
         .await
@@ -187,7 +183,7 @@ async fn a_restarted_consumer_rereads_its_own_pending_entries() {
     )
     .await;
     until("the doomed consumer to read every event", || async {
-        pending_all_lanes(&server, &publisher, "job", "workers").await == EVENTS as u64
+        pending_of_type(&server, &publisher, "job", "workers").await == EVENTS as u64
     })
     .await;
     doomed.kill().await;
@@ -209,10 +205,7 @@ async fn a_restarted_consumer_rereads_its_own_pending_entries() {
     within("unsubscribe", reborn.unsubscribe(&handle))
         .await
         .unwrap();
-    assert_eq!(
-        pending_all_lanes(&server, &reborn, "job", "workers").await,
-        0
-    );
+    assert_eq!(pending_of_type(&server, &reborn, "job", "workers").await, 0);
 }
 
 /// The stream is deleted under a subscribed reader: the group is re-created (with a warning)
@@ -233,9 +226,7 @@ async fn a_deleted_stream_is_recreated_with_its_group() {
     transport.publish(event("order.created", 1)).await.unwrap();
     assert_eq!(recv(&mut rx, "the first event").await, 1);
 
-    let stream = transport
-        .keys()
-        .stream("order.created", redstream_core::Priority::Normal);
+    let stream = transport.names().stream("order.created");
     let mut conn = server.connection().await.unwrap();
     let deleted: i64 = redis::cmd("DEL")
         .arg(&stream)
@@ -462,9 +453,7 @@ async fn entries_trimmed_while_pending_are_reported() {
         .unwrap();
     let id = transport.publish(event("job", 1)).await.unwrap();
     assert_eq!(recv(&mut rx, "the first delivery").await, 1);
-    let stream = transport
-        .keys()
-        .stream("job", redstream_core::Priority::Normal);
+    let stream = transport.names().stream("job");
     let mut conn = server.connection().await.unwrap();
     let trimmed: i64 = redis::cmd("XTRIM")
         .arg(&stream)
@@ -491,5 +480,5 @@ async fn entries_trimmed_while_pending_are_reported() {
         rx.try_recv().is_err(),
         "a trimmed entry was delivered again"
     );
-    assert!(xrange(&server, &transport.keys().dlq()).await.is_empty());
+    assert!(xrange(&server, &transport.names().dlq()).await.is_empty());
 }

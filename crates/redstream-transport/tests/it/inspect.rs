@@ -15,7 +15,7 @@ use redstream_testkit::RedisServer;
 use redstream_transport::{PendingQuery, RedisConfig, RedisTransport, TransportOptions};
 use serde_json::json;
 
-const STREAM: &str = "{insp}:order.created";
+const STREAM: &str = "insp:order.created";
 
 async fn transport_with(server: &RedisServer, options: TransportOptions) -> RedisTransport {
     RedisTransport::with_options(
@@ -103,6 +103,7 @@ async fn list_streams_finds_exactly_the_streams_of_the_prefix() {
     let mut conn = server.connection().await.unwrap();
 
     transport.publish(order(1)).await.unwrap();
+    // Every priority goes to the type's one stream: no lane streams.
     transport
         .publish(order(2).with_priority(Priority::High))
         .await
@@ -110,35 +111,52 @@ async fn list_streams_finds_exactly_the_streams_of_the_prefix() {
     // Glob characters are valid in event types; such a stream is under the prefix.
     let odd = Event::new("odd*type?", json!({}), EventMetadata::default());
     transport.publish(odd).await.unwrap();
-    let _: String = raw(&mut conn, &["XADD", "{insp}:dlq", "*", "event", "x"]).await;
+    let _: String = raw(&mut conn, &["XADD", "insp:dlq", "*", "event", "x"]).await;
+    // A stream someone else writes under the prefix is listed too.
+    let _: String = raw(&mut conn, &["XADD", "insp:foreign", "*", "f", "v"]).await;
 
     // Streams of other prefixes, including ones a glob-unsafe pattern would match.
     for other in [
-        "{other}:order.created",
-        "{insp?}:x",
-        "{ins*}:x",
-        "{insp}*:x",
-        "{INSP}:x",
-        "insp:x",
-        "{insp}",
-        "x{insp}:y",
-        "{insp\\}:x",
+        "other:order.created",
+        "insp?:x",
+        "ins*:x",
+        "inspx:y",
+        "INSP:x",
+        "{insp}:x",
+        "insp",
+        "x:insp:y",
+        "events.raw",
     ] {
         let _: String = raw(&mut conn, &["XADD", other, "*", "f", "v"]).await;
     }
     // Keys of other types under the prefix.
-    let () = raw(&mut conn, &["SET", "{insp}:plain", "v"]).await;
-    let _: i64 = raw(&mut conn, &["HSET", "{insp}:hash", "f", "v"]).await;
+    let () = raw(&mut conn, &["SET", "insp:plain", "v"]).await;
+    let _: i64 = raw(&mut conn, &["HSET", "insp:hash", "f", "v"]).await;
 
     let streams = transport.list_streams().await.unwrap();
     assert_eq!(
         streams,
         [
-            "{insp}:dlq",
-            "{insp}:odd*type?",
-            "{insp}:order.created",
-            "{insp}:order.created#high",
+            "insp:dlq",
+            "insp:foreign",
+            "insp:odd*type?",
+            "insp:order.created",
         ]
+    );
+    // Any pattern, for streams named otherwise (seed 004's `events.raw`).
+    assert_eq!(
+        transport.list_streams_matching("events.*").await.unwrap(),
+        ["events.raw"]
+    );
+    let everything = transport.list_streams_matching("*").await.unwrap();
+    assert_eq!(everything.len(), 13, "{everything:?}");
+    assert_eq!(
+        transport
+            .list_streams_matching("")
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
     );
 }
 
@@ -150,21 +168,21 @@ async fn list_streams_follows_the_scan_cursor_over_a_large_keyspace() {
     let mut pipe = redis::pipe();
     for i in 0..700 {
         pipe.cmd("XADD")
-            .arg(format!("{{insp}}:bulk.{i:04}"))
+            .arg(format!("insp:bulk.{i:04}"))
             .arg("*")
             .arg("f")
             .arg("v")
             .ignore();
         pipe.cmd("SET").arg(format!("noise:{i}")).arg("v").ignore();
         pipe.cmd("SET")
-            .arg(format!("{{insp}}:noise.{i}"))
+            .arg(format!("insp:noise.{i}"))
             .arg("v")
             .ignore();
     }
     let () = pipe.query_async(&mut conn).await.unwrap();
 
     let streams = transport.list_streams().await.unwrap();
-    let expected: Vec<_> = (0..700).map(|i| format!("{{insp}}:bulk.{i:04}")).collect();
+    let expected: Vec<_> = (0..700).map(|i| format!("insp:bulk.{i:04}")).collect();
     assert_eq!(streams, expected);
 }
 
@@ -183,7 +201,6 @@ async fn stream_info_reports_length_ids_groups_lag_and_ages() {
     let info = transport.stream_info(STREAM).await.unwrap();
     assert_eq!(info.name, STREAM);
     assert_eq!(info.event_type.as_deref(), Some("order.created"));
-    assert_eq!(info.priority, Some(Priority::Normal));
     assert!(!info.dead_letter);
     assert_eq!(info.length, 5);
     assert_eq!(info.first_id.as_deref(), Some(ids[0].as_str()));
@@ -228,26 +245,27 @@ async fn stream_info_reports_length_ids_groups_lag_and_ages() {
     // The dashboard gets it as JSON.
     let json = serde_json::to_value(&info).unwrap();
     assert_eq!(json["length"], 5);
-    assert_eq!(json["priority"], "normal");
+    assert_eq!(json["event_type"], "order.created");
     assert!(json["groups"][0]["lag"].is_u64(), "{json}");
 }
 
 #[tokio::test]
-async fn empty_streams_lanes_and_the_dlq_are_described() {
+async fn empty_and_foreign_streams_and_the_dlq_are_described() {
     let server = RedisServer::start().await.unwrap();
     let transport = transport(&server).await;
     let mut conn = server.connection().await.unwrap();
-    let empty = "{insp}:empty";
+    let empty = "insp:empty";
     let () = raw(
         &mut conn,
         &["XGROUP", "CREATE", empty, "g", "$", "MKSTREAM"],
     )
     .await;
-    let lane_id = transport
+    let urgent_id = transport
         .publish(order(1).with_priority(Priority::Critical))
         .await
         .unwrap();
-    let _: String = raw(&mut conn, &["XADD", "{insp}:dlq", "*", "event", "x"]).await;
+    let _: String = raw(&mut conn, &["XADD", "insp:dlq", "*", "event", "x"]).await;
+    let raw_id: String = raw(&mut conn, &["XADD", "events.raw", "*", "event_id", "e1"]).await;
 
     let info = transport.stream_info(empty).await.unwrap();
     assert_eq!(info.length, 0);
@@ -256,19 +274,26 @@ async fn empty_streams_lanes_and_the_dlq_are_described() {
     assert_eq!(info.groups[0].lag, Some(0));
     assert_eq!(info.groups[0].oldest_undelivered_age_secs, None);
 
-    let lane = transport
-        .stream_info("{insp}:order.created#critical")
+    let urgent = transport.stream_info(STREAM).await.unwrap();
+    assert_eq!(urgent.event_type.as_deref(), Some("order.created"));
+    assert_eq!(urgent.last_id, Some(urgent_id));
+    assert!(urgent.groups.is_empty());
+
+    let dlq = transport.stream_info("insp:dlq").await.unwrap();
+    assert!(dlq.dead_letter);
+    assert_eq!(dlq.event_type, None);
+    assert_eq!(dlq.length, 1);
+
+    // A stream outside the prefix, by its full name.
+    let foreign = transport.stream_info("events.raw").await.unwrap();
+    assert_eq!((foreign.event_type, foreign.dead_letter), (None, false));
+    assert_eq!(foreign.last_id, Some(raw_id));
+    let described = transport
+        .streams_info(&["events.raw".to_owned(), "missing".to_owned()])
         .await
         .unwrap();
-    assert_eq!(lane.event_type.as_deref(), Some("order.created"));
-    assert_eq!(lane.priority, Some(Priority::Critical));
-    assert_eq!(lane.last_id, Some(lane_id));
-    assert!(lane.groups.is_empty());
-
-    let dlq = transport.stream_info("{insp}:dlq").await.unwrap();
-    assert!(dlq.dead_letter);
-    assert_eq!((dlq.event_type, dlq.priority), (None, None));
-    assert_eq!(dlq.length, 1);
+    assert_eq!(described.len(), 1);
+    assert_eq!(described[0].name, "events.raw");
 
     // The overview describes every listed stream, in the same order; run it on another task
     // to show the futures are Send.
@@ -279,10 +304,7 @@ async fn empty_streams_lanes_and_the_dlq_are_described() {
         .unwrap();
     let names: Vec<_> = overview.iter().map(|s| s.name.clone()).collect();
     assert_eq!(names, transport.list_streams().await.unwrap());
-    assert_eq!(
-        names,
-        ["{insp}:dlq", empty, "{insp}:order.created#critical"]
-    );
+    assert_eq!(names, ["insp:dlq", empty, STREAM]);
     assert_eq!(overview[1].groups[0].name, "g");
     assert_eq!(overview[2].length, 1);
 }
@@ -542,25 +564,19 @@ async fn errors_name_what_is_wrong() {
     let mut conn = server.connection().await.unwrap();
     publish_orders(&transport, 1).await;
     let () = raw(&mut conn, &["XGROUP", "CREATE", STREAM, "g", "0"]).await;
-    let () = raw(&mut conn, &["SET", "{insp}:plain", "v"]).await;
+    let () = raw(&mut conn, &["SET", "insp:plain", "v"]).await;
 
-    // Names outside the prefix.
-    for name in [
-        "{other}:order.created",
-        "order.created",
-        "{insp}",
-        "{insp}x:y",
-        "{insp",
-    ] {
+    // Names that cannot name a stream. (Any other name is used as it is.)
+    for name in ["a b", "x\ny"] {
         let err = transport.stream_info(name).await.unwrap_err();
-        assert_invalid(&err, "is not under the prefix");
+        assert_invalid(&err, "must not contain");
         let err = transport
             .read_range(name, "-", "+", 1, false)
             .await
             .unwrap_err();
-        assert_invalid(&err, "is not under the prefix");
+        assert_invalid(&err, "must not contain");
         let err = transport.consumers(name, "g").await.unwrap_err();
-        assert_invalid(&err, "is not under the prefix");
+        assert_invalid(&err, "must not contain");
     }
     assert_invalid(
         &transport.stream_info("").await.unwrap_err(),
@@ -568,7 +584,7 @@ async fn errors_name_what_is_wrong() {
     );
 
     // A stream that does not exist.
-    let missing = "{insp}:nothing.here";
+    let missing = "insp:nothing.here";
     assert_not_found(
         &transport.stream_info(missing).await.unwrap_err(),
         "no such stream",
@@ -599,10 +615,10 @@ async fn errors_name_what_is_wrong() {
     assert_not_found(&err, "no such consumer group");
 
     // A key of another type.
-    let err = transport.stream_info("{insp}:plain").await.unwrap_err();
+    let err = transport.stream_info("insp:plain").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
     let err = transport
-        .read_range("{insp}:plain", "-", "+", 1, false)
+        .read_range("insp:plain", "-", "+", 1, false)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");

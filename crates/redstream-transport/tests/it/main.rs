@@ -12,6 +12,7 @@ mod dlq;
 mod failures;
 mod inspect;
 mod metrics;
+mod operator;
 mod publisher;
 mod support;
 mod tls;

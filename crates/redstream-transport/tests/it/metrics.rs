@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use redstream_core::{CircuitBreakerConfig, ErrorKind, Event, HandlerResult, Priority};
+use redstream_core::{CircuitBreakerConfig, ErrorKind, Event, HandlerResult};
 use redstream_testkit::RedisServer;
 use tokio::sync::mpsc;
 
@@ -268,7 +268,7 @@ fn dead_letters_and_decode_failures_are_counted() {
         for n in 0..N {
             transport.publish(event("metric.fail", n)).await.unwrap();
         }
-        let poison_stream = transport.keys().stream("metric.poison", Priority::Normal);
+        let poison_stream = transport.names().stream("metric.poison");
         let mut conn = server.connection().await.unwrap();
         let _: String = redis::cmd("XADD")
             .arg(&poison_stream)
@@ -348,7 +348,7 @@ fn retries_claims_and_deleted_pending_entries_are_counted() {
         // Event 1 fails and is deleted while pending.
         let id = transport.publish(event("metric.retry", 1)).await.unwrap();
         assert_eq!(recv(&mut rx, "the failing delivery").await, (1, true));
-        let stream = transport.keys().stream("metric.retry", Priority::Normal);
+        let stream = transport.names().stream("metric.retry");
         let mut conn = server.connection().await.unwrap();
         let deleted: i64 = redis::cmd("XDEL")
             .arg(&stream)

@@ -123,18 +123,14 @@ pub(crate) async fn pending(server: &RedisServer, stream: &str, group: &str) -> 
     }
 }
 
-/// The pending count of a group summed over an event type's four lanes.
-pub(crate) async fn pending_all_lanes(
+/// The pending count of a group on an event type's stream.
+pub(crate) async fn pending_of_type(
     server: &RedisServer,
     transport: &RedisTransport,
     event_type: &str,
     group: &str,
 ) -> u64 {
-    let mut total = 0;
-    for (_, stream) in transport.keys().lanes(event_type) {
-        total += pending(server, &stream, group).await;
-    }
-    total
+    pending(server, &transport.names().stream(event_type), group).await
 }
 
 /// Entries of a stream as (id, fields) with text values.

@@ -14,7 +14,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use redstream_core::{Event, EventLimits, Priority, wire};
+use redstream_core::{Event, EventLimits, wire};
 use redstream_testkit::RedisServer;
 use redstream_transport::RedisTransport;
 use tokio::sync::mpsc;
@@ -92,7 +92,7 @@ async fn stored_headers(
     transport: &RedisTransport,
     event_type: &str,
 ) -> Vec<BTreeMap<String, String>> {
-    let stream = transport.keys().stream(event_type, Priority::Normal);
+    let stream = transport.names().stream(event_type);
     xrange(server, &stream)
         .await
         .into_iter()

@@ -1,0 +1,119 @@
+//! How every short command is sent, and the one place that decides which commands go through
+//! the circuit breaker.
+//!
+//! # The policy
+//!
+//! | traffic | breaker | why |
+//! |---|---|---|
+//! | [`Traffic::Write`]: publishing, hand-written dead letters, redrives, purges, claims by hand, a follower's group | through it | a caller waits for the result: while the server is failing it should fail fast instead of piling up |
+//! | [`Traffic::Read`]: inspection, listing dead letters, following | bypasses it | an operator must be able to look at a server the breaker gave up on, and a dashboard polling a struggling server must not open the breaker for the publishers |
+//! | [`Traffic::Consumer`]: a subscription's reads, acks, claims, keep-alives and dead-letter moves | bypasses it | no caller waits; the subscription backs off by itself, and gating it would keep it idle for the breaker's whole open period after the server is back and stop the keep-alive (so other consumers would claim entries still being handled) |
+//!
+//! [`RedisTransport::commands`] is the only constructor of [`Commands`], so the rule is stated
+//! here and nowhere else.
+
+use redis::aio::ConnectionManager;
+use redis::{Cmd, FromRedisValue, Pipeline};
+use redstream_core::{CircuitBreaker, Error, Result};
+
+use crate::transport::Inner;
+
+/// Who sends a command; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Traffic {
+    Write,
+    Read,
+    Consumer,
+}
+
+impl Traffic {
+    /// Whether this traffic goes through the circuit breaker: the policy, in one place.
+    fn guarded(self) -> bool {
+        match self {
+            Self::Write => true,
+            Self::Read | Self::Consumer => false,
+        }
+    }
+}
+
+/// The shared connection, and the circuit breaker when the traffic goes through it.
+#[derive(Clone)]
+pub(crate) struct Commands {
+    conn: ConnectionManager,
+    breaker: Option<CircuitBreaker>,
+}
+
+impl Inner {
+    /// Commands for `traffic`, on the shared connection.
+    pub(crate) fn commands(&self, traffic: Traffic) -> Commands {
+        Commands {
+            conn: self.conn.clone(),
+            breaker: traffic.guarded().then(|| self.breaker.clone()),
+        }
+    }
+}
+
+impl crate::RedisTransport {
+    /// Commands for `traffic`, on the shared connection.
+    pub(crate) fn commands(&self, traffic: Traffic) -> Commands {
+        self.inner.commands(traffic)
+    }
+}
+
+impl Commands {
+    /// Sends `cmd`; errors name `op` and `target`.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        target: &str,
+        cmd: &Cmd,
+    ) -> Result<T> {
+        let call = || async {
+            let mut conn = self.conn.clone();
+            cmd.query_async::<T>(&mut conn)
+                .await
+                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
+        };
+        match &self.breaker {
+            Some(breaker) => breaker.call(call).await,
+            None => call().await,
+        }
+    }
+
+    /// Sends `pipe` (a pipeline or a `MULTI`/`EXEC` transaction).
+    pub(crate) async fn pipe<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        target: &str,
+        pipe: &Pipeline,
+    ) -> Result<T> {
+        let call = || async {
+            let mut conn = self.conn.clone();
+            pipe.query_async::<T>(&mut conn)
+                .await
+                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
+        };
+        match &self.breaker {
+            Some(breaker) => breaker.call(call).await,
+            None => call().await,
+        }
+    }
+}
+
+/// The error code (`BUSYGROUP`, `NOGROUP`...) of the Redis error inside `err`.
+pub(crate) fn redis_code(err: &Error) -> Option<&str> {
+    std::error::Error::source(err)?
+        .downcast_ref::<redis::RedisError>()?
+        .code()
+}
+
+/// Whether a Redis error says the stream or the consumer group does not exist.
+pub(crate) fn is_nogroup(err: &Error) -> bool {
+    let source = std::error::Error::source(err).and_then(|s| s.downcast_ref::<redis::RedisError>());
+    match source {
+        Some(redis_err) => {
+            redis_err.code() == Some("NOGROUP") || redis_err.to_string().contains("NOGROUP")
+        }
+        None => false,
+    }
+}

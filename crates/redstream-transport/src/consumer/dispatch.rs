@@ -1,0 +1,202 @@
+//! From an entry read or claimed to the buffer: its priority, its delivery count, and entries
+//! that were deleted while pending.
+
+use std::sync::Arc;
+
+use redstream_core::wire::EVENT_FIELD;
+use redstream_core::{Priority, Result};
+use serde::Deserialize;
+
+use super::buffer::{Pushed, lane_of};
+use super::claim;
+use super::sub::{Delivery, Sub};
+use crate::{dlq, reply, telemetry};
+
+/// What the reader looks at in an envelope before buffering it: its type and priority. The
+/// rest of the JSON is skipped without being built (serde's `IgnoredAny`), so this costs a
+/// scan of the text, not a decode.
+#[derive(Deserialize, Default)]
+pub(crate) struct Peek {
+    #[serde(rename = "type", default)]
+    pub(crate) event_type: Option<String>,
+    #[serde(default)]
+    metadata: Option<PeekMetadata>,
+}
+
+#[derive(Deserialize, Default)]
+struct PeekMetadata {
+    #[serde(default)]
+    priority: Option<Priority>,
+}
+
+impl Peek {
+    /// The look at an entry's envelope; empty when there is none or it is not JSON of that shape.
+    pub(crate) fn of(fields: &[(Vec<u8>, Vec<u8>)]) -> Self {
+        fields
+            .iter()
+            .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
+            .and_then(|(_, v)| serde_json::from_slice(v).ok())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn priority(&self) -> Priority {
+        self.metadata
+            .as_ref()
+            .and_then(|m| m.priority)
+            .unwrap_or_default()
+    }
+}
+
+impl Sub {
+    /// A delivery of an entry, in the buffer lane of its envelope's priority.
+    pub(super) fn delivery(
+        &self,
+        stream: usize,
+        id: String,
+        deliveries: u32,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Delivery {
+        let priority = if self.envelopes {
+            Peek::of(&fields).priority()
+        } else {
+            Priority::Normal
+        };
+        Delivery {
+            stream,
+            lane: lane_of(priority),
+            id,
+            deliveries,
+            fields,
+        }
+    }
+
+    /// Dispatches entries taken from the pending list (re-read or claimed): looks up their
+    /// delivery counts, dead-letters those delivered too often, acknowledges those trimmed away.
+    pub(crate) async fn dispatch_claimed(
+        &self,
+        stream: usize,
+        entries: Vec<reply::RawEntry>,
+        leftover: &mut Vec<Delivery>,
+    ) -> Result<()> {
+        let key = &self.spec(stream).key;
+        let mut deleted = Vec::new();
+        let mut live = Vec::new();
+        for entry in entries {
+            match entry.fields {
+                None => deleted.push(entry.id),
+                Some(fields) if !self.flights.contains(key, &entry.id) => {
+                    live.push((entry.id, fields));
+                }
+                Some(_) => {}
+            }
+        }
+        if !deleted.is_empty() {
+            self.ack_deleted(stream, &deleted).await;
+        }
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
+        let counts = claim::delivery_counts(self, stream, &ids).await?;
+        for (id, fields) in live {
+            // Not pending any more (acknowledged meanwhile by someone else): nothing to do.
+            let Some(&deliveries) = counts.get(&id) else {
+                continue;
+            };
+            let delivery = self.delivery(stream, id, deliveries, fields);
+            if deliveries > self.options.max_deliveries {
+                if self.flights.insert(self.id, key, &delivery.id) {
+                    let error = format!(
+                        "delivered {deliveries} times without being acknowledged (handler \
+                         failures, or consumers that stopped while handling it); max_deliveries \
+                         is {}",
+                        self.options.max_deliveries
+                    );
+                    self.give_up(&delivery, &error, dlq::Reason::Handler).await;
+                }
+                continue;
+            }
+            self.dispatch(delivery, leftover).await;
+        }
+        Ok(())
+    }
+
+    /// Pending entries whose stream entry is gone (trimmed by `MAXLEN` or deleted before they
+    /// were acknowledged): reported, and acknowledged so that they do not linger.
+    pub(crate) async fn ack_deleted(&self, stream: usize, ids: &[String]) {
+        let key = &self.spec(stream).key;
+        tracing::warn!(
+            stream = %key,
+            group = %self.group,
+            count = ids.len(),
+            ids = ?ids,
+            "pending entries were deleted from the stream (trimmed by MAXLEN or XDEL) before \
+             this group handled them; their events are lost to this group. Raise \
+             max_stream_length or consume faster"
+        );
+        metrics::counter!(telemetry::CLAIM_DELETED, "group" => Arc::clone(&self.group))
+            .increment(ids.len() as u64);
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(key).arg(&*self.group).arg(ids);
+        if let Err(err) = self.redis.query::<i64>("XACK", key, &cmd).await {
+            tracing::warn!(stream = %key, error = %err, "could not acknowledge deleted entries");
+        }
+    }
+
+    /// Queues a delivery for the workers. Entries that do not fit are released; with the
+    /// subscription stopping, they are handed back in `leftover`.
+    pub(crate) async fn dispatch(&self, delivery: Delivery, leftover: &mut Vec<Delivery>) {
+        let key = &self.spec(delivery.stream).key;
+        if !self.flights.insert(self.id, key, &delivery.id) {
+            return;
+        }
+        if self.stop.is_cancelled() {
+            leftover.push(delivery);
+            return;
+        }
+        // `push` queues the entry before it waits, so if the stop cancels the wait the entry is
+        // in the buffer, which is released when the subscription drains.
+        let pushed = {
+            let push = self.buffer.push(delivery);
+            tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                pushed = push => pushed,
+            }
+        };
+        match pushed {
+            Pushed::Queued => {}
+            Pushed::Dropped(victims) => {
+                tracing::debug!(
+                    group = %self.group,
+                    count = victims.len(),
+                    "buffer full: entries released for redelivery"
+                );
+                claim::release(self, victims).await;
+            }
+            Pushed::Closed(delivery) => leftover.extend(delivery),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_priority_is_read_from_the_envelope_only() {
+        let fields = |v: &str| vec![(b"event".to_vec(), v.as_bytes().to_vec())];
+        let high = fields(
+            r#"{"v":1,"id":"x","type":"t","payload":{"metadata":{"priority":"low"}},"metadata":{"priority":"high"}}"#,
+        );
+        assert_eq!(Peek::of(&high).priority(), Priority::High);
+        assert_eq!(Peek::of(&high).event_type.as_deref(), Some("t"));
+        // A priority inside the payload is not the event's.
+        let nested = fields(r#"{"v":1,"type":"t","payload":{"metadata":{"priority":"critical"}}}"#);
+        assert_eq!(Peek::of(&nested).priority(), Priority::Normal);
+        for odd in ["not json", r#"{"metadata":{"priority":"urgent"}}"#, "[]"] {
+            assert_eq!(Peek::of(&fields(odd)).priority(), Priority::Normal, "{odd}");
+        }
+        assert_eq!(Peek::of(&[]).priority(), Priority::Normal);
+    }
+}

@@ -1,0 +1,249 @@
+//! Workers: an entry from the buffer through decoding and its handler, and what a failure
+//! leads to (redelivery later, or a dead letter now).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redstream_core::{Event, HandlerResult, run_isolated, wire};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::dispatch::Peek;
+use super::handler::Handling;
+use super::sub::{Ack, Delivery, Mode, Sub};
+use super::{lock, now_ms};
+use crate::{dlq, reply, telemetry, trace_context};
+
+/// Takes entries from the buffer and handles them, one at a time, until stopped.
+pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: CancellationToken) {
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            delivery = sub.buffer.take() => delivery,
+        };
+        let Some(delivery) = delivery else {
+            return;
+        };
+        sub.handle(delivery, &handling).await;
+    }
+}
+
+impl Sub {
+    pub(super) fn ack(&self, stream: usize, id: String) {
+        // The acker outlives every worker; if it is gone the entry stays pending.
+        let _ = self.acks.send(Ack { stream, id });
+    }
+
+    /// Runs one entry through its handler.
+    async fn handle(&self, delivery: Delivery, handling: &Handling) {
+        match handling {
+            Handling::Events(handler) => {
+                let Some(event) = self.decode(&delivery).await else {
+                    return;
+                };
+                let span = self.span(&delivery, Some(&event));
+                let handler = Arc::clone(handler);
+                self.run(delivery, span, async move { handler(event).await })
+                    .await;
+            }
+        }
+    }
+
+    /// Decodes the envelope of an entry and checks its type; `None` when the entry was given
+    /// up on.
+    async fn decode(&self, delivery: &Delivery) -> Option<Event> {
+        let spec = self.spec(delivery.stream);
+        if self.mode == Mode::DeadLetters
+            && reply::text_field(&delivery.fields, dlq::field::UNDECODABLE).is_some()
+        {
+            let error = "the original stream entry could not be decoded, so there is no event to \
+                         hand over";
+            self.give_up(delivery, error, dlq::Reason::Decode).await;
+            return None;
+        }
+        let fields = delivery
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()));
+        let event = match wire::decode_entry(fields, &self.options.limits) {
+            Ok(event) => event,
+            Err(err) => {
+                metrics::counter!(telemetry::DECODE_FAILURES, "stream" => spec.key.clone())
+                    .increment(1);
+                let error = format!("cannot decode the stream entry: {err}");
+                tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "undecodable entry");
+                self.give_up(delivery, &error, dlq::Reason::Decode).await;
+                return None;
+            }
+        };
+        if let Some(expected) = &spec.event_type
+            && event.event_type() != &**expected
+        {
+            let error = format!(
+                "the entry holds an event of type {:?}, but {} is the stream of type {expected:?} \
+                 and this subscription is by event type; publish it to its own type's stream, or \
+                 subscribe to the stream by name to receive any type",
+                event.event_type(),
+                spec.key
+            );
+            tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "entry of another type");
+            self.give_up(delivery, &error, dlq::Reason::WrongType).await;
+            return None;
+        }
+        Some(event)
+    }
+
+    /// The span of one handler call.
+    fn span(&self, delivery: &Delivery, event: Option<&Event>) -> tracing::Span {
+        let spec = self.spec(delivery.stream);
+        let span = tracing::info_span!(
+            "handle",
+            stream = %spec.key,
+            entry_id = %delivery.id,
+            event_type = tracing::field::Empty,
+            event_id = tracing::field::Empty,
+            group = %self.group,
+            deliveries = delivery.deliveries,
+            traceparent = tracing::field::Empty,
+        );
+        if let Some(event) = event {
+            span.record("event_type", event.event_type());
+            span.record("event_id", tracing::field::display(event.id()));
+            if let Some(traceparent) = event.metadata().headers.get("traceparent") {
+                span.record("traceparent", traceparent.as_str());
+            }
+            // With the `opentelemetry` feature, the handler continues the publisher's trace.
+            trace_context::continue_trace(&span, event);
+        }
+        span
+    }
+
+    /// Runs `call`, the handler of `delivery`, in a task of its own with its span and metrics,
+    /// then acknowledges the entry or records the failure.
+    async fn run(
+        &self,
+        delivery: Delivery,
+        span: tracing::Span,
+        call: impl Future<Output = HandlerResult> + Send + 'static,
+    ) {
+        let spec = self.spec(delivery.stream);
+        metrics::counter!(
+            telemetry::CONSUMED,
+            "event_type" => Arc::clone(&spec.label),
+            "group" => Arc::clone(&self.group),
+        )
+        .increment(1);
+        let started = Instant::now();
+        let outcome = run_isolated(call.instrument(span.clone())).await;
+        metrics::histogram!(
+            telemetry::HANDLER_LATENCY,
+            "event_type" => Arc::clone(&spec.label),
+            "group" => Arc::clone(&self.group),
+        )
+        .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(()) => self.ack(delivery.stream, delivery.id),
+            Err(error) => self.handler_failed(delivery, error).instrument(span).await,
+        }
+    }
+
+    /// After a handler failed: redelivery later, or the end (dead letter) now.
+    async fn handler_failed(&self, delivery: Delivery, error: String) {
+        let last = self.options.dead_letter_on_first_failure
+            || delivery.deliveries >= self.options.max_deliveries;
+        if last {
+            self.give_up(&delivery, &error, dlq::Reason::Handler).await;
+            return;
+        }
+        let spec = self.spec(delivery.stream);
+        tracing::warn!(
+            error = %error,
+            deliveries = delivery.deliveries,
+            max_deliveries = self.options.max_deliveries,
+            "handler failed; the entry stays pending and is delivered again after \
+             claim_idle_time ({:?})",
+            self.options.claim_idle_time
+        );
+        metrics::counter!(
+            telemetry::RETRIED,
+            "event_type" => Arc::clone(&spec.label),
+            "group" => Arc::clone(&self.group),
+        )
+        .increment(1);
+        lock(&self.failures)
+            .entry((delivery.stream, delivery.id.clone()))
+            .or_insert_with(now_ms);
+        self.flights.remove(&spec.key, &delivery.id);
+    }
+
+    /// The entry will not be handled: moved to the dead-letter stream (or, for a subscription to
+    /// the dead-letter stream, acknowledged with an error log).
+    pub(crate) async fn give_up(&self, delivery: &Delivery, error: &str, reason: dlq::Reason) {
+        let spec = self.spec(delivery.stream);
+        let first_failure = lock(&self.failures).remove(&(delivery.stream, delivery.id.clone()));
+        match self.mode {
+            Mode::DeadLetters => {
+                tracing::error!(
+                    stream = %spec.key,
+                    entry_id = %delivery.id,
+                    deliveries = delivery.deliveries,
+                    error = %error,
+                    "giving up on a dead letter: acknowledged in group {:?}; it stays in the \
+                     dead-letter stream (see dlq_entries and the redrive methods)",
+                    self.group
+                );
+                self.ack(delivery.stream, delivery.id.clone());
+            }
+            Mode::Events => {
+                let now = now_ms();
+                let fields_only = !self.envelopes || reason == dlq::Reason::Decode;
+                let peeked;
+                let original_type = match &spec.event_type {
+                    Some(event_type) if reason != dlq::Reason::WrongType => &**event_type,
+                    _ => {
+                        peeked = Peek::of(&delivery.fields).event_type;
+                        peeked.as_deref().unwrap_or_default()
+                    }
+                };
+                let fields = dlq::DeadLetterFields {
+                    event: dlq::event_field(&delivery.fields, fields_only),
+                    undecodable: fields_only,
+                    error,
+                    original_type,
+                    stream: &spec.key,
+                    entry_id: &delivery.id,
+                    group: &self.group,
+                    consumer: &self.consumer,
+                    deliveries: delivery.deliveries,
+                    first_failure_ms: first_failure.unwrap_or(now),
+                    last_failure_ms: now,
+                };
+                let moved = dlq::move_entry(&self.redis, &self.names, &fields, reason).await;
+                if let Err(err) = moved {
+                    tracing::error!(
+                        stream = %spec.key,
+                        entry_id = %delivery.id,
+                        error = %err,
+                        "could not move the entry to the dead-letter stream; it stays pending and \
+                         is claimed again later"
+                    );
+                }
+                self.flights.remove(&spec.key, &delivery.id);
+            }
+        }
+    }
+
+    /// Forgets failure times old enough that their entries must have been dead-lettered or
+    /// handled elsewhere since.
+    pub(crate) fn prune_failures(&self) {
+        let o = &self.options;
+        let horizon = (o.claim_idle_time + o.claim_interval)
+            .saturating_mul(o.max_deliveries.saturating_add(1))
+            .saturating_mul(4)
+            + Duration::from_secs(60);
+        let oldest =
+            now_ms().saturating_sub(u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX));
+        lock(&self.failures).retain(|_, first| *first >= oldest);
+    }
+}

@@ -1,0 +1,197 @@
+//! The reader: the consumer's own pending entries first, then one blocking `XREADGROUP` per
+//! poll over all the subscription's streams.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{Cmd, Value};
+use redstream_core::{Error, ErrorKind, Result};
+use tokio::sync::oneshot;
+
+use super::sub::{Delivery, Sub};
+use crate::commands::is_nogroup;
+use crate::connection;
+use crate::reply;
+
+impl Sub {
+    fn xreadgroup(&self, streams: &[usize], after: &str, block: Option<Duration>) -> Cmd {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(&*self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.options.read_count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(block.as_millis()).unwrap_or(u64::MAX));
+        }
+        cmd.arg("STREAMS");
+        for &i in streams {
+            cmd.arg(&self.spec(i).key);
+        }
+        for _ in streams {
+            cmd.arg(after);
+        }
+        cmd
+    }
+
+    /// Maps an `XREADGROUP` reply to entries with their stream index.
+    fn entries_of(&self, reply: Value) -> Result<Vec<(usize, reply::RawEntry)>> {
+        let streams = reply::read_reply(reply).map_err(|reason| {
+            Error::backend(
+                ErrorKind::Unexpected,
+                "XREADGROUP",
+                self.describe.clone(),
+                reason,
+            )
+        })?;
+        let mut out = Vec::new();
+        for (key, entries) in streams {
+            let Some(&i) = self.by_key.get(&key) else {
+                tracing::warn!(stream = %key, "XREADGROUP answered for a stream it was not asked for");
+                continue;
+            };
+            out.extend(entries.into_iter().map(|entry| (i, entry)));
+        }
+        Ok(out)
+    }
+
+    /// New entries: one `XREADGROUP ... BLOCK` over every stream, on the reading connection.
+    async fn read_new(
+        &self,
+        conn: &mut Option<MultiplexedConnection>,
+    ) -> Result<Vec<(usize, reply::RawEntry)>> {
+        if conn.is_none() {
+            *conn = Some(
+                connection::blocking_connection(&self.client, &self.options, &self.target).await?,
+            );
+        }
+        let Some(blocking) = conn.as_mut() else {
+            return Err(Error::backend(
+                ErrorKind::Unexpected,
+                "XREADGROUP",
+                self.describe.clone(),
+                "no reading connection",
+            ));
+        };
+        let all: Vec<usize> = (0..self.streams.len()).collect();
+        let cmd = self.xreadgroup(&all, ">", Some(self.options.block_time));
+        let reply: Value = cmd
+            .query_async(blocking)
+            .await
+            .map_err(|err| Error::from_redis("XREADGROUP", self.describe.clone(), err))?;
+        self.entries_of(reply)
+    }
+
+    /// Re-reads this consumer's own pending entries, stream by stream.
+    async fn reread_own_pending(&self, leftover: &mut Vec<Delivery>) -> Result<()> {
+        for i in 0..self.streams.len() {
+            let mut after = "0".to_owned();
+            loop {
+                if self.stop.is_cancelled() {
+                    return Ok(());
+                }
+                let cmd = self.xreadgroup(&[i], &after, None);
+                let reply: Value = match self
+                    .redis
+                    .query("XREADGROUP", &self.spec(i).key, &cmd)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    // A group that does not exist has nothing pending.
+                    Err(err) if is_nogroup(&err) => {
+                        self.recover_nogroup(&[i], &err).await;
+                        break;
+                    }
+                    Err(err) => return Err(err),
+                };
+                let entries = self.entries_of(reply)?;
+                let Some((_, last)) = entries.last() else {
+                    break;
+                };
+                after = last.id.clone();
+                let count = entries.len();
+                tracing::debug!(stream = %self.spec(i).key, count, "re-reading own pending entries");
+                self.dispatch_claimed(i, entries.into_iter().map(|(_, e)| e).collect(), leftover)
+                    .await?;
+                if count < self.options.read_count {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-reads own pending entries, then reads new ones until stopped. Returns deliveries it read
+/// but could not queue because the subscription stopped.
+pub(super) async fn read_loop(
+    sub: Arc<Sub>,
+    conn: MultiplexedConnection,
+    ready: oneshot::Sender<()>,
+) -> Vec<Delivery> {
+    let mut conn = Some(conn);
+    let mut leftover = Vec::new();
+    let mut failures = 0u32;
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = sub.stop.cancelled() => return leftover,
+            result = sub.reread_own_pending(&mut leftover) => result,
+        };
+        match result {
+            Ok(()) => break,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                if !sub.after_read_error(&err, failures, &mut conn).await {
+                    return leftover;
+                }
+            }
+        }
+    }
+    // The claimer starts only now, so it does not claim what the re-read is about to deliver.
+    let _ = ready.send(());
+
+    failures = 0;
+    loop {
+        let result = tokio::select! {
+            biased;
+            () = sub.stop.cancelled() => break,
+            result = sub.read_new(&mut conn) => result,
+        };
+        let entries = match result {
+            Ok(entries) => entries,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                if !sub.after_read_error(&err, failures, &mut conn).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        let mut deleted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for (stream, entry) in entries {
+            let Some(fields) = entry.fields else {
+                deleted.entry(stream).or_default().push(entry.id);
+                continue;
+            };
+            let delivery = sub.delivery(stream, entry.id, 1, fields);
+            sub.dispatch(delivery, &mut leftover).await;
+        }
+        for (stream, ids) in deleted {
+            sub.ack_deleted(stream, &ids).await;
+        }
+        if sub.stop.is_cancelled() {
+            break;
+        }
+        // With a dropping strategy the buffer never makes `dispatch` wait: wait for room here,
+        // or a full buffer would make this loop read (and drop) as fast as Redis answers.
+        if sub.buffer.free() == 0 && !sub.buffer.room(&sub.stop).await {
+            break;
+        }
+    }
+    leftover
+}

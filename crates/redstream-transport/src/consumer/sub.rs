@@ -1,0 +1,233 @@
+//! One subscription's shared state, the creation of its groups, and how it waits after errors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{Client, Value};
+use redstream_core::{Error, ErrorKind, Result, RetryPolicy};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::Buffer;
+use super::registry::Flights;
+use crate::commands::{Commands, is_nogroup};
+use crate::config::TransportOptions;
+use crate::keys::StreamNames;
+
+/// What a subscription reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Event streams: failures end in the dead-letter stream.
+    Events,
+    /// The dead-letter stream itself: failures are logged and acknowledged.
+    DeadLetters,
+}
+
+/// One stream a subscription reads.
+pub(crate) struct StreamSpec {
+    pub(crate) key: String,
+    /// The event type, for a stream subscribed by event type: an entry of another type is
+    /// dead-lettered. `None` for a stream subscribed by name, which hands over any type.
+    pub(crate) event_type: Option<Arc<str>>,
+    /// The `event_type` label of the stream's metrics: the event type, or for a stream by name
+    /// the stream's name.
+    pub(crate) label: Arc<str>,
+}
+
+impl StreamSpec {
+    /// The stream of an event type.
+    pub(crate) fn of_type(key: String, event_type: &str) -> Self {
+        let event_type: Arc<str> = Arc::from(event_type);
+        Self {
+            key,
+            label: Arc::clone(&event_type),
+            event_type: Some(event_type),
+        }
+    }
+
+    /// A stream by its name.
+    pub(crate) fn by_name(key: String) -> Self {
+        Self {
+            label: Arc::from(key.as_str()),
+            key,
+            event_type: None,
+        }
+    }
+}
+
+/// An entry read from a stream, on its way to a handler.
+pub(crate) struct Delivery {
+    /// Index into [`Sub::streams`].
+    pub(crate) stream: usize,
+    /// Its buffer lane, from the envelope's priority (see `buffer::lane_of`).
+    pub(crate) lane: usize,
+    pub(crate) id: String,
+    /// How many times Redis delivered it, this time included.
+    pub(crate) deliveries: u32,
+    pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// An acknowledgement waiting to be sent.
+pub(super) struct Ack {
+    pub(super) stream: usize,
+    pub(super) id: String,
+}
+
+/// Everything one subscription's tasks share. Holds no reference to the transport, so that
+/// dropping the last transport clone is noticed (through `stop`) while handlers drain.
+pub(crate) struct Sub {
+    pub(crate) id: u64,
+    pub(crate) mode: Mode,
+    pub(crate) group: Arc<str>,
+    pub(crate) consumer: String,
+    pub(crate) streams: Vec<StreamSpec>,
+    pub(super) by_key: HashMap<String, usize>,
+    /// The stream keys, for messages.
+    pub(crate) describe: String,
+    /// Commands of [`Traffic::Consumer`](crate::commands::Traffic::Consumer).
+    pub(crate) redis: Commands,
+    pub(super) client: Client,
+    pub(crate) names: StreamNames,
+    pub(crate) options: TransportOptions,
+    pub(super) target: String,
+    pub(crate) buffer: Buffer,
+    pub(crate) flights: Arc<Flights>,
+    /// Whether entries are redstream envelopes (the reader looks at their priority).
+    pub(super) envelopes: bool,
+    /// When this consumer first saw an entry fail, keyed by stream index and entry id.
+    pub(super) failures: Mutex<HashMap<(usize, String), u64>>,
+    pub(super) acks: mpsc::UnboundedSender<Ack>,
+    /// Cancelled by `unsubscribe` or when the last transport clone is dropped.
+    pub(crate) stop: CancellationToken,
+}
+
+/// Backoff of the reader and the acker for transient errors.
+pub(super) fn transient_backoff() -> RetryPolicy {
+    RetryPolicy::unlimited()
+        .with_initial_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+}
+
+/// Backoff for errors only an operator can fix (permissions, wrong types, authentication).
+fn permanent_backoff() -> RetryPolicy {
+    RetryPolicy::unlimited()
+        .with_initial_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(30))
+}
+
+/// The first few stream names, for messages.
+pub(super) fn describe_streams(streams: &[StreamSpec]) -> String {
+    const SHOWN: usize = 8;
+    let mut out = streams
+        .iter()
+        .take(SHOWN)
+        .map(|s| s.key.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if streams.len() > SHOWN {
+        out.push_str(&format!(" and {} more", streams.len() - SHOWN));
+    }
+    out
+}
+
+impl Sub {
+    pub(crate) fn spec(&self, stream: usize) -> &StreamSpec {
+        &self.streams[stream]
+    }
+
+    /// `XGROUP CREATE <stream> <group> <start> MKSTREAM` on the given streams, in one round trip;
+    /// a group that exists already (`BUSYGROUP`) is fine.
+    pub(crate) async fn create_groups(&self, streams: &[usize], start: &str) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &i in streams {
+            pipe.cmd("XGROUP")
+                .arg("CREATE")
+                .arg(&self.spec(i).key)
+                .arg(&*self.group)
+                .arg(start)
+                .arg("MKSTREAM");
+        }
+        let results: Vec<redis::RedisResult<Value>> = self
+            .redis
+            .pipe("XGROUP CREATE", &self.describe, &pipe)
+            .await?;
+        for (&i, result) in streams.iter().zip(results) {
+            match result {
+                Ok(_) => {}
+                Err(err) if err.code() == Some("BUSYGROUP") => {}
+                Err(err) => {
+                    return Err(Error::from_redis(
+                        "XGROUP CREATE",
+                        format!("{} (group {:?})", self.spec(i).key, self.group),
+                        err,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-creates the group after `NOGROUP`, from the beginning of the streams.
+    pub(crate) async fn recover_nogroup(&self, streams: &[usize], err: &Error) {
+        tracing::warn!(
+            group = %self.group,
+            streams = %self.describe,
+            error = %err,
+            "the stream or the consumer group disappeared (NOGROUP: a restart without \
+             persistence, a deleted stream or a destroyed group); re-creating the group from \
+             the beginning of the stream"
+        );
+        if let Err(err) = self.create_groups(streams, "0").await {
+            tracing::warn!(group = %self.group, error = %err, "could not re-create the consumer group");
+        }
+    }
+
+    /// After a failed read: how long to wait, what to log, whether to reconnect. Returns `false`
+    /// when the subscription is stopping.
+    pub(super) async fn after_read_error(
+        &self,
+        err: &Error,
+        failures: u32,
+        conn: &mut Option<MultiplexedConnection>,
+    ) -> bool {
+        if is_nogroup(err) {
+            let all: Vec<usize> = (0..self.streams.len()).collect();
+            self.recover_nogroup(&all, err).await;
+            // Straight back to reading, unless the group keeps disappearing.
+            if failures <= 1 {
+                return !self.stop.is_cancelled();
+            }
+        }
+        let kind = err.kind();
+        let delay = if kind.is_retryable() {
+            tracing::warn!(
+                group = %self.group,
+                streams = %self.describe,
+                error = %err,
+                failures,
+                "reading failed; retrying"
+            );
+            transient_backoff().delay_for(failures)
+        } else {
+            tracing::error!(
+                group = %self.group,
+                streams = %self.describe,
+                error = %err,
+                failures,
+                "reading failed with an error retrying will not fix (check permissions, key \
+                 types and credentials); retrying slowly"
+            );
+            permanent_backoff().delay_for(failures)
+        };
+        if matches!(kind, ErrorKind::Connection | ErrorKind::Timeout) {
+            *conn = None;
+        }
+        tokio::select! {
+            () = self.stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}

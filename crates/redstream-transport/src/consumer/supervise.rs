@@ -1,0 +1,80 @@
+//! A subscription's tasks, started together and stopped in order.
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::ack::ack_loop;
+use super::claim;
+use super::handle::worker;
+use super::handler::Handling;
+use super::read::read_loop;
+use super::registry::Drained;
+use super::sub::{Ack, Sub};
+
+/// Runs a subscription until it is stopped, then drains it.
+pub(super) async fn supervise(
+    sub: Arc<Sub>,
+    handling: Handling,
+    conn: MultiplexedConnection,
+    acks: mpsc::UnboundedReceiver<Ack>,
+) -> Drained {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let reader = tokio::spawn(read_loop(Arc::clone(&sub), conn, ready_tx).in_current_span());
+    let claimer = tokio::spawn(claim::claim_loop(Arc::clone(&sub), ready_rx).in_current_span());
+    let keepalive_stop = CancellationToken::new();
+    let keepalive = tokio::spawn(
+        claim::keepalive_loop(Arc::clone(&sub), keepalive_stop.clone()).in_current_span(),
+    );
+    let acker_stop = CancellationToken::new();
+    let acker =
+        tokio::spawn(ack_loop(Arc::clone(&sub), acks, acker_stop.clone()).in_current_span());
+    let workers_stop = CancellationToken::new();
+    let mut workers = JoinSet::new();
+    for _ in 0..sub.options.handler_concurrency {
+        workers.spawn(
+            worker(Arc::clone(&sub), handling.clone(), workers_stop.clone()).in_current_span(),
+        );
+    }
+
+    sub.stop.cancelled().await;
+    tracing::debug!("subscription stopping");
+    let mut leftover = reader.await.unwrap_or_default();
+    leftover.extend(claimer.await.unwrap_or_default());
+
+    workers_stop.cancel();
+    let drain_timeout = sub.options.drain_timeout;
+    let all_done = async { while workers.join_next().await.is_some() {} };
+    let abandoned = match tokio::time::timeout(drain_timeout, all_done).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let running = workers.len();
+            tracing::warn!(
+                running,
+                ?drain_timeout,
+                "handlers still running at the drain timeout were aborted; their entries stay \
+                 pending and are delivered again"
+            );
+            workers.abort_all();
+            while workers.join_next().await.is_some() {}
+            running
+        }
+    };
+
+    sub.buffer.close();
+    leftover.extend(sub.buffer.drain());
+    if !leftover.is_empty() {
+        claim::release(&sub, leftover).await;
+    }
+    keepalive_stop.cancel();
+    let _ = keepalive.await;
+    acker_stop.cancel();
+    let _ = acker.await;
+    sub.flights.remove_subscription(sub.id);
+    tracing::debug!("subscription stopped");
+    Drained { abandoned }
+}
