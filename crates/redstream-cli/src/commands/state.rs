@@ -1,20 +1,18 @@
 //! `redstream state get|put|del|keys`: the key/value state of `redstream-state`, under its own
-//! prefix (`--state-prefix`; key `k` is the Redis key `{prefix}:k`, or `prefix:k` with
-//! `--plain-keys`). Values are JSON, as the state store writes them.
+//! prefix (`--state-prefix`; key `k` is the Redis key `prefix:k`, or `{prefix}:k` with
+//! `--state-layout cluster`). Values are JSON, as the state store writes them. Every command
+//! goes through a `StateStore`, so the key names and the `SCAN` pattern of `state keys` come
+//! from the state crate.
 
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use redis::AsyncConnectionConfig;
-use redstream_core::{Error, RedactedUrl, TlsOptions};
 use redstream_state::{KeyLayout, Keys, StateBackend, StateStore, Ttl};
 use serde::Serialize;
 
 use super::{duration, millis, output};
 use crate::{CliError, CliResult, GlobalArgs, connect};
-
-/// Keys `SCAN` looks at per call in `state keys`.
-const SCAN_COUNT: usize = 500;
 
 /// Options of `redstream state`.
 #[derive(Debug, Args)]
@@ -22,9 +20,18 @@ pub struct StateArgs {
     /// The state store's key prefix, as in `StateBackend::Redis { key_prefix }`.
     #[arg(long, env = "REDSTREAM_STATE_PREFIX", global = true)]
     pub state_prefix: Option<String>,
-    /// Keys in the plain layout `prefix:key` (seed 001's) instead of `{prefix}:key`.
-    #[arg(long, global = true)]
-    pub plain_keys: bool,
+    /// How the store names its keys, as its `key_layout` setting: `plain` names key `k`
+    /// `prefix:k`; `cluster` names it `{prefix}:k`, which keeps a store's keys in one Redis
+    /// Cluster slot (and is the layout earlier versions wrote by default).
+    #[arg(
+        long,
+        env = "REDSTREAM_STATE_LAYOUT",
+        global = true,
+        default_value = "plain",
+        value_parser = PossibleValuesParser::new(["plain", "cluster"])
+            .try_map(|name| name.parse::<KeyLayout>())
+    )]
+    pub state_layout: KeyLayout,
     /// What to do.
     #[command(subcommand)]
     pub command: StateCommand,
@@ -56,7 +63,8 @@ pub enum StateCommand {
     },
     /// List keys of the store (SCAN, never KEYS), sorted.
     Keys {
-        /// A glob over the keys without the prefix (`*`, `?`, `[...]`), e.g. `user:*`.
+        /// A glob over the keys without the prefix (`*`, `?`, `[...]`, `\` before a literal
+        /// one of these), e.g. `user:*`.
         #[arg(long, default_value = "*")]
         pattern: String,
         /// List at most this many keys.
@@ -73,11 +81,7 @@ pub async fn run(global: &GlobalArgs, args: StateArgs) -> CliResult<()> {
              REDSTREAM_STATE_PREFIX (the redstream-state default has none)",
         )
     })?;
-    let layout = if args.plain_keys {
-        KeyLayout::Plain
-    } else {
-        KeyLayout::HashTag
-    };
+    let layout = args.state_layout;
     StateBackend::redis(global.url.clone(), prefix.clone()).validate()?;
     let keys = Keys::new(&prefix, layout);
     match args.command {
@@ -87,7 +91,7 @@ pub async fn run(global: &GlobalArgs, args: StateArgs) -> CliResult<()> {
         }
         StateCommand::Del { key } => del(global, &prefix, layout, &keys, &key).await,
         StateCommand::Keys { pattern, limit } => {
-            list(global, &prefix, &keys, &pattern, limit).await
+            list(global, &prefix, layout, &keys, &pattern, limit).await
         }
     }
 }
@@ -206,61 +210,20 @@ async fn del(
     }
 }
 
-/// `SCAN ... MATCH <escaped base>:<pattern>` until `limit` keys or the end of the keyspace.
+/// The store's keys matching `pattern` (one `SCAN` walk), the first `limit` in sort order.
 async fn list(
     global: &GlobalArgs,
     prefix: &str,
+    layout: KeyLayout,
     keys: &Keys,
     pattern: &str,
     limit: u32,
 ) -> CliResult<()> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let target = RedactedUrl(&global.url).to_string();
-    let client = redstream_core::open_client(&global.url, &TlsOptions::default())?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|err| Error::from_redis("connect", target.clone(), err))?;
-    let scan_pattern = format!(
-        "{}:{pattern}",
-        redstream_state::keys::escape_glob(keys.base())
-    );
-    let mut found = Vec::new();
-    let mut cursor = 0_u64;
-    let truncated = loop {
-        // Raw bytes: a key that is not UTF-8 (not one the store wrote) must not fail the scan.
-        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&scan_pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("SCAN", scan_pattern.clone(), err))?;
-        found.extend(
-            batch
-                .iter()
-                .filter_map(|redis_key| std::str::from_utf8(redis_key).ok())
-                .filter_map(|redis_key| keys.user_key(redis_key))
-                .map(str::to_owned),
-        );
-        // SCAN may return a key twice.
-        found.sort_unstable();
-        found.dedup();
-        if found.len() >= limit {
-            let more = found.len() > limit || next != 0;
-            found.truncate(limit);
-            break more;
-        }
-        if next == 0 {
-            break false;
-        }
-        cursor = next;
-    };
+    let store = connect::state(global, prefix, layout).await?;
+    let mut found = store.list_keys_matching(pattern).await?;
+    let truncated = found.len() > limit;
+    found.truncate(limit);
     if global.json {
         #[derive(Serialize)]
         struct Listed<'a> {
@@ -286,8 +249,8 @@ async fn list(
     output::print_table(&table)?;
     if truncated {
         output::line(format!(
-            "stopped at --limit {limit}: more keys match (SCAN order, so not necessarily the \
-             first in sort order); narrow --pattern or raise --limit"
+            "showing the first {limit} keys in sort order: more match; narrow --pattern or \
+             raise --limit"
         ))?;
     }
     Ok(())

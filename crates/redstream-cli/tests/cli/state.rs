@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use redstream_state::{StateBackend, StateStore};
+use redstream_state::{KeyLayout, StateBackend, StateConfig, StateStore};
 use redstream_testkit::RedisServer;
 use serde_json::json;
 
@@ -26,9 +26,10 @@ async fn put_get_del_round_trip_with_the_state_store() {
         p[0],
         p[1],
     ]);
-    assert_eq!(put["redis_key"], format!("{{{prefix}}}:counter").as_str());
+    // The store's default layout: key `counter` under the prefix is `<prefix>:counter`.
+    assert_eq!(put["redis_key"], format!("{prefix}:counter").as_str());
     assert_eq!(put["ttl_ms"], 600_000);
-    let pttl: i64 = raw(&mut conn, &["PTTL", &format!("{{{prefix}}}:counter")]).await;
+    let pttl: i64 = raw(&mut conn, &["PTTL", &format!("{prefix}:counter")]).await;
     assert!(pttl > 0 && pttl <= 600_000, "{pttl}");
 
     // What the CLI wrote, the store reads, and the other way round.
@@ -96,7 +97,7 @@ async fn keys_lists_by_pattern_within_a_limit() {
     // an error.
     let mut conn = connection(&server).await;
     let _: () = redis::cmd("SET")
-        .arg([format!("{{{prefix}}}:").as_bytes(), b"\xff\xfe"].concat())
+        .arg([format!("{prefix}:").as_bytes(), b"\xff\xfe"].concat())
         .arg(1)
         .query_async(&mut conn)
         .await
@@ -117,4 +118,76 @@ async fn keys_lists_by_pattern_within_a_limit() {
         .ok();
     assert!(table.contains("order:1"), "{table}");
     assert!(!table.contains("user:"), "{table}");
+}
+
+/// `--state-layout cluster` reads and writes the keys of a store configured with
+/// `key_layout: cluster` (`{prefix}:k`, the layout earlier versions wrote by default); the two
+/// layouts never show each other's keys.
+#[tokio::test]
+async fn the_cluster_layout_is_chosen_with_state_layout() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let prefix = unique("app");
+    let p = ["--state-prefix", prefix.as_str()];
+    let cluster = StateStore::with_config(
+        StateConfig::new(StateBackend::redis(server.url(), prefix.clone()))
+            .with_key_layout(KeyLayout::Cluster),
+    )
+    .await
+    .unwrap();
+    cluster.put("counter", 42).await.unwrap();
+    let plain = StateStore::new(StateBackend::redis(server.url(), prefix.clone()))
+        .await
+        .unwrap();
+    plain.put("counter", 7).await.unwrap();
+    plain.put("plain-only", 1).await.unwrap();
+
+    let c = ["--state-layout", "cluster"];
+    let got = cli.json(&["state", "get", "counter", p[0], p[1], c[0], c[1]]);
+    assert_eq!(got["value"], 42);
+    assert_eq!(got["redis_key"], format!("{{{prefix}}}:counter").as_str());
+    let got = cli.json(&["state", "get", "counter", p[0], p[1]]);
+    assert_eq!(got["value"], 7);
+    let got = cli.json(&[
+        "state",
+        "get",
+        "counter",
+        p[0],
+        p[1],
+        "--state-layout",
+        "plain",
+    ]);
+    assert_eq!(got["redis_key"], format!("{prefix}:counter").as_str());
+
+    let put = cli.json(&["state", "put", "n", "1", p[0], p[1], c[0], c[1]]);
+    assert_eq!(put["redis_key"], format!("{{{prefix}}}:n").as_str());
+    assert_eq!(cluster.get::<i64>("n").await.unwrap(), Some(1));
+    let listed = cli.json(&["state", "keys", p[0], p[1], c[0], c[1]]);
+    assert_eq!(listed["keys"], json!(["counter", "n"]));
+    let listed = cli.json(&["state", "keys", p[0], p[1]]);
+    assert_eq!(listed["keys"], json!(["counter", "plain-only"]));
+
+    let bad = cli.run(&[
+        "state",
+        "get",
+        "counter",
+        p[0],
+        p[1],
+        "--state-layout",
+        "hash",
+    ]);
+    assert_eq!(
+        bad.code,
+        Some(2),
+        "clap refuses an unknown layout: {bad:#?}"
+    );
+    assert!(
+        bad.stderr.contains("plain") && bad.stderr.contains("cluster"),
+        "{bad:#?}"
+    );
+    // The help speaks of what the user sees, not of the project's internal documents.
+    let help = cli.run(&["state", "--help"]).ok();
+    assert!(help.contains("--state-layout"), "{help}");
+    assert!(help.contains("{prefix}:k"), "{help}");
+    assert!(!help.to_lowercase().contains("seed"), "{help}");
 }
