@@ -16,6 +16,7 @@ mod transport;
 
 pub use admin::{FollowedEntry, Follower};
 pub use config::{RedisConfig, StartFrom, TransportOptions};
+pub use consumer::SubscriptionBuilder;
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{
     ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,

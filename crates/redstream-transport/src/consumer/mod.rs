@@ -5,6 +5,7 @@
 //! | file | what |
 //! |---|---|
 //! | `subscribe.rs` | the public API: `subscribe`, `unsubscribe`, `backpressure_stats` |
+//! | `builder.rs` | `SubscriptionBuilder`: streams by type and by name, any group |
 //! | `registry.rs` | the running subscriptions of a transport and the entries they hold |
 //! | `sub.rs` | one subscription's shared state, group creation, error backoff |
 //! | `supervise.rs` | a subscription's tasks, and how they stop |
@@ -107,6 +108,7 @@
 
 mod ack;
 mod buffer;
+mod builder;
 pub(crate) mod claim;
 mod dispatch;
 mod handle;
@@ -120,6 +122,7 @@ mod supervise;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use builder::SubscriptionBuilder;
 pub(crate) use handler::{Handling, erase};
 pub(crate) use registry::Registry;
 pub(crate) use sub::{Mode, StreamSpec};

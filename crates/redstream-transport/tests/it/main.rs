@@ -14,6 +14,7 @@ mod inspect;
 mod metrics;
 mod operator;
 mod publisher;
+mod streams;
 mod support;
 mod tls;
 #[cfg(feature = "opentelemetry")]
