@@ -657,7 +657,8 @@ impl Follower {
 
 fn followed(stream: &str, entry: reply::RawEntry, limits: &EventLimits) -> FollowedEntry {
     let raw = entry.fields.unwrap_or_default();
-    let (event, decode_error) = match wire::decode_entry(raw.iter().map(|(k, v)| (k, v)), limits) {
+    let pairs = raw.iter().map(|(k, v)| (k, v));
+    let (event, decode_error) = match wire::decode_stream_entry(&entry.id, pairs, limits) {
         Ok(event) => (Some(event), None),
         Err(err) => (None, Some(err.to_string())),
     };
@@ -689,7 +690,7 @@ fn is_of_type(entry: &reply::RawEntry, event_type: &str, limits: &EventLimits) -
     if reply::text_field(fields, field::UNDECODABLE).is_some() {
         return false;
     }
-    wire::decode_entry(fields.iter().map(|(k, v)| (k, v)), limits)
+    wire::decode_stream_entry(&entry.id, fields.iter().map(|(k, v)| (k, v)), limits)
         .is_ok_and(|event| event.event_type() == event_type)
 }
 

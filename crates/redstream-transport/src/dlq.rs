@@ -298,7 +298,11 @@ impl DeadLetterEntry {
             )
         } else {
             let pairs = fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-            match wire::decode_entry(pairs, limits) {
+            // The original entry's id gives an envelope without a timestamp the time it was
+            // first written; a dead letter written by hand has none, and uses its own.
+            let original = reply::text_field(&fields, field::ENTRY_ID).filter(|id| !id.is_empty());
+            let entry_id = original.as_deref().unwrap_or(&entry.id);
+            match wire::decode_stream_entry(entry_id, pairs, limits) {
                 Ok(event) => (Some(event), None),
                 Err(err) => (None, Some(err.to_string())),
             }

@@ -541,7 +541,7 @@ impl RedisTransport {
     fn stream_entry(&self, id: String, raw: RawFields) -> StreamEntry {
         let limits = &self.inner.options.limits;
         let (event, decode_error) =
-            match wire::decode_entry(raw.iter().map(|(k, v)| (k, v)), limits) {
+            match wire::decode_stream_entry(&id, raw.iter().map(|(k, v)| (k, v)), limits) {
                 Ok(event) => (Some(event), None),
                 Err(err) => (None, Some(err.to_string())),
             };

@@ -66,7 +66,15 @@ impl Sub {
             .fields
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        let event = match wire::decode_entry(fields, &self.options.limits) {
+        // The entry id gives an envelope without a timestamp a stable one; for a dead letter,
+        // the id of the entry it was moved from.
+        let original_id = match self.mode {
+            Mode::DeadLetters => reply::text_field(&delivery.fields, dlq::field::ENTRY_ID)
+                .filter(|id| !id.is_empty()),
+            Mode::Events => None,
+        };
+        let entry_id = original_id.as_deref().unwrap_or(&delivery.id);
+        let event = match wire::decode_stream_entry(entry_id, fields, &self.options.limits) {
             Ok(event) => event,
             Err(err) => {
                 metrics::counter!(telemetry::DECODE_FAILURES, "stream" => spec.key.clone())

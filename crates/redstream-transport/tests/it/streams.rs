@@ -38,7 +38,8 @@ async fn a_stream_by_name_in_a_group_of_its_own() {
         .publish_to("events.raw", event("cart.updated", 2))
         .await
         .unwrap();
-    let got = recv_n(&mut rx, 2, "both events").await;
+    let mut got = recv_n(&mut rx, 2, "both events").await;
+    got.sort_by_key(|(_, n)| *n);
     assert_eq!(
         got,
         [
@@ -95,7 +96,8 @@ async fn an_entry_of_another_type_is_dead_lettered_by_a_typed_subscription_only(
     transport.publish(event("order.created", 2)).await.unwrap();
 
     assert_eq!(recv(&mut typed_rx, "the event of the right type").await, 2);
-    let by_name = recv_n(&mut named_rx, 2, "both, by name").await;
+    let mut by_name = recv_n(&mut named_rx, 2, "both, by name").await;
+    by_name.sort();
     assert_eq!(by_name, ["order.cancelled", "order.created"]);
     until("the dead letter", || async {
         !xrange(&server, &transport.names().dlq()).await.is_empty()
@@ -282,4 +284,46 @@ async fn redrives_go_to_the_recorded_stream_or_the_types_new_stream() {
         .await
         .unwrap();
     assert!(!legacy_exists);
+}
+
+/// An envelope without `metadata.timestamp` (another writer's) gets its entry id's time, the
+/// same on every read: in a handler and in `read_range`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_without_a_timestamp_takes_its_entry_ids_time() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "events", "g", fast()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscription()
+        .streams(["orders.events"])
+        .handle(move |event: Event| {
+            let _ = tx.send(event.metadata().timestamp);
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    let id = transport
+        .publish_fields(
+            "orders.events",
+            &[(
+                "event",
+                r#"{"v":1,"id":"o-1","type":"order.created","payload":{}}"#,
+            )],
+        )
+        .await
+        .unwrap();
+    let millis: u64 = id.split('-').next().unwrap().parse().unwrap();
+    let expected = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    assert_eq!(recv(&mut rx, "the event").await, expected);
+    let read = transport
+        .read_range("orders.events", "-", "+", 10, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        read[0].event.as_ref().unwrap().metadata().timestamp,
+        expected
+    );
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
 }
