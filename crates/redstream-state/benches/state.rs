@@ -14,7 +14,7 @@
 //!
 //! Both sides do the same JSON work, so the ratio is the store's own overhead: key building,
 //! the circuit breaker, its connection manager. The store runs with its default config
-//! (fallback off, no default TTL).
+//! (fallback off, no default TTL, plain key names: the raw side writes `bench:order:<n>` too).
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -111,7 +111,7 @@ fn raw_get(conn: &MultiplexedConnection, prefix: &str) -> Op {
     let prefix = prefix.to_owned();
     Arc::new(move |n| {
         let mut conn = conn.clone();
-        let redis_key = format!("{{{prefix}}}:{}", key(n));
+        let redis_key = format!("{prefix}:{}", key(n));
         Box::pin(async move {
             let bytes: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(redis_key)
@@ -129,7 +129,7 @@ fn raw_put(conn: &MultiplexedConnection, prefix: &str) -> Op {
     let prefix = prefix.to_owned();
     Arc::new(move |n| {
         let mut conn = conn.clone();
-        let redis_key = format!("{{{prefix}}}:{}", key(n));
+        let redis_key = format!("{prefix}:{}", key(n));
         Box::pin(async move {
             let bytes = serde_json::to_vec(&order(n)).unwrap();
             let () = redis::cmd("SET")
@@ -154,9 +154,7 @@ async fn ours_get_many(store: &StateStore, calls: u64) -> Duration {
 
 async fn raw_get_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
     let mut conn = conn.clone();
-    let keys: Vec<String> = (0..BATCH)
-        .map(|n| format!("{{{prefix}}}:{}", key(n)))
-        .collect();
+    let keys: Vec<String> = (0..BATCH).map(|n| format!("{prefix}:{}", key(n))).collect();
     let started = Instant::now();
     for _ in 0..calls {
         let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
@@ -188,7 +186,7 @@ async fn raw_put_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) ->
     for call in 0..calls {
         let mut cmd = redis::cmd("MSET");
         for n in 0..BATCH {
-            cmd.arg(format!("{{{prefix}}}:{}", key(n)))
+            cmd.arg(format!("{prefix}:{}", key(n)))
                 .arg(serde_json::to_vec(&order(n + call)).unwrap());
         }
         let () = cmd.query_async(&mut conn).await.unwrap();

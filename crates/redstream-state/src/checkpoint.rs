@@ -6,8 +6,9 @@
 //!
 //! - every `(key, value)` of the snapshot to its state key, as [`put`](crate::StateStore::put)
 //!   would (so `get(key)` reads it afterwards), and
-//! - the checkpoint record `{prefix}#checkpoint:{name}`, a hash holding the position, the time
-//!   of saving and a copy of the snapshot.
+//! - the checkpoint record (`myapp#checkpoint:<name>`, or `{myapp}#checkpoint:<name>` in the
+//!   cluster layout, see [`keys`](crate::keys)), a hash holding the position, the time of
+//!   saving and a copy of the snapshot.
 //!
 //! [`load_checkpoint`](crate::StateStore::load_checkpoint) reads the record with one
 //! `HGETALL`: the position and the snapshot as they were saved together, even if the state

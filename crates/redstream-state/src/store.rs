@@ -95,7 +95,7 @@ impl SetExpiry {
 ///     key_prefix: "myapp".to_string(),
 /// })
 /// .await?;
-/// store.put("counter", Value::Integer(42)).await?; // SET {myapp}:counter 42
+/// store.put("counter", Value::Integer(42)).await?; // SET myapp:counter 42
 /// let value: Option<Value> = store.get("counter").await?;
 /// assert_eq!(value, Some(Value::Integer(42)));
 /// store
@@ -182,7 +182,8 @@ impl StateStore {
         &self.inner.config
     }
 
-    /// The Redis key that holds `key`, e.g. `{myapp}:counter`; `None` for the memory backend.
+    /// The Redis key that holds `key`, e.g. `myapp:counter` (`{myapp}:counter` in the cluster
+    /// layout); `None` for the memory backend.
     #[must_use]
     pub fn redis_key(&self, key: &str) -> Option<String> {
         match &self.inner.backend {
