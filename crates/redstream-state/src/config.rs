@@ -370,30 +370,20 @@ fn validate_url(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// A key prefix: non-empty, at most 200 bytes, no whitespace or control characters, and none
-/// of `{` `}` (they would break the hash tag) or `#` (it separates checkpoints from keys).
-/// Glob characters are allowed: listing escapes them.
+/// A key prefix: core's rules for prefixes (at most 200 bytes, no whitespace, control
+/// characters, `{` or `}`: the cluster layout puts the braces around it), and for a store also
+/// non-empty and without `#` (it separates checkpoints from keys). Glob characters are allowed:
+/// listing escapes them.
 fn validate_prefix(prefix: &str) -> Result<()> {
     const FIELD: &str = "config field backend.key_prefix";
     if prefix.is_empty() {
         return Err(Error::invalid_input(FIELD, "must not be empty"));
     }
-    if prefix.len() > 200 {
-        return Err(Error::invalid_input(
-            FIELD,
-            format!("is {} bytes; at most 200 are allowed", prefix.len()),
-        ));
-    }
-    if let Some(c) = prefix
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}' | '#'))
-    {
+    redstream_core::keys::validate_prefix(FIELD, prefix)?;
+    if prefix.contains('#') {
         return Err(Error::invalid_input(
             format!("{FIELD} ({prefix:?})"),
-            format!(
-                "must not contain {c:?} (braces form the cluster hash tag, '#' separates \
-                 checkpoints from keys)"
-            ),
+            "must not contain '#' (it separates a store's checkpoints from its keys)",
         ));
     }
     Ok(())

@@ -93,6 +93,26 @@ impl Keys {
         out
     }
 
+    /// The checkpoint name inside a Redis key of this store's checkpoints, or `None` for any
+    /// other key: the inverse of [`checkpoint`](Self::checkpoint).
+    #[must_use]
+    pub fn checkpoint_name<'a>(&self, redis_key: &'a str) -> Option<&'a str> {
+        redis_key
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix(CHECKPOINT)
+    }
+
+    /// A `SCAN ... MATCH` pattern for every checkpoint record of this store (the prefix matched
+    /// literally). Use [`checkpoint_name`](Self::checkpoint_name) on what the scan returns.
+    #[must_use]
+    pub fn checkpoint_scan_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.base.len() + CHECKPOINT.len() + 4);
+        escape_glob_into(&mut pattern, &self.base);
+        pattern.push_str(CHECKPOINT);
+        pattern.push('*');
+        pattern
+    }
+
     /// A `SCAN ... MATCH` pattern for the keys of this store that start with `key_prefix`
     /// (every key when it is empty). The store's prefix and `key_prefix` are matched
     /// literally: their glob characters (`*`, `?`, `[`, `]`, `\`) are escaped.
@@ -170,6 +190,28 @@ mod tests {
         let cluster = Keys::new("app", KeyLayout::Cluster);
         assert_eq!(plain.user_key(&cluster.key("x")), None);
         assert_eq!(cluster.user_key(&plain.key("x")), None);
+    }
+
+    #[test]
+    fn checkpoint_names_are_found_back() {
+        for layout in [KeyLayout::Cluster, KeyLayout::Plain] {
+            let keys = Keys::new("app", layout);
+            for name in ["daily", "a:b", "#checkpoint:x"] {
+                let key = keys.checkpoint(name);
+                assert_eq!(keys.checkpoint_name(&key), Some(name), "{layout} {name}");
+                assert_eq!(keys.user_key(&key), None);
+            }
+            assert_eq!(keys.checkpoint_name(&keys.key("daily")), None);
+            assert_eq!(keys.checkpoint_name("app2#checkpoint:x"), None);
+        }
+        assert_eq!(
+            Keys::new("app", KeyLayout::Plain).checkpoint_scan_pattern(),
+            "app#checkpoint:*"
+        );
+        assert_eq!(
+            Keys::new("a*", KeyLayout::Cluster).checkpoint_scan_pattern(),
+            "{a\\*}#checkpoint:*"
+        );
     }
 
     #[test]
