@@ -521,103 +521,111 @@ pub(crate) fn truncate_to_millis(t: SystemTime) -> SystemTime {
 /// epoch: RFC 3339 has four-digit years.
 pub(crate) const MAX_WIRE_SECS: u64 = 253_402_300_799;
 
+/// The shape of a timestamp the wire format reads, named when one is refused for its shape.
+const RFC3339_SHAPE: &str = "expected YYYY-MM-DDThh:mm:ss[.fraction] followed by Z or an offset \
+                             from -23:59 to +23:59 such as +02:00";
+
 /// Parses an RFC 3339 timestamp and returns the instant it names, in UTC.
 ///
-/// Accepted: `YYYY-MM-DD`, then `T`, `t` or a space (RFC 3339 section 5.6 allows both of the
-/// latter), `hh:mm:ss`, an optional fraction of one or more digits (kept to the nanosecond), and
-/// a zone: `Z`, `z`, a numeric offset `+hh:mm` / `-hh:mm` (hours 00-23, minutes 00-59), or none
-/// at all, read as UTC because this crate has always read it so. `-00:00` is UTC. A leap second
-/// (`:60`) is read as `:59`. The instant must lie between 1970-01-01T00:00:00Z and
-/// 9999-12-31T23:59:59.999999999Z, the range the wire format writes.
+/// The `time` crate's RFC 3339 parser reads it: `YYYY-MM-DD`, then `T`, `t` or a space (RFC 3339
+/// section 5.6 allows both of the latter), `hh:mm:ss`, an optional fraction of one or more digits
+/// (kept to the nanosecond, further digits dropped), and a zone: `Z`, `z` or a numeric offset
+/// `+hh:mm` / `-hh:mm` (hours 00-23, minutes 00-59; `-00:00` is UTC). Before it,
+/// [`legacy_rfc3339`] adapts the few spellings redstream has always read that `time` reads
+/// otherwise (no zone, a leap second, the date-time separator). After it, the instant must lie
+/// between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z, the range the wire format
+/// writes.
 ///
 /// The error is a short reason; the caller names the value.
 pub(crate) fn parse_rfc3339(text: &str) -> std::result::Result<SystemTime, String> {
-    const SHAPE: &str = "expected YYYY-MM-DDThh:mm:ss[.fraction] followed by Z or an offset \
-                         such as +02:00";
-    let b = text.as_bytes();
-    let separators_ok = b.len() >= 19
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && matches!(b[10], b'T' | b't' | b' ')
-        && b[13] == b':'
-        && b[16] == b':';
-    if !separators_ok {
-        return Err(SHAPE.to_owned());
-    }
-    let number = |at: usize, len: usize| digits(&b[at..at + len]).ok_or_else(|| SHAPE.to_owned());
-    let year = number(0, 4)?;
-    let month = number(5, 2)?;
-    let day = number(8, 2)?;
-    let hour = number(11, 2)?;
-    let minute = number(14, 2)?;
-    let second = number(17, 2)?;
-    if !(1..=12).contains(&month) {
-        return Err(format!("month {month:02} is out of range (01-12)"));
-    }
-    let month_len = days_in_month(year, month);
-    if day == 0 || day > month_len {
-        return Err(format!(
-            "day {day:02} is out of range for {year:04}-{month:02} (01-{month_len})"
-        ));
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err(format!(
-            "time {hour:02}:{minute:02}:{second:02} is out of range (up to 23:59:60)"
-        ));
-    }
-    // A leap second is read as the last second of its minute, as humantime always read it.
-    let second = second.min(59);
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-    let mut rest = &b[19..];
-    let mut nanos = 0u32;
-    if let Some(after_dot) = rest.strip_prefix(b".") {
-        let len = after_dot.iter().take_while(|c| c.is_ascii_digit()).count();
-        if len == 0 {
-            return Err("the fraction of a second after `.` has no digits".to_owned());
-        }
-        // Only the first nine digits (nanoseconds) count; the rest are dropped.
-        let kept = &after_dot[..len.min(9)];
-        nanos = digits(kept).unwrap_or(0) * 10u32.pow(9 - kept.len() as u32);
-        rest = &after_dot[len..];
-    }
-
-    let offset_secs: i64 = match rest {
-        [] | [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (Some(hours), Some(minutes)) = (digits(&[*h1, *h2]), digits(&[*m1, *m2])) else {
-                return Err(SHAPE.to_owned());
-            };
-            if hours > 23 || minutes > 59 {
-                return Err(format!(
-                    "offset {}{hours:02}:{minutes:02} is out of range (-23:59 to +23:59)",
-                    char::from(*sign)
-                ));
-            }
-            let secs = i64::from(hours * 3600 + minutes * 60);
-            if *sign == b'-' { -secs } else { secs }
-        }
-        _ => return Err(SHAPE.to_owned()),
-    };
-
-    let days = days_from_civil(i64::from(year), month, day);
-    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
-    // The local time minus its offset is UTC: 10:00+02:00 is 08:00Z.
-    let utc = local - offset_secs;
-    let Ok(utc) = u64::try_from(utc) else {
+    let adapted = legacy_rfc3339(text)?;
+    let parsed =
+        OffsetDateTime::parse(&adapted, &Rfc3339).map_err(|err| parse_failure(text, &err))?;
+    // Whole seconds since the epoch in UTC, rounded down: 1969-12-31T23:59:59.5Z is -1.
+    let Ok(secs) = u64::try_from(parsed.unix_timestamp()) else {
         return Err(
-            "it is before 1970-01-01T00:00:00Z, the earliest time the wire format \
-                    carries"
+            "it is before 1970-01-01T00:00:00Z, the earliest time the wire format carries"
                 .to_owned(),
         );
     };
-    if utc > MAX_WIRE_SECS {
+    if secs > MAX_WIRE_SECS {
         return Err(
             "it is after 9999-12-31T23:59:59Z, the latest time RFC 3339 can write".to_owned(),
         );
     }
     SystemTime::UNIX_EPOCH
-        .checked_add(std::time::Duration::new(utc, nanos))
+        .checked_add(std::time::Duration::new(secs, parsed.nanosecond()))
         .ok_or_else(|| "it is past the latest time this platform represents".to_owned())
+}
+
+/// `text` with the spellings older redstream versions read (through humantime and then the
+/// crate's own parser) put in the form the `time` crate's RFC 3339 parser reads the same way, so
+/// that what was read before still reads as the same instant. Exactly three cases, by position
+/// in the fixed-width `YYYY-MM-DDThh:mm:ss` prefix; everything else is left to `time`:
+///
+/// - no zone after the seconds or their fraction (`2024-12-01T10:00:00`): redstream has always
+///   read it as UTC, `time` requires a zone, so `Z` is appended;
+/// - a leap second (`:60`): read as `:59` with its fraction, as humantime read it, while `time`
+///   takes one only as 23:59:60 UTC on the last day of a month and makes it 23:59:59.999999999;
+///   so the `60` is written `59`;
+/// - the character between date and time: RFC 3339 allows `T`, `t` and a space, the old
+///   parser refused anything else, `time` takes any byte there; so another one is refused here.
+fn legacy_rfc3339(text: &str) -> std::result::Result<std::borrow::Cow<'_, str>, String> {
+    let b = text.as_bytes();
+    if b.get(10).is_some_and(|c| !matches!(c, b'T' | b't' | b' ')) {
+        return Err(RFC3339_SHAPE.to_owned());
+    }
+    let leap_second = b.get(16..19) == Some(b":60".as_slice());
+    let no_zone = b.get(19..).is_some_and(|rest| {
+        rest.is_empty()
+            || rest
+                .strip_prefix(b".")
+                .is_some_and(|fraction| fraction.iter().all(u8::is_ascii_digit))
+    });
+    if !leap_second && !no_zone {
+        return Ok(std::borrow::Cow::Borrowed(text));
+    }
+    let mut adapted = text.to_owned();
+    if leap_second {
+        // Bytes 16..19 are the ASCII `:60`, so 17..19 is on character boundaries.
+        adapted.replace_range(17..19, "59");
+    }
+    if no_zone {
+        adapted.push('Z');
+    }
+    Ok(std::borrow::Cow::Owned(adapted))
+}
+
+/// Why `time` refused `text`: its own words (the component it could not read or found out of
+/// range), the offset as written when the offset is at fault, and the shape expected when the
+/// text does not have it.
+fn parse_failure(text: &str, err: &time::error::Parse) -> String {
+    use time::error::{Parse, ParseFromDescription, TryFromParsed};
+
+    let component = match err {
+        Parse::ParseFromDescription(ParseFromDescription::InvalidComponent(name)) => Some(*name),
+        Parse::TryFromParsed(TryFromParsed::ComponentRange(range)) => Some(range.name()),
+        _ => None,
+    };
+    let mut reason = String::new();
+    if component.is_some_and(|name| name.starts_with("offset")) {
+        // The zone is what follows the seconds and their fraction; the checks of the prefix
+        // passed, so byte 19 is on a character boundary when `time` got as far as the offset.
+        let zone = text.get(19..).unwrap_or_default();
+        let zone = match zone.strip_prefix('.') {
+            Some(fraction) => fraction.trim_start_matches(|c: char| c.is_ascii_digit()),
+            None => zone,
+        };
+        reason.push_str(&format!("offset {}: ", excerpt(zone, 16)));
+    }
+    reason.push_str(&err.to_string());
+    if matches!(err, Parse::ParseFromDescription(_)) {
+        reason.push_str("; ");
+        reason.push_str(RFC3339_SHAPE);
+    }
+    reason
 }
 
 /// `text` cut to at most `max` bytes (on a character boundary), with `...` when it was cut, so a
@@ -631,39 +639,6 @@ pub(crate) fn excerpt(text: &str, max: usize) -> String {
         cut -= 1;
     }
     format!("{}...", &text[..cut])
-}
-
-/// The value of `b` as a decimal number, if it is one to nine ASCII digits.
-fn digits(b: &[u8]) -> Option<u32> {
-    if b.is_empty() || b.len() > 9 {
-        return None;
-    }
-    b.iter().try_fold(0u32, |n, c| {
-        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-    })
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
-            29
-        }
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// `metadata` as the wire decoder reads it: [`EventMetadata`] with the timestamp optional and
@@ -901,6 +876,39 @@ mod tests {
         );
     }
 
+    /// The three spellings `legacy_rfc3339` adapts are read as the hand-written parser and
+    /// humantime read them, also where the `time` crate alone would refuse them or read another
+    /// instant.
+    #[test]
+    fn spellings_older_versions_read_are_read_the_same() {
+        let cases = [
+            // No zone: UTC, with or without a fraction.
+            ("2024-12-01T10:00:00.5", "2024-12-01T10:00:00.500Z"),
+            ("2024-12-01 10:00:00", "2024-12-01T10:00:00Z"),
+            // A leap second anywhere is the last second of its minute, its fraction kept: `time`
+            // refuses one that is not 23:59:60 UTC at a month's end, and reads that one as
+            // 23:59:59.999999999.
+            ("2016-12-31T23:59:60.250Z", "2016-12-31T23:59:59.250Z"),
+            ("2024-12-01T10:00:60+02:00", "2024-12-01T08:00:59Z"),
+            ("2024-12-01T10:00:60", "2024-12-01T10:00:59Z"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_rfc3339(text).unwrap(), utc(expected), "{text}");
+        }
+        // `time` takes any byte between date and time; RFC 3339 and older versions do not.
+        for text in [
+            "2024-12-01_10:00:00Z",
+            "2024-12-01\u{e9}10:00:00Z",
+            "2024-12-01:10:00:00Z",
+        ] {
+            let err = parse_rfc3339(text).unwrap_err();
+            assert!(err.contains("expected YYYY-MM-DD"), "{text:?}: {err}");
+        }
+        // A trailing fraction point without digits is not mistaken for a missing zone.
+        let err = parse_rfc3339("2024-12-01T10:00:00.").unwrap_err();
+        assert!(err.contains("'subsecond' component"), "{err}");
+    }
+
     #[test]
     fn invalid_timestamps_say_why() {
         let cases = [
@@ -917,23 +925,29 @@ mod tests {
             ("2024-12-01T10:00:00UTC", "expected YYYY-MM-DD"),
             ("+2024-12-01T10:00:00Z", "expected YYYY-MM-DD"),
             ("２０２４-12-01T10:00:00Z", "expected YYYY-MM-DD"),
-            ("2024-12-01T10:00:00.Z", "fraction"),
-            ("2024-12-01T10:00:00.+02:00", "fraction"),
-            ("2024-12-01T10:00:00+24:00", "offset +24:00 is out of range"),
-            ("2024-12-01T10:00:00-99:00", "offset -99:00 is out of range"),
-            ("2024-12-01T10:00:00+02:60", "offset +02:60 is out of range"),
+            ("2024-12-01T10:00:00.Z", "'subsecond' component"),
+            ("2024-12-01T10:00:00.+02:00", "'subsecond' component"),
+            (
+                "2024-12-01T10:00:00+24:00",
+                "offset +24:00: the 'offset hour'",
+            ),
+            (
+                "2024-12-01T10:00:00-99:00",
+                "offset -99:00: the 'offset hour'",
+            ),
+            ("2024-12-01T10:00:00+02:60", "offset +02:60: offset minute"),
             (
                 "2024-12-01T10:00:00.123+05:99",
-                "offset +05:99 is out of range",
+                "offset +05:99: offset minute was not in range",
             ),
-            ("2024-13-01T10:00:00Z", "month 13"),
-            ("2024-00-01T10:00:00Z", "month 00"),
-            ("2023-02-29T10:00:00Z", "day 29 is out of range for 2023-02"),
-            ("2024-04-31T10:00:00Z", "day 31"),
-            ("2024-12-00T10:00:00Z", "day 00"),
-            ("2024-12-01T24:00:00Z", "out of range"),
-            ("2024-12-01T10:60:00Z", "out of range"),
-            ("2024-12-01T10:00:61Z", "out of range"),
+            ("2024-13-01T10:00:00Z", "month was not in range"),
+            ("2024-00-01T10:00:00Z", "'month' component"),
+            ("2023-02-29T10:00:00Z", "day was not in range"),
+            ("2024-04-31T10:00:00Z", "day was not in range"),
+            ("2024-12-00T10:00:00Z", "day was not in range"),
+            ("2024-12-01T24:00:00Z", "hour was not in range"),
+            ("2024-12-01T10:60:00Z", "minute was not in range"),
+            ("2024-12-01T10:00:61Z", "second was not in range"),
             ("1969-12-31T23:59:59Z", "before 1970"),
             ("1970-01-01T00:30:00+01:00", "before 1970"),
             ("9999-12-31T23:30:00-01:00", "after 9999"),
