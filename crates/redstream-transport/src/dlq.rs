@@ -69,6 +69,10 @@ pub(crate) mod field {
     /// Present (`"true"`) when `event` holds the fields of an entry that could not be decoded,
     /// rather than an envelope.
     pub(crate) const UNDECODABLE: &str = "undecodable";
+    /// Present (`"true"`) when `event` holds the fields of an entry of a raw subscription (or one
+    /// with a decoder), as a JSON array of `[name, value]` pairs in their order; a redrive writes
+    /// them back as they were.
+    pub(crate) const RAW: &str = "raw";
 }
 
 /// The longest `error` stored; longer handler messages are cut at a character boundary.
@@ -102,11 +106,44 @@ impl Reason {
     }
 }
 
+/// What the `event` field of a dead letter holds.
+pub(crate) enum Body {
+    /// The envelope as it was written.
+    Envelope(String),
+    /// A JSON object of the fields of an entry that could not be decoded (see [`event_field`]).
+    Undecodable(String),
+    /// A JSON array of the `[name, value]` pairs of a raw entry (see [`raw_fields`]).
+    Raw(String),
+}
+
+impl Body {
+    /// The body of a dead letter of an entry with these fields: `raw` for a subscription that
+    /// does not read envelopes, otherwise the envelope, or all fields when it does not decode.
+    pub(crate) fn of(fields: &[(Vec<u8>, Vec<u8>)], raw: bool, undecodable: bool) -> Self {
+        if raw {
+            return Self::Raw(raw_fields(fields));
+        }
+        if !undecodable
+            && let Some((_, value)) = fields
+                .iter()
+                .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
+            && let Ok(envelope) = std::str::from_utf8(value)
+        {
+            return Self::Envelope(envelope.to_owned());
+        }
+        Self::Undecodable(event_field(fields))
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Self::Envelope(text) | Self::Undecodable(text) | Self::Raw(text) => text,
+        }
+    }
+}
+
 /// The fields of one dead-letter entry, before it is written.
 pub(crate) struct DeadLetterFields<'a> {
-    /// The envelope, or the JSON object of an undecodable entry's fields (see [`event_field`]).
-    pub(crate) event: String,
-    pub(crate) undecodable: bool,
+    pub(crate) body: Body,
     pub(crate) error: &'a str,
     pub(crate) original_type: &'a str,
     pub(crate) stream: &'a str,
@@ -124,7 +161,7 @@ impl DeadLetterFields<'_> {
         cmd.arg(dlq)
             .arg("*")
             .arg(field::EVENT)
-            .arg(&self.event)
+            .arg(self.body.text())
             .arg(field::ERROR)
             .arg(shorten(self.error))
             .arg(field::ORIGINAL_TYPE)
@@ -143,8 +180,14 @@ impl DeadLetterFields<'_> {
             .arg(self.first_failure_ms)
             .arg(field::LAST_FAILURE_MS)
             .arg(self.last_failure_ms);
-        if self.undecodable {
-            cmd.arg(field::UNDECODABLE).arg("true");
+        match self.body {
+            Body::Envelope(_) => {}
+            Body::Undecodable(_) => {
+                cmd.arg(field::UNDECODABLE).arg("true");
+            }
+            Body::Raw(_) => {
+                cmd.arg(field::RAW).arg("true");
+            }
         }
         cmd
     }
@@ -161,18 +204,10 @@ fn shorten(text: &str) -> &str {
     &text[..cut]
 }
 
-/// The `event` field of a dead letter: the entry's envelope as it was written when it decodes,
-/// otherwise a JSON object of all its fields (values as text, lossy for bytes that are not
-/// UTF-8; a repeated field becomes an array of its values).
-pub(crate) fn event_field(fields: &[(Vec<u8>, Vec<u8>)], undecodable: bool) -> String {
-    if !undecodable
-        && let Some((_, value)) = fields
-            .iter()
-            .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
-        && let Ok(envelope) = std::str::from_utf8(value)
-    {
-        return envelope.to_owned();
-    }
+/// The `event` field of the dead letter of an undecodable entry: a JSON object of all its
+/// fields (values as text, lossy for bytes that are not UTF-8; a repeated field becomes an array
+/// of its values).
+fn event_field(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
     let mut map = serde_json::Map::new();
     for (name, value) in fields {
         let name = String::from_utf8_lossy(name).into_owned();
@@ -189,6 +224,44 @@ pub(crate) fn event_field(fields: &[(Vec<u8>, Vec<u8>)], undecodable: bool) -> S
         }
     }
     serde_json::Value::Object(map).to_string()
+}
+
+/// The `event` field of the dead letter of a raw entry: a JSON array of its `[name, value]`
+/// pairs, in order, repeats kept (text, lossy for bytes that are not UTF-8).
+fn raw_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let pairs: Vec<[std::borrow::Cow<'_, str>; 2]> = fields
+        .iter()
+        .map(|(name, value)| {
+            [
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value),
+            ]
+        })
+        .collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The fields held in a dead letter's `event` field: the pairs of a raw entry's array, or the
+/// names and values of an undecodable entry's object (a repeated field's values in turn).
+fn stored_fields(text: &str, raw: bool) -> Option<Vec<(String, String)>> {
+    if raw {
+        let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+        return Some(pairs);
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    let mut pairs = Vec::new();
+    for (name, value) in object {
+        match value {
+            serde_json::Value::String(value) => pairs.push((name, value)),
+            serde_json::Value::Array(values) => {
+                for value in values {
+                    pairs.push((name.clone(), value.as_str()?.to_owned()));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(pairs)
 }
 
 /// Moves an entry to the dead-letter stream and returns the dead letter's id.
@@ -256,6 +329,14 @@ pub struct DeadLetterEntry {
     pub raw_event: String,
     /// Why [`event`](Self::event) is `None`.
     pub decode_error: Option<String>,
+    /// The fields of the original entry, in order, when the dead letter holds fields rather
+    /// than an envelope: an entry of a raw subscription (or one with a decoder), or one that
+    /// could not be decoded (their order is then lost). Values are text, lossy for bytes that
+    /// are not UTF-8.
+    pub fields: Option<Vec<(String, String)>>,
+    /// Whether it is the dead letter of a raw entry: a redrive writes
+    /// [`fields`](Self::fields) back to [`stream`](Self::stream).
+    pub raw: bool,
     /// Why the event was dead-lettered: the handler's last error, the decoding error, or the
     /// message given to [`publish_to_dlq`](RedisTransport::publish_to_dlq).
     pub error: String,
@@ -288,7 +369,19 @@ impl DeadLetterEntry {
                 .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
         };
         let undecodable = reply::text_field(&fields, field::UNDECODABLE).is_some();
-        let (event, decode_error) = if undecodable {
+        let raw = reply::text_field(&fields, field::RAW).is_some();
+        let stored = (undecodable || raw)
+            .then(|| stored_fields(&text(field::EVENT), raw))
+            .flatten();
+        let (event, decode_error) = if raw {
+            (
+                None,
+                Some(
+                    "the original entry is in another format (a raw subscription's); `fields`                      holds it"
+                        .to_owned(),
+                ),
+            )
+        } else if undecodable {
             (
                 None,
                 Some(
@@ -312,6 +405,8 @@ impl DeadLetterEntry {
             event,
             raw_event: text(field::EVENT),
             decode_error,
+            fields: stored,
+            raw,
             error: text(field::ERROR),
             original_type: text(field::ORIGINAL_TYPE),
             stream: text(field::STREAM),
@@ -357,12 +452,14 @@ impl RedriveReport {
 struct Plan {
     dlq_id: String,
     target: String,
-    envelope: String,
+    /// The fields of the entry to write: `event` and the envelope, or a raw entry's fields.
+    fields: Vec<(String, String)>,
 }
 
 /// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
-/// target stream. ARGV: the dead letter's id, the envelope, `MAXLEN ~` (0: none), the field.
-/// Returns the new entry id, or nil when the dead letter was already gone.
+/// target stream. ARGV: the dead letter's id, `MAXLEN ~` (0: none), then the fields of the entry
+/// to write, name and value in turn. Returns the new entry id, or nil when the dead letter was
+/// already gone.
 ///
 /// The only writes are the `XADD` and then the `XDEL`, in that order: a refusal of the `XADD`
 /// (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter untouched, because Redis
@@ -377,10 +474,10 @@ if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
 local id
-if tonumber(ARGV[3]) > 0 then
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', ARGV[4], ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 else
-  id = redis.call('XADD', KEYS[2], '*', ARGV[4], ARGV[2])
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 end
 local deleted = redis.pcall('XDEL', KEYS[1], ARGV[1])
 if type(deleted) == 'table' and deleted['err'] then
@@ -439,8 +536,7 @@ impl RedisTransport {
         let error = error.to_string();
         let now = now_ms();
         let fields = DeadLetterFields {
-            event: envelope,
-            undecodable: false,
+            body: Body::Envelope(envelope),
             error: &error,
             original_type: event.event_type(),
             stream: &stream,
@@ -641,6 +737,26 @@ impl RedisTransport {
         let mut plans = Vec::with_capacity(entries.len());
         for entry in entries {
             let dead = DeadLetterEntry::from_raw(entry, limits);
+            if dead.raw {
+                let recorded =
+                    !dead.stream.is_empty() && !is_legacy_name(names.prefix(), &dead.stream);
+                match dead.fields {
+                    Some(fields) if !fields.is_empty() && recorded => plans.push(Plan {
+                        dlq_id: dead.id,
+                        target: dead.stream,
+                        fields,
+                    }),
+                    Some(_) if !recorded => {
+                        report.skip(dead.id, "it records no stream to write its fields back to")
+                    }
+                    _ => report.skip(
+                        dead.id,
+                        "its `event` field does not hold the entry's fields as an array of \
+                         [name, value] pairs; inspect it with XRANGE",
+                    ),
+                }
+                continue;
+            }
             let Some(event) = &dead.event else {
                 let reason = dead.decode_error.as_deref().unwrap_or("no event");
                 report.skip(
@@ -662,7 +778,7 @@ impl RedisTransport {
             plans.push(Plan {
                 dlq_id: dead.id,
                 target,
-                envelope: dead.raw_event,
+                fields: vec![(EVENT_FIELD.to_owned(), dead.raw_event)],
             });
         }
         if plans.is_empty() {
@@ -682,9 +798,10 @@ impl RedisTransport {
                 .arg(&dlq)
                 .arg(&plan.target)
                 .arg(&plan.dlq_id)
-                .arg(&plan.envelope)
-                .arg(self.max_len(&plan.target))
-                .arg(EVENT_FIELD);
+                .arg(self.max_len(&plan.target));
+            for (name, value) in &plan.fields {
+                pipe.arg(name).arg(value);
+            }
         }
         let span = tracing::info_span!("redrive", entries = plans.len());
         let results: Vec<redis::RedisResult<Option<String>>> = self
@@ -765,11 +882,44 @@ mod tests {
             (b"foo".to_vec(), b"baz".to_vec()),
             (b"bin".to_vec(), vec![0xff, b'x']),
         ];
-        let json: serde_json::Value = serde_json::from_str(&event_field(&fields, true)).unwrap();
+        let Body::Undecodable(text) = Body::of(&fields, false, true) else {
+            panic!("an undecodable body");
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["foo"], serde_json::json!(["bar", "baz"]));
         assert_eq!(json["bin"], "\u{fffd}x");
+        let back = stored_fields(&text, false).unwrap();
+        assert_eq!(back.len(), 3);
         let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
-        assert_eq!(event_field(&envelope, false), "{\"v\":1}");
+        assert!(matches!(Body::of(&envelope, false, false), Body::Envelope(e) if e == "{\"v\":1}"));
+    }
+
+    #[test]
+    fn raw_entries_keep_their_fields_in_order() {
+        let fields = vec![
+            (b"event_id".to_vec(), b"e1".to_vec()),
+            (b"brand_id".to_vec(), b"b1".to_vec()),
+            (b"event_id".to_vec(), b"e2".to_vec()),
+        ];
+        let Body::Raw(text) = Body::of(&fields, true, false) else {
+            panic!("a raw body");
+        };
+        assert_eq!(
+            text,
+            r#"[["event_id","e1"],["brand_id","b1"],["event_id","e2"]]"#
+        );
+        let back = stored_fields(&text, true).unwrap();
+        let expected: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.clone()).unwrap(),
+                    String::from_utf8(v.clone()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(back, expected);
+        assert!(stored_fields("{}", true).is_none());
     }
 
     #[test]

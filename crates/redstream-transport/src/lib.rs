@@ -9,6 +9,7 @@ mod dlq;
 mod inspect;
 mod keys;
 mod publisher;
+mod raw;
 mod reply;
 mod telemetry;
 mod trace_context;
@@ -23,5 +24,6 @@ pub use inspect::{
     StreamSummary,
 };
 pub use keys::{KeyLayout, StreamNames, validate_event_type};
+pub use raw::RawEntry;
 pub use redstream_core::{Error, ErrorKind, Result, TlsOptions};
 pub use transport::{RedisSubscriber, RedisTransport};

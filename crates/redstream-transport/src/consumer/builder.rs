@@ -2,12 +2,15 @@
 
 use std::future::Future;
 
-use redstream_core::{Error, Event, HandlerResult, Result, SubscriptionHandle};
+use std::sync::Arc;
 
-use super::handler::{Handling, erase};
+use redstream_core::{BoxError, Error, Event, HandlerResult, Result, SubscriptionHandle};
+
+use super::handler::{DynDecoder, Handling, erase, erase_raw};
 use super::sub::{Mode, StreamSpec};
 use crate::config::{StartFrom, validate_name};
 use crate::keys::{validate_event_type, validate_stream_name};
+use crate::raw::RawEntry;
 use crate::transport::RedisTransport;
 
 /// A subscription being set up: what it reads, as which group, from where; made by
@@ -44,6 +47,7 @@ pub struct SubscriptionBuilder {
     pub(super) streams: Vec<String>,
     pub(super) group: Option<String>,
     pub(super) start_from: Option<StartFrom>,
+    pub(super) decoder: Option<DynDecoder>,
 }
 
 impl RedisTransport {
@@ -59,6 +63,7 @@ impl RedisTransport {
             streams: Vec::new(),
             group: None,
             start_from: None,
+            decoder: None,
         }
     }
 }
@@ -97,8 +102,66 @@ impl SubscriptionBuilder {
         self
     }
 
+    /// Maps each entry to an event with `decoder` instead of reading the redstream envelope:
+    /// for streams someone else writes in their own format. The decoder runs before the
+    /// handler of [`handle`](Self::handle); an entry it refuses (`Err`, or a panic) is
+    /// dead-lettered at once with the decoder's error, keeping its fields, so that a redrive
+    /// after a fix writes it back as it was. The events' priorities are not used to order the
+    /// buffer (entries are taken in stream order).
+    ///
+    /// ```no_run
+    /// # async fn demo(transport: redstream_transport::RedisTransport) -> redstream_transport::Result<()> {
+    /// use redstream_core::{Event, EventMetadata, HandlerResult};
+    /// // Seed 004's flat fields: event_id, brand_id, event_type, payload, timestamp.
+    /// transport
+    ///     .subscription()
+    ///     .streams(["events.raw"])
+    ///     .group("event-processors")
+    ///     .decode_with(|entry| {
+    ///         let event_type = entry.text("event_type").ok_or("no event_type field")?;
+    ///         let payload = serde_json::from_slice(entry.field("payload").unwrap_or(b"null"))?;
+    ///         Ok(Event::new(event_type, payload, EventMetadata::default()))
+    ///     })
+    ///     .handle(|event: Event| async move { HandlerResult::Ok(()) })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decode_with<D>(mut self, decoder: D) -> Self
+    where
+        D: Fn(&RawEntry) -> Result<Event, BoxError> + Send + Sync + 'static,
+    {
+        self.decoder = Some(Arc::new(decoder));
+        self
+    }
+
+    /// Starts the subscription with a handler of raw entries: the stream, the entry id, the
+    /// delivery count and the fields as written, in any format. Acknowledgement, redelivery,
+    /// claiming and dead letters are as for events; a dead letter keeps the entry's fields and
+    /// its stream, and a redrive writes the same fields back to that stream. Entries are taken
+    /// in stream order (they have no priority).
+    ///
+    /// # Errors
+    ///
+    /// As [`handle`](Self::handle).
+    pub async fn handle_raw<F, Fut>(self, handler: F) -> Result<SubscriptionHandle>
+    where
+        F: Fn(RawEntry) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        if self.decoder.is_some() {
+            return Err(Error::invalid_input(
+                "subscription",
+                "has a decoder, which makes events for .handle(..); .handle_raw(..) takes the \
+                 entries as they are",
+            ));
+        }
+        self.start(Handling::Raw(erase_raw(handler))).await
+    }
+
     /// Starts the subscription with an event handler: entries are decoded from the redstream
-    /// envelope, and otherwise everything is as for [`RedisTransport::subscribe`].
+    /// envelope (or by the [`decoder`](Self::decode_with)), and otherwise everything is as for
+    /// [`RedisTransport::subscribe`].
     ///
     /// # Errors
     ///
@@ -110,7 +173,12 @@ impl SubscriptionBuilder {
         F: Fn(Event) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.start(Handling::Events(erase(handler))).await
+        let handler = erase(handler);
+        let handling = match self.decoder.clone() {
+            Some(decoder) => Handling::Decoded(decoder, handler),
+            None => Handling::Events(handler),
+        };
+        self.start(handling).await
     }
 
     /// Checks everything, then starts the subscription.

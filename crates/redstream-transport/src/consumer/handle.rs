@@ -12,6 +12,7 @@ use super::dispatch::Peek;
 use super::handler::Handling;
 use super::sub::{Ack, Delivery, Mode, Sub};
 use super::{lock, now_ms};
+use crate::raw::RawEntry;
 use crate::{dlq, reply, telemetry, trace_context};
 
 /// Takes entries from the buffer and handles them, one at a time, until stopped.
@@ -47,18 +48,92 @@ impl Sub {
                 self.run(delivery, span, async move { handler(event).await })
                     .await;
             }
+            Handling::Decoded(decoder, handler) => {
+                let entry = self.raw_entry(&delivery);
+                let decoded =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder(&entry)));
+                let event = match decoded {
+                    Ok(Ok(event)) => event,
+                    Ok(Err(err)) => {
+                        let error = format!("the subscription's decoder refused the entry: {err}");
+                        self.decode_failed(&delivery, &error).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let error = "the subscription's decoder panicked on the entry";
+                        self.decode_failed(&delivery, error).await;
+                        return;
+                    }
+                };
+                if !self.has_its_streams_type(&delivery, &event).await {
+                    return;
+                }
+                let span = self.span(&delivery, Some(&event));
+                let handler = Arc::clone(handler);
+                self.run(delivery, span, async move { handler(event).await })
+                    .await;
+            }
+            Handling::Raw(handler) => {
+                let entry = self.raw_entry(&delivery);
+                let span = self.span(&delivery, None);
+                let handler = Arc::clone(handler);
+                self.run(delivery, span, async move { handler(entry).await })
+                    .await;
+            }
         }
+    }
+
+    /// The entry as a raw entry, for a raw handler or a decoder.
+    fn raw_entry(&self, delivery: &Delivery) -> RawEntry {
+        RawEntry {
+            stream: self.spec(delivery.stream).key.clone(),
+            id: delivery.id.clone(),
+            deliveries: delivery.deliveries,
+            fields: delivery.fields.clone(),
+        }
+    }
+
+    /// An entry that cannot be decoded: counted, logged, dead-lettered at once.
+    async fn decode_failed(&self, delivery: &Delivery, error: &str) {
+        let spec = self.spec(delivery.stream);
+        metrics::counter!(telemetry::DECODE_FAILURES, "stream" => spec.key.clone()).increment(1);
+        tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "undecodable entry");
+        self.give_up(delivery, error, dlq::Reason::Decode).await;
+    }
+
+    /// Whether the event has the type of the stream it was read from, for a stream subscribed
+    /// by type; an event of another type is dead-lettered (a stream by name takes any type).
+    async fn has_its_streams_type(&self, delivery: &Delivery, event: &Event) -> bool {
+        let spec = self.spec(delivery.stream);
+        let Some(expected) = &spec.event_type else {
+            return true;
+        };
+        if event.event_type() == &**expected {
+            return true;
+        }
+        let error = format!(
+            "the entry holds an event of type {:?}, but {} is the stream of type {expected:?} \
+             and this subscription is by event type; publish it to its own type's stream, or \
+             subscribe to the stream by name to receive any type",
+            event.event_type(),
+            spec.key
+        );
+        tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "entry of another type");
+        self.give_up(delivery, &error, dlq::Reason::WrongType).await;
+        false
     }
 
     /// Decodes the envelope of an entry and checks its type; `None` when the entry was given
     /// up on.
     async fn decode(&self, delivery: &Delivery) -> Option<Event> {
-        let spec = self.spec(delivery.stream);
-        if self.mode == Mode::DeadLetters
-            && reply::text_field(&delivery.fields, dlq::field::UNDECODABLE).is_some()
-        {
-            let error = "the original stream entry could not be decoded, so there is no event to \
-                         hand over";
+        let holds_fields = || {
+            [dlq::field::UNDECODABLE, dlq::field::RAW]
+                .iter()
+                .any(|flag| reply::text_field(&delivery.fields, flag).is_some())
+        };
+        if self.mode == Mode::DeadLetters && holds_fields() {
+            let error = "the dead letter holds the fields of an entry that was not an envelope, so \
+                         there is no event to hand over";
             self.give_up(delivery, error, dlq::Reason::Decode).await;
             return None;
         }
@@ -77,31 +152,16 @@ impl Sub {
         let event = match wire::decode_stream_entry(entry_id, fields, &self.options.limits) {
             Ok(event) => event,
             Err(err) => {
-                metrics::counter!(telemetry::DECODE_FAILURES, "stream" => spec.key.clone())
-                    .increment(1);
                 let error = format!("cannot decode the stream entry: {err}");
-                tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "undecodable entry");
-                self.give_up(delivery, &error, dlq::Reason::Decode).await;
+                self.decode_failed(delivery, &error).await;
                 return None;
             }
         };
-        if let Some(expected) = &spec.event_type
-            && event.event_type() != &**expected
-        {
-            let error = format!(
-                "the entry holds an event of type {:?}, but {} is the stream of type {expected:?} \
-                 and this subscription is by event type; publish it to its own type's stream, or \
-                 subscribe to the stream by name to receive any type",
-                event.event_type(),
-                spec.key
-            );
-            tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "entry of another type");
-            self.give_up(delivery, &error, dlq::Reason::WrongType).await;
+        if !self.has_its_streams_type(delivery, &event).await {
             return None;
         }
         Some(event)
     }
-
     /// The span of one handler call.
     fn span(&self, delivery: &Delivery, event: Option<&Event>) -> tracing::Span {
         let spec = self.spec(delivery.stream);
@@ -205,7 +265,11 @@ impl Sub {
             }
             Mode::Events => {
                 let now = now_ms();
-                let fields_only = !self.envelopes || reason == dlq::Reason::Decode;
+                let body = dlq::Body::of(
+                    &delivery.fields,
+                    !self.envelopes,
+                    reason == dlq::Reason::Decode,
+                );
                 let peeked;
                 let original_type = match &spec.event_type {
                     Some(event_type) if reason != dlq::Reason::WrongType => &**event_type,
@@ -215,8 +279,7 @@ impl Sub {
                     }
                 };
                 let fields = dlq::DeadLetterFields {
-                    event: dlq::event_field(&delivery.fields, fields_only),
-                    undecodable: fields_only,
+                    body,
                     error,
                     original_type,
                     stream: &spec.key,

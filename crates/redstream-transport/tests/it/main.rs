@@ -14,6 +14,7 @@ mod inspect;
 mod metrics;
 mod operator;
 mod publisher;
+mod raw;
 mod streams;
 mod support;
 mod tls;
