@@ -1,22 +1,55 @@
-//! Dead letters: the `{prefix}:dlq` stream, where events go that will not be handled.
+//! Dead letters: the `{prefix}:dlq` stream (`events:dlq`; `events:{dlq}` in the cluster
+//! layout), where entries go that will not be handled.
 //!
 //! An entry is dead-lettered when its handler failed `max_deliveries` times (or once, with
 //! `dead_letter_on_first_failure`), when it was claimed after `max_deliveries` deliveries without
-//! an acknowledgement (its consumers kept dying on it), when it cannot be decoded, or by hand with
-//! [`publish_to_dlq`](RedisTransport::publish_to_dlq). The move is one transaction:
+//! an acknowledgement (its consumers kept dying on it), when it cannot be decoded, when a
+//! subscription by event type finds an event of another type in its stream, or by hand with
+//! [`publish_to_dlq`](RedisTransport::publish_to_dlq). The original entry is acknowledged, never
+//! deleted: other groups reading the stream still get it. The fields are listed in
+//! `docs/wire-format.md` ("Dead-letter entries"); the first three, `event`, `error` and
+//! `original_type`, are seed 000's; `stream` and `entry_id` name the entry it was moved from.
+//! The dead-letter stream is never trimmed by the transport: remove entries with the redrive
+//! methods (or `XDEL`/`XTRIM` by hand).
+//!
+//! # What `event` holds
+//!
+//! | entry | `event` | flag |
+//! |---|---|---|
+//! | a redstream envelope | the envelope as written | none |
+//! | an entry that could not be decoded | a JSON object of its fields (a repeated field's values in an array) | `undecodable` |
+//! | an entry of a raw subscription or one with a decoder | a JSON array of its `[name, value]` pairs, in order | `raw` |
+//!
+//! Values are text: bytes that are not UTF-8 are replaced by `U+FFFD`.
+//!
+//! # The move, plain layout: one transaction
 //!
 //! ```text
 //! MULTI
-//! XADD {events}:dlq * event <envelope> error <message> original_type order.created ...
-//! XACK {events}:order.created <group> <entry id>
+//! XADD events:dlq * event <envelope> error <message> original_type order.created stream events:order.created entry_id <id> ...
+//! XACK events:order.created <group> <id>
 //! EXEC
 //! ```
 //!
-//! Every key of a prefix shares the `{prefix}` hash tag, so this works on Redis Cluster too. The
-//! original entry is acknowledged, never deleted: other groups reading the stream still get it.
-//! The fields are listed in `docs/wire-format.md` ("Dead-letter entries"); the first three,
-//! `event`, `error` and `original_type`, are seed 000's. The dead-letter stream is never trimmed
-//! by the transport: remove entries with the redrive methods (or `XDEL`/`XTRIM` by hand).
+//! The entry is in the dead-letter stream or pending in its own, never in neither and never in
+//! both. (The transport connects to one server; this assumes both keys are on it.)
+//!
+//! # The move, cluster layout: two steps, repeats removed by the redrive
+//!
+//! `events:{dlq}` and `events:{payment.failed}` are in different slots, so one transaction
+//! cannot hold both. The move is `XADD` to the dead-letter stream, then `XACK` of the entry (in
+//! one round trip, not atomic):
+//!
+//! - never lost: the entry is acknowledged only after its dead letter was written;
+//! - a failure between the two (a crash, a dropped connection, a refused `XACK`) leaves the entry
+//!   pending: it is claimed again and, past `max_deliveries`, dead-lettered again. That repeat
+//!   carries the same `stream` and `entry_id`, so it is recognisable;
+//! - never silently doubled: in the cluster layout a redrive keeps a record (the hash
+//!   `events:{dlq}:redriven`, in the dead-letter stream's slot) of the `<entry_id> <stream>` of
+//!   every dead letter it republished, with the id it was republished as. A dead letter whose
+//!   entry is in the record is deleted instead of republished, and counted in
+//!   [`RedriveReport::repeats`], whether it came before or after the redrive. The record grows
+//!   by one field per redriven dead letter; delete it by hand once no repeat can come any more.
 //!
 //! # Reading and redriving
 //!
@@ -25,17 +58,21 @@
 //! - [`consume_dlq`](RedisTransport::consume_dlq) subscribes a handler to the dead-letter stream,
 //!   in the consumer group `{consumer_group}-dlq`, from its beginning. It receives the original
 //!   events. Handling one does not remove it from the stream (the group remembers what it
-//!   handled); a dead letter that cannot be decoded, or whose handler keeps failing, is logged and
-//!   acknowledged, never dead-lettered again.
+//!   handled); a dead letter that holds fields rather than an event, or whose handler keeps
+//!   failing, is logged and acknowledged, never dead-lettered again.
 //! - [`redrive_all`](RedisTransport::redrive_all), [`redrive_ids`](RedisTransport::redrive_ids)
-//!   and [`redrive_range`](RedisTransport::redrive_range) publish dead letters again to the stream
-//!   they came from (the `stream` field; for entries written by someone else, the stream of the
-//!   event's type and priority) and delete them from the dead-letter stream. Each dead letter moves
-//!   with one script (delete it, then republish it only if the delete removed it), so it is
-//!   either still a dead letter or republished once, never both; 100 go per round trip. A redriven event is a new entry: every group of that stream receives it
-//!   again, with the same event id, so handlers that must not see an event twice deduplicate on
-//!   [`Event::id`]. Dead letters that cannot be decoded cannot be redriven: they stay where they
-//!   are and the [`RedriveReport`] names them.
+//!   and [`redrive_range`](RedisTransport::redrive_range) write dead letters again to the stream
+//!   they came from and delete them from the dead-letter stream. The target is the recorded
+//!   `stream`, whatever its name (`events:order.created`, `events.raw`); a dead letter that
+//!   records none, or a name of the layout before this version (`{events}:order.created#high`),
+//!   goes to the stream of its event's type under the current names. An envelope is written back
+//!   as the `event` field; a raw entry's fields are written back as they were. Each dead letter
+//!   moves with one script (check it is still there, write it, delete it), so it is either still
+//!   a dead letter or republished once, never both; 100 go per round trip. A redriven event is a
+//!   new entry: every group of that stream receives it again, with the same event id, so
+//!   handlers that must not see an event twice deduplicate on [`Event::id`]. Dead letters that
+//!   could not be decoded cannot be redriven: they stay where they are and the
+//!   [`RedriveReport`] names them.
 
 use std::fmt;
 use std::future::Future;
@@ -313,6 +350,13 @@ pub(crate) async fn move_entry(
     .await
 }
 
+/// The redrive record: a hash next to the dead-letter stream (in its cluster slot) with a field
+/// `<entry id> <stream>` for every dead letter redriven in the cluster layout, whose value is
+/// the id it was republished as.
+pub(crate) fn redrive_record(names: &StreamNames) -> String {
+    redstream_core::keys::companion(&names.dlq(), "redriven")
+}
+
 /// One entry of the dead-letter stream, decoded.
 ///
 /// Entries written by other tools may lack the fields after `original_type`: they read as empty
@@ -426,6 +470,10 @@ impl DeadLetterEntry {
 pub struct RedriveReport {
     /// Dead letters published again and removed from the dead-letter stream.
     pub redriven: usize,
+    /// Dead letters removed without being published: repeats of a dead letter of the same
+    /// entry (same `stream` and `entry_id`) that was redriven already. Only the cluster layout
+    /// writes such repeats (see the module docs) and keeps the record that finds them.
+    pub repeats: usize,
     /// Dead letters left in the dead-letter stream, with the reason.
     pub skipped: Vec<SkippedDeadLetter>,
 }
@@ -452,19 +500,27 @@ impl RedriveReport {
 struct Plan {
     dlq_id: String,
     target: String,
+    /// Its field in the redrive record (cluster layout): `<entry id> <stream>` of the entry it
+    /// was moved from; empty when none is kept.
+    record: String,
     /// The fields of the entry to write: `event` and the envelope, or a raw entry's fields.
     fields: Vec<(String, String)>,
 }
 
 /// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
-/// target stream. ARGV: the dead letter's id, `MAXLEN ~` (0: none), then the fields of the entry
-/// to write, name and value in turn. Returns the new entry id, or nil when the dead letter was
-/// already gone.
+/// target stream, the redrive record (a hash next to the dead-letter stream, used in the cluster
+/// layout). ARGV: the dead letter's id, `MAXLEN ~` (0: none), the dead letter's field in the
+/// record (empty: none), then the fields of the entry to write, name and value in turn.
 ///
-/// The only writes are the `XADD` and then the `XDEL`, in that order: a refusal of the `XADD`
-/// (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter untouched, because Redis
-/// does not roll back a script's earlier writes when a later command fails. Checking that the
-/// dead letter is still there first (a read) keeps concurrent redrives from republishing it twice.
+/// Returns the new entry id; nil when the dead letter was already gone; `repeat:<id>` when the
+/// record shows that the entry it was moved from was redriven already (as `<id>`): the dead
+/// letter is a repeat, and it is deleted instead of republished.
+///
+/// The only writes are the `XADD` and then the `XDEL` (and the record's `HSET`), in that order:
+/// a refusal of the `XADD` (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter
+/// untouched, because Redis does not roll back a script's earlier writes when a later command
+/// fails. Checking that the dead letter is still there first (a read) keeps concurrent redrives
+/// from republishing it twice.
 const REDRIVE_SCRIPT: &str = r"
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
@@ -473,16 +529,26 @@ end
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
+if ARGV[3] ~= '' then
+  local earlier = redis.call('HGET', KEYS[3], ARGV[3])
+  if earlier then
+    redis.call('XDEL', KEYS[1], ARGV[1])
+    return 'repeat:' .. earlier
+  end
+end
 local id
 if tonumber(ARGV[2]) > 0 then
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
 else
-  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 end
 local deleted = redis.pcall('XDEL', KEYS[1], ARGV[1])
 if type(deleted) == 'table' and deleted['err'] then
   return redis.error_reply(deleted['err'] .. ' (the event was republished as ' .. id ..
     ' but its dead letter could not be deleted: delete it by hand, or a later redrive repeats it)')
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[3], id)
 end
 return id
 ";
@@ -712,6 +778,16 @@ impl RedisTransport {
         Ok(report)
     }
 
+    /// The dead letter's field in the redrive record: `<entry id> <stream>` of the entry it was
+    /// moved from, in the cluster layout; empty (no record) otherwise, and for dead letters
+    /// written by hand.
+    fn record_field(&self, dead: &DeadLetterEntry) -> String {
+        if self.inner.names.layout() != KeyLayout::Cluster || dead.entry_id.is_empty() {
+            return String::new();
+        }
+        format!("{} {}", dead.entry_id, dead.stream)
+    }
+
     /// Where a dead letter is redriven: the stream it records, except a name of the layout
     /// before this version (`{prefix}:type#lane`) or none at all, where the stream of its event
     /// type is used instead. `None` when neither gives a stream.
@@ -737,11 +813,13 @@ impl RedisTransport {
         let mut plans = Vec::with_capacity(entries.len());
         for entry in entries {
             let dead = DeadLetterEntry::from_raw(entry, limits);
+            let record = self.record_field(&dead);
             if dead.raw {
                 let recorded =
                     !dead.stream.is_empty() && !is_legacy_name(names.prefix(), &dead.stream);
                 match dead.fields {
                     Some(fields) if !fields.is_empty() && recorded => plans.push(Plan {
+                        record,
                         dlq_id: dead.id,
                         target: dead.stream,
                         fields,
@@ -776,6 +854,7 @@ impl RedisTransport {
                 continue;
             };
             plans.push(Plan {
+                record,
                 dlq_id: dead.id,
                 target,
                 fields: vec![(EVENT_FIELD.to_owned(), dead.raw_event)],
@@ -785,6 +864,7 @@ impl RedisTransport {
             return Ok(());
         }
         let dlq = names.dlq();
+        let record = redrive_record(names);
         // One script call per dead letter, all in one round trip. Each call checks the target's
         // type, then deletes the dead letter and republishes it only if the delete removed it:
         // two clients redriving the same dead letter at once (the CLI and the dashboard, say)
@@ -794,11 +874,13 @@ impl RedisTransport {
         for plan in &plans {
             pipe.cmd("EVAL")
                 .arg(REDRIVE_SCRIPT)
-                .arg(2)
+                .arg(3)
                 .arg(&dlq)
                 .arg(&plan.target)
+                .arg(&record)
                 .arg(&plan.dlq_id)
-                .arg(self.max_len(&plan.target));
+                .arg(self.max_len(&plan.target))
+                .arg(&plan.record);
             for (name, value) in &plan.fields {
                 pipe.arg(name).arg(value);
             }
@@ -812,7 +894,17 @@ impl RedisTransport {
         let mut failed = None;
         for (plan, result) in plans.into_iter().zip(results) {
             match result {
-                Ok(Some(_)) => report.redriven += 1,
+                Ok(Some(reply)) => match reply.strip_prefix("repeat:") {
+                    Some(earlier) => {
+                        tracing::info!(
+                            dlq_id = %plan.dlq_id,
+                            republished_as = %earlier,
+                            "dead letter removed: a repeat of one redriven already"
+                        );
+                        report.repeats += 1;
+                    }
+                    None => report.redriven += 1,
+                },
                 Ok(None) => report.skip(
                     plan.dlq_id,
                     "no longer in the dead-letter stream: redriven or deleted by another client",

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 mod admin;
+mod cluster;
 mod conformance;
 mod consumer;
 mod dlq;
