@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use redis::aio::ConnectionLike;
 use redstream_core::keys::{self, KeyLayout, StreamNames};
 use redstream_core::{Error, Result};
+use redstream_state::Keys as StateKeys;
 use serde::Serialize;
 
 use super::Options;
@@ -354,7 +355,7 @@ where
             continue;
         }
         let stream = moved.get(stream).map_or(stream, String::as_str);
-        let to = keys::companion(stream, &format!("redstream-sink:{id}"));
+        let to = redstream_sink::keys::progress_key(stream, id);
         if to == key {
             plan.skip(key, "already named as the sink names it");
         } else {
@@ -364,25 +365,33 @@ where
     Ok(())
 }
 
-/// The state keys `{S}:*` and checkpoints `{S}#checkpoint:*`, renamed to `S:*` and
-/// `S#checkpoint:*` (plain layout only).
+/// The state keys `{S}:*` and checkpoints `{S}#checkpoint:*` (the state crate's cluster layout,
+/// the default of 0.1), renamed to `S:*` and `S#checkpoint:*` (its plain layout). Both names come
+/// from the state crate's own key builder.
 async fn state<C>(conn: &mut C, state_prefix: &str, plan: &mut Builder) -> Result<()>
 where
     C: ConnectionLike + Send + Sync,
 {
-    let base = old_base(state_prefix);
-    for (kind, separator) in [(KeyKind::State, ":"), (KeyKind::Checkpoint, "#checkpoint:")] {
-        let head = format!("{base}{separator}");
-        let pattern = format!("{}*", keys::escape_glob(&head));
-        for key in keys::scan(conn, &pattern, None, &pattern).await? {
-            if !plan.claim(&key) {
-                continue;
-            }
-            let Some(rest) = key.strip_prefix(&head) else {
-                continue;
-            };
-            let to = format!("{state_prefix}{separator}{rest}");
-            plan.rename(kind, key, to);
+    let old = StateKeys::new(state_prefix, KeyLayout::Cluster);
+    let new = StateKeys::new(state_prefix, KeyLayout::Plain);
+    let values = old.scan_pattern("");
+    for key in keys::scan(conn, &values, None, &values).await? {
+        if !plan.claim(&key) {
+            continue;
+        }
+        if let Some(user_key) = old.user_key(&key) {
+            let to = new.key(user_key);
+            plan.rename(KeyKind::State, key, to);
+        }
+    }
+    let checkpoints = old.checkpoint_scan_pattern();
+    for key in keys::scan(conn, &checkpoints, None, &checkpoints).await? {
+        if !plan.claim(&key) {
+            continue;
+        }
+        if let Some(name) = old.checkpoint_name(&key) {
+            let to = new.checkpoint(name);
+            plan.rename(KeyKind::Checkpoint, key, to);
         }
     }
     Ok(())
