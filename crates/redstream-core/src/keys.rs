@@ -49,8 +49,10 @@ pub enum KeyLayout {
     /// different slots (the crates then use their documented non-atomic protocols).
     #[default]
     Plain,
-    /// `prefix:{name}`: one hash tag per stream (or per state key), so different streams land on
-    /// different slots and each stream's companions share its slot.
+    /// `prefix:{name}` for streams: one hash tag per stream, so different streams land on
+    /// different slots and each stream's companions share its slot. A state store, whose
+    /// transactions span any of its keys, tags its prefix instead (`{prefix}:key`, one slot per
+    /// store).
     Cluster,
 }
 
