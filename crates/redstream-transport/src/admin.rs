@@ -3,8 +3,8 @@
 //! | method | what | Redis |
 //! |---|---|---|
 //! | [`stream_key_for`](RedisTransport::stream_key_for) | the stream key an operator means by a name | none |
-//! | [`dlq_entry`](RedisTransport::dlq_entry) | one dead letter by id | `XRANGE {prefix}:dlq id id` |
-//! | [`dlq_purge`](RedisTransport::dlq_purge) | delete every dead letter | `XTRIM {prefix}:dlq MAXLEN 0` |
+//! | [`dlq_entry`](RedisTransport::dlq_entry) | one dead letter by id | `XRANGE events:dlq id id` |
+//! | [`dlq_purge`](RedisTransport::dlq_purge) | delete every dead letter | `XTRIM events:dlq MAXLEN 0` |
 //! | [`redrive_type`](RedisTransport::redrive_type) | redrive the dead letters of one event type | `XRANGE` pages, then as [`redrive_ids`](RedisTransport::redrive_ids) |
 //! | [`claim`](RedisTransport::claim) | hand idle pending entries of a group to a consumer | `XAUTOCLAIM ... JUSTID` |
 //! | [`follow`](RedisTransport::follow) | read entries as they are added, no group | `XREAD BLOCK` |

@@ -162,7 +162,7 @@ pub struct StreamSummary {
     /// The event type whose stream this is under the transport's prefix and layout; `None`
     /// for the dead-letter stream and for streams named otherwise (`events.raw`).
     pub event_type: Option<String>,
-    /// Whether this is the dead-letter stream, `{prefix}:dlq`.
+    /// Whether this is the dead-letter stream, `{prefix}:dlq` (`events:dlq`).
     pub dead_letter: bool,
     /// Entries in the stream now (`XLEN`), whether delivered or not.
     pub length: u64,
@@ -331,12 +331,11 @@ impl RedisTransport {
     /// Fails with [`ErrorKind::Timeout`] when no answer comes within `response_timeout`, and
     /// with [`ErrorKind::Connection`] when the server cannot be reached.
     pub async fn ping(&self) -> Result<Duration> {
-        let mut conn = self.inner.conn.clone();
+        let reads = self.commands(Traffic::Read);
         let started = Instant::now();
-        let reply: Value = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("PING", self.inner.target.clone(), err))?;
+        let reply: Value = reads
+            .query("PING", &self.inner.target, &redis::cmd("PING"))
+            .await?;
         let elapsed = started.elapsed();
         match text(&reply).as_deref() {
             Some("PONG") => Ok(elapsed),
@@ -350,11 +349,10 @@ impl RedisTransport {
 
     /// Version, mode, memory and load of the server, from `INFO`; see [`ServerInfo`].
     pub async fn server_info(&self) -> Result<ServerInfo> {
-        let mut conn = self.inner.conn.clone();
-        let reply: Value = redis::cmd("INFO")
-            .query_async(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("INFO", self.inner.target.clone(), err))?;
+        let reply: Value = self
+            .commands(Traffic::Read)
+            .query("INFO", &self.inner.target, &redis::cmd("INFO"))
+            .await?;
         let text = text(&reply)
             .ok_or_else(|| unexpected("INFO", &self.inner.target, "a reply that is not text"))?;
         Ok(ServerInfo::parse(&text))
@@ -382,6 +380,7 @@ impl RedisTransport {
                 "must not be empty (`*` matches every stream)",
             ));
         }
+        // A read: it bypasses the circuit breaker (`Traffic::Read`), on the shared connection.
         let mut conn = self.inner.conn.clone();
         redstream_core::keys::scan(&mut conn, pattern, Some("stream"), pattern).await
     }
@@ -405,8 +404,9 @@ impl RedisTransport {
 
     /// Length, first and last id, and consumer groups of one stream.
     ///
-    /// Fails with [`ErrorKind::InvalidInput`] when the name is not under the prefix or the
-    /// stream does not exist, and with [`ErrorKind::WrongType`] when the key is not a stream.
+    /// Fails with [`ErrorKind::InvalidInput`] for an invalid name, with [`ErrorKind::NotFound`]
+    /// when the stream does not exist, and with [`ErrorKind::WrongType`] when the key is not a
+    /// stream.
     pub async fn stream_info(&self, stream: &str) -> Result<StreamSummary> {
         self.check_stream_name(stream)?;
         let mut summaries = self.describe(&[stream.to_owned()], true).await?;

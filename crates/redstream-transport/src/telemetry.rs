@@ -1,5 +1,10 @@
 //! Metric names, recorded through the `metrics` facade. Install any `metrics` recorder (for
 //! example a Prometheus exporter) to collect them; without one they cost next to nothing.
+//!
+//! The `event_type` label is the event's type for events published or consumed by type, and
+//! the stream's name for entries published with `publish_fields` and consumed from a stream
+//! subscribed by name (whose entries may be of any type, or none): labels stay bounded by the
+//! streams an application names.
 
 /// Events published. Labels: `event_type`.
 pub(crate) const PUBLISHED: &str = "redstream_transport_published_total";
@@ -14,7 +19,8 @@ pub(crate) const CONSUMED: &str = "redstream_transport_consumed_total";
 pub(crate) const ACKED: &str = "redstream_transport_acked_total";
 /// Handler failures left for redelivery. Labels: `event_type`, `group`.
 pub(crate) const RETRIED: &str = "redstream_transport_retried_total";
-/// Entries moved to the dead-letter stream. Labels: `reason` (`handler`, `decode`, `manual`).
+/// Entries moved to the dead-letter stream. Labels: `reason` (`handler`, `decode`, `manual`,
+/// `wrong_type`).
 pub(crate) const DEAD_LETTERED: &str = "redstream_transport_dead_lettered_total";
 /// Entries claimed from other consumers. Labels: `group`.
 pub(crate) const CLAIMED: &str = "redstream_transport_claimed_total";

@@ -55,6 +55,22 @@ async fn a_stream_by_name_in_a_group_of_its_own() {
     assert!(transport.list_streams().await.unwrap().is_empty());
     let info = transport.stream_info("events.raw").await.unwrap();
     assert_eq!(info.length, 2);
+    // Followed (`redstream tail`) and read by its name too.
+    let mut follower = transport.follow(&["events.raw"], Some("-")).await.unwrap();
+    let followed = within("following", async {
+        let mut entries = Vec::new();
+        while entries.len() < 2 {
+            entries.extend(follower.next(10).await.unwrap());
+        }
+        entries
+    })
+    .await;
+    assert_eq!(followed[0].event.as_ref().map(number), Some(1));
+    let read = transport
+        .read_range("events.raw", "-", "+", 10, true)
+        .await
+        .unwrap();
+    assert_eq!(read[0].event.as_ref().map(number), Some(2));
     assert_eq!(info.groups[0].name, "event-processors");
     assert_eq!(info.event_type, None);
     within("unsubscribe", transport.unsubscribe(&handle))
