@@ -1,0 +1,282 @@
+//! One dead letter before it is written: what its `event` field holds, its fields, and the move
+//! from its stream (see the module docs of `dlq`).
+
+use redis::Cmd;
+use redstream_core::Result;
+use redstream_core::wire::EVENT_FIELD;
+use tracing::Instrument;
+
+use super::{Reason, field};
+use crate::commands::Commands;
+use crate::keys::{KeyLayout, StreamNames};
+use crate::telemetry;
+
+/// The longest `error` stored; longer handler messages are cut at a character boundary.
+const MAX_ERROR_LEN: usize = 8 * 1024;
+
+/// What the `event` field of a dead letter holds.
+pub(crate) enum Body {
+    /// The envelope as it was written.
+    Envelope(String),
+    /// A JSON object of the fields of an entry that could not be decoded (see [`event_field`]).
+    Undecodable(String),
+    /// A JSON array of the `[name, value]` pairs of a raw entry (see [`raw_fields`]).
+    Raw(String),
+}
+
+impl Body {
+    /// The body of a dead letter of an entry with these fields: `raw` for a subscription that
+    /// does not read envelopes, otherwise the envelope, or all fields when it does not decode.
+    pub(crate) fn of(fields: &[(Vec<u8>, Vec<u8>)], raw: bool, undecodable: bool) -> Self {
+        if raw {
+            return Self::Raw(raw_fields(fields));
+        }
+        if !undecodable
+            && let Some((_, value)) = fields
+                .iter()
+                .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
+            && let Ok(envelope) = std::str::from_utf8(value)
+        {
+            return Self::Envelope(envelope.to_owned());
+        }
+        Self::Undecodable(event_field(fields))
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Self::Envelope(text) | Self::Undecodable(text) | Self::Raw(text) => text,
+        }
+    }
+}
+
+/// The fields of one dead-letter entry, before it is written.
+pub(crate) struct DeadLetterFields<'a> {
+    pub(crate) body: Body,
+    pub(crate) error: &'a str,
+    pub(crate) original_type: &'a str,
+    pub(crate) stream: &'a str,
+    pub(crate) entry_id: &'a str,
+    pub(crate) group: &'a str,
+    pub(crate) consumer: &'a str,
+    pub(crate) deliveries: u32,
+    pub(crate) first_failure_ms: u64,
+    pub(crate) last_failure_ms: u64,
+}
+
+impl DeadLetterFields<'_> {
+    pub(super) fn xadd(&self, dlq: &str) -> Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(dlq)
+            .arg("*")
+            .arg(field::EVENT)
+            .arg(self.body.text())
+            .arg(field::ERROR)
+            .arg(shorten(self.error))
+            .arg(field::ORIGINAL_TYPE)
+            .arg(self.original_type)
+            .arg(field::STREAM)
+            .arg(self.stream)
+            .arg(field::ENTRY_ID)
+            .arg(self.entry_id)
+            .arg(field::GROUP)
+            .arg(self.group)
+            .arg(field::CONSUMER)
+            .arg(self.consumer)
+            .arg(field::DELIVERIES)
+            .arg(self.deliveries)
+            .arg(field::FIRST_FAILURE_MS)
+            .arg(self.first_failure_ms)
+            .arg(field::LAST_FAILURE_MS)
+            .arg(self.last_failure_ms);
+        match self.body {
+            Body::Envelope(_) => {}
+            Body::Undecodable(_) => {
+                cmd.arg(field::UNDECODABLE).arg("true");
+            }
+            Body::Raw(_) => {
+                cmd.arg(field::RAW).arg("true");
+            }
+        }
+        cmd
+    }
+}
+
+fn shorten(text: &str) -> &str {
+    if text.len() <= MAX_ERROR_LEN {
+        return text;
+    }
+    let mut cut = MAX_ERROR_LEN;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
+}
+
+/// The `event` field of the dead letter of an undecodable entry: a JSON object of all its
+/// fields (values as text, lossy for bytes that are not UTF-8; a repeated field becomes an array
+/// of its values).
+fn event_field(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let value = serde_json::Value::String(String::from_utf8_lossy(value).into_owned());
+        match map.get_mut(&name) {
+            Some(serde_json::Value::Array(values)) => values.push(value),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = serde_json::Value::Array(vec![first, value]);
+            }
+            None => {
+                map.insert(name, value);
+            }
+        }
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The `event` field of the dead letter of a raw entry: a JSON array of its `[name, value]`
+/// pairs, in order, repeats kept (text, lossy for bytes that are not UTF-8).
+fn raw_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let pairs: Vec<[std::borrow::Cow<'_, str>; 2]> = fields
+        .iter()
+        .map(|(name, value)| {
+            [
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(value),
+            ]
+        })
+        .collect();
+    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The fields held in a dead letter's `event` field: the pairs of a raw entry's array, or the
+/// names and values of an undecodable entry's object (a repeated field's values in turn).
+pub(super) fn stored_fields(text: &str, raw: bool) -> Option<Vec<(String, String)>> {
+    if raw {
+        let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
+        return Some(pairs);
+    }
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    let mut pairs = Vec::new();
+    for (name, value) in object {
+        match value {
+            serde_json::Value::String(value) => pairs.push((name, value)),
+            serde_json::Value::Array(values) => {
+                for value in values {
+                    pairs.push((name.clone(), value.as_str()?.to_owned()));
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(pairs)
+}
+
+/// Moves an entry to the dead-letter stream and returns the dead letter's id.
+///
+/// In the plain layout: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>; EXEC`, all or
+/// nothing. In the cluster layout the dead-letter stream is in another slot than the entry's
+/// stream, so the two cannot share a transaction: `XADD` first, then `XACK` (one round trip,
+/// not atomic). A failure between them leaves the entry pending: it is delivered again and may
+/// be dead-lettered a second time, a repeat with the same `stream` and `entry_id` that the
+/// redrive recognises and removes instead of republishing (see the module docs).
+pub(crate) async fn move_entry(
+    redis: &Commands,
+    names: &StreamNames,
+    fields: &DeadLetterFields<'_>,
+    reason: Reason,
+) -> Result<String> {
+    let dlq = names.dlq();
+    let span = tracing::info_span!(
+        "dead_letter",
+        stream = %fields.stream,
+        entry_id = %fields.entry_id,
+        event_type = %fields.original_type,
+        group = %fields.group,
+        deliveries = fields.deliveries,
+        reason = reason.as_str(),
+        dlq_id = tracing::field::Empty,
+    );
+    async {
+        let mut pipe = redis::pipe();
+        let op = match names.layout() {
+            KeyLayout::Cluster => "XADD to the DLQ, then XACK",
+            _ => {
+                pipe.atomic();
+                "MULTI/EXEC of XADD + XACK"
+            }
+        };
+        pipe.add_command(fields.xadd(&dlq));
+        pipe.cmd("XACK")
+            .arg(fields.stream)
+            .arg(fields.group)
+            .arg(fields.entry_id);
+        let (id, _acked): (String, i64) = redis.pipe(op, &dlq, &pipe).await?;
+        tracing::Span::current().record("dlq_id", id.as_str());
+        metrics::counter!(telemetry::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
+        tracing::warn!(error = %shorten(fields.error), "moved to the dead-letter stream");
+        Ok(id)
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_entries_keep_every_field() {
+        let fields = vec![
+            (b"foo".to_vec(), b"bar".to_vec()),
+            (b"foo".to_vec(), b"baz".to_vec()),
+            (b"bin".to_vec(), vec![0xff, b'x']),
+        ];
+        let Body::Undecodable(text) = Body::of(&fields, false, true) else {
+            panic!("an undecodable body");
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["foo"], serde_json::json!(["bar", "baz"]));
+        assert_eq!(json["bin"], "\u{fffd}x");
+        let back = stored_fields(&text, false).unwrap();
+        assert_eq!(back.len(), 3);
+        let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
+        assert!(matches!(Body::of(&envelope, false, false), Body::Envelope(e) if e == "{\"v\":1}"));
+    }
+
+    #[test]
+    fn raw_entries_keep_their_fields_in_order() {
+        let fields = vec![
+            (b"event_id".to_vec(), b"e1".to_vec()),
+            (b"brand_id".to_vec(), b"b1".to_vec()),
+            (b"event_id".to_vec(), b"e2".to_vec()),
+        ];
+        let Body::Raw(text) = Body::of(&fields, true, false) else {
+            panic!("a raw body");
+        };
+        assert_eq!(
+            text,
+            r#"[["event_id","e1"],["brand_id","b1"],["event_id","e2"]]"#
+        );
+        let back = stored_fields(&text, true).unwrap();
+        let expected: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8(k.clone()).unwrap(),
+                    String::from_utf8(v.clone()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(back, expected);
+        assert!(stored_fields("{}", true).is_none());
+    }
+
+    #[test]
+    fn long_errors_are_cut_at_a_char_boundary() {
+        let long = "é".repeat(MAX_ERROR_LEN);
+        let cut = shorten(&long);
+        assert!(cut.len() <= MAX_ERROR_LEN);
+        assert!(long.starts_with(cut));
+    }
+}
