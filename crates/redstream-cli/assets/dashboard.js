@@ -242,7 +242,8 @@
     $('alert').hidden = true;
     $('main').classList.remove('stale');
     setConnection('live', 'Live');
-    $('prefix').textContent = `prefix ${snap.prefix}`;
+    const also = snap.patterns && snap.patterns.length ? ` · also ${snap.patterns.join(', ')}` : '';
+    $('prefix').textContent = `${snap.prefix ? `prefix ${snap.prefix}` : 'no prefix'}${also}`;
     $('updated').textContent = `Updated ${clock(snap.generated_at_ms)}`;
     const writes = $('writes');
     writes.textContent = snap.writes_allowed ? 'Writes enabled' : 'Read-only';
@@ -272,8 +273,8 @@
     state.seenStreams = syncRows(body, items, (i) => i.s.name, ({ s, r }) => {
       const tags = [];
       if (s.dead_letter) tags.push(el('span', { class: 'tag dlq' }, 'dead letters'));
-      if (s.priority && s.priority !== 'normal') tags.push(el('span', { class: `tag ${s.priority}` }, s.priority));
-      const name = el('td', {}, el('span', { class: 'name' }, s.short_name), ...tags, el('span', { class: 'sub mono' }, s.name));
+      const full = s.short_name === s.name ? [] : [el('span', { class: 'sub mono' }, s.name)];
+      const name = el('td', {}, el('span', { class: 'name' }, s.short_name), ...tags, ...full);
       const old = s.oldest_pending_age_secs;
       return el('tr', { 'data-testid': 'stream-row', 'data-stream': s.name },
         name,

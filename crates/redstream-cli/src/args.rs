@@ -28,7 +28,10 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub url: String,
-    /// Stream prefix: streams are named `{prefix}:<event type>`.
+    /// Stream prefix: the stream of an event type is `<prefix>:<event type>`
+    /// (`events:order.created`) and dead letters go to `<prefix>:dlq`. May be empty (`--prefix
+    /// ''`): an event type is then its stream's name. Streams named otherwise (`events.raw`) are
+    /// reached by their full name.
     #[arg(
         long,
         env = "REDSTREAM_PREFIX",

@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod connect;
 mod error;
+pub mod select;
 pub mod serve;
 pub mod sink;
 

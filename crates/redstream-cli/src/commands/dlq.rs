@@ -1,4 +1,5 @@
-//! `redstream dlq list|show|redrive|purge`: the dead-letter stream `{prefix}:dlq`.
+//! `redstream dlq list|show|redrive|purge`: the dead-letter stream `<prefix>:dlq`
+//! (`events:dlq`).
 //!
 //! `redrive` and `purge` change data: on a terminal they ask first, otherwise they need
 //! `--yes` and refuse without it (before connecting).
@@ -38,7 +39,7 @@ pub enum DlqCommand {
 
 /// Options of `redstream dlq redrive`: which dead letters.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("which").required(true).args(["all", "ids", "event_type"])))]
+#[command(group(ArgGroup::new("which").required(true).args(["all", "ids", "event_type", "stream"])))]
 pub struct RedriveArgs {
     /// Every dead letter present now.
     #[arg(long)]
@@ -49,6 +50,10 @@ pub struct RedriveArgs {
     /// The dead letters of this event type.
     #[arg(long = "type", value_name = "EVENT_TYPE")]
     pub event_type: Option<String>,
+    /// The dead letters that came from this stream: a full stream name (`events.raw`), or an
+    /// event type for its stream, resolved as `redstream info` does.
+    #[arg(long, value_name = "STREAM")]
+    pub stream: Option<String>,
     /// Do not ask; required when stdin is not a terminal.
     #[arg(long)]
     pub yes: bool,
@@ -192,10 +197,11 @@ async fn show(global: &GlobalArgs, id: &str) -> CliResult<()> {
 }
 
 async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
-    let what = match (&args.all, &args.event_type, args.ids.len()) {
-        (true, _, _) => "redrive every dead letter".to_owned(),
-        (false, Some(event_type), _) => format!("redrive the dead letters of type {event_type}"),
-        (false, None, n) => format!("redrive {n} dead letter(s)"),
+    let what = match (&args.all, &args.event_type, &args.stream, args.ids.len()) {
+        (true, ..) => "redrive every dead letter".to_owned(),
+        (false, Some(event_type), ..) => format!("redrive the dead letters of type {event_type}"),
+        (false, None, Some(stream), _) => format!("redrive the dead letters from {stream}"),
+        (false, None, None, n) => format!("redrive {n} dead letter(s)"),
     };
     check_selection(&args)?;
     check_can_confirm(&what, args.yes)?;
@@ -214,6 +220,15 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         transport.redrive_all().await
     } else if let Some(event_type) = &args.event_type {
         transport.redrive_type(event_type).await
+    } else if let Some(stream) = &args.stream {
+        let stream = transport.resolve_stream(stream).await?;
+        let ids = from_stream(&transport, &stream).await?;
+        if ids.is_empty() {
+            Ok(RedriveReport::default())
+        } else {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            transport.redrive_ids(&ids).await
+        }
     } else {
         let ids: Vec<&str> = args.ids.iter().map(String::as_str).collect();
         transport.redrive_ids(&ids).await
@@ -221,6 +236,36 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
     match report {
         Ok(report) => print_report(global, &report),
         Err(err) => Err(redrive_failed(&transport, err)),
+    }
+}
+
+/// The ids of the dead letters present now whose recorded stream (their `stream` field) is
+/// `stream`, oldest first: the dead-letter stream read in pages of 1000.
+async fn from_stream(transport: &RedisTransport, stream: &str) -> CliResult<Vec<String>> {
+    const PAGE: usize = RedisTransport::MAX_INSPECT_COUNT;
+    let dlq = transport.names().dlq();
+    let mut ids = Vec::new();
+    let mut start = "-".to_owned();
+    loop {
+        let entries = match transport.read_range(&dlq, &start, "+", PAGE, false).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(ids),
+            Err(err) => return Err(err.into()),
+        };
+        let full = entries.len() == PAGE;
+        for entry in &entries {
+            if entry
+                .fields
+                .iter()
+                .any(|(name, value)| name == "stream" && value == stream)
+            {
+                ids.push(entry.id.clone());
+            }
+        }
+        match entries.last() {
+            Some(last) if full => start = format!("({}", last.id),
+            _ => return Ok(ids),
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! `redstream streams`, `info`, `groups`, `pending` and `claim`: the transport's inspection API
 //! and its `claim`.
 //!
-//! A `<STREAM>` argument is an event type (its normal lane, `{prefix}:<type>`), a lane
-//! (`<type>#critical|high|low`), `dlq`, or a full key of the prefix (`{events}:order.created`);
-//! see `RedisTransport::stream_key_for`. A stream or group that does not exist is an error
-//! (exit 1), never an empty result.
+//! A `<STREAM>` argument is resolved by the transport's `resolve_stream`: a stream name that
+//! exists is used as it is (`events.raw`, `orders.events`, `events:order.created`); otherwise
+//! `dlq` is the dead-letter stream (`events:dlq`) and an event type is its stream under the
+//! prefix (`order.created` -> `events:order.created`). A stream or group that does not exist is
+//! an error (exit 1), never an empty result.
 
 use std::time::Duration;
 
@@ -15,26 +16,26 @@ use redstream_transport::{
 use serde::Serialize;
 
 use super::{idle_time, not_found, output};
-use crate::{CliError, CliResult, GlobalArgs, connect};
+use crate::{CliError, CliResult, GlobalArgs, connect, select};
 
 /// Options of `redstream info`.
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    /// The stream: a full stream name (`events.raw`), an event type (`order.created`), or `dlq`.
     pub stream: String,
 }
 
 /// Options of `redstream groups`.
 #[derive(Debug, Args)]
 pub struct GroupsArgs {
-    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    /// The stream: a full stream name (`events.raw`), an event type (`order.created`), or `dlq`.
     pub stream: String,
 }
 
 /// Options of `redstream pending`.
 #[derive(Debug, Args)]
 pub struct PendingArgs {
-    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    /// The stream: a full stream name (`events.raw`), an event type (`order.created`), or `dlq`.
     pub stream: String,
     /// The consumer group.
     pub group: String,
@@ -52,7 +53,7 @@ pub struct PendingArgs {
 /// Options of `redstream claim`.
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
-    /// The stream: an event type, `<type>#high` (a lane), `dlq`, or a full key.
+    /// The stream: a full stream name (`events.raw`), an event type (`order.created`), or `dlq`.
     pub stream: String,
     /// The consumer group.
     pub group: String,
@@ -66,26 +67,42 @@ pub struct ClaimArgs {
     pub count: u16,
 }
 
-/// `redstream streams`.
-pub async fn streams(global: &GlobalArgs) -> CliResult<()> {
+/// Options of `redstream streams`.
+#[derive(Debug, Args)]
+pub struct StreamsArgs {
+    /// Also list these streams: a glob (`events.*`) or a stream name (`orders.events`);
+    /// repeat it, or give a comma-separated list.
+    #[arg(long = "streams", value_name = "PATTERN", value_delimiter = ',', value_parser = select::parse_pattern)]
+    pub patterns: Vec<String>,
+}
+
+/// `redstream streams [--streams <pattern>]...`.
+pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let streams = transport.streams_overview().await?;
+    let streams = select::describe(&transport, &args.patterns).await?;
     if global.json {
         #[derive(Serialize)]
         struct Streams<'a> {
             prefix: &'a str,
+            patterns: &'a [String],
             streams: &'a [StreamSummary],
         }
         return output::json(&Streams {
             prefix: &global.prefix,
+            patterns: &args.patterns,
             streams: &streams,
         });
     }
     if streams.is_empty() {
-        return output::line(format!(
-            "no streams under the prefix {} ({{{}}}:*)",
-            global.prefix, global.prefix
-        ));
+        let mut text = format!(
+            "no streams under the prefix {:?} ({})",
+            global.prefix,
+            transport.names().scan_pattern()
+        );
+        if !args.patterns.is_empty() {
+            text.push_str(&format!(" or matching {}", args.patterns.join(", ")));
+        }
+        return output::line(text);
     }
     let mut table = output::table(&[
         "STREAM",
@@ -125,15 +142,15 @@ pub async fn streams(global: &GlobalArgs) -> CliResult<()> {
     output::print_table(&table)
 }
 
-/// Resolves a `<STREAM>` argument.
-fn stream_key(transport: &RedisTransport, name: &str) -> CliResult<String> {
-    Ok(transport.stream_key_for(name)?)
+/// Resolves a `<STREAM>` argument (see the module docs).
+async fn stream_key(transport: &RedisTransport, name: &str) -> CliResult<String> {
+    Ok(transport.resolve_stream(name).await?)
 }
 
 /// `redstream info <stream>`.
 pub async fn info(global: &GlobalArgs, args: InfoArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let key = stream_key(&transport, &args.stream)?;
+    let key = stream_key(&transport, &args.stream).await?;
     let summary = transport.stream_info(&key).await.map_err(not_found)?;
     if global.json {
         return output::json(&summary);
@@ -193,7 +210,7 @@ struct GroupWithConsumers<'a> {
 /// `redstream groups <stream>`.
 pub async fn groups(global: &GlobalArgs, args: GroupsArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let key = stream_key(&transport, &args.stream)?;
+    let key = stream_key(&transport, &args.stream).await?;
     let summary = transport.stream_info(&key).await.map_err(not_found)?;
     let mut consumers = Vec::with_capacity(summary.groups.len());
     for group in &summary.groups {
@@ -255,7 +272,7 @@ pub async fn groups(global: &GlobalArgs, args: GroupsArgs) -> CliResult<()> {
 /// `redstream pending <stream> <group>`.
 pub async fn pending(global: &GlobalArgs, args: PendingArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let key = stream_key(&transport, &args.stream)?;
+    let key = stream_key(&transport, &args.stream).await?;
     let mut query = PendingQuery::new(usize::from(args.count));
     if let Some(consumer) = &args.consumer {
         query = query.with_consumer(consumer);
@@ -301,7 +318,7 @@ pub async fn pending(global: &GlobalArgs, args: PendingArgs) -> CliResult<()> {
 /// `redstream claim <stream> <group> <consumer> --min-idle 60s`.
 pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let key = stream_key(&transport, &args.stream)?;
+    let key = stream_key(&transport, &args.stream).await?;
     let claimed = transport
         .claim(
             &key,

@@ -23,10 +23,11 @@ use crate::{CliError, CliResult, GlobalArgs};
 pub enum OpsCommand {
     /// Publish one event, or one per line of a JSON-lines file.
     Publish(publish::PublishArgs),
-    /// Print new events of a type as they arrive.
+    /// Print new entries of a stream (an event type's, or any by name) as they arrive.
     Tail(tail::TailArgs),
-    /// List every stream under the prefix: length, groups, lag, pending, oldest pending age.
-    Streams,
+    /// List the streams under the prefix (and any --streams): length, groups, lag, pending,
+    /// oldest pending age.
+    Streams(inspect::StreamsArgs),
     /// Show one stream: length, first and last id, consumer groups.
     Info(inspect::InfoArgs),
     /// Show the consumer groups of a stream and their consumers.
@@ -51,7 +52,7 @@ pub async fn run(global: &GlobalArgs, command: OpsCommand) -> CliResult<()> {
     let outcome = match command {
         OpsCommand::Publish(args) => publish::run(global, args).await,
         OpsCommand::Tail(args) => tail::run(global, args).await,
-        OpsCommand::Streams => inspect::streams(global).await,
+        OpsCommand::Streams(args) => inspect::streams(global, args).await,
         OpsCommand::Info(args) => inspect::info(global, args).await,
         OpsCommand::Groups(args) => inspect::groups(global, args).await,
         OpsCommand::Pending(args) => inspect::pending(global, args).await,
@@ -96,7 +97,8 @@ fn not_found(err: redstream_core::Error) -> CliError {
             let hint = if what.starts_with("consumer group") {
                 "`redstream groups <stream>` lists the groups of a stream"
             } else {
-                "`redstream streams` lists the streams under the prefix"
+                "`redstream streams` lists the streams under the prefix (add `--streams <pattern>` \
+                 for others)"
             };
             CliError::NotFound(format!("no such {what}: {hint}"))
         }

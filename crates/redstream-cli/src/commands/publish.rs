@@ -5,6 +5,10 @@
 //! published in batches, each one `MULTI`/`EXEC` (`publish_batch`): a failed batch wrote nothing
 //! (or, when its reply was lost, either everything or nothing), and the error says so and how
 //! many events the batches before it published.
+//!
+//! `--stream <name>` writes to that stream instead of the type's (`events.raw` rather than
+//! `events:order.created`), one `XADD` per event in input order (`publish_to`); a failure stops
+//! there, and the error says how many were published before it.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -20,8 +24,12 @@ use crate::{CliError, CliResult, GlobalArgs, connect};
 /// Options of `redstream publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The event type, e.g. `order.created`.
+    /// The event type, e.g. `order.created`. The events go to its stream,
+    /// `<prefix>:<event type>`, unless --stream names another.
     pub event_type: String,
+    /// Publish to this stream, named in full (e.g. `events.raw`), instead of the type's.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
     /// The payload: one JSON value, e.g. '{"order_id":"12345"}'. Give this or --file.
     #[arg(
         required_unless_present = "file",
@@ -32,7 +40,8 @@ pub struct PublishArgs {
     /// A JSON-lines file, one payload per line (blank lines are skipped); `-` reads stdin.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
-    /// The events' priority: low, normal, high or critical (each has its own stream lane).
+    /// The events' priority: low, normal, high or critical. A field of the event: every
+    /// priority goes to the same stream, and consumers hand urgent events they hold first.
     #[arg(long, default_value = "normal", value_parser = parse_priority)]
     pub priority: Priority,
     /// The events' `metadata.source`, e.g. the name of the publishing service.
@@ -72,6 +81,9 @@ pub async fn run(global: &GlobalArgs, args: PublishArgs) -> CliResult<()> {
     // The transport's limits, so that what passes here passes when published.
     let limits = TransportOptions::default().limits;
     redstream_transport::validate_event_type(&args.event_type, &limits)?;
+    if let Some(stream) = &args.stream {
+        redstream_core::keys::validate_stream_name(stream)?;
+    }
     let (source, lines) = match (&args.payload, &args.file) {
         (Some(payload), _) => (
             "the payload argument".to_owned(),
@@ -100,17 +112,27 @@ pub async fn run(global: &GlobalArgs, args: PublishArgs) -> CliResult<()> {
     }
 
     let transport = connect::transport(global).await?;
-    let stream = transport.names().stream(&args.event_type);
     let mut ids = Vec::with_capacity(events.len());
-    for batch in events.chunks(usize::from(args.batch_size)) {
-        let published = transport
-            .publish_batch(batch.iter().map(|line| line.event.clone()).collect())
-            .await;
-        match published {
-            Ok(batch_ids) => ids.extend(batch_ids),
-            Err(err) => return Err(batch_failed(&source, batch, ids.len(), &err)),
+    let stream = if let Some(stream) = &args.stream {
+        for line in &events {
+            match transport.publish_to(stream, line.event.clone()).await {
+                Ok(id) => ids.push(id),
+                Err(err) => return Err(one_failed(&source, line, ids.len(), &err)),
+            }
         }
-    }
+        stream.clone()
+    } else {
+        for batch in events.chunks(usize::from(args.batch_size)) {
+            let published = transport
+                .publish_batch(batch.iter().map(|line| line.event.clone()).collect())
+                .await;
+            match published {
+                Ok(batch_ids) => ids.extend(batch_ids),
+                Err(err) => return Err(batch_failed(&source, batch, ids.len(), &err)),
+            }
+        }
+        transport.names().stream(&args.event_type)
+    };
 
     let event_ids: Vec<&str> = events.iter().map(|l| l.event.id().as_str()).collect();
     if global.json {
@@ -175,6 +197,23 @@ fn batch_failed(source: &str, batch: &[Line], done: usize, err: &Error) -> CliEr
         "publishing",
         format!("lines {first}-{last} of {source}"),
         format!("{err}; {this_batch}; the {done} event(s) of the batches before it were published"),
+    ))
+}
+
+/// The error of a failed `--stream` publish: which line, and how many went out before it.
+fn one_failed(source: &str, line: &Line, done: usize, err: &Error) -> CliError {
+    let this_one = match err.kind() {
+        ErrorKind::Connection | ErrorKind::Timeout => {
+            "its reply was lost, so it may have been written: check the stream before publishing \
+             it again"
+        }
+        _ => "it was not written",
+    };
+    CliError::Redstream(Error::backend(
+        err.kind(),
+        "publishing",
+        format!("line {} of {source}", line.number),
+        format!("{err}; {this_one}; the {done} event(s) before it were published"),
     ))
 }
 

@@ -1,11 +1,14 @@
-//! `redstream tail <type>`: print events as they are added.
+//! `redstream tail <stream>`: print entries as they are added to a stream: an event type's
+//! (`order.created` -> `events:order.created`) or any stream by its full name (`events.raw`),
+//! resolved as in `inspect.rs`.
 //!
 //! Without `--group` it reads with plain `XREAD` (the transport's `follow`): nothing is
 //! acknowledged and no group is created, so the services reading the stream are not affected.
 //! With `--group` it reads as a consumer of that group (`follow_group`) and acknowledges what
 //! it printed. Once it is reading, it says so on stderr (`following ...`); everything added
 //! after that line is printed. Entries that are not redstream events are printed with their
-//! decoding error.
+//! decoding error and their fields (another writer's entries, e.g. seed 004's flat fields).
+//! When the stream does not exist yet, a one-line hint on stderr says which name it waits for.
 //!
 //! It stops after `--count` events, on Ctrl-C or SIGTERM, and when its reader goes away
 //! (`redstream tail x | head -1`), all with exit status 0. When the server goes away (a
@@ -35,9 +38,9 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// Options of `redstream tail`.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// What to follow: an event type (all four of its priority lanes), one lane
-    /// (`order.created#high`), a full stream key (`{events}:order.created`), or `dlq`.
-    #[arg(value_name = "TYPE")]
+    /// What to follow: a full stream name (`events.raw`, `events:order.created`), an event type
+    /// (`order.created`, whose stream is `<prefix>:order.created`), or `dlq`.
+    #[arg(value_name = "STREAM")]
     pub name: String,
     /// Read as a member of this consumer group and acknowledge what is printed. A missing group
     /// is created at the end of the stream (new events only).
@@ -70,7 +73,10 @@ struct Line<'a> {
 /// Follows until `--count` events were printed, Ctrl-C, SIGTERM or a closed stdout.
 pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let streams = streams_of(&transport, &args.name)?;
+    let streams = streams_of(&transport, &args.name).await?;
+    for stream in &streams {
+        hint_if_missing(&transport, &args.name, stream).await?;
+    }
     let mut follower = match &args.group {
         Some(group) => {
             let consumer = args
@@ -246,11 +252,30 @@ fn stdout_pipe() -> Option<tokio::net::unix::pipe::Sender> {
     tokio::net::unix::pipe::Sender::from_file_unchecked(file).ok()
 }
 
-/// The streams `name` stands for: the one stream
-/// `stream_key_for` resolves.
-fn streams_of(transport: &RedisTransport, name: &str) -> CliResult<Vec<String>> {
-    // Every priority of an event type is in its one stream.
-    Ok(vec![transport.stream_key_for(name)?])
+/// The streams `name` stands for: the one stream `resolve_stream` names. (Every priority of
+/// an event type is in its one stream.)
+async fn streams_of(transport: &RedisTransport, name: &str) -> CliResult<Vec<String>> {
+    Ok(vec![transport.resolve_stream(name).await?])
+}
+
+/// Prints a one-line hint on stderr when `stream` does not exist yet: the follower waits for it,
+/// and the user may have meant another name.
+async fn hint_if_missing(transport: &RedisTransport, name: &str, stream: &str) -> CliResult<()> {
+    match transport.stream_info(stream).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == redstream_core::ErrorKind::NotFound => {
+            let meant = if name == stream {
+                String::new()
+            } else {
+                format!(" (what {name:?} names under the prefix)")
+            };
+            output::note(format!(
+                "note: stream {stream}{meant} does not exist yet: waiting for its first entry                  (`redstream streams --streams '*'` lists every stream)"
+            ));
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn print(global: &GlobalArgs, entry: &FollowedEntry) -> CliResult<()> {
@@ -265,12 +290,12 @@ fn print(global: &GlobalArgs, entry: &FollowedEntry) -> CliResult<()> {
     }
     let text = match &entry.event {
         Some(event) => {
-            let lane = match event.priority() {
+            let priority = match event.priority() {
                 redstream_core::Priority::Normal => String::new(),
                 other => format!(" [{other}]"),
             };
             format!(
-                "{}  {}{lane}  {}  {}",
+                "{}  {}{priority}  {}  {}",
                 entry.id,
                 event.event_type(),
                 output::time(Some(event.metadata().timestamp)),

@@ -50,23 +50,22 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
 #[derive(Serialize)]
 pub(crate) struct StreamsAnswer {
     prefix: String,
+    /// The `--streams` patterns.
+    patterns: Vec<String>,
     count: usize,
     streams: Vec<StreamView>,
 }
 
 /// `GET /api/streams`: every stream with its groups and consumers.
 pub(crate) async fn streams(State(state): State<AppState>) -> ApiResult<StreamsAnswer> {
-    let summaries = state
-        .transport()
-        .streams_overview()
-        .await
-        .map_err(|e| state.fail(e))?;
+    let summaries = state.stream_summaries().await.map_err(|e| state.fail(e))?;
     let streams = state
         .stream_views(summaries, usize::MAX)
         .await
         .map_err(|e| state.fail(e))?;
     Ok(Json(StreamsAnswer {
         prefix: state.prefix().to_owned(),
+        patterns: state.config().streams.clone(),
         count: streams.len(),
         streams,
     }))
@@ -78,7 +77,7 @@ pub(crate) async fn stream(
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult<StreamView> {
     let Path(name) = name?;
-    let key = params::stream_key(state.transport(), &name)?;
+    let key = params::stream_key(&state, &name).await?;
     let summary = state
         .transport()
         .stream_info(&key)
@@ -147,7 +146,7 @@ async fn pending(
     group: Option<&str>,
     count: Option<&str>,
 ) -> ApiResult<PendingAnswer> {
-    let key = params::stream_key(state.transport(), stream)?;
+    let key = params::stream_key(state, stream).await?;
     let group = params::name("group", group)?;
     let count = params::count(count, DEFAULT_LIST_COUNT)?;
     let pending = state
@@ -189,7 +188,7 @@ pub(crate) async fn read(
 ) -> ApiResult<ReadAnswer> {
     let Path(stream) = path?;
     let Query(query) = query?;
-    let key = params::stream_key(state.transport(), &stream)?;
+    let key = params::stream_key(&state, &stream).await?;
     let count = params::count(query.count.as_deref(), DEFAULT_READ_COUNT)?;
     let start_id = params::start_id(query.start_id)?;
     let messages = state
@@ -218,13 +217,11 @@ pub(crate) struct StreamInfo {
     last_entry: Option<StreamEntry>,
 }
 
-/// `GET /api/streams/info`: seed 004's overview: length and first and last entries.
+/// `GET /api/streams/info`: seed 004's overview: length and first and last entries of every
+/// stream shown (under the prefix, and those `--streams` names).
 pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Value> {
     let transport = state.transport();
-    let summaries = transport
-        .streams_overview()
-        .await
-        .map_err(|e| state.fail(e))?;
+    let summaries = state.stream_summaries().await.map_err(|e| state.fail(e))?;
     let infos: Vec<Option<StreamInfo>> = stream::iter(summaries.into_iter().map(|s| async move {
         let ends = tokio::try_join!(
             transport.read_range(&s.name, "-", "+", 1, false),
@@ -250,6 +247,7 @@ pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Val
     let streams: Vec<StreamInfo> = infos.into_iter().flatten().collect();
     Ok(Json(json!({
         "prefix": state.prefix(),
+        "patterns": state.config().streams,
         "count": streams.len(),
         "streams": streams,
     })))
@@ -270,7 +268,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Value> {
     let (rtt, redis, summaries) = tokio::try_join!(
         transport.ping(),
         transport.server_info(),
-        transport.streams_overview(),
+        state.stream_summaries(),
     )
     .map_err(|e| state.fail(e))?;
     let dlq = transport.names().dlq();

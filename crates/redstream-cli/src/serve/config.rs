@@ -60,6 +60,10 @@ pub struct ServeConfig {
     /// frame at shutdown) before it is disconnected. A client that stops reading would
     /// otherwise hold its slot, and a task, for as long as its connection lives.
     pub ws_send_timeout: Duration,
+    /// Streams shown besides those under the prefix: `SCAN` globs (`events.*`) or stream names
+    /// (`orders.events`), as `redstream serve --streams` takes them (see `redstream_cli::select`).
+    /// Any stream can be asked for by its full name in a path whether or not it is listed.
+    pub streams: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -71,6 +75,7 @@ impl Default for ServeConfig {
             loopback_hosts_only: true,
             max_ws_clients: 64,
             ws_send_timeout: Duration::from_secs(30),
+            streams: Vec::new(),
         }
     }
 }
@@ -84,6 +89,7 @@ impl fmt::Debug for ServeConfig {
             .field("loopback_hosts_only", &self.loopback_hosts_only)
             .field("max_ws_clients", &self.max_ws_clients)
             .field("ws_send_timeout", &self.ws_send_timeout)
+            .field("streams", &self.streams)
             .finish()
     }
 }

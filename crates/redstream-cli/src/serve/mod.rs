@@ -1,5 +1,6 @@
 //! `redstream serve`: the live dashboard, its JSON and WebSocket endpoints, and Prometheus
-//! metrics, over the streams of one prefix. The user guide is `docs/dashboard.md`.
+//! metrics, over the streams of one prefix and any others `--streams` names. The user guide is
+//! `docs/dashboard.md`.
 //!
 //! The router is a library function, [`router`], over an [`AppState`] (a connected transport
 //! and a [`ServeConfig`]), so tests drive it in-process as well as through the binary. One file
@@ -73,6 +74,10 @@ pub struct ServeArgs {
     /// and /ws also take `?token=<token>`).
     #[arg(long, env = "REDSTREAM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Also show these streams: a glob (`events.*`) or a stream name (`orders.events`); repeat
+    /// it, or give a comma-separated list. Streams under the prefix are always shown.
+    #[arg(long = "streams", value_name = "PATTERN", value_delimiter = ',', value_parser = crate::select::parse_pattern)]
+    pub streams: Vec<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -82,6 +87,7 @@ impl fmt::Debug for ServeArgs {
             .field("refresh", &self.refresh)
             .field("allow_writes", &self.allow_writes)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("streams", &self.streams)
             .finish()
     }
 }
@@ -144,6 +150,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         token: args.token,
         refresh: args.refresh,
         loopback_hosts_only: loopback,
+        streams: args.streams,
         ..ServeConfig::default()
     };
     let state = AppState::new(transport, config);
@@ -154,6 +161,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
     tracing::info!(
         redis = %redact_url(&global.url),
         prefix = %global.prefix,
+        streams = ?state.config().streams,
         writes = args.allow_writes,
         "dashboard ready"
     );

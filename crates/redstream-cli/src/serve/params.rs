@@ -3,7 +3,11 @@
 //! Everything is checked before Redis sees it, so that bad input is a 400 naming the parameter
 //! rather than whatever the server would have said.
 
+use redstream_core::ErrorKind;
+#[cfg(doc)]
 use redstream_transport::RedisTransport;
+
+use super::state::AppState;
 
 use super::config::MAX_COUNT;
 use super::error::ApiError;
@@ -11,16 +15,21 @@ use super::error::ApiError;
 /// The longest stream name, group name or id accepted in a path or a query, in bytes.
 const MAX_NAME_BYTES: usize = 512;
 
-/// The full stream key a path names, as the CLI reads names
-/// ([`RedisTransport::stream_key_for`]): a full key under the prefix
-/// (`{events}:order.created#high`, percent-encoded in a URL as
-/// `%7Bevents%7D%3Aorder.created%23high`), an event type (`order.created`), a type and a lane
-/// (`order.created#high`), or `dlq`.
-pub(crate) fn stream_key(transport: &RedisTransport, raw: &str) -> Result<String, ApiError> {
+/// The stream a path names, as the CLI reads names ([`RedisTransport::resolve_stream`]): a
+/// stream name that exists is itself (`events.raw`, `events:order.created`, which a URL may
+/// percent-encode as `events%3Aorder.created`); otherwise `dlq` is the dead-letter stream and an
+/// event type (`order.created`) its stream under the prefix. The `EXISTS` this takes is a read,
+/// and its failure is answered like any Redis failure.
+pub(crate) async fn stream_key(state: &AppState, raw: &str) -> Result<String, ApiError> {
     check_text("stream name", raw).map_err(ApiError::stream_name)?;
-    transport
-        .stream_key_for(raw)
-        .map_err(|err| ApiError::stream_name(err.to_string()))
+    state
+        .transport()
+        .resolve_stream(raw)
+        .await
+        .map_err(|err| match err.kind() {
+            ErrorKind::InvalidInput => ApiError::stream_name(state.scrub(&err.to_string())),
+            _ => state.fail(err),
+        })
 }
 
 /// `count` from a query: absent means `default`; otherwise a whole number from 1 to
@@ -106,7 +115,7 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        check_text("x", "order.created#high").unwrap();
+        check_text("x", "events.raw").unwrap();
         for bad in ["", "a b", "a\u{7}", "a\u{a0}b"] {
             assert!(check_text("x", bad).is_err(), "{bad:?}");
         }

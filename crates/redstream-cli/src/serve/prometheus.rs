@@ -22,7 +22,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     let transport = state.transport();
-    let read = tokio::try_join!(transport.server_info(), transport.streams_overview());
+    let read = tokio::try_join!(transport.server_info(), state.stream_summaries());
     let read = match read {
         Ok(both) => Some(both),
         Err(error) => {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use redstream_core::{ErrorKind, Event, Priority, Result};
+use redstream_core::{ErrorKind, Event, Result};
 use redstream_transport::{
     ConsumerSummary, DeadLetterEntry, GroupSummary, ServerInfo, StreamSummary,
 };
@@ -37,13 +37,16 @@ pub(crate) struct Snapshot {
     pub(crate) generated_at_ms: u64,
     /// The stream prefix, e.g. `events`.
     pub(crate) prefix: String,
+    /// The `--streams` patterns: streams shown besides those under the prefix.
+    pub(crate) patterns: Vec<String>,
     /// The refresh interval of the WebSocket feed.
     pub(crate) refresh_ms: u64,
     /// Whether the write actions (redrive, purge) are on.
     pub(crate) writes_allowed: bool,
     /// The server, from `INFO`.
     pub(crate) redis: ServerInfo,
-    /// Every stream under the prefix, sorted by name; the dead-letter stream included.
+    /// Every stream shown (under the prefix, and those `--streams` names), sorted by name; the
+    /// dead-letter stream included.
     pub(crate) streams: Vec<StreamView>,
     /// The oldest dead letters.
     pub(crate) dlq: DlqView,
@@ -52,15 +55,15 @@ pub(crate) struct Snapshot {
 /// One stream, its consumer groups and their consumers.
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamView {
-    /// The full key, e.g. `{events}:order.created#high`.
+    /// The stream's name, e.g. `events:order.created` or `events.raw`: what paths accept.
     pub(crate) name: String,
-    /// The key without `{prefix}:`, e.g. `order.created#high`: what paths accept.
+    /// A shorter name for people: the event type of a type's stream (`order.created`), `dlq`
+    /// for the dead-letter stream, the full name of any other stream (`events.raw`).
     pub(crate) short_name: String,
-    /// The event type; `None` for the dead-letter stream and keys other writers made.
+    /// The event type whose stream this is under the prefix; `None` for the dead-letter stream
+    /// and streams named otherwise.
     pub(crate) event_type: Option<String>,
-    /// The priority lane; `None` when `event_type` is.
-    pub(crate) priority: Option<Priority>,
-    /// Whether this is `{prefix}:dlq`.
+    /// Whether this is the dead-letter stream, `<prefix>:dlq`.
     pub(crate) dead_letter: bool,
     /// Entries in the stream (`XLEN`).
     pub(crate) length: u64,
@@ -98,7 +101,7 @@ pub(crate) struct GroupView {
 /// The dead-letter stream.
 #[derive(Debug, Serialize)]
 pub(crate) struct DlqView {
-    /// Its key, `{prefix}:dlq`.
+    /// Its name, `<prefix>:dlq` (`events:dlq`).
     pub(crate) stream: String,
     /// Dead letters in it.
     pub(crate) length: u64,
@@ -117,7 +120,7 @@ pub(crate) struct DeadLetterView {
     pub(crate) event_id: Option<String>,
     /// The event type of the stream it came from (seed 000's `original_type`).
     pub(crate) original_type: String,
-    /// The stream it came from, priority lane included.
+    /// The stream it came from.
     pub(crate) stream: String,
     /// Its id in that stream; empty when it was dead-lettered by hand.
     pub(crate) entry_id: String,
@@ -220,7 +223,7 @@ impl AppState {
         let transport = self.transport();
         let (redis, summaries, dead) = tokio::try_join!(
             transport.server_info(),
-            transport.streams_overview(),
+            self.stream_summaries(),
             transport.dlq_entries(SNAPSHOT_DEAD_LETTERS),
         )?;
         let streams = self
@@ -236,6 +239,7 @@ impl AppState {
             message_type: "snapshot",
             generated_at_ms: now_ms(),
             prefix: self.prefix().to_owned(),
+            patterns: self.config().streams.clone(),
             refresh_ms: u64::try_from(self.config().refresh.as_millis()).unwrap_or(u64::MAX),
             writes_allowed: self.config().allow_writes,
             redis,
@@ -277,7 +281,6 @@ impl AppState {
             .buffered(FAN_OUT)
             .try_collect()
             .await?;
-        let tag = format!("{}:", transport.names().prefix());
         Ok(summaries
             .into_iter()
             .map(|mut summary| {
@@ -290,7 +293,7 @@ impl AppState {
                         group_view(group, list)
                     })
                     .collect();
-                stream_view(summary, groups, &tag)
+                stream_view(summary, groups)
             })
             .collect())
     }
@@ -310,7 +313,7 @@ fn group_view(group: GroupSummary, consumers: Vec<ConsumerSummary>) -> GroupView
     }
 }
 
-fn stream_view(summary: StreamSummary, groups: Vec<GroupView>, tag: &str) -> StreamView {
+fn stream_view(summary: StreamSummary, groups: Vec<GroupView>) -> StreamView {
     let lag = groups.iter().filter_map(|g| g.lag).max();
     let pending = groups.iter().map(|g| g.pending).sum();
     let oldest_pending_age_secs = groups
@@ -318,15 +321,13 @@ fn stream_view(summary: StreamSummary, groups: Vec<GroupView>, tag: &str) -> Str
         .filter_map(|g| g.oldest_pending_age_secs)
         .reduce(f64::max);
     StreamView {
-        short_name: summary
-            .name
-            .strip_prefix(tag)
-            .unwrap_or(&summary.name)
-            .to_owned(),
+        short_name: match (&summary.event_type, summary.dead_letter) {
+            (Some(event_type), _) => event_type.clone(),
+            (None, true) => "dlq".to_owned(),
+            (None, false) => summary.name.clone(),
+        },
         name: summary.name,
         event_type: summary.event_type,
-        // Streams have no priority lanes any more (priority is in the envelope).
-        priority: None,
         dead_letter: summary.dead_letter,
         length: summary.length,
         first_id: summary.first_id,
