@@ -8,7 +8,9 @@
 //! it printed. Once it is reading, it says so on stderr (`following ...`); everything added
 //! after that line is printed. Entries that are not redstream events are printed with their
 //! decoding error and their fields (another writer's entries, e.g. seed 004's flat fields).
-//! When the stream does not exist yet, a one-line hint on stderr says which name it waits for.
+//! When the stream does not exist yet, a one-line hint on stderr says which name it waits for
+//! (`tail events.raw` before anything wrote `events.raw` waits for the event type's stream
+//! `events:events.raw`; `tail --stream events.raw` waits for `events.raw`).
 //!
 //! It stops after `--count` events, on Ctrl-C or SIGTERM, and when its reader goes away
 //! (`redstream tail x | head -1`), all with exit status 0. When the server goes away (a
@@ -23,7 +25,7 @@ use redstream_transport::{FollowedEntry, Follower, RedisTransport};
 use serde::Serialize;
 
 use super::{interrupted, output};
-use crate::{CliResult, GlobalArgs, connect};
+use crate::{CliError, CliResult, GlobalArgs, connect};
 
 /// Entries asked for per read (per stream).
 const READ_COUNT: u64 = 100;
@@ -40,8 +42,16 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 pub struct TailArgs {
     /// What to follow: a full stream name (`events.raw`, `events:order.created`), an event type
     /// (`order.created`, whose stream is `<prefix>:order.created`), or `dlq`.
-    #[arg(value_name = "STREAM")]
-    pub name: String,
+    #[arg(
+        value_name = "STREAM",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
+    pub name: Option<String>,
+    /// Follow the stream of exactly this name (`events.raw`), whether or not it exists yet, with
+    /// no event-type resolution.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
     /// Read as a member of this consumer group and acknowledge what is printed. A missing group
     /// is created at the end of the stream (new events only).
     #[arg(long)]
@@ -73,9 +83,13 @@ struct Line<'a> {
 /// Follows until `--count` events were printed, Ctrl-C, SIGTERM or a closed stdout.
 pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let streams = streams_of(&transport, &args.name).await?;
+    let streams = match (&args.stream, &args.name) {
+        (Some(stream), _) => vec![stream.clone()],
+        (None, Some(name)) => streams_of(&transport, name).await?,
+        (None, None) => return Err(CliError::usage("name a stream: <STREAM> or --stream")),
+    };
     for stream in &streams {
-        hint_if_missing(&transport, &args.name, stream).await?;
+        hint_if_missing(&transport, args.name.as_deref(), stream).await?;
     }
     let mut follower = match &args.group {
         Some(group) => {
@@ -259,19 +273,26 @@ async fn streams_of(transport: &RedisTransport, name: &str) -> CliResult<Vec<Str
 }
 
 /// Prints a one-line hint on stderr when `stream` does not exist yet: the follower waits for it,
-/// and the user may have meant another name.
-async fn hint_if_missing(transport: &RedisTransport, name: &str, stream: &str) -> CliResult<()> {
+/// and the user may have meant a stream of that very name rather than an event type's.
+async fn hint_if_missing(
+    transport: &RedisTransport,
+    name: Option<&str>,
+    stream: &str,
+) -> CliResult<()> {
     match transport.stream_info(stream).await {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == redstream_core::ErrorKind::NotFound => {
-            let meant = if name == stream {
-                String::new()
-            } else {
-                format!(" (what {name:?} names under the prefix)")
+            let hint = match name {
+                Some(name) if name != stream => format!(
+                    "note: stream {stream} (of event type {name:?}) does not exist yet: waiting \
+                     for its first entry; `--stream {name}` follows a stream named {name} instead"
+                ),
+                _ => format!(
+                    "note: stream {stream} does not exist yet: waiting for its first entry \
+                     (`redstream streams --streams '*'` lists every stream)"
+                ),
             };
-            output::note(format!(
-                "note: stream {stream}{meant} does not exist yet: waiting for its first entry                  (`redstream streams --streams '*'` lists every stream)"
-            ));
+            output::note(hint);
             Ok(())
         }
         Err(err) => Err(err.into()),

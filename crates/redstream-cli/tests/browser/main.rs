@@ -269,7 +269,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
             .await
             .unwrap();
     }
-    group_reads(&mut conn, "{events}:order.created", 2).await;
+    group_reads(&mut conn, "events:order.created", 2).await;
 
     let (_dashboard, base) = start_dashboard(&redis.url(), &["--allow-writes", "--refresh", "1s"]);
     let client = browser(&driver_url).await;
@@ -282,7 +282,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     .await;
     wait_for(
         &client,
-        r#"tr[data-testid="stream-row"][data-stream="{events}:order.created"]"#,
+        r#"tr[data-testid="stream-row"][data-stream="events:order.created"]"#,
     )
     .await;
     wait_for(
@@ -304,7 +304,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         .unwrap();
     let row = wait_for(
         &client,
-        r#"tr[data-testid="stream-row"][data-stream="{events}:user.signed_up"]"#,
+        r#"tr[data-testid="stream-row"][data-stream="events:user.signed_up"]"#,
     )
     .await;
     assert!(row.text().await.unwrap().contains("user.signed_up"));
@@ -356,11 +356,11 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     wait_for(&client, "#dlq-empty:not([hidden])").await;
     wait_for(
         &client,
-        r#"tr[data-testid="stream-row"][data-stream="{events}:payment.captured"]"#,
+        r#"tr[data-testid="stream-row"][data-stream="events:payment.captured"]"#,
     )
     .await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("{events}:payment.captured")
+        .arg("events:payment.captured")
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
@@ -370,7 +370,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     let envelope: Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
     assert_eq!(envelope["payload"]["payment"], "p-77");
     let left: u64 = redis::cmd("XLEN")
-        .arg("{events}:dlq")
+        .arg("events:dlq")
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -398,7 +398,7 @@ async fn read_only_pages_disable_the_redrive_buttons() {
         )
         .await
         .unwrap();
-    let html_stream = "{events}:<i>x</i><script>document.title='pwned'</script>";
+    let html_stream = "events:<i>x</i><script>document.title='pwned'</script>";
     let mut conn = redis.connection().await.unwrap();
     let _: String = redis::cmd("XADD")
         .arg(html_stream)

@@ -22,7 +22,7 @@ async fn dead_letters(server: &RedisServer, cli: &Cli) -> Vec<String> {
         );
     }
     let mut conn = connection(server).await;
-    let dlq = format!("{}:dlq", cli.tag());
+    let dlq = cli.dlq();
     ids.push(
         raw(
             &mut conn,
@@ -55,7 +55,7 @@ async fn list_and_show() {
 
     let out = cli.json(&["dlq", "list", "--count", "3"]);
     assert_eq!(out["total"], 4);
-    assert_eq!(out["stream"], format!("{}:dlq", cli.tag()).as_str());
+    assert_eq!(out["stream"], cli.dlq().as_str());
     let listed = out["dead_letters"].as_array().unwrap();
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[0]["id"], ids[0].as_str());
@@ -133,7 +133,7 @@ async fn destructive_commands_need_yes_without_a_terminal() {
     let cli = Cli::new(&server);
     let mut conn = connection(&server).await;
     dead_letters(&server, &cli).await;
-    let dlq = format!("{}:dlq", cli.tag());
+    let dlq = cli.dlq();
 
     // stdin is /dev/null here: not a terminal, nobody to ask.
     cli.run(&["dlq", "purge"]).fails_with("pass --yes");
@@ -167,7 +167,7 @@ async fn on_a_terminal_purge_asks_first() {
     let cli = Cli::new(&server);
     let mut conn = connection(&server).await;
     dead_letters(&server, &cli).await;
-    let dlq = format!("{}:dlq", cli.tag());
+    let dlq = cli.dlq();
     let answer = |typed: &str| {
         let command = format!(
             "'{}' --url '{}' --prefix '{}' dlq purge",
@@ -207,4 +207,55 @@ async fn on_a_terminal_purge_asks_first() {
     assert_eq!(code, Some(0), "{screen}");
     assert!(screen.contains("purged 4 dead letter(s)"), "{screen}");
     assert_eq!(xlen(&mut conn, &dlq).await, 0);
+}
+
+#[tokio::test]
+async fn redrive_by_stream_takes_a_full_name() {
+    use redstream_core::HandlerResult;
+    use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
+
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    // A subscription to seed 004's events.raw whose handler refuses its one entry: the dead
+    // letter records events.raw as its stream.
+    let options = TransportOptions::default()
+        .with_dead_letter_on_first_failure(true)
+        .with_start_from(StartFrom::Beginning);
+    let config = RedisConfig::default()
+        .with_url(server.url())
+        .with_stream_prefix(cli.prefix.clone());
+    let transport = RedisTransport::with_options(config, options).await.unwrap();
+    let event = Event::new("page_view", json!({ "n": 1 }), EventMetadata::default());
+    transport.publish_to("events.raw", event).await.unwrap();
+    let handle = transport
+        .subscription()
+        .streams(["events.raw"])
+        .group("event-processors")
+        .handle(|_| async { HandlerResult::Err("feature store down".into()) })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + crate::support::HANG;
+    while xlen(&mut conn, &cli.dlq()).await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    transport.unsubscribe(&handle).await.unwrap();
+    dead_letters(&server, &cli).await;
+
+    let listed = cli.json(&["dlq", "list"]);
+    assert_eq!(listed["dead_letters"][0]["stream"], "events.raw");
+    let none = cli.json(&["dlq", "redrive", "--stream", "orders.events", "--yes"]);
+    assert_eq!(none["redriven"], 0);
+    let out = cli.json(&["dlq", "redrive", "--stream", "events.raw", "--yes"]);
+    assert_eq!(out, json!({ "redriven": 1, "skipped": [] }));
+    assert_eq!(xlen(&mut conn, "events.raw").await, 2);
+    // The others stay; a type's stream by its type works too.
+    assert_eq!(xlen(&mut conn, &cli.dlq()).await, 4);
+    let by_type_stream = cli.json(&["dlq", "redrive", "--stream", "b", "--yes"]);
+    assert_eq!(by_type_stream["redriven"], 1);
+    assert_eq!(
+        payloads(&mut conn, &cli.stream("b")).await,
+        [json!({ "n": 3 })]
+    );
 }

@@ -1,5 +1,6 @@
 //! `redstream streams`, `info`, `groups`, `pending` and `claim`, in both output forms, with the
-//! stream named by type, lane, full key or `dlq`; unknown streams and groups fail.
+//! stream named by type, by full name (seed 004's `events.raw`, any stream) or `dlq`, under a
+//! prefix or the empty one; `--streams` patterns; unknown streams and groups fail.
 
 use redstream_testkit::RedisServer;
 use serde_json::json;
@@ -7,7 +8,7 @@ use serde_json::json;
 use crate::support::{Cli, connection, raw};
 
 /// Two events of `order.created` read by consumer `c1` of group `billing` and not acknowledged,
-/// a third one not delivered, and one high-priority event.
+/// then two not delivered: a normal one and a high-priority one (in the same stream).
 async fn pending_setup(server: &RedisServer, cli: &Cli) {
     let mut conn = connection(server).await;
     let stream = cli.stream("order.created");
@@ -56,24 +57,22 @@ async fn streams_lists_every_stream_of_the_prefix() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    let normal = cli.stream("order.created");
-    let high = format!("{normal}#high");
-    assert_eq!(names, [normal.as_str(), high.as_str()]);
-    let normal = &streams[0];
-    assert_eq!(normal["event_type"], "order.created");
-    assert_eq!(normal["priority"], "normal");
-    assert_eq!(normal["length"], 3);
-    let group = &normal["groups"][0];
+    // One stream per type: every priority is in it.
+    let stream = cli.stream("order.created");
+    assert_eq!(names, [stream.as_str()]);
+    let summary = &streams[0];
+    assert_eq!(summary["event_type"], "order.created");
+    assert_eq!(summary["length"], 4);
+    let group = &summary["groups"][0];
     assert_eq!(group["name"], "billing");
     assert_eq!(group["pending"], 2);
-    assert_eq!(group["lag"], 1);
+    assert_eq!(group["lag"], 2);
     assert!(group["oldest_pending_age_secs"].as_f64().is_some());
-    assert_eq!(streams[1]["priority"], "high");
 
     let table = cli.run(&["streams"]).ok();
     let row = table
         .lines()
-        .find(|l| l.contains(&format!("{}:order.created ", cli.tag())))
+        .find(|l| l.contains(&format!("{stream} ")))
         .unwrap_or_else(|| panic!("{table}"));
     let cells: Vec<&str> = row
         .split(['│', '┆'])
@@ -81,12 +80,76 @@ async fn streams_lists_every_stream_of_the_prefix() {
         .filter(|c| !c.is_empty())
         .collect();
     // STREAM, LENGTH, GROUPS, MAX LAG, PENDING, OLDEST PENDING
-    assert_eq!(&cells[1..5], ["3", "1", "1", "2"], "{table}");
+    assert_eq!(&cells[1..5], ["4", "1", "2", "2"], "{table}");
     assert!(table.contains("OLDEST PENDING"), "{table}");
 }
 
 #[tokio::test]
-async fn info_takes_a_type_a_lane_or_a_full_key() {
+async fn streams_shows_the_streams_a_pattern_or_a_name_points_at() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    // Seed 004's and seed 003's streams, written by someone else; and a key that is no stream.
+    for stream in [
+        "events.raw",
+        "events.normalized",
+        "profiles.merge_requests",
+        "orders.events",
+    ] {
+        let _: String = raw(&mut conn, &["XADD", stream, "*", "event_id", "e1"]).await;
+    }
+    let _: () = raw(&mut conn, &["SET", "events.note", "not a stream"]).await;
+    cli.run(&["publish", "order.created", "{}"]).ok();
+    let names = |out: serde_json::Value| -> Vec<String> {
+        out["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Only the prefix's streams by default.
+    assert_eq!(names(cli.json(&["streams"])), [cli.stream("order.created")]);
+    // Globs, repeated; names; comma lists; a name that does not exist is left out.
+    let out = cli.json(&[
+        "streams",
+        "--streams",
+        "events.*",
+        "--streams",
+        "profiles.*",
+    ]);
+    assert_eq!(out["patterns"], json!(["events.*", "profiles.*"]));
+    assert_eq!(
+        names(out),
+        [
+            cli.stream("order.created").as_str(),
+            "events.normalized",
+            "events.raw",
+            "profiles.merge_requests"
+        ]
+    );
+    assert_eq!(
+        names(cli.json(&["streams", "--streams", "orders.events,events.raw,no.such"])),
+        [
+            cli.stream("order.created").as_str(),
+            "events.raw",
+            "orders.events"
+        ]
+    );
+    let table = cli.run(&["streams", "--streams", "orders.*"]).ok();
+    assert!(table.contains("orders.events"), "{table}");
+    let none = Cli::with_url(server.url())
+        .run(&["streams", "--streams", "nothing.*"])
+        .ok();
+    assert!(none.contains("or matching nothing.*"), "{none}");
+
+    let bad = cli.run(&["streams", "--streams", ""]);
+    assert_eq!(bad.code, Some(2), "an empty pattern is refused: {bad:#?}");
+}
+
+#[tokio::test]
+async fn info_takes_a_type_a_full_name_or_dlq() {
     let server = RedisServer::start().await.unwrap();
     let cli = Cli::new(&server);
     pending_setup(&server, &cli).await;
@@ -96,9 +159,42 @@ async fn info_takes_a_type_a_lane_or_a_full_key() {
     assert_eq!(by_type["name"], cli.stream("order.created").as_str());
     assert_eq!(by_type["length"], by_key["length"]);
     assert_eq!(by_type["groups"][0]["name"], "billing");
-    let high = cli.json(&["info", "order.created#high"]);
-    assert_eq!(high["length"], 1);
-    assert_eq!(high["groups"], json!([]));
+
+    // Any stream by its full name: seed 004's events.raw, in group event-processors.
+    let mut conn = connection(&server).await;
+    let _: String = raw(&mut conn, &["XADD", "events.raw", "*", "event_id", "e1"]).await;
+    let _: () = raw(
+        &mut conn,
+        &["XGROUP", "CREATE", "events.raw", "event-processors", "0"],
+    )
+    .await;
+    let named = cli.json(&["info", "events.raw"]);
+    assert_eq!(named["name"], "events.raw");
+    assert_eq!(named["event_type"], json!(null));
+    assert_eq!(named["length"], 1);
+    assert_eq!(named["groups"][0]["name"], "event-processors");
+    let pending = cli.json(&["pending", "events.raw", "event-processors"]);
+    assert_eq!(pending["stream"], "events.raw");
+
+    // The empty prefix: an event type is its stream's name.
+    let bare = Cli {
+        url: server.url(),
+        prefix: String::new(),
+    };
+    bare.run(&["publish", "order.placed", "{}"]).ok();
+    let placed: u64 = raw(&mut conn, &["XLEN", "order.placed"]).await;
+    assert_eq!(placed, 1);
+    assert_eq!(bare.json(&["info", "order.placed"])["name"], "order.placed");
+    let listed = bare.json(&["streams"]);
+    assert_eq!(listed["prefix"], "");
+    assert!(
+        listed["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "order.placed"),
+        "{listed}"
+    );
 
     let table = cli.run(&["info", "order.created"]).ok();
     assert!(table.contains("length"), "{table}");
@@ -108,9 +204,9 @@ async fn info_takes_a_type_a_lane_or_a_full_key() {
         .fails_with("no such stream");
     cli.run(&["info", "dlq"]).fails_with("no such stream");
     cli.run(&["info", "{another}:order.created"])
-        .fails_with("not under the prefix");
-    cli.run(&["info", "order.created#urgent"])
-        .fails_with("critical, high or low");
+        .fails_with("no such stream");
+    cli.run(&["info", "order created"])
+        .fails_with("stream name \"order created\"");
 }
 
 #[tokio::test]
@@ -129,7 +225,8 @@ async fn groups_lists_consumers() {
 
     let table = cli.run(&["groups", "order.created"]).ok();
     assert!(table.contains("c1"), "{table}");
-    let none = cli.run(&["groups", "order.created#high"]).ok();
+    cli.run(&["publish", "order.shipped", "{}"]).ok();
+    let none = cli.run(&["groups", "order.shipped"]).ok();
     assert!(none.contains("no consumer groups"), "{none}");
     cli.run(&["groups", "nothing.here"])
         .fails_with("no such stream");

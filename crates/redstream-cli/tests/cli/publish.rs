@@ -40,13 +40,15 @@ async fn one_payload_is_published_with_its_metadata_and_ids_are_printed() {
         "--correlation-id",
         "req-42",
     ]);
-    let high = format!("{}#high", cli.stream("order.created"));
-    assert_eq!(out["stream"], high.as_str());
+    // Priority is a field of the event: the same stream.
+    let stream = cli.stream("order.created");
+    assert_eq!(out["stream"], stream.as_str());
     assert_eq!(out["published"], 1);
     let entries: Vec<(String, Vec<(String, String)>)> =
-        raw(&mut conn, &["XRANGE", &high, "-", "+"]).await;
-    assert_eq!(out["ids"], json!([entries[0].0]));
-    let envelope: serde_json::Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
+        raw(&mut conn, &["XRANGE", &stream, "-", "+"]).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(out["ids"], json!([entries[1].0]));
+    let envelope: serde_json::Value = serde_json::from_str(&entries[1].1[0].1).unwrap();
     assert_eq!(out["event_ids"], json!([envelope["id"]]));
     assert_eq!(envelope["payload"], json!({ "order_id": "2" }));
     assert_eq!(envelope["metadata"]["priority"], "high");
@@ -59,6 +61,52 @@ async fn one_payload_is_published_with_its_metadata_and_ids_are_printed() {
         payloads(&mut conn, &cli.stream("numbers")).await,
         [json!(-5)]
     );
+}
+
+#[tokio::test]
+async fn stream_names_a_stream_of_any_name() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    let out = cli.json(&[
+        "publish",
+        "page_view",
+        r#"{"brand_id":"b1"}"#,
+        "--stream",
+        "events.raw",
+    ]);
+    assert_eq!(out["stream"], "events.raw");
+    assert_eq!(out["published"], 1);
+    assert_eq!(
+        payloads(&mut conn, "events.raw").await,
+        [json!({ "brand_id": "b1" })]
+    );
+    assert_eq!(xlen(&mut conn, &cli.stream("page_view")).await, 0);
+
+    // A file goes there too, in order.
+    let table = cli
+        .run_with_stdin(
+            &[
+                "publish",
+                "page_view",
+                "--file",
+                "-",
+                "--stream",
+                "events.raw",
+            ],
+            "1\n2\n",
+        )
+        .ok();
+    assert!(
+        table.contains("published 2 event(s) to events.raw"),
+        "{table}"
+    );
+    assert_eq!(
+        payloads(&mut conn, "events.raw").await,
+        [json!({ "brand_id": "b1" }), json!(1), json!(2)]
+    );
+    cli.run(&["publish", "page_view", "{}", "--stream", "events raw"])
+        .fails_with("stream name \"events raw\"");
 }
 
 #[tokio::test]

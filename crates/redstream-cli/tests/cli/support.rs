@@ -90,14 +90,14 @@ impl Cli {
         }
     }
 
-    /// `{prefix}`, the hash tag of this prefix's keys.
-    pub(crate) fn tag(&self) -> String {
-        format!("{{{}}}", self.prefix)
+    /// The stream of `event_type` under this prefix: `<prefix>:<event type>`.
+    pub(crate) fn stream(&self, event_type: &str) -> String {
+        format!("{}:{event_type}", self.prefix)
     }
 
-    /// The key of the normal lane of `event_type`.
-    pub(crate) fn stream(&self, event_type: &str) -> String {
-        format!("{}:{event_type}", self.tag())
+    /// The dead-letter stream of this prefix: `<prefix>:dlq`.
+    pub(crate) fn dlq(&self) -> String {
+        format!("{}:dlq", self.prefix)
     }
 
     /// `redstream --url <url> --prefix <prefix> <args>`, stdin empty (not a terminal), and no

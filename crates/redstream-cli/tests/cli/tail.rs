@@ -63,8 +63,111 @@ async fn events_published_after_it_starts_are_printed_and_nothing_is_created() {
 
     let groups: Vec<redis::Value> = raw(&mut conn, &["XINFO", "GROUPS", &stream]).await;
     assert!(groups.is_empty(), "plain tail creates no group: {groups:?}");
-    let lanes: u64 = raw(&mut conn, &["EXISTS", &format!("{stream}#low")]).await;
-    assert_eq!(lanes, 0, "nor streams");
+    let keys: Vec<String> = raw(&mut conn, &["KEYS", &format!("{}:*", cli.prefix)]).await;
+    assert_eq!(
+        keys,
+        [stream],
+        "nor streams: priority is a field of the event"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_by_name_with_a_group_and_a_hint_while_it_does_not_exist() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    // Seed 004: events.raw does not exist yet, so the name is read as an event type; the tail
+    // says so, and how to name the stream instead.
+    let running = tail(&cli, &["tail", "events.raw"]);
+    running.signal("INT");
+    let out = running.finish();
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("does not exist yet"))
+        .unwrap_or_else(|| panic!("{out:#?}"));
+    assert!(hint.contains(&cli.stream("events.raw")), "{hint}");
+    assert!(hint.contains("--stream events.raw"), "{hint}");
+
+    let mut running = Running::start(cli.command(&[
+        "--json",
+        "tail",
+        "--stream",
+        "events.raw",
+        "--group",
+        "event-processors",
+        "--count",
+        "1",
+    ]));
+    running.wait_for_stderr("does not exist yet");
+    running.wait_for_stderr("following");
+    // The seed's flat fields, written by its ingestion service.
+    let id: String = raw(
+        &mut conn,
+        &[
+            "XADD",
+            "events.raw",
+            "*",
+            "event_id",
+            "e1",
+            "brand_id",
+            "b1",
+            "event_type",
+            "purchase",
+        ],
+    )
+    .await;
+    let out = running.finish();
+    let hint = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("does not exist yet"))
+        .unwrap();
+    assert!(
+        hint.contains("stream events.raw does not exist yet"),
+        "{hint}"
+    );
+    let line: serde_json::Value = serde_json::from_str(out.ok().trim()).unwrap();
+    assert_eq!(line["stream"], "events.raw");
+    assert_eq!(line["id"], id.as_str());
+    assert_eq!(line["event"], json!(null));
+    assert_eq!(
+        line["fields"],
+        json!([
+            ["event_id", "e1"],
+            ["brand_id", "b1"],
+            ["event_type", "purchase"]
+        ])
+    );
+    // Read in group event-processors, and acknowledged.
+    let pending: Vec<redis::Value> = raw(
+        &mut conn,
+        &["XPENDING", "events.raw", "event-processors", "-", "+", "10"],
+    )
+    .await;
+    assert!(pending.is_empty(), "{pending:?}");
+    let groups = cli.json(&["groups", "events.raw"]);
+    assert_eq!(groups["groups"][0]["name"], "event-processors");
+    // Now that it exists, the name alone finds it.
+    let stdout = cli
+        .run(&[
+            "--json",
+            "tail",
+            "events.raw",
+            "--from",
+            "-",
+            "--count",
+            "1",
+        ])
+        .ok();
+    assert!(stdout.contains(&id), "{stdout}");
+
+    // A type whose stream exists prints no hint.
+    cli.run(&["publish", "audit", "{}"]).ok();
+    let running = tail(&cli, &["tail", "audit"]);
+    running.signal("INT");
+    let out = running.finish();
+    assert!(!out.stderr.contains("does not exist"), "{out:#?}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ async fn with_a_stream() -> Dashboard {
     let d = Dashboard::start(ServeConfig::default()).await;
     d.publish("orders", json!({ "n": 1 })).await;
     let mut conn = d.conn().await;
-    read_as(&mut conn, "{events}:orders", "billing", "c1", 1).await;
+    read_as(&mut conn, "events:orders", "billing", "c1", 1).await;
     d
 }
 
@@ -57,13 +57,23 @@ async fn counts_are_bounded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_names_are_validated() {
     let d = with_a_stream().await;
+    // Whitespace and control characters cannot name a stream.
+    for name in ["a%20b", "tab%09here", "nbsp%C2%A0here", "nul%00"] {
+        for path in [
+            format!("/api/stream/{name}"),
+            format!("/api/streams/{name}"),
+            format!("/api/streams/{name}/pending?group=billing"),
+            format!("/api/pending/{name}/billing"),
+        ] {
+            d.get(&path).await.assert_error(400, "invalid_stream_name");
+        }
+    }
+    // Anything else is a stream name, used as it is (no lanes, no prefix required): a name
+    // that is no stream is a 404.
     for name in [
-        "a%20b",
-        "tab%09here",
         "%7Bother%7D%3Aorders",
-        "%7Bevents%7D%3A",
-        "orders%23weird",
-        "orders%23normal",
+        "events%3A",
+        "orders%23high",
         "%23high",
     ] {
         for path in [
@@ -72,7 +82,7 @@ async fn stream_names_are_validated() {
             format!("/api/streams/{name}/pending?group=billing"),
             format!("/api/pending/{name}/billing"),
         ] {
-            d.get(&path).await.assert_error(400, "invalid_stream_name");
+            d.get(&path).await.assert_error(404, "not_found");
         }
     }
     let long = "x".repeat(600);
@@ -134,7 +144,7 @@ async fn other_bad_input() {
     // A key under the prefix that is not a stream.
     let mut conn = d.conn().await;
     let _: () = redis::cmd("SET")
-        .arg("{events}:plain")
+        .arg("events:plain")
         .arg("x")
         .query_async(&mut conn)
         .await

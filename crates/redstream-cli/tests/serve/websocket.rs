@@ -72,7 +72,7 @@ async fn a_snapshot_on_connect_and_later_ones_with_new_streams() {
     assert!(first["generated_at_ms"].is_u64());
     assert!(first["redis"]["used_memory"].is_u64());
     assert!(first["redis"]["connected_clients"].is_u64());
-    assert_eq!(first["dlq"]["stream"], "{events}:dlq");
+    assert_eq!(first["dlq"]["stream"], "events:dlq");
     assert_eq!(first["dlq"]["length"], 1);
     let dead = &first["dlq"]["entries"][0];
     assert_eq!(dead["error"], "smtp down");
@@ -82,11 +82,11 @@ async fn a_snapshot_on_connect_and_later_ones_with_new_streams() {
         dead.get("event").is_none(),
         "snapshots carry a preview only"
     );
-    assert!(!has_stream(&first, "{events}:ws.new"));
+    assert!(!has_stream(&first, "events:ws.new"));
 
     d.publish("ws.new", json!({ "hello": "world" })).await;
-    let later = until(&mut socket, |m| has_stream(m, "{events}:ws.new")).await;
-    assert_eq!(stream(&later["streams"], "{events}:ws.new")["length"], 1);
+    let later = until(&mut socket, |m| has_stream(m, "events:ws.new")).await;
+    assert_eq!(stream(&later["streams"], "events:ws.new")["length"], 1);
     assert!(later["generated_at_ms"].as_u64() >= first["generated_at_ms"].as_u64());
 
     let metrics = d.get("/api/metrics").await.json();
@@ -109,11 +109,11 @@ async fn a_refresh_message_brings_a_snapshot_at_once() {
         .unwrap();
     let first = next_json(&mut socket).await;
     assert_eq!(first["refresh_ms"], 3_600_000);
-    assert!(!has_stream(&first, "{events}:ws.asked"));
+    assert!(!has_stream(&first, "events:ws.asked"));
     d.publish("ws.asked", json!({})).await;
     socket.send(Message::text("refresh")).await.unwrap();
     let asked = next_json(&mut socket).await;
-    assert!(has_stream(&asked, "{events}:ws.asked"), "{asked}");
+    assert!(has_stream(&asked, "events:ws.asked"), "{asked}");
     socket.close(None).await.unwrap();
 }
 

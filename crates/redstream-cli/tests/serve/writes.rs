@@ -36,7 +36,7 @@ async fn refused_without_allow_writes() {
     let dlq = d.get("/api/dlq").await.json();
     assert_eq!(dlq["length"], 1, "nothing was touched");
     let mut conn = d.conn().await;
-    assert!(payloads(&mut conn, "{events}:a").await.is_empty());
+    assert!(payloads(&mut conn, "events:a").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,7 +52,7 @@ async fn redrive_by_ids_type_and_all_then_purge() {
     assert_eq!(by_id.status, 200, "{}", by_id.text);
     assert_eq!(by_id.json(), json!({ "redriven": 1, "skipped": [] }));
     assert_eq!(
-        payloads(&mut conn, "{events}:a").await,
+        payloads(&mut conn, "events:a").await,
         [json!({ "n": "a1" })]
     );
 
@@ -60,7 +60,7 @@ async fn redrive_by_ids_type_and_all_then_purge() {
     assert_eq!(by_type.status, 200, "{}", by_type.text);
     assert_eq!(by_type.json()["redriven"], 2);
     assert_eq!(
-        payloads(&mut conn, "{events}:b").await,
+        payloads(&mut conn, "events:b").await,
         [json!({ "n": "b1" }), json!({ "n": "b2" })]
     );
 
@@ -75,7 +75,7 @@ async fn redrive_by_ids_type_and_all_then_purge() {
     let all = d.post("/api/dlq/redrive", json!({ "all": true })).await;
     assert_eq!(all.json()["redriven"], 1, "{}", all.text);
     assert_eq!(
-        payloads(&mut conn, "{events}:c").await,
+        payloads(&mut conn, "events:c").await,
         [json!({ "n": "c1" })]
     );
     assert_eq!(d.get("/api/dlq").await.json()["length"], 0);
