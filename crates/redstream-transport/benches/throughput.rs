@@ -8,7 +8,7 @@
 //! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
 //! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`, as `publish_batch` sends it |
-//! | consume + ack | `subscribe` with a no-op handler | `XREADGROUP COUNT 100` + `XACK` loop |
+//! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT 100` + `XACK` loop |
 //! | latency at 10k/s | publish -> handler, p50/p99 | publish -> `XREADGROUP` reader, p50/p99 |
 
 // A benchmark reports on stdout and stops loudly on failure.
@@ -389,7 +389,19 @@ fn main() {
         let ours = median(ours);
         line("publish_batch, 256", ours, median(theirs));
         line("publish_batch vs raw MULTI/EXEC", ours, median(theirs_atomic));
+        // The same rounds side by side: the spread of the ratio says how noisy the machine was.
+        let ratios: Vec<f64> = ours_consume
+            .iter()
+            .zip(&theirs_consume)
+            .map(|(ours, raw)| ours / raw)
+            .collect();
         line("consume + ack, no-op handler", median(ours_consume), median(theirs_consume));
+        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = ratios.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
+            ""
+        );
 
         let ticker = transport(&server, "lat", "g").await;
         let (p50, p99) = latency(&ticker).await;
