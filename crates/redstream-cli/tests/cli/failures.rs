@@ -178,6 +178,9 @@ async fn bad_arguments_are_refused_before_connecting() {
         &["tail", "t", "--count", "0"],
         &["tail", "t", "--group", "g", "--from", "-"],
         &["tail", "t", "--consumer", "c"],
+        &["tail"],
+        &["tail", "t", "--stream", "events.raw"],
+        &["streams", "--streams", ""],
         &["publish", "t", "{}", "--priority", "urgent"],
         &[
             "state",
@@ -204,4 +207,32 @@ async fn bad_arguments_are_refused_before_connecting() {
         .fails_with("event type");
     let bad_url = Cli::with_url("http://example.com".to_owned());
     bad_url.run(&["streams"]).fails_with("redis://");
+}
+
+#[test]
+fn help_names_streams_as_the_seeds_do() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_redstream"))
+            .env_remove("REDSTREAM_PREFIX")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    assert!(top.contains("<prefix>:<event type>"), "{top}");
+    assert!(!top.contains("{prefix}"), "{top}");
+    for command in [
+        "info", "groups", "pending", "claim", "tail", "streams", "publish",
+    ] {
+        let text = help(&[command, "--help"]);
+        assert!(!text.contains("lane"), "{command}: {text}");
+        assert!(!text.contains("{events}"), "{command}: {text}");
+    }
+    assert!(help(&["streams", "--help"]).contains("--streams"));
+    assert!(help(&["tail", "--help"]).contains("--stream"));
+    assert!(help(&["publish", "--help"]).contains("--stream"));
+    assert!(help(&["dlq", "redrive", "--help"]).contains("--stream"));
+    assert!(help(&["serve", "--help"]).contains("--streams"));
 }

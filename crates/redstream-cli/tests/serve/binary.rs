@@ -270,11 +270,94 @@ async fn unsafe_or_invalid_options_are_refused() {
         ["--listen", "not-an-address"],
         ["--token", ""],
         ["--token", "short-token"],
+        ["--streams", ""],
+        ["--streams", "events raw"],
     ] {
         let output = run(&bad);
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
     }
+}
+
+/// `--streams` (repeated, and as a comma list) and `--prefix ''` reach the dashboard: seed 004's
+/// streams are listed, next to the streams of event types under the empty prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_patterns_and_the_empty_prefix() {
+    let redis = RedisServer::start().await.unwrap();
+    let mut conn = redis.connection().await.unwrap();
+    for stream in [
+        "events.raw",
+        "profiles.merge_requests",
+        "orders.events",
+        "other.stream",
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("event_id")
+            .arg("e1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let http = reqwest::Client::new();
+    let names = |info: &serde_json::Value| -> Vec<String> {
+        info["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let served = Served::start(
+        &redis.url(),
+        &[],
+        &[
+            "--streams",
+            "events.*",
+            "--streams",
+            "profiles.*,orders.events",
+        ],
+    );
+    let info: serde_json::Value = http
+        .get(format!("{}/api/streams/info", served.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["prefix"], "events");
+    assert_eq!(
+        info["patterns"],
+        serde_json::json!(["events.*", "profiles.*", "orders.events"])
+    );
+    assert_eq!(
+        names(&info),
+        ["events.raw", "orders.events", "profiles.merge_requests"]
+    );
+    drop(served);
+
+    // The empty prefix lists every stream (`*`): an event type is its stream's name.
+    let served = Served::start(&redis.url(), &["--prefix", ""], &[]);
+    let info: serde_json::Value = http
+        .get(format!("{}/api/streams/info", served.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["prefix"], "");
+    assert_eq!(
+        names(&info),
+        [
+            "events.raw",
+            "orders.events",
+            "other.stream",
+            "profiles.merge_requests"
+        ]
+    );
 }
 
 /// `REDSTREAM_TOKEN` protects the dashboard like `--token` does.
