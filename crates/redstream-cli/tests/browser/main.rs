@@ -271,7 +271,10 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     }
     group_reads(&mut conn, "events:order.created", 2).await;
 
-    let (_dashboard, base) = start_dashboard(&redis.url(), &["--allow-writes", "--refresh", "1s"]);
+    let (_dashboard, base) = start_dashboard(
+        &redis.url(),
+        &["--allow-writes", "--refresh", "1s", "--streams", "events.*"],
+    );
     let client = browser(&driver_url).await;
     client.goto(&format!("{base}/")).await.unwrap();
     assert_eq!(client.title().await.unwrap(), "redstream dashboard");
@@ -308,6 +311,51 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     )
     .await;
     assert!(row.text().await.unwrap().contains("user.signed_up"));
+    // One row per stream: a high-priority event goes to the type's row, no lane row appears.
+    events
+        .publish(
+            Event::new(
+                "user.signed_up",
+                json!({ "user": "bob" }),
+                EventMetadata::default(),
+            )
+            .with_priority(redstream_core::Priority::High),
+        )
+        .await
+        .unwrap();
+    // A stream of another writer, matched by --streams, shown by its own name.
+    events
+        .publish_fields("events.raw", &[("event_id", "e1"), ("brand_id", "b1")])
+        .await
+        .unwrap();
+    let raw = wait_for(
+        &client,
+        r#"tr[data-testid="stream-row"][data-stream="events.raw"]"#,
+    )
+    .await;
+    assert!(raw.text().await.unwrap().contains("events.raw"));
+    let header = wait_for(&client, r#"[data-testid="prefix"]"#).await;
+    assert_eq!(
+        header.text().await.unwrap(),
+        "prefix events · also events.*"
+    );
+    let rows = client
+        .find_all(fantoccini::Locator::Css(r#"tr[data-testid="stream-row"]"#))
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for row in rows {
+        streams.push(row.attr("data-stream").await.unwrap().unwrap());
+    }
+    streams.sort();
+    assert_eq!(
+        streams,
+        [
+            "events.raw",
+            "events:order.created",
+            "events:user.signed_up"
+        ]
+    );
 
     // A dead letter appears, with its error.
     let dead = events
