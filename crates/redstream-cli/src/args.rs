@@ -1,5 +1,6 @@
 //! The command line: global options shared by every command, and the subcommands.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Args, Parser, Subcommand};
 
 /// Operations for redstream on Redis: streams, consumer groups, dead letters, state, sinks,
@@ -39,6 +40,19 @@ pub struct GlobalArgs {
         global = true
     )]
     pub prefix: String,
+    /// How a stream's name is built from the prefix and an event type, as the transport's
+    /// `key_layout`: `plain` (`events:order.created`, the default) or `cluster`
+    /// (`events:{order.created}`: one hash tag per stream, for Redis Cluster). Streams named in
+    /// full are used as they are either way.
+    #[arg(
+        long,
+        env = "REDSTREAM_KEY_LAYOUT",
+        default_value = "plain",
+        global = true,
+        value_parser = PossibleValuesParser::new(["plain", "cluster"])
+            .try_map(|name| name.parse::<redstream_core::keys::KeyLayout>())
+    )]
+    pub key_layout: redstream_core::keys::KeyLayout,
     /// Print JSON for scripts instead of tables for people.
     #[arg(long, global = true)]
     pub json: bool,

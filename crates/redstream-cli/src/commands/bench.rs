@@ -164,7 +164,8 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> CliResult<()> {
         .with_block_time(Duration::from_millis(100))
         .with_read_count(500)
         .with_handler_concurrency(64)
-        .with_start_from(StartFrom::Beginning);
+        .with_start_from(StartFrom::Beginning)
+        .with_key_layout(global.key_layout);
     let transport = RedisTransport::with_options(config, options).await?;
     transport.ping().await?;
     output::note(format_args!(

@@ -2,6 +2,7 @@
 //! stream named by type, by full name (seed 004's `events.raw`, any stream) or `dlq`, under a
 //! prefix or the empty one; `--streams` patterns; unknown streams and groups fail.
 
+use redstream_core::{Event, EventMetadata};
 use redstream_testkit::RedisServer;
 use serde_json::json;
 
@@ -341,4 +342,52 @@ async fn claim_hands_idle_entries_to_a_consumer() {
         "--min-idle is required: {missing:#?}"
     );
     assert!(missing.stderr.contains("--min-idle"), "{missing:#?}");
+}
+
+#[tokio::test]
+async fn key_layout_cluster_names_type_streams_with_a_tag_each() {
+    use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
+
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--key-layout", "cluster"];
+        all.extend_from_slice(args);
+        all
+    }
+    cli.run(&with(&["publish", "order.created", "{}"])).ok();
+    let tagged = format!("{}:{{order.created}}", cli.prefix);
+    let mut conn = connection(&server).await;
+    let len: u64 = raw(&mut conn, &["XLEN", &tagged]).await;
+    assert_eq!(len, 1);
+    assert_eq!(
+        cli.json(&with(&["info", "order.created"]))["name"],
+        tagged.as_str()
+    );
+    let listed = cli.json(&with(&["streams"]));
+    assert_eq!(listed["streams"][0]["name"], tagged.as_str());
+    assert_eq!(listed["streams"][0]["event_type"], "order.created");
+    // A transport in the cluster layout dead-letters to <prefix>:{dlq}, where dlq list looks.
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix(cli.prefix.clone()),
+        TransportOptions::default().with_key_layout("cluster".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let event = Event::new("a", json!({}), EventMetadata::default());
+    transport.publish_to_dlq(event, "boom").await.unwrap();
+    let dlq = cli.json(&with(&["dlq", "list"]));
+    assert_eq!(dlq["stream"], format!("{}:{{dlq}}", cli.prefix).as_str());
+    assert_eq!(dlq["total"], 1);
+    // The environment sets it too; a layout that does not exist is refused.
+    let by_env = cli
+        .command(&["--json", "info", "order.created"])
+        .env("REDSTREAM_KEY_LAYOUT", "cluster")
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{by_env:?}");
+    let bad = cli.run(&["--key-layout", "sharded", "streams"]);
+    assert_eq!(bad.code, Some(2), "{bad:#?}");
 }
