@@ -320,12 +320,12 @@ pub(crate) async fn run(options: &Options) -> BoxResult<Report> {
         })
         .await?;
     workers.push((predictor, handle));
-    for (stream, group) in [
-        (EVENTS_NORMALIZED, EVENT_PROCESSORS),
-        (MERGE_REQUESTS, MERGE_PROCESSORS),
-        (PREDICTION_REQUESTS, PREDICTION_PROCESSORS),
-    ] {
-        println!("group {group} on {stream}");
+    // What `redis-cli XINFO GROUPS <stream>` shows now: each worker created its group (and the
+    // stream, if missing) when it started.
+    let watched = [EVENTS_NORMALIZED, MERGE_REQUESTS, PREDICTION_REQUESTS].map(str::to_owned);
+    for summary in ingestion.streams_info(&watched).await? {
+        let groups: Vec<&str> = summary.groups.iter().map(|g| g.name.as_str()).collect();
+        println!("{}: group {}", summary.name, groups.join(", "));
     }
 
     println!(
