@@ -51,12 +51,15 @@
 //! - a failure between the two (a crash, a dropped connection, a refused `XACK`) leaves the entry
 //!   pending: it is claimed again and, past `max_deliveries`, dead-lettered again. That repeat
 //!   carries the same `stream` and `entry_id`, so it is recognisable;
-//! - never silently doubled: in the cluster layout a redrive keeps a record (the hash
-//!   `events:{dlq}:redriven`, in the dead-letter stream's slot) of the `<entry_id> <stream>` of
-//!   every dead letter it republished, with the id it was republished as. A dead letter whose
-//!   entry is in the record is deleted instead of republished, and counted in
-//!   [`RedriveReport::repeats`], whether it came before or after the redrive. The record grows
-//!   by one field per redriven dead letter; delete it by hand once no repeat can come any more.
+//! - never silently doubled: a redrive deletes repeats instead of republishing them, counted in
+//!   [`RedriveReport::repeats`]. A second dead letter of an entry in the same redrive call is a
+//!   repeat. For repeats that arrive after the redrive, it keeps a record (the hash
+//!   `events:{dlq}:redriven`, in the dead-letter stream's slot) with the `<entry_id> <stream>` of
+//!   a dead letter it republished and the id it was republished as, but only while a repeat can
+//!   come: when the entry is still pending in its group (`XPENDING <stream> <group> <id> <id>
+//!   1`, checked in the redrive script). A repeat found in the record is deleted and so is its
+//!   field, unless the entry is still pending. After a normal move the record is not written at
+//!   all; it holds at most one field per entry still pending and needs no cleaning by hand.
 //!
 //! # Reading and redriving
 //!

@@ -1,5 +1,7 @@
 //! Redrives: dead letters written back to the stream they came from, once.
 
+use std::collections::HashSet;
+
 use redis::Value;
 use redstream_core::wire::EVENT_FIELD;
 use redstream_core::{Error, ErrorKind, Result};
@@ -12,8 +14,14 @@ use crate::reply;
 use crate::transport::RedisTransport;
 
 /// The redrive record: a hash next to the dead-letter stream (in its cluster slot) with a field
-/// `<entry id> <stream>` for every dead letter redriven in the cluster layout, whose value is
-/// the id it was republished as.
+/// `<entry id> <stream>` for a dead letter redriven in the cluster layout while a repeat of it
+/// could still come, whose value is the id it was republished as.
+///
+/// A repeat comes only from an entry still pending in its group (its consumer died between the
+/// dead letter's `XADD` and the `XACK`), so a field is written only when the original entry is
+/// pending at the redrive (`XPENDING <stream> <group> <id> <id> 1`), and removed when its
+/// repeat is removed (kept while the entry is still pending, since another repeat may come).
+/// After a normal move and redrive the key does not exist.
 pub(crate) fn redrive_record(names: &StreamNames) -> String {
     redstream_core::keys::companion(&names.dlq(), "redriven")
 }
@@ -57,18 +65,32 @@ struct Plan {
     /// Its field in the redrive record (cluster layout): `<entry id> <stream>` of the entry it
     /// was moved from; empty when none is kept.
     record: String,
+    /// The entry it was moved from, for the record's `XPENDING` check: its stream, group and id
+    /// (used only when `record` is not empty).
+    source: (String, String, String),
+    /// Whether a dead letter of the same entry was republished earlier in this redrive call: it
+    /// is then removed as a repeat.
+    repeat: bool,
     /// The fields of the entry to write: `event` and the envelope, or a raw entry's fields.
     fields: Vec<(String, String)>,
 }
 
 /// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
 /// target stream, the redrive record (a hash next to the dead-letter stream, used in the cluster
-/// layout). ARGV: the dead letter's id, `MAXLEN ~` (0: none), the dead letter's field in the
-/// record (empty: none), then the fields of the entry to write, name and value in turn.
+/// layout), the stream the dead letter was moved from (for `XPENDING`; the target when no record
+/// is kept). ARGV: the dead letter's id, `MAXLEN ~` (0: none), the dead letter's field in the
+/// record (empty: none), the group and entry id it was moved from, `repeat` when the caller
+/// knows it is a repeat (empty otherwise), then the fields of the entry to write, name and value
+/// in turn.
 ///
 /// Returns the new entry id; nil when the dead letter was already gone; `repeat:<id>` when the
-/// record shows that the entry it was moved from was redriven already (as `<id>`): the dead
-/// letter is a repeat, and it is deleted instead of republished.
+/// record shows that the entry it was moved from was redriven already (as `<id>`, empty when
+/// that was earlier in the same call): the dead letter is a repeat, and it is deleted instead of
+/// republished, and its record field with it unless the entry is still pending (another repeat
+/// may come then).
+///
+/// The record keeps a field only while a repeat can come: the original entry still pending in
+/// its group. A redrive of a dead letter whose entry was acknowledged records nothing.
 ///
 /// The only writes are the `XADD` and then the `XDEL` (and the record's `HSET`), in that order:
 /// a refusal of the `XADD` (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter
@@ -83,25 +105,32 @@ end
 if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
   return false
 end
+local function pending()
+  local reply = redis.pcall('XPENDING', KEYS[4], ARGV[4], ARGV[5], ARGV[5], 1)
+  return type(reply) == 'table' and not reply['err'] and #reply > 0
+end
 if ARGV[3] ~= '' then
   local earlier = redis.call('HGET', KEYS[3], ARGV[3])
-  if earlier then
+  if earlier or ARGV[6] == 'repeat' then
     redis.call('XDEL', KEYS[1], ARGV[1])
-    return 'repeat:' .. earlier
+    if earlier and not pending() then
+      redis.call('HDEL', KEYS[3], ARGV[3])
+    end
+    return 'repeat:' .. (earlier or '')
   end
 end
 local id
 if tonumber(ARGV[2]) > 0 then
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 7))
 else
-  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+  id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 7))
 end
 local deleted = redis.pcall('XDEL', KEYS[1], ARGV[1])
 if type(deleted) == 'table' and deleted['err'] then
   return redis.error_reply(deleted['err'] .. ' (the event was republished as ' .. id ..
     ' but its dead letter could not be deleted: delete it by hand, or a later redrive repeats it)')
 end
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and pending() then
   redis.call('HSET', KEYS[3], ARGV[3], id)
 end
 return id
@@ -157,6 +186,9 @@ impl RedisTransport {
         }
         let dlq = self.inner.names.dlq();
         let mut report = RedriveReport::default();
+        // The record fields of the dead letters handled in this call: a second dead letter of
+        // the same entry is a repeat.
+        let mut seen = HashSet::new();
         for chunk in ids.chunks(PAGE) {
             let mut pipe = redis::pipe();
             for id in chunk {
@@ -176,7 +208,7 @@ impl RedisTransport {
                     None => report.skip(*id, "not in the dead-letter stream"),
                 }
             }
-            self.redrive_entries(found, &mut report).await?;
+            self.redrive_entries(found, &mut report, &mut seen).await?;
         }
         Ok(report)
     }
@@ -194,6 +226,9 @@ impl RedisTransport {
         check_id(end, true)?;
         let dlq = self.inner.names.dlq();
         let mut report = RedriveReport::default();
+        // The record fields of the dead letters handled in this call: a second dead letter of
+        // the same entry is a repeat.
+        let mut seen = HashSet::new();
         let end = if end == "+" {
             let mut cmd = redis::cmd("XREVRANGE");
             cmd.arg(&dlq).arg("+").arg("-").arg("COUNT").arg(1);
@@ -226,7 +261,8 @@ impl RedisTransport {
                 break;
             };
             let full = entries.len() == PAGE;
-            self.redrive_entries(entries, &mut report).await?;
+            self.redrive_entries(entries, &mut report, &mut seen)
+                .await?;
             if !full || last == end {
                 break;
             }
@@ -237,9 +273,14 @@ impl RedisTransport {
 
     /// The dead letter's field in the redrive record: `<entry id> <stream>` of the entry it was
     /// moved from, in the cluster layout; empty (no record) otherwise, and for dead letters
-    /// written by hand.
+    /// written by hand (no entry id, group or stream). Whether the script writes it depends on
+    /// the entry still being pending.
     fn record_field(&self, dead: &DeadLetterEntry) -> String {
-        if self.inner.names.layout() != KeyLayout::Cluster || dead.entry_id.is_empty() {
+        if self.inner.names.layout() != KeyLayout::Cluster
+            || dead.entry_id.is_empty()
+            || dead.group.is_empty()
+            || dead.stream.is_empty()
+        {
             return String::new();
         }
         format!("{} {}", dead.entry_id, dead.stream)
@@ -264,6 +305,7 @@ impl RedisTransport {
         &self,
         entries: Vec<reply::RawEntry>,
         report: &mut RedriveReport,
+        seen: &mut HashSet<String>,
     ) -> Result<()> {
         let limits = &self.inner.options.limits;
         let names = &self.inner.names;
@@ -271,12 +313,19 @@ impl RedisTransport {
         for entry in entries {
             let dead = DeadLetterEntry::from_raw(entry, limits);
             let record = self.record_field(&dead);
+            let source = (
+                dead.stream.clone(),
+                dead.group.clone(),
+                dead.entry_id.clone(),
+            );
             if dead.raw {
                 let recorded =
                     !dead.stream.is_empty() && !is_legacy_name(names.prefix(), &dead.stream);
                 match dead.fields {
                     Some(fields) if !fields.is_empty() && recorded => plans.push(Plan {
                         record,
+                        source,
+                        repeat: false,
                         dlq_id: dead.id,
                         target: dead.stream,
                         fields,
@@ -312,6 +361,8 @@ impl RedisTransport {
             };
             plans.push(Plan {
                 record,
+                source,
+                repeat: false,
                 dlq_id: dead.id,
                 target,
                 fields: vec![(EVENT_FIELD.to_owned(), dead.raw_event)],
@@ -319,6 +370,13 @@ impl RedisTransport {
         }
         if plans.is_empty() {
             return Ok(());
+        }
+        // A second dead letter of an entry republished earlier in this call is a repeat, whether
+        // or not the record kept a field for it (it keeps none once the entry is acknowledged).
+        for plan in &mut plans {
+            if !plan.record.is_empty() && !seen.insert(plan.record.clone()) {
+                plan.repeat = true;
+            }
         }
         let dlq = names.dlq();
         let record = redrive_record(names);
@@ -329,15 +387,25 @@ impl RedisTransport {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for plan in &plans {
+            let (source, group, entry_id) = &plan.source;
+            let source = if plan.record.is_empty() {
+                &plan.target
+            } else {
+                source
+            };
             pipe.cmd("EVAL")
                 .arg(REDRIVE_SCRIPT)
-                .arg(3)
+                .arg(4)
                 .arg(&dlq)
                 .arg(&plan.target)
                 .arg(&record)
+                .arg(source)
                 .arg(&plan.dlq_id)
                 .arg(self.max_len(&plan.target))
-                .arg(&plan.record);
+                .arg(&plan.record)
+                .arg(group)
+                .arg(entry_id)
+                .arg(if plan.repeat { "repeat" } else { "" });
             for (name, value) in &plan.fields {
                 pipe.arg(name).arg(value);
             }

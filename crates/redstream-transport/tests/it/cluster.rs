@@ -85,21 +85,44 @@ async fn dead_letters_cross_slots_in_two_steps() {
     let report = transport.redrive_all().await.unwrap();
     assert_eq!((report.redriven, report.repeats), (1, 0));
     assert_eq!(xrange(&server, stream).await.len(), 2);
+    // The entry was acknowledged, so no repeat can come: the redrive recorded nothing.
+    assert_eq!(exists(&server, RECORD).await, 0);
 }
 
-/// A consumer dies between the `XADD` of a dead letter and the `XACK`: the entry is still
-/// pending, another consumer claims it and dead-letters it again. The redrive republishes it
-/// once and removes the repeat, also one that arrives after the redrive.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeated_dead_letter_is_republished_once() {
-    let server = RedisServer::start().await.unwrap();
-    let transport = cluster_transport(&server, "billing").await;
+/// The redrive record of the cluster layout.
+const RECORD: &str = "events:{dlq}:redriven";
+
+async fn exists(server: &RedisServer, key: &str) -> i64 {
+    let mut conn = server.connection().await.unwrap();
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn record_fields(server: &RedisServer) -> Vec<String> {
+    let mut conn = server.connection().await.unwrap();
+    redis::cmd("HKEYS")
+        .arg(RECORD)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A consumer that died between the `XADD` of a dead letter and the `XACK`: `stream`'s first
+/// entry is pending in `billing` (read by `dead-consumer`) and has a dead letter written by hand
+/// with `error`. Returns the entry id, its envelope and the command that writes such a dead
+/// letter.
+async fn died_after_the_xadd(
+    server: &RedisServer,
+    transport: &RedisTransport,
+) -> (String, String, impl Fn(&str) -> redis::Cmd) {
     let stream = transport.names().stream("payment.failed");
     let original = event("payment.failed", 7);
     let entry_id = transport.publish(original.clone()).await.unwrap();
     let envelope = wire::encode(&original, &Default::default()).unwrap();
     let mut conn = server.connection().await.unwrap();
-    // The consumer that died: it read the entry, wrote its dead letter, and never acknowledged.
     let () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&stream)
@@ -118,12 +141,14 @@ async fn a_repeated_dead_letter_is_republished_once() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let dead_letter = |error: &str| {
+    let dlq = transport.names().dlq();
+    let (id, body) = (entry_id.clone(), envelope.clone());
+    let dead_letter = move |error: &str| {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg("events:{dlq}")
+        cmd.arg(&dlq)
             .arg("*")
             .arg("event")
-            .arg(&envelope)
+            .arg(&body)
             .arg("error")
             .arg(error)
             .arg("original_type")
@@ -131,7 +156,7 @@ async fn a_repeated_dead_letter_is_republished_once() {
             .arg("stream")
             .arg(&stream)
             .arg("entry_id")
-            .arg(&entry_id)
+            .arg(&id)
             .arg("group")
             .arg("billing");
         cmd
@@ -140,6 +165,18 @@ async fn a_repeated_dead_letter_is_republished_once() {
         .query_async(&mut conn)
         .await
         .unwrap();
+    (entry_id, envelope, dead_letter)
+}
+
+/// A consumer dies between the `XADD` of a dead letter and the `XACK`: the entry is still
+/// pending, another consumer claims it and dead-letters it again. The redrive republishes it
+/// once and removes the repeat; the entry is acknowledged by then, so nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_dead_letter_is_republished_once() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = cluster_transport(&server, "billing").await;
+    let stream = transport.names().stream("payment.failed");
+    let (entry_id, envelope, _) = died_after_the_xadd(&server, &transport).await;
 
     // A live consumer claims the abandoned entry (delivered once already, max_deliveries 1)
     // and dead-letters it again.
@@ -171,14 +208,78 @@ async fn a_repeated_dead_letter_is_republished_once() {
     assert_eq!(entries.len(), 2, "the original and one republished copy");
     assert_eq!(field(&entries[1].1, "event"), envelope);
     assert!(xrange(&server, "events:{dlq}").await.is_empty());
+    assert_eq!(exists(&server, RECORD).await, 0);
+}
 
-    // A repeat that comes after the redrive is recognised too.
-    let _: String = dead_letter("late repeat")
+/// The redrive comes before the repeat: the entry is still pending when its first dead letter
+/// is redriven, so the record keeps it; the repeat that comes later is removed, not
+/// republished, and its record field with it (the record key is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_after_the_redrive_is_removed_and_so_is_its_record() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = cluster_transport(&server, "billing").await;
+    let stream = transport.names().stream("payment.failed");
+    let (entry_id, envelope, _) = died_after_the_xadd(&server, &transport).await;
+
+    let report = transport.redrive_all().await.unwrap();
+    assert_eq!((report.redriven, report.repeats), (1, 0), "{report:?}");
+    assert_eq!(
+        record_fields(&server).await,
+        [format!("{entry_id} {stream}")]
+    );
+    assert_eq!(xrange(&server, &stream).await.len(), 2);
+
+    // A live consumer claims the abandoned entry and dead-letters it again (and handles the
+    // republished copy).
+    let handle = transport
+        .subscribe(vec!["payment.failed".to_owned()], |_: Event| async {
+            HandlerResult::Ok(())
+        })
+        .await
+        .unwrap();
+    until(
+        "the repeat dead letter, and every entry acknowledged",
+        || async {
+            xrange(&server, "events:{dlq}").await.len() == 1
+                && pending(&server, &stream, "billing").await == 0
+        },
+    )
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+
+    let report = transport.redrive_all().await.unwrap();
+    assert_eq!((report.redriven, report.repeats), (0, 1), "{report:?}");
+    let entries = xrange(&server, &stream).await;
+    assert_eq!(entries.len(), 2, "the original and one republished copy");
+    assert_eq!(field(&entries[1].1, "event"), envelope);
+    assert!(xrange(&server, "events:{dlq}").await.is_empty());
+    assert_eq!(exists(&server, RECORD).await, 0);
+}
+
+/// The plain layout moves an entry in one transaction, and its redrive records nothing, even
+/// for a dead letter whose entry is still pending.
+#[tokio::test]
+async fn the_plain_layout_records_nothing() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(
+        &server,
+        "events",
+        "billing",
+        fast().with_start_from(StartFrom::Beginning),
+    )
+    .await;
+    let stream = transport.names().stream("payment.failed");
+    let _ = died_after_the_xadd(&server, &transport).await;
+    assert_eq!(pending(&server, &stream, "billing").await, 1);
+    let report = transport.redrive_all().await.unwrap();
+    assert_eq!((report.redriven, report.repeats), (1, 0), "{report:?}");
+    let mut conn = server.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*redriven*")
         .query_async(&mut conn)
         .await
         .unwrap();
-    let report = transport.redrive_all().await.unwrap();
-    assert_eq!((report.redriven, report.repeats), (0, 1), "{report:?}");
-    assert_eq!(xrange(&server, &stream).await.len(), 2);
-    assert!(xrange(&server, "events:{dlq}").await.is_empty());
+    assert!(keys.is_empty(), "{keys:?}");
 }
