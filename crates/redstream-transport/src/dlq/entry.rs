@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redstream_core::{Event, wire};
 
+use super::encoding;
 use super::field;
-use super::letter::stored_fields;
 use crate::reply;
 
 /// One entry of the dead-letter stream, decoded.
@@ -26,9 +26,12 @@ pub struct DeadLetterEntry {
     pub decode_error: Option<String>,
     /// The fields of the original entry, in order, when the dead letter holds fields rather
     /// than an envelope: an entry of a raw subscription (or one with a decoder), or one that
-    /// could not be decoded (their order is then lost). Values are text, lossy for bytes that
-    /// are not UTF-8.
+    /// could not be decoded (their order is then lost). Names and values as text, lossy for
+    /// bytes that are not UTF-8 (replaced by `U+FFFD`): [`field_bytes`](Self::field_bytes) has
+    /// them exactly.
     pub fields: Option<Vec<(String, String)>>,
+    /// The same fields as [`fields`](Self::fields), byte for byte: what a redrive writes back.
+    pub field_bytes: Option<Vec<(Vec<u8>, Vec<u8>)>>,
     /// Whether it is the dead letter of a raw entry: a redrive writes
     /// [`fields`](Self::fields) back to [`stream`](Self::stream).
     pub raw: bool,
@@ -65,9 +68,20 @@ impl DeadLetterEntry {
         };
         let undecodable = reply::text_field(&fields, field::UNDECODABLE).is_some();
         let raw = reply::text_field(&fields, field::RAW).is_some();
-        let stored = (undecodable || raw)
-            .then(|| stored_fields(&text(field::EVENT), raw))
+        let field_bytes = (undecodable || raw)
+            .then(|| encoding::fields(&text(field::EVENT), raw))
             .flatten();
+        let stored = field_bytes.as_ref().map(|pairs| {
+            pairs
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        String::from_utf8_lossy(name).into_owned(),
+                        String::from_utf8_lossy(value).into_owned(),
+                    )
+                })
+                .collect()
+        });
         let (event, decode_error) = if raw {
             (
                 None,
@@ -101,6 +115,7 @@ impl DeadLetterEntry {
             raw_event: text(field::EVENT),
             decode_error,
             fields: stored,
+            field_bytes,
             raw,
             error: text(field::ERROR),
             original_type: text(field::ORIGINAL_TYPE),

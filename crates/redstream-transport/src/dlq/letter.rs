@@ -6,7 +6,7 @@ use redstream_core::Result;
 use redstream_core::wire::EVENT_FIELD;
 use tracing::Instrument;
 
-use super::{Reason, field};
+use super::{Reason, encoding, field};
 use crate::commands::Commands;
 use crate::keys::{KeyLayout, StreamNames};
 use crate::telemetry;
@@ -18,9 +18,10 @@ const MAX_ERROR_LEN: usize = 8 * 1024;
 pub(crate) enum Body {
     /// The envelope as it was written.
     Envelope(String),
-    /// A JSON object of the fields of an entry that could not be decoded (see [`event_field`]).
+    /// A JSON object of the fields of an entry that could not be decoded (see
+    /// [`encoding::object`]).
     Undecodable(String),
-    /// A JSON array of the `[name, value]` pairs of a raw entry (see [`raw_fields`]).
+    /// A JSON array of the `[name, value]` pairs of a raw entry (see [`encoding::pairs`]).
     Raw(String),
 }
 
@@ -29,7 +30,7 @@ impl Body {
     /// does not read envelopes, otherwise the envelope, or all fields when it does not decode.
     pub(crate) fn of(fields: &[(Vec<u8>, Vec<u8>)], raw: bool, undecodable: bool) -> Self {
         if raw {
-            return Self::Raw(raw_fields(fields));
+            return Self::Raw(encoding::pairs(fields));
         }
         if !undecodable
             && let Some((_, value)) = fields
@@ -39,7 +40,7 @@ impl Body {
         {
             return Self::Envelope(envelope.to_owned());
         }
-        Self::Undecodable(event_field(fields))
+        Self::Undecodable(encoding::object(fields))
     }
 
     fn text(&self) -> &str {
@@ -112,66 +113,6 @@ fn shorten(text: &str) -> &str {
     &text[..cut]
 }
 
-/// The `event` field of the dead letter of an undecodable entry: a JSON object of all its
-/// fields (values as text, lossy for bytes that are not UTF-8; a repeated field becomes an array
-/// of its values).
-fn event_field(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
-    let mut map = serde_json::Map::new();
-    for (name, value) in fields {
-        let name = String::from_utf8_lossy(name).into_owned();
-        let value = serde_json::Value::String(String::from_utf8_lossy(value).into_owned());
-        match map.get_mut(&name) {
-            Some(serde_json::Value::Array(values)) => values.push(value),
-            Some(existing) => {
-                let first = existing.take();
-                *existing = serde_json::Value::Array(vec![first, value]);
-            }
-            None => {
-                map.insert(name, value);
-            }
-        }
-    }
-    serde_json::Value::Object(map).to_string()
-}
-
-/// The `event` field of the dead letter of a raw entry: a JSON array of its `[name, value]`
-/// pairs, in order, repeats kept (text, lossy for bytes that are not UTF-8).
-fn raw_fields(fields: &[(Vec<u8>, Vec<u8>)]) -> String {
-    let pairs: Vec<[std::borrow::Cow<'_, str>; 2]> = fields
-        .iter()
-        .map(|(name, value)| {
-            [
-                String::from_utf8_lossy(name),
-                String::from_utf8_lossy(value),
-            ]
-        })
-        .collect();
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
-}
-
-/// The fields held in a dead letter's `event` field: the pairs of a raw entry's array, or the
-/// names and values of an undecodable entry's object (a repeated field's values in turn).
-pub(super) fn stored_fields(text: &str, raw: bool) -> Option<Vec<(String, String)>> {
-    if raw {
-        let pairs: Vec<(String, String)> = serde_json::from_str(text).ok()?;
-        return Some(pairs);
-    }
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
-    let mut pairs = Vec::new();
-    for (name, value) in object {
-        match value {
-            serde_json::Value::String(value) => pairs.push((name, value)),
-            serde_json::Value::Array(values) => {
-                for value in values {
-                    pairs.push((name.clone(), value.as_str()?.to_owned()));
-                }
-            }
-            _ => return None,
-        }
-    }
-    Some(pairs)
-}
-
 /// Moves an entry to the dead-letter stream and returns the dead letter's id.
 ///
 /// In the plain layout: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>; EXEC`, all or
@@ -226,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn undecodable_entries_keep_every_field() {
+    fn bodies_keep_every_byte() {
         let fields = vec![
             (b"foo".to_vec(), b"bar".to_vec()),
             (b"foo".to_vec(), b"baz".to_vec()),
@@ -237,39 +178,13 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["foo"], serde_json::json!(["bar", "baz"]));
-        assert_eq!(json["bin"], "\u{fffd}x");
-        let back = stored_fields(&text, false).unwrap();
-        assert_eq!(back.len(), 3);
-        let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
-        assert!(matches!(Body::of(&envelope, false, false), Body::Envelope(e) if e == "{\"v\":1}"));
-    }
-
-    #[test]
-    fn raw_entries_keep_their_fields_in_order() {
-        let fields = vec![
-            (b"event_id".to_vec(), b"e1".to_vec()),
-            (b"brand_id".to_vec(), b"b1".to_vec()),
-            (b"event_id".to_vec(), b"e2".to_vec()),
-        ];
+        assert_eq!(json["bin"], serde_json::json!({ "base64": "/3g=" }));
         let Body::Raw(text) = Body::of(&fields, true, false) else {
             panic!("a raw body");
         };
-        assert_eq!(
-            text,
-            r#"[["event_id","e1"],["brand_id","b1"],["event_id","e2"]]"#
-        );
-        let back = stored_fields(&text, true).unwrap();
-        let expected: Vec<(String, String)> = fields
-            .iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8(k.clone()).unwrap(),
-                    String::from_utf8(v.clone()).unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(back, expected);
-        assert!(stored_fields("{}", true).is_none());
+        assert_eq!(encoding::fields(&text, true).unwrap(), fields);
+        let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
+        assert!(matches!(Body::of(&envelope, false, false), Body::Envelope(e) if e == "{\"v\":1}"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `mod.rs` | the field names, `publish_to_dlq`, `consume_dlq`, `dlq_entries` |
 //! | `letter.rs` | a dead letter before it is written (`event` body, fields) and the move |
+//! | `encoding.rs` | a foreign entry's fields in `event`, byte for byte (text, or base64) |
 //! | `entry.rs` | `DeadLetterEntry`, a dead letter read back |
 //! | `redrive.rs` | redrives: targets, the script, the record of the cluster layout |
 //!
@@ -27,7 +28,11 @@
 //! | an entry that could not be decoded | a JSON object of its fields (a repeated field's values in an array) | `undecodable` |
 //! | an entry of a raw subscription or one with a decoder | a JSON array of its `[name, value]` pairs, in order | `raw` |
 //!
-//! Values are text: bytes that are not UTF-8 are replaced by `U+FFFD`.
+//! Names and values are kept byte for byte: one that is valid UTF-8 is a JSON string, any other
+//! is an object `{"base64": "..."}` (standard alphabet, padded), e.g.
+//! `[["event_id","e1"],["blob",{"base64":"/wB4"}]]`. An undecodable entry with a name that is
+//! not UTF-8 is stored as the array of pairs instead of the object. A redrive writes the exact
+//! bytes back.
 //!
 //! # The move, plain layout: one transaction
 //!
@@ -83,6 +88,7 @@
 //!   handlers that must not see an event twice deduplicate on [`Event::id`]. Dead letters that
 //!   could not be decoded cannot be redriven: they stay where they are and the
 //!   [`RedriveReport`] names them.
+mod encoding;
 mod entry;
 mod letter;
 mod redrive;

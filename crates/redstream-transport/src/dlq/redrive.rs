@@ -72,7 +72,7 @@ struct Plan {
     /// is then removed as a repeat.
     repeat: bool,
     /// The fields of the entry to write: `event` and the envelope, or a raw entry's fields.
-    fields: Vec<(String, String)>,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Moves one dead letter back to its stream, atomically. KEYS: the dead-letter stream, the
@@ -321,7 +321,7 @@ impl RedisTransport {
             if dead.raw {
                 let recorded =
                     !dead.stream.is_empty() && !is_legacy_name(names.prefix(), &dead.stream);
-                match dead.fields {
+                match dead.field_bytes {
                     Some(fields) if !fields.is_empty() && recorded => plans.push(Plan {
                         record,
                         source,
@@ -365,7 +365,7 @@ impl RedisTransport {
                 repeat: false,
                 dlq_id: dead.id,
                 target,
-                fields: vec![(EVENT_FIELD.to_owned(), dead.raw_event)],
+                fields: vec![(EVENT_FIELD.as_bytes().to_vec(), dead.raw_event.into_bytes())],
             });
         }
         if plans.is_empty() {

@@ -214,3 +214,118 @@ async fn failed_raw_entries_are_dead_lettered_and_redriven_intact() {
     assert_eq!(normalized.len(), 2);
     assert_eq!(normalized[1].1, normalized[0].1);
 }
+
+/// An entry's fields as Redis holds them, byte for byte.
+type Bytes = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// `XRANGE <stream> - +` as bytes: ids and fields.
+async fn xrange_bytes(server: &RedisServer, stream: &str) -> Vec<(String, Bytes)> {
+    let mut conn = server.connection().await.unwrap();
+    let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    entries
+        .into_iter()
+        .map(|(id, flat)| {
+            let pairs = flat
+                .chunks(2)
+                .map(|pair| (pair[0].clone(), pair[1].clone()))
+                .collect();
+            (id, pairs)
+        })
+        .collect()
+}
+
+/// Binary fields (a value that is not UTF-8 and holds a NUL byte, a name that is not UTF-8)
+/// survive the dead letter and the redrive byte for byte: the dead letter holds them as
+/// `{"base64": ...}` and text as JSON strings, and the redrive writes the same bytes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_fields_survive_the_dead_letter_and_the_redrive() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(
+        &server,
+        "events",
+        "g",
+        fast().with_dead_letter_on_first_failure(true),
+    )
+    .await;
+    let stream = "events.bin";
+    let handle = transport
+        .subscription()
+        .streams([stream])
+        .group(GROUP)
+        .start_from(StartFrom::Beginning)
+        .handle_raw(|_: RawEntry| async { HandlerResult::Err("refused".into()) })
+        .await
+        .unwrap();
+    let written: Bytes = vec![
+        (b"event_id".to_vec(), b"e1".to_vec()),
+        (b"blob".to_vec(), vec![0xff, 0x00, b'x', 0xfe]),
+        (vec![0xc3, b'k'], b"caf\xc3\xa9".to_vec()),
+    ];
+    transport.publish_fields(stream, &written).await.unwrap();
+    until("the dead letter", || async {
+        xrange(&server, "events:dlq").await.len() == 1 && pending(&server, stream, GROUP).await == 0
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+
+    let stored = xrange_bytes(&server, "events:dlq").await;
+    let event = &stored[0].1.iter().find(|(k, _)| k == b"event").unwrap().1;
+    assert_eq!(
+        String::from_utf8(event.clone()).unwrap(),
+        r#"[["event_id","e1"],["blob",{"base64":"/wB4/g=="}],[{"base64":"w2s="},"café"]]"#
+    );
+    let dead = transport.dlq_entries(10).await.unwrap();
+    assert_eq!(dead[0].field_bytes.as_ref(), Some(&written));
+
+    let report = transport.redrive_all().await.unwrap();
+    assert_eq!(report.redriven, 1, "{report:?}");
+    let entries = xrange_bytes(&server, stream).await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0].1, written);
+    assert_eq!(entries[1].1, written, "the same bytes, in the same order");
+}
+
+/// An entry that cannot be decoded keeps its bytes in its dead letter too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_binary_fields_are_kept_exactly() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "events", "g", fast()).await;
+    let handle = transport
+        .subscription()
+        .types(["bin.type"])
+        .start_from(StartFrom::Beginning)
+        .handle(|_: Event| async { HandlerResult::Ok(()) })
+        .await
+        .unwrap();
+    let written: Bytes = vec![
+        (b"blob".to_vec(), vec![0xff, 0x00, b'x']),
+        (b"note".to_vec(), b"plain".to_vec()),
+    ];
+    transport
+        .publish_fields("events:bin.type", &written)
+        .await
+        .unwrap();
+    until("the dead letter", || async {
+        xrange(&server, "events:dlq").await.len() == 1
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    let dead = transport.dlq_entries(10).await.unwrap();
+    assert!(dead[0].event.is_none());
+    let json: serde_json::Value = serde_json::from_str(&dead[0].raw_event).unwrap();
+    assert_eq!(json["blob"], serde_json::json!({ "base64": "/wB4" }));
+    assert_eq!(json["note"], "plain");
+    let mut back = dead[0].field_bytes.clone().unwrap();
+    back.sort();
+    assert_eq!(back, written);
+}
