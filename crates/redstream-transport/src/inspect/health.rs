@@ -1,0 +1,138 @@
+//! Health: [`ServerInfo`] from `INFO`, and `ping`.
+
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redstream_core::Result;
+use serde::Serialize;
+
+use super::checks::unexpected;
+use crate::commands::Traffic;
+use crate::reply::text;
+use crate::transport::RedisTransport;
+
+/// A few fields of the server's `INFO` reply.
+///
+/// A field the server does not report (an old version, a proxy that filters `INFO`) is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ServerInfo {
+    /// `redis_version`, e.g. `7.2.4`.
+    pub version: Option<String>,
+    /// `redis_mode`: `standalone`, `cluster` or `sentinel`.
+    pub mode: Option<String>,
+    /// `uptime_in_seconds`: seconds since the server started.
+    pub uptime_seconds: Option<u64>,
+    /// `used_memory`: bytes allocated by the server.
+    pub used_memory: Option<u64>,
+    /// `maxmemory`: the memory limit in bytes; `Some(0)` means no limit.
+    pub maxmemory: Option<u64>,
+    /// `maxmemory_policy`, e.g. `noeviction`. See [`ServerInfo::may_evict_streams`].
+    pub maxmemory_policy: Option<String>,
+    /// `connected_clients`: client connections, this one included.
+    pub connected_clients: Option<u64>,
+    /// `instantaneous_ops_per_sec`: commands per second, as the server samples it.
+    pub ops_per_sec: Option<u64>,
+}
+
+impl ServerInfo {
+    /// Reads the fields from the text of an `INFO` reply. Unknown lines are ignored, and a
+    /// field that is missing or does not parse is `None`.
+    pub(super) fn parse(text: &str) -> Self {
+        let mut info = Self::default();
+        for line in text.lines() {
+            let line = line.trim();
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let text = || Some(value.to_owned());
+            let number = || value.parse::<u64>().ok();
+            match key {
+                "redis_version" => info.version = text(),
+                "redis_mode" => info.mode = text(),
+                "uptime_in_seconds" => info.uptime_seconds = number(),
+                "used_memory" => info.used_memory = number(),
+                "maxmemory" => info.maxmemory = number(),
+                "maxmemory_policy" => info.maxmemory_policy = text(),
+                "connected_clients" => info.connected_clients = number(),
+                "instantaneous_ops_per_sec" => info.ops_per_sec = number(),
+                _ => {}
+            }
+        }
+        info
+    }
+
+    /// The major version, e.g. `7` for `7.2.4`; `None` when the version is missing or odd.
+    #[must_use]
+    pub fn major_version(&self) -> Option<u32> {
+        self.version.as_deref()?.split('.').next()?.parse().ok()
+    }
+
+    /// Whether the eviction policy (`allkeys-*`) lets Redis evict stream keys under memory
+    /// pressure, which loses events silently. The transport also logs a warning at connect.
+    #[must_use]
+    pub fn may_evict_streams(&self) -> bool {
+        self.maxmemory_policy
+            .as_deref()
+            .is_some_and(|p| p.starts_with("allkeys-"))
+    }
+}
+
+impl RedisTransport {
+    /// Sends one `PING` and returns the round-trip time.
+    ///
+    /// Fails with [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when no answer comes within `response_timeout`, and
+    /// with [`ErrorKind::Connection`](redstream_core::ErrorKind::Connection) when the server cannot be reached.
+    pub async fn ping(&self) -> Result<Duration> {
+        let reads = self.commands(Traffic::Read);
+        let started = Instant::now();
+        let reply: Value = reads
+            .query("PING", &self.inner.target, &redis::cmd("PING"))
+            .await?;
+        let elapsed = started.elapsed();
+        match text(&reply).as_deref() {
+            Some("PONG") => Ok(elapsed),
+            _ => Err(unexpected(
+                "PING",
+                &self.inner.target,
+                "a reply other than PONG",
+            )),
+        }
+    }
+
+    /// Version, mode, memory and load of the server, from `INFO`; see [`ServerInfo`].
+    pub async fn server_info(&self) -> Result<ServerInfo> {
+        let reply: Value = self
+            .commands(Traffic::Read)
+            .query("INFO", &self.inner.target, &redis::cmd("INFO"))
+            .await?;
+        let text = text(&reply)
+            .ok_or_else(|| unexpected("INFO", &self.inner.target, "a reply that is not text"))?;
+        Ok(ServerInfo::parse(&text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_is_parsed_defensively() {
+        let info = ServerInfo::parse(
+            "# Server\r\nredis_version:7.2.4\r\nredis_mode:standalone\r\n\
+             uptime_in_seconds:42\r\n# Memory\r\nused_memory:1024\r\nmaxmemory:0\r\n\
+             maxmemory_policy:allkeys-lru\r\nconnected_clients:notanumber\r\ngarbage\r\n",
+        );
+        assert_eq!(info.version.as_deref(), Some("7.2.4"));
+        assert_eq!(info.major_version(), Some(7));
+        assert_eq!(info.mode.as_deref(), Some("standalone"));
+        assert_eq!(info.uptime_seconds, Some(42));
+        assert_eq!(info.used_memory, Some(1024));
+        assert_eq!(info.maxmemory, Some(0));
+        assert!(info.may_evict_streams());
+        assert_eq!(info.connected_clients, None);
+        assert_eq!(info.ops_per_sec, None);
+        assert_eq!(ServerInfo::parse(""), ServerInfo::default());
+        assert_eq!(ServerInfo::parse("redis_version:x").major_version(), None);
+    }
+}
