@@ -81,8 +81,10 @@ impl ServerInfo {
 impl RedisTransport {
     /// Sends one `PING` and returns the round-trip time.
     ///
-    /// Fails with [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when no answer comes within `response_timeout`, and
-    /// with [`ErrorKind::Connection`](redstream_core::ErrorKind::Connection) when the server cannot be reached.
+    /// Fails with [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when no answer comes
+    /// within `response_timeout`, and with
+    /// [`ErrorKind::Connection`](redstream_core::ErrorKind::Connection) when the server cannot be
+    /// reached.
     pub async fn ping(&self) -> Result<Duration> {
         let reads = self.commands(Traffic::Read);
         let started = Instant::now();

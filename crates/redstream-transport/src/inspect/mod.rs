@@ -19,8 +19,8 @@
 //! # Health
 //!
 //! - [`ping`](RedisTransport::ping): the round-trip time of one `PING`. Fails with
-//!   [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when the server does not answer within the configured
-//!   `response_timeout`.
+//!   [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when the server does not answer
+//!   within the configured `response_timeout`.
 //! - [`server_info`](RedisTransport::server_info): a few fields of `INFO`, see [`ServerInfo`].
 //!
 //! # Streams
@@ -96,13 +96,13 @@ use crate::transport::RedisTransport;
 
 /// # Inspection
 ///
-/// Read-only views for the CLI and the dashboard. They bypass the circuit breaker, so they
-/// report on a server the breaker has given up on. Stream names are full names, used as they
-/// are. An invalid name fails with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput); a stream or a consumer group
-/// that does not
-/// exist with [`ErrorKind::NotFound`](redstream_core::ErrorKind::NotFound); a key that is not a stream with
-/// [`ErrorKind::WrongType`](redstream_core::ErrorKind::WrongType). Ages
-/// are measured against the server's clock (`TIME`), not the client's.
+/// Read-only views for the CLI and the dashboard. They bypass the circuit breaker, so they report
+/// on a server the breaker has given up on. Stream names are full names, used as they are. An
+/// invalid name fails with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput); a
+/// stream or a consumer group that does not exist with
+/// [`ErrorKind::NotFound`](redstream_core::ErrorKind::NotFound); a key that is not a stream with
+/// [`ErrorKind::WrongType`](redstream_core::ErrorKind::WrongType). Ages are measured against the
+/// server's clock (`TIME`), not the client's.
 impl RedisTransport {
     /// The most entries [`pending`](Self::pending) and [`read_range`](Self::read_range) return
     /// per call.

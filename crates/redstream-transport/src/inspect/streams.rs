@@ -76,7 +76,8 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an empty pattern; a Redis error if `SCAN` fails.
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an empty pattern; a
+    /// Redis error if `SCAN` fails.
     pub async fn list_streams_matching(&self, pattern: &str) -> Result<Vec<String>> {
         if pattern.is_empty() {
             return Err(Error::invalid_input(
@@ -94,7 +95,8 @@ impl RedisTransport {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an invalid name; a Redis error if a command fails.
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an invalid name; a
+    /// Redis error if a command fails.
     pub async fn streams_info(&self, streams: &[String]) -> Result<Vec<StreamSummary>> {
         for stream in streams {
             validate_stream_name(stream)?;
@@ -108,9 +110,10 @@ impl RedisTransport {
 
     /// Length, first and last id, and consumer groups of one stream.
     ///
-    /// Fails with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an invalid name, with [`ErrorKind::NotFound`](redstream_core::ErrorKind::NotFound)
-    /// when the stream does not exist, and with [`ErrorKind::WrongType`](redstream_core::ErrorKind::WrongType) when the key is not a
-    /// stream.
+    /// Fails with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for an
+    /// invalid name, with [`ErrorKind::NotFound`](redstream_core::ErrorKind::NotFound) when the
+    /// stream does not exist, and with
+    /// [`ErrorKind::WrongType`](redstream_core::ErrorKind::WrongType) when the key is not a stream.
     pub async fn stream_info(&self, stream: &str) -> Result<StreamSummary> {
         self.check_stream_name(stream)?;
         let mut summaries = self.describe(&[stream.to_owned()], true).await?;
