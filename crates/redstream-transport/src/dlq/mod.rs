@@ -7,7 +7,7 @@
 //! | `letter.rs` | a dead letter before it is written (`event` body, fields) and the move |
 //! | `encoding.rs` | a foreign entry's fields in `event`, byte for byte (text, or base64) |
 //! | `entry.rs` | `DeadLetterEntry`, a dead letter read back |
-//! | `redrive.rs` | redrives: targets, the script, the record of the cluster layout |
+//! | `redrive/` | redrives: the public methods and their report (`mod.rs`), targets and fields (`plan.rs`), the script and the record of the cluster layout (`script.rs`) |
 //!
 //! An entry is dead-lettered when its handler failed `max_deliveries` times (or once, with
 //! `dead_letter_on_first_failure`), when it was claimed after `max_deliveries` deliveries without

@@ -69,7 +69,7 @@
 //! | `count` is 0, a malformed entry id, an empty group or consumer name | `InvalidInput` |
 //! | connection lost, timeout... | as classified by [`Error::from_redis`](redstream_core::Error::from_redis) |
 //!
-//! A missing stream or group is an [`InvalidInput`](ErrorKind::InvalidInput) because the caller
+//! A missing stream or group is an [`InvalidInput`](redstream_core::ErrorKind::InvalidInput) because the caller
 //! named something that is not there; it is never retryable. (A missing stream is not turned
 //! into an empty result: "nothing there" and "wrong name" look the same otherwise.)
 //!
