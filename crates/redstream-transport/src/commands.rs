@@ -17,6 +17,7 @@
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
+use redstream_core::atomic::Atomic;
 use redstream_core::{CircuitBreaker, Error, Result};
 
 use crate::transport::Inner;
@@ -83,7 +84,27 @@ impl Commands {
         }
     }
 
-    /// Sends `pipe` (a pipeline or a `MULTI`/`EXEC` transaction).
+    /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
+    pub(crate) async fn atomic<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        target: &str,
+        tx: &Atomic,
+    ) -> Result<T> {
+        let call = || async {
+            let mut conn = self.conn.clone();
+            tx.invocation()
+                .invoke_async::<T>(&mut conn)
+                .await
+                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
+        };
+        match &self.breaker {
+            Some(breaker) => breaker.call(call).await,
+            None => call().await,
+        }
+    }
+
+    /// Sends `pipe`, a pipeline (never a `MULTI`/`EXEC` transaction: see [`Self::atomic`]).
     pub(crate) async fn pipe<T: FromRedisValue>(
         &self,
         op: &'static str,

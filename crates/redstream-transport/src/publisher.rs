@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use redis::Cmd;
+use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Error, Event, Publisher, Result};
 use tracing::Instrument;
@@ -172,16 +173,19 @@ impl RedisTransport {
         .await
     }
 
-    /// Publishes several events in one round trip, as one `MULTI`/`EXEC` transaction, and
-    /// returns their entry ids in order.
+    /// Publishes several events in one round trip, as one transaction, and returns their entry
+    /// ids in order.
     ///
     /// Every event is validated first, so one invalid event fails the batch before anything is
-    /// sent; and the transaction means the batch is written in full or not at all, never in
-    /// part. (On one server. The transport connects to one node; in the cluster layout the
+    /// sent; and the transaction (`redstream_core::atomic`: one script that checks every `XADD`
+    /// before it runs any) means the batch is written in full or not at all, never in part,
+    /// also when a stream's key holds another type or the user may not write one of the
+    /// streams. The user needs `EVALSHA` (and `SCRIPT LOAD` once per server start), besides
+    /// `XADD`. (On one server. The transport connects to one node; in the cluster layout the
     /// streams of different types are in different slots, which a cluster connection, a later
     /// version, could not put in one transaction.)
     /// A batch refused by Redis (`OOM`, `NOPERM`...) wrote nothing and can be retried as it is.
-    /// After a timeout or a dropped connection the `EXEC` may have run with its reply lost:
+    /// After a timeout or a dropped connection the transaction may have run with its reply lost:
     /// retrying then may write the whole batch a second time (see `redstream-sink` for
     /// batches that must not be duplicated).
     ///
@@ -199,10 +203,9 @@ impl RedisTransport {
             .iter()
             .map(|event| self.encode(event, None))
             .collect::<Result<Vec<_>>>()?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut tx = Atomic::new();
         for item in &encoded {
-            pipe.add_command(self.xadd(item));
+            tx.push(&self.xadd(item), KeyType::Stream);
         }
         let span = tracing::debug_span!("publish_batch", events = events.len());
         async {
@@ -210,7 +213,7 @@ impl RedisTransport {
             let target = format!("{} streams under {:?}", encoded.len(), self.inner.names.prefix());
             let result = self
                 .commands(Traffic::Write)
-                .pipe::<Vec<String>>("MULTI/EXEC of XADDs", &target, &pipe)
+                .atomic::<Vec<String>>("transaction of XADDs", &target, &tx)
                 .await;
             match &result {
                 Ok(_) => {

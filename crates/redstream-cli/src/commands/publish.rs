@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn a_failed_batch_says_what_became_of_it() {
         let failed = |kind| {
-            let err = Error::backend(kind, "MULTI/EXEC of XADDs", "{events}", "boom");
+            let err = Error::backend(kind, "transaction of XADDs", "events:order.created", "boom");
             batch_failed("events.jsonl", &lines(), 500, &err).to_string()
         };
         let refused = failed(ErrorKind::OutOfMemory);

@@ -6,6 +6,7 @@
 // the helpers next to them.
 #![allow(clippy::unwrap_used)]
 
+mod atomic;
 mod conformance;
 mod faults;
 mod keys;

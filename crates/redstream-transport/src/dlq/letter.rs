@@ -3,6 +3,7 @@
 
 use redis::Cmd;
 use redstream_core::Result;
+use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::wire::EVENT_FIELD;
 use tracing::Instrument;
 
@@ -115,12 +116,16 @@ fn shorten(text: &str) -> &str {
 
 /// Moves an entry to the dead-letter stream and returns the dead letter's id.
 ///
-/// In the plain layout: `MULTI; XADD <dlq> ...; XACK <stream> <group> <id>; EXEC`, all or
-/// nothing. In the cluster layout the dead-letter stream is in another slot than the entry's
-/// stream, so the two cannot share a transaction: `XADD` first, then `XACK` (one round trip,
-/// not atomic). A failure between them leaves the entry pending: it is delivered again and may
-/// be dead-lettered a second time, a repeat with the same `stream` and `entry_id` that the
-/// redrive recognises and removes instead of republishing (see the module docs).
+/// In the plain layout: `XADD <dlq> ...` and `XACK <stream> <group> <id>` as one transaction
+/// (`redstream_core::atomic`): both run or neither does, whatever refuses them (`NOPERM` on the
+/// dead-letter stream, a dead-letter key that is not a stream, `OOM`, `READONLY`). In the
+/// cluster layout the dead-letter stream is in another slot than the entry's stream, so the two
+/// cannot share a transaction: `XADD` first and, only once it succeeded, `XACK`. A failure of
+/// the `XADD` leaves the entry pending and writes nothing; a failure between the two (the
+/// `XACK` refused, the connection lost) leaves the entry pending with its dead letter written:
+/// it is delivered again and may be dead-lettered a second time, a repeat with the same
+/// `stream` and `entry_id` that the redrive recognises and removes instead of republishing (see
+/// the module docs). Nothing is lost either way.
 pub(crate) async fn move_entry(
     redis: &Commands,
     names: &StreamNames,
@@ -139,20 +144,30 @@ pub(crate) async fn move_entry(
         dlq_id = tracing::field::Empty,
     );
     async {
-        let mut pipe = redis::pipe();
-        let op = match names.layout() {
-            KeyLayout::Cluster => "XADD to the DLQ, then XACK",
-            _ => {
-                pipe.atomic();
-                "MULTI/EXEC of XADD + XACK"
-            }
-        };
-        pipe.add_command(fields.xadd(&dlq));
-        pipe.cmd("XACK")
-            .arg(fields.stream)
+        let mut xack = redis::cmd("XACK");
+        xack.arg(fields.stream)
             .arg(fields.group)
             .arg(fields.entry_id);
-        let (id, _acked): (String, i64) = redis.pipe(op, &dlq, &pipe).await?;
+        let id = match names.layout() {
+            KeyLayout::Cluster => {
+                let id: String = redis
+                    .query("XADD to the dead-letter stream", &dlq, &fields.xadd(&dlq))
+                    .await?;
+                let _acked: i64 = redis
+                    .query("XACK after the dead letter's XADD", fields.stream, &xack)
+                    .await?;
+                id
+            }
+            _ => {
+                let mut tx = Atomic::new();
+                tx.push(&fields.xadd(&dlq), KeyType::Stream)
+                    .push(&xack, KeyType::Stream);
+                let (id, _acked): (String, i64) = redis
+                    .atomic("transaction of XADD + XACK", &dlq, &tx)
+                    .await?;
+                id
+            }
+        };
         tracing::Span::current().record("dlq_id", id.as_str());
         metrics::counter!(telemetry::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
         tracing::warn!(error = %shorten(fields.error), "moved to the dead-letter stream");

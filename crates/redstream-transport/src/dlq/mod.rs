@@ -37,20 +37,22 @@
 //! # The move, plain layout: one transaction
 //!
 //! ```text
-//! MULTI
 //! XADD events:dlq * event <envelope> error <message> original_type order.created stream events:order.created entry_id <id> ...
 //! XACK events:order.created <group> <id>
-//! EXEC
 //! ```
 //!
-//! The entry is in the dead-letter stream or pending in its own, never in neither and never in
-//! both. (The transport connects to one server; this assumes both keys are on it.)
+//! both in one `redstream_core::atomic` transaction, a script that checks the user's
+//! permissions, the dead-letter key's type and the server's memory before it runs either. The
+//! entry is in the dead-letter stream or pending in its own, never in neither and never in
+//! both, whatever refuses the move (`MULTI`/`EXEC` would run the `XACK` after a `WRONGTYPE`
+//! `XADD`, losing the entry). (The transport connects to one server; this assumes both keys are
+//! on it.)
 //!
 //! # The move, cluster layout: two steps, repeats removed by the redrive
 //!
 //! `events:{dlq}` and `events:{payment.failed}` are in different slots, so one transaction
-//! cannot hold both. The move is `XADD` to the dead-letter stream, then `XACK` of the entry (in
-//! one round trip, not atomic):
+//! cannot hold both. The move is `XADD` to the dead-letter stream, then, once it succeeded, `XACK`
+//! of the entry (two round trips, not atomic):
 //!
 //! - never lost: the entry is acknowledged only after its dead letter was written;
 //! - a failure between the two (a crash, a dropped connection, a refused `XACK`) leaves the entry

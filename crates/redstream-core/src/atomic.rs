@@ -1,0 +1,172 @@
+//! Commands that run all or nothing: one Lua script that checks every command before it runs any.
+//!
+//! `MULTI`/`EXEC` promises less than it seems to. A queued command that fails when `EXEC` runs it
+//! (`WRONGTYPE` on a key that holds a string, say) fails alone: the commands around it still
+//! run. And a pipelined `MULTI` that the server refuses (an ACL user without `+multi`) is
+//! answered with an error while the commands behind it run one by one, outside any
+//! transaction. [`Atomic`] sends its commands as one `EVALSHA` of a script that first checks
+//! each of them and only then runs them:
+//!
+//! - the user may run it, with its keys and arguments (`redis.acl_check_cmd`), so a refusal
+//!   (`NOPERM`) comes before any write;
+//! - its key holds the expected type or does not exist (`TYPE`), when the command names one
+//!   ([`Atomic::push`]);
+//! - the server is not out of memory and not a read-only replica: the script is declared with
+//!   `#!lua` and no flags, so Redis refuses it as a whole (`OOM`, `READONLY`) before it starts.
+//!
+//! A script runs without other clients' commands in between, and if the server refuses the
+//! `EVALSHA` itself (an ACL user without `+evalsha`, or `NOSCRIPT` for a user without
+//! `+script|load`) nothing runs. A failure the checks do not cover stops the script at the
+//! command that fails, with the commands before it applied (Redis does not roll a script back):
+//! in practice only an argument the server refuses, such as an explicit `XADD` id at or below
+//! the stream's last one. Callers build their commands so that such arguments cannot occur, or
+//! put the one command that may refuse them first.
+//!
+//! The keys of every command are declared as the script's keys, so on a Redis Cluster the
+//! server refuses (`CROSSSLOT`) a transaction whose keys are in different slots.
+//!
+//! Needs Redis 7.0 or later, or Valkey (the `#!lua` line and `redis.acl_check_cmd`).
+
+use std::sync::LazyLock;
+
+use redis::{Arg, Cmd, Script, ScriptInvocation};
+
+/// The script. ARGV holds the commands one after the other, each as its number of arguments, the
+/// type its key must have (empty: any) and its arguments (name first, then the key).
+const SOURCE: &str = r"#!lua
+local commands, i = {}, 1
+while i <= #ARGV do
+  local argc, want = tonumber(ARGV[i]), ARGV[i + 1]
+  local args = {}
+  for a = 1, argc do
+    args[a] = ARGV[i + 1 + a]
+  end
+  i = i + 2 + argc
+  if not redis.acl_check_cmd(unpack(args)) then
+    return redis.error_reply('NOPERM this user has no permissions to run the ' .. args[1] ..
+      ' command on ' .. tostring(args[2]) .. ' (nothing of the transaction was written)')
+  end
+  if want ~= '' then
+    local kind = redis.call('TYPE', args[2])['ok']
+    if kind ~= 'none' and kind ~= want then
+      return redis.error_reply('WRONGTYPE ' .. args[2] .. ' holds a ' .. kind .. ', not a ' ..
+        want .. ' (nothing of the transaction was written)')
+    end
+  end
+  commands[#commands + 1] = args
+end
+local replies = {}
+for c = 1, #commands do
+  replies[c] = redis.call(unpack(commands[c]))
+end
+return replies
+";
+
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
+
+/// The type a command's key must hold for the transaction to run (or the key must not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyType {
+    /// A stream (`XADD`, `XACK`...).
+    Stream,
+    /// A string (`SET`, `INCRBY`...).
+    String,
+    /// A hash (`HSET`...).
+    Hash,
+    /// Any type: no check (`DEL`, `EXPIRE`...).
+    Any,
+}
+
+impl KeyType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::String => "string",
+            Self::Hash => "hash",
+            Self::Any => "",
+        }
+    }
+}
+
+/// A transaction: commands that run all or nothing, in one round trip (see the module docs).
+///
+/// ```no_run
+/// # async fn demo(mut conn: redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+/// use redstream_core::atomic::{Atomic, KeyType};
+///
+/// let mut tx = Atomic::new();
+/// tx.push(redis::cmd("XADD").arg("events:dlq").arg("*").arg("event").arg("{}"), KeyType::Stream);
+/// tx.push(redis::cmd("XACK").arg("events:order.created").arg("workers").arg("1-0"), KeyType::Stream);
+/// let (dead_letter_id, acked): (String, i64) = tx.invocation().invoke_async(&mut conn).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Atomic {
+    invocation: ScriptInvocation<'static>,
+    commands: usize,
+}
+
+impl Atomic {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self {
+            invocation: SCRIPT.prepare_invoke(),
+            commands: 0,
+        }
+    }
+
+    /// Adds `cmd`, whose first argument is its key and must hold `key_type` (or not exist) for
+    /// the transaction to run. A command without arguments (no key) is added as it is.
+    pub fn push(&mut self, cmd: &Cmd, key_type: KeyType) -> &mut Self {
+        let args: Vec<&[u8]> = cmd
+            .args_iter()
+            .filter_map(|arg| match arg {
+                Arg::Simple(bytes) => Some(bytes),
+                // Only `SCAN`-style commands have a cursor argument; none belongs here.
+                _ => None,
+            })
+            .collect();
+        if let Some(key) = args.get(1) {
+            self.invocation.key(*key);
+        }
+        self.invocation.arg(args.len()).arg(key_type.as_str());
+        for arg in args {
+            self.invocation.arg(arg);
+        }
+        self.commands += 1;
+        self
+    }
+
+    /// How many commands the transaction holds.
+    pub fn len(&self) -> usize {
+        self.commands
+    }
+
+    /// Whether the transaction holds no command.
+    pub fn is_empty(&self) -> bool {
+        self.commands == 0
+    }
+
+    /// The script call, to send with [`ScriptInvocation::invoke_async`]: `EVALSHA`, and on
+    /// `NOSCRIPT` the script is loaded and called again. Its reply is an array of the commands'
+    /// replies, in order.
+    pub fn invocation(&self) -> &ScriptInvocation<'static> {
+        &self.invocation
+    }
+}
+
+impl Default for Atomic {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Atomic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The arguments may hold payloads; their count is enough to tell transactions apart.
+        f.debug_struct("Atomic")
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}
