@@ -36,13 +36,14 @@
 //! | `dlq` | `events:dlq` |
 //! | `events:order.created`, a stream name of this prefix and layout | itself |
 //! | `order.created`, an event type | `events:order.created` |
-//! | `events.raw`, a key that exists ([`resolve_stream`](RedisTransport::resolve_stream) only) | itself |
+//! | `events.raw`, a stream ([`resolve_stream`](RedisTransport::resolve_stream) only) | itself |
 //! | anything else that is a valid stream name but not an event type (`{orders}.events`) | itself |
 //!
-//! So a name that is an event type under the prefix still resolves, and a full name that exists
-//! is used as it is. [`stream_key_for`](RedisTransport::stream_key_for) asks Redis nothing, so it
+//! So a name that is an event type under the prefix still resolves, and a full name that is a
+//! stream is used as it is. [`stream_key_for`](RedisTransport::stream_key_for) asks Redis nothing, so it
 //! cannot know that `events.raw` exists and reads it as an event type (`events:events.raw`);
-//! [`resolve_stream`](RedisTransport::resolve_stream) checks with one `EXISTS` first.
+//! [`resolve_stream`](RedisTransport::resolve_stream) asks the `TYPE` of both first, and refuses
+//! a name when both are streams, naming the two.
 //!
 //! # Errors
 //!

@@ -1,6 +1,6 @@
 //! Names: what stream an operator means by a name (`stream_key_for`, `resolve_stream`).
 
-use redstream_core::Result;
+use redstream_core::{Error, Result};
 
 use super::reads;
 use crate::keys::{DLQ, validate_event_type, validate_stream_name};
@@ -45,21 +45,38 @@ impl RedisTransport {
         Ok(name.to_owned())
     }
 
-    /// The stream an operator means by `name`: `name` itself when a key of that name exists
+    /// The stream an operator means by `name`: `name` itself when it is a stream
     /// (`events.raw`, seed 004's topics), otherwise [`stream_key_for`](Self::stream_key_for).
-    /// One `EXISTS`, bypassing the circuit breaker like the other reads.
+    /// When the two differ, one round trip of two `TYPE`s, bypassing the circuit breaker like
+    /// the other reads; none otherwise.
     ///
     /// # Errors
     ///
-    /// As [`stream_key_for`](Self::stream_key_for); a Redis error if `EXISTS` fails.
+    /// As [`stream_key_for`](Self::stream_key_for), and
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) when `name` is a stream and the stream
+    /// [`stream_key_for`](Self::stream_key_for) gives also is (`events.raw` and
+    /// `events:events.raw`): the error names both, and the caller names one in full (a transport
+    /// with the empty prefix reads every name as it is). A Redis error if `TYPE` fails.
     pub async fn resolve_stream(&self, name: &str) -> Result<String> {
-        validate_stream_name(name)?;
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(name);
-        let exists: i64 = reads(self).query("EXISTS", name, &cmd).await?;
-        if exists > 0 {
-            return Ok(name.to_owned());
+        let derived = self.stream_key_for(name)?;
+        if derived == name {
+            return Ok(derived);
         }
-        self.stream_key_for(name)
+        let mut pipe = redis::pipe();
+        pipe.cmd("TYPE").arg(name).cmd("TYPE").arg(&derived);
+        let (own, other): (String, String) = reads(self).pipe("TYPE", name, &pipe).await?;
+        match (own == "stream", other == "stream") {
+            (true, true) => Err(Error::invalid_input(
+                "stream name",
+                format!(
+                    "{name:?} names two streams: the stream {name:?} itself and {derived:?}, the \
+                 stream of the event type {name:?} under the prefix {:?}; name the one you mean \
+                 in full (`{derived}`), or use the empty prefix to read names as they are",
+                    self.inner.names.prefix()
+                ),
+            )),
+            (true, false) => Ok(name.to_owned()),
+            (false, _) => Ok(derived),
+        }
     }
 }

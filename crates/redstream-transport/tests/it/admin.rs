@@ -69,6 +69,31 @@ async fn names_resolve_to_streams() {
         transport.resolve_stream("order.created").await.unwrap(),
         "ops:order.created"
     );
+    // A key of that name that is no stream does not count.
+    let () = redis::cmd("SET")
+        .arg("order.shipped")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        transport.resolve_stream("order.shipped").await.unwrap(),
+        "ops:order.shipped"
+    );
+    // Both the name and its event type's stream are streams: refused, naming both.
+    let _: String = raw(&mut conn, &["XADD", "ops:events.raw", "*", "f", "v"]).await;
+    let err = transport.resolve_stream("events.raw").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"ops:events.raw\"") && text.contains("names two streams"),
+        "{text}"
+    );
+    // A full name of the prefix is never ambiguous.
+    assert_eq!(
+        transport.resolve_stream("ops:events.raw").await.unwrap(),
+        "ops:events.raw"
+    );
     for (bad, needle) in [
         ("", "must not be empty"),
         ("order created", "must not contain"),

@@ -139,6 +139,17 @@ async fn an_entry_of_another_type_is_dead_lettered_by_a_typed_subscription_only(
             .await
             .unwrap();
     }
+    // Written back to `order.created`'s stream it would be dead-lettered again: the redrive
+    // writes it to its own type's stream.
+    let report = transport.redrive_all().await.unwrap();
+    assert_eq!(report.redriven, 1, "{report:?}");
+    let cancelled = xrange(&server, &transport.names().stream("order.cancelled")).await;
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(
+        xrange(&server, &stream).await.len(),
+        2,
+        "nothing added to the typed stream"
+    );
 }
 
 /// Per-stream `MAXLEN` (seed 004's topics have their own), and foreign entries written with

@@ -42,17 +42,31 @@ impl RedisTransport {
         format!("{} {}", dead.entry_id, dead.stream)
     }
 
-    /// Where a dead letter is redriven: the stream it records, except a name of the layout
-    /// before this version (`{prefix}:type#lane`) or none at all, where the stream of its event
-    /// type is used instead. `None` when neither gives a stream.
+    /// Where a dead letter is redriven: the stream it records, except
+    ///
+    /// - a name of the layout before this version (`{prefix}:type#lane`) or none at all, and
+    /// - the stream of another event type (`events:order.created` recorded for an
+    ///   `order.cancelled` event: dead-lettered by a subscription of `order.created` because
+    ///   its type is not the stream's, and written back there it would be dead-lettered again),
+    ///
+    /// where the stream of its own event type is used instead. `None` when neither gives a
+    /// stream.
     pub(super) fn redrive_target(&self, recorded: &str, event_type: &str) -> Option<String> {
         let names = &self.inner.names;
-        if !recorded.is_empty() && !is_legacy_name(names.prefix(), recorded) {
-            return Some(recorded.to_owned());
+        let own_stream = || {
+            validate_event_type(event_type, &self.inner.options.limits)
+                .ok()
+                .map(|()| names.stream(event_type))
+        };
+        if recorded.is_empty() || is_legacy_name(names.prefix(), recorded) {
+            return own_stream();
         }
-        validate_event_type(event_type, &self.inner.options.limits)
-            .ok()
-            .map(|()| names.stream(event_type))
+        match names.event_type(recorded) {
+            Some(stream_type) if stream_type != event_type => {
+                own_stream().or_else(|| Some(recorded.to_owned()))
+            }
+            _ => Some(recorded.to_owned()),
+        }
     }
 
     /// What to do with each of `entries`: a [`Plan`] for each dead letter that can be
