@@ -238,7 +238,8 @@ pub struct TransportOptions {
     /// How long `unsubscribe` and shutdown wait for running handlers.
     #[serde(with = "redstream_core::serde_duration")]
     pub drain_timeout: Duration,
-    /// The breaker around publishing and reading.
+    /// The breaker around publishing and the other writes a caller waits for (redrives, purges,
+    /// dead letters written by hand); reads, inspection and subscriptions bypass it.
     pub circuit_breaker: CircuitBreakerConfig,
     /// Time allowed to establish a connection.
     #[serde(with = "redstream_core::serde_duration")]
