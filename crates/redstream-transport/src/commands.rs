@@ -9,7 +9,7 @@
 //! | [`Traffic::Read`]: inspection, listing dead letters, following | bypasses it | an operator must be able to look at a server the breaker gave up on, and a dashboard polling a struggling server must not open the breaker for the publishers |
 //! | [`Traffic::Consumer`]: a subscription's reads, acks, claims, keep-alives and dead-letter moves | bypasses it | no caller waits; the subscription backs off by itself, and gating it would keep it idle for the breaker's whole open period after the server is back and stop the keep-alive (so other consumers would claim entries still being handled) |
 //!
-//! [`RedisTransport::commands`] is the only constructor of [`Commands`], so the rule is stated
+//! [`Inner::commands`](crate::transport::Inner::commands) is the only constructor of [`Commands`], so the rule is stated
 //! here and nowhere else. The commands that do not fit a [`Commands`] call are all reads or a
 //! consumer's, and bypass the breaker accordingly: blocking reads on dedicated connections (a
 //! subscription's `XREADGROUP ... BLOCK`, a follower's `XREAD`/`XREADGROUP` and its `XACK`),

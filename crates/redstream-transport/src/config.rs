@@ -209,7 +209,8 @@ impl StartFrom {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TransportOptions {
-    /// Entries read per `XREADGROUP` call (`COUNT`).
+    /// Entries read per stream per `XREADGROUP` call (`COUNT`, which Redis applies to each
+    /// stream named): one poll of a subscription to several streams may bring this many from each.
     pub read_count: usize,
     /// How long one `XREADGROUP` call waits for new entries (`BLOCK`).
     #[serde(with = "redstream_core::serde_duration")]

@@ -182,3 +182,63 @@ async fn consume_and_ack_send_one_read_per_poll() {
     );
     assert!(acks >= 1, "no XACK at all");
 }
+
+/// One subscription to three streams still sends one `XREADGROUP` per poll, naming all three
+/// (`COUNT` applies per stream): after the start's re-read of the consumer's own pending
+/// entries (one read per stream, once), a backlog of 100 events in each is read by one read of
+/// all three, and at most one more that waits. Reads per stream would take at least 9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_streams_share_one_read_per_poll() {
+    const TYPES: [&str; 3] = ["job.a", "job.b", "job.c"];
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("polls-many");
+    let transport = crate::support::transport(
+        &server,
+        &prefix,
+        "workers",
+        fast()
+            .with_read_count(100)
+            .with_block_time(std::time::Duration::from_secs(20))
+            .with_start_from(StartFrom::Beginning),
+    )
+    .await;
+    for event_type in TYPES {
+        let events: Vec<Event> = (0..100).map(|n| event(event_type, n)).collect();
+        transport.publish_batch(events).await.unwrap();
+    }
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscribe(
+            TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            move |event: Event| {
+                let _ = tx.send(number(&event));
+                async { HandlerResult::Ok(()) }
+            },
+        )
+        .await
+        .unwrap();
+    recv_n(&mut rx, 300, "the backlog of three streams").await;
+    for event_type in TYPES {
+        let stream = transport.names().stream(event_type);
+        until("every entry acknowledged", || async {
+            pending(&server, &stream, "workers").await == 0
+        })
+        .await;
+    }
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    let reads = calls(&server, "xreadgroup").await;
+    println!("XREADGROUP calls: {reads}, for 3 streams of 100 events");
+    assert!(
+        (4..=5).contains(&reads),
+        "XREADGROUP was sent {reads} times"
+    );
+}
