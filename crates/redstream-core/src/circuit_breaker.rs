@@ -5,11 +5,16 @@
 //! - **Closed**: calls go through. `failure_threshold` consecutive *retryable* failures open it;
 //!   a success resets the count.
 //! - **Open**: calls are rejected at once with [`Error::CircuitOpen`] (whose message starts with
-//!   "Circuit breaker is open"). After `open_duration` the next call moves it to half-open; the
+//!   "Circuit breaker is open"). After the open period the next call moves it to half-open; the
 //!   check is lazy, so an idle breaker stays `Open` until it is called.
 //! - **HalfOpen**: at most `half_open_max_calls` trial calls run at once, the others are
 //!   rejected. `success_threshold` successful trials close the breaker; one retryable failure
-//!   opens it again for a fresh `open_duration`.
+//!   opens it again, for twice the previous open period.
+//!
+//! The open period starts at `open_duration` (1 s by default) and doubles with each failed
+//! trial, up to `max_open_duration` (30 s): a server back after a short outage is used again
+//! about a second later, and one that stays down is tried less and less often. Closing the
+//! breaker starts over at `open_duration`.
 //!
 //! Only errors for which [`Error::is_retryable`] holds count as failures. A permanent error
 //! (authentication, permissions, invalid input, a handler error...) says nothing about the
@@ -110,9 +115,14 @@ impl fmt::Display for CircuitState {
 pub struct CircuitBreakerConfig {
     /// Consecutive retryable failures that open a closed breaker. At least 1.
     pub failure_threshold: u32,
-    /// How long an open breaker rejects calls before it admits trials. Positive.
+    /// How long a breaker opened by failures in the closed state rejects calls before it admits
+    /// trials. Positive.
     #[serde(with = "crate::retry::humane_duration")]
     pub open_duration: Duration,
+    /// The longest open period: each failed trial doubles the previous one, up to this. At
+    /// least `open_duration`.
+    #[serde(with = "crate::retry::humane_duration")]
+    pub max_open_duration: Duration,
     /// How many trial calls a half-open breaker runs at once. At least 1.
     pub half_open_max_calls: u32,
     /// Successful trials that close a half-open breaker. At least 1.
@@ -120,11 +130,13 @@ pub struct CircuitBreakerConfig {
 }
 
 impl Default for CircuitBreakerConfig {
-    /// Opens after 5 consecutive failures, for 30 s, then closes after 1 successful trial.
+    /// Opens after 5 consecutive failures, for 1 s, then closes after 1 successful trial; each
+    /// failed trial doubles the open period, up to 30 s.
     fn default() -> Self {
         Self {
             failure_threshold: 5,
-            open_duration: Duration::from_secs(30),
+            open_duration: Duration::from_secs(1),
+            max_open_duration: Duration::from_secs(30),
             half_open_max_calls: 1,
             success_threshold: 1,
         }
@@ -143,6 +155,13 @@ impl CircuitBreakerConfig {
     #[must_use]
     pub fn with_open_duration(mut self, duration: Duration) -> Self {
         self.open_duration = duration;
+        self
+    }
+
+    /// Sets [`max_open_duration`](Self::max_open_duration).
+    #[must_use]
+    pub fn with_max_open_duration(mut self, duration: Duration) -> Self {
+        self.max_open_duration = duration;
         self
     }
 
@@ -178,7 +197,16 @@ impl CircuitBreakerConfig {
         if self.open_duration.is_zero() {
             return Err(Error::invalid_input(
                 "config field circuit_breaker.open_duration",
-                "must be positive (e.g. \"30s\")",
+                "must be positive (e.g. \"1s\")",
+            ));
+        }
+        if self.max_open_duration < self.open_duration {
+            return Err(Error::invalid_input(
+                "config field circuit_breaker.max_open_duration",
+                format!(
+                    "must be at least open_duration ({:?}), but is {:?}",
+                    self.open_duration, self.max_open_duration
+                ),
             ));
         }
         Ok(())
@@ -274,6 +302,8 @@ struct Inner {
 
 /// What only changes in the half-open state or on transitions.
 struct Transitions {
+    /// The current (or last) open period.
+    open_for: Duration,
     half_open_in_flight: u32,
     half_open_successes: u32,
     last_state_change: SystemTime,
@@ -303,6 +333,7 @@ impl CircuitBreaker {
                 origin: Instant::now(),
                 open_until: AtomicU64::new(0),
                 transitions: Mutex::new(Transitions {
+                    open_for: config.open_duration,
                     half_open_in_flight: 0,
                     half_open_successes: 0,
                     last_state_change: SystemTime::now(),
@@ -489,8 +520,17 @@ impl Inner {
         failures: Option<u32>,
     ) -> Word {
         if state == CircuitState::Open {
+            // A failed trial doubles the previous period; failures while closed start over.
+            transitions.open_for = if self.load().state == CircuitState::HalfOpen {
+                transitions
+                    .open_for
+                    .saturating_mul(2)
+                    .min(self.config.max_open_duration)
+            } else {
+                self.config.open_duration
+            };
             // Set before the state, so whoever sees `Open` sees this period's deadline.
-            let open_for = u64::try_from(self.config.open_duration.as_nanos()).unwrap_or(u64::MAX);
+            let open_for = u64::try_from(transitions.open_for.as_nanos()).unwrap_or(u64::MAX);
             let until = self.now_nanos().saturating_add(open_for);
             self.open_until.store(until, Ordering::Release);
             self.opened_count.fetch_add(1, Ordering::Relaxed);
@@ -514,7 +554,7 @@ impl Inner {
             (_, CircuitState::Open) => tracing::warn!(
                 from = %previous.state,
                 consecutive_failures = next.failures,
-                open_for = ?self.config.open_duration,
+                open_for = ?transitions.open_for,
                 "circuit breaker opened: rejecting calls"
             ),
             (CircuitState::Open, CircuitState::HalfOpen) => tracing::info!(
@@ -707,6 +747,7 @@ mod tests {
             CircuitBreakerConfig::default()
                 .with_failure_threshold(failures)
                 .with_open_duration(OPEN_FOR)
+                .with_max_open_duration(OPEN_FOR * 4)
                 .with_half_open_max_calls(trials)
                 .with_success_threshold(successes),
         )
@@ -743,8 +784,13 @@ mod tests {
         let config = CircuitBreakerConfig::default();
         config.validate().unwrap();
         assert_eq!(config.failure_threshold, 5);
-        assert_eq!(config.open_duration, Duration::from_secs(30));
+        assert_eq!(config.open_duration, Duration::from_secs(1));
+        assert_eq!(config.max_open_duration, Duration::from_secs(30));
         for (config, field) in [
+            (
+                config.with_max_open_duration(Duration::from_millis(999)),
+                "circuit_breaker.max_open_duration",
+            ),
             (
                 config.with_failure_threshold(0),
                 "circuit_breaker.failure_threshold",
@@ -768,7 +814,8 @@ mod tests {
         }
 
         let json = serde_json::to_value(config).unwrap();
-        assert_eq!(json["open_duration"], "30s");
+        assert_eq!(json["open_duration"], "1s");
+        assert_eq!(json["max_open_duration"], "30s");
         let read: CircuitBreakerConfig =
             serde_json::from_str(r#"{"failure_threshold": 3, "open_duration": "1m 500ms"}"#)
                 .unwrap();
@@ -910,7 +957,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_failed_trial_reopens_for_a_fresh_period() {
+    async fn a_failed_trial_reopens_for_twice_the_period() {
         let breaker = breaker(2, 1, 2);
         open(&breaker).await;
         advance(OPEN_FOR).await;
@@ -921,7 +968,7 @@ mod tests {
         assert_eq!(breaker.stats().opened_count, 2);
         // One failure after a success: the count restarted.
         assert_eq!(breaker.stats().failure_count, 1);
-        advance(OPEN_FOR - Duration::from_millis(1)).await;
+        advance(OPEN_FOR * 2 - Duration::from_millis(1)).await;
         assert_eq!(
             succeed(&breaker).await.unwrap_err().kind(),
             ErrorKind::CircuitOpen
@@ -930,6 +977,33 @@ mod tests {
         succeed(&breaker).await.unwrap();
         succeed(&breaker).await.unwrap();
         assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    /// Failed trials double the open period up to `max_open_duration`; closing starts over.
+    #[tokio::test(start_paused = true)]
+    async fn open_periods_double_up_to_the_maximum_and_start_over_once_closed() {
+        let breaker = breaker(1, 1, 1);
+        let retry_after = |err: Error| match err {
+            Error::CircuitOpen { retry_after } => retry_after,
+            other => panic!("not a rejection: {other}"),
+        };
+        open(&breaker).await;
+        let mut periods = Vec::new();
+        for _ in 0..4 {
+            periods.push(retry_after(succeed(&breaker).await.unwrap_err()));
+            advance(*periods.last().unwrap()).await;
+            fail(&breaker).await;
+        }
+        assert_eq!(
+            periods,
+            [OPEN_FOR, OPEN_FOR * 2, OPEN_FOR * 4, OPEN_FOR * 4],
+            "doubled, then capped"
+        );
+        advance(OPEN_FOR * 4).await;
+        succeed(&breaker).await.unwrap();
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        fail(&breaker).await;
+        assert_eq!(retry_after(succeed(&breaker).await.unwrap_err()), OPEN_FOR);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1155,6 +1229,7 @@ mod tests {
         in_flight: u32,
         successes: u32,
         open_until: u64,
+        open_for: u64,
         now: u64,
         rejected: u64,
         opened: u64,
@@ -1170,6 +1245,7 @@ mod tests {
                 in_flight: 0,
                 successes: 0,
                 open_until: 0,
+                open_for: 0,
                 now: 0,
                 rejected: 0,
                 opened: 0,
@@ -1177,12 +1253,20 @@ mod tests {
         }
 
         fn enter(&mut self, state: CircuitState) {
+            if state == CircuitState::Open {
+                let max = self.config.max_open_duration.as_millis() as u64;
+                self.open_for = if self.state == CircuitState::HalfOpen {
+                    (self.open_for * 2).min(max)
+                } else {
+                    self.config.open_duration.as_millis() as u64
+                };
+            }
             self.state = state;
             self.epoch += 1;
             self.in_flight = 0;
             self.successes = 0;
             if state == CircuitState::Open {
-                self.open_until = self.now + self.config.open_duration.as_millis() as u64;
+                self.open_until = self.now + self.open_for;
                 self.opened += 1;
             }
         }
@@ -1254,11 +1338,13 @@ mod tests {
             half_open_max_calls in 1u32..4,
             success_threshold in 1u32..4,
             open_ms in 1u64..5_000,
+            max_factor in 1u64..10,
             ops in proptest::collection::vec(op(), 1..200),
         ) {
             let config = CircuitBreakerConfig {
                 failure_threshold,
                 open_duration: Duration::from_millis(open_ms),
+                max_open_duration: Duration::from_millis(open_ms * max_factor),
                 half_open_max_calls,
                 success_threshold,
             };

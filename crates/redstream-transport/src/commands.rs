@@ -15,6 +15,8 @@
 //! subscription's `XREADGROUP ... BLOCK`, a follower's `XREAD`/`XREADGROUP` and its `XACK`),
 //! and `SCAN` (core's `keys::scan`).
 
+use std::future::Future;
+
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
 use redstream_core::atomic::Atomic;
@@ -72,16 +74,10 @@ impl Commands {
         target: &str,
         cmd: &Cmd,
     ) -> Result<T> {
-        let call = || async {
-            let mut conn = self.conn.clone();
-            cmd.query_async::<T>(&mut conn)
-                .await
-                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
-        };
-        match &self.breaker {
-            Some(breaker) => breaker.call(call).await,
-            None => call().await,
-        }
+        self.send(op, target, |mut conn| async move {
+            cmd.query_async::<T>(&mut conn).await
+        })
+        .await
     }
 
     /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
@@ -91,17 +87,10 @@ impl Commands {
         target: &str,
         tx: &Atomic,
     ) -> Result<T> {
-        let call = || async {
-            let mut conn = self.conn.clone();
-            tx.invocation()
-                .invoke_async::<T>(&mut conn)
-                .await
-                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
-        };
-        match &self.breaker {
-            Some(breaker) => breaker.call(call).await,
-            None => call().await,
-        }
+        self.send(op, target, |mut conn| async move {
+            tx.invocation().invoke_async::<T>(&mut conn).await
+        })
+        .await
     }
 
     /// Sends `pipe`, a pipeline (never a `MULTI`/`EXEC` transaction: see [`Self::atomic`]).
@@ -111,17 +100,54 @@ impl Commands {
         target: &str,
         pipe: &Pipeline,
     ) -> Result<T> {
-        let call = || async {
-            let mut conn = self.conn.clone();
-            pipe.query_async::<T>(&mut conn)
-                .await
-                .map_err(|err| Error::from_redis(op, target.to_owned(), err))
+        self.send(op, target, |mut conn| async move {
+            pipe.query_async::<T>(&mut conn).await
+        })
+        .await
+    }
+
+    /// Runs `call` on the shared connection, through the breaker when this traffic is guarded.
+    ///
+    /// A call that failed because no connection could be made (refused: the server is down or
+    /// restarting) was not sent, so it is sent once more at once: the failure made the
+    /// connection manager start a new connection, and a server that is back by now answers the
+    /// second try. Without this, the first call after a restart would fail however long the
+    /// server had been back. Nothing that may have reached the server is sent twice.
+    async fn send<'a, T, F, Fut>(&'a self, op: &'static str, target: &str, call: F) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>> + 'a,
+    {
+        let attempt = || async {
+            let result = match call(self.conn.clone()).await {
+                Err(err) if not_sent(&err) => call(self.conn.clone()).await,
+                result => result,
+            };
+            result.map_err(|err| {
+                let not_sent = not_sent(&err);
+                let err = Error::from_redis(op, target.to_owned(), err);
+                if not_sent {
+                    Error::backend(
+                        err.kind(),
+                        op,
+                        target.to_owned(),
+                        format!("{err} (cannot connect: nothing was sent)"),
+                    )
+                } else {
+                    err
+                }
+            })
         };
         match &self.breaker {
-            Some(breaker) => breaker.call(call).await,
-            None => call().await,
+            Some(breaker) => breaker.call(attempt).await,
+            None => attempt().await,
         }
     }
+}
+
+/// Whether `err` says the command never left this process: the connection was refused.
+fn not_sent(err: &redis::RedisError) -> bool {
+    err.is_connection_refusal()
 }
 
 /// The error code (`BUSYGROUP`, `NOGROUP`...) of the Redis error inside `err`.

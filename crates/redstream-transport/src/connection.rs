@@ -21,15 +21,30 @@ pub(crate) async fn connect(
 ) -> Result<(Client, ConnectionManager)> {
     let target = RedactedUrl(&config.url).to_string();
     let client = redstream_core::open_client(&config.url, &options.tls)?;
+    let manager_client = resp3(&client, &target)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.response_timeout))
         .set_number_of_retries(1);
-    let mut manager = ConnectionManager::new_with_config(client.clone(), manager_config)
+    let mut manager = ConnectionManager::new_with_config(manager_client, manager_config)
         .await
         .map_err(|err| connect_error(&target, err))?;
     warn_if_streams_may_be_evicted(&mut manager, &target).await;
     Ok((client, manager))
+}
+
+/// The same client speaking RESP3, for the shared connection: over RESP3 a connection that
+/// drops is noticed at once (redis-rs's `ConnectionManager` starts reconnecting when its reader
+/// sees the socket close), instead of on the first command sent on it after a restart, which
+/// would fail with `broken pipe` however long the server has been back.
+fn resp3(client: &Client, target: &str) -> Result<Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
+        .map_err(|err| Error::from_redis("open client", target.to_owned(), err))
 }
 
 /// A dedicated connection for blocking reads.
@@ -55,14 +70,18 @@ fn connect_error(target: &str, err: RedisError) -> Error {
 
 /// Streams evicted under memory pressure lose events silently: say so once, at connect.
 async fn warn_if_streams_may_be_evicted(conn: &mut ConnectionManager, target: &str) {
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+    // A map over RESP3, an array of name and value over RESP2: both read as a map.
+    let reply: redis::RedisResult<std::collections::HashMap<String, String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
         .query_async(conn)
         .await;
     match reply {
         Ok(pair) => {
-            if let Some(policy) = pair.get(1).filter(|p| p.starts_with("allkeys-")) {
+            if let Some(policy) = pair
+                .get("maxmemory-policy")
+                .filter(|p| p.starts_with("allkeys-"))
+            {
                 tracing::warn!(
                     server = %target,
                     maxmemory_policy = %policy,

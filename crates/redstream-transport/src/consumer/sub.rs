@@ -107,7 +107,7 @@ pub(crate) struct Sub {
 pub(super) fn transient_backoff() -> RetryPolicy {
     RetryPolicy::unlimited()
         .with_initial_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_secs(1))
 }
 
 /// Backoff for errors only an operator can fix (permissions, wrong types, authentication).

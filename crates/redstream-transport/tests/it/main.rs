@@ -16,6 +16,7 @@ mod metrics;
 mod operator;
 mod publisher;
 mod raw;
+mod recovery;
 mod refused;
 mod streams;
 mod support;
