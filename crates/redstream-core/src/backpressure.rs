@@ -60,7 +60,7 @@ pub enum BackpressureStrategy {
 
 /// The settings of a [`BackpressureQueue`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BackpressureConfig {
     /// The most items the queue holds. At least 1.
     pub max_queue_size: usize,

@@ -111,7 +111,7 @@ impl fmt::Display for CircuitState {
 /// In configuration files `open_duration` is a human-readable string such as `"30s"` or
 /// `"1m 30s"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Consecutive retryable failures that open a closed breaker. At least 1.
     pub failure_threshold: u32,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 /// The defaults suit most deployments; raise `max_encoded_bytes` for large payloads, keeping in
 /// mind that every stream entry lives in Redis memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventLimits {
     /// Longest accepted event type name, in bytes.
     pub max_event_type_len: usize,

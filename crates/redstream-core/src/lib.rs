@@ -7,6 +7,9 @@ pub mod atomic;
 pub mod backpressure;
 pub mod circuit_breaker;
 pub mod conformance;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod connection;
 mod error;
 mod event;
 mod handler;

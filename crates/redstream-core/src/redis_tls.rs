@@ -37,7 +37,7 @@ use crate::redact::RedactedUrl;
 ///
 /// `Debug` shows whether a client key is set, never the key.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsOptions {
     /// The PEM text of the CA certificate(s) that signed the server's certificate.
     pub ca_cert_pem: Option<String>,

@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 /// Attempts are numbered from 1: attempt 1 is the first call, and the wait before attempt
 /// `n + 1` is [`delay_for(n)`](Self::delay_for).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// The wait before the first retry (without jitter). Must be positive.
     #[serde(with = "humane_duration")]
@@ -353,6 +353,21 @@ mod tests {
 
     use super::*;
     use crate::ErrorKind;
+
+    /// A misspelled field in any configuration section is an error, not a silent default.
+    #[test]
+    fn every_config_section_refuses_unknown_fields() {
+        fn refused<T: serde::de::DeserializeOwned>(json: &str) {
+            let err = serde_json::from_str::<T>(json).err().expect(json);
+            assert!(err.to_string().contains("unknown field"), "{json}: {err}");
+        }
+        refused::<RetryPolicy>(r#"{"max_dealy": "1s"}"#);
+        refused::<crate::CircuitBreakerConfig>(r#"{"open_durration": "1s"}"#);
+        refused::<crate::BackpressureConfig>(r#"{"capacityy": 10}"#);
+        refused::<crate::EventLimits>(r#"{"max_bytes": 10}"#);
+        #[cfg(feature = "redis")]
+        refused::<crate::TlsOptions>(r#"{"ca_file": "/etc/ca.pem"}"#);
+    }
 
     fn transient() -> Error {
         Error::backend(ErrorKind::Connection, "XADD", "events", "connection reset")

@@ -20,6 +20,7 @@ use std::future::Future;
 use redis::aio::ConnectionManager;
 use redis::{Cmd, FromRedisValue, Pipeline};
 use redstream_core::atomic::Atomic;
+use redstream_core::connection::was_not_sent as not_sent;
 use redstream_core::{CircuitBreaker, Error, Result};
 
 use crate::transport::Inner;
@@ -143,11 +144,6 @@ impl Commands {
             None => attempt().await,
         }
     }
-}
-
-/// Whether `err` says the command never left this process: the connection was refused.
-fn not_sent(err: &redis::RedisError) -> bool {
-    err.is_connection_refusal()
 }
 
 /// The error code (`BUSYGROUP`, `NOGROUP`...) of the Redis error inside `err`.

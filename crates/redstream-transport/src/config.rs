@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// `url` accepts `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, and
 /// `redis+unix:///path/to/socket[?db=N]`. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// The server URL.
     pub url: String,
@@ -207,7 +207,7 @@ impl StartFrom {
 
 /// Tuning of reading, handling, redelivery, claiming and connections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TransportOptions {
     /// Entries read per stream per `XREADGROUP` call (`COUNT`, which Redis applies to each
     /// stream named): one poll of a subscription to several streams may bring this many from each.
@@ -636,5 +636,15 @@ mod tests {
             Some(Path::new("/etc/redis/ca.pem"))
         );
         assert_eq!(options.tls.ca_cert_pem, None);
+        for misspelled in [
+            r#"{"block_tme": "1s"}"#,
+            r#"{"tls": {"ca_file": "/etc/redis/ca.pem"}}"#,
+            r#"{"circuit_breaker": {"treshold": 3}}"#,
+        ] {
+            let err = serde_json::from_str::<TransportOptions>(misspelled).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{misspelled}: {err}");
+        }
+        let err = serde_json::from_str::<RedisConfig>(r#"{"urll": "redis://x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

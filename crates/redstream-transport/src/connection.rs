@@ -21,7 +21,8 @@ pub(crate) async fn connect(
 ) -> Result<(Client, ConnectionManager)> {
     let target = RedactedUrl(&config.url).to_string();
     let client = redstream_core::open_client(&config.url, &options.tls)?;
-    let manager_client = resp3(&client, &target)?;
+    // RESP3, so a dropped connection is noticed and replaced at once (see core's `connection`).
+    let manager_client = redstream_core::connection::resp3_client(&client, &config.url)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.response_timeout))
@@ -31,20 +32,6 @@ pub(crate) async fn connect(
         .map_err(|err| connect_error(&target, err))?;
     warn_if_streams_may_be_evicted(&mut manager, &target).await;
     Ok((client, manager))
-}
-
-/// The same client speaking RESP3, for the shared connection: over RESP3 a connection that
-/// drops is noticed at once (redis-rs's `ConnectionManager` starts reconnecting when its reader
-/// sees the socket close), instead of on the first command sent on it after a restart, which
-/// would fail with `broken pipe` however long the server has been back.
-fn resp3(client: &Client, target: &str) -> Result<Client> {
-    let info = client.get_connection_info().clone();
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
-        .map_err(|err| Error::from_redis("open client", target.to_owned(), err))
 }
 
 /// A dedicated connection for blocking reads.
