@@ -156,3 +156,51 @@ async fn a_batch_without_script_permission_writes_nothing() {
     limited.publish(event("a", 3)).await.unwrap();
     assert_eq!(xrange(&server, &limited.names().stream("a")).await.len(), 1);
 }
+
+/// The reproduction 2: a user allowed `XADD` but neither `MULTI` nor scripts
+/// (`-@all +xadd +exec +ping`), and one with no write permission at all: typed
+/// `PermissionDenied` errors naming the command, the stream unchanged, no panic.
+#[tokio::test]
+async fn users_without_the_commands_get_permission_denied_and_nothing_is_written() {
+    let prefix = unique("acl-repro");
+    let server = RedisServer::builder()
+        .acl_user_rules("xaddonly", "x-pw", &["~*", "-@all", "+xadd", "+exec", "+ping"])
+        .acl_user_rules("reader", "r-pw", &["~*", "-@all", "+@read", "+ping"])
+        .start()
+        .await
+        .unwrap();
+    let open = |user: &str, pw: &str| {
+        RedisTransport::with_options(
+            RedisConfig::default()
+                .with_url(server.url_with_user(user, pw))
+                .with_stream_prefix(&prefix),
+            fast(),
+        )
+    };
+    let stream = format!("{prefix}:a");
+    let xaddonly = open("xaddonly", "x-pw").await.unwrap();
+    let err = xaddonly
+        .publish_batch(vec![event("a", 1), event("a", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().to_lowercase().contains("evalsha"), "{err}");
+    assert!(xrange(&server, &stream).await.is_empty());
+    // A single publish needs only XADD.
+    xaddonly.publish(event("a", 3)).await.unwrap();
+    assert_eq!(xrange(&server, &stream).await.len(), 1);
+
+    let reader = open("reader", "r-pw").await.unwrap();
+    for result in [
+        reader.publish(event("a", 4)).await.map(|_| ()),
+        reader.publish_batch(vec![event("a", 5)]).await.map(|_| ()),
+        reader
+            .publish_to_dlq(event("a", 6), "by hand")
+            .await
+            .map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    }
+    assert_eq!(xrange(&server, &stream).await.len(), 1, "nothing more written");
+}
