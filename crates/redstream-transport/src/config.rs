@@ -642,7 +642,10 @@ mod tests {
             r#"{"circuit_breaker": {"treshold": 3}}"#,
         ] {
             let err = serde_json::from_str::<TransportOptions>(misspelled).unwrap_err();
-            assert!(err.to_string().contains("unknown field"), "{misspelled}: {err}");
+            assert!(
+                err.to_string().contains("unknown field"),
+                "{misspelled}: {err}"
+            );
         }
         let err = serde_json::from_str::<RedisConfig>(r#"{"urll": "redis://x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

@@ -269,6 +269,7 @@ impl Sub {
                     &delivery.fields,
                     !self.envelopes,
                     reason == dlq::Reason::Decode,
+                    self.options.limits.max_encoded_bytes,
                 );
                 let peeked;
                 let original_type = match &spec.event_type {

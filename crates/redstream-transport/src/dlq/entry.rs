@@ -35,6 +35,11 @@ pub struct DeadLetterEntry {
     /// Whether it is the dead letter of a raw entry: a redrive writes
     /// [`fields`](Self::fields) back to [`stream`](Self::stream).
     pub raw: bool,
+    /// The size in bytes of an entry that was over the event size limit, of which the dead
+    /// letter keeps only a preview ([`fields`](Self::fields) holds the start of each field);
+    /// the entry itself is [`entry_id`](Self::entry_id) in [`stream`](Self::stream). Such a
+    /// dead letter is not redriven. `None` for a complete dead letter.
+    pub truncated_size: Option<u64>,
     /// Why the event was dead-lettered: the handler's last error, the decoding error, or the
     /// message given to [`publish_to_dlq`](crate::RedisTransport::publish_to_dlq).
     pub error: String,
@@ -66,9 +71,14 @@ impl DeadLetterEntry {
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(|ms| UNIX_EPOCH + Duration::from_millis(ms))
         };
+        let truncated_size = reply::text_field(&fields, field::TRUNCATED).map(|_| {
+            reply::text_field(&fields, field::SIZE)
+                .and_then(|size| size.parse().ok())
+                .unwrap_or(0)
+        });
         let undecodable = reply::text_field(&fields, field::UNDECODABLE).is_some();
-        let raw = reply::text_field(&fields, field::RAW).is_some();
-        let field_bytes = (undecodable || raw)
+        let raw = reply::text_field(&fields, field::RAW).is_some() && truncated_size.is_none();
+        let field_bytes = (undecodable || raw || truncated_size.is_some())
             .then(|| encoding::fields(&text(field::EVENT), raw))
             .flatten();
         let stored = field_bytes.as_ref().map(|pairs| {
@@ -82,11 +92,22 @@ impl DeadLetterEntry {
                 })
                 .collect()
         });
-        let (event, decode_error) = if raw {
+        let (event, decode_error) = if let Some(size) = truncated_size {
+            (
+                None,
+                Some(format!(
+                    "the original entry was {size} bytes, over the event size limit: `fields` \
+                     holds a preview of it, and the entry is {} in {}",
+                    text(field::ENTRY_ID),
+                    text(field::STREAM)
+                )),
+            )
+        } else if raw {
             (
                 None,
                 Some(
-                    "the original entry is in another format (a raw subscription's); `fields`                      holds it"
+                    "the original entry is in another format (a raw subscription's); `fields` \
+                     holds it"
                         .to_owned(),
                 ),
             )
@@ -117,6 +138,7 @@ impl DeadLetterEntry {
             fields: stored,
             field_bytes,
             raw,
+            truncated_size,
             error: text(field::ERROR),
             original_type: text(field::ORIGINAL_TYPE),
             stream: text(field::STREAM),

@@ -15,6 +15,12 @@ use crate::telemetry;
 /// The longest `error` stored; longer handler messages are cut at a character boundary.
 const MAX_ERROR_LEN: usize = 8 * 1024;
 
+/// The fields a preview keeps, and the bytes it keeps of each name and value: a preview holds
+/// at most about 64 fields of 512 + 128 bytes, whatever the entry's size.
+const PREVIEW_FIELDS: usize = 64;
+const PREVIEW_VALUE: usize = 512;
+const PREVIEW_NAME: usize = 128;
+
 /// What the `event` field of a dead letter holds.
 pub(crate) enum Body {
     /// The envelope as it was written.
@@ -24,12 +30,26 @@ pub(crate) enum Body {
     Undecodable(String),
     /// A JSON array of the `[name, value]` pairs of a raw entry (see [`encoding::pairs`]).
     Raw(String),
+    /// An entry over the size limit: a JSON object of the start of its fields (see
+    /// [`preview`]), and the entry's size in bytes. The entry itself stays in its stream.
+    Preview(String, usize),
 }
 
 impl Body {
-    /// The body of a dead letter of an entry with these fields: `raw` for a subscription that
-    /// does not read envelopes, otherwise the envelope, or all fields when it does not decode.
-    pub(crate) fn of(fields: &[(Vec<u8>, Vec<u8>)], raw: bool, undecodable: bool) -> Self {
+    /// The body of a dead letter of an entry with these fields: a preview when its names and
+    /// values add up to more than `limit` bytes (the event size limit: a dead letter is never
+    /// bigger than an event may be), `raw` for a subscription that does not read envelopes,
+    /// otherwise the envelope, or all fields when it does not decode.
+    pub(crate) fn of(
+        fields: &[(Vec<u8>, Vec<u8>)],
+        raw: bool,
+        undecodable: bool,
+        limit: usize,
+    ) -> Self {
+        let size: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > limit {
+            return Self::Preview(encoding::object(&preview(fields)), size);
+        }
         if raw {
             return Self::Raw(encoding::pairs(fields));
         }
@@ -46,7 +66,10 @@ impl Body {
 
     fn text(&self) -> &str {
         match self {
-            Self::Envelope(text) | Self::Undecodable(text) | Self::Raw(text) => text,
+            Self::Envelope(text)
+            | Self::Undecodable(text)
+            | Self::Raw(text)
+            | Self::Preview(text, _) => text,
         }
     }
 }
@@ -98,16 +121,52 @@ impl DeadLetterFields<'_> {
             Body::Raw(_) => {
                 cmd.arg(field::RAW).arg("true");
             }
+            Body::Preview(_, size) => {
+                cmd.arg(field::TRUNCATED)
+                    .arg("true")
+                    .arg(field::SIZE)
+                    .arg(size);
+            }
         }
         cmd
     }
 }
 
+/// The start of `fields`: the first [`PREVIEW_FIELDS`], each name and value cut to its preview
+/// length (at a character boundary when it is text).
+fn preview(fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fields
+        .iter()
+        .take(PREVIEW_FIELDS)
+        .map(|(name, value)| {
+            (
+                cut(name, PREVIEW_NAME).to_vec(),
+                cut(value, PREVIEW_VALUE).to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// At most `max` bytes of `bytes`, ending at a character boundary when `bytes` is UTF-8.
+fn cut(bytes: &[u8], max: usize) -> &[u8] {
+    if bytes.len() <= max {
+        return bytes;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => shorten_to(text, max).as_bytes(),
+        Err(_) => &bytes[..max],
+    }
+}
+
 fn shorten(text: &str) -> &str {
-    if text.len() <= MAX_ERROR_LEN {
+    shorten_to(text, MAX_ERROR_LEN)
+}
+
+fn shorten_to(text: &str, max: usize) -> &str {
+    if text.len() <= max {
         return text;
     }
-    let mut cut = MAX_ERROR_LEN;
+    let mut cut = max;
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -188,18 +247,42 @@ mod tests {
             (b"foo".to_vec(), b"baz".to_vec()),
             (b"bin".to_vec(), vec![0xff, b'x']),
         ];
-        let Body::Undecodable(text) = Body::of(&fields, false, true) else {
+        let Body::Undecodable(text) = Body::of(&fields, false, true, 1024) else {
             panic!("an undecodable body");
         };
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["foo"], serde_json::json!(["bar", "baz"]));
         assert_eq!(json["bin"], serde_json::json!({ "base64": "/3g=" }));
-        let Body::Raw(text) = Body::of(&fields, true, false) else {
+        let Body::Raw(text) = Body::of(&fields, true, false, 1024) else {
             panic!("a raw body");
         };
         assert_eq!(encoding::fields(&text, true).unwrap(), fields);
         let envelope = vec![(b"event".to_vec(), b"{\"v\":1}".to_vec())];
-        assert!(matches!(Body::of(&envelope, false, false), Body::Envelope(e) if e == "{\"v\":1}"));
+        assert!(
+            matches!(Body::of(&envelope, false, false, 1024), Body::Envelope(e) if e == "{\"v\":1}")
+        );
+    }
+
+    #[test]
+    fn entries_over_the_limit_keep_a_bounded_preview() {
+        let big = "é".repeat(1_000_000);
+        let mut fields = vec![(b"event".to_vec(), big.clone().into_bytes())];
+        fields.extend((0..100).map(|i| (format!("f{i}").into_bytes(), vec![0xff; 10_000])));
+        for raw in [false, true] {
+            let Body::Preview(text, size) = Body::of(&fields, raw, false, 1024 * 1024) else {
+                panic!("a preview");
+            };
+            assert_eq!(size, 5 + 2_000_000 + 290 + 100 * 10_000);
+            assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+            let kept = encoding::fields(&text, false).unwrap();
+            assert_eq!(kept.len(), PREVIEW_FIELDS);
+            assert!(big.as_bytes().starts_with(&kept[0].1));
+            assert!(
+                std::str::from_utf8(&kept[0].1).is_ok(),
+                "cut at a char boundary"
+            );
+            assert_eq!(kept[1].1, vec![0xff; PREVIEW_VALUE]);
+        }
     }
 
     #[test]

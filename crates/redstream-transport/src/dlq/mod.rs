@@ -27,6 +27,12 @@
 //! | a redstream envelope | the envelope as written | none |
 //! | an entry that could not be decoded | a JSON object of its fields (a repeated field's values in an array) | `undecodable` |
 //! | an entry of a raw subscription or one with a decoder | a JSON array of its `[name, value]` pairs, in order | `raw` |
+//! | any entry whose names and values add up to more than the event size limit (`EventLimits::max_encoded_bytes`) | a preview: a JSON object of its first 64 fields, each name cut to 128 bytes and each value to 512 | `truncated`, with `size` |
+//!
+//! So a dead letter is never much bigger than an event may be, whatever was written to the
+//! stream: a 40 MB entry leaves a dead letter of a few KiB that says where the entry is (`stream`
+//! and `entry_id`: acknowledging never deletes it) and how big it was. Such a dead letter is
+//! not redriven.
 //!
 //! Names and values are kept byte for byte: one that is valid UTF-8 is a JSON string, any other
 //! is an object `{"base64": "..."}` (standard alphabet, padded), e.g.
@@ -134,6 +140,11 @@ pub(crate) mod field {
     /// with a decoder), as a JSON array of `[name, value]` pairs in their order; a redrive writes
     /// them back as they were.
     pub(crate) const RAW: &str = "raw";
+    /// Present (`"true"`) when the entry was over the event size limit: `event` holds a preview
+    /// of its fields (a JSON object of the start of each), and the entry stays in its stream.
+    pub(crate) const TRUNCATED: &str = "truncated";
+    /// With `truncated`: the entry's size, its names and values in bytes.
+    pub(crate) const SIZE: &str = "size";
 }
 
 /// Dead letters read per `XRANGE` page and redriven per round trip.

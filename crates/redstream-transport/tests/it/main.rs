@@ -14,6 +14,7 @@ mod failures;
 mod inspect;
 mod metrics;
 mod operator;
+mod oversized;
 mod publisher;
 mod raw;
 mod recovery;

@@ -164,7 +164,11 @@ async fn a_batch_without_script_permission_writes_nothing() {
 async fn users_without_the_commands_get_permission_denied_and_nothing_is_written() {
     let prefix = unique("acl-repro");
     let server = RedisServer::builder()
-        .acl_user_rules("xaddonly", "x-pw", &["~*", "-@all", "+xadd", "+exec", "+ping"])
+        .acl_user_rules(
+            "xaddonly",
+            "x-pw",
+            &["~*", "-@all", "+xadd", "+exec", "+ping"],
+        )
         .acl_user_rules("reader", "r-pw", &["~*", "-@all", "+@read", "+ping"])
         .start()
         .await
@@ -202,5 +206,9 @@ async fn users_without_the_commands_get_permission_denied_and_nothing_is_written
         let err = result.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     }
-    assert_eq!(xrange(&server, &stream).await.len(), 1, "nothing more written");
+    assert_eq!(
+        xrange(&server, &stream).await.len(),
+        1,
+        "nothing more written"
+    );
 }

@@ -87,6 +87,17 @@ impl RedisTransport {
                 dead.group.clone(),
                 dead.entry_id.clone(),
             );
+            if let Some(size) = dead.truncated_size {
+                report.skip(
+                    dead.id,
+                    format!(
+                        "it keeps only a preview of an entry of {size} bytes, over the event \
+                         size limit; the entry is {} in {} (read it with XRANGE)",
+                        dead.entry_id, dead.stream
+                    ),
+                );
+                continue;
+            }
             if dead.raw {
                 let recorded =
                     !dead.stream.is_empty() && !is_legacy_name(names.prefix(), &dead.stream);
