@@ -10,7 +10,7 @@ use redis::{Cmd, Value};
 use redstream_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
 
-use super::sub::{Delivery, Sub};
+use super::sub::{Delivery, Stall, Sub};
 use crate::commands::is_nogroup;
 use crate::connection;
 use crate::reply;
@@ -85,6 +85,19 @@ impl Sub {
         self.entries_of(reply)
     }
 
+    /// Says that reading works again after a stall, at the level the stall was reported at.
+    fn log_recovery(&self, stall: &mut Stall) {
+        if let Some((failures, stalled_for)) = stall.recovered() {
+            tracing::warn!(
+                group = %self.group,
+                streams = %self.describe,
+                failures,
+                ?stalled_for,
+                "reading again after a stall"
+            );
+        }
+    }
+
     /// Re-reads this consumer's own pending entries, stream by stream.
     async fn reread_own_pending(&self, leftover: &mut Vec<Delivery>) -> Result<()> {
         for i in 0..self.streams.len() {
@@ -134,7 +147,7 @@ pub(super) async fn read_loop(
 ) -> Vec<Delivery> {
     let mut conn = Some(conn);
     let mut leftover = Vec::new();
-    let mut failures = 0u32;
+    let mut stall = Stall::default();
     loop {
         let result = tokio::select! {
             biased;
@@ -144,8 +157,7 @@ pub(super) async fn read_loop(
         match result {
             Ok(()) => break,
             Err(err) => {
-                failures = failures.saturating_add(1);
-                if !sub.after_read_error(&err, failures, &mut conn).await {
+                if !sub.after_read_error(&err, &mut stall, &mut conn).await {
                     return leftover;
                 }
             }
@@ -154,7 +166,7 @@ pub(super) async fn read_loop(
     // The claimer starts only now, so it does not claim what the re-read is about to deliver.
     let _ = ready.send(());
 
-    failures = 0;
+    sub.log_recovery(&mut stall);
     loop {
         let result = tokio::select! {
             biased;
@@ -164,14 +176,13 @@ pub(super) async fn read_loop(
         let entries = match result {
             Ok(entries) => entries,
             Err(err) => {
-                failures = failures.saturating_add(1);
-                if !sub.after_read_error(&err, failures, &mut conn).await {
+                if !sub.after_read_error(&err, &mut stall, &mut conn).await {
                     break;
                 }
                 continue;
             }
         };
-        failures = 0;
+        sub.log_recovery(&mut stall);
         let mut deleted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for (stream, entry) in entries {
             let Some(fields) = entry.fields else {

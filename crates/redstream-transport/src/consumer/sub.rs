@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Value};
@@ -103,6 +103,47 @@ pub(crate) struct Sub {
     pub(crate) stop: CancellationToken,
 }
 
+/// How long reading has been failing, so that a stalled subscription says so at the default log
+/// level without flooding it: a warning at the first failure, then at most one per
+/// [`Stall::EVERY`], and one when reading works again.
+#[derive(Debug, Default)]
+pub(super) struct Stall {
+    failures: u32,
+    since: Option<Instant>,
+    warned: Option<Instant>,
+}
+
+impl Stall {
+    /// The shortest time between two warnings of one stall.
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts a failure; returns the failures so far and whether to warn now.
+    pub(super) fn failed(&mut self) -> (u32, bool) {
+        let now = Instant::now();
+        self.failures = self.failures.saturating_add(1);
+        self.since.get_or_insert(now);
+        let warn = self
+            .warned
+            .is_none_or(|warned| now.duration_since(warned) >= Self::EVERY);
+        if warn {
+            self.warned = Some(now);
+        }
+        (self.failures, warn)
+    }
+
+    /// How long since the first failure of this stall.
+    pub(super) fn stalled_for(&self) -> Duration {
+        self.since.map(|since| since.elapsed()).unwrap_or_default()
+    }
+
+    /// Ends the stall after a successful read; returns its failures and length if there was one.
+    pub(super) fn recovered(&mut self) -> Option<(u32, Duration)> {
+        let stall = (self.failures > 0).then(|| (self.failures, self.stalled_for()));
+        *self = Self::default();
+        stall
+    }
+}
+
 /// Backoff of the reader and the acker for transient errors.
 pub(super) fn transient_backoff() -> RetryPolicy {
     RetryPolicy::unlimited()
@@ -190,9 +231,10 @@ impl Sub {
     pub(super) async fn after_read_error(
         &self,
         err: &Error,
-        failures: u32,
+        stall: &mut Stall,
         conn: &mut Option<MultiplexedConnection>,
     ) -> bool {
+        let (failures, warn) = stall.failed();
         if is_nogroup(err) {
             let all: Vec<usize> = (0..self.streams.len()).collect();
             self.recover_nogroup(&all, err).await;
@@ -202,24 +244,33 @@ impl Sub {
             }
         }
         let kind = err.kind();
+        let stalled_for = stall.stalled_for();
         let delay = if kind.is_retryable() {
-            tracing::warn!(
-                group = %self.group,
-                streams = %self.describe,
-                error = %err,
-                failures,
-                "reading failed; retrying"
-            );
+            if warn {
+                tracing::warn!(
+                    group = %self.group,
+                    streams = %self.describe,
+                    error = %err,
+                    failures,
+                    ?stalled_for,
+                    "reading failed; retrying (nothing is consumed until the server answers)"
+                );
+            } else {
+                tracing::debug!(group = %self.group, error = %err, failures, "reading failed; retrying");
+            }
             transient_backoff().delay_for(failures)
         } else {
-            tracing::error!(
-                group = %self.group,
-                streams = %self.describe,
-                error = %err,
-                failures,
-                "reading failed with an error retrying will not fix (check permissions, key \
-                 types and credentials); retrying slowly"
-            );
+            if warn {
+                tracing::error!(
+                    group = %self.group,
+                    streams = %self.describe,
+                    error = %err,
+                    failures,
+                    ?stalled_for,
+                    "reading failed with an error retrying will not fix (check permissions, key \
+                     types and credentials); retrying slowly"
+                );
+            }
             permanent_backoff().delay_for(failures)
         };
         if matches!(kind, ErrorKind::Connection | ErrorKind::Timeout) {

@@ -106,3 +106,56 @@ async fn consuming_resumes_after_a_restart() {
     println!("handled {:?} after the server was back", back.elapsed());
     transport.unsubscribe(&handle).await.unwrap();
 }
+
+/// A subscription that cannot read says so at the warning level once, not at every retry
+/// (retries come up to every second), and says when it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscription_warns_once_and_when_it_reads_again() {
+    let server = RedisServer::start().await.unwrap();
+    let group = unique("stall-group");
+    let transport = transport(&server, &unique("stall"), &group, fast()).await;
+    let handle = transport
+        .subscribe(vec!["order.created".to_owned()], |_: Event| async {
+            HandlerResult::Ok(())
+        })
+        .await
+        .unwrap();
+    let ours = |needle: &str| {
+        crate::support::logged(needle)
+            .into_iter()
+            .filter(|line| line.contains(&group))
+            .count()
+    };
+    let down = Instant::now();
+    server.kill().unwrap();
+    crate::support::until("the stall's first warning", || async {
+        ours("reading failed") >= 1
+    })
+    .await;
+    // The outage the test simulates: 3 s, several retries (at most 1 s apart).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart().await.unwrap();
+    crate::support::until("the recovery's message", || async {
+        ours("reading again after a stall") == 1
+    })
+    .await;
+    let recovered = crate::support::logged("reading again after a stall")
+        .into_iter()
+        .find(|line| line.contains(&group))
+        .unwrap();
+    let failures: u32 = recovered
+        .split("failures=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failure count in {recovered}"));
+    assert!(failures >= 2, "{recovered}");
+    let warnings = ours("reading failed");
+    let allowed = 1 + down.elapsed().as_secs() / 10;
+    assert!(
+        (1..=allowed as usize).contains(&warnings),
+        "{warnings} warnings for a stall of {:?}",
+        down.elapsed()
+    );
+    transport.unsubscribe(&handle).await.unwrap();
+}
