@@ -687,16 +687,28 @@ impl WireMetadata {
     }
 }
 
-/// RFC 3339 timestamps: written with milliseconds in UTC (`Z`), read with any offset.
+/// RFC 3339 timestamps: written in UTC (`Z`) with milliseconds, or with as many more digits as
+/// the instant needs (micro- or nanoseconds, for a timestamp read with them), so that decoding
+/// and encoding again never changes it; read with any offset.
 mod rfc3339 {
-    use std::time::SystemTime;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
     pub(super) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         // Times before 1970 cannot be written as RFC 3339 by humantime; clamp them to the epoch.
-        let t = (*t).max(SystemTime::UNIX_EPOCH);
-        s.collect_str(&humantime::format_rfc3339_millis(t))
+        let t = (*t).max(UNIX_EPOCH);
+        let nanos = t
+            .duration_since(UNIX_EPOCH)
+            .map(|since| since.subsec_nanos())
+            .unwrap_or_default();
+        if nanos % 1_000_000 == 0 {
+            s.collect_str(&humantime::format_rfc3339_millis(t))
+        } else if nanos % 1_000 == 0 {
+            s.collect_str(&humantime::format_rfc3339_micros(t))
+        } else {
+            s.collect_str(&humantime::format_rfc3339_nanos(t))
+        }
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {

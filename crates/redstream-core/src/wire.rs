@@ -921,6 +921,35 @@ mod proptests {
             );
         }
 
+        /// Decoding and encoding again never changes a timestamp, whatever its precision;
+        /// one with whole milliseconds is written with exactly three digits, as always.
+        #[test]
+        fn decode_then_encode_keeps_the_timestamp_to_the_nanosecond(
+            secs in 0u64..MAX_WIRE_SECS,
+            nanos in prop_oneof![
+                (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            let text = humantime::format_rfc3339_nanos(t).to_string();
+            let json = envelope_with_timestamp(&text);
+            let limits = EventLimits::default();
+            let event = decode_stream_entry("1-0", [(EVENT_FIELD, json.as_str())], &limits).unwrap();
+            prop_assert_eq!(event.metadata().timestamp, t);
+            let encoded = encode(&event, &limits).unwrap();
+            let again = decode_stream_entry("1-0", [(EVENT_FIELD, encoded.as_str())], &limits).unwrap();
+            prop_assert_eq!(again.metadata().timestamp, t, "{}", encoded);
+            if nanos % 1_000_000 == 0 {
+                let written: Value = serde_json::from_str(&encoded).unwrap();
+                prop_assert_eq!(
+                    written["metadata"]["timestamp"].as_str().unwrap(),
+                    humantime::format_rfc3339_millis(t).to_string()
+                );
+            }
+        }
+
         #[test]
         fn out_of_range_offsets_are_refused(
             t in instant(),
