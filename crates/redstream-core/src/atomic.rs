@@ -25,7 +25,9 @@
 //! The keys of every command are declared as the script's keys, so on a Redis Cluster the
 //! server refuses (`CROSSSLOT`) a transaction whose keys are in different slots.
 //!
-//! Needs Redis 7.0 or later, or Valkey (the `#!lua` line and `redis.acl_check_cmd`).
+//! Needs Redis 7.0 or later, or Valkey (the `#!lua` line and `redis.acl_check_cmd`). The user
+//! needs `EVALSHA`, `SCRIPT LOAD` (once per server start), `TYPE` on the keys whose type is
+//! checked, and the commands themselves.
 
 use std::sync::LazyLock;
 
@@ -47,6 +49,10 @@ while i <= #ARGV do
       ' command on ' .. tostring(args[2]) .. ' (nothing of the transaction was written)')
   end
   if want ~= '' then
+    if not redis.acl_check_cmd('TYPE', args[2]) then
+      return redis.error_reply('NOPERM this user has no permissions to run the TYPE command on ' ..
+        args[2] .. ', which the transaction runs to check key types first (nothing was written)')
+    end
     local kind = redis.call('TYPE', args[2])['ok']
     if kind ~= 'none' and kind ~= want then
       return redis.error_reply('WRONGTYPE ' .. args[2] .. ' holds a ' .. kind .. ', not a ' ..

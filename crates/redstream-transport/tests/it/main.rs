@@ -12,6 +12,7 @@ mod consumer;
 mod dlq;
 mod failures;
 mod inspect;
+mod least_privilege;
 mod metrics;
 mod operator;
 mod oversized;

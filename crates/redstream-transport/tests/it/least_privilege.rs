@@ -1,0 +1,134 @@
+//! The ACL each role of the transport needs, as `docs/security.md` lists it: a user with
+//! exactly that list does the role's work, and one with a command taken away gets a clear error.
+
+use redstream_core::{ErrorKind, Event, HandlerResult};
+use redstream_testkit::RedisServer;
+use redstream_transport::{RedisConfig, RedisTransport};
+use tokio::sync::mpsc;
+
+use crate::support::{event, fast, number, recv, unique, until, xrange};
+
+/// The publisher's commands (`publish`, `publish_to`, `publish_fields`, `publish_batch`).
+const PUBLISHER: &str = "+xadd +evalsha +script|load +type";
+/// A consumer's commands (`subscribe`, the subscription builder, claiming, dead letters).
+const CONSUMER: &str = "+xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xadd +evalsha +script|load +type";
+
+fn rules(commands: &str, prefix: &str) -> Vec<String> {
+    let mut rules = vec![format!("~{prefix}:*"), "-@all".to_owned()];
+    rules.extend(commands.split_whitespace().map(str::to_owned));
+    rules
+}
+
+async fn server_with(users: &[(&str, Vec<String>)]) -> RedisServer {
+    let mut builder = RedisServer::builder();
+    for (name, rules) in users {
+        let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+        builder = builder.acl_user_rules(*name, "pw-least", &rules);
+    }
+    builder.start().await.unwrap()
+}
+
+async fn open(server: &RedisServer, user: &str, prefix: &str) -> RedisTransport {
+    RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url_with_user(user, "pw-least"))
+            .with_stream_prefix(prefix)
+            .with_consumer_group("workers"),
+        fast().with_max_deliveries(2),
+    )
+    .await
+    .unwrap()
+}
+
+/// `docs/security.md` lists exactly these commands.
+#[test]
+fn the_docs_list_these_commands() {
+    let docs = include_str!("../../../../docs/security.md");
+    for (role, commands) in [("publisher", PUBLISHER), ("consumer", CONSUMER)] {
+        let marker = format!("<!-- acl:{role} -->`{commands}`");
+        assert!(
+            docs.contains(&marker),
+            "docs/security.md should list {marker}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_works_with_exactly_its_documented_acl() {
+    let prefix = unique("acl");
+    let server = server_with(&[
+        ("publisher", rules(PUBLISHER, &prefix)),
+        ("consumer", rules(CONSUMER, &prefix)),
+    ])
+    .await;
+    let publisher = open(&server, "publisher", &prefix).await;
+    publisher.publish(event("job", 1)).await.unwrap();
+    publisher
+        .publish_batch(vec![event("job", 2), event("job", 3)])
+        .await
+        .unwrap();
+
+    let consumer = open(&server, "consumer", &prefix).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = consumer
+        .subscription()
+        .types(["job"])
+        .start_from(redstream_transport::StartFrom::Beginning)
+        .handle(move |event: Event| {
+            let n = number(&event);
+            let _ = tx.send(n);
+            async move {
+                if n == 3 {
+                    HandlerResult::Err("boom".into())
+                } else {
+                    HandlerResult::Ok(())
+                }
+            }
+        })
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        recv(&mut rx, "deliveries, and the failing one's retry").await;
+    }
+    let dlq = consumer.names().dlq();
+    until("the dead letter", || async {
+        xrange(&server, &dlq).await.len() == 1
+    })
+    .await;
+    consumer.unsubscribe(&handle).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_publisher_without_a_command_gets_a_clear_error() {
+    let prefix = unique("acl-minus");
+    let server =
+        server_with(&[("publisher", rules(&PUBLISHER.replace("+type", ""), &prefix))]).await;
+    let publisher = open(&server, "publisher", &prefix).await;
+    publisher.publish(event("job", 1)).await.unwrap();
+    let err = publisher
+        .publish_batch(vec![event("job", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().to_lowercase().contains("type"), "{err}");
+    assert_eq!(xrange(&server, &format!("{prefix}:job")).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_consumer_without_a_command_gets_a_clear_error() {
+    let prefix = unique("acl-consumer-minus");
+    let server = server_with(&[(
+        "consumer",
+        rules(&CONSUMER.replace("+xgroup|create", ""), &prefix),
+    )])
+    .await;
+    let consumer = open(&server, "consumer", &prefix).await;
+    let err = consumer
+        .subscribe(vec!["job".to_owned()], |_: Event| async {
+            HandlerResult::Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().to_lowercase().contains("xgroup"), "{err}");
+}
