@@ -11,6 +11,7 @@ mod conformance;
 mod consumer;
 mod dlq;
 mod failures;
+mod fault_suite;
 mod inspect;
 mod least_privilege;
 mod metrics;
