@@ -702,9 +702,9 @@ mod rfc3339 {
             .duration_since(UNIX_EPOCH)
             .map(|since| since.subsec_nanos())
             .unwrap_or_default();
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             s.collect_str(&humantime::format_rfc3339_millis(t))
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             s.collect_str(&humantime::format_rfc3339_micros(t))
         } else {
             s.collect_str(&humantime::format_rfc3339_nanos(t))

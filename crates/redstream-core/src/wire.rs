@@ -941,7 +941,7 @@ mod proptests {
             let encoded = encode(&event, &limits).unwrap();
             let again = decode_stream_entry("1-0", [(EVENT_FIELD, encoded.as_str())], &limits).unwrap();
             prop_assert_eq!(again.metadata().timestamp, t, "{}", encoded);
-            if nanos % 1_000_000 == 0 {
+            if nanos.is_multiple_of(1_000_000) {
                 let written: Value = serde_json::from_str(&encoded).unwrap();
                 prop_assert_eq!(
                     written["metadata"]["timestamp"].as_str().unwrap(),
