@@ -11,10 +11,11 @@
 //!   rejected. `success_threshold` successful trials close the breaker; one retryable failure
 //!   opens it again, for twice the previous open period.
 //!
-//! The open period starts at `open_duration` (1 s by default) and doubles with each failed
-//! trial, up to `max_open_duration` (30 s): a server back after a short outage is used again
-//! about a second later, and one that stays down is tried less and less often. Closing the
-//! breaker starts over at `open_duration`.
+//! The open period is `open_duration`, 1 s by default: a server back after an outage is used
+//! again about a second later, at the cost of one trial call a second while it is down. With
+//! `max_open_duration` set, each failed trial doubles the period up to it instead, so a server
+//! that stays down is tried less and less often; closing the breaker starts over at
+//! `open_duration`.
 //!
 //! Only errors for which [`Error::is_retryable`] holds count as failures. A permanent error
 //! (authentication, permissions, invalid input, a handler error...) says nothing about the
@@ -119,10 +120,10 @@ pub struct CircuitBreakerConfig {
     /// trials. Positive.
     #[serde(with = "crate::retry::humane_duration")]
     pub open_duration: Duration,
-    /// The longest open period: each failed trial doubles the previous one, up to this. At
-    /// least `open_duration`.
-    #[serde(with = "crate::retry::humane_duration")]
-    pub max_open_duration: Duration,
+    /// When set, each failed trial doubles the open period, up to this (at least
+    /// `open_duration`); when `None` (the default), every open period is `open_duration`.
+    #[serde(with = "crate::serde_duration::option")]
+    pub max_open_duration: Option<Duration>,
     /// How many trial calls a half-open breaker runs at once. At least 1.
     pub half_open_max_calls: u32,
     /// Successful trials that close a half-open breaker. At least 1.
@@ -130,13 +131,12 @@ pub struct CircuitBreakerConfig {
 }
 
 impl Default for CircuitBreakerConfig {
-    /// Opens after 5 consecutive failures, for 1 s, then closes after 1 successful trial; each
-    /// failed trial doubles the open period, up to 30 s.
+    /// Opens after 5 consecutive failures, for 1 s, then closes after 1 successful trial.
     fn default() -> Self {
         Self {
             failure_threshold: 5,
             open_duration: Duration::from_secs(1),
-            max_open_duration: Duration::from_secs(30),
+            max_open_duration: None,
             half_open_max_calls: 1,
             success_threshold: 1,
         }
@@ -160,7 +160,7 @@ impl CircuitBreakerConfig {
 
     /// Sets [`max_open_duration`](Self::max_open_duration).
     #[must_use]
-    pub fn with_max_open_duration(mut self, duration: Duration) -> Self {
+    pub fn with_max_open_duration(mut self, duration: Option<Duration>) -> Self {
         self.max_open_duration = duration;
         self
     }
@@ -200,12 +200,14 @@ impl CircuitBreakerConfig {
                 "must be positive (e.g. \"1s\")",
             ));
         }
-        if self.max_open_duration < self.open_duration {
+        if let Some(max) = self.max_open_duration
+            && max < self.open_duration
+        {
             return Err(Error::invalid_input(
                 "config field circuit_breaker.max_open_duration",
                 format!(
-                    "must be at least open_duration ({:?}), but is {:?}",
-                    self.open_duration, self.max_open_duration
+                    "must be at least open_duration ({:?}), but is {max:?}",
+                    self.open_duration
                 ),
             ));
         }
@@ -521,13 +523,11 @@ impl Inner {
     ) -> Word {
         if state == CircuitState::Open {
             // A failed trial doubles the previous period; failures while closed start over.
-            transitions.open_for = if self.load().state == CircuitState::HalfOpen {
-                transitions
-                    .open_for
-                    .saturating_mul(2)
-                    .min(self.config.max_open_duration)
-            } else {
-                self.config.open_duration
+            transitions.open_for = match self.config.max_open_duration {
+                Some(max) if self.load().state == CircuitState::HalfOpen => {
+                    transitions.open_for.saturating_mul(2).min(max)
+                }
+                _ => self.config.open_duration,
             };
             // Set before the state, so whoever sees `Open` sees this period's deadline.
             let open_for = u64::try_from(transitions.open_for.as_nanos()).unwrap_or(u64::MAX);
@@ -747,7 +747,7 @@ mod tests {
             CircuitBreakerConfig::default()
                 .with_failure_threshold(failures)
                 .with_open_duration(OPEN_FOR)
-                .with_max_open_duration(OPEN_FOR * 4)
+                .with_max_open_duration(Some(OPEN_FOR * 4))
                 .with_half_open_max_calls(trials)
                 .with_success_threshold(successes),
         )
@@ -785,10 +785,10 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.failure_threshold, 5);
         assert_eq!(config.open_duration, Duration::from_secs(1));
-        assert_eq!(config.max_open_duration, Duration::from_secs(30));
+        assert_eq!(config.max_open_duration, None);
         for (config, field) in [
             (
-                config.with_max_open_duration(Duration::from_millis(999)),
+                config.with_max_open_duration(Some(Duration::from_millis(999))),
                 "circuit_breaker.max_open_duration",
             ),
             (
@@ -815,7 +815,10 @@ mod tests {
 
         let json = serde_json::to_value(config).unwrap();
         assert_eq!(json["open_duration"], "1s");
-        assert_eq!(json["max_open_duration"], "30s");
+        assert_eq!(json["max_open_duration"], serde_json::Value::Null);
+        let doubling: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"max_open_duration": "30s"}"#).unwrap();
+        assert_eq!(doubling.max_open_duration, Some(Duration::from_secs(30)));
         let read: CircuitBreakerConfig =
             serde_json::from_str(r#"{"failure_threshold": 3, "open_duration": "1m 500ms"}"#)
                 .unwrap();
@@ -977,6 +980,26 @@ mod tests {
         succeed(&breaker).await.unwrap();
         succeed(&breaker).await.unwrap();
         assert_eq!(breaker.state(), CircuitState::Closed);
+    }
+
+    /// Without `max_open_duration` (the default) every open period is `open_duration`.
+    #[tokio::test(start_paused = true)]
+    async fn open_periods_stay_the_same_by_default() {
+        let breaker = CircuitBreaker::new(
+            CircuitBreakerConfig::default()
+                .with_failure_threshold(1)
+                .with_open_duration(OPEN_FOR),
+        )
+        .unwrap();
+        open(&breaker).await;
+        for _ in 0..3 {
+            match succeed(&breaker).await.unwrap_err() {
+                Error::CircuitOpen { retry_after } => assert_eq!(retry_after, OPEN_FOR),
+                other => panic!("not a rejection: {other}"),
+            }
+            advance(OPEN_FOR).await;
+            fail(&breaker).await;
+        }
     }
 
     /// Failed trials double the open period up to `max_open_duration`; closing starts over.
@@ -1254,11 +1277,11 @@ mod tests {
 
         fn enter(&mut self, state: CircuitState) {
             if state == CircuitState::Open {
-                let max = self.config.max_open_duration.as_millis() as u64;
-                self.open_for = if self.state == CircuitState::HalfOpen {
-                    (self.open_for * 2).min(max)
-                } else {
-                    self.config.open_duration.as_millis() as u64
+                self.open_for = match self.config.max_open_duration {
+                    Some(max) if self.state == CircuitState::HalfOpen => {
+                        (self.open_for * 2).min(max.as_millis() as u64)
+                    }
+                    _ => self.config.open_duration.as_millis() as u64,
                 };
             }
             self.state = state;
@@ -1338,13 +1361,13 @@ mod tests {
             half_open_max_calls in 1u32..4,
             success_threshold in 1u32..4,
             open_ms in 1u64..5_000,
-            max_factor in 1u64..10,
+            max_factor in proptest::option::of(1u64..10),
             ops in proptest::collection::vec(op(), 1..200),
         ) {
             let config = CircuitBreakerConfig {
                 failure_threshold,
                 open_duration: Duration::from_millis(open_ms),
-                max_open_duration: Duration::from_millis(open_ms * max_factor),
+                max_open_duration: max_factor.map(|f| Duration::from_millis(open_ms * f)),
                 half_open_max_calls,
                 success_threshold,
             };
