@@ -36,7 +36,7 @@ use redis::{Arg, Cmd, Script, ScriptInvocation};
 /// The script. ARGV holds the commands one after the other, each as its number of arguments, the
 /// type its key must have (empty: any) and its arguments (name first, then the key).
 const SOURCE: &str = r"#!lua
-local commands, i = {}, 1
+local commands, checked, i = {}, {}, 1
 while i <= #ARGV do
   local argc, want = tonumber(ARGV[i]), ARGV[i + 1]
   local args = {}
@@ -44,20 +44,26 @@ while i <= #ARGV do
     args[a] = ARGV[i + 1 + a]
   end
   i = i + 2 + argc
-  if not redis.acl_check_cmd(unpack(args)) then
-    return redis.error_reply('NOPERM this user has no permissions to run the ' .. args[1] ..
-      ' command on ' .. tostring(args[2]) .. ' (nothing of the transaction was written)')
-  end
-  if want ~= '' then
-    if not redis.acl_check_cmd('TYPE', args[2]) then
-      return redis.error_reply('NOPERM this user has no permissions to run the TYPE command on ' ..
-        args[2] .. ', which the transaction runs to check key types first (nothing was written)')
+  -- ACL rules name commands, subcommands and keys: one check per command, first two arguments
+  -- (the key, or a subcommand and its key) and wanted type is enough.
+  local seen = table.concat({string.upper(args[1]), tostring(args[2]), tostring(args[3]), want}, '\0')
+  if not checked[seen] then
+    if not redis.acl_check_cmd(unpack(args)) then
+      return redis.error_reply('NOPERM this user has no permissions to run the ' .. args[1] ..
+        ' command on ' .. tostring(args[2]) .. ' (nothing of the transaction was written)')
     end
-    local kind = redis.call('TYPE', args[2])['ok']
-    if kind ~= 'none' and kind ~= want then
-      return redis.error_reply('WRONGTYPE ' .. args[2] .. ' holds a ' .. kind .. ', not a ' ..
-        want .. ' (nothing of the transaction was written)')
+    if want ~= '' then
+      if not redis.acl_check_cmd('TYPE', args[2]) then
+        return redis.error_reply('NOPERM this user has no permissions to run the TYPE command on ' ..
+          args[2] .. ', which the transaction runs to check key types first (nothing was written)')
+      end
+      local kind = redis.call('TYPE', args[2])['ok']
+      if kind ~= 'none' and kind ~= want then
+        return redis.error_reply('WRONGTYPE ' .. args[2] .. ' holds a ' .. kind .. ', not a ' ..
+          want .. ' (nothing of the transaction was written)')
+      end
     end
+    checked[seen] = true
   end
   commands[#commands + 1] = args
 end
@@ -111,6 +117,8 @@ impl KeyType {
 pub struct Atomic {
     invocation: ScriptInvocation<'static>,
     commands: usize,
+    /// The keys declared so far, each once.
+    keys: Vec<Vec<u8>>,
 }
 
 impl Atomic {
@@ -119,11 +127,13 @@ impl Atomic {
         Self {
             invocation: SCRIPT.prepare_invoke(),
             commands: 0,
+            keys: Vec::new(),
         }
     }
 
     /// Adds `cmd`, whose first argument is its key and must hold `key_type` (or not exist) for
-    /// the transaction to run. A command without arguments (no key) is added as it is.
+    /// the transaction to run. A command without arguments (no key) is added as it is; one whose
+    /// first argument is a subcommand (`XGROUP CREATE`) takes [`KeyType::Any`].
     pub fn push(&mut self, cmd: &Cmd, key_type: KeyType) -> &mut Self {
         let args: Vec<&[u8]> = cmd
             .args_iter()
@@ -133,8 +143,11 @@ impl Atomic {
                 _ => None,
             })
             .collect();
-        if let Some(key) = args.get(1) {
+        if let Some(key) = args.get(1)
+            && !self.keys.iter().any(|known| known == key)
+        {
             self.invocation.key(*key);
+            self.keys.push(key.to_vec());
         }
         self.invocation.arg(args.len()).arg(key_type.as_str());
         for arg in args {

@@ -523,6 +523,7 @@ async fn a_refused_redrive_is_an_error_and_keeps_the_dead_letter() {
     let limited = RedisTransport::with_options(config, fast()).await.unwrap();
     let err = limited.redrive_all().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("XADD"), "names the command: {err}");
     assert!(
         err.to_string().contains("0 dead letters were redriven"),
         "{err}"
