@@ -36,40 +36,44 @@ use redis::{Arg, Cmd, Script, ScriptInvocation};
 /// The script. ARGV holds the commands one after the other, each as its number of arguments, the
 /// type its key must have (empty: any) and its arguments (name first, then the key).
 const SOURCE: &str = r"#!lua
-local commands, checked, i = {}, {}, 1
+local spans, checked, i = {}, {}, 1
+local last1, last2, last3, last_want
 while i <= #ARGV do
   local argc, want = tonumber(ARGV[i]), ARGV[i + 1]
-  local args = {}
-  for a = 1, argc do
-    args[a] = ARGV[i + 1 + a]
-  end
-  i = i + 2 + argc
+  local first, last = i + 2, i + 1 + argc
+  i = last + 1
+  local a1, a2, a3 = ARGV[first], ARGV[first + 1], ARGV[first + 2]
   -- ACL rules name commands, subcommands and keys: one check per command, first two arguments
-  -- (the key, or a subcommand and its key) and wanted type is enough.
-  local seen = table.concat({string.upper(args[1]), tostring(args[2]), tostring(args[3]), want}, '\0')
-  if not checked[seen] then
-    if not redis.acl_check_cmd(unpack(args)) then
-      return redis.error_reply('NOPERM this user has no permissions to run the ' .. args[1] ..
-        ' command on ' .. tostring(args[2]) .. ' (nothing of the transaction was written)')
-    end
-    if want ~= '' then
-      if not redis.acl_check_cmd('TYPE', args[2]) then
-        return redis.error_reply('NOPERM this user has no permissions to run the TYPE command on ' ..
-          args[2] .. ', which the transaction runs to check key types first (nothing was written)')
+  -- (the key, or a subcommand and its key) and wanted type is enough, and a run of commands
+  -- alike (a batch of XADDs to one stream) is checked once.
+  if a1 ~= last1 or a2 ~= last2 or a3 ~= last3 or want ~= last_want then
+    last1, last2, last3, last_want = a1, a2, a3, want
+    local seen = table.concat({a1, tostring(a2), tostring(a3), want}, '\0')
+    if not checked[seen] then
+      if not redis.acl_check_cmd(unpack(ARGV, first, last)) then
+        return redis.error_reply('NOPERM this user has no permissions to run the ' .. a1 ..
+          ' command on ' .. tostring(a2) .. ' (nothing of the transaction was written)')
       end
-      local kind = redis.call('TYPE', args[2])['ok']
-      if kind ~= 'none' and kind ~= want then
-        return redis.error_reply('WRONGTYPE ' .. args[2] .. ' holds a ' .. kind .. ', not a ' ..
-          want .. ' (nothing of the transaction was written)')
+      if want ~= '' then
+        if not redis.acl_check_cmd('TYPE', a2) then
+          return redis.error_reply('NOPERM this user has no permissions to run the TYPE command on ' ..
+            a2 .. ', which the transaction runs to check key types first (nothing was written)')
+        end
+        local kind = redis.call('TYPE', a2)['ok']
+        if kind ~= 'none' and kind ~= want then
+          return redis.error_reply('WRONGTYPE ' .. a2 .. ' holds a ' .. kind .. ', not a ' ..
+            want .. ' (nothing of the transaction was written)')
+        end
       end
+      checked[seen] = true
     end
-    checked[seen] = true
   end
-  commands[#commands + 1] = args
+  spans[#spans + 1] = first
+  spans[#spans + 1] = last
 end
 local replies = {}
-for c = 1, #commands do
-  replies[c] = redis.call(unpack(commands[c]))
+for c = 1, #spans, 2 do
+  replies[#replies + 1] = redis.call(unpack(ARGV, spans[c], spans[c + 1]))
 end
 return replies
 ";
