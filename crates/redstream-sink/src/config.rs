@@ -705,6 +705,58 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Every section refuses a field it does not know, naming it, in YAML and TOML alike: a
+    /// misspelled `ca_file` under `tls:` must not fall back to the system's roots, nor a
+    /// misspelled retry bound to the default one.
+    #[test]
+    fn every_section_refuses_unknown_fields() {
+        let base = "id: s\nuri: rediss://127.0.0.1:6379\nstream: x\n";
+        let yaml_cases = [
+            ("tls:\n  ca_file: /etc/redis/ca.pem\n", "ca_file"),
+            ("retry:\n  max_atempts: 3\n", "max_atempts"),
+            (
+                "retry:\n  initial_delay: 10ms\n  maxdelay: 1s\n",
+                "maxdelay",
+            ),
+            (
+                "durability:\n  replicas: 1\n  timeout: 1s\n  replica: 2\n",
+                "replica",
+            ),
+            ("max_stream_lenght: 10\n", "max_stream_lenght"),
+        ];
+        for (section, field) in yaml_cases {
+            let err = SinkConfig::from_yaml_str(&format!("{base}{section}")).unwrap_err();
+            assert_eq!(err.kind(), redstream_core::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+            assert!(err.to_string().contains("unknown field"), "{field}: {err}");
+        }
+        let base = "id = \"s\"\nuri = \"rediss://127.0.0.1:6379\"\nstream = \"x\"\n";
+        let toml_cases = [
+            ("[tls]\nca_file = \"/etc/redis/ca.pem\"\n", "ca_file"),
+            ("[retry]\nmax_atempts = 3\n", "max_atempts"),
+            (
+                "[durability]\nreplicas = 1\ntimeout = \"1s\"\nreplica = 2\n",
+                "replica",
+            ),
+        ];
+        for (section, field) in toml_cases {
+            let err = SinkConfig::from_toml_str(&format!("{base}{section}")).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+            assert!(err.to_string().contains("unknown field"), "{field}: {err}");
+        }
+        // The fields spelled right are taken.
+        let config = SinkConfig::from_yaml_str(
+            "id: s\nuri: rediss://127.0.0.1:6379\nstream: x\ntls:\n  ca_cert_path: /etc/ca.pem\n\
+             retry:\n  max_attempts: 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls.ca_cert_path.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(config.retry.max_attempts, Some(3));
+    }
+
     #[test]
     fn debug_redacts_the_password() {
         let config = SinkConfig::new("s", "redis://:hunter2@127.0.0.1:1", "x");

@@ -231,6 +231,46 @@ async fn config_files_resolve_paths_and_name_bad_fields() {
     assert!(err.to_string().contains("source.batch_events"), "{err}");
 }
 
+/// Every section of a runner's configuration file refuses a field it does not know, naming
+/// where it is: the top level, `source`, `sink` and the sink's `retry`, `tls` and
+/// `durability`.
+#[test]
+fn every_section_of_a_runner_file_refuses_unknown_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = "source:\n  input: in.jsonl\n  checkpoint: c\n  event_type: t\n";
+    let sink = "sink:\n  id: s\n  uri: rediss://127.0.0.1:1\n  stream: x\n";
+    let cases = [
+        (format!("{source}{sink}sinks: 2\n"), "sinks"),
+        (
+            format!("{source}  linger_ms: 5\n{sink}"),
+            "source.linger_ms",
+        ),
+        (format!("{source}{sink}  id2: t\n"), "sink.id2"),
+        (
+            format!("{source}{sink}  tls:\n    ca_file: ca.pem\n"),
+            "sink.tls.ca_file",
+        ),
+        (
+            format!("{source}{sink}  retry:\n    max_atempts: 2\n"),
+            "sink.retry.max_atempts",
+        ),
+        (
+            format!("{source}{sink}  durability:\n    replicas: 1\n    timeout: 1s\n    wait: 1\n"),
+            "sink.durability.wait",
+        ),
+    ];
+    let path = dir.path().join("sink.yaml");
+    for (text, field) in cases {
+        std::fs::write(&path, &text).unwrap();
+        let err = RunnerConfig::from_file(&path).unwrap_err();
+        let message = err.to_string();
+        let (section, name) = field.rsplit_once('.').unwrap_or(("", field));
+        assert!(message.contains("unknown field"), "{field}: {message}");
+        assert!(message.contains(name), "{field}: {message}");
+        assert!(message.contains(section), "{field}: {message}");
+    }
+}
+
 /// Batches are cut before they would go over the sink's `max_batch_bytes`, and a line whose
 /// event alone is over it is an invalid line.
 #[tokio::test]
