@@ -5,14 +5,14 @@
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
-//! | batch N, exactly-once on | `send_batch` of N: `MULTI`, N `XADD`s, `HSET` of the progress, `EXEC` | a pipeline of N `XADD`s (not atomic) of the same entries: each event encoded with `wire::encode` in the timed loop, as the sink does |
-//! | batch N, exactly-once off | the same without the `HSET` | the same |
-//! | (second line) | the same | the same `XADD`s in `MULTI`/`EXEC`: the cost of atomicity alone |
+//! | batch N, exactly-once on | `send_batch` of N: one `EVALSHA` of the batch script, which checks permissions, key types and the progress, then runs N `XADD`s and the `HSET` of the progress | a pipeline of N `XADD`s (not atomic) of the same entries: each event encoded with `wire::encode` in the timed loop, as the sink does |
+//! | batch N, exactly-once off | the same script without the progress key | the same |
+//! | (second line) | the same | the same `XADD`s in `MULTI`/`EXEC`, what the sink sent before its script (which could let them run alone when `MULTI` was refused) |
 //!
 //! Batches are sent one after another, as a source feeding one sink does. Both sides write the
 //! same bytes per entry and get each batch as an owned `Vec<Event>` cut before the clock starts
-//! (and dropped inside it), so the ratio is the cost of the sink itself: `MULTI`/`EXEC`, the
-//! progress key, validation and bookkeeping.
+//! (and dropped inside it), so the ratio is the cost of the sink itself: the script and its
+//! checks, the progress key, validation and bookkeeping.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]

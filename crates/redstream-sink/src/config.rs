@@ -54,7 +54,7 @@ pub struct SinkConfig {
     pub max_stream_length: Option<u64>,
     /// How failed batches are retried. Only transient failures are retried.
     pub retry: RetryPolicy,
-    /// How long one attempt (the `MULTI`/`EXEC` round trip) may take (default 5 s).
+    /// How long one attempt (the batch script's round trip, and a read) may take (default 5 s).
     #[serde(with = "redstream_core::serde_duration")]
     pub send_timeout: Duration,
     /// How long connecting may take (default 5 s).
@@ -67,7 +67,7 @@ pub struct SinkConfig {
     /// read of the progress key at start.
     #[serde(with = "redstream_core::serde_duration::option")]
     pub batch_timeout: Option<Duration>,
-    /// Whether the sink records its progress in each batch's `MULTI` and skips a batch it
+    /// Whether the sink records its progress in each batch's script and skips a batch it
     /// finds already written (default `true`). Off, a batch retried after a lost reply or a
     /// restart may be written twice; the stream's other guarantees are unchanged.
     pub exactly_once: bool,
@@ -80,13 +80,13 @@ pub struct SinkConfig {
 
 /// How many replicas must acknowledge a batch before the sink reports it written.
 ///
-/// After the batch's `EXEC` the sink sends `WAIT replicas timeout`. If fewer replicas
-/// acknowledged the write in time, the batch is **not durable**: the sink does not report it
-/// acknowledged (so the checkpoint does not move) but retries as for any transient failure,
-/// and in the end fails with [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable).
-/// The retry reads the progress key, finds the batch already written, rewrites the same
-/// progress fields (so that `WAIT` on its connection covers the batch) and waits again: it
-/// never writes the batch twice. That needs the progress key, so `durability` requires
+/// After the batch's script the sink sends `WAIT replicas timeout`, in the same round trip. If
+/// fewer replicas acknowledged the write in time, the batch is **not durable**: the sink does
+/// not report it acknowledged (so the checkpoint does not move) but retries as for any
+/// transient failure, and in the end fails with
+/// [`ErrorKind::NotDurable`](redstream_core::ErrorKind::NotDurable). The retry knows from the
+/// progress key that the batch is written, rewrites the same progress fields (so that `WAIT`
+/// on its connection covers the batch) and waits again: it never writes the batch twice. That needs the progress key, so `durability` requires
 /// [`exactly_once`](SinkConfig::exactly_once); [`SinkConfig::validate`] refuses the pair
 /// otherwise.
 ///

@@ -8,7 +8,7 @@ pub const PROGRESS_KEY_PART: &str = "redstream-sink";
 
 /// The progress key of sink `id` writing to `stream`: a companion of the stream
 /// ([`redstream_core::keys::companion`]), so it always lives in the stream's Redis Cluster slot
-/// and the `MULTI` that writes a batch and its progress is valid on a cluster whatever the
+/// and the script that writes a batch and its progress is valid on a cluster whatever the
 /// stream is called.
 ///
 /// | stream | progress key of sink `s1` |

@@ -3,7 +3,9 @@
 mod config;
 pub mod keys;
 pub mod runner;
+mod script;
 mod sink;
+mod stall;
 
 pub use config::{Durability, SinkConfig};
 pub use sink::{Delivery, Progress, RedisSink, SinkStats};

@@ -5,13 +5,13 @@
 //!
 //! The source position of a batch is the byte offset of the input just after its last line,
 //! with a fingerprint of the bytes it covers (see [Positions](#positions)). The sink writes it
-//! into its progress key in the same `MULTI` as the batch, and the checkpoint file is
+//! into its progress key in the same script as the batch, and the checkpoint file is
 //! rewritten (write, fsync, rename) once the batch is acknowledged. On start the runner
 //! resumes from the larger of the two offsets:
 //!
-//! - killed after the `EXEC` and before the checkpoint file was renamed: the progress key is
-//!   one batch ahead and wins, so that batch is not written again;
-//! - killed before the `EXEC`: both agree, and the batch is read and written again.
+//! - killed after the batch's script ran and before the checkpoint file was renamed: the
+//!   progress key is one batch ahead and wins, so that batch is not written again;
+//! - killed before it ran: both agree, and the batch is read and written again.
 //!
 //! With `durability`, a progress key ahead of the checkpoint file may record a batch whose
 //! `WAIT` never returned: the runner confirms it with [`RedisSink::confirm_recorded`] before it
@@ -443,7 +443,7 @@ pub async fn run(config: RunnerConfig, shutdown: impl Future<Output = ()>) -> Re
     // Only once the input is known to reach `start` and to hold what the progress key says:
     // a truncated or replaced input must not get a checkpoint it cannot honour.
     if let Some(key_mark) = key_mark.filter(|k| k.offset > file_offset) {
-        // The last run was stopped between a batch's EXEC and its checkpoint, or, with
+        // The last run was stopped between a batch's script and its checkpoint, or, with
         // durability, before its WAIT said the batch was on enough replicas (or when it said
         // it was not): the batch is acknowledged only once that is confirmed.
         match sink.confirm_recorded().await {
@@ -743,20 +743,7 @@ impl<'a> Pipeline<'a> {
 /// policy, within its `batch_timeout` if it has one (so that a sink that is not required does
 /// not hold the run for ever at its start either).
 async fn recorded_mark(sink: &RedisSink) -> Result<Option<Mark>> {
-    let read = async {
-        let mut attempt = 1;
-        loop {
-            match sink.recorded_progress().await {
-                Ok(progress) => return Ok(progress),
-                Err(err) if sink.config().retry.should_retry(attempt, &err) => {
-                    tracing::warn!(error = %err, attempt, "reading the sink's progress failed, retrying");
-                    tokio::time::sleep(sink.config().retry.delay_for(attempt)).await;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err),
-            }
-        }
-    };
+    let read = sink.recorded_progress_retried();
     let progress = match sink.config().batch_timeout {
         None => read.await?,
         Some(limit) => tokio::time::timeout(limit, read)
@@ -1163,13 +1150,13 @@ mod tests {
         checks.skip_stdin(&mut &other[..], 16).await.unwrap();
     }
 
-    /// A progress key replaced by another type between two batches: the second batch's entries
-    /// are written but not recorded. The run stops with the sink's error, and its checkpoint
-    /// file is already past that batch, so a run resumed after the key is removed does not
-    /// write it again. (Driven batch by batch here: a whole run reads its input too fast for
-    /// the key to be replaced between two of its batches.)
+    /// A progress key replaced by another type between two batches: the batch script finds it
+    /// before its first write, so the second batch is refused whole and the checkpoint file
+    /// stays before it; once the key is removed, the same batch is written, once. (Driven
+    /// batch by batch here: a whole run reads its input too fast for the key to be replaced
+    /// between two of its batches.)
     #[tokio::test]
-    async fn a_batch_written_but_not_recorded_is_checkpointed_before_the_error() {
+    async fn a_progress_key_replaced_between_batches_stops_the_run_before_any_write() {
         let server = redstream_testkit::RedisServer::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let source = SourceConfig {
@@ -1201,17 +1188,38 @@ mod tests {
         read(&mut pipeline, &mut pending, b"{\"n\":3}\n");
         let err = pipeline.flush(&mut pending).await.unwrap_err();
         assert_eq!(err.kind(), redstream_core::ErrorKind::WrongType, "{err}");
-        assert!(err.to_string().contains("source position 24:16:"), "{err}");
-        let len: u64 = redis::cmd("XLEN")
-            .arg("{wt}.events")
+        assert!(err.to_string().contains(sink.progress_key()), "{err}");
+        async fn xlen(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+            redis::cmd("XLEN")
+                .arg("{wt}.events")
+                .query_async(conn)
+                .await
+                .unwrap()
+        }
+        assert_eq!(xlen(&mut conn).await, 1, "nothing of the second batch");
+        let mark = read_checkpoint(&source).await.unwrap().unwrap();
+        assert_eq!(
+            mark.offset, 8,
+            "the checkpoint file is before the batch refused"
+        );
+        let value: String = redis::cmd("GET")
+            .arg(sink.progress_key())
             .query_async(&mut conn)
             .await
             .unwrap();
-        assert_eq!(len, 3);
-        let mark = read_checkpoint(&source).await.unwrap().unwrap();
-        assert_eq!(
-            mark.offset, 24,
-            "the checkpoint file is past the batch written"
-        );
+        assert_eq!(value, "not a hash", "the foreign key is left as it was");
+
+        // The key removed, a run resumed from the checkpoint file writes the batch once.
+        let () = redis::cmd("DEL")
+            .arg(sink.progress_key())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut pipeline = Pipeline::new(&sink, &source, 8);
+        read(&mut pipeline, &mut pending, b"{\"n\":2}\n");
+        read(&mut pipeline, &mut pending, b"{\"n\":3}\n");
+        pipeline.flush(&mut pending).await.unwrap();
+        assert_eq!(xlen(&mut conn).await, 3);
+        assert_eq!(read_checkpoint(&source).await.unwrap().unwrap().offset, 24);
     }
 }

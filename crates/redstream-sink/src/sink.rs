@@ -1,11 +1,13 @@
 //! [`RedisSink`]: batches to a Redis stream, all-or-nothing, retried, without duplicates.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, ServerError, Value};
-use redstream_core::wire::{self, EVENT_FIELD};
+use redis::{Client, Cmd, Pipeline, RedisResult, Value};
+use redstream_core::connection::{resp3_client, was_not_sent};
+use redstream_core::wire;
 use redstream_core::{
     BatchAck, BatchSink, CheckpointHook, Error, ErrorKind, Event, EventLimits, RedactedUrl, Result,
     SourcePosition,
@@ -15,10 +17,8 @@ use tracing::Instrument;
 
 use crate::config::SinkConfig;
 use crate::keys;
-
-/// The hash fields of the progress key.
-const POSITION_FIELD: &str = "position";
-const LAST_EVENT_FIELD: &str = "last_event_id";
+use crate::script::{self, Batch, LAST_EVENT_FIELD, POSITION_FIELD, ProgressCheck, Reply};
+use crate::stall::{self, Stall};
 
 /// What the progress key says the sink last wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,13 @@ pub struct Progress {
     pub position: Option<SourcePosition>,
     /// The id of the last event written.
     pub last_event_id: String,
+}
+
+impl Progress {
+    /// Whether this records the batch ending with `last_event_id` at `position`.
+    fn records(&self, last_event_id: &str, position: Option<&SourcePosition>) -> bool {
+        self.last_event_id == last_event_id && self.position.as_ref() == position
+    }
 }
 
 /// Counters of one sink since it was created.
@@ -71,24 +78,29 @@ struct Counters {
 /// batches are written one at a time and in order.
 struct State {
     conn: Option<ConnectionManager>,
-    /// `None`: unknown (at start, or after an ambiguous failure); read the key before writing.
+    /// `None`: unknown (at start, or after a failure); read the key before writing.
     progress: Option<Option<Progress>>,
+    /// Failed attempts since the last success, for the stall warnings.
+    stall: Stall,
 }
 
 /// A batch sink that appends events to one Redis stream.
 ///
 /// Each event becomes one entry whose field `event` holds the core wire-format JSON envelope
 /// (see `redstream_core::wire`), so consumers read entries as the stream's other readers do.
-/// A batch is one `MULTI`/`EXEC` holding its `XADD`s and an `HSET` of the sink's progress key
-/// (source position and last event id): either all of it is applied or none of it.
+/// A batch is one Lua script holding its `XADD`s and an `HSET` of the sink's progress key
+/// (source position and last event id), which checks permissions, key types and the recorded
+/// progress before its first write: either all of it is applied or none of it.
 ///
 /// When the sink does not know whether its last write ran (at start, after a timeout or a
 /// dropped connection, and after a `send_batch` future was dropped mid-write) it reads the
-/// progress key first, `WATCH`ing it, and skips a batch whose last event is already recorded
-/// there; an `EXEC` that finds the key changed since applies nothing, and the key is read
-/// again. See the crate documentation for the guarantee and its limits.
+/// progress key first and skips a batch whose last event is already recorded there; the
+/// script checks the key again where nothing can run in between, so an older attempt of the
+/// batch that lands after the read is not written twice either. See the crate documentation
+/// for the guarantee and its limits.
 pub struct RedisSink {
     config: SinkConfig,
+    /// The client of the sink's connection, speaking RESP3 (see `connection`).
     client: Client,
     server: String,
     progress_key: String,
@@ -108,6 +120,9 @@ impl std::fmt::Debug for RedisSink {
     }
 }
 
+/// What the batch script's errors name as the operation.
+const BATCH_OP: &str = "batch script";
+
 impl RedisSink {
     /// A sink for `config`, after validating it. Does not connect: the first batch does, and
     /// retries connecting like any other transient failure, so the sink can be created while
@@ -115,6 +130,9 @@ impl RedisSink {
     pub fn new(config: SinkConfig) -> Result<Self> {
         config.validate()?;
         let client = redstream_core::open_client(&config.uri, &config.tls)?;
+        // RESP3, so a dropped connection is noticed and replaced at once (see core's
+        // `connection`), not by the first batch after a restart failing with a broken pipe.
+        let client = resp3_client(&client, &config.uri)?;
         let progress_key = keys::progress_key(&config.stream, &config.id);
         if !redstream_core::keys::same_slot(&config.stream, &progress_key) {
             // Only a stream holding a `}` without a hash tag before it cannot be wrapped in one.
@@ -134,6 +152,7 @@ impl RedisSink {
             state: Mutex::new(State {
                 conn: None,
                 progress: None,
+                stall: Stall::default(),
             }),
             counters: Counters::default(),
         })
@@ -186,10 +205,32 @@ impl RedisSink {
     /// `redstream migrate`. Sending a batch fails the same way, before any `XADD`.
     pub async fn recorded_progress(&self) -> Result<Option<Progress>> {
         let mut state = self.state.lock().await;
-        // Read without WATCH, so it does not make the progress known: a batch sent while it is
-        // unknown reads it again, watched, just before its EXEC (an older transaction of that
-        // batch may still land in between).
+        // It does not make the progress known: the next batch reads it again, since an older
+        // attempt of a batch may land in between (the batch script would catch that too, at
+        // the cost of a round trip).
         self.read_progress(&mut state).await
+    }
+
+    /// [`recorded_progress`](Self::recorded_progress) with the sink's retry policy (and its
+    /// stall warnings); the runner reads the progress at start with it.
+    pub(crate) async fn recorded_progress_retried(&self) -> Result<Option<Progress>> {
+        let mut state = self.state.lock().await;
+        let mut attempt: u32 = 1;
+        loop {
+            let err = match self.read_progress(&mut state).await {
+                Ok(progress) => {
+                    self.end_stall(&mut state);
+                    return Ok(progress);
+                }
+                Err(err) => err,
+            };
+            if !self
+                .retry_after(&mut state, &mut attempt, &err, "reading its progress key")
+                .await
+            {
+                return Err(err);
+            }
+        }
     }
 
     /// With `durability` set, makes sure that the batch the progress key records is on enough
@@ -201,7 +242,7 @@ impl RedisSink {
     ///
     /// A restarted source that resumes from [`recorded_progress`](Self::recorded_progress)
     /// ahead of its own checkpoint calls this before moving its checkpoint there: the last run
-    /// may have stopped after the batch's `EXEC` and before its `WAIT` said it was durable.
+    /// may have stopped after the batch was written and before its `WAIT` said it was durable.
     pub async fn confirm_recorded(&self) -> Result<()> {
         if self.config.durability.is_none() {
             return Ok(());
@@ -211,10 +252,21 @@ impl RedisSink {
             let mut attempt: u32 = 1;
             loop {
                 let err = match self.confirm_attempt(&mut state).await {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        self.end_stall(&mut state);
+                        return Ok(());
+                    }
                     Err(err) => err,
                 };
-                if !self.retry_after(&mut state, &mut attempt, &err).await {
+                if !self
+                    .retry_after(
+                        &mut state,
+                        &mut attempt,
+                        &err,
+                        "confirming its recorded batch",
+                    )
+                    .await
+                {
                     return Err(err);
                 }
             }
@@ -224,7 +276,7 @@ impl RedisSink {
     }
 
     async fn confirm_attempt(&self, state: &mut State) -> Result<()> {
-        // Like `recorded_progress`, an unwatched read leaves the progress as it was.
+        // Like `recorded_progress`, this read leaves the progress as it was.
         let recorded = self.read_progress(state).await?;
         match recorded {
             Some(progress) => {
@@ -240,14 +292,8 @@ impl RedisSink {
     /// With `required = true` a failure is returned and the hook is not called: the checkpoint
     /// stays where it was. With `required = false` a failure (once the retry schedule is
     /// spent) is counted, logged and returned as [`Delivery::Dropped`], and the hook is called
-    /// all the same. An error from the hook itself is always returned.
-    ///
-    /// One failure calls the hook with `required = true` too: a batch whose entries are all in
-    /// the stream but could not be recorded in the progress key (the key was replaced by
-    /// another type while the sink ran; the error is [`ErrorKind::WrongType`] and says so).
-    /// The entries are there and the progress key cannot tell a retry so, so the checkpoint
-    /// moves past them before the error is returned: a source resuming from it does not write
-    /// them again.
+    /// all the same. An error from the hook itself is always returned. A failed batch wrote
+    /// nothing: the batch script checks everything it could fail on before its first write.
     ///
     /// The hook contract (called once per acknowledged batch, in the order of the batches)
     /// holds for one caller at a time. Batches from concurrent callers are written one after
@@ -268,24 +314,8 @@ impl RedisSink {
                 }
                 Ok(Delivery::Acknowledged(ack))
             }
-            Err(Failure {
-                error,
-                written_unrecorded: true,
-            }) if self.config.required => {
-                if let Some(position) = position {
-                    tracing::warn!(
-                        sink = %self.config.id,
-                        stream = %self.config.stream,
-                        position = %position.as_str(),
-                        "batch written but not recorded: checkpointing past it so that it is \
-                         not written again"
-                    );
-                    hook.commit(position).await?;
-                }
-                Err(error)
-            }
-            Err(Failure { error: err, .. }) if self.config.required => Err(err),
-            Err(Failure { error: err, .. }) => {
+            Err(err) if self.config.required => Err(err),
+            Err(err) => {
                 tracing::warn!(
                     sink = %self.config.id,
                     stream = %self.config.stream,
@@ -309,11 +339,7 @@ impl RedisSink {
         )
     }
 
-    async fn send(
-        &self,
-        events: Vec<Event>,
-        position: Option<SourcePosition>,
-    ) -> Result<BatchAck, Failure> {
+    async fn send(&self, events: Vec<Event>, position: Option<SourcePosition>) -> Result<BatchAck> {
         let Some(last) = events.last() else {
             return Ok(BatchAck::new(Vec::new(), 0, position));
         };
@@ -325,13 +351,13 @@ impl RedisSink {
                 // is a failed batch like any other.
                 self.record_error(&err);
                 self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-                return Err(err.into());
+                return Err(err);
             }
         };
         let started = Instant::now();
         let retried = self.send_with_retries(&encoded, position.as_ref(), &last_event_id);
-        // Dropping `retried` mid-EXEC is safe: the progress is marked unknown before every
-        // EXEC, so the next batch reads the progress key first.
+        // Dropping `retried` while its script is in flight is safe: the progress is marked
+        // unknown before every script, so the next batch reads the progress key first.
         let outcome = self
             .within_batch_timeout("sink batch (batch_timeout)", retried)
             .await;
@@ -345,11 +371,11 @@ impl RedisSink {
     }
 
     /// `operation` bounded by `batch_timeout`, if set: when it runs out, a [`Error::Timeout`].
-    async fn within_batch_timeout<T, E: From<Error>>(
+    async fn within_batch_timeout<T>(
         &self,
         what: &'static str,
-        operation: impl Future<Output = std::result::Result<T, E>>,
-    ) -> std::result::Result<T, E> {
+        operation: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         let Some(limit) = self.config.batch_timeout else {
             return operation.await;
         };
@@ -361,7 +387,7 @@ impl RedisSink {
                     after: limit,
                 };
                 self.record_error(&err);
-                Err(err.into())
+                Err(err)
             }
         }
     }
@@ -371,32 +397,43 @@ impl RedisSink {
         encoded: &[String],
         position: Option<&SourcePosition>,
         last_event_id: &str,
-    ) -> Result<BatchAck, Failure> {
+    ) -> Result<BatchAck> {
         let mut state = self.state.lock().await;
         let mut attempt: u32 = 1;
         loop {
-            let failure = match self
+            let err = match self
                 .attempt(&mut state, encoded, position, last_event_id)
                 .await
             {
-                Ok(ack) => return Ok(ack),
-                Err(failure) => failure,
+                Ok(ack) => {
+                    self.end_stall(&mut state);
+                    return Ok(ack);
+                }
+                Err(err) => err,
             };
             if !self
-                .retry_after(&mut state, &mut attempt, &failure.error)
+                .retry_after(&mut state, &mut attempt, &err, "writing a batch")
                 .await
             {
-                return Err(failure);
+                return Err(err);
             }
         }
     }
 
-    /// After attempt `attempt` failed with `err`: records the error and, if the retry policy
-    /// allows another attempt, waits its delay, counts the retry and returns `true`.
-    async fn retry_after(&self, state: &mut State, attempt: &mut u32, err: &Error) -> bool {
+    /// After attempt `attempt` at `doing` failed with `err`: records the error and, if the
+    /// retry policy allows another attempt, says that the sink is stalled (a warning at the
+    /// first failure and then at most every [`Stall::EVERY`]), waits the policy's delay,
+    /// counts the retry and returns `true`.
+    async fn retry_after(
+        &self,
+        state: &mut State,
+        attempt: &mut u32,
+        err: &Error,
+        doing: &'static str,
+    ) -> bool {
         if matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection) {
-            // The EXEC may or may not have run: read the progress key before the next
-            // attempt.
+            // The script may or may not have run, and the server may have restarted without
+            // its data: read the progress key before the next attempt.
             state.progress = None;
         }
         self.record_error(err);
@@ -404,19 +441,49 @@ impl RedisSink {
             return false;
         }
         let delay = self.config.retry.delay_for(*attempt);
-        tracing::debug!(
-            sink = %self.config.id,
-            attempt = *attempt,
-            ?delay,
-            error = %err,
-            "attempt failed, retrying"
-        );
+        let failed = state.stall.failed();
+        if failed.warn {
+            tracing::warn!(
+                sink = %self.config.id,
+                stream = %self.config.stream,
+                error = %err,
+                failures = failed.failures,
+                stalled_for = ?to_millis(failed.stalled_for),
+                retry_in = ?to_millis(delay),
+                "sink stalled {doing}: waiting for {}; retrying (nothing is written meanwhile; \
+                 the next warning in {:?} at the earliest)",
+                stall::waiting_for(err.kind()),
+                Stall::EVERY,
+            );
+        } else {
+            tracing::debug!(
+                sink = %self.config.id,
+                attempt = *attempt,
+                failures = failed.failures,
+                ?delay,
+                error = %err,
+                "attempt failed, retrying"
+            );
+        }
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
             .increment(1);
         tokio::time::sleep(delay).await;
         *attempt = attempt.saturating_add(1);
         true
+    }
+
+    /// After a success: says that a stall ended, at the level it was reported at.
+    fn end_stall(&self, state: &mut State) {
+        if let Some((failures, stalled_for)) = state.stall.recovered() {
+            tracing::warn!(
+                sink = %self.config.id,
+                stream = %self.config.stream,
+                failures,
+                stalled_for = ?to_millis(stalled_for),
+                "sink writing again after a stall"
+            );
+        }
     }
 
     fn record_error(&self, err: &Error) {
@@ -457,100 +524,104 @@ impl RedisSink {
     }
 
     /// One attempt: learn the progress if unknown, skip the batch if it is already written,
-    /// otherwise write it in one `MULTI`/`EXEC`. An `EXEC` that finds the watched progress key
-    /// changed applied nothing: the progress is read again at once (no delay, no error counted)
-    /// and the batch skipped or written, up to [`WATCH_TRIES`] times; then the attempt fails
-    /// with a retryable error and the retry policy takes over.
+    /// otherwise run the batch script. A script that finds the progress key recording
+    /// something other than what the sink expected wrote nothing and answered what it found:
+    /// the sink decides again at once (no delay, no error counted), up to [`CHANGE_TRIES`]
+    /// times; then the attempt fails with a retryable error and the retry policy takes over.
     async fn attempt(
         &self,
         state: &mut State,
         encoded: &[String],
         position: Option<&SourcePosition>,
         last_event_id: &str,
-    ) -> Result<BatchAck, Failure> {
-        for tried in 1..=WATCH_TRIES {
+    ) -> Result<BatchAck> {
+        for tried in 1..=CHANGE_TRIES {
             match self
                 .try_write(state, encoded, position, last_event_id)
                 .await?
             {
                 Written::Acked(ack) => return Ok(ack),
-                Written::WatchTripped => {
+                Written::Changed => {
                     tracing::debug!(
                         sink = %self.config.id,
                         key = %self.progress_key,
                         tried,
-                        "the progress key changed between its read and EXEC; nothing was \
-                         applied, reading it again"
+                        "the progress key changed since the sink read or wrote it; nothing was \
+                         written, deciding again on what it holds now"
                     );
-                    // `write` left the progress unknown: the next try reads (and watches) it.
-                    state.progress = None;
                 }
             }
         }
         Err(Error::backend(
             ErrorKind::Unavailable,
-            "MULTI/EXEC of XADD batch",
+            BATCH_OP,
             self.config.stream.clone(),
             format!(
-                "the progress key {} changed between the sink's read of it and its EXEC \
-                 {WATCH_TRIES} times in a row, so nothing of the batch was applied; something \
+                "the progress key {} changed between the sink's read of it and its batch script \
+                 {CHANGE_TRIES} times in a row, so nothing of the batch was written; something \
                  else is writing that key (another sink with the same id on this stream?)",
                 self.progress_key
             ),
-        )
-        .into())
+        ))
     }
 
-    /// [`attempt`](Self::attempt)'s body, once. When the progress is unknown it is read with
-    /// the key `WATCH`ed, so that the `EXEC` that follows applies nothing if an older
-    /// transaction of the batch (queued on a connection that died, or sent by an earlier
-    /// process) records it in between.
+    /// [`attempt`](Self::attempt)'s body, once.
     async fn try_write(
         &self,
         state: &mut State,
         encoded: &[String],
         position: Option<&SourcePosition>,
         last_event_id: &str,
-    ) -> Result<Written, Failure> {
+    ) -> Result<Written> {
         if !self.config.exactly_once {
             return self.write(state, encoded, position, None).await;
         }
-        // Progress known (the hot path): no WATCH, the sink wrote the key itself.
-        let (known, watching) = match &state.progress {
-            Some(known) => (known.clone(), false),
+        // Progress known (the hot path): no read, the sink wrote the key itself, and the
+        // script checks that it still holds that.
+        let known = match &state.progress {
+            Some(known) => known.clone(),
             None => {
-                let read = self.watch_progress(state).await?;
+                let read = self.read_progress(state).await?;
                 state.progress = Some(read.clone());
-                (read, true)
+                read
             }
         };
         if known
             .as_ref()
-            .is_some_and(|p| p.last_event_id == last_event_id && p.position.as_ref() == position)
+            .is_some_and(|p| p.records(last_event_id, position))
         {
-            if watching {
-                // No EXEC follows to clear the WATCH. A WATCH left behind (this failed) would
-                // at worst make a later EXEC apply nothing and the progress be read again.
-                self.unwatch(state).await?;
-            }
-            tracing::info!(
-                sink = %self.config.id,
-                stream = %self.config.stream,
-                last_event_id,
-                "batch already written by an earlier attempt, skipped"
-            );
-            self.counters
-                .skipped_batches
-                .fetch_add(1, Ordering::Relaxed);
-            self.confirm_written(state, position, last_event_id).await?;
-            return Ok(Written::Acked(BatchAck::new(
-                Vec::new(),
-                encoded.len(),
-                position.cloned(),
-            )));
+            return self
+                .skip(state, encoded.len(), position, last_event_id)
+                .await;
         }
         self.write(state, encoded, position, Some((known, last_event_id)))
             .await
+    }
+
+    /// Acknowledges a batch the progress key records, without writing it again (after
+    /// confirming it on replicas with `durability`).
+    async fn skip(
+        &self,
+        state: &mut State,
+        events: usize,
+        position: Option<&SourcePosition>,
+        last_event_id: &str,
+    ) -> Result<Written> {
+        tracing::info!(
+            sink = %self.config.id,
+            stream = %self.config.stream,
+            last_event_id,
+            "batch already written by an earlier attempt, skipped"
+        );
+        self.counters
+            .skipped_batches
+            .fetch_add(1, Ordering::Relaxed);
+        self.confirm_written(state, position, last_event_id).await?;
+        Ok(Written::Acked(BatchAck::new(
+            Vec::new(),
+            events,
+            position.cloned(),
+        )))
     }
 
     /// With `durability` set, waits for replicas to have a batch found already written.
@@ -558,291 +629,308 @@ impl RedisSink {
     /// `WAIT` vouches for the writes made on its own connection, and this one may have made
     /// none (the batch was written before a reconnect or a restart): `WAIT` would return at
     /// once. Rewriting the same progress fields, an idempotent write replicated after the
-    /// batch, makes `WAIT` cover the batch.
+    /// batch, in one pipeline with the `WAIT` (so on the same connection), makes `WAIT` cover
+    /// the batch.
     async fn confirm_written(
         &self,
         state: &mut State,
         position: Option<&SourcePosition>,
         last_event_id: &str,
     ) -> Result<()> {
-        if self.config.durability.is_none() {
+        let Some(wait) = self.wait_cmd() else {
             return Ok(());
-        }
-        self.record_progress(state, position, last_event_id).await?;
-        self.wait_for_replicas(state).await
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.progress_hset(last_event_id, position))
+            .ignore()
+            .add_command(wait);
+        let (acked,): (u64,) = self
+            .command(
+                state,
+                "HSET and WAIT",
+                &self.progress_key,
+                true,
+                |mut conn| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async(&mut conn).await }
+                },
+            )
+            .await?;
+        self.check_durable(acked)
     }
 
-    /// Writes the batch in one `MULTI`/`EXEC`; with `progress` (exactly-once on: what the key
-    /// held, and the batch's last event id) the `HSET` of the progress key goes in it too.
-    /// Then waits for replicas if `durability` asks for it.
-    ///
-    /// `MULTI`, the commands and `EXEC` go as one plain pipeline, in one round trip, rather than
-    /// through redis-rs's `atomic()`: that way every reply comes back. redis-rs's transaction
-    /// parsing turns an `EXEC` refused by itself (`EXECABORT Transaction discarded because of:
-    /// OOM ...`, when memory or the node's role changed after the commands were queued) into
-    /// an "invalid response" without its code, and folds the errors raised while `EXEC` ran
-    /// into one without saying which command failed; both matter here.
+    /// Runs the batch script; with `progress` (exactly-once on: what the sink knows the key
+    /// records, and the batch's last event id) it checks and records the progress too. With
+    /// `durability`, the `WAIT` goes in the same pipeline, so that it runs on the connection
+    /// that wrote the batch.
     async fn write(
         &self,
         state: &mut State,
         encoded: &[String],
         position: Option<&SourcePosition>,
         progress: Option<(Option<Progress>, &str)>,
-    ) -> Result<Written, Failure> {
-        let mut pipe = redis::pipe();
-        // Keep server errors as values: `read_exec` sorts them out.
-        pipe.ignore_errors();
-        pipe.cmd("MULTI");
-        for json in encoded {
-            let cmd = pipe.cmd("XADD").arg(&self.config.stream);
-            if let Some(max) = self.config.trim_length() {
-                cmd.arg("MAXLEN").arg("~").arg(max);
-            }
-            cmd.arg("*").arg(EVENT_FIELD).arg(json);
-        }
-        if let Some((_, last_event_id)) = &progress {
-            pipe.add_command(self.progress_hset(last_event_id, position));
-        }
-        pipe.cmd("EXEC");
-        // Unknown until the reply is in: if this future is dropped while the EXEC is in
+    ) -> Result<Written> {
+        let batch = Batch {
+            stream: &self.config.stream,
+            max_len: self.config.trim_length(),
+            events: encoded,
+            wait: self.wait_args(),
+            progress: progress
+                .as_ref()
+                .map(|(known, last_event_id)| ProgressCheck {
+                    key: &self.progress_key,
+                    expected: known.as_ref(),
+                    last_event_id,
+                    position,
+                }),
+        };
+        // Unknown until the reply is in: if this future is dropped while the script is in
         // flight, the next batch reads the progress key instead of trusting memory. After an
-        // error it stays unknown too (a timeout or a dropped connection, but also a reply of
-        // an unexpected shape or a refusal), so the next attempt reads it with one HMGET;
-        // the one exception is a WRONGTYPE on the stream, after which the key is put back.
+        // error it stays unknown too, so the next attempt reads it with one HMGET.
         state.progress = None;
-        let conn = self.connection(state).await?;
-        let replies: Vec<Value> = pipe
-            .query_async(conn)
-            .await
-            .map_err(|err| self.batch_error(err))?;
-        let ids = match read_exec(replies, encoded.len(), progress.is_some()) {
-            Ok(ids) => ids,
-            // The progress key was WATCHed and changed before EXEC: nothing was applied, and
-            // the progress stays unknown.
-            Err(ExecFailure::WatchTripped) => return Ok(Written::WatchTripped),
-            Err(ExecFailure::Discarded(err)) => return Err(self.batch_error(err).into()),
-            Err(ExecFailure::MultiRefused(err)) => {
-                let err = self.batch_error(err);
-                return Err(Error::backend(
-                    err.kind(),
-                    "MULTI/EXEC of XADD batch",
-                    self.config.stream.clone(),
-                    format!(
-                        "{err}: MULTI was refused, so the batch's commands ran outside a \
-                         transaction and some may be in the stream; allow MULTI and EXEC to \
-                         the sink's user, and check the stream before resending"
-                    ),
-                )
-                .into());
-            }
-            Err(ExecFailure::Unexpected(what)) => {
-                return Err(Error::backend(
-                    ErrorKind::Unexpected,
-                    "MULTI/EXEC of XADD batch",
-                    self.config.stream.clone(),
-                    what,
-                )
-                .into());
-            }
-            Err(ExecFailure::Ran {
-                xadd_error,
-                xadds_applied,
-                hset_error,
-            }) => {
-                let written_unrecorded =
-                    hset_error.is_some() && xadd_error.is_none() && xadds_applied == encoded.len();
-                let error = self
-                    .after_failed_exec(
-                        state,
-                        position,
-                        progress,
-                        xadd_error,
-                        xadds_applied,
-                        hset_error,
-                    )
-                    .await;
-                return Err(Failure {
-                    error,
-                    written_unrecorded,
-                });
-            }
-        };
+        let (reply, acked) = self.run_script(state, &batch).await?;
         let Some((_, last_event_id)) = progress else {
-            self.wait_for_replicas(state).await?;
-            return Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())));
+            return match reply {
+                Reply::Written(ids) => {
+                    self.check_replicas(acked)?;
+                    Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())))
+                }
+                other => Err(self.unexpected(format!(
+                    "the batch script answered {other:?} for a batch without progress"
+                ))),
+            };
         };
-        state.progress = Some(Some(Progress {
+        let this_batch = Progress {
             position: position.cloned(),
             last_event_id: last_event_id.to_owned(),
-        }));
-        self.wait_for_replicas(state).await?;
-        Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())))
+        };
+        match reply {
+            Reply::Written(ids) => {
+                state.progress = Some(Some(this_batch));
+                self.check_replicas(acked)?;
+                Ok(Written::Acked(BatchAck::new(ids, 0, position.cloned())))
+            }
+            // An older attempt of this batch landed after the sink's read of the key.
+            Reply::Recorded => {
+                state.progress = Some(Some(this_batch));
+                self.skip(state, encoded.len(), position, last_event_id)
+                    .await
+            }
+            Reply::Changed(recorded) => {
+                if recorded.is_none() {
+                    tracing::warn!(
+                        sink = %self.config.id,
+                        key = %self.progress_key,
+                        "the sink's progress key is gone (deleted, or lost by the server): \
+                         batches are recorded afresh from now on"
+                    );
+                    self.refuse_previous_progress(state).await?;
+                }
+                state.progress = Some(recorded);
+                Ok(Written::Changed)
+            }
+        }
     }
 
-    /// The error of an `EXEC` that ran but in which commands failed (`WRONGTYPE` is raised
-    /// there, not while queueing), after putting the progress key back when that is right.
-    async fn after_failed_exec(
+    /// Sends the batch script (and `WAIT` with `durability`) in one round trip, loading the
+    /// script first when the server does not have it. Returns its reply, and the replicas
+    /// `WAIT` counted.
+    async fn run_script(
         &self,
         state: &mut State,
-        position: Option<&SourcePosition>,
-        progress: Option<(Option<Progress>, &str)>,
-        xadd_error: Option<ServerError>,
-        xadds_applied: usize,
-        hset_error: Option<ServerError>,
-    ) -> Error {
-        if let Some(hset_error) = hset_error {
-            // The progress key holds another type. The XADDs that did not fail are in the
-            // stream, unrecorded: say so, so that nobody resends them. The next attempt reads
-            // the key first, and that HMGET fails with WRONGTYPE before any XADD.
-            let err = Error::from_redis(
-                "HSET of the progress key",
-                self.progress_key.clone(),
-                hset_error.into(),
-            );
-            return Error::backend(
-                err.kind(),
-                "MULTI/EXEC of XADD batch",
-                self.config.stream.clone(),
-                format!(
-                    "{err}: the progress key {} is not a hash. {xadds_applied} entries of this \
-                     batch (source position {}) were written to the stream but could not be \
-                     recorded; do not resend them. Remove or rename that key (it is the sink's \
-                     own), then resume after this batch",
-                    self.progress_key,
-                    position.map_or("none", SourcePosition::as_str),
-                ),
-            );
+        batch: &Batch<'_>,
+    ) -> Result<(Reply, Option<u64>)> {
+        let mut pipe = redis::pipe();
+        // Server errors come back as values: the script's is the one that matters.
+        pipe.ignore_errors().add_command(script::call(batch));
+        if let Some(wait) = self.wait_cmd() {
+            pipe.add_command(wait);
         }
-        let err = match xadd_error {
-            Some(err) => Error::from_redis(
-                "MULTI/EXEC of XADD batch",
-                self.config.stream.clone(),
-                err.into(),
-            ),
-            None => Error::backend(
-                ErrorKind::Unexpected,
-                "MULTI/EXEC of XADD batch",
-                self.config.stream.clone(),
-                "EXEC reported a failure without an error",
+        let idempotent = batch.progress.is_some();
+        let mut replies = self.exchange(state, &pipe, idempotent).await?;
+        if matches!(replies.first(), Some(Value::ServerError(err)) if err.code() == "NOSCRIPT") {
+            // After a restart, a failover or SCRIPT FLUSH. Nothing ran; load it and send again.
+            let load = script::load();
+            let _: String = self
+                .command(
+                    state,
+                    "SCRIPT LOAD",
+                    &self.config.stream,
+                    true,
+                    |mut conn| {
+                        let load = &load;
+                        async move { load.query_async(&mut conn).await }
+                    },
+                )
+                .await?;
+            replies = self.exchange(state, &pipe, idempotent).await?;
+        }
+        let mut replies = replies.into_iter();
+        let reply = match replies.next() {
+            Some(Value::ServerError(err)) => return Err(self.script_error(batch, err.into())),
+            Some(value) => script::parse(value).map_err(|what| self.unexpected(what))?,
+            None => return Err(self.unexpected("no reply to the batch script".to_owned())),
+        };
+        let acked = match replies.next() {
+            None => None,
+            Some(Value::ServerError(err)) => {
+                return Err(Error::from_redis(
+                    "WAIT",
+                    self.config.stream.clone(),
+                    err.into(),
+                ));
+            }
+            Some(value) => Some(
+                redis::from_redis_value::<u64>(value)
+                    .map_err(|err| self.unexpected(format!("WAIT answered {err}")))?,
             ),
         };
-        // The XADDs failed (the stream holds another type) but the HSET of the progress key
-        // applied: put it back, so that the key never claims a batch that is not in the
-        // stream. Then the sink knows the progress again.
-        if let Some((known, _)) = progress
-            && self.restore_progress(state, known.as_ref()).await
-        {
-            state.progress = Some(known);
-        }
-        if xadds_applied > 0 {
-            return Error::backend(
-                err.kind(),
-                "MULTI/EXEC of XADD batch",
-                self.config.stream.clone(),
-                format!("{err} ({xadds_applied} entries of the batch were written all the same)"),
-            );
-        }
-        err
+        Ok((reply, acked))
     }
 
-    /// With `durability` set, `WAIT replicas timeout` after a batch; fewer acknowledgements
-    /// than asked for is a retryable [`ErrorKind::NotDurable`] error. `WAIT` counts the
-    /// replicas that acknowledged every write this connection made, so after a reconnect it
-    /// vouches only for writes made since: the skip path rewrites the progress fields first.
-    async fn wait_for_replicas(&self, state: &mut State) -> Result<()> {
+    /// The error of a batch script the server refused or that refused the batch.
+    ///
+    /// The server checks the keys a script declares against the user's ACL before it runs
+    /// it, and then says only that "one of the keys" is refused: this names the commands the
+    /// script runs on each key, and the access the user needs.
+    fn script_error(&self, batch: &Batch<'_>, err: redis::RedisError) -> Error {
+        if redstream_core::classify_redis_error(&err) != ErrorKind::PermissionDenied
+            || !err.to_string().contains("of the keys")
+        {
+            return Error::from_redis(BATCH_OP, self.config.stream.clone(), err);
+        }
+        let (commands, keys) = match &batch.progress {
+            Some(progress) => (
+                format!(
+                    "XADD on the stream {:?} and HSET, HMGET and TYPE on the progress key {:?}",
+                    self.config.stream, progress.key
+                ),
+                format!("~{} ~{}", self.config.stream, progress.key),
+            ),
+            None => (
+                format!("XADD and TYPE on the stream {:?}", self.config.stream),
+                format!("~{}", self.config.stream),
+            ),
+        };
+        Error::backend(
+            ErrorKind::PermissionDenied,
+            BATCH_OP,
+            self.config.stream.clone(),
+            format!(
+                "{err}: the batch script runs {commands}, and the user needs read and write \
+                 access to these keys ({keys}); nothing of the batch was written"
+            ),
+        )
+    }
+
+    /// The pipeline of [`run_script`](Self::run_script), sent on the sink's connection. It is
+    /// idempotent when it checks the progress key: a second run of a batch that the first one
+    /// wrote finds it recorded and writes nothing.
+    async fn exchange(
+        &self,
+        state: &mut State,
+        pipe: &Pipeline,
+        idempotent: bool,
+    ) -> Result<Vec<Value>> {
+        self.command(
+            state,
+            BATCH_OP,
+            &self.config.stream,
+            idempotent,
+            |mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await },
+        )
+        .await
+    }
+
+    fn unexpected(&self, what: String) -> Error {
+        Error::backend(
+            ErrorKind::Unexpected,
+            BATCH_OP,
+            self.config.stream.clone(),
+            what,
+        )
+    }
+
+    /// With `durability` set, the replicas and the timeout in milliseconds of `WAIT`.
+    fn wait_args(&self) -> Option<(u32, u64)> {
+        let durability = self.config.durability?;
+        let timeout_ms = u64::try_from(durability.timeout.as_millis()).unwrap_or(u64::MAX);
+        Some((durability.replicas, timeout_ms.max(1)))
+    }
+
+    /// `WAIT replicas timeout`, with `durability` set.
+    fn wait_cmd(&self) -> Option<Cmd> {
+        let (replicas, timeout_ms) = self.wait_args()?;
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout_ms);
+        Some(cmd)
+    }
+
+    /// With `durability`, the replicas `WAIT` counted (`acked`) must be enough.
+    fn check_replicas(&self, acked: Option<u64>) -> Result<()> {
+        match (self.config.durability, acked) {
+            (None, _) => Ok(()),
+            (Some(_), Some(acked)) => self.check_durable(acked),
+            (Some(_), None) => Err(self.unexpected("no reply to WAIT".to_owned())),
+        }
+    }
+
+    /// Fewer acknowledgements than `durability` asks for is a retryable
+    /// [`ErrorKind::NotDurable`] error. `WAIT` counts the replicas that acknowledged every
+    /// write its connection made, so it is always sent on the connection that wrote (in one
+    /// pipeline with the write), and the skip path rewrites the progress fields first.
+    fn check_durable(&self, acked: u64) -> Result<()> {
         let Some(durability) = self.config.durability else {
             return Ok(());
         };
-        let conn = self.connection(state).await?;
-        let timeout_ms = u64::try_from(durability.timeout.as_millis()).unwrap_or(u64::MAX);
-        let acked: u64 = redis::cmd("WAIT")
-            .arg(durability.replicas)
-            .arg(timeout_ms.max(1))
-            .query_async(conn)
-            .await
-            .map_err(|err| Error::from_redis("WAIT", self.config.stream.clone(), err))?;
-        if acked < u64::from(durability.replicas) {
-            metrics::counter!("redstream_sink_not_durable_total", "sink" => self.config.id.clone())
-                .increment(1);
-            return Err(Error::backend(
-                ErrorKind::NotDurable,
-                "WAIT",
-                self.config.stream.clone(),
-                format!(
-                    "{acked} of {} replicas acknowledged the batch within {:?}; it is on the \
-                     primary but not durable",
-                    durability.replicas, durability.timeout
-                ),
-            ));
+        if acked >= u64::from(durability.replicas) {
+            return Ok(());
         }
-        Ok(())
+        metrics::counter!("redstream_sink_not_durable_total", "sink" => self.config.id.clone())
+            .increment(1);
+        Err(Error::backend(
+            ErrorKind::NotDurable,
+            "WAIT",
+            self.config.stream.clone(),
+            format!(
+                "{acked} of {} replicas acknowledged the batch within {:?}; it is on the primary \
+                 but not durable",
+                durability.replicas, durability.timeout
+            ),
+        ))
     }
 
-    /// `HSET`s the progress fields on the sink's connection, outside any batch.
-    async fn record_progress(
-        &self,
-        state: &mut State,
-        position: Option<&SourcePosition>,
-        last_event_id: &str,
-    ) -> Result<()> {
-        let conn = self.connection(state).await?;
-        self.progress_hset(last_event_id, position)
-            .query_async::<()>(conn)
-            .await
-            .map_err(|err| Error::from_redis("HSET", self.progress_key.clone(), err))
-    }
-
-    /// `HSET <progress key> last_event_id <id> position <position>`: the one place the
-    /// progress record is written from.
-    fn progress_hset(&self, last_event_id: &str, position: Option<&SourcePosition>) -> redis::Cmd {
+    /// `HSET <progress key> last_event_id <id> position <position>`, for the skip path's
+    /// rewrite (the batch script writes the same fields).
+    fn progress_hset(&self, last_event_id: &str, position: Option<&SourcePosition>) -> Cmd {
         let mut cmd = redis::cmd("HSET");
         cmd.arg(&self.progress_key)
             .arg(LAST_EVENT_FIELD)
             .arg(last_event_id)
             .arg(POSITION_FIELD)
-            .arg(position.map_or("", SourcePosition::as_str));
+            .arg(script::position_arg(position));
         cmd
     }
 
-    /// Reads the progress key, unwatched: for callers that report it, not for deciding whether
-    /// to write a batch (that is [`watch_progress`](Self::watch_progress)).
+    /// Reads the progress key (`HMGET` of its fields). Where it is missing, checks the name
+    /// earlier versions gave it ([`refuse_previous_progress`](Self::refuse_previous_progress)).
     async fn read_progress(&self, state: &mut State) -> Result<Option<Progress>> {
-        self.query_progress(state, false).await
-    }
-
-    /// `WATCH`es the progress key and reads it, in one round trip: the batch's `EXEC` then
-    /// applies nothing if the key changes in between.
-    ///
-    /// `WATCH` belongs to the connection. That is safe here: the sink's connection is used by
-    /// nothing else, and the state lock is held from this read to the `EXEC`. If the
-    /// connection manager reconnects in between, the `WATCH` is lost with the old connection
-    /// and the `EXEC` is not guarded (see the crate documentation's limits).
-    async fn watch_progress(&self, state: &mut State) -> Result<Option<Progress>> {
-        self.query_progress(state, true).await
-    }
-
-    /// `HMGET` of the progress fields, after a `WATCH` of the key in the same round trip when
-    /// `watch` is set.
-    async fn query_progress(&self, state: &mut State, watch: bool) -> Result<Option<Progress>> {
-        let mut pipe = redis::pipe();
-        if watch {
-            pipe.cmd("WATCH").arg(&self.progress_key).ignore();
-        }
-        pipe.cmd("HMGET")
-            .arg(&self.progress_key)
-            .arg(LAST_EVENT_FIELD)
-            .arg(POSITION_FIELD);
-        let operation = if watch { "WATCH and HMGET" } else { "HMGET" };
-        let conn = self.connection(state).await?;
-        let (fields,): (ProgressFields,) = pipe
-            .query_async(conn)
-            .await
-            .map_err(|err| Error::from_redis(operation, self.progress_key.clone(), err))?;
+        let fields = self.hmget(state, &self.progress_key).await?;
         let progress = progress_from(fields);
         if progress.is_none() {
             self.refuse_previous_progress(state).await?;
         }
         Ok(progress)
+    }
+
+    async fn hmget(&self, state: &mut State, key: &str) -> Result<ProgressFields> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key).arg(LAST_EVENT_FIELD).arg(POSITION_FIELD);
+        self.command(state, "HMGET", key, true, |mut conn| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
     }
 
     /// When the progress key does not exist, makes sure the sink's progress is not under the
@@ -857,15 +945,7 @@ impl RedisSink {
         let Some(previous) = &self.previous_progress_key else {
             return Ok(());
         };
-        let conn = self.connection(state).await?;
-        let read = redis::cmd("HMGET")
-            .arg(previous)
-            .arg(LAST_EVENT_FIELD)
-            .arg(POSITION_FIELD)
-            .query_async::<ProgressFields>(conn)
-            .await
-            .map_err(|err| Error::from_redis("HMGET", previous.clone(), err));
-        let fields = match read {
+        let fields = match self.hmget(state, previous).await {
             Ok(fields) => fields,
             // A user whose ACL does not reach the old name cannot have written there with
             // it: a deployment set up after the rename need not allow that name.
@@ -905,67 +985,76 @@ impl RedisSink {
         ))
     }
 
-    /// Drops the `WATCH` of [`watch_progress`](Self::watch_progress) when no `EXEC` follows.
-    async fn unwatch(&self, state: &mut State) -> Result<()> {
-        let conn = self.connection(state).await?;
-        redis::cmd("UNWATCH")
-            .query_async::<()>(conn)
-            .await
-            .map_err(|err| Error::from_redis("UNWATCH", self.progress_key.clone(), err))
-    }
-
-    async fn connection<'s>(&self, state: &'s mut State) -> Result<&'s mut ConnectionManager> {
-        if state.conn.is_none() {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.config.connect_timeout))
-                .set_response_timeout(Some(self.config.send_timeout))
-                // One try per call: the sink's retry policy decides when to try again.
-                .set_number_of_retries(0);
-            let conn = ConnectionManager::new_with_config(self.client.clone(), config)
-                .await
-                .map_err(|err| Error::from_redis("connect", self.server.clone(), err))?;
-            state.conn = Some(conn);
-        }
-        state
-            .conn
-            .as_mut()
-            .ok_or_else(|| Error::backend(ErrorKind::Unexpected, "connect", "", "no connection"))
-    }
-
-    /// A failed `MULTI`/`EXEC`, classified by the core (which reads the codes of the commands
-    /// inside an aborted transaction: `OOM`, `NOPERM`, `WRONGTYPE`...).
-    fn batch_error(&self, err: RedisError) -> Error {
-        Error::from_redis("MULTI/EXEC of XADD batch", self.config.stream.clone(), err)
-    }
-
-    /// Puts the progress key back to `previous` after an `EXEC` that ran but whose `XADD`s
-    /// failed (`WRONGTYPE` on the stream is reported per command while the `HSET` still
-    /// applies), so that the key never claims a batch that is not in the stream.
-    /// Returns whether the key was restored.
-    async fn restore_progress(&self, state: &mut State, previous: Option<&Progress>) -> bool {
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(&self.progress_key).ignore();
-        if let Some(previous) = previous {
-            pipe.add_command(
-                self.progress_hset(&previous.last_event_id, previous.position.as_ref()),
-            )
-            .ignore();
-        }
-        let restored = match self.connection(state).await {
-            Ok(conn) => pipe.query_async::<()>(conn).await.map_err(|err| {
-                Error::from_redis("restore progress", self.progress_key.clone(), err)
-            }),
-            Err(err) => Err(err),
+    /// Runs `call` on the sink's connection; errors name `op` and `target`.
+    ///
+    /// A call that failed because no connection could be made (refused: the server is down or
+    /// restarting) was not sent, so it is sent once more at once: the failure made the
+    /// connection manager start a new connection, and a server that is back by now answers
+    /// the second try. A call that is `idempotent` is also sent once more after its connection
+    /// dropped (reset, broken pipe): it may have run, but running it twice changes nothing.
+    /// That is every call of the sink but a batch script without the progress key
+    /// (`exactly_once` off), which is sent again only when it was not sent; the retry policy
+    /// decides about the rest. (A connection that the server's death reset while it was being
+    /// made leaves the manager holding that error; the first call after a restart then fails
+    /// with it, however long the server has been back, and its resend connects afresh.)
+    async fn command<T, F, Fut>(
+        &self,
+        state: &mut State,
+        op: &'static str,
+        target: &str,
+        idempotent: bool,
+        call: F,
+    ) -> Result<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let conn = self.connection(state)?;
+        let mut not_sent = true;
+        let result = match call(conn.clone()).await {
+            Err(err) if was_not_sent(&err) || (idempotent && err.is_connection_dropped()) => {
+                not_sent = was_not_sent(&err);
+                call(conn).await
+            }
+            result => result,
         };
-        if let Err(err) = &restored {
-            tracing::error!(
-                sink = %self.config.id,
-                key = %self.progress_key,
-                error = %err,
-                "could not restore the progress key after a failed batch"
-            );
+        result.map_err(|err| {
+            let not_sent = not_sent && was_not_sent(&err);
+            let err = Error::from_redis(op, target.to_owned(), err);
+            if err.kind() == ErrorKind::Auth {
+                // A connection refused its credentials is not retried by the manager: start
+                // a fresh one next time, so a password or ACL fixed on the server is used.
+                state.conn = None;
+            }
+            if not_sent {
+                Error::backend(
+                    err.kind(),
+                    op,
+                    target.to_owned(),
+                    format!("{err} (cannot connect: nothing was sent)"),
+                )
+            } else {
+                err
+            }
+        })
+    }
+
+    /// The sink's connection: a `ConnectionManager` that reconnects by itself, created at the
+    /// first call and connecting then.
+    fn connection(&self, state: &mut State) -> Result<ConnectionManager> {
+        if let Some(conn) = &state.conn {
+            return Ok(conn.clone());
         }
-        restored.is_ok()
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.config.connect_timeout))
+            .set_response_timeout(Some(self.config.send_timeout))
+            // One try per connection: the resend above and the sink's retry policy decide
+            // when to try again.
+            .set_number_of_retries(0);
+        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|err| Error::from_redis("connect", self.server.clone(), err))?;
+        state.conn = Some(conn.clone());
+        Ok(conn)
     }
 
     fn record_success(&self, ack: &BatchAck, started: Instant) {
@@ -984,6 +1073,11 @@ impl RedisSink {
     }
 }
 
+/// `duration` to the millisecond, for logs people read.
+fn to_millis(duration: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The `last_event_id` and `position` fields of a progress key, as `HMGET` answers them.
 type ProgressFields = (Option<String>, Option<String>);
 
@@ -995,138 +1089,20 @@ fn progress_from((last, position): ProgressFields) -> Option<Progress> {
     })
 }
 
-/// Why a batch was not acknowledged.
-#[derive(Debug)]
-struct Failure {
-    error: Error,
-    /// Every entry of the batch is in the stream, but the progress key could not record them
-    /// (it holds another type): the batch must be checkpointed, not sent again.
-    written_unrecorded: bool,
-}
-
-impl From<Error> for Failure {
-    fn from(error: Error) -> Self {
-        Self {
-            error,
-            written_unrecorded: false,
-        }
-    }
-}
-
-/// What one `MULTI`/`EXEC` of a batch did, short of failing.
+/// What one batch script did, short of failing.
 #[derive(Debug)]
 enum Written {
     /// The batch is in the stream (written now, or found written and skipped).
     Acked(BatchAck),
-    /// `EXEC` answered nil: the watched progress key changed after it was read, and nothing of
-    /// the batch was applied. Read the progress again before deciding.
-    WatchTripped,
+    /// The progress key held something other than what the sink expected, and nothing of the
+    /// batch was written; the sink now knows what it holds.
+    Changed,
 }
 
-/// How many `EXEC`s in a row of one attempt may find the watched progress key changed.
-/// Once is an older transaction of the batch landing after the read; more means something
-/// else keeps writing the key.
-const WATCH_TRIES: u32 = 3;
-
-/// Why a batch's `MULTI`/`EXEC` did not write it.
-#[derive(Debug)]
-enum ExecFailure {
-    /// `EXEC` answered nil: a `WATCH`ed key (the progress key) changed since it was watched,
-    /// so the transaction was not run. Nothing was applied.
-    WatchTripped,
-    /// Nothing was applied: a command was refused while queued (`OOM`, `NOPERM`,
-    /// `READONLY`...), or `EXEC` itself was (`EXECABORT ... because of: OOM`).
-    Discarded(RedisError),
-    /// `EXEC` ran, and some of its commands failed.
-    Ran {
-        /// The first error of an `XADD`.
-        xadd_error: Option<ServerError>,
-        /// How many `XADD`s applied.
-        xadds_applied: usize,
-        /// The error of the progress key's `HSET`.
-        hset_error: Option<ServerError>,
-    },
-    /// `MULTI` itself was refused (an ACL without it): the commands after it ran one by one,
-    /// outside any transaction, and some may have applied.
-    MultiRefused(RedisError),
-    /// Replies of another shape than `MULTI`/`EXEC`'s.
-    Unexpected(String),
-}
-
-/// Reads the replies of `MULTI`, `xadds` `XADD`s, the progress `HSET` if `with_hset`, and
-/// `EXEC`: the new entry ids, or what went wrong.
-fn read_exec(
-    mut replies: Vec<Value>,
-    xadds: usize,
-    with_hset: bool,
-) -> std::result::Result<Vec<String>, ExecFailure> {
-    let commands = xadds + usize::from(with_hset);
-    if replies.len() != commands + 2 {
-        return Err(ExecFailure::Unexpected(format!(
-            "{} replies to MULTI, {commands} commands and EXEC",
-            replies.len()
-        )));
-    }
-    if let Some(Value::ServerError(err)) = replies.first() {
-        return Err(ExecFailure::MultiRefused(err.clone().into()));
-    }
-    let exec = replies.pop().unwrap_or(Value::Nil);
-    // Errors before EXEC are refusals while queueing; they name the cause more precisely than
-    // EXEC's "EXECABORT Transaction discarded because of previous errors."
-    let refused = replies.into_iter().find_map(|reply| match reply {
-        Value::ServerError(err) => Some(err),
-        _ => None,
-    });
-    let items = match exec {
-        Value::Array(items) if refused.is_none() => items,
-        Value::ServerError(err) => {
-            return Err(ExecFailure::Discarded(refused.unwrap_or(err).into()));
-        }
-        Value::Nil if refused.is_none() => return Err(ExecFailure::WatchTripped),
-        other => {
-            return Err(match refused {
-                Some(err) => ExecFailure::Discarded(err.into()),
-                None => ExecFailure::Unexpected(format!("EXEC answered {other:?}")),
-            });
-        }
-    };
-    if items.len() != commands {
-        return Err(ExecFailure::Unexpected(format!(
-            "EXEC answered {} replies for {commands} commands",
-            items.len()
-        )));
-    }
-    let mut items = items.into_iter();
-    let mut ids = Vec::with_capacity(xadds);
-    let mut xadd_error = None;
-    for item in items.by_ref().take(xadds) {
-        match item {
-            Value::ServerError(err) => {
-                xadd_error.get_or_insert(err);
-            }
-            other => match redis::from_redis_value::<String>(other) {
-                Ok(id) => ids.push(id),
-                Err(err) => {
-                    return Err(ExecFailure::Unexpected(format!(
-                        "XADD answered something other than an entry id: {err}"
-                    )));
-                }
-            },
-        }
-    }
-    let hset_error = match items.next() {
-        Some(Value::ServerError(err)) => Some(err),
-        _ => None,
-    };
-    if xadd_error.is_some() || hset_error.is_some() {
-        return Err(ExecFailure::Ran {
-            xadd_error,
-            xadds_applied: ids.len(),
-            hset_error,
-        });
-    }
-    Ok(ids)
-}
+/// How many batch scripts in a row of one attempt may find the progress key changed. Once is
+/// an older attempt of a batch landing after the sink's read, or a server that lost the key;
+/// more means something else keeps writing the key.
+const CHANGE_TRIES: u32 = 3;
 
 impl BatchSink for RedisSink {
     fn send_batch(
@@ -1135,35 +1111,6 @@ impl BatchSink for RedisSink {
         position: Option<SourcePosition>,
     ) -> impl Future<Output = Result<BatchAck>> + Send {
         let span = self.batch_span(events.len());
-        async move { self.send(events, position).await.map_err(|f| f.error) }.instrument(span)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok(text: &str) -> Value {
-        Value::SimpleString(text.to_owned())
-    }
-
-    #[test]
-    fn exec_answering_nil_is_a_tripped_watch() {
-        let replies = vec![ok("OK"), ok("QUEUED"), ok("QUEUED"), Value::Nil];
-        assert!(matches!(
-            read_exec(replies, 1, true),
-            Err(ExecFailure::WatchTripped)
-        ));
-    }
-
-    #[test]
-    fn exec_answering_entry_ids_is_a_write() {
-        let replies = vec![
-            ok("OK"),
-            ok("QUEUED"),
-            ok("QUEUED"),
-            Value::Array(vec![Value::BulkString(b"1-0".to_vec()), Value::Int(2)]),
-        ];
-        assert_eq!(read_exec(replies, 1, true).unwrap(), vec!["1-0".to_owned()]);
+        async move { self.send(events, position).await }.instrument(span)
     }
 }

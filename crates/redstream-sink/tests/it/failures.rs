@@ -32,10 +32,16 @@ async fn oom_leaves_nothing_partial_then_delivers_once() {
     assert!(err.is_retryable());
     let mut conn = server.connection().await.unwrap();
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&before));
+    let progress = sink.recorded_progress().await.unwrap().unwrap();
+    assert_eq!(
+        progress.position,
+        Some(SourcePosition::new("1")),
+        "progress unchanged"
+    );
 
     server.config_set("maxmemory", "0").await.unwrap();
     // After a refused batch the sink does not trust what it remembers of its progress: the
-    // next attempt reads the progress key first, with one HMGET.
+    // next attempt reads the progress key first, with one HMGET (the other is the script's).
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut conn)
@@ -46,7 +52,8 @@ async fn oom_leaves_nothing_partial_then_delivers_once() {
         .await
         .unwrap();
     assert_eq!(ack.written, 100);
-    assert_eq!(command_calls(&mut conn, "hmget").await, 1);
+    assert_eq!(command_calls(&mut conn, "evalsha").await, 1);
+    assert_eq!(command_calls(&mut conn, "hmget").await, 2);
     let mut expected = ids(&before);
     expected.extend(ids(&batch));
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
@@ -140,7 +147,17 @@ async fn wrongtype_fails_fast() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+    assert!(
+        err.to_string().contains("{wt}.events holds a string"),
+        "{err}"
+    );
     assert_eq!(sink.stats().retries, 0);
+    let value: String = redis::cmd("GET")
+        .arg("{wt}.events")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(value, "x");
     // The failed batch is not recorded as written: once the key is fixed, it is delivered.
     assert_eq!(sink.recorded_progress().await.unwrap(), None);
     let () = redis::cmd("DEL")
@@ -256,13 +273,13 @@ async fn a_wrong_type_progress_key_fails_fast_before_any_xadd() {
     assert!(stream_ids(&mut conn, stream).await.is_empty());
 }
 
-/// A progress key replaced by another type while the sink runs: the `HSET` fails while `EXEC`
-/// runs, after the `XADD`s applied. The sink says so, naming the batch's position, leaves the
-/// key alone (it is not "restored" over the batch), calls the checkpoint hook for the batch
-/// (its entries are all in the stream) before returning the error, and a resend fails fast
-/// instead of writing the batch again.
+/// A progress key replaced by another type while the sink runs (so the sink, which wrote it
+/// itself, does not read it first): the batch script checks its type before the first write,
+/// so the batch is refused whole with a `WrongType` naming the key, nothing is written, the
+/// checkpoint does not move, and the foreign key is left as it was. Once it is removed, the
+/// batch is written, once.
 #[tokio::test]
-async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
+async fn a_progress_key_replaced_mid_run_is_refused_before_any_write() {
     let server = RedisServer::start().await.unwrap();
     let stream = "{wtp2}.events";
     let sink =
@@ -290,20 +307,11 @@ async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
-    assert!(
-        err.to_string()
-            .contains("3 entries of this batch (source position 5) were written"),
-        "{err}"
-    );
-    assert_eq!(
-        *checkpoints.lock().unwrap(),
-        vec![SourcePosition::new("5")],
-        "the batch is in the stream: the checkpoint moves past it"
-    );
+    assert!(err.to_string().contains(sink.progress_key()), "{err}");
+    assert!(err.to_string().contains("nothing of the batch"), "{err}");
+    assert!(checkpoints.lock().unwrap().is_empty());
     assert_eq!(sink.stats().retries, 0);
-    let mut expected = ids(&first);
-    expected.extend(ids(&second));
-    assert_eq!(stream_ids(&mut conn, stream).await, expected);
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&first));
     let value: String = redis::cmd("GET")
         .arg(sink.progress_key())
         .query_async(&mut conn)
@@ -311,15 +319,18 @@ async fn a_progress_key_replaced_mid_run_is_reported_and_never_duplicates() {
         .unwrap();
     assert_eq!(value, "not a hash", "the foreign key is left as it was");
 
-    // Resending fails fast on the progress key, before any XADD: still one copy, and no
-    // checkpoint for a batch that was not written.
-    let err = sink
-        .send_and_checkpoint(second.clone(), Some(SourcePosition::new("5")), &hook)
+    let () = redis::cmd("DEL")
+        .arg(sink.progress_key())
+        .query_async(&mut conn)
         .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::WrongType, "{err}");
+        .unwrap();
+    sink.send_and_checkpoint(second.clone(), Some(SourcePosition::new("5")), &hook)
+        .await
+        .unwrap();
+    let mut expected = ids(&first);
+    expected.extend(ids(&second));
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
-    assert_eq!(checkpoints.lock().unwrap().len(), 1);
+    assert_eq!(*checkpoints.lock().unwrap(), vec![SourcePosition::new("5")]);
 }
 
 /// Sets `maxmemory` to the memory in use now plus `room` bytes.
@@ -417,12 +428,12 @@ async fn oom_part_way_through_a_batch_writes_none_of_it_then_all_of_it_once() {
         .await
         .unwrap();
 
-    // What really happens to the sink's MULTI: Redis checks memory for each command as it is
-    // queued, and queued commands keep their arguments in the client's transaction state,
-    // which counts in used_memory. So the first XADDs are queued, the queue itself then takes
-    // the server over maxmemory, the later XADDs are refused with OOM while queued, and EXEC
-    // discards the whole transaction (EXECABORT): no XADD runs at all. The sink reports the
-    // OOM of the first refused XADD, which is retryable.
+    // What happens to the sink's batch script: its EVALSHA carries the whole batch in its
+    // arguments, which the server holds in the client's query buffer (counted in used_memory)
+    // when it decides whether to run the script. A script declared with `#!lua` and no flags
+    // is refused whole (OOM) when memory is over maxmemory then, before it starts: no XADD
+    // runs at all. (Had the batch fitted, the script would have written it whole: memory is
+    // checked once, before the first write.)
     let err = probe
         .send_batch(batch.clone(), Some(SourcePosition::new("1")))
         .await
@@ -451,24 +462,13 @@ async fn oom_part_way_through_a_batch_writes_none_of_it_then_all_of_it_once() {
     .expect("the sink did not retry three times");
     assert!(stream_ids(&mut conn, stream).await.is_empty());
     let xadd = command_stats(&mut conn, "xadd").await;
-    let exec = command_stats(&mut conn, "exec").await;
-    let multi = command_stats(&mut conn, "multi").await;
-    assert_eq!(xadd.calls, 0, "no XADD ran");
-    // At least 4 attempts (the probe's and 3 of the sink's), each refusing some XADDs, but
-    // not all of them: a prefix of each batch was queued before memory ran out.
-    assert!(multi.calls >= 4, "{multi:?}");
-    assert!(xadd.rejected_calls >= 4, "{xadd:?}");
-    assert!(
-        xadd.rejected_calls < multi.calls * EVENTS as u64,
-        "{xadd:?} {multi:?}"
-    );
-    // Every EXEC refused: counted as a failed call, or (depending on the Redis version) as a
-    // rejected one that never ran.
-    assert_eq!(
-        exec.calls, exec.failed_calls,
-        "every EXEC refused: {exec:?}"
-    );
-    assert!(exec.calls + exec.rejected_calls >= 4, "{exec:?}");
+    let evalsha = command_stats(&mut conn, "evalsha").await;
+    assert_eq!(xadd.calls, 0, "no XADD ran: {xadd:?}");
+    // At least 4 attempts (the probe's and 3 of the sink's), each refused before it ran. (The
+    // one call is the probe's first EVALSHA, answered NOSCRIPT: the script was then loaded.)
+    assert_eq!(evalsha.calls, evalsha.failed_calls, "{evalsha:?}");
+    assert!(evalsha.rejected_calls >= 4, "{evalsha:?}");
+    assert_eq!(probe.recorded_progress().await.unwrap(), None);
 
     // Memory is lifted: the retry delivers the batch, once.
     server.config_set("maxmemory", "0").await.unwrap();

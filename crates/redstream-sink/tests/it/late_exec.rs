@@ -1,18 +1,16 @@
-//! An older transaction of a batch that the server runs after the sink read its progress and
-//! before the sink's own `EXEC` (one queued on a connection that died, or sent by an earlier
-//! process). The sink reads the progress key with it `WATCH`ed, so its `EXEC` applies nothing
-//! and the batch is found written instead of being written twice.
+//! An older attempt of a batch that the server runs after the sink read its progress and
+//! before the sink's own batch script (one sent on a connection that died, or by an earlier
+//! process). The script checks the progress key again where nothing can run in between, so it
+//! writes nothing and the batch is found written instead of being written twice.
 //!
-//! The "older transaction" is played by the test, directly on the server, while a proxy holds
-//! the sink's `MULTI`..`EXEC` pipeline between the sink and the server.
+//! The "older attempt" is played by another sink with the same id, connected directly, while a
+//! proxy holds the first sink's `EVALSHA` between it and the server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{BatchSink, ErrorKind, Event, EventLimits, RetryPolicy, SourcePosition};
+use redstream_core::{BatchSink, ErrorKind, RetryPolicy, SourcePosition};
 use redstream_sink::RedisSink;
 use redstream_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,11 +23,11 @@ use crate::{command_calls, config, events, ids, stream_ids};
 /// A hang guard only: every wait below ends in well under a second when the code works.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
-/// A go-ahead for one held `EXEC`.
+/// A go-ahead for one held `EVALSHA`.
 type Release = oneshot::Sender<()>;
 
 /// A TCP proxy that forwards everything both ways, except that the first `holds` chunks a
-/// client sends with an `EXEC` in them are held: for each, the proxy sends a [`Release`] on the
+/// client sends with an `EVALSHA` in them are held: for each, the proxy sends a [`Release`] on the
 /// returned channel and forwards the chunk once the test answers on it.
 async fn start_holding_proxy(target: String, holds: usize) -> (u16, mpsc::Receiver<Release>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,8 +62,8 @@ async fn relay(
             n = client.read(&mut from_client) => {
                 let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
                 let chunk = &from_client[..n];
-                // `EXEC` as a RESP bulk string: a command, not a payload that mentions it.
-                if contains(chunk, b"$4\r\nEXEC\r\n") && take_one(&remaining) {
+                // `EVALSHA` as a RESP bulk string: a command, not a payload that mentions it.
+                if contains(chunk, b"$7\r\nEVALSHA\r\n") && take_one(&remaining) {
                     let (release, released) = oneshot::channel();
                     held.send(release).await.unwrap();
                     released.await.unwrap();
@@ -95,57 +93,27 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Writes `batch` at `position` as the sink does, in one `MULTI`/`EXEC` on `conn`: its entries
-/// and the progress fields the sink records with them.
-async fn write_as_the_sink_does(
-    conn: &mut MultiplexedConnection,
-    stream: &str,
-    progress_key: &str,
-    batch: &[Event],
-    position: &str,
-) {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for event in batch {
-        let json = wire::encode(event, &EventLimits::default()).unwrap();
-        pipe.cmd("XADD")
-            .arg(stream)
-            .arg("*")
-            .arg(EVENT_FIELD)
-            .arg(json)
-            .ignore();
-    }
-    pipe.cmd("HSET")
-        .arg(progress_key)
-        .arg("last_event_id")
-        .arg(batch.last().unwrap().id().to_string())
-        .arg("position")
-        .arg(position)
-        .ignore();
-    let () = pipe.query_async(conn).await.unwrap();
-}
-
-/// Waits for the proxy to hold an `EXEC`.
-async fn held_exec(held: &mut mpsc::Receiver<Release>) -> Release {
+/// Waits for the proxy to hold an `EVALSHA`.
+async fn held_script(held: &mut mpsc::Receiver<Release>) -> Release {
     timeout(HANG_GUARD, held.recv())
         .await
-        .expect("the sink never sent its EXEC")
+        .expect("the sink never sent its batch script")
         .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_transaction_run_between_read_and_exec_is_not_written_twice() {
-    older_transaction_between_read_and_exec("{late}.events", false).await;
+async fn an_older_attempt_run_between_read_and_script_is_not_written_twice() {
+    older_attempt_between_read_and_script("{late}.events", false).await;
 }
 
 /// The same after `recorded_progress`, as a restarted runner reads it before its first batch:
 /// that read does not stand in for the watched one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_older_transaction_after_recorded_progress_is_not_written_twice() {
-    older_transaction_between_read_and_exec("{late2}.events", true).await;
+async fn an_older_attempt_after_recorded_progress_is_not_written_twice() {
+    older_attempt_between_read_and_script("{late2}.events", true).await;
 }
 
-async fn older_transaction_between_read_and_exec(stream: &str, read_recorded_first: bool) {
+async fn older_attempt_between_read_and_script(stream: &str, read_recorded_first: bool) {
     let server = RedisServer::start().await.unwrap();
     let (port, mut held) =
         start_holding_proxy(format!("{}:{}", server.host(), server.port()), 1).await;
@@ -158,7 +126,8 @@ async fn older_transaction_between_read_and_exec(stream: &str, read_recorded_fir
         .unwrap();
 
     // Sink B, the same id and stream through the proxy, starts with its progress unknown: it
-    // reads the key (batch 2 is not recorded) and sends its MULTI..EXEC, which the proxy holds.
+    // reads the key (batch 2 is not recorded) and sends its batch script, which the proxy
+    // holds.
     let b = Arc::new(RedisSink::new(config(&format!("redis://127.0.0.1:{port}"), stream)).unwrap());
     if read_recorded_first {
         let recorded = b.recorded_progress().await.unwrap().unwrap();
@@ -173,11 +142,15 @@ async fn older_transaction_between_read_and_exec(stream: &str, read_recorded_fir
         let second = second.clone();
         async move { b.send_batch(second, Some(SourcePosition::new("2"))).await }
     });
-    let release = held_exec(&mut held).await;
+    let release = held_script(&mut held).await;
 
-    // The older transaction of batch 2 runs now, after B's read and before B's EXEC.
-    let mut conn = server.connection().await.unwrap();
-    write_as_the_sink_does(&mut conn, stream, b.progress_key(), &second, "2").await;
+    // The older attempt of batch 2 runs now, after B's read and before B's script: sink A
+    // (the same id) writes it.
+    let ack = a
+        .send_batch(second.clone(), Some(SourcePosition::new("2")))
+        .await
+        .unwrap();
+    assert_eq!(ack.written, 3);
     release.send(()).unwrap();
 
     let ack = timeout(HANG_GUARD, sending)
@@ -190,23 +163,24 @@ async fn older_transaction_between_read_and_exec(stream: &str, read_recorded_fir
     let stats = b.stats();
     assert_eq!(stats.skipped_batches, 1, "{stats:?}");
     assert_eq!(stats.batches, 0, "{stats:?}");
-    // The tripped WATCH is not a failure: the progress is read again at once.
+    // The script found the batch recorded: not a failure.
     assert_eq!(stats.retries, 0, "{stats:?}");
-    // That read found the batch, so no EXEC cleared its WATCH: the sink dropped it itself.
-    assert_eq!(command_calls(&mut conn, "unwatch").await, 1);
 
+    let mut conn = server.connection().await.unwrap();
     let mut expected = ids(&first);
     expected.extend(ids(&second));
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
 }
 
-/// A progress key that keeps changing between the sink's read and its `EXEC`: a few re-reads,
-/// then a retryable error with nothing of the batch written; the retry writes it once.
+/// A progress key that keeps changing between the sink's read and its batch script (another
+/// writer records other batches there): each script writes nothing and answers what it found,
+/// the sink decides again, and after three in a row it gives up with a retryable error,
+/// nothing of the batch written; the retry writes it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_progress_key_that_keeps_changing_is_a_retryable_error() {
     let server = RedisServer::start().await.unwrap();
     let stream = "{churn}.events";
-    // Three EXECs in a row find the key changed; the attempt gives up after the third.
+    // Three scripts in a row find the key changed; the attempt gives up after the third.
     let (port, mut held) =
         start_holding_proxy(format!("{}:{}", server.host(), server.port()), 3).await;
     let sink = Arc::new(
@@ -216,6 +190,13 @@ async fn a_progress_key_that_keeps_changing_is_a_retryable_error() {
         )
         .unwrap(),
     );
+    // The script loaded on the server (any sink's first batch loads it), so that each held
+    // EVALSHA runs it rather than answer NOSCRIPT.
+    RedisSink::new(config(&server.url(), "{churn}.warm-up"))
+        .unwrap()
+        .send_batch(events(1), None)
+        .await
+        .unwrap();
     let batch = events(2);
     let sending = tokio::spawn({
         let sink = Arc::clone(&sink);
@@ -223,13 +204,15 @@ async fn a_progress_key_that_keeps_changing_is_a_retryable_error() {
         async move { sink.send_batch(batch, Some(SourcePosition::new("7"))).await }
     });
     let mut conn = server.connection().await.unwrap();
-    for _ in 0..3 {
-        let release = held_exec(&mut held).await;
-        // Some other writer touches the key; it does not record this batch.
+    for n in 0..3 {
+        let release = held_script(&mut held).await;
+        // Some other writer records another batch there.
         let () = redis::cmd("HSET")
             .arg(sink.progress_key())
-            .arg("touched")
-            .arg("1")
+            .arg("last_event_id")
+            .arg(format!("other-{n}"))
+            .arg("position")
+            .arg(n.to_string())
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -246,7 +229,7 @@ async fn a_progress_key_that_keeps_changing_is_a_retryable_error() {
     assert!(err.to_string().contains(sink.progress_key()), "{err}");
     assert!(stream_ids(&mut conn, stream).await.is_empty());
 
-    // The proxy holds no more EXECs: the batch goes in, once.
+    // The proxy holds no more scripts: the batch goes in, once.
     let ack = timeout(
         HANG_GUARD,
         sink.send_batch(batch.clone(), Some(SourcePosition::new("7"))),
@@ -258,20 +241,21 @@ async fn a_progress_key_that_keeps_changing_is_a_retryable_error() {
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }
 
-/// `WATCH` guards the reads of an unknown progress only: a sink that knows its progress sends
-/// none, so consecutive batches cost what they did before.
+/// A sink that knows its progress reads nothing before its batches: consecutive batches cost
+/// one `EVALSHA` each (whose script reads the progress key itself), and no `MULTI`, `EXEC` or
+/// `WATCH` is ever sent.
 #[tokio::test]
-async fn the_hot_path_sends_no_watch() {
+async fn the_hot_path_is_one_script_per_batch() {
     let server = RedisServer::start().await.unwrap();
     let stream = "{hot}.events";
     let mut conn = server.connection().await.unwrap();
     let sink = RedisSink::new(config(&server.url(), stream)).unwrap();
 
-    // The first batch reads the unknown progress with the key watched.
+    // The first batch reads the unknown progress first.
     sink.send_batch(events(2), Some(SourcePosition::new("0")))
         .await
         .unwrap();
-    assert_eq!(command_calls(&mut conn, "watch").await, 1);
+    assert_eq!(command_calls(&mut conn, "hmget").await, 2);
 
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -285,8 +269,11 @@ async fn the_hot_path_sends_no_watch() {
             .unwrap();
         assert_eq!(ack.written, 2);
     }
-    assert_eq!(command_calls(&mut conn, "watch").await, 0);
-    assert_eq!(command_calls(&mut conn, "unwatch").await, 0);
-    assert_eq!(command_calls(&mut conn, "hmget").await, 0);
-    assert_eq!(command_calls(&mut conn, "exec").await, 4);
+    assert_eq!(command_calls(&mut conn, "evalsha").await, 4);
+    // The scripts' own reads of the progress key, no other.
+    assert_eq!(command_calls(&mut conn, "hmget").await, 4);
+    assert_eq!(command_calls(&mut conn, "xadd").await, 8);
+    for absent in ["multi", "exec", "watch", "unwatch"] {
+        assert_eq!(command_calls(&mut conn, absent).await, 0, "{absent}");
+    }
 }

@@ -10,10 +10,13 @@ mod failures;
 mod late_exec;
 mod lost_reply;
 mod metrics;
+mod permissions;
 mod progress_key;
 mod python_consumer;
+mod recovery;
 mod replicas;
 mod runner;
+mod stalls;
 mod timeouts;
 
 use std::time::Duration;
@@ -125,9 +128,9 @@ pub(crate) async fn used_memory(conn: &mut MultiplexedConnection) -> u64 {
 /// One command's counts in `INFO commandstats` since they were last reset.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct CommandStats {
-    /// Times it ran (for `EXEC`, refused ones included).
+    /// Times it ran (failed runs included).
     pub(crate) calls: u64,
-    /// Times it was refused before running (while queued, for a command inside `MULTI`).
+    /// Times it was refused before running (`OOM`, `NOPERM`...).
     pub(crate) rejected_calls: u64,
     /// Times it ran and failed.
     pub(crate) failed_calls: u64,

@@ -80,9 +80,9 @@ async fn the_progress_key_shares_its_stream_slot() {
     );
 }
 
-/// On a one-node Redis Cluster that serves every slot, the sink's `MULTI` (the `XADD`s and
-/// the `HSET` of its progress) runs for the untagged `orders.events`; the same transaction
-/// with the old progress key name is refused with `CROSSSLOT`.
+/// On a one-node Redis Cluster that serves every slot, the sink's batch script (which declares
+/// the stream and the progress key as its keys) runs for the untagged `orders.events`; a script
+/// declaring the stream and the old progress key name is refused with `CROSSSLOT`.
 #[tokio::test]
 async fn a_batch_and_its_progress_are_one_transaction_on_a_cluster() {
     let server = RedisServer::builder()
@@ -128,27 +128,15 @@ async fn a_batch_and_its_progress_are_one_transaction_on_a_cluster() {
     assert_eq!(&progress.last_event_id, expected.last().unwrap());
 
     let old = previous_progress_key(stream, ID).unwrap();
-    // A plain pipeline of MULTI..EXEC, as the sink sends it, so EXEC's own reply comes back.
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors()
-        .cmd("MULTI")
-        .cmd("XADD")
+    let err = redis::cmd("EVAL")
+        .arg("return redis.call('XADD', KEYS[1], '*', 'event', '{}')")
+        .arg(2)
         .arg(stream)
-        .arg("*")
-        .arg("event")
-        .arg("{}")
-        .cmd("HSET")
         .arg(&old)
-        .arg("last_event_id")
-        .arg("x")
-        .cmd("EXEC");
-    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
-    match replies.last() {
-        Some(redis::Value::ServerError(err)) => {
-            assert_eq!(err.code(), "CROSSSLOT", "{err:?}");
-        }
-        other => panic!("EXEC answered {other:?}"),
-    }
+        .query_async::<redis::Value>(&mut conn)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"), "{err}");
     assert_eq!(xlen(&mut conn, stream).await, 5);
 }
 
@@ -331,8 +319,8 @@ async fn the_old_name_is_read_once_at_start_and_never_per_batch() {
     sink.send_batch(events(2), Some(SourcePosition::new("0")))
         .await
         .unwrap();
-    // The new key's, then the old name's.
-    assert_eq!(command_calls(&mut conn, "hmget").await, 2);
+    // The new key's, then the old name's, then the batch script's own.
+    assert_eq!(command_calls(&mut conn, "hmget").await, 3);
 
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -346,8 +334,9 @@ async fn the_old_name_is_read_once_at_start_and_never_per_batch() {
             .unwrap();
         assert_eq!(ack.written, 2);
     }
-    assert_eq!(command_calls(&mut conn, "hmget").await, 0);
-    assert_eq!(command_calls(&mut conn, "exec").await, 4);
+    // Only the batch scripts' own reads of the new key.
+    assert_eq!(command_calls(&mut conn, "evalsha").await, 4);
+    assert_eq!(command_calls(&mut conn, "hmget").await, 4);
 
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
@@ -356,7 +345,8 @@ async fn the_old_name_is_read_once_at_start_and_never_per_batch() {
         .unwrap();
     let tagged = RedisSink::new(config(&server.url(), "{fresh}.events")).unwrap();
     tagged.send_batch(events(2), None).await.unwrap();
-    assert_eq!(command_calls(&mut conn, "hmget").await, 1);
+    // The progress key's, then the script's: no old name to look at.
+    assert_eq!(command_calls(&mut conn, "hmget").await, 2);
 }
 
 /// A sink user whose ACL covers the stream and the new progress key name but not the old one
@@ -385,9 +375,10 @@ async fn an_acl_without_the_old_name_does_not_stop_the_sink() {
     assert_eq!(ack.written, 2);
     let mut conn = server.connection().await.unwrap();
     assert_eq!(stream_ids(&mut conn, stream).await, expected);
-    // The new key's read ran; the old name's was refused (NOPERM), and the sink went on.
+    // The new key's read ran (and the script's); the old name's was refused (NOPERM), and the
+    // sink went on.
     let hmget = command_stats(&mut conn, "hmget").await;
-    assert_eq!((hmget.calls, hmget.rejected_calls), (1, 1), "{hmget:?}");
+    assert_eq!((hmget.calls, hmget.rejected_calls), (2, 1), "{hmget:?}");
     let mut limited = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()

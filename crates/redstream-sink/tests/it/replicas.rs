@@ -9,7 +9,7 @@ use redstream_testkit::RedisServer;
 use crate::{command_calls, config, events, ids, stream_ids, until_retrying};
 
 /// A replica of `primary`, returned once its link to the primary is up.
-async fn replica_of(primary: &RedisServer) -> RedisServer {
+pub(crate) async fn replica_of(primary: &RedisServer) -> RedisServer {
     let replica = RedisServer::builder()
         .config(
             "replicaof",
@@ -227,7 +227,7 @@ async fn a_batch_found_written_is_durable_only_once_a_replica_has_it() {
     assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
 }
 
-/// A durable runner restarted after a run that stopped between a batch's `EXEC` and the end of
+/// A durable runner restarted after a run that stopped between a batch's script and the end of
 /// its `WAIT` (killed, or ended on a final `NotDurable`) finds the progress key ahead of its
 /// checkpoint file. It must not move the checkpoint file there before a replica has the batch:
 /// it rewrites the progress fields and waits, as a batch found already written is confirmed.

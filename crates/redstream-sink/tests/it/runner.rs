@@ -112,7 +112,8 @@ async fn the_progress_key_wins_over_an_older_checkpoint_file() {
         .await
         .unwrap();
     let len = checkpoint_offset(dir.path());
-    // As if the last run died after its last EXEC and before renaming its checkpoint file.
+    // As if the last run died after its last batch script and before renaming its checkpoint
+    // file.
     std::fs::write(
         dir.path().join("in.checkpoint"),
         format!(

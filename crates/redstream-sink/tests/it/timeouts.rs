@@ -35,7 +35,7 @@ async fn batch_timeout_bounds_a_batch_and_the_retry_writes_it_once() {
     assert!(err.to_string().contains("batch_timeout"), "{err}");
     assert_eq!(sink.stats().failed_batches, 1);
 
-    // The paused server may have the EXEC queued in its socket: once resumed it runs it, and
+    // The paused server may have the script queued in its socket: once resumed it runs it, and
     // the retried batch must then be found written, not written twice.
     server.resume().unwrap();
     let ack = sink
