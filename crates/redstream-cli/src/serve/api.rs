@@ -304,6 +304,8 @@ pub(crate) fn dashboard_counters(state: &AppState) -> Value {
         "requests_total": requests,
         "auth_failures_total": Counters::get(&counters.auth_failures),
         "redis_errors_total": redis_errors,
+        "http_connections": Counters::get(&counters.http_connections),
+        "http_connections_total": Counters::get(&counters.http_connections_total),
         "ws_clients": Counters::get(&counters.ws_clients),
         "ws_connections_total": Counters::get(&counters.ws_connections),
         "snapshots_total": Counters::get(&counters.snapshots),

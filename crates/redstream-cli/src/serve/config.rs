@@ -56,6 +56,14 @@ pub struct ServeConfig {
     /// The most WebSocket clients served at once; more get 503. Values above `u32::MAX` count
     /// as `u32::MAX`.
     pub max_ws_clients: usize,
+    /// The most HTTP connections open at once; further ones wait in the listening socket's
+    /// backlog until one closes. Upgraded WebSockets do not count (see `max_ws_clients`).
+    /// Values above `Semaphore::MAX_PERMITS` count as that; 0 counts as 1.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head (request line and headers), from
+    /// its first byte, or from the end of the previous request on a kept-alive connection; a
+    /// connection that takes longer is closed.
+    pub header_read_timeout: Duration,
     /// How long a WebSocket client may take to accept one message (a snapshot, or the close
     /// frame at shutdown) before it is disconnected. A client that stops reading would
     /// otherwise hold its slot, and a task, for as long as its connection lives.
@@ -74,6 +82,8 @@ impl Default for ServeConfig {
             refresh: Duration::from_secs(5),
             loopback_hosts_only: true,
             max_ws_clients: 64,
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(10),
             ws_send_timeout: Duration::from_secs(30),
             streams: Vec::new(),
         }
@@ -88,6 +98,8 @@ impl fmt::Debug for ServeConfig {
             .field("refresh", &self.refresh)
             .field("loopback_hosts_only", &self.loopback_hosts_only)
             .field("max_ws_clients", &self.max_ws_clients)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("ws_send_timeout", &self.ws_send_timeout)
             .field("streams", &self.streams)
             .finish()

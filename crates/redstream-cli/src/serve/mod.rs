@@ -20,6 +20,7 @@
 //! | `ws.rs` | the WebSocket feed and its shared poller |
 //! | `prometheus.rs` | `/metrics` |
 //! | `page.rs` | the embedded page (`assets/`) and its Content Security Policy |
+//! | `server.rs` | [`serve`]: the HTTP server, with a header-read timeout and a connection cap |
 
 mod api;
 mod config;
@@ -30,6 +31,7 @@ mod page;
 mod params;
 mod prometheus;
 mod routes;
+mod server;
 mod snapshot;
 mod state;
 mod ws;
@@ -46,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{MAX_COUNT, MAX_REDRIVE_IDS, ServeConfig};
 pub use routes::router;
+pub use server::serve;
 pub use state::AppState;
 
 use crate::{CliError, CliResult, GlobalArgs, connect};
@@ -166,17 +169,17 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         "dashboard ready"
     );
     crate::commands::output::note(format_args!("listening on http://{address}"));
-    serve(listener, address, state, signal, shutdown).await
+    run_server(listener, address, state, signal, shutdown).await
 }
 
-async fn serve(
+async fn run_server(
     listener: TcpListener,
     address: SocketAddr,
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
     shutdown: CancellationToken,
 ) -> CliResult<()> {
-    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(signal);
+    let server = serve(listener, state.clone(), signal);
     let stopped = async {
         server
             .await

@@ -110,6 +110,14 @@ fn describe() {
         "failed Redis calls of the dashboard, by error kind"
     );
     describe_counter!(
+        "redstream_dashboard_http_connections_total",
+        "HTTP connections accepted"
+    );
+    describe_gauge!(
+        "redstream_dashboard_http_connections",
+        "HTTP connections open (upgraded WebSockets not counted)"
+    );
+    describe_counter!(
         "redstream_dashboard_ws_connections_total",
         "WebSocket connections accepted"
     );
@@ -195,6 +203,10 @@ fn record_dashboard(state: &AppState) {
     }
     counter!("redstream_dashboard_auth_failures_total")
         .absolute(Counters::get(&counters.auth_failures));
+    counter!("redstream_dashboard_http_connections_total")
+        .absolute(Counters::get(&counters.http_connections_total));
+    gauge!("redstream_dashboard_http_connections")
+        .set(Counters::get(&counters.http_connections) as f64);
     counter!("redstream_dashboard_ws_connections_total")
         .absolute(Counters::get(&counters.ws_connections));
     gauge!("redstream_dashboard_ws_clients").set(Counters::get(&counters.ws_clients) as f64);

@@ -11,8 +11,8 @@ use super::error::ApiError;
 use super::state::AppState;
 use super::{api, dlq, guard, page, prometheus, ws};
 
-/// The dashboard's routes over `state`: serve it with `axum::serve`, or call it in-process in
-/// tests (`tower::ServiceExt::oneshot`).
+/// The dashboard's routes over `state`. [`serve`](super::serve) serves them with the
+/// connection limits; tests may also call the router in-process (`tower::ServiceExt::oneshot`).
 ///
 /// | route | what |
 /// |---|---|

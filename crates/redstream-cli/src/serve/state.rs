@@ -55,6 +55,10 @@ pub(crate) struct Counters {
     pub(crate) auth_failures: AtomicU64,
     /// Failed Redis calls by error kind.
     redis_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// HTTP connections open now (upgraded WebSockets no longer count).
+    pub(crate) http_connections: AtomicU64,
+    /// HTTP connections accepted since start.
+    pub(crate) http_connections_total: AtomicU64,
     /// WebSocket connections accepted since start.
     pub(crate) ws_connections: AtomicU64,
     /// WebSocket connections open now.

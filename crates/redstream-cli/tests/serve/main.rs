@@ -6,6 +6,7 @@
 mod auth;
 mod binary;
 mod failures;
+mod limits;
 mod params;
 mod routes;
 mod support;

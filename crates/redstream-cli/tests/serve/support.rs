@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redstream_cli::serve::{AppState, ServeConfig, router};
+use redstream_cli::serve::{AppState, ServeConfig, serve};
 use redstream_core::{Event, EventMetadata};
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport};
@@ -95,9 +95,9 @@ impl Dashboard {
         let state = AppState::new(transport(&redis.url()).await, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let app = router(state.clone());
+        let served = state.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            serve(listener, served, std::future::pending()).await.unwrap();
         });
         Self {
             transport: transport(&redis.url()).await,
