@@ -292,8 +292,11 @@ impl RedisSink {
     /// With `required = true` a failure is returned and the hook is not called: the checkpoint
     /// stays where it was. With `required = false` a failure (once the retry schedule is
     /// spent) is counted, logged and returned as [`Delivery::Dropped`], and the hook is called
-    /// all the same. An error from the hook itself is always returned. A failed batch wrote
-    /// nothing: the batch script checks everything it could fail on before its first write.
+    /// all the same. An error from the hook itself is always returned. A batch the server
+    /// refused wrote nothing (the batch script checks everything it could be refused for
+    /// before its first write); after a timeout, a dropped connection or
+    /// [`ErrorKind::NotDurable`] it may be in the stream, and the progress key tells the next
+    /// attempt so.
     ///
     /// The hook contract (called once per acknowledged batch, in the order of the batches)
     /// holds for one caller at a time. Batches from concurrent callers are written one after
