@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod stalls;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -110,8 +112,8 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let mut conn = server.connection().await.unwrap();
 
     let mut kills = 0;
-    // Kills that landed after a batch's EXEC and before its checkpoint file was renamed.
-    let mut between_exec_and_checkpoint = 0;
+    // Kills that landed after a batch's script ran and before its checkpoint file was renamed.
+    let mut between_script_and_checkpoint = 0;
     let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
     loop {
         // Output goes to files, never to pipes nobody reads while the child runs: a full pipe
@@ -164,17 +166,19 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
             "checkpoint file {file} ahead of the progress key {key}"
         );
         if file < key {
-            between_exec_and_checkpoint += 1;
+            between_script_and_checkpoint += 1;
         }
     }
-    eprintln!("{kills} kills, {between_exec_and_checkpoint} between an EXEC and its checkpoint");
+    eprintln!(
+        "{kills} kills, {between_script_and_checkpoint} between a batch's script and its checkpoint"
+    );
     assert!(
         kills >= 10,
         "only {kills} kills: the run finished too early to test anything"
     );
     assert!(
-        between_exec_and_checkpoint >= 1,
-        "no kill landed between an EXEC and its checkpoint in {kills} kills"
+        between_script_and_checkpoint >= 1,
+        "no kill landed between a batch's script and its checkpoint in {kills} kills"
     );
 
     let numbers = stream_numbers(&mut conn).await;
