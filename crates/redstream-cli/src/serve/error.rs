@@ -59,7 +59,17 @@ impl ApiError {
 
     /// The answer for a redstream error. `message` is the error's text with secrets removed;
     /// it is shown only for the kinds that are about the request (input, missing things).
+    ///
+    /// Redis's refusal of a stream id (`ERR Invalid stream ID ...`, `ERR invalid start ID for
+    /// the interval`) is about the request too: a 400, whatever kind the error was classified
+    /// as. The dashboard checks ids before Redis sees them; this covers any it lets by.
     pub(crate) fn from_redstream(kind: ErrorKind, message: String) -> Self {
+        if refuses_an_id(&message) {
+            return Self::parameter(
+                "Redis refused a stream id of the request: give - for the oldest entry, an id \
+                 like 1700000000000-0, or ( and an id to start after it",
+            );
+        }
         let unavailable = |text: &str| {
             Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +106,14 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// Whether a Redis error's text is its refusal of a stream id.
+fn refuses_an_id(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["invalid stream id", "invalid start id", "invalid end id"]
+        .iter()
+        .any(|refusal| message.contains(refusal))
 }
 
 impl IntoResponse for ApiError {
@@ -152,5 +170,61 @@ impl From<WebSocketUpgradeRejection> for ApiError {
                 rejection.body_text().trim_end_matches('.')
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts are redis-server 7.0's (`XRANGE s (18446744073709551615-18446744073709551615
+    /// +`, `XRANGE s 18446744073709551616 +`), as they come through a script or not.
+    #[test]
+    fn refused_ids_are_the_requests_fault() {
+        for text in [
+            "XRANGE events:x: ERR invalid start ID for the interval",
+            "An error was signalled by the server - ResponseError: Invalid stream ID specified as \
+             stream command argument script: efb76acd, on @user_script:1.",
+            "ERR invalid end ID for the interval",
+        ] {
+            let error = ApiError::from_redstream(ErrorKind::Server, text.to_owned());
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{text}");
+            assert_eq!(error.kind, "invalid_parameter");
+            assert!(!error.message.contains("script"), "{}", error.message);
+        }
+        let other = ApiError::from_redstream(ErrorKind::Server, "ERR something else".to_owned());
+        assert_eq!(other.status, StatusCode::BAD_GATEWAY);
+    }
+
+    /// The same with the errors a real server sends, directly and from a script.
+    #[tokio::test]
+    async fn refusals_of_a_real_server() {
+        let server = redstream_testkit::RedisServer::start().await.unwrap();
+        let mut conn = server.connection().await.unwrap();
+        let script = redis::Script::new("return redis.call('XRANGE', KEYS[1], ARGV[1], '+')");
+        for start in [
+            "(18446744073709551615-18446744073709551615",
+            "18446744073709551616",
+            "(-",
+        ] {
+            let direct = redis::cmd("XRANGE")
+                .arg("s")
+                .arg(start)
+                .arg("+")
+                .query_async::<redis::Value>(&mut conn)
+                .await
+                .unwrap_err();
+            let scripted = script
+                .key("s")
+                .arg(start)
+                .invoke_async::<redis::Value>(&mut conn)
+                .await
+                .unwrap_err();
+            for err in [direct, scripted] {
+                let err = redstream_core::Error::from_redis("XRANGE", "s", err);
+                let answer = ApiError::from_redstream(err.kind(), err.to_string());
+                assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{start}: {err}");
+            }
+        }
     }
 }

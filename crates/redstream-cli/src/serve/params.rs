@@ -58,14 +58,58 @@ pub(crate) fn name(what: &str, raw: Option<&str>) -> Result<String, ApiError> {
     Ok(raw.to_owned())
 }
 
-/// `startId` of a stream read, when given: a name-like text (the transport checks the syntax).
-/// Bounded here so that a refusal does not echo kilobytes of query string back.
+/// `startId` of a stream read: `-` (the default) for the oldest entry, an id
+/// (`1700000000000-0`, or `1700000000000` for its first entry), or `(` and an id to start
+/// after it. Both numbers of an id are 64-bit unsigned. Everything else is refused here, with
+/// the reason, so that Redis never refuses one: `+` (the end: a read from it is empty), `(-` and
+/// `(+`, numbers past 2^64, and `(` before the largest id, which nothing comes after.
 pub(crate) fn start_id(raw: Option<String>) -> Result<String, ApiError> {
     let Some(raw) = raw else {
         return Ok("-".to_owned());
     };
     check_text("startId", &raw).map_err(ApiError::parameter)?;
+    if raw == "-" {
+        return Ok(raw);
+    }
+    let invalid = |why: &str| {
+        ApiError::parameter(format!(
+            "startId {:?} is not valid: {why}; give - for the oldest entry, an id like \
+             1700000000000-0 (or a millisecond time like 1700000000000), or ( and an id to start \
+             after it",
+            shorten(&raw)
+        ))
+    };
+    let (exclusive, id) = match raw.strip_prefix('(') {
+        Some(id) => (true, id),
+        None => (false, raw.as_str()),
+    };
+    if id == "+" {
+        return Err(invalid(
+            "+ is the end of the stream, and nothing comes from it",
+        ));
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    if !digits(ms) || !digits(seq) {
+        return Err(invalid("an id is two whole numbers joined by -"));
+    }
+    if ms.parse::<u64>().is_err() || seq.parse::<u64>().is_err() {
+        return Err(invalid(
+            "the numbers of an id are at most 18446744073709551615 (2^64 - 1)",
+        ));
+    }
+    if exclusive && after(id).is_none() {
+        return Err(invalid("no id comes after the largest one"));
+    }
     Ok(raw)
+}
+
+/// The `startId` of the read that goes on after entry `id` (`(id`); `None` after the largest id.
+pub(crate) fn after(id: &str) -> Option<String> {
+    let largest = id.split_once('-').is_some_and(|(ms, seq)| {
+        ms.parse::<u64>() == Ok(u64::MAX) && seq.parse::<u64>() == Ok(u64::MAX)
+    });
+    (!largest).then(|| format!("({id}"))
 }
 
 /// A stream entry id as `XADD` makes them: `<milliseconds>-<sequence>`, both 64-bit unsigned
@@ -123,14 +167,47 @@ mod tests {
         assert_eq!(name("group", None).unwrap_err().kind, "invalid_parameter");
         assert_eq!(name("group", Some("g")).unwrap(), "g");
         assert_eq!(start_id(None).unwrap(), "-");
-        assert_eq!(start_id(Some("(1-0".to_owned())).unwrap(), "(1-0");
+        for good in [
+            "-",
+            "0",
+            "0-0",
+            "(0",
+            "(1-0",
+            "1700000000000",
+            "1700000000000-5",
+            "18446744073709551615-18446744073709551615",
+            "(18446744073709551615",
+            "(18446744073709551615-18446744073709551614",
+            "(18446744073709551614-18446744073709551615",
+        ] {
+            assert_eq!(start_id(Some(good.to_owned())).unwrap(), good);
+        }
         for bad in [
             String::new(),
             "1".repeat(MAX_NAME_BYTES + 1),
             "1\u{0}".to_owned(),
+            "+".to_owned(),
+            "(".to_owned(),
+            "(-".to_owned(),
+            "(+".to_owned(),
+            "((1-0".to_owned(),
+            "(18446744073709551615-18446744073709551615".to_owned(),
+            "18446744073709551616".to_owned(),
+            "1-18446744073709551616".to_owned(),
+            "99999999999999999999999-0".to_owned(),
+            "1-".to_owned(),
+            "-1".to_owned(),
+            "1-2-3".to_owned(),
+            "+1".to_owned(),
+            "1-+2".to_owned(),
+            "abc".to_owned(),
         ] {
-            assert_eq!(start_id(Some(bad)).unwrap_err().kind, "invalid_parameter");
+            let error = start_id(Some(bad.clone())).unwrap_err();
+            assert_eq!(error.kind, "invalid_parameter", "{bad:?}");
+            assert!(error.message.contains("startId"), "{}", error.message);
         }
+        assert_eq!(after("1-0").unwrap(), "(1-0");
+        assert_eq!(after("18446744073709551615-18446744073709551615"), None);
     }
 
     #[test]

@@ -120,10 +120,39 @@ async fn other_bad_input() {
     d.get("/api/streams/orders/pending?group=")
         .await
         .assert_error(400, "invalid_parameter");
-    for start in ["abc", "1-2-3", "%2B1"] {
-        d.get(&format!("/api/streams/orders?startId={start}"))
-            .await
-            .assert_error(400, "invalid_input");
+    // Malformed and overflowing ids, exclusive ids with nothing after them, and the ends of a
+    // stream where an id is needed: a 400 naming startId, never Redis's refusal (a 502).
+    for start in [
+        "abc",
+        "1-2-3",
+        "%2B1",
+        "%2B",
+        "(-",
+        "(%2B",
+        "((1-0",
+        "(18446744073709551615-18446744073709551615",
+        "18446744073709551616",
+        "1-18446744073709551616",
+        "99999999999999999999999-0",
+    ] {
+        let answer = d.get(&format!("/api/streams/orders?startId={start}")).await;
+        answer.assert_error(400, "invalid_parameter");
+        assert!(
+            answer.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("startId")
+        );
+    }
+    // The largest ids themselves are valid: nothing is there.
+    for start in [
+        "18446744073709551615-18446744073709551615",
+        "(18446744073709551615",
+        "(18446744073709551615-18446744073709551614",
+    ] {
+        let answer = d.get(&format!("/api/streams/orders?startId={start}")).await;
+        assert_eq!(answer.status, 200, "{start}: {}", answer.text);
+        assert_eq!(answer.json()["count"], 0, "{start}");
     }
     // Over-long startIds are refused without being echoed back whole.
     let long = "1".repeat(5000);
