@@ -9,13 +9,15 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use redstream_core::ErrorKind;
-use redstream_transport::{PendingEntry, PendingQuery, ServerInfo, StreamEntry};
+use redstream_transport::{PendingEntry, PendingQuery, ServerInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::config::{DEFAULT_LIST_COUNT, DEFAULT_READ_COUNT, FAN_OUT};
+use super::config::{DEFAULT_LIST_COUNT, DEFAULT_READ_COUNT, FAN_OUT, OVERVIEW_EVENT_BYTES};
+use super::entry::EntryView;
 use super::error::ApiError;
 use super::params;
+use super::preview::{Direction, ReadLimits};
 use super::snapshot::StreamView;
 use super::state::{AppState, Counters};
 
@@ -79,8 +81,7 @@ pub(crate) async fn stream(
     let Path(name) = name?;
     let key = params::stream_key(&state, &name).await?;
     let summary = state
-        .transport()
-        .stream_info(&key)
+        .stream_summary(&key)
         .await
         .map_err(|e| state.fail(e))?;
     let mut views = state
@@ -174,8 +175,9 @@ pub(crate) struct ReadAnswer {
     stream: String,
     start_id: String,
     count: usize,
-    messages: Vec<StreamEntry>,
-    /// The `startId` of the next page, when this one was full.
+    messages: Vec<EntryView>,
+    /// The `startId` of the next page, when this one was full (it has `count` entries, or as
+    /// many as the read's budget allowed).
     next_start_id: Option<String>,
 }
 
@@ -191,13 +193,19 @@ pub(crate) async fn read(
     let key = params::stream_key(&state, &stream).await?;
     let count = params::count(query.count.as_deref(), DEFAULT_READ_COUNT)?;
     let start_id = params::start_id(query.start_id)?;
-    let messages = state
-        .transport()
-        .read_range(&key, &start_id, "+", count, false)
+    let limits = &state.transport().options().limits;
+    let read = ReadLimits::entries(limits.max_encoded_bytes);
+    let previews = state
+        .read_previews(&key, (&start_id, "+"), count, Direction::Forward, &read)
         .await
         .map_err(|e| state.fail(e))?;
-    let next_start_id = (messages.len() == count)
-        .then(|| messages.last().map(|m| format!("({}", m.id)))
+    let messages: Vec<EntryView> = previews
+        .entries
+        .iter()
+        .map(|entry| EntryView::new(entry, limits, limits.max_encoded_bytes))
+        .collect();
+    let next_start_id = (messages.len() == count || previews.stopped)
+        .then(|| messages.last().and_then(|m| params::after(&m.id)))
         .flatten();
     Ok(Json(ReadAnswer {
         stream: key,
@@ -213,27 +221,39 @@ pub(crate) struct StreamInfo {
     name: String,
     length: u64,
     groups: usize,
-    first_entry: Option<StreamEntry>,
-    last_entry: Option<StreamEntry>,
+    first_entry: Option<EntryView>,
+    last_entry: Option<EntryView>,
 }
 
 /// `GET /api/streams/info`: seed 004's overview: length and first and last entries of every
 /// stream shown (under the prefix, and those `--streams` names).
 pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Value> {
-    let transport = state.transport();
     let summaries = state.stream_summaries().await.map_err(|e| state.fail(e))?;
+    let limits = &state.transport().options().limits;
+    let cap = OVERVIEW_EVENT_BYTES.min(limits.max_encoded_bytes);
+    let read = &ReadLimits::entries(cap);
+    let state = &state;
     let infos: Vec<Option<StreamInfo>> = stream::iter(summaries.into_iter().map(|s| async move {
-        let ends = tokio::try_join!(
-            transport.read_range(&s.name, "-", "+", 1, false),
-            transport.read_range(&s.name, "-", "+", 1, true),
-        );
+        let name = s.name.as_str();
+        let end = |direction| async move {
+            let previews = state
+                .read_previews(name, ("-", "+"), 1, direction, read)
+                .await?;
+            Ok::<_, redstream_core::Error>(
+                previews
+                    .entries
+                    .first()
+                    .map(|entry| EntryView::new(entry, limits, cap)),
+            )
+        };
+        let ends = tokio::try_join!(end(Direction::Forward), end(Direction::Backward));
         match ends {
-            Ok((mut first, mut last)) => Ok(Some(StreamInfo {
+            Ok((first, last)) => Ok(Some(StreamInfo {
                 length: s.length,
                 groups: s.groups.len(),
-                first_entry: first.pop(),
-                last_entry: last.pop(),
-                name: s.name,
+                first_entry: first,
+                last_entry: last,
+                name: s.name.clone(),
             })),
             // Deleted since the listing.
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),

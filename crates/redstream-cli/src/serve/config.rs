@@ -27,6 +27,40 @@ pub(crate) const SNAPSHOT_DEAD_LETTERS: usize = 100;
 /// traces): a hundred of them whole would make every snapshot as large as they are.
 pub(crate) const SNAPSHOT_ERROR_BYTES: usize = 1024;
 
+/// Bytes of a field the REST views show (`fields` of a stream entry, a dead letter's
+/// `raw_event` and short fields): longer values are read and shown as their first 4 KiB.
+pub(crate) const PREVIEW_BYTES: usize = 4096;
+
+/// Bytes of a dead letter's `error` the REST endpoints return whole; longer ones are cut, with
+/// `...`. (redstream writes at most 8 KiB; other writers may write anything.)
+pub(crate) const REST_ERROR_BYTES: usize = 64 * 1024;
+
+/// Bytes of a dead letter's stored event a snapshot reads when it does not read it whole: enough
+/// for the start of its payload.
+pub(crate) const SNAPSHOT_EVENT_PREVIEW: usize = 1024;
+
+/// Bytes of whole values one snapshot reads of its dead letters: events within the wire
+/// format's size limit are read whole, and decoded, while this lasts; after that a snapshot
+/// reads their first [`SNAPSHOT_EVENT_PREVIEW`] bytes.
+pub(crate) const SNAPSHOT_READ_BUDGET: usize = 1024 * 1024;
+
+/// Bytes of whole values one REST answer reads: a page of entries or dead letters ends before
+/// the entry that would go past it (there is always one), and says where to go on.
+pub(crate) const REST_READ_BUDGET: usize = 2 * 1024 * 1024;
+
+/// Bytes of entries one read may have the server read (a snapshot's dead letters, a page of
+/// entries): it stops after the entry that reaches this. Redis copies every entry it reads for
+/// the dashboard into the script's memory, about 2.5 ms per MiB on the machine the tests run
+/// on, so eleven dead letters of 40 MiB would hold the server for over a second per snapshot.
+pub(crate) const SERVER_READ_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The largest event `/api/streams/info` reads whole for the first and last entry of every
+/// stream; a larger one is shown by its fields' first 4 KiB.
+pub(crate) const OVERVIEW_EVENT_BYTES: usize = 64 * 1024;
+
+/// Fields of one entry the REST views return; an entry with more is marked `truncated`.
+pub(crate) const MAX_FIELDS: usize = 256;
+
 /// Concurrent Redis calls for per-group or per-stream questions (consumers, first and last
 /// entries): enough to hide round trips, few enough not to crowd the server.
 pub(crate) const FAN_OUT: usize = 16;

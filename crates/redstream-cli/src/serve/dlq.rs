@@ -13,40 +13,45 @@ use redstream_transport::RedriveReport;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::CountQuery;
 use super::config::{DEFAULT_LIST_COUNT, MAX_REDRIVE_IDS};
 use super::error::ApiError;
 use super::params;
-use super::snapshot::DeadLetterView;
+use super::preview::{Direction, ReadLimits};
+use super::snapshot::{DeadLetterView, Detail};
 use super::state::{AppState, Counters};
 
-/// `GET /api/dlq?count=`: the oldest dead letters, whole.
+/// The query of `GET /api/dlq`.
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    count: Option<String>,
+    #[serde(rename = "startId")]
+    start_id: Option<String>,
+}
+
+/// `GET /api/dlq?count=&startId=`: the oldest dead letters (from `startId` on), whole.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    query: Result<Query<CountQuery>, QueryRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query?;
     let count = params::count(query.count.as_deref(), DEFAULT_LIST_COUNT)?;
-    let transport = state.transport();
-    let stream = transport.names().dlq();
-    let (entries, length) = tokio::try_join!(transport.dlq_entries(count), async {
-        match transport.stream_info(&stream).await {
-            Ok(summary) => Ok(summary.length),
-            // No dead letter was ever written: the stream does not exist, and it is empty.
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(0),
-            Err(err) => Err(err),
-        }
-    })
+    let start_id = params::start_id(query.start_id)?;
+    let stream = state.transport().names().dlq();
+    let ((entries, truncated), length) = tokio::try_join!(
+        state.dead_letters(&start_id, count, Detail::Full),
+        state.stream_length(&stream),
+    )
     .map_err(|e| state.fail(e))?;
-    let entries: Vec<DeadLetterView> = entries
-        .into_iter()
-        .map(|entry| DeadLetterView::new(entry, true))
-        .collect();
+    let next_start_id = (entries.len() == count || truncated)
+        .then(|| entries.last().and_then(|e| params::after(&e.id)))
+        .flatten();
     Ok(Json(json!({
         "stream": stream,
         "length": length,
         "count": entries.len(),
+        "truncated": truncated,
         "entries": entries,
+        "next_start_id": next_start_id,
     })))
 }
 
@@ -57,13 +62,20 @@ pub(crate) async fn entry(
 ) -> Result<Json<DeadLetterView>, ApiError> {
     let Path(id) = id?;
     params::entry_id(&id).map_err(ApiError::parameter)?;
-    let entry = state
-        .transport()
-        .dlq_entry(&id)
+    let limits = &state.transport().options().limits;
+    let read = ReadLimits::dead_letters(limits.max_encoded_bytes);
+    let dlq = state.transport().names().dlq();
+    let entry = match state
+        .read_previews(&dlq, (&id, &id), 1, Direction::Forward, &read)
         .await
-        .map_err(|e| state.fail(e))?;
+    {
+        Ok(previews) => previews.entries.into_iter().next(),
+        // No dead letter was ever written.
+        Err(err) if err.kind() == ErrorKind::NotFound => None,
+        Err(err) => return Err(state.fail(err)),
+    };
     entry
-        .map(|entry| Json(DeadLetterView::new(entry, true)))
+        .map(|entry| Json(DeadLetterView::new(&entry, Detail::Full, limits)))
         .ok_or_else(|| ApiError::not_found(format!("no dead letter has the id {id:?}")))
 }
 

@@ -14,7 +14,10 @@
 //! | `guard.rs` | security headers; Host, Origin and token checks; request counting |
 //! | `error.rs` | `ApiError`: the `{ "error": { "kind", "message" } }` answers |
 //! | `params.rs` | stream names, counts, group names, dead-letter ids |
+//! | `summary.rs` | stream summaries without entries (`scripts/summary.lua`) |
+//! | `preview.rs` | bounded reads of entries: fields cut to previews on the server (`scripts/previews.lua`) |
 //! | `snapshot.rs` | the JSON views of streams, groups, consumers and dead letters |
+//! | `entry.rs` | the JSON view of a stream entry |
 //! | `api.rs` | the read-only JSON endpoints of seeds 002 and 004 |
 //! | `dlq.rs` | dead letters: list, one, redrive, purge |
 //! | `ws.rs` | the WebSocket feed and its shared poller |
@@ -25,15 +28,18 @@
 mod api;
 mod config;
 mod dlq;
+mod entry;
 mod error;
 mod guard;
 mod page;
 mod params;
+mod preview;
 mod prometheus;
 mod routes;
 mod server;
 mod snapshot;
 mod state;
+mod summary;
 mod ws;
 
 use std::fmt;

@@ -13,9 +13,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use redstream_transport::{ServerInfo, StreamSummary};
+use redstream_transport::ServerInfo;
 
 use super::state::{AppState, Counters};
+use super::summary::Summary;
 
 /// The `Content-Type` of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -155,7 +156,7 @@ fn record_server(info: &ServerInfo) {
 }
 
 #[allow(clippy::cast_precision_loss)]
-fn record_streams(streams: &[StreamSummary]) {
+fn record_streams(streams: &[Summary]) {
     gauge!("redstream_streams").set(streams.len() as f64);
     for stream in streams {
         let name = stream.name.clone();

@@ -26,7 +26,7 @@ use super::{api, dlq, guard, page, prometheus, ws};
 /// | `GET /api/streams/info` | length, first and last entry of every stream (seed 004) |
 /// | `GET /api/streams/{name}?startId=&count=` | entries of a stream (seed 004) |
 /// | `GET /api/streams/{name}/pending?group=&count=` | pending entries (seed 004) |
-/// | `GET /api/dlq?count=`, `/api/dlq/{id}` | dead letters |
+/// | `GET /api/dlq?count=&startId=`, `/api/dlq/{id}` | dead letters |
 /// | `POST /api/dlq/redrive`, `/api/dlq/purge` | write actions (`allow_writes`) |
 ///
 /// Every answer that is not a success is JSON: `{ "error": { "kind", "message" } }`.

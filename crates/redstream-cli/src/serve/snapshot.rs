@@ -10,22 +10,36 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
-use redstream_core::{ErrorKind, Event, Result};
-use redstream_transport::{
-    ConsumerSummary, DeadLetterEntry, GroupSummary, ServerInfo, StreamSummary,
-};
+use redstream_core::{DecodeError, ErrorKind, Event, EventLimits, Result, wire};
+use redstream_transport::{ConsumerSummary, ServerInfo};
 use serde::Serialize;
 
 use super::config::{
-    FAN_OUT, SNAPSHOT_DEAD_LETTERS, SNAPSHOT_ERROR_BYTES, SNAPSHOT_GROUPS_WITH_CONSUMERS,
+    FAN_OUT, PREVIEW_BYTES, REST_ERROR_BYTES, SNAPSHOT_DEAD_LETTERS, SNAPSHOT_ERROR_BYTES,
+    SNAPSHOT_GROUPS_WITH_CONSUMERS,
 };
+use super::preview::{Direction, PreviewEntry, PreviewField, ReadLimits};
 use super::state::AppState;
+use super::summary::{GroupInfo, Summary};
 
 /// Bytes of a dead letter's payload shown in a snapshot.
 const PAYLOAD_PREVIEW_BYTES: usize = 240;
 
-/// Bytes of an undecodable dead letter's raw `event` field returned by the REST endpoints.
-const RAW_EVENT_BYTES: usize = 4096;
+/// The fields of a dead letter (docs/wire-format.md): what the dashboard reads of one.
+pub(crate) const DEAD_LETTER_FIELDS: [&str; 12] = [
+    "event",
+    "error",
+    "original_type",
+    "stream",
+    "entry_id",
+    "group",
+    "consumer",
+    "deliveries",
+    "first_failure_ms",
+    "last_failure_ms",
+    "undecodable",
+    "raw",
+];
 
 /// Everything the page shows, at one moment.
 #[derive(Debug, Serialize)]
@@ -116,7 +130,7 @@ pub(crate) struct DeadLetterView {
     pub(crate) id: String,
     /// When it was dead-lettered (the id's time), Unix milliseconds.
     pub(crate) dead_lettered_at_ms: Option<u64>,
-    /// The event's id, when it decodes.
+    /// The event's id, when it decodes (and was read whole: see `event_bytes`).
     pub(crate) event_id: Option<String>,
     /// The event type of the stream it came from (seed 000's `original_type`).
     pub(crate) original_type: String,
@@ -131,63 +145,206 @@ pub(crate) struct DeadLetterView {
     pub(crate) error: String,
     pub(crate) first_failure_ms: Option<u64>,
     pub(crate) last_failure_ms: Option<u64>,
-    /// Whether a redrive can publish it again (its event decodes).
+    /// Whether a redrive can publish it again: its event decodes, or may (an event within the
+    /// size limit that this view did not read whole).
     pub(crate) redrivable: bool,
     /// Why the event does not decode.
     pub(crate) decode_error: Option<String>,
+    /// The size of the stored `event` field in bytes. An event is read whole only when it is
+    /// within the wire format's limit and the view's budget; otherwise `event` and `event_id`
+    /// are `null`, and snapshots preview the start of its payload.
+    pub(crate) event_bytes: u64,
     /// The start of the payload as JSON text (snapshots only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) payload_preview: Option<String>,
     /// The whole event (REST only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) event: Option<Event>,
-    /// For an event that does not decode, the stored `event` field, cut to 4 KiB (REST only).
+    /// For an event that does not decode (or was not read whole), the stored `event` field, cut
+    /// to 4 KiB (REST only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) raw_event: Option<String>,
 }
 
+/// How much of a dead letter a view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// Snapshots: a payload preview and the start of the error.
+    Preview,
+    /// The REST endpoints: the whole event and error.
+    Full,
+}
+
+/// The event of a dead letter, as far as it was read.
+struct Decoded {
+    event: Option<Event>,
+    decode_error: Option<String>,
+    /// Whether a redrive may publish it.
+    redrivable: bool,
+    /// The start of the stored envelope, when it was not read whole.
+    cut_envelope: Option<String>,
+}
+
 impl DeadLetterView {
-    /// `full` keeps the whole event and error (REST); otherwise a payload preview and the
-    /// start of the error (snapshots).
-    pub(crate) fn new(entry: DeadLetterEntry, full: bool) -> Self {
-        let millis = |time: Option<SystemTime>| {
-            time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .and_then(|d| u64::try_from(d.as_millis()).ok())
+    /// The view of a dead letter read by [`AppState::read_previews`].
+    pub(crate) fn new(entry: &PreviewEntry, detail: Detail, limits: &EventLimits) -> Self {
+        let full = detail == Detail::Full;
+        let shown =
+            |name: &str, max: usize| entry.field(name).map_or_else(String::new, |f| show(f, max));
+        let number = |name: &str| {
+            entry
+                .field(name)
+                .filter(|f| f.is_whole())
+                .and_then(|f| std::str::from_utf8(&f.value).ok()?.parse::<u64>().ok())
         };
+        let decoded = decode(entry, limits);
+        let event_field = entry.field("event");
         let payload_preview = (!full)
-            .then(|| {
-                entry
-                    .event
-                    .as_ref()
-                    .map(|event| cut(event.payload().to_string(), PAYLOAD_PREVIEW_BYTES))
+            .then(|| match (&decoded.event, &decoded.cut_envelope) {
+                (Some(event), _) => Some(cut(event.payload().to_string(), PAYLOAD_PREVIEW_BYTES)),
+                (None, Some(start)) => payload_start(start),
+                (None, None) => None,
             })
             .flatten();
-        let raw_event =
-            (full && entry.event.is_none()).then(|| cut(entry.raw_event, RAW_EVENT_BYTES));
+        let raw_event = (full && decoded.event.is_none())
+            .then(|| event_field.map(|f| show(f, PREVIEW_BYTES)))
+            .flatten();
         Self {
+            id: entry.id.clone(),
             dead_lettered_at_ms: id_millis(&entry.id),
-            event_id: entry.event.as_ref().map(|event| event.id().to_string()),
-            redrivable: entry.event.is_some(),
-            id: entry.id,
-            original_type: entry.original_type,
-            stream: entry.stream,
-            entry_id: entry.entry_id,
-            group: entry.group,
-            consumer: entry.consumer,
-            deliveries: entry.deliveries,
-            error: if full {
-                entry.error
-            } else {
-                cut(entry.error, SNAPSHOT_ERROR_BYTES)
-            },
-            first_failure_ms: millis(entry.first_failure),
-            last_failure_ms: millis(entry.last_failure),
-            decode_error: entry.decode_error,
+            event_id: decoded.event.as_ref().map(|event| event.id().to_string()),
+            original_type: shown("original_type", PREVIEW_BYTES),
+            stream: shown("stream", PREVIEW_BYTES),
+            entry_id: shown("entry_id", PREVIEW_BYTES),
+            group: shown("group", PREVIEW_BYTES),
+            consumer: shown("consumer", PREVIEW_BYTES),
+            deliveries: number("deliveries")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            error: shown(
+                "error",
+                if full {
+                    REST_ERROR_BYTES
+                } else {
+                    SNAPSHOT_ERROR_BYTES
+                },
+            ),
+            first_failure_ms: number("first_failure_ms"),
+            last_failure_ms: number("last_failure_ms"),
+            redrivable: decoded.redrivable,
+            decode_error: decoded.decode_error,
+            event_bytes: event_field.map_or(0, |f| u64::try_from(f.value_len).unwrap_or(u64::MAX)),
             payload_preview,
-            event: if full { entry.event } else { None },
+            event: if full { decoded.event } else { None },
             raw_event,
         }
     }
+}
+
+/// What reading `entry`'s event gives: as the transport decodes a dead letter, except that an
+/// event not read whole is not decoded.
+fn decode(entry: &PreviewEntry, limits: &EventLimits) -> Decoded {
+    let fails = |reason: String| Decoded {
+        event: None,
+        decode_error: Some(reason),
+        redrivable: false,
+        cut_envelope: None,
+    };
+    if entry.field("raw").is_some() {
+        return fails(
+            "the original entry is in another format (a raw subscription's); raw_event holds its \
+             fields"
+                .to_owned(),
+        );
+    }
+    if entry.field("undecodable").is_some() {
+        return fails(
+            "the original stream entry could not be decoded; raw_event holds its fields".to_owned(),
+        );
+    }
+    if let Some(event) = entry.field("event").filter(|f| f.value.len() < f.value_len) {
+        if event.value_len > limits.max_encoded_bytes {
+            let reason = DecodeError::TooLarge {
+                field: "event",
+                len: event.value_len,
+                limit: limits.max_encoded_bytes,
+            };
+            return Decoded {
+                cut_envelope: Some(lossy(event, usize::MAX)),
+                ..fails(reason.to_string())
+            };
+        }
+        // Within the limit, but over what this view reads whole: it may decode, and a redrive
+        // will say if it does not.
+        return Decoded {
+            event: None,
+            decode_error: None,
+            redrivable: true,
+            cut_envelope: Some(lossy(event, usize::MAX)),
+        };
+    }
+    // The original entry's id gives an envelope without a timestamp the time it was first
+    // written; a dead letter written by hand has none, and uses its own.
+    let original = entry
+        .field("entry_id")
+        .filter(|f| f.is_whole() && !f.value.is_empty())
+        .and_then(|f| std::str::from_utf8(&f.value).ok());
+    let entry_id = original.unwrap_or(&entry.id);
+    let fields = entry
+        .fields
+        .iter()
+        .map(|f| (f.name.as_slice(), f.value.as_slice()));
+    match wire::decode_stream_entry(entry_id, fields, limits) {
+        Ok(event) => Decoded {
+            event: Some(event),
+            decode_error: None,
+            redrivable: true,
+            cut_envelope: None,
+        },
+        Err(err) => fails(err.to_string()),
+    }
+}
+
+/// The start of the payload in the start of an envelope (`..."payload":{...`), which redstream
+/// writes after `v`, `id` and `type`; `None` when it is not there.
+fn payload_start(envelope: &str) -> Option<String> {
+    let key = "\"payload\":";
+    let start = envelope.find(key)? + key.len();
+    let mut preview = cut(
+        envelope[start..].trim_start().to_owned(),
+        PAYLOAD_PREVIEW_BYTES,
+    );
+    if !preview.ends_with("...") {
+        preview.push_str("...");
+    }
+    Some(preview)
+}
+
+/// A field's value as text for people: lossy UTF-8, at most `max` bytes, with `...` when cut
+/// here or by the read.
+pub(crate) fn show(field: &PreviewField, max: usize) -> String {
+    let text = lossy(field, max);
+    if text.len() > max || field.value.len() < field.value_len {
+        let mut text = cut(text, max);
+        if !text.ends_with("...") {
+            text.push_str("...");
+        }
+        text
+    } else {
+        text
+    }
+}
+
+/// A field's value as lossy UTF-8, without the incomplete character a cut may end with.
+fn lossy(field: &PreviewField, max: usize) -> String {
+    let mut bytes = &field.value[..field.value.len().min(max.saturating_add(4))];
+    if bytes.len() < field.value_len
+        && let Err(err) = std::str::from_utf8(bytes)
+        && err.error_len().is_none()
+    {
+        bytes = &bytes[..err.valid_up_to()];
+    }
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, with `...` when cut.
@@ -221,10 +378,10 @@ impl AppState {
     /// letters. Three calls run concurrently, then the consumers of each group.
     pub(crate) async fn snapshot(&self) -> Result<Snapshot> {
         let transport = self.transport();
-        let (redis, summaries, dead) = tokio::try_join!(
+        let (redis, summaries, (dead, _)) = tokio::try_join!(
             transport.server_info(),
             self.stream_summaries(),
-            transport.dlq_entries(SNAPSHOT_DEAD_LETTERS),
+            self.dead_letters("-", SNAPSHOT_DEAD_LETTERS, Detail::Preview),
         )?;
         let streams = self
             .stream_views(summaries, SNAPSHOT_GROUPS_WITH_CONSUMERS)
@@ -247,18 +404,47 @@ impl AppState {
             dlq: DlqView {
                 stream: dlq_key,
                 length: dlq_length,
-                entries: dead
-                    .into_iter()
-                    .map(|entry| DeadLetterView::new(entry, false))
-                    .collect(),
+                entries: dead,
             },
         })
+    }
+
+    /// At most `count` dead letters from `start` (`-` for the oldest, or a `startId`), read
+    /// within the limits of `detail` (see [`ReadLimits`]), and whether those limits ended the
+    /// read early; none when the dead-letter stream does not exist.
+    pub(crate) async fn dead_letters(
+        &self,
+        start: &str,
+        count: usize,
+        detail: Detail,
+    ) -> Result<(Vec<DeadLetterView>, bool)> {
+        let limits = &self.transport().options().limits;
+        let read = match detail {
+            Detail::Preview => ReadLimits::snapshot_dead_letters(limits.max_encoded_bytes),
+            Detail::Full => ReadLimits::dead_letters(limits.max_encoded_bytes),
+        };
+        let dlq = self.transport().names().dlq();
+        let previews = match self
+            .read_previews(&dlq, (start, "+"), count, Direction::Forward, &read)
+            .await
+        {
+            Ok(previews) => previews,
+            // No dead letter was ever written.
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok((Vec::new(), false)),
+            Err(err) => return Err(err),
+        };
+        let views = previews
+            .entries
+            .iter()
+            .map(|entry| DeadLetterView::new(entry, detail, limits))
+            .collect();
+        Ok((views, previews.stopped))
     }
 
     /// Views of `summaries`, with the consumers of the first `max_groups` groups.
     pub(crate) async fn stream_views(
         &self,
-        summaries: Vec<StreamSummary>,
+        summaries: Vec<Summary>,
         max_groups: usize,
     ) -> Result<Vec<StreamView>> {
         let asks: Vec<(String, String)> = summaries
@@ -299,7 +485,7 @@ impl AppState {
     }
 }
 
-fn group_view(group: GroupSummary, consumers: Vec<ConsumerSummary>) -> GroupView {
+fn group_view(group: GroupInfo, consumers: Vec<ConsumerSummary>) -> GroupView {
     GroupView {
         name: group.name,
         consumer_count: group.consumers,
@@ -313,7 +499,7 @@ fn group_view(group: GroupSummary, consumers: Vec<ConsumerSummary>) -> GroupView
     }
 }
 
-fn stream_view(summary: StreamSummary, groups: Vec<GroupView>) -> StreamView {
+fn stream_view(summary: Summary, groups: Vec<GroupView>) -> StreamView {
     let lag = groups.iter().filter_map(|g| g.lag).max();
     let pending = groups.iter().map(|g| g.pending).sum();
     let oldest_pending_age_secs = groups

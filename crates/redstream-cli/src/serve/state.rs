@@ -185,14 +185,6 @@ impl AppState {
         &self.transport().config().stream_prefix
     }
 
-    /// The summaries of the streams the dashboard shows: under the prefix, and those
-    /// `ServeConfig::streams` names; sorted by name.
-    pub(crate) async fn stream_summaries(
-        &self,
-    ) -> redstream_core::Result<Vec<redstream_transport::StreamSummary>> {
-        crate::select::describe(self.transport(), &self.config().streams).await
-    }
-
     /// Whether a token is required.
     pub(crate) fn token_required(&self) -> bool {
         self.inner.token_digest.is_some()

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod bounded;
 mod binary;
 mod failures;
 mod limits;

@@ -97,7 +97,9 @@ impl Dashboard {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let served = state.clone();
         let server = tokio::spawn(async move {
-            serve(listener, served, std::future::pending()).await.unwrap();
+            serve(listener, served, std::future::pending())
+                .await
+                .unwrap();
         });
         Self {
             transport: transport(&redis.url()).await,
