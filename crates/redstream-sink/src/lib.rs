@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod connection;
 pub mod keys;
 pub mod runner;
 mod script;

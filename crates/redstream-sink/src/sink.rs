@@ -4,18 +4,17 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, Pipeline, RedisResult, Value};
-use redstream_core::connection::{resp3_client, was_not_sent};
+use redis::{Cmd, Pipeline, Value};
 use redstream_core::wire;
 use redstream_core::{
-    BatchAck, BatchSink, CheckpointHook, Error, ErrorKind, Event, EventLimits, RedactedUrl, Result,
+    BatchAck, BatchSink, CheckpointHook, Error, ErrorKind, Event, EventLimits, Result,
     SourcePosition,
 };
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use crate::config::SinkConfig;
+use crate::connection::Connection;
 use crate::keys;
 use crate::script::{self, Batch, LAST_EVENT_FIELD, POSITION_FIELD, ProgressCheck, Reply};
 use crate::stall::{self, Stall};
@@ -77,7 +76,7 @@ struct Counters {
 /// The connection and what the sink knows of its progress key. Held for a whole batch, so
 /// batches are written one at a time and in order.
 struct State {
-    conn: Option<ConnectionManager>,
+    conn: Connection,
     /// `None`: unknown (at start, or after a failure); read the key before writing.
     progress: Option<Option<Progress>>,
     /// Failed attempts since the last success, for the stall warnings.
@@ -100,9 +99,6 @@ struct State {
 /// for the guarantee and its limits.
 pub struct RedisSink {
     config: SinkConfig,
-    /// The client of the sink's connection, speaking RESP3 (see `connection`).
-    client: Client,
-    server: String,
     progress_key: String,
     /// The progress key's name in earlier versions, when it differs (an untagged stream).
     previous_progress_key: Option<String>,
@@ -129,10 +125,7 @@ impl RedisSink {
     /// Redis is still down.
     pub fn new(config: SinkConfig) -> Result<Self> {
         config.validate()?;
-        let client = redstream_core::open_client(&config.uri, &config.tls)?;
-        // RESP3, so a dropped connection is noticed and replaced at once (see core's
-        // `connection`), not by the first batch after a restart failing with a broken pipe.
-        let client = resp3_client(&client, &config.uri)?;
+        let conn = Connection::new(&config)?;
         let progress_key = keys::progress_key(&config.stream, &config.id);
         if !redstream_core::keys::same_slot(&config.stream, &progress_key) {
             // Only a stream holding a `}` without a hash tag before it cannot be wrapped in one.
@@ -143,14 +136,12 @@ impl RedisSink {
             );
         }
         Ok(Self {
-            server: RedactedUrl(&config.uri).to_string(),
             previous_progress_key: keys::previous_progress_key(&config.stream, &config.id),
             progress_key,
             limits: EventLimits::default(),
-            client,
             config,
             state: Mutex::new(State {
-                conn: None,
+                conn,
                 progress: None,
                 stall: Stall::default(),
             }),
@@ -647,17 +638,12 @@ impl RedisSink {
         pipe.add_command(self.progress_hset(last_event_id, position))
             .ignore()
             .add_command(wait);
-        let (acked,): (u64,) = self
-            .command(
-                state,
-                "HSET and WAIT",
-                &self.progress_key,
-                true,
-                |mut conn| {
-                    let pipe = &pipe;
-                    async move { pipe.query_async(&mut conn).await }
-                },
-            )
+        let (acked,): (u64,) = state
+            .conn
+            .call("HSET and WAIT", &self.progress_key, true, |mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
             .await?;
         self.check_durable(acked)
     }
@@ -754,17 +740,12 @@ impl RedisSink {
         if matches!(replies.first(), Some(Value::ServerError(err)) if err.code() == "NOSCRIPT") {
             // After a restart, a failover or SCRIPT FLUSH. Nothing ran; load it and send again.
             let load = script::load();
-            let _: String = self
-                .command(
-                    state,
-                    "SCRIPT LOAD",
-                    &self.config.stream,
-                    true,
-                    |mut conn| {
-                        let load = &load;
-                        async move { load.query_async(&mut conn).await }
-                    },
-                )
+            let _: String = state
+                .conn
+                .call("SCRIPT LOAD", &self.config.stream, true, |mut conn| {
+                    let load = &load;
+                    async move { load.query_async(&mut conn).await }
+                })
                 .await?;
             replies = self.exchange(state, &pipe, idempotent).await?;
         }
@@ -835,14 +816,15 @@ impl RedisSink {
         pipe: &Pipeline,
         idempotent: bool,
     ) -> Result<Vec<Value>> {
-        self.command(
-            state,
-            BATCH_OP,
-            &self.config.stream,
-            idempotent,
-            |mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await },
-        )
-        .await
+        state
+            .conn
+            .call(
+                BATCH_OP,
+                &self.config.stream,
+                idempotent,
+                |mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await },
+            )
+            .await
     }
 
     fn unexpected(&self, what: String) -> Error {
@@ -929,11 +911,13 @@ impl RedisSink {
     async fn hmget(&self, state: &mut State, key: &str) -> Result<ProgressFields> {
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(key).arg(LAST_EVENT_FIELD).arg(POSITION_FIELD);
-        self.command(state, "HMGET", key, true, |mut conn| {
-            let cmd = &cmd;
-            async move { cmd.query_async(&mut conn).await }
-        })
-        .await
+        state
+            .conn
+            .call("HMGET", key, true, |mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await
     }
 
     /// When the progress key does not exist, makes sure the sink's progress is not under the
@@ -986,78 +970,6 @@ impl RedisSink {
                 self.progress_key,
             ),
         ))
-    }
-
-    /// Runs `call` on the sink's connection; errors name `op` and `target`.
-    ///
-    /// A call that failed because no connection could be made (refused: the server is down or
-    /// restarting) was not sent, so it is sent once more at once: the failure made the
-    /// connection manager start a new connection, and a server that is back by now answers
-    /// the second try. A call that is `idempotent` is also sent once more after its connection
-    /// dropped (reset, broken pipe): it may have run, but running it twice changes nothing.
-    /// That is every call of the sink but a batch script without the progress key
-    /// (`exactly_once` off), which is sent again only when it was not sent; the retry policy
-    /// decides about the rest. (A connection that the server's death reset while it was being
-    /// made leaves the manager holding that error; the first call after a restart then fails
-    /// with it, however long the server has been back, and its resend connects afresh.)
-    async fn command<T, F, Fut>(
-        &self,
-        state: &mut State,
-        op: &'static str,
-        target: &str,
-        idempotent: bool,
-        call: F,
-    ) -> Result<T>
-    where
-        F: Fn(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let conn = self.connection(state)?;
-        let mut not_sent = true;
-        let result = match call(conn.clone()).await {
-            Err(err) if was_not_sent(&err) || (idempotent && err.is_connection_dropped()) => {
-                not_sent = was_not_sent(&err);
-                call(conn).await
-            }
-            result => result,
-        };
-        result.map_err(|err| {
-            let not_sent = not_sent && was_not_sent(&err);
-            let err = Error::from_redis(op, target.to_owned(), err);
-            if err.kind() == ErrorKind::Auth {
-                // A connection refused its credentials is not retried by the manager: start
-                // a fresh one next time, so a password or ACL fixed on the server is used.
-                state.conn = None;
-            }
-            if not_sent {
-                Error::backend(
-                    err.kind(),
-                    op,
-                    target.to_owned(),
-                    format!("{err} (cannot connect: nothing was sent)"),
-                )
-            } else {
-                err
-            }
-        })
-    }
-
-    /// The sink's connection: a `ConnectionManager` that reconnects by itself, created at the
-    /// first call and connecting then.
-    fn connection(&self, state: &mut State) -> Result<ConnectionManager> {
-        if let Some(conn) = &state.conn {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(self.config.send_timeout))
-            // One try per connection: the resend above and the sink's retry policy decide
-            // when to try again.
-            .set_number_of_retries(0);
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|err| Error::from_redis("connect", self.server.clone(), err))?;
-        state.conn = Some(conn.clone());
-        Ok(conn)
     }
 
     fn record_success(&self, ack: &BatchAck, started: Instant) {
