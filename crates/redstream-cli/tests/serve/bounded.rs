@@ -24,8 +24,8 @@ const BOUND: u64 = 4 * MIB;
 /// A connection that waits as long as writing 40 MiB takes on a loaded machine (the default
 /// response timeout is half a second).
 async fn patient(redis: &redstream_testkit::RedisServer) -> MultiplexedConnection {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(120)));
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
     redis
         .client()
         .unwrap()

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
-mod bounded;
 mod binary;
+mod bounded;
 mod failures;
 mod limits;
 mod params;
