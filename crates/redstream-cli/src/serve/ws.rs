@@ -1,17 +1,21 @@
 //! `GET /ws`: a WebSocket that sends a [`Snapshot`](super::snapshot::Snapshot) as soon as it
 //! opens and then one every refresh interval.
 //!
-//! One poller builds the periodic snapshots for every client, so ten open pages cost Redis no
-//! more than one. It starts with the first client and stops when the last one leaves. A client
-//! that reads slowly skips snapshots rather than queueing them: the feed is a
-//! `tokio::sync::watch` channel holding only the latest one, serialized once.
+//! One poller builds every snapshot, for every client, so ten open pages, or a thousand
+//! connects, cost Redis no more than one page. It starts with the first client and stops when
+//! the last one leaves. The latest snapshot is kept, serialized once, in a
+//! `tokio::sync::watch` channel: a client that connects gets it at once when it is younger than
+//! the refresh interval, and otherwise asks the poller for a fresh one and gets it as soon as it
+//! is built (connects that ask together share it). A client that reads slowly skips snapshots
+//! rather than queueing them.
 //!
 //! Messages are JSON text: `{"type": "snapshot", ...}`, or `{"type": "error", "error": {"kind",
 //! "message"}}` when Redis could not be read (the connection stays open and the next refresh
-//! tries again). A client may send the text `refresh` to get a snapshot at once (the page does
-//! after a redrive); such requests are served at most every 250 ms. Clients beyond
-//! `max_ws_clients` get 503 before the upgrade, and a client that does not accept a message
-//! within `ws_send_timeout` is disconnected, which frees its slot.
+//! tries again). A client may send the text `refresh` to have a snapshot built at once (the page
+//! does after a redrive); each client is heard at most every 250 ms, and the poller builds at
+//! most one snapshot per 250 ms for all of them. Clients beyond `max_ws_clients` get 503 before
+//! the upgrade, and a client that does not accept a message within `ws_send_timeout` is
+//! disconnected, which frees its slot.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Mutex, PoisonError};
@@ -24,17 +28,26 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, watch};
-use tokio::time::MissedTickBehavior;
 
 use super::error::ApiError;
 use super::state::{AppState, Counters};
 
-/// The least time between two snapshots a client asks for with `refresh`.
+/// The least time between two snapshots built because clients asked (on connect, or with
+/// `refresh`).
 const MIN_ASKED_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The latest periodic snapshot, and whether a poller is building them.
+/// A snapshot (or an error message) as sent to clients, and when its building started.
+#[derive(Clone)]
+pub(crate) struct Built {
+    started: Instant,
+    text: Utf8Bytes,
+}
+
+/// The latest snapshot, the clients' requests for a fresh one, and whether a poller runs.
 pub(crate) struct Feed {
-    latest: watch::Sender<Option<Utf8Bytes>>,
+    latest: watch::Sender<Option<Built>>,
+    /// When a client last asked for a snapshot newer than the latest.
+    asked: watch::Sender<Option<Instant>>,
     poller_running: Mutex<bool>,
 }
 
@@ -42,14 +55,15 @@ impl Default for Feed {
     fn default() -> Self {
         Self {
             latest: watch::Sender::new(None),
+            asked: watch::Sender::new(None),
             poller_running: Mutex::new(false),
         }
     }
 }
 
 impl Feed {
-    /// A receiver of the periodic snapshots; starts the poller when none runs.
-    fn subscribe(state: &AppState) -> watch::Receiver<Option<Utf8Bytes>> {
+    /// A receiver of the snapshots; starts the poller when none runs.
+    fn subscribe(state: &AppState) -> watch::Receiver<Option<Built>> {
         let feed = state.feed();
         // Subscribe before looking at the flag: a poller that is about to stop for lack of
         // receivers either sees this one, or has cleared the flag, so one is started here.
@@ -64,22 +78,44 @@ impl Feed {
         }
         receiver
     }
+
+    /// Asks the poller for a snapshot whose building starts from now on.
+    fn ask(&self) {
+        self.asked.send_replace(Some(Instant::now()));
+    }
 }
 
-/// Builds a snapshot every refresh interval while anyone listens.
+/// Builds a snapshot every refresh interval, and when clients ask, while anyone listens.
 async fn poll(state: AppState) {
+    let feed = state.feed();
+    let refresh = state.config().refresh;
     let shutdown = state.shutdown_token();
-    let mut ticker = tokio::time::interval(state.config().refresh);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The first tick is immediate; each client got its own first snapshot already.
-    ticker.tick().await;
+    let mut asked = feed.asked.subscribe();
+    let mut last_started = feed.latest.borrow().as_ref().map(|built| built.started);
     loop {
+        // Whether a client waits for a snapshot newer than the last one.
+        let wanted = |asked: &watch::Receiver<Option<Instant>>| {
+            let when = *asked.borrow();
+            when.is_some_and(|when| last_started.is_none_or(|started| when > started))
+        };
+        let due = match last_started {
+            Some(started) if !wanted(&asked) => started + refresh,
+            Some(started) => started + MIN_ASKED_INTERVAL,
+            None => Instant::now(),
+        };
         tokio::select! {
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(due.into()) => {}
+            changed = asked.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // Decided again at the top: a request may be for a snapshot already built,
+                // or come too soon after the last one.
+                continue;
+            }
             () = shutdown.cancelled() => break,
         }
         {
-            let feed = state.feed();
             let mut running = feed
                 .poller_running
                 .lock()
@@ -89,11 +125,12 @@ async fn poll(state: AppState) {
                 return;
             }
         }
-        let message = message(&state).await;
-        state.feed().latest.send_replace(Some(message));
+        let started = Instant::now();
+        let text = message(&state).await;
+        last_started = Some(started);
+        feed.latest.send_replace(Some(Built { started, text }));
     }
-    *state
-        .feed()
+    *feed
         .poller_running
         .lock()
         .unwrap_or_else(PoisonError::into_inner) = false;
@@ -152,11 +189,23 @@ async fn serve(state: AppState, mut socket: WebSocket, _permit: OwnedSemaphorePe
     let counters = state.counters();
     Counters::add(&counters.ws_connections, 1);
     counters.ws_clients.fetch_add(1, Ordering::Relaxed);
+    let feed = state.feed();
+    // The latest snapshot if it is fresh; otherwise the next one, asked for before subscribing
+    // so that a poller started by this client builds it at once.
+    let fresh = feed
+        .latest
+        .borrow()
+        .as_ref()
+        .filter(|built| built.started.elapsed() < state.config().refresh)
+        .map(|built| built.text.clone());
+    if fresh.is_none() {
+        feed.ask();
+    }
     let mut updates = Feed::subscribe(&state);
     let shutdown = state.shutdown_token();
     let send_timeout = state.config().ws_send_timeout;
     let mut last_asked: Option<Instant> = None;
-    let mut outgoing = Some(message(&state).await);
+    let mut outgoing = fresh;
     loop {
         if let Some(text) = outgoing.take()
             && !send(&mut socket, Message::Text(text), send_timeout).await
@@ -168,14 +217,14 @@ async fn serve(state: AppState, mut socket: WebSocket, _permit: OwnedSemaphorePe
                 if changed.is_err() {
                     break;
                 }
-                outgoing = updates.borrow_and_update().clone();
+                outgoing = updates.borrow_and_update().as_ref().map(|built| built.text.clone());
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) if text.as_str().trim() == "refresh" => {
                     let now = Instant::now();
                     if last_asked.is_none_or(|t| now.duration_since(t) >= MIN_ASKED_INTERVAL) {
                         last_asked = Some(now);
-                        outgoing = Some(message(&state).await);
+                        feed.ask();
                     }
                 }
                 // Pings are answered by the WebSocket layer; other messages mean nothing.

@@ -1,7 +1,7 @@
 //! What the dashboard pulls from Redis does not grow with the entries' sizes: eleven dead letters
 //! of 40 MiB each cost a snapshot, and every read endpoint, a bounded number of bytes (measured
-//! with `INFO stats` `total_net_output_bytes`). The figures are printed: run with
-//! `--nocapture`.
+//! with `INFO stats` `total_net_output_bytes`), and WebSocket connects do not cost a snapshot
+//! each (measured with `INFO commandstats`). The figures are printed: run with `--nocapture`.
 
 use redis::aio::MultiplexedConnection;
 use redstream_cli::serve::ServeConfig;
@@ -52,6 +52,25 @@ async fn info_field(conn: &mut MultiplexedConnection, section: &str, name: &str)
 /// Bytes the server has sent to all its clients so far.
 async fn bytes_out(conn: &mut MultiplexedConnection) -> u64 {
     info_field(conn, "stats", "total_net_output_bytes").await
+}
+
+/// Commands the server has run so far, inside scripts included (`INFO commandstats`).
+pub(crate) async fn commands_run(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            line.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// Microseconds the server has spent in `EVALSHA` (the dashboard's scripts) so far.
@@ -277,6 +296,56 @@ async fn first_message(d: &Dashboard) -> Value {
     let first = next_json(&mut socket).await;
     socket.close(None).await.unwrap();
     first
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_connects_do_not_each_cost_a_snapshot() {
+    let d = Dashboard::start(ServeConfig {
+        refresh: Duration::from_secs(3600),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut conn = d.conn().await;
+    for n in 0..5 {
+        d.publish(&format!("type.{n}"), json!({ "n": n })).await;
+        read_as(&mut conn, &format!("events:type.{n}"), "g", "c", 1).await;
+    }
+    d.dead_letter("type.0", json!({}), "failed").await;
+
+    // The first connect builds a snapshot: what one costs.
+    let start = commands_run(&mut conn).await;
+    assert_eq!(first_message(&d).await["type"], "snapshot");
+    // The INFO that measures counts too: leave it out.
+    let one = commands_run(&mut conn).await - start - 1;
+
+    const CONNECTS: u64 = 60;
+    let start = commands_run(&mut conn).await;
+    for _ in 0..CONNECTS / 2 {
+        assert_eq!(first_message(&d).await["type"], "snapshot");
+    }
+    let together: Vec<_> = (0..CONNECTS / 2)
+        .map(|_| {
+            let url = d.ws_url("/ws");
+            tokio::spawn(async move {
+                let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                let first = next_json(&mut socket).await;
+                socket.close(None).await.unwrap();
+                first
+            })
+        })
+        .collect();
+    for task in together {
+        assert_eq!(task.await.unwrap()["type"], "snapshot");
+    }
+    let many = commands_run(&mut conn).await - start - 1;
+    println!(
+        "Redis commands: {one} for the first WebSocket connect (one snapshot), {many} for \
+         {CONNECTS} more connects"
+    );
+    assert!(
+        many <= one,
+        "{CONNECTS} connects ran {many} commands, one snapshot runs {one}"
+    );
 }
 
 /// Events within the size limit but large: a page of them ends within its budget and says where
