@@ -90,9 +90,19 @@ impl ApiError {
             ),
             ErrorKind::OutOfMemory => unavailable("Redis is out of memory"),
             ErrorKind::Auth => unavailable("Redis refused the dashboard's credentials"),
-            ErrorKind::PermissionDenied => {
-                unavailable("Redis denied the dashboard's user a command it needs (NOPERM)")
-            }
+            ErrorKind::PermissionDenied => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "redis_unavailable",
+                match denied_command(&message) {
+                    Some(command) => format!(
+                        "Redis denied the dashboard's user the command '{command}' (NOPERM): see \
+                         docs/dashboard.md for the ACL it needs"
+                    ),
+                    None => "Redis denied the dashboard's user a command or key it needs \
+                             (NOPERM): see docs/dashboard.md for the ACL it needs"
+                        .to_owned(),
+                },
+            ),
             ErrorKind::CircuitOpen => {
                 unavailable("calls to Redis are paused by the circuit breaker after failures")
             }
@@ -106,6 +116,19 @@ impl ApiError {
             ),
         }
     }
+}
+
+/// The command a `NOPERM` error names (`... no permissions to run the 'time' command`): a
+/// command name, nothing else of the server's text.
+fn denied_command(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("to run the '")?;
+    let (command, _) = rest.split_once("' command")?;
+    let valid = !command.is_empty()
+        && command.len() <= 64
+        && command
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'|' | b'_' | b'-'));
+    valid.then(|| command.to_owned())
 }
 
 /// Whether a Redis error's text is its refusal of a stream id.

@@ -20,16 +20,21 @@ const MAX_NAME_BYTES: usize = 512;
 /// percent-encode as `events%3Aorder.created`); otherwise `dlq` is the dead-letter stream and an
 /// event type (`order.created`) its stream under the prefix. The `EXISTS` this takes is a read,
 /// and its failure is answered like any Redis failure.
+///
+/// A name the dashboard's user may not read (`NOPERM` on `TYPE`: an ACL that grants the prefix
+/// only, see docs/dashboard.md) is not a stream the dashboard can show: it is read as an event
+/// type, whose stream is under the prefix.
 pub(crate) async fn stream_key(state: &AppState, raw: &str) -> Result<String, ApiError> {
     check_text("stream name", raw).map_err(ApiError::stream_name)?;
-    state
-        .transport()
-        .resolve_stream(raw)
-        .await
-        .map_err(|err| match err.kind() {
-            ErrorKind::InvalidInput => ApiError::stream_name(state.scrub(&err.to_string())),
-            _ => state.fail(err),
-        })
+    let transport = state.transport();
+    let resolved = match transport.resolve_stream(raw).await {
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => transport.stream_key_for(raw),
+        other => other,
+    };
+    resolved.map_err(|err| match err.kind() {
+        ErrorKind::InvalidInput => ApiError::stream_name(state.scrub(&err.to_string())),
+        _ => state.fail(err),
+    })
 }
 
 /// `count` from a query: absent means `default`; otherwise a whole number from 1 to

@@ -91,8 +91,15 @@ impl Dashboard {
     }
 
     pub(crate) async fn start_on(redis: RedisServer, config: ServeConfig) -> Self {
+        let url = redis.url();
+        Self::start_as(redis, &url, config).await
+    }
+
+    /// A dashboard that connects with `url` (another user, say); the test's own transport
+    /// connects with the server's URL.
+    pub(crate) async fn start_as(redis: RedisServer, url: &str, config: ServeConfig) -> Self {
         let token = config.token.clone();
-        let state = AppState::new(transport(&redis.url()).await, config);
+        let state = AppState::new(transport(url).await, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let served = state.clone();

@@ -28,6 +28,15 @@
 -- length, ...}}. `stopped` is 1 when the budget or the read limit ended the read before
 -- `count` entries.
 local stream = KEYS[1]
+-- A command the user may not run is named at once (Redis 7 can tell; 6.2 fails at the call).
+if redis.acl_check_cmd then
+  for _, check in ipairs({{'TYPE', stream}, {ARGV[1], stream, '-', '+'}}) do
+    if not redis.acl_check_cmd(unpack(check)) then
+      return redis.error_reply('NOPERM this user has no permissions to run the \'' ..
+        string.lower(check[1]) .. '\' command, which the dashboard needs')
+    end
+  end
+end
 local kind = redis.call('TYPE', stream)['ok']
 if kind ~= 'stream' then
   return {kind, {}, 0}
