@@ -51,6 +51,11 @@ pub(crate) struct Settings {
     pub(crate) extra: Vec<(String, String)>,
     pub(crate) ready_timeout: Duration,
     pub(crate) binary: Option<PathBuf>,
+    /// Runs `redis-server <conf> --sentinel` (set by [`crate::RedisSentinel`]).
+    pub(crate) sentinel: bool,
+    /// Gives the server a cluster bus port of its own (`cluster-port`), chosen free like its
+    /// port (set by [`crate::RedisCluster`]).
+    pub(crate) cluster_bus: bool,
 }
 
 /// An ACL user declared with [`RedisServerBuilder::acl_user`] or
@@ -83,6 +88,8 @@ impl RedisServerBuilder {
                 extra: Vec::new(),
                 ready_timeout: DEFAULT_READY_TIMEOUT,
                 binary: None,
+                sentinel: false,
+                cluster_bus: false,
             },
         }
     }
@@ -173,6 +180,23 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Makes the server a replica of `primary` (`replicaof`), authenticating with its
+    /// password (`masterauth`) when it has one.
+    ///
+    /// The replica's own password is not set: add [`password`](Self::password) for that.
+    /// [`RedisServer::start_replica`] does both and waits until the replica is in sync;
+    /// [`RedisServer::wait_for_replica`] waits for one started this way.
+    pub fn replica_of(self, primary: &RedisServer) -> Self {
+        let builder = self.config(
+            "replicaof",
+            format!("{} {}", primary.host(), primary.port()),
+        );
+        match primary.password() {
+            Some(password) => builder.config("masterauth", quote(password)),
+            None => builder,
+        }
+    }
+
     /// Appends an arbitrary directive `key value` to the generated `redis.conf`.
     ///
     /// The value is written verbatim, so it may hold several arguments (`"900 1"`) and must do
@@ -233,6 +257,8 @@ impl fmt::Debug for Settings {
             extra,
             ready_timeout,
             binary,
+            sentinel,
+            cluster_bus,
         } = self;
         f.debug_struct("RedisServerBuilder")
             .field("password", &password.as_ref().map(|_| Redacted))
@@ -245,6 +271,8 @@ impl fmt::Debug for Settings {
             .field("config", extra)
             .field("ready_timeout", ready_timeout)
             .field("redis_server_binary", binary)
+            .field("sentinel", sentinel)
+            .field("cluster_bus", cluster_bus)
             .finish()
     }
 }
@@ -280,6 +308,8 @@ pub(crate) struct Listen<'a> {
     pub(crate) tls: Option<&'a TlsFiles>,
     /// Whether `protected-mode` stays on.
     pub(crate) protected_mode: bool,
+    /// The cluster bus port (`cluster-port`), for cluster nodes.
+    pub(crate) cluster_port: Option<u16>,
 }
 
 impl Settings {
@@ -309,11 +339,17 @@ impl Settings {
                 line("tls-auth-clients", "no");
             }
         }
+        if let Some(port) = listen.cluster_port {
+            line("cluster-port", &port.to_string());
+        }
         line("daemonize", "no");
         line("dir", &quote(listen.dir));
         line("logfile", "\"\"");
         line("loglevel", "notice");
         line("save", "\"\"");
+        // A replica's first sync starts at once instead of after the default 5 s, in which
+        // further replicas could join the same transfer: tests start replicas one by one.
+        line("repl-diskless-sync-delay", "0");
         if self.appendonly {
             line("appendonly", "yes");
             line("appendfsync", "always");
@@ -404,6 +440,7 @@ mod tests {
             dir: "/tmp/x",
             tls: None,
             protected_mode: true,
+            cluster_port: None,
         }
     }
 

@@ -82,6 +82,18 @@ pub enum Error {
     /// A command sent to the server failed.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+
+    /// A condition polled with [`wait_until`](crate::wait_until) (a cluster becoming healthy,
+    /// a replica being promoted) did not hold in time.
+    #[error("timed out after {waited:?} waiting for {what}; last seen: {last}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+        /// Why the last check said "not yet".
+        last: String,
+    },
 }
 
 impl fmt::Debug for Error {

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 use crate::builder::{Listen, Redacted, RedisServerBuilder, Settings, path_str};
 use crate::error::{Error, Result};
 use crate::tls::{self, TlsFiles};
+use crate::version::ServerVersion;
 
 /// The address every local server binds to.
 const LOCALHOST: &str = "127.0.0.1";
@@ -29,6 +30,10 @@ const LOG_TAIL_LINES: usize = 30;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The port of the shared development server, which a test server must never take.
 const SHARED_REDIS_PORT: u16 = 6379;
+/// The connect and reply timeout of the kit's own connections (cluster and sentinel checks).
+pub(crate) const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`RedisServer::start_replica`] waits at least for the replica's first sync.
+const REPLICA_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A private, disposable redis-server.
 ///
@@ -51,6 +56,7 @@ pub struct RedisServer {
     tls: Option<TlsFiles>,
     conf_path: PathBuf,
     log_path: PathBuf,
+    version: Option<ServerVersion>,
     // Last, so that it is removed only after the process is gone.
     dir: TempDir,
 }
@@ -79,7 +85,7 @@ impl RedisServer {
     }
 
     pub(crate) async fn launch(settings: Settings) -> Result<Self> {
-        match find_binary(&settings)? {
+        match find_binary(settings.binary.as_deref())? {
             Some(binary) => Self::launch_process(settings, binary).await,
             None => Self::launch_without_binary(settings).await,
         }
@@ -103,6 +109,7 @@ impl RedisServer {
             dir: "/data",
             tls: None,
             protected_mode: false,
+            cluster_port: None,
         })?;
         write_file(&conf_path, &conf)?;
         write_file(&log_path, "")?;
@@ -115,6 +122,7 @@ impl RedisServer {
             tls: None,
             conf_path,
             log_path,
+            version: None,
             dir,
         })
     }
@@ -129,8 +137,22 @@ impl RedisServer {
         };
         let conf_path = dir.path().join("redis.conf");
         let log_path = dir.path().join("redis.log");
+        // Announced once per binary in the test log; a binary that cannot say its version may
+        // still serve.
+        let version = match ServerVersion::of_binary(&binary) {
+            Ok(version) => Some(version),
+            Err(err) => {
+                tracing::debug!(%err, "no version for the server binary");
+                None
+            }
+        };
         let process = Process {
             binary,
+            args: if settings.sentinel {
+                vec!["--sentinel"]
+            } else {
+                Vec::new()
+            },
             state: Mutex::new(ProcState::default()),
         };
 
@@ -138,12 +160,25 @@ impl RedisServer {
         loop {
             attempt += 1;
             let port = free_port()?;
+            // The bus port must be chosen too: the default, port + 10000, is past 65535 for
+            // most ephemeral ports.
+            let cluster_port = if settings.cluster_bus {
+                Some(loop {
+                    let bus = free_port()?;
+                    if bus != port {
+                        break bus;
+                    }
+                })
+            } else {
+                None
+            };
             let conf = settings.render_conf(&Listen {
                 bind: LOCALHOST,
                 port,
                 dir: &dir_str,
                 tls: tls.as_ref(),
                 protected_mode: true,
+                cluster_port,
             })?;
             write_file(&conf_path, &conf)?;
             let ready = process
@@ -165,6 +200,7 @@ impl RedisServer {
                         tls,
                         conf_path,
                         log_path,
+                        version,
                         dir,
                     });
                 }
@@ -172,6 +208,16 @@ impl RedisServer {
                     if attempt < PORT_ATTEMPTS && log_tail.contains("Address already in use") =>
                 {
                     tracing::debug!(port, attempt, "port taken by someone else, trying another");
+                }
+                Err(Error::NotReady { log_tail, .. }) if lacks_tls(&log_tail) => {
+                    return Err(Error::Unsupported(format!(
+                        "{} was built without TLS support: {}",
+                        version.map_or_else(
+                            || process.binary.display().to_string(),
+                            |version| version.to_string()
+                        ),
+                        log_tail.lines().last().unwrap_or_default()
+                    )));
                 }
                 Err(err) => return Err(err),
             }
@@ -267,6 +313,12 @@ impl RedisServer {
         self.tls.as_ref().map(|files| files.ca_cert_pem.as_str())
     }
 
+    /// The name and version of the server binary (announced once per binary in the test log);
+    /// `None` with the `docker` backend or when the binary did not say.
+    pub fn server_version(&self) -> Option<&ServerVersion> {
+        self.version.as_ref()
+    }
+
     /// A client for [`url`](Self::url), so authenticated when the server has a password.
     ///
     /// # Errors
@@ -293,6 +345,119 @@ impl RedisServer {
     /// example because the server is killed or paused).
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
         Ok(self.client()?.get_multiplexed_async_connection().await?)
+    }
+
+    /// A connection for the kit's own checks and commands: it gives up after
+    /// [`ADMIN_TIMEOUT`] instead of hanging on a paused or vanished server.
+    pub(crate) async fn admin_connection(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(ADMIN_TIMEOUT))
+            .set_response_timeout(Some(ADMIN_TIMEOUT));
+        Ok(self
+            .client()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Runs one command on a fresh [`admin_connection`](Self::admin_connection).
+    pub(crate) async fn admin<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut connection = self.admin_connection().await?;
+        Ok(cmd.query_async(&mut connection).await?)
+    }
+
+    /// One field of `INFO <section>` (`role`, `master_link_status` ...), `None` when the
+    /// server does not report it.
+    pub(crate) async fn info_field(&self, section: &str, field: &str) -> Result<Option<String>> {
+        let info: String = self.admin(redis::cmd("INFO").arg(section)).await?;
+        Ok(info_value(&info, field).map(str::to_owned))
+    }
+
+    /// Starts a replica of this server and returns it once it is in sync: its link to this
+    /// server is up and this server counts it in `WAIT`. The replica has this server's
+    /// password (as `requirepass` and `masterauth`); it runs the same binary.
+    ///
+    /// For other settings, build one with [`RedisServerBuilder::replica_of`] and wait with
+    /// [`wait_for_replica`](Self::wait_for_replica).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RedisServerBuilder::start`], and [`Error::Timeout`] when the replica does
+    /// not get in sync within the builder's ready timeout.
+    pub async fn start_replica(&self) -> Result<RedisServer> {
+        let mut builder = RedisServer::builder().replica_of(self);
+        if let Some(password) = self.password() {
+            builder = builder.password(password);
+        }
+        if let Some(binary) = self
+            .process("start a replica")
+            .ok()
+            .map(|p| p.binary.clone())
+        {
+            builder = builder.redis_server_binary(binary);
+        }
+        let replica = builder.start().await?;
+        self.wait_for_replica(
+            &replica,
+            replica.settings.ready_timeout.max(REPLICA_TIMEOUT),
+        )
+        .await?;
+        Ok(replica)
+    }
+
+    /// Waits until `replica` is in sync with this server: its `master_link_status` is `up`,
+    /// this server lists it as `online`, and `WAIT` counts every online replica after a
+    /// `PUBLISH` (replicated, touching no key), so a write followed by `WAIT 1 <ms>` is
+    /// acknowledged at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] (with what was last seen) when that does not happen in `timeout`.
+    pub async fn wait_for_replica(&self, replica: &RedisServer, timeout: Duration) -> Result<()> {
+        let what = format!(
+            "the replica on port {} to be in sync with port {}",
+            replica.port(),
+            self.port()
+        );
+        crate::wait::wait_until(what, timeout, || async {
+            let link = replica
+                .info_field("replication", "master_link_status")
+                .await
+                .map_err(|err| err.to_string())?;
+            if link.as_deref() != Some("up") {
+                return Err(format!("replica master_link_status: {link:?}"));
+            }
+            let info: String = self
+                .admin(redis::cmd("INFO").arg("replication"))
+                .await
+                .map_err(|err| err.to_string())?;
+            let online = online_replica_ports(&info);
+            if !online.contains(&replica.port()) {
+                return Err(format!("online replicas of the primary: {online:?}"));
+            }
+            // After a diskless sync the primary streams writes to a replica only once the
+            // replica's first acknowledgement arrives (up to a second later), and with no
+            // write WAIT counts a replica that has acknowledged nothing: so something to
+            // acknowledge, which touches no key (PUBLISH is replicated, to nobody listening).
+            let mut connection = self
+                .admin_connection()
+                .await
+                .map_err(|err| err.to_string())?;
+            let (_, acked): (u64, usize) = redis::pipe()
+                .cmd("PUBLISH")
+                .arg("redstream-testkit:replica-sync")
+                .arg("")
+                .cmd("WAIT")
+                .arg(online.len())
+                .arg(100)
+                .query_async(&mut connection)
+                .await
+                .map_err(|err| err.to_string())?;
+            if acked < online.len() {
+                return Err(format!("WAIT counts {acked} of {} replicas", online.len()));
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Changes a setting of the running server (`CONFIG SET key value`).
@@ -451,6 +616,8 @@ impl fmt::Debug for RedisServer {
 /// The local `redis-server` process and what is known about its state.
 struct Process {
     binary: PathBuf,
+    /// Arguments after the configuration file (`--sentinel`).
+    args: Vec<&'static str>,
     state: Mutex<ProcState>,
 }
 
@@ -511,6 +678,7 @@ impl Process {
             .map_err(|err| Error::io("duplicating the log file handle", err))?;
         let child = Command::new(&self.binary)
             .arg(conf_path)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -756,9 +924,9 @@ fn answers_ping(port: u16) -> bool {
 ///
 /// `Ok(None)` means "not installed"; an explicitly configured binary that does not exist is an
 /// error rather than a reason to fall back to another backend.
-fn find_binary(settings: &Settings) -> Result<Option<PathBuf>> {
-    if let Some(path) = &settings.binary {
-        return existing(path.clone(), "the binary given to redis_server_binary").map(Some);
+pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    if let Some(path) = explicit {
+        return existing(path.to_owned(), "the binary given to redis_server_binary").map(Some);
     }
     if let Some(path) = std::env::var_os(BINARY_ENV).filter(|value| !value.is_empty()) {
         return existing(PathBuf::from(path), BINARY_ENV).map(Some);
@@ -846,6 +1014,37 @@ fn log_tail(path: &Path, offset: u64) -> String {
         }
         Err(err) => format!("<could not read {}: {err}>", path.display()),
     }
+}
+
+/// The value of `field` in an `INFO` reply (`field:value` lines).
+pub(crate) fn info_value<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(str::trim)
+    })
+}
+
+/// The ports of the replicas a primary's `INFO replication` lists as `state=online`
+/// (`slave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0`).
+pub(crate) fn online_replica_ports(info: &str) -> Vec<u16> {
+    info.lines()
+        .filter(|line| {
+            (line.starts_with("slave") || line.starts_with("replica")) && line.contains(":ip=")
+        })
+        .filter(|line| line.contains("state=online"))
+        .filter_map(|line| {
+            line.split(',')
+                .find_map(|part| part.strip_prefix("port="))
+                .and_then(|port| port.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Whether a server log says the binary cannot serve TLS (Valkey and Redis built without it:
+/// "Failed finding TLS support", Redis 7.0: "TLS support is not available").
+fn lacks_tls(log: &str) -> bool {
+    log.contains("Failed finding TLS support") || log.contains("TLS support is not")
 }
 
 /// Percent-encodes a URL user-info component (everything but unreserved characters).

@@ -3,9 +3,13 @@
 
 mod auth;
 mod chaos;
+mod cluster;
 mod lifecycle;
 mod limits;
+mod replica;
+mod sentinel;
 mod tls;
+mod version;
 
 use redis::aio::MultiplexedConnection;
 
