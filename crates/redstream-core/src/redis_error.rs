@@ -28,9 +28,9 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
 ///
 /// Only callers that read `EXEC`'s reply themselves see such an error: redis-rs 1.x's
 /// `atomic()` pipelines turn a refused `EXEC` into an unparseable-reply error without its code,
-/// classified [`ErrorKind::Unexpected`]. The sink sends `MULTI`...`EXEC` as a plain pipeline for
-/// this reason; the transport's `publish_batch` and dead-letter moves and the state store's
-/// transactions still use `atomic()`.
+/// classified [`ErrorKind::Unexpected`]. redstream's own all-or-nothing writes are Lua scripts
+/// (`crate::atomic`, the sink's batch script) rather than `MULTI`/`EXEC`; this stays for
+/// applications that classify their own transactions' errors.
 fn deciding_code<'e>(code: &'e str, detail: Option<&'e str>) -> &'e str {
     if code == "EXECABORT"
         && let Some((_, reason)) = detail.and_then(|d| d.split_once("because of: "))
