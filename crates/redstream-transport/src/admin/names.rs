@@ -48,7 +48,8 @@ impl RedisTransport {
     /// The stream an operator means by `name`: `name` itself when it is a stream
     /// (`events.raw`, seed 004's topics), otherwise [`stream_key_for`](Self::stream_key_for).
     /// When the two differ, one round trip of two `TYPE`s, bypassing the circuit breaker like
-    /// the other reads; none otherwise.
+    /// the other reads; none otherwise. A name the user may not read (`NOPERM`) is not taken
+    /// as a stream.
     ///
     /// # Errors
     ///
@@ -63,9 +64,24 @@ impl RedisTransport {
             return Ok(derived);
         }
         let mut pipe = redis::pipe();
-        pipe.cmd("TYPE").arg(name).cmd("TYPE").arg(&derived);
-        let (own, other): (String, String) = reads(self).pipe("TYPE", name, &pipe).await?;
-        match (own == "stream", other == "stream") {
+        pipe.ignore_errors()
+            .cmd("TYPE")
+            .arg(name)
+            .cmd("TYPE")
+            .arg(&derived);
+        let types: Vec<redis::RedisResult<String>> = reads(self).pipe("TYPE", name, &pipe).await?;
+        // A key this user may not read (`NOPERM`: a dashboard user limited to `events:*`) is not
+        // a stream it can mean; any other error is the server's.
+        let mut is_stream = [false; 2];
+        for (slot, result) in is_stream.iter_mut().zip(types) {
+            match result {
+                Ok(kind) => *slot = kind == "stream",
+                Err(err) if err.code() == Some("NOPERM") => {}
+                Err(err) => return Err(Error::from_redis("TYPE", name.to_owned(), err)),
+            }
+        }
+        let [own, other] = is_stream;
+        match (own, other) {
             (true, true) => Err(Error::invalid_input(
                 "stream name",
                 format!(

@@ -132,3 +132,29 @@ async fn a_consumer_without_a_command_gets_a_clear_error() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
     assert!(err.to_string().to_lowercase().contains("xgroup"), "{err}");
 }
+
+/// A user limited to the prefix's keys: a name outside them is not taken as a stream (its
+/// `TYPE` is refused), and resolves as an event type.
+#[tokio::test]
+async fn names_the_user_may_not_read_resolve_as_event_types() {
+    let prefix = unique("acl-names");
+    let server = server_with(&[(
+        "reader",
+        rules("+type +xinfo|stream +xrange +ping", &prefix),
+    )])
+    .await;
+    let mut conn = server.connection().await.unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("events.raw")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let reader = open(&server, "reader", &prefix).await;
+    assert_eq!(
+        reader.resolve_stream("events.raw").await.unwrap(),
+        format!("{prefix}:events.raw")
+    );
+}
