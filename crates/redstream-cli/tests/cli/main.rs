@@ -6,6 +6,7 @@
 // the helpers next to them.
 #![allow(clippy::unwrap_used)]
 
+mod acl;
 mod bench;
 mod dlq;
 mod failures;

@@ -137,7 +137,13 @@ impl RedisTransport {
                 .arg(4)
                 .arg(&dlq)
                 .arg(&plan.target)
-                .arg(&record)
+                // No record is kept for this dead letter (the plain layout): name no key the
+                // user would need a permission for.
+                .arg(if plan.record.is_empty() {
+                    &dlq
+                } else {
+                    &record
+                })
                 .arg(source)
                 .arg(&plan.dlq_id)
                 .arg(self.max_len(&plan.target))
