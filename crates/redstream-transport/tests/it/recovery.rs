@@ -40,16 +40,21 @@ async fn publishing_resumes_as_soon_as_the_server_is_back() {
     let transport = transport(&server, &unique("down"), "g", fast()).await;
     transport.publish(event("order.created", 1)).await.unwrap();
     server.kill().unwrap();
+    // The first call after the kill may still go out on the dying connection (an ambiguous
+    // `broken pipe`); once the connection is known dead, calls are refused a connection and
+    // say that nothing was sent.
+    let mut ambiguous = Vec::new();
     for n in 0..10 {
         let err = transport
             .publish(event("order.created", n))
             .await
             .unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        if err.kind() == ErrorKind::Connection {
-            assert!(err.to_string().contains("nothing was sent"), "{err}");
+        if err.kind() == ErrorKind::Connection && !err.to_string().contains("nothing was sent") {
+            ambiguous.push(err.to_string());
         }
     }
+    assert!(ambiguous.len() <= 1, "{ambiguous:?}");
     let opened = transport.circuit_breaker_stats().await.opened_count;
     assert_eq!(opened, 1, "the outage opened the breaker");
     server.restart().await.unwrap();
