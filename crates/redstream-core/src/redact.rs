@@ -7,41 +7,77 @@ use std::fmt;
 ///
 /// `redis://user:secret@host:6379/0` becomes `redis://user:***@host:6379/0`, and
 /// `redis://:secret@host` becomes `redis://:***@host`. A URL without a password is returned
-/// unchanged (and without allocating). Text that is not a URL is returned unchanged unless it
-/// looks like it carries credentials, in which case everything before `@` is masked.
+/// unchanged (and without allocating).
+///
+/// The rule cannot leak whatever the password holds: everything between `://` and the **last**
+/// `@` of the whole text is taken as credentials, so an unencoded `/`, `?`, `#` or `@` in a
+/// password (base64 passwords often hold `/`) is masked with the rest. The user name before the
+/// first `:` is kept only when it holds none of `/?#`; otherwise all of it is masked. The
+/// values of `password`, `pass`, `passwd`, `pwd`, `secret` and `token` query parameters
+/// (`redis+unix:///run/redis.sock?pass=...`) are masked too. Text without `://` is masked
+/// before its last `@`. When in doubt (an `@` in a path or a query), more is masked, never
+/// less.
 #[must_use]
 pub fn redact_url(url: &str) -> Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else {
-        return match url.rfind('@') {
-            Some(at) => Cow::Owned(format!("***{}", &url[at..])),
-            None => Cow::Borrowed(url),
-        };
+    // Query parameters first, so that an `@` inside a `pass=` value is masked with it.
+    let masked = mask_query(url);
+    match mask_userinfo(&masked) {
+        Some(out) => Cow::Owned(out),
+        None => masked,
+    }
+}
+
+/// `text` with everything between `://` and its last `@` masked (see [`redact_url`]), or
+/// `None` when it has no `@`.
+fn mask_userinfo(text: &str) -> Option<String> {
+    let Some(scheme_end) = text.find("://") else {
+        let at = text.rfind('@')?;
+        return Some(format!("***{}", &text[at..]));
     };
-    let authority_start = scheme_end + 3;
-    let rest = &url[authority_start..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    // The userinfo ends at the last '@' of the authority (a password may itself contain '@').
-    let Some(at) = authority.rfind('@') else {
-        return Cow::Borrowed(url);
+    let start = scheme_end + 3;
+    let at = start + text[start..].rfind('@')?;
+    let userinfo = &text[start..at];
+    let kept_user = match userinfo.split_once(':') {
+        Some((user, _)) if !user.contains(['/', '?', '#']) => Some(user),
+        _ => None,
     };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
-        Some(colon) => {
-            let user = &userinfo[..colon];
-            Cow::Owned(format!(
-                "{}{user}:***{}",
-                &url[..authority_start],
-                &url[authority_start + at..]
-            ))
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    if let Some(user) = kept_user {
+        out.push_str(user);
+        out.push(':');
+    }
+    out.push_str("***");
+    out.push_str(&text[at..]);
+    Some(out)
+}
+
+/// `text` with the values of credential-like query parameters masked.
+fn mask_query(text: &str) -> Cow<'_, str> {
+    const SECRET_PARAMS: [&str; 6] = ["password", "pass", "passwd", "pwd", "secret", "token"];
+    let Some(query_start) = text.find('?') else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..=query_start]);
+    let mut changed = false;
+    for (i, pair) in text[query_start + 1..].split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
         }
-        // `redis://secret@host`: redis-rs reads a lone userinfo as the password... only with a
-        // colon, but other clients differ; mask it to be safe.
-        None => Cow::Owned(format!(
-            "{}***{}",
-            &url[..authority_start],
-            &url[authority_start + at..]
-        )),
+        match pair.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) => {
+                out.push_str(name);
+                out.push_str("=***");
+                changed = true;
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -93,6 +129,23 @@ mod tests {
             ),
             ("user:secret@host", "***@host"),
             ("not a url", "not a url"),
+            // The shapes that leaked: unencoded `/`, `#`, `?` and `@` in a password.
+            (
+                "redis://:sec/ret@127.0.0.1:6379",
+                "redis://:***@127.0.0.1:6379",
+            ),
+            ("redis://u:c#an?ary@h:1/0", "redis://u:***@h:1/0"),
+            ("redis://:a@b/c?d#e@h", "redis://:***@h"),
+            ("redis://:canary@@h", "redis://:***@h"),
+            ("redis://us/er:x@h", "redis://***@h"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=secret",
+                "redis+unix:///run/redis.sock?db=1&pass=***",
+            ),
+            (
+                "redis-sentinel://:pw@s1:26379,s2:26379/mymaster",
+                "redis-sentinel://:***@s1:26379,s2:26379/mymaster",
+            ),
         ];
         for (input, expected) in cases {
             assert_eq!(redact_url(input), expected, "{input}");
@@ -102,5 +155,43 @@ mod tests {
     #[test]
     fn unchanged_urls_do_not_allocate() {
         assert!(matches!(redact_url("redis://h:1/0"), Cow::Borrowed(_)));
+    }
+
+    mod canary {
+        use proptest::prelude::*;
+
+        use super::super::redact_url;
+
+        /// Characters a password may hold unencoded by mistake, and base64's alphabet.
+        fn noise() -> impl Strategy<Value = String> {
+            "[A-Za-z0-9+/=:@#?%&._~ -]{0,12}"
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            /// Whatever the URL's shape, no part of the password survives redaction.
+            #[test]
+            fn no_password_survives(
+                scheme in prop::sample::select(vec![
+                    "redis://", "rediss://", "redis+unix://", "unix://", "redis-sentinel://", "", "http://",
+                ]),
+                user in "[a-z]{0,6}",
+                a in noise(), b in noise(), c in noise(),
+                host in prop::sample::select(vec![
+                    "127.0.0.1:6379", "[::1]:6379", "cache", "s1:26379,s2:26379", "/run/redis.sock",
+                ]),
+                path in prop::sample::select(vec!["", "/0", "/mymaster", "/0?protocol=resp3"]),
+                in_query in any::<bool>(),
+            ) {
+                let password = format!("{a}CANARYX{b}CANARYY{c}");
+                let url = if in_query {
+                    format!("{scheme}{host}{path}?db=0&pass={}", password.replace(['&', '#'], "_"))
+                } else {
+                    format!("{scheme}{user}:{password}@{host}{path}")
+                };
+                let shown = redact_url(&url);
+                prop_assert!(!shown.contains("CANARYX") && !shown.contains("CANARYY"), "{} -> {}", url, shown);
+            }
+        }
     }
 }

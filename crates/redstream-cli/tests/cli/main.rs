@@ -13,6 +13,7 @@ mod failures;
 mod inspect;
 mod migrate;
 mod publish;
+mod redaction;
 mod state;
 mod support;
 mod tail;
