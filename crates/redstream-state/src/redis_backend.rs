@@ -5,16 +5,22 @@
 //! | `get`, `exists`, `ttl`, `delete` | `GET`, `EXISTS`, `PTTL`, `DEL` |
 //! | `put`, `put_with_ttl` | `SET key json [PX ms]` |
 //! | `get_many` | one `MGET` |
-//! | `put_many` | one `MSET`, or `MULTI`, a `SET .. PX` per key, `EXEC` when a TTL applies |
+//! | `put_many` | one `MSET`, or, when a TTL applies, core's all-or-nothing script ([`Atomic`]) of a `SET .. PX` per key |
 //! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
 //! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
 //! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`) |
-//! | `transaction` | `MULTI` ... `EXEC`; with increments, `WATCH` + `GET` on a dedicated connection first |
-//! | `save_checkpoint` | `MULTI`, `SET` per snapshot key, `DEL` + `HSET` of the record, `EXEC` |
+//! | `transaction` | puts and deletes: one [`Atomic`] script; with increments, `WATCH` + `GET` + `MULTI` on a dedicated connection, then the writes and `EXEC` |
+//! | `save_checkpoint` | one [`Atomic`] script: `SET` per snapshot key, `DEL` + `HSET` of the record |
+//! | `restore_checkpoint` | `WATCH` + `HGETALL` + `MULTI` on a dedicated connection, then a `SET` per key and `EXEC` |
 //! | `load_checkpoint` | `HGETALL` of the record |
 //!
 //! Every key comes from [`Keys`]; every error names the key (as given and as stored) and the
 //! server's redacted URL.
+//!
+//! No write that must go with others is ever sent behind a `MULTI` that the server might refuse
+//! (an ACL user without `+multi`): those writes would then run one by one. Either they go in one
+//! script that checks permissions and key types before it writes anything, or `MULTI` is sent
+//! behind the reads that precede them and its reply is checked before a write is sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -22,6 +28,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisResult, Script};
+use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::{Error, ErrorKind, Result};
 
 use crate::checkpoint::RawCheckpoint;
@@ -29,6 +36,9 @@ use crate::connection::{self, WatchPool};
 use crate::keys::Keys;
 use crate::store::{SetExpiry, Ttl};
 use crate::transaction::{Known, TxOp, plan};
+
+/// A checkpoint record's fields as `HGETALL` answers them.
+type RecordFields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Creates the key with `PEXPIRE` when `INCRBY` creates it.
 static INCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -224,21 +234,20 @@ impl RedisBackend {
                 self.query("MSET", target_key, &cmd).await
             }
             Some(ttl) => {
-                let mut pipe = redis::pipe();
-                pipe.atomic();
+                // All or nothing whatever the user may do (see `redstream_core::atomic`).
+                let mut tx = Atomic::new();
                 let px = ms(ttl);
                 for (key, value) in items {
-                    pipe.cmd("SET")
-                        .arg(self.keys.key(key))
-                        .arg(value)
-                        .arg("PX")
-                        .arg(px)
-                        .ignore();
+                    let mut cmd = redis::cmd("SET");
+                    cmd.arg(self.keys.key(key)).arg(value).arg("PX").arg(px);
+                    tx.push(&cmd, KeyType::Any);
                 }
                 let mut conn = self.conn.clone();
-                pipe.query_async::<()>(&mut conn)
+                tx.invocation()
+                    .invoke_async::<redis::Value>(&mut conn)
                     .await
-                    .map_err(|err| self.error("MULTI/SET/EXEC", target_key, err))
+                    .map(drop)
+                    .map_err(|err| self.error("transaction of SET .. PX", target_key, err))
             }
         }
     }
@@ -483,12 +492,34 @@ impl RedisBackend {
             keys
         };
         if incr_keys.is_empty() {
-            // Puts and deletes cannot fail once queued: one MULTI/EXEC, no WATCH.
-            let pipe = self.multi(ops, &vec![false; ops.len()], implicit_ttl);
+            // Puts and deletes need no WATCH: one all-or-nothing script (see
+            // `redstream_core::atomic`), which a refused permission or OOM stops before any write.
+            let mut tx = Atomic::new();
+            for op in ops {
+                let cmd = match op {
+                    TxOp::Put { key, value, ttl } => {
+                        let mut cmd = redis::cmd("SET");
+                        cmd.arg(self.keys.key(key)).arg(value);
+                        if let Some(ttl) = ttl.or(implicit_ttl) {
+                            cmd.arg("PX").arg(ms(ttl));
+                        }
+                        cmd
+                    }
+                    TxOp::Delete { key } => {
+                        let mut cmd = redis::cmd("DEL");
+                        cmd.arg(self.keys.key(key));
+                        cmd
+                    }
+                    // None here: `incr_keys` is empty.
+                    TxOp::IncrBy { .. } => continue,
+                };
+                tx.push(&cmd, KeyType::Any);
+            }
             let mut conn = self.conn.clone();
-            pipe.query_async::<()>(&mut conn)
+            tx.invocation()
+                .invoke_async::<redis::Value>(&mut conn)
                 .await
-                .map_err(|err| self.error("MULTI/EXEC", first.key(), err))?;
+                .map_err(|err| self.error("transaction of SET/DEL", first.key(), err))?;
             return Ok(Vec::new());
         }
         let mut attempt = 0;
@@ -511,8 +542,13 @@ impl RedisBackend {
         }
     }
 
-    /// One try: `WATCH` the incremented keys, read them, plan, `MULTI`/`EXEC`. `None` when a
-    /// watched key changed and nothing was applied.
+    /// One try: `WATCH` the incremented keys, read them and open the transaction (`MULTI`) in
+    /// one round trip, plan, then queue the writes and `EXEC`. `None` when a watched key changed
+    /// and nothing was applied.
+    ///
+    /// `MULTI` is sent behind the reads, never in front of the writes: when the server refuses
+    /// it (an ACL user without `+multi`), no write has been sent, so none can run on its own. A
+    /// write the server refuses to queue (`NOPERM`, `OOM`) makes `EXEC` discard them all.
     async fn watched_transaction(
         &self,
         ops: &[TxOp],
@@ -527,22 +563,42 @@ impl RedisBackend {
             watch.arg(self.keys.key(key));
         }
         let mut read = redis::pipe();
-        read.add_command(watch).ignore();
+        read.add_command(watch);
         for key in incr_keys {
             read.cmd("GET").arg(self.keys.key(key));
         }
+        read.cmd("MULTI");
         read.ignore_errors();
-        let values: Vec<RedisResult<Option<Vec<u8>>>> = read
+        let mut replies: Vec<RedisResult<redis::Value>> = read
             .query_async(conn)
             .await
-            .map_err(|err| self.error("WATCH/GET", first, err))?;
+            .map_err(|err| self.error("WATCH/GET/MULTI", first, err))?;
+        // The lease is dropped, not given back, on any error: it may still hold the WATCH or
+        // the open transaction.
+        if replies.len() != incr_keys.len() + 2 {
+            return Err(self.error(
+                "WATCH/GET/MULTI",
+                first,
+                RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "a reply is missing from the pipeline",
+                )),
+            ));
+        }
+        let multi = replies.remove(replies.len() - 1);
+        let watched = replies.remove(0);
+        watched.map_err(|err| self.error("WATCH", first, err))?;
+        multi.map_err(|err| self.error("MULTI", first, err))?;
         let mut known = HashMap::with_capacity(incr_keys.len());
-        for (key, value) in incr_keys.iter().zip(values) {
+        for (key, value) in incr_keys.iter().zip(replies) {
             let state = match value {
-                Ok(None) => Known::Absent,
-                Ok(Some(bytes)) => Known::of_string(&bytes),
+                Ok(redis::Value::Nil) => Known::Absent,
+                Ok(value) => match redis::from_redis_value::<Vec<u8>>(value) {
+                    Ok(bytes) => Known::of_string(&bytes),
+                    Err(err) => return Err(self.error("GET", key, err.into())),
+                },
+                // Queued reads are not run: `GET` answered before `MULTI` opened.
                 Err(err) if err.code() == Some("WRONGTYPE") => Known::WrongType,
-                // The lease is dropped, not given back: it may still hold the WATCH.
                 Err(err) => return Err(self.error("GET", key, err)),
             };
             known.insert(*key, state);
@@ -554,33 +610,42 @@ impl RedisBackend {
         ) {
             Ok(plan) => plan,
             Err(err) => {
-                let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
-                if unwatched.is_ok() {
+                // DISCARD closes the transaction and clears the WATCH.
+                let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
+                if discarded.is_ok() {
                     self.watch.give_back(lease);
                 }
                 return Err(err);
             }
         };
-        let pipe = self.multi(ops, &plan.creates, implicit_ttl);
-        let reply: Option<redis::Value> = pipe
+        let pipe = self.queued(ops, &plan.creates, implicit_ttl);
+        let mut replies: Vec<redis::Value> = pipe
             .query_async(conn)
             .await
-            .map_err(|err| self.error("MULTI/EXEC", first, err))?;
+            .map_err(|err| self.error("transaction (MULTI/EXEC)", first, err))?;
         // EXEC clears the WATCH whether it ran the transaction or not.
         self.watch.give_back(lease);
-        Ok(reply.map(|_| plan.results))
+        match replies.pop() {
+            Some(redis::Value::Nil) => Ok(None),
+            Some(_) => Ok(Some(plan.results)),
+            None => Err(self.error(
+                "EXEC",
+                first,
+                RedisError::from((redis::ErrorKind::Parse, "EXEC was not answered")),
+            )),
+        }
     }
 
-    /// The `MULTI`/`EXEC` pipeline of a transaction. `creates[i]` says that op `i` is an
-    /// increment creating its key, which then gets the implicit TTL.
-    fn multi(
+    /// The writes of a transaction followed by `EXEC`, to send once `MULTI` was accepted.
+    /// `creates[i]` says that op `i` is an increment creating its key, which then gets the
+    /// implicit TTL.
+    fn queued(
         &self,
         ops: &[TxOp],
         creates: &[bool],
         implicit_ttl: Option<Duration>,
     ) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        pipe.atomic();
         for (op, creates) in ops.iter().zip(creates) {
             match op {
                 TxOp::Put { key, value, ttl } => {
@@ -604,6 +669,7 @@ impl RedisBackend {
                 }
             }
         }
+        pipe.cmd("EXEC");
         pipe
     }
 
@@ -614,25 +680,32 @@ impl RedisBackend {
         implicit_ttl: Option<Duration>,
     ) -> Result<()> {
         let record = self.keys.checkpoint(name);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        // All or nothing whatever the user may do (see `redstream_core::atomic`).
+        let mut tx = Atomic::new();
         for (key, value) in &checkpoint.state {
-            pipe.cmd("SET").arg(self.keys.key(key)).arg(value);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.keys.key(key)).arg(value);
             if let Some(ttl) = implicit_ttl {
-                pipe.arg("PX").arg(ms(ttl));
+                cmd.arg("PX").arg(ms(ttl));
             }
-            pipe.ignore();
+            tx.push(&cmd, KeyType::Any);
         }
-        pipe.cmd("DEL").arg(&record).ignore();
-        pipe.cmd("HSET").arg(&record);
+        tx.push(redis::cmd("DEL").arg(&record), KeyType::Any);
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&record);
         for (field, value) in checkpoint.to_fields() {
-            pipe.arg(field).arg(value);
+            hset.arg(field).arg(value);
         }
-        pipe.ignore();
+        // After the DEL the record is a hash or nothing, whatever it was.
+        tx.push(&hset, KeyType::Any);
         let mut conn = self.conn.clone();
-        pipe.query_async::<()>(&mut conn).await.map_err(|err| {
+        let result = tx
+            .invocation()
+            .invoke_async::<redis::Value>(&mut conn)
+            .await;
+        result.map(drop).map_err(|err| {
             Error::from_redis(
-                "save checkpoint (MULTI/EXEC)",
+                "save checkpoint (transaction)",
                 format!("checkpoint {name:?} ({record}) on {}", self.server),
                 err,
             )
@@ -667,32 +740,29 @@ impl RedisBackend {
             attempt += 1;
             let mut lease = self.watch.lease(&self.server).await?;
             let conn = &mut lease.conn;
-            let (fields,): (Vec<(Vec<u8>, Vec<u8>)>,) = redis::pipe()
+            // `MULTI` goes behind the read, never in front of the writes: a refused `MULTI`
+            // leaves nothing written (see `watched_transaction`).
+            let (fields, _multi): (RecordFields, redis::Value) = redis::pipe()
                 .cmd("WATCH")
                 .arg(&record)
                 .ignore()
                 .cmd("HGETALL")
                 .arg(&record)
+                .cmd("MULTI")
                 .query_async(conn)
                 .await
-                .map_err(|err| Error::from_redis("WATCH/HGETALL", target.clone(), err))?;
+                .map_err(|err| Error::from_redis("WATCH/HGETALL/MULTI", target.clone(), err))?;
             let checkpoint = match RawCheckpoint::from_fields(&target, fields) {
-                Ok(Some(checkpoint)) => checkpoint,
+                Ok(Some(checkpoint)) if !checkpoint.state.is_empty() => checkpoint,
                 outcome => {
-                    let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
-                    if unwatched.is_ok() {
+                    // DISCARD closes the transaction and clears the WATCH.
+                    let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
+                    if discarded.is_ok() {
                         self.watch.give_back(lease);
                     }
                     return outcome;
                 }
             };
-            if checkpoint.state.is_empty() {
-                let unwatched: RedisResult<()> = redis::cmd("UNWATCH").query_async(conn).await;
-                if unwatched.is_ok() {
-                    self.watch.give_back(lease);
-                }
-                return Ok(Some(checkpoint));
-            }
             let ops: Vec<TxOp> = checkpoint
                 .state
                 .iter()
@@ -702,10 +772,11 @@ impl RedisBackend {
                     ttl: None,
                 })
                 .collect();
-            let pipe = self.multi(&ops, &vec![false; ops.len()], implicit_ttl);
-            let reply: Option<redis::Value> = pipe.query_async(conn).await.map_err(|err| {
-                Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
-            })?;
+            let pipe = self.queued(&ops, &vec![false; ops.len()], implicit_ttl);
+            let (reply,): (Option<redis::Value>,) =
+                pipe.query_async(conn).await.map_err(|err| {
+                    Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
+                })?;
             // EXEC clears the WATCH whether it ran the transaction or not.
             self.watch.give_back(lease);
             if reply.is_some() {

@@ -457,7 +457,7 @@ impl StateStore {
     }
 
     /// Stores every `(key, value)` in one round trip, all at once: one `MSET`, or, with a
-    /// default TTL, one `MULTI`/`EXEC` of `SET .. PX`. Each key expires after the default TTL
+    /// default TTL, one all-or-nothing script of `SET .. PX` (`redstream_core::atomic`). Each key expires after the default TTL
     /// if it is on.
     pub async fn put_many<K, V, I>(&self, items: I) -> Result<()>
     where
@@ -813,8 +813,7 @@ impl StateStore {
     /// others, and if one would fail (an increment of a key holding text, or a hash), none is
     /// applied. Returns the new values of the increments, in order.
     ///
-    /// See the [`transaction`](crate::transaction) module for how this is done with
-    /// `MULTI`/`EXEC`.
+    /// See the [`transaction`](crate::transaction) module for how this is done.
     pub async fn transaction(&self, tx: Transaction) -> Result<Vec<i64>> {
         let ops = tx.into_ops()?;
         if ops.is_empty() {

@@ -5,11 +5,16 @@
 //! a key holding text, say), the others still take effect. So a transaction with increments
 //! first `WATCH`es their keys, reads them and checks, in order, that every increment will
 //! succeed (the key is absent or holds an integer, and the sum does not overflow); only then
-//! does it send `MULTI`/`EXEC`. If another client changed a watched key in between, `EXEC`
-//! does nothing and the whole transaction is tried again, up to
-//! [`update_max_attempts`](crate::StateConfig::update_max_attempts) times. Puts and deletes
-//! cannot fail once queued, so a transaction of only puts and deletes is one `MULTI`/`EXEC`
-//! round trip.
+//! does it queue the writes and send `EXEC`. If another client changed a watched key in
+//! between, `EXEC` does nothing and the whole transaction is tried again, up to
+//! [`update_max_attempts`](crate::StateConfig::update_max_attempts) times. `MULTI` itself goes
+//! in the same round trip as the reads and its reply is checked before any write is sent: a
+//! user whose ACL refuses `MULTI` gets an error and nothing is written (a pipelined `MULTI`
+//! that is refused would let the writes behind it run one by one).
+//!
+//! A transaction of only puts and deletes needs no `WATCH`: it is one round trip, a script
+//! (core's `redstream_core::atomic`) that checks the user may run every command before it runs
+//! any, and that Redis refuses as a whole when it is out of memory.
 //!
 //! The memory backend checks and applies the same way, under its lock.
 

@@ -2,7 +2,7 @@
 //!
 //! Every payload is parsed and checked (type, metadata, encoded size) before anything is sent,
 //! so a bad line fails the command with its line number and nothing published. A file is then
-//! published in batches, each one `MULTI`/`EXEC` (`publish_batch`): a failed batch wrote nothing
+//! published in batches, each all or nothing (`publish_batch`): a failed batch wrote nothing
 //! (or, when its reply was lost, either everything or nothing), and the error says so and how
 //! many events the batches before it published.
 //!
@@ -50,7 +50,7 @@ pub struct PublishArgs {
     /// The events' `metadata.correlation_id`.
     #[arg(long)]
     pub correlation_id: Option<String>,
-    /// Events per batch (one MULTI/EXEC each) when publishing a file.
+    /// Events per batch (each written all or nothing) when publishing a file.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch_size: u16,
 }

@@ -9,5 +9,6 @@ mod behaviour;
 mod blocking;
 mod errors;
 mod failures;
+mod permissions;
 mod redis;
 mod support;
