@@ -24,13 +24,17 @@ pub(crate) async fn connect(
     server: &str,
 ) -> Result<(Client, ConnectionManager)> {
     let client = redstream_core::open_client(url, &config.tls)?;
+    // RESP3, so a dropped connection is noticed and replaced at once (see core's `connection`).
+    let manager_client = redstream_core::connection::resp3_client(&client, url)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout))
         .set_response_timeout(Some(config.response_timeout))
-        // One attempt per call: while Redis is down, calls fail fast and the circuit breaker,
-        // not a reconnection loop inside a call, decides when to try again.
-        .set_number_of_retries(0);
-    let manager = ConnectionManager::new_with_config(client.clone(), manager_config)
+        // One retry, about 100 ms later: a reconnection started as the server died can reach
+        // its closing listener and be reset; the retry reaches the server once it is back.
+        // While Redis stays down, a call still fails within a few hundred milliseconds, and the
+        // circuit breaker, not a reconnection loop inside a call, decides when to try again.
+        .set_number_of_retries(1);
+    let manager = ConnectionManager::new_with_config(manager_client, manager_config)
         .await
         .map_err(|err| Error::from_redis("connect", server.to_owned(), err))?;
     Ok((client, manager))

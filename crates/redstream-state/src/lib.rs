@@ -19,7 +19,8 @@ pub use fallback::FallbackStats;
 pub use keys::{KeyLayout, Keys};
 pub use redstream_core::TlsOptions;
 pub use redstream_core::{
-    BackpressureConfig, BackpressureStrategy, CircuitBreakerConfig, Error, ErrorKind, Result,
+    BackpressureConfig, BackpressureStrategy, CircuitBreakerConfig, CircuitBreakerStats,
+    CircuitState, Error, ErrorKind, Result,
 };
 pub use store::{Read, StateStore, Ttl};
 pub use transaction::Transaction;

@@ -23,12 +23,14 @@
 //! behind the reads that precede them and its reply is checked before a write is sent.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisResult, Script};
 use redstream_core::atomic::{Atomic, KeyType};
+use redstream_core::connection::was_not_sent;
 use redstream_core::{Error, ErrorKind, Result};
 
 use crate::checkpoint::RawCheckpoint;
@@ -153,7 +155,23 @@ impl RedisBackend {
     }
 
     fn error(&self, operation: &'static str, key: &str, err: RedisError) -> Error {
-        Error::from_redis(operation, self.target(key), err)
+        redis_error(operation, self.target(key), err)
+    }
+
+    /// Runs `call` on the shared connection. A call that failed because no connection could be
+    /// made (refused: the server is down or restarting) never left this process, so it is sent
+    /// once more at once: the failure made the connection manager start a new connection, and
+    /// a server that is back by now answers the second try. Nothing that may have reached the
+    /// server is sent twice.
+    async fn send<T, F, Fut>(&self, call: F) -> RedisResult<T>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        match call(self.conn.clone()).await {
+            Err(err) if was_not_sent(&err) => call(self.conn.clone()).await,
+            result => result,
+        }
     }
 
     async fn query<T: redis::FromRedisValue>(
@@ -162,8 +180,7 @@ impl RedisBackend {
         key: &str,
         cmd: &Cmd,
     ) -> Result<T> {
-        let mut conn = self.conn.clone();
-        cmd.query_async(&mut conn)
+        self.send(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
             .map_err(|err| self.error(operation, key, err))
     }
@@ -174,11 +191,20 @@ impl RedisBackend {
         key: &str,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.conn.clone();
-        invocation
-            .invoke_async(&mut conn)
+        self.send(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await
             .map_err(|err| self.error(operation, key, err))
+    }
+
+    /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
+    async fn atomic(&self, tx: &Atomic) -> RedisResult<()> {
+        self.send(|mut conn| async move {
+            tx.invocation()
+                .invoke_async::<redis::Value>(&mut conn)
+                .await
+                .map(drop)
+        })
+        .await
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -193,9 +219,9 @@ impl RedisBackend {
         let redis_key = self.keys.key(key);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
-        let mut conn = self.conn.clone();
-        let (value, pttl): (Option<Vec<u8>>, i64) = pipe
-            .query_async(&mut conn)
+        let pipe = &pipe;
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .send(|mut conn| async move { pipe.query_async(&mut conn).await })
             .await
             .map_err(|err| self.error("GET", key, err))?;
         Ok(value.map(|v| (v, u64::try_from(pttl).ok().map(Duration::from_millis))))
@@ -242,11 +268,8 @@ impl RedisBackend {
                     cmd.arg(self.keys.key(key)).arg(value).arg("PX").arg(px);
                     tx.push(&cmd, KeyType::Any);
                 }
-                let mut conn = self.conn.clone();
-                tx.invocation()
-                    .invoke_async::<redis::Value>(&mut conn)
+                self.atomic(&tx)
                     .await
-                    .map(drop)
                     .map_err(|err| self.error("transaction of SET .. PX", target_key, err))
             }
         }
@@ -515,9 +538,7 @@ impl RedisBackend {
                 };
                 tx.push(&cmd, KeyType::Any);
             }
-            let mut conn = self.conn.clone();
-            tx.invocation()
-                .invoke_async::<redis::Value>(&mut conn)
+            self.atomic(&tx)
                 .await
                 .map_err(|err| self.error("transaction of SET/DEL", first.key(), err))?;
             return Ok(Vec::new());
@@ -698,13 +719,8 @@ impl RedisBackend {
         }
         // After the DEL the record is a hash or nothing, whatever it was.
         tx.push(&hset, KeyType::Any);
-        let mut conn = self.conn.clone();
-        let result = tx
-            .invocation()
-            .invoke_async::<redis::Value>(&mut conn)
-            .await;
-        result.map(drop).map_err(|err| {
-            Error::from_redis(
+        self.atomic(&tx).await.map_err(|err| {
+            redis_error(
                 "save checkpoint (transaction)",
                 format!("checkpoint {name:?} ({record}) on {}", self.server),
                 err,
@@ -715,12 +731,12 @@ impl RedisBackend {
     pub(crate) async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
         let record = self.keys.checkpoint(name);
         let target = format!("checkpoint {name:?} ({record}) on {}", self.server);
-        let mut conn = self.conn.clone();
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = redis::cmd("HGETALL")
-            .arg(&record)
-            .query_async(&mut conn)
+        let hgetall = redis::cmd("HGETALL").arg(&record).clone();
+        let hgetall = &hgetall;
+        let fields: RecordFields = self
+            .send(|mut conn| async move { hgetall.query_async(&mut conn).await })
             .await
-            .map_err(|err| Error::from_redis("HGETALL", target.clone(), err))?;
+            .map_err(|err| redis_error("HGETALL", target.clone(), err))?;
         RawCheckpoint::from_fields(&target, fields)
     }
 
@@ -791,19 +807,36 @@ impl RedisBackend {
 
     pub(crate) async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
         let record = self.keys.checkpoint(name);
-        let mut conn = self.conn.clone();
-        let n: i64 = redis::cmd("DEL")
-            .arg(&record)
-            .query_async(&mut conn)
+        let del = redis::cmd("DEL").arg(&record).clone();
+        let del = &del;
+        let n: i64 = self
+            .send(|mut conn| async move { del.query_async(&mut conn).await })
             .await
             .map_err(|err| {
-                Error::from_redis(
+                redis_error(
                     "DEL",
                     format!("checkpoint {name:?} ({record}) on {}", self.server),
                     err,
                 )
             })?;
         Ok(n > 0)
+    }
+}
+
+/// `err` as redstream's error, saying so when the command was certainly not sent (see
+/// `RedisBackend::send`), so that a write refused at connect is never reported as one that may
+/// have been applied.
+fn redis_error(operation: &'static str, target: String, err: RedisError) -> Error {
+    if was_not_sent(&err) {
+        let err = Error::from_redis(operation, target.clone(), err);
+        Error::backend(
+            err.kind(),
+            operation,
+            target,
+            format!("{err} (cannot connect: nothing was sent)"),
+        )
+    } else {
+        Error::from_redis(operation, target, err)
     }
 }
 

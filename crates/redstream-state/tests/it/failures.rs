@@ -77,6 +77,54 @@ async fn fail_fast_while_down_then_recover_after_restart() {
     );
 }
 
+/// Issue 12's reproduction for the store, with default settings: while the server is down a
+/// write fails saying nothing was sent (not "may have been written"); once it is back, the very
+/// first call succeeds (no `broken pipe` on a stale connection, no breaker opened by it), and
+/// so do a transaction and a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_call_after_a_restart_succeeds_with_default_settings() {
+    let server = aof_server().await;
+    let store = redis_store(&server, &unique("restart"), StateConfig::default()).await;
+    store.put("k", 1).await.unwrap();
+
+    // Killed and back before the store sends anything: its connection is stale, yet the first
+    // call succeeds.
+    server.kill().unwrap();
+    server.restart().await.unwrap();
+    store.put("k", 2).await.unwrap();
+
+    server.kill().unwrap();
+    // The first write may still go out on the dying connection before its close is seen (an
+    // ambiguous broken pipe); every later one is refused at connect.
+    let mut ambiguous = 0;
+    loop {
+        let err = within("a write to a dead server", store.put("k", 2))
+            .await
+            .unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        if err.to_string().contains("nothing was sent") {
+            break;
+        }
+        ambiguous += 1;
+        assert!(ambiguous <= 1, "a second ambiguous failure: {err}");
+    }
+
+    server.restart().await.unwrap();
+    store.put("k", 3).await.unwrap();
+    assert_eq!(store.get::<i64>("k").await.unwrap(), Some(3));
+    let mut tx = redstream_state::Transaction::new();
+    tx.put("t", 1).incr_by("n", 2);
+    assert_eq!(store.transaction(tx).await.unwrap(), vec![2]);
+    store
+        .save_checkpoint("cp", "1-0", [("s", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.circuit_breaker_stats().unwrap().state,
+        redstream_state::CircuitState::Closed
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_reads_from_the_cache_while_down() {
     let server = aof_server().await;
