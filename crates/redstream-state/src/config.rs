@@ -3,7 +3,9 @@
 //!
 //! Every field is public and has a default, so configs are written as struct literals with
 //! `..Default::default()` (as seed 001 does) or read from files (`#[serde(default)]`, durations
-//! as text such as `"24h"`). [`StateConfig::validate`] runs when a store is opened and names
+//! as text such as `"24h"`). A field a section does not have (a misspelled `default_tll`, or
+//! `ca_file` under `tls`) is refused with its name rather than ignored.
+//! [`StateConfig::validate`] runs when a store is opened and names
 //! the first invalid field. `Debug` never shows a password.
 
 use std::fmt;
@@ -29,7 +31,7 @@ use crate::keys::KeyLayout;
 /// assert!(format!("{backend:?}").contains("myapp"));
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StateBackend {
     /// In this process only, lost when it exits. Same semantics as Redis (TTLs, atomic
     /// updates, transactions, checkpoints), for tests and single-instance use. Every store
@@ -104,7 +106,7 @@ impl StateBackend {
 /// config.validate().unwrap();
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     /// Where the state lives.
     pub backend: StateBackend,
@@ -412,7 +414,7 @@ pub enum FallbackMode {
 
 /// The fallback of a store while Redis is unavailable; see [`FallbackMode`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct FallbackConfig {
     /// Off, stale reads, or stale reads and buffered writes.
     pub mode: FallbackMode,
@@ -695,5 +697,27 @@ mod tests {
         let cluster = StateConfig::default().with_key_layout(KeyLayout::Cluster);
         let text = serde_json::to_string(&cluster).unwrap();
         assert!(text.contains(r#""key_layout":"cluster""#), "{text}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_in_every_section() {
+        for (json, field) in [
+            (r#"{"default_tll":"1h"}"#, "default_tll"),
+            (
+                r#"{"backend":{"type":"redis","url":"redis://h","key_prefix":"a","prefix":"b"}}"#,
+                "prefix",
+            ),
+            (r#"{"fallback":{"mode":"off","capacity":3}}"#, "capacity"),
+            (r#"{"tls":{"ca_file":"/ca.pem"}}"#, "ca_file"),
+            (
+                r#"{"circuit_breaker":{"failure_treshold":3}}"#,
+                "failure_treshold",
+            ),
+        ] {
+            let err = serde_json::from_str::<StateConfig>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{json}: {err}");
+        }
     }
 }
