@@ -87,6 +87,17 @@ pub struct ServeArgs {
     /// it, or give a comma-separated list. Streams under the prefix are always shown.
     #[arg(long = "streams", value_name = "PATTERN", value_delimiter = ',', value_parser = crate::select::parse_pattern)]
     pub streams: Vec<String>,
+    /// The most HTTP connections open at once (1 to 65535); further ones wait in the system's
+    /// listen backlog until one closes.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_connections: u16,
+    /// The most WebSocket clients at once (1 to 65535); more get 503.
+    #[arg(long = "max-ws-clients", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_ws_clients: u16,
+    /// How long a client may take to send a request's line and headers before its connection
+    /// is closed, e.g. `10s`; 1 s to 5 min.
+    #[arg(long, default_value = "10s", value_parser = parse_header_read_timeout)]
+    pub header_read_timeout: Duration,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -97,6 +108,9 @@ impl fmt::Debug for ServeArgs {
             .field("allow_writes", &self.allow_writes)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("streams", &self.streams)
+            .field("max_connections", &self.max_connections)
+            .field("max_ws_clients", &self.max_ws_clients)
+            .field("header_read_timeout", &self.header_read_timeout)
             .finish()
     }
 }
@@ -111,6 +125,14 @@ fn parse_refresh(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(refresh)
+}
+
+fn parse_header_read_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 10s)"))?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&timeout) {
+        return Err("must be from 1s to 5m".to_owned());
+    }
+    Ok(timeout)
 }
 
 /// The shortest bearer token accepted: a guessable token is no protection, and every message is
@@ -160,6 +182,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         refresh: args.refresh,
         loopback_hosts_only: loopback,
         streams: args.streams,
+        max_connections: args.max_connections.into(),
+        max_ws_clients: args.max_ws_clients.into(),
+        header_read_timeout: args.header_read_timeout,
         ..ServeConfig::default()
     };
     let state = AppState::new(transport, config);
@@ -172,6 +197,9 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         prefix = %global.prefix,
         streams = ?state.config().streams,
         writes = args.allow_writes,
+        max_connections = state.config().max_connections,
+        max_ws_clients = state.config().max_ws_clients,
+        header_read_timeout = ?state.config().header_read_timeout,
         "dashboard ready"
     );
     crate::commands::output::note(format_args!("listening on http://{address}"));

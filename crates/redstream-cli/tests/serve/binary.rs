@@ -272,10 +272,77 @@ async fn unsafe_or_invalid_options_are_refused() {
         ["--token", "short-token"],
         ["--streams", ""],
         ["--streams", "events raw"],
+        ["--max-connections", "0"],
+        ["--max-connections", "70000"],
+        ["--max-ws-clients", "0"],
+        ["--header-read-timeout", "0s"],
+        ["--header-read-timeout", "1h"],
     ] {
         let output = run(&bad);
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
+    }
+}
+
+/// `--max-connections`, `--max-ws-clients` and `--header-read-timeout` reach the server: the
+/// ready line logs them, and with one slot and a 1 s limit, a second client waits until the
+/// first, which sent half a request head, is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limits_from_the_command_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let redis = RedisServer::start().await.unwrap();
+    let mut served = Served::start(
+        &redis.url(),
+        &["--log", "info"],
+        &[
+            "--max-connections",
+            "1",
+            "--max-ws-clients",
+            "3",
+            "--header-read-timeout",
+            "1s",
+        ],
+    );
+    let ready = served
+        .stderr
+        .iter()
+        .find(|line| line.contains("dashboard ready"))
+        .cloned()
+        .or_else(|| served.wait_for("dashboard ready", Duration::from_secs(30)))
+        .unwrap();
+    for field in [
+        "max_connections=1",
+        "max_ws_clients=3",
+        "header_read_timeout=1s",
+    ] {
+        assert!(ready.contains(field), "{field} missing from {ready}");
+    }
+    let address = served.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // Accepted into the listen backlog, served only once the slow client's slot is free.
+    let mut next = tokio::net::TcpStream::connect(&address).await.unwrap();
+    next.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), next.read_to_end(&mut answer))
+        .await
+        .expect("no answer on the freed slot")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // By then the slow client was dropped without an answer: its socket reads end-of-file (or
+    // a reset), not "would block".
+    // A direct, non-blocking read (the runtime's cached readiness could say "would block").
+    let mut slow = slow.into_std().unwrap();
+    let mut buf = [0_u8; 64];
+    match std::io::Read::read(&mut slow, &mut buf) {
+        Ok(n) => assert_eq!(n, 0, "{:?}", &buf[..n]),
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
     }
 }
 
