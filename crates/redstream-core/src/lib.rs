@@ -34,6 +34,8 @@ pub use backpressure::{
 pub use circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerStats, CircuitState,
 };
+#[cfg(feature = "redis")]
+pub use connection::{Connection, ConnectionOptions, Topology};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use event::{Event, EventId, EventLimits, EventMetadata, Priority, validate_event_type};
 pub use handler::{Handler, HandlerResult, run_isolated};

@@ -56,6 +56,13 @@ fn inner_server_codes(err: &RedisError) -> impl Iterator<Item = String> {
         .into_iter()
 }
 
+/// Whether the server refused `err`'s command because it is a replica (`READONLY`, or a
+/// transaction refused as a whole because of it). A node that answers so ran no write of that
+/// command, so it may be sent again to the new master.
+pub(crate) fn refused_by_replica(err: &RedisError) -> bool {
+    err.code().map(|code| deciding_code(code, err.detail())) == Some("READONLY")
+}
+
 /// Classifies a redis-rs error into an [`ErrorKind`].
 ///
 /// Server error codes are read first, because they are the most precise (for a failed

@@ -27,7 +27,8 @@ use crate::redact::RedactedUrl;
 /// require client certificates (`tls-auth-clients yes`), give
 /// [`client_cert_pem`](Self::client_cert_pem) and [`client_key_pem`](Self::client_key_pem).
 ///
-/// Setting any field with a URL that is not `rediss://` is an error: certificates given for a
+/// Setting any field with a URL that is not a TLS URL (`rediss://`, `rediss-cluster://`,
+/// `rediss-sentinel://`) is an error: certificates given for a
 /// plain-text connection would silently protect nothing.
 ///
 /// TLS is rustls with the `ring` crypto provider. If the process has not installed a rustls
@@ -155,7 +156,8 @@ impl TlsOptions {
         Ok(())
     }
 
-    /// [`validate`](Self::validate), and that no field is set unless `url` is `rediss://`.
+    /// [`validate`](Self::validate), and that no field is set unless `url` is a TLS URL
+    /// (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
     pub fn validate_for_url(&self, url: &str) -> Result<()> {
         self.validate()?;
         self.check_scheme(url)
@@ -164,11 +166,12 @@ impl TlsOptions {
     /// Certificates given for a plain-text connection would silently protect nothing.
     fn check_scheme(&self, url: &str) -> Result<()> {
         match self.first_set_field() {
-            Some(field) if !url.starts_with("rediss://") => Err(Error::invalid_input(
+            Some(field) if !is_tls_url(url) => Err(Error::invalid_input(
                 format!("config field {field}"),
                 format!(
-                    "is set, but the URL ({}) is not rediss://; certificates apply only to TLS \
-                     connections: use a rediss:// URL, or unset the tls options",
+                    "is set, but the URL ({}) is not rediss:// (nor rediss-cluster:// or \
+                     rediss-sentinel://); certificates apply only to TLS connections: use a \
+                     rediss:// URL, or unset the tls options",
                     RedactedUrl(url)
                 ),
             )),
@@ -177,7 +180,8 @@ impl TlsOptions {
     }
 
     /// The certificates to build a TLS client with, or `None` when no field is set. Reads
-    /// `ca_cert_path`. Fails when a field is set but `url` is not `rediss://`.
+    /// `ca_cert_path`. Fails when a field is set but `url` is not a TLS URL (`rediss://`,
+    /// `rediss-cluster://`, `rediss-sentinel://`).
     pub fn certificates(&self, url: &str) -> Result<Option<redis::TlsCertificates>> {
         if self.first_set_field().is_none() {
             return Ok(None);
@@ -201,6 +205,13 @@ impl TlsOptions {
             root_cert,
         }))
     }
+}
+
+/// Whether `url` asks for TLS: `rediss://`, `rediss-cluster://` or `rediss-sentinel://`.
+pub(crate) fn is_tls_url(url: &str) -> bool {
+    ["rediss://", "rediss-cluster://", "rediss-sentinel://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
 }
 
 /// Reads and checks the CA file named by `tls.ca_cert_path`.
@@ -252,13 +263,14 @@ pub fn open_client(url: &str, tls: &TlsOptions) -> Result<Client> {
 }
 
 /// Makes sure rustls has a process-level crypto provider before the first TLS handshake.
+/// Called before any client for a TLS URL is built (here and in `connection`).
 ///
 /// redis-rs builds its TLS configuration with `rustls::ClientConfig::builder()`, which panics
 /// when no provider is installed and the rustls features do not name exactly one. Ours enable
 /// `ring`, but another crate in the application may enable `aws-lc-rs` too, which makes the
 /// choice ambiguous. So: if the application installed a provider, it is used; otherwise `ring`'s
 /// is installed. Losing a race with another installer is fine: a provider is installed either way.
-fn ensure_crypto_provider() {
+pub(crate) fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }

@@ -1,0 +1,114 @@
+//! Connections to Redis for every crate and the CLI: one way to say where Redis is
+//! ([`ConnectionOptions`]), one way to connect ([`connect`]) whatever the topology, and the
+//! rules every crate's connection code shares ([`resp3_client`], [`was_not_sent`]).
+//!
+//! # URL forms
+//!
+//! | URL | Topology |
+//! |-----|----------|
+//! | `redis://[user:password@]host[:6379][/db]` | [`Topology::Single`] |
+//! | `rediss://...` (TLS) | [`Topology::Single`] |
+//! | `redis+unix:///path/redis.sock[?db=0]`, `unix:///path/redis.sock` | [`Topology::Single`] |
+//! | `redis-cluster://[user:password@]host1:6379,host2:6379` | [`Topology::Cluster`] |
+//! | `rediss-cluster://...` (TLS) | [`Topology::Cluster`] |
+//! | `redis-sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]` | [`Topology::Sentinel`] |
+//! | `rediss-sentinel://...` (TLS to the sentinels and the data nodes) | [`Topology::Sentinel`] |
+//!
+//! The single-server forms are redis-rs's own. In the cluster and Sentinel forms, a host
+//! without a port gets 6379 (cluster) or 26379 (Sentinel), IPv6 addresses are written in
+//! brackets (`[::1]:26379`), and the user and password, percent-encoded, are the data nodes'.
+//! Sentinels with a password of their own get it from
+//! [`sentinel_password`](ConnectionOptions::sentinel_password) (and
+//! [`sentinel_username`](ConnectionOptions::sentinel_username)); the master name may be given
+//! in [`master_name`](ConnectionOptions::master_name) instead of the URL. A cluster has only
+//! database 0. Cluster and Sentinel URLs take no query: timeouts and certificates are
+//! fields of [`ConnectionOptions`].
+//!
+//! # What each topology guarantees
+//!
+//! - **Single**: a RESP3 `ConnectionManager`. A dropped connection is replaced as soon as it
+//!   closes; a failed reconnection is tried once more. Nothing follows a move of the server
+//!   elsewhere.
+//! - **Cluster**: redis-rs's async `ClusterConnection`. The cluster is discovered from the
+//!   first seed that answers (one is enough; listing several survives the loss of one). Each
+//!   command goes to the master of its key's slot; `MOVED` and `ASK` are followed and the slot
+//!   map is refreshed when a node fails, a replica is promoted or a slot moves. Commands that
+//!   name keys of several slots are refused by Redis (`CROSSSLOT`): keys that change together
+//!   share a hash tag ([`keys::KeyLayout::Cluster`](crate::keys::KeyLayout)). A
+//!   keyspace-wide command (`SCAN`) runs on each of
+//!   [`cluster_masters`](Connection::cluster_masters) with
+//!   [`query_node`](Connection::query_node).
+//! - **Sentinel**: a RESP3 connection to the master the sentinels name, checked with `ROLE`.
+//!   When the connection closes (the master died, or the sentinels demoted it and closed its
+//!   clients) it is replaced, before the next command is sent, by asking the sentinels again;
+//!   a command refused with `READONLY` (it reached a demoted master) was not run, and is sent
+//!   again to the new master. A process thus follows a failover without restarting. Until
+//!   the sentinels have promoted a replica, calls fail with retryable connection errors. As
+//!   with any Sentinel client, a write acknowledged by the old master but not yet replicated
+//!   can be lost in a failover, and so can writes a still-running old master accepts after
+//!   the switch and before the sentinels demote it (the connection follows the switch when
+//!   the demotion closes it; it does not listen to the sentinels' `+switch-master` events).
+//!
+//! In every topology, commands are multiplexed on shared connections: a blocking command
+//! (`XREADGROUP ... BLOCK`) goes to a [`dedicated`](Connection::dedicated) connection.
+//!
+//! ```no_run
+//! # async fn demo() -> redstream_core::Result<()> {
+//! use redstream_core::connection::{self, ConnectionOptions};
+//!
+//! let options = ConnectionOptions::new("redis-cluster://10.0.0.1:6379,10.0.0.2:6379");
+//! let mut conn = connection::connect(&options).await?;
+//! let () = redis::cmd("SET")
+//!     .arg("myapp:counter")
+//!     .arg(1)
+//!     .query_async(&mut conn)
+//!     .await
+//!     .map_err(|err| redstream_core::Error::from_redis("SET", "myapp:counter", err))?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod cluster;
+mod connect;
+mod endpoint;
+mod options;
+mod sentinel;
+
+use redis::{Client, ProtocolVersion, RedisError};
+
+pub use connect::{Connection, connect};
+pub use endpoint::{NodeAddress, Topology};
+pub use options::ConnectionOptions;
+
+use crate::{Error, RedactedUrl, Result};
+
+/// `client` speaking RESP3, for a `ConnectionManager`.
+///
+/// Over RESP3, redis-rs's `ConnectionManager` learns that its connection dropped as soon as its
+/// reader sees the socket close, and starts reconnecting then. Over RESP2 it learns it from the
+/// next command, which fails with `broken pipe` after a restart however long the server has
+/// been back, and that failure cannot be told from one where the command did reach the server.
+///
+/// # Errors
+///
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) if redis-rs refuses the
+/// connection settings (it accepted them once already, so in practice never). `url` names the
+/// server in the error, redacted.
+pub fn resp3_client(client: &Client, url: &str) -> Result<Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    Client::open(info.set_redis_settings(settings))
+        .map_err(|err| Error::from_redis("open client", RedactedUrl(url).to_string(), err))
+}
+
+/// Whether `err` is certain to have come before the command left this process: no connection
+/// could be made (refused). Such a command can be sent again without any risk of running twice.
+/// Any other connection error (reset, broken pipe, timeout) may have come after the server ran
+/// the command.
+#[must_use]
+pub fn was_not_sent(err: &RedisError) -> bool {
+    err.is_connection_refusal()
+}

@@ -1,0 +1,607 @@
+//! `connection`: the URL forms and their refusals, and `connect` against a real single
+//! server, a real Redis Cluster (which loses a master) and a real Sentinel group (which fails
+//! over), each followed by the same `Connection` in the same process.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+use redstream_core::connection::{self, Connection, ConnectionOptions, NodeAddress, Topology};
+use redstream_core::{ErrorKind, TlsOptions};
+use redstream_testkit::{RedisCluster, RedisSentinel, RedisServer, key_slot};
+
+/// A bound on a whole scenario, so a hang fails the test instead of stalling the run. Not a
+/// speed requirement: the testkit's helpers wait for the events themselves.
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+const CANARY: &str = "Canary-p4ss";
+
+async fn set(conn: &mut impl ConnectionLike, key: &str, value: &str) {
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|err| panic!("SET {key}: {err}"));
+}
+
+async fn get(conn: &mut impl ConnectionLike, key: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|err| panic!("GET {key}: {err}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// URL forms, options and refusals (no server)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn url_forms_name_their_topology() {
+    let cases = [
+        ("redis://127.0.0.1:6379/0", Topology::Single),
+        ("rediss://user:pw@cache.example:6380/1", Topology::Single),
+        ("redis+unix:///run/redis.sock", Topology::Single),
+        ("unix:///run/redis.sock", Topology::Single),
+        ("redis-cluster://h1:7000,h2:7001,h3", Topology::Cluster),
+        ("rediss-cluster://app:pw@h1:7000", Topology::Cluster),
+        ("redis-cluster://[::1]:7000,[::1]:7001/0", Topology::Cluster),
+        (
+            "redis-sentinel://host1:26379,host2:26379/mymaster",
+            Topology::Sentinel,
+        ),
+        ("redis-sentinel://:pw@s1,s2/mymaster/3", Topology::Sentinel),
+        ("rediss-sentinel://s1:26379/mymaster", Topology::Sentinel),
+    ];
+    for (url, topology) in cases {
+        let options = ConnectionOptions::new(url);
+        options
+            .validate()
+            .unwrap_or_else(|err| panic!("{url}: {err}"));
+        assert_eq!(options.topology().unwrap(), topology, "{url}");
+    }
+    // The master name may come from its own field instead of the URL.
+    let options =
+        ConnectionOptions::new("redis-sentinel://s1:26379,s2:26379").with_master_name("mymaster");
+    assert_eq!(options.topology().unwrap(), Topology::Sentinel);
+}
+
+#[test]
+fn refused_urls_and_options_say_what_is_wrong_without_the_password() {
+    let pw = CANARY;
+    let cases: Vec<(ConnectionOptions, &str, &str)> = vec![
+        (ConnectionOptions::new(""), "url", "is empty"),
+        (
+            ConnectionOptions::new(format!("localhost:{pw}@6379")),
+            "url",
+            "no scheme",
+        ),
+        (
+            ConnectionOptions::new(format!("http://:{pw}@h:6379")),
+            "url",
+            "redis-sentinel://",
+        ),
+        (
+            ConnectionOptions::new(format!("redis://:{pw}@h:6379/notadb")),
+            "url",
+            "not a valid redis:// URL",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@")),
+            "url",
+            "seed nodes",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@h1:7000,:7001")),
+            "url",
+            "host:port",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@h1:70000")),
+            "url",
+            "host:port",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@h1:7000/2")),
+            "url",
+            "only database 0",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@h1:7000?protocol=resp3")),
+            "url",
+            "query",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-sentinel://:{pw}@s1:26379")),
+            "url",
+            "names no master",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-sentinel://:{pw}@s1:26379/m/x")),
+            "url",
+            "database number",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-sentinel://:{pw}@s1:26379/m/0/extra")),
+            "url",
+            "too many path segments",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-sentinel://:{pw}@s1:26379/mymaster"))
+                .with_master_name("other"),
+            "master_name",
+            "give the name once",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}/x@h1:7000")),
+            "url",
+            "percent-encode",
+        ),
+        (
+            ConnectionOptions::new(format!("redis://:{pw}@h:6379")).with_master_name("m"),
+            "master_name",
+            "only applies to Sentinel",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-cluster://:{pw}@h:6379"))
+                .with_sentinel_password("x"),
+            "sentinel_password",
+            "only applies to Sentinel",
+        ),
+        (
+            ConnectionOptions::new(format!("redis://:{pw}@h:6379"))
+                .with_connect_timeout(Duration::ZERO),
+            "connect_timeout",
+            "is zero",
+        ),
+        (
+            ConnectionOptions::new(format!("redis-sentinel://:{pw}@s1/m"))
+                .with_tls(TlsOptions::default().with_ca_cert_path("/nonexistent/ca.pem")),
+            "tls.ca_cert_path",
+            "rediss://",
+        ),
+    ];
+    for (options, field, reason) in cases {
+        let err = options.validate().unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{text}");
+        assert!(
+            text.contains(&format!("config field {field}")),
+            "{options:?}: {text}"
+        );
+        assert!(text.contains(reason), "{options:?}: {text}");
+        assert!(!text.contains(pw), "password in {text}");
+        assert!(!format!("{err:?}").contains(pw), "password in {err:?}");
+        assert!(
+            !format!("{options:?}").contains(pw),
+            "password in {options:?}"
+        );
+    }
+}
+
+#[test]
+fn options_read_from_files_with_humane_durations_and_no_unknown_fields() {
+    let options: ConnectionOptions = serde_json::from_str(
+        r#"{"url": "redis-sentinel://s1:26379/mymaster", "response_timeout": "250ms",
+            "sentinel_password": "Canary-p4ss"}"#,
+    )
+    .unwrap();
+    assert_eq!(options.response_timeout, Duration::from_millis(250));
+    assert_eq!(options.connect_timeout, Duration::from_secs(5));
+    assert_eq!(options.sentinel_password.as_deref(), Some(CANARY));
+    let shown = format!("{options:?}");
+    assert!(!shown.contains(CANARY), "{shown}");
+    assert!(
+        shown.contains("sentinel_password: Some(\"***\")"),
+        "{shown}"
+    );
+
+    let back: ConnectionOptions =
+        serde_json::from_value(serde_json::to_value(&options).unwrap()).unwrap();
+    assert_eq!(back, options);
+
+    let unknown = serde_json::from_str::<ConnectionOptions>(r#"{"uri": "redis://h"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("unknown field `uri`"), "{unknown}");
+    let bare = serde_json::from_str::<ConnectionOptions>(r#"{"connect_timeout": 5}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(bare.contains("expected a string"), "{bare}");
+}
+
+// ---------------------------------------------------------------------------------------
+// A single server
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn single_server_serves_commands_pipelines_scripts_and_blocking_reads() {
+    let server = RedisServer::builder()
+        .password(CANARY)
+        .start()
+        .await
+        .unwrap();
+    let url = format!("redis://:{CANARY}@{}:{}/0", server.host(), server.port());
+    let mut conn = connection::connect(&ConnectionOptions::new(&url))
+        .await
+        .unwrap();
+    assert_eq!(conn.topology(), Topology::Single);
+    assert!(!conn.target().contains(CANARY), "{}", conn.target());
+    assert!(!format!("{conn:?}").contains(CANARY));
+
+    set(&mut conn, "myapp:counter", "1").await;
+    let (a, b): (String, i64) = redis::pipe()
+        .cmd("GET")
+        .arg("myapp:counter")
+        .cmd("INCR")
+        .arg("myapp:counter")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!((a.as_str(), b), ("1", 2));
+    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let n: i64 = script
+        .key("myapp:counter")
+        .arg(5)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+
+    // A blocking read on a dedicated connection holds up nothing on the shared one.
+    let mut blocking = conn.dedicated(Duration::from_secs(10)).await.unwrap();
+    let read = tokio::spawn(async move {
+        let reply: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(5_000)
+            .arg("STREAMS")
+            .arg("events:order.created")
+            .arg("$")
+            .query_async(&mut blocking)
+            .await
+            .unwrap();
+        reply
+    });
+    // Let the XREAD reach the server before the entry is added: wait until it is blocked.
+    redstream_testkit::wait_until("the XREAD to block", Duration::from_secs(10), || {
+        let mut conn = conn.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            if info.contains("blocked_clients:1") {
+                Ok(())
+            } else {
+                Err("no blocked client yet".to_owned())
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(get(&mut conn, "myapp:counter").await.as_deref(), Some("7"));
+    let _: String = redis::cmd("XADD")
+        .arg("events:order.created")
+        .arg("*")
+        .arg("event")
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let reply = read.await.unwrap();
+    assert!(
+        matches!(reply, redis::Value::Array(_) | redis::Value::Map(_)),
+        "{reply:?}"
+    );
+
+    let err = conn.cluster_masters().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_auth_error_that_does_not_show_it() {
+    let server = RedisServer::builder()
+        .password("right-one")
+        .start()
+        .await
+        .unwrap();
+    let url = format!("redis://:{CANARY}@{}:{}", server.host(), server.port());
+    let err = connection::connect(&ConnectionOptions::new(url))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(!err.to_string().contains(CANARY), "{err}");
+    assert!(!format!("{err:?}").contains(CANARY), "{err:?}");
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let server = RedisServer::builder().tls(true).start().await.unwrap();
+    let options = ConnectionOptions::new(server.url())
+        .with_tls(TlsOptions::default().with_ca_cert_pem(server.ca_cert_pem().unwrap().to_owned()));
+    let mut conn = connection::connect(&options).await.unwrap();
+    set(&mut conn, "myapp:tls", "yes").await;
+    assert_eq!(get(&mut conn, "myapp:tls").await.as_deref(), Some("yes"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis Cluster
+// ---------------------------------------------------------------------------------------
+
+fn cluster_url(cluster: &RedisCluster, seeds: usize) -> String {
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .take(seeds)
+        .map(|node| format!("{}:{}", node.server().host(), node.port()))
+        .collect();
+    format!("redis-cluster://:{CANARY}@{}", hosts.join(","))
+}
+
+/// Makes every master's writes reach its replica, so a killed master loses none of them.
+async fn replicate_everything(conn: &Connection) {
+    for master in conn.cluster_masters().await.unwrap() {
+        let acked: i64 = conn
+            .query_node(&master, redis::cmd("WAIT").arg(1).arg(10_000))
+            .await
+            .unwrap();
+        assert_eq!(acked, 1, "{master}");
+    }
+}
+
+#[tokio::test]
+async fn cluster_routes_keys_of_every_slot_and_survives_a_killed_master() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let cluster = RedisCluster::builder()
+            .password(CANARY)
+            .start()
+            .await
+            .unwrap();
+        // One seed is enough to discover the cluster.
+        let options = ConnectionOptions::new(cluster_url(&cluster, 1));
+        let mut conn = connection::connect(&options).await.unwrap();
+        assert_eq!(conn.topology(), Topology::Cluster);
+        assert!(!conn.target().contains(CANARY));
+
+        let keys: Vec<String> = (0..300).map(|i| format!("myapp:key:{i}")).collect();
+        let slots: HashSet<u16> = keys.iter().map(|k| key_slot(k.as_bytes())).collect();
+        assert!(slots.len() > 250, "{} slots", slots.len());
+        for key in &keys {
+            set(&mut conn, key, key).await;
+        }
+        for key in &keys {
+            assert_eq!(get(&mut conn, key).await.as_deref(), Some(key.as_str()));
+        }
+
+        // Every master, and a keyspace-wide count summed over them.
+        let masters = conn.cluster_masters().await.unwrap();
+        assert_eq!(masters.len(), 3, "{masters:?}");
+        let ports: HashSet<u16> = cluster
+            .masters()
+            .await
+            .unwrap()
+            .iter()
+            .map(|n| n.port())
+            .collect();
+        assert_eq!(
+            masters.iter().map(|m| m.port).collect::<HashSet<_>>(),
+            ports
+        );
+        let mut total = 0;
+        for master in &masters {
+            let size: i64 = conn
+                .query_node(master, &redis::cmd("DBSIZE"))
+                .await
+                .unwrap();
+            total += size;
+        }
+        assert_eq!(total, 300);
+
+        // A script on one key goes to that key's master (EVALSHA, loaded on NOSCRIPT).
+        let script = redis::Script::new(
+            "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])",
+        );
+        let reply: String = script
+            .key("{order.created}:script")
+            .arg("ran")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(reply, "ran");
+
+        // A dedicated connection works too (its own ClusterConnection).
+        let mut dedicated = conn.dedicated(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            get(&mut dedicated, "myapp:key:7").await.as_deref(),
+            Some("myapp:key:7")
+        );
+
+        // Kill the master of one key; once a replica took over, the same connection serves
+        // every key again, old and new, without being reopened.
+        replicate_everything(&conn).await;
+        let victim = cluster.master_for_key(b"myapp:key:0").await.unwrap();
+        let victim_port = victim.port();
+        let promoted = cluster.kill_master(victim).await.unwrap();
+        assert_ne!(promoted.port(), victim_port);
+        for key in &keys {
+            assert_eq!(
+                get(&mut conn, key).await.as_deref(),
+                Some(key.as_str()),
+                "{key}"
+            );
+        }
+        for key in &keys {
+            set(&mut conn, key, "after").await;
+        }
+        assert_eq!(
+            get(&mut conn, "myapp:key:0").await.as_deref(),
+            Some("after")
+        );
+        assert_eq!(
+            get(&mut dedicated, "myapp:key:0").await.as_deref(),
+            Some("after")
+        );
+        let reply: String = script
+            .key("{order.created}:script")
+            .arg("again")
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(reply, "again");
+        let masters = conn.cluster_masters().await.unwrap();
+        assert_eq!(masters.len(), 3, "{masters:?}");
+        assert!(masters.contains(&NodeAddress::new(promoted.server().host(), promoted.port())));
+        assert!(
+            !masters.iter().any(|m| m.port == victim_port),
+            "{masters:?}"
+        );
+    })
+    .await
+    .expect("the cluster scenario hung");
+}
+
+#[tokio::test]
+async fn cluster_follows_a_moved_slot() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let cluster = RedisCluster::builder()
+            .password(CANARY)
+            .replicas_per_master(0)
+            .start()
+            .await
+            .unwrap();
+        let mut conn = connection::connect(&ConnectionOptions::new(cluster_url(&cluster, 3)))
+            .await
+            .unwrap();
+        let key = "events:{order.created}";
+        set(&mut conn, key, "before").await;
+        let slot = key_slot(key.as_bytes());
+        let owner = cluster.master_for_slot(slot).await.unwrap().port();
+        let masters = cluster.masters().await.unwrap();
+        let to = masters.iter().find(|m| m.port() != owner).unwrap();
+        cluster.move_slot(slot, to).await.unwrap();
+        assert_eq!(get(&mut conn, key).await.as_deref(), Some("before"));
+        set(&mut conn, key, "after").await;
+        let mut direct = to.server().connection().await.unwrap();
+        assert_eq!(get(&mut direct, key).await.as_deref(), Some("after"));
+    })
+    .await
+    .expect("the slot move hung");
+}
+
+// ---------------------------------------------------------------------------------------
+// Sentinel
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sentinel_writes_follow_kill_and_failover_in_the_same_process() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let group = RedisSentinel::builder()
+            .password(CANARY)
+            .sentinel_password("sentinel-Canary")
+            .start()
+            .await
+            .unwrap();
+        // The testkit's URL without credentials; the data nodes' password goes in it.
+        let url = group.url().replacen(
+            "redis-sentinel://",
+            &format!("redis-sentinel://:{CANARY}@"),
+            1,
+        );
+        let options = ConnectionOptions::new(&url).with_sentinel_password("sentinel-Canary");
+        let mut conn = connection::connect(&options).await.unwrap();
+        assert_eq!(conn.topology(), Topology::Sentinel);
+        assert!(!format!("{conn:?} {options:?}").contains("Canary"));
+        let mut dedicated = conn.dedicated(Duration::from_secs(10)).await.unwrap();
+
+        set(&mut conn, "myapp:before", "1").await;
+        let replicas: i64 = redis::cmd("WAIT")
+            .arg(2)
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(replicas, 2);
+
+        // A crash: the sentinels promote a replica; the same connection writes to it.
+        let first = group.master().await.unwrap().port();
+        let promoted = group.kill_master().await.unwrap();
+        assert_ne!(promoted.port(), first);
+        set(&mut conn, "myapp:after-kill", "2").await;
+        let mut direct = promoted.connection().await.unwrap();
+        assert_eq!(
+            get(&mut direct, "myapp:after-kill").await.as_deref(),
+            Some("2")
+        );
+        assert_eq!(get(&mut direct, "myapp:before").await.as_deref(), Some("1"));
+        // So does the dedicated connection, and a pipeline.
+        set(&mut dedicated, "myapp:dedicated", "3").await;
+        assert_eq!(
+            get(&mut direct, "myapp:dedicated").await.as_deref(),
+            Some("3")
+        );
+        let () = redis::pipe()
+            .cmd("SET")
+            .arg("myapp:pipe")
+            .arg("4")
+            .ignore()
+            .cmd("INCR")
+            .arg("myapp:n")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(get(&mut direct, "myapp:pipe").await.as_deref(), Some("4"));
+        let replicas: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(10_000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(replicas, 1);
+
+        // A failover without failure: the old master becomes a replica; writes follow.
+        let second = promoted.port();
+        let third = group.failover().await.unwrap();
+        assert_ne!(third.port(), second);
+        set(&mut conn, "myapp:after-failover", "5").await;
+        set(&mut dedicated, "myapp:dedicated", "6").await;
+        let mut direct = third.connection().await.unwrap();
+        assert_eq!(
+            get(&mut direct, "myapp:after-failover").await.as_deref(),
+            Some("5")
+        );
+        assert_eq!(
+            get(&mut direct, "myapp:dedicated").await.as_deref(),
+            Some("6")
+        );
+        assert_eq!(get(&mut direct, "myapp:before").await.as_deref(), Some("1"));
+        assert_eq!(get(&mut conn, "myapp:pipe").await.as_deref(), Some("4"));
+    })
+    .await
+    .expect("the sentinel scenario hung");
+}
+
+#[tokio::test]
+async fn sentinel_without_its_password_is_refused_without_showing_passwords() {
+    let group = RedisSentinel::builder()
+        .password(CANARY)
+        .sentinel_password("sentinel-Canary")
+        .replicas(1)
+        .start()
+        .await
+        .unwrap();
+    let url = group.url().replacen(
+        "redis-sentinel://",
+        &format!("redis-sentinel://:{CANARY}@"),
+        1,
+    );
+    let err = connection::connect(&ConnectionOptions::new(url))
+        .await
+        .unwrap_err();
+    // The sentinels refuse the lookup; the message says where the sentinels' password goes.
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert!(err.to_string().contains("sentinel_password"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("Canary"), "{err:?}");
+}
