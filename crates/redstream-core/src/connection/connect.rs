@@ -140,8 +140,15 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// As for [`connect`].
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a zero
+    /// `response_timeout`; otherwise as for [`connect`].
     pub async fn dedicated(&self, response_timeout: Duration) -> Result<Connection> {
+        if response_timeout.is_zero() {
+            return Err(Error::invalid_input(
+                "response timeout of a dedicated connection",
+                "is zero; give the block time plus the usual response timeout",
+            ));
+        }
         let mut connection = Connection {
             link: self.opener.open(response_timeout).await?,
             opener: Arc::clone(&self.opener),

@@ -21,6 +21,15 @@ use crate::redis_tls::TlsOptions;
 ///
 /// `Debug` redacts the passwords in the URL and never shows `sentinel_password`.
 ///
+/// # Embedding it in a crate's config
+///
+/// Embed it with `#[serde(flatten)]` to keep files flat (`url`, `connect_timeout` next to the
+/// crate's own fields), or as a nested section. Flattened, its `deny_unknown_fields` refuses
+/// nothing: serde hands a flattened struct only the fields it knows. The embedding config
+/// catches typos itself by collecting what is left, after the flattened options, in
+/// `#[serde(flatten)] unknown: BTreeMap<String, serde::de::IgnoredAny>` and refusing a
+/// non-empty map (serde's own `deny_unknown_fields` does not work together with `flatten`).
+///
 /// ```
 /// use std::time::Duration;
 /// use redstream_core::connection::{ConnectionOptions, Topology};

@@ -301,6 +301,78 @@ async fn single_server_serves_commands_pipelines_scripts_and_blocking_reads() {
 }
 
 #[tokio::test]
+async fn unix_socket() {
+    // A relative path: the server creates it in its data directory.
+    let server = RedisServer::builder()
+        .config("unixsocket", "redis.sock")
+        .config("unixsocketperm", "700")
+        .start()
+        .await
+        .unwrap();
+    let path = server.data_dir().join("redis.sock");
+    for scheme in ["redis+unix", "unix"] {
+        let url = format!("{scheme}://{}", path.display());
+        let mut conn = connection::connect(&ConnectionOptions::new(&url))
+            .await
+            .unwrap();
+        assert_eq!(conn.topology(), Topology::Single);
+        set(&mut conn, "myapp:unix", scheme).await;
+        assert_eq!(get(&mut conn, "myapp:unix").await.as_deref(), Some(scheme));
+    }
+}
+
+#[test]
+fn connections_are_clone_send_sync() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Connection>();
+}
+
+/// The options embedded in a crate's config, flat in its file, as every crate will embed
+/// them. serde hands a flattened struct only the fields it knows, so its own
+/// `deny_unknown_fields` refuses nothing there: the embedding config collects what is left in
+/// a flattened map and refuses it (the pattern `ConnectionOptions`' docs give).
+#[test]
+fn options_embed_flat_in_another_config() {
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(default)]
+    struct StoreConfig {
+        key_prefix: String,
+        #[serde(flatten)]
+        connection: ConnectionOptions,
+        #[serde(flatten)]
+        unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+    impl Default for StoreConfig {
+        fn default() -> Self {
+            Self {
+                key_prefix: "myapp".to_owned(),
+                connection: ConnectionOptions::default(),
+                unknown: std::collections::BTreeMap::new(),
+            }
+        }
+    }
+    let config: StoreConfig = serde_json::from_str(
+        r#"{"key_prefix": "shop", "url": "redis-cluster://h1:7000,h2:7001",
+            "connect_timeout": "2s", "tls": {}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.key_prefix, "shop");
+    assert_eq!(config.connection.connect_timeout, Duration::from_secs(2));
+    assert_eq!(config.connection.topology().unwrap(), Topology::Cluster);
+    assert!(config.unknown.is_empty(), "{:?}", config.unknown);
+    let defaults: StoreConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(defaults.connection, ConnectionOptions::default());
+    let typo: StoreConfig =
+        serde_json::from_str(r#"{"key_prefix": "shop", "urll": "redis://h"}"#).unwrap();
+    assert_eq!(typo.unknown.keys().collect::<Vec<_>>(), ["urll"]);
+    // Inside a nested section the options refuse unknown fields themselves.
+    let err = serde_json::from_str::<ConnectionOptions>(r#"{"tls": {"ca": "x"}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `ca`"), "{err}");
+}
+
+#[tokio::test]
 async fn wrong_password_is_an_auth_error_that_does_not_show_it() {
     let server = RedisServer::builder()
         .password("right-one")
@@ -604,4 +676,63 @@ async fn sentinel_without_its_password_is_refused_without_showing_passwords() {
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     assert!(err.to_string().contains("sentinel_password"), "{err}");
     assert!(!format!("{err} {err:?}").contains("Canary"), "{err:?}");
+}
+
+/// Clones of one connection in several tasks write through a master crash: while the
+/// sentinels elect a replica their writes fail with retryable errors, and once it is promoted
+/// every task writes to it, with no task reconnecting by hand.
+#[tokio::test]
+async fn clones_in_many_tasks_follow_a_sentinel_failover_together() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let group = RedisSentinel::builder().replicas(1).start().await.unwrap();
+        let conn = connection::connect(&ConnectionOptions::new(group.url()))
+            .await
+            .unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..4)
+            .map(|task| {
+                let mut conn = conn.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    let key = format!("myapp:task:{task}");
+                    let mut failures = Vec::new();
+                    while !*stop.borrow_and_update() {
+                        let result: redis::RedisResult<()> = redis::cmd("INCR")
+                            .arg(&key)
+                            .query_async(&mut conn)
+                            .await
+                            .map(|_: i64| ());
+                        if let Err(err) = result {
+                            let err = redstream_core::Error::from_redis("INCR", key.clone(), err);
+                            failures.push(err.kind());
+                            // Pacing while the group is down, not a wait for an event.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    // After the failover, the first write succeeds.
+                    set(&mut conn, &key, "done").await;
+                    failures
+                })
+            })
+            .collect();
+        let promoted = group.kill_master().await.unwrap();
+        stop_tx.send(true).unwrap();
+        let mut direct = promoted.connection().await.unwrap();
+        for (task, handle) in tasks.into_iter().enumerate() {
+            let failures = handle.await.unwrap();
+            assert!(
+                failures.iter().all(|kind| kind.is_retryable()),
+                "task {task}: {failures:?}"
+            );
+            let key = format!("myapp:task:{task}");
+            assert_eq!(
+                get(&mut direct, &key).await.as_deref(),
+                Some("done"),
+                "{key}"
+            );
+        }
+    })
+    .await
+    .expect("the failover with many tasks hung");
 }
