@@ -736,3 +736,126 @@ async fn clones_in_many_tasks_follow_a_sentinel_failover_together() {
     .await
     .expect("the failover with many tasks hung");
 }
+
+/// Makes `to` the master and `from` its replica by hand, then points the sentinels at `to`.
+/// Unlike a Sentinel failover, nothing closes the clients of `from`: they stay connected to
+/// what is now a replica.
+async fn swap_roles(group: &RedisSentinel, from: &RedisServer, to: &RedisServer) {
+    let mut to_conn = to.connection().await.unwrap();
+    let () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query_async(&mut to_conn)
+        .await
+        .unwrap();
+    let mut from_conn = from.connection().await.unwrap();
+    let () = redis::cmd("REPLICAOF")
+        .arg(to.host())
+        .arg(to.port())
+        .query_async(&mut from_conn)
+        .await
+        .unwrap();
+    for sentinel in group.sentinels() {
+        let mut conn = sentinel.connection().await.unwrap();
+        let () = redis::cmd("SENTINEL")
+            .arg("REMOVE")
+            .arg(group.master_name())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let () = redis::cmd("SENTINEL")
+            .arg("MONITOR")
+            .arg(group.master_name())
+            .arg(to.host())
+            .arg(to.port())
+            .arg(2)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Whether `server` still has a client named `name` (the connection under test).
+async fn has_client(server: &RedisServer, name: &str) -> bool {
+    let mut conn = server.connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.contains(&format!(" name={name} "))
+}
+
+/// A command that reaches a demoted master over a connection that stayed open is refused
+/// with `READONLY`; it ran no write, so the connection asks the sentinels again and sends it
+/// to the new master: first a command, then a pipeline of writes.
+#[tokio::test]
+async fn sentinel_resends_what_a_demoted_master_refused_with_readonly() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let group = RedisSentinel::builder().replicas(1).start().await.unwrap();
+        let mut conn = connection::connect(&ConnectionOptions::new(group.url()))
+            .await
+            .unwrap();
+        let first = group.master().await.unwrap();
+        let second = group
+            .data_nodes()
+            .iter()
+            .find(|node| node.port() != first.port())
+            .unwrap();
+        let () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("under-test-1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        swap_roles(&group, first, second).await;
+        assert!(
+            has_client(first, "under-test-1").await,
+            "the connection was closed"
+        );
+        set(&mut conn, "myapp:readonly", "resent").await;
+        let mut direct = second.connection().await.unwrap();
+        assert_eq!(
+            get(&mut direct, "myapp:readonly").await.as_deref(),
+            Some("resent")
+        );
+
+        // The connection is now to `second`; swap back and send a pipeline of writes.
+        let () = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("under-test-2")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(has_client(second, "under-test-2").await);
+        swap_roles(&group, second, first).await;
+        assert!(
+            has_client(second, "under-test-2").await,
+            "the connection was closed"
+        );
+        let () = redis::pipe()
+            .cmd("SET")
+            .arg("myapp:pipeline:a")
+            .arg("1")
+            .ignore()
+            .cmd("SET")
+            .arg("myapp:pipeline:b")
+            .arg("2")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut direct = first.connection().await.unwrap();
+        assert_eq!(
+            get(&mut direct, "myapp:pipeline:a").await.as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            get(&mut direct, "myapp:pipeline:b").await.as_deref(),
+            Some("2")
+        );
+    })
+    .await
+    .expect("the READONLY scenario hung");
+}
