@@ -381,7 +381,10 @@ impl Opener {
             )
             .await
             .map(Link::Sentinel)
-            .map_err(|err| with_sentinel_hint(connect_error(err))),
+            .map_err(|err| {
+                let master_unknown = err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel;
+                with_sentinel_hint(connect_error(err), master_unknown)
+            }),
         }
     }
 }
@@ -427,16 +430,22 @@ impl ClusterSeeds {
     }
 }
 
-/// An authentication failure through Sentinel may be the sentinels' or the master's: say
-/// where each password goes.
-fn with_sentinel_hint(mut err: Error) -> Error {
-    if let Error::Backend { kind, message, .. } = &mut err
-        && *kind == ErrorKind::Auth
-    {
-        message.push_str(
-            "; the URL's password is the master's, the sentinels' own goes in sentinel_password \
-             (and sentinel_username)",
-        );
+/// What to do about a failure to reach the master through Sentinel: an authentication
+/// failure may be the sentinels' or the master's, so say where each password goes; a master
+/// no sentinel names healthy is a wrong name or a failover in progress.
+fn with_sentinel_hint(mut err: Error, master_unknown: bool) -> Error {
+    if let Error::Backend { kind, message, .. } = &mut err {
+        if *kind == ErrorKind::Auth {
+            message.push_str(
+                "; the URL's password is the master's, the sentinels' own goes in \
+                 sentinel_password (and sentinel_username)",
+            );
+        } else if master_unknown {
+            message.push_str(
+                "; no sentinel names a healthy master by that name: check the master name in \
+                 the URL (or master_name), or wait for a failover in progress to end",
+            );
+        }
     }
     err
 }

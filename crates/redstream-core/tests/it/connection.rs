@@ -737,6 +737,17 @@ async fn clones_in_many_tasks_follow_a_sentinel_failover_together() {
     .expect("the failover with many tasks hung");
 }
 
+#[tokio::test]
+async fn sentinel_with_an_unknown_master_name_says_so() {
+    let group = RedisSentinel::builder().replicas(1).start().await.unwrap();
+    let url = group.url().replace("/mymaster", "/nosuchmaster");
+    let err = connection::connect(&ConnectionOptions::new(url))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("check the master name"), "{err}");
+    assert!(err.to_string().contains("nosuchmaster"), "{err}");
+}
+
 /// Makes `to` the master and `from` its replica by hand, then points the sentinels at `to`.
 /// Unlike a Sentinel failover, nothing closes the clients of `from`: they stay connected to
 /// what is now a replica.
