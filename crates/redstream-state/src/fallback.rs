@@ -33,14 +33,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use redstream_core::{BackpressureQueue, CircuitBreaker, Error, ErrorKind, PushOutcome, Result};
+use redstream_core::{BackpressureQueue, Error, ErrorKind, PushOutcome, Result};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::config::{FallbackConfig, FallbackMode};
-use crate::redis_backend::RedisBackend;
-use crate::store::SetExpiry;
 use crate::transaction::TxOp;
 
 /// The fallback's counters, from [`StateStore::fallback_stats`](crate::StateStore::fallback_stats).
@@ -150,9 +149,9 @@ impl Write {
         }
     }
 
-    /// Sends the write to Redis through the breaker. The TTL is what is left of it now; a put
-    /// whose TTL has run out is sent as a delete.
-    pub(crate) async fn apply(&self, redis: &RedisBackend, breaker: &CircuitBreaker) -> Result<()> {
+    /// Sends the write to `backend` (Redis behind its breaker). The TTL is what is left of it
+    /// now; a put whose TTL has run out is sent as a delete.
+    pub(crate) async fn apply<B: Backend>(&self, backend: &B) -> Result<()> {
         let now = Instant::now();
         let left = |deadline: Option<Instant>| deadline.map(|d| d.saturating_duration_since(now));
         match self {
@@ -161,13 +160,8 @@ impl Write {
                 value,
                 deadline,
             } => match left(*deadline) {
-                Some(ttl) if ttl < Duration::from_millis(1) => {
-                    breaker.call(|| redis.delete(key)).await.map(drop)
-                }
-                ttl => {
-                    let expiry = ttl.map_or(SetExpiry::Persist, SetExpiry::After);
-                    breaker.call(|| redis.set(key, value, expiry)).await
-                }
+                Some(ttl) if ttl < Duration::from_millis(1) => backend.delete(key).await,
+                ttl => backend.set(key, value.clone(), ttl).await,
             },
             Self::PutMany { items, deadline } => match left(*deadline) {
                 Some(ttl) if ttl < Duration::from_millis(1) => {
@@ -175,14 +169,11 @@ impl Write {
                         .iter()
                         .map(|(key, _)| TxOp::Delete { key: key.clone() })
                         .collect();
-                    breaker
-                        .call(|| redis.transaction(&deletes, None))
-                        .await
-                        .map(drop)
+                    backend.transaction(&deletes, None).await.map(drop)
                 }
-                ttl => breaker.call(|| redis.set_many(items, ttl)).await,
+                ttl => backend.set_many(items.clone(), ttl).await,
             },
-            Self::Delete { key } => breaker.call(|| redis.delete(key)).await.map(drop),
+            Self::Delete { key } => backend.delete(key).await,
         }
     }
 }
@@ -292,12 +283,9 @@ impl Drop for Fallback {
 }
 
 impl Fallback {
-    /// The fallback for `config`, with its replay task spawned when writes are buffered.
-    pub(crate) fn start(
-        config: FallbackConfig,
-        redis: RedisBackend,
-        breaker: CircuitBreaker,
-    ) -> Result<Self> {
+    /// The fallback for `config`, with its replay task spawned when writes are buffered: it
+    /// replays them to `backend` (Redis behind its breaker).
+    pub(crate) fn start<B: Backend + 'static>(config: FallbackConfig, backend: B) -> Result<Self> {
         let queue = match config.mode {
             FallbackMode::StaleReadsBufferedWrites => {
                 Some(BackpressureQueue::new(config.write_buffer)?)
@@ -317,7 +305,7 @@ impl Fallback {
         });
         let stop = CancellationToken::new();
         if shared.queue.is_some() {
-            tokio::spawn(replay(Arc::clone(&shared), redis, breaker, stop.clone()));
+            tokio::spawn(replay(Arc::clone(&shared), backend, stop.clone()));
         }
         Ok(Self { shared, stop })
     }
@@ -387,18 +375,13 @@ impl Fallback {
         }
     }
 
-    /// A bufferable write: sent to Redis, or buffered when Redis is unavailable or earlier
-    /// writes are still buffered.
-    pub(crate) async fn write(
-        &self,
-        write: Write,
-        redis: &RedisBackend,
-        breaker: &CircuitBreaker,
-    ) -> Result<()> {
+    /// A bufferable write: sent to `backend` (Redis behind its breaker), or buffered when
+    /// Redis is unavailable or earlier writes are still buffered.
+    pub(crate) async fn write<B: Backend>(&self, write: Write, backend: &B) -> Result<()> {
         if self.buffers_writes() && self.pending() > 0 {
             return self.buffer(write).await;
         }
-        match write.apply(redis, breaker).await {
+        match write.apply(backend).await {
             Ok(()) => {
                 self.shared.remember_write(&write);
                 Ok(())
@@ -561,12 +544,7 @@ impl Shared {
 }
 
 /// Replays buffered writes in order, each until it is applied or refused for good.
-async fn replay(
-    shared: Arc<Shared>,
-    redis: RedisBackend,
-    breaker: CircuitBreaker,
-    stop: CancellationToken,
-) {
+async fn replay<B: Backend>(shared: Arc<Shared>, backend: B, stop: CancellationToken) {
     let Some(queue) = shared.queue.clone() else {
         return;
     };
@@ -578,7 +556,7 @@ async fn replay(
         };
         let Some(buffered) = next else { break };
         loop {
-            match buffered.write.apply(&redis, &breaker).await {
+            match buffered.write.apply(&backend).await {
                 Ok(()) => {
                     shared.replayed.fetch_add(1, Ordering::Relaxed);
                     shared.finish(&buffered, true);

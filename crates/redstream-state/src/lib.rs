@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+mod backend;
 mod blocking;
 pub mod checkpoint;
 mod config;
 mod connection;
 pub mod fallback;
 pub mod keys;
+mod layer;
 mod memory;
 mod redis_backend;
 mod store;

@@ -1,10 +1,12 @@
-//! The in-process backend: the same operations and the same semantics as Redis, in a map.
+//! The in-process backend: the same operations ([`Backend`]) and the same semantics as Redis,
+//! in a map. A store in memory calls it directly: no circuit breaker, no fallback.
 //!
 //! Values are kept encoded, exactly as Redis keeps them, so the two backends agree on what an
 //! integer is, on `WRONGTYPE`, and on decode errors. Time comes from `tokio::time`, so tests
 //! with a paused clock see keys expire as soon as the clock is advanced past their TTL. An
 //! expired key is never returned: every access checks the deadline, and expired keys are
-//! swept out as writes go by.
+//! swept out as writes go by. Every operation runs at once under one lock (its future is
+//! ready on the first poll); [`glob`] reads `list_keys_matching`'s patterns as Redis does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,11 +15,16 @@ use std::time::Duration;
 use redstream_core::Result;
 use tokio::time::Instant;
 
+use crate::backend::{Backend, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
-use crate::store::{SetExpiry, Ttl};
+use crate::store::Ttl;
 use crate::transaction::{
     Known, TxOp, not_an_integer, overflow, parse_redis_int, plan, wrong_type,
 };
+
+mod glob;
+
+use glob::glob_match;
 
 /// How many writes go by between two sweeps of expired keys.
 const SWEEP_EVERY: u32 = 1024;
@@ -140,25 +147,57 @@ impl MemoryBackend {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    fn list_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state.entries.retain(|_, e| !e.expired(now));
+        let mut keys: Vec<String> = state
+            .entries
+            .keys()
+            .filter(|k| wanted(k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn target(&self, key: &str) -> String {
+        target(key)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.lock().string(key, "GET")?.map(|b| b.clone()))
     }
 
-    pub(crate) fn set(&self, key: &str, value: Vec<u8>, expiry: SetExpiry) {
-        self.lock().set(key, value, expiry);
-    }
-
-    pub(crate) fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) {
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
         let mut state = self.lock();
-        let expiry = ttl.map_or(SetExpiry::Persist, SetExpiry::After);
-        for (key, value) in items {
-            state.set(&key, value, expiry);
+        let Some(entry) = state.live(key) else {
+            return Ok(None);
+        };
+        let ttl = remaining(entry);
+        match &entry.data {
+            Data::String(bytes) => Ok(Some((bytes.clone(), ttl))),
+            Data::Hash(_) => Err(wrong_type("GET", &target(key))),
         }
     }
 
-    pub(crate) fn get_many(&self, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
+    async fn exists(&self, key: &str) -> Result<bool> {
+        Ok(self.lock().live(key).is_some())
+    }
+
+    async fn ttl(&self, key: &str) -> Result<Ttl> {
+        Ok(match self.lock().live(key) {
+            None => Ttl::Missing,
+            Some(entry) => remaining(entry).map_or(Ttl::Persistent, Ttl::ExpiresIn),
+        })
+    }
+
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let mut state = self.lock();
-        keys.iter()
+        Ok(keys
+            .iter()
             .map(|key| match state.live(key) {
                 // Like MGET: anything but a string reads as absent.
                 Some(Entry {
@@ -167,69 +206,49 @@ impl MemoryBackend {
                 }) => Some(bytes.clone()),
                 _ => None,
             })
-            .collect()
+            .collect())
     }
 
-    pub(crate) fn delete(&self, key: &str) -> bool {
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
+        self.lock().set(key, value, SetExpiry::from_ttl(ttl));
+        Ok(())
+    }
+
+    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
         let mut state = self.lock();
-        let existed = state.live(key).is_some();
-        state.entries.remove(key);
-        existed
-    }
-
-    pub(crate) fn exists(&self, key: &str) -> bool {
-        self.lock().live(key).is_some()
-    }
-
-    pub(crate) fn ttl(&self, key: &str) -> Ttl {
-        match self.lock().live(key) {
-            None => Ttl::Missing,
-            Some(entry) => remaining(entry).map_or(Ttl::Persistent, Ttl::ExpiresIn),
+        let expiry = SetExpiry::from_ttl(ttl);
+        for (key, value) in items {
+            state.set(&key, value, expiry);
         }
+        Ok(())
     }
 
-    pub(crate) fn expire(&self, key: &str, ttl: Duration) -> bool {
-        match self.lock().live(key) {
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.lock().entries.remove(key);
+        Ok(())
+    }
+
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+        Ok(match self.lock().live(key) {
             None => false,
             Some(entry) => {
                 entry.expires_at = deadline(Some(ttl));
                 true
             }
-        }
+        })
     }
 
-    pub(crate) fn persist(&self, key: &str) -> bool {
-        match self.lock().live(key) {
+    async fn persist(&self, key: &str) -> Result<bool> {
+        Ok(match self.lock().live(key) {
             Some(entry) if entry.expires_at.is_some() => {
                 entry.expires_at = None;
                 true
             }
             _ => false,
-        }
+        })
     }
 
-    pub(crate) fn incr_by(&self, key: &str, by: i64, ttl_if_new: Option<Duration>) -> Result<i64> {
-        let mut state = self.lock();
-        let result = match state.string(key, "INCRBY")? {
-            Some(bytes) => {
-                let current =
-                    parse_redis_int(bytes).ok_or_else(|| not_an_integer("INCRBY", &target(key)))?;
-                let next = current
-                    .checked_add(by)
-                    .ok_or_else(|| overflow("INCRBY", &target(key)))?;
-                *bytes = next.to_string().into_bytes();
-                next
-            }
-            None => {
-                state.set(key, by.to_string().into_bytes(), ttl_expiry(ttl_if_new));
-                by
-            }
-        };
-        state.wrote();
-        Ok(result)
-    }
-
-    pub(crate) fn compare_and_set(
+    async fn compare_and_set(
         &self,
         key: &str,
         expected: Option<&[u8]>,
@@ -251,7 +270,32 @@ impl MemoryBackend {
         Ok(matches)
     }
 
-    pub(crate) fn hset(
+    async fn incr_by(&self, key: &str, by: i64, ttl_if_new: Option<Duration>) -> Result<i64> {
+        let mut state = self.lock();
+        let result = match state.string(key, "INCRBY")? {
+            Some(bytes) => {
+                let current =
+                    parse_redis_int(bytes).ok_or_else(|| not_an_integer("INCRBY", &target(key)))?;
+                let next = current
+                    .checked_add(by)
+                    .ok_or_else(|| overflow("INCRBY", &target(key)))?;
+                *bytes = next.to_string().into_bytes();
+                next
+            }
+            None => {
+                state.set(
+                    key,
+                    by.to_string().into_bytes(),
+                    SetExpiry::from_ttl(ttl_if_new),
+                );
+                by
+            }
+        };
+        state.wrote();
+        Ok(result)
+    }
+
+    async fn hset(
         &self,
         key: &str,
         field: &str,
@@ -276,14 +320,14 @@ impl MemoryBackend {
         Ok(added)
     }
 
-    pub(crate) fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
         Ok(self
             .lock()
             .hash(key, "HGET")?
             .and_then(|fields| fields.get(field).cloned()))
     }
 
-    pub(crate) fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
         Ok(self
             .lock()
             .hash(key, "HGETALL")?
@@ -291,7 +335,7 @@ impl MemoryBackend {
             .unwrap_or_default())
     }
 
-    pub(crate) fn hincr_by(
+    async fn hincr_by(
         &self,
         key: &str,
         field: &str,
@@ -339,7 +383,7 @@ impl MemoryBackend {
         Ok(result)
     }
 
-    pub(crate) fn hdel(&self, key: &str, field: &str) -> Result<bool> {
+    async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
         let mut state = self.lock();
         let Some(fields) = state.hash(key, "HDEL")? else {
             return Ok(false);
@@ -353,36 +397,18 @@ impl MemoryBackend {
     }
 
     /// The live keys starting with `key_prefix`, sorted.
-    pub(crate) fn list(&self, key_prefix: &str) -> Vec<String> {
-        self.list_where(|key| key.starts_with(key_prefix))
+    async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
+        Ok(self.list_where(|key| key.starts_with(key_prefix)))
     }
 
     /// The live keys matching the glob `glob` as Redis's `MATCH` reads it, sorted.
-    pub(crate) fn list_matching(&self, glob: &str) -> Vec<String> {
-        self.list_where(|key| glob_match(glob.as_bytes(), key.as_bytes()))
-    }
-
-    fn list_where(&self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        state.entries.retain(|_, e| !e.expired(now));
-        let mut keys: Vec<String> = state
-            .entries
-            .keys()
-            .filter(|k| wanted(k))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys
+    async fn list_matching(&self, glob: &str) -> Result<Vec<String>> {
+        Ok(self.list_where(|key| glob_match(glob.as_bytes(), key.as_bytes())))
     }
 
     /// Applies a transaction: plans it on the current values, then applies every write, all
     /// under the lock.
-    pub(crate) fn transaction(
-        &self,
-        ops: &[TxOp],
-        implicit_ttl: Option<Duration>,
-    ) -> Result<Vec<i64>> {
+    async fn transaction(&self, ops: &[TxOp], implicit_ttl: Option<Duration>) -> Result<Vec<i64>> {
         let mut state = self.lock();
         let plan = {
             let state = &mut *state;
@@ -405,7 +431,7 @@ impl MemoryBackend {
         for (op, creates) in ops.iter().zip(&plan.creates) {
             match op {
                 TxOp::Put { key, value, ttl } => {
-                    let expiry = ttl_expiry(ttl.or(implicit_ttl));
+                    let expiry = SetExpiry::from_ttl(ttl.or(implicit_ttl));
                     state.set(key, value.clone(), expiry);
                 }
                 TxOp::Delete { key } => {
@@ -415,7 +441,7 @@ impl MemoryBackend {
                     let Some(next) = results.next() else { break };
                     let bytes = next.to_string().into_bytes();
                     if *creates {
-                        state.set(key, bytes, ttl_expiry(implicit_ttl));
+                        state.set(key, bytes, SetExpiry::from_ttl(implicit_ttl));
                     } else {
                         state.set(key, bytes, SetExpiry::Keep);
                     }
@@ -425,43 +451,42 @@ impl MemoryBackend {
         Ok(plan.results)
     }
 
-    pub(crate) fn save_checkpoint(
+    async fn save_checkpoint(
         &self,
         name: &str,
         checkpoint: RawCheckpoint,
         implicit_ttl: Option<Duration>,
-    ) {
+    ) -> Result<()> {
         let mut state = self.lock();
         for (key, value) in &checkpoint.state {
-            state.set(key, value.clone(), ttl_expiry(implicit_ttl));
+            state.set(key, value.clone(), SetExpiry::from_ttl(implicit_ttl));
         }
         state.checkpoints.insert(name.to_owned(), checkpoint);
+        Ok(())
     }
 
-    pub(crate) fn load_checkpoint(&self, name: &str) -> Option<RawCheckpoint> {
-        self.lock().checkpoints.get(name).cloned()
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
+        Ok(self.lock().checkpoints.get(name).cloned())
     }
 
-    pub(crate) fn restore_checkpoint(
+    async fn restore_checkpoint(
         &self,
         name: &str,
         implicit_ttl: Option<Duration>,
-    ) -> Option<RawCheckpoint> {
+    ) -> Result<Option<RawCheckpoint>> {
         let mut state = self.lock();
-        let checkpoint = state.checkpoints.get(name).cloned()?;
+        let Some(checkpoint) = state.checkpoints.get(name).cloned() else {
+            return Ok(None);
+        };
         for (key, value) in &checkpoint.state {
-            state.set(key, value.clone(), ttl_expiry(implicit_ttl));
+            state.set(key, value.clone(), SetExpiry::from_ttl(implicit_ttl));
         }
-        Some(checkpoint)
+        Ok(Some(checkpoint))
     }
 
-    pub(crate) fn delete_checkpoint(&self, name: &str) -> bool {
-        self.lock().checkpoints.remove(name).is_some()
+    async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
+        Ok(self.lock().checkpoints.remove(name).is_some())
     }
-}
-
-fn ttl_expiry(ttl: Option<Duration>) -> SetExpiry {
-    ttl.map_or(SetExpiry::Persist, SetExpiry::After)
 }
 
 /// The time left before `entry` expires, rounded to the millisecond as `PTTL` does.
@@ -470,116 +495,4 @@ fn remaining(entry: &Entry) -> Option<Duration> {
     Some(Duration::from_millis(
         u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
     ))
-}
-
-/// Whether `text` matches the glob `pattern` the way Redis's `MATCH` (`stringmatchlen`) reads
-/// it: `*` any run of bytes, `?` one byte, `[abc]`, `[^abc]`, `[a-z]` one byte of (or not of) a
-/// set, `\` makes the next byte literal (also inside a set); everything else is literal.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    // Where to resume after the last `*`: the pattern after it, and the text it last stopped at.
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() {
-            if pattern[p] == b'*' {
-                p += 1;
-                star = Some((p, t));
-                continue;
-            }
-            if let Some(len) = match_one(&pattern[p..], text[t]) {
-                p += len;
-                t += 1;
-                continue;
-            }
-        }
-        // Every token but `*` matches exactly one byte, so trying the last `*` one byte longer
-        // is the only way left.
-        let Some((after, from)) = star else {
-            return false;
-        };
-        p = after;
-        t = from + 1;
-        star = Some((after, from + 1));
-    }
-    pattern[p..].iter().all(|&b| b == b'*')
-}
-
-/// If the token at the start of `pattern` (not `*`) matches the byte `c`, how many pattern bytes
-/// it spans.
-fn match_one(pattern: &[u8], c: u8) -> Option<usize> {
-    match pattern[0] {
-        b'?' => Some(1),
-        // A trailing `\` is literal, as in Redis.
-        b'\\' if pattern.len() >= 2 => (pattern[1] == c).then_some(2),
-        b'[' => {
-            let mut i = 1;
-            let negated = pattern.get(i) == Some(&b'^');
-            if negated {
-                i += 1;
-            }
-            let mut matched = false;
-            // An unterminated set ends with the pattern, as in Redis.
-            while i < pattern.len() {
-                let b = pattern[i];
-                if b == b'\\' && i + 1 < pattern.len() {
-                    i += 1;
-                    matched |= pattern[i] == c;
-                } else if b == b']' {
-                    break;
-                } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' {
-                    let (lo, hi) = (b.min(pattern[i + 2]), b.max(pattern[i + 2]));
-                    matched |= (lo..=hi).contains(&c);
-                    i += 2;
-                } else {
-                    matched |= b == c;
-                }
-                i += 1;
-            }
-            let len = (i + 1).min(pattern.len());
-            (matched != negated).then_some(len)
-        }
-        b => (b == c).then_some(1),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs_match_as_redis_reads_them() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("*", "", true),
-            ("*", "anything", true),
-            ("user:*", "user:1", true),
-            ("user:*", "users:1", false),
-            ("u?er", "user", true),
-            ("u?er", "uer", false),
-            ("*:1", "a:b:1", true),
-            ("a*b*c", "abxbc", true),
-            ("a*b*c", "acb", false),
-            ("[abc]x", "bx", true),
-            ("[abc]x", "dx", false),
-            ("[^abc]x", "dx", true),
-            ("[^abc]x", "ax", false),
-            ("[a-c]", "b", true),
-            ("[c-a]", "b", true),
-            ("[a-c]", "d", false),
-            ("[\\]]", "]", true),
-            ("[]", "]", false),
-            ("[ab", "a", true),
-            ("\\*", "*", true),
-            ("\\*", "x", false),
-            ("a\\", "a\\", true),
-            ("\\[x\\]", "[x]", true),
-            ("**", "abc", true),
-        ];
-        for &(pattern, text, expected) in cases {
-            assert_eq!(
-                glob_match(pattern.as_bytes(), text.as_bytes()),
-                expected,
-                "{pattern:?} on {text:?}"
-            );
-        }
-    }
 }

@@ -1,4 +1,6 @@
-//! The Redis backend: each operation as the commands it sends.
+//! The Redis backend: each operation of [`Backend`] as the commands it sends. A store puts it
+//! behind the circuit breaker and, when configured, the fallback (see [`layer`](crate::layer));
+//! the backend itself only talks to Redis.
 //!
 //! | operation | commands |
 //! |---|---|
@@ -20,9 +22,9 @@
 //! No write that must go with others is ever sent behind a `MULTI` that the server might refuse
 //! (an ACL user without `+multi`): those writes would then run one by one. Either they go in one
 //! script that checks permissions and key types before it writes anything, or `MULTI` is sent
-//! behind the reads that precede them and its reply is checked before a write is sent.
+//! behind the reads that precede them and its reply is checked before a write is sent. The
+//! latter, the writes that `WATCH`, are in [`watched`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -33,11 +35,14 @@ use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::connection::was_not_sent;
 use redstream_core::{Error, ErrorKind, Result};
 
+use crate::backend::{Backend, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
 use crate::connection::{self, WatchPool};
 use crate::keys::Keys;
-use crate::store::{SetExpiry, Ttl};
-use crate::transaction::{Known, TxOp, plan};
+use crate::store::Ttl;
+use crate::transaction::TxOp;
+
+mod watched;
 
 /// A checkpoint record's fields as `HGETALL` answers them.
 type RecordFields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -149,11 +154,6 @@ impl RedisBackend {
         &self.server
     }
 
-    /// How a key is named in errors: as given, as stored, and where.
-    pub(crate) fn target(&self, key: &str) -> String {
-        format!("key {key:?} ({}) on {}", self.keys.key(key), self.server)
-    }
-
     fn error(&self, operation: &'static str, key: &str, err: RedisError) -> Error {
         redis_error(operation, self.target(key), err)
     }
@@ -207,15 +207,33 @@ impl RedisBackend {
         .await
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    /// The user keys of the Redis keys matching `pattern` (core's `SCAN` walk, which skips keys
+    /// that are not UTF-8: no store key can name them), sorted, without duplicates.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut conn = self.conn.clone();
+        let target = format!("pattern {pattern:?} on {}", self.server);
+        let found = redstream_core::keys::scan(&mut conn, pattern, None, &target).await?;
+        // Sorted Redis keys of one base and separator give sorted user keys.
+        Ok(found
+            .iter()
+            .filter_map(|redis_key| self.keys.user_key(redis_key))
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Backend for RedisBackend {
+    /// How a key is named in errors: as given, as stored, and where.
+    fn target(&self, key: &str) -> String {
+        format!("key {key:?} ({}) on {}", self.keys.key(key), self.server)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.query("GET", key, redis::cmd("GET").arg(self.keys.key(key)))
             .await
     }
 
-    pub(crate) async fn get_with_ttl(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
+    async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
         let redis_key = self.keys.key(key);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
@@ -227,26 +245,16 @@ impl RedisBackend {
         Ok(value.map(|v| (v, u64::try_from(pttl).ok().map(Duration::from_millis))))
     }
 
-    pub(crate) async fn set(&self, key: &str, value: &[u8], expiry: SetExpiry) -> Result<()> {
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.keys.key(key)).arg(value);
-        match expiry {
-            SetExpiry::Persist => {}
-            SetExpiry::After(ttl) => {
-                cmd.arg("PX").arg(ms(ttl));
-            }
-            SetExpiry::Keep => {
-                cmd.arg("KEEPTTL");
-            }
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ms(ttl));
         }
         self.query("SET", key, &cmd).await
     }
 
-    pub(crate) async fn set_many(
-        &self,
-        items: &[(String, Vec<u8>)],
-        ttl: Option<Duration>,
-    ) -> Result<()> {
+    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
         let Some((first, _)) = items.first() else {
             return Ok(());
         };
@@ -254,7 +262,7 @@ impl RedisBackend {
         match ttl {
             None => {
                 let mut cmd = redis::cmd("MSET");
-                for (key, value) in items {
+                for (key, value) in &items {
                     cmd.arg(self.keys.key(key)).arg(value);
                 }
                 self.query("MSET", target_key, &cmd).await
@@ -263,7 +271,7 @@ impl RedisBackend {
                 // All or nothing whatever the user may do (see `redstream_core::atomic`).
                 let mut tx = Atomic::new();
                 let px = ms(ttl);
-                for (key, value) in items {
+                for (key, value) in &items {
                     let mut cmd = redis::cmd("SET");
                     cmd.arg(self.keys.key(key)).arg(value).arg("PX").arg(px);
                     tx.push(&cmd, KeyType::Any);
@@ -275,7 +283,7 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let Some(first) = keys.first() else {
             return Ok(Vec::new());
         };
@@ -286,21 +294,21 @@ impl RedisBackend {
         self.query("MGET", first, &cmd).await
     }
 
-    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
-        let n: i64 = self
+    async fn delete(&self, key: &str) -> Result<()> {
+        let _deleted: i64 = self
             .query("DEL", key, redis::cmd("DEL").arg(self.keys.key(key)))
             .await?;
-        Ok(n > 0)
+        Ok(())
     }
 
-    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
+    async fn exists(&self, key: &str) -> Result<bool> {
         let n: i64 = self
             .query("EXISTS", key, redis::cmd("EXISTS").arg(self.keys.key(key)))
             .await?;
         Ok(n > 0)
     }
 
-    pub(crate) async fn ttl(&self, key: &str) -> Result<Ttl> {
+    async fn ttl(&self, key: &str) -> Result<Ttl> {
         let pttl: i64 = self
             .query("PTTL", key, redis::cmd("PTTL").arg(self.keys.key(key)))
             .await?;
@@ -311,7 +319,7 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
+    async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         let set: i64 = self
             .query(
                 "PEXPIRE",
@@ -322,7 +330,7 @@ impl RedisBackend {
         Ok(set == 1)
     }
 
-    pub(crate) async fn persist(&self, key: &str) -> Result<bool> {
+    async fn persist(&self, key: &str) -> Result<bool> {
         let done: i64 = self
             .query(
                 "PERSIST",
@@ -333,12 +341,7 @@ impl RedisBackend {
         Ok(done == 1)
     }
 
-    pub(crate) async fn incr_by(
-        &self,
-        key: &str,
-        by: i64,
-        ttl_if_new: Option<Duration>,
-    ) -> Result<i64> {
+    async fn incr_by(&self, key: &str, by: i64, ttl_if_new: Option<Duration>) -> Result<i64> {
         let redis_key = self.keys.key(key);
         match ttl_if_new {
             None => {
@@ -353,11 +356,11 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn compare_and_set(
+    async fn compare_and_set(
         &self,
         key: &str,
         expected: Option<&[u8]>,
-        new: &[u8],
+        new: Vec<u8>,
         expiry: SetExpiry,
     ) -> Result<bool> {
         let mut invocation = CAS_SCRIPT.key(self.keys.key(key));
@@ -374,11 +377,11 @@ impl RedisBackend {
         Ok(swapped == 1)
     }
 
-    pub(crate) async fn hset(
+    async fn hset(
         &self,
         key: &str,
         field: &str,
-        value: &[u8],
+        value: Vec<u8>,
         ttl_if_new: Option<Duration>,
     ) -> Result<bool> {
         let redis_key = self.keys.key(key);
@@ -400,7 +403,7 @@ impl RedisBackend {
         Ok(added == 1)
     }
 
-    pub(crate) async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
         self.query(
             "HGET",
             key,
@@ -409,7 +412,7 @@ impl RedisBackend {
         .await
     }
 
-    pub(crate) async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let raw: Vec<(Vec<u8>, Vec<u8>)> = self
             .query(
                 "HGETALL",
@@ -433,7 +436,7 @@ impl RedisBackend {
             .collect()
     }
 
-    pub(crate) async fn hincr_by(
+    async fn hincr_by(
         &self,
         key: &str,
         field: &str,
@@ -458,7 +461,7 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
+    async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
         let n: i64 = self
             .query(
                 "HDEL",
@@ -470,35 +473,17 @@ impl RedisBackend {
     }
 
     /// The keys of this store starting with `key_prefix`, sorted, found with `SCAN`.
-    pub(crate) async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
         self.scan(&self.keys.scan_pattern(key_prefix)).await
     }
 
     /// The keys of this store whose user key matches the glob `glob`, sorted.
-    pub(crate) async fn list_matching(&self, glob: &str) -> Result<Vec<String>> {
+    async fn list_matching(&self, glob: &str) -> Result<Vec<String>> {
         self.scan(&self.keys.glob_pattern(glob)).await
     }
 
-    /// The user keys of the Redis keys matching `pattern` (core's `SCAN` walk, which skips keys
-    /// that are not UTF-8: no store key can name them), sorted, without duplicates.
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        let target = format!("pattern {pattern:?} on {}", self.server);
-        let found = redstream_core::keys::scan(&mut conn, pattern, None, &target).await?;
-        // Sorted Redis keys of one base and separator give sorted user keys.
-        Ok(found
-            .iter()
-            .filter_map(|redis_key| self.keys.user_key(redis_key))
-            .map(str::to_owned)
-            .collect())
-    }
-
     /// Applies a transaction; see the [`transaction`](crate::transaction) module.
-    pub(crate) async fn transaction(
-        &self,
-        ops: &[TxOp],
-        implicit_ttl: Option<Duration>,
-    ) -> Result<Vec<i64>> {
+    async fn transaction(&self, ops: &[TxOp], implicit_ttl: Option<Duration>) -> Result<Vec<i64>> {
         let Some(first) = ops.first() else {
             return Ok(Vec::new());
         };
@@ -543,161 +528,14 @@ impl RedisBackend {
                 .map_err(|err| self.error("transaction of SET/DEL", first.key(), err))?;
             return Ok(Vec::new());
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(results) = self
-                .watched_transaction(ops, &incr_keys, implicit_ttl)
-                .await?
-            {
-                return Ok(results);
-            }
-            if attempt >= self.update_max_attempts {
-                return Err(contention(
-                    "transaction",
-                    &self.target(incr_keys[0]),
-                    attempt,
-                ));
-            }
-            backoff(attempt).await;
-        }
-    }
-
-    /// One try: `WATCH` the incremented keys, read them and open the transaction (`MULTI`) in
-    /// one round trip, plan, then queue the writes and `EXEC`. `None` when a watched key changed
-    /// and nothing was applied.
-    ///
-    /// `MULTI` is sent behind the reads, never in front of the writes: when the server refuses
-    /// it (an ACL user without `+multi`), no write has been sent, so none can run on its own. A
-    /// write the server refuses to queue (`NOPERM`, `OOM`) makes `EXEC` discard them all.
-    async fn watched_transaction(
-        &self,
-        ops: &[TxOp],
-        incr_keys: &[&str],
-        implicit_ttl: Option<Duration>,
-    ) -> Result<Option<Vec<i64>>> {
-        let mut lease = self.watch.lease(&self.server).await?;
-        let conn = &mut lease.conn;
-        let first = incr_keys[0];
-        let mut watch = redis::cmd("WATCH");
-        for key in incr_keys {
-            watch.arg(self.keys.key(key));
-        }
-        let mut read = redis::pipe();
-        read.add_command(watch);
-        for key in incr_keys {
-            read.cmd("GET").arg(self.keys.key(key));
-        }
-        read.cmd("MULTI");
-        read.ignore_errors();
-        let mut replies: Vec<RedisResult<redis::Value>> = read
-            .query_async(conn)
+        self.watched_transaction(ops, &incr_keys, implicit_ttl)
             .await
-            .map_err(|err| self.error("WATCH/GET/MULTI", first, err))?;
-        // The lease is dropped, not given back, on any error: it may still hold the WATCH or
-        // the open transaction.
-        if replies.len() != incr_keys.len() + 2 {
-            return Err(self.error(
-                "WATCH/GET/MULTI",
-                first,
-                RedisError::from((
-                    redis::ErrorKind::Parse,
-                    "a reply is missing from the pipeline",
-                )),
-            ));
-        }
-        let multi = replies.remove(replies.len() - 1);
-        let watched = replies.remove(0);
-        watched.map_err(|err| self.error("WATCH", first, err))?;
-        multi.map_err(|err| self.error("MULTI", first, err))?;
-        let mut known = HashMap::with_capacity(incr_keys.len());
-        for (key, value) in incr_keys.iter().zip(replies) {
-            let state = match value {
-                Ok(redis::Value::Nil) => Known::Absent,
-                Ok(value) => match redis::from_redis_value::<Vec<u8>>(value) {
-                    Ok(bytes) => Known::of_string(&bytes),
-                    Err(err) => return Err(self.error("GET", key, err.into())),
-                },
-                // Queued reads are not run: `GET` answered before `MULTI` opened.
-                Err(err) if err.code() == Some("WRONGTYPE") => Known::WrongType,
-                Err(err) => return Err(self.error("GET", key, err)),
-            };
-            known.insert(*key, state);
-        }
-        let plan = match plan(
-            ops,
-            |k| known.get(k).copied().unwrap_or(Known::Absent),
-            |k| self.target(k),
-        ) {
-            Ok(plan) => plan,
-            Err(err) => {
-                // DISCARD closes the transaction and clears the WATCH.
-                let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
-                if discarded.is_ok() {
-                    self.watch.give_back(lease);
-                }
-                return Err(err);
-            }
-        };
-        let pipe = self.queued(ops, &plan.creates, implicit_ttl);
-        let mut replies: Vec<redis::Value> = pipe
-            .query_async(conn)
-            .await
-            .map_err(|err| self.error("transaction (MULTI/EXEC)", first, err))?;
-        // EXEC clears the WATCH whether it ran the transaction or not.
-        self.watch.give_back(lease);
-        match replies.pop() {
-            Some(redis::Value::Nil) => Ok(None),
-            Some(_) => Ok(Some(plan.results)),
-            None => Err(self.error(
-                "EXEC",
-                first,
-                RedisError::from((redis::ErrorKind::Parse, "EXEC was not answered")),
-            )),
-        }
     }
 
-    /// The writes of a transaction followed by `EXEC`, to send once `MULTI` was accepted.
-    /// `creates[i]` says that op `i` is an increment creating its key, which then gets the
-    /// implicit TTL.
-    fn queued(
-        &self,
-        ops: &[TxOp],
-        creates: &[bool],
-        implicit_ttl: Option<Duration>,
-    ) -> redis::Pipeline {
-        let mut pipe = redis::pipe();
-        for (op, creates) in ops.iter().zip(creates) {
-            match op {
-                TxOp::Put { key, value, ttl } => {
-                    pipe.cmd("SET").arg(self.keys.key(key)).arg(value);
-                    if let Some(ttl) = ttl.or(implicit_ttl) {
-                        pipe.arg("PX").arg(ms(ttl));
-                    }
-                    pipe.ignore();
-                }
-                TxOp::Delete { key } => {
-                    pipe.cmd("DEL").arg(self.keys.key(key)).ignore();
-                }
-                TxOp::IncrBy { key, by } => {
-                    pipe.cmd("INCRBY").arg(self.keys.key(key)).arg(by).ignore();
-                    if let (true, Some(ttl)) = (*creates, implicit_ttl) {
-                        pipe.cmd("PEXPIRE")
-                            .arg(self.keys.key(key))
-                            .arg(ms(ttl))
-                            .ignore();
-                    }
-                }
-            }
-        }
-        pipe.cmd("EXEC");
-        pipe
-    }
-
-    pub(crate) async fn save_checkpoint(
+    async fn save_checkpoint(
         &self,
         name: &str,
-        checkpoint: &RawCheckpoint,
+        checkpoint: RawCheckpoint,
         implicit_ttl: Option<Duration>,
     ) -> Result<()> {
         let record = self.keys.checkpoint(name);
@@ -728,7 +566,7 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
         let record = self.keys.checkpoint(name);
         let target = format!("checkpoint {name:?} ({record}) on {}", self.server);
         let hgetall = redis::cmd("HGETALL").arg(&record).clone();
@@ -740,72 +578,16 @@ impl RedisBackend {
         RawCheckpoint::from_fields(&target, fields)
     }
 
-    /// Writes the checkpoint's state back, atomically with respect to the record: the record
-    /// is `WATCH`ed while it is read, so a concurrent `save_checkpoint` of the same name makes
-    /// the `EXEC` fail and the restore starts again from the new record. What is written is
-    /// therefore always one whole checkpoint, never a mix of two.
-    pub(crate) async fn restore_checkpoint(
+    /// See [`watched`]: `WATCH` + `HGETALL` + `MULTI`, then the writes and `EXEC`.
+    async fn restore_checkpoint(
         &self,
         name: &str,
         implicit_ttl: Option<Duration>,
     ) -> Result<Option<RawCheckpoint>> {
-        let record = self.keys.checkpoint(name);
-        let target = format!("checkpoint {name:?} ({record}) on {}", self.server);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut lease = self.watch.lease(&self.server).await?;
-            let conn = &mut lease.conn;
-            // `MULTI` goes behind the read, never in front of the writes: a refused `MULTI`
-            // leaves nothing written (see `watched_transaction`).
-            let (fields, _multi): (RecordFields, redis::Value) = redis::pipe()
-                .cmd("WATCH")
-                .arg(&record)
-                .ignore()
-                .cmd("HGETALL")
-                .arg(&record)
-                .cmd("MULTI")
-                .query_async(conn)
-                .await
-                .map_err(|err| Error::from_redis("WATCH/HGETALL/MULTI", target.clone(), err))?;
-            let checkpoint = match RawCheckpoint::from_fields(&target, fields) {
-                Ok(Some(checkpoint)) if !checkpoint.state.is_empty() => checkpoint,
-                outcome => {
-                    // DISCARD closes the transaction and clears the WATCH.
-                    let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
-                    if discarded.is_ok() {
-                        self.watch.give_back(lease);
-                    }
-                    return outcome;
-                }
-            };
-            let ops: Vec<TxOp> = checkpoint
-                .state
-                .iter()
-                .map(|(key, value)| TxOp::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    ttl: None,
-                })
-                .collect();
-            let pipe = self.queued(&ops, &vec![false; ops.len()], implicit_ttl);
-            let (reply,): (Option<redis::Value>,) =
-                pipe.query_async(conn).await.map_err(|err| {
-                    Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
-                })?;
-            // EXEC clears the WATCH whether it ran the transaction or not.
-            self.watch.give_back(lease);
-            if reply.is_some() {
-                return Ok(Some(checkpoint));
-            }
-            if attempt >= self.update_max_attempts {
-                return Err(contention("restore checkpoint", &target, attempt));
-            }
-            backoff(attempt).await;
-        }
+        self.watched_restore(name, implicit_ttl).await
     }
 
-    pub(crate) async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
+    async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
         let record = self.keys.checkpoint(name);
         let del = redis::cmd("DEL").arg(&record).clone();
         let del = &del;
@@ -820,6 +602,10 @@ impl RedisBackend {
                 )
             })?;
         Ok(n > 0)
+    }
+
+    fn redis_key(&self, key: &str) -> Option<String> {
+        Some(self.keys.key(key))
     }
 }
 
@@ -838,25 +624,4 @@ fn redis_error(operation: &'static str, target: String, err: RedisError) -> Erro
     } else {
         Error::from_redis(operation, target, err)
     }
-}
-
-/// Gave up after `attempts` tries because other writers kept changing the key. Retryable:
-/// contention passes.
-pub(crate) fn contention(operation: &'static str, target: &str, attempts: u32) -> Error {
-    Error::backend(
-        ErrorKind::Unavailable,
-        operation,
-        target.to_owned(),
-        format!(
-            "gave up after {attempts} attempts: other writers changed the key between every \
-             read and write (raise update_max_attempts, or spread the writes over more keys)"
-        ),
-    )
-}
-
-/// A short random pause before trying again after a conflict, growing with the attempt
-/// (full jitter, 1 ms doubling up to 64 ms), so that writers that collided spread out.
-pub(crate) async fn backoff(attempt: u32) {
-    let cap_us = 1_000u64 << attempt.min(6);
-    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=cap_us))).await;
 }

@@ -1,25 +1,25 @@
 //! [`StateStore`]: the async API, over the memory or the Redis backend.
 //!
-//! Both backends implement every operation with the same semantics; the store encodes and
-//! decodes values (see [`value`](crate::value)), resolves TTLs, and puts the Redis backend
-//! behind the circuit breaker and, when configured, the [fallback](crate::fallback).
+//! The store validates what the caller gives (keys, TTLs, checkpoint names), encodes and
+//! decodes values (see [`value`](crate::value)), resolves TTLs, and calls its backend stack, an
+//! [`AnyBackend`], once per operation through the crate-private [`Backend`] trait. Both
+//! backends implement every operation with the same semantics; on Redis, the circuit breaker
+//! and, when configured, the [fallback](crate::fallback) are [layers](crate::layer) of that
+//! stack, not code of the store's.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redstream_core::{CircuitBreaker, CircuitBreakerStats, Error, Result};
+use redstream_core::{CircuitBreakerStats, Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::{AnyBackend, Backend, SetExpiry, backoff, contention};
 use crate::checkpoint::{Checkpoint, RawCheckpoint, check_name, now_ms};
-use crate::config::{FallbackMode, StateBackend, StateConfig, validate_ttl};
-use crate::fallback::{Fallback, FallbackStats, Write};
-use crate::keys::Keys;
-use crate::memory::MemoryBackend;
-use crate::redis_backend::{RedisBackend, backoff, contention};
+use crate::config::{StateBackend, StateConfig, validate_ttl};
+use crate::fallback::FallbackStats;
 use crate::transaction::{Transaction, check_key};
 use crate::value::{decode, encode};
 
@@ -56,23 +56,6 @@ pub struct Read<T> {
     /// writes not yet replayed and this is the newest of them. Always `false` for the memory
     /// backend and when the fallback is off.
     pub stale: bool,
-}
-
-/// How a `SET` treats the key's TTL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SetExpiry {
-    /// No TTL (a `SET` without options clears the old one).
-    Persist,
-    /// Expire after this long.
-    After(Duration),
-    /// Keep the key's current TTL (`KEEPTTL`).
-    Keep,
-}
-
-impl SetExpiry {
-    fn from_ttl(ttl: Option<Duration>) -> Self {
-        ttl.map_or(Self::Persist, Self::After)
-    }
 }
 
 /// A key-value store for stream-processing state, in Redis or in memory.
@@ -112,24 +95,15 @@ pub struct StateStore {
 
 struct Inner {
     config: StateConfig,
-    backend: Backend,
-}
-
-enum Backend {
-    Memory(MemoryBackend),
-    Redis {
-        redis: RedisBackend,
-        breaker: CircuitBreaker,
-        fallback: Option<Fallback>,
-    },
+    backend: AnyBackend,
 }
 
 impl fmt::Debug for StateStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("StateStore");
         s.field("config", &self.inner.config);
-        if let Backend::Redis { breaker, .. } = &self.inner.backend {
-            s.field("circuit", &breaker.state());
+        if let Some(circuit) = self.inner.backend.circuit_state() {
+            s.field("circuit", &circuit);
         }
         s.finish_non_exhaustive()
     }
@@ -149,28 +123,7 @@ impl StateStore {
     /// Opens a store as `config` says, once it is [valid](StateConfig::validate).
     pub async fn with_config(config: StateConfig) -> Result<Self> {
         config.validate()?;
-        let backend = match &config.backend {
-            StateBackend::Memory => Backend::Memory(MemoryBackend::default()),
-            StateBackend::Redis { url, key_prefix } => {
-                let keys = Keys::new(key_prefix, config.key_layout);
-                let redis = RedisBackend::connect(url, keys, &config).await?;
-                let breaker = CircuitBreaker::new(config.circuit_breaker)?;
-                let fallback = match config.fallback.mode {
-                    FallbackMode::Off => None,
-                    _ => Some(Fallback::start(
-                        config.fallback,
-                        redis.clone(),
-                        breaker.clone(),
-                    )?),
-                };
-                tracing::debug!(server = %redis.server(), prefix = %redis.keys().base(), "state store opened");
-                Backend::Redis {
-                    redis,
-                    breaker,
-                    fallback,
-                }
-            }
-        };
+        let backend = AnyBackend::open(&config).await?;
         Ok(Self {
             inner: Arc::new(Inner { config, backend }),
         })
@@ -186,93 +139,39 @@ impl StateStore {
     /// layout); `None` for the memory backend.
     #[must_use]
     pub fn redis_key(&self, key: &str) -> Option<String> {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => Some(redis.keys().key(key)),
-            Backend::Memory(_) => None,
-        }
+        self.inner.backend.redis_key(key)
     }
 
     /// The state and counters of the circuit breaker in front of Redis; `None` for memory.
     #[must_use]
     pub fn circuit_breaker_stats(&self) -> Option<CircuitBreakerStats> {
-        match &self.inner.backend {
-            Backend::Redis { breaker, .. } => Some(breaker.stats()),
-            Backend::Memory(_) => None,
-        }
+        self.inner.backend.circuit_breaker_stats()
     }
 
     /// The fallback's counters; `None` when the fallback is off or the backend is memory.
     #[must_use]
     pub fn fallback_stats(&self) -> Option<FallbackStats> {
-        match &self.inner.backend {
-            Backend::Redis {
-                fallback: Some(fallback),
-                ..
-            } => Some(fallback.stats()),
-            _ => None,
-        }
+        self.inner.backend.fallback_stats()
     }
 
     /// Waits until every write buffered by the fallback has been replayed to Redis (or
     /// dropped, which [`fallback_stats`](Self::fallback_stats) counts). Returns at once when
     /// nothing is buffered. Wrap it in a timeout to bound the wait.
     pub async fn flush(&self) {
-        if let Backend::Redis {
-            fallback: Some(fallback),
-            ..
-        } = &self.inner.backend
-        {
-            fallback.flush().await;
-        }
+        self.inner.backend.flush().await;
     }
 
     /// How `key` is named in errors.
     fn target(&self, key: &str) -> String {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => redis.target(key),
-            Backend::Memory(_) => format!("key {key:?}"),
-        }
+        self.inner.backend.target(key)
+    }
+
+    fn backend(&self) -> &AnyBackend {
+        &self.inner.backend
     }
 
     fn implicit_ttl(&self) -> Option<Duration> {
         self.inner.config.implicit_ttl()
-    }
-
-    /// Runs a Redis call behind the breaker, after checking that no buffered write would be
-    /// overtaken; forgets the cached values of `touched` afterwards.
-    async fn redis_write<'a, T, F, Fut>(
-        &'a self,
-        operation: &'static str,
-        touched: &[&str],
-        f: F,
-    ) -> Result<T>
-    where
-        F: FnOnce(&'a RedisBackend) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let Backend::Redis {
-            redis,
-            breaker,
-            fallback,
-        } = &self.inner.backend
-        else {
-            // Callers match the Redis backend first; this cannot happen.
-            return Err(Error::backend(
-                redstream_core::ErrorKind::Unexpected,
-                operation,
-                "memory backend",
-                "a Redis-only path was taken for the memory backend (a bug)",
-            ));
-        };
-        if let Some(fallback) = fallback {
-            let first = touched.first().copied().unwrap_or_default();
-            fallback.check_no_pending(operation, &self.target(first))?;
-        }
-        let result = breaker.call(|| f(redis)).await;
-        if let Some(fallback) = fallback {
-            fallback.forget(touched.iter().copied());
-        }
-        result
     }
 
     // ----- reads -------------------------------------------------------------------------
@@ -290,7 +189,7 @@ impl StateStore {
     /// Like [`get`](Self::get), saying whether the value is [stale](Read::stale).
     pub async fn get_with_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Read<T>> {
         check_key(key)?;
-        let (raw, stale) = self.get_raw(key).await?;
+        let Read { value: raw, stale } = self.backend().read(key).await?;
         let value = match raw {
             Some(bytes) => Some(decode(|| self.target(key), &bytes)?),
             None => None,
@@ -298,56 +197,16 @@ impl StateStore {
         Ok(Read { value, stale })
     }
 
-    async fn get_raw(&self, key: &str) -> Result<(Option<Vec<u8>>, bool)> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok((memory.get(key)?, false)),
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: None,
-            } => Ok((breaker.call(|| redis.get(key)).await?, false)),
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: Some(fallback),
-            } => {
-                if let Some(buffered) = fallback.buffered_value(key) {
-                    return Ok((buffered, true));
-                }
-                match breaker.call(|| redis.get_with_ttl(key)).await {
-                    Ok(found) => {
-                        fallback.remember_read(key, found.as_ref());
-                        Ok((found.map(|(value, _)| value), false))
-                    }
-                    Err(err) if err.is_retryable() => match fallback.stale_read(key) {
-                        Some(value) => {
-                            tracing::debug!(key, error = %err, "Redis unavailable: answering from the local cache");
-                            Ok((value, true))
-                        }
-                        None => Err(err),
-                    },
-                    Err(err) => Err(err),
-                }
-            }
-        }
-    }
-
     /// Whether `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.exists(key)),
-            Backend::Redis { redis, breaker, .. } => breaker.call(|| redis.exists(key)).await,
-        }
+        self.backend().exists(key).await
     }
 
     /// How long `key` has left.
     pub async fn ttl(&self, key: &str) -> Result<Ttl> {
         check_key(key)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.ttl(key)),
-            Backend::Redis { redis, breaker, .. } => breaker.call(|| redis.ttl(key)).await,
-        }
+        self.backend().ttl(key).await
     }
 
     /// The values under `keys`, in the same order, in one round trip (`MGET`). A key that
@@ -361,10 +220,7 @@ impl StateStore {
         for key in &keys {
             check_key(key)?;
         }
-        let raw = match &self.inner.backend {
-            Backend::Memory(memory) => memory.get_many(&keys),
-            Backend::Redis { redis, breaker, .. } => breaker.call(|| redis.get_many(&keys)).await?,
-        };
+        let raw = self.backend().get_many(&keys).await?;
         keys.iter()
             .zip(raw)
             .map(|(key, bytes)| match bytes {
@@ -382,10 +238,7 @@ impl StateStore {
     /// is not a snapshot: a key written or deleted while the listing runs may or may not be
     /// in it. Checkpoints are not keys and are never listed.
     pub async fn list_keys(&self, key_prefix: &str) -> Result<Vec<String>> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.list(key_prefix)),
-            Backend::Redis { redis, breaker, .. } => breaker.call(|| redis.list(key_prefix)).await,
-        }
+        self.backend().list(key_prefix).await
     }
 
     /// The keys of this store that match the glob `pattern` (all of them for `"*"`), sorted:
@@ -398,12 +251,7 @@ impl StateStore {
     /// `<escaped prefix>:<pattern>` ([`Keys::glob_pattern`](crate::Keys::glob_pattern)), with
     /// the guarantees of [`list_keys`](Self::list_keys). Checkpoints are never listed.
     pub async fn list_keys_matching(&self, pattern: &str) -> Result<Vec<String>> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.list_matching(pattern)),
-            Backend::Redis { redis, breaker, .. } => {
-                breaker.call(|| redis.list_matching(pattern)).await
-            }
-        }
+        self.backend().list_matching(pattern).await
     }
 
     // ----- writes ------------------------------------------------------------------------
@@ -413,7 +261,7 @@ impl StateStore {
     pub async fn put<V: Serialize>(&self, key: &str, value: V) -> Result<()> {
         check_key(key)?;
         let bytes = encode(|| self.target(key), &value)?;
-        self.put_raw(key, bytes, self.implicit_ttl()).await
+        self.backend().set(key, bytes, self.implicit_ttl()).await
     }
 
     /// Stores `value` under `key`, expiring after `ttl` (at least 1 ms).
@@ -426,34 +274,7 @@ impl StateStore {
         check_key(key)?;
         validate_ttl(&format!("TTL for key {key:?}"), ttl)?;
         let bytes = encode(|| self.target(key), &value)?;
-        self.put_raw(key, bytes, Some(ttl)).await
-    }
-
-    async fn put_raw(&self, key: &str, bytes: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => {
-                memory.set(key, bytes, SetExpiry::from_ttl(ttl));
-                Ok(())
-            }
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: None,
-            } => {
-                breaker
-                    .call(|| redis.set(key, &bytes, SetExpiry::from_ttl(ttl)))
-                    .await
-            }
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: Some(fallback),
-            } => {
-                fallback
-                    .write(Write::put(key, bytes, ttl), redis, breaker)
-                    .await
-            }
-        }
+        self.backend().set(key, bytes, Some(ttl)).await
     }
 
     /// Stores every `(key, value)` in one round trip, all at once: one `MSET`, or, with a
@@ -494,77 +315,26 @@ impl StateStore {
         if encoded.is_empty() {
             return Ok(());
         }
-        match &self.inner.backend {
-            Backend::Memory(memory) => {
-                memory.set_many(encoded, ttl);
-                Ok(())
-            }
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: None,
-            } => breaker.call(|| redis.set_many(&encoded, ttl)).await,
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: Some(fallback),
-            } => {
-                fallback
-                    .write(Write::put_many(encoded, ttl), redis, breaker)
-                    .await
-            }
-        }
+        self.backend().set_many(encoded, ttl).await
     }
 
     /// Deletes `key`; deleting a key that does not exist is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => {
-                memory.delete(key);
-                Ok(())
-            }
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: None,
-            } => breaker.call(|| redis.delete(key)).await.map(drop),
-            Backend::Redis {
-                redis,
-                breaker,
-                fallback: Some(fallback),
-            } => {
-                let write = Write::Delete {
-                    key: key.to_owned(),
-                };
-                fallback.write(write, redis, breaker).await
-            }
-        }
+        self.backend().delete(key).await
     }
 
     /// Sets `key` to expire after `ttl`; `false` if it does not exist.
     pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
         check_key(key)?;
         validate_ttl(&format!("TTL for key {key:?}"), ttl)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.expire(key, ttl)),
-            Backend::Redis { .. } => {
-                self.redis_write("PEXPIRE", &[key], |r| r.expire(key, ttl))
-                    .await
-            }
-        }
+        self.backend().expire(key, ttl).await
     }
 
     /// Removes the TTL of `key`; `false` if it does not exist or has no TTL.
     pub async fn persist(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.persist(key)),
-            Backend::Redis { .. } => {
-                self.redis_write("PERSIST", &[key], |r| r.persist(key))
-                    .await
-            }
-        }
+        self.backend().persist(key).await
     }
 
     /// Replaces the value under `key` with `f(current)`, atomically against every other
@@ -612,7 +382,8 @@ impl StateStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get_fresh(key).await?;
+            // From the backend itself, never from the fallback's cache.
+            let current = self.backend().get(key).await?;
             let old = match &current {
                 Some(bytes) => Some(decode::<T>(|| self.target(key), bytes)?),
                 None => None,
@@ -625,7 +396,8 @@ impl StateStore {
                 (None, false) => SetExpiry::from_ttl(self.implicit_ttl()),
             };
             if self
-                .compare_and_set_raw(key, current.as_deref(), bytes, expiry)
+                .backend()
+                .compare_and_set(key, current.as_deref(), bytes, expiry)
                 .await?
             {
                 return Ok(new);
@@ -634,32 +406,6 @@ impl StateStore {
                 return Err(contention("update", &self.target(key), attempt));
             }
             backoff(attempt).await;
-        }
-    }
-
-    /// The value under `key` from the backend itself, never from the fallback's cache.
-    async fn get_fresh(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.get(key),
-            Backend::Redis { .. } => self.redis_write("GET", &[key], |r| r.get(key)).await,
-        }
-    }
-
-    async fn compare_and_set_raw(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: Vec<u8>,
-        expiry: SetExpiry,
-    ) -> Result<bool> {
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.compare_and_set(key, expected, new, expiry),
-            Backend::Redis { .. } => {
-                self.redis_write("compare-and-set", &[key], |r| {
-                    r.compare_and_set(key, expected, &new, expiry)
-                })
-                .await
-            }
         }
     }
 
@@ -685,7 +431,8 @@ impl StateStore {
             Some(_) => SetExpiry::Keep,
             None => SetExpiry::from_ttl(self.implicit_ttl()),
         };
-        self.compare_and_set_raw(key, expected.as_deref(), new, expiry)
+        self.backend()
+            .compare_and_set(key, expected.as_deref(), new, expiry)
             .await
     }
 
@@ -716,13 +463,7 @@ impl StateStore {
     pub async fn incr_by(&self, key: &str, by: i64) -> Result<i64> {
         check_key(key)?;
         let ttl = self.implicit_ttl();
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.incr_by(key, by, ttl),
-            Backend::Redis { .. } => {
-                self.redis_write("INCRBY", &[key], |r| r.incr_by(key, by, ttl))
-                    .await
-            }
-        }
+        self.backend().incr_by(key, by, ttl).await
     }
 
     // ----- hashes ------------------------------------------------------------------------
@@ -736,24 +477,13 @@ impl StateStore {
             &value,
         )?;
         let ttl = self.implicit_ttl();
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.hset(key, field, bytes, ttl),
-            Backend::Redis { .. } => {
-                self.redis_write("HSET", &[key], |r| r.hset(key, field, &bytes, ttl))
-                    .await
-            }
-        }
+        self.backend().hset(key, field, bytes, ttl).await
     }
 
     /// The value of `field` in the hash `key`.
     pub async fn hget<T: DeserializeOwned>(&self, key: &str, field: &str) -> Result<Option<T>> {
         check_key(key)?;
-        let raw = match &self.inner.backend {
-            Backend::Memory(memory) => memory.hget(key, field)?,
-            Backend::Redis { redis, breaker, .. } => {
-                breaker.call(|| redis.hget(key, field)).await?
-            }
-        };
+        let raw = self.backend().hget(key, field).await?;
         match raw {
             Some(bytes) => decode(
                 || format!("field {field:?} of {}", self.target(key)),
@@ -767,10 +497,7 @@ impl StateStore {
     /// Every field of the hash `key` (empty if it does not exist).
     pub async fn hgetall<T: DeserializeOwned>(&self, key: &str) -> Result<HashMap<String, T>> {
         check_key(key)?;
-        let raw = match &self.inner.backend {
-            Backend::Memory(memory) => memory.hgetall(key)?,
-            Backend::Redis { redis, breaker, .. } => breaker.call(|| redis.hgetall(key)).await?,
-        };
+        let raw = self.backend().hgetall(key).await?;
         let target = self.target(key);
         raw.into_iter()
             .map(|(field, bytes)| {
@@ -785,26 +512,14 @@ impl StateStore {
     pub async fn hincr_by(&self, key: &str, field: &str, by: i64) -> Result<i64> {
         check_key(key)?;
         let ttl = self.implicit_ttl();
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.hincr_by(key, field, by, ttl),
-            Backend::Redis { .. } => {
-                self.redis_write("HINCRBY", &[key], |r| r.hincr_by(key, field, by, ttl))
-                    .await
-            }
-        }
+        self.backend().hincr_by(key, field, by, ttl).await
     }
 
     /// Removes `field` from the hash `key`; returns whether it was there. A hash left without
     /// fields no longer exists.
     pub async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
         check_key(key)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.hdel(key, field),
-            Backend::Redis { .. } => {
-                self.redis_write("HDEL", &[key], |r| r.hdel(key, field))
-                    .await
-            }
-        }
+        self.backend().hdel(key, field).await
     }
 
     // ----- transactions and checkpoints --------------------------------------------------
@@ -820,16 +535,7 @@ impl StateStore {
             return Ok(Vec::new());
         }
         let implicit_ttl = self.implicit_ttl();
-        match &self.inner.backend {
-            Backend::Memory(memory) => memory.transaction(&ops, implicit_ttl),
-            Backend::Redis { .. } => {
-                let touched: Vec<&str> = ops.iter().map(|op| op.key()).collect();
-                self.redis_write("transaction", &touched, |r| {
-                    r.transaction(&ops, implicit_ttl)
-                })
-                .await
-            }
-        }
+        self.backend().transaction(&ops, implicit_ttl).await
     }
 
     /// Saves the checkpoint `name`: `position` (where the processor is in its input) and the
@@ -884,19 +590,9 @@ impl StateStore {
             state,
         };
         let implicit_ttl = self.implicit_ttl();
-        match &self.inner.backend {
-            Backend::Memory(memory) => {
-                memory.save_checkpoint(name, raw, implicit_ttl);
-                Ok(())
-            }
-            Backend::Redis { .. } => {
-                let touched: Vec<&str> = raw.state.iter().map(|(k, _)| k.as_str()).collect();
-                self.redis_write("save checkpoint", &touched, |r| {
-                    r.save_checkpoint(name, &raw, implicit_ttl)
-                })
-                .await
-            }
-        }
+        self.backend()
+            .save_checkpoint(name, raw, implicit_ttl)
+            .await
     }
 
     /// The checkpoint `name` as it was saved, or `None` if there is none.
@@ -905,12 +601,7 @@ impl StateStore {
         name: &str,
     ) -> Result<Option<Checkpoint<V>>> {
         check_name(name)?;
-        let raw = match &self.inner.backend {
-            Backend::Memory(memory) => memory.load_checkpoint(name),
-            Backend::Redis { redis, breaker, .. } => {
-                breaker.call(|| redis.load_checkpoint(name)).await?
-            }
-        };
+        let raw = self.backend().load_checkpoint(name).await?;
         raw.map(|raw| raw.decode(name, |k| self.target(k)))
             .transpose()
     }
@@ -929,21 +620,10 @@ impl StateStore {
     ) -> Result<Option<Checkpoint<V>>> {
         check_name(name)?;
         let implicit_ttl = self.implicit_ttl();
-        let raw = match &self.inner.backend {
-            Backend::Memory(memory) => memory.restore_checkpoint(name, implicit_ttl),
-            Backend::Redis { fallback, .. } => {
-                let raw = self
-                    .redis_write("restore checkpoint", &[], |r| {
-                        r.restore_checkpoint(name, implicit_ttl)
-                    })
-                    .await?;
-                // The keys written are only known once the record is read: forget them now.
-                if let (Some(raw), Some(fallback)) = (&raw, fallback) {
-                    fallback.forget(raw.state.iter().map(|(k, _)| k.as_str()));
-                }
-                raw
-            }
-        };
+        let raw = self
+            .backend()
+            .restore_checkpoint(name, implicit_ttl)
+            .await?;
         raw.map(|raw| raw.decode(name, |k| self.target(k)))
             .transpose()
     }
@@ -951,11 +631,6 @@ impl StateStore {
     /// Deletes the checkpoint `name` (not its state keys); returns whether it existed.
     pub async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
         check_name(name)?;
-        match &self.inner.backend {
-            Backend::Memory(memory) => Ok(memory.delete_checkpoint(name)),
-            Backend::Redis { redis, breaker, .. } => {
-                breaker.call(|| redis.delete_checkpoint(name)).await
-            }
-        }
+        self.backend().delete_checkpoint(name).await
     }
 }
