@@ -32,10 +32,15 @@ impl Sub {
             .pipe("XACK", &self.describe, &pipe)
             .instrument(span)
             .await?;
-        let mut failures = lock(&self.failures);
         for ack in batch {
             self.flights.remove(&self.spec(ack.stream).key, &ack.id);
-            failures.remove(&(ack.stream, ack.id.clone()));
+        }
+        let mut failures = lock(&self.failures);
+        // Usually empty: a failure is recorded only for an entry whose handler failed.
+        if !failures.is_empty() {
+            for ack in batch {
+                failures.remove(&(ack.stream, ack.id.clone()));
+            }
         }
         drop(failures);
         metrics::counter!(telemetry::ACKED, "group" => Arc::clone(&self.group))

@@ -48,7 +48,7 @@ pub(crate) enum Pushed {
     /// The buffer was full: these (the strategy's victims) are out of it.
     Dropped(Vec<Delivery>),
     /// The buffer is closed: the delivery is handed back (if it was still there).
-    Closed(Option<Delivery>),
+    Closed(Option<Box<Delivery>>),
 }
 
 impl Buffer {
@@ -87,7 +87,7 @@ impl Buffer {
                     let position = lanes[lane]
                         .iter()
                         .rposition(|d| d.stream == key.0 && d.id == key.1);
-                    Pushed::Closed(position.and_then(|p| lanes[lane].remove(p)))
+                    Pushed::Closed(position.and_then(|p| lanes[lane].remove(p)).map(Box::new))
                 }
             }
         }
@@ -173,6 +173,7 @@ mod tests {
             id: format!("{n}-0"),
             deliveries: 1,
             fields: Vec::new(),
+            decoded: None,
         }
     }
 

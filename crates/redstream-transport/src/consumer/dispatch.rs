@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use redstream_core::wire::EVENT_FIELD;
-use redstream_core::{Priority, Result};
+use redstream_core::wire::{self, EVENT_FIELD};
+use redstream_core::{Event, Priority, Result};
 use serde::Deserialize;
 
 use super::buffer::{Pushed, lane_of};
 use super::claim;
-use super::sub::{Delivery, Sub};
+use super::sub::{Delivery, Mode, Sub};
 use crate::{dlq, reply, telemetry};
 
 /// What the reader looks at in an envelope before buffering it: its type and priority. The
@@ -56,10 +56,17 @@ impl Sub {
         deliveries: u32,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Delivery {
-        let priority = if self.envelopes {
-            Peek::of(&fields).priority()
-        } else {
-            Priority::Normal
+        // Events are decoded here, once: the priority comes from the decoded envelope, and the
+        // worker hands the event over without parsing the JSON a second time.
+        let (priority, decoded) = match (self.envelopes, self.mode) {
+            (true, Mode::Events) => {
+                let pairs = fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
+                let decoded = wire::decode_stream_entry(&id, pairs, &self.options.limits);
+                let priority = decoded.as_ref().map(Event::priority).unwrap_or_default();
+                (priority, Some(decoded))
+            }
+            (true, Mode::DeadLetters) => (Peek::of(&fields).priority(), None),
+            (false, _) => (Priority::Normal, None),
         };
         Delivery {
             stream,
@@ -67,6 +74,7 @@ impl Sub {
             id,
             deliveries,
             fields,
+            decoded,
         }
     }
 
@@ -174,7 +182,7 @@ impl Sub {
                 );
                 claim::release(self, victims).await;
             }
-            Pushed::Closed(delivery) => leftover.extend(delivery),
+            Pushed::Closed(delivery) => leftover.extend(delivery.map(|d| *d)),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Workers: an entry from the buffer through decoding and its handler, and what a failure
 //! leads to (redelivery later, or a dead letter now).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redstream_core::{Event, HandlerResult, run_isolated, wire};
+use futures_util::FutureExt;
+use redstream_core::{Event, HandlerResult, wire};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -37,10 +39,11 @@ impl Sub {
     }
 
     /// Runs one entry through its handler.
-    async fn handle(&self, delivery: Delivery, handling: &Handling) {
+    async fn handle(&self, mut delivery: Delivery, handling: &Handling) {
         match handling {
             Handling::Events(handler) => {
-                let Some(event) = self.decode(&delivery).await else {
+                let decoded = delivery.decoded.take();
+                let Some(event) = self.decode(&delivery, decoded).await else {
                     return;
                 };
                 let span = self.span(&delivery, Some(&event));
@@ -123,9 +126,24 @@ impl Sub {
         false
     }
 
-    /// Decodes the envelope of an entry and checks its type; `None` when the entry was given
-    /// up on.
-    async fn decode(&self, delivery: &Delivery) -> Option<Event> {
+    /// Decodes the envelope of an entry (unless the reader did: `decoded`) and checks its type;
+    /// `None` when the entry was given up on.
+    async fn decode(
+        &self,
+        delivery: &Delivery,
+        decoded: Option<Result<Event, wire::DecodeError>>,
+    ) -> Option<Event> {
+        if let Some(decoded) = decoded {
+            return match decoded {
+                Ok(event) if self.has_its_streams_type(delivery, &event).await => Some(event),
+                Ok(_) => None,
+                Err(err) => {
+                    let error = format!("cannot decode the stream entry: {err}");
+                    self.decode_failed(delivery, &error).await;
+                    None
+                }
+            };
+        }
         let holds_fields = || {
             [dlq::field::UNDECODABLE, dlq::field::RAW]
                 .iter()
@@ -187,7 +205,7 @@ impl Sub {
         span
     }
 
-    /// Runs `call`, the handler of `delivery`, in a task of its own with its span and metrics,
+    /// Runs `call`, the handler of `delivery`, with its span and metrics,
     /// then acknowledges the entry or records the failure.
     async fn run(
         &self,
@@ -203,7 +221,16 @@ impl Sub {
         )
         .increment(1);
         let started = Instant::now();
-        let outcome = run_isolated(call.instrument(span.clone())).await;
+        // In this task, not one of its own: a panic is caught here and becomes a failed
+        // delivery, and stopping the worker drops (cancels) the handler with it.
+        let outcome = match AssertUnwindSafe(call.instrument(span.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(panic) => Err(panic_message(panic.as_ref())),
+        };
         metrics::histogram!(
             telemetry::HANDLER_LATENCY,
             "event_type" => Arc::clone(&spec.label),
@@ -318,4 +345,14 @@ impl Sub {
             now_ms().saturating_sub(u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX));
         lock(&self.failures).retain(|_, first| *first >= oldest);
     }
+}
+
+/// What a handler's panic says, as a delivery's error.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned());
+    format!("handler panicked: {message}")
 }

@@ -29,8 +29,9 @@
 //!   acknowledged. Then each poll is one `XREADGROUP ... COUNT n BLOCK t STREAMS <s>... > ...`
 //!   over all the subscription's streams: one round trip, one key per stream.
 //! - **Workers**, `handler_concurrency` of them, each taking one entry at a time from the
-//!   subscription's buffer, decoding it and running the handler in a task of its own (so a
-//!   panicking handler is a failed delivery, not a dead worker).
+//!   subscription's buffer and running the handler with its panics caught (a panicking handler is a
+//!   failed delivery, not a dead worker). The reader decodes each envelope once, as it buffers
+//!   the entry: its priority picks the buffer lane.
 //! - **The acker**, which acknowledges handled entries in batches: one `XACK <stream> <group>
 //!   <id>...` per stream, when `ack_batch_size` entries are waiting or `ack_interval` after the
 //!   first one. Entries are never `XDEL`eted: other groups may still need them.

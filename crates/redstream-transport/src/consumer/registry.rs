@@ -59,10 +59,16 @@ impl Registry {
 /// Entries held by the subscriptions of one transport, with when their idle time in Redis was
 /// last reset. One consumer name is shared by all subscriptions of a transport, so this is what
 /// keeps a subscription from re-reading or claiming an entry another one (or itself) holds.
+///
+/// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; hashed with
+/// foldhash (randomly seeded per process) rather than SipHash: every entry passes through this
+/// map three times, and the ids are Redis's.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<(String, String), Flight>>,
+    map: Mutex<HashMap<String, HashMap<String, Flight, Hasher>, Hasher>>,
 }
+
+type Hasher = foldhash::fast::RandomState;
 
 struct Flight {
     subscription: u64,
@@ -73,12 +79,15 @@ impl Flights {
     /// Records that `subscription` holds the entry; `false` if it is held already.
     pub(crate) fn insert(&self, subscription: u64, stream: &str, id: &str) -> bool {
         let mut map = lock(&self.map);
-        let key = (stream.to_owned(), id.to_owned());
-        if map.contains_key(&key) {
+        let ids = match map.get_mut(stream) {
+            Some(ids) => ids,
+            None => map.entry(stream.to_owned()).or_default(),
+        };
+        if ids.contains_key(id) {
             return false;
         }
-        map.insert(
-            key,
+        ids.insert(
+            id.to_owned(),
             Flight {
                 subscription,
                 touched: Instant::now(),
@@ -88,11 +97,15 @@ impl Flights {
     }
 
     pub(crate) fn contains(&self, stream: &str, id: &str) -> bool {
-        lock(&self.map).contains_key(&(stream.to_owned(), id.to_owned()))
+        lock(&self.map)
+            .get(stream)
+            .is_some_and(|ids| ids.contains_key(id))
     }
 
     pub(crate) fn remove(&self, stream: &str, id: &str) {
-        lock(&self.map).remove(&(stream.to_owned(), id.to_owned()));
+        if let Some(ids) = lock(&self.map).get_mut(stream) {
+            ids.remove(id);
+        }
     }
 
     /// The entries of `subscription` not touched for `older_than`, marked as touched now.
@@ -100,16 +113,22 @@ impl Flights {
         let now = Instant::now();
         let mut map = lock(&self.map);
         let mut stale = Vec::new();
-        for (key, flight) in map.iter_mut() {
-            if flight.subscription == subscription && now - flight.touched >= older_than {
-                flight.touched = now;
-                stale.push(key.clone());
+        for (stream, ids) in map.iter_mut() {
+            for (id, flight) in ids.iter_mut() {
+                if flight.subscription == subscription && now - flight.touched >= older_than {
+                    flight.touched = now;
+                    stale.push((stream.clone(), id.clone()));
+                }
             }
         }
         stale
     }
 
     pub(super) fn remove_subscription(&self, subscription: u64) {
-        lock(&self.map).retain(|_, flight| flight.subscription != subscription);
+        let mut map = lock(&self.map);
+        for ids in map.values_mut() {
+            ids.retain(|_, flight| flight.subscription != subscription);
+        }
+        map.retain(|_, ids| !ids.is_empty());
     }
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{Client, Value};
-use redstream_core::{Error, ErrorKind, Result, RetryPolicy};
+use redstream_core::wire::DecodeError;
+use redstream_core::{Error, ErrorKind, Event, Result, RetryPolicy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +68,10 @@ pub(crate) struct Delivery {
     /// How many times Redis delivered it, this time included.
     pub(crate) deliveries: u32,
     pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The envelope, decoded once when the entry was read (its priority picks the lane), for a
+    /// subscription to event streams that hands over events; `None` where the handler decodes
+    /// (a dead letter, a raw entry, a user's decoder).
+    pub(crate) decoded: Option<Result<Event, DecodeError>>,
 }
 
 /// An acknowledgement waiting to be sent.
