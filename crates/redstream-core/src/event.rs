@@ -89,6 +89,11 @@ pub fn validate_event_type(name: &str, max_len: usize) -> Result<()> {
             format!("must be at most {max_len} bytes"),
         ));
     }
+    // Printable ASCII without spaces, the usual case, is valid as it is; only other text needs
+    // the Unicode checks.
+    if name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
     if let Some(c) = name.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::invalid_input(
             what(),
@@ -105,7 +110,14 @@ fn validate_string(what: &str, value: &str, max_len: usize) -> Result<()> {
             format!("must be at most {max_len} bytes"),
         ));
     }
-    if value.chars().any(char::is_control) {
+    // ASCII control characters are bytes below 0x20 and 0x7f; other control characters are
+    // not ASCII, so text that is all ASCII needs no decoding.
+    let control = if value.is_ascii() {
+        value.bytes().any(|b| b.is_ascii_control())
+    } else {
+        value.chars().any(char::is_control)
+    };
+    if control {
         return Err(Error::invalid_input(
             format!("{what} {value:?}"),
             "must not contain control characters",

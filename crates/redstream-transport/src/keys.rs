@@ -34,7 +34,11 @@ pub fn validate_event_type(event_type: &str, limits: &EventLimits) -> Result<()>
             "is reserved for the dead-letter stream",
         ));
     }
-    if let Some(c) = event_type.chars().find(|c| matches!(c, '{' | '}')) {
+    if let Some(c) = event_type
+        .bytes()
+        .find(|b| matches!(b, b'{' | b'}'))
+        .map(char::from)
+    {
         return Err(Error::invalid_input(
             format!("event type {event_type:?}"),
             format!("must not contain {c:?} (it marks a hash tag in stream keys)"),
