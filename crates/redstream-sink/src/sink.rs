@@ -775,11 +775,12 @@ impl RedisSink {
     /// The error of a batch script the server refused or that refused the batch.
     ///
     /// The server checks the keys a script declares against the user's ACL before it runs
-    /// it, and then says only that "one of the keys" is refused: this names the commands the
-    /// script runs on each key, and the access the user needs.
+    /// it, and then says only that "one of the keys" (Redis) or "a key" (Valkey) is refused:
+    /// this names the commands the script runs on each key, and the access the user needs.
     fn script_error(&self, batch: &Batch<'_>, err: redis::RedisError) -> Error {
+        let text = err.to_string();
         if redstream_core::classify_redis_error(&err) != ErrorKind::PermissionDenied
-            || !err.to_string().contains("of the keys")
+            || !(text.contains("of the keys") || text.contains("access a key"))
         {
             return Error::from_redis(BATCH_OP, self.config.stream.clone(), err);
         }

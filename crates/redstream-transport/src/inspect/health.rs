@@ -17,9 +17,13 @@ use crate::transport::RedisTransport;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct ServerInfo {
-    /// `redis_version`, e.g. `7.2.4`.
+    /// The server's name: `server_name` where the server reports one (`valkey`), else `redis`
+    /// for a server that reports `redis_version` only.
+    pub server: Option<String>,
+    /// The server's own version: `valkey_version` on Valkey (whose `redis_version` is the fixed
+    /// `7.2.4` of the Redis it is compatible with), else `redis_version`, e.g. `7.0.15`.
     pub version: Option<String>,
-    /// `redis_mode`: `standalone`, `cluster` or `sentinel`.
+    /// `redis_mode` (Redis) or `server_mode` (Valkey): `standalone`, `cluster` or `sentinel`.
     pub mode: Option<String>,
     /// `uptime_in_seconds`: seconds since the server started.
     pub uptime_seconds: Option<u64>,
@@ -40,6 +44,7 @@ impl ServerInfo {
     /// field that is missing or does not parse is `None`.
     pub(super) fn parse(text: &str) -> Self {
         let mut info = Self::default();
+        let (mut redis_version, mut own_version) = (None, None);
         for line in text.lines() {
             let line = line.trim();
             let Some((key, value)) = line.split_once(':') else {
@@ -48,8 +53,10 @@ impl ServerInfo {
             let text = || Some(value.to_owned());
             let number = || value.parse::<u64>().ok();
             match key {
-                "redis_version" => info.version = text(),
-                "redis_mode" => info.mode = text(),
+                "redis_version" => redis_version = text(),
+                "server_name" => info.server = text(),
+                "valkey_version" => own_version = text(),
+                "redis_mode" | "server_mode" => info.mode = text(),
                 "uptime_in_seconds" => info.uptime_seconds = number(),
                 "used_memory" => info.used_memory = number(),
                 "maxmemory" => info.maxmemory = number(),
@@ -59,6 +66,10 @@ impl ServerInfo {
                 _ => {}
             }
         }
+        if info.server.is_none() && redis_version.is_some() {
+            info.server = Some("redis".to_owned());
+        }
+        info.version = own_version.or(redis_version);
         info
     }
 
@@ -136,5 +147,18 @@ mod tests {
         assert_eq!(info.ops_per_sec, None);
         assert_eq!(ServerInfo::parse(""), ServerInfo::default());
         assert_eq!(ServerInfo::parse("redis_version:x").major_version(), None);
+        assert_eq!(info.server.as_deref(), Some("redis"));
+    }
+
+    #[test]
+    fn valkey_reports_its_own_name_version_and_mode() {
+        let info = ServerInfo::parse(
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n\
+             server_mode:standalone\r\n",
+        );
+        assert_eq!(info.server.as_deref(), Some("valkey"));
+        assert_eq!(info.version.as_deref(), Some("8.0.1"));
+        assert_eq!(info.major_version(), Some(8));
+        assert_eq!(info.mode.as_deref(), Some("standalone"));
     }
 }
