@@ -61,7 +61,8 @@ impl<H: Handler> Handler for Arc<H> {
 ///
 /// A panicking handler becomes a failed delivery instead of ending the loop that called it, and
 /// dropping the returned future aborts the task, so that stopping a subscription also stops its
-/// handlers. Both the in-memory bus and the Redis transport run handlers through this.
+/// handlers. The in-memory bus runs handlers through this (the Redis transport catches panics in
+/// its workers instead, without a task per event).
 pub async fn run_isolated<Fut>(future: Fut) -> Result<(), String>
 where
     Fut: Future<Output = HandlerResult> + Send + 'static,
