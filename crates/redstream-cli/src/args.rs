@@ -53,6 +53,50 @@ pub struct GlobalArgs {
             .try_map(|name| name.parse::<redstream_core::keys::KeyLayout>())
     )]
     pub key_layout: redstream_core::keys::KeyLayout,
+    /// Time allowed to connect to Redis, e.g. `5s`, `500ms` (100 ms to 5 min).
+    #[arg(
+        long,
+        env = "REDSTREAM_CONNECT_TIMEOUT",
+        default_value = "5s",
+        global = true,
+        value_parser = parse_timeout
+    )]
+    pub connect_timeout: std::time::Duration,
+    /// Time allowed for each reply from Redis, e.g. `5s` (100 ms to 5 min).
+    #[arg(
+        long,
+        env = "REDSTREAM_RESPONSE_TIMEOUT",
+        default_value = "5s",
+        global = true,
+        value_parser = parse_timeout
+    )]
+    pub response_timeout: std::time::Duration,
+    /// A PEM file with the CA certificate(s) to trust for `rediss://` (a private CA); the
+    /// system's roots are trusted otherwise.
+    #[arg(
+        long,
+        env = "REDSTREAM_TLS_CA_CERT",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub tls_ca_cert: Option<std::path::PathBuf>,
+    /// A PEM file with the client certificate, for servers that require one (mutual TLS);
+    /// needs --tls-client-key.
+    #[arg(
+        long,
+        env = "REDSTREAM_TLS_CLIENT_CERT",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// A PEM file with the client certificate's private key; needs --tls-client-cert.
+    #[arg(
+        long,
+        env = "REDSTREAM_TLS_CLIENT_KEY",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub tls_client_key: Option<std::path::PathBuf>,
     /// Print JSON for scripts instead of tables for people.
     #[arg(long, global = true)]
     pub json: bool,
@@ -65,6 +109,16 @@ pub struct GlobalArgs {
     /// Where `prefix` came from; set by [`Cli::parse_with_sources`], `Default` otherwise.
     #[arg(skip)]
     pub prefix_source: Source,
+}
+
+/// A connection timeout from the command line: humane text, 100 ms to 5 min.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 5s, 500ms)"))?;
+    let range = std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(300);
+    if !range.contains(&timeout) {
+        return Err("must be from 100ms to 5m".to_owned());
+    }
+    Ok(timeout)
 }
 
 /// Where a global option's value came from. `redstream sink` needs to know: its Redis URL is

@@ -8,6 +8,7 @@
 
 mod acl;
 mod bench;
+mod connection;
 mod dlq;
 mod failures;
 mod inspect;
