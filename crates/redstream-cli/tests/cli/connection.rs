@@ -8,7 +8,7 @@ use redstream_testkit::RedisServer;
 /// A `rediss://` server with a private CA: trusted with `--tls-ca-cert` (or its environment
 /// variable), refused without it, for a transport command and a state command.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_private_ca_from_the_command_line() {
+async fn rediss_with_a_private_ca_from_the_command_line() {
     let server = RedisServer::builder().tls(true).start().await.unwrap();
     let ca = server.ca_cert_path().unwrap().to_str().unwrap().to_owned();
     let cli = Cli::new(&server);
