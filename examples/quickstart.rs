@@ -44,7 +44,18 @@ impl Redis {
 }
 
 #[tokio::main]
-async fn main() -> BoxResult<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // Display, not Debug: a message over several lines prints as lines.
+            eprintln!("error: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> BoxResult<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -59,9 +70,20 @@ async fn main() -> BoxResult<()> {
     memory_bus().await?;
     circuit_breaker().await?;
     backpressure().await?;
-    println!(
-        "\nDone. Next: `cargo test --workspace` runs every test against private Redis servers."
-    );
+    match &redis {
+        Redis::Existing(url) => println!(
+            "\nDone. See what it wrote: `cargo run -p redstream-cli -- --url {} --prefix quickstart \
+             streams` (or `... serve` for the dashboard on http://127.0.0.1:8090). Next: `cargo \
+             test --workspace` runs every test against private Redis servers.",
+            RedactedUrl(url)
+        ),
+        Redis::Private(_) => println!(
+            "\nDone. The private redis-server stops now, with what it held; start Redis (or set \
+             REDIS_URL) and run again to keep the streams, then see them with `cargo run -p \
+             redstream-cli -- --prefix quickstart streams` or `... serve`. Next: `cargo test \
+             --workspace` runs every test against private Redis servers."
+        ),
+    }
     Ok(())
 }
 
