@@ -233,10 +233,20 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         let ids: Vec<&str> = args.ids.iter().map(String::as_str).collect();
         transport.redrive_ids(&ids).await
     };
-    match report {
-        Ok(report) => print_report(global, &report),
-        Err(err) => Err(redrive_failed(&transport, err)),
+    let report = report.map_err(|err| redrive_failed(&transport, err))?;
+    print_report(global, &report)?;
+    // Dead letters asked for by id that did not move: the command did not do what it was told,
+    // as `dlq show` of a missing id.
+    if !args.ids.is_empty() && !report.skipped.is_empty() {
+        let ids: Vec<&str> = report.skipped.iter().map(|s| s.id.as_str()).collect();
+        return Err(CliError::NotFound(format!(
+            "{} of the {} dead letter(s) asked for not redriven: {} (see above why)",
+            ids.len(),
+            args.ids.len(),
+            ids.join(", ")
+        )));
     }
+    Ok(())
 }
 
 /// The ids of the dead letters present now whose recorded stream (their `stream` field) is

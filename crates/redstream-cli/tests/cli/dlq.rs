@@ -119,9 +119,13 @@ async fn redrive_by_id_type_and_all() {
         "{all}"
     );
     assert!(all.contains(&ids[3]), "{all}");
-    let missing = cli.json(&["dlq", "redrive", "--id", "1-0", "--yes"]);
-    assert_eq!(missing["redriven"], 0);
-    assert_eq!(missing["skipped"][0]["id"], "1-0");
+    // An id that is not there: the report on stdout, and a failure (exit 1) naming it.
+    let missing = cli.run(&["--json", "dlq", "redrive", "--id", "1-0", "--yes"]);
+    assert_eq!(missing.code, Some(1), "{missing:#?}");
+    assert!(missing.stderr.contains("not redriven: 1-0"), "{missing:#?}");
+    let report: serde_json::Value = serde_json::from_str(&missing.stdout).unwrap();
+    assert_eq!(report["redriven"], 0);
+    assert_eq!(report["skipped"][0]["id"], "1-0");
 
     let none = cli.run(&["dlq", "redrive", "--yes"]);
     assert_eq!(none.code, Some(2), "one of --all, --id, --type: {none:#?}");
