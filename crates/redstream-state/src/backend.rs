@@ -44,7 +44,6 @@ use redstream_core::{CircuitBreakerStats, CircuitState, Error, ErrorKind, Result
 use crate::checkpoint::RawCheckpoint;
 use crate::config::{FallbackMode, StateBackend, StateConfig};
 use crate::fallback::FallbackStats;
-use crate::keys::Keys;
 use crate::layer::{CircuitBreakerLayer, FallbackLayer};
 use crate::memory::MemoryBackend;
 use crate::redis_backend::RedisBackend;
@@ -256,19 +255,19 @@ pub(crate) enum AnyBackend {
 impl AnyBackend {
     /// The stack `config` asks for; for Redis, connected and checked.
     pub(crate) async fn open(config: &StateConfig) -> Result<Self> {
-        let (url, key_prefix) = match &config.backend {
+        let key_prefix = match &config.backend {
             StateBackend::Memory => return Ok(Self::Memory(MemoryBackend::default())),
-            StateBackend::Redis { url, key_prefix } => (url, key_prefix),
+            StateBackend::Redis { key_prefix, .. } => key_prefix,
         };
-        let keys = Keys::new(key_prefix, config.key_layout);
-        let redis = RedisBackend::connect(url, keys, config).await?;
+        let redis = RedisBackend::connect(key_prefix, config).await?;
         let (server, prefix) = (redis.server().to_owned(), redis.keys().base().to_owned());
+        let topology = redis.topology();
         let guarded = CircuitBreakerLayer::new(redis, config.circuit_breaker)?;
         let backend = match config.fallback.mode {
             FallbackMode::Off => Self::Redis(guarded),
             _ => Self::RedisWithFallback(FallbackLayer::start(config.fallback, guarded)?),
         };
-        tracing::debug!(server = %server, prefix = %prefix, "state store opened");
+        tracing::debug!(server = %server, prefix = %prefix, %topology, "state store opened");
         Ok(backend)
     }
 }

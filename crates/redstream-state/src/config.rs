@@ -11,6 +11,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use redstream_core::connection::{ConnectionOptions, Topology};
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, RedactedUrl, Result, TlsOptions,
     serde_duration,
@@ -37,10 +38,18 @@ pub enum StateBackend {
     /// updates, transactions, checkpoints), for tests and single-instance use. Every store
     /// opened with it has its own state; clones of one store share it.
     Memory,
-    /// A Redis server shared by every process that opens a store with the same URL and prefix.
+    /// Redis (a server, a cluster or a Sentinel-managed master) shared by every process that
+    /// opens a store with the same URL and prefix.
     Redis {
-        /// `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, or
-        /// `redis+unix:///path/to/socket[?db=N]`.
+        /// Every form core's [`ConnectionOptions`] accepts:
+        /// `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS,
+        /// `redis+unix:///path/to/socket[?db=N]`; a cluster,
+        /// `redis-cluster://[user:password@]h1:6379,h2:6379` (`rediss-cluster://`); a master
+        /// found through Sentinel, `redis-sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]`
+        /// (`rediss-sentinel://`; the sentinels' own credentials and the master name may go in
+        /// [`StateConfig::sentinel_password`], [`sentinel_username`](StateConfig::sentinel_username)
+        /// and [`master_name`](StateConfig::master_name)). The password in the URL is the data
+        /// nodes'.
         url: String,
         /// The namespace of this store's keys: key `counter` under `myapp` is `myapp:counter`
         /// in Redis (`{myapp}:counter` in the cluster layout, see [`KeyLayout`]). Non-empty, at
@@ -79,12 +88,19 @@ impl StateBackend {
         }
     }
 
-    /// Checks the URL and the prefix; the error names the field.
+    /// Checks the URL and the prefix; the error names the field. A `redis-sentinel://` URL
+    /// must name its master here; [`StateConfig::validate`] also accepts one that leaves it to
+    /// [`StateConfig::master_name`].
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(None)
+    }
+
+    /// [`validate`](Self::validate) with the master name the config gives, if any.
+    fn validate_with(&self, master_name: Option<&str>) -> Result<()> {
         match self {
             Self::Memory => Ok(()),
             Self::Redis { url, key_prefix } => {
-                validate_url(url)?;
+                validate_url(url, master_name)?;
                 validate_prefix(key_prefix)
             }
         }
@@ -120,12 +136,23 @@ pub struct StateConfig {
     /// The TTL of [`enable_ttl`](Self::enable_ttl). At least 1 ms.
     #[serde(with = "serde_duration")]
     pub default_ttl: Duration,
-    /// How the prefix and a key form a Redis key: `plain` (default, `myapp:counter`, the name
+    /// How the prefix and a key form a Redis key: `plain` (`myapp:counter`, the name
     /// operators look for) or `cluster` (`{myapp}:counter`: every key of the store in one Redis
     /// Cluster slot, so transactions, batches and checkpoints work on a cluster). Files may
     /// also say `hash_tag`, the earlier name of `cluster`.
-    #[serde(deserialize_with = "deserialize_key_layout")]
-    pub key_layout: KeyLayout,
+    ///
+    /// `None` (the default: not chosen) is `cluster` on a Redis Cluster (`redis-cluster://`
+    /// URLs) and `plain` everywhere else; see [`key_layout_for`](Self::key_layout_for). An
+    /// explicit `plain` on a cluster is kept: single-key operations and `get_many` work, and
+    /// the operations that must write several keys at once (`put_many`, transactions,
+    /// checkpoints) fail with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput)
+    /// naming the keys' slots, before anything is written, when their keys are in different
+    /// slots.
+    #[serde(
+        deserialize_with = "deserialize_key_layout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key_layout: Option<KeyLayout>,
     /// Time allowed to establish a connection.
     #[serde(with = "serde_duration")]
     pub connect_timeout: Duration,
@@ -143,20 +170,33 @@ pub struct StateConfig {
     pub circuit_breaker: CircuitBreakerConfig,
     /// What happens while Redis is unavailable. Off by default: calls fail fast.
     pub fallback: FallbackConfig,
-    /// Certificates for `rediss://` URLs: a private CA to trust, and a client certificate for
-    /// servers that require one.
+    /// Certificates for `rediss://` URLs (and `rediss-cluster://`, `rediss-sentinel://`): a
+    /// private CA to trust, and a client certificate for servers that require one.
     pub tls: TlsOptions,
+    /// The name the sentinels know the master by, when a `redis-sentinel://` URL does not end
+    /// with it (core's [`ConnectionOptions::master_name`]). Only for Sentinel URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
+    /// The user to authenticate to the sentinels with (core's
+    /// [`ConnectionOptions::sentinel_username`]). Only for Sentinel URLs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_username: Option<String>,
+    /// The sentinels' own password, when they have one (core's
+    /// [`ConnectionOptions::sentinel_password`]); the URL's password is the data nodes'. Only
+    /// for Sentinel URLs. Never shown by `Debug` or in errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for StateConfig {
-    /// Memory backend, no TTL (24 h when enabled), plain keys, 5 s timeouts, 64 update
-    /// attempts, fallback off.
+    /// Memory backend, no TTL (24 h when enabled), key layout not chosen (plain, cluster on a
+    /// Redis Cluster), 5 s timeouts, 64 update attempts, fallback off, no Sentinel settings.
     fn default() -> Self {
         Self {
             backend: StateBackend::Memory,
             enable_ttl: false,
             default_ttl: Duration::from_secs(24 * 3600),
-            key_layout: KeyLayout::Plain,
+            key_layout: None,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(5),
             update_max_attempts: 64,
@@ -164,6 +204,9 @@ impl Default for StateConfig {
             circuit_breaker: CircuitBreakerConfig::default(),
             fallback: FallbackConfig::default(),
             tls: TlsOptions::default(),
+            master_name: None,
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 }
@@ -184,6 +227,9 @@ impl fmt::Debug for StateConfig {
             circuit_breaker,
             fallback,
             tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
         } = self;
         f.debug_struct("StateConfig")
             .field("backend", backend)
@@ -197,6 +243,12 @@ impl fmt::Debug for StateConfig {
             .field("circuit_breaker", circuit_breaker)
             .field("fallback", fallback)
             .field("tls", tls)
+            .field("master_name", master_name)
+            .field("sentinel_username", sentinel_username)
+            .field(
+                "sentinel_password",
+                &sentinel_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -226,11 +278,73 @@ impl StateConfig {
         self
     }
 
-    /// Sets [`key_layout`](Self::key_layout).
+    /// Sets [`key_layout`](Self::key_layout): the layout is then chosen, whatever the
+    /// topology.
     #[must_use]
     pub fn with_key_layout(mut self, layout: KeyLayout) -> Self {
-        self.key_layout = layout;
+        self.key_layout = Some(layout);
         self
+    }
+
+    /// The key layout a store uses on `topology`: [`key_layout`](Self::key_layout) when it is
+    /// set, otherwise [`KeyLayout::Cluster`] on a cluster and [`KeyLayout::Plain`] elsewhere.
+    ///
+    /// ```
+    /// use redstream_core::connection::Topology;
+    /// use redstream_state::{KeyLayout, StateConfig};
+    ///
+    /// let config = StateConfig::default();
+    /// assert_eq!(config.key_layout_for(Topology::Cluster), KeyLayout::Cluster);
+    /// assert_eq!(config.key_layout_for(Topology::Sentinel), KeyLayout::Plain);
+    /// let plain = config.with_key_layout(KeyLayout::Plain);
+    /// assert_eq!(plain.key_layout_for(Topology::Cluster), KeyLayout::Plain);
+    /// ```
+    #[must_use]
+    pub fn key_layout_for(&self, topology: Topology) -> KeyLayout {
+        match (self.key_layout, topology) {
+            (Some(layout), _) => layout,
+            (None, Topology::Cluster) => KeyLayout::Cluster,
+            (None, _) => KeyLayout::Plain,
+        }
+    }
+
+    /// Sets [`master_name`](Self::master_name) (Sentinel).
+    #[must_use]
+    pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
+        self.master_name = Some(name.into());
+        self
+    }
+
+    /// Sets [`sentinel_username`](Self::sentinel_username) (sentinels with ACL users).
+    #[must_use]
+    pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.sentinel_username = Some(username.into());
+        self
+    }
+
+    /// Sets [`sentinel_password`](Self::sentinel_password) (sentinels with `requirepass`).
+    #[must_use]
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Core's [`ConnectionOptions`] for the Redis backend: its URL, the timeouts, TLS and the
+    /// Sentinel settings of this config. `None` for the memory backend.
+    #[must_use]
+    pub fn connection_options(&self) -> Option<ConnectionOptions> {
+        let StateBackend::Redis { url, .. } = &self.backend else {
+            return None;
+        };
+        Some(ConnectionOptions {
+            url: url.clone(),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            tls: self.tls.clone(),
+            master_name: self.master_name.clone(),
+            sentinel_username: self.sentinel_username.clone(),
+            sentinel_password: self.sentinel_password.clone(),
+        })
     }
 
     /// Sets [`connect_timeout`](Self::connect_timeout).
@@ -283,7 +397,7 @@ impl StateConfig {
 
     /// Checks every field; the error names the first invalid one and says what is wrong.
     pub fn validate(&self) -> Result<()> {
-        self.backend.validate()?;
+        self.backend.validate_with(self.master_name.as_deref())?;
         if self.enable_ttl {
             validate_ttl("config field default_ttl", self.default_ttl)?;
         }
@@ -311,26 +425,27 @@ impl StateConfig {
         }
         self.circuit_breaker.validate()?;
         self.fallback.validate()?;
-        let url = match &self.backend {
-            StateBackend::Redis { url, .. } => Some(url.as_str()),
-            StateBackend::Memory => None,
-        };
-        match url {
-            Some(url) => self.tls.validate_for_url(url),
+        match self.connection_options() {
+            // The URL, the TLS options against it, and the Sentinel fields against it (they
+            // only apply to redis-sentinel:// URLs); messages never show a password.
+            Some(options) => options.validate(),
             None => self.tls.validate(),
         }
     }
 }
 
-/// `plain`, `cluster`, or `hash_tag` (what files written for earlier versions call `cluster`).
-fn deserialize_key_layout<'de, D>(deserializer: D) -> Result<KeyLayout, D::Error>
+/// `plain`, `cluster`, or `hash_tag` (what files written for earlier versions call `cluster`);
+/// `null` leaves the layout to the topology.
+fn deserialize_key_layout<'de, D>(deserializer: D) -> Result<Option<KeyLayout>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    let name = String::deserialize(deserializer)?;
+    let Some(name) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
     match name.as_str() {
-        "hash_tag" => Ok(KeyLayout::Cluster),
-        other => other.parse().map_err(|_| {
+        "hash_tag" => Ok(Some(KeyLayout::Cluster)),
+        other => other.parse().map(Some).map_err(|_| {
             serde::de::Error::custom(format!(
                 "unknown key_layout {other:?}: expected plain (myapp:counter) or cluster \
                  ({{myapp}}:counter)"
@@ -353,22 +468,25 @@ pub(crate) fn validate_ttl(what: &str, ttl: Duration) -> Result<()> {
     Ok(())
 }
 
-fn validate_url(url: &str) -> Result<()> {
-    let field = || format!("config field backend.url ({})", RedactedUrl(url));
-    let scheme = url.split("://").next().unwrap_or_default();
-    if !url.contains("://") || !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
-        return Err(Error::invalid_input(
-            field(),
-            "expected redis://, rediss:// or redis+unix:// followed by the server address",
-        ));
+/// A URL core's connection accepts (single server, cluster or Sentinel), with `master_name`
+/// completing a Sentinel URL that does not name its master. Core's reason, under this
+/// config's field name; core never shows a password.
+fn validate_url(url: &str, master_name: Option<&str>) -> Result<()> {
+    let mut options = ConnectionOptions::new(url);
+    options.master_name = master_name.map(str::to_owned);
+    if let Err(err) = options.topology() {
+        return Err(match err {
+            Error::InvalidInput { what, reason } if what == "config field url" => {
+                Error::invalid_input(
+                    format!("config field backend.url ({})", RedactedUrl(url)),
+                    reason,
+                )
+            }
+            // master_name set for a URL that is not Sentinel's: StateConfig::validate says it.
+            Error::InvalidInput { what, .. } if what.contains("master_name") => return Ok(()),
+            other => other,
+        });
     }
-    redis::IntoConnectionInfo::into_connection_info(url).map_err(|err| {
-        // redis-rs's detail does not echo the URL; keep it that way.
-        let detail = err
-            .detail()
-            .map_or_else(|| err.category().to_owned(), str::to_owned);
-        Error::invalid_input(field(), format!("not a valid Redis URL: {detail}"))
-    })?;
     Ok(())
 }
 
@@ -662,7 +780,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.backend, StateBackend::redis("redis://h", "app"));
         assert_eq!(config.default_ttl, Duration::from_secs(5400));
-        assert_eq!(config.key_layout, KeyLayout::Plain);
+        assert_eq!(config.key_layout, Some(KeyLayout::Plain));
         assert_eq!(config.fallback.mode, FallbackMode::StaleReads);
         assert_eq!(config.fallback.cache_capacity, 10_000);
         assert_eq!(config.response_timeout, Duration::from_secs(5));
@@ -675,20 +793,36 @@ mod tests {
     #[test]
     fn key_layouts_read_from_files_plain_by_default_and_hash_tag_as_cluster() {
         let layout = |json: &str| serde_json::from_str::<StateConfig>(json).map(|c| c.key_layout);
-        assert_eq!(StateConfig::default().key_layout, KeyLayout::Plain);
-        assert_eq!(layout("{}").unwrap(), KeyLayout::Plain);
+        assert_eq!(StateConfig::default().key_layout, None);
+        assert_eq!(layout("{}").unwrap(), None);
+        assert_eq!(layout(r#"{"key_layout":null}"#).unwrap(), None);
         assert_eq!(
             layout(r#"{"key_layout":"plain"}"#).unwrap(),
-            KeyLayout::Plain
+            Some(KeyLayout::Plain)
         );
         assert_eq!(
             layout(r#"{"key_layout":"cluster"}"#).unwrap(),
-            KeyLayout::Cluster
+            Some(KeyLayout::Cluster)
         );
         // The name files written for earlier versions use.
         assert_eq!(
             layout(r#"{"key_layout":"hash_tag"}"#).unwrap(),
+            Some(KeyLayout::Cluster)
+        );
+        // Not chosen: plain, except on a cluster.
+        let default = StateConfig::default();
+        assert_eq!(default.key_layout_for(Topology::Single), KeyLayout::Plain);
+        assert_eq!(default.key_layout_for(Topology::Sentinel), KeyLayout::Plain);
+        assert_eq!(
+            default.key_layout_for(Topology::Cluster),
             KeyLayout::Cluster
+        );
+        let chosen = default.with_key_layout(KeyLayout::Plain);
+        assert_eq!(chosen.key_layout_for(Topology::Cluster), KeyLayout::Plain);
+        assert!(
+            !serde_json::to_string(&StateConfig::default())
+                .unwrap()
+                .contains("key_layout")
         );
         let err = layout(r#"{"key_layout":"HashTag"}"#)
             .unwrap_err()
@@ -697,6 +831,81 @@ mod tests {
         let cluster = StateConfig::default().with_key_layout(KeyLayout::Cluster);
         let text = serde_json::to_string(&cluster).unwrap();
         assert!(text.contains(r#""key_layout":"cluster""#), "{text}");
+    }
+
+    #[test]
+    fn cluster_and_sentinel_urls_and_the_sentinel_fields() {
+        for url in [
+            "redis-cluster://h1:7000,h2:7001",
+            "rediss-cluster://app:pw@h1:7000",
+            "redis-sentinel://s1:26379,s2:26379/mymaster",
+            "redis-sentinel://:pw@s1/mymaster/2",
+            "rediss-sentinel://s1:26379/mymaster",
+        ] {
+            redis(url, "app").validate().unwrap();
+        }
+        // The master name in its own field instead of the URL.
+        let config = redis("redis-sentinel://s1:26379,s2:26379", "app")
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("sentinel-hunter2");
+        config.validate().unwrap();
+        let options = config.connection_options().unwrap();
+        assert_eq!(options.master_name.as_deref(), Some("mymaster"));
+        assert_eq!(options.sentinel_username.as_deref(), Some("watcher"));
+        assert_eq!(
+            options.sentinel_password.as_deref(),
+            Some("sentinel-hunter2")
+        );
+        assert_eq!(options.topology().unwrap(), Topology::Sentinel);
+        assert_eq!(options.response_timeout, config.response_timeout);
+        assert!(StateConfig::default().connection_options().is_none());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("watcher"), "{shown}");
+
+        let cases: Vec<(StateConfig, &str)> = vec![
+            (redis("redis-sentinel://s1:26379", "app"), "backend.url"),
+            (redis("redis-cluster://h1:7000/2", "app"), "backend.url"),
+            (redis("redis-cluster://", "app"), "backend.url"),
+            (
+                redis("redis://h", "app").with_master_name("m"),
+                "master_name",
+            ),
+            (
+                redis("redis-cluster://h1", "app").with_sentinel_password("sentinel-hunter2"),
+                "sentinel_password",
+            ),
+            (
+                redis("redis-sentinel://s1/mymaster", "app").with_master_name("other"),
+                "master_name",
+            ),
+        ];
+        for (config, field) in cases {
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{field}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(field), "{text} should name {field}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+
+        let config: StateConfig = serde_json::from_str(
+            r#"{
+                "backend": { "type": "redis", "url": "redis-sentinel://s1,s2", "key_prefix": "app" },
+                "master_name": "mymaster",
+                "sentinel_password": "sentinel-hunter2"
+            }"#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.sentinel_password.as_deref(),
+            Some("sentinel-hunter2")
+        );
+        let err = serde_json::from_str::<StateConfig>(r#"{"master":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("master"), "{err}");
     }
 
     #[test]

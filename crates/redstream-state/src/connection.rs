@@ -1,73 +1,77 @@
-//! Connections: one shared, self-reconnecting [`ConnectionManager`] for commands, and a small
-//! pool of dedicated connections for transactions that `WATCH` keys.
+//! Connections, all from core's [`connection`](redstream_core::connection) module: one shared
+//! [`Connection`] for commands (a RESP3 `ConnectionManager` on a single server, a
+//! `ClusterConnection` on a cluster, a connection that follows the sentinels' master), and a
+//! small pool of [dedicated](Connection::dedicated) connections for transactions that `WATCH`
+//! keys.
 //!
 //! `WATCH` is a property of a connection: on the shared, multiplexed connection another
 //! task's command could clear or trip it. So a transaction that watches takes a connection
 //! of its own from the pool, at most
 //! [`max_watch_connections`](crate::StateConfig::max_watch_connections) at once, and gives it
-//! back once `EXEC` (or `UNWATCH`) has left it clean. A connection that saw an error is
+//! back once `EXEC` (or `DISCARD`) has left it clean. A connection that saw an error is
 //! dropped rather than reused.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
+use redstream_core::connection::{self, Connection, Topology};
 use redstream_core::{Error, Result};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::StateConfig;
 
-/// Opens the client and the shared connection, checking the server (and the credentials) once.
-pub(crate) async fn connect(
-    url: &str,
-    config: &StateConfig,
-    server: &str,
-) -> Result<(Client, ConnectionManager)> {
-    let client = redstream_core::open_client(url, &config.tls)?;
-    // RESP3, so a dropped connection is noticed and replaced at once (see core's `connection`).
-    let manager_client = redstream_core::connection::resp3_client(&client, url)?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        .set_response_timeout(Some(config.response_timeout))
-        // One retry, about 100 ms later: a reconnection started as the server died can reach
-        // its closing listener and be reset; the retry reaches the server once it is back.
-        // While Redis stays down, a call still fails within a few hundred milliseconds, and the
-        // circuit breaker, not a reconnection loop inside a call, decides when to try again.
-        .set_number_of_retries(1);
-    let manager = ConnectionManager::new_with_config(manager_client, manager_config)
-        .await
-        .map_err(|err| Error::from_redis("connect", server.to_owned(), err))?;
-    Ok((client, manager))
+/// Opens the shared connection through core (which checks the server, and the credentials,
+/// with a `PING`). `config` has a Redis backend.
+pub(crate) async fn connect(config: &StateConfig) -> Result<Connection> {
+    let options = config
+        .connection_options()
+        .ok_or_else(|| Error::invalid_input("config field backend", "is not a Redis backend"))?;
+    // On a single server, core's `ConnectionManager` retries a failed reconnection once, about
+    // 100 ms later: a reconnection started as the server died can reach its closing listener
+    // and be reset; the retry reaches the server once it is back. While Redis stays down, a
+    // call still fails within a few hundred milliseconds, and the circuit breaker, not a
+    // reconnection loop inside a call, decides when to try again.
+    // Boxed: the future of core's `connect` is deep (the Sentinel lookup inside it), and
+    // every future that awaited it unboxed would carry that depth into the `Send` checks of
+    // the caller's futures (rustc's recursion limit in user code).
+    let connecting: Pin<Box<dyn Future<Output = Result<Connection>> + Send + '_>> =
+        Box::pin(connection::connect(&options));
+    connecting.await
 }
 
 /// Dedicated connections for `WATCH`.
 pub(crate) struct WatchPool {
-    client: Client,
-    config: AsyncConnectionConfig,
-    idle: Mutex<Vec<MultiplexedConnection>>,
+    shared: Connection,
+    response_timeout: std::time::Duration,
+    idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
 
 /// A dedicated connection, lent by the pool while its permit is held.
 pub(crate) struct Lease<'a> {
-    pub(crate) conn: MultiplexedConnection,
+    pub(crate) conn: Connection,
     _permit: SemaphorePermit<'a>,
 }
 
 impl WatchPool {
-    pub(crate) fn new(client: Client, config: &StateConfig) -> Self {
+    pub(crate) fn new(shared: Connection, config: &StateConfig) -> Self {
         Self {
-            client,
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(config.connect_timeout))
-                .set_response_timeout(Some(config.response_timeout)),
+            shared,
+            response_timeout: config.response_timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(config.max_watch_connections),
         }
     }
 
+    /// Whether the connections go to a cluster (where a command without a key, such as
+    /// `DISCARD`, would be routed to any node).
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.shared.topology() == Topology::Cluster
+    }
+
     /// A connection of its own, waiting while `max_watch_connections` are lent out.
-    pub(crate) async fn lease(&self, server: &str) -> Result<Lease<'_>> {
+    pub(crate) async fn lease(&self) -> Result<Lease<'_>> {
         let permit = self
             .permits
             .acquire()
@@ -80,11 +84,12 @@ impl WatchPool {
             .pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => self
-                .client
-                .get_multiplexed_async_connection_with_config(&self.config)
-                .await
-                .map_err(|err| Error::from_redis("connect", server.to_owned(), err))?,
+            None => {
+                // Boxed, as in `connect`.
+                let opening: Pin<Box<dyn Future<Output = Result<Connection>> + Send + '_>> =
+                    Box::pin(self.shared.dedicated(self.response_timeout));
+                opening.await?
+            }
         };
         Ok(Lease {
             conn,
@@ -98,5 +103,19 @@ impl WatchPool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(lease.conn);
+    }
+
+    /// Closes the open transaction of `lease` (`DISCARD`, which also clears the `WATCH`) and
+    /// takes it back; on a cluster, or when `DISCARD` fails, drops it instead: closing the
+    /// connection ends the transaction too.
+    pub(crate) async fn discard(&self, mut lease: Lease<'_>) {
+        if self.is_cluster() {
+            return;
+        }
+        let discarded: redis::RedisResult<()> =
+            redis::cmd("DISCARD").query_async(&mut lease.conn).await;
+        if discarded.is_ok() {
+            self.give_back(lease);
+        }
     }
 }

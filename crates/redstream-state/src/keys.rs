@@ -145,11 +145,58 @@ impl Keys {
     }
 }
 
+/// The Redis Cluster slot (0 to 16383) of the Redis key `redis_key`: CRC16 (XMODEM) of its
+/// hash tag ([`redstream_core::keys::hash_tag`]) modulo 16384, the rule redis-rs routes by
+/// (`redis::cluster_routing::Slot::for_key`, which does not expose the number) and the one
+/// `CLUSTER KEYSLOT` answers. Errors about keys of different slots name their slots with it.
+#[must_use]
+pub fn cluster_slot(redis_key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in redstream_core::keys::hash_tag(redis_key.as_bytes()) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc % 16_384
+}
+
 #[cfg(test)]
 mod tests {
     use redstream_core::keys::same_slot;
 
     use super::*;
+
+    #[test]
+    fn cluster_slots_are_redis_rs_s() {
+        // The examples of the Redis Cluster specification and of the test kit.
+        assert_eq!(cluster_slot("foo"), 12_182);
+        assert_eq!(cluster_slot("123456789"), 0x31C3);
+        assert_eq!(
+            cluster_slot("{user1000}.following"),
+            cluster_slot("user1000")
+        );
+        for key in [
+            "",
+            "a",
+            "myapp:counter",
+            "{myapp}:x",
+            "foo{}{bar}",
+            "ünï",
+            "k:1234",
+        ] {
+            let routed = redis::cluster_routing::Slot::for_key(key.as_bytes());
+            assert_eq!(
+                format!("{routed:?}"),
+                format!("Slot({})", cluster_slot(key)),
+                "{key}"
+            );
+        }
+    }
 
     #[test]
     fn plain_layout_is_the_default_and_the_seed_naming() {

@@ -6,11 +6,11 @@
 //! |---|---|
 //! | `get`, `exists`, `ttl`, `delete` | `GET`, `EXISTS`, `PTTL`, `DEL` |
 //! | `put`, `put_with_ttl` | `SET key json [PX ms]` |
-//! | `get_many` | one `MGET` |
+//! | `get_many` | one `MGET` (on a cluster, redis-rs splits it by slot: one `MGET` per slot) |
 //! | `put_many` | one `MSET`, or, when a TTL applies, core's all-or-nothing script ([`Atomic`]) of a `SET .. PX` per key |
 //! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
 //! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
-//! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`) |
+//! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`); on a cluster, on every master in turn |
 //! | `transaction` | puts and deletes: one [`Atomic`] script; with increments, `WATCH` + `GET` + `MULTI` on a dedicated connection, then the writes and `EXEC` |
 //! | `save_checkpoint` | one [`Atomic`] script: `SET` per snapshot key, `DEL` + `HSET` of the record |
 //! | `restore_checkpoint` | `WATCH` + `HGETALL` + `MULTI` on a dedicated connection, then a `SET` per key and `EXEC` |
@@ -18,6 +18,17 @@
 //!
 //! Every key comes from [`Keys`]; every error names the key (as given and as stored) and the
 //! server's redacted URL.
+//!
+//! # Topologies
+//!
+//! The connections are core's ([`redstream_core::connection`]): a single server, a cluster or
+//! a master found through Sentinel, chosen by the URL. On a cluster each command goes to the
+//! master of its key's slot; the key layout, unless the user chose one, is
+//! [`KeyLayout::Cluster`](crate::KeyLayout) (one slot per store), so every operation works. In
+//! the plain layout on a cluster, the operations that write several keys as one (`put_many`,
+//! transactions, `save_checkpoint`, `restore_checkpoint`) first check that the keys share a
+//! slot, and fail with `InvalidInput` naming the keys' slots, before anything is sent, when
+//! they do not ([`RedisBackend::one_slot`]); `get_many` is split by slot by redis-rs.
 //!
 //! No write that must go with others is ever sent behind a `MULTI` that the server might refuse
 //! (an ACL user without `+multi`): those writes would then run one by one. Either they go in one
@@ -29,10 +40,10 @@ use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Cmd, RedisError, RedisResult, Script};
 use redstream_core::atomic::{Atomic, KeyType};
-use redstream_core::connection::was_not_sent;
+use redstream_core::connection::{Connection, Topology, was_not_sent};
+use redstream_core::keys::KeyLayout;
 use redstream_core::{Error, ErrorKind, Result};
 
 use crate::backend::{Backend, SetExpiry};
@@ -106,11 +117,15 @@ return 1
     )
 });
 
-/// A store's view of one Redis server and prefix. Cloning shares the connections.
+/// A store's view of one Redis (server, cluster or Sentinel-managed master) and prefix.
+/// Cloning shares the connections.
 #[derive(Clone)]
 pub(crate) struct RedisBackend {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
+    /// Whether multi-key writes must check that their keys share a slot: the plain layout on a
+    /// cluster.
+    check_slots: bool,
     /// The server's URL, redacted, for messages.
     server: Arc<str>,
     watch: Arc<WatchPool>,
@@ -122,28 +137,86 @@ fn ms(ttl: Duration) -> u64 {
 }
 
 impl RedisBackend {
-    pub(crate) async fn connect(
-        url: &str,
-        keys: Keys,
-        config: &crate::config::StateConfig,
-    ) -> Result<Self> {
-        let server: Arc<str> = redstream_core::redact_url(url).into();
-        let (client, conn) = connection::connect(url, config, &server).await?;
-        let backend = Self {
+    /// Connects (core's `connect`, which checks the server and the credentials with a
+    /// `PING`), and names the keys under `prefix` in the layout the config gives for the
+    /// topology found ([`StateConfig::key_layout_for`](crate::StateConfig::key_layout_for)).
+    pub(crate) async fn connect(prefix: &str, config: &crate::config::StateConfig) -> Result<Self> {
+        let conn = connection::connect(config).await?;
+        let server: Arc<str> = conn.target().into();
+        let topology = conn.topology();
+        let layout = config.key_layout_for(topology);
+        let check_slots = topology == Topology::Cluster && layout != KeyLayout::Cluster;
+        if check_slots {
+            tracing::warn!(
+                server = %server,
+                prefix,
+                "the plain key layout on a Redis Cluster: put_many, transactions and \
+                 checkpoints fail unless their keys share a slot; key_layout cluster puts a \
+                 store in one slot"
+            );
+        }
+        Ok(Self {
+            watch: Arc::new(WatchPool::new(conn.clone(), config)),
             conn,
-            keys,
-            watch: Arc::new(WatchPool::new(client, config)),
+            keys: Keys::new(prefix, layout),
+            check_slots,
             server,
             update_max_attempts: config.update_max_attempts,
-        };
-        // The handshake sent the credentials of the URL, if any; a URL without them, to a
-        // server that requires them, only fails on the first command. Fail here instead.
-        let mut conn = backend.conn.clone();
-        redis::cmd("PING")
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|err| Error::from_redis("PING", backend.server.to_string(), err))?;
-        Ok(backend)
+        })
+    }
+
+    /// Whether the connection is to a cluster, a single server or a Sentinel-managed master.
+    pub(crate) fn topology(&self) -> Topology {
+        self.conn.topology()
+    }
+
+    /// Checks that the Redis keys of `keys` (user keys, or checkpoint records given as
+    /// `(name, redis key)`) share a Redis Cluster slot when they must (the plain layout on a
+    /// cluster): a command or transaction across slots would be refused by Redis
+    /// (`CROSSSLOT`) or split by the client, and neither is all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] naming the operation, a key of each slot (as given and as
+    /// stored) with its slot, and the fix (the cluster key layout). Nothing was sent.
+    pub(crate) fn one_slot<'k>(
+        &self,
+        operation: &str,
+        keys: impl IntoIterator<Item = (&'k str, String)>,
+    ) -> Result<()> {
+        if !self.check_slots {
+            return Ok(());
+        }
+        let mut slots: Vec<(u16, &str, String)> = Vec::new();
+        for (key, redis_key) in keys {
+            let slot = crate::keys::cluster_slot(&redis_key);
+            if !slots.iter().any(|(s, _, _)| *s == slot) {
+                slots.push((slot, key, redis_key));
+            }
+        }
+        if slots.len() <= 1 {
+            return Ok(());
+        }
+        const SHOWN: usize = 4;
+        let mut named: Vec<String> = slots
+            .iter()
+            .take(SHOWN)
+            .map(|(slot, key, redis_key)| format!("{key:?} ({redis_key}) in slot {slot}"))
+            .collect();
+        if slots.len() > SHOWN {
+            named.push(format!("and keys in {} more slots", slots.len() - SHOWN));
+        }
+        Err(Error::invalid_input(
+            format!("{operation} on the Redis Cluster {}", self.server),
+            format!(
+                "its keys are in different slots: {}; nothing was written. Operations that \
+                 write several keys at once need them in one slot: use key_layout cluster \
+                 ({{{prefix}}}:key, every key of the store in one slot), or keys that share a \
+                 hash tag",
+                named.join(", "),
+                prefix = self.keys.base(),
+            ),
+        ))
     }
 
     pub(crate) fn keys(&self) -> &Keys {
@@ -165,7 +238,7 @@ impl RedisBackend {
     /// server is sent twice.
     async fn send<T, F, Fut>(&self, call: F) -> RedisResult<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         match call(self.conn.clone()).await {
@@ -208,17 +281,54 @@ impl RedisBackend {
     }
 
     /// The user keys of the Redis keys matching `pattern` (core's `SCAN` walk, which skips keys
-    /// that are not UTF-8: no store key can name them), sorted, without duplicates.
+    /// that are not UTF-8: no store key can name them), sorted, without duplicates. On a
+    /// cluster, every master is scanned in turn ([`Connection::cluster_masters`]).
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
-        let mut conn = self.conn.clone();
-        let target = format!("pattern {pattern:?} on {}", self.server);
-        let found = redstream_core::keys::scan(&mut conn, pattern, None, &target).await?;
+        let found = if self.conn.topology() == Topology::Cluster {
+            self.scan_masters(pattern).await?
+        } else {
+            let mut conn = self.conn.clone();
+            let target = format!("pattern {pattern:?} on {}", self.server);
+            redstream_core::keys::scan(&mut conn, pattern, None, &target).await?
+        };
         // Sorted Redis keys of one base and separator give sorted user keys.
         Ok(found
             .iter()
             .filter_map(|redis_key| self.keys.user_key(redis_key))
             .map(str::to_owned)
             .collect())
+    }
+
+    /// `SCAN` on each master of the cluster, until each cursor is 0: the matching keys,
+    /// sorted, without duplicates. A master that fails over during the walk is read through
+    /// the cluster's view at the time `cluster_masters` asked.
+    async fn scan_masters(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for master in self.conn.cluster_masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, batch): (u64, Vec<Vec<u8>>) =
+                    self.conn.query_node(&master, &cmd).await.map_err(|err| {
+                        with_target(err, || {
+                            format!("pattern {pattern:?} on {} (node {master})", self.server)
+                        })
+                    })?;
+                keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 }
 
@@ -259,6 +369,12 @@ impl Backend for RedisBackend {
             return Ok(());
         };
         let target_key = first.as_str();
+        self.one_slot(
+            "put_many",
+            items
+                .iter()
+                .map(|(key, _)| (key.as_str(), self.keys.key(key))),
+        )?;
         match ttl {
             None => {
                 let mut cmd = redis::cmd("MSET");
@@ -487,6 +603,10 @@ impl Backend for RedisBackend {
         let Some(first) = ops.first() else {
             return Ok(Vec::new());
         };
+        self.one_slot(
+            "transaction",
+            ops.iter().map(|op| (op.key(), self.keys.key(op.key()))),
+        )?;
         let incr_keys: Vec<&str> = {
             let mut keys: Vec<&str> = ops
                 .iter()
@@ -539,6 +659,15 @@ impl Backend for RedisBackend {
         implicit_ttl: Option<Duration>,
     ) -> Result<()> {
         let record = self.keys.checkpoint(name);
+        self.one_slot(
+            "save_checkpoint",
+            std::iter::once((name, record.clone())).chain(
+                checkpoint
+                    .state
+                    .iter()
+                    .map(|(key, _)| (key.as_str(), self.keys.key(key))),
+            ),
+        )?;
         // All or nothing whatever the user may do (see `redstream_core::atomic`).
         let mut tx = Atomic::new();
         for (key, value) in &checkpoint.state {
@@ -607,6 +736,14 @@ impl Backend for RedisBackend {
     fn redis_key(&self, key: &str) -> Option<String> {
         Some(self.keys.key(key))
     }
+}
+
+/// `err` with its target replaced by `target()` (core's `query_node` names only the node).
+fn with_target(mut err: Error, target: impl FnOnce() -> String) -> Error {
+    if let Error::Backend { target: shown, .. } = &mut err {
+        *shown = target();
+    }
+    err
 }
 
 /// `err` as redstream's error, saying so when the command was certainly not sent (see

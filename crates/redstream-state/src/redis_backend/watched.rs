@@ -1,6 +1,12 @@
 //! The writes that `WATCH` on a dedicated connection (see [`WatchPool`](crate::connection)):
 //! transactions with increments, and `restore_checkpoint`.
 //!
+//! On a cluster the dedicated connection is a `ClusterConnection` of its own; each pipeline
+//! below names keys of one slot (checked before, see [`RedisBackend::one_slot`]), so redis-rs
+//! sends it whole to that slot's master, where the `WATCH` and the open `MULTI` live. A
+//! transaction is never closed there with `DISCARD` (a command without a key goes to any
+//! node): the connection is dropped instead, which ends it.
+//!
 //! Each try leases a connection, `WATCH`es what it reads, reads it and sends `MULTI` in one
 //! round trip, checks `MULTI`'s reply, then queues the writes and sends `EXEC`. A watched key
 //! changed in between makes `EXEC` apply nothing, and the whole operation is tried again after
@@ -60,7 +66,7 @@ impl RedisBackend {
         incr_keys: &[&str],
         implicit_ttl: Option<Duration>,
     ) -> Result<Option<Vec<i64>>> {
-        let mut lease = self.watch.lease(&self.server).await?;
+        let mut lease = self.watch.lease().await?;
         let conn = &mut lease.conn;
         let first = incr_keys[0];
         let mut watch = redis::cmd("WATCH");
@@ -116,10 +122,7 @@ impl RedisBackend {
             Ok(plan) => plan,
             Err(err) => {
                 // DISCARD closes the transaction and clears the WATCH.
-                let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
-                if discarded.is_ok() {
-                    self.watch.give_back(lease);
-                }
+                self.watch.discard(lease).await;
                 return Err(err);
             }
         };
@@ -192,7 +195,7 @@ impl RedisBackend {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut lease = self.watch.lease(&self.server).await?;
+            let mut lease = self.watch.lease().await?;
             let conn = &mut lease.conn;
             // `MULTI` goes behind the read, never in front of the writes: a refused `MULTI`
             // leaves nothing written (see `watched_transaction_once`).
@@ -210,13 +213,23 @@ impl RedisBackend {
                 Ok(Some(checkpoint)) if !checkpoint.state.is_empty() => checkpoint,
                 outcome => {
                     // DISCARD closes the transaction and clears the WATCH.
-                    let discarded: RedisResult<()> = redis::cmd("DISCARD").query_async(conn).await;
-                    if discarded.is_ok() {
-                        self.watch.give_back(lease);
-                    }
+                    self.watch.discard(lease).await;
                     return outcome;
                 }
             };
+            // The plain layout on a cluster: the snapshot's keys must share the record's slot.
+            if let Err(err) = self.one_slot(
+                "restore_checkpoint",
+                std::iter::once((name, record.clone())).chain(
+                    checkpoint
+                        .state
+                        .iter()
+                        .map(|(key, _)| (key.as_str(), self.keys.key(key))),
+                ),
+            ) {
+                self.watch.discard(lease).await;
+                return Err(err);
+            }
             let ops: Vec<TxOp> = checkpoint
                 .state
                 .iter()
