@@ -51,6 +51,9 @@ pub(crate) struct WatchPool {
 /// A dedicated connection, lent by the pool while its permit is held.
 pub(crate) struct Lease<'a> {
     pub(crate) conn: Connection,
+    /// Whether it came from the idle connections (it may have gone stale there: its server
+    /// died, a replica took over) rather than being opened for this lease.
+    pub(crate) reused: bool,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -82,23 +85,45 @@ impl WatchPool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => {
-                // Boxed, as in `connect`.
-                let opening: Pin<Box<dyn Future<Output = Result<Connection>> + Send + '_>> =
-                    Box::pin(self.shared.dedicated(self.response_timeout));
-                opening.await?
-            }
+        let (conn, reused) = match idle {
+            Some(conn) => (conn, true),
+            None => (self.open().await?, false),
         };
         Ok(Lease {
             conn,
+            reused,
             _permit: permit,
         })
     }
 
-    /// Takes back a connection that holds no `WATCH` and saw no error.
+    /// `lease` with its connection replaced by a new one, for a reused connection that failed
+    /// before anything was written with it.
+    pub(crate) async fn reopen<'a>(&'a self, lease: Lease<'a>) -> Result<Lease<'a>> {
+        let Lease { _permit, .. } = lease;
+        Ok(Lease {
+            conn: self.open().await?,
+            reused: false,
+            _permit,
+        })
+    }
+
+    async fn open(&self) -> Result<Connection> {
+        // Boxed, as in `connect`.
+        let opening: Pin<Box<dyn Future<Output = Result<Connection>> + Send + '_>> =
+            Box::pin(self.shared.dedicated(self.response_timeout));
+        opening.await
+    }
+
+    /// Takes back a connection that holds no `WATCH` and saw no error. On a cluster the
+    /// connection is closed instead: a cluster connection kept idle through a failover or a
+    /// slot move would refresh its view of the cluster, and may open new connections to the
+    /// nodes, while it serves the next transaction; a new connection for each transaction
+    /// keeps its two round trips (the reads and `MULTI`, then the writes and `EXEC`) on one
+    /// node connection, which is where `WATCH` and `MULTI` live.
     pub(crate) fn give_back(&self, lease: Lease<'_>) {
+        if self.is_cluster() {
+            return;
+        }
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -210,7 +210,9 @@ impl StateStore {
     }
 
     /// The values under `keys`, in the same order, in one round trip (`MGET`). A key that
-    /// does not exist, or holds a hash, reads as `None`.
+    /// does not exist, or holds a hash, reads as `None`. On a Redis Cluster in the plain key
+    /// layout, keys of different slots are read with one `MGET` per slot: each slot's keys at
+    /// one instant, not all of them together.
     pub async fn get_many<T, K>(&self, keys: &[K]) -> Result<Vec<Option<T>>>
     where
         T: DeserializeOwned,
@@ -236,7 +238,8 @@ impl StateStore {
     /// `MATCH` pattern escapes the glob characters of the store's prefix and of `key_prefix`,
     /// so it never returns keys of another prefix. `SCAN` does not block the server, but it
     /// is not a snapshot: a key written or deleted while the listing runs may or may not be
-    /// in it. Checkpoints are not keys and are never listed.
+    /// in it. On a Redis Cluster the `SCAN` runs on every master in turn. Checkpoints are not
+    /// keys and are never listed.
     pub async fn list_keys(&self, key_prefix: &str) -> Result<Vec<String>> {
         self.backend().list(key_prefix).await
     }
@@ -279,7 +282,9 @@ impl StateStore {
 
     /// Stores every `(key, value)` in one round trip, all at once: one `MSET`, or, with a
     /// default TTL, one all-or-nothing script of `SET .. PX` (`redstream_core::atomic`). Each key expires after the default TTL
-    /// if it is on.
+    /// if it is on. On a Redis Cluster in the plain key layout, keys of different slots fail
+    /// with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) naming their
+    /// slots, and nothing is written (as for transactions and checkpoints).
     pub async fn put_many<K, V, I>(&self, items: I) -> Result<()>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -526,7 +531,10 @@ impl StateStore {
 
     /// Applies every write of `tx` atomically: no other client sees some of them without the
     /// others, and if one would fail (an increment of a key holding text, or a hash), none is
-    /// applied. Returns the new values of the increments, in order.
+    /// applied. Returns the new values of the increments, in order. On a Redis Cluster its
+    /// keys must share a slot (always so in the cluster key layout, the default there);
+    /// otherwise it fails with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput)
+    /// naming the slots, before anything is sent.
     ///
     /// See the [`transaction`](crate::transaction) module for how this is done.
     pub async fn transaction(&self, tx: Transaction) -> Result<Vec<i64>> {

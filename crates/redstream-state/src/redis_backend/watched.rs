@@ -1,11 +1,19 @@
 //! The writes that `WATCH` on a dedicated connection (see [`WatchPool`](crate::connection)):
 //! transactions with increments, and `restore_checkpoint`.
 //!
-//! On a cluster the dedicated connection is a `ClusterConnection` of its own; each pipeline
-//! below names keys of one slot (checked before, see [`RedisBackend::one_slot`]), so redis-rs
-//! sends it whole to that slot's master, where the `WATCH` and the open `MULTI` live. A
-//! transaction is never closed there with `DISCARD` (a command without a key goes to any
-//! node): the connection is dropped instead, which ends it.
+//! On a cluster the dedicated connection is a `ClusterConnection` of its own, new for each
+//! try (see `WatchPool::give_back`); each pipeline below names keys of one slot (checked
+//! before, see [`RedisBackend::one_slot`]), so redis-rs sends it whole to that slot's master,
+//! where the `WATCH` and the open `MULTI` live. A transaction is never closed there with
+//! `DISCARD` (a command without a key goes to any node): the connection is dropped instead,
+//! which ends it.
+//!
+//! The two round trips rely on reaching the same server connection. Core's connections
+//! replace a connection that closed (a restart, a failover) before the next command, so if
+//! it closes exactly between the two, the writes reach a new connection without `MULTI`:
+//! they are then applied one by one and `EXEC` fails with `EXEC without MULTI`, which is
+//! reported as such (an `Unexpected` error saying the writes may have been applied outside
+//! the transaction), never as success.
 //!
 //! Each try leases a connection, `WATCH`es what it reads, reads it and sends `MULTI` in one
 //! round trip, checks `MULTI`'s reply, then queues the writes and sends `EXEC`. A watched key
@@ -17,7 +25,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{RedisError, RedisResult};
-use redstream_core::{Error, Result};
+use redstream_core::{Error, ErrorKind, Result};
 
 use super::{RecordFields, RedisBackend, ms};
 use crate::backend::{Backend, backoff, contention};
@@ -67,7 +75,6 @@ impl RedisBackend {
         implicit_ttl: Option<Duration>,
     ) -> Result<Option<Vec<i64>>> {
         let mut lease = self.watch.lease().await?;
-        let conn = &mut lease.conn;
         let first = incr_keys[0];
         let mut watch = redis::cmd("WATCH");
         for key in incr_keys {
@@ -80,10 +87,19 @@ impl RedisBackend {
         }
         read.cmd("MULTI");
         read.ignore_errors();
-        let mut replies: Vec<RedisResult<redis::Value>> = read
-            .query_async(conn)
-            .await
+        // Nothing is written yet: a pooled connection that went stale (its node died, a
+        // replica took over) is replaced once and the reads sent again.
+        let mut replies: Vec<RedisResult<redis::Value>> =
+            match read.query_async(&mut lease.conn).await {
+                Err(err) if lease.reused => {
+                    tracing::debug!(error = %err, "a pooled WATCH connection failed; reopening it");
+                    lease = self.watch.reopen(lease).await?;
+                    read.query_async(&mut lease.conn).await
+                }
+                replies => replies,
+            }
             .map_err(|err| self.error("WATCH/GET/MULTI", first, err))?;
+        let conn = &mut lease.conn;
         // The lease is dropped, not given back, on any error: it may still hold the WATCH or
         // the open transaction.
         if replies.len() != incr_keys.len() + 2 {
@@ -127,10 +143,11 @@ impl RedisBackend {
             }
         };
         let pipe = self.queued(ops, &plan.creates, implicit_ttl);
-        let mut replies: Vec<redis::Value> = pipe
-            .query_async(conn)
-            .await
-            .map_err(|err| self.error("transaction (MULTI/EXEC)", first, err))?;
+        let mut replies: Vec<redis::Value> = pipe.query_async(conn).await.map_err(|err| {
+            exec_error(err, |err| {
+                self.error("transaction (MULTI/EXEC)", first, err)
+            })
+        })?;
         // EXEC clears the WATCH whether it ran the transaction or not.
         self.watch.give_back(lease);
         match replies.pop() {
@@ -196,19 +213,29 @@ impl RedisBackend {
         loop {
             attempt += 1;
             let mut lease = self.watch.lease().await?;
-            let conn = &mut lease.conn;
             // `MULTI` goes behind the read, never in front of the writes: a refused `MULTI`
             // leaves nothing written (see `watched_transaction_once`).
-            let (fields, _multi): (RecordFields, redis::Value) = redis::pipe()
-                .cmd("WATCH")
+            let mut read = redis::pipe();
+            read.cmd("WATCH")
                 .arg(&record)
                 .ignore()
                 .cmd("HGETALL")
                 .arg(&record)
-                .cmd("MULTI")
-                .query_async(conn)
+                .cmd("MULTI");
+            // A stale pooled connection is replaced once, as in `watched_transaction_once`.
+            let (fields, _multi): (RecordFields, redis::Value) = match read
+                .query_async(&mut lease.conn)
                 .await
-                .map_err(|err| Error::from_redis("WATCH/HGETALL/MULTI", target.clone(), err))?;
+            {
+                Err(err) if lease.reused => {
+                    tracing::debug!(error = %err, "a pooled WATCH connection failed; reopening it");
+                    lease = self.watch.reopen(lease).await?;
+                    read.query_async(&mut lease.conn).await
+                }
+                read => read,
+            }
+            .map_err(|err| Error::from_redis("WATCH/HGETALL/MULTI", target.clone(), err))?;
+            let conn = &mut lease.conn;
             let checkpoint = match RawCheckpoint::from_fields(&target, fields) {
                 Ok(Some(checkpoint)) if !checkpoint.state.is_empty() => checkpoint,
                 outcome => {
@@ -242,7 +269,9 @@ impl RedisBackend {
             let pipe = self.queued(&ops, &vec![false; ops.len()], implicit_ttl);
             let (reply,): (Option<redis::Value>,) =
                 pipe.query_async(conn).await.map_err(|err| {
-                    Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
+                    exec_error(err, |err| {
+                        Error::from_redis("restore checkpoint (MULTI/EXEC)", target.clone(), err)
+                    })
                 })?;
             // EXEC clears the WATCH whether it ran the transaction or not.
             self.watch.give_back(lease);
@@ -254,5 +283,40 @@ impl RedisBackend {
             }
             backoff(attempt).await;
         }
+    }
+}
+
+/// The error of the writes-and-`EXEC` round trip, `classify`d, and said plainly when `EXEC`
+/// found no transaction: the connection was replaced after `MULTI` (see the module docs), so
+/// the writes may have been applied one by one. Never retryable: they must not be sent again.
+fn exec_error(err: RedisError, classify: impl FnOnce(RedisError) -> Error) -> Error {
+    let outside = err.to_string().contains("EXEC without MULTI");
+    let err = classify(err);
+    if !outside {
+        return err;
+    }
+    tracing::error!(
+        error = %err,
+        "the connection of a WATCHed transaction was replaced between its reads and its \
+         writes: the writes may have been applied outside the transaction"
+    );
+    match err {
+        Error::Backend {
+            operation,
+            target,
+            message,
+            ..
+        } => Error::backend(
+            ErrorKind::Unexpected,
+            operation,
+            target,
+            format!(
+                "{message}: the connection was replaced (closed by a restart or a failover) \
+                 between the reads and the writes, so the writes reached a connection without \
+                 MULTI and may have been applied one by one, outside the transaction; check \
+                 the keys before retrying"
+            ),
+        ),
+        other => other,
     }
 }

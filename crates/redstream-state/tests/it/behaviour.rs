@@ -1,5 +1,8 @@
 //! The behaviour suite: every case runs against the memory backend (on tokio's paused clock,
-//! so TTLs expire as soon as the test waits for them) and against a private redis-server.
+//! so TTLs expire as soon as the test waits for them), against a private redis-server, and
+//! against one private Redis Cluster of three masters that every case shares (each with a
+//! prefix of its own, in the layout a store picks on a cluster when none is chosen:
+//! `cluster`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -9,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::support::{Ctx, Kind, until, within};
 
-/// Runs each named case against both backends.
+/// Runs each named case against both backends, and all of them, one after another, on one
+/// cluster.
 macro_rules! suite {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -27,6 +31,25 @@ macro_rules! suite {
                     super::$case(super::Kind::Redis).await;
                 }
             )*
+        }
+        mod cluster {
+            /// One cluster for the whole suite: starting one per case would cost more than
+            /// the cases.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_case_on_one_three_master_cluster() {
+                let cluster = redstream_testkit::RedisCluster::builder()
+                    .replicas_per_master(0)
+                    .start()
+                    .await
+                    .unwrap();
+                crate::support::on_cluster(&cluster, || async {
+                    $(
+                        println!("case {} on the cluster", stringify!($case));
+                        super::$case(super::Kind::Cluster).await;
+                    )*
+                })
+                .await;
+            }
         }
     };
 }

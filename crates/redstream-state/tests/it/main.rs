@@ -7,8 +7,10 @@
 
 mod behaviour;
 mod blocking;
+mod cluster;
 mod errors;
 mod failures;
 mod permissions;
 mod redis;
+mod sentinel;
 mod support;

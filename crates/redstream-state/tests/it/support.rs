@@ -3,10 +3,11 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use redstream_state::{StateBackend, StateConfig, StateStore};
-use redstream_testkit::RedisServer;
+use redstream_testkit::{RedisCluster, RedisServer};
 
 /// How long a test waits for anything before it fails as hung. Never a performance limit.
 pub(crate) const HANG: Duration = Duration::from_secs(30);
@@ -26,6 +27,33 @@ pub(crate) fn unique(prefix: &str) -> String {
 pub(crate) enum Kind {
     Memory,
     Redis,
+    /// The Redis Cluster of [`on_cluster`] (a fresh prefix per store), in the layout the
+    /// store picks when none is chosen.
+    Cluster,
+}
+
+/// The `redis-cluster://` URL of the cluster the running [`on_cluster`] shares.
+static CLUSTER_URL: Mutex<Option<String>> = Mutex::new(None);
+
+/// `redis-cluster://host:port,...` with every node of `cluster` as a seed.
+pub(crate) fn cluster_url(cluster: &RedisCluster) -> String {
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|node| format!("{}:{}", node.server().host(), node.port()))
+        .collect();
+    format!("redis-cluster://{}", hosts.join(","))
+}
+
+/// Runs `cases` with [`Kind::Cluster`] stores on `cluster`. One test at a time may use it.
+pub(crate) async fn on_cluster<F, Fut>(cluster: &RedisCluster, cases: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    *CLUSTER_URL.lock().unwrap_or_else(PoisonError::into_inner) = Some(cluster_url(cluster));
+    cases().await;
+    *CLUSTER_URL.lock().unwrap_or_else(PoisonError::into_inner) = None;
 }
 
 /// A store under test, and what is needed to open more stores on the same data.
@@ -62,6 +90,25 @@ impl Kind {
                     _server: Some(server),
                 }
             }
+            Self::Cluster => {
+                let url = CLUSTER_URL
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .expect("Kind::Cluster stores are opened inside support::on_cluster");
+                let config = config.with_backend(StateBackend::redis(url, unique("app")));
+                let store = StateStore::with_config(config.clone()).await.unwrap();
+                if config.key_layout.is_none() {
+                    // Not chosen: the cluster layout, one slot per store.
+                    assert!(store.redis_key("k").unwrap().starts_with('{'));
+                }
+                Ctx {
+                    store,
+                    kind: self,
+                    config,
+                    _server: None,
+                }
+            }
         }
     }
 }
@@ -72,7 +119,9 @@ impl Ctx {
     pub(crate) async fn another(&self) -> StateStore {
         match self.kind {
             Kind::Memory => self.store.clone(),
-            Kind::Redis => StateStore::with_config(self.config.clone()).await.unwrap(),
+            Kind::Redis | Kind::Cluster => {
+                StateStore::with_config(self.config.clone()).await.unwrap()
+            }
         }
     }
 }
