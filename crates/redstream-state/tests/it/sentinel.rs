@@ -35,6 +35,17 @@ async fn a_killed_master_is_followed_to_the_promoted_replica() {
             .with_master_name(group.master_name())
             .with_sentinel_password(SENTINEL_PASSWORD);
         assert!(!format!("{config:?}").contains("Canary"));
+        // Without the sentinels' password, or with a wrong one: Auth at open, with a hint of
+        // where each password goes, and no password in the message.
+        for wrong in [None, Some("wrong-Canary")] {
+            let mut refused = config.clone();
+            refused.sentinel_password = wrong.map(str::to_owned);
+            let err = StateStore::with_config(refused).await.unwrap_err();
+            assert_eq!(err.kind(), redstream_state::ErrorKind::Auth, "{err}");
+            let text = err.to_string();
+            assert!(text.contains("sentinel_password"), "{text}");
+            assert!(!text.contains("Canary"), "{text}");
+        }
         let store = StateStore::with_config(config.clone()).await.unwrap();
         // Sentinel is not a cluster: the plain layout.
         assert_eq!(
