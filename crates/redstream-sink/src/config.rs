@@ -4,17 +4,25 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use redstream_core::connection::{ConnectionOptions, Topology};
 use redstream_core::{Error, RedactedUrl, Result, RetryPolicy, TlsOptions};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`RedisSink`](crate::RedisSink).
 ///
 /// Build it with a struct literal and `..Default::default()`, with the `with_*` methods, or read
-/// it from a TOML file with [`SinkConfig::from_toml_str`]. `Debug` redacts the password in `uri`.
+/// it from a TOML file with [`SinkConfig::from_toml_str`]. `Debug` redacts the password in the
+/// URL and never shows `sentinel_password`.
+///
+/// The connection fields are named as in core's
+/// [`ConnectionOptions`](redstream_core::connection::ConnectionOptions): `url`,
+/// `connect_timeout`, `response_timeout` (the sink's `send_timeout`), `tls`, and for Sentinel
+/// `master_name`, `sentinel_username`, `sentinel_password`. `uri`, the URL's name in earlier
+/// versions, is still read as an alias of `url` (giving both is refused).
 ///
 /// ```toml
 /// id = "orders-redis"
-/// uri = "${REDIS_URI}"
+/// url = "${REDIS_URL}"
 /// stream = "{orders}.events"
 /// required = true
 /// max_batch_events = 1000
@@ -31,8 +39,19 @@ pub struct SinkConfig {
     /// The sink's identifier: a metric label and part of its progress key. Required; letters,
     /// digits, `-`, `_` and `.` only.
     pub id: String,
-    /// The Redis URL (`redis://` or `rediss://`), with credentials if needed. In a file it may
-    /// hold `${NAME}` references to environment variables.
+    /// The Redis URL, with credentials if needed: every form core's
+    /// [`ConnectionOptions::url`](redstream_core::connection::ConnectionOptions::url) accepts,
+    /// `redis://host:6379/0`, `rediss://...`, `redis-cluster://h1:6379,h2:6379` and
+    /// `redis-sentinel://s1:26379,s2:26379/mymaster` among them. Default
+    /// `redis://127.0.0.1:6379`. In a file it may hold `${NAME}` references to environment
+    /// variables, and may be spelt `uri` (the name earlier versions used; not both).
+    #[serde(default = "String::new")]
+    pub url: String,
+    /// The URL's name in earlier versions, kept so that files and code written for them work:
+    /// when not empty (the default is empty), it is the URL, in place of [`url`](Self::url).
+    /// A file giving both is refused; in code, setting both to different URLs is refused by
+    /// [`validate`](Self::validate) ([`with_url`](Self::with_url) clears `uri`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uri: String,
     /// The stream key the events are appended to, used exactly as given (`orders.events`,
     /// `{orders}.events`). Required; no whitespace or control characters. The sink's progress
@@ -54,8 +73,10 @@ pub struct SinkConfig {
     pub max_stream_length: Option<u64>,
     /// How failed batches are retried. Only transient failures are retried.
     pub retry: RetryPolicy,
-    /// How long one attempt (the batch script's round trip, and a read) may take (default 5 s).
-    #[serde(with = "redstream_core::serde_duration")]
+    /// How long one attempt (the batch script's round trip, and a read) may take (default 5 s):
+    /// the connection's response timeout. Files may call it `response_timeout`, core's name
+    /// (not both).
+    #[serde(with = "redstream_core::serde_duration", alias = "response_timeout")]
     pub send_timeout: Duration,
     /// How long connecting may take (default 5 s).
     #[serde(with = "redstream_core::serde_duration")]
@@ -74,9 +95,20 @@ pub struct SinkConfig {
     /// Wait for replicas after each batch (`WAIT numreplicas timeout`); off by default.
     /// Requires `exactly_once` (see [`Durability`]).
     pub durability: Option<Durability>,
-    /// TLS options, for `rediss://` URLs.
+    /// TLS options, for the TLS URLs (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
     pub tls: TlsOptions,
+    /// Sentinel: the name the sentinels know the master by, when the `redis-sentinel://` URL
+    /// does not end with it.
+    pub master_name: Option<String>,
+    /// Sentinel: the user to authenticate to the sentinels with.
+    pub sentinel_username: Option<String>,
+    /// Sentinel: the sentinels' own password (the URL's is the data nodes'). Never shown by
+    /// `Debug` nor in errors. In a file it may hold `${NAME}` references.
+    pub sentinel_password: Option<String>,
 }
+
+/// The default Redis URL.
+const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// How many replicas must acknowledge a batch before the sink reports it written.
 ///
@@ -114,7 +146,8 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             id: String::new(),
-            uri: "redis://127.0.0.1:6379".to_owned(),
+            url: DEFAULT_URL.to_owned(),
+            uri: String::new(),
             stream: String::new(),
             required: true,
             max_batch_events: 1_000,
@@ -127,6 +160,9 @@ impl Default for SinkConfig {
             exactly_once: true,
             durability: None,
             tls: TlsOptions::default(),
+            master_name: None,
+            sentinel_username: None,
+            sentinel_password: None,
         }
     }
 }
@@ -136,6 +172,7 @@ impl fmt::Debug for SinkConfig {
         // Destructured so that a new field cannot be forgotten here.
         let Self {
             id,
+            url,
             uri,
             stream,
             required,
@@ -149,9 +186,13 @@ impl fmt::Debug for SinkConfig {
             exactly_once,
             durability,
             tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
         } = self;
         f.debug_struct("SinkConfig")
             .field("id", id)
+            .field("url", &RedactedUrl(url))
             .field("uri", &RedactedUrl(uri))
             .field("stream", stream)
             .field("required", required)
@@ -165,20 +206,106 @@ impl fmt::Debug for SinkConfig {
             .field("exactly_once", exactly_once)
             .field("durability", durability)
             .field("tls", tls)
+            .field("master_name", master_name)
+            .field("sentinel_username", sentinel_username)
+            .field(
+                "sentinel_password",
+                &sentinel_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
 
 impl SinkConfig {
-    /// A configuration for sink `id` writing to `stream` at `uri`, with defaults elsewhere.
+    /// A configuration for sink `id` writing to `stream` at `url` (any form of
+    /// [`url`](Self::url)), with defaults elsewhere.
     #[must_use]
-    pub fn new(id: impl Into<String>, uri: impl Into<String>, stream: impl Into<String>) -> Self {
+    pub fn new(id: impl Into<String>, url: impl Into<String>, stream: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            uri: uri.into(),
+            url: url.into(),
             stream: stream.into(),
             ..Self::default()
         }
+    }
+
+    /// Sets [`url`](Self::url) (and clears the old [`uri`](Self::uri), which would replace it).
+    #[must_use]
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self.uri.clear();
+        self
+    }
+
+    /// Sets [`master_name`](Self::master_name) (Sentinel).
+    #[must_use]
+    pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
+        self.master_name = Some(name.into());
+        self
+    }
+
+    /// Sets [`sentinel_username`](Self::sentinel_username) (Sentinel).
+    #[must_use]
+    pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.sentinel_username = Some(username.into());
+        self
+    }
+
+    /// Sets [`sentinel_password`](Self::sentinel_password) (Sentinel).
+    #[must_use]
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// Sets [`send_timeout`](Self::send_timeout), under core's name for it.
+    #[must_use]
+    pub fn with_response_timeout(self, timeout: Duration) -> Self {
+        self.with_send_timeout(timeout)
+    }
+
+    /// The URL the sink connects to: [`uri`](Self::uri) when it is set (code written for
+    /// earlier versions), else [`url`](Self::url).
+    #[must_use]
+    pub fn redis_url(&self) -> &str {
+        if !self.uri.is_empty() {
+            &self.uri
+        } else if !self.url.is_empty() {
+            &self.url
+        } else {
+            DEFAULT_URL
+        }
+    }
+
+    /// The name of the field the URL was taken from, for errors.
+    fn url_field(&self) -> &'static str {
+        if self.uri.is_empty() { "url" } else { "uri" }
+    }
+
+    /// Where Redis is and how to reach it, as core's connection module takes it: the URL,
+    /// `connect_timeout`, `send_timeout` as the response timeout, `tls` and the Sentinel
+    /// fields.
+    #[must_use]
+    pub fn connection_options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            url: self.redis_url().to_owned(),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.send_timeout,
+            tls: self.tls.clone(),
+            master_name: self.master_name.clone(),
+            sentinel_username: self.sentinel_username.clone(),
+            sentinel_password: self.sentinel_password.clone(),
+        }
+    }
+
+    /// Which topology the URL names (a single server, a cluster, Sentinel), without
+    /// connecting.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a URL that is none of the accepted forms.
+    pub fn topology(&self) -> Result<Topology> {
+        self.connection_options().topology()
     }
 
     /// Sets [`required`](Self::required).
@@ -258,7 +385,8 @@ impl SinkConfig {
         self
     }
 
-    /// Reads a configuration from TOML text, expands `${NAME}` environment references in `uri`,
+    /// Reads a configuration from TOML text, expands `${NAME}` environment references in `url`
+    /// (or `uri`) and `sentinel_password`,
     /// and [validates](Self::validate) it.
     ///
     /// Unknown fields are rejected, so a typo does not silently fall back to a default. An
@@ -269,8 +397,8 @@ impl SinkConfig {
     }
 
     /// Reads a configuration from YAML text, as [`from_toml_str`](Self::from_toml_str) does
-    /// from TOML. The fields are seed 003's `id`, `uri`, `stream`, `required` and the others
-    /// of this struct.
+    /// from TOML. The fields are seed 003's `id`, `uri` (or `url`), `stream`, `required` and
+    /// the others of this struct.
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         let config: Self = parse_yaml(text)?;
         config.expanded()
@@ -287,7 +415,27 @@ impl SinkConfig {
     }
 
     pub(crate) fn expanded(mut self) -> Result<Self> {
-        self.uri = expand_env("uri", &self.uri, |name| std::env::var(name).ok())?;
+        // A file leaves `url` empty when it does not give it.
+        if !self.url.is_empty() && !self.uri.is_empty() {
+            return Err(Error::invalid_input(
+                "config field uri",
+                format!(
+                    "is the old name of url, and both are given ({} and {}): give the URL once, \
+                     as url",
+                    RedactedUrl(&self.url),
+                    RedactedUrl(&self.uri)
+                ),
+            ));
+        }
+        if self.url.is_empty() {
+            DEFAULT_URL.clone_into(&mut self.url);
+        }
+        let lookup = |name: &str| std::env::var(name).ok();
+        self.url = expand_env("url", &self.url, lookup)?;
+        self.uri = expand_env("uri", &self.uri, lookup)?;
+        if let Some(password) = &self.sentinel_password {
+            self.sentinel_password = Some(expand_env("sentinel_password", password, lookup)?);
+        }
         self.validate()?;
         Ok(self)
     }
@@ -308,15 +456,22 @@ impl SinkConfig {
                 ),
             ));
         }
-        if !(self.uri.starts_with("redis://") || self.uri.starts_with("rediss://")) {
+        if !self.uri.is_empty()
+            && !self.url.is_empty()
+            && self.url != DEFAULT_URL
+            && self.url != self.uri
+        {
             return Err(Error::invalid_input(
                 "config field uri",
                 format!(
-                    "must start with redis:// or rediss://, got {}",
+                    "is the old name of url, and both are set, to different URLs ({} and {}): \
+                     set url only",
+                    RedactedUrl(&self.url),
                     RedactedUrl(&self.uri)
                 ),
             ));
         }
+        self.validate_connection()?;
         if self.stream.is_empty() {
             return Err(Error::invalid_input(
                 "config field stream",
@@ -400,8 +555,27 @@ impl SinkConfig {
             ));
         }
         self.retry.validate()?;
-        self.tls.validate_for_url(&self.uri)?;
         Ok(())
+    }
+
+    /// The connection fields, checked by core ([`ConnectionOptions::validate`]); an error about
+    /// the URL names the field it was given in (`url` or `uri`), and `response_timeout` is the
+    /// sink's `send_timeout`.
+    fn validate_connection(&self) -> Result<()> {
+        let field = self.url_field();
+        self.connection_options()
+            .validate()
+            .map_err(|err| match err {
+                Error::InvalidInput { what, reason } => {
+                    let what = match what.as_ref() {
+                        "config field url" => format!("config field {field}"),
+                        "config field response_timeout" => "config field send_timeout".to_owned(),
+                        _ => what.into_owned(),
+                    };
+                    Error::invalid_input(what, reason)
+                }
+                other => other,
+            })
     }
 
     /// The `MAXLEN ~` bound, if trimming is on.
@@ -430,7 +604,11 @@ fn field_error<E: fmt::Display>(format: &str, err: &serde_path_to_error::Error<E
     } else {
         format!("config field {path}")
     };
-    Error::invalid_input(what, err.inner().to_string())
+    let mut reason = err.inner().to_string();
+    if reason.contains("duplicate field `send_timeout`") {
+        reason.push_str(": `response_timeout` is another name of `send_timeout`; give it once");
+    }
+    Error::invalid_input(what, reason)
 }
 
 /// The formats a configuration file may be written in.
@@ -762,5 +940,150 @@ mod tests {
         let config = SinkConfig::new("s", "redis://:hunter2@127.0.0.1:1", "x");
         let text = format!("{config:?}");
         assert!(!text.contains("hunter2"), "{text}");
+        // The old field, and the sentinels' password.
+        let config = SinkConfig {
+            uri: "redis-sentinel://u:hunter3@s1:26379/mymaster".into(),
+            sentinel_password: Some("hunter4".into()),
+            ..SinkConfig::new("s", DEFAULT_URL, "x")
+        };
+        config.validate().unwrap();
+        let text = format!("{config:?}");
+        for secret in ["hunter3", "hunter4"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
+
+    /// `url` is the URL's name, `uri` its old one: both read, in files and in code; both at
+    /// once refused, in files and (with different URLs) in code.
+    #[test]
+    fn url_and_its_old_name_uri() {
+        let yaml = SinkConfig::from_yaml_str(
+            "id: s
+url: redis://h:1
+stream: x
+",
+        )
+        .unwrap();
+        assert_eq!(yaml.redis_url(), "redis://h:1");
+        let old = SinkConfig::from_yaml_str(
+            "id: s
+uri: redis://h:2
+stream: x
+",
+        )
+        .unwrap();
+        assert_eq!(old.redis_url(), "redis://h:2");
+        assert_eq!(old.connection_options().url, "redis://h:2");
+        let toml =
+            SinkConfig::from_toml_str("id = \"s\"\nuri = \"redis://h:3\"\nstream = \"x\"").unwrap();
+        assert_eq!(toml.redis_url(), "redis://h:3");
+        let err = SinkConfig::from_yaml_str(
+            "id: s\nurl: redis://h:1\nuri: redis://:secret@h:2\nstream: x\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), redstream_core::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("old name of url"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let err = SinkConfig::from_toml_str(
+            "id = \"s\"\nurl = \"redis://h:1\"\nuri = \"redis://h:2\"\nstream = \"x\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("old name of url"), "{err}");
+
+        // A file's `uri` replaced in code, as `redstream sink --url` does: the new one is used.
+        let mut replaced = old.clone();
+        replaced.uri = "redis://h:7".into();
+        replaced.validate().unwrap();
+        assert_eq!(replaced.redis_url(), "redis://h:7");
+        // In code: the old field alone is the URL (code written for earlier versions).
+        let code = SinkConfig {
+            uri: "redis://h:4".into(),
+            ..SinkConfig::new("s", DEFAULT_URL, "x")
+        };
+        code.validate().unwrap();
+        assert_eq!(code.redis_url(), "redis://h:4");
+        let same = SinkConfig {
+            uri: "redis://h:4".into(),
+            ..SinkConfig::new("s", "redis://h:4", "x")
+        };
+        same.validate().unwrap();
+        let both = SinkConfig {
+            uri: "redis://:secret@h:4".into(),
+            ..SinkConfig::new("s", "redis://h:5", "x")
+        };
+        let err = both.validate().unwrap_err();
+        assert!(err.to_string().contains("config field uri"), "{err}");
+        assert!(err.to_string().contains("set url only"), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert_eq!(both.with_url("redis://h:6").redis_url(), "redis://h:6");
+        // `response_timeout` is core's name of `send_timeout`.
+        let config =
+            SinkConfig::from_yaml_str("id: s\nstream: x\nresponse_timeout: 250ms\n").unwrap();
+        assert_eq!(config.send_timeout, Duration::from_millis(250));
+        let err = SinkConfig::from_yaml_str(
+            "id: s\nstream: x\nresponse_timeout: 250ms\nsend_timeout: 1s\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("send_timeout"), "{err}");
+    }
+
+    /// Every URL form core accepts, and the Sentinel settings, in files and in code.
+    #[test]
+    fn cluster_and_sentinel_urls_and_settings() {
+        for (url, topology) in [
+            ("redis://127.0.0.1:6379/0", Topology::Single),
+            ("rediss://127.0.0.1:6379", Topology::Single),
+            (
+                "redis-cluster://10.0.0.1:6379,10.0.0.2:6379",
+                Topology::Cluster,
+            ),
+            (
+                "redis-sentinel://s1:26379,s2:26379/mymaster",
+                Topology::Sentinel,
+            ),
+        ] {
+            let config = SinkConfig::new("s", url, "x");
+            config.validate().unwrap();
+            assert_eq!(config.topology().unwrap(), topology, "{url}");
+        }
+        // `${NAME}` is expanded in sentinel_password: PATH is set wherever tests run.
+        let path = std::env::var("PATH").unwrap();
+        let config = SinkConfig::from_yaml_str(
+            "id: s\nurl: redis-sentinel://s1:26379,s2:26379\nstream: x\nmaster_name: mymaster\n\
+             sentinel_username: watcher\nsentinel_password: ${PATH}\n",
+        )
+        .unwrap();
+        let options = config.connection_options();
+        assert_eq!(options.master_name.as_deref(), Some("mymaster"));
+        assert_eq!(options.sentinel_username.as_deref(), Some("watcher"));
+        assert_eq!(options.sentinel_password.as_deref(), Some(path.as_str()));
+        assert!(!format!("{config:?}").contains(&path));
+        let config = SinkConfig::from_toml_str(
+            "id = \"s\"\nurl = \"redis-sentinel://s1:26379\"\nstream = \"x\"\n\
+             master_name = \"mymaster\"\nsentinel_password = \"pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.topology().unwrap(), Topology::Sentinel);
+        let code = SinkConfig::new("s", "redis-sentinel://s1:26379", "x")
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("pw");
+        code.validate().unwrap();
+        // Sentinel settings without a Sentinel URL, and unknown forms, are refused by name.
+        let err = SinkConfig::new("s", "redis://h:1", "x")
+            .with_master_name("mymaster")
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("config field master_name"),
+            "{err}"
+        );
+        let err = SinkConfig::from_yaml_str("id: s\nurl: http://h\nstream: x\n").unwrap_err();
+        assert!(err.to_string().contains("config field url"), "{err}");
+        let err =
+            SinkConfig::from_yaml_str("id: s\nstream: x\nsentinel_pasword: pw\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(err.to_string().contains("sentinel_pasword"), "{err}");
+        assert!(!err.to_string().contains(": pw"), "{err}");
     }
 }

@@ -1,57 +1,58 @@
-//! The sink's connection: one self-reconnecting `ConnectionManager` over RESP3, and the one
-//! place its calls are sent, with the resend that makes recovery after a restart immediate.
+//! The sink's connection, made through core's connection module
+//! (`redstream_core::connection::connect`) whatever the topology, and the one place its calls
+//! are sent, with the resend that makes recovery after a restart immediate.
 
 use std::future::Future;
+use std::pin::Pin;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult};
-use redstream_core::connection::{resp3_client, was_not_sent};
+use redis::RedisResult;
+use redstream_core::connection::{self, ConnectionOptions, was_not_sent};
 use redstream_core::{Error, ErrorKind, RedactedUrl, Result};
 
 use crate::config::SinkConfig;
 
-/// The sink's connection, created at its first call. Used by one batch at a time (the sink
+/// The sink's connection, made at its first call. Used by one batch at a time (the sink
 /// holds it under its state lock), so nothing else is ever in flight on it.
+///
+/// The connection is core's [`connection::Connection`]: on a single server a RESP3
+/// `ConnectionManager` (redis-rs learns that the server went away as soon as the socket
+/// closes, and reconnects at once, instead of failing the first call after a restart with
+/// `broken pipe` however long the server has been back); on a cluster redis-rs's cluster
+/// connection, which routes each command to its slot's master and follows `MOVED`, `ASK` and
+/// failovers; under Sentinel a connection to the master the sentinels name, replaced when it
+/// closes or answers `READONLY`.
 pub(crate) struct Connection {
-    /// The client, speaking RESP3: redis-rs then learns that the server went away as soon as
-    /// the socket closes, and reconnects at once, instead of failing the first call after a
-    /// restart with `broken pipe` however long the server has been back.
-    client: Client,
+    options: ConnectionOptions,
     /// The server, as errors name it: the URL, redacted.
     server: String,
-    config: ConnectionManagerConfig,
-    manager: Option<ConnectionManager>,
+    conn: Option<connection::Connection>,
 }
 
 impl Connection {
-    /// The client for `config`'s URL and TLS options; does not connect.
-    pub(crate) fn new(config: &SinkConfig) -> Result<Self> {
-        let client = redstream_core::open_client(&config.uri, &config.tls)?;
-        Ok(Self {
-            client: resp3_client(&client, &config.uri)?,
-            server: RedactedUrl(&config.uri).to_string(),
-            config: ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.connect_timeout))
-                .set_response_timeout(Some(config.send_timeout))
-                // One try per connection: the resend below and the sink's retry policy decide
-                // when to try again.
-                .set_number_of_retries(0),
-            manager: None,
-        })
+    /// The connection for `config`'s URL, TLS and Sentinel options; does not connect.
+    pub(crate) fn new(config: &SinkConfig) -> Self {
+        let options = config.connection_options();
+        Self {
+            server: RedactedUrl(&options.url).to_string(),
+            options,
+            conn: None,
+        }
     }
 
     /// Runs `call` on the sink's connection; errors name `op` and `target`.
     ///
     /// A call that failed because no connection could be made (refused: the server is down or
     /// restarting) was not sent, so it is sent once more at once: the failure made the
-    /// connection manager start a new connection, and a server that is back by now answers
-    /// the second try. A call that is `idempotent` is also sent once more after its connection
-    /// dropped (reset, broken pipe): it may have run, but running it twice changes nothing.
-    /// That is every call of the sink but a batch script without the progress key
-    /// (`exactly_once` off), which is sent again only when it was not sent; the retry policy
-    /// decides about the rest. (A connection that the server's death reset while it was being
-    /// made leaves the manager holding that error; the first call after a restart then fails
-    /// with it, however long the server has been back, and its resend connects afresh.)
+    /// connection start a new connection, and a server that is back by now answers the
+    /// second try. The first connection is made the same way: tried once more at once when it
+    /// fails, and its error then says that nothing was sent. A call that is `idempotent` is
+    /// also sent once more after its connection dropped (reset, broken pipe): it may have run,
+    /// but running it twice changes nothing. That is every call of the sink but a batch script
+    /// without the progress key (`exactly_once` off), which is sent again only when it was not
+    /// sent; the retry policy decides about the rest. (A connection that the server's death
+    /// reset while it was being made leaves the manager holding that error; the first call
+    /// after a restart then fails with it, however long the server has been back, and its
+    /// resend connects afresh.)
     pub(crate) async fn call<T, F, Fut>(
         &mut self,
         op: &'static str,
@@ -60,10 +61,10 @@ impl Connection {
         call: F,
     ) -> Result<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(connection::Connection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let conn = self.manager()?;
+        let conn = self.connection(op, target).await?;
         let mut not_sent = true;
         let result = match call(conn.clone()).await {
             Err(err) if was_not_sent(&err) || (idempotent && err.is_connection_dropped()) => {
@@ -78,31 +79,70 @@ impl Connection {
             if err.kind() == ErrorKind::Auth {
                 // A connection refused its credentials is not retried by the manager: start
                 // a fresh one next time, so a password or ACL fixed on the server is used.
-                self.manager = None;
+                self.conn = None;
             }
             if not_sent {
-                Error::backend(
-                    err.kind(),
-                    op,
-                    target.to_owned(),
-                    format!("{err} (cannot connect: nothing was sent)"),
-                )
+                nothing_sent(err, op, target)
             } else {
                 err
             }
         })
     }
 
-    /// The `ConnectionManager`, created at the first call (it connects then, and reconnects by
-    /// itself after).
-    fn manager(&mut self) -> Result<ConnectionManager> {
-        if let Some(manager) = &self.manager {
-            return Ok(manager.clone());
+    /// The connection, made at the first call (it reconnects by itself after). A first
+    /// connection that fails is tried once more at once, as a refused call is sent again.
+    async fn connection(
+        &mut self,
+        op: &'static str,
+        target: &str,
+    ) -> Result<connection::Connection> {
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
         }
-        let manager =
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                .map_err(|err| Error::from_redis("connect", self.server.clone(), err))?;
-        self.manager = Some(manager.clone());
-        Ok(manager)
+        let conn = match connect(&self.options).await {
+            Ok(conn) => conn,
+            Err(err) if !retry_connect(&err) => return Err(err),
+            Err(first) => {
+                tracing::debug!(
+                    server = %self.server,
+                    error = %first,
+                    "cannot connect; trying once more"
+                );
+                match connect(&self.options).await {
+                    Ok(conn) => conn,
+                    Err(err) if !retry_connect(&err) => return Err(err),
+                    Err(err) => return Err(nothing_sent(err, op, target)),
+                }
+            }
+        };
+        self.conn = Some(conn.clone());
+        Ok(conn)
     }
+}
+
+/// Core's `connect`, boxed: its future is deep (the Sentinel and cluster paths), and the
+/// sink's batch future that holds it must stay within the compiler's limits to be `Send`.
+fn connect(
+    options: &ConnectionOptions,
+) -> Pin<Box<dyn Future<Output = Result<connection::Connection>> + Send + '_>> {
+    Box::pin(connection::connect(options))
+}
+
+/// Whether a failed first connection is worth a second try at once: not for a refused
+/// configuration or credentials.
+fn retry_connect(err: &Error) -> bool {
+    !matches!(
+        err.kind(),
+        ErrorKind::Auth | ErrorKind::InvalidInput | ErrorKind::PermissionDenied
+    )
+}
+
+/// `err`, saying that the call was never sent.
+fn nothing_sent(err: Error, op: &'static str, target: &str) -> Error {
+    Error::backend(
+        err.kind(),
+        op,
+        target.to_owned(),
+        format!("{err} (cannot connect: nothing was sent)"),
+    )
 }

@@ -125,7 +125,7 @@ impl RedisSink {
     /// Redis is still down.
     pub fn new(config: SinkConfig) -> Result<Self> {
         config.validate()?;
-        let conn = Connection::new(&config)?;
+        let conn = Connection::new(&config);
         let progress_key = keys::progress_key(&config.stream, &config.id);
         if !redstream_core::keys::same_slot(&config.stream, &progress_key) {
             // Only a stream holding a `}` without a hash tag before it cannot be wrapped in one.

@@ -20,8 +20,9 @@ const STREAM: &str = "orders.events";
 const PROGRESS_KEY: &str = "{orders.events}:redstream-sink:test-sink";
 
 /// The commands of docs/sink.md's ACL for a sink user, as `ACL SETUSER` rules: the batch script
-/// and what it runs, the read of the progress key, and `WAIT` (with `durability`).
-const COMMANDS: [&str; 7] = [
+/// and what it runs, the read of the progress key, `WAIT` (with `durability`) and the `PING`
+/// with which core's connection module checks a new connection.
+const COMMANDS: [&str; 8] = [
     "+evalsha",
     "+script|load",
     "+xadd",
@@ -29,6 +30,7 @@ const COMMANDS: [&str; 7] = [
     "+hmget",
     "+type",
     "+wait",
+    "+ping",
 ];
 
 /// The keys of docs/sink.md's ACL: the stream, its progress key, and read access to the name
@@ -160,7 +162,8 @@ async fn the_issues_users_are_refused_with_nothing_written() {
             "pw",
             &["-@all", "+xadd", "+exec", "+ping", "~*"],
         )
-        .acl_user_rules("reader", "pw", &["-@all", "+@read", "~*"])
+        // `PING` too, which core's connection module sends to check a new connection.
+        .acl_user_rules("reader", "pw", &["-@all", "+@read", "+ping", "~*"])
         .start()
         .await
         .unwrap();
@@ -196,7 +199,9 @@ async fn no_multi_is_needed_and_no_scripting_is_refused() {
 /// the stream is refused by its check of `XADD`.
 #[tokio::test]
 async fn a_progress_key_or_stream_denied_or_read_only_is_refused_before_any_write() {
-    let commands = &COMMANDS[..6];
+    // Everything but `WAIT`.
+    let commands: Vec<&str> = COMMANDS.iter().copied().filter(|c| *c != "+wait").collect();
+    let commands = &commands[..];
     let server = RedisServer::builder()
         .acl_user_rules("stream-only", "pw", &rules(commands, &["~orders.events"]))
         .acl_user_rules(
