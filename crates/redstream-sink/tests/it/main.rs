@@ -18,6 +18,7 @@ mod replicas;
 mod runner;
 mod stalls;
 mod timeouts;
+mod topologies;
 
 use std::time::Duration;
 
