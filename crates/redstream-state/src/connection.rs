@@ -1,8 +1,9 @@
 //! Connections, all from core's [`connection`](redstream_core::connection) module: one shared
 //! [`Connection`] for commands (a RESP3 `ConnectionManager` on a single server, a
 //! `ClusterConnection` on a cluster, a connection that follows the sentinels' master), and a
-//! small pool of [dedicated](Connection::dedicated) connections for transactions that `WATCH`
-//! keys.
+//! small pool of [pinned](Connection::pinned) connections for transactions that `WATCH`
+//! keys: connections that are never replaced, so that a transaction's two round trips reach
+//! the same server connection or the second one fails (never runs outside the `MULTI`).
 //!
 //! `WATCH` is a property of a connection: on the shared, multiplexed connection another
 //! task's command could clear or trip it. So a transaction that watches takes a connection
@@ -110,7 +111,7 @@ impl WatchPool {
     async fn open(&self) -> Result<Connection> {
         // Boxed, as in `connect`.
         let opening: Pin<Box<dyn Future<Output = Result<Connection>> + Send + '_>> =
-            Box::pin(self.shared.dedicated(self.response_timeout));
+            Box::pin(self.shared.pinned(self.response_timeout));
         opening.await
     }
 

@@ -5,14 +5,17 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Client, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion,
-    RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode, Value,
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
+    Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode,
+    Value,
 };
 
 use super::cluster::parse_cluster_nodes;
@@ -70,6 +73,9 @@ enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
     Sentinel(SentinelConnection),
+    /// One socket that is never replaced ([`Connection::pinned`]), to a single server or to
+    /// the master the sentinels named when it was opened.
+    Pinned(MultiplexedConnection, Topology),
 }
 
 /// What a cluster client is built from.
@@ -116,6 +122,7 @@ impl Connection {
             Link::Single(_) => Topology::Single,
             Link::Cluster(_) => Topology::Cluster,
             Link::Sentinel(_) => Topology::Sentinel,
+            Link::Pinned(_, topology) => topology,
         }
     }
 
@@ -151,6 +158,38 @@ impl Connection {
         }
         let mut connection = Connection {
             link: self.opener.open(response_timeout).await?,
+            opener: Arc::clone(&self.opener),
+        };
+        connection.check().await?;
+        Ok(connection)
+    }
+
+    /// A new connection of its own that is never replaced: once its socket fails, every later
+    /// command on it fails too. For state that lives in one connection on the server (`WATCH`,
+    /// `MULTI`): a self-healing connection could carry the commands after a reconnection to a
+    /// new socket where that state is gone, and a `MULTI` lost that way would let the writes
+    /// queued behind it run one by one.
+    ///
+    /// - Single server: one multiplexed connection.
+    /// - Sentinel: one multiplexed connection to the master the sentinels name now.
+    /// - Cluster: a new `ClusterConnection`, as [`dedicated`](Self::dedicated) gives: redis-rs
+    ///   offers no connection pinned to one node that still routes by slot, so on a cluster
+    ///   a node's connection may be replaced between two calls (callers detect it: an `EXEC`
+    ///   answered "without MULTI").
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a zero
+    /// `response_timeout`; otherwise as for [`connect`].
+    pub async fn pinned(&self, response_timeout: Duration) -> Result<Connection> {
+        if response_timeout.is_zero() {
+            return Err(Error::invalid_input(
+                "response timeout of a pinned connection",
+                "is zero",
+            ));
+        }
+        let mut connection = Connection {
+            link: self.opener.open_pinned(response_timeout).await?,
             opener: Arc::clone(&self.opener),
         };
         connection.check().await?;
@@ -241,6 +280,7 @@ impl ConnectionLike for Connection {
             Link::Single(conn) => conn.req_packed_command(cmd),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
             Link::Sentinel(conn) => Box::pin(conn.send_command(cmd)),
+            Link::Pinned(conn, _) => conn.req_packed_command(cmd),
         }
     }
 
@@ -254,6 +294,7 @@ impl ConnectionLike for Connection {
             Link::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(conn) => Box::pin(conn.send_pipeline(pipeline, offset, count)),
+            Link::Pinned(conn, _) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -262,6 +303,7 @@ impl ConnectionLike for Connection {
             Link::Single(conn) => conn.get_db(),
             Link::Cluster(conn) => conn.get_db(),
             Link::Sentinel(conn) => conn.db(),
+            Link::Pinned(conn, _) => conn.get_db(),
         }
     }
 }
@@ -385,6 +427,45 @@ impl Opener {
                 let master_unknown = err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel;
                 with_sentinel_hint(connect_error(err), master_unknown)
             }),
+        }
+    }
+}
+
+impl Opener {
+    /// A connection that is never replaced; see [`Connection::pinned`].
+    async fn open_pinned(&self, response_timeout: Duration) -> Result<Link> {
+        let connect_error =
+            |err: RedisError| Error::from_redis("connect", self.target.clone(), err);
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        match &self.kind {
+            OpenerKind::Single { client } => client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map(|conn| Link::Pinned(conn, Topology::Single))
+                .map_err(connect_error),
+            OpenerKind::Cluster(_) => self.open(response_timeout).await,
+            OpenerKind::Sentinel { discovery, .. } => {
+                let lookup = async {
+                    let client = discovery.lock().await.async_get_client().await?;
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                };
+                tokio::time::timeout(self.connect_timeout + response_timeout, lookup)
+                    .await
+                    .map_err(|_| {
+                        Error::backend(
+                            ErrorKind::Timeout,
+                            "connect",
+                            self.target.clone(),
+                            "no master found through the sentinels in time",
+                        )
+                    })?
+                    .map(|conn| Link::Pinned(conn, Topology::Sentinel))
+                    .map_err(connect_error)
+            }
         }
     }
 }

@@ -300,6 +300,49 @@ async fn single_server_serves_commands_pipelines_scripts_and_blocking_reads() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
 }
 
+/// A pinned connection keeps its `WATCH` and `MULTI` (one socket), and is never replaced:
+/// after a restart it fails, while the shared and dedicated connections recover. A `MULTI`
+/// opened before the restart can therefore never let queued writes run on a new socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_connection_is_never_replaced() {
+    let server = RedisServer::start().await.unwrap();
+    let shared = connection::connect(&ConnectionOptions::new(server.url()))
+        .await
+        .unwrap();
+    let mut pinned = shared.pinned(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(pinned.topology(), Topology::Single);
+    set(&mut pinned, "p", "1").await;
+    let () = redis::cmd("MULTI").query_async(&mut pinned).await.unwrap();
+    server.restart().await.unwrap();
+    // The queued write goes nowhere: the socket it needs is gone, and stays gone.
+    for _ in 0..3 {
+        let err = redis::cmd("SET")
+            .arg("p")
+            .arg("outside")
+            .query_async::<()>(&mut pinned)
+            .await
+            .unwrap_err();
+        assert!(err.is_io_error() || err.is_connection_dropped(), "{err}");
+    }
+    let mut shared = shared.clone();
+    let mut ok = false;
+    for _ in 0..3 {
+        ok |= redis::cmd("PING")
+            .query_async::<()>(&mut shared)
+            .await
+            .is_ok();
+    }
+    assert!(ok, "the shared connection did not recover");
+    assert_ne!(get(&mut shared, "p").await.as_deref(), Some("outside"));
+    let mut fresh = shared.pinned(Duration::from_secs(5)).await.unwrap();
+    set(&mut fresh, "p", "2").await;
+    assert_eq!(get(&mut fresh, "p").await.as_deref(), Some("2"));
+    assert!(
+        shared.pinned(Duration::ZERO).await.is_err(),
+        "a zero response timeout is refused"
+    );
+}
+
 #[tokio::test]
 async fn unix_socket() {
     // A relative path: the server creates it in its data directory.

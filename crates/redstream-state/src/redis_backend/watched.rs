@@ -8,12 +8,14 @@
 //! `DISCARD` (a command without a key goes to any node): the connection is dropped instead,
 //! which ends it.
 //!
-//! The two round trips rely on reaching the same server connection. Core's connections
-//! replace a connection that closed (a restart, a failover) before the next command, so if
-//! it closes exactly between the two, the writes reach a new connection without `MULTI`:
-//! they are then applied one by one and `EXEC` fails with `EXEC without MULTI`, which is
-//! reported as such (an `Unexpected` error saying the writes may have been applied outside
-//! the transaction), never as success.
+//! The two round trips rely on reaching the same server connection. On a single server and
+//! under Sentinel the pool's connections are [pinned](redstream_core::connection::Connection::pinned):
+//! never replaced, so when the connection closes between the two round trips the writes fail
+//! with it and nothing runs outside the `MULTI`. On a cluster, redis-rs's `ClusterConnection`
+//! may replace a node's connection between them (a failover); the writes then reach a
+//! connection without `MULTI`, are applied one by one, and `EXEC` fails with `EXEC without
+//! MULTI`, which is reported as such (an `Unexpected` error saying the writes may have been
+//! applied outside the transaction), never as success.
 //!
 //! Each try leases a connection, `WATCH`es what it reads, reads it and sends `MULTI` in one
 //! round trip, checks `MULTI`'s reply, then queues the writes and sends `EXEC`. A watched key
