@@ -71,7 +71,7 @@ use crate::{Delivery, RedisSink, SinkConfig};
 ///   event_type: order.created    # ...of this type
 /// sink:
 ///   id: orders-redis
-///   uri: ${REDIS_URI}
+///   url: ${REDIS_URL}            # or uri, its name in earlier versions
 ///   stream: "{orders}.events"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,7 +296,7 @@ impl RunnerConfig {
     }
 
     /// Reads a configuration file (YAML for `.yaml`/`.yml`, TOML for `.toml`), expands
-    /// `${NAME}` in the sink's `uri`, and validates it. Relative paths in `source` are taken
+    /// `${NAME}` in the sink's `url` (or `uri`) and `sentinel_password`, and validates it. Relative paths in `source` are taken
     /// relative to the file's directory.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
