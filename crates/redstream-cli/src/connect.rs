@@ -57,17 +57,22 @@ pub async fn transport(global: &GlobalArgs) -> CliResult<RedisTransport> {
     Ok(transport)
 }
 
-/// Opens a state store on the global `--url` under `key_prefix`, with the global timeouts and
+/// Opens a state store on the global `--url` under `key_prefix` (in `layout`, or the store's
+/// default for the server when `None`), with the global timeouts and
 /// TLS options. Opening connects and checks the credentials, so an unreachable server or a
 /// wrong password fails here.
 pub async fn state(
     global: &GlobalArgs,
     key_prefix: &str,
-    layout: redstream_state::KeyLayout,
+    layout: Option<redstream_state::KeyLayout>,
 ) -> CliResult<redstream_state::StateStore> {
     let backend = redstream_state::StateBackend::redis(global.url.clone(), key_prefix);
-    let config = redstream_state::StateConfig::new(backend)
-        .with_key_layout(layout)
+    let mut config = redstream_state::StateConfig::new(backend);
+    // Not given: the store's own choice (cluster on a cluster, plain elsewhere).
+    if let Some(layout) = layout {
+        config = config.with_key_layout(layout);
+    }
+    let config = config
         .with_connect_timeout(global.connect_timeout)
         .with_response_timeout(global.response_timeout)
         .with_tls(tls(global)?);

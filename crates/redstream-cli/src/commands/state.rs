@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
-use redstream_state::{KeyLayout, Keys, StateBackend, StateStore, Ttl};
+use redstream_state::{KeyLayout, StateBackend, StateStore, Ttl};
 use serde::Serialize;
 
 use super::{duration, millis, output};
@@ -22,16 +22,16 @@ pub struct StateArgs {
     pub state_prefix: Option<String>,
     /// How the store names its keys, as its `key_layout` setting: `plain` names key `k`
     /// `prefix:k`; `cluster` names it `{prefix}:k`, which keeps a store's keys in one Redis
-    /// Cluster slot (and is the layout earlier versions wrote by default).
+    /// Cluster slot (and is the layout earlier versions wrote by default). Default: the
+    /// store's own choice, `cluster` on a Redis Cluster and `plain` elsewhere.
     #[arg(
         long,
         env = "REDSTREAM_STATE_LAYOUT",
         global = true,
-        default_value = "plain",
         value_parser = PossibleValuesParser::new(["plain", "cluster"])
             .try_map(|name| name.parse::<KeyLayout>())
     )]
-    pub state_layout: KeyLayout,
+    pub state_layout: Option<KeyLayout>,
     /// What to do.
     #[command(subcommand)]
     pub command: StateCommand,
@@ -83,17 +83,21 @@ pub async fn run(global: &GlobalArgs, args: StateArgs) -> CliResult<()> {
     })?;
     let layout = args.state_layout;
     StateBackend::redis(global.url.clone(), prefix.clone()).validate()?;
-    let keys = Keys::new(&prefix, layout);
     match args.command {
-        StateCommand::Get { key } => get(global, &prefix, layout, &keys, &key).await,
+        StateCommand::Get { key } => get(global, &prefix, layout, &key).await,
         StateCommand::Put { key, value, ttl } => {
-            put(global, &prefix, layout, &keys, &key, &value, ttl).await
+            put(global, &prefix, layout, &key, &value, ttl).await
         }
-        StateCommand::Del { key } => del(global, &prefix, layout, &keys, &key).await,
+        StateCommand::Del { key } => del(global, &prefix, layout, &key).await,
         StateCommand::Keys { pattern, limit } => {
-            list(global, &prefix, layout, &keys, &pattern, limit).await
+            list(global, &prefix, layout, &pattern, limit).await
         }
     }
+}
+
+/// The Redis key of `key` in `store`'s layout (the one it chose on the server it opened).
+fn redis_key(store: &StateStore, key: &str) -> String {
+    store.redis_key(key).unwrap_or_default()
 }
 
 fn ttl_ms(ttl: Ttl) -> Option<u64> {
@@ -103,8 +107,7 @@ fn ttl_ms(ttl: Ttl) -> Option<u64> {
 async fn get(
     global: &GlobalArgs,
     prefix: &str,
-    layout: KeyLayout,
-    keys: &Keys,
+    layout: Option<KeyLayout>,
     key: &str,
 ) -> CliResult<()> {
     let store = connect::state(global, prefix, layout).await?;
@@ -112,7 +115,7 @@ async fn get(
     let Some(value) = value else {
         return Err(CliError::NotFound(format!(
             "no such key {key:?} in the state store with prefix {prefix} (Redis key {})",
-            keys.key(key)
+            redis_key(&store, key)
         )));
     };
     let ttl = ttl_ms(store.ttl(key).await?);
@@ -126,7 +129,7 @@ async fn get(
         }
         return output::json(&Got {
             key,
-            redis_key: keys.key(key),
+            redis_key: redis_key(&store, key),
             value,
             ttl_ms: ttl,
         });
@@ -135,7 +138,7 @@ async fn get(
         .map_err(|err| CliError::io("writing JSON", std::io::Error::other(err)))?;
     output::print_table(&output::fields([
         ("key", key.to_owned()),
-        ("redis key", keys.key(key)),
+        ("redis key", redis_key(&store, key)),
         (
             "expires in",
             ttl.map_or_else(|| "never".to_owned(), |ms| output::ms(Some(ms))),
@@ -147,8 +150,7 @@ async fn get(
 async fn put(
     global: &GlobalArgs,
     prefix: &str,
-    layout: KeyLayout,
-    keys: &Keys,
+    layout: Option<KeyLayout>,
     key: &str,
     value: &str,
     ttl: Option<Duration>,
@@ -169,7 +171,7 @@ async fn put(
         }
         return output::json(&Put {
             key,
-            redis_key: keys.key(key),
+            redis_key: redis_key(&store, key),
             ttl_ms: ttl.map(millis),
         });
     }
@@ -177,14 +179,16 @@ async fn put(
         || "no expiry".to_owned(),
         |ttl| format!("expires in {}", output::duration(ttl)),
     );
-    output::line(format!("stored {key} ({}), {expiry}", keys.key(key)))
+    output::line(format!(
+        "stored {key} ({}), {expiry}",
+        redis_key(&store, key)
+    ))
 }
 
 async fn del(
     global: &GlobalArgs,
     prefix: &str,
-    layout: KeyLayout,
-    keys: &Keys,
+    layout: Option<KeyLayout>,
     key: &str,
 ) -> CliResult<()> {
     let store = connect::state(global, prefix, layout).await?;
@@ -199,14 +203,14 @@ async fn del(
         }
         return output::json(&Deleted {
             key,
-            redis_key: keys.key(key),
+            redis_key: redis_key(&store, key),
             existed,
         });
     }
     if existed {
-        output::line(format!("deleted {key} ({})", keys.key(key)))
+        output::line(format!("deleted {key} ({})", redis_key(&store, key)))
     } else {
-        output::line(format!("{key} ({}) did not exist", keys.key(key)))
+        output::line(format!("{key} ({}) did not exist", redis_key(&store, key)))
     }
 }
 
@@ -214,8 +218,7 @@ async fn del(
 async fn list(
     global: &GlobalArgs,
     prefix: &str,
-    layout: KeyLayout,
-    keys: &Keys,
+    layout: Option<KeyLayout>,
     pattern: &str,
     limit: u32,
 ) -> CliResult<()> {
@@ -240,7 +243,10 @@ async fn list(
         });
     }
     if found.is_empty() {
-        return output::line(format!("no keys match {pattern} under {}", keys.base()));
+        return output::line(format!(
+            "no keys match {pattern} in the store with prefix {prefix} ({}*)",
+            redis_key(&store, "")
+        ));
     }
     let mut table = output::table(&["KEY"]);
     for key in &found {

@@ -191,3 +191,41 @@ async fn the_cluster_layout_is_chosen_with_state_layout() {
     assert!(help.contains("{prefix}:k"), "{help}");
     assert!(!help.to_lowercase().contains("seed"), "{help}");
 }
+
+/// On a Redis Cluster (`redis-cluster://` URL), the store's own layout applies unless
+/// `--state-layout` says otherwise: `{prefix}:k`, one slot per store.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_the_store_chooses_the_cluster_layout() {
+    let cluster = redstream_testkit::RedisCluster::builder()
+        .replicas_per_master(0)
+        .start()
+        .await
+        .unwrap();
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|node| format!("{}:{}", node.server().host(), node.port()))
+        .collect();
+    let auth = cluster
+        .password()
+        .map(|p| format!(":{p}@"))
+        .unwrap_or_default();
+    let cli = Cli::with_url(format!("redis-cluster://{auth}{}", hosts.join(",")));
+    let put = cli.json(&["state", "--state-prefix", "app", "put", "k", "1"]);
+    assert_eq!(put["redis_key"], "{app}:k");
+    let got = cli.json(&["state", "--state-prefix", "app", "get", "k"]);
+    assert_eq!(got["value"], 1);
+    let plain = cli.json(&[
+        "state",
+        "--state-prefix",
+        "app",
+        "--state-layout",
+        "plain",
+        "put",
+        "k",
+        "2",
+    ]);
+    assert_eq!(plain["redis_key"], "app:k");
+    let keys = cli.json(&["state", "--state-prefix", "app", "keys"]);
+    assert_eq!(keys["keys"], json!(["k"]));
+}
