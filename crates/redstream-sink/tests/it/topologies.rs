@@ -275,3 +275,53 @@ async fn without_durability_a_killed_master_may_lose_acknowledged_lines() {
     );
     assert_eq!(run.acknowledged, 3000);
 }
+
+/// Sentinels with a password of their own: the sink given `sentinel_password` (and the data
+/// nodes' password in the URL) writes; without it, the batch fails at once with `Auth`, a hint
+/// naming `sentinel_password`, and neither password in the error or the configuration's
+/// `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_password_of_their_own() {
+    let group = RedisSentinel::builder()
+        .replicas(1)
+        .password("data-secret")
+        .sentinel_password("sentinel-secret")
+        .start()
+        .await
+        .unwrap();
+    let url = group
+        .url()
+        .replacen("redis-sentinel://", "redis-sentinel://:data-secret@", 1);
+    let stream = "{guarded}.events";
+    let base = SinkConfig::new("sentinel-auth", url, stream).with_retry(RetryPolicy::none());
+
+    let config = base.clone().with_sentinel_password("sentinel-secret");
+    let text = format!("{config:?}");
+    assert!(
+        !text.contains("data-secret") && !text.contains("sentinel-secret"),
+        "{text}"
+    );
+    let sink = RedisSink::new(config).unwrap();
+    let batch = events(5);
+    let ack = sink
+        .send_batch(batch.clone(), Some(SourcePosition::new("1")))
+        .await
+        .unwrap();
+    assert_eq!(ack.written, 5);
+    let mut conn = group.master().await.unwrap().connection().await.unwrap();
+    assert_eq!(stream_ids(&mut conn, stream).await, ids(&batch));
+
+    let err = RedisSink::new(base)
+        .unwrap()
+        .send_batch(events(1), None)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.kind(), redstream_core::ErrorKind::Auth, "{message}");
+    assert!(message.contains("sentinel_password"), "{message}");
+    assert!(
+        !message.contains("data-secret") && !message.contains("sentinel-secret"),
+        "{message}"
+    );
+    println!("without sentinel_password: {message}");
+}
