@@ -17,10 +17,10 @@
 
 use std::future::Future;
 
-use redis::aio::ConnectionManager;
-use redis::{Cmd, FromRedisValue, Pipeline};
+use redis::{Cmd, FromRedisValue, Pipeline, Value};
 use redstream_core::atomic::Atomic;
 use redstream_core::connection::was_not_sent as not_sent;
+use redstream_core::connection::{Connection, Topology};
 use redstream_core::{CircuitBreaker, Error, Result};
 
 use crate::transport::Inner;
@@ -46,7 +46,7 @@ impl Traffic {
 /// The shared connection, and the circuit breaker when the traffic goes through it.
 #[derive(Clone)]
 pub(crate) struct Commands {
-    conn: ConnectionManager,
+    conn: Connection,
     breaker: Option<CircuitBreaker>,
 }
 
@@ -95,12 +95,27 @@ impl Commands {
     }
 
     /// Sends `pipe`, a pipeline (never a `MULTI`/`EXEC` transaction: see [`Self::atomic`]).
+    ///
+    /// On a Redis Cluster a pipeline goes to one node and may only name keys of one slot: one
+    /// naming streams of several slots (acknowledgements of a subscription to several streams,
+    /// the groups it creates, an overview) is sent as one pipeline per slot, concurrently, and
+    /// the replies put back in order, so the caller gets what one pipeline would have given.
     pub(crate) async fn pipe<T: FromRedisValue>(
         &self,
         op: &'static str,
         target: &str,
         pipe: &Pipeline,
     ) -> Result<T> {
+        if self.conn.topology() == Topology::Cluster
+            && let Some(parts) = split_by_slot(pipe)
+        {
+            let parts = &parts;
+            return self
+                .send(op, target, |conn| async move {
+                    query_split::<T>(conn, parts, pipe.len()).await
+                })
+                .await;
+        }
         self.send(op, target, |mut conn| async move {
             pipe.query_async::<T>(&mut conn).await
         })
@@ -116,7 +131,7 @@ impl Commands {
     /// server had been back. Nothing that may have reached the server is sent twice.
     async fn send<'a, T, F, Fut>(&'a self, op: &'static str, target: &str, call: F) -> Result<T>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         let attempt = || async {
@@ -143,6 +158,92 @@ impl Commands {
             Some(breaker) => breaker.call(attempt).await,
             None => attempt().await,
         }
+    }
+}
+
+/// One slot's share of a pipeline: the positions of its commands in the pipeline, and a
+/// pipeline of them.
+struct SlotPart {
+    positions: Vec<usize>,
+    pipe: Pipeline,
+}
+
+/// The key a command of the transport's pipelines names: after a subcommand (`XINFO STREAM
+/// k`, `XGROUP CREATE k`), after the script and key count (`EVALSHA sha 1 k`), otherwise first.
+fn key_of(cmd: &Cmd) -> Option<Vec<u8>> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| match arg {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    let index = match name.as_slice() {
+        b"XINFO" | b"XGROUP" => 2,
+        b"EVAL" | b"EVALSHA" => 3,
+        _ => 1,
+    };
+    args.get(index).map(|key| key.to_vec())
+}
+
+/// `pipe` split by slot, when its commands name keys of more than one slot; `None` when it can
+/// go as it is. Every part ignores errors, so that each command's reply (or error) comes back
+/// in its place.
+fn split_by_slot(pipe: &Pipeline) -> Option<Vec<SlotPart>> {
+    let mut parts: Vec<(redis::cluster_routing::Slot, SlotPart)> = Vec::new();
+    for (position, cmd) in pipe.cmd_iter().enumerate() {
+        let slot = redstream_core::keys::slot(&key_of(cmd).unwrap_or_default());
+        let part = match parts.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, part)) => part,
+            None => {
+                let mut pipe = redis::pipe();
+                pipe.ignore_errors();
+                parts.push((
+                    slot,
+                    SlotPart {
+                        positions: Vec::new(),
+                        pipe,
+                    },
+                ));
+                let (_, part) = parts.last_mut()?;
+                part
+            }
+        };
+        part.positions.push(position);
+        part.pipe.add_command(cmd.clone());
+    }
+    (parts.len() > 1).then(|| parts.into_iter().map(|(_, part)| part).collect())
+}
+
+/// Sends the parts of a split pipeline of `len` commands concurrently and composes the reply
+/// the whole pipeline would have had: each command's reply in its place; the first server
+/// error when the caller's type cannot hold errors (a pipeline that does not ignore errors).
+async fn query_split<T: FromRedisValue>(
+    conn: Connection,
+    parts: &[SlotPart],
+    len: usize,
+) -> redis::RedisResult<T> {
+    let replies = futures_util::future::join_all(parts.iter().map(|part| {
+        let mut conn = conn.clone();
+        async move { part.pipe.query_async::<Vec<Value>>(&mut conn).await }
+    }))
+    .await;
+    let mut values = vec![Value::Nil; len];
+    for (part, reply) in parts.iter().zip(replies) {
+        for (&position, value) in part.positions.iter().zip(reply?) {
+            if let Some(slot) = values.get_mut(position) {
+                *slot = value;
+            }
+        }
+    }
+    let first_error = values.iter().find_map(|value| match value {
+        Value::ServerError(err) => Some(err.clone()),
+        _ => None,
+    });
+    match T::from_redis_value(Value::Array(values)) {
+        Ok(reply) => Ok(reply),
+        Err(err) => Err(first_error.map_or_else(|| err.into(), Into::into)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use redstream_core::connection::Topology;
 use redstream_core::keys::KeyLayout;
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result, TlsOptions,
@@ -18,12 +19,18 @@ use serde::{Deserialize, Serialize};
 
 /// Where to connect and how to name streams, groups and consumers.
 ///
-/// `url` accepts `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS, and
-/// `redis+unix:///path/to/socket[?db=N]`. `Debug` never shows the password.
+/// `url` accepts every form of core's [`connection`](redstream_core::connection) module:
+/// `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS,
+/// `redis+unix:///path/to/socket[?db=N]`, a Redis Cluster as
+/// `redis-cluster://[user:password@]h1:6379,h2:6379` (`rediss-cluster://` for TLS), and a
+/// Sentinel-managed master as `redis-sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]`
+/// (`rediss-sentinel://`). The Sentinel settings the URL cannot hold (the master name when the
+/// URL does not end with it, the sentinels' own user and password) are
+/// [`TransportOptions::sentinel`]. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// The server URL.
+    /// The server URL: a single server, a cluster or a Sentinel group (see above).
     pub url: String,
     /// Streams of event types are named `{stream_prefix}:{event_type}` (`events:order.created`;
     /// see [`TransportOptions::key_layout`] for Redis Cluster), the dead-letter stream
@@ -130,11 +137,29 @@ impl RedisConfig {
 fn validate_url(url: &str) -> Result<()> {
     let field = || format!("config field url ({})", RedactedUrl(url));
     let scheme = url.split("://").next().unwrap_or_default();
-    if !url.contains("://") || !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") {
+    if !url.contains("://")
+        || !matches!(
+            scheme,
+            "redis"
+                | "rediss"
+                | "redis+unix"
+                | "unix"
+                | "redis-cluster"
+                | "rediss-cluster"
+                | "redis-sentinel"
+                | "rediss-sentinel"
+        )
+    {
         return Err(Error::invalid_input(
             field(),
-            "expected redis://, rediss:// or redis+unix:// followed by the server address",
+            "expected redis://, rediss:// or redis+unix:// followed by the server address \
+             (or redis-cluster://h1:6379,h2:6379, redis-sentinel://s1:26379,s2:26379/mymaster)",
         ));
+    }
+    if scheme.contains("-cluster") || scheme.contains("-sentinel") {
+        // The master name may come from `TransportOptions::sentinel`: the whole URL is checked
+        // with the options, by core, at connect.
+        return Ok(());
     }
     redis::IntoConnectionInfo::into_connection_info(url).map_err(|err| {
         // redis-rs's message does not echo the URL; keep it that way.
@@ -254,10 +279,18 @@ pub struct TransportOptions {
     /// mutual TLS. All unset by default, which trusts the system's root certificates.
     pub tls: TlsOptions,
     /// How stream keys are built from the prefix and an event type: `plain`
-    /// (`events:order.created`, the default: the names the seeds show operators) or `cluster`
+    /// (`events:order.created`: the names the seeds show operators) or `cluster`
     /// (`events:{order.created}`: one hash tag per stream, so the streams of a deployment spread
-    /// over the slots of a Redis Cluster). See `docs/transport.md`.
-    pub key_layout: KeyLayout,
+    /// over the slots of a Redis Cluster). Unset (the default) means `cluster` on a Redis
+    /// Cluster (`redis-cluster://` URLs) and `plain` everywhere else; `plain` chosen explicitly
+    /// for a cluster is refused at connect (its dead-letter move is one transaction over two
+    /// slots). See [`key_layout_for`](Self::key_layout_for) and `docs/transport.md`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_layout: Option<KeyLayout>,
+    /// The Sentinel settings the URL cannot hold (only for `redis-sentinel://` URLs): the
+    /// master's name when the URL does not end with it, and the sentinels' own user and
+    /// password.
+    pub sentinel: SentinelOptions,
     /// Approximate length limits of named streams (`XADD ... MAXLEN ~ N`), by full stream
     /// name, overriding [`RedisConfig::max_stream_length`] for those streams; 0 means
     /// unlimited. Seed 004's topics: `events.raw` 10,000, `events.normalized` 10,000,
@@ -284,7 +317,8 @@ impl Default for TransportOptions {
             response_timeout: Duration::from_secs(5),
             limits: EventLimits::default(),
             tls: TlsOptions::default(),
-            key_layout: KeyLayout::Plain,
+            key_layout: None,
+            sentinel: SentinelOptions::default(),
             max_stream_lengths: BTreeMap::new(),
         }
     }
@@ -445,11 +479,84 @@ impl TransportOptions {
         self
     }
 
-    /// Sets the key layout.
+    /// Sets the key layout explicitly (see [`key_layout`](Self::key_layout)).
     #[must_use]
     pub fn with_key_layout(mut self, layout: KeyLayout) -> Self {
-        self.key_layout = layout;
+        self.key_layout = Some(layout);
         self
+    }
+
+    /// Sets the name the sentinels know the master by (`redis-sentinel://` URLs that do not
+    /// end with it).
+    #[must_use]
+    pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
+        self.sentinel.master_name = Some(name.into());
+        self
+    }
+
+    /// Sets the user to authenticate to the sentinels with (sentinels with ACL users).
+    #[must_use]
+    pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.sentinel.username = Some(username.into());
+        self
+    }
+
+    /// Sets the sentinels' own password (their `requirepass`); the URL's password is the
+    /// master's.
+    #[must_use]
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel.password = Some(password.into());
+        self
+    }
+
+    /// The key layout used on a server of `topology`: the one set in
+    /// [`key_layout`](Self::key_layout), or, when unset, `cluster` on a Redis Cluster and
+    /// `plain` elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) for `plain` set
+    /// explicitly on a cluster: its dead-letter move (`XADD` to `events:dlq` and `XACK` of
+    /// `events:order.created` in one transaction) names two slots, which Redis Cluster refuses
+    /// (`CROSSSLOT`). The message names the fix.
+    pub fn key_layout_for(&self, topology: Topology) -> Result<KeyLayout> {
+        match (self.key_layout, topology) {
+            (Some(KeyLayout::Plain), Topology::Cluster) => Err(Error::invalid_input(
+                "config field key_layout (plain)",
+                "cannot be used on a Redis Cluster: a dead letter's move names two slots in one \
+                 transaction; use key_layout cluster (events:{order.created}), or leave \
+                 key_layout unset to get it on a cluster",
+            )),
+            (Some(layout), _) => Ok(layout),
+            (None, Topology::Cluster) => Ok(KeyLayout::Cluster),
+            (None, _) => Ok(KeyLayout::Plain),
+        }
+    }
+}
+
+/// The Sentinel settings of [`TransportOptions::sentinel`], passed to core's
+/// [`ConnectionOptions`](redstream_core::connection::ConnectionOptions). Only for
+/// `redis-sentinel://` URLs: set with another URL, the connection is refused naming the field.
+/// `Debug` never shows the password.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SentinelOptions {
+    /// The name the sentinels know the master by, when the URL does not end with it; giving it
+    /// in both places with different values is an error.
+    pub master_name: Option<String>,
+    /// The user to authenticate to the sentinels with (ACL users on sentinels).
+    pub username: Option<String>,
+    /// The sentinels' own password (their `requirepass`), when they have one.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SentinelOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelOptions")
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
     }
 }
 

@@ -1,67 +1,77 @@
-//! Connections: a shared, self-reconnecting [`ConnectionManager`] for commands, and dedicated
-//! connections for blocking reads.
+//! Connections, through core's [`redstream_core::connection`]: one shared, self-reconnecting
+//! [`Connection`] for commands, and dedicated connections for blocking reads.
+//!
+//! The URL may name a single server (`redis://`, `rediss://`, `redis+unix://`), a cluster
+//! (`redis-cluster://h1:6379,h2:6379`) or a Sentinel-managed master
+//! (`redis-sentinel://s1:26379,s2:26379/mymaster`); core's [`connect`] picks the client, and
+//! the shared connection follows failovers and slot moves by itself.
 //!
 //! A blocking `XREADGROUP ... BLOCK` holds its connection until it returns; on a multiplexed
-//! connection every command pipelined behind it would wait too. So each subscription reads on a
-//! connection of its own, whose response timeout is the block time plus the normal timeout.
-//!
-//! Both kinds come from one [`Client`], built with the certificates of
-//! [`TransportOptions::tls`] for `rediss://` URLs, so every connection trusts the same CA.
+//! connection every command pipelined behind it would wait too. So each blocking read runs on a
+//! [`dedicated`](Connection::dedicated) connection of its own, whose response timeout is the
+//! block time plus the normal timeout. On a cluster, a subscription groups its streams by slot
+//! and runs one blocking read per group, each on its own dedicated connection (see
+//! `consumer::read`).
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError};
-use redstream_core::{Error, ErrorKind, RedactedUrl, Result};
+use redstream_core::connection::{
+    Connection, ConnectionOptions, Topology, connect as core_connect,
+};
+use redstream_core::keys::KeyLayout;
+use redstream_core::{Error, ErrorKind, Result};
 
 use crate::config::{RedisConfig, TransportOptions};
 
-/// Opens the client and the shared connection, and checks the server once.
+/// The core connection options the transport's two configurations describe.
+pub(crate) fn connection_options(
+    config: &RedisConfig,
+    options: &TransportOptions,
+) -> ConnectionOptions {
+    ConnectionOptions {
+        url: config.url.clone(),
+        connect_timeout: options.connect_timeout,
+        response_timeout: options.response_timeout,
+        tls: options.tls.clone(),
+        master_name: options.sentinel.master_name.clone(),
+        sentinel_username: options.sentinel.username.clone(),
+        sentinel_password: options.sentinel.password.clone(),
+    }
+}
+
+/// Opens the shared connection, checks the server once, and picks the key layout for its
+/// topology (see [`TransportOptions::key_layout_for`]).
 pub(crate) async fn connect(
     config: &RedisConfig,
     options: &TransportOptions,
-) -> Result<(Client, ConnectionManager)> {
-    let target = RedactedUrl(&config.url).to_string();
-    let client = redstream_core::open_client(&config.url, &options.tls)?;
-    // RESP3, so a dropped connection is noticed and replaced at once (see core's `connection`).
-    let manager_client = redstream_core::connection::resp3_client(&client, &config.url)?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout))
-        .set_number_of_retries(1);
-    let mut manager = ConnectionManager::new_with_config(manager_client, manager_config)
-        .await
-        .map_err(|err| connect_error(&target, err))?;
-    warn_if_streams_may_be_evicted(&mut manager, &target).await;
-    Ok((client, manager))
+) -> Result<(Connection, KeyLayout)> {
+    let conn_options = connection_options(config, options);
+    // Checked before connecting, so that a plain layout chosen for a cluster fails at once.
+    let layout = options.key_layout_for(conn_options.topology()?)?;
+    let conn = core_connect(&conn_options).await?;
+    if conn.topology() != Topology::Cluster {
+        warn_if_streams_may_be_evicted(&conn).await;
+    }
+    Ok((conn, layout))
 }
 
-/// A dedicated connection for blocking reads.
+/// A dedicated connection for blocking reads: its own socket (its own connection to each node
+/// on a cluster), following failovers like the shared one.
 pub(crate) async fn blocking_connection(
-    client: &Client,
+    conn: &Connection,
     options: &TransportOptions,
-    target: &str,
-) -> Result<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.block_time + options.response_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+) -> Result<Connection> {
+    conn.dedicated(options.block_time + options.response_timeout)
         .await
-        .map_err(|err| connect_error(target, err))
-}
-
-/// A failed connection attempt. A rejected TLS certificate gets its hint from the core's
-/// classification.
-fn connect_error(target: &str, err: RedisError) -> Error {
-    Error::from_redis("connect", target.to_owned(), err)
 }
 
 /// Streams evicted under memory pressure lose events silently: say so once, at connect.
-async fn warn_if_streams_may_be_evicted(conn: &mut ConnectionManager, target: &str) {
+async fn warn_if_streams_may_be_evicted(conn: &Connection) {
+    let target = conn.target().to_owned();
+    let mut conn = conn.clone();
     // A map over RESP3, an array of name and value over RESP2: both read as a map.
     let reply: redis::RedisResult<std::collections::HashMap<String, String>> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
-        .query_async(conn)
+        .query_async(&mut conn)
         .await;
     match reply {
         Ok(pair) => {
@@ -86,4 +96,44 @@ async fn warn_if_streams_may_be_evicted(conn: &mut ConnectionManager, target: &s
             }
         }
     }
+}
+
+/// The error of an operation that needs keys of one slot on a cluster.
+pub(crate) fn not_on_a_cluster(op: &str, target: &str, what: &str) -> Error {
+    Error::backend(
+        ErrorKind::InvalidInput,
+        op.to_owned(),
+        target.to_owned(),
+        what.to_owned(),
+    )
+}
+
+/// Checks that `keys` are all in one cluster slot; otherwise the error names two of them in
+/// different slots, then `fix`.
+pub(crate) fn one_slot<'k>(
+    op: &str,
+    target: &str,
+    mut keys: impl Iterator<Item = &'k str>,
+    fix: &str,
+) -> Result<()> {
+    let Some(first) = keys.next() else {
+        return Ok(());
+    };
+    let slot = redstream_core::keys::slot(first.as_bytes());
+    if let Some(other) = keys.find(|k| redstream_core::keys::slot(k.as_bytes()) != slot) {
+        return Err(not_on_a_cluster(
+            op,
+            target,
+            &format!("{first} and {other} are in different slots of the Redis Cluster: {fix}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `op` on a cluster, where it would name keys of several slots in one script.
+pub(crate) fn refuse_on_cluster(conn: &Connection, op: &str, why_and_fix: &str) -> Result<()> {
+    if conn.topology() == Topology::Cluster {
+        return Err(not_on_a_cluster(op, conn.target(), why_and_fix));
+    }
+    Ok(())
 }

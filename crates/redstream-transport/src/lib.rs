@@ -16,7 +16,7 @@ mod trace_context;
 mod transport;
 
 pub use admin::{FollowedEntry, Follower};
-pub use config::{RedisConfig, StartFrom, TransportOptions};
+pub use config::{RedisConfig, SentinelOptions, StartFrom, TransportOptions};
 pub use consumer::SubscriptionBuilder;
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{
@@ -25,5 +25,6 @@ pub use inspect::{
 };
 pub use keys::{KeyLayout, StreamNames, validate_event_type};
 pub use raw::RawEntry;
+pub use redstream_core::connection::{Connection, Topology};
 pub use redstream_core::{Error, ErrorKind, Result, TlsOptions};
 pub use transport::{RedisSubscriber, RedisTransport};

@@ -181,9 +181,14 @@ impl RedisTransport {
     /// before it runs any) means the batch is written in full or not at all, never in part,
     /// also when a stream's key holds another type or the user may not write one of the
     /// streams. The user needs `EVALSHA` (and `SCRIPT LOAD` once per server start), besides
-    /// `XADD`. (On one server. The transport connects to one node; in the cluster layout the
-    /// streams of different types are in different slots, which a cluster connection, a later
-    /// version, could not put in one transaction.)
+    /// `XADD`.
+    ///
+    /// On a Redis Cluster, a transaction runs on one node and may only name keys of one slot:
+    /// a batch of events of one type (one stream, one slot) is written all or nothing as
+    /// anywhere else, but a batch whose streams are in different slots is refused with
+    /// [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput), naming two of its
+    /// streams, before anything is sent. Publish such events in one batch per event type (or
+    /// one by one with [`publish`](Self::publish)).
     /// A batch refused by Redis (`OOM`, `NOPERM`...) wrote nothing and can be retried as it is.
     /// After a timeout or a dropped connection the transaction may have run with its reply lost:
     /// retrying then may write the whole batch a second time (see `redstream-sink` for
@@ -203,6 +208,15 @@ impl RedisTransport {
             .iter()
             .map(|event| self.encode(event, None))
             .collect::<Result<Vec<_>>>()?;
+        if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
+            crate::connection::one_slot(
+                "publish_batch",
+                &self.inner.target,
+                encoded.iter().map(|item| item.stream.as_str()),
+                "one transaction cannot hold both; publish one batch per event type (one \
+                 stream each), or the events one by one",
+            )?;
+        }
         let mut tx = Atomic::new();
         for item in &encoded {
             tx.push(&self.xadd(item), KeyType::Stream);

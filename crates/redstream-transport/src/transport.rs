@@ -3,9 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use redis::Client;
-use redis::aio::ConnectionManager;
-use redstream_core::{CircuitBreaker, CircuitBreakerStats, RedactedUrl, Result};
+use redstream_core::connection::{Connection, Topology};
+use redstream_core::{CircuitBreaker, CircuitBreakerStats, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{RedisConfig, TransportOptions};
@@ -14,6 +13,8 @@ use crate::consumer::Registry;
 use crate::keys::StreamNames;
 
 /// Publishes events to Redis Streams and consumes them in consumer groups.
+///
+/// The URL names a single server, a Redis Cluster or a Sentinel group (see [`RedisConfig`]).
 ///
 /// Cheap to clone: clones share one multiplexed, self-reconnecting connection, one circuit
 /// breaker and one set of subscriptions. When the last clone is dropped, subscriptions stop
@@ -32,8 +33,9 @@ pub(crate) struct Inner {
     pub(crate) names: StreamNames,
     /// The URL with its password redacted, for errors and logs.
     pub(crate) target: String,
-    pub(crate) client: Client,
-    pub(crate) conn: ConnectionManager,
+    /// The shared connection (single server, cluster or Sentinel); dedicated connections for
+    /// blocking reads are opened from it.
+    pub(crate) conn: Connection,
     pub(crate) breaker: CircuitBreaker,
     pub(crate) subscriptions: Registry,
     /// Cancelled when the last clone of the transport is dropped.
@@ -56,18 +58,23 @@ impl RedisTransport {
     pub async fn with_options(config: RedisConfig, options: TransportOptions) -> Result<Self> {
         config.validate()?;
         options.validate()?;
-        let (client, conn) = connection::connect(&config, &options).await?;
         let breaker = CircuitBreaker::new(options.circuit_breaker)?;
-        let names = StreamNames::new(&config.stream_prefix, options.key_layout);
-        let target = RedactedUrl(&config.url).to_string();
-        tracing::debug!(server = %target, prefix = %config.stream_prefix, "redis transport connected");
+        let (conn, layout) = connection::connect(&config, &options).await?;
+        let names = StreamNames::new(&config.stream_prefix, layout);
+        let target = conn.target().to_owned();
+        tracing::debug!(
+            server = %target,
+            topology = %conn.topology(),
+            prefix = %config.stream_prefix,
+            layout = layout.as_str(),
+            "redis transport connected"
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 options,
                 names,
                 target,
-                client,
                 conn,
                 breaker,
                 subscriptions: Registry::default(),
@@ -101,10 +108,20 @@ impl RedisTransport {
         self.inner.breaker.stats()
     }
 
-    /// A clone of the shared connection, for commands the transport does not wrap.
+    /// A clone of the shared connection, for commands the transport does not wrap: core's
+    /// [`Connection`], usable wherever redis-rs takes a `ConnectionLike` (`query_async(&mut
+    /// conn)`, pipelines, scripts). On a cluster it routes each command by its key, so a
+    /// command naming keys of several slots is refused (`CROSSSLOT`).
     #[must_use]
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Connection {
         self.inner.conn.clone()
+    }
+
+    /// Whether the transport is connected to a single server, a Redis Cluster or a
+    /// Sentinel-managed master.
+    #[must_use]
+    pub fn topology(&self) -> Topology {
+        self.inner.conn.topology()
     }
 }
 

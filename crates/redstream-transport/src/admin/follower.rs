@@ -1,7 +1,7 @@
 //! [`Follower`]: reads followed entries, reconnecting after a failure; [`FollowedEntry`].
 
-use redis::aio::MultiplexedConnection;
-use redis::{Client, Value};
+use redis::Value;
+use redstream_core::connection::{Connection, Topology};
 use redstream_core::{Error, ErrorKind, Event, EventLimits, Result, wire};
 
 use crate::commands::is_nogroup;
@@ -19,9 +19,9 @@ use crate::transport::RedisTransport;
 /// call to [`next`](Self::next) or [`ack`](Self::ack) opens a new one (see [`next`](Self::next)).
 pub struct Follower {
     /// `None` after a connection error or a timeout, until the next call opens a new one.
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Connection>,
     /// The transport's client and options, to open that connection.
-    client: Client,
+    client: Connection,
     options: TransportOptions,
     /// The server's URL, password redacted, for connection errors.
     server: String,
@@ -196,12 +196,11 @@ impl Follower {
 
     /// The follower's connection, opened first if an error dropped it. (A clone: the
     /// connection is multiplexed, and a call cancelled midway leaves the follower's intact.)
-    pub(super) async fn connection(&mut self) -> Result<MultiplexedConnection> {
+    pub(super) async fn connection(&mut self) -> Result<Connection> {
         if let Some(conn) = &self.conn {
             return Ok(conn.clone());
         }
-        let conn =
-            connection::blocking_connection(&self.client, &self.options, &self.server).await?;
+        let conn = connection::blocking_connection(&self.client, &self.options).await?;
         self.conn = Some(conn.clone());
         Ok(conn)
     }
@@ -257,9 +256,17 @@ impl RedisTransport {
         streams: Vec<String>,
         reading: Reading,
     ) -> Result<Follower> {
+        if self.inner.conn.topology() == Topology::Cluster {
+            connection::one_slot(
+                "follow",
+                &self.inner.target,
+                streams.iter().map(String::as_str),
+                "one blocking read cannot name both; follow each stream with a follower of its own",
+            )?;
+        }
         let mut follower = Follower {
             conn: None,
-            client: self.inner.client.clone(),
+            client: self.inner.conn.clone(),
             options: self.inner.options.clone(),
             server: self.inner.target.clone(),
             streams,

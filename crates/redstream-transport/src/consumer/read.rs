@@ -1,12 +1,17 @@
-//! The reader: the consumer's own pending entries first, then one blocking `XREADGROUP` per
-//! poll over all the subscription's streams.
+//! The readers: the consumer's own pending entries first, then one blocking `XREADGROUP` per
+//! poll over the reader's streams.
+//!
+//! Outside a cluster a subscription has one reader, over all its streams. On a Redis Cluster
+//! one `XREADGROUP` may only name keys of one slot (`CROSSSLOT` otherwise), so the
+//! subscription's streams are grouped by slot ([`Sub::slot_groups`]) and each group has a
+//! reader of its own, blocking on a dedicated connection of its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::{Cmd, Value};
+use redstream_core::connection::Connection;
 use redstream_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
 
@@ -58,15 +63,15 @@ impl Sub {
         Ok(out)
     }
 
-    /// New entries: one `XREADGROUP ... BLOCK` over every stream, on the reading connection.
+    /// New entries: one `XREADGROUP ... BLOCK` over the streams of `group`, on the reader's
+    /// connection.
     async fn read_new(
         &self,
-        conn: &mut Option<MultiplexedConnection>,
+        group: &[usize],
+        conn: &mut Option<Connection>,
     ) -> Result<Vec<(usize, reply::RawEntry)>> {
         if conn.is_none() {
-            *conn = Some(
-                connection::blocking_connection(&self.client, &self.options, &self.target).await?,
-            );
+            *conn = Some(connection::blocking_connection(&self.conn, &self.options).await?);
         }
         let Some(blocking) = conn.as_mut() else {
             return Err(Error::backend(
@@ -76,8 +81,7 @@ impl Sub {
                 "no reading connection",
             ));
         };
-        let all: Vec<usize> = (0..self.streams.len()).collect();
-        let cmd = self.xreadgroup(&all, ">", Some(self.options.block_time));
+        let cmd = self.xreadgroup(group, ">", Some(self.options.block_time));
         let reply: Value = cmd
             .query_async(blocking)
             .await
@@ -98,9 +102,14 @@ impl Sub {
         }
     }
 
-    /// Re-reads this consumer's own pending entries, stream by stream.
-    async fn reread_own_pending(&self, leftover: &mut Vec<Delivery>) -> Result<()> {
-        for i in 0..self.streams.len() {
+    /// Re-reads this consumer's own pending entries in the streams of `group`, stream by
+    /// stream.
+    async fn reread_own_pending(
+        &self,
+        group: &[usize],
+        leftover: &mut Vec<Delivery>,
+    ) -> Result<()> {
+        for &i in group {
             let mut after = "0".to_owned();
             loop {
                 if self.stop.is_cancelled() {
@@ -138,13 +147,16 @@ impl Sub {
     }
 }
 
-/// Re-reads own pending entries, then reads new ones until stopped. Returns deliveries it read
-/// but could not queue because the subscription stopped.
+/// Re-reads own pending entries of the streams of `sub.slot_groups[group]`, then reads new ones
+/// until stopped. Returns deliveries it read but could not queue because the subscription
+/// stopped.
 pub(super) async fn read_loop(
     sub: Arc<Sub>,
-    conn: MultiplexedConnection,
+    group: usize,
+    conn: Connection,
     ready: oneshot::Sender<()>,
 ) -> Vec<Delivery> {
+    let streams: Vec<usize> = sub.slot_groups.get(group).cloned().unwrap_or_default();
     let mut conn = Some(conn);
     let mut leftover = Vec::new();
     let mut stall = Stall::default();
@@ -152,7 +164,7 @@ pub(super) async fn read_loop(
         let result = tokio::select! {
             biased;
             () = sub.stop.cancelled() => return leftover,
-            result = sub.reread_own_pending(&mut leftover) => result,
+            result = sub.reread_own_pending(&streams, &mut leftover) => result,
         };
         match result {
             Ok(()) => break,
@@ -171,7 +183,7 @@ pub(super) async fn read_loop(
         let result = tokio::select! {
             biased;
             () = sub.stop.cancelled() => break,
-            result = sub.read_new(&mut conn) => result,
+            result = sub.read_new(&streams, &mut conn) => result,
         };
         let entries = match result {
             Ok(entries) => entries,

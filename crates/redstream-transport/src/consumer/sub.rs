@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
-use redis::{Client, Value};
+use redis::Value;
+use redstream_core::connection::Connection;
 use redstream_core::wire::DecodeError;
 use redstream_core::{Error, ErrorKind, Event, Result, RetryPolicy};
 use tokio::sync::mpsc;
@@ -93,10 +93,13 @@ pub(crate) struct Sub {
     pub(crate) describe: String,
     /// Commands of [`Traffic::Consumer`](crate::commands::Traffic::Consumer).
     pub(crate) redis: Commands,
-    pub(super) client: Client,
+    /// The shared connection, from which each reader opens its dedicated one.
+    pub(super) conn: Connection,
+    /// The subscription's streams (indices) grouped by cluster slot: one blocking read per
+    /// group. One group of every stream outside a cluster.
+    pub(super) slot_groups: Vec<Vec<usize>>,
     pub(crate) names: StreamNames,
     pub(crate) options: TransportOptions,
-    pub(super) target: String,
     pub(crate) buffer: Buffer,
     pub(crate) flights: Arc<Flights>,
     /// Whether entries are redstream envelopes (the reader looks at their priority).
@@ -237,7 +240,7 @@ impl Sub {
         &self,
         err: &Error,
         stall: &mut Stall,
-        conn: &mut Option<MultiplexedConnection>,
+        conn: &mut Option<Connection>,
     ) -> bool {
         let (failures, warn) = stall.failed();
         if is_nogroup(err) {

@@ -1,5 +1,6 @@
 //! The public API of consuming: `subscribe`, `unsubscribe`, `backpressure_stats`.
 
+use redstream_core::connection::Topology;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -148,6 +149,7 @@ impl RedisTransport {
             .enumerate()
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
+        let slot_groups = slot_groups(inner.conn.topology(), &streams);
         let sub = Arc::new(Sub {
             id,
             mode,
@@ -157,10 +159,10 @@ impl RedisTransport {
             by_key,
             describe,
             redis: inner.commands(Traffic::Consumer),
-            client: inner.client.clone(),
+            conn: inner.conn.clone(),
+            slot_groups,
             names: inner.names.clone(),
             options: options.clone(),
-            target: inner.target.clone(),
             buffer: buffer.clone(),
             flights: Arc::clone(&inner.subscriptions.flights),
             envelopes: handling.reads_envelopes(),
@@ -170,7 +172,10 @@ impl RedisTransport {
         });
         let all: Vec<usize> = (0..sub.streams.len()).collect();
         sub.create_groups(&all, start_from.id()).await?;
-        let conn = connection::blocking_connection(&sub.client, options, &sub.target).await?;
+        let mut conns = Vec::with_capacity(sub.slot_groups.len());
+        for _ in &sub.slot_groups {
+            conns.push(connection::blocking_connection(&sub.conn, options).await?);
+        }
 
         let stop = sub.stop.clone();
         let span = tracing::info_span!(
@@ -180,7 +185,7 @@ impl RedisTransport {
             consumer = %sub.consumer,
         );
         let task =
-            tokio::spawn(supervise(Arc::clone(&sub), handling, conn, acks_rx).instrument(span));
+            tokio::spawn(supervise(Arc::clone(&sub), handling, conns, acks_rx).instrument(span));
         lock(&inner.subscriptions.running).insert(id, Running { stop, buffer, task });
         tracing::debug!(
             subscription = id,
@@ -209,4 +214,21 @@ impl Subscriber for RedisTransport {
     fn unsubscribe(&self, handle: &SubscriptionHandle) -> impl Future<Output = Result<()>> + Send {
         RedisTransport::unsubscribe(self, handle)
     }
+}
+
+/// The indices of `streams` grouped by cluster slot, in their order of first appearance: one
+/// group of every stream outside a cluster.
+fn slot_groups(topology: Topology, streams: &[StreamSpec]) -> Vec<Vec<usize>> {
+    if topology != Topology::Cluster {
+        return vec![(0..streams.len()).collect()];
+    }
+    let mut groups: Vec<(redis::cluster_routing::Slot, Vec<usize>)> = Vec::new();
+    for (i, spec) in streams.iter().enumerate() {
+        let slot = redstream_core::keys::slot(spec.key.as_bytes());
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, group)| group).collect()
 }

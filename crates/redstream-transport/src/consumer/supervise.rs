@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
+use redstream_core::connection::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,11 +20,29 @@ use super::sub::{Ack, Sub};
 pub(super) async fn supervise(
     sub: Arc<Sub>,
     handling: Handling,
-    conn: MultiplexedConnection,
+    conns: Vec<Connection>,
     acks: mpsc::UnboundedReceiver<Ack>,
 ) -> Drained {
+    // One reader per slot group (one in all outside a cluster); the claimer starts once every
+    // reader has re-read its own pending entries.
     let (ready_tx, ready_rx) = oneshot::channel();
-    let reader = tokio::spawn(read_loop(Arc::clone(&sub), conn, ready_tx).in_current_span());
+    let mut readers = Vec::with_capacity(conns.len());
+    let mut readies = Vec::with_capacity(conns.len());
+    for (group, conn) in conns.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        readies.push(rx);
+        readers.push(tokio::spawn(
+            read_loop(Arc::clone(&sub), group, conn, tx).in_current_span(),
+        ));
+    }
+    tokio::spawn(async move {
+        for ready in readies {
+            if ready.await.is_err() {
+                return;
+            }
+        }
+        let _ = ready_tx.send(());
+    });
     let claimer = tokio::spawn(claim::claim_loop(Arc::clone(&sub), ready_rx).in_current_span());
     let keepalive_stop = CancellationToken::new();
     let keepalive = tokio::spawn(
@@ -43,7 +61,10 @@ pub(super) async fn supervise(
 
     sub.stop.cancelled().await;
     tracing::debug!("subscription stopping");
-    let mut leftover = reader.await.unwrap_or_default();
+    let mut leftover = Vec::new();
+    for reader in readers {
+        leftover.extend(reader.await.unwrap_or_default());
+    }
     leftover.extend(claimer.await.unwrap_or_default());
 
     workers_stop.cancel();

@@ -112,6 +112,7 @@ use tracing::Instrument;
 
 pub use entry::DeadLetterEntry;
 pub(crate) use letter::{Body, DeadLetterFields, move_entry};
+pub(crate) use redrive::REDRIVE_ON_CLUSTER;
 pub use redrive::{RedriveReport, SkippedDeadLetter};
 
 use crate::commands::Traffic;

@@ -1,5 +1,6 @@
 //! Listing streams and their summaries: [`StreamSummary`], [`GroupSummary`].
 
+use redstream_core::connection::Topology;
 use redstream_core::{Error, Result};
 use serde::Serialize;
 
@@ -86,8 +87,40 @@ impl RedisTransport {
             ));
         }
         // A read: it bypasses the circuit breaker (`Traffic::Read`), on the shared connection.
+        if self.inner.conn.topology() == Topology::Cluster {
+            return self.scan_masters(pattern).await;
+        }
         let mut conn = self.inner.conn.clone();
         redstream_core::keys::scan(&mut conn, pattern, Some("stream"), pattern).await
+    }
+
+    /// `SCAN ... TYPE stream` on each master of the cluster in turn, until each cursor is 0:
+    /// the matching streams, sorted, without duplicates.
+    async fn scan_masters(&self, pattern: &str) -> Result<Vec<String>> {
+        let conn = &self.inner.conn;
+        let mut keys = Vec::new();
+        for master in conn.cluster_masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("TYPE")
+                    .arg("stream");
+                let (next, batch): (u64, Vec<Vec<u8>>) = conn.query_node(&master, &cmd).await?;
+                keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
     }
 
     /// [`stream_info`](Self::stream_info) of each of `streams` that exists, in the given order;

@@ -15,6 +15,8 @@ mod fault_suite;
 mod inspect;
 mod least_privilege;
 mod metrics;
+mod on_cluster;
+mod on_sentinel;
 mod operator;
 mod oversized;
 mod publisher;

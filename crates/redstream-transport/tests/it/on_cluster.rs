@@ -1,0 +1,331 @@
+//! The transport on a real Redis Cluster (3 masters, 3 replicas) through a
+//! `redis-cluster://` URL: the cluster layout chosen by itself, streams on every master, one
+//! blocking read per slot, and a killed master followed in the same process.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redstream_core::{ErrorKind, HandlerResult};
+use redstream_testkit::{RedisCluster, key_slot};
+use redstream_transport::{
+    KeyLayout, RedisConfig, RedisTransport, StartFrom, Topology, TransportOptions,
+};
+use tokio::task::JoinSet;
+
+use crate::support::{capture_logs, event, fast, logged, number, unique, until, within};
+
+/// Ten event types whose streams (one hash tag each) sit on all three masters of a default
+/// cluster (slots 0-5460, 5461-10922, 10923-16383); the test checks it on the cluster itself.
+pub(crate) const TYPES: [&str; 10] = [
+    "order.created",
+    "order.updated",
+    "order.cancelled",
+    "payment.failed",
+    "payment.captured",
+    "user.signed_up",
+    "page.viewed",
+    "cart.updated",
+    "invoice.sent",
+    "refund.issued",
+];
+
+/// `redis-cluster://host:port,...` with every node of `cluster` as a seed.
+pub(crate) fn cluster_url(cluster: &RedisCluster) -> String {
+    let hosts: Vec<String> = cluster
+        .nodes()
+        .iter()
+        .map(|node| format!("{}:{}", node.server().host(), node.port()))
+        .collect();
+    format!("redis-cluster://{}", hosts.join(","))
+}
+
+async fn cluster_transport(url: &str, prefix: &str, options: TransportOptions) -> RedisTransport {
+    capture_logs();
+    RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(url)
+            .with_stream_prefix(prefix)
+            .with_consumer_group("g")
+            .with_consumer_name(unique("consumer")),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
+/// What a handler saw: deliveries per event number.
+#[derive(Default)]
+struct Seen {
+    counts: Mutex<HashMap<usize, usize>>,
+    deliveries: AtomicUsize,
+}
+
+impl Seen {
+    fn record(&self, n: usize) {
+        *self.counts.lock().unwrap().entry(n).or_default() += 1;
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn distinct(&self) -> usize {
+        self.counts.lock().unwrap().len()
+    }
+
+    fn has(&self, n: usize) -> bool {
+        self.counts.lock().unwrap().contains_key(&n)
+    }
+
+    fn duplicates(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.saturating_sub(1))
+            .sum()
+    }
+}
+
+async fn subscribe(transport: &RedisTransport, seen: &Arc<Seen>) {
+    let seen = Arc::clone(seen);
+    transport
+        .subscribe(
+            TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            move |event| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.record(number(&event));
+                    HandlerResult::Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_over_ten_types_through_three_masters() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let url = cluster_url(&cluster);
+    let prefix = unique("events");
+    let options = fast()
+        .with_start_from(StartFrom::Beginning)
+        .with_read_count(200);
+    let transport = cluster_transport(&url, &prefix, options.clone()).await;
+    assert_eq!(transport.topology(), Topology::Cluster);
+    // No layout chosen: the cluster layout, one hash tag per stream.
+    assert_eq!(transport.names().layout(), KeyLayout::Cluster);
+    assert_eq!(
+        transport.names().stream("order.created"),
+        format!("{prefix}:{{order.created}}")
+    );
+    // The plain layout chosen explicitly is refused, naming the fix.
+    let err = RedisTransport::with_options(
+        RedisConfig::default().with_url(&url),
+        options.clone().with_key_layout(KeyLayout::Plain),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("key_layout cluster"), "{err}");
+
+    // The ten streams sit on all three masters, by the servers' own CLUSTER KEYSLOT.
+    let mut raw = cluster.connection().await.unwrap();
+    let mut masters = BTreeSet::new();
+    for event_type in TYPES {
+        let key = transport.names().stream(event_type);
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(slot, key_slot(key.as_bytes()), "{key}");
+        masters.insert(cluster.master_for_slot(slot).await.unwrap().id().to_owned());
+    }
+    assert_eq!(masters.len(), 3, "the ten streams are on {masters:?}");
+
+    let seen = Arc::new(Seen::default());
+    // Two consumers of the group, in two transports.
+    let second = cluster_transport(&url, &prefix, options).await;
+    subscribe(&transport, &seen).await;
+    subscribe(&second, &seen).await;
+
+    // A batch over two streams (two slots) is refused before anything is sent.
+    let err = transport
+        .publish_batch(vec![event(TYPES[0], 0), event(TYPES[1], 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    // 10,000 events from 4 tasks: half one by one, half in batches of 50 of one type.
+    const TOTAL: usize = 10_000;
+    const TASKS: usize = 4;
+    let started = Instant::now();
+    let mut publishers = JoinSet::new();
+    for task in 0..TASKS {
+        let transport = transport.clone();
+        publishers.spawn(async move {
+            let numbers: Vec<usize> = (0..TOTAL).filter(|n| n % TASKS == task).collect();
+            let (single, batched) = numbers.split_at(numbers.len() / 2);
+            for &n in single {
+                transport.publish(event(TYPES[n % 10], n)).await.unwrap();
+            }
+            for (type_index, event_type) in TYPES.iter().enumerate() {
+                let mine: Vec<usize> = batched
+                    .iter()
+                    .copied()
+                    .filter(|n| n % 10 == type_index)
+                    .collect();
+                for chunk in mine.chunks(50) {
+                    let events = chunk.iter().map(|&n| event(event_type, n)).collect();
+                    transport.publish_batch(events).await.unwrap();
+                }
+            }
+        });
+    }
+    within("publishing", async {
+        while let Some(done) = publishers.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    let published = started.elapsed();
+    until("every event handled", || async { seen.distinct() == TOTAL }).await;
+    let handled = started.elapsed();
+
+    // Every stream listed (SCAN on every master) and described (pipelines split by slot).
+    let streams = transport.list_streams().await.unwrap();
+    assert_eq!(streams.len(), 10, "{streams:?}");
+    let overview = transport.streams_overview().await.unwrap();
+    let length: u64 = overview.iter().map(|s| s.length).sum();
+    assert_eq!(length, TOTAL as u64);
+    until("every entry acknowledged", || async {
+        let overview = transport.streams_overview().await.unwrap();
+        overview
+            .iter()
+            .flat_map(|s| &s.groups)
+            .all(|g| g.pending == 0)
+    })
+    .await;
+    let crossslot = logged("CROSSSLOT");
+    assert!(crossslot.is_empty(), "{crossslot:?}");
+    println!(
+        "cluster: {TOTAL} events over 10 streams on {} masters from {TASKS} tasks: published in \
+         {published:?}, all handled after {handled:?}; {} deliveries, {} duplicates, 0 lost, \
+         0 CROSSSLOT errors",
+        masters.len(),
+        seen.deliveries.load(Ordering::Relaxed),
+        seen.duplicates(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_followed_by_publishers_and_consumers() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let url = cluster_url(&cluster);
+    let prefix = unique("events");
+    let options = fast()
+        .with_start_from(StartFrom::Beginning)
+        .with_response_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(1));
+    let transport = cluster_transport(&url, &prefix, options).await;
+    let seen = Arc::new(Seen::default());
+    subscribe(&transport, &seen).await;
+
+    // One publisher, one event at a time, round robin over the ten streams; it records what
+    // was acknowledged (and when) and carries on after errors.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let publisher = {
+        let (transport, stop, acked, failed) = (
+            transport.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+            Arc::clone(&failed),
+        );
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match transport.publish(event(TYPES[n % 10], n)).await {
+                    Ok(_) => acked.lock().unwrap().push((n, Instant::now())),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                n += 1;
+            }
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    until("500 events handled before the kill", || async {
+        seen.distinct() >= 500
+    })
+    .await;
+
+    let victim = cluster
+        .master_for_key(transport.names().stream(TYPES[0]).as_bytes())
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    let before_kill = acked_count();
+    let promoted = within("the failover", cluster.kill_master(victim))
+        .await
+        .unwrap();
+    let failover_took = killed_at.elapsed();
+    let at_promotion = acked_count();
+    // Publishing and consuming go on in this process: 500 more events published and handled
+    // after the promotion, among them events of the failed-over stream.
+    until("500 events published after the promotion", || async {
+        acked_count() >= at_promotion + 500
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    within("the publisher", publisher).await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let last_of_victim = acked
+        .iter()
+        .rev()
+        .find(|(n, _)| n % 10 == 0)
+        .map(|(n, _)| *n)
+        .unwrap();
+    until(
+        "the events published after the promotion handled",
+        || async { acked[at_promotion..].iter().all(|(n, _)| seen.has(*n)) },
+    )
+    .await;
+    assert!(seen.has(last_of_victim));
+
+    // Acknowledged events are all handled, except any the killed master acknowledged without
+    // having replicated them (only just before the kill).
+    let lost: Vec<(usize, Instant)> = acked
+        .iter()
+        .filter(|(n, _)| !seen.has(*n))
+        .copied()
+        .collect();
+    for (n, at) in &lost {
+        assert!(
+            *at <= killed_at && killed_at.duration_since(*at) < Duration::from_secs(1),
+            "event {n} was acknowledged {:?} from the kill and lost",
+            killed_at.checked_duration_since(*at)
+        );
+    }
+    println!(
+        "cluster failover: master {} killed, replica {} promoted after {failover_took:?}; {} \
+         events acknowledged ({before_kill} before the kill, {} after the promotion), {} \
+         publishes failed during the failover, {} handled ({} duplicates), {} acknowledged \
+         but lost (acknowledged by the killed master before replication)",
+        victim.id(),
+        promoted.id(),
+        acked.len(),
+        acked.len() - at_promotion,
+        failed.load(Ordering::Relaxed),
+        seen.distinct(),
+        seen.duplicates(),
+        lost.len(),
+    );
+    let crossslot = logged("CROSSSLOT");
+    assert!(crossslot.is_empty(), "{crossslot:?}");
+}
