@@ -417,3 +417,56 @@ async fn a_killed_cluster_master_is_followed_with_nothing_acknowledged_lost() {
     );
     assert_eq!(lost, 0);
 }
+
+/// A failover without a failure (`SENTINEL FAILOVER`): the old master is demoted (its clients
+/// closed, or its writes refused with `READONLY`) and the sink, in the same process, writes
+/// its next batches to the new master; with `durability` nothing it acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_without_failure_is_followed() {
+    let group = RedisSentinel::builder().replicas(2).start().await.unwrap();
+    let stream = "{switched}.events";
+    let config = SinkConfig::new("sentinel-switch", group.url(), stream)
+        .with_durability(Some(Durability::new(1, Duration::from_millis(500))))
+        .with_retry(
+            RetryPolicy::unlimited()
+                .with_initial_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_millis(200)),
+        );
+    let sink = RedisSink::new(config).unwrap();
+    let old = group.master().await.unwrap().port();
+    let mut acknowledged = Vec::new();
+    for batch in 0..20 {
+        if batch == 10 {
+            let new = tokio::time::timeout(Duration::from_secs(120), group.failover())
+                .await
+                .unwrap()
+                .unwrap()
+                .port();
+            assert_ne!(new, old);
+        }
+        let batch_events = events(50);
+        let ack = tokio::time::timeout(
+            Duration::from_secs(60),
+            sink.send_batch(
+                batch_events.clone(),
+                Some(SourcePosition::new(batch.to_string())),
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(ack.written, 50);
+        acknowledged.extend(ids(&batch_events));
+    }
+    let master = group.master().await.unwrap();
+    assert_ne!(master.port(), old);
+    let mut conn = master.connection().await.unwrap();
+    let found = stream_ids(&mut conn, stream).await;
+    assert_eq!(found, acknowledged);
+    println!(
+        "sentinel failover without failure: {} lines acknowledged, all on the new master in \
+         order, {} retries",
+        acknowledged.len(),
+        sink.stats().retries
+    );
+}
