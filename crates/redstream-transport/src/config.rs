@@ -729,6 +729,48 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_settings_and_key_layout() {
+        let options: TransportOptions = serde_json::from_str(
+            r#"{"sentinel": {"master_name": "mymaster", "password": "s3cret-Canary"}}"#,
+        )
+        .unwrap();
+        assert_eq!(options.sentinel.master_name.as_deref(), Some("mymaster"));
+        assert!(!format!("{options:?}").contains("Canary"));
+        let err = serde_json::from_str::<TransportOptions>(r#"{"sentinel": {"master": "m"}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let unset = TransportOptions::default();
+        assert_eq!(
+            unset.key_layout_for(Topology::Cluster).unwrap(),
+            KeyLayout::Cluster
+        );
+        assert_eq!(
+            unset.key_layout_for(Topology::Single).unwrap(),
+            KeyLayout::Plain
+        );
+        assert_eq!(
+            unset.key_layout_for(Topology::Sentinel).unwrap(),
+            KeyLayout::Plain
+        );
+        let plain = unset.clone().with_key_layout(KeyLayout::Plain);
+        let err = plain.key_layout_for(Topology::Cluster).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("key_layout cluster"), "{err}");
+        let cluster = unset.with_key_layout(KeyLayout::Cluster);
+        assert_eq!(
+            cluster.key_layout_for(Topology::Single).unwrap(),
+            KeyLayout::Cluster
+        );
+        for url in [
+            "redis-cluster://h1:6379,h2:6379",
+            "redis-sentinel://s1:26379,s2:26379/mymaster",
+            "redis-sentinel://s1:26379",
+        ] {
+            RedisConfig::default().with_url(url).validate().unwrap();
+        }
+    }
+
+    #[test]
     fn options_read_from_json_with_humane_durations() {
         let options: TransportOptions =
             serde_json::from_str(r#"{"block_time": "250ms", "claim_idle_time": "1m"}"#).unwrap();

@@ -208,6 +208,42 @@ async fn ten_thousand_events_over_ten_types_through_three_masters() {
             .all(|g| g.pending == 0)
     })
     .await;
+    // A failing handler's entry moves to the dead-letter stream (another slot): XADD there,
+    // then XACK. A redrive, one script over two slots, is refused saying what to do.
+    let failing = cluster_transport(
+        &url,
+        &prefix,
+        fast()
+            .with_dead_letter_on_first_failure(true)
+            .with_start_from(StartFrom::Beginning),
+    )
+    .await;
+    failing
+        .subscribe(vec!["job.failed".to_owned()], |_| async {
+            HandlerResult::Err("boom".into())
+        })
+        .await
+        .unwrap();
+    failing.publish(event("job.failed", 1)).await.unwrap();
+    until("the dead letter", || async {
+        failing.dlq_entries(10).await.unwrap().len() == 1
+    })
+    .await;
+    let job = failing.names().stream("job.failed");
+    until("the failed entry acknowledged", || async {
+        let info = failing.stream_info(&job).await.unwrap();
+        info.groups.iter().all(|g| g.pending == 0)
+    })
+    .await;
+    assert_ne!(
+        key_slot(job.as_bytes()),
+        key_slot(failing.names().dlq().as_bytes())
+    );
+    let err = failing.redrive_all().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("dlq_entries"), "{err}");
+    assert_eq!(failing.dlq_entries(10).await.unwrap().len(), 1);
+
     let crossslot = logged("CROSSSLOT");
     assert!(crossslot.is_empty(), "{crossslot:?}");
     println!(
