@@ -232,6 +232,52 @@ async fn config_files_resolve_paths_and_name_bad_fields() {
     assert!(err.to_string().contains("source.batch_events"), "{err}");
 }
 
+/// The sink section takes `url` (or its old name `uri`, not both) and the Sentinel settings,
+/// as `redstream sink` reads them; `--url` replaces the sink's `uri` in code, which a file
+/// that gave `uri` allows.
+#[test]
+fn runner_files_take_url_uri_and_the_sentinel_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sink.yaml");
+    let source = "source:\n  input: in.jsonl\n  checkpoint: c\n  event_type: t\n";
+    std::fs::write(
+        &path,
+        format!(
+            "{source}sink:\n  id: s\n  url: redis-sentinel://s1:26379,s2:26379\n  \
+             master_name: mymaster\n  sentinel_password: sentinel-secret\n  stream: x\n"
+        ),
+    )
+    .unwrap();
+    let config = RunnerConfig::from_file(&path).unwrap();
+    let options = config.sink.connection_options();
+    assert_eq!(options.url, "redis-sentinel://s1:26379,s2:26379");
+    assert_eq!(options.master_name.as_deref(), Some("mymaster"));
+    assert!(!format!("{config:?}").contains("sentinel-secret"));
+
+    std::fs::write(
+        &path,
+        format!("{source}sink:\n  id: s\n  uri: redis-cluster://h1:6379,h2:6379\n  stream: x\n"),
+    )
+    .unwrap();
+    let mut config = RunnerConfig::from_file(&path).unwrap();
+    assert_eq!(config.sink.redis_url(), "redis-cluster://h1:6379,h2:6379");
+    config.sink.uri = "redis://127.0.0.1:2".to_owned();
+    config.sink.validate().unwrap();
+    assert_eq!(config.sink.redis_url(), "redis://127.0.0.1:2");
+
+    std::fs::write(
+        &path,
+        format!(
+            "{source}sink:\n  id: s\n  url: redis://h:1\n  uri: redis://:hunter2@h:2\n  \
+             stream: x\n"
+        ),
+    )
+    .unwrap();
+    let err = RunnerConfig::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("config field uri"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
 /// Every section of a runner's configuration file refuses a field it does not know, naming
 /// where it is: the top level, `source`, `sink` and the sink's `retry`, `tls` and
 /// `durability`.
