@@ -296,8 +296,8 @@ impl RunnerConfig {
     }
 
     /// Reads a configuration file (YAML for `.yaml`/`.yml`, TOML for `.toml`), expands
-    /// `${NAME}` in the sink's `url` (or `uri`) and `sentinel_password`, and validates it. Relative paths in `source` are taken
-    /// relative to the file's directory.
+    /// `${NAME}` in the sink's `url` (or `uri`) and `sentinel_password`, and validates it.
+    /// Relative paths in `source` are taken relative to the file's directory.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = read_config_file(path)?;
