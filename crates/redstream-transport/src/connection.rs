@@ -129,11 +129,3 @@ pub(crate) fn one_slot<'k>(
     }
     Ok(())
 }
-
-/// Refuses `op` on a cluster, where it would name keys of several slots in one script.
-pub(crate) fn refuse_on_cluster(conn: &Connection, op: &str, why_and_fix: &str) -> Result<()> {
-    if conn.topology() == Topology::Cluster {
-        return Err(not_on_a_cluster(op, conn.target(), why_and_fix));
-    }
-    Ok(())
-}

@@ -81,11 +81,6 @@ impl RedisTransport {
     /// [`ErrorKind::InvalidInput`] for an invalid event type; a Redis error if reading or
     /// writing fails (batches redriven before it stay redriven).
     pub async fn redrive_type(&self, event_type: &str) -> Result<RedriveReport> {
-        crate::connection::refuse_on_cluster(
-            &self.inner.conn,
-            "redrive",
-            crate::dlq::REDRIVE_ON_CLUSTER,
-        )?;
         let limits = &self.inner.options.limits;
         validate_event_type(event_type, limits)?;
         let dlq = self.inner.names.dlq();

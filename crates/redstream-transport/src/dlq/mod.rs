@@ -91,7 +91,9 @@
 //!   goes to the stream of its event's type under the current names. An envelope is written back
 //!   as the `event` field; a raw entry's fields are written back as they were. Each dead letter
 //!   moves with one script (check it is still there, write it, delete it), so it is either still
-//!   a dead letter or republished once, never both; 100 go per round trip. A redriven event is a
+//!   a dead letter or republished once, never both; 100 go per round trip. (On a Redis Cluster
+//!   the two streams are in two slots: each dead letter moves one command at a time, `XADD`
+//!   then `XDEL`, with the repeat rule of `redrive/slots.rs`.) A redriven event is a
 //!   new entry: every group of that stream receives it again, with the same event id, so
 //!   handlers that must not see an event twice deduplicate on [`Event::id`]. Dead letters that
 //!   could not be decoded cannot be redriven: they stay where they are and the
@@ -112,7 +114,6 @@ use tracing::Instrument;
 
 pub use entry::DeadLetterEntry;
 pub(crate) use letter::{Body, DeadLetterFields, move_entry};
-pub(crate) use redrive::REDRIVE_ON_CLUSTER;
 pub use redrive::{RedriveReport, SkippedDeadLetter};
 
 use crate::commands::Traffic;

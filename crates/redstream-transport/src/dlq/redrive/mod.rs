@@ -5,9 +5,11 @@
 //! | `mod.rs` | [`RedriveReport`], `redrive_all`, `redrive_ids`, `redrive_range`, the ids they take |
 //! | `plan.rs` | what each dead letter becomes: its target stream, its fields, its record field |
 //! | `script.rs` | the redrive script, the redrive record of the cluster layout, and running them |
+//! | `slots.rs` | the redrive on a Redis Cluster: one command at a time across slots, and its repeat rule |
 
 mod plan;
 mod script;
+mod slots;
 
 use std::collections::HashSet;
 
@@ -81,13 +83,6 @@ fn check_id(id: &str, range: bool) -> Result<()> {
     }
 }
 
-/// Why a redrive is refused on a Redis Cluster, and what to do instead.
-pub(crate) const REDRIVE_ON_CLUSTER: &str = "a redrive moves each dead letter with one script naming the dead-letter stream and the \
-     target stream, which are in different slots of a Redis Cluster; it is not supported on a \
-     cluster by this version: read the dead letters (dlq_entries / dlq_entry), publish their \
-     events again with publish, then delete them from the dead-letter stream (XDEL), or redrive \
-     from a single-server copy";
-
 impl RedisTransport {
     /// Redrives every dead letter present when it starts (dead letters added meanwhile are left
     /// for the next call).
@@ -103,7 +98,6 @@ impl RedisTransport {
     /// [`ErrorKind::InvalidInput`] for an id that is not a stream entry id (nothing is redriven
     /// then); a Redis error if reading or writing fails.
     pub async fn redrive_ids(&self, ids: &[&str]) -> Result<RedriveReport> {
-        crate::connection::refuse_on_cluster(&self.inner.conn, "redrive", REDRIVE_ON_CLUSTER)?;
         for id in ids {
             check_id(id, false)?;
         }
@@ -145,7 +139,6 @@ impl RedisTransport {
     /// [`ErrorKind::InvalidInput`] for a malformed bound; a Redis error if reading or writing
     /// fails (batches done before the error stay done).
     pub async fn redrive_range(&self, start: &str, end: &str) -> Result<RedriveReport> {
-        crate::connection::refuse_on_cluster(&self.inner.conn, "redrive", REDRIVE_ON_CLUSTER)?;
         check_id(start, true)?;
         check_id(end, true)?;
         let dlq = self.inner.names.dlq();

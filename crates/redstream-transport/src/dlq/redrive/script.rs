@@ -116,6 +116,9 @@ impl RedisTransport {
                 plan.repeat = true;
             }
         }
+        if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
+            return self.redrive_across_slots(plans, report).await;
+        }
         let names = &self.inner.names;
         let dlq = names.dlq();
         let record = redrive_record(names);
