@@ -27,7 +27,9 @@
 //!   It first re-reads the consumer's own pending entries (`XREADGROUP ... STREAMS <s> 0`, page
 //!   by page): entries a previous run under the same consumer name received and never
 //!   acknowledged. Then each poll is one `XREADGROUP ... COUNT n BLOCK t STREAMS <s>... > ...`
-//!   over all the subscription's streams: one round trip, one key per stream.
+//!   over all the subscription's streams: one round trip, one key per stream. On a Redis
+//!   Cluster one `XREADGROUP` may name one slot only, so there is one reader per slot group of
+//!   the subscription's streams, each on a dedicated connection of its own (`read.rs`).
 //! - **Workers**, `handler_concurrency` of them, each taking one entry at a time from the
 //!   subscription's buffer and running the handler with its panics caught (a panicking handler is a
 //!   failed delivery, not a dead worker). The reader decodes each envelope once, as it buffers

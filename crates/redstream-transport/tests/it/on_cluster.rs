@@ -381,11 +381,20 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
             killed_at.checked_duration_since(*at)
         );
     }
+    // Events handled whose publish failed (a timeout or dropped connection after the write).
+    let acked_numbers: std::collections::HashSet<usize> = acked.iter().map(|(n, _)| *n).collect();
+    let unacknowledged = seen
+        .counts
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|n| !acked_numbers.contains(n))
+        .count();
     println!(
         "cluster failover: master {} killed, replica {} promoted after {failover_took:?}; {} \
          events acknowledged ({before_kill} before the kill, {} after the promotion), {} \
-         publishes failed during the failover, {} handled ({} duplicates), {} acknowledged \
-         but lost (acknowledged by the killed master before replication)",
+         publishes failed during the failover, {} handled ({} duplicates, {unacknowledged} \
+         although their publish failed), {} acknowledged but lost (acknowledged by the killed master before replication)",
         victim.id(),
         promoted.id(),
         acked.len(),
