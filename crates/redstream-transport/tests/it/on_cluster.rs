@@ -277,6 +277,18 @@ async fn ten_thousand_events_over_ten_types_through_three_masters() {
     assert!(failing.dlq_entries(10).await.unwrap().is_empty());
     assert_eq!(failing.stream_info(&job).await.unwrap().length, 2);
 
+    // Following: one stream (one slot) reads; streams of two slots are refused by name.
+    let order = transport.names().stream(TYPES[0]);
+    let mut follower = transport.follow(&[&order], Some("-")).await.unwrap();
+    assert_eq!(follower.next(5).await.unwrap().len(), 5);
+    let payment = transport.names().stream(TYPES[3]);
+    let err = transport
+        .follow(&[&order, &payment], None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("follower of its own"), "{err}");
+
     let crossslot = logged("CROSSSLOT");
     assert!(crossslot.is_empty(), "{crossslot:?}");
     println!(
