@@ -41,18 +41,17 @@ pub struct GlobalArgs {
     )]
     pub prefix: String,
     /// How a stream's name is built from the prefix and an event type, as the transport's
-    /// `key_layout`: `plain` (`events:order.created`, the default) or `cluster`
-    /// (`events:{order.created}`: one hash tag per stream, for Redis Cluster). Streams named in
-    /// full are used as they are either way.
+    /// `key_layout`: `plain` (`events:order.created`) or `cluster` (`events:{order.created}`:
+    /// one hash tag per stream). Default: `cluster` on a Redis Cluster (`redis-cluster://`),
+    /// `plain` elsewhere. Streams named in full are used as they are either way.
     #[arg(
         long,
         env = "REDSTREAM_KEY_LAYOUT",
-        default_value = "plain",
         global = true,
         value_parser = PossibleValuesParser::new(["plain", "cluster"])
             .try_map(|name| name.parse::<redstream_core::keys::KeyLayout>())
     )]
-    pub key_layout: redstream_core::keys::KeyLayout,
+    pub key_layout: Option<redstream_core::keys::KeyLayout>,
     /// Time allowed to connect to Redis, e.g. `5s`, `500ms` (100 ms to 5 min).
     #[arg(
         long,

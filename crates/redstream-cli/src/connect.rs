@@ -40,11 +40,14 @@ pub async fn transport(global: &GlobalArgs) -> CliResult<RedisTransport> {
         stream_prefix: global.prefix.clone(),
         ..RedisConfig::default()
     };
-    let options = TransportOptions::default()
-        .with_key_layout(global.key_layout)
-        .with_connect_timeout(global.connect_timeout)
-        .with_response_timeout(global.response_timeout)
-        .with_tls(tls(global)?);
+    let options = TransportOptions {
+        // Not given: the transport's own choice (cluster on a cluster, plain elsewhere).
+        key_layout: global.key_layout,
+        ..TransportOptions::default()
+    }
+    .with_connect_timeout(global.connect_timeout)
+    .with_response_timeout(global.response_timeout)
+    .with_tls(tls(global)?);
     tracing::debug!(
         connect_timeout = ?global.connect_timeout,
         response_timeout = ?global.response_timeout,

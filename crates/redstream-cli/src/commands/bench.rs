@@ -160,12 +160,14 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> CliResult<()> {
         .with_stream_prefix(prefix.clone())
         .with_consumer_group("bench")
         .with_consumer_name(format!("bench-{}", std::process::id()));
-    let options = TransportOptions::default()
-        .with_block_time(Duration::from_millis(100))
-        .with_read_count(500)
-        .with_handler_concurrency(64)
-        .with_start_from(StartFrom::Beginning)
-        .with_key_layout(global.key_layout);
+    let options = TransportOptions {
+        key_layout: global.key_layout,
+        ..TransportOptions::default()
+    }
+    .with_block_time(Duration::from_millis(100))
+    .with_read_count(500)
+    .with_handler_concurrency(64)
+    .with_start_from(StartFrom::Beginning);
     let transport = RedisTransport::with_options(config, options).await?;
     transport.ping().await?;
     output::note(format_args!(

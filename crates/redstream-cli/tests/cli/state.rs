@@ -195,7 +195,7 @@ async fn the_cluster_layout_is_chosen_with_state_layout() {
 /// On a Redis Cluster (`redis-cluster://` URL), the store's own layout applies unless
 /// `--state-layout` says otherwise: `{prefix}:k`, one slot per store.
 #[tokio::test(flavor = "multi_thread")]
-async fn on_a_cluster_the_store_chooses_the_cluster_layout() {
+async fn on_a_cluster_the_store_and_the_transport_choose_the_cluster_layout() {
     let cluster = redstream_testkit::RedisCluster::builder()
         .replicas_per_master(0)
         .start()
@@ -228,4 +228,15 @@ async fn on_a_cluster_the_store_chooses_the_cluster_layout() {
     assert_eq!(plain["redis_key"], "app:k");
     let keys = cli.json(&["state", "--state-prefix", "app", "keys"]);
     assert_eq!(keys["keys"], json!(["k"]));
+
+    // The transport's commands too: the stream of a type is tagged, and listed from every
+    // master.
+    cli.run(&["publish", "order.created", r#"{"n":1}"#]).ok();
+    let streams = cli.json(&["streams"]);
+    let text = streams.to_string();
+    let tagged = format!("{}:{{order.created}}", cli.prefix);
+    assert!(text.contains(&tagged), "{text}");
+    let refused = cli.run(&["--key-layout", "plain", "streams"]);
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("key_layout"), "{refused:#?}");
 }

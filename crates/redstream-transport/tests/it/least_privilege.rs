@@ -9,22 +9,14 @@ use tokio::sync::mpsc;
 use crate::support::{event, fast, number, recv, unique, until, xrange};
 
 /// The publisher's commands (`publish`, `publish_to`, `publish_fields`, `publish_batch`).
-const PUBLISHER: &str = "+xadd +evalsha +script|load +type";
+const PUBLISHER: &str = "+ping +xadd +evalsha +script|load +type";
 /// A consumer's commands (`subscribe`, the subscription builder, claiming, dead letters).
-const CONSUMER: &str = "+xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xadd +evalsha +script|load +type";
-
-/// What every connection needs besides a role's commands: core's `connection::connect` (which
-/// the transport connects through since issue 13) checks each new connection with `PING`.
-/// docs/security.md does not list it in the roles' lines yet (that file is edited elsewhere):
-/// until it does, the roles' lines above are the documented ones and this is added to both.
-const CONNECT: &str = "+ping";
+/// `PING`: core's `connection::connect` checks each new connection with it.
+const CONSUMER: &str = "+ping +xreadgroup +xack +xgroup|create +xautoclaim +xclaim +xpending +xadd +evalsha +script|load +type";
 
 fn rules(commands: &str, prefix: &str) -> Vec<String> {
     let mut rules = vec![format!("~{prefix}:*"), "-@all".to_owned()];
     rules.extend(commands.split_whitespace().map(str::to_owned));
-    if !rules.iter().any(|rule| rule == CONNECT) {
-        rules.push(CONNECT.to_owned());
-    }
     rules
 }
 
