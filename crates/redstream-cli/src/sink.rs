@@ -15,9 +15,9 @@ use crate::{CliError, CliResult, GlobalArgs};
 #[derive(Debug, Args)]
 pub struct SinkArgs {
     /// The configuration file, YAML (.yaml, .yml) or TOML (.toml): a `source` section (input,
-    /// checkpoint, format, event_type...) and a `sink` section (id, uri, stream...). The
-    /// Redis URL is the sink's `uri` (which may say `${REDIS_URL}`); `--url` on the command
-    /// line replaces it. `--prefix` does not apply: the sink writes the configured stream.
+    /// checkpoint, format, event_type...) and a `sink` section (id, url, stream...). The
+    /// Redis URL is the sink's `url` (or its old name `uri`; it may say `${REDIS_URL}`); `--url`
+    /// on the command line replaces it. `--prefix` does not apply: the sink writes the configured stream.
     #[arg(long, short)]
     pub config: PathBuf,
     /// Read this file instead of the configured `source.input`; `-` reads stdin.
@@ -37,9 +37,9 @@ pub async fn run(global: &GlobalArgs, args: SinkArgs) -> CliResult<()> {
     if global.url_source == Source::CommandLine {
         tracing::info!(
             url = %redstream_core::RedactedUrl(&global.url),
-            "--url replaces the configuration's sink.uri"
+            "--url replaces the configuration's sink.url"
         );
-        config.sink.uri.clone_from(&global.url);
+        config.sink = config.sink.with_url(global.url.clone());
         config.sink.validate()?;
     }
     if let Some(input) = args.input {

@@ -275,7 +275,7 @@ async fn a_bad_config_fails_with_the_field_named() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
-/// `--url` on the command line replaces the configuration's `sink.uri` (here a server that is
+/// `--url` on the command line replaces the configuration's `sink.url` (or its old name `uri`) (here a server that is
 /// gone, tried at most twice); `--prefix` does not apply to a sink and is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn url_on_the_command_line_replaces_the_config_uri() {
@@ -328,4 +328,23 @@ async fn url_on_the_command_line_replaces_the_config_uri() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--prefix does not apply"), "{stderr}");
+
+    // A file that names the URL `url` (today's name) is replaced the same way.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("  uri: ", "  url: ")).unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    std::fs::remove_file(dir.path().join("in.checkpoint")).unwrap_or(());
+    let output = sink_command(&config)
+        .args(["--url", &server.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

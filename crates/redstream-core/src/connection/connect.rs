@@ -46,6 +46,13 @@ use crate::redis_tls::{ensure_crypto_provider, open_client};
 /// [`validate`](ConnectionOptions::validate) fails; otherwise the classified error of the
 /// first connection (`Connection`, `Timeout`, `Auth`...), whose target is the redacted URL.
 pub async fn connect(options: &ConnectionOptions) -> Result<Connection> {
+    // Boxed: the Sentinel path nests deep futures (discovery, ROLE check, connection), and
+    // callers that await this inside their own deep futures would otherwise reach rustc's
+    // query depth limit when their binaries are built.
+    Box::pin(connect_unboxed(options)).await
+}
+
+async fn connect_unboxed(options: &ConnectionOptions) -> Result<Connection> {
     options.validate()?;
     let opener = Arc::new(Opener::new(options)?);
     let mut connection = Connection {
@@ -157,7 +164,8 @@ impl Connection {
             ));
         }
         let mut connection = Connection {
-            link: self.opener.open(response_timeout).await?,
+            // Boxed for the reason `connect` is.
+            link: Box::pin(self.opener.open(response_timeout)).await?,
             opener: Arc::clone(&self.opener),
         };
         connection.check().await?;
@@ -189,7 +197,7 @@ impl Connection {
             ));
         }
         let mut connection = Connection {
-            link: self.opener.open_pinned(response_timeout).await?,
+            link: Box::pin(self.opener.open_pinned(response_timeout)).await?,
             opener: Arc::clone(&self.opener),
         };
         connection.check().await?;
