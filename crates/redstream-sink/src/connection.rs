@@ -6,7 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use redis::RedisResult;
-use redstream_core::connection::{self, ConnectionOptions, was_not_sent};
+use redstream_core::connection::{
+    self, ConnectionOptions, command_error, nothing_was_sent, was_not_sent,
+};
 use redstream_core::{Error, ErrorKind, RedactedUrl, Result};
 
 use crate::config::SinkConfig;
@@ -74,18 +76,17 @@ impl Connection {
             result => result,
         };
         result.map_err(|err| {
-            let not_sent = not_sent && was_not_sent(&err);
-            let err = Error::from_redis(op, target.to_owned(), err);
+            let err = if not_sent {
+                command_error(op, target, err)
+            } else {
+                Error::from_redis(op, target.to_owned(), err)
+            };
             if err.kind() == ErrorKind::Auth {
                 // A connection refused its credentials is not retried by the manager: start
                 // a fresh one next time, so a password or ACL fixed on the server is used.
                 self.conn = None;
             }
-            if not_sent {
-                nothing_sent(err, op, target)
-            } else {
-                err
-            }
+            err
         })
     }
 
@@ -111,7 +112,7 @@ impl Connection {
                 match connect(&self.options).await {
                     Ok(conn) => conn,
                     Err(err) if !retry_connect(&err) => return Err(err),
-                    Err(err) => return Err(nothing_sent(err, op, target)),
+                    Err(err) => return Err(nothing_was_sent(err, op, target)),
                 }
             }
         };
@@ -134,15 +135,5 @@ fn retry_connect(err: &Error) -> bool {
     !matches!(
         err.kind(),
         ErrorKind::Auth | ErrorKind::InvalidInput | ErrorKind::PermissionDenied
-    )
-}
-
-/// `err`, saying that the call was never sent.
-fn nothing_sent(err: Error, op: &'static str, target: &str) -> Error {
-    Error::backend(
-        err.kind(),
-        op,
-        target.to_owned(),
-        format!("{err} (cannot connect: nothing was sent)"),
     )
 }

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use redis::{Cmd, RedisError, RedisResult, Script};
 use redstream_core::atomic::{Atomic, KeyType};
-use redstream_core::connection::{Connection, Topology, was_not_sent};
+use redstream_core::connection::{Connection, Topology, command_error, was_not_sent};
 use redstream_core::keys::KeyLayout;
 use redstream_core::{Error, ErrorKind, Result};
 
@@ -228,7 +228,7 @@ impl RedisBackend {
     }
 
     fn error(&self, operation: &'static str, key: &str, err: RedisError) -> Error {
-        redis_error(operation, self.target(key), err)
+        command_error(operation, self.target(key), err)
     }
 
     /// Runs `call` on the shared connection. A call that failed because no connection could be
@@ -687,7 +687,7 @@ impl Backend for RedisBackend {
         // After the DEL the record is a hash or nothing, whatever it was.
         tx.push(&hset, KeyType::Any);
         self.atomic(&tx).await.map_err(|err| {
-            redis_error(
+            command_error(
                 "save checkpoint (transaction)",
                 format!("checkpoint {name:?} ({record}) on {}", self.server),
                 err,
@@ -703,7 +703,7 @@ impl Backend for RedisBackend {
         let fields: RecordFields = self
             .send(|mut conn| async move { hgetall.query_async(&mut conn).await })
             .await
-            .map_err(|err| redis_error("HGETALL", target.clone(), err))?;
+            .map_err(|err| command_error("HGETALL", target.clone(), err))?;
         RawCheckpoint::from_fields(&target, fields)
     }
 
@@ -724,7 +724,7 @@ impl Backend for RedisBackend {
             .send(|mut conn| async move { del.query_async(&mut conn).await })
             .await
             .map_err(|err| {
-                redis_error(
+                command_error(
                     "DEL",
                     format!("checkpoint {name:?} ({record}) on {}", self.server),
                     err,
@@ -744,21 +744,4 @@ fn with_target(mut err: Error, target: impl FnOnce() -> String) -> Error {
         *shown = target();
     }
     err
-}
-
-/// `err` as redstream's error, saying so when the command was certainly not sent (see
-/// `RedisBackend::send`), so that a write refused at connect is never reported as one that may
-/// have been applied.
-fn redis_error(operation: &'static str, target: String, err: RedisError) -> Error {
-    if was_not_sent(&err) {
-        let err = Error::from_redis(operation, target.clone(), err);
-        Error::backend(
-            err.kind(),
-            operation,
-            target,
-            format!("{err} (cannot connect: nothing was sent)"),
-        )
-    } else {
-        Error::from_redis(operation, target, err)
-    }
 }

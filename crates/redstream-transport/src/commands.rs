@@ -19,8 +19,8 @@ use std::future::Future;
 
 use redis::{Cmd, FromRedisValue, Pipeline, Value};
 use redstream_core::atomic::Atomic;
-use redstream_core::connection::was_not_sent as not_sent;
 use redstream_core::connection::{Connection, Topology};
+use redstream_core::connection::{command_error, was_not_sent as not_sent};
 use redstream_core::{CircuitBreaker, Error, Result};
 
 use crate::transport::Inner;
@@ -139,20 +139,7 @@ impl Commands {
                 Err(err) if not_sent(&err) => call(self.conn.clone()).await,
                 result => result,
             };
-            result.map_err(|err| {
-                let not_sent = not_sent(&err);
-                let err = Error::from_redis(op, target.to_owned(), err);
-                if not_sent {
-                    Error::backend(
-                        err.kind(),
-                        op,
-                        target.to_owned(),
-                        format!("{err} (cannot connect: nothing was sent)"),
-                    )
-                } else {
-                    err
-                }
-            })
+            result.map_err(|err| command_error(op, target, err))
         };
         match &self.breaker {
             Some(breaker) => breaker.call(attempt).await,

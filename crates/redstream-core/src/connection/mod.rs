@@ -112,3 +112,30 @@ pub fn resp3_client(client: &Client, url: &str) -> Result<Client> {
 pub fn was_not_sent(err: &RedisError) -> bool {
     err.is_connection_refusal()
 }
+
+/// `err`, from running `operation` on `target`, as redstream's [`Error`]; when it
+/// [was not sent](was_not_sent), marked so with [`nothing_was_sent`]. Every crate's connection
+/// code reports a failed command through this one function.
+pub fn command_error(operation: &'static str, target: impl Into<String>, err: RedisError) -> Error {
+    let not_sent = was_not_sent(&err);
+    let target = target.into();
+    let err = Error::from_redis(operation, target.clone(), err);
+    if not_sent {
+        nothing_was_sent(err, operation, target)
+    } else {
+        err
+    }
+}
+
+/// `err`, of the same kind, with "(cannot connect: nothing was sent)" at the end of its
+/// message: for a command that certainly never left this process (no connection could be
+/// made), so that a write refused at connect is never reported as one that may have been
+/// applied.
+pub fn nothing_was_sent(err: Error, operation: &'static str, target: impl Into<String>) -> Error {
+    Error::backend(
+        err.kind(),
+        operation,
+        target.into(),
+        format!("{err} (cannot connect: nothing was sent)"),
+    )
+}
