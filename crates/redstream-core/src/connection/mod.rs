@@ -68,6 +68,7 @@
 //! # }
 //! ```
 
+mod capabilities;
 mod cluster;
 mod connect;
 mod endpoint;
@@ -76,6 +77,7 @@ mod sentinel;
 
 use redis::{Client, ProtocolVersion, RedisError};
 
+pub use capabilities::{Capabilities, CommandDocs};
 pub use connect::{Connection, connect};
 pub use endpoint::{NodeAddress, Topology};
 pub use options::ConnectionOptions;

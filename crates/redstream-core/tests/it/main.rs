@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod atomic;
+mod capabilities;
 mod conformance;
 mod connection;
 mod faults;
