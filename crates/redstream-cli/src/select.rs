@@ -8,7 +8,8 @@
 //! name exists. Names that exist but are not streams are left out.
 
 use redstream_core::Result;
-use redstream_transport::{RedisTransport, StreamSummary};
+use redstream_core::keys::escape_glob;
+use redstream_transport::{NodeStats, RedisTransport, StreamSummary};
 
 /// Parses one `--streams` value (one item of a comma list): not empty, no whitespace or control
 /// characters, at most 512 bytes.
@@ -73,6 +74,52 @@ pub async fn describe(
 ) -> Result<Vec<StreamSummary>> {
     let names = names(transport, patterns).await?;
     transport.streams_info(&names).await
+}
+
+/// The `SCAN` globs of [`names`]: the prefix's (`events:*`), each `--streams` glob as it is, and
+/// each plain name escaped so that it matches only itself.
+#[must_use]
+pub fn scan_patterns(transport: &RedisTransport, patterns: &[String]) -> Vec<String> {
+    let mut globs = vec![transport.names().scan_pattern()];
+    globs.extend(patterns.iter().map(|pattern| {
+        if is_glob(pattern) {
+            pattern.clone()
+        } else {
+            escape_glob(pattern)
+        }
+    }));
+    globs.sort();
+    globs.dedup();
+    globs
+}
+
+/// Each node's figures and the streams it holds among those [`names`] would list (the
+/// transport's `nodes` over [`scan_patterns`]): one per master of a cluster, one otherwise.
+///
+/// # Errors
+///
+/// A Redis error if a node cannot be read.
+pub async fn nodes(transport: &RedisTransport, patterns: &[String]) -> Result<Vec<NodeStats>> {
+    transport.nodes(&scan_patterns(transport, patterns)).await
+}
+
+/// The names of the streams on `nodes`, sorted: what [`names`] lists, less plain names that are
+/// not streams.
+#[must_use]
+pub fn names_on(nodes: &[NodeStats]) -> Vec<String> {
+    let mut names: Vec<String> = nodes.iter().flat_map(|n| n.streams.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The address of the node holding each stream of `nodes`.
+#[must_use]
+pub fn node_of(nodes: &[NodeStats]) -> std::collections::HashMap<String, String> {
+    nodes
+        .iter()
+        .flat_map(|n| n.streams.iter().map(|s| (s.clone(), n.address.clone())))
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub use config::{RedisConfig, SentinelOptions, StartFrom, TransportOptions};
 pub use consumer::SubscriptionBuilder;
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{
-    ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, ServerInfo, StreamEntry,
+    ConsumerSummary, GroupSummary, NodeStats, PendingEntry, PendingQuery, ServerInfo, StreamEntry,
     StreamSummary,
 };
 pub use keys::{KeyLayout, StreamNames, validate_event_type};

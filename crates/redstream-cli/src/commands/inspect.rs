@@ -7,11 +7,13 @@
 //! prefix (`order.created` -> `events:order.created`). A stream or group that does not exist is
 //! an error (exit 1), never an empty result.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Args;
 use redstream_transport::{
     ConsumerSummary, GroupSummary, PendingEntry, PendingQuery, RedisTransport, StreamSummary,
+    Topology,
 };
 use serde::Serialize;
 
@@ -76,21 +78,50 @@ pub struct StreamsArgs {
     pub patterns: Vec<String>,
 }
 
-/// `redstream streams [--streams <pattern>]...`.
+/// `redstream streams [--streams <pattern>]...`. On a Redis Cluster each stream also names the
+/// master it sits on (`node`, a `NODE` column); elsewhere the output has no such field.
 pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
-    let streams = select::describe(&transport, &args.patterns).await?;
+    let (streams, node_of) = if transport.topology() == Topology::Cluster {
+        // One SCAN per master lists the streams and says where each one is.
+        let nodes = select::nodes(&transport, &args.patterns).await?;
+        let names = select::names_on(&nodes);
+        (
+            transport.streams_info(&names).await?,
+            select::node_of(&nodes),
+        )
+    } else {
+        (
+            select::describe(&transport, &args.patterns).await?,
+            HashMap::new(),
+        )
+    };
+    let node = |name: &str| node_of.get(name).map(String::as_str);
     if global.json {
+        /// A stream, with its node on a cluster.
+        #[derive(Serialize)]
+        struct Listed<'a> {
+            #[serde(flatten)]
+            summary: &'a StreamSummary,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            node: Option<&'a str>,
+        }
         #[derive(Serialize)]
         struct Streams<'a> {
             prefix: &'a str,
             patterns: &'a [String],
-            streams: &'a [StreamSummary],
+            streams: Vec<Listed<'a>>,
         }
         return output::json(&Streams {
             prefix: &global.prefix,
             patterns: &args.patterns,
-            streams: &streams,
+            streams: streams
+                .iter()
+                .map(|summary| Listed {
+                    summary,
+                    node: node(&summary.name),
+                })
+                .collect(),
         });
     }
     if streams.is_empty() {
@@ -104,14 +135,19 @@ pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
         }
         return output::line(text);
     }
-    let mut table = output::table(&[
+    let mut header = vec![
         "STREAM",
         "LENGTH",
         "GROUPS",
         "MAX LAG",
         "PENDING",
         "OLDEST PENDING",
-    ]);
+    ];
+    let clustered = !node_of.is_empty();
+    if clustered {
+        header.insert(1, "NODE");
+    }
+    let mut table = output::table(&header);
     for stream in &streams {
         let groups = &stream.groups;
         // The slowest group is what an operator looks for; lag is unknown if any group's is.
@@ -130,14 +166,18 @@ pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
             .iter()
             .filter_map(|g| g.oldest_pending_age_secs)
             .reduce(f64::max);
-        table.add_row(vec![
+        let mut row = vec![
             stream.name.clone(),
             stream.length.to_string(),
             groups.len().to_string(),
             output::or_dash(lag),
             groups.iter().map(|g| g.pending).sum::<u64>().to_string(),
             output::secs(oldest),
-        ]);
+        ];
+        if clustered {
+            row.insert(1, output::or_dash(node(&stream.name)));
+        }
+        table.add_row(row);
     }
     output::print_table(&table)
 }

@@ -1,4 +1,4 @@
-//! The operations commands (publish, tail, streams, info, groups, pending, claim, dlq, state,
+//! The operations commands (publish, tail, streams, nodes, info, groups, pending, claim, dlq, state,
 //! bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
 //! (`tail`: one per line); the shapes are documented in the crate README.
 
@@ -6,6 +6,7 @@ pub mod bench;
 pub mod dlq;
 pub mod inspect;
 pub mod migrate;
+pub mod nodes;
 pub(crate) mod output;
 pub mod publish;
 pub mod state;
@@ -28,6 +29,9 @@ pub enum OpsCommand {
     /// List the streams under the prefix (and any --streams): length, groups, lag, pending,
     /// oldest pending age.
     Streams(inspect::StreamsArgs),
+    /// Show each master of a cluster (or the one server): memory, ops/s, clients, keys, and the
+    /// streams it holds; then the totals.
+    Nodes(nodes::NodesArgs),
     /// Show one stream: length, first and last id, consumer groups.
     Info(inspect::InfoArgs),
     /// Show the consumer groups of a stream and their consumers.
@@ -53,6 +57,7 @@ pub async fn run(global: &GlobalArgs, command: OpsCommand) -> CliResult<()> {
         OpsCommand::Publish(args) => publish::run(global, args).await,
         OpsCommand::Tail(args) => tail::run(global, args).await,
         OpsCommand::Streams(args) => inspect::streams(global, args).await,
+        OpsCommand::Nodes(args) => nodes::run(global, args).await,
         OpsCommand::Info(args) => inspect::info(global, args).await,
         OpsCommand::Groups(args) => inspect::groups(global, args).await,
         OpsCommand::Pending(args) => inspect::pending(global, args).await,

@@ -115,3 +115,33 @@ pub(crate) fn cut(text: &str, max: usize) -> String {
         None => text.to_owned(),
     }
 }
+
+/// Bytes for people, as Redis's `used_memory_human` writes them: `512B`, `1.17M`, `2.00G`.
+pub(crate) fn bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    #[allow(clippy::cast_precision_loss)] // two decimals are shown
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bytes_read_like_redis() {
+        use super::bytes;
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1024), "1.00K");
+        assert_eq!(bytes(1_228_800), "1.17M");
+        assert_eq!(bytes(2 * 1024 * 1024 * 1024), "2.00G");
+        assert_eq!(bytes(u64::MAX), "16.00E");
+    }
+}

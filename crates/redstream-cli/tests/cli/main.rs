@@ -13,6 +13,7 @@ mod dlq;
 mod failures;
 mod inspect;
 mod migrate;
+mod nodes;
 mod publish;
 mod redaction;
 mod state;

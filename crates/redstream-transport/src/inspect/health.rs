@@ -37,6 +37,8 @@ pub struct ServerInfo {
     pub connected_clients: Option<u64>,
     /// `instantaneous_ops_per_sec`: commands per second, as the server samples it.
     pub ops_per_sec: Option<u64>,
+    /// `role`: `master`, or `slave` for a replica (the word `INFO` uses).
+    pub role: Option<String>,
 }
 
 impl ServerInfo {
@@ -63,6 +65,7 @@ impl ServerInfo {
                 "maxmemory_policy" => info.maxmemory_policy = text(),
                 "connected_clients" => info.connected_clients = number(),
                 "instantaneous_ops_per_sec" => info.ops_per_sec = number(),
+                "role" => info.role = text(),
                 _ => {}
             }
         }
@@ -114,7 +117,15 @@ impl RedisTransport {
     }
 
     /// Version, mode, memory and load of the server, from `INFO`; see [`ServerInfo`].
+    ///
+    /// On a Redis Cluster, the whole cluster: the name, version, mode, role, uptime and
+    /// eviction policy of the first master (by address), and `used_memory`, `maxmemory`,
+    /// `connected_clients` and `ops_per_sec` summed over the masters
+    /// ([`nodes`](Self::nodes) has each master's own).
     pub async fn server_info(&self) -> Result<ServerInfo> {
+        if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
+            return self.cluster_info().await;
+        }
         let reply: Value = self
             .commands(Traffic::Read)
             .query("INFO", &self.inner.target, &redis::cmd("INFO"))
@@ -122,6 +133,34 @@ impl RedisTransport {
         let text = text(&reply)
             .ok_or_else(|| unexpected("INFO", &self.inner.target, "a reply that is not text"))?;
         Ok(ServerInfo::parse(&text))
+    }
+
+    /// [`server_info`](Self::server_info) on a cluster: `INFO` of each master, one at a time
+    /// (redis-rs would send a plain `INFO` to every node and answer a map of them).
+    async fn cluster_info(&self) -> Result<ServerInfo> {
+        let conn = &self.inner.conn;
+        let mut masters = conn.cluster_masters().await?;
+        masters.sort();
+        let mut infos = Vec::with_capacity(masters.len());
+        for master in &masters {
+            let reply: Value = conn.query_node(master, &redis::cmd("INFO")).await?;
+            let text = text(&reply).ok_or_else(|| {
+                unexpected("INFO", &master.to_string(), "a reply that is not text")
+            })?;
+            infos.push(ServerInfo::parse(&text));
+        }
+        let sum = |field: fn(&ServerInfo) -> Option<u64>| {
+            infos
+                .iter()
+                .map(field)
+                .try_fold(0u64, |total, value| Some(total.saturating_add(value?)))
+        };
+        let mut info = infos.first().cloned().unwrap_or_default();
+        info.used_memory = sum(|i| i.used_memory);
+        info.maxmemory = sum(|i| i.maxmemory);
+        info.connected_clients = sum(|i| i.connected_clients);
+        info.ops_per_sec = sum(|i| i.ops_per_sec);
+        Ok(info)
     }
 }
 
@@ -148,6 +187,30 @@ mod tests {
         assert_eq!(ServerInfo::parse(""), ServerInfo::default());
         assert_eq!(ServerInfo::parse("redis_version:x").major_version(), None);
         assert_eq!(info.server.as_deref(), Some("redis"));
+        assert_eq!(info.role, None);
+        let replica = ServerInfo::parse("# Replication\nrole:slave\nmaster_host:10.0.0.1\n");
+        assert_eq!(replica.role.as_deref(), Some("slave"));
+    }
+
+    #[test]
+    fn odd_info_text_never_panics() {
+        for text in [
+            ":\r\n",
+            "::::",
+            "used_memory:-1\r\nmaxmemory:18446744073709551616\r\n",
+            "redis_version:\r\nrole:\r\n",
+            "\u{0}\u{ff}\r\n# \r\ndb0:keys=1,expires=0\r\n",
+            "instantaneous_ops_per_sec:1.5\nconnected_clients: 3\n",
+        ] {
+            let info = ServerInfo::parse(text);
+            assert_eq!(info.used_memory, None, "{text:?}");
+            assert_eq!(info.maxmemory, None, "{text:?}");
+            assert_eq!(info.ops_per_sec, None, "{text:?}");
+        }
+        assert_eq!(
+            ServerInfo::parse("redis_version:\r\n").major_version(),
+            None
+        );
     }
 
     #[test]

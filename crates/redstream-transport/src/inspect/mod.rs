@@ -10,6 +10,7 @@
 //! | `describe.rs` | the two round trips behind a summary, ages against `TIME` |
 //! | `groups.rs` | `consumers`, `pending`, [`ConsumerSummary`], [`PendingQuery`], [`PendingEntry`] |
 //! | `range.rs` | `read_range`, [`StreamEntry`] |
+//! | `nodes.rs` | `nodes`, [`NodeStats`]: per master of a cluster (or the one server) |
 //! | `checks.rs` | names, ids and counts; the `TYPE` check before a stream command; errors |
 //! The methods do not go through the circuit breaker, on purpose (`Traffic::Read` in
 //! `commands.rs`): they are how an operator finds out whether Redis is back, so they must reach
@@ -22,6 +23,10 @@
 //!   [`ErrorKind::Timeout`](redstream_core::ErrorKind::Timeout) when the server does not answer
 //!   within the configured `response_timeout`.
 //! - [`server_info`](RedisTransport::server_info): a few fields of `INFO`, see [`ServerInfo`].
+//!   On a cluster, the masters' memory, clients and ops/s summed.
+//! - [`nodes`](RedisTransport::nodes): per master of a Redis Cluster (or for the one server),
+//!   a [`NodeStats`]: `INFO`'s figures, `DBSIZE`, and the streams on that node with their total
+//!   length, each node asked by itself (`SCAN` per master, as `list_streams` does).
 //!
 //! # Streams
 //!
@@ -83,12 +88,14 @@ mod checks;
 mod describe;
 mod groups;
 mod health;
+mod nodes;
 mod range;
 mod streams;
 
 pub(crate) use checks::{check_non_empty, no_such_group, parse_id};
 pub use groups::{ConsumerSummary, PendingEntry, PendingQuery};
 pub use health::ServerInfo;
+pub use nodes::NodeStats;
 pub use range::StreamEntry;
 pub use streams::{GroupSummary, StreamSummary};
 
