@@ -408,6 +408,23 @@ impl RedisSentinel {
         self.wait_for_new_master(old_port).await
     }
 
+    /// Stops the master with `SIGSTOP` (its process hangs: connections stay open, nothing
+    /// answers) and waits until the sentinels have promoted a replica and the other nodes
+    /// follow it; returns the new master. The paused node still believes it is the master:
+    /// [`RedisServer::resume`] it and the sentinels make it a replica (about 10 s later), or
+    /// leave it paused to see what a client does while a hung master holds its connections.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`master`](Self::master) and [`RedisServer::pause`], and [`Error::Timeout`]
+    /// when no replica is promoted.
+    pub async fn pause_master(&self) -> Result<&RedisServer> {
+        let old = self.master().await?;
+        let old_port = old.port();
+        old.pause()?;
+        self.wait_for_new_master(old_port).await
+    }
+
     /// `SENTINEL FAILOVER <master name>`: a failover without a failure. Waits until the
     /// sentinels name a new master and the group has settled, including the old master
     /// following the new one (the sentinels reconfigure it about 10 s after the switch);
@@ -436,7 +453,8 @@ impl RedisSentinel {
 
     /// Waits until every running sentinel names the same master, flags it `master` and
     /// nothing else (no `s_down`, `o_down`, failover in progress), that node reports
-    /// `role:master`, and every other running data node replicates it with its link up.
+    /// `role:master`, and every other running data node (not [paused](RedisServer::pause))
+    /// replicates it with its link up.
     ///
     /// # Errors
     ///
@@ -546,7 +564,7 @@ impl RedisSentinel {
         let master = self
             .data_node(port)
             .ok_or_else(|| format!("the master's port {port} is no data node"))?;
-        if !master.is_running() {
+        if !master.is_running() || master.is_paused() {
             return Err(format!("the master on port {port} is not running"));
         }
         let role = master
@@ -559,7 +577,7 @@ impl RedisSentinel {
         for node in self
             .data
             .iter()
-            .filter(|n| n.is_running() && n.port() != port)
+            .filter(|n| n.is_running() && !n.is_paused() && n.port() != port)
         {
             let info: String = node
                 .admin(redis::cmd("INFO").arg("replication"))

@@ -913,3 +913,44 @@ async fn sentinel_resends_what_a_demoted_master_refused_with_readonly() {
     .await
     .expect("the READONLY scenario hung");
 }
+
+/// A master that hangs (`SIGSTOP`) keeps its sockets open, so no disconnection tells the
+/// connection to move. Its calls time out; once the sentinels have promoted a replica, the
+/// next call goes there, while the old master is still hung.
+#[tokio::test]
+async fn sentinel_moves_off_a_hung_master_that_keeps_its_sockets() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let group = RedisSentinel::builder().start().await.unwrap();
+        let options = ConnectionOptions::new(group.url())
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_response_timeout(Duration::from_millis(500));
+        let mut conn = connection::connect(&options).await.unwrap();
+        set(&mut conn, "myapp:before", "1").await;
+        let first = group.master().await.unwrap().port();
+
+        let promoted = group.pause_master().await.unwrap();
+        assert_ne!(promoted.port(), first);
+        // The first call may still go to the hung master and time out (it cannot know yet);
+        // the one after it must reach the promoted replica.
+        let first_try = redis::cmd("SET")
+            .arg("myapp:after")
+            .arg("2")
+            .query_async::<()>(&mut conn)
+            .await;
+        if let Err(err) = &first_try {
+            assert!(err.is_timeout() || err.is_io_error(), "{err}");
+            set(&mut conn, "myapp:after", "2").await;
+        }
+        let mut direct = promoted.connection().await.unwrap();
+        assert_eq!(get(&mut direct, "myapp:after").await.as_deref(), Some("2"));
+        let paused = group
+            .data_nodes()
+            .iter()
+            .find(|node| node.port() == first)
+            .unwrap();
+        assert!(paused.is_paused(), "the old master was resumed too early");
+        paused.resume().unwrap();
+    })
+    .await
+    .expect("the hung-master scenario hung");
+}
