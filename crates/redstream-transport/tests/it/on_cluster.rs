@@ -3,8 +3,7 @@
 //! blocking read per slot, and a killed master followed in the same process.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redstream_core::{ErrorKind, HandlerResult};
@@ -14,7 +13,9 @@ use redstream_transport::{
 };
 use tokio::task::JoinSet;
 
-use crate::support::{capture_logs, event, fast, logged, number, unique, until, within};
+use crate::support::{
+    Flow, Seen, capture_logs, event, fast, logged, subscribe_seen, unique, until, within,
+};
 
 /// Ten event types whose streams (one hash tag each) sit on all three masters of a default
 /// cluster (slots 0-5460, 5461-10922, 10923-16383); the test checks it on the cluster itself.
@@ -53,54 +54,6 @@ async fn cluster_transport(url: &str, prefix: &str, options: TransportOptions) -
     )
     .await
     .unwrap()
-}
-
-/// What a handler saw: deliveries per event number.
-#[derive(Default)]
-struct Seen {
-    counts: Mutex<HashMap<usize, usize>>,
-    deliveries: AtomicUsize,
-}
-
-impl Seen {
-    fn record(&self, n: usize) {
-        *self.counts.lock().unwrap().entry(n).or_default() += 1;
-        self.deliveries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn distinct(&self) -> usize {
-        self.counts.lock().unwrap().len()
-    }
-
-    fn has(&self, n: usize) -> bool {
-        self.counts.lock().unwrap().contains_key(&n)
-    }
-
-    fn duplicates(&self) -> usize {
-        self.counts
-            .lock()
-            .unwrap()
-            .values()
-            .map(|c| c.saturating_sub(1))
-            .sum()
-    }
-}
-
-async fn subscribe(transport: &RedisTransport, seen: &Arc<Seen>) {
-    let seen = Arc::clone(seen);
-    transport
-        .subscribe(
-            TYPES.iter().map(|t| (*t).to_owned()).collect(),
-            move |event| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.record(number(&event));
-                    HandlerResult::Ok(())
-                }
-            },
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,8 +101,8 @@ async fn ten_thousand_events_over_ten_types_through_three_masters() {
     let seen = Arc::new(Seen::default());
     // Two consumers of the group, in two transports.
     let second = cluster_transport(&url, &prefix, options).await;
-    subscribe(&transport, &seen).await;
-    subscribe(&second, &seen).await;
+    subscribe_seen(&transport, &TYPES, &seen).await;
+    subscribe_seen(&second, &TYPES, &seen).await;
 
     // A batch over two streams (two slots) is refused before anything is sent.
     let err = transport
@@ -296,7 +249,7 @@ async fn ten_thousand_events_over_ten_types_through_three_masters() {
          {published:?}, all handled after {handled:?}; {} deliveries, {} duplicates, 0 lost, \
          0 CROSSSLOT errors",
         masters.len(),
-        seen.deliveries.load(Ordering::Relaxed),
+        seen.deliveries(),
         seen.duplicates(),
     );
 }
@@ -312,35 +265,11 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
         .with_connect_timeout(Duration::from_secs(1));
     let transport = cluster_transport(&url, &prefix, options).await;
     let seen = Arc::new(Seen::default());
-    subscribe(&transport, &seen).await;
+    subscribe_seen(&transport, &TYPES, &seen).await;
 
     // One publisher, one event at a time, round robin over the ten streams; it records what
     // was acknowledged (and when) and carries on after errors.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
-    let failed = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let (transport, stop, acked, failed) = (
-            transport.clone(),
-            Arc::clone(&stop),
-            Arc::clone(&acked),
-            Arc::clone(&failed),
-        );
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match transport.publish(event(TYPES[n % 10], n)).await {
-                    Ok(_) => acked.lock().unwrap().push((n, Instant::now())),
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                n += 1;
-            }
-        })
-    };
-    let acked_count = || acked.lock().unwrap().len();
+    let flow = Flow::start(&transport, &TYPES, 1);
     until("500 events handled before the kill", || async {
         seen.distinct() >= 500
     })
@@ -351,21 +280,22 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
         .await
         .unwrap();
     let killed_at = Instant::now();
-    let before_kill = acked_count();
+    let before_kill = flow.acked();
     let promoted = within("the failover", cluster.kill_master(victim))
         .await
         .unwrap();
     let failover_took = killed_at.elapsed();
-    let at_promotion = acked_count();
+    let at_promotion = flow.acked();
     // Publishing and consuming go on in this process: 500 more events published and handled
     // after the promotion, among them events of the failed-over stream.
-    until("500 events published after the promotion", || async {
-        acked_count() >= at_promotion + 500
-    })
+    flow.acked_after(
+        at_promotion,
+        500,
+        "500 events published after the promotion",
+    )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    within("the publisher", publisher).await.unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let flowed = flow.stop().await;
+    let acked = &flowed.acked;
     let last_of_victim = acked
         .iter()
         .rev()
@@ -394,14 +324,7 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
         );
     }
     // Events handled whose publish failed (a timeout or dropped connection after the write).
-    let acked_numbers: std::collections::HashSet<usize> = acked.iter().map(|(n, _)| *n).collect();
-    let unacknowledged = seen
-        .counts
-        .lock()
-        .unwrap()
-        .keys()
-        .filter(|n| !acked_numbers.contains(n))
-        .count();
+    let unacknowledged = seen.handled_besides(&flowed.acked_numbers());
     println!(
         "cluster failover: master {} killed, replica {} promoted after {failover_took:?}; {} \
          events acknowledged ({before_kill} before the kill, {} after the promotion), {} \
@@ -411,7 +334,7 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
         promoted.id(),
         acked.len(),
         acked.len() - at_promotion,
-        failed.load(Ordering::Relaxed),
+        flowed.errors.len(),
         seen.distinct(),
         seen.duplicates(),
         lost.len(),

@@ -1,16 +1,14 @@
 //! The transport on a Sentinel-managed master (`redis-sentinel://` URL): a killed master is
 //! followed to the promoted replica by the publishers and consumers of the same process.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redstream_core::{ErrorKind, HandlerResult};
+use redstream_core::ErrorKind;
 use redstream_testkit::RedisSentinel;
 use redstream_transport::{KeyLayout, RedisConfig, RedisTransport, StartFrom, Topology};
 
-use crate::support::{capture_logs, event, fast, number, unique, until, within};
+use crate::support::{Flow, Seen, capture_logs, fast, subscribe_seen, unique, until, within};
 
 const SENTINEL_PASSWORD: &str = "sentinel-Canary-pw";
 const TYPES: [&str; 3] = ["order.created", "payment.failed", "user.signed_up"];
@@ -56,76 +54,43 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
     assert_eq!(transport.topology(), Topology::Sentinel);
     assert_eq!(transport.names().layout(), KeyLayout::Plain);
 
-    let counts: Arc<Mutex<HashMap<usize, usize>>> = Arc::default();
-    {
-        let counts = Arc::clone(&counts);
-        transport
-            .subscribe(
-                TYPES.iter().map(|t| (*t).to_owned()).collect(),
-                move |event| {
-                    *counts.lock().unwrap().entry(number(&event)).or_default() += 1;
-                    async { HandlerResult::Ok(()) }
-                },
-            )
-            .await
-            .unwrap();
-    }
-    let handled = || counts.lock().unwrap().len();
-    let seen = |n: usize| counts.lock().unwrap().contains_key(&n);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
-    let failed = Arc::new(AtomicUsize::new(0));
-    let publisher = {
-        let (transport, stop, acked, failed) = (
-            transport.clone(),
-            Arc::clone(&stop),
-            Arc::clone(&acked),
-            Arc::clone(&failed),
-        );
-        tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                match transport.publish(event(TYPES[n % 3], n)).await {
-                    Ok(_) => acked.lock().unwrap().push((n, Instant::now())),
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                n += 1;
-            }
-        })
-    };
-    let acked_count = || acked.lock().unwrap().len();
+    let seen = Arc::new(Seen::default());
+    subscribe_seen(&transport, &TYPES, &seen).await;
+    // One publisher, one event at a time, round robin over the three streams.
+    let flow = Flow::start(&transport, &TYPES, 1);
     until("300 events handled before the kill", || async {
-        handled() >= 300
+        seen.distinct() >= 300
     })
     .await;
 
     let old_port = group.master().await.unwrap().port();
     let killed_at = Instant::now();
-    let before_kill = acked_count();
+    let before_kill = flow.acked();
     let promoted = within("the failover", group.kill_master()).await.unwrap();
     let failover_took = killed_at.elapsed();
     assert_ne!(promoted.port(), old_port);
-    let at_promotion = acked_count();
-    until("300 events published after the promotion", || async {
-        acked_count() >= at_promotion + 300
-    })
+    let at_promotion = flow.acked();
+    flow.acked_after(
+        at_promotion,
+        300,
+        "300 events published after the promotion",
+    )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    within("the publisher", publisher).await.unwrap();
-    let acked = acked.lock().unwrap().clone();
+    let flowed = flow.stop().await;
+    let acked = &flowed.acked;
     until(
         "the events published after the promotion handled",
-        || async { acked[at_promotion..].iter().all(|(n, _)| seen(*n)) },
+        || async { acked[at_promotion..].iter().all(|(n, _)| seen.has(*n)) },
     )
     .await;
 
     // Losses: acknowledged publishes not handled. A write the old master acknowledged before
     // its replica had it is lost by any Sentinel client; counted, not hidden.
-    let lost: Vec<(usize, Instant)> = acked.iter().filter(|(n, _)| !seen(*n)).copied().collect();
+    let lost: Vec<(usize, Instant)> = acked
+        .iter()
+        .filter(|(n, _)| !seen.has(*n))
+        .copied()
+        .collect();
     for (n, at) in &lost {
         assert!(
             *at <= killed_at && killed_at.duration_since(*at) < Duration::from_secs(1),
@@ -133,31 +98,20 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
             killed_at.checked_duration_since(*at)
         );
     }
-    let duplicates: usize = counts
-        .lock()
-        .unwrap()
-        .values()
-        .map(|c| c.saturating_sub(1))
-        .sum();
     // Events handled whose publish failed (a timeout or dropped connection after the write).
-    let acked_numbers: std::collections::HashSet<usize> = acked.iter().map(|(n, _)| *n).collect();
-    let unacknowledged = counts
-        .lock()
-        .unwrap()
-        .keys()
-        .filter(|n| !acked_numbers.contains(n))
-        .count();
+    let unacknowledged = seen.handled_besides(&flowed.acked_numbers());
     println!(
         "sentinel failover: master :{old_port} killed, replica :{} promoted after \
          {failover_took:?}; {} events acknowledged ({before_kill} before the kill, {} after the \
-         promotion), {} publishes failed during the failover, {} handled, {duplicates} \
+         promotion), {} publishes failed during the failover, {} handled, {} \
          duplicates, {unacknowledged} handled although their publish failed, {} acknowledged \
          but lost (acknowledged by the old master before replication)",
         promoted.port(),
         acked.len(),
         acked.len() - at_promotion,
-        failed.load(Ordering::Relaxed),
-        handled(),
+        flowed.errors.len(),
+        seen.distinct(),
+        seen.duplicates(),
         lost.len(),
     );
 }

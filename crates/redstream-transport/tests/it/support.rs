@@ -1,15 +1,18 @@
 //! Shared helpers: transports against a private server, waits that turn hangs into failures,
 //! and a capture of warnings and errors logged by the transport.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use redstream_core::{Event, EventMetadata};
+use redstream_core::{Event, EventMetadata, HandlerResult, SubscriptionHandle};
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport, TransportOptions};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 /// How long a test waits for anything before it fails as hung. Never a performance limit.
 pub(crate) const HANG: Duration = Duration::from_secs(30);
@@ -155,6 +158,158 @@ pub(crate) fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no field {name:?} in {fields:?}"))
+}
+
+/// What the handlers of a test saw: deliveries per event number (see [`event`]).
+#[derive(Default)]
+pub(crate) struct Seen {
+    counts: Mutex<HashMap<usize, usize>>,
+    deliveries: AtomicUsize,
+}
+
+impl Seen {
+    pub(crate) fn record(&self, n: usize) {
+        *self.counts.lock().unwrap().entry(n).or_default() += 1;
+        self.deliveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many different events were handled.
+    pub(crate) fn distinct(&self) -> usize {
+        self.counts.lock().unwrap().len()
+    }
+
+    pub(crate) fn has(&self, n: usize) -> bool {
+        self.counts.lock().unwrap().contains_key(&n)
+    }
+
+    /// Deliveries in all, duplicates included.
+    pub(crate) fn deliveries(&self) -> usize {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries beyond the first of each event.
+    pub(crate) fn duplicates(&self) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.saturating_sub(1))
+            .sum()
+    }
+
+    /// Events handled that are not among `published` (their publish failed after the write).
+    pub(crate) fn handled_besides(&self, published: &HashSet<usize>) -> usize {
+        self.counts
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|n| !published.contains(n))
+            .count()
+    }
+}
+
+/// Subscribes `transport` to `types` with a handler that records each event's number in
+/// `seen` and succeeds.
+pub(crate) async fn subscribe_seen(
+    transport: &RedisTransport,
+    types: &[&str],
+    seen: &Arc<Seen>,
+) -> SubscriptionHandle {
+    let seen = Arc::clone(seen);
+    transport
+        .subscribe(
+            types.iter().map(|t| (*t).to_owned()).collect(),
+            move |event| {
+                seen.record(number(&event));
+                async { HandlerResult::Ok(()) }
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// Publishers that keep publishing until stopped: `tasks` tasks take the next number, publish
+/// [`event`]`(types[n % types.len()], n)` and record whether it was acknowledged (and when) or
+/// failed (the error, then a pause of 50 ms so that a failing server is not hammered).
+pub(crate) struct Flow {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(usize, Instant)>>>,
+    errors: Arc<Mutex<Vec<(usize, redstream_core::Error)>>>,
+    tasks: JoinSet<()>,
+}
+
+/// What a [`Flow`] published, once stopped.
+pub(crate) struct Flowed {
+    /// Acknowledged publishes, in the order they were acknowledged.
+    pub(crate) acked: Vec<(usize, Instant)>,
+    /// Failed publishes and their errors.
+    pub(crate) errors: Vec<(usize, redstream_core::Error)>,
+}
+
+impl Flowed {
+    pub(crate) fn acked_numbers(&self) -> HashSet<usize> {
+        self.acked.iter().map(|(n, _)| *n).collect()
+    }
+}
+
+impl Flow {
+    pub(crate) fn start(transport: &RedisTransport, types: &[&str], tasks: usize) -> Self {
+        let types: Arc<[String]> = types.iter().map(|t| (*t).to_owned()).collect();
+        let next = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
+        let errors: Arc<Mutex<Vec<(usize, redstream_core::Error)>>> = Arc::default();
+        let mut set = JoinSet::new();
+        for _ in 0..tasks {
+            let (transport, types, next) =
+                (transport.clone(), Arc::clone(&types), Arc::clone(&next));
+            let (stop, acked, errors) =
+                (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&errors));
+            set.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    match transport.publish(event(&types[n % types.len()], n)).await {
+                        Ok(_) => acked.lock().unwrap().push((n, Instant::now())),
+                        Err(err) => {
+                            errors.lock().unwrap().push((n, err));
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        Self {
+            stop,
+            acked,
+            errors,
+            tasks: set,
+        }
+    }
+
+    /// How many publishes were acknowledged so far.
+    pub(crate) fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `more` publishes were acknowledged after the `from`th.
+    pub(crate) async fn acked_after(&self, from: usize, more: usize, what: &str) {
+        until(what, || async { self.acked() >= from + more }).await;
+    }
+
+    /// Stops the publishers and returns what they published.
+    pub(crate) async fn stop(mut self) -> Flowed {
+        self.stop.store(true, Ordering::Relaxed);
+        within("the publishers to stop", async {
+            while let Some(done) = self.tasks.join_next().await {
+                done.unwrap();
+            }
+        })
+        .await;
+        Flowed {
+            acked: std::mem::take(&mut *self.acked.lock().unwrap()),
+            errors: std::mem::take(&mut *self.errors.lock().unwrap()),
+        }
+    }
 }
 
 pub(crate) use redstream_testkit::{capture_logs, logged};
