@@ -16,7 +16,7 @@ use redstream_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
 
 use super::sub::{Delivery, Stall, Sub};
-use crate::commands::is_nogroup;
+use crate::commands::{is_nogroup, redis_code};
 use crate::connection;
 use crate::reply;
 
@@ -179,6 +179,7 @@ pub(super) async fn read_loop(
     let _ = ready.send(());
 
     sub.log_recovery(&mut stall);
+    let mut unblocked = false;
     loop {
         let result = tokio::select! {
             biased;
@@ -187,6 +188,17 @@ pub(super) async fn read_loop(
         };
         let entries = match result {
             Ok(entries) => entries,
+            // The server ended the blocked read because a stream it waited on was deleted
+            // (`UNBLOCKED the stream key no longer exists`): on a cluster, its slot is moving
+            // to another master, and `MIGRATE` deletes the key here once it is there. Read
+            // again at once, which follows the slot (`ASK`, then `MOVED`); backing off as for
+            // an error only an operator can fix would stall the stream on every resharding.
+            // Once in a row: a second one is a failure like any other.
+            Err(err) if !unblocked && redis_code(&err) == Some("UNBLOCKED") => {
+                tracing::debug!(group = %sub.group, error = %err, "blocked read ended by the server; reading again");
+                unblocked = true;
+                continue;
+            }
             Err(err) => {
                 if !sub.after_read_error(&err, &mut stall, &mut conn).await {
                     break;
@@ -194,6 +206,7 @@ pub(super) async fn read_loop(
                 continue;
             }
         };
+        unblocked = false;
         sub.log_recovery(&mut stall);
         let mut deleted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
         for (stream, entry) in entries {
