@@ -258,10 +258,40 @@
     $('redis-uptime').textContent = duration(r.uptime_seconds);
     $('dlq-total').textContent = num(snap.dlq.length);
 
+    renderNodes(snap);
     renderStreams(snap);
     renderGroups(snap);
     renderDeadLetters(snap);
     drawChart();
+  }
+
+  function memory(n) {
+    return n.maxmemory ? `${bytes(n.used_memory)} of ${bytes(n.maxmemory)}` : bytes(n.used_memory);
+  }
+
+  function renderNodes(snap) {
+    const view = snap.nodes || { topology: '', nodes: [], totals: {} };
+    $('nodes-count').textContent = view.nodes.length ? `(${view.nodes.length})` : '';
+    $('nodes-topology').textContent = view.topology === 'cluster' ? 'masters of the cluster' : view.topology;
+    syncRows($('nodes-body'), view.nodes, (n) => n.address, (n) => {
+      const server = [n.server, n.version].filter((p) => p).join(' ') || '–';
+      return el('tr', { 'data-testid': 'node-row', 'data-node': n.address },
+        el('th', { scope: 'row', class: 'mono' }, n.address),
+        el('td', {}, server, n.role ? el('span', { class: 'sub muted' }, n.role) : null),
+        cell(memory(n), 'num'),
+        cell(num(n.ops_per_sec), 'num'),
+        cell(num(n.connected_clients), 'num'),
+        cell(num(n.keys), 'num'),
+        cell(num(n.stream_count), 'num'),
+        cell(num(n.stream_entries), 'num'));
+    }, null);
+    const t = view.totals;
+    $('nodes-total-memory').textContent = memory(t);
+    $('nodes-total-ops').textContent = num(t.ops_per_sec);
+    $('nodes-total-clients').textContent = num(t.connected_clients);
+    $('nodes-total-keys').textContent = num(t.keys);
+    $('nodes-total-streams').textContent = num(t.stream_count);
+    $('nodes-total-entries').textContent = num(t.stream_entries);
   }
 
   function renderStreams(snap) {
@@ -274,6 +304,7 @@
       const tags = [];
       if (s.dead_letter) tags.push(el('span', { class: 'tag dlq' }, 'dead letters'));
       const full = s.short_name === s.name ? [] : [el('span', { class: 'sub mono' }, s.name)];
+      if (s.node) full.push(el('span', { class: 'sub muted', 'data-testid': 'stream-node' }, `on ${s.node}`));
       const name = el('td', {}, el('span', { class: 'name' }, s.short_name), ...tags, ...full);
       const old = s.oldest_pending_age_secs;
       return el('tr', { 'data-testid': 'stream-row', 'data-stream': s.name },

@@ -67,6 +67,42 @@ impl<'a> NodeRow<'a> {
     }
 }
 
+/// One node (or the totals) as the dashboard shows it: [`NodeRow`] without the stream names
+/// (a snapshot stays small however many streams there are).
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeSummary {
+    pub(crate) address: String,
+    pub(crate) role: Option<String>,
+    pub(crate) server: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) used_memory: Option<u64>,
+    pub(crate) maxmemory: Option<u64>,
+    pub(crate) ops_per_sec: Option<u64>,
+    pub(crate) connected_clients: Option<u64>,
+    pub(crate) keys: u64,
+    pub(crate) stream_count: usize,
+    pub(crate) stream_entries: u64,
+}
+
+impl NodeSummary {
+    pub(crate) fn of(node: &NodeStats) -> Self {
+        let info = &node.info;
+        Self {
+            address: node.address.clone(),
+            role: info.role.clone(),
+            server: info.server.clone(),
+            version: info.version.clone(),
+            used_memory: info.used_memory,
+            maxmemory: info.maxmemory,
+            ops_per_sec: info.ops_per_sec,
+            connected_clients: info.connected_clients,
+            keys: node.keys,
+            stream_count: node.streams.len(),
+            stream_entries: node.stream_entries,
+        }
+    }
+}
+
 /// The totals of `nodes`: `maxmemory` is the sum only when every node has a limit (a node
 /// without one leaves the whole without one: 0).
 pub(crate) fn totals(nodes: &[NodeStats]) -> NodeStats {

@@ -18,7 +18,7 @@ use super::entry::EntryView;
 use super::error::ApiError;
 use super::params;
 use super::preview::{Direction, ReadLimits};
-use super::snapshot::StreamView;
+use super::snapshot::{NodesView, StreamView};
 use super::state::{AppState, Counters};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -270,6 +270,24 @@ pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Val
         "patterns": state.config().streams,
         "count": streams.len(),
         "streams": streams,
+    })))
+}
+
+/// `GET /api/nodes`: each master of a cluster (the one server otherwise) with its memory,
+/// ops/s, clients, keys and the streams it holds, and the totals.
+pub(crate) async fn nodes(State(state): State<AppState>) -> ApiResult<Value> {
+    let transport = state.transport();
+    let nodes = crate::select::nodes(transport, &state.config().streams)
+        .await
+        .map_err(|e| state.fail(e))?;
+    let view = NodesView::new(transport.topology(), &nodes);
+    Ok(Json(json!({
+        "prefix": state.prefix(),
+        "patterns": state.config().streams,
+        "topology": view.topology,
+        "count": view.nodes.len(),
+        "nodes": view.nodes,
+        "totals": view.totals,
     })))
 }
 

@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text exposition of the streams and of the dashboard itself.
 //!
-//! Each scrape reads the streams overview and `INFO` afresh and records them, with the
+//! Each scrape reads the streams overview, the nodes and `INFO` afresh and records them, with the
 //! dashboard's counters, into a recorder of its own that is rendered and dropped: a stream
 //! deleted since the last scrape disappears from the next one instead of lingering with its
 //! last value, and nothing is installed as the process's global recorder.
@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use redstream_transport::ServerInfo;
+use redstream_transport::{NodeStats, ServerInfo};
 
 use super::state::{AppState, Counters};
 use super::summary::Summary;
@@ -23,7 +23,7 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     let transport = state.transport();
-    let read = tokio::try_join!(transport.server_info(), state.stream_summaries());
+    let read = tokio::try_join!(transport.server_info(), state.nodes_and_summaries());
     let read = match read {
         Ok(both) => Some(both),
         Err(error) => {
@@ -37,8 +37,9 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     metrics::with_local_recorder(&recorder, || {
         describe();
         gauge!("redstream_redis_up").set(if read.is_some() { 1.0 } else { 0.0 });
-        if let Some((info, streams)) = &read {
+        if let Some((info, (nodes, streams))) = &read {
             record_server(info);
+            record_nodes(nodes);
             record_streams(streams);
         }
         record_dashboard(&state);
@@ -69,6 +70,31 @@ fn describe() {
         "INFO instantaneous_ops_per_sec"
     );
     describe_gauge!("redstream_redis_uptime_seconds", "INFO uptime_in_seconds");
+    describe_gauge!(
+        "redstream_node_used_memory_bytes",
+        "INFO used_memory of the node (each master of a cluster)"
+    );
+    describe_gauge!(
+        "redstream_node_maxmemory_bytes",
+        "INFO maxmemory of the node (0: no limit)"
+    );
+    describe_gauge!(
+        "redstream_node_ops_per_second",
+        "INFO instantaneous_ops_per_sec of the node"
+    );
+    describe_gauge!(
+        "redstream_node_connected_clients",
+        "INFO connected_clients of the node"
+    );
+    describe_gauge!("redstream_node_keys", "DBSIZE of the node");
+    describe_gauge!(
+        "redstream_node_streams",
+        "streams shown by the dashboard that the node holds"
+    );
+    describe_gauge!(
+        "redstream_node_stream_entries",
+        "entries in the streams the node holds (sum of XLEN)"
+    );
     describe_gauge!("redstream_streams", "streams under the prefix");
     describe_gauge!("redstream_stream_length", "entries in the stream (XLEN)");
     describe_gauge!("redstream_stream_groups", "consumer groups of the stream");
@@ -153,6 +179,26 @@ fn record_server(info: &ServerInfo) {
     set("redstream_redis_connected_clients", info.connected_clients);
     set("redstream_redis_ops_per_second", info.ops_per_sec);
     set("redstream_redis_uptime_seconds", info.uptime_seconds);
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn record_nodes(nodes: &[NodeStats]) {
+    for node in nodes {
+        let label = || [("node", node.address.clone())];
+        let info = &node.info;
+        let set = |name: &'static str, value: Option<u64>| {
+            if let Some(value) = value {
+                gauge!(name, &label()).set(value as f64);
+            }
+        };
+        set("redstream_node_used_memory_bytes", info.used_memory);
+        set("redstream_node_maxmemory_bytes", info.maxmemory);
+        set("redstream_node_ops_per_second", info.ops_per_sec);
+        set("redstream_node_connected_clients", info.connected_clients);
+        set("redstream_node_keys", Some(node.keys));
+        set("redstream_node_streams", Some(node.streams.len() as u64));
+        set("redstream_node_stream_entries", Some(node.stream_entries));
+    }
 }
 
 #[allow(clippy::cast_precision_loss)]

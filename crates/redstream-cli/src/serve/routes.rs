@@ -23,6 +23,7 @@ use super::{api, dlq, guard, page, prometheus, ws};
 /// | `GET /api/streams`, `/api/stream/{stream}` | streams, groups, consumers |
 /// | `GET /api/pending/{stream}/{group}?count=` | pending entries of a group |
 /// | `GET /api/metrics` | `INFO` figures, stream totals, the dashboard's counters |
+/// | `GET /api/nodes` | per master (or the one server): memory, ops/s, clients, keys, streams; totals |
 /// | `GET /api/streams/info` | length, first and last entry of every stream (seed 004) |
 /// | `GET /api/streams/{name}?startId=&count=` | entries of a stream (seed 004) |
 /// | `GET /api/streams/{name}/pending?group=&count=` | pending entries (seed 004) |
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stream/{stream}", get(api::stream))
         .route("/api/pending/{stream}/{group}", get(api::pending_by_path))
         .route("/api/metrics", get(api::metrics))
+        .route("/api/nodes", get(api::nodes))
         .route("/api/streams/info", get(api::streams_info))
         .route("/api/streams/{name}", get(api::read))
         .route("/api/streams/{name}/pending", get(api::pending_by_query))

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt, stream};
 use redstream_core::{DecodeError, ErrorKind, Event, EventLimits, Result, wire};
-use redstream_transport::{ConsumerSummary, ServerInfo};
+use redstream_transport::{ConsumerSummary, NodeStats, ServerInfo, Topology};
 use serde::Serialize;
 
 use super::config::{
@@ -57,8 +57,10 @@ pub(crate) struct Snapshot {
     pub(crate) refresh_ms: u64,
     /// Whether the write actions (redrive, purge) are on.
     pub(crate) writes_allowed: bool,
-    /// The server, from `INFO`.
+    /// The server, from `INFO` (on a cluster: the masters' memory, clients and ops/s summed).
     pub(crate) redis: ServerInfo,
+    /// Each master of a cluster (the one server otherwise), and their totals.
+    pub(crate) nodes: NodesView,
     /// Every stream shown (under the prefix, and those `--streams` names), sorted by name; the
     /// dead-letter stream included.
     pub(crate) streams: Vec<StreamView>,
@@ -66,11 +68,39 @@ pub(crate) struct Snapshot {
     pub(crate) dlq: DlqView,
 }
 
+/// The Nodes panel: per node its memory, load, keys and streams, and the totals.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodesView {
+    /// `single`, `cluster` or `sentinel`.
+    pub(crate) topology: &'static str,
+    /// One per master of a cluster, by address; one otherwise.
+    pub(crate) nodes: Vec<NodeView>,
+    /// Sums over `nodes` (`maxmemory` only when every node has a limit; else 0).
+    pub(crate) totals: NodeView,
+}
+
+/// One node of [`NodesView`]: `redstream nodes --json`'s object, without the stream names.
+pub(crate) type NodeView = crate::commands::nodes::NodeSummary;
+
+impl NodesView {
+    pub(crate) fn new(topology: redstream_transport::Topology, nodes: &[NodeStats]) -> Self {
+        let totals = crate::commands::nodes::totals(nodes);
+        Self {
+            topology: topology.as_str(),
+            nodes: nodes.iter().map(NodeView::of).collect(),
+            totals: NodeView::of(&totals),
+        }
+    }
+}
+
 /// One stream, its consumer groups and their consumers.
 #[derive(Debug, Serialize)]
 pub(crate) struct StreamView {
     /// The stream's name, e.g. `events:order.created` or `events.raw`: what paths accept.
     pub(crate) name: String,
+    /// On a cluster, the address of the master that holds it; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node: Option<String>,
     /// A shorter name for people: the event type of a type's stream (`order.created`), `dlq`
     /// for the dead-letter stream, the full name of any other stream (`events.raw`).
     pub(crate) short_name: String,
@@ -374,18 +404,25 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl AppState {
-    /// A snapshot of everything: `INFO`, the streams overview with consumers, the oldest dead
-    /// letters. Three calls run concurrently, then the consumers of each group.
+    /// A snapshot of everything: `INFO`, the nodes and the streams overview with consumers,
+    /// the oldest dead letters. Three calls run concurrently, then the consumers of each group.
     pub(crate) async fn snapshot(&self) -> Result<Snapshot> {
         let transport = self.transport();
-        let (redis, summaries, (dead, _)) = tokio::try_join!(
+        let (redis, (nodes, summaries), (dead, _)) = tokio::try_join!(
             transport.server_info(),
-            self.stream_summaries(),
+            self.nodes_and_summaries(),
             self.dead_letters("-", SNAPSHOT_DEAD_LETTERS, Detail::Preview),
         )?;
-        let streams = self
+        let mut streams = self
             .stream_views(summaries, SNAPSHOT_GROUPS_WITH_CONSUMERS)
             .await?;
+        let topology = transport.topology();
+        if topology == Topology::Cluster {
+            let node_of = crate::select::node_of(&nodes);
+            for stream in &mut streams {
+                stream.node = node_of.get(&stream.name).cloned();
+            }
+        }
         let dlq_key = transport.names().dlq();
         let dlq_length = streams
             .iter()
@@ -400,6 +437,7 @@ impl AppState {
             refresh_ms: u64::try_from(self.config().refresh.as_millis()).unwrap_or(u64::MAX),
             writes_allowed: self.config().allow_writes,
             redis,
+            nodes: NodesView::new(topology, &nodes),
             streams,
             dlq: DlqView {
                 stream: dlq_key,
@@ -513,6 +551,7 @@ fn stream_view(summary: Summary, groups: Vec<GroupView>) -> StreamView {
             (None, false) => summary.name.clone(),
         },
         name: summary.name,
+        node: None,
         event_type: summary.event_type,
         dead_letter: summary.dead_letter,
         length: summary.length,

@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use redis::{Script, Value};
 use redstream_core::{Error, ErrorKind, Result};
+use redstream_transport::NodeStats;
 
 use super::config::FAN_OUT;
 use super::preview::{number, text};
@@ -63,6 +64,21 @@ impl AppState {
     /// since they were listed, are left out.
     pub(crate) async fn stream_summaries(&self) -> Result<Vec<Summary>> {
         let names = crate::select::names(self.transport(), &self.config().streams).await?;
+        self.summaries_of(names).await
+    }
+
+    /// Each node's figures (the transport's `nodes`, over the streams the dashboard shows),
+    /// and the summaries of the streams they hold: one `SCAN` walk per node and pattern lists
+    /// the streams for both, where [`stream_summaries`](Self::stream_summaries) and a separate
+    /// `nodes` would walk twice.
+    pub(crate) async fn nodes_and_summaries(&self) -> Result<(Vec<NodeStats>, Vec<Summary>)> {
+        let nodes = crate::select::nodes(self.transport(), &self.config().streams).await?;
+        let summaries = self.summaries_of(crate::select::names_on(&nodes)).await?;
+        Ok((nodes, summaries))
+    }
+
+    /// The summaries of the streams `names` (sorted), leaving out keys that are not streams.
+    async fn summaries_of(&self, names: Vec<String>) -> Result<Vec<Summary>> {
         let described: Vec<Described> = stream::iter(
             names
                 .into_iter()

@@ -296,6 +296,21 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     let writes = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
     assert_eq!(writes.text().await.unwrap(), "Writes enabled");
 
+    // The Nodes panel: the one server, with its stream and entries, and the totals.
+    let address = format!("{}:{}", redis.host(), redis.port());
+    let node = wait_for(
+        &client,
+        &format!(r#"tr[data-testid="node-row"][data-node="{address}"]"#),
+    )
+    .await;
+    let text = node.text().await.unwrap();
+    assert!(text.contains("master"), "{text}");
+    assert!(text.contains('6'), "six entries: {text}");
+    let total = wait_for(&client, r#"tr[data-testid="nodes-total"]"#).await;
+    let text = total.text().await.unwrap();
+    assert!(text.starts_with("Total"), "{text}");
+    assert!(text.contains('6'), "{text}");
+
     // A new stream appears without a reload.
     events
         .publish(Event::new(

@@ -9,6 +9,7 @@ mod binary;
 mod bounded;
 mod failures;
 mod limits;
+mod nodes;
 mod params;
 mod routes;
 mod support;

@@ -112,15 +112,14 @@ impl RedisTransport {
         let mut masters = self.inner.conn.cluster_masters().await?;
         masters.sort();
         masters.dedup();
-        let patterns = &patterns;
-        stream::iter(
-            masters
-                .iter()
-                .map(|master| self.node_stats(Node::Master(master), patterns)),
-        )
-        .buffered(masters.len().max(1))
-        .try_collect()
-        .await
+        // A loop, not a `map` closure: a closure over borrowed items would leave the future
+        // without `Send` for callers that spawn it (a higher-ranked lifetime rustc cannot
+        // prove).
+        let mut asks = Vec::with_capacity(masters.len());
+        for master in &masters {
+            asks.push(self.node_stats(Node::Master(master), &patterns));
+        }
+        futures_util::future::try_join_all(asks).await
     }
 
     async fn node_stats(&self, node: Node<'_>, patterns: &[String]) -> Result<NodeStats> {
@@ -139,19 +138,14 @@ impl RedisTransport {
         }
         streams.sort_unstable();
         streams.dedup();
-        let lengths: Vec<u64> = stream::iter(streams.iter().map(|name| async move {
-            let mut cmd = redis::cmd("XLEN");
-            cmd.arg(name);
-            match self.on_node::<u64>(node, name, "XLEN", &cmd).await {
-                Ok(length) => Ok(length),
-                // Replaced by a key of another type since the SCAN: not a stream any more.
-                Err(err) if err.kind() == redstream_core::ErrorKind::WrongType => Ok(0),
-                Err(err) => Err(err),
-            }
-        }))
-        .buffered(LENGTHS_IN_FLIGHT)
-        .try_collect()
-        .await?;
+        let mut asks = Vec::with_capacity(streams.len());
+        for name in &streams {
+            asks.push(self.stream_length(node, name));
+        }
+        let lengths: Vec<u64> = stream::iter(asks)
+            .buffered(LENGTHS_IN_FLIGHT)
+            .try_collect()
+            .await?;
         Ok(NodeStats {
             address,
             info,
@@ -159,6 +153,17 @@ impl RedisTransport {
             streams,
             stream_entries: lengths.iter().fold(0, |t, n| t.saturating_add(*n)),
         })
+    }
+
+    /// `XLEN` of `name` on `node`; 0 for a key replaced by another type since the `SCAN`.
+    async fn stream_length(&self, node: Node<'_>, name: &str) -> Result<u64> {
+        let mut cmd = redis::cmd("XLEN");
+        cmd.arg(name);
+        match self.on_node::<u64>(node, name, "XLEN", &cmd).await {
+            Ok(length) => Ok(length),
+            Err(err) if err.kind() == redstream_core::ErrorKind::WrongType => Ok(0),
+            Err(err) => Err(err),
+        }
     }
 
     /// The streams on `node` whose names match `pattern`, unsorted.
