@@ -1,20 +1,22 @@
 //! The transport on a real Redis Cluster (3 masters, 3 replicas) through a
 //! `redis-cluster://` URL: the cluster layout chosen by itself, streams on every master, one
-//! blocking read per slot, and a killed master followed in the same process.
+//! blocking read per slot, a killed master followed in the same process, and a stream's slot
+//! moved to another master while its events flow.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redstream_core::{ErrorKind, HandlerResult};
-use redstream_testkit::{RedisCluster, key_slot};
+use redstream_testkit::{ClusterNode, RedisCluster, key_slot};
 use redstream_transport::{
     KeyLayout, RedisConfig, RedisTransport, StartFrom, Topology, TransportOptions,
 };
 use tokio::task::JoinSet;
 
 use crate::support::{
-    Flow, Seen, capture_logs, event, fast, logged, subscribe_seen, unique, until, within,
+    Flow, HANG, Seen, capture_logs, event, fast, logged, number, pending_on, subscribe_seen,
+    unique, until, within,
 };
 
 /// Ten event types whose streams (one hash tag each) sit on all three masters of a default
@@ -341,4 +343,225 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
     );
     let crossslot = logged("CROSSSLOT");
     assert!(crossslot.is_empty(), "{crossslot:?}");
+}
+
+/// Readers blocked in `XREADGROUP` on `node`, by its `CLIENT LIST`.
+async fn blocked_readers(node: &ClusterNode) -> usize {
+    let mut conn = node.server().connection().await.unwrap();
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    clients
+        .lines()
+        .filter(|line| {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            };
+            field("cmd") == Some("xreadgroup") && field("flags").is_some_and(|f| f.contains('b'))
+        })
+        .count()
+}
+
+/// The slot of a busy stream moves to another master twice while its events flow: first while
+/// publishers write to it and consumers read, acknowledge and claim on it (the stream moves with
+/// `MIGRATE`: `ASK`, then `MOVED`), then while every reader of it is blocked in `XREADGROUP` on
+/// its master. Nothing is lost, nothing stays pending, nothing is refused with `CROSSSLOT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_while_events_flow_loses_nothing() {
+    let cluster = RedisCluster::builder()
+        .replicas_per_master(0)
+        .start()
+        .await
+        .unwrap();
+    let url = cluster_url(&cluster);
+    let prefix = unique("events");
+    // A read blocks for longer than the test waits for anything: a reader blocked on the slot
+    // when it moves must follow it when the old master redirects it (MOVED), not when its block
+    // time ends.
+    let options = fast()
+        .with_start_from(StartFrom::Beginning)
+        .with_block_time(HANG * 2);
+    let publisher = cluster_transport(&url, &prefix, options.clone()).await;
+    let consumers = [
+        cluster_transport(&url, &prefix, options.clone()).await,
+        cluster_transport(&url, &prefix, options).await,
+    ];
+    // The first delivery of every 25th event fails: it stays pending and comes back through a
+    // claim (XAUTOCLAIM), on whichever master holds its stream by then.
+    let seen = Arc::new(Seen::default());
+    for consumer in &consumers {
+        let seen = Arc::clone(&seen);
+        consumer
+            .subscribe(
+                TYPES.iter().map(|t| (*t).to_owned()).collect(),
+                move |event| {
+                    let n = number(&event);
+                    let first = seen.record(n) == 1;
+                    async move {
+                        if first && n.is_multiple_of(25) {
+                            HandlerResult::Err("the first delivery of every 25th event".into())
+                        } else {
+                            HandlerResult::Ok(())
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    let busy = publisher.names().stream(TYPES[0]);
+    let slot = key_slot(busy.as_bytes());
+    let mut raw = cluster.connection().await.unwrap();
+    let keyslot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&busy)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(keyslot, slot, "{busy}");
+    let origin = cluster.master_for_slot(slot).await.unwrap();
+    let masters = cluster.masters().await.unwrap();
+    let others: Vec<&ClusterNode> = masters
+        .iter()
+        .copied()
+        .filter(|node| node.id() != origin.id())
+        .collect();
+    let (second, third) = (others[0], others[1]);
+
+    // While events flow: four publishers over the ten streams, two consumers.
+    let flow = Flow::start(&publisher, &TYPES, 4);
+    until("1,500 events handled before the move", || async {
+        seen.distinct() >= 1_500
+    })
+    .await;
+    let before_move = flow.acked();
+    let first_move = within("the first move", cluster.move_slot(slot, second))
+        .await
+        .unwrap();
+    let during_move = flow.acked() - before_move;
+    assert!(first_move.keys >= 1, "{first_move:?}");
+    let after_move = flow.acked();
+    flow.acked_after(after_move, 1_500, "1,500 events published after the move")
+        .await;
+    let flowing = flow.stop().await;
+    seen.wait_for_all(
+        &flowing.numbers(),
+        "the events published around the first move",
+    )
+    .await;
+
+    // While blocked: nothing is published, so every reader of the two consumers blocks on the
+    // master of its stream's slot (one reader per slot), those of the busy stream on `second`.
+    let slots = TYPES
+        .iter()
+        .map(|t| key_slot(publisher.names().stream(t).as_bytes()))
+        .collect::<BTreeSet<u16>>();
+    let mut readers_on_second = 0;
+    for s in slots {
+        if cluster.master_for_slot(s).await.unwrap().id() == second.id() {
+            readers_on_second += consumers.len();
+        }
+    }
+    until(
+        "the readers blocked on the busy stream's new master",
+        || async { blocked_readers(second).await == readers_on_second },
+    )
+    .await;
+    let second_move = within("the second move", cluster.move_slot(slot, third))
+        .await
+        .unwrap();
+    assert_eq!(second_move.from, second.id());
+    // Only the blocked readers can deliver these: they are new entries, not pending ones that
+    // the claimer would take.
+    let flow = Flow::start_from(&publisher, &TYPES, 4, 1_000_000);
+    flow.acked_after(0, 500, "500 events published after the second move")
+        .await;
+    let blocked = flow.stop().await;
+    seen.wait_for_all(
+        &blocked.numbers(),
+        "the events published after the second move",
+    )
+    .await;
+    let busy_after: Vec<usize> = blocked
+        .numbers()
+        .into_iter()
+        .filter(|n| n.is_multiple_of(TYPES.len()))
+        .collect();
+    assert!(!busy_after.is_empty());
+
+    // The slot is served by `third`, which holds the whole stream.
+    assert_eq!(
+        cluster.master_for_slot(slot).await.unwrap().id(),
+        third.id()
+    );
+    let published_to_busy = flowing
+        .numbers()
+        .into_iter()
+        .chain(blocked.numbers())
+        .filter(|n| n.is_multiple_of(TYPES.len()))
+        .count();
+    let mut direct = third.server().connection().await.unwrap();
+    let length: usize = redis::cmd("XLEN")
+        .arg(&busy)
+        .query_async(&mut direct)
+        .await
+        .unwrap();
+    assert!(
+        length >= published_to_busy,
+        "{busy} on {third}: {length} entries, {published_to_busy} published"
+    );
+    // Nothing stays pending in the group, on any stream.
+    until("every stream's pending list empty", || async {
+        let mut raw = raw.clone();
+        for t in TYPES {
+            let stream = publisher.names().stream(t);
+            if pending_on(&mut raw, &stream, "g").await != 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+
+    let errors: Vec<String> = flowing
+        .errors
+        .iter()
+        .chain(&blocked.errors)
+        .map(|(n, err)| format!("event {n}: {err}"))
+        .collect();
+    assert!(
+        !errors.iter().any(|err| err.contains("CROSSSLOT")),
+        "{errors:?}"
+    );
+    let crossslot = logged("CROSSSLOT");
+    assert!(crossslot.is_empty(), "{crossslot:?}");
+    // A slot move is routine: no read, acknowledgement or claim on these streams reported a
+    // failure (a blocked read that the server ends because MIGRATE took its stream away is
+    // sent again at once, and follows the slot).
+    let reported = logged(&format!("{prefix}:"));
+    assert!(reported.is_empty(), "{reported:#?}");
+    let published = flowing.acked.len() + blocked.acked.len();
+    let failed_first = flowing
+        .numbers()
+        .into_iter()
+        .chain(blocked.numbers())
+        .filter(|n| n.is_multiple_of(25))
+        .count();
+    assert!(seen.duplicates() >= failed_first);
+    eprintln!(
+        "slot {slot} of {busy} moved {origin} -> {second} with {during_move} events published \
+         during the move, then -> {third} with its readers blocked; {published} events \
+         published ({published_to_busy} to the busy stream), {} publishes failed, {} handled, \
+         {} deliveries, {} duplicates ({failed_first} of them after a failed first delivery), 0 \
+         lost",
+        errors.len(),
+        seen.distinct(),
+        seen.deliveries(),
+        seen.duplicates(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
 }

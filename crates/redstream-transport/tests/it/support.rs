@@ -110,10 +110,19 @@ where
 /// `XPENDING <stream> <group>`'s count (0 for a missing stream or group).
 pub(crate) async fn pending(server: &RedisServer, stream: &str, group: &str) -> u64 {
     let mut conn = server.connection().await.unwrap();
+    pending_on(&mut conn, stream, group).await
+}
+
+/// `XPENDING <stream> <group>`'s count on any connection (a cluster's included).
+pub(crate) async fn pending_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    stream: &str,
+    group: &str,
+) -> u64 {
     let reply: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
-        .query_async(&mut conn)
+        .query_async(conn)
         .await;
     match reply {
         Ok(redis::Value::Array(parts)) => match parts.first() {
@@ -168,9 +177,13 @@ pub(crate) struct Seen {
 }
 
 impl Seen {
-    pub(crate) fn record(&self, n: usize) {
-        *self.counts.lock().unwrap().entry(n).or_default() += 1;
+    /// Records a delivery of event `n`; returns how many it has had, this one included.
+    pub(crate) fn record(&self, n: usize) -> usize {
         self.deliveries.fetch_add(1, Ordering::Relaxed);
+        let mut counts = self.counts.lock().unwrap();
+        let count = counts.entry(n).or_default();
+        *count += 1;
+        *count
     }
 
     /// How many different events were handled.
@@ -195,6 +208,35 @@ impl Seen {
             .values()
             .map(|c| c.saturating_sub(1))
             .sum()
+    }
+
+    /// Those of `numbers` that were not handled.
+    pub(crate) fn missing(&self, numbers: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let counts = self.counts.lock().unwrap();
+        numbers
+            .into_iter()
+            .filter(|n| !counts.contains_key(n))
+            .collect()
+    }
+
+    /// Waits until every one of `numbers` was handled; after [`HANG`], fails naming those that
+    /// were not (lost, or stuck).
+    pub(crate) async fn wait_for_all(&self, numbers: &[usize], what: &str) {
+        let deadline = tokio::time::Instant::now() + HANG;
+        loop {
+            let missing = self.missing(numbers.iter().copied());
+            if missing.is_empty() {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {} of {} events not handled within {HANG:?}, among them {:?}",
+                missing.len(),
+                numbers.len(),
+                &missing[..missing.len().min(20)]
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Events handled that are not among `published` (their publish failed after the write).
@@ -247,6 +289,11 @@ pub(crate) struct Flowed {
 }
 
 impl Flowed {
+    /// The numbers of the acknowledged publishes.
+    pub(crate) fn numbers(&self) -> Vec<usize> {
+        self.acked.iter().map(|(n, _)| *n).collect()
+    }
+
     pub(crate) fn acked_numbers(&self) -> HashSet<usize> {
         self.acked.iter().map(|(n, _)| *n).collect()
     }
@@ -254,8 +301,18 @@ impl Flowed {
 
 impl Flow {
     pub(crate) fn start(transport: &RedisTransport, types: &[&str], tasks: usize) -> Self {
+        Self::start_from(transport, types, tasks, 0)
+    }
+
+    /// As [`start`](Self::start), numbering events from `first`.
+    pub(crate) fn start_from(
+        transport: &RedisTransport,
+        types: &[&str],
+        tasks: usize,
+        first: usize,
+    ) -> Self {
         let types: Arc<[String]> = types.iter().map(|t| (*t).to_owned()).collect();
-        let next = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(first));
         let stop = Arc::new(AtomicBool::new(false));
         let acked: Arc<Mutex<Vec<(usize, Instant)>>> = Arc::default();
         let errors: Arc<Mutex<Vec<(usize, redstream_core::Error)>>> = Arc::default();
