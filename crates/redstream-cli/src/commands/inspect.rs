@@ -61,12 +61,17 @@ pub struct ClaimArgs {
     pub group: String,
     /// The consumer that gets the entries (created in the group if new).
     pub consumer: String,
-    /// Only entries idle (not delivered again) for at least this long, e.g. `60s`.
-    #[arg(long, value_parser = idle_time)]
-    pub min_idle: Duration,
+    /// Only entries idle (not delivered again) for at least this long, e.g. `60s`. Required
+    /// without --id; with --id it defaults to 0 (claim them however recently delivered).
+    #[arg(long, value_parser = idle_time, required_unless_present = "ids")]
+    pub min_idle: Option<Duration>,
     /// At most this many entries, oldest first (at most 1000).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000), conflicts_with = "ids")]
     pub count: u16,
+    /// Claim exactly these pending entries (`XCLAIM`) instead of the oldest idle ones; repeat
+    /// it or give several (at most 1000). Ids that are not pending in the group are left out.
+    #[arg(long = "id", value_name = "ID", num_args = 1.., action = clap::ArgAction::Append)]
+    pub ids: Vec<String>,
 }
 
 /// Options of `redstream streams`.
@@ -355,20 +360,28 @@ pub async fn pending(global: &GlobalArgs, args: PendingArgs) -> CliResult<()> {
     output::print_table(&table)
 }
 
-/// `redstream claim <stream> <group> <consumer> --min-idle 60s`.
+/// `redstream claim <stream> <group> <consumer> --min-idle 60s`, or `--id <id>...`.
 pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
     let key = stream_key(&transport, &args.stream).await?;
-    let claimed = transport
-        .claim(
-            &key,
-            &args.group,
-            &args.consumer,
-            args.min_idle,
-            usize::from(args.count),
-        )
-        .await
-        .map_err(|err| claim_failed(err, &key, &args))?;
+    let min_idle = args.min_idle.unwrap_or_default();
+    let claimed = if args.ids.is_empty() {
+        transport
+            .claim(
+                &key,
+                &args.group,
+                &args.consumer,
+                min_idle,
+                usize::from(args.count),
+            )
+            .await
+            .map_err(|err| claim_failed(err, &key, &args))?
+    } else {
+        transport
+            .claim_ids(&key, &args.group, &args.consumer, min_idle, &args.ids)
+            .await
+            .map_err(not_found)?
+    };
     if global.json {
         #[derive(Serialize)]
         struct Claimed<'a> {
@@ -376,20 +389,35 @@ pub async fn claim(global: &GlobalArgs, args: ClaimArgs) -> CliResult<()> {
             group: &'a str,
             consumer: &'a str,
             claimed: &'a [String],
+            /// With --id: the ids asked for that were not claimed.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            not_claimed: Option<Vec<&'a str>>,
         }
+        let not_claimed = (!args.ids.is_empty()).then(|| {
+            args.ids
+                .iter()
+                .filter(|id| !claimed.contains(id))
+                .map(String::as_str)
+                .collect()
+        });
         return output::json(&Claimed {
             stream: &key,
             group: &args.group,
             consumer: &args.consumer,
             claimed: &claimed,
+            not_claimed,
         });
     }
+    let which = if args.ids.is_empty() {
+        format!("idle for at least {}", output::duration(min_idle))
+    } else {
+        format!("of the {} asked for", args.ids.len())
+    };
     output::line(format!(
-        "claimed {} entr{} of group {} idle for at least {}; now pending for {}",
+        "claimed {} entr{} of group {} {which}; now pending for {}",
         claimed.len(),
         if claimed.len() == 1 { "y" } else { "ies" },
         args.group,
-        output::duration(args.min_idle),
         args.consumer
     ))?;
     for id in &claimed {

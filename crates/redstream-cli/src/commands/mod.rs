@@ -1,9 +1,10 @@
-//! The operations commands (publish, tail, streams, nodes, info, groups, pending, claim, dlq, state,
-//! bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
+//! The operations commands (publish, tail, streams, nodes, info, groups, group, pending, claim,
+//! ack, dlq, state, bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
 //! (`tail`: one per line); the shapes are documented in the crate README.
 
 pub mod bench;
 pub mod dlq;
+pub mod group;
 pub mod inspect;
 pub mod migrate;
 pub mod nodes;
@@ -38,8 +39,14 @@ pub enum OpsCommand {
     Groups(inspect::GroupsArgs),
     /// List the pending (delivered, unacknowledged) entries of a group.
     Pending(inspect::PendingArgs),
-    /// Hand idle pending entries of a group to a consumer.
+    /// Hand idle pending entries of a group (or the entries --id names) to a consumer.
     Claim(inspect::ClaimArgs),
+    /// Acknowledge entries of a group by id (they leave its pending list; the stream keeps
+    /// them).
+    Ack(group::AckArgs),
+    /// Create, destroy, reposition consumer groups and delete consumers.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// List, show, redrive and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -62,6 +69,8 @@ pub async fn run(global: &GlobalArgs, command: OpsCommand) -> CliResult<()> {
         OpsCommand::Groups(args) => inspect::groups(global, args).await,
         OpsCommand::Pending(args) => inspect::pending(global, args).await,
         OpsCommand::Claim(args) => inspect::claim(global, args).await,
+        OpsCommand::Ack(args) => group::ack(global, args).await,
+        OpsCommand::Group(command) => group::run(global, command).await,
         OpsCommand::Dlq(command) => dlq::run(global, command).await,
         OpsCommand::State(args) => state::run(global, args).await,
         OpsCommand::Bench(args) => bench::run(global, args).await,

@@ -11,6 +11,7 @@ mod bench;
 mod connection;
 mod dlq;
 mod failures;
+mod group;
 mod inspect;
 mod migrate;
 mod nodes;

@@ -7,6 +7,10 @@
 //! | [`dlq_purge`](RedisTransport::dlq_purge) | delete every dead letter | `XTRIM events:dlq MAXLEN 0` |
 //! | [`redrive_type`](RedisTransport::redrive_type) | redrive the dead letters of one event type | `XRANGE` pages, then as [`redrive_ids`](RedisTransport::redrive_ids) |
 //! | [`claim`](RedisTransport::claim) | hand idle pending entries of a group to a consumer | `XAUTOCLAIM ... JUSTID` |
+//! | [`claim_ids`](RedisTransport::claim_ids) | hand these pending entries to a consumer | `XCLAIM ... JUSTID` |
+//! | [`create_group`](RedisTransport::create_group), [`destroy_group`](RedisTransport::destroy_group), [`set_group_id`](RedisTransport::set_group_id) | a group's life and position | `XGROUP CREATE`, `DESTROY`, `SETID` |
+//! | [`delete_consumer`](RedisTransport::delete_consumer) | delete a consumer without pending entries (unless forced) | one script: `XINFO CONSUMERS`, `XGROUP DELCONSUMER` |
+//! | [`ack`](RedisTransport::ack) | acknowledge entries by id | `XACK` |
 //! | [`follow`](RedisTransport::follow) | read entries as they are added, no group | `XREAD BLOCK` |
 //! | [`follow_group`](RedisTransport::follow_group) | the same as a member of a consumer group | `XREADGROUP BLOCK`, `XACK` |
 //!
@@ -20,6 +24,7 @@
 //! | `names.rs` | `stream_key_for`, `resolve_stream` |
 //! | `dead_letters.rs` | `dlq_entry`, `dlq_purge`, `redrive_type` |
 //! | `claim.rs` | `claim` |
+//! | `groups.rs` | `create_group`, `destroy_group`, `set_group_id`, `delete_consumer` ([`ConsumerDeletion`]), `ack`, `claim_ids` |
 //! | `follow.rs` | `follow`, `follow_group`, their start ids |
 //! | `follower.rs` | [`Follower`], [`FollowedEntry`] |
 //! | `checks.rs` | the key's type, entry ids |
@@ -62,9 +67,11 @@ mod claim;
 mod dead_letters;
 mod follow;
 mod follower;
+mod groups;
 mod names;
 
 pub use follower::{FollowedEntry, Follower};
+pub use groups::ConsumerDeletion;
 
 use crate::commands::{Commands, Traffic};
 use crate::transport::RedisTransport;
