@@ -15,7 +15,7 @@ mod telemetry;
 mod trace_context;
 mod transport;
 
-pub use admin::{ConsumerDeletion, FollowedEntry, Follower};
+pub use admin::{ConsumerDeletion, FollowedEntry, Follower, Trim, TrimOutcome};
 pub use config::{RedisConfig, SentinelOptions, StartFrom, TransportOptions};
 pub use consumer::SubscriptionBuilder;
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};

@@ -1,5 +1,5 @@
 //! The operations commands (publish, tail, streams, nodes, info, groups, group, pending, claim,
-//! ack, dlq, state, bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
+//! ack, range, trim, dlq, state, bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
 //! (`tail`: one per line); the shapes are documented in the crate README.
 
 pub mod bench;
@@ -10,8 +10,10 @@ pub mod migrate;
 pub mod nodes;
 pub(crate) mod output;
 pub mod publish;
+pub mod range;
 pub mod state;
 pub mod tail;
+pub mod trim;
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -33,6 +35,11 @@ pub enum OpsCommand {
     /// Show each master of a cluster (or the one server): memory, ops/s, clients, keys, and the
     /// streams it holds; then the totals.
     Nodes(nodes::NodesArgs),
+    /// Print entries of a stream: a range by id, or the latest N.
+    Range(range::RangeArgs),
+    /// Delete a stream's oldest entries (MAXLEN or MINID); refused while some of them are
+    /// pending in a group, unless --force.
+    Trim(trim::TrimArgs),
     /// Show one stream: length, first and last id, consumer groups.
     Info(inspect::InfoArgs),
     /// Show the consumer groups of a stream and their consumers.
@@ -66,6 +73,8 @@ pub async fn run(global: &GlobalArgs, command: OpsCommand) -> CliResult<()> {
         OpsCommand::Streams(args) => inspect::streams(global, args).await,
         OpsCommand::Nodes(args) => nodes::run(global, args).await,
         OpsCommand::Info(args) => inspect::info(global, args).await,
+        OpsCommand::Range(args) => range::run(global, args).await,
+        OpsCommand::Trim(args) => trim::run(global, args).await,
         OpsCommand::Groups(args) => inspect::groups(global, args).await,
         OpsCommand::Pending(args) => inspect::pending(global, args).await,
         OpsCommand::Claim(args) => inspect::claim(global, args).await,

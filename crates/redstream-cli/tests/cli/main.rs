@@ -20,3 +20,4 @@ mod redaction;
 mod state;
 mod support;
 mod tail;
+mod trim;

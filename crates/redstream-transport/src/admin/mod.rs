@@ -11,6 +11,7 @@
 //! | [`create_group`](RedisTransport::create_group), [`destroy_group`](RedisTransport::destroy_group), [`set_group_id`](RedisTransport::set_group_id) | a group's life and position | `XGROUP CREATE`, `DESTROY`, `SETID` |
 //! | [`delete_consumer`](RedisTransport::delete_consumer) | delete a consumer without pending entries (unless forced) | one script: `XINFO CONSUMERS`, `XGROUP DELCONSUMER` |
 //! | [`ack`](RedisTransport::ack) | acknowledge entries by id | `XACK` |
+//! | [`trim`](RedisTransport::trim) | delete the oldest entries, not those still pending (unless forced) | one script: `XINFO GROUPS`, `XPENDING`, `XTRIM` |
 //! | [`follow`](RedisTransport::follow) | read entries as they are added, no group | `XREAD BLOCK` |
 //! | [`follow_group`](RedisTransport::follow_group) | the same as a member of a consumer group | `XREADGROUP BLOCK`, `XACK` |
 //!
@@ -24,6 +25,7 @@
 //! | `names.rs` | `stream_key_for`, `resolve_stream` |
 //! | `dead_letters.rs` | `dlq_entry`, `dlq_purge`, `redrive_type` |
 //! | `claim.rs` | `claim` |
+//! | `trim.rs` | `trim`, [`Trim`], [`TrimOutcome`] |
 //! | `groups.rs` | `create_group`, `destroy_group`, `set_group_id`, `delete_consumer` ([`ConsumerDeletion`]), `ack`, `claim_ids` |
 //! | `follow.rs` | `follow`, `follow_group`, their start ids |
 //! | `follower.rs` | [`Follower`], [`FollowedEntry`] |
@@ -69,9 +71,11 @@ mod follow;
 mod follower;
 mod groups;
 mod names;
+mod trim;
 
 pub use follower::{FollowedEntry, Follower};
 pub use groups::ConsumerDeletion;
+pub use trim::{Trim, TrimOutcome};
 
 use crate::commands::{Commands, Traffic};
 use crate::transport::RedisTransport;
