@@ -60,9 +60,14 @@ pub struct TailArgs {
     #[arg(long, requires = "group")]
     pub consumer: Option<String>,
     /// Start at this entry id (inclusive) instead of at new events: `-` for the whole stream,
-    /// `1700000000000-0`, a millisecond time, or `(id` to start after `id`. Not with --group.
-    #[arg(long, conflicts_with = "group", allow_hyphen_values = true)]
+    /// `1700000000000-0`, a millisecond time, or `(id` to start after `id`. With --group: where
+    /// the group is created (refused when the group exists: `redstream group set-id` moves it).
+    #[arg(long, allow_hyphen_values = true)]
     pub from: Option<String>,
+    /// With --group: leave what is printed pending for the consumer instead of acknowledging
+    /// it (a look at the group's flow that `redstream claim` or `ack` can settle later).
+    #[arg(long, requires = "group")]
+    pub no_ack: bool,
     /// Stop after this many events.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
@@ -97,11 +102,16 @@ pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
                 .consumer
                 .clone()
                 .unwrap_or_else(|| format!("redstream-tail-{}", std::process::id()));
-            transport.follow_group(&streams, group, &consumer).await?
+            transport
+                .follow_group_from(&streams, group, &consumer, args.from.as_deref())
+                .await?
         }
         None => transport.follow(&streams, args.from.as_deref()).await?,
     };
     let from = match (&args.group, &args.from) {
+        (Some(group), _) if args.no_ack => {
+            format!("as a member of group {group}, leaving entries pending (--no-ack)")
+        }
         (Some(group), _) => format!("as a member of group {group}"),
         (None, Some(from)) => format!("from {from}"),
         (None, None) => "from new entries".to_owned(),
@@ -167,7 +177,9 @@ pub async fn run(global: &GlobalArgs, args: TailArgs) -> CliResult<()> {
             print(global, entry)?;
         }
         printed += shown.len() as u64;
-        if let Some(group) = &args.group {
+        if let Some(group) = &args.group
+            && !args.no_ack
+        {
             unacked.extend_from_slice(shown);
             warn_unshown(group, extra);
         }

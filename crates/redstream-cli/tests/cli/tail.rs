@@ -325,3 +325,80 @@ async fn with_a_group_a_server_that_lost_the_group_ends_it() {
     server.restart().await.unwrap();
     running.finish().fails_with("no such consumer group");
 }
+
+/// `--from` with `--group` creates the group there (refused when it exists), and `--no-ack`
+/// leaves what it printed pending.
+#[tokio::test]
+async fn a_group_from_a_position_and_without_acknowledging() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let out = cli.json(&["publish", "refund", &format!(r#"{{"n":{n}}}"#)]);
+        ids.push(out["ids"][0].as_str().unwrap().to_owned());
+    }
+    let payloads = |stdout: &str| -> Vec<serde_json::Value> {
+        stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["event"]["payload"]["n"]
+                    .clone()
+            })
+            .collect()
+    };
+
+    let whole = cli
+        .run(&[
+            "--json",
+            "tail",
+            "refund",
+            "--group",
+            "audit",
+            "--consumer",
+            "me",
+            "--from",
+            "-",
+            "--count",
+            "2",
+            "--no-ack",
+        ])
+        .ok();
+    assert_eq!(payloads(&whole), [json!(0), json!(1)]);
+    let pending = cli.json(&["pending", "refund", "audit", "--consumer", "me"]);
+    let held: Vec<&str> = pending["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        held,
+        [ids[0].as_str(), ids[1].as_str()],
+        "--no-ack leaves them pending"
+    );
+
+    // The group exists: a start position is refused, nothing read.
+    cli.run(&[
+        "tail", "refund", "--group", "audit", "--from", "-", "--count", "1",
+    ])
+    .fails_with("exists already");
+
+    // A new group from an id (inclusive), acknowledging as usual.
+    let from = cli
+        .run(&[
+            "--json", "tail", "refund", "--group", "late", "--from", &ids[1], "--count", "2",
+        ])
+        .ok();
+    assert_eq!(payloads(&from), [json!(1), json!(2)]);
+    let groups = cli.json(&["groups", "refund"]);
+    let late = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "late")
+        .unwrap();
+    assert_eq!(late["pending"], 0);
+
+    let bad = cli.run(&["tail", "refund", "--no-ack", "--count", "1"]);
+    assert_eq!(bad.code, Some(2), "--no-ack needs --group: {bad:#?}");
+}

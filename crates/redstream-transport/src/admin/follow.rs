@@ -115,20 +115,55 @@ impl RedisTransport {
         group: &str,
         consumer: &str,
     ) -> Result<Follower> {
+        self.follow_group_from(streams, group, consumer, None).await
+    }
+
+    /// [`follow_group`](Self::follow_group), with the position a missing group is created at:
+    /// `None` for `$` (entries added from now on), or the first entry the group is to be
+    /// delivered, in [`follow`](Self::follow)'s syntax (`-` for the whole stream, an id, or
+    /// `(id` for the entries after it). A group that exists keeps its position, so with a
+    /// `start` it is refused rather than read from somewhere else than asked
+    /// ([`set_group_id`](Self::set_group_id) moves it).
+    ///
+    /// # Errors
+    ///
+    /// As for [`follow_group`](Self::follow_group); [`ErrorKind::InvalidInput`] for a
+    /// malformed `start`, or a `start` for a group that exists already.
+    pub async fn follow_group_from(
+        &self,
+        streams: &[impl AsRef<str>],
+        group: &str,
+        consumer: &str,
+        start: Option<&str>,
+    ) -> Result<Follower> {
         let streams = self.check_follow_streams(streams)?;
         check_non_empty("consumer group name", group)?;
         check_non_empty("consumer name", consumer)?;
+        let position = match start {
+            Some(start) => exclusive_start(start)?,
+            None => "$".to_owned(),
+        };
         let writes = writes(self);
         for stream in &streams {
             let mut cmd = redis::cmd("XGROUP");
             cmd.arg("CREATE")
                 .arg(stream)
                 .arg(group)
-                .arg("$")
+                .arg(&position)
                 .arg("MKSTREAM");
             match writes.query::<Value>("XGROUP CREATE", stream, &cmd).await {
-                Ok(_) => tracing::info!(stream = %stream, group, "consumer group created"),
-                Err(err) if redis_code(&err) == Some("BUSYGROUP") => {}
+                Ok(_) => {
+                    tracing::info!(stream = %stream, group, position, "consumer group created")
+                }
+                Err(err) if redis_code(&err) == Some("BUSYGROUP") => {
+                    if let Some(start) = start {
+                        return Err(Error::invalid_input(
+                            format!("start {start:?} for consumer group {group:?} of {stream:?}"),
+                            "the group exists already and goes on from its last-delivered id; \
+                             move it first (XGROUP SETID) or follow it without a start",
+                        ));
+                    }
+                }
                 Err(err) => return Err(err),
             }
         }

@@ -13,7 +13,7 @@
 //! | [`ack`](RedisTransport::ack) | acknowledge entries by id | `XACK` |
 //! | [`trim`](RedisTransport::trim) | delete the oldest entries, not those still pending (unless forced) | one script: `XINFO GROUPS`, `XPENDING`, `XTRIM` |
 //! | [`follow`](RedisTransport::follow) | read entries as they are added, no group | `XREAD BLOCK` |
-//! | [`follow_group`](RedisTransport::follow_group) | the same as a member of a consumer group | `XREADGROUP BLOCK`, `XACK` |
+//! | [`follow_group`](RedisTransport::follow_group), [`follow_group_from`](RedisTransport::follow_group_from) | the same as a member of a consumer group (created at `$` or where asked) | `XGROUP CREATE`, `XREADGROUP BLOCK`, `XACK` |
 //!
 //! A [`Follower`] survives a restart of the server: after a connection error or a timeout it
 //! opens a new connection on its next call, and resumes where it stopped (see
@@ -27,7 +27,7 @@
 //! | `claim.rs` | `claim` |
 //! | `trim.rs` | `trim`, [`Trim`], [`TrimOutcome`] |
 //! | `groups.rs` | `create_group`, `destroy_group`, `set_group_id`, `delete_consumer` ([`ConsumerDeletion`]), `ack`, `claim_ids` |
-//! | `follow.rs` | `follow`, `follow_group`, their start ids |
+//! | `follow.rs` | `follow`, `follow_group`, `follow_group_from`, their start ids |
 //! | `follower.rs` | [`Follower`], [`FollowedEntry`] |
 //! | `checks.rs` | the key's type, entry ids |
 //!
