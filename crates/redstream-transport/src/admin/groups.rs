@@ -317,15 +317,9 @@ impl RedisTransport {
     async fn require_group(&self, stream: &str, group: &str) -> Result<()> {
         let mut cmd = redis::cmd("XINFO");
         cmd.arg("GROUPS").arg(stream);
-        let reply: Value = reads(self).query("XINFO GROUPS", stream, &cmd).await?;
-        let exists = sequence(&reply).unwrap_or_default().iter().any(|g| {
-            crate::reply::map(g).is_some_and(|fields| {
-                fields
-                    .iter()
-                    .any(|(k, v)| k == "name" && text(v).as_deref() == Some(group))
-            })
-        });
-        if exists {
+        let reply: redis::streams::StreamInfoGroupsReply =
+            reads(self).query("XINFO GROUPS", stream, &cmd).await?;
+        if reply.groups.iter().any(|g| g.name == group) {
             Ok(())
         } else {
             Err(no_such_group(stream, group))
