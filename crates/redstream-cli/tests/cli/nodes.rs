@@ -202,3 +202,25 @@ async fn streams_on_one_server_has_no_node() {
     let table = cli.run(&["streams"]).ok();
     assert!(!table.contains("NODE"), "{table}");
 }
+
+/// Under Sentinel: one node, the master the sentinels name, with its role and streams.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_under_sentinel_is_the_master() {
+    let sentinel = redstream_testkit::RedisSentinel::builder()
+        .replicas(1)
+        .start()
+        .await
+        .unwrap();
+    let cli = Cli::with_url(sentinel.url());
+    cli.run(&["publish", "order.created", "{}"]).ok();
+    let out = cli.json(&["nodes"]);
+    assert_eq!(out["topology"], "sentinel", "{out}");
+    let nodes = out["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{out}");
+    assert_eq!(nodes[0]["role"], "master", "{out}");
+    assert_eq!(nodes[0]["address"], sentinel.url(), "{out}");
+    assert_eq!(u64_of(&nodes[0], "stream_count"), 1);
+    assert_eq!(u64_of(&nodes[0], "stream_entries"), 1);
+    let streams = cli.json(&["streams"]);
+    assert!(streams["streams"][0].get("node").is_none(), "{streams}");
+}
