@@ -14,8 +14,11 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
         "NOPERM" => Some(ErrorKind::PermissionDenied),
         "WRONGTYPE" => Some(ErrorKind::WrongType),
         "OOM" => Some(ErrorKind::OutOfMemory),
+        // UNBLOCKED: a blocked read ended by the server because its key went away, which is
+        // what `MIGRATE` does to a stream whose slot moves to another master (or an operator's
+        // `CLIENT UNBLOCK ... ERROR`): reading again follows the slot.
         "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY" | "CLUSTERDOWN" | "MOVED"
-        | "ASK" => Some(ErrorKind::Unavailable),
+        | "ASK" | "UNBLOCKED" => Some(ErrorKind::Unavailable),
         _ => None,
     }
 }
@@ -71,7 +74,8 @@ pub(crate) fn refused_by_replica(err: &RedisError) -> bool {
 /// are [`Auth`](ErrorKind::Auth), `NOPERM` is [`PermissionDenied`](ErrorKind::PermissionDenied),
 /// `WRONGTYPE` is [`WrongType`](ErrorKind::WrongType), `OOM` is
 /// [`OutOfMemory`](ErrorKind::OutOfMemory), and `LOADING`, `BUSY`, `TRYAGAIN`, `MASTERDOWN`,
-/// `READONLY`, `CLUSTERDOWN`, `MOVED` and `ASK` are [`Unavailable`](ErrorKind::Unavailable).
+/// `READONLY`, `CLUSTERDOWN`, `MOVED`, `ASK` and `UNBLOCKED` are
+/// [`Unavailable`](ErrorKind::Unavailable).
 /// Then I/O failures: timeouts are [`Timeout`](ErrorKind::Timeout), refused, reset and dropped
 /// connections are [`Connection`](ErrorKind::Connection). redis-rs's own
 /// [`RetryMethod`] decides the rest, except that authentication failures are never retryable
@@ -196,6 +200,7 @@ mod tests {
             "CLUSTERDOWN The cluster is down",
             "MOVED 3999 127.0.0.1:6381",
             "ASK 3999 127.0.0.1:6381",
+            "UNBLOCKED the stream key no longer exists",
         ] {
             let kind = classify_redis_error(&server_error(line));
             assert_eq!(kind, ErrorKind::Unavailable, "{line}");

@@ -191,8 +191,8 @@ pub(super) async fn read_loop(
             // The server ended the blocked read because a stream it waited on was deleted
             // (`UNBLOCKED the stream key no longer exists`): on a cluster, its slot is moving
             // to another master, and `MIGRATE` deletes the key here once it is there. Read
-            // again at once, which follows the slot (`ASK`, then `MOVED`); backing off as for
-            // an error only an operator can fix would stall the stream on every resharding.
+            // again at once, which follows the slot (`ASK`, then `MOVED`); backing off as after
+            // other (retryable) errors would stall the stream on every resharding.
             // Once in a row: a second one is a failure like any other.
             Err(err) if !unblocked && redis_code(&err) == Some("UNBLOCKED") => {
                 tracing::debug!(group = %sub.group, error = %err, "blocked read ended by the server; reading again");
