@@ -176,7 +176,14 @@ async fn bad_arguments_are_refused_before_connecting() {
         &["publish", "t", "{}", "--file", "x.jsonl"],
         &["pending", "t", "g", "--count", "0"],
         &["tail", "t", "--count", "0"],
-        &["tail", "t", "--group", "g", "--from", "-"],
+        &["tail", "t", "--no-ack"],
+        &["claim", "t", "g", "c"],
+        &["claim", "t", "g", "c", "--id", "1-0", "--count", "5"],
+        &["trim", "t"],
+        &["trim", "t", "--maxlen", "1", "--minid", "1-0"],
+        &["range", "t", "--latest", "5", "--from", "1-0"],
+        &["group", "create", "t"],
+        &["ack", "t", "g"],
         &["tail", "t", "--consumer", "c"],
         &["tail"],
         &["tail", "t", "--stream", "events.raw"],
@@ -201,6 +208,14 @@ async fn bad_arguments_are_refused_before_connecting() {
     cli.run(&["publish", "bad type", "{}"])
         .fails_with("event type");
     cli.run(&["dlq", "purge"]).fails_with("pass --yes");
+    cli.run(&["trim", "t", "--maxlen", "1"])
+        .fails_with("pass --yes");
+    cli.run(&["group", "destroy", "t", "g"])
+        .fails_with("pass --yes");
+    cli.run(&["group", "set-id", "t", "g", "0"])
+        .fails_with("pass --yes");
+    cli.run(&["group", "delete-consumer", "t", "g", "c", "--force"])
+        .fails_with("pass --yes");
     cli.run(&["dlq", "redrive", "--id", "latest", "--yes"])
         .fails_with("latest");
     cli.run(&["dlq", "redrive", "--type", "bad type", "--yes"])
