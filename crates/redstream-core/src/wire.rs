@@ -357,15 +357,24 @@ fn invalid_entry_id(entry_id: &str, reason: impl Into<String>) -> DecodeError {
 
 /// The milliseconds part of `<milliseconds>-<sequence>`, after checking both parts.
 fn entry_id_millis(entry_id: &str) -> Result<u64, DecodeError> {
-    let number = |part: &str| {
-        if part.is_empty() || !part.bytes().all(|c| c.is_ascii_digit()) {
+    // One pass over the bytes (this runs for every entry a consumer reads).
+    let number = |digits: &[u8]| {
+        if digits.is_empty() {
             return None;
         }
-        part.parse::<u64>().ok()
+        digits.iter().try_fold(0u64, |n, &c| {
+            let digit = c.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            n.checked_mul(10)?.checked_add(u64::from(digit))
+        })
     };
-    let parsed = entry_id
-        .split_once('-')
-        .and_then(|(millis, seq)| Some((number(millis)?, number(seq)?)));
+    let bytes = entry_id.as_bytes();
+    let parsed = bytes
+        .iter()
+        .position(|&c| c == b'-')
+        .and_then(|dash| Some((number(&bytes[..dash])?, number(&bytes[dash + 1..])?)));
     match parsed {
         Some((millis, _seq)) => Ok(millis),
         None => Err(invalid_entry_id(
@@ -894,6 +903,32 @@ mod proptests {
     fn envelope_with_timestamp(timestamp: &str) -> String {
         json!({"id": "e-1", "type": "t", "payload": null, "metadata": {"timestamp": timestamp}})
             .to_string()
+    }
+
+    /// The rule `entry_id_millis` implements, written the plain way.
+    fn entry_id_millis_reference(id: &str) -> Option<u64> {
+        let number = |part: &str| {
+            (!part.is_empty() && part.bytes().all(|c| c.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+        };
+        let (millis, seq) = id.split_once('-')?;
+        number(seq)?;
+        number(millis)
+    }
+
+    proptest! {
+        #[test]
+        fn entry_ids_are_read_as_the_plain_rule_reads_them(
+            id in prop_oneof![
+                (any::<u64>(), any::<u64>()).prop_map(|(m, s)| format!("{m}-{s}")),
+                "[0-9]{0,21}-[0-9]{0,21}",
+                "[0-9+\\- x.]{0,12}",
+                ".{0,12}",
+            ],
+        ) {
+            prop_assert_eq!(entry_id_millis(&id).ok(), entry_id_millis_reference(&id), "{}", id);
+        }
     }
 
     proptest! {

@@ -6,7 +6,8 @@
 //! `cargo bench -p redstream-transport --bench instructions` prints the table;
 //! `... --bench instructions -- --check` also compares redstream's figures with those recorded
 //! in `benches/instructions.baseline` and fails when one grew by more than 10% (CI runs this).
-//! `... -- --record` rewrites that file.
+//! `... -- --record` rewrites that file. With `REDSTREAM_CALLGRIND_DIR=<dir>` each run's
+//! profile is kept there (`consume-1200.out`...) for `callgrind_annotate --inclusive=yes`.
 //!
 //! How: this binary runs itself under `valgrind --tool=callgrind` as a child that does one case
 //! (`--case <name> <events> <url> <stream>`) on a current-thread runtime and exits. Each case runs
@@ -227,6 +228,10 @@ async fn fill(conn: &mut MultiplexedConnection, stream: &str, events: u64) {
 
 /// The instructions callgrind counted for one run of `case` with `events` events.
 fn count(case: &str, events: u64, url: &str, stream: &str, out: &Path) -> u64 {
+    // `REDSTREAM_CALLGRIND_DIR` keeps each run's profile, for `callgrind_annotate`.
+    let kept = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
+        .map(|dir| Path::new(&dir).join(format!("{case}-{events}.out")));
+    let out = kept.as_deref().unwrap_or(out);
     let output = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))

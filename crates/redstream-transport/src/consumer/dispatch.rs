@@ -63,7 +63,7 @@ impl Sub {
                 let pairs = fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
                 let decoded = wire::decode_stream_entry(&id, pairs, &self.options.limits);
                 let priority = decoded.as_ref().map(Event::priority).unwrap_or_default();
-                (priority, Some(decoded))
+                (priority, Some(Box::new(decoded)))
             }
             (true, Mode::DeadLetters) => (Peek::of(&fields).priority(), None),
             (false, _) => (Priority::Normal, None),

@@ -42,9 +42,14 @@ impl Sub {
     async fn handle(&self, mut delivery: Delivery, handling: &Handling) {
         match handling {
             Handling::Events(handler) => {
-                let decoded = delivery.decoded.take();
-                let Some(event) = self.decode(&delivery, decoded).await else {
-                    return;
+                let event = match delivery.decoded.take().map(|decoded| *decoded) {
+                    // The usual case, decided without an await: an await would keep the event
+                    // in this future's state and copy it in and out.
+                    Some(Ok(event)) if self.is_of_its_streams_type(&delivery, &event) => event,
+                    decoded => match self.decode(&delivery, decoded).await {
+                        Some(event) => event,
+                        None => return,
+                    },
                 };
                 let span = self.span(&delivery, Some(&event));
                 let handler = Arc::clone(handler);
@@ -107,13 +112,11 @@ impl Sub {
     /// Whether the event has the type of the stream it was read from, for a stream subscribed
     /// by type; an event of another type is dead-lettered (a stream by name takes any type).
     async fn has_its_streams_type(&self, delivery: &Delivery, event: &Event) -> bool {
-        let spec = self.spec(delivery.stream);
-        let Some(expected) = &spec.event_type else {
-            return true;
-        };
-        if event.event_type() == &**expected {
+        if self.is_of_its_streams_type(delivery, event) {
             return true;
         }
+        let spec = self.spec(delivery.stream);
+        let expected = spec.event_type.as_deref().unwrap_or_default();
         let error = format!(
             "the entry holds an event of type {:?}, but {} is the stream of type {expected:?} \
              and this subscription is by event type; publish it to its own type's stream, or \
@@ -124,6 +127,15 @@ impl Sub {
         tracing::warn!(stream = %spec.key, entry_id = %delivery.id, error = %error, "entry of another type");
         self.give_up(delivery, &error, dlq::Reason::WrongType).await;
         false
+    }
+
+    /// Whether the event may be handed to the handler as far as its type goes: the stream is
+    /// subscribed by name (any type), or the event is of the stream's type.
+    fn is_of_its_streams_type(&self, delivery: &Delivery, event: &Event) -> bool {
+        self.spec(delivery.stream)
+            .event_type
+            .as_deref()
+            .is_none_or(|expected| event.event_type() == expected)
     }
 
     /// Decodes the envelope of an entry (unless the reader did: `decoded`) and checks its type;
@@ -223,6 +235,9 @@ impl Sub {
         let started = Instant::now();
         // In this task, not one of its own: a panic is caught here and becomes a failed
         // delivery, and stopping the worker drops (cancels) the handler with it.
+        // On the heap: the handler's future holds the event, and the wrappers below would
+        // each copy it inline.
+        let call = Box::pin(call);
         let outcome = match AssertUnwindSafe(call.instrument(span.clone()))
             .catch_unwind()
             .await

@@ -70,8 +70,9 @@ pub(crate) struct Delivery {
     pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
     /// The envelope, decoded once when the entry was read (its priority picks the lane), for a
     /// subscription to event streams that hands over events; `None` where the handler decodes
-    /// (a dead letter, a raw entry, a user's decoder).
-    pub(crate) decoded: Option<Result<Event, DecodeError>>,
+    /// (a dead letter, a raw entry, a user's decoder). Boxed: a delivery moves from the reply
+    /// to the buffer to a worker, and a decoded event inline would be copied at each step.
+    pub(crate) decoded: Option<Box<Result<Event, DecodeError>>>,
 }
 
 /// An acknowledgement waiting to be sent.
