@@ -6,6 +6,8 @@
 //! or else [`RedisConfig::max_stream_length`](crate::RedisConfig::max_stream_length); 0 means
 //! no trimming. Every write goes through the circuit breaker.
 
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use redis::Cmd;
@@ -22,30 +24,75 @@ use crate::transport::RedisTransport;
 
 /// An event checked and encoded, ready to be written.
 struct Encoded {
-    stream: String,
+    stream: Arc<str>,
+    /// The `event_type` label of its metrics.
+    label: Arc<str>,
     envelope: String,
+}
+
+/// The event types a transport has published, each checked once, with its stream's name, so
+/// that a publish neither checks its type again nor builds the name and metric label anew.
+/// Bounded: past [`TypeCache::CAPACITY`] types, the others are checked and named on each
+/// publish as before.
+#[derive(Default)]
+pub(crate) struct TypeCache {
+    types: RwLock<HashMap<Box<str>, Named, foldhash::fast::RandomState>>,
+}
+
+/// A checked event type's stream name and metric label.
+type Named = (Arc<str>, Arc<str>);
+
+impl TypeCache {
+    const CAPACITY: usize = 1024;
+
+    /// `(stream, label)` of a type that passed `validate_event_type`, checking and naming it
+    /// on its first publish.
+    fn get_or_check(
+        &self,
+        event_type: &str,
+        check: impl FnOnce() -> Result<String>,
+    ) -> Result<Named> {
+        let types = self.types.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((stream, label)) = types.get(event_type) {
+            return Ok((Arc::clone(stream), Arc::clone(label)));
+        }
+        drop(types);
+        let named: Named = (Arc::from(check()?), Arc::from(event_type));
+        let mut types = self.types.write().unwrap_or_else(PoisonError::into_inner);
+        if types.len() < Self::CAPACITY {
+            types.insert(Box::from(event_type), named.clone());
+        }
+        Ok(named)
+    }
 }
 
 impl RedisTransport {
     /// Validates and encodes one event, for the stream of its type or for `stream`.
     fn encode(&self, event: &Event, stream: Option<&str>) -> Result<Encoded> {
         let options = &self.inner.options;
-        let stream = match stream {
+        let (stream, label) = match stream {
             Some(stream) => {
                 validate_stream_name(stream)?;
                 redstream_core::validate_event_type(
                     event.event_type(),
                     options.limits.max_event_type_len,
                 )?;
-                stream.to_owned()
+                (Arc::from(stream), Arc::from(event.event_type()))
             }
-            None => {
-                validate_event_type(event.event_type(), &options.limits)?;
-                self.inner.names.stream(event.event_type())
-            }
+            None => self
+                .inner
+                .published_types
+                .get_or_check(event.event_type(), || {
+                    validate_event_type(event.event_type(), &options.limits)?;
+                    Ok(self.inner.names.stream(event.event_type()))
+                })?,
         };
         let envelope = wire::encode(event, &options.limits)?;
-        Ok(Encoded { stream, envelope })
+        Ok(Encoded {
+            stream,
+            label,
+            envelope,
+        })
     }
 
     /// The approximate length limit of `stream`: its entry in `max_stream_lengths`, or else
@@ -142,7 +189,7 @@ impl RedisTransport {
             .commands(Traffic::Write)
             .query::<String>("XADD", stream, &cmd)
             .await;
-        self.record_publish(&result, stream, started);
+        self.record_publish(&result, stream.to_owned(), started);
         result
     }
 
@@ -156,21 +203,25 @@ impl RedisTransport {
             event_id = %event.id(),
             entry_id = tracing::field::Empty,
         );
-        async {
+        let send = async {
             let started = Instant::now();
             let cmd = self.xadd(&encoded);
             let result = self
                 .commands(Traffic::Write)
                 .query::<String>("XADD", &encoded.stream, &cmd)
                 .await;
-            self.record_publish(&result, event.event_type(), started);
+            self.record_publish(&result, Arc::clone(&encoded.label), started);
             if let Ok(id) = &result {
                 tracing::Span::current().record("entry_id", id.as_str());
             }
             result
+        };
+        // Without a subscriber that wants the span, no wrapper around the send.
+        if span.is_disabled() {
+            send.await
+        } else {
+            send.instrument(span).await
         }
-        .instrument(span)
-        .await
     }
 
     /// Publishes several events in one round trip, as one transaction, and returns their entry
@@ -212,7 +263,7 @@ impl RedisTransport {
             crate::connection::one_slot(
                 "publish_batch",
                 &self.inner.target,
-                encoded.iter().map(|item| item.stream.as_str()),
+                encoded.iter().map(|item| &*item.stream),
                 "one transaction cannot hold both; publish one batch per event type (one \
                  stream each), or the events one by one",
             )?;
@@ -254,10 +305,15 @@ impl RedisTransport {
         .await
     }
 
-    fn record_publish<T>(&self, result: &Result<T>, event_type: &str, started: Instant) {
+    fn record_publish<T>(
+        &self,
+        result: &Result<T>,
+        event_type: impl Into<metrics::SharedString>,
+        started: Instant,
+    ) {
         match result {
             Ok(_) => {
-                metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.to_owned())
+                metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.into())
                     .increment(1);
                 metrics::histogram!(telemetry::PUBLISH_LATENCY)
                     .record(started.elapsed().as_secs_f64());
@@ -284,5 +340,62 @@ impl Publisher for RedisTransport {
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Vec<String>>> + Send {
         RedisTransport::publish_batch(self, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_is_checked_once_and_a_refused_one_every_time() {
+        let cache = TypeCache::default();
+        let mut checks = 0;
+        for _ in 0..3 {
+            let (stream, label) = cache
+                .get_or_check("order.created", || {
+                    checks += 1;
+                    Ok("events:order.created".to_owned())
+                })
+                .unwrap();
+            assert_eq!(
+                (&*stream, &*label),
+                ("events:order.created", "order.created")
+            );
+        }
+        assert_eq!(checks, 1);
+        for _ in 0..2 {
+            let refused = cache.get_or_check("dlq", || {
+                checks += 1;
+                Err(Error::invalid_input("event type \"dlq\"", "is reserved"))
+            });
+            assert!(refused.is_err());
+        }
+        assert_eq!(checks, 3);
+    }
+
+    #[test]
+    fn past_its_capacity_types_are_named_on_each_publish() {
+        let cache = TypeCache::default();
+        for n in 0..TypeCache::CAPACITY + 10 {
+            let event_type = format!("t{n}");
+            let (stream, _) = cache
+                .get_or_check(&event_type, || Ok(format!("events:{event_type}")))
+                .unwrap();
+            assert_eq!(&*stream, format!("events:t{n}"));
+        }
+        let len = cache.types.read().unwrap().len();
+        assert_eq!(len, TypeCache::CAPACITY);
+        // A type beyond the capacity is still answered, checked again each time.
+        let mut checks = 0;
+        for _ in 0..2 {
+            cache
+                .get_or_check("late.type", || {
+                    checks += 1;
+                    Ok("events:late.type".to_owned())
+                })
+                .unwrap();
+        }
+        assert_eq!(checks, 2);
     }
 }

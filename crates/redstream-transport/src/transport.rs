@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) conn: Connection,
     pub(crate) breaker: CircuitBreaker,
     pub(crate) subscriptions: Registry,
+    /// The event types published so far, checked, with their stream names.
+    pub(crate) published_types: crate::publisher::TypeCache,
     /// Cancelled when the last clone of the transport is dropped.
     pub(crate) shutdown: CancellationToken,
 }
@@ -78,6 +80,7 @@ impl RedisTransport {
                 conn,
                 breaker,
                 subscriptions: Registry::default(),
+                published_types: crate::publisher::TypeCache::default(),
                 shutdown: CancellationToken::new(),
             }),
         })
