@@ -48,7 +48,7 @@
 //!
 //! Errors in a flattened field are raised after serde has left the field's key, so a
 //! path-tracking reader (`serde_path_to_error`) reports them at the embedding struct. To keep
-//! the path, an error in a connection field's value starts with ``in `field`: `` (``in `tls`:
+//! the path, an error in a connection field starts with ``in `field`: `` (``in `tls`:
 //! unknown field `ca_file`, ...``), and an unknown field's error with serde's
 //! ``unknown field `name` ``; [`error_path`] turns both back into a path.
 
@@ -208,12 +208,14 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
         };
         if let Some((_, earlier)) = self.seen.iter().find(|(seen, _)| *seen == name) {
             if *earlier == key {
-                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                return Err(de::Error::custom(format_args!(
+                    "in `{key}`: duplicate field `{key}`"
+                )));
             }
             let old = if key == name { earlier.as_str() } else { key.as_str() };
             return Err(de::Error::custom(format_args!(
-                "`{old}` is the old name of `{name}`, and both are given: give it once, as \
-                 `{name}`"
+                "in `{old}`: `{old}` is the old name of `{name}`, and both are given: give it \
+                 once, as `{name}`"
             )));
         }
         if key != name {
