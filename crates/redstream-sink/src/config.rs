@@ -5,7 +5,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use redstream_core::connection::{ConnectionOptions, Topology, embed};
+use redstream_core::connection::embed::{self, Embedding};
+use redstream_core::connection::{ConnectionOptions, Topology};
 use redstream_core::{Error, Result, RetryPolicy, TlsOptions};
 use serde::{Deserialize, Serialize};
 
@@ -509,7 +510,10 @@ fn connection_options<'de, D>(deserializer: D) -> Result<ConnectionOptions, D::E
 where
     D: serde::Deserializer<'de>,
 {
-    embed::deserialize(deserializer, SinkConfig::OWN_FIELDS, SinkConfig::RENAMED)
+    embed::deserialize(
+        deserializer,
+        &Embedding::new(SinkConfig::OWN_FIELDS).with_renamed(SinkConfig::RENAMED),
+    )
 }
 
 /// Deserializes TOML, naming the field at fault: `config field retry.max_delay: ...`.

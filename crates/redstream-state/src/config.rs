@@ -18,7 +18,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use redstream_core::connection::{ConnectionOptions, ConnectionSettings, Topology, embed};
+use redstream_core::connection::embed::{self, Embedding};
+use redstream_core::connection::{ConnectionOptions, ConnectionSettings, Topology};
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, RedactedUrl, Result, TlsOptions,
     serde_duration,
@@ -458,7 +459,7 @@ fn connection_settings<'de, D>(deserializer: D) -> Result<ConnectionSettings, D:
 where
     D: serde::Deserializer<'de>,
 {
-    embed::deserialize(deserializer, StateConfig::OWN_FIELDS, &[])
+    embed::deserialize(deserializer, &Embedding::new(StateConfig::OWN_FIELDS))
 }
 
 impl StateConfig {

@@ -15,12 +15,14 @@
 //! flattened struct only the fields it knows and silently drops the rest), so the embedding
 //! field is read with [`deserialize`], which takes every field the crate's own struct did not,
 //! hands the connection's to the embedded struct and refuses any other with serde's
-//! `unknown field` message, listing the crate's fields and the connection's. It also accepts
-//! old names of connection fields (the sink's `uri` for `url`), refusing a file that gives
-//! both names.
+//! `unknown field` message, listing the crate's fields and the connection's. An [`Embedding`]
+//! says what the config has besides: its own fields (for that message), old names of
+//! connection fields a file may still use (the sink's `uri` for `url`; giving both names is
+//! refused), and fields that are gone, refused with a hint (the transport's `sentinel:`
+//! section).
 //!
 //! ```
-//! use redstream_core::connection::{embed, ConnectionOptions};
+//! use redstream_core::connection::{embed::{self, Embedding}, ConnectionOptions};
 //! use serde::Deserialize;
 //!
 //! #[derive(Deserialize)]
@@ -34,8 +36,10 @@
 //! #     fn default() -> Self { Self { stream: "s".into(), connection: Default::default() } }
 //! # }
 //!
+//! const EMBEDDING: Embedding = Embedding::new(&["stream"]).with_renamed(&[("uri", "url")]);
+//!
 //! fn connection<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ConnectionOptions, D::Error> {
-//!     embed::deserialize(d, &["stream"], &[("uri", "url")])
+//!     embed::deserialize(d, &EMBEDDING)
 //! }
 //!
 //! let config: MyConfig = serde_json::from_str(r#"{"stream": "s", "uri": "redis://h"}"#).unwrap();
@@ -80,31 +84,59 @@ mod sealed {
     impl Sealed for super::ConnectionSettings {}
 }
 
+/// What a config embedding the connection fields has besides them.
+#[derive(Debug, Clone, Copy)]
+pub struct Embedding {
+    own_fields: &'static [&'static str],
+    renamed: &'static [(&'static str, &'static str)],
+    removed: &'static [(&'static str, &'static str)],
+}
+
+impl Embedding {
+    /// A config with these fields of its own (for the message of an unknown field).
+    #[must_use]
+    pub const fn new(own_fields: &'static [&'static str]) -> Self {
+        Self {
+            own_fields,
+            renamed: &[],
+            removed: &[],
+        }
+    }
+
+    /// `(old, new)` pairs: a file may give connection field `new` under its old name `old`
+    /// (a warning is logged). Giving both names is an error naming both.
+    #[must_use]
+    pub const fn with_renamed(mut self, renamed: &'static [(&'static str, &'static str)]) -> Self {
+        self.renamed = renamed;
+        self
+    }
+
+    /// `(field, hint)` pairs: fields earlier versions had, refused with a hint saying what
+    /// replaced them.
+    #[must_use]
+    pub const fn with_removed(mut self, removed: &'static [(&'static str, &'static str)]) -> Self {
+        self.removed = removed;
+        self
+    }
+}
+
 /// Reads the embedded connection fields of a config: use it as the `deserialize_with` of a
 /// `#[serde(flatten)]` field of type [`ConnectionOptions`] or [`ConnectionSettings`], through a
-/// function of the config that names its own fields.
-///
-/// - `own_fields`: the embedding struct's field names, for the message of an unknown field.
-/// - `renamed`: `(old, new)` pairs: a file may give a connection field under its old name.
-///   Giving both names is an error naming both.
+/// function of the config that gives its [`Embedding`].
 ///
 /// # Errors
 ///
-/// `unknown field `x`, expected one of ...` (the embedding struct's fields, then the
-/// connection's) for a field neither knows; both names of a renamed field; and the embedded
-/// struct's own errors, prefixed with ``in `field`: ``.
-pub fn deserialize<'de, D, T>(
-    deserializer: D,
-    own_fields: &'static [&'static str],
-    renamed: &'static [(&'static str, &'static str)],
-) -> Result<T, D::Error>
+/// ``unknown field `x`, expected one of ...`` (the embedding struct's fields, then the
+/// connection's) for a field neither knows, ``unknown field `x`: `` and the hint for a removed
+/// one; both names of a renamed field; and the embedded struct's own errors, prefixed with
+/// ``in `field`: ``.
+pub fn deserialize<'de, D, T>(deserializer: D, embedding: &Embedding) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Embeddable,
 {
     deserializer.deserialize_map(EmbeddedVisitor {
-        own_fields,
-        renamed,
+        embedding: *embedding,
         marker: PhantomData,
     })
 }
@@ -134,8 +166,7 @@ pub fn error_path(message: &str) -> (String, &str) {
 }
 
 struct EmbeddedVisitor<T> {
-    own_fields: &'static [&'static str],
-    renamed: &'static [(&'static str, &'static str)],
+    embedding: Embedding,
     marker: PhantomData<T>,
 }
 
@@ -152,8 +183,7 @@ where
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
         let mut fields = Fields {
             map,
-            own_fields: self.own_fields,
-            renamed: self.renamed,
+            embedding: self.embedding,
             known: T::FIELDS,
             seen: Vec::new(),
             current: String::new(),
@@ -165,8 +195,7 @@ where
 /// The fields the embedding struct left, as a map of only the embedded struct's fields.
 struct Fields<A> {
     map: A,
-    own_fields: &'static [&'static str],
-    renamed: &'static [(&'static str, &'static str)],
+    embedding: Embedding,
     known: &'static [&'static str],
     /// The embedded fields given so far: (name in the struct, name in the file).
     seen: Vec<(&'static str, String)>,
@@ -176,7 +205,11 @@ struct Fields<A> {
 
 impl<A> Fields<A> {
     fn unknown<E: de::Error>(&self, key: &str) -> E {
+        if let Some((_, hint)) = self.embedding.removed.iter().find(|(name, _)| *name == key) {
+            return E::custom(format_args!("unknown field `{key}`: {hint}"));
+        }
         let expected: Vec<String> = self
+            .embedding
             .own_fields
             .iter()
             .chain(self.known)
@@ -199,7 +232,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
         let Some(key) = self.map.next_key::<String>()? else {
             return Ok(None);
         };
-        let name = match self.renamed.iter().find(|(old, _)| *old == key) {
+        let name = match self.embedding.renamed.iter().find(|(old, _)| *old == key) {
             Some(&(_, new)) => new,
             None => match self.known.iter().find(|name| **name == key) {
                 Some(name) => name,
@@ -251,8 +284,12 @@ mod tests {
         connection: ConnectionOptions,
     }
 
+    const EMBEDDING: Embedding = Embedding::new(&["stream"])
+        .with_renamed(&[("uri", "url"), ("send_timeout", "response_timeout")])
+        .with_removed(&[("sentinel", "its fields are top-level fields now")]);
+
     fn connection<'de, D: Deserializer<'de>>(d: D) -> Result<ConnectionOptions, D::Error> {
-        deserialize(d, &["stream"], &[("uri", "url"), ("send_timeout", "response_timeout")])
+        deserialize(d, &EMBEDDING)
     }
 
     fn parse(json: &str) -> Result<Config, String> {
@@ -320,6 +357,10 @@ mod tests {
             (r#"{"url":"redis://a","url":"redis://b"}"#, "duplicate field `url`"),
             (r#"{"tls":{"ca_file":"x"}}"#, "in `tls`: unknown field `ca_file`"),
             (r#"{"send_timeout":5}"#, "in `send_timeout`: invalid type"),
+            (
+                r#"{"sentinel":{}}"#,
+                "unknown field `sentinel`: its fields are top-level fields now",
+            ),
         ] {
             let err = parse(json).unwrap_err();
             assert!(err.contains(wanted), "{json}: {err}");
