@@ -527,8 +527,14 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T
 /// Deserializes YAML, naming the field at fault.
 pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de)
-        .map_err(|err| field_error("YAML", err.path(), &err.inner().to_string()))
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        // serde_norway starts its message with the path of the mapping it was reading
+        // (`sink: ...`); the path is given once, in front.
+        let message = err.inner().to_string();
+        let mapping = format!("{}: ", err.path());
+        let message = message.strip_prefix(&mapping).unwrap_or(&message);
+        field_error("YAML", err.path(), message)
+    })
 }
 
 /// An error naming the field at fault: the path the reader tracked, completed with the path
