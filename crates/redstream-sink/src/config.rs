@@ -321,8 +321,10 @@ impl SinkConfig {
     }
 
     /// Sets the response timeout under its old name.
-    #[deprecated(note = "the sink's send_timeout is the connection's response_timeout: use \
-                         with_response_timeout")]
+    #[deprecated(
+        note = "the sink's send_timeout is the connection's response_timeout: use \
+                         with_response_timeout"
+    )]
     #[must_use]
     pub fn with_send_timeout(self, timeout: Duration) -> Self {
         self.with_response_timeout(timeout)
@@ -396,8 +398,7 @@ impl SinkConfig {
         let connection = &mut self.connection;
         connection.url = expand_env("url", &connection.url, lookup)?;
         if let Some(password) = &connection.sentinel_password {
-            connection.sentinel_password =
-                Some(expand_env("sentinel_password", password, lookup)?);
+            connection.sentinel_password = Some(expand_env("sentinel_password", password, lookup)?);
         }
         self.validate()?;
         Ok(self)
@@ -671,7 +672,10 @@ mod tests {
         assert!(config.required);
         assert_eq!(config.max_batch_events, 1_000);
         assert_eq!(config.trim_length(), Some(100));
-        assert_eq!(config.connection.response_timeout, Duration::from_millis(250));
+        assert_eq!(
+            config.connection.response_timeout,
+            Duration::from_millis(250)
+        );
         assert_eq!(config.retry.max_attempts, None);
     }
 
@@ -921,7 +925,10 @@ mod tests {
         for secret in ["hunter3", "hunter4"] {
             assert!(!text.contains(secret), "{text}");
         }
-        assert!(text.contains("redis-sentinel://u:***@s1:26379/mymaster"), "{text}");
+        assert!(
+            text.contains("redis-sentinel://u:***@s1:26379/mymaster"),
+            "{text}"
+        );
         assert!(text.contains("sentinel_password: Some(\"***\")"), "{text}");
     }
 
@@ -939,12 +946,14 @@ mod tests {
             SinkConfig::from_toml_str("id = \"s\"\nuri = \"redis://h:3\"\nstream = \"x\"").unwrap();
         assert_eq!(toml.redis_url(), "redis://h:3");
         // ${NAME} is expanded under the old name too.
-        let err = SinkConfig::from_yaml_str(
-            "id: s\nuri: ${REDSTREAM_SINK_TEST_UNSET}\nstream: x\n",
-        )
-        .unwrap_err();
+        let err =
+            SinkConfig::from_yaml_str("id: s\nuri: ${REDSTREAM_SINK_TEST_UNSET}\nstream: x\n")
+                .unwrap_err();
         assert!(err.to_string().contains("config field url"), "{err}");
-        assert!(err.to_string().contains("REDSTREAM_SINK_TEST_UNSET"), "{err}");
+        assert!(
+            err.to_string().contains("REDSTREAM_SINK_TEST_UNSET"),
+            "{err}"
+        );
 
         let send = SinkConfig::from_yaml_str("id: s\nstream: x\nsend_timeout: 250ms\n").unwrap();
         assert_eq!(send.connection.response_timeout, Duration::from_millis(250));
@@ -983,24 +992,26 @@ mod tests {
             "id = \"s\"\nurl = \"redis://h:1\"\nuri = \"redis://h:2\"\nstream = \"x\"",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("`uri` is the old name of `url`"), "{err}");
+        assert!(
+            err.to_string().contains("`uri` is the old name of `url`"),
+            "{err}"
+        );
         let err = SinkConfig::from_toml_str(
             "id = \"s\"\nstream = \"x\"\nsend_timeout = \"1s\"\nresponse_timeout = \"1s\"",
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("`send_timeout` is the old name of `response_timeout`"),
+            err.to_string()
+                .contains("`send_timeout` is the old name of `response_timeout`"),
             "{err}"
         );
 
         // In code, the old builder still sets the response timeout.
         #[allow(deprecated)]
-        let code = SinkConfig::new("s", "redis://h:4", "x").with_send_timeout(Duration::from_secs(2));
+        let code =
+            SinkConfig::new("s", "redis://h:4", "x").with_send_timeout(Duration::from_secs(2));
         assert_eq!(code.connection.response_timeout, Duration::from_secs(2));
-        assert_eq!(
-            code.with_url("redis://h:6").connection().url,
-            "redis://h:6"
-        );
+        assert_eq!(code.with_url("redis://h:6").connection().url, "redis://h:6");
     }
 
     /// A file with every connection field at the top level fills the embedded
@@ -1046,7 +1057,12 @@ mod tests {
     #[test]
     fn own_fields_are_listed() {
         let json = serde_json::to_value(SinkConfig::default()).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.retain(|key| !ConnectionOptions::FIELDS.contains(key));
         keys.sort_unstable();
         let mut own = SinkConfig::OWN_FIELDS.to_vec();
@@ -1057,15 +1073,24 @@ mod tests {
     /// One meaning of `max_stream_length`: absent, `null` or 0 is no limit.
     #[test]
     fn max_stream_length_absent_null_or_zero_is_no_limit() {
-        for text in ["", "max_stream_length: null\n", "max_stream_length: 0\n", "max_stream_length: ~\n"] {
+        for text in [
+            "",
+            "max_stream_length: null\n",
+            "max_stream_length: 0\n",
+            "max_stream_length: ~\n",
+        ] {
             let config = SinkConfig::from_yaml_str(&format!("id: s\nstream: x\n{text}")).unwrap();
             assert_eq!(config.max_stream_length, 0, "{text}");
             assert_eq!(config.trim_length(), None, "{text}");
         }
         let config = SinkConfig::new("s", "redis://h", "x").with_max_stream_length(10);
         assert_eq!(config.trim_length(), Some(10));
-        let err = SinkConfig::from_yaml_str("id: s\nstream: x\nmax_stream_length: -1\n").unwrap_err();
-        assert!(err.to_string().contains("config field max_stream_length"), "{err}");
+        let err =
+            SinkConfig::from_yaml_str("id: s\nstream: x\nmax_stream_length: -1\n").unwrap_err();
+        assert!(
+            err.to_string().contains("config field max_stream_length"),
+            "{err}"
+        );
     }
 
     /// Every URL form core accepts, and the Sentinel settings, in files and in code.

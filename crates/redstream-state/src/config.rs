@@ -962,12 +962,18 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(err.contains("`response_timeout`, `tls`, `master_name`"), "{err}");
+        assert!(
+            err.contains("`response_timeout`, `tls`, `master_name`"),
+            "{err}"
+        );
         // In a connection field: the field's path, then its error.
         let err = serde_json::from_str::<StateConfig>(r#"{"tls":{"ca_file":"/ca.pem"}}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("in `tls`: unknown field `ca_file`"), "{err}");
+        assert!(
+            err.starts_with("in `tls`: unknown field `ca_file`"),
+            "{err}"
+        );
         // The URL is the backend's: a top-level `url` is not a field of the state config.
         let err = serde_json::from_str::<StateConfig>(r#"{"url":"redis://h"}"#)
             .unwrap_err()
@@ -1021,7 +1027,10 @@ mod tests {
             .with_connect_timeout(Duration::from_secs(1))
             .with_response_timeout(Duration::from_millis(250));
         assert_eq!(built.connection.connect_timeout, Duration::from_secs(1));
-        assert_eq!(built.connection().response_timeout, Duration::from_millis(250));
+        assert_eq!(
+            built.connection().response_timeout,
+            Duration::from_millis(250)
+        );
     }
 
     /// [`StateConfig::OWN_FIELDS`] lists every field of the struct but the embedded ones.
@@ -1029,7 +1038,12 @@ mod tests {
     fn own_fields_are_listed() {
         let config = StateConfig::default().with_key_layout(KeyLayout::Plain);
         let json = serde_json::to_value(&config).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.retain(|key| !ConnectionSettings::FIELDS.contains(key));
         keys.sort_unstable();
         let mut own = StateConfig::OWN_FIELDS.to_vec();

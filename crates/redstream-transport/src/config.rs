@@ -63,7 +63,8 @@ pub struct RedisConfig {
     /// This consumer's name within the group. Must be unique among live consumers of a group.
     pub consumer_name: String,
     /// Approximate cap on each stream's length (`XADD ... MAXLEN ~ N`); 0 means unlimited. In
-    /// a file, absent or `null` is 0 (see the [module docs](self#stream-lengths)).
+    /// a file, absent or `null` is 0 (one meaning in every config: core's
+    /// [`serde_max_len`](redstream_core::serde_max_len)).
     #[serde(deserialize_with = "redstream_core::serde_max_len::deserialize")]
     pub max_stream_length: usize,
     /// How the queue between reading and handling behaves when handlers fall behind.
@@ -181,7 +182,7 @@ fn validate_url(url: &str) -> Result<()> {
         ));
     }
     if scheme.contains("-cluster") || scheme.contains("-sentinel") {
-        // The master name may come from `TransportOptions::sentinel`: the whole URL is checked
+        // The master name may come from `TransportOptions::connection`: the whole URL is checked
         // with the options, by core, at connect.
         return Ok(());
     }
@@ -889,11 +890,17 @@ mod tests {
             err.starts_with("unknown field `block_tme`, expected one of `read_count`"),
             "{err}"
         );
-        assert!(err.contains("`connect_timeout`, `response_timeout`, `tls`"), "{err}");
+        assert!(
+            err.contains("`connect_timeout`, `response_timeout`, `tls`"),
+            "{err}"
+        );
         let err = serde_json::from_str::<TransportOptions>(r#"{"tls": {"ca_file": "x"}}"#)
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("in `tls`: unknown field `ca_file`"), "{err}");
+        assert!(
+            err.starts_with("in `tls`: unknown field `ca_file`"),
+            "{err}"
+        );
         // The URL is RedisConfig's.
         let err = serde_json::from_str::<TransportOptions>(r#"{"url": "redis://x"}"#)
             .unwrap_err()
@@ -938,7 +945,10 @@ mod tests {
             .with_response_timeout(Duration::ZERO)
             .validate()
             .unwrap_err();
-        assert!(err.to_string().contains("config field response_timeout"), "{err}");
+        assert!(
+            err.to_string().contains("config field response_timeout"),
+            "{err}"
+        );
     }
 
     /// [`OWN_FIELDS`] lists every field of the struct but the embedded ones.
@@ -946,7 +956,12 @@ mod tests {
     fn own_fields_are_listed() {
         let options = TransportOptions::default().with_key_layout(KeyLayout::Plain);
         let json = serde_json::to_value(&options).unwrap();
-        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         keys.retain(|key| !ConnectionSettings::FIELDS.contains(key));
         keys.sort_unstable();
         let mut own = OWN_FIELDS.to_vec();
@@ -958,7 +973,11 @@ mod tests {
     /// literal compiles.
     #[test]
     fn max_stream_length_absent_null_or_zero_is_no_limit() {
-        for json in [r#"{}"#, r#"{"max_stream_length": null}"#, r#"{"max_stream_length": 0}"#] {
+        for json in [
+            r#"{}"#,
+            r#"{"max_stream_length": null}"#,
+            r#"{"max_stream_length": 0}"#,
+        ] {
             let config: RedisConfig = serde_json::from_str(json).unwrap();
             assert_eq!(config.max_stream_length, 0, "{json}");
         }

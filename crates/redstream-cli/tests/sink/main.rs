@@ -277,10 +277,7 @@ async fn a_bad_config_fails_with_the_field_named() {
         let output = sink_command(&path).output().unwrap();
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            stderr.contains("config field response_timeout"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("config field response_timeout"), "{stderr}");
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }

@@ -245,7 +245,11 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Fields<A> {
                     "in `{key}`: duplicate field `{key}`"
                 )));
             }
-            let old = if key == name { earlier.as_str() } else { key.as_str() };
+            let old = if key == name {
+                earlier.as_str()
+            } else {
+                key.as_str()
+            };
             return Err(de::Error::custom(format_args!(
                 "in `{old}`: `{old}` is the old name of `{name}`, and both are given: give it \
                  once, as `{name}`"
@@ -354,8 +358,14 @@ mod tests {
                 r#"{"send_timeout":"1s","response_timeout":"2s"}"#,
                 "`send_timeout` is the old name of `response_timeout`",
             ),
-            (r#"{"url":"redis://a","url":"redis://b"}"#, "duplicate field `url`"),
-            (r#"{"tls":{"ca_file":"x"}}"#, "in `tls`: unknown field `ca_file`"),
+            (
+                r#"{"url":"redis://a","url":"redis://b"}"#,
+                "duplicate field `url`",
+            ),
+            (
+                r#"{"tls":{"ca_file":"x"}}"#,
+                "in `tls`: unknown field `ca_file`",
+            ),
             (r#"{"send_timeout":5}"#, "in `send_timeout`: invalid type"),
             (
                 r#"{"sentinel":{}}"#,
@@ -371,7 +381,10 @@ mod tests {
     fn error_paths() {
         assert_eq!(
             error_path("in `tls`: unknown field `ca_file`, expected one of"),
-            ("tls.ca_file".to_owned(), "unknown field `ca_file`, expected one of")
+            (
+                "tls.ca_file".to_owned(),
+                "unknown field `ca_file`, expected one of"
+            )
         );
         assert_eq!(
             error_path("unknown field `strem`, expected"),
@@ -381,6 +394,9 @@ mod tests {
             error_path("in `connect_timeout`: invalid duration"),
             ("connect_timeout".to_owned(), "invalid duration")
         );
-        assert_eq!(error_path("something else"), (String::new(), "something else"));
+        assert_eq!(
+            error_path("something else"),
+            (String::new(), "something else")
+        );
     }
 }
