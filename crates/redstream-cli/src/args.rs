@@ -121,7 +121,7 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Where a global option's value came from. `redstream sink` needs to know: its Redis URL is
-/// the configuration file's `uri` unless `--url` is given on the command line.
+/// the configuration file's `url` unless `--url` is given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Source {

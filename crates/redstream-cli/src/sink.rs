@@ -16,7 +16,7 @@ use crate::{CliError, CliResult, GlobalArgs};
 pub struct SinkArgs {
     /// The configuration file, YAML (.yaml, .yml) or TOML (.toml): a `source` section (input,
     /// checkpoint, format, event_type...) and a `sink` section (id, url, stream...). The
-    /// Redis URL is the sink's `url` (or its old name `uri`; it may say `${REDIS_URL}`); `--url`
+    /// Redis URL is the sink's `url` (or its deprecated old name `uri`; it may say `${REDIS_URL}`); `--url`
     /// on the command line replaces it. `--prefix` does not apply: the sink writes the configured stream.
     #[arg(long, short)]
     pub config: PathBuf,

@@ -24,6 +24,7 @@ mod redis_error;
 mod redis_tls;
 pub mod retry;
 pub mod serde_duration;
+pub mod serde_max_len;
 mod sink;
 mod traits;
 pub mod wire;

@@ -1,24 +1,28 @@
-//! The sink's configuration: what to write where, batch limits, retries, timeouts and TLS.
+//! The sink's configuration: what to write where, batch limits, retries, and the connection
+//! (core's [`ConnectionOptions`], embedded flat).
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use redstream_core::connection::embed::{self, Embedding};
 use redstream_core::connection::{ConnectionOptions, Topology};
-use redstream_core::{Error, RedactedUrl, Result, RetryPolicy, TlsOptions};
+use redstream_core::{Error, Result, RetryPolicy, TlsOptions};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`RedisSink`](crate::RedisSink).
 ///
 /// Build it with a struct literal and `..Default::default()`, with the `with_*` methods, or read
-/// it from a TOML file with [`SinkConfig::from_toml_str`]. `Debug` redacts the password in the
-/// URL and never shows `sentinel_password`.
+/// it from a YAML or TOML file with [`SinkConfig::from_file`]. `Debug` redacts the password in
+/// the URL and never shows `sentinel_password`.
 ///
-/// The connection fields are named as in core's
-/// [`ConnectionOptions`](redstream_core::connection::ConnectionOptions): `url`,
-/// `connect_timeout`, `response_timeout` (the sink's `send_timeout`), `tls`, and for Sentinel
-/// `master_name`, `sentinel_username`, `sentinel_password`. `uri`, the URL's name in earlier
-/// versions, is still read as an alias of `url` (giving both is refused).
+/// The connection is core's [`ConnectionOptions`], embedded as
+/// [`connection`](Self::connection) and flattened: a file gives its fields at the top level,
+/// under core's names, as every redstream config does: `url`, `connect_timeout`,
+/// `response_timeout`, `tls`, and for Sentinel `master_name`, `sentinel_username`,
+/// `sentinel_password`. Two old names are still read, and deprecated (a warning is logged):
+/// `uri` (seed 003's, and this crate's in earlier versions) for `url`, and `send_timeout` for
+/// `response_timeout`. A file giving a field under both names is refused.
 ///
 /// ```toml
 /// id = "orders-redis"
@@ -27,32 +31,20 @@ use serde::{Deserialize, Serialize};
 /// required = true
 /// max_batch_events = 1000
 /// max_stream_length = 1000000   # MAXLEN ~; 0 or absent: no trimming
-/// send_timeout = "5s"
+/// response_timeout = "5s"
 ///
 /// [retry]
 /// initial_delay = "100ms"
 /// max_attempts = "unlimited"
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// No `deny_unknown_fields`: it does not work with `flatten`; `connection` refuses unknown
+// fields instead (core's `embed`).
+#[serde(default)]
 pub struct SinkConfig {
     /// The sink's identifier: a metric label and part of its progress key. Required; letters,
     /// digits, `-`, `_` and `.` only.
     pub id: String,
-    /// The Redis URL, with credentials if needed: every form core's
-    /// [`ConnectionOptions::url`](redstream_core::connection::ConnectionOptions::url) accepts,
-    /// `redis://host:6379/0`, `rediss://...`, `redis-cluster://h1:6379,h2:6379` and
-    /// `redis-sentinel://s1:26379,s2:26379/mymaster` among them. Default
-    /// `redis://127.0.0.1:6379`. In a file it may hold `${NAME}` references to environment
-    /// variables, and may be spelt `uri` (the name earlier versions used; not both).
-    #[serde(default = "String::new")]
-    pub url: String,
-    /// The URL's name in earlier versions, kept so that files and code written for them work:
-    /// when not empty (the default is empty), it is the URL, in place of [`url`](Self::url).
-    /// A file giving both is refused; in code, setting both to different URLs is refused by
-    /// [`validate`](Self::validate) ([`with_url`](Self::with_url) clears `uri`).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uri: String,
     /// The stream key the events are appended to, used exactly as given (`orders.events`,
     /// `{orders}.events`). Required; no whitespace or control characters. The sink's progress
     /// key is built from it so that both share a Redis Cluster slot
@@ -68,19 +60,13 @@ pub struct SinkConfig {
     pub max_batch_events: usize,
     /// The most encoded bytes in one batch, summed over its events (default 16 MiB).
     pub max_batch_bytes: usize,
-    /// Trims the stream with `XADD ... MAXLEN ~ n` when set; `None` or `Some(0)` (the default)
-    /// never trims.
-    pub max_stream_length: Option<u64>,
+    /// Trims the stream with `XADD ... MAXLEN ~ n` when not 0; 0 (the default) never trims. In
+    /// a file, absent or `null` is 0. The same field, type and meaning as the transport's
+    /// `RedisConfig::max_stream_length` (core's [`serde_max_len`](redstream_core::serde_max_len)).
+    #[serde(deserialize_with = "redstream_core::serde_max_len::deserialize")]
+    pub max_stream_length: usize,
     /// How failed batches are retried. Only transient failures are retried.
     pub retry: RetryPolicy,
-    /// How long one attempt (the batch script's round trip, and a read) may take (default 5 s):
-    /// the connection's response timeout. Files may call it `response_timeout`, core's name
-    /// (not both).
-    #[serde(with = "redstream_core::serde_duration", alias = "response_timeout")]
-    pub send_timeout: Duration,
-    /// How long connecting may take (default 5 s).
-    #[serde(with = "redstream_core::serde_duration")]
-    pub connect_timeout: Duration,
     /// An upper bound on one whole batch, retries and waits included (default none: the
     /// retry policy alone bounds it). When it runs out the batch fails with a timeout and the
     /// checkpoint does not move (for a required sink). It also bounds
@@ -95,20 +81,21 @@ pub struct SinkConfig {
     /// Wait for replicas after each batch (`WAIT numreplicas timeout`); off by default.
     /// Requires `exactly_once` (see [`Durability`]).
     pub durability: Option<Durability>,
-    /// TLS options, for the TLS URLs (`rediss://`, `rediss-cluster://`, `rediss-sentinel://`).
-    pub tls: TlsOptions,
-    /// Sentinel: the name the sentinels know the master by, when the `redis-sentinel://` URL
-    /// does not end with it.
-    pub master_name: Option<String>,
-    /// Sentinel: the user to authenticate to the sentinels with.
-    pub sentinel_username: Option<String>,
-    /// Sentinel: the sentinels' own password (the URL's is the data nodes'). Never shown by
-    /// `Debug` nor in errors. In a file it may hold `${NAME}` references.
-    pub sentinel_password: Option<String>,
+    /// Where Redis is and how to reach it: core's [`ConnectionOptions`], flattened (a file
+    /// gives its fields at the top level).
+    ///
+    /// - `url`: every form core accepts, `redis://host:6379/0`, `rediss://...`,
+    ///   `redis-cluster://h1:6379,h2:6379` and `redis-sentinel://s1:26379,s2:26379/mymaster`
+    ///   among them; default `redis://127.0.0.1:6379`. In a file it may hold `${NAME}`
+    ///   references to environment variables, and may be spelt `uri` (deprecated).
+    /// - `response_timeout`: how long one attempt (the batch script's round trip, and a read)
+    ///   may take (default 5 s). In a file it may be spelt `send_timeout` (deprecated).
+    /// - `connect_timeout` (default 5 s), `tls` (for the TLS URLs).
+    /// - For Sentinel: `master_name`, `sentinel_username`, and `sentinel_password` (never shown
+    ///   by `Debug` nor in errors; in a file it may hold `${NAME}` references).
+    #[serde(flatten, deserialize_with = "connection_options")]
+    pub connection: ConnectionOptions,
 }
-
-/// The default Redis URL.
-const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
 /// How many replicas must acknowledge a batch before the sink reports it written.
 ///
@@ -146,23 +133,16 @@ impl Default for SinkConfig {
     fn default() -> Self {
         Self {
             id: String::new(),
-            url: DEFAULT_URL.to_owned(),
-            uri: String::new(),
             stream: String::new(),
             required: true,
             max_batch_events: 1_000,
             max_batch_bytes: 16 * 1024 * 1024,
-            max_stream_length: None,
+            max_stream_length: 0,
             retry: RetryPolicy::default(),
-            send_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
             batch_timeout: None,
             exactly_once: true,
             durability: None,
-            tls: TlsOptions::default(),
-            master_name: None,
-            sentinel_username: None,
-            sentinel_password: None,
+            connection: ConnectionOptions::default(),
         }
     }
 }
@@ -172,130 +152,127 @@ impl fmt::Debug for SinkConfig {
         // Destructured so that a new field cannot be forgotten here.
         let Self {
             id,
-            url,
-            uri,
             stream,
             required,
             max_batch_events,
             max_batch_bytes,
             max_stream_length,
             retry,
-            send_timeout,
-            connect_timeout,
             batch_timeout,
             exactly_once,
             durability,
-            tls,
-            master_name,
-            sentinel_username,
-            sentinel_password,
+            connection,
         } = self;
+        // The connection's own Debug redacts the URL's password and the sentinels'.
         f.debug_struct("SinkConfig")
             .field("id", id)
-            .field("url", &RedactedUrl(url))
-            .field("uri", &RedactedUrl(uri))
             .field("stream", stream)
             .field("required", required)
             .field("max_batch_events", max_batch_events)
             .field("max_batch_bytes", max_batch_bytes)
             .field("max_stream_length", max_stream_length)
             .field("retry", retry)
-            .field("send_timeout", send_timeout)
-            .field("connect_timeout", connect_timeout)
             .field("batch_timeout", batch_timeout)
             .field("exactly_once", exactly_once)
             .field("durability", durability)
-            .field("tls", tls)
-            .field("master_name", master_name)
-            .field("sentinel_username", sentinel_username)
-            .field(
-                "sentinel_password",
-                &sentinel_password.as_ref().map(|_| "***"),
-            )
+            .field("connection", connection)
             .finish()
     }
 }
 
 impl SinkConfig {
+    /// The config's own fields in files, besides the connection's.
+    const OWN_FIELDS: &'static [&'static str] = &[
+        "id",
+        "stream",
+        "required",
+        "max_batch_events",
+        "max_batch_bytes",
+        "max_stream_length",
+        "retry",
+        "batch_timeout",
+        "exactly_once",
+        "durability",
+    ];
+
+    /// Old names of connection fields a file may still use: `(old, new)`.
+    const RENAMED: &'static [(&'static str, &'static str)] =
+        &[("uri", "url"), ("send_timeout", "response_timeout")];
+
     /// A configuration for sink `id` writing to `stream` at `url` (any form of
-    /// [`url`](Self::url)), with defaults elsewhere.
+    /// [`ConnectionOptions::url`]), with defaults elsewhere.
     #[must_use]
     pub fn new(id: impl Into<String>, url: impl Into<String>, stream: impl Into<String>) -> Self {
         Self {
             id: id.into(),
-            url: url.into(),
             stream: stream.into(),
+            connection: ConnectionOptions::new(url),
             ..Self::default()
         }
     }
 
-    /// Sets [`url`](Self::url) (and clears the old [`uri`](Self::uri), which would replace it).
+    /// The connection options ([`connection`](Self::connection)).
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionOptions {
+        &self.connection
+    }
+
+    /// Sets [`connection`](Self::connection), URL and every connection setting at once.
+    #[must_use]
+    pub fn with_connection(mut self, connection: ConnectionOptions) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Sets the connection's [`url`](ConnectionOptions::url).
     #[must_use]
     pub fn with_url(mut self, url: impl Into<String>) -> Self {
-        self.url = url.into();
-        self.uri.clear();
+        self.connection.url = url.into();
         self
     }
 
-    /// Sets [`master_name`](Self::master_name) (Sentinel).
+    /// Sets the connection's [`master_name`](ConnectionOptions::master_name) (Sentinel).
     #[must_use]
     pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
-        self.master_name = Some(name.into());
+        self.connection.master_name = Some(name.into());
         self
     }
 
-    /// Sets [`sentinel_username`](Self::sentinel_username) (Sentinel).
+    /// Sets the connection's [`sentinel_username`](ConnectionOptions::sentinel_username)
+    /// (Sentinel).
     #[must_use]
     pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
-        self.sentinel_username = Some(username.into());
+        self.connection.sentinel_username = Some(username.into());
         self
     }
 
-    /// Sets [`sentinel_password`](Self::sentinel_password) (Sentinel).
+    /// Sets the connection's [`sentinel_password`](ConnectionOptions::sentinel_password)
+    /// (Sentinel).
     #[must_use]
     pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
-        self.sentinel_password = Some(password.into());
+        self.connection.sentinel_password = Some(password.into());
         self
     }
 
-    /// Sets [`send_timeout`](Self::send_timeout), under core's name for it.
+    /// Sets the connection's [`response_timeout`](ConnectionOptions::response_timeout): how
+    /// long one attempt (the batch script's round trip, and a read) may take.
     #[must_use]
-    pub fn with_response_timeout(self, timeout: Duration) -> Self {
-        self.with_send_timeout(timeout)
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.response_timeout = timeout;
+        self
     }
 
-    /// The URL the sink connects to: [`uri`](Self::uri) when it is set (code written for
-    /// earlier versions), else [`url`](Self::url).
+    /// The URL the sink connects to (the connection's [`url`](ConnectionOptions::url)).
     #[must_use]
     pub fn redis_url(&self) -> &str {
-        if !self.uri.is_empty() {
-            &self.uri
-        } else if !self.url.is_empty() {
-            &self.url
-        } else {
-            DEFAULT_URL
-        }
+        &self.connection.url
     }
 
-    /// The name of the field the URL was taken from, for errors.
-    fn url_field(&self) -> &'static str {
-        if self.uri.is_empty() { "url" } else { "uri" }
-    }
-
-    /// Where Redis is and how to reach it, as core's connection module takes it: the URL,
-    /// `connect_timeout`, `send_timeout` as the response timeout, `tls` and the Sentinel
-    /// fields.
+    /// Where Redis is and how to reach it, as core's connection module takes it: a copy of
+    /// [`connection`](Self::connection).
     #[must_use]
     pub fn connection_options(&self) -> ConnectionOptions {
-        ConnectionOptions {
-            url: self.redis_url().to_owned(),
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.send_timeout,
-            tls: self.tls.clone(),
-            master_name: self.master_name.clone(),
-            sentinel_username: self.sentinel_username.clone(),
-            sentinel_password: self.sentinel_password.clone(),
-        }
+        self.connection.clone()
     }
 
     /// Which topology the URL names (a single server, a cluster, Sentinel), without
@@ -305,7 +282,7 @@ impl SinkConfig {
     ///
     /// `InvalidInput` for a URL that is none of the accepted forms.
     pub fn topology(&self) -> Result<Topology> {
-        self.connection_options().topology()
+        self.connection.topology()
     }
 
     /// Sets [`required`](Self::required).
@@ -329,9 +306,9 @@ impl SinkConfig {
         self
     }
 
-    /// Sets [`max_stream_length`](Self::max_stream_length).
+    /// Sets [`max_stream_length`](Self::max_stream_length) (0: no trimming).
     #[must_use]
-    pub fn with_max_stream_length(mut self, max: Option<u64>) -> Self {
+    pub fn with_max_stream_length(mut self, max: usize) -> Self {
         self.max_stream_length = max;
         self
     }
@@ -343,17 +320,20 @@ impl SinkConfig {
         self
     }
 
-    /// Sets [`send_timeout`](Self::send_timeout).
+    /// Sets the response timeout under its old name.
+    #[deprecated(
+        note = "the sink's send_timeout is the connection's response_timeout: use \
+                         with_response_timeout"
+    )]
     #[must_use]
-    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
-        self
+    pub fn with_send_timeout(self, timeout: Duration) -> Self {
+        self.with_response_timeout(timeout)
     }
 
-    /// Sets [`connect_timeout`](Self::connect_timeout).
+    /// Sets the connection's [`connect_timeout`](ConnectionOptions::connect_timeout).
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connection.connect_timeout = timeout;
         self
     }
 
@@ -378,16 +358,15 @@ impl SinkConfig {
         self
     }
 
-    /// Sets [`tls`](Self::tls).
+    /// Sets the connection's [`tls`](ConnectionOptions::tls) options.
     #[must_use]
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
-        self.tls = tls;
+        self.connection.tls = tls;
         self
     }
 
     /// Reads a configuration from TOML text, expands `${NAME}` environment references in `url`
-    /// (or `uri`) and `sentinel_password`,
-    /// and [validates](Self::validate) it.
+    /// and `sentinel_password`, and [validates](Self::validate) it.
     ///
     /// Unknown fields are rejected, so a typo does not silently fall back to a default. An
     /// unset variable is an error naming it.
@@ -397,7 +376,7 @@ impl SinkConfig {
     }
 
     /// Reads a configuration from YAML text, as [`from_toml_str`](Self::from_toml_str) does
-    /// from TOML. The fields are seed 003's `id`, `uri` (or `url`), `stream`, `required` and
+    /// from TOML. The fields are seed 003's `id`, `url` (or `uri`), `stream`, `required` and
     /// the others of this struct.
     pub fn from_yaml_str(text: &str) -> Result<Self> {
         let config: Self = parse_yaml(text)?;
@@ -415,26 +394,11 @@ impl SinkConfig {
     }
 
     pub(crate) fn expanded(mut self) -> Result<Self> {
-        // A file leaves `url` empty when it does not give it.
-        if !self.url.is_empty() && !self.uri.is_empty() {
-            return Err(Error::invalid_input(
-                "config field uri",
-                format!(
-                    "is the old name of url, and both are given ({} and {}): give the URL once, \
-                     as url",
-                    RedactedUrl(&self.url),
-                    RedactedUrl(&self.uri)
-                ),
-            ));
-        }
-        if self.url.is_empty() {
-            DEFAULT_URL.clone_into(&mut self.url);
-        }
         let lookup = |name: &str| std::env::var(name).ok();
-        self.url = expand_env("url", &self.url, lookup)?;
-        self.uri = expand_env("uri", &self.uri, lookup)?;
-        if let Some(password) = &self.sentinel_password {
-            self.sentinel_password = Some(expand_env("sentinel_password", password, lookup)?);
+        let connection = &mut self.connection;
+        connection.url = expand_env("url", &connection.url, lookup)?;
+        if let Some(password) = &connection.sentinel_password {
+            connection.sentinel_password = Some(expand_env("sentinel_password", password, lookup)?);
         }
         self.validate()?;
         Ok(self)
@@ -456,22 +420,9 @@ impl SinkConfig {
                 ),
             ));
         }
-        if !self.uri.is_empty()
-            && !self.url.is_empty()
-            && self.url != DEFAULT_URL
-            && self.url != self.uri
-        {
-            return Err(Error::invalid_input(
-                "config field uri",
-                format!(
-                    "is the old name of url, and both are set, to different URLs ({} and {}): \
-                     set url only",
-                    RedactedUrl(&self.url),
-                    RedactedUrl(&self.uri)
-                ),
-            ));
-        }
-        self.validate_connection()?;
+        // The URL, positive timeouts, TLS options against the URL, Sentinel fields only with a
+        // Sentinel URL; core's messages name the field and never show a password.
+        self.connection.validate()?;
         if self.stream.is_empty() {
             return Err(Error::invalid_input(
                 "config field stream",
@@ -495,18 +446,6 @@ impl SinkConfig {
             return Err(Error::invalid_input(
                 "config field max_batch_bytes",
                 "must be at least 1",
-            ));
-        }
-        if self.send_timeout.is_zero() {
-            return Err(Error::invalid_input(
-                "config field send_timeout",
-                "must be positive (e.g. \"5s\")",
-            ));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::invalid_input(
-                "config field connect_timeout",
-                "must be positive (e.g. \"5s\")",
             ));
         }
         if self.batch_timeout.is_some_and(|t| t.is_zero()) {
@@ -536,12 +475,13 @@ impl SinkConfig {
                      and wait again instead of writing the whole batch a second time",
                 ));
             }
-            if durability.timeout >= self.send_timeout {
+            if durability.timeout >= self.connection.response_timeout {
                 return Err(Error::invalid_input(
                     "config field durability.timeout",
                     format!(
-                        "must be shorter than send_timeout ({:?}), which bounds the WAIT reply",
-                        self.send_timeout
+                        "must be shorter than response_timeout ({:?}), which bounds the WAIT \
+                         reply",
+                        self.connection.response_timeout
                     ),
                 ));
             }
@@ -558,57 +498,68 @@ impl SinkConfig {
         Ok(())
     }
 
-    /// The connection fields, checked by core ([`ConnectionOptions::validate`]); an error about
-    /// the URL names the field it was given in (`url` or `uri`), and `response_timeout` is the
-    /// sink's `send_timeout`.
-    fn validate_connection(&self) -> Result<()> {
-        let field = self.url_field();
-        self.connection_options()
-            .validate()
-            .map_err(|err| match err {
-                Error::InvalidInput { what, reason } => {
-                    let what = match what.as_ref() {
-                        "config field url" => format!("config field {field}"),
-                        "config field response_timeout" => "config field send_timeout".to_owned(),
-                        _ => what.into_owned(),
-                    };
-                    Error::invalid_input(what, reason)
-                }
-                other => other,
-            })
-    }
-
     /// The `MAXLEN ~` bound, if trimming is on.
-    pub(crate) fn trim_length(&self) -> Option<u64> {
-        self.max_stream_length.filter(|&n| n > 0)
+    pub(crate) fn trim_length(&self) -> Option<usize> {
+        redstream_core::serde_max_len::trim_bound(self.max_stream_length)
     }
+}
+
+/// The embedded connection options, flat among the config's own fields, with the old names
+/// `uri` and `send_timeout`; a field neither knows is refused with both lists (core's
+/// [`embed`]).
+fn connection_options<'de, D>(deserializer: D) -> Result<ConnectionOptions, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    embed::deserialize(
+        deserializer,
+        &Embedding::new(SinkConfig::OWN_FIELDS).with_renamed(SinkConfig::RENAMED),
+    )
 }
 
 /// Deserializes TOML, naming the field at fault: `config field retry.max_delay: ...`.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     let de = toml::Deserializer::parse(text)
         .map_err(|err| Error::invalid_input("configuration (TOML)", err.message().to_owned()))?;
-    serde_path_to_error::deserialize(de).map_err(|err| field_error("TOML", &err))
+    serde_path_to_error::deserialize(de)
+        .map_err(|err| field_error("TOML", err.path(), err.inner().message()))
 }
 
 /// Deserializes YAML, naming the field at fault.
 pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     let de = serde_norway::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|err| field_error("YAML", &err))
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        // serde_norway starts its message with the path of the mapping it was reading
+        // (`sink: ...`); the path is given once, in front.
+        let message = err.inner().to_string();
+        let mapping = format!("{}: ", err.path());
+        let message = message.strip_prefix(&mapping).unwrap_or(&message);
+        field_error("YAML", err.path(), message)
+    })
 }
 
-fn field_error<E: fmt::Display>(format: &str, err: &serde_path_to_error::Error<E>) -> Error {
-    let path = err.path().to_string();
-    let what = if path == "." {
+/// An error naming the field at fault: the path the reader tracked, completed with the path
+/// inside the embedded connection fields, which the reader cannot see (core's
+/// [`embed::error_path`]).
+fn field_error(format: &str, path: &serde_path_to_error::Path, message: &str) -> Error {
+    let (inner, reason) = embed::error_path(message);
+    let mut path = path.to_string();
+    if path == "." {
+        path.clear();
+    }
+    let already_there = path == inner || path.ends_with(&format!(".{inner}"));
+    if !inner.is_empty() && !already_there {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&inner);
+    }
+    let what = if path.is_empty() {
         format!("configuration ({format})")
     } else {
         format!("config field {path}")
     };
-    let mut reason = err.inner().to_string();
-    if reason.contains("duplicate field `send_timeout`") {
-        reason.push_str(": `response_timeout` is another name of `send_timeout`; give it once");
-    }
-    Error::invalid_input(what, reason)
+    Error::invalid_input(what, reason.to_owned())
 }
 
 /// The formats a configuration file may be written in.
@@ -721,7 +672,10 @@ mod tests {
         assert!(config.required);
         assert_eq!(config.max_batch_events, 1_000);
         assert_eq!(config.trim_length(), Some(100));
-        assert_eq!(config.send_timeout, Duration::from_millis(250));
+        assert_eq!(
+            config.connection.response_timeout,
+            Duration::from_millis(250)
+        );
         assert_eq!(config.retry.max_attempts, None);
     }
 
@@ -744,13 +698,7 @@ mod tests {
                 },
                 "id",
             ),
-            (
-                SinkConfig {
-                    uri: "http://x".into(),
-                    ..base.clone()
-                },
-                "uri",
-            ),
+            (base.clone().with_url("http://x"), "url"),
             (
                 SinkConfig {
                     stream: String::new(),
@@ -768,8 +716,8 @@ mod tests {
             (base.clone().with_max_batch_events(0), "max_batch_events"),
             (base.clone().with_max_batch_bytes(0), "max_batch_bytes"),
             (
-                base.clone().with_send_timeout(Duration::ZERO),
-                "send_timeout",
+                base.clone().with_response_timeout(Duration::ZERO),
+                "response_timeout",
             ),
             (
                 base.clone().with_connect_timeout(Duration::ZERO),
@@ -922,6 +870,33 @@ mod tests {
             assert!(err.to_string().contains(field), "{field}: {err}");
             assert!(err.to_string().contains("unknown field"), "{field}: {err}");
         }
+        // The path of the field at fault, at the top level (among the sink's fields and the
+        // embedded connection's) and inside a connection field, and the fields expected.
+        for (text, wanted) in [
+            (
+                "id: s\nstream: x\nstrem: y\n",
+                "config field strem: unknown field `strem`, expected one of `id`, `stream`",
+            ),
+            (
+                "id: s\nstream: x\nresponse_timout: 1s\n",
+                "`durability`, `url`, `connect_timeout`, `response_timeout`, `tls`",
+            ),
+            (
+                "id: s\nstream: x\ntls:\n  ca_file: /ca.pem\n",
+                "config field tls.ca_file: unknown field `ca_file`",
+            ),
+            (
+                "id: s\nstream: x\nconnect_timeout: 5\n",
+                "config field connect_timeout: invalid type",
+            ),
+            (
+                "id: s\nstream: x\nretry:\n  max_atempts: 3\n",
+                "config field retry.max_atempts: retry: unknown field `max_atempts`",
+            ),
+        ] {
+            let err = SinkConfig::from_yaml_str(text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text}: {err}");
+        }
         // The fields spelled right are taken.
         let config = SinkConfig::from_yaml_str(
             "id: s\nuri: rediss://127.0.0.1:6379\nstream: x\ntls:\n  ca_cert_path: /etc/ca.pem\n\
@@ -929,7 +904,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.tls.ca_cert_path.as_deref(),
+            config.connection.tls.ca_cert_path.as_deref(),
             Some(Path::new("/etc/ca.pem"))
         );
         assert_eq!(config.retry.max_attempts, Some(3));
@@ -940,91 +915,182 @@ mod tests {
         let config = SinkConfig::new("s", "redis://:hunter2@127.0.0.1:1", "x");
         let text = format!("{config:?}");
         assert!(!text.contains("hunter2"), "{text}");
-        // The old field, and the sentinels' password.
-        let config = SinkConfig {
-            uri: "redis-sentinel://u:hunter3@s1:26379/mymaster".into(),
-            sentinel_password: Some("hunter4".into()),
-            ..SinkConfig::new("s", DEFAULT_URL, "x")
-        };
-        config.validate().unwrap();
+        // A Sentinel URL's password and the sentinels' own, from a file with the old names.
+        let config = SinkConfig::from_yaml_str(
+            "id: s\nuri: redis-sentinel://u:hunter3@s1:26379/mymaster\nstream: x\n\
+             sentinel_password: hunter4\n",
+        )
+        .unwrap();
         let text = format!("{config:?}");
         for secret in ["hunter3", "hunter4"] {
             assert!(!text.contains(secret), "{text}");
         }
+        assert!(
+            text.contains("redis-sentinel://u:***@s1:26379/mymaster"),
+            "{text}"
+        );
+        assert!(text.contains("sentinel_password: Some(\"***\")"), "{text}");
     }
 
-    /// `url` is the URL's name, `uri` its old one: both read, in files and in code; both at
-    /// once refused, in files and (with different URLs) in code.
+    /// `url` is the URL's name, `uri` its old one; `response_timeout` is the reply timeout's,
+    /// `send_timeout` its old one: the old names are read from files, and a file giving both
+    /// names of one field is refused, in YAML and TOML, without showing a password.
     #[test]
-    fn url_and_its_old_name_uri() {
-        let yaml = SinkConfig::from_yaml_str(
-            "id: s
-url: redis://h:1
-stream: x
-",
-        )
-        .unwrap();
+    fn old_names_uri_and_send_timeout() {
+        let yaml = SinkConfig::from_yaml_str("id: s\nurl: redis://h:1\nstream: x\n").unwrap();
         assert_eq!(yaml.redis_url(), "redis://h:1");
-        let old = SinkConfig::from_yaml_str(
-            "id: s
-uri: redis://h:2
-stream: x
-",
-        )
-        .unwrap();
-        assert_eq!(old.redis_url(), "redis://h:2");
+        let old = SinkConfig::from_yaml_str("id: s\nuri: redis://h:2\nstream: x\n").unwrap();
+        assert_eq!(old.connection.url, "redis://h:2");
         assert_eq!(old.connection_options().url, "redis://h:2");
         let toml =
             SinkConfig::from_toml_str("id = \"s\"\nuri = \"redis://h:3\"\nstream = \"x\"").unwrap();
         assert_eq!(toml.redis_url(), "redis://h:3");
-        let err = SinkConfig::from_yaml_str(
-            "id: s\nurl: redis://h:1\nuri: redis://:secret@h:2\nstream: x\n",
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), redstream_core::ErrorKind::InvalidInput);
-        assert!(err.to_string().contains("old name of url"), "{err}");
-        assert!(!err.to_string().contains("secret"), "{err}");
+        // ${NAME} is expanded under the old name too.
+        let err =
+            SinkConfig::from_yaml_str("id: s\nuri: ${REDSTREAM_SINK_TEST_UNSET}\nstream: x\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("config field url"), "{err}");
+        assert!(
+            err.to_string().contains("REDSTREAM_SINK_TEST_UNSET"),
+            "{err}"
+        );
+
+        let send = SinkConfig::from_yaml_str("id: s\nstream: x\nsend_timeout: 250ms\n").unwrap();
+        assert_eq!(send.connection.response_timeout, Duration::from_millis(250));
+        let response =
+            SinkConfig::from_yaml_str("id: s\nstream: x\nresponse_timeout: 250ms\n").unwrap();
+        assert_eq!(response, send);
+
+        for (text, old, new) in [
+            (
+                "id: s\nurl: redis://h:1\nuri: redis://:secret@h:2\nstream: x\n",
+                "uri",
+                "url",
+            ),
+            (
+                "id: s\nuri: redis://:secret@h:2\nurl: redis://h:1\nstream: x\n",
+                "uri",
+                "url",
+            ),
+            (
+                "id: s\nstream: x\nresponse_timeout: 250ms\nsend_timeout: 1s\n",
+                "send_timeout",
+                "response_timeout",
+            ),
+        ] {
+            let err = SinkConfig::from_yaml_str(text).unwrap_err();
+            assert_eq!(err.kind(), redstream_core::ErrorKind::InvalidInput);
+            let message = err.to_string();
+            assert!(
+                message.contains(&format!("`{old}` is the old name of `{new}`")),
+                "{message}"
+            );
+            assert!(message.contains("give it once"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
         let err = SinkConfig::from_toml_str(
             "id = \"s\"\nurl = \"redis://h:1\"\nuri = \"redis://h:2\"\nstream = \"x\"",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("old name of url"), "{err}");
-
-        // A file's `uri` replaced in code, as `redstream sink --url` does: the new one is used.
-        let mut replaced = old.clone();
-        replaced.uri = "redis://h:7".into();
-        replaced.validate().unwrap();
-        assert_eq!(replaced.redis_url(), "redis://h:7");
-        // In code: the old field alone is the URL (code written for earlier versions).
-        let code = SinkConfig {
-            uri: "redis://h:4".into(),
-            ..SinkConfig::new("s", DEFAULT_URL, "x")
-        };
-        code.validate().unwrap();
-        assert_eq!(code.redis_url(), "redis://h:4");
-        let same = SinkConfig {
-            uri: "redis://h:4".into(),
-            ..SinkConfig::new("s", "redis://h:4", "x")
-        };
-        same.validate().unwrap();
-        let both = SinkConfig {
-            uri: "redis://:secret@h:4".into(),
-            ..SinkConfig::new("s", "redis://h:5", "x")
-        };
-        let err = both.validate().unwrap_err();
-        assert!(err.to_string().contains("config field uri"), "{err}");
-        assert!(err.to_string().contains("set url only"), "{err}");
-        assert!(!err.to_string().contains("secret"), "{err}");
-        assert_eq!(both.with_url("redis://h:6").redis_url(), "redis://h:6");
-        // `response_timeout` is core's name of `send_timeout`.
-        let config =
-            SinkConfig::from_yaml_str("id: s\nstream: x\nresponse_timeout: 250ms\n").unwrap();
-        assert_eq!(config.send_timeout, Duration::from_millis(250));
-        let err = SinkConfig::from_yaml_str(
-            "id: s\nstream: x\nresponse_timeout: 250ms\nsend_timeout: 1s\n",
+        assert!(
+            err.to_string().contains("`uri` is the old name of `url`"),
+            "{err}"
+        );
+        let err = SinkConfig::from_toml_str(
+            "id = \"s\"\nstream = \"x\"\nsend_timeout = \"1s\"\nresponse_timeout = \"1s\"",
         )
         .unwrap_err();
-        assert!(err.to_string().contains("send_timeout"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`send_timeout` is the old name of `response_timeout`"),
+            "{err}"
+        );
+
+        // In code, the old builder still sets the response timeout.
+        #[allow(deprecated)]
+        let code =
+            SinkConfig::new("s", "redis://h:4", "x").with_send_timeout(Duration::from_secs(2));
+        assert_eq!(code.connection.response_timeout, Duration::from_secs(2));
+        assert_eq!(code.with_url("redis://h:6").connection().url, "redis://h:6");
+    }
+
+    /// A file with every connection field at the top level fills the embedded
+    /// [`ConnectionOptions`]; written back, it stays flat and reads the same.
+    #[test]
+    fn a_flat_file_fills_the_embedded_connection_options() {
+        let config = SinkConfig::from_yaml_str(
+            "id: s\nstream: x\nurl: rediss-sentinel://s1:26379,s2:26379\nconnect_timeout: 1s\n\
+             response_timeout: 2s\ntls:\n  ca_cert_path: /etc/redis/ca.pem\n\
+             master_name: mymaster\nsentinel_username: watcher\nsentinel_password: hunter5\n\
+             max_stream_length: 100\n",
+        )
+        .unwrap();
+        let expected = ConnectionOptions::new("rediss-sentinel://s1:26379,s2:26379")
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_response_timeout(Duration::from_secs(2))
+            .with_tls(TlsOptions {
+                ca_cert_path: Some("/etc/redis/ca.pem".into()),
+                ..TlsOptions::default()
+            })
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("hunter5");
+        assert_eq!(config.connection(), &expected);
+        assert_eq!(config.max_stream_length, 100);
+        assert_eq!(config.topology().unwrap(), Topology::Sentinel);
+        assert!(!format!("{config:?}").contains("hunter5"));
+        let toml = SinkConfig::from_toml_str(
+            "id = \"s\"\nstream = \"x\"\nurl = \"rediss-sentinel://s1:26379,s2:26379\"\n\
+             connect_timeout = \"1s\"\nresponse_timeout = \"2s\"\nmaster_name = \"mymaster\"\n\
+             sentinel_username = \"watcher\"\nsentinel_password = \"hunter5\"\n\
+             max_stream_length = 100\n[tls]\nca_cert_path = \"/etc/redis/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(toml, config);
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["url"], "rediss-sentinel://s1:26379,s2:26379");
+        assert!(json.get("connection").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<SinkConfig>(json).unwrap(), config);
+    }
+
+    /// [`SinkConfig::OWN_FIELDS`] lists every field of the struct but the embedded ones.
+    #[test]
+    fn own_fields_are_listed() {
+        let json = serde_json::to_value(SinkConfig::default()).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.retain(|key| !ConnectionOptions::FIELDS.contains(key));
+        keys.sort_unstable();
+        let mut own = SinkConfig::OWN_FIELDS.to_vec();
+        own.sort_unstable();
+        assert_eq!(keys, own);
+    }
+
+    /// One meaning of `max_stream_length`: absent, `null` or 0 is no limit.
+    #[test]
+    fn max_stream_length_absent_null_or_zero_is_no_limit() {
+        for text in [
+            "",
+            "max_stream_length: null\n",
+            "max_stream_length: 0\n",
+            "max_stream_length: ~\n",
+        ] {
+            let config = SinkConfig::from_yaml_str(&format!("id: s\nstream: x\n{text}")).unwrap();
+            assert_eq!(config.max_stream_length, 0, "{text}");
+            assert_eq!(config.trim_length(), None, "{text}");
+        }
+        let config = SinkConfig::new("s", "redis://h", "x").with_max_stream_length(10);
+        assert_eq!(config.trim_length(), Some(10));
+        let err =
+            SinkConfig::from_yaml_str("id: s\nstream: x\nmax_stream_length: -1\n").unwrap_err();
+        assert!(
+            err.to_string().contains("config field max_stream_length"),
+            "{err}"
+        );
     }
 
     /// Every URL form core accepts, and the Sentinel settings, in files and in code.

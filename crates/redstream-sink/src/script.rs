@@ -47,7 +47,7 @@ pub(crate) const LAST_EVENT_FIELD: &str = "last_event_id";
 pub(crate) struct Batch<'a> {
     pub(crate) stream: &'a str,
     /// `MAXLEN ~` bound, if trimming is on.
-    pub(crate) max_len: Option<u64>,
+    pub(crate) max_len: Option<usize>,
     /// The events, each its wire-format JSON.
     pub(crate) events: &'a [String],
     /// With `durability`, the replicas and timeout (ms) of the `WAIT` sent after the script,

@@ -1,17 +1,25 @@
 //! Configuration: [`StateBackend`] (where state lives, seed 001's shape) and [`StateConfig`]
-//! (TTLs, key layout, timeouts, circuit breaker, fallback, TLS).
+//! (TTLs, key layout, connection settings, circuit breaker, fallback).
 //!
 //! Every field is public and has a default, so configs are written as struct literals with
 //! `..Default::default()` (as seed 001 does) or read from files (`#[serde(default)]`, durations
 //! as text such as `"24h"`). A field a section does not have (a misspelled `default_tll`, or
 //! `ca_file` under `tls`) is refused with its name rather than ignored.
+//!
+//! The connection settings are core's [`ConnectionSettings`] (core's `ConnectionOptions`
+//! without the URL), embedded as [`StateConfig::connection`] and flattened, so a file names
+//! them at the top level as every redstream config does: `connect_timeout`,
+//! `response_timeout`, `tls`, `master_name`, `sentinel_username`, `sentinel_password`. The URL
+//! stays in the backend (`backend: { type: redis, url, key_prefix }`), where seed 001 puts it;
+//! [`StateConfig::connection_options`] joins the two.
 //! [`StateConfig::validate`] runs when a store is opened and names
 //! the first invalid field. `Debug` never shows a password.
 
 use std::fmt;
 use std::time::Duration;
 
-use redstream_core::connection::{ConnectionOptions, Topology};
+use redstream_core::connection::embed::{self, Embedding};
+use redstream_core::connection::{ConnectionOptions, ConnectionSettings, Topology};
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, RedactedUrl, Result, TlsOptions,
     serde_duration,
@@ -47,9 +55,10 @@ pub enum StateBackend {
         /// `redis-cluster://[user:password@]h1:6379,h2:6379` (`rediss-cluster://`); a master
         /// found through Sentinel, `redis-sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]`
         /// (`rediss-sentinel://`; the sentinels' own credentials and the master name may go in
-        /// [`StateConfig::sentinel_password`], [`sentinel_username`](StateConfig::sentinel_username)
-        /// and [`master_name`](StateConfig::master_name)). The password in the URL is the data
-        /// nodes'.
+        /// the config's [`sentinel_password`](ConnectionSettings::sentinel_password),
+        /// [`sentinel_username`](ConnectionSettings::sentinel_username) and
+        /// [`master_name`](ConnectionSettings::master_name), fields of
+        /// [`StateConfig::connection`]). The password in the URL is the data nodes'.
         url: String,
         /// The namespace of this store's keys: key `counter` under `myapp` is `myapp:counter`
         /// in Redis (`{myapp}:counter` in the cluster layout, see [`KeyLayout`]). Non-empty, at
@@ -90,7 +99,7 @@ impl StateBackend {
 
     /// Checks the URL and the prefix; the error names the field. A `redis-sentinel://` URL
     /// must name its master here; [`StateConfig::validate`] also accepts one that leaves it to
-    /// [`StateConfig::master_name`].
+    /// the config's [`master_name`](ConnectionSettings::master_name).
     pub fn validate(&self) -> Result<()> {
         self.validate_with(None)
     }
@@ -107,7 +116,19 @@ impl StateBackend {
     }
 }
 
-/// How a store behaves: TTLs, key layout, timeouts, retries, circuit breaker, fallback, TLS.
+/// How a store behaves: TTLs, key layout, connection settings (timeouts, TLS, Sentinel),
+/// retries, circuit breaker, fallback.
+///
+/// In a file the connection settings are top-level fields, next to the store's own:
+///
+/// ```yaml
+/// backend: { type: redis, url: "redis-sentinel://s1:26379,s2:26379", key_prefix: myapp }
+/// enable_ttl: true
+/// default_ttl: 24h
+/// response_timeout: 2s
+/// master_name: mymaster
+/// sentinel_password: sentinel-secret
+/// ```
 ///
 /// ```
 /// use std::time::Duration;
@@ -122,7 +143,9 @@ impl StateBackend {
 /// config.validate().unwrap();
 /// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// No `deny_unknown_fields`: it does not work with `flatten`; `connection` refuses unknown
+// fields instead (core's `embed`).
+#[serde(default)]
 pub struct StateConfig {
     /// Where the state lives.
     pub backend: StateBackend,
@@ -153,12 +176,6 @@ pub struct StateConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub key_layout: Option<KeyLayout>,
-    /// Time allowed to establish a connection.
-    #[serde(with = "serde_duration")]
-    pub connect_timeout: Duration,
-    /// Time allowed for a reply to a command.
-    #[serde(with = "serde_duration")]
-    pub response_timeout: Duration,
     /// How many times `update`, and a transaction with increments, run before giving up
     /// when other writers keep changing the key between the read and the write.
     pub update_max_attempts: u32,
@@ -170,22 +187,14 @@ pub struct StateConfig {
     pub circuit_breaker: CircuitBreakerConfig,
     /// What happens while Redis is unavailable. Off by default: calls fail fast.
     pub fallback: FallbackConfig,
-    /// Certificates for `rediss://` URLs (and `rediss-cluster://`, `rediss-sentinel://`): a
-    /// private CA to trust, and a client certificate for servers that require one.
-    pub tls: TlsOptions,
-    /// The name the sentinels know the master by, when a `redis-sentinel://` URL does not end
-    /// with it (core's [`ConnectionOptions::master_name`]). Only for Sentinel URLs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub master_name: Option<String>,
-    /// The user to authenticate to the sentinels with (core's
-    /// [`ConnectionOptions::sentinel_username`]). Only for Sentinel URLs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_username: Option<String>,
-    /// The sentinels' own password, when they have one (core's
-    /// [`ConnectionOptions::sentinel_password`]); the URL's password is the data nodes'. Only
-    /// for Sentinel URLs. Never shown by `Debug` or in errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sentinel_password: Option<String>,
+    /// How to reach Redis, except the URL (which is the backend's): `connect_timeout` and
+    /// `response_timeout` (5 s each), `tls` (certificates for `rediss://` URLs and their cluster
+    /// and Sentinel forms), and for Sentinel `master_name`, `sentinel_username`,
+    /// `sentinel_password` (never shown by `Debug` or in errors). Core's
+    /// [`ConnectionSettings`], flattened: a file gives these fields at the top level. Ignored by
+    /// the memory backend, except that [`validate`](Self::validate) checks them.
+    #[serde(flatten, deserialize_with = "connection_settings")]
+    pub connection: ConnectionSettings,
 }
 
 impl Default for StateConfig {
@@ -197,16 +206,11 @@ impl Default for StateConfig {
             enable_ttl: false,
             default_ttl: Duration::from_secs(24 * 3600),
             key_layout: None,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
             update_max_attempts: 64,
             max_watch_connections: 8,
             circuit_breaker: CircuitBreakerConfig::default(),
             fallback: FallbackConfig::default(),
-            tls: TlsOptions::default(),
-            master_name: None,
-            sentinel_username: None,
-            sentinel_password: None,
+            connection: ConnectionSettings::default(),
         }
     }
 }
@@ -214,41 +218,28 @@ impl Default for StateConfig {
 impl fmt::Debug for StateConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Destructured so that a new field cannot be forgotten here; the backend's and the
-        // TLS options' own Debug redact what must be.
+        // connection settings' own Debug redact what must be.
         let Self {
             backend,
             enable_ttl,
             default_ttl,
             key_layout,
-            connect_timeout,
-            response_timeout,
             update_max_attempts,
             max_watch_connections,
             circuit_breaker,
             fallback,
-            tls,
-            master_name,
-            sentinel_username,
-            sentinel_password,
+            connection,
         } = self;
         f.debug_struct("StateConfig")
             .field("backend", backend)
             .field("enable_ttl", enable_ttl)
             .field("default_ttl", default_ttl)
             .field("key_layout", key_layout)
-            .field("connect_timeout", connect_timeout)
-            .field("response_timeout", response_timeout)
             .field("update_max_attempts", update_max_attempts)
             .field("max_watch_connections", max_watch_connections)
             .field("circuit_breaker", circuit_breaker)
             .field("fallback", fallback)
-            .field("tls", tls)
-            .field("master_name", master_name)
-            .field("sentinel_username", sentinel_username)
-            .field(
-                "sentinel_password",
-                &sentinel_password.as_ref().map(|_| "***"),
-            )
+            .field("connection", connection)
             .finish()
     }
 }
@@ -308,56 +299,63 @@ impl StateConfig {
         }
     }
 
-    /// Sets [`master_name`](Self::master_name) (Sentinel).
+    /// The connection settings ([`connection`](Self::connection)).
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionSettings {
+        &self.connection
+    }
+
+    /// Sets [`connection`](Self::connection), every connection setting at once.
+    #[must_use]
+    pub fn with_connection(mut self, connection: ConnectionSettings) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Sets the connection's [`master_name`](ConnectionSettings::master_name) (Sentinel).
     #[must_use]
     pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
-        self.master_name = Some(name.into());
+        self.connection.master_name = Some(name.into());
         self
     }
 
-    /// Sets [`sentinel_username`](Self::sentinel_username) (sentinels with ACL users).
+    /// Sets the connection's [`sentinel_username`](ConnectionSettings::sentinel_username)
+    /// (sentinels with ACL users).
     #[must_use]
     pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
-        self.sentinel_username = Some(username.into());
+        self.connection.sentinel_username = Some(username.into());
         self
     }
 
-    /// Sets [`sentinel_password`](Self::sentinel_password) (sentinels with `requirepass`).
+    /// Sets the connection's [`sentinel_password`](ConnectionSettings::sentinel_password)
+    /// (sentinels with `requirepass`).
     #[must_use]
     pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
-        self.sentinel_password = Some(password.into());
+        self.connection.sentinel_password = Some(password.into());
         self
     }
 
-    /// Core's [`ConnectionOptions`] for the Redis backend: its URL, the timeouts, TLS and the
-    /// Sentinel settings of this config. `None` for the memory backend.
+    /// Core's [`ConnectionOptions`] for the Redis backend: the backend's URL with
+    /// [`connection`](Self::connection). `None` for the memory backend.
     #[must_use]
     pub fn connection_options(&self) -> Option<ConnectionOptions> {
         let StateBackend::Redis { url, .. } = &self.backend else {
             return None;
         };
-        Some(ConnectionOptions {
-            url: url.clone(),
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-            tls: self.tls.clone(),
-            master_name: self.master_name.clone(),
-            sentinel_username: self.sentinel_username.clone(),
-            sentinel_password: self.sentinel_password.clone(),
-        })
+        Some(self.connection.clone().with_url(url.clone()))
     }
 
-    /// Sets [`connect_timeout`](Self::connect_timeout).
+    /// Sets the connection's [`connect_timeout`](ConnectionSettings::connect_timeout).
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connection.connect_timeout = timeout;
         self
     }
 
-    /// Sets [`response_timeout`](Self::response_timeout).
+    /// Sets the connection's [`response_timeout`](ConnectionSettings::response_timeout).
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.connection.response_timeout = timeout;
         self
     }
 
@@ -382,10 +380,10 @@ impl StateConfig {
         self
     }
 
-    /// Sets [`tls`](Self::tls).
+    /// Sets the connection's [`tls`](ConnectionSettings::tls) options.
     #[must_use]
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
-        self.tls = tls;
+        self.connection.tls = tls;
         self
     }
 
@@ -397,13 +395,14 @@ impl StateConfig {
 
     /// Checks every field; the error names the first invalid one and says what is wrong.
     pub fn validate(&self) -> Result<()> {
-        self.backend.validate_with(self.master_name.as_deref())?;
+        self.backend
+            .validate_with(self.connection.master_name.as_deref())?;
         if self.enable_ttl {
             validate_ttl("config field default_ttl", self.default_ttl)?;
         }
         for (name, value) in [
-            ("connect_timeout", self.connect_timeout),
-            ("response_timeout", self.response_timeout),
+            ("connect_timeout", self.connection.connect_timeout),
+            ("response_timeout", self.connection.response_timeout),
         ] {
             if value.is_zero() {
                 return Err(Error::invalid_input(
@@ -429,7 +428,7 @@ impl StateConfig {
             // The URL, the TLS options against it, and the Sentinel fields against it (they
             // only apply to redis-sentinel:// URLs); messages never show a password.
             Some(options) => options.validate(),
-            None => self.tls.validate(),
+            None => self.connection.tls.validate(),
         }
     }
 }
@@ -452,6 +451,29 @@ where
             ))
         }),
     }
+}
+
+/// The embedded connection settings, flat among the config's own fields; a field neither
+/// knows is refused with both lists (core's [`embed`]).
+fn connection_settings<'de, D>(deserializer: D) -> Result<ConnectionSettings, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    embed::deserialize(deserializer, &Embedding::new(StateConfig::OWN_FIELDS))
+}
+
+impl StateConfig {
+    /// The config's own fields in files, besides the connection's.
+    const OWN_FIELDS: &'static [&'static str] = &[
+        "backend",
+        "enable_ttl",
+        "default_ttl",
+        "key_layout",
+        "update_max_attempts",
+        "max_watch_connections",
+        "circuit_breaker",
+        "fallback",
+    ];
 }
 
 /// A TTL Redis can store: at least 1 ms (`PX` counts milliseconds) and at most `i64::MAX` ms.
@@ -783,7 +805,7 @@ mod tests {
         assert_eq!(config.key_layout, Some(KeyLayout::Plain));
         assert_eq!(config.fallback.mode, FallbackMode::StaleReads);
         assert_eq!(config.fallback.cache_capacity, 10_000);
-        assert_eq!(config.response_timeout, Duration::from_secs(5));
+        assert_eq!(config.connection.response_timeout, Duration::from_secs(5));
         let memory: StateConfig = serde_json::from_str(r#"{"backend":{"type":"memory"}}"#).unwrap();
         assert_eq!(memory.backend, StateBackend::Memory);
         let text = serde_json::to_string(&config).unwrap();
@@ -858,7 +880,7 @@ mod tests {
             Some("sentinel-hunter2")
         );
         assert_eq!(options.topology().unwrap(), Topology::Sentinel);
-        assert_eq!(options.response_timeout, config.response_timeout);
+        assert_eq!(options.response_timeout, config.connection.response_timeout);
         assert!(StateConfig::default().connection_options().is_none());
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -899,7 +921,7 @@ mod tests {
         .unwrap();
         config.validate().unwrap();
         assert_eq!(
-            config.sentinel_password.as_deref(),
+            config.connection.sentinel_password.as_deref(),
             Some("sentinel-hunter2")
         );
         let err = serde_json::from_str::<StateConfig>(r#"{"master":"x"}"#)
@@ -922,11 +944,110 @@ mod tests {
                 r#"{"circuit_breaker":{"failure_treshold":3}}"#,
                 "failure_treshold",
             ),
+            (r#"{"sentinel_pasword":"x"}"#, "sentinel_pasword"),
         ] {
             let err = serde_json::from_str::<StateConfig>(json)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(field), "{json}: {err}");
         }
+        // Top level: the store's fields and the connection's are all listed.
+        let err = serde_json::from_str::<StateConfig>(r#"{"default_tll":"1h"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "unknown field `default_tll`, expected one of `backend`, `enable_ttl`, \
+                 `default_ttl`"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("`response_timeout`, `tls`, `master_name`"),
+            "{err}"
+        );
+        // In a connection field: the field's path, then its error.
+        let err = serde_json::from_str::<StateConfig>(r#"{"tls":{"ca_file":"/ca.pem"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("in `tls`: unknown field `ca_file`"),
+            "{err}"
+        );
+        // The URL is the backend's: a top-level `url` is not a field of the state config.
+        let err = serde_json::from_str::<StateConfig>(r#"{"url":"redis://h"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `url`"), "{err}");
+        // The transport's old nested section is not a field either.
+        let err = serde_json::from_str::<StateConfig>(r#"{"sentinel":{}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sentinel`"), "{err}");
+    }
+
+    /// A file with every connection setting at the top level fills the embedded
+    /// [`ConnectionSettings`]; a YAML file reads the same; written back, it stays flat.
+    #[test]
+    fn a_flat_file_fills_the_embedded_connection_settings() {
+        let yaml = "backend:\n  type: redis\n  url: rediss-sentinel://s1:26379,s2:26379\n  \
+                    key_prefix: app\nenable_ttl: true\nconnect_timeout: 1s\n\
+                    response_timeout: 250ms\ntls:\n  ca_cert_path: /etc/redis/ca.pem\n\
+                    master_name: mymaster\nsentinel_username: watcher\n\
+                    sentinel_password: sentinel-hunter2\n";
+        let config: StateConfig = serde_norway::from_str(yaml).unwrap();
+        let expected = ConnectionSettings::default()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_response_timeout(Duration::from_millis(250))
+            .with_tls(TlsOptions {
+                ca_cert_path: Some("/etc/redis/ca.pem".into()),
+                ..TlsOptions::default()
+            })
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("sentinel-hunter2");
+        assert_eq!(config.connection(), &expected);
+        assert!(config.enable_ttl);
+        let options = config.connection_options().unwrap();
+        assert_eq!(options.url, "rediss-sentinel://s1:26379,s2:26379");
+        assert_eq!(options.clone().into_parts().1, expected);
+        assert_eq!(options.topology().unwrap(), Topology::Sentinel);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("watcher"), "{shown}");
+
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["response_timeout"], "250ms");
+        assert_eq!(json["master_name"], "mymaster");
+        assert!(json.get("connection").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<StateConfig>(json).unwrap(), config);
+
+        // The builder methods set the embedded settings.
+        let built = StateConfig::new(StateBackend::redis("redis://h", "app"))
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_response_timeout(Duration::from_millis(250));
+        assert_eq!(built.connection.connect_timeout, Duration::from_secs(1));
+        assert_eq!(
+            built.connection().response_timeout,
+            Duration::from_millis(250)
+        );
+    }
+
+    /// [`StateConfig::OWN_FIELDS`] lists every field of the struct but the embedded ones.
+    #[test]
+    fn own_fields_are_listed() {
+        let config = StateConfig::default().with_key_layout(KeyLayout::Plain);
+        let json = serde_json::to_value(&config).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.retain(|key| !ConnectionSettings::FIELDS.contains(key));
+        keys.sort_unstable();
+        let mut own = StateConfig::OWN_FIELDS.to_vec();
+        own.sort_unstable();
+        assert_eq!(keys, own);
     }
 }

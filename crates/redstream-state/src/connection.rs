@@ -62,7 +62,7 @@ impl WatchPool {
     pub(crate) fn new(shared: Connection, config: &StateConfig) -> Self {
         Self {
             shared,
-            response_timeout: config.response_timeout,
+            response_timeout: config.connection.response_timeout,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(config.max_watch_connections),
         }

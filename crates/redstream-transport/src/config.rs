@@ -5,12 +5,34 @@
 //! existing code writes it — keeps compiling: a seventh field would break every such literal.
 //! Tuning knobs live in [`TransportOptions`], given to
 //! [`RedisTransport::with_options`](crate::RedisTransport::with_options).
+//!
+//! # Connection settings
+//!
+//! The URL is `RedisConfig::url`, where the seed puts it; everything else about the connection
+//! is core's [`ConnectionSettings`] (core's `ConnectionOptions` without the URL), embedded in
+//! [`TransportOptions::connection`] and flattened. So a transport's options file names these
+//! fields as the state store's and the sink's do, at the top level: `connect_timeout`,
+//! `response_timeout`, `tls`, `master_name`, `sentinel_username`, `sentinel_password`; and
+//! [`TransportOptions::connection_options`] joins them with the URL for core's `connect`.
+//! Embedding core's struct, rather than keeping copies of its fields here with a conversion,
+//! means a setting core adds (or a default it changes) reaches the transport without an edit
+//! here, and no conversion can forget a field. The nested `sentinel: { master_name, username,
+//! password }` section of earlier versions is gone: a file that still has it is refused with
+//! the new names.
+//!
+//! # Stream lengths
+//!
+//! `max_stream_length` (and each value of `max_stream_lengths`) is a `usize` with the meaning
+//! it has in every redstream config (core's [`serde_max_len`](redstream_core::serde_max_len)):
+//! 0 is no limit, `n` trims with `XADD ... MAXLEN ~ n`; in a file, absent or `null` is 0.
+//! `usize` keeps the seed's literal `max_stream_length: 10000` compiling.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use redstream_core::connection::Topology;
+use redstream_core::connection::embed::{self, Embedding};
+use redstream_core::connection::{ConnectionOptions, ConnectionSettings, Topology};
 use redstream_core::keys::KeyLayout;
 use redstream_core::{
     BackpressureConfig, CircuitBreakerConfig, Error, EventLimits, RedactedUrl, Result, TlsOptions,
@@ -25,8 +47,8 @@ use serde::{Deserialize, Serialize};
 /// `redis-cluster://[user:password@]h1:6379,h2:6379` (`rediss-cluster://` for TLS), and a
 /// Sentinel-managed master as `redis-sentinel://[user:password@]s1:26379,s2:26379/mymaster[/db]`
 /// (`rediss-sentinel://`). The Sentinel settings the URL cannot hold (the master name when the
-/// URL does not end with it, the sentinels' own user and password) are
-/// [`TransportOptions::sentinel`]. `Debug` never shows the password.
+/// URL does not end with it, the sentinels' own user and password) are fields of
+/// [`TransportOptions::connection`]. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
@@ -40,7 +62,10 @@ pub struct RedisConfig {
     pub consumer_group: String,
     /// This consumer's name within the group. Must be unique among live consumers of a group.
     pub consumer_name: String,
-    /// Approximate cap on each stream's length (`XADD ... MAXLEN ~ N`); 0 means unlimited.
+    /// Approximate cap on each stream's length (`XADD ... MAXLEN ~ N`); 0 means unlimited. In
+    /// a file, absent or `null` is 0 (one meaning in every config: core's
+    /// [`serde_max_len`](redstream_core::serde_max_len)).
+    #[serde(deserialize_with = "redstream_core::serde_max_len::deserialize")]
     pub max_stream_length: usize,
     /// How the queue between reading and handling behaves when handlers fall behind.
     pub backpressure: BackpressureConfig,
@@ -157,7 +182,7 @@ fn validate_url(url: &str) -> Result<()> {
         ));
     }
     if scheme.contains("-cluster") || scheme.contains("-sentinel") {
-        // The master name may come from `TransportOptions::sentinel`: the whole URL is checked
+        // The master name may come from `TransportOptions::connection`: the whole URL is checked
         // with the options, by core, at connect.
         return Ok(());
     }
@@ -231,8 +256,25 @@ impl StartFrom {
 }
 
 /// Tuning of reading, handling, redelivery, claiming and connections.
+///
+/// In a file the connection settings are top-level fields, next to the transport's own:
+///
+/// ```
+/// use std::time::Duration;
+/// use redstream_transport::TransportOptions;
+///
+/// let options: TransportOptions = serde_json::from_str(
+///     r#"{"read_count": 50, "response_timeout": "2s", "master_name": "mymaster"}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(options.connection().response_timeout, Duration::from_secs(2));
+/// let core = options.connection_options("redis-sentinel://s1:26379,s2:26379");
+/// assert_eq!(core.master_name.as_deref(), Some("mymaster"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+// No `deny_unknown_fields`: it does not work with `flatten`; `connection` refuses unknown
+// fields instead (core's `embed`).
+#[serde(default)]
 pub struct TransportOptions {
     /// Entries read per stream per `XREADGROUP` call (`COUNT`, which Redis applies to each
     /// stream named): one poll of a subscription to several streams may bring this many from each.
@@ -267,17 +309,8 @@ pub struct TransportOptions {
     /// The breaker around publishing and the other writes a caller waits for (redrives, purges,
     /// dead letters written by hand); reads, inspection and subscriptions bypass it.
     pub circuit_breaker: CircuitBreakerConfig,
-    /// Time allowed to establish a connection.
-    #[serde(with = "redstream_core::serde_duration")]
-    pub connect_timeout: Duration,
-    /// Time allowed for a reply to a command (blocking reads get `block_time` on top).
-    #[serde(with = "redstream_core::serde_duration")]
-    pub response_timeout: Duration,
     /// Size limits for events, applied when publishing and when reading.
     pub limits: EventLimits,
-    /// Certificates for `rediss://` URLs: a private CA to trust, and a client certificate for
-    /// mutual TLS. All unset by default, which trusts the system's root certificates.
-    pub tls: TlsOptions,
     /// How stream keys are built from the prefix and an event type: `plain`
     /// (`events:order.created`: the names the seeds show operators) or `cluster`
     /// (`events:{order.created}`: one hash tag per stream, so the streams of a deployment spread
@@ -287,15 +320,19 @@ pub struct TransportOptions {
     /// slots). See [`key_layout_for`](Self::key_layout_for) and `docs/transport.md`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_layout: Option<KeyLayout>,
-    /// The Sentinel settings the URL cannot hold (only for `redis-sentinel://` URLs): the
-    /// master's name when the URL does not end with it, and the sentinels' own user and
-    /// password.
-    pub sentinel: SentinelOptions,
     /// Approximate length limits of named streams (`XADD ... MAXLEN ~ N`), by full stream
     /// name, overriding [`RedisConfig::max_stream_length`] for those streams; 0 means
     /// unlimited. Seed 004's topics: `events.raw` 10,000, `events.normalized` 10,000,
     /// `profiles.merge_requests` 1,000, `predictions.requests` 5,000.
     pub max_stream_lengths: BTreeMap<String, usize>,
+    /// How to reach Redis, except the URL (which is [`RedisConfig::url`]): `connect_timeout`
+    /// and `response_timeout` (5 s each; blocking reads get `block_time` on top of the
+    /// response timeout), `tls` (certificates for the TLS URLs; unset trusts the system's
+    /// roots), and for `redis-sentinel://` URLs `master_name`, `sentinel_username` and
+    /// `sentinel_password` (set with another URL, the connection is refused naming the field).
+    /// Core's [`ConnectionSettings`], flattened: a file gives these fields at the top level.
+    #[serde(flatten, deserialize_with = "connection_settings")]
+    pub connection: ConnectionSettings,
 }
 
 impl Default for TransportOptions {
@@ -313,15 +350,47 @@ impl Default for TransportOptions {
             ack_interval: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
             circuit_breaker: CircuitBreakerConfig::default(),
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
             limits: EventLimits::default(),
-            tls: TlsOptions::default(),
             key_layout: None,
-            sentinel: SentinelOptions::default(),
             max_stream_lengths: BTreeMap::new(),
+            connection: ConnectionSettings::default(),
         }
     }
+}
+
+/// The transport's options besides the connection settings, in files.
+const OWN_FIELDS: &[&str] = &[
+    "read_count",
+    "block_time",
+    "handler_concurrency",
+    "max_deliveries",
+    "dead_letter_on_first_failure",
+    "claim_idle_time",
+    "claim_interval",
+    "start_from",
+    "ack_batch_size",
+    "ack_interval",
+    "drain_timeout",
+    "circuit_breaker",
+    "limits",
+    "key_layout",
+    "max_stream_lengths",
+];
+
+/// The embedded connection settings, flat among the options' own fields; a field neither knows
+/// is refused with both lists, and the old `sentinel:` section with its new names (core's
+/// [`embed`]).
+fn connection_settings<'de, D>(deserializer: D) -> Result<ConnectionSettings, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    const EMBEDDING: Embedding = Embedding::new(OWN_FIELDS).with_removed(&[(
+        "sentinel",
+        "the sentinel section of earlier versions is gone: its fields are top-level fields \
+         now, as in every redstream config: master_name (was sentinel.master_name), \
+         sentinel_username (was sentinel.username), sentinel_password (was sentinel.password)",
+    )]);
+    embed::deserialize(deserializer, &EMBEDDING)
 }
 
 impl TransportOptions {
@@ -347,8 +416,8 @@ impl TransportOptions {
             ("claim_interval", self.claim_interval),
             ("ack_interval", self.ack_interval),
             ("drain_timeout", self.drain_timeout),
-            ("connect_timeout", self.connect_timeout),
-            ("response_timeout", self.response_timeout),
+            ("connect_timeout", self.connection.connect_timeout),
+            ("response_timeout", self.connection.response_timeout),
         ];
         for (name, value) in positive_durations {
             if value.is_zero() {
@@ -371,7 +440,27 @@ impl TransportOptions {
         }
         self.circuit_breaker.validate()?;
         self.limits.validate()?;
-        self.tls.validate()
+        self.connection.tls.validate()
+    }
+
+    /// The connection settings ([`connection`](Self::connection)).
+    #[must_use]
+    pub fn connection(&self) -> &ConnectionSettings {
+        &self.connection
+    }
+
+    /// Sets [`connection`](Self::connection), every connection setting at once.
+    #[must_use]
+    pub fn with_connection(mut self, connection: ConnectionSettings) -> Self {
+        self.connection = connection;
+        self
+    }
+
+    /// Core's [`ConnectionOptions`] to connect to `url` (a [`RedisConfig::url`]) with these
+    /// settings.
+    #[must_use]
+    pub fn connection_options(&self, url: impl Into<String>) -> ConnectionOptions {
+        self.connection.clone().with_url(url)
     }
 
     /// Sets `read_count`.
@@ -444,17 +533,17 @@ impl TransportOptions {
         self
     }
 
-    /// Sets `connect_timeout`.
+    /// Sets the connection's `connect_timeout`.
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.connection.connect_timeout = timeout;
         self
     }
 
-    /// Sets `response_timeout`.
+    /// Sets the connection's `response_timeout`.
     #[must_use]
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
+        self.connection.response_timeout = timeout;
         self
     }
 
@@ -465,10 +554,10 @@ impl TransportOptions {
         self
     }
 
-    /// Sets the TLS options.
+    /// Sets the connection's TLS options.
     #[must_use]
     pub fn with_tls(mut self, tls: TlsOptions) -> Self {
-        self.tls = tls;
+        self.connection.tls = tls;
         self
     }
 
@@ -490,14 +579,14 @@ impl TransportOptions {
     /// end with it).
     #[must_use]
     pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
-        self.sentinel.master_name = Some(name.into());
+        self.connection.master_name = Some(name.into());
         self
     }
 
     /// Sets the user to authenticate to the sentinels with (sentinels with ACL users).
     #[must_use]
     pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
-        self.sentinel.username = Some(username.into());
+        self.connection.sentinel_username = Some(username.into());
         self
     }
 
@@ -505,7 +594,7 @@ impl TransportOptions {
     /// master's.
     #[must_use]
     pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
-        self.sentinel.password = Some(password.into());
+        self.connection.sentinel_password = Some(password.into());
         self
     }
 
@@ -531,32 +620,6 @@ impl TransportOptions {
             (None, Topology::Cluster) => Ok(KeyLayout::Cluster),
             (None, _) => Ok(KeyLayout::Plain),
         }
-    }
-}
-
-/// The Sentinel settings of [`TransportOptions::sentinel`], passed to core's
-/// [`ConnectionOptions`](redstream_core::connection::ConnectionOptions). Only for
-/// `redis-sentinel://` URLs: set with another URL, the connection is refused naming the field.
-/// `Debug` never shows the password.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SentinelOptions {
-    /// The name the sentinels know the master by, when the URL does not end with it; giving it
-    /// in both places with different values is an error.
-    pub master_name: Option<String>,
-    /// The user to authenticate to the sentinels with (ACL users on sentinels).
-    pub username: Option<String>,
-    /// The sentinels' own password (their `requirepass`), when they have one.
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for SentinelOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SentinelOptions")
-            .field("master_name", &self.master_name)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
     }
 }
 
@@ -731,14 +794,34 @@ mod tests {
     #[test]
     fn sentinel_settings_and_key_layout() {
         let options: TransportOptions = serde_json::from_str(
-            r#"{"sentinel": {"master_name": "mymaster", "password": "s3cret-Canary"}}"#,
+            r#"{"master_name": "mymaster", "sentinel_password": "s3cret-Canary"}"#,
         )
         .unwrap();
-        assert_eq!(options.sentinel.master_name.as_deref(), Some("mymaster"));
+        assert_eq!(options.connection.master_name.as_deref(), Some("mymaster"));
         assert!(!format!("{options:?}").contains("Canary"));
-        let err = serde_json::from_str::<TransportOptions>(r#"{"sentinel": {"master": "m"}}"#)
-            .unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        let code = TransportOptions::default()
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("s3cret-Canary");
+        assert!(!format!("{code:?}").contains("Canary"));
+        assert!(format!("{code:?}").contains("watcher"));
+        let core = code.connection_options("redis-sentinel://s1:26379");
+        assert_eq!(core.topology().unwrap(), Topology::Sentinel);
+        assert_eq!(core.sentinel_username.as_deref(), Some("watcher"));
+        // The nested section of earlier versions: refused, naming the fields that replace it.
+        for old in [
+            r#"{"sentinel": {"master_name": "mymaster", "password": "s3cret-Canary"}}"#,
+            r#"{"sentinel": {}}"#,
+        ] {
+            let err = serde_json::from_str::<TransportOptions>(old)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("unknown field `sentinel`: "), "{err}");
+            for name in ["master_name", "sentinel_username", "sentinel_password"] {
+                assert!(err.contains(name), "{err}");
+            }
+            assert!(!err.contains("Canary"), "{err}");
+        }
         let unset = TransportOptions::default();
         assert_eq!(
             unset.key_layout_for(Topology::Cluster).unwrap(),
@@ -777,14 +860,14 @@ mod tests {
         assert_eq!(options.block_time, Duration::from_millis(250));
         assert_eq!(options.claim_idle_time, Duration::from_secs(60));
         assert_eq!(options.read_count, 100);
-        assert_eq!(options.tls, TlsOptions::default());
+        assert_eq!(options.connection.tls, TlsOptions::default());
         let options: TransportOptions =
             serde_json::from_str(r#"{"tls": {"ca_cert_path": "/etc/redis/ca.pem"}}"#).unwrap();
         assert_eq!(
-            options.tls.ca_cert_path.as_deref(),
+            options.connection.tls.ca_cert_path.as_deref(),
             Some(Path::new("/etc/redis/ca.pem"))
         );
-        assert_eq!(options.tls.ca_cert_pem, None);
+        assert_eq!(options.connection.tls.ca_cert_pem, None);
         for misspelled in [
             r#"{"block_tme": "1s"}"#,
             r#"{"tls": {"ca_file": "/etc/redis/ca.pem"}}"#,
@@ -798,5 +881,112 @@ mod tests {
         }
         let err = serde_json::from_str::<RedisConfig>(r#"{"urll": "redis://x"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
+        // Unknown fields name the transport's fields and the connection's; an error inside a
+        // connection field names it.
+        let err = serde_json::from_str::<TransportOptions>(r#"{"block_tme": "1s"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("unknown field `block_tme`, expected one of `read_count`"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`connect_timeout`, `response_timeout`, `tls`"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<TransportOptions>(r#"{"tls": {"ca_file": "x"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("in `tls`: unknown field `ca_file`"),
+            "{err}"
+        );
+        // The URL is RedisConfig's.
+        let err = serde_json::from_str::<TransportOptions>(r#"{"url": "redis://x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `url`"), "{err}");
+    }
+
+    /// A file with every connection setting at the top level fills the embedded
+    /// [`ConnectionSettings`]; written back, it stays flat and reads the same.
+    #[test]
+    fn a_flat_file_fills_the_embedded_connection_settings() {
+        let options: TransportOptions = serde_json::from_str(
+            r#"{"read_count": 10, "connect_timeout": "1s", "response_timeout": "2s",
+                "tls": {"ca_cert_path": "/etc/redis/ca.pem"}, "master_name": "mymaster",
+                "sentinel_username": "watcher", "sentinel_password": "s3cret-Canary"}"#,
+        )
+        .unwrap();
+        let expected = ConnectionSettings::default()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_response_timeout(Duration::from_secs(2))
+            .with_tls(TlsOptions::default().with_ca_cert_path("/etc/redis/ca.pem"))
+            .with_master_name("mymaster")
+            .with_sentinel_username("watcher")
+            .with_sentinel_password("s3cret-Canary");
+        assert_eq!(options.connection(), &expected);
+        assert_eq!(options.read_count, 10);
+        options.validate().unwrap();
+        let json = serde_json::to_value(&options).unwrap();
+        assert_eq!(json["response_timeout"], "2s");
+        assert!(json.get("connection").is_none(), "{json}");
+        assert_eq!(
+            serde_json::from_value::<TransportOptions>(json).unwrap(),
+            options
+        );
+        // The builders set the embedded settings.
+        let built = TransportOptions::default()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_response_timeout(Duration::from_secs(2));
+        assert_eq!(built.connection.connect_timeout, Duration::from_secs(1));
+        assert_eq!(built.connection().response_timeout, Duration::from_secs(2));
+        let err = TransportOptions::default()
+            .with_response_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("config field response_timeout"),
+            "{err}"
+        );
+    }
+
+    /// [`OWN_FIELDS`] lists every field of the struct but the embedded ones.
+    #[test]
+    fn own_fields_are_listed() {
+        let options = TransportOptions::default().with_key_layout(KeyLayout::Plain);
+        let json = serde_json::to_value(&options).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.retain(|key| !ConnectionSettings::FIELDS.contains(key));
+        keys.sort_unstable();
+        let mut own = OWN_FIELDS.to_vec();
+        own.sort_unstable();
+        assert_eq!(keys, own);
+    }
+
+    /// One meaning of `max_stream_length`: absent, `null` or 0 is no limit; the seed's
+    /// literal compiles.
+    #[test]
+    fn max_stream_length_absent_null_or_zero_is_no_limit() {
+        for json in [
+            r#"{}"#,
+            r#"{"max_stream_length": null}"#,
+            r#"{"max_stream_length": 0}"#,
+        ] {
+            let config: RedisConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(config.max_stream_length, 0, "{json}");
+        }
+        let config: RedisConfig = serde_json::from_str(r#"{"max_stream_length": 10000}"#).unwrap();
+        assert_eq!(config.max_stream_length, 10_000);
+        let seed = RedisConfig {
+            max_stream_length: 10000,
+            ..RedisConfig::default()
+        };
+        assert_eq!(seed.max_stream_length, 10_000);
     }
 }

@@ -26,15 +26,7 @@ pub(crate) fn connection_options(
     config: &RedisConfig,
     options: &TransportOptions,
 ) -> ConnectionOptions {
-    ConnectionOptions {
-        url: config.url.clone(),
-        connect_timeout: options.connect_timeout,
-        response_timeout: options.response_timeout,
-        tls: options.tls.clone(),
-        master_name: options.sentinel.master_name.clone(),
-        sentinel_username: options.sentinel.username.clone(),
-        sentinel_password: options.sentinel.password.clone(),
-    }
+    options.connection_options(config.url.clone())
 }
 
 /// Opens the shared connection, checks the server once, and picks the key layout for its
@@ -59,7 +51,7 @@ pub(crate) async fn blocking_connection(
     conn: &Connection,
     options: &TransportOptions,
 ) -> Result<Connection> {
-    conn.dedicated(options.block_time + options.response_timeout)
+    conn.dedicated(options.block_time + options.connection.response_timeout)
         .await
 }
 

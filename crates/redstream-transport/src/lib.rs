@@ -16,7 +16,7 @@ mod trace_context;
 mod transport;
 
 pub use admin::{ConsumerDeletion, FollowedEntry, Follower, Trim, TrimOutcome};
-pub use config::{RedisConfig, SentinelOptions, StartFrom, TransportOptions};
+pub use config::{RedisConfig, StartFrom, TransportOptions};
 pub use consumer::SubscriptionBuilder;
 pub use dlq::{DeadLetterEntry, RedriveReport, SkippedDeadLetter};
 pub use inspect::{

@@ -262,17 +262,24 @@ async fn sigterm_on_stdin_checkpoints_and_the_next_run_resumes() {
 async fn a_bad_config_fails_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sink.yaml");
-    std::fs::write(
-        &path,
-        "source:\n  input: in.jsonl\n  checkpoint: c\n  event_type: t\n\
-         sink:\n  id: s\n  uri: redis://:hunter2@127.0.0.1:1\n  stream: x\n  send_timeout: 0s\n",
-    )
-    .unwrap();
-    let output = sink_command(&path).output().unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("send_timeout"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "{stderr}");
+    // Current names, and the old ones (`uri`, `send_timeout`): the field is named by its
+    // current name, the connection's `response_timeout`.
+    for (url, timeout) in [("url", "response_timeout"), ("uri", "send_timeout")] {
+        std::fs::write(
+            &path,
+            format!(
+                "source:\n  input: in.jsonl\n  checkpoint: c\n  event_type: t\n\
+                 sink:\n  id: s\n  {url}: redis://:hunter2@127.0.0.1:1\n  stream: x\n  \
+                 {timeout}: 0s\n"
+            ),
+        )
+        .unwrap();
+        let output = sink_command(&path).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("config field response_timeout"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
 }
 
 /// `--url` on the command line replaces the configuration's `sink.url` (or its old name `uri`) (here a server that is

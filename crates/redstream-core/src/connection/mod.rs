@@ -2,6 +2,12 @@
 //! ([`ConnectionOptions`]), one way to connect ([`connect`]) whatever the topology, and the
 //! rules every crate's connection code shares ([`resp3_client`], [`was_not_sent`]).
 //!
+//! Every crate's config embeds the connection fields instead of copying them:
+//! [`ConnectionOptions`] where the config's URL is its own (the sink's), [`ConnectionSettings`]
+//! (the same fields without `url`) where the URL lives elsewhere (the transport's
+//! `RedisConfig::url`, the state store's backend). [`embed`] keeps files flat and refuses
+//! unknown fields.
+//!
 //! # URL forms
 //!
 //! | URL | Topology |
@@ -71,6 +77,7 @@
 mod capabilities;
 mod cluster;
 mod connect;
+pub mod embed;
 mod endpoint;
 mod options;
 mod sentinel;
@@ -80,7 +87,7 @@ use redis::{Client, ProtocolVersion, RedisError};
 pub use capabilities::{Capabilities, CommandDocs};
 pub use connect::{Connection, connect};
 pub use endpoint::{NodeAddress, Topology};
-pub use options::ConnectionOptions;
+pub use options::{ConnectionOptions, ConnectionSettings};
 
 use crate::{Error, RedactedUrl, Result};
 

@@ -23,12 +23,12 @@ use crate::redis_tls::TlsOptions;
 ///
 /// # Embedding it in a crate's config
 ///
-/// Embed it with `#[serde(flatten)]` to keep files flat (`url`, `connect_timeout` next to the
-/// crate's own fields), or as a nested section. Flattened, its `deny_unknown_fields` refuses
-/// nothing: serde hands a flattened struct only the fields it knows. The embedding config
-/// catches typos itself by collecting what is left, after the flattened options, in
-/// `#[serde(flatten)] unknown: BTreeMap<String, serde::de::IgnoredAny>` and refusing a
-/// non-empty map (serde's own `deny_unknown_fields` does not work together with `flatten`).
+/// A config whose URL is its own (the sink's) embeds this struct; a config whose URL lives
+/// elsewhere (the transport's `RedisConfig::url`, the state store's backend) embeds
+/// [`ConnectionSettings`], the same fields without `url`. Embed it with `#[serde(flatten)]`
+/// and [`embed::deserialize`](super::embed::deserialize) to keep files flat (`url`,
+/// `connect_timeout` next to the crate's own fields) and still refuse unknown fields; see the
+/// [`embed`](super::embed) module.
 ///
 /// ```
 /// use std::time::Duration;
@@ -118,6 +118,64 @@ impl fmt::Debug for ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// The names of the fields in files, in order: what
+    /// [`embed::deserialize`](super::embed::deserialize) hands to this struct.
+    pub const FIELDS: &'static [&'static str] = &[
+        "url",
+        "connect_timeout",
+        "response_timeout",
+        "tls",
+        "master_name",
+        "sentinel_username",
+        "sentinel_password",
+    ];
+
+    /// `url` with `settings`: the options of a config that keeps its URL apart.
+    #[must_use]
+    pub fn from_settings(url: impl Into<String>, settings: ConnectionSettings) -> Self {
+        // Destructured so that a field added to one struct and not the other fails here.
+        let ConnectionSettings {
+            connect_timeout,
+            response_timeout,
+            tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
+        } = settings;
+        Self {
+            url: url.into(),
+            connect_timeout,
+            response_timeout,
+            tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
+        }
+    }
+
+    /// The URL and everything else, apart.
+    #[must_use]
+    pub fn into_parts(self) -> (String, ConnectionSettings) {
+        let Self {
+            url,
+            connect_timeout,
+            response_timeout,
+            tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
+        } = self;
+        let settings = ConnectionSettings {
+            connect_timeout,
+            response_timeout,
+            tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
+        };
+        (url, settings)
+    }
+
     /// The defaults with `url`.
     #[must_use]
     pub fn new(url: impl Into<String>) -> Self {
@@ -232,5 +290,148 @@ impl ConnectionOptions {
             }
         }
         Ok(endpoint)
+    }
+}
+
+/// [`ConnectionOptions`] without its `url`: the same fields, names, types, defaults and
+/// meaning, for the configs that hold the URL somewhere else (the transport's
+/// `RedisConfig::url` and the state store's `StateBackend::Redis { url, .. }`, whose seed
+/// shapes fix where the URL goes). [`with_url`](Self::with_url) makes the options to connect
+/// with; [`ConnectionOptions::into_parts`] takes them apart again.
+///
+/// Embedded flat with `#[serde(flatten)]` and [`embed::deserialize`](super::embed::deserialize).
+/// `Debug` never shows `sentinel_password`.
+///
+/// ```
+/// use std::time::Duration;
+/// use redstream_core::connection::{ConnectionSettings, Topology};
+///
+/// let settings = ConnectionSettings::default()
+///     .with_response_timeout(Duration::from_secs(2))
+///     .with_master_name("mymaster");
+/// let options = settings.with_url("redis-sentinel://s1:26379,s2:26379");
+/// assert_eq!(options.topology().unwrap(), Topology::Sentinel);
+/// assert_eq!(options.response_timeout, Duration::from_secs(2));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionSettings {
+    /// [`ConnectionOptions::connect_timeout`]. Default 5 s.
+    #[serde(with = "crate::serde_duration")]
+    pub connect_timeout: Duration,
+    /// [`ConnectionOptions::response_timeout`]. Default 5 s.
+    #[serde(with = "crate::serde_duration")]
+    pub response_timeout: Duration,
+    /// [`ConnectionOptions::tls`]: certificates for the TLS forms of the URL.
+    pub tls: TlsOptions,
+    /// [`ConnectionOptions::master_name`]: the master's name, when a `redis-sentinel://` URL
+    /// does not end with it.
+    pub master_name: Option<String>,
+    /// [`ConnectionOptions::sentinel_username`]: the user to authenticate to the sentinels
+    /// with.
+    pub sentinel_username: Option<String>,
+    /// [`ConnectionOptions::sentinel_password`]: the sentinels' own password. Never shown by
+    /// `Debug`.
+    pub sentinel_password: Option<String>,
+}
+
+impl Default for ConnectionSettings {
+    /// [`ConnectionOptions::default`]'s settings.
+    fn default() -> Self {
+        ConnectionOptions::default().into_parts().1
+    }
+}
+
+impl fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            connect_timeout,
+            response_timeout,
+            tls,
+            master_name,
+            sentinel_username,
+            sentinel_password,
+        } = self;
+        f.debug_struct("ConnectionSettings")
+            .field("connect_timeout", connect_timeout)
+            .field("response_timeout", response_timeout)
+            .field("tls", tls)
+            .field("master_name", master_name)
+            .field("sentinel_username", sentinel_username)
+            .field(
+                "sentinel_password",
+                &sentinel_password.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+impl ConnectionSettings {
+    /// The names of the fields in files, in order ([`ConnectionOptions::FIELDS`] without
+    /// `url`).
+    pub const FIELDS: &'static [&'static str] = &[
+        "connect_timeout",
+        "response_timeout",
+        "tls",
+        "master_name",
+        "sentinel_username",
+        "sentinel_password",
+    ];
+
+    /// The options to connect to `url` with these settings.
+    #[must_use]
+    pub fn with_url(self, url: impl Into<String>) -> ConnectionOptions {
+        ConnectionOptions::from_settings(url, self)
+    }
+
+    /// Sets `connect_timeout`.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets `response_timeout`.
+    #[must_use]
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// Sets `tls`.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Sets `master_name` (Sentinel).
+    #[must_use]
+    pub fn with_master_name(mut self, name: impl Into<String>) -> Self {
+        self.master_name = Some(name.into());
+        self
+    }
+
+    /// Sets `sentinel_username` (Sentinel with ACL users).
+    #[must_use]
+    pub fn with_sentinel_username(mut self, username: impl Into<String>) -> Self {
+        self.sentinel_username = Some(username.into());
+        self
+    }
+
+    /// Sets `sentinel_password` (sentinels with `requirepass`).
+    #[must_use]
+    pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
+        self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// [`ConnectionOptions::validate`] of these settings with `url`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ConnectionOptions::validate`].
+    pub fn validate_for(&self, url: &str) -> Result<()> {
+        self.clone().with_url(url).validate()
     }
 }

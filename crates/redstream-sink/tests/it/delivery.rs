@@ -78,8 +78,7 @@ async fn a_repeated_batch_is_skipped_even_by_a_new_sink() {
 async fn max_stream_length_trims() {
     let server = RedisServer::start().await.unwrap();
     let stream = "{trim}.events";
-    let sink =
-        RedisSink::new(config(&server.url(), stream).with_max_stream_length(Some(10))).unwrap();
+    let sink = RedisSink::new(config(&server.url(), stream).with_max_stream_length(10)).unwrap();
     for i in 0..20 {
         sink.send_batch(events(50), Some(SourcePosition::new(i.to_string())))
             .await

@@ -261,7 +261,7 @@ fn runner_files_take_url_uri_and_the_sentinel_settings() {
     .unwrap();
     let mut config = RunnerConfig::from_file(&path).unwrap();
     assert_eq!(config.sink.redis_url(), "redis-cluster://h1:6379,h2:6379");
-    config.sink.uri = "redis://127.0.0.1:2".to_owned();
+    config.sink.connection.url = "redis://127.0.0.1:2".to_owned();
     config.sink.validate().unwrap();
     assert_eq!(config.sink.redis_url(), "redis://127.0.0.1:2");
 
@@ -274,7 +274,8 @@ fn runner_files_take_url_uri_and_the_sentinel_settings() {
     )
     .unwrap();
     let err = RunnerConfig::from_file(&path).unwrap_err();
-    assert!(err.to_string().contains("config field uri"), "{err}");
+    assert!(err.to_string().contains("config field sink.uri"), "{err}");
+    assert!(err.to_string().contains("old name of `url`"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 

@@ -15,7 +15,7 @@ async fn batch_timeout_bounds_a_batch_and_the_retry_writes_it_once() {
     let sink = RedisSink::new(
         config(&server.url(), stream)
             .with_retry(RetryPolicy::unlimited().with_initial_delay(Duration::from_millis(5)))
-            .with_send_timeout(Duration::from_secs(5))
+            .with_response_timeout(Duration::from_secs(5))
             .with_batch_timeout(Some(Duration::from_millis(200))),
     )
     .unwrap();

@@ -183,7 +183,7 @@ async fn run_through_a_killed_master(
                 .with_initial_delay(Duration::from_millis(20))
                 .with_max_delay(Duration::from_millis(200)),
         )
-        .with_send_timeout(Duration::from_secs(2))
+        .with_response_timeout(Duration::from_secs(2))
         .with_connect_timeout(Duration::from_secs(1));
     assert_eq!(config.topology().unwrap(), Topology::Sentinel);
     let sink = RedisSink::new(config).unwrap();
@@ -361,7 +361,7 @@ async fn a_killed_cluster_master_is_followed_with_nothing_acknowledged_lost() {
                 .with_initial_delay(Duration::from_millis(20))
                 .with_max_delay(Duration::from_millis(200)),
         )
-        .with_send_timeout(Duration::from_secs(2))
+        .with_response_timeout(Duration::from_secs(2))
         .with_connect_timeout(Duration::from_secs(1));
     let sink = RedisSink::new(config).unwrap();
     let old_node = cluster.master_for_key(stream.as_bytes()).await.unwrap();

@@ -39,7 +39,7 @@ async fn a_killed_master_is_followed_to_the_promoted_replica() {
         // where each password goes, and no password in the message.
         for wrong in [None, Some("wrong-Canary")] {
             let mut refused = config.clone();
-            refused.sentinel_password = wrong.map(str::to_owned);
+            refused.connection.sentinel_password = wrong.map(str::to_owned);
             let err = StateStore::with_config(refused).await.unwrap_err();
             assert_eq!(err.kind(), redstream_state::ErrorKind::Auth, "{err}");
             let text = err.to_string();

@@ -42,7 +42,7 @@ async fn a_killed_master_is_followed_by_publishers_and_consumers() {
     assert!(!format!("{options:?}").contains("Canary"));
     // Without the sentinels' password: Auth at connect, naming where it goes, not showing it.
     let mut refused = options.clone();
-    refused.sentinel.password = Some("wrong-Canary".to_owned());
+    refused.connection.sentinel_password = Some("wrong-Canary".to_owned());
     let err = RedisTransport::with_options(config.clone(), refused)
         .await
         .unwrap_err();

@@ -56,7 +56,7 @@ async fn publish_and_subscribe_over_tls_with_a_private_ca() {
     let prefix = unique("tls");
 
     let mut by_path = fast();
-    by_path.tls.ca_cert_path = Some(server.ca_cert_path().unwrap().to_path_buf());
+    by_path.connection.tls.ca_cert_path = Some(server.ca_cert_path().unwrap().to_path_buf());
     let consumer = RedisTransport::with_options(config(server.url(), &prefix), by_path)
         .await
         .unwrap();
@@ -70,7 +70,7 @@ async fn publish_and_subscribe_over_tls_with_a_private_ca() {
         .unwrap();
 
     let mut by_pem = fast();
-    by_pem.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
+    by_pem.connection.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
     let publisher = RedisTransport::with_options(config(server.url(), &prefix), by_pem)
         .await
         .unwrap();
@@ -134,7 +134,7 @@ async fn tls_without_the_ca_is_refused_with_a_certificate_error() {
     // Trusting another CA is no better.
     let other = RedisServer::builder().tls(true).start().await.unwrap();
     let mut wrong = impatient();
-    wrong.tls.ca_cert_pem = Some(other.ca_cert_pem().unwrap().to_owned());
+    wrong.connection.tls.ca_cert_pem = Some(other.ca_cert_pem().unwrap().to_owned());
     let err = refused(
         config(server.url(), &unique("tls-wrongca")),
         wrong,
@@ -160,7 +160,7 @@ async fn misplaced_or_malformed_tls_options_are_rejected_at_with_options() {
     let pem = tls_server.ca_cert_pem().unwrap().to_owned();
 
     let mut ca_for_plain = impatient();
-    ca_for_plain.tls.ca_cert_pem = Some(pem.clone());
+    ca_for_plain.connection.tls.ca_cert_pem = Some(pem.clone());
     let err = refused(
         config(server.url(), &unique("tls-misplaced")),
         ca_for_plain,
@@ -173,7 +173,7 @@ async fn misplaced_or_malformed_tls_options_are_rejected_at_with_options() {
 
     let missing = dir_that_does_not_exist().join("ca.pem");
     let mut unreadable = impatient();
-    unreadable.tls.ca_cert_path = Some(missing.clone());
+    unreadable.connection.tls.ca_cert_path = Some(missing.clone());
     let err = refused(
         config(tls_server.url(), &unique("tls-unreadable")),
         unreadable,
@@ -191,7 +191,7 @@ async fn misplaced_or_malformed_tls_options_are_rejected_at_with_options() {
     let not_pem = dir.path().join("not-a-ca.pem");
     std::fs::write(&not_pem, "hello").unwrap();
     let mut garbage = impatient();
-    garbage.tls.ca_cert_path = Some(not_pem);
+    garbage.connection.tls.ca_cert_path = Some(not_pem);
     let err = refused(
         config(tls_server.url(), &unique("tls-garbage")),
         garbage,
@@ -202,8 +202,8 @@ async fn misplaced_or_malformed_tls_options_are_rejected_at_with_options() {
     assert!(err.to_string().contains("tls.ca_cert_path"), "{err}");
 
     let mut both = impatient();
-    both.tls.ca_cert_pem = Some(pem.clone());
-    both.tls.ca_cert_path = Some(tls_server.ca_cert_path().unwrap().to_path_buf());
+    both.connection.tls.ca_cert_pem = Some(pem.clone());
+    both.connection.tls.ca_cert_path = Some(tls_server.ca_cert_path().unwrap().to_path_buf());
     let err = refused(
         config(tls_server.url(), &unique("tls-both")),
         both,
@@ -214,8 +214,8 @@ async fn misplaced_or_malformed_tls_options_are_rejected_at_with_options() {
     assert!(err.to_string().contains("tls.ca_cert_path"), "{err}");
 
     let mut half = impatient();
-    half.tls.ca_cert_pem = Some(pem);
-    half.tls.client_cert_pem = Some(tls_server.ca_cert_pem().unwrap().to_owned());
+    half.connection.tls.ca_cert_pem = Some(pem);
+    half.connection.tls.client_cert_pem = Some(tls_server.ca_cert_pem().unwrap().to_owned());
     let err = refused(
         config(tls_server.url(), &unique("tls-half")),
         half,
@@ -245,9 +245,9 @@ async fn mutual_tls_with_a_client_certificate() {
     let prefix = unique("mtls");
 
     let mut with_cert = impatient();
-    with_cert.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
-    with_cert.tls.client_cert_pem = Some(client_ca.client_cert_pem.clone());
-    with_cert.tls.client_key_pem = Some(client_ca.client_key_pem.clone());
+    with_cert.connection.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
+    with_cert.connection.tls.client_cert_pem = Some(client_ca.client_cert_pem.clone());
+    with_cert.connection.tls.client_key_pem = Some(client_ca.client_key_pem.clone());
     let debug = format!("{with_cert:?}");
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
     let transport = RedisTransport::with_options(config(server.url(), &prefix), with_cert)
@@ -257,7 +257,7 @@ async fn mutual_tls_with_a_client_certificate() {
     assert!(!id.is_empty());
 
     let mut without_cert = impatient();
-    without_cert.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
+    without_cert.connection.tls.ca_cert_pem = Some(server.ca_cert_pem().unwrap().to_owned());
     let err = refused(
         config(server.url(), &prefix),
         without_cert,
