@@ -5,11 +5,13 @@
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
+//! | publish, 1 task | `publish` one after the other | `XADD` one after the other |
 //! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
 //! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`, as `publish_batch` sends it |
 //! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT 100` + `XACK` loop |
-//! | latency at 10k/s | publish -> handler, p50/p99 | publish -> `XREADGROUP` reader, p50/p99 |
+//! | consume + ack, 4 consumers | 4 transports subscribed in one group | 4 such loops, one connection and consumer name each |
+//! | latency at 10k/s | publish -> handler, p50/p99 | `XADD` -> a blocking `XREADGROUP` reader that decodes and acks, p50/p99 |
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -27,6 +29,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 const TASKS: usize = 64;
+const CONSUMERS: usize = 4;
 const BATCH: usize = 256;
 const LATENCY_RATE: u64 = 10_000;
 const LATENCY_SECS: u64 = 3;
@@ -51,12 +54,21 @@ fn line(name: &str, ours: f64, raw: f64) {
 }
 
 async fn transport(server: &RedisServer, prefix: &str, group: &str) -> RedisTransport {
+    transport_named(server, prefix, group, "bench").await
+}
+
+async fn transport_named(
+    server: &RedisServer,
+    prefix: &str,
+    group: &str,
+    consumer: &str,
+) -> RedisTransport {
     RedisTransport::with_options(
         RedisConfig::default()
             .with_url(server.url())
             .with_stream_prefix(prefix)
             .with_consumer_group(group)
-            .with_consumer_name("bench"),
+            .with_consumer_name(consumer),
         TransportOptions::default()
             .with_start_from(StartFrom::Beginning)
             .with_block_time(Duration::from_millis(100)),
@@ -127,6 +139,35 @@ async fn raw_publish_concurrently(
     started.elapsed()
 }
 
+async fn publish_sequentially(transport: &RedisTransport, total: u64) -> Duration {
+    let started = Instant::now();
+    for n in 0..total {
+        transport.publish(seed_event(n)).await.unwrap();
+    }
+    started.elapsed()
+}
+
+async fn raw_publish_sequentially(
+    conn: &MultiplexedConnection,
+    stream: &str,
+    total: u64,
+) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for n in 0..total {
+        let envelope = wire::encode(&seed_event(n), &EventLimits::default()).unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg(EVENT_FIELD)
+            .arg(envelope)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
+
 async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
     let started = Instant::now();
     let mut n = 0;
@@ -193,6 +234,118 @@ async fn consume_all(transport: &RedisTransport, total: u64) -> Duration {
     done.notified().await;
     let elapsed = started.elapsed();
     transport.unsubscribe(&handle).await.unwrap();
+    elapsed
+}
+
+/// Consumes `total` entries with `CONSUMERS` transports subscribed in one group (one consumer
+/// each, as four processes would).
+async fn consume_all_by_four(server: &RedisServer, prefix: &str, total: u64) -> Duration {
+    let handled = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    let mut subscribed = Vec::new();
+    for n in 0..CONSUMERS {
+        subscribed.push(transport_named(server, prefix, "g4", &format!("c{n}")).await);
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for transport in &subscribed {
+        let handled = Arc::clone(&handled);
+        let done = Arc::clone(&done);
+        let handle = transport
+            .subscribe(vec!["order.created".into()], move |_event: Event| {
+                let handled = Arc::clone(&handled);
+                let done = Arc::clone(&done);
+                async move {
+                    if handled.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                        done.notify_one();
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    done.notified().await;
+    let elapsed = started.elapsed();
+    for (transport, handle) in subscribed.iter().zip(&handles) {
+        transport.unsubscribe(handle).await.unwrap();
+    }
+    elapsed
+}
+
+/// The raw side of [`consume_all_by_four`]: `CONSUMERS` read-decode-ack loops, each on its own
+/// connection with its own consumer name, until `total` entries are handled between them.
+async fn raw_consume_all_by_four(server: &RedisServer, stream: &str, total: u64) -> Duration {
+    let mut admin = server.connection().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("raw4")
+        .arg("0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    let mut conns = Vec::new();
+    for _ in 0..CONSUMERS {
+        conns.push(server.connection().await.unwrap());
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut conn)| {
+            let handled = Arc::clone(&handled);
+            let done = Arc::clone(&done);
+            let stream = stream.to_owned();
+            tokio::spawn(async move {
+                let limits = EventLimits::default();
+                let consumer = format!("c{n}");
+                while handled.load(Ordering::Relaxed) < total {
+                    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg("raw4")
+                        .arg(&consumer)
+                        .arg("COUNT")
+                        .arg(100)
+                        .arg("BLOCK")
+                        .arg(100)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg(">")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    for key in reply.keys {
+                        let mut ack = redis::cmd("XACK");
+                        ack.arg(&stream).arg("raw4");
+                        for entry in &key.ids {
+                            let fields = entry.map.iter().filter_map(|(k, v)| match v {
+                                redis::Value::BulkString(bytes) => {
+                                    Some((k.as_bytes(), bytes.as_slice()))
+                                }
+                                _ => None,
+                            });
+                            wire::decode_entry(fields, &limits).unwrap();
+                            ack.arg(&entry.id);
+                        }
+                        let _: u64 = ack.query_async(&mut conn).await.unwrap();
+                        let count = key.ids.len() as u64;
+                        if handled.fetch_add(count, Ordering::Relaxed) + count == total {
+                            done.notify_one();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    done.notified().await;
+    let elapsed = started.elapsed();
+    for task in tasks {
+        task.await.unwrap();
+    }
     elapsed
 }
 
@@ -297,10 +450,100 @@ async fn latency(transport: &RedisTransport) -> (Duration, Duration) {
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
+/// The raw side of [`latency`]: `XADD`s at the same steady rate, read by a blocking
+/// `XREADGROUP` loop on its own connection that decodes and acknowledges each entry.
+async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration) {
+    let origin = Instant::now();
+    let total = LATENCY_RATE * LATENCY_SECS;
+    let mut reader = server.connection().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("rawlat")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut reader)
+        .await
+        .unwrap();
+    let reading = {
+        let stream = stream.to_owned();
+        tokio::spawn(async move {
+            let limits = EventLimits::default();
+            let mut samples = Vec::with_capacity(total as usize);
+            while (samples.len() as u64) < total {
+                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("rawlat")
+                    .arg("c")
+                    .arg("COUNT")
+                    .arg(100)
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("STREAMS")
+                    .arg(&stream)
+                    .arg(">")
+                    .query_async(&mut reader)
+                    .await
+                    .unwrap();
+                for key in reply.keys {
+                    let mut ack = redis::cmd("XACK");
+                    ack.arg(&stream).arg("rawlat");
+                    for entry in &key.ids {
+                        let fields = entry.map.iter().filter_map(|(k, v)| match v {
+                            redis::Value::BulkString(bytes) => {
+                                Some((k.as_bytes(), bytes.as_slice()))
+                            }
+                            _ => None,
+                        });
+                        let event = wire::decode_entry(fields, &limits).unwrap();
+                        let sent = Duration::from_nanos(event.payload()["t"].as_u64().unwrap_or(0));
+                        samples.push(origin.elapsed().saturating_sub(sent));
+                        ack.arg(&entry.id);
+                    }
+                    let _: u64 = ack.query_async(&mut reader).await.unwrap();
+                }
+            }
+            samples
+        })
+    };
+    let writer = server.connection().await.unwrap();
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / LATENCY_RATE));
+    for _ in 0..total {
+        ticker.tick().await;
+        let t = origin.elapsed().as_nanos() as u64;
+        let mut conn = writer.clone();
+        let stream = stream.to_owned();
+        tokio::spawn(async move {
+            let event = Event::new("tick", json!({ "t": t }), EventMetadata::default());
+            let envelope = wire::encode(&event, &EventLimits::default()).unwrap();
+            let _: String = redis::cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg(EVENT_FIELD)
+                .arg(envelope)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        });
+    }
+    let mut samples = reading.await.unwrap();
+    samples.sort();
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
 /// Rounds per figure; each round runs redstream and raw redis-rs back to back, alternating
 /// which goes first, and the median rate of each side is reported. One machine runs both the
 /// server and the client, so single runs are noisy.
 const ROUNDS: usize = 3;
+
+/// A line with the median rates of both sides and the ratio's range over the rounds.
+fn ratio_line(name: &str, ours: &[f64], theirs: &[f64]) {
+    line(name, median(ours.to_vec()), median(theirs.to_vec()));
+    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(0.0, f64::max);
+    println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
+}
 
 fn median(mut rates: Vec<f64>) -> f64 {
     rates.sort_by(f64::total_cmp);
@@ -335,6 +578,26 @@ fn main() {
             server.port()
         );
 
+        // One at a time: every publish waits for its reply, so this is the per-call overhead.
+        let sequential = (total / 10).max(1);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let publisher = transport(&server, &format!("seq{round}"), "g").await;
+            let raw_stream = format!("raw:seq{round}");
+            let (a, b) = if round % 2 == 0 {
+                let a = publish_sequentially(&publisher, sequential).await;
+                (a, raw_publish_sequentially(&raw, &raw_stream, sequential).await)
+            } else {
+                let b = raw_publish_sequentially(&raw, &raw_stream, sequential).await;
+                (publish_sequentially(&publisher, sequential).await, b)
+            };
+            ours.push(rate(sequential, a));
+            theirs.push(rate(sequential, b));
+            del(&raw, &publisher.names().stream("order.created")).await;
+            del(&raw, &raw_stream).await;
+        }
+        ratio_line(&format!("publish, 1 task ({sequential})"), &ours, &theirs);
+
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let publisher = transport(&server, &format!("pub{round}"), "g").await;
@@ -351,7 +614,7 @@ fn main() {
             del(&raw, &publisher.names().stream("order.created")).await;
             del(&raw, &raw_stream).await;
         }
-        line("publish, 64 tasks", median(ours), median(theirs));
+        ratio_line("publish, 64 tasks", &ours, &theirs);
 
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
@@ -403,12 +666,61 @@ fn main() {
             ""
         );
 
-        let ticker = transport(&server, "lat", "g").await;
-        let (p50, p99) = latency(&ticker).await;
+        // Four consumers in one group, on a backlog written by raw XADDs (the same bytes).
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let prefix = format!("four{round}");
+            let ours_stream = format!("{prefix}:order.created");
+            let raw_stream = format!("raw:four{round}");
+            raw_publish_batches(&raw, &ours_stream, total, false).await;
+            raw_publish_batches(&raw, &raw_stream, total, false).await;
+            let (a, b) = if round % 2 == 0 {
+                let a = consume_all_by_four(&server, &prefix, total).await;
+                (a, raw_consume_all_by_four(&server, &raw_stream, total).await)
+            } else {
+                let b = raw_consume_all_by_four(&server, &raw_stream, total).await;
+                (consume_all_by_four(&server, &prefix, total).await, b)
+            };
+            ours.push(rate(total, a));
+            theirs.push(rate(total, b));
+            del(&raw, &ours_stream).await;
+            del(&raw, &raw_stream).await;
+        }
+        ratio_line("consume + ack, 4 consumers", &ours, &theirs);
+
+        let (mut ours_p, mut theirs_p) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let ticker = transport(&server, &format!("lat{round}"), "g").await;
+            let raw_stream = format!("raw:lat{round}");
+            let (a, b) = if round % 2 == 0 {
+                let a = latency(&ticker).await;
+                (a, raw_latency(&server, &raw_stream).await)
+            } else {
+                let b = raw_latency(&server, &raw_stream).await;
+                (latency(&ticker).await, b)
+            };
+            ours_p.push(a);
+            theirs_p.push(b);
+            del(&raw, &ticker.names().stream("tick")).await;
+            del(&raw, &raw_stream).await;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let pick = |samples: &[(Duration, Duration)], p99: bool| {
+            median(
+                samples
+                    .iter()
+                    .map(|(p50, p99_)| ms(if p99 { *p99_ } else { *p50 }))
+                    .collect(),
+            )
+        };
+        let (a50, a99) = (pick(&ours_p, false), pick(&ours_p, true));
+        let (b50, b99) = (pick(&theirs_p, false), pick(&theirs_p, true));
         println!(
-            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s  publish->handler p50 {:.2} ms  p99 {:.2} ms",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s, median of {ROUNDS} rounds: \
+             redstream p50 {a50:.2} ms p99 {a99:.2} ms   raw redis-rs p50 {b50:.2} ms p99 {b99:.2} ms   \
+             ratio p50 {:.2}x p99 {:.2}x",
+            a50 / b50,
+            a99 / b99
         );
         drop(server);
     });
