@@ -122,3 +122,152 @@ impl RedisTransport {
         self.redrive_ids(&ids).await
     }
 }
+
+/// Dead letters read per `XRANGE`/`XREVRANGE` page by [`RedisTransport::dlq_page`] and
+/// [`RedisTransport::dlq_select`] while they look for matches.
+const SCAN_PAGE: usize = 200;
+
+impl RedisTransport {
+    /// One page of dead letters for a listing that pages and filters: up to `count` entries
+    /// that `keep` accepts, read from `from` on (exclusive; `None` for the end of the stream
+    /// the reading starts at), newest first when `newest_first`, oldest first otherwise. The
+    /// stream is read in pages of 200 until `count` entries are kept or it ends, so a filter
+    /// that matches little reads far; the pages bypass the circuit breaker like every read.
+    ///
+    /// Returns the kept entries in reading order, and whether the stream holds entries past the
+    /// last one read in that direction (the next page starts after the last entry returned,
+    /// and may hold no match). A dead-letter stream that does not exist is an empty page.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] when `count` is 0 or `from` is not a stream entry id; a Redis
+    /// error if the stream cannot be read.
+    pub async fn dlq_page(
+        &self,
+        newest_first: bool,
+        from: Option<&str>,
+        count: usize,
+        mut keep: impl FnMut(&DeadLetterEntry) -> bool + Send,
+    ) -> Result<(Vec<DeadLetterEntry>, bool)> {
+        if count == 0 {
+            return Err(Error::invalid_input("count", "must be at least 1"));
+        }
+        if let Some(from) = from {
+            check_entry_id("dead-letter entry id", from)?;
+        }
+        let dlq = self.inner.names.dlq();
+        let limits = &self.inner.options.limits;
+        let mut cursor = from.map(|id| format!("({id}"));
+        let mut kept = Vec::new();
+        loop {
+            let (name, start, end) = if newest_first {
+                ("XREVRANGE", cursor.as_deref().unwrap_or("+"), "-")
+            } else {
+                ("XRANGE", cursor.as_deref().unwrap_or("-"), "+")
+            };
+            let mut cmd = redis::cmd(name);
+            cmd.arg(&dlq)
+                .arg(start)
+                .arg(end)
+                .arg("COUNT")
+                .arg(SCAN_PAGE);
+            let reply: Value = reads(self).query(name, &dlq, &cmd).await?;
+            let entries = reply::entries(reply)
+                .map_err(|reason| Error::backend(ErrorKind::Unexpected, name, &dlq, reason))?;
+            let full = entries.len() == SCAN_PAGE;
+            let read = entries.len();
+            for (at, entry) in entries.into_iter().enumerate() {
+                let entry = DeadLetterEntry::from_raw(entry, limits);
+                cursor = Some(format!("({}", entry.id));
+                if keep(&entry) {
+                    kept.push(entry);
+                    if kept.len() == count {
+                        // More past it: the rest of this page, or a full page's successor.
+                        let more = at + 1 < read
+                            || (full
+                                && self
+                                    .dlq_has_past(&dlq, newest_first, cursor.as_deref())
+                                    .await?);
+                        return Ok((kept, more));
+                    }
+                }
+            }
+            if !full {
+                return Ok((kept, false));
+            }
+        }
+    }
+
+    /// Whether the dead-letter stream has an entry past `cursor` (an exclusive `(id` bound) in
+    /// the reading direction.
+    async fn dlq_has_past(
+        &self,
+        dlq: &str,
+        newest_first: bool,
+        cursor: Option<&str>,
+    ) -> Result<bool> {
+        let (name, start, end) = if newest_first {
+            ("XREVRANGE", cursor.unwrap_or("+"), "-")
+        } else {
+            ("XRANGE", cursor.unwrap_or("-"), "+")
+        };
+        let mut cmd = redis::cmd(name);
+        cmd.arg(dlq).arg(start).arg(end).arg("COUNT").arg(1);
+        let reply: Value = reads(self).query(name, dlq, &cmd).await?;
+        let entries = reply::entries(reply)
+            .map_err(|reason| Error::backend(ErrorKind::Unexpected, name, dlq, reason))?;
+        Ok(!entries.is_empty())
+    }
+
+    /// Every dead letter present now that `keep` accepts, oldest first: the dead-letter stream
+    /// read in pages of 200 up to its last entry at the start (dead letters added meanwhile are
+    /// not looked at). What a redrive by filter selects before it redrives the ids with
+    /// [`redrive_ids`](Self::redrive_ids), and what its confirmation counts. A dead-letter
+    /// stream that does not exist selects nothing.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error if the stream cannot be read.
+    pub async fn dlq_select(
+        &self,
+        mut keep: impl FnMut(&DeadLetterEntry) -> bool + Send,
+    ) -> Result<Vec<DeadLetterEntry>> {
+        let dlq = self.inner.names.dlq();
+        let limits = &self.inner.options.limits;
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(&dlq).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply: Value = reads(self).query("XREVRANGE", &dlq, &cmd).await?;
+        let last = reply::entries(reply)
+            .map_err(|reason| Error::backend(ErrorKind::Unexpected, "XREVRANGE", &dlq, reason))?;
+        let Some(end) = last.into_iter().next().map(|entry| entry.id) else {
+            return Ok(Vec::new());
+        };
+        let mut selected = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let mut cmd = redis::cmd("XRANGE");
+            cmd.arg(&dlq)
+                .arg(&from)
+                .arg(&end)
+                .arg("COUNT")
+                .arg(SCAN_PAGE);
+            let reply: Value = reads(self).query("XRANGE", &dlq, &cmd).await?;
+            let entries = reply::entries(reply)
+                .map_err(|reason| Error::backend(ErrorKind::Unexpected, "XRANGE", &dlq, reason))?;
+            let Some(last) = entries.last().map(|entry| entry.id.clone()) else {
+                return Ok(selected);
+            };
+            let full = entries.len() == SCAN_PAGE;
+            for entry in entries {
+                let entry = DeadLetterEntry::from_raw(entry, limits);
+                if keep(&entry) {
+                    selected.push(entry);
+                }
+            }
+            if !full || last == end {
+                return Ok(selected);
+            }
+            from = format!("({last}");
+        }
+    }
+}
