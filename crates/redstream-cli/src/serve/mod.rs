@@ -21,7 +21,8 @@
 //! | `api.rs` | the read-only JSON endpoints of seeds 002 and 004 |
 //! | `dlq.rs` | dead letters: list, one, redrive, purge |
 //! | `ws.rs` | the WebSocket feed and its shared poller |
-//! | `prometheus.rs` | `/metrics` |
+//! | `prometheus.rs` | `/metrics` (docs/observability.md) |
+//! | `origins.rs` | dead letters counted by the stream they came from, for `/metrics` |
 //! | `page.rs` | the embedded page (`assets/`) and its Content Security Policy |
 //! | `server.rs` | [`serve`]: the HTTP server, with a header-read timeout and a connection cap |
 
@@ -31,6 +32,7 @@ mod dlq;
 mod entry;
 mod error;
 mod guard;
+mod origins;
 mod page;
 mod params;
 mod preview;

@@ -7,6 +7,12 @@
 //!
 //! When Redis cannot be read, the answer is still 200 with `redstream_redis_up 0` and the
 //! dashboard's counters: an exporter that fails its scrape hides why.
+//!
+//! Names follow redis_exporter's stream metrics where the meaning is the same
+//! (`redis_stream_group_lag` is `redstream_stream_group_lag` here), and Prometheus's rules:
+//! `_total` on counters, base units (`_seconds`). docs/observability.md lists every metric
+//! with the command it comes from; `.ci/check-observability` checks that every name the Grafana
+//! dashboard queries is one of the names [`describe`] gives.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -15,6 +21,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use redstream_transport::{NodeStats, ServerInfo};
 
+use super::origins::Origins;
 use super::state::{AppState, Counters};
 use super::summary::Summary;
 
@@ -23,9 +30,13 @@ const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     let transport = state.transport();
-    let read = tokio::try_join!(transport.server_info(), state.nodes_and_summaries());
+    let read = tokio::try_join!(
+        transport.server_info(),
+        state.nodes_and_summaries(),
+        state.dead_letter_origins()
+    );
     let read = match read {
-        Ok(both) => Some(both),
+        Ok(all) => Some(all),
         Err(error) => {
             // Logged and counted; the scrape itself succeeds with `redstream_redis_up 0`.
             let _ = state.fail(error);
@@ -37,10 +48,11 @@ pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     metrics::with_local_recorder(&recorder, || {
         describe();
         gauge!("redstream_redis_up").set(if read.is_some() { 1.0 } else { 0.0 });
-        if let Some((info, (nodes, streams))) = &read {
+        if let Some((info, (nodes, streams), origins)) = &read {
             record_server(info);
             record_nodes(nodes);
             record_streams(streams);
+            record_dead_letters(streams, origins);
         }
         record_dashboard(&state);
     });
@@ -103,26 +115,52 @@ fn describe() {
         "pending entries summed over the stream's groups"
     );
     describe_gauge!("redstream_stream_lag", "largest lag of the stream's groups");
-    describe_gauge!("redstream_group_consumers", "consumers of the group");
-    describe_gauge!(
-        "redstream_group_pending",
-        "entries delivered to the group, not acknowledged"
+    describe_counter!(
+        "redstream_stream_entries_added_total",
+        "entries ever added to the stream, trimmed and deleted ones included (XINFO STREAM \
+         entries-added; Redis 7+)"
     );
     describe_gauge!(
-        "redstream_group_lag",
-        "entries not delivered to the group yet"
+        "redstream_stream_dead_letters",
+        "dead letters in the dead-letter stream that came from this stream (among the oldest \
+         redstream_dlq_dead_letters_counted)"
     );
     describe_gauge!(
-        "redstream_group_oldest_pending_age_seconds",
-        "age of the group's oldest pending entry"
+        "redstream_stream_group_consumers",
+        "consumers of the group (XINFO GROUPS consumers)"
     );
     describe_gauge!(
-        "redstream_group_oldest_undelivered_age_seconds",
-        "age of the oldest entry not delivered to the group yet"
+        "redstream_stream_group_messages_pending",
+        "entries delivered to the group, not acknowledged (XINFO GROUPS pending)"
+    );
+    describe_gauge!(
+        "redstream_stream_group_lag",
+        "entries not delivered to the group yet (XINFO GROUPS lag; Redis 7+)"
+    );
+    describe_gauge!(
+        "redstream_stream_group_lag_seconds",
+        "age of the oldest entry not delivered to the group yet, 0 when there is none"
+    );
+    describe_gauge!(
+        "redstream_stream_group_oldest_pending_age_seconds",
+        "age of the group's oldest pending entry (from its id), 0 when nothing is pending"
+    );
+    describe_gauge!(
+        "redstream_stream_group_oldest_pending_idle_seconds",
+        "time since the group's oldest pending entry was last delivered (XPENDING idle), 0 \
+         when nothing is pending"
     );
     describe_gauge!(
         "redstream_dlq_length",
         "dead letters in the dead-letter stream"
+    );
+    describe_counter!(
+        "redstream_dlq_entries_added_total",
+        "dead letters ever written (the dead-letter stream's entries-added; Redis 7+)"
+    );
+    describe_gauge!(
+        "redstream_dlq_dead_letters_counted",
+        "dead letters read to count redstream_stream_dead_letters (the oldest, at most 1000)"
     );
     describe_counter!(
         "redstream_dashboard_http_requests_total",
@@ -208,9 +246,16 @@ fn record_streams(streams: &[Summary]) {
         let name = stream.name.clone();
         if stream.dead_letter {
             gauge!("redstream_dlq_length").set(stream.length as f64);
+            if let Some(added) = stream.entries_added {
+                counter!("redstream_dlq_entries_added_total").absolute(added);
+            }
         }
         gauge!("redstream_stream_length", "stream" => name.clone()).set(stream.length as f64);
         gauge!("redstream_stream_groups", "stream" => name.clone()).set(stream.groups.len() as f64);
+        if let Some(added) = stream.entries_added {
+            counter!("redstream_stream_entries_added_total", "stream" => name.clone())
+                .absolute(added);
+        }
         let pending: u64 = stream.groups.iter().map(|g| g.pending).sum();
         gauge!("redstream_stream_pending", "stream" => name.clone()).set(pending as f64);
         if let Some(lag) = stream.groups.iter().filter_map(|g| g.lag).max() {
@@ -218,19 +263,43 @@ fn record_streams(streams: &[Summary]) {
         }
         for group in &stream.groups {
             let labels = [("stream", name.clone()), ("group", group.name.clone())];
-            gauge!("redstream_group_consumers", &labels).set(group.consumers as f64);
-            gauge!("redstream_group_pending", &labels).set(group.pending as f64);
+            gauge!("redstream_stream_group_consumers", &labels).set(group.consumers as f64);
+            gauge!("redstream_stream_group_messages_pending", &labels).set(group.pending as f64);
             if let Some(lag) = group.lag {
-                gauge!("redstream_group_lag", &labels).set(lag as f64);
+                gauge!("redstream_stream_group_lag", &labels).set(lag as f64);
             }
-            gauge!("redstream_group_oldest_pending_age_seconds", &labels)
-                .set(group.oldest_pending_age_secs.unwrap_or(0.0));
-            gauge!("redstream_group_oldest_undelivered_age_seconds", &labels)
+            // The age of the first entry after the group's last-delivered-id: how long the
+            // oldest waiting entry has waited. 0 when the group has been delivered everything.
+            gauge!("redstream_stream_group_lag_seconds", &labels)
                 .set(group.oldest_undelivered_age_secs.unwrap_or(0.0));
+            gauge!("redstream_stream_group_oldest_pending_age_seconds", &labels)
+                .set(group.oldest_pending_age_secs.unwrap_or(0.0));
+            gauge!(
+                "redstream_stream_group_oldest_pending_idle_seconds",
+                &labels
+            )
+            .set(group.oldest_pending_idle_ms.unwrap_or(0) as f64 / 1000.0);
         }
     }
     if !streams.iter().any(|s| s.dead_letter) {
         gauge!("redstream_dlq_length").set(0.0);
+    }
+}
+
+/// Dead letters per original stream. Every stream shown gets a series (0 when none of the
+/// counted dead letters came from it), so that `increase()` sees the first one arrive; an origin
+/// that is not shown (a stream deleted since) gets one too.
+#[allow(clippy::cast_precision_loss)]
+fn record_dead_letters(streams: &[Summary], origins: &Origins) {
+    gauge!("redstream_dlq_dead_letters_counted").set(origins.counted as f64);
+    for stream in streams.iter().filter(|s| !s.dead_letter) {
+        let n = origins.by_stream.get(&stream.name).copied().unwrap_or(0);
+        gauge!("redstream_stream_dead_letters", "stream" => stream.name.clone()).set(n as f64);
+    }
+    for (name, n) in &origins.by_stream {
+        if !streams.iter().any(|s| &s.name == name) {
+            gauge!("redstream_stream_dead_letters", "stream" => name.clone()).set(*n as f64);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Stream summaries without entries: length, first and last ids, and per consumer group its
-//! pending count, lag and oldest pending and undelivered entries, from one script per stream
-//! (`scripts/summary.lua`).
+//! pending count, lag and oldest pending and undelivered entries, and on Redis 7 the count of
+//! entries ever added, from one script per stream (`scripts/summary.lua`).
 //!
 //! The transport's `stream_info` and `streams_info` read `XINFO STREAM`, whose reply carries the
 //! stream's first and last entries whole, and one whole entry per group for its oldest
@@ -35,6 +35,9 @@ pub(crate) struct Summary {
     pub(crate) first_id: Option<String>,
     pub(crate) last_id: Option<String>,
     pub(crate) groups: Vec<GroupInfo>,
+    /// `XINFO STREAM`'s `entries-added`: every entry ever added, whatever trimming and `XDEL`
+    /// removed since. `None` before Redis 7, and for a user who may not run `XINFO STREAM`.
+    pub(crate) entries_added: Option<u64>,
 }
 
 /// One consumer group of a [`Summary`].
@@ -177,6 +180,7 @@ fn parse(name: &str, reply: Value) -> Option<Described> {
         .into_iter()
         .map(|group| parse_group(group, now_us))
         .collect::<Option<Vec<_>>>()?;
+    let entries_added = parts.next().as_ref().and_then(number);
     Some(Described::Stream(Summary {
         name: name.to_owned(),
         event_type: None,
@@ -185,6 +189,7 @@ fn parse(name: &str, reply: Value) -> Option<Described> {
         first_id,
         last_id,
         groups,
+        entries_added,
     }))
 }
 

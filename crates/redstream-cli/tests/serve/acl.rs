@@ -100,6 +100,14 @@ async fn the_documented_acl_runs_the_dashboard() {
                 "{}",
                 answer.text
             );
+            // `+xinfo|stream` gives the entries-added counter.
+            assert!(
+                answer.text.contains(
+                    "redstream_stream_entries_added_total{stream=\"events:order.created\"} 2"
+                ),
+                "{}",
+                answer.text
+            );
         }
     }
     // A read-only user writes nothing, even through a script.
@@ -140,6 +148,29 @@ async fn the_documented_acl_with_writes_redrives_and_purges() {
     let purged = d.post("/api/dlq/purge", json!({})).await;
     assert_eq!(purged.status, 200, "{}", purged.text);
     assert_eq!(purged.json()["purged"], 1);
+}
+
+/// Without `+xinfo|stream` the summaries read `XLEN`, `XRANGE` and `XREVRANGE` instead: every
+/// view works, and `/metrics` leaves out the entries-added counters rather than failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_xinfo_stream_the_counters_are_left_out() {
+    let rules: Vec<String> = documented_rules()
+        .into_iter()
+        .filter(|rule| rule != "+xinfo|stream")
+        .collect();
+    let (d, _) = dashboard(&rules, ServeConfig::default()).await;
+    let streams = d.get("/api/streams").await;
+    assert_eq!(streams.status, 200, "{}", streams.text);
+    let orders = crate::support::stream(&streams.json()["streams"], "events:order.created").clone();
+    assert_eq!(orders["length"], 2, "{orders}");
+    assert!(orders["first_id"].is_string() && orders["last_id"].is_string());
+    let text = d.get("/metrics").await.text;
+    assert!(text.contains("redstream_redis_up 1"), "{text}");
+    assert!(
+        text.contains("redstream_stream_length{stream=\"events:order.created\"} 2"),
+        "{text}"
+    );
+    assert!(!text.contains("entries_added_total"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

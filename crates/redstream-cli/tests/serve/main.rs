@@ -10,6 +10,7 @@ mod bounded;
 mod failures;
 mod limits;
 mod nodes;
+mod observability;
 mod params;
 mod routes;
 mod support;

@@ -5,10 +5,17 @@
 -- KEYS[1]  the stream
 --
 -- Reply: {type} when the key is not a stream (`none` when it does not exist); otherwise
--- {'stream', length, first id, last id, server seconds, server microseconds, groups}, where
+-- {'stream', length, first id, last id, server seconds, server microseconds, groups,
+-- entries added}, where
 -- each group is {name, consumers, pending, last delivered id, lag, oldest pending id, its idle
 -- milliseconds, oldest undelivered id}. Where there is none, a nil (Lua false): no entries, no
--- lag (before Redis 7, or unknown after deletions), nothing pending or undelivered.
+-- lag (before Redis 7, or unknown after deletions), nothing pending or undelivered. `entries
+-- added` is XINFO STREAM's `entries-added`, the count of every entry ever added (trimming and
+-- XDEL do not lower it); nil before Redis 7, and for a user who may not run XINFO STREAM.
+--
+-- On Redis 7 and later, when the user may run it, XINFO STREAM gives the length, both end ids
+-- and `entries-added` in one call that reads each end entry once (into the script's memory,
+-- never into the reply); otherwise XLEN, XRANGE and XREVRANGE give the length and the ids.
 --
 -- Reading an entry for its id copies it into the script's memory, which takes time in
 -- proportion to its size, so no entry is read twice: the last entry of a stream of one is its
@@ -73,11 +80,41 @@ local function before(a, b)
   return smaller(a_seq, b_seq)
 end
 
-local length = redis.call('XLEN', stream)
-local first = only_id(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1))
-local last = first
-if length > 1 then
-  last = only_id(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1))
+-- The size of an entry of a reply ({id, {field, value, ...}}), or 0 for none.
+local function entry_size(entry)
+  local size = 0
+  if entry then
+    for _, part in ipairs(entry[2]) do
+      size = size + #part
+    end
+  end
+  return size
+end
+
+local length, first, last
+local entries_added = false
+if redis.acl_check_cmd and redis.acl_check_cmd('XINFO', 'STREAM', stream) then
+  local reply = redis.call('XINFO', 'STREAM', stream)
+  local info = {}
+  for i = 1, #reply - 1, 2 do
+    info[reply[i]] = reply[i + 1]
+  end
+  length = info['length']
+  entries_added = info['entries-added'] or false
+  local first_entry, last_entry = info['first-entry'], info['last-entry']
+  first = first_entry and first_entry[1] or false
+  last = last_entry and last_entry[1] or false
+  if entry_size(first_entry) + entry_size(last_entry) > LARGE and collectgarbage then
+    reply, info, first_entry, last_entry = nil, nil, nil, nil
+    collectgarbage()
+  end
+else
+  length = redis.call('XLEN', stream)
+  first = only_id(redis.call('XRANGE', stream, '-', '+', 'COUNT', 1))
+  last = first
+  if length > 1 then
+    last = only_id(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1))
+  end
 end
 local groups = {}
 for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -110,4 +147,4 @@ for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
   }
 end
 local time = redis.call('TIME')
-return {'stream', length, first, last, time[1], time[2], groups}
+return {'stream', length, first, last, time[1], time[2], groups, entries_added}
