@@ -16,8 +16,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command accepts.
+/// Options every command accepts, listed under their own heading in every `--help`.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379, redis://user:password@host:6379/0, or rediss://
     /// for TLS. A password in it is never printed.
@@ -37,7 +38,8 @@ pub struct GlobalArgs {
         long,
         env = "REDSTREAM_PREFIX",
         default_value = "events",
-        global = true
+        global = true,
+        hide_env_values = true
     )]
     pub prefix: String,
     /// How a stream's name is built from the prefix and an event type, as the transport's
@@ -48,6 +50,7 @@ pub struct GlobalArgs {
         long,
         env = "REDSTREAM_KEY_LAYOUT",
         global = true,
+        hide_env_values = true,
         value_parser = PossibleValuesParser::new(["plain", "cluster"])
             .try_map(|name| name.parse::<redstream_core::keys::KeyLayout>())
     )]
@@ -58,6 +61,7 @@ pub struct GlobalArgs {
         env = "REDSTREAM_CONNECT_TIMEOUT",
         default_value = "5s",
         global = true,
+        hide_env_values = true,
         value_parser = parse_timeout
     )]
     pub connect_timeout: std::time::Duration,
@@ -67,6 +71,7 @@ pub struct GlobalArgs {
         env = "REDSTREAM_RESPONSE_TIMEOUT",
         default_value = "5s",
         global = true,
+        hide_env_values = true,
         value_parser = parse_timeout
     )]
     pub response_timeout: std::time::Duration,
@@ -76,6 +81,7 @@ pub struct GlobalArgs {
         long,
         env = "REDSTREAM_TLS_CA_CERT",
         global = true,
+        hide_env_values = true,
         value_name = "PATH"
     )]
     pub tls_ca_cert: Option<std::path::PathBuf>,
@@ -85,6 +91,7 @@ pub struct GlobalArgs {
         long,
         env = "REDSTREAM_TLS_CLIENT_CERT",
         global = true,
+        hide_env_values = true,
         value_name = "PATH"
     )]
     pub tls_client_cert: Option<std::path::PathBuf>,
@@ -93,6 +100,7 @@ pub struct GlobalArgs {
         long,
         env = "REDSTREAM_TLS_CLIENT_KEY",
         global = true,
+        hide_env_values = true,
         value_name = "PATH"
     )]
     pub tls_client_key: Option<std::path::PathBuf>,
@@ -148,12 +156,37 @@ impl Cli {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::{CommandFactory, FromArgMatches};
-        let matches = Self::command().get_matches_from(args);
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Self::command()
+            .try_get_matches_from(&args)
+            .unwrap_or_else(|err| exit_on(&err, &args));
         let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
         cli.global.url_source = source_of(&matches, "url");
         cli.global.prefix_source = source_of(&matches, "prefix");
         cli
     }
+}
+
+/// Exits on a command line clap refused, or on `--help`/`--version`: clap's own output and exit
+/// code, except that an error is one line of JSON on stderr (`{"error":{"kind":"usage",...}}`,
+/// still exit code 2) when `--json` is among the arguments.
+fn exit_on(err: &clap::Error, args: &[std::ffi::OsString]) -> ! {
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|arg| *arg != "--")
+        .any(|arg| arg == "--json");
+    if json && err.use_stderr() {
+        let rendered = err.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        crate::error::report(true, "usage", message);
+        std::process::exit(err.exit_code());
+    }
+    err.exit()
 }
 
 /// The most specific source of a global option: the parent's matches or the subcommand's
@@ -187,6 +220,9 @@ pub enum Command {
     /// Operations on streams, groups, dead letters and state.
     #[command(flatten)]
     Ops(crate::commands::OpsCommand),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell, e.g.
+    /// `redstream completions bash > /etc/bash_completion.d/redstream`.
+    Completions(crate::commands::completions::CompletionsArgs),
 }
 
 #[cfg(test)]

@@ -30,6 +30,19 @@ impl CliError {
         Self::Usage(message.into())
     }
 
+    /// What kind of failure this is, as `--json` names it in `{"error": {"kind": ...}}`: the
+    /// redstream crates' `ErrorKind` (`connection`, `auth`, `not_found`, `invalid_input`...),
+    /// or `usage` for a wrong command line or input, `not_found`, and `io` for a local file or
+    /// the terminal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redstream(err) => err.kind().as_str(),
+            Self::Usage(_) => "usage",
+            Self::NotFound(_) => "not_found",
+            Self::Io { .. } => "io",
+        }
+    }
+
     /// An I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
@@ -37,6 +50,19 @@ impl CliError {
             source,
         }
     }
+}
+
+/// Writes a failure to stderr: `error: <message>`, or with `--json` one line of JSON,
+/// `{"error":{"kind":"...","message":"..."}}`. A failure to write it is ignored (there is nowhere
+/// left to report it); `eprintln!` would panic when stderr is a closed pipe.
+pub(crate) fn report(json: bool, kind: &str, message: &str) {
+    use std::io::Write as _;
+    let text = if json {
+        serde_json::json!({ "error": { "kind": kind, "message": message } }).to_string()
+    } else {
+        format!("error: {message}")
+    };
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 /// The result of a command.

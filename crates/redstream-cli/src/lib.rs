@@ -9,7 +9,6 @@ pub mod select;
 pub mod serve;
 pub mod sink;
 
-use std::io::Write as _;
 use std::process::ExitCode;
 
 pub use args::{Cli, Command, GlobalArgs};
@@ -30,18 +29,20 @@ pub fn init_tracing(global: &GlobalArgs) {
 }
 
 /// Runs one parsed command line to completion and maps its outcome to an exit code. Errors
-/// are printed to stderr as `error: ...`; they never contain a password.
+/// are printed to stderr as `error: ...`, or with `--json` as
+/// `{"error":{"kind":"...","message":"..."}}` (the same exit code); they never contain a
+/// password.
 pub async fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args).await,
         Command::Sink(args) => sink::run(&cli.global, args).await,
         Command::Ops(command) => commands::run(&cli.global, command).await,
+        Command::Completions(args) => commands::completions::run(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // Not eprintln!, which panics when stderr is a closed pipe.
-            let _ = writeln!(std::io::stderr(), "error: {error}");
+            error::report(cli.global.json, error.kind(), &error.to_string());
             ExitCode::from(EXIT_FAILURE)
         }
     }

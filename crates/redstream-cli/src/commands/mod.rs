@@ -1,8 +1,9 @@
 //! The operations commands (publish, tail, streams, nodes, info, groups, group, pending, claim,
-//! ack, range, trim, dlq, state, bench, migrate). Each prints a table for people, or with `--json` one JSON object for scripts
+//! ack, range, trim, dlq, state, bench, migrate) and `completions`. Each prints a table for people, or with `--json` one JSON object for scripts
 //! (`tail`: one per line); the shapes are documented in the crate README.
 
 pub mod bench;
+pub mod completions;
 pub mod dlq;
 pub mod group;
 pub mod inspect;

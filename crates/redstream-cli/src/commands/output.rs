@@ -35,6 +35,14 @@ pub(crate) fn line(text: impl Display) -> CliResult<()> {
         .map_err(stdout_error)
 }
 
+/// Writes `text` as it is, with no newline added.
+pub(crate) fn text(text: &str) -> CliResult<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
 /// Writes one line to stderr: a message for the person at the terminal, not data. A failure to
 /// write it is ignored (there is nowhere left to report it).
 pub(crate) fn note(text: impl Display) {

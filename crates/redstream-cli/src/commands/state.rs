@@ -18,7 +18,12 @@ use crate::{CliError, CliResult, GlobalArgs, connect};
 #[derive(Debug, Args)]
 pub struct StateArgs {
     /// The state store's key prefix, as in `StateBackend::Redis { key_prefix }`.
-    #[arg(long, env = "REDSTREAM_STATE_PREFIX", global = true)]
+    #[arg(
+        long,
+        env = "REDSTREAM_STATE_PREFIX",
+        global = true,
+        hide_env_values = true
+    )]
     pub state_prefix: Option<String>,
     /// How the store names its keys, as its `key_layout` setting: `plain` names key `k`
     /// `prefix:k`; `cluster` names it `{prefix}:k`, which keeps a store's keys in one Redis
@@ -27,6 +32,7 @@ pub struct StateArgs {
     #[arg(
         long,
         env = "REDSTREAM_STATE_LAYOUT",
+        hide_env_values = true,
         global = true,
         value_parser = PossibleValuesParser::new(["plain", "cluster"])
             .try_map(|name| name.parse::<KeyLayout>())

@@ -12,6 +12,7 @@ mod connection;
 mod dlq;
 mod failures;
 mod group;
+mod help;
 mod inspect;
 mod migrate;
 mod nodes;
