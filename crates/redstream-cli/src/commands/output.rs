@@ -11,7 +11,7 @@ use std::fmt::Display;
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
-use comfy_table::{ContentArrangement, Table, presets};
+use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width, presets};
 use serde::Serialize;
 
 use crate::{CliError, CliResult};
@@ -72,9 +72,86 @@ pub(crate) fn fields<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> T
     table
 }
 
-/// Writes a table.
+/// The width tables must fit: `COLUMNS` when it is set (as `ls` reads it), otherwise the
+/// terminal's when stdout is one; none for a pipe or a file, whose lines are never wrapped.
+fn width() -> Option<u16> {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|columns| columns.trim().parse::<u16>().ok())
+        .filter(|&columns| columns > 0)
+        .or_else(|| {
+            std::io::IsTerminal::is_terminal(&std::io::stdout())
+                .then(|| Table::new().width())
+                .flatten()
+        })
+}
+
+/// Writes a table that fits the width ([`width`]). Cells wrap between words, never inside one,
+/// so ids, names and timestamps stay whole (each column is at least as wide as its longest
+/// word); when the table cannot fit that way, each row is printed as a block of `NAME: value`
+/// lines instead (stacked), one block per row.
 pub(crate) fn print_table(table: &Table) -> CliResult<()> {
-    line(table)
+    let Some(width) = width() else {
+        let mut table = table.clone();
+        table.set_content_arrangement(ContentArrangement::Disabled);
+        return line(table);
+    };
+    let mut fitted = table.clone();
+    fitted.set_width(width).force_no_tty();
+    let columns = fitted.column_count();
+    for index in 0..columns {
+        let word = fitted
+            .column_cells_with_header_iter(index)
+            .flatten()
+            .flat_map(|cell| {
+                cell.content()
+                    .split_whitespace()
+                    .map(|w| w.chars().count())
+                    .max()
+            })
+            .max()
+            .unwrap_or(0);
+        // The boundary counts the cell's padding, one space on each side.
+        let word = u16::try_from(word + 2).unwrap_or(u16::MAX);
+        if let Some(column) = fitted.column_mut(index) {
+            column.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(word)));
+        }
+    }
+    let rendered = fitted.to_string();
+    if rendered
+        .lines()
+        .all(|l| l.chars().count() <= usize::from(width))
+    {
+        return line(rendered);
+    }
+    line(stacked(table))
+}
+
+/// A table as blocks of `NAME: value` lines, one block per row, blank lines between blocks; a
+/// table without a header (a [`fields`] table) as `name: value` lines.
+fn stacked(table: &Table) -> String {
+    let names: Vec<String> = table
+        .header()
+        .map(|header| header.cell_iter().map(comfy_table::Cell::content).collect())
+        .unwrap_or_default();
+    let mut blocks = Vec::new();
+    for row in table.row_iter() {
+        let cells: Vec<String> = row.cell_iter().map(comfy_table::Cell::content).collect();
+        let block = if names.is_empty() {
+            // name, value
+            cells.join(": ")
+        } else {
+            names
+                .iter()
+                .zip(&cells)
+                .map(|(name, value)| format!("{name}: {value}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        blocks.push(block);
+    }
+    let separator = if names.is_empty() { "\n" } else { "\n\n" };
+    blocks.join(separator)
 }
 
 /// A duration for people, to the millisecond: `1h 2m 3s 400ms`.

@@ -22,3 +22,4 @@ mod state;
 mod support;
 mod tail;
 mod trim;
+mod width;
