@@ -192,13 +192,68 @@ async fn stream_key(transport: &RedisTransport, name: &str) -> CliResult<String>
     Ok(transport.resolve_stream(name).await?)
 }
 
+/// What `XINFO STREAM` says of a stream beyond the summary: its counters since it was created.
+/// The last three are Redis 7's; `None` before.
+#[derive(Debug, Default, Serialize)]
+struct StreamCounters {
+    /// The id the next `XADD *` must be greater than (`last-generated-id`).
+    last_generated_id: Option<String>,
+    /// Entries ever added, deleted or not (`entries-added`).
+    entries_added: Option<u64>,
+    /// The largest id deleted by `XDEL` or a trim (`max-deleted-entry-id`; `0-0` for none).
+    max_deleted_entry_id: Option<String>,
+    /// The first entry's id as Redis records it (`recorded-first-entry-id`), the origin of
+    /// its lag arithmetic.
+    recorded_first_entry_id: Option<String>,
+}
+
+/// Reads `XINFO STREAM` for [`StreamCounters`]. redis-rs's typed `StreamInfoStreamReply` has no
+/// field for Redis 7's counters, so the reply is read as a map by name.
+async fn counters(transport: &RedisTransport, key: &str) -> CliResult<StreamCounters> {
+    use redis::Value;
+    let mut conn = transport.connection();
+    let reply: HashMap<String, Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|err| redstream_core::Error::from_redis("XINFO STREAM", key.to_owned(), err))
+        .map_err(not_found)?;
+    let text = |name: &str| match reply.get(name) {
+        Some(Value::BulkString(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Value::SimpleString(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let number = |name: &str| match reply.get(name) {
+        Some(Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    Ok(StreamCounters {
+        last_generated_id: text("last-generated-id"),
+        entries_added: number("entries-added"),
+        max_deleted_entry_id: text("max-deleted-entry-id"),
+        recorded_first_entry_id: text("recorded-first-entry-id"),
+    })
+}
+
 /// `redstream info <stream>`.
 pub async fn info(global: &GlobalArgs, args: InfoArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
     let key = stream_key(&transport, &args.stream).await?;
     let summary = transport.stream_info(&key).await.map_err(not_found)?;
+    let counters = counters(&transport, &key).await?;
     if global.json {
-        return output::json(&summary);
+        #[derive(Serialize)]
+        struct Info<'a> {
+            #[serde(flatten)]
+            summary: &'a StreamSummary,
+            #[serde(flatten)]
+            counters: &'a StreamCounters,
+        }
+        return output::json(&Info {
+            summary: &summary,
+            counters: &counters,
+        });
     }
     output::print_table(&output::fields([
         ("stream", summary.name.clone()),
@@ -207,6 +262,19 @@ pub async fn info(global: &GlobalArgs, args: InfoArgs) -> CliResult<()> {
         ("length", summary.length.to_string()),
         ("first id", output::or_dash(summary.first_id.as_deref())),
         ("last id", output::or_dash(summary.last_id.as_deref())),
+        (
+            "last generated id",
+            output::or_dash(counters.last_generated_id.as_deref()),
+        ),
+        ("entries added", output::or_dash(counters.entries_added)),
+        (
+            "max deleted id",
+            output::or_dash(counters.max_deleted_entry_id.as_deref()),
+        ),
+        (
+            "recorded first id",
+            output::or_dash(counters.recorded_first_entry_id.as_deref()),
+        ),
         ("groups", summary.groups.len().to_string()),
     ]))?;
     if !summary.groups.is_empty() {

@@ -391,3 +391,42 @@ async fn key_layout_cluster_names_type_streams_with_a_tag_each() {
     let bad = cli.run(&["--key-layout", "sharded", "streams"]);
     assert_eq!(bad.code, Some(2), "{bad:#?}");
 }
+
+/// `info` shows what `XINFO STREAM` counts beside the summary: entries ever added, the largest
+/// deleted id, the last generated id and the recorded first id (Redis 7).
+#[tokio::test]
+async fn info_shows_the_stream_counters() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = crate::support::connection(&server).await;
+    let stream = cli.stream("audit");
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id: String =
+            crate::support::raw(&mut conn, &["XADD", &stream, "*", "n", &n.to_string()]).await;
+        ids.push(id);
+    }
+    let _: u64 = crate::support::raw(&mut conn, &["XDEL", &stream, &ids[0]]).await;
+
+    let info = cli.json(&["info", "audit"]);
+    assert_eq!(info["length"], 2);
+    assert_eq!(info["first_id"], ids[1].as_str());
+    assert_eq!(info["last_generated_id"], ids[2].as_str());
+    assert_eq!(info["entries_added"], 3, "{info}");
+    assert_eq!(info["max_deleted_entry_id"], ids[0].as_str(), "{info}");
+    assert_eq!(info["recorded_first_entry_id"], ids[1].as_str(), "{info}");
+    let table = cli.run(&["info", "audit"]).ok();
+    for (name, value) in [
+        ("entries added", "3"),
+        ("max deleted id", ids[0].as_str()),
+        ("recorded first id", ids[1].as_str()),
+        ("last generated id", ids[2].as_str()),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|line| line.contains(name) && line.contains(value)),
+            "{name} {value}: {table}"
+        );
+    }
+}
