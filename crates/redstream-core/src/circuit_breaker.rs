@@ -300,7 +300,12 @@ struct Inner {
     success_count: AtomicU64,
     total_failures: AtomicU64,
     opened_count: AtomicU64,
+    /// Told of every state change ([`CircuitBreaker::on_state_change`]).
+    listener: std::sync::OnceLock<StateListener>,
 }
+
+/// A function told of each state change of a breaker.
+type StateListener = Box<dyn Fn(CircuitState) + Send + Sync>;
 
 /// What only changes in the half-open state or on transitions.
 struct Transitions {
@@ -345,8 +350,28 @@ impl CircuitBreaker {
                 success_count: AtomicU64::new(0),
                 total_failures: AtomicU64::new(0),
                 opened_count: AtomicU64::new(0),
+                listener: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Calls `listener` with the new state on every state change from now on (not with the
+    /// current one): how a crate exports the state as a metric, say. One listener per breaker
+    /// (shared by its clones); it runs while the breaker holds its transition lock, so it must
+    /// be quick and must not call the breaker.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when the breaker has a
+    /// listener already.
+    pub fn on_state_change(
+        &self,
+        listener: impl Fn(CircuitState) + Send + Sync + 'static,
+    ) -> Result<()> {
+        self.inner
+            .listener
+            .set(Box::new(listener))
+            .map_err(|_| Error::invalid_input("circuit breaker", "has a state listener already"))
     }
 
     /// The configuration.
@@ -565,6 +590,11 @@ impl Inner {
                 tracing::info!(%from, "circuit breaker {to}: admitting calls");
             }
             _ => {}
+        }
+        if previous.state != state
+            && let Some(listener) = self.listener.get()
+        {
+            listener(state);
         }
         next
     }
@@ -913,6 +943,33 @@ mod tests {
         }
         assert_eq!(called.load(Ordering::SeqCst), 0);
         assert!(breaker.try_acquire().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_hears_each_state_change_once() {
+        let breaker = breaker(2, 1, 1);
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&heard);
+        breaker
+            .on_state_change(move |state| log.lock().unwrap().push(state))
+            .unwrap();
+        assert_eq!(
+            breaker.on_state_change(|_| {}).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        succeed(&breaker).await.unwrap();
+        open(&breaker).await;
+        fail(&breaker).await; // rejected while open: no change
+        advance(OPEN_FOR).await;
+        succeed(&breaker).await.unwrap();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+                CircuitState::Closed
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
+use opentelemetry_semantic_conventions::attribute as semconv;
 use redis::Cmd;
 use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::wire::{self, EVENT_FIELD};
@@ -196,8 +197,16 @@ impl RedisTransport {
     async fn publish_one(&self, mut event: Event, stream: Option<&str>) -> Result<String> {
         Outgoing::current().inject(&mut event, &self.inner.options.limits);
         let encoded = self.encode(&event, stream)?;
+        // OpenTelemetry's messaging conventions: a `send {stream}` producer span.
         let span = tracing::debug_span!(
             "publish",
+            otel.name = %format_args!("send {}", encoded.stream),
+            otel.kind = "producer",
+            { semconv::MESSAGING_SYSTEM } = telemetry::MESSAGING_SYSTEM,
+            { semconv::MESSAGING_OPERATION_TYPE } = "send",
+            { semconv::MESSAGING_DESTINATION_NAME } = %encoded.stream,
+            { semconv::MESSAGING_MESSAGE_BODY_SIZE } = encoded.envelope.len(),
+            { semconv::MESSAGING_MESSAGE_ID } = tracing::field::Empty,
             stream = %encoded.stream,
             event_type = %event.event_type(),
             event_id = %event.id(),
@@ -212,7 +221,9 @@ impl RedisTransport {
                 .await;
             self.record_publish(&result, Arc::clone(&encoded.label), started);
             if let Ok(id) = &result {
-                tracing::Span::current().record("entry_id", id.as_str());
+                let span = tracing::Span::current();
+                span.record("entry_id", id.as_str());
+                span.record(semconv::MESSAGING_MESSAGE_ID, id.as_str());
             }
             result
         };
@@ -272,7 +283,33 @@ impl RedisTransport {
         for item in &encoded {
             tx.push(&self.xadd(item), KeyType::Stream);
         }
-        let span = tracing::debug_span!("publish_batch", events = events.len());
+        // One stream: `send {stream}`; several (a plain layout allows it): `send`.
+        let one_stream = encoded
+            .first()
+            .map(|first| &first.stream)
+            .filter(|first| encoded.iter().all(|item| item.stream == **first));
+        let span = tracing::debug_span!(
+            "publish_batch",
+            otel.name = tracing::field::Empty,
+            otel.kind = "producer",
+            { semconv::MESSAGING_SYSTEM } = telemetry::MESSAGING_SYSTEM,
+            { semconv::MESSAGING_OPERATION_TYPE } = "send",
+            { semconv::MESSAGING_BATCH_MESSAGE_COUNT } = events.len(),
+            { semconv::MESSAGING_DESTINATION_NAME } = tracing::field::Empty,
+            events = events.len(),
+        );
+        match one_stream {
+            Some(stream) => {
+                span.record(
+                    "otel.name",
+                    tracing::field::display(format_args!("send {stream}")),
+                );
+                span.record(semconv::MESSAGING_DESTINATION_NAME, &**stream);
+            }
+            None => {
+                span.record("otel.name", "send");
+            }
+        }
         async {
             let started = Instant::now();
             let target = format!("{} streams under {:?}", encoded.len(), self.inner.names.prefix());

@@ -6,6 +6,10 @@
 //! subscribed by name (whose entries may be of any type, or none): labels stay bounded by the
 //! streams an application names.
 
+/// `messaging.system` of the transport's spans (OpenTelemetry's messaging conventions have no
+/// value of their own for Redis Streams; the convention allows one).
+pub(crate) const MESSAGING_SYSTEM: &str = "redis";
+
 /// Events published. Labels: `event_type`.
 pub(crate) const PUBLISHED: &str = "redstream_transport_published_total";
 /// Publish calls that failed at the breaker or at Redis (events refused by validation are not
@@ -30,3 +34,33 @@ pub(crate) const CLAIM_DELETED: &str = "redstream_transport_claim_deleted_total"
 pub(crate) const DECODE_FAILURES: &str = "redstream_transport_decode_failures_total";
 /// Seconds a handler ran. Labels: `event_type`, `group`.
 pub(crate) const HANDLER_LATENCY: &str = "redstream_transport_handler_latency_seconds";
+
+/// Whether the transport's circuit breaker is open (1) or not (0). Labels: `server` (the URL,
+/// its password redacted). Registered when the transport connects, set on every state change.
+pub(crate) const CIRCUIT_OPEN: &str = "redstream_transport_circuit_open";
+/// Times the transport's circuit breaker opened. Labels: `server`.
+pub(crate) const CIRCUIT_OPENED: &str = "redstream_transport_circuit_opened_total";
+
+/// Exports `breaker`'s state as [`CIRCUIT_OPEN`] and [`CIRCUIT_OPENED`] for `server`.
+pub(crate) fn export_breaker_state(
+    breaker: &redstream_core::CircuitBreaker,
+    server: &str,
+) -> redstream_core::Result<()> {
+    let label: std::sync::Arc<str> = std::sync::Arc::from(server);
+    // Registered (at 0 when new) without a value, so that a second transport to the same
+    // server does not reset what the first one reported.
+    let _ = metrics::gauge!(CIRCUIT_OPEN, "server" => std::sync::Arc::clone(&label));
+    let _ = metrics::counter!(CIRCUIT_OPENED, "server" => std::sync::Arc::clone(&label));
+    breaker.on_state_change(move |state| {
+        let open = state == redstream_core::CircuitState::Open;
+        metrics::gauge!(CIRCUIT_OPEN, "server" => std::sync::Arc::clone(&label)).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+        if open {
+            metrics::counter!(CIRCUIT_OPENED, "server" => std::sync::Arc::clone(&label))
+                .increment(1);
+        }
+    })
+}

@@ -64,6 +64,7 @@ impl RedisTransport {
         let (conn, layout) = connection::connect(&config, &options).await?;
         let names = StreamNames::new(&config.stream_prefix, layout);
         let target = conn.target().to_owned();
+        crate::telemetry::export_breaker_state(&breaker, &target)?;
         tracing::debug!(
             server = %target,
             topology = %conn.topology(),

@@ -16,6 +16,7 @@ use super::sub::{Ack, Delivery, Mode, Sub};
 use super::{lock, now_ms};
 use crate::raw::RawEntry;
 use crate::{dlq, reply, telemetry, trace_context};
+use opentelemetry_semantic_conventions::attribute as semconv;
 
 /// Takes entries from the buffer and handles them, one at a time, until stopped.
 pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: CancellationToken) {
@@ -195,8 +196,21 @@ impl Sub {
     /// The span of one handler call.
     fn span(&self, delivery: &Delivery, event: Option<&Event>) -> tracing::Span {
         let spec = self.spec(delivery.stream);
+        // OpenTelemetry's messaging conventions: a `process {stream}` consumer span.
         let span = tracing::info_span!(
             "handle",
+            otel.name = %format_args!("process {}", spec.key),
+            otel.kind = "consumer",
+            { semconv::MESSAGING_SYSTEM } = telemetry::MESSAGING_SYSTEM,
+            { semconv::MESSAGING_OPERATION_TYPE } = "process",
+            { semconv::MESSAGING_DESTINATION_NAME } = %spec.key,
+            { semconv::MESSAGING_CONSUMER_GROUP_NAME } = %self.group,
+            { semconv::MESSAGING_MESSAGE_ID } = %delivery.id,
+            { semconv::MESSAGING_MESSAGE_BODY_SIZE } = delivery
+                .fields
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>(),
             stream = %spec.key,
             entry_id = %delivery.id,
             event_type = tracing::field::Empty,

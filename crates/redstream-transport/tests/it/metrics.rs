@@ -32,6 +32,8 @@ const CLAIMED: &str = "redstream_transport_claimed_total";
 const CLAIM_DELETED: &str = "redstream_transport_claim_deleted_total";
 const DECODE_FAILURES: &str = "redstream_transport_decode_failures_total";
 const HANDLER_LATENCY: &str = "redstream_transport_handler_latency_seconds";
+const CIRCUIT_OPEN: &str = "redstream_transport_circuit_open";
+const CIRCUIT_OPENED: &str = "redstream_transport_circuit_opened_total";
 
 /// Runs `test` on a current-thread runtime with `recorder` as the thread's metrics recorder.
 fn run_recorded<F: Future>(recorder: &DebuggingRecorder, test: F) -> F::Output {
@@ -57,6 +59,7 @@ struct Recorded {
     snapshotter: Snapshotter,
     counters: RefCell<HashMap<Series, u64>>,
     samples: RefCell<HashMap<Series, usize>>,
+    gauges: RefCell<HashMap<Series, f64>>,
 }
 
 impl Recorded {
@@ -65,6 +68,7 @@ impl Recorded {
             snapshotter: recorder.snapshotter(),
             counters: RefCell::default(),
             samples: RefCell::default(),
+            gauges: RefCell::default(),
         }
     }
 
@@ -76,6 +80,16 @@ impl Recorded {
             match (kind, value) {
                 (MetricKind::Counter, DebugValue::Counter(n)) => {
                     *self.counters.borrow_mut().entry(series).or_default() += n;
+                }
+                // A snapshot swaps a gauge to 0: a later 0 means "not set since", so only a
+                // series' first value or a non-zero one replaces the one kept (a return to 0
+                // cannot be told from no change here).
+                (MetricKind::Gauge, DebugValue::Gauge(value)) => {
+                    let value = value.into_inner();
+                    let mut gauges = self.gauges.borrow_mut();
+                    if value != 0.0 || !gauges.contains_key(&series) {
+                        gauges.insert(series, value);
+                    }
                 }
                 (MetricKind::Histogram, DebugValue::Histogram(values)) => {
                     *self.samples.borrow_mut().entry(series).or_default() += values.len();
@@ -104,6 +118,18 @@ impl Recorded {
             .iter()
             .filter(|(series, _)| series.starts_with(&prefix))
             .map(|(series, n)| (series.clone(), *n))
+            .collect()
+    }
+
+    /// Every series of a gauge, whatever its labels, with its last value.
+    fn gauges_named(&self, name: &str) -> HashMap<Series, f64> {
+        self.update();
+        let prefix = format!("{name}{{");
+        self.gauges
+            .borrow()
+            .iter()
+            .filter(|(series, _)| series.starts_with(&prefix))
+            .map(|(series, v)| (series.clone(), *v))
             .collect()
     }
 
@@ -179,6 +205,12 @@ fn publish_errors_are_counted_by_kind() {
             });
         let transport = transport(&server, &unique("m-err"), "g", options).await;
         transport.publish(event("metric.err", 0)).await.unwrap();
+        // The breaker's state is exported for the server, closed to begin with.
+        let breaker = series(CIRCUIT_OPEN, &[("server", &server.url())]);
+        assert_eq!(
+            recorded.gauges_named(CIRCUIT_OPEN),
+            HashMap::from([(breaker.clone(), 0.0)])
+        );
         server.kill().unwrap();
 
         let mut kinds: HashMap<String, u64> = HashMap::new();
@@ -197,6 +229,15 @@ fn publish_errors_are_counted_by_kind() {
             1
         );
         assert_eq!(recorded.samples(PUBLISH_LATENCY, &[]), 1);
+        // The breaker opened once, and says so.
+        assert_eq!(
+            recorded.gauges_named(CIRCUIT_OPEN),
+            HashMap::from([(breaker, 1.0)])
+        );
+        assert_eq!(
+            recorded.counter(CIRCUIT_OPENED, &[("server", &server.url())]),
+            1
+        );
     });
 }
 

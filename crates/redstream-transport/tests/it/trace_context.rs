@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use redstream_core::{Event, EventLimits, wire};
@@ -79,6 +79,30 @@ impl Otel {
 /// The OpenTelemetry span context of a `tracing` span (this starts the span).
 fn context_of(span: &tracing::Span) -> SpanContext {
     span.context().span().span_context().clone()
+}
+
+/// The `messaging.*` attributes an exported span has, in a fixed order.
+fn attributes(span: &SpanData) -> Vec<(&'static str, String)> {
+    const NAMES: [&str; 6] = [
+        "messaging.system",
+        "messaging.operation.type",
+        "messaging.batch.message_count",
+        "messaging.destination.name",
+        "messaging.consumer.group.name",
+        "messaging.message.id",
+    ];
+    NAMES
+        .iter()
+        .filter_map(|name| {
+            let value = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == *name)?
+                .value
+                .to_string();
+            Some((*name, value))
+        })
+        .collect()
 }
 
 /// The `traceparent` W3C writes for `cx` (sampled).
@@ -162,9 +186,36 @@ async fn the_handler_continues_the_trace_of_the_publishing_span() {
     assert_eq!(charge.trace_id(), publisher.trace_id());
     assert_ne!(charge.span_id(), publisher.span_id());
 
-    // ...under the transport's `handle` span, whose parent is the publishing span (not the
-    // subscription's span, its parent in `tracing`).
-    let handle = otel.wait_for("handle").await;
+    // ...under the transport's `process {stream}` span (OpenTelemetry's messaging
+    // conventions), whose parent is the publishing span (not the subscription's span, its
+    // parent in `tracing`).
+    let stream = transport.names().stream("order.created");
+    let handle = otel.wait_for(&format!("process {stream}")).await;
+    assert_eq!(handle.span_kind, SpanKind::Consumer);
+    let entry_id = xrange(&server, &stream).await[0].0.clone();
+    assert_eq!(
+        attributes(&handle),
+        [
+            ("messaging.system", "redis".to_owned()),
+            ("messaging.operation.type", "process".to_owned()),
+            ("messaging.destination.name", stream.clone()),
+            ("messaging.consumer.group.name", "g".to_owned()),
+            ("messaging.message.id", entry_id.clone()),
+        ]
+    );
+    // The transport's own `send {stream}` span, a producer span with the entry id Redis gave.
+    let send = otel.wait_for(&format!("send {stream}")).await;
+    assert_eq!(send.span_kind, SpanKind::Producer);
+    assert_eq!(send.parent_span_id, publisher.span_id());
+    assert_eq!(
+        attributes(&send),
+        [
+            ("messaging.system", "redis".to_owned()),
+            ("messaging.operation.type", "send".to_owned()),
+            ("messaging.destination.name", stream.clone()),
+            ("messaging.message.id", entry_id),
+        ]
+    );
     assert_eq!(handle.span_context.trace_id(), publisher.trace_id());
     assert_eq!(handle.parent_span_id, publisher.span_id());
     assert!(handle.parent_span_is_remote);
@@ -209,7 +260,8 @@ async fn a_traceparent_given_by_the_caller_wins_and_is_continued() {
     let (_, charge) = recv(&mut seen, "the handled event").await;
     assert_eq!(charge.trace_id().to_string(), FOREIGN_TRACE_ID);
     assert_ne!(charge.trace_id(), publisher.trace_id());
-    let handle = otel.wait_for("handle").await;
+    let stream = transport.names().stream("order.created");
+    let handle = otel.wait_for(&format!("process {stream}")).await;
     assert_eq!(handle.parent_span_id.to_string(), FOREIGN_SPAN_ID);
     assert_eq!(
         handle.span_context.trace_state().header(),
@@ -266,6 +318,19 @@ async fn a_batch_carries_the_context_and_its_trace_state() {
             injected(None),
             BTreeMap::from([("traceparent".to_owned(), FOREIGN_TRACEPARENT.to_owned())]),
             injected(Some(("source-system", "web"))),
+        ]
+    );
+    // One producer span for the batch, with its size.
+    let stream = transport.names().stream("order.created");
+    let send = otel.wait_for(&format!("send {stream}")).await;
+    assert_eq!(send.span_kind, SpanKind::Producer);
+    assert_eq!(
+        attributes(&send),
+        [
+            ("messaging.system", "redis".to_owned()),
+            ("messaging.operation.type", "send".to_owned()),
+            ("messaging.batch.message_count", "3".to_owned()),
+            ("messaging.destination.name", stream),
         ]
     );
 }
