@@ -81,15 +81,65 @@ pub struct StreamsArgs {
     /// repeat it, or give a comma-separated list.
     #[arg(long = "streams", value_name = "PATTERN", value_delimiter = ',', value_parser = select::parse_pattern)]
     pub patterns: Vec<String>,
+    /// Print the listing again every INTERVAL (e.g. `2s`), to watch lag and pending entries
+    /// change, until Ctrl-C; with --json one object per line.
+    #[arg(long, value_name = "INTERVAL", value_parser = watch_interval)]
+    pub watch: Option<Duration>,
+    /// With --watch: stop after this many listings.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_count: Option<u64>,
 }
 
-/// `redstream streams [--streams <pattern>]...`. On a Redis Cluster each stream also names the
-/// master it sits on (`node`, a `NODE` column); elsewhere the output has no such field.
+/// A `--watch` interval: a duration of at least 100 ms.
+fn watch_interval(text: &str) -> Result<Duration, String> {
+    let interval = super::duration(text)?;
+    if interval < Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_owned());
+    }
+    Ok(interval)
+}
+
+/// `redstream streams [--streams <pattern>]... [--watch <interval> [--watch-count N]]`. On a
+/// Redis Cluster each stream also names the master it sits on (`node`, a `NODE` column);
+/// elsewhere the output has no such field. With `--watch` the listing is printed again every
+/// interval (each table after a line with the time) until Ctrl-C, SIGTERM or `--watch-count`.
 pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
     let transport = connect::transport(global).await?;
+    let Some(interval) = args.watch else {
+        return list_streams(global, &transport, &args).await;
+    };
+    let stop = super::interrupted();
+    tokio::pin!(stop);
+    let mut printed = 0u64;
+    loop {
+        if !global.json {
+            output::line(format!(
+                "{} every {}:",
+                output::time(Some(std::time::SystemTime::now())),
+                output::duration(interval)
+            ))?;
+        }
+        list_streams(global, &transport, &args).await?;
+        printed += 1;
+        if args.watch_count.is_some_and(|count| printed >= count) {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut stop => return Ok(()),
+        }
+    }
+}
+
+/// One listing of `redstream streams`.
+async fn list_streams(
+    global: &GlobalArgs,
+    transport: &RedisTransport,
+    args: &StreamsArgs,
+) -> CliResult<()> {
     let (streams, node_of) = if transport.topology() == Topology::Cluster {
         // One SCAN per master lists the streams and says where each one is.
-        let nodes = select::nodes(&transport, &args.patterns).await?;
+        let nodes = select::nodes(transport, &args.patterns).await?;
         let names = select::names_on(&nodes);
         (
             transport.streams_info(&names).await?,
@@ -97,7 +147,7 @@ pub async fn streams(global: &GlobalArgs, args: StreamsArgs) -> CliResult<()> {
         )
     } else {
         (
-            select::describe(&transport, &args.patterns).await?,
+            select::describe(transport, &args.patterns).await?,
             HashMap::new(),
         )
     };

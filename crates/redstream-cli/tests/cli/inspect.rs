@@ -430,3 +430,68 @@ async fn info_shows_the_stream_counters() {
         );
     }
 }
+
+/// `streams --watch` prints the listing again every interval: lag and pending as they change,
+/// until `--watch-count` listings or Ctrl-C.
+#[tokio::test]
+async fn streams_watch_reprints_until_stopped() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    let stream = cli.stream("audit");
+    let _: String = raw(&mut conn, &["XADD", &stream, "*", "n", "0"]).await;
+    let _: String = raw(&mut conn, &["XGROUP", "CREATE", &stream, "ops", "0"]).await;
+
+    let bounded = cli
+        .run(&[
+            "--json",
+            "streams",
+            "--watch",
+            "100ms",
+            "--watch-count",
+            "3",
+        ])
+        .ok();
+    let rounds: Vec<serde_json::Value> = bounded
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 3, "{bounded}");
+    for round in &rounds {
+        assert_eq!(round["streams"][0]["groups"][0]["lag"], 1, "{round}");
+    }
+    let table = cli
+        .run(&["streams", "--watch", "100ms", "--watch-count", "2"])
+        .ok();
+    assert_eq!(table.matches(" every 100ms:").count(), 2, "{table}");
+    assert_eq!(table.matches(stream.as_str()).count(), 2, "{table}");
+
+    // Unbounded: the lag grows in a later listing once entries are added; Ctrl-C ends it (0).
+    let mut running =
+        crate::support::Running::start(cli.command(&["--json", "streams", "--watch", "100ms"]));
+    let first: serde_json::Value = serde_json::from_str(&running.wait_for_stdout_line()).unwrap();
+    assert_eq!(first["streams"][0]["groups"][0]["lag"], 1);
+    for n in 1..=2 {
+        let _: String = raw(&mut conn, &["XADD", &stream, "*", "n", &n.to_string()]).await;
+    }
+    loop {
+        let round: serde_json::Value =
+            serde_json::from_str(&running.wait_for_stdout_line()).unwrap();
+        if round["streams"][0]["groups"][0]["lag"] == 3 {
+            break;
+        }
+    }
+    running.signal("INT");
+    let out = running.finish();
+    assert_eq!(out.code, Some(0), "{out:#?}");
+
+    let refused = cli.run(&["streams", "--watch-count", "2"]);
+    assert_eq!(
+        refused.code,
+        Some(2),
+        "--watch-count needs --watch: {refused:#?}"
+    );
+    let refused = cli.run(&["streams", "--watch", "1ms"]);
+    assert_eq!(refused.code, Some(2), "{refused:#?}");
+    assert!(refused.stderr.contains("at least 100ms"), "{refused:#?}");
+}
