@@ -69,12 +69,27 @@ async fn transport_named(
             .with_stream_prefix(prefix)
             .with_consumer_group(group)
             .with_consumer_name(consumer),
-        TransportOptions::default()
-            .with_start_from(StartFrom::Beginning)
-            .with_block_time(Duration::from_millis(100)),
+        tuned(
+            TransportOptions::default()
+                .with_start_from(StartFrom::Beginning)
+                .with_block_time(Duration::from_millis(100)),
+        ),
     )
     .await
     .unwrap()
+}
+
+/// The defaults, or what `REDSTREAM_BENCH_READ_COUNT` and `REDSTREAM_BENCH_CONCURRENCY` say
+/// (for trying other settings; the printed figures are with the defaults unless they are set).
+fn tuned(mut options: TransportOptions) -> TransportOptions {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = var("REDSTREAM_BENCH_READ_COUNT") {
+        options = options.with_read_count(n);
+    }
+    if let Some(n) = var("REDSTREAM_BENCH_CONCURRENCY") {
+        options = options.with_handler_concurrency(n);
+    }
+    options
 }
 
 async fn publish_concurrently(transport: &RedisTransport, total: u64) -> Duration {
