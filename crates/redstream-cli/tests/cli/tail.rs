@@ -6,6 +6,36 @@ use serde_json::json;
 
 use crate::support::{Cli, Running, connection, raw};
 
+/// Waits until a client of `server` is blocked in `command` (`CLIENT LIST`: `cmd=<command>`
+/// with the `b` flag).
+async fn blocked_in(server: &RedisServer, command: &str) {
+    let conn = connection(server).await;
+    let what = format!("a client blocked in {command}");
+    redstream_testkit::wait_until(&what, std::time::Duration::from_secs(30), || {
+        let mut conn = conn.clone();
+        let command = command.to_owned();
+        async move {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| err.to_string())?;
+            let blocked = clients.lines().any(|client| {
+                let field = |name: &str| {
+                    client
+                        .split(' ')
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                };
+                field("cmd") == Some(command.as_str())
+                    && field("flags").is_some_and(|f| f.contains('b'))
+            });
+            if blocked { Ok(()) } else { Err(clients) }
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// Starts `tail` and waits for its readiness line: everything added afterwards is printed.
 fn tail(cli: &Cli, args: &[&str]) -> Running {
     let mut tail = Running::start(cli.command(args));
@@ -305,7 +335,10 @@ async fn it_resumes_after_the_server_restarts() {
     let server = RedisServer::start().await.unwrap();
     let cli = Cli::new(&server);
     let mut running = tail(&cli, &["--json", "tail", "audit", "--count", "1"]);
-    // Killed and started again, without persistence: the tail's connection dies with it.
+    // Once its read is waiting on the server (not before: a connection replaced before the
+    // first read would never see the restart), killed and started again, without
+    // persistence: the tail's blocked read dies with it.
+    blocked_in(&server, "xread").await;
     server.restart().await.unwrap();
     running.wait_for_stderr("retrying until the server is back");
     cli.run(&["publish", "audit", r#"{"n":1}"#]).ok();
