@@ -118,3 +118,72 @@ async fn range_reads_by_id_and_the_latest() {
     let bad = cli.run(&["range", "order.created", "--latest", "0"]);
     assert_eq!(bad.code, Some(2), "{bad:#?}");
 }
+
+/// Finding where `--maxlen` cuts means reading entries inside Redis; past 100,000 of them the
+/// trim is refused (a long script blocks the server) and `--minid` or `--force` do it. Without
+/// pending entries there is nothing to find, and a long stream trims at once.
+#[tokio::test]
+async fn a_maxlen_check_too_long_for_one_script_is_refused() {
+    let server = RedisServer::start().await.unwrap();
+    let cli = Cli::new(&server);
+    let mut conn = connection(&server).await;
+    let stream = cli.stream("bulk");
+    for chunk in 0..20_u32 {
+        let mut pipe = redis::pipe();
+        for n in 0..10_000_u32 {
+            pipe.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg("n")
+                .arg(chunk * 10_000 + n)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    let _: String = raw(&mut conn, &["XADD", &stream, "*", "n", "200000"]).await;
+    let _: String = raw(&mut conn, &["XADD", &stream, "*", "n", "200001"]).await;
+    // A group that reads nothing: no entry is pending, so no check and no read.
+    let _: () = raw(&mut conn, &["XGROUP", "CREATE", &stream, "idle", "$"]).await;
+    let out = cli.json(&["trim", &stream, "--maxlen", "200001", "--yes"]);
+    assert_eq!(out["removed"], json!(1));
+    // One pending entry: keeping 100,001 of 200,001 means reading 100,001 entries.
+    let _: redis::Value = raw(
+        &mut conn,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "idle",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &stream,
+            "0",
+        ],
+    )
+    .await;
+    let _: () = raw(&mut conn, &["XGROUP", "SETID", &stream, "idle", "0"]).await;
+    let _: redis::Value = raw(
+        &mut conn,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "idle",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            &stream,
+            ">",
+        ],
+    )
+    .await;
+    let refused = cli
+        .run(&["trim", &stream, "--maxlen", "100001", "--yes"])
+        .fails_with("100001 entries");
+    assert!(refused.contains("trim by id"), "{refused}");
+    assert_eq!(xlen(&mut conn, &stream).await, 200_001);
+    // Forced, it trims.
+    let out = cli.json(&["trim", &stream, "--maxlen", "100001", "--force", "--yes"]);
+    assert_eq!(out["removed"], json!(100_000));
+}

@@ -12,21 +12,38 @@ use crate::transport::RedisTransport;
 
 /// Finds the entries a trim would remove, checks every group's pending list for them, and
 /// trims only when none is pending (or `ARGV[3]` is `1`), in one script so that no entry
-/// becomes pending in between. `ARGV`: `MAXLEN` or `MINID`, its argument, force.
+/// becomes pending in between. `ARGV`: `MAXLEN` or `MINID`, its argument, force, and the most
+/// entries the script may read to find where `MAXLEN` cuts.
 ///
 /// For `MAXLEN n` the first kept entry is found by reading whichever end is shorter: the
-/// `len - n` oldest entries plus one, or the `n` newest. Replies: `{'trimmed', n}`,
-/// `{'refused', {group, pending, ...}}`, `{'no_stream'}`, `{'wrong_type', type}`.
+/// `len - n` oldest entries plus one, or the `n` newest; only when a group has pending
+/// entries, and never more than the limit (`{'too_long', entries}` then: a script that reads
+/// millions of entries would block the server and fill its memory). Replies: `{'trimmed', n}`,
+/// `{'refused', {group, pending, ...}}`, `{'too_long', n}`, `{'no_stream'}`,
+/// `{'wrong_type', type}`.
 const TRIM: &str = r"
 local key, mode, arg, force = KEYS[1], ARGV[1], ARGV[2], ARGV[3] == '1'
 local t = redis.call('TYPE', key)
 t = t['ok'] or t
 if t == 'none' then return {'no_stream'} end
 if t ~= 'stream' then return {'wrong_type', t} end
+-- The groups with pending entries: without any, nothing needs checking.
+local pending_somewhere = false
+if not force then
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    for i = 1, #g, 2 do
+      if g[i] == 'pending' and g[i + 1] > 0 then pending_somewhere = true end
+    end
+  end
+end
 local last = nil
-if mode == 'MAXLEN' then
+if mode == 'MAXLEN' and pending_somewhere then
   local keep = tonumber(arg)
   local len = redis.call('XLEN', key)
+  local scan = math.min(len - keep + 1, keep)
+  if len > keep and scan > tonumber(ARGV[4]) then
+    return {'too_long', scan}
+  end
   if len > keep then
     if keep == 0 then
       last = '+'
@@ -38,7 +55,7 @@ if mode == 'MAXLEN' then
       last = '(' .. newest[#newest][1]
     end
   end
-elseif arg ~= '0' and arg ~= '0-0' then
+elseif mode == 'MINID' and pending_somewhere and arg ~= '0' and arg ~= '0-0' then
   last = '(' .. arg
 end
 -- Pending entries older than the first entry were deleted before (a forced trim, XDEL):
@@ -59,6 +76,9 @@ if last and first and not force then
 end
 return {'trimmed', redis.call('XTRIM', key, mode, arg)}
 ";
+
+/// The most entries the trim script reads to find where `MAXLEN` cuts.
+const MAX_SCAN: u64 = 100_000;
 
 /// How much of a stream [`RedisTransport::trim`] keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,13 +115,16 @@ impl RedisTransport {
     /// acknowledged) and trims nothing when there are, reporting the groups: deleting them
     /// would leave their consumers pending entries that no longer exist. Entries a group was
     /// not delivered yet are not counted as pending, nor are pending entries older than the
-    /// stream's first entry (deleted before; this trim does not remove them). The check and the trim are one script on
-    /// the stream's node. To find where `MAXLEN` cuts, the script reads the shorter side of the
-    /// cut (the entries removed or those kept) inside Redis; nothing is sent back.
+    /// stream's first entry (deleted before; this trim does not remove them). The check and the
+    /// trim are one script on the stream's node. When a group has pending entries, the script
+    /// finds where `MAXLEN` cuts by reading the shorter side of the cut (the entries removed or
+    /// those kept) inside Redis, nothing sent back, and refuses when that is over 100,000
+    /// entries: a script that long would block the server. `MinId` needs no such read.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidInput`] for an invalid name or a malformed `MinId`;
+    /// [`ErrorKind::InvalidInput`] for an invalid name, a malformed `MinId`, or a `MaxLen` check
+    /// that would read over 100,000 entries;
     /// [`ErrorKind::NotFound`] for a missing stream; [`ErrorKind::WrongType`] for a key that
     /// is not a stream.
     pub async fn trim(&self, stream: &str, keep: &Trim, force: bool) -> Result<TrimOutcome> {
@@ -123,7 +146,8 @@ impl RedisTransport {
             .arg(stream)
             .arg(mode)
             .arg(&arg)
-            .arg(if force { "1" } else { "0" });
+            .arg(if force { "1" } else { "0" })
+            .arg(MAX_SCAN);
         let reply: Value = writes(self).query(OP, stream, &cmd).await?;
         let parts = sequence(&reply).unwrap_or_default();
         let unexpected = || {
@@ -149,6 +173,18 @@ impl RedisTransport {
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(unexpected)?;
                 Ok(TrimOutcome::Refused { groups })
+            }
+            Some("too_long") => {
+                let scan = parts.get(1).and_then(count).ok_or_else(unexpected)?;
+                Err(Error::invalid_input(
+                    format!("trim of stream {stream:?} to {keep:?}"),
+                    format!(
+                        "finding which pending entries it would remove means reading {scan} \
+                         entries inside Redis, over the {MAX_SCAN} it may (a long script blocks \
+                         the server); trim by id (MinId: entries older than an id or a time) \
+                         or force it"
+                    ),
+                ))
             }
             Some("no_stream") => Err(Error::not_found(
                 format!("stream {stream:?}"),
