@@ -97,12 +97,16 @@ pub(crate) async fn stream(
 #[derive(Deserialize)]
 pub(crate) struct CountQuery {
     pub(crate) count: Option<String>,
+    #[serde(rename = "startId")]
+    pub(crate) start_id: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub(crate) struct PendingParams {
     group: Option<String>,
     count: Option<String>,
+    #[serde(rename = "startId")]
+    start_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -111,9 +115,12 @@ pub(crate) struct PendingAnswer {
     group: String,
     count: usize,
     pending: Vec<PendingEntry>,
+    /// The `startId` of the next page (`(` and the last id), when this one has `count` entries.
+    next_start_id: Option<String>,
 }
 
-/// `GET /api/pending/{stream}/{group}?count=`: the oldest pending entries of a group.
+/// `GET /api/pending/{stream}/{group}?count=&startId=`: the oldest pending entries of a group
+/// (`XPENDING` extended form, at most `count`), from `startId` on.
 pub(crate) async fn pending_by_path(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -121,7 +128,14 @@ pub(crate) async fn pending_by_path(
 ) -> ApiResult<PendingAnswer> {
     let Path((stream, group)) = path?;
     let Query(query) = query?;
-    pending(&state, &stream, Some(&group), query.count.as_deref()).await
+    pending(
+        &state,
+        &stream,
+        Some(&group),
+        query.count.as_deref(),
+        query.start_id,
+    )
+    .await
 }
 
 /// `GET /api/streams/{name}/pending?group=&count=`: seed 004's form of the same.
@@ -137,6 +151,7 @@ pub(crate) async fn pending_by_query(
         &stream,
         query.group.as_deref(),
         query.count.as_deref(),
+        query.start_id,
     )
     .await
 }
@@ -146,20 +161,30 @@ async fn pending(
     stream: &str,
     group: Option<&str>,
     count: Option<&str>,
+    start_id: Option<String>,
 ) -> ApiResult<PendingAnswer> {
     let key = params::stream_key(state, stream).await?;
     let group = params::name("group", group)?;
     let count = params::count(count, DEFAULT_LIST_COUNT)?;
+    let start = params::start_id(start_id)?;
+    let query = PendingQuery {
+        start: Some(start),
+        ..PendingQuery::new(count)
+    };
     let pending = state
         .transport()
-        .pending(&key, &group, PendingQuery::new(count))
+        .pending(&key, &group, query)
         .await
         .map_err(|e| state.fail(e))?;
+    let next_start_id = (pending.len() == count)
+        .then(|| pending.last().and_then(|p| params::after(&p.id)))
+        .flatten();
     Ok(Json(PendingAnswer {
         stream: key,
         group,
         count: pending.len(),
         pending,
+        next_start_id,
     }))
 }
 

@@ -16,8 +16,16 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// `count` when a request gives none: entries read from a stream (seed 004's example).
 pub(crate) const DEFAULT_READ_COUNT: usize = 10;
 
+/// `count` when a request gives none: a page of the stream page's entries, or of dead letters
+/// newest first.
+pub(crate) const DEFAULT_PAGE_COUNT: usize = 25;
+
 /// `count` when a request gives none: pending entries and dead letters.
 pub(crate) const DEFAULT_LIST_COUNT: usize = 100;
+
+/// Dead letters one request of `GET /api/dlq/page` looks at when it filters (newest first from
+/// its cursor); the answer says how many it looked at and where to go on.
+pub(crate) const DLQ_SEARCH_WINDOW: usize = 1000;
 
 /// Dead letters a snapshot carries (the oldest ones); the page says when there are more.
 pub(crate) const SNAPSHOT_DEAD_LETTERS: usize = 100;

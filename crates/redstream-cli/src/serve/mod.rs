@@ -19,7 +19,9 @@
 //! | `snapshot.rs` | the JSON views of streams, groups, consumers and dead letters |
 //! | `entry.rs` | the JSON view of a stream entry |
 //! | `api.rs` | the read-only JSON endpoints of seeds 002 and 004 |
+//! | `newest.rs` | a stream's entries newest first, in pages (the stream page) |
 //! | `dlq.rs` | dead letters: list, one, redrive, purge |
+//! | `dlq_page.rs` | dead letters newest first, in pages, searched over a bounded window |
 //! | `ws.rs` | the WebSocket feed and its shared poller |
 //! | `prometheus.rs` | `/metrics` (docs/observability.md) |
 //! | `origins.rs` | dead letters counted by the stream they came from, for `/metrics` |
@@ -29,9 +31,11 @@
 mod api;
 mod config;
 mod dlq;
+mod dlq_page;
 mod entry;
 mod error;
 mod guard;
+mod newest;
 mod origins;
 mod page;
 mod params;

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use super::config::MAX_BODY_BYTES;
 use super::error::ApiError;
 use super::state::AppState;
-use super::{api, dlq, guard, page, prometheus, ws};
+use super::{api, dlq, dlq_page, guard, newest, page, prometheus, ws};
 
 /// The dashboard's routes over `state`. [`serve`](super::serve) serves them with the
 /// connection limits; tests may also call the router in-process (`tower::ServiceExt::oneshot`).
@@ -21,13 +21,15 @@ use super::{api, dlq, guard, page, prometheus, ws};
 /// | `GET /health` | 200 when Redis answers a PING, else 503 |
 /// | `GET /metrics` | Prometheus text |
 /// | `GET /api/streams`, `/api/stream/{stream}` | streams, groups, consumers |
-/// | `GET /api/pending/{stream}/{group}?count=` | pending entries of a group |
+/// | `GET /api/stream/{stream}/entries?before=&count=` | entries newest first, in pages |
+/// | `GET /api/pending/{stream}/{group}?count=&startId=` | pending entries of a group |
 /// | `GET /api/metrics` | `INFO` figures, stream totals, the dashboard's counters |
 /// | `GET /api/nodes` | per master (or the one server): memory, ops/s, clients, keys, streams; totals |
 /// | `GET /api/streams/info` | length, first and last entry of every stream (seed 004) |
 /// | `GET /api/streams/{name}?startId=&count=` | entries of a stream (seed 004) |
 /// | `GET /api/streams/{name}/pending?group=&count=` | pending entries (seed 004) |
 /// | `GET /api/dlq?count=&startId=`, `/api/dlq/{id}` | dead letters |
+/// | `GET /api/dlq/page?before=&count=&type=&group=&q=` | dead letters newest first, searched |
 /// | `POST /api/dlq/redrive`, `/api/dlq/purge` | write actions (`allow_writes`) |
 ///
 /// Every answer that is not a success is JSON: `{ "error": { "kind", "message" } }`.
@@ -39,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(prometheus::scrape))
         .route("/api/streams", get(api::streams))
         .route("/api/stream/{stream}", get(api::stream))
+        .route("/api/stream/{stream}/entries", get(newest::newest))
         .route("/api/pending/{stream}/{group}", get(api::pending_by_path))
         .route("/api/metrics", get(api::metrics))
         .route("/api/nodes", get(api::nodes))
@@ -46,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams/{name}", get(api::read))
         .route("/api/streams/{name}/pending", get(api::pending_by_query))
         .route("/api/dlq", get(dlq::list))
+        .route("/api/dlq/page", get(dlq_page::page))
         .route("/api/dlq/{id}", get(dlq::entry))
         .route("/api/dlq/redrive", post(dlq::redrive))
         .route("/api/dlq/purge", post(dlq::purge))

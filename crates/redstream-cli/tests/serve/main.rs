@@ -11,6 +11,7 @@ mod failures;
 mod limits;
 mod nodes;
 mod observability;
+mod pages;
 mod params;
 mod routes;
 mod support;
