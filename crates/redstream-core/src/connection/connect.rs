@@ -22,7 +22,7 @@ use super::cluster::parse_cluster_nodes;
 use super::endpoint::{Credentials, Endpoint, NodeAddress, Topology};
 use super::options::ConnectionOptions;
 use super::resp3_client;
-use super::sentinel::SentinelConnection;
+use super::sentinel::{SentinelConnection, SwitchWatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::redact::RedactedUrl;
 use crate::redis_tls::{ensure_crypto_provider, open_client};
@@ -107,6 +107,7 @@ enum OpenerKind {
     Cluster(ClusterSeeds),
     Sentinel {
         discovery: Arc<tokio::sync::Mutex<SentinelClient>>,
+        watch: SwitchWatch,
         db: i64,
     },
 }
@@ -360,12 +361,15 @@ impl Opener {
                     .map(|node| node_addr(tls, node))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(open_error)?;
-                let mut builder =
-                    SentinelClientBuilder::new(addresses, master_name, SentinelServerType::Master)
-                        .map_err(open_error)?
-                        // RESP3, so that a closed connection to the master is noticed at once.
-                        .set_client_to_redis_protocol(ProtocolVersion::RESP3)
-                        .set_client_to_redis_db(db);
+                let mut builder = SentinelClientBuilder::new(
+                    addresses,
+                    master_name.clone(),
+                    SentinelServerType::Master,
+                )
+                .map_err(open_error)?
+                // RESP3, so that a closed connection to the master is noticed at once.
+                .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+                .set_client_to_redis_db(db);
                 if let Some(username) = &credentials.username {
                     builder = builder.set_client_to_redis_username(username);
                 }
@@ -380,16 +384,42 @@ impl Opener {
                 }
                 if tls {
                     builder = builder.set_client_to_redis_tls_mode(TlsMode::Secure);
-                    if let Some(certificates) = certificates {
+                    if let Some(certificates) = &certificates {
                         builder = builder
                             .set_client_to_redis_certificates(certificates.clone())
-                            .set_client_to_sentinel_certificates(certificates);
+                            .set_client_to_sentinel_certificates(certificates.clone());
                     }
+                }
+                // Clients to each sentinel for its `+switch-master` announcements.
+                let mut sentinel_clients = Vec::with_capacity(sentinels.len());
+                for node in &sentinels {
+                    let mut settings = redis::RedisConnectionInfo::default();
+                    if let Some(username) = &options.sentinel_username {
+                        settings = settings.set_username(username);
+                    }
+                    if let Some(password) = &options.sentinel_password {
+                        settings = settings.set_password(password);
+                    }
+                    let info = node_addr(tls, node)
+                        .and_then(|addr| addr.into_connection_info())
+                        .map_err(open_error)?
+                        .set_redis_settings(settings);
+                    let client = match &certificates {
+                        Some(certificates) if tls => {
+                            Client::build_with_tls(info, certificates.clone())
+                        }
+                        _ => Client::open(info),
+                    };
+                    sentinel_clients.push(client.map_err(open_error)?);
                 }
                 OpenerKind::Sentinel {
                     discovery: Arc::new(tokio::sync::Mutex::new(
                         builder.build().map_err(open_error)?,
                     )),
+                    watch: SwitchWatch {
+                        sentinels: sentinel_clients,
+                        master_name,
+                    },
                     db,
                 }
             }
@@ -423,8 +453,13 @@ impl Opener {
                 .await
                 .map(Link::Cluster)
                 .map_err(connect_error),
-            OpenerKind::Sentinel { discovery, db } => SentinelConnection::connect(
+            OpenerKind::Sentinel {
+                discovery,
+                watch,
+                db,
+            } => SentinelConnection::connect(
                 Arc::clone(discovery),
+                watch,
                 self.connect_timeout,
                 response_timeout,
                 *db,

@@ -48,12 +48,15 @@
 //!   When the connection closes (the master died, or the sentinels demoted it and closed its
 //!   clients) it is replaced, before the next command is sent, by asking the sentinels again;
 //!   a command refused with `READONLY` (it reached a demoted master) was not run, and is sent
-//!   again to the new master. A process thus follows a failover without restarting. Until
-//!   the sentinels have promoted a replica, calls fail with retryable connection errors. As
-//!   with any Sentinel client, a write acknowledged by the old master but not yet replicated
-//!   can be lost in a failover, and so can writes a still-running old master accepts after
-//!   the switch and before the sentinels demote it (the connection follows the switch when
-//!   the demotion closes it; it does not listen to the sentinels' `+switch-master` events).
+//!   again to the new master. The connection also listens to one sentinel at a time for
+//!   `+switch-master` naming its master and moves as soon as the sentinels announce the new
+//!   one, so a master that hangs or that only the sentinels cannot reach stops getting
+//!   writes then, not when it is demoted. A process thus follows a failover without
+//!   restarting. Until the sentinels have promoted a replica, calls fail with retryable
+//!   connection errors. As with any Sentinel client, a write acknowledged by the old master
+//!   but not yet replicated can be lost in a failover (the sink's `durability` waits for
+//!   replicas for that reason). [Pinned](Connection::pinned) connections (for `WATCH`) do
+//!   not listen: they are never replaced, by design.
 //!
 //! In every topology, commands are multiplexed on shared connections: a blocking command
 //! (`XREADGROUP ... BLOCK`) goes to a [`dedicated`](Connection::dedicated) connection.

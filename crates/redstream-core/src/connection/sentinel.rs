@@ -15,7 +15,11 @@
 //!   change in the middle of it could have let earlier writes through); otherwise its
 //!   replies are returned as they are, and the next call goes to the new master;
 //! - when a command fails because the connection broke or timed out: the error is returned
-//!   (the command may have run), and the next call finds the master again and reconnects.
+//!   (the command may have run), and the next call finds the master again and reconnects;
+//! - when a sentinel announces a new master for our master name (`+switch-master`, heard by a
+//!   task subscribed to one sentinel at a time): the connection is dropped at once, before the
+//!   old master is demoted or closes anything, so calls stop reaching a master the sentinels
+//!   have given up on (one that hangs, or that only they cannot reach) as soon as they decide.
 //!
 //! While the sentinels still name a dead master (the failover takes `down-after-milliseconds`
 //! plus an election), calls fail with connection errors, which are retryable.
@@ -50,6 +54,16 @@ struct Shared {
     /// Held while a replacement is made, so that concurrent callers make one.
     replacing: tokio::sync::Mutex<()>,
     generations: AtomicU64,
+    /// Dropped with the connection: the `+switch-master` watcher then ends.
+    _alive: tokio::sync::watch::Sender<()>,
+}
+
+/// Where to hear the sentinels announce a failover: a client for each sentinel (with its
+/// credentials and TLS), and the master name to listen for.
+#[derive(Clone)]
+pub(crate) struct SwitchWatch {
+    pub(crate) sentinels: Vec<redis::Client>,
+    pub(crate) master_name: String,
 }
 
 #[derive(Clone)]
@@ -64,6 +78,7 @@ impl SentinelConnection {
     /// Finds the master and connects to it.
     pub(crate) async fn connect(
         discovery: Arc<tokio::sync::Mutex<SentinelClient>>,
+        watch: &SwitchWatch,
         connect_timeout: Duration,
         response_timeout: Duration,
         db: i64,
@@ -71,6 +86,7 @@ impl SentinelConnection {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
+        let (alive, dropped) = tokio::sync::watch::channel(());
         let this = Self {
             shared: Arc::new(Shared {
                 discovery,
@@ -80,9 +96,16 @@ impl SentinelConnection {
                 current: Mutex::new(None),
                 replacing: tokio::sync::Mutex::new(()),
                 generations: AtomicU64::new(0),
+                _alive: alive,
             }),
         };
         this.replace(None, "connect").await?;
+        tokio::spawn(watch_switches(
+            Arc::downgrade(&this.shared),
+            watch.clone(),
+            dropped,
+            connect_timeout,
+        ));
         Ok(this)
     }
 
@@ -259,5 +282,73 @@ impl SentinelConnection {
             self.after_error(current.generation, err);
         }
         result
+    }
+}
+
+/// Listens on one sentinel after another for `+switch-master` naming our master, and drops
+/// the current connection when it comes (the next call asks the sentinels again). Ends when
+/// the connection is dropped. Its failures are only logged: without it, the connection still
+/// follows a failover when the old master closes it or times out.
+async fn watch_switches(
+    shared: std::sync::Weak<Shared>,
+    watch: SwitchWatch,
+    mut dropped: tokio::sync::watch::Receiver<()>,
+    connect_timeout: Duration,
+) {
+    use futures_util::StreamExt as _;
+
+    let mut failures: u32 = 0;
+    for client in watch.sentinels.iter().cycle() {
+        let listen = async {
+            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| "connecting timed out".to_owned())?
+                .map_err(|err| err.to_string())?;
+            pubsub
+                .subscribe("+switch-master")
+                .await
+                .map_err(|err| err.to_string())?;
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(text) = message.get_payload::<String>() else {
+                    continue;
+                };
+                // `<master name> <old ip> <old port> <new ip> <new port>`
+                let mut words = text.split(' ');
+                if words.next() != Some(watch.master_name.as_str()) {
+                    continue;
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return Ok(());
+                };
+                let new_master = words.skip(2).collect::<Vec<_>>().join(":");
+                tracing::info!(%new_master, "the sentinels switched the master; reconnecting to it");
+                *shared
+                    .current
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+            }
+            Err("the sentinel closed the subscription".to_owned())
+        };
+        let outcome = tokio::select! {
+            outcome = listen => outcome,
+            _ = dropped.changed() => return,
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(why) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(error = %why, "not listening to a sentinel for failovers; trying the next");
+            }
+        }
+        // A pause that grows to 5 s while no sentinel answers.
+        let pause = Duration::from_millis(100).saturating_mul(failures.min(50));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = dropped.changed() => return,
+        }
+        if shared.strong_count() == 0 {
+            return;
+        }
     }
 }
