@@ -10,6 +10,10 @@
   const SPARK_POINTS = 30;
   const WRITES_OFF = 'Write actions are disabled: start the dashboard with --allow-writes';
 
+  const DLQ_PAGE = 25;
+  const ENTRY_PAGE = 25;
+  const PENDING_PAGE = 50;
+
   const token = new URLSearchParams(location.search).get('token');
   const $ = (id) => document.getElementById(id);
 
@@ -22,6 +26,10 @@
     seenDead: null,
     ws: null,
     retry: 0,
+    // The dead-letter table: a page of GET /api/dlq/page, its cursor and the ones before it.
+    dlq: { sig: null, seq: 0, cursor: null, stack: [], filters: {}, page: null },
+    // The stream page, when one is open.
+    page: null,
   };
 
   // ---------- formatting ----------
@@ -32,7 +40,7 @@
     const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
     let i = 0;
     while (b >= 1024 && i < units.length - 1) { b /= 1024; i += 1; }
-    return `${b < 10 && i > 0 ? b.toFixed(1) : Math.round(b)} ${units[i]}`;
+    return `${b < 10 && i > 0 && !Number.isInteger(b) ? b.toFixed(1) : Math.round(b)} ${units[i]}`;
   }
   function duration(secs) {
     if (secs == null) return '–';
@@ -59,6 +67,12 @@
     const d = new Date(ms);
     const today = new Date().toDateString() === d.toDateString();
     return today ? clock(ms) : d.toLocaleString([], { hour12: false });
+  }
+
+  // A message as a sentence: ends with a full stop (or its own punctuation).
+  function sentence(text) {
+    const t = String(text || '').trim();
+    return /[.!?…]$/.test(t) ? t : `${t}.`;
   }
 
   // ---------- DOM helpers ----------
@@ -262,7 +276,12 @@
     renderStreams(snap);
     renderGroups(snap);
     renderDeadLetters(snap);
-    drawChart();
+    if (state.page) {
+      const listed = snap.streams.find((s) => s.name === state.page.name);
+      if (listed) renderStreamInfo(listed);
+    } else {
+      drawChart();
+    }
   }
 
   function memory(n) {
@@ -305,7 +324,8 @@
       if (s.dead_letter) tags.push(el('span', { class: 'tag dlq' }, 'dead letters'));
       const full = s.short_name === s.name ? [] : [el('span', { class: 'sub mono' }, s.name)];
       if (s.node) full.push(el('span', { class: 'sub muted', 'data-testid': 'stream-node' }, `on ${s.node}`));
-      const name = el('td', {}, el('span', { class: 'name' }, s.short_name), ...tags, ...full);
+      const link = el('a', { class: 'name', href: streamHref(s.name), 'data-testid': 'stream-link' }, s.short_name);
+      const name = el('td', {}, link, ...tags, ...full);
       const old = s.oldest_pending_age_secs;
       return el('tr', { 'data-testid': 'stream-row', 'data-stream': s.name },
         name,
@@ -348,11 +368,6 @@
     const dlq = snap.dlq;
     const writes = snap.writes_allowed;
     $('dlq-count').textContent = dlq.length ? `(${num(dlq.length)})` : '';
-    $('dlq-empty').hidden = dlq.entries.length > 0;
-    $('dlq-table').hidden = dlq.entries.length === 0;
-    const note = $('dlq-note');
-    note.hidden = dlq.length <= dlq.entries.length;
-    note.textContent = `Showing the oldest ${num(dlq.entries.length)} of ${num(dlq.length)} dead letters; GET /api/dlq?count= reads up to 1,000.`;
     for (const [id, enabled] of [['redrive-all', writes && dlq.length > 0], ['purge', writes && dlq.length > 0]]) {
       const button = $(id);
       button.disabled = !enabled;
@@ -360,37 +375,367 @@
       if (writes) button.removeAttribute('aria-describedby');
       else button.setAttribute('aria-describedby', 'writes-off-help');
     }
-    const items = dlq.entries.map((e) => ({ e, writes }));
-    state.seenDead = syncRows($('dlq-body'), items, (i) => i.e.id, ({ e }) => {
-      const button = el('button', {
-        type: 'button', class: 'redrive', 'data-testid': 'redrive-button', 'data-id': e.id,
-        'aria-label': `Redrive dead letter ${e.id} (${e.original_type || 'unknown type'})`,
-      }, 'Redrive');
-      const wrap = el('span', { class: 'action-wrap' }, button);
-      if (!writes) {
-        button.disabled = true;
-        button.setAttribute('aria-describedby', 'writes-off-help');
-        wrap.title = WRITES_OFF;
-      } else if (!e.redrivable) {
-        button.disabled = true;
-        wrap.title = `Cannot be redriven: ${e.decode_error || 'its event does not decode'}`;
-      } else {
-        wrap.title = `Publish it again to ${e.stream}`;
-      }
-      const from = el('td', {}, el('span', { class: 'mono' }, e.stream || '–'),
-        el('span', { class: 'sub' }, e.group ? `group ${e.group}${e.consumer ? `, ${e.consumer}` : ''}` : 'dead-lettered by hand'));
-      const error = el('td', {}, el('span', { class: 'error-text', title: e.error }, e.error || '–'),
-        e.payload_preview ? el('span', { class: 'payload' }, el('span', { class: 'muted' }, 'payload '),
-          el('code', { title: e.payload_preview }, e.payload_preview)) : null);
-      return el('tr', { 'data-testid': 'dlq-row', 'data-id': e.id },
-        el('td', {}, when(e.dead_lettered_at_ms), el('span', { class: 'sub mono' }, e.id)),
-        el('td', {}, el('span', { class: 'name' }, e.original_type || '–'), e.event_id ? el('span', { class: 'sub mono' }, e.event_id) : null),
-        from,
-        cell(num(e.deliveries), 'num'),
-        error,
-        el('td', {}, wrap));
-    }, state.seenDead);
+    // The table is a page of GET /api/dlq/page: read again when the dead-letter stream changed.
+    const stream = snap.streams.find((s) => s.name === dlq.stream);
+    const sig = `${dlq.length}|${stream ? stream.last_id : ''}|${writes}`;
+    if (sig !== state.dlq.sig) {
+      state.dlq.sig = sig;
+      loadDeadLetters();
+    }
   }
+
+  function deadLetterRow(e, writes) {
+    const button = el('button', {
+      type: 'button', class: 'redrive', 'data-testid': 'redrive-button', 'data-id': e.id,
+      'aria-label': `Redrive dead letter ${e.id} (${e.original_type || 'unknown type'})`,
+    }, 'Redrive');
+    const wrap = el('span', { class: 'action-wrap' }, button);
+    if (!writes) {
+      button.disabled = true;
+      button.setAttribute('aria-describedby', 'writes-off-help');
+      wrap.title = WRITES_OFF;
+    } else if (!e.redrivable) {
+      button.disabled = true;
+      wrap.title = `Cannot be redriven: ${e.decode_error || 'its event does not decode'}`;
+    } else {
+      wrap.title = `Publish it again to ${e.stream}`;
+    }
+    const from = el('td', {}, el('span', { class: 'mono wrap' }, e.stream || '–'),
+      el('span', { class: 'sub' }, e.group ? `group ${e.group}${e.consumer ? `, ${e.consumer}` : ''}` : 'dead-lettered by hand'));
+    const error = el('td', {}, el('span', { class: 'error-text', title: e.error }, e.error || '–'),
+      e.payload_preview ? el('span', { class: 'payload' }, el('span', { class: 'muted' }, 'payload '),
+        el('code', { title: e.payload_preview }, e.payload_preview)) : null);
+    return el('tr', { 'data-testid': 'dlq-row', 'data-id': e.id },
+      el('td', {}, when(e.dead_lettered_at_ms), el('span', { class: 'sub mono' }, e.id)),
+      el('td', {}, el('span', { class: 'name' }, e.original_type || '–'), e.event_id ? el('span', { class: 'sub mono' }, e.event_id) : null),
+      from,
+      el('td', { class: 'num', 'data-label': 'Deliveries' }, num(e.deliveries)),
+      error,
+      el('td', {}, wrap));
+  }
+
+  function dlqQuery(before) {
+    const q = new URLSearchParams({ count: String(DLQ_PAGE) });
+    for (const [k, v] of Object.entries(state.dlq.filters)) if (v) q.set(k, v);
+    if (before) q.set('before', before);
+    return `/api/dlq/page?${q}`;
+  }
+
+  async function loadDeadLetters() {
+    const seq = ++state.dlq.seq;
+    let page;
+    try {
+      page = await getJson(dlqQuery(state.dlq.cursor));
+    } catch (error) {
+      if (seq === state.dlq.seq) $('dlq-note').textContent = sentence(`The dead letters could not be read: ${error.message}`);
+      return;
+    }
+    if (seq !== state.dlq.seq) return; // a newer request is under way
+    state.dlq.page = page;
+    const writes = state.snapshot ? state.snapshot.writes_allowed : false;
+    const filtered = Object.values(state.dlq.filters).some((v) => v);
+    $('dlq-empty').hidden = page.entries.length > 0;
+    $('dlq-empty').textContent = filtered ? 'No dead letter matches on this page.' : 'The dead-letter stream is empty.';
+    if (!filtered && page.length > 0 && page.entries.length === 0) $('dlq-empty').textContent = 'No older dead letters.';
+    $('dlq-table').hidden = page.entries.length === 0;
+    const where = state.dlq.cursor ? `older than ${state.dlq.cursor}` : 'newest first';
+    let note;
+    if (filtered) {
+      note = `${num(page.count)} match${page.count === 1 ? '' : 'es'} among ${num(page.scanned)} dead letters looked at, ${where}. `
+        + `A search looks at up to ${num(page.window)} dead letters per page (the first ${bytes(page.searched_error_bytes)} of each error)`
+        + `${page.next_before ? '; Older goes on from where it stopped.' : ', and has reached the oldest.'}`;
+    } else {
+      note = `${num(page.count)} of ${num(page.length)} dead letters, ${where}.`;
+    }
+    $('dlq-note').textContent = note;
+    $('dlq-newer').disabled = state.dlq.stack.length === 0;
+    $('dlq-newest').disabled = state.dlq.cursor == null;
+    $('dlq-older').disabled = !page.next_before;
+    const items = page.entries.map((e) => ({ e, writes }));
+    state.seenDead = syncRows($('dlq-body'), items, (i) => i.e.id, ({ e }) => deadLetterRow(e, writes), state.seenDead);
+  }
+
+  function dlqGo(cursor, stack) {
+    state.dlq.cursor = cursor;
+    state.dlq.stack = stack;
+    loadDeadLetters();
+  }
+  $('dlq-older').addEventListener('click', () => {
+    const page = state.dlq.page;
+    if (page && page.next_before) dlqGo(page.next_before, [...state.dlq.stack, state.dlq.cursor]);
+  });
+  $('dlq-newer').addEventListener('click', () => {
+    const stack = [...state.dlq.stack];
+    const cursor = stack.pop();
+    dlqGo(cursor === undefined ? null : cursor, stack);
+  });
+  $('dlq-newest').addEventListener('click', () => dlqGo(null, []));
+  $('dlq-search').addEventListener('submit', (event) => {
+    event.preventDefault();
+    state.dlq.filters = { type: $('dlq-type').value.trim(), group: $('dlq-group').value.trim(), q: $('dlq-q').value.trim() };
+    dlqGo(null, []);
+  });
+  $('dlq-clear').addEventListener('click', () => {
+    for (const id of ['dlq-type', 'dlq-group', 'dlq-q']) $(id).value = '';
+    state.dlq.filters = {};
+    dlqGo(null, []);
+  });
+
+  // ---------- the stream page ----------
+  function streamHref(name) {
+    return `#/stream/${encodeURIComponent(name)}`;
+  }
+  function currentStream() {
+    const m = /^#\/stream\/(.+)$/.exec(location.hash);
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  }
+  function route() {
+    const name = currentStream();
+    $('overview').hidden = name != null;
+    $('stream-view').hidden = name == null;
+    if (name == null) {
+      state.page = null;
+      document.title = 'redstream dashboard';
+      if (state.snapshot) drawChart();
+      return;
+    }
+    if (!state.page || state.page.name !== name) {
+      state.page = { name, cursor: null, stack: [], entries: null, seq: 0, info: null, group: null, pending: [], pendingNext: null, lastId: null };
+      document.title = `${name} · redstream dashboard`;
+      $('stream-title').textContent = name;
+      $('stream-fullname').textContent = '';
+      $('entries-body').replaceChildren();
+      $('pending-body').replaceChildren();
+      $('stream-error').hidden = true;
+      window.scrollTo(0, 0);
+      loadStreamInfo();
+      loadEntries();
+    }
+  }
+  window.addEventListener('hashchange', route);
+
+  function streamError(error) {
+    const box = $('stream-error');
+    box.textContent = sentence(error.message);
+    box.hidden = false;
+  }
+
+  // The stream's summary, groups and consumers: from the snapshot when it lists the stream,
+  // else from GET /api/stream/{name}.
+  async function loadStreamInfo() {
+    const page = state.page;
+    const listed = state.snapshot && state.snapshot.streams.find((s) => s.name === page.name);
+    if (listed) { renderStreamInfo(listed); return; }
+    try {
+      const info = await getJson(`/api/stream/${encodeURIComponent(page.name)}`);
+      if (state.page === page) renderStreamInfo(info);
+    } catch (error) {
+      if (state.page === page) streamError(error);
+    }
+  }
+
+  function renderStreamInfo(s) {
+    const page = state.page;
+    page.info = s;
+    $('stream-error').hidden = true;
+    $('stream-title').textContent = s.short_name || s.name;
+    $('stream-fullname').textContent = s.short_name && s.short_name !== s.name ? s.name : '';
+    document.title = `${s.short_name || s.name} · redstream dashboard`;
+    $('stream-length').textContent = num(s.length);
+    $('stream-groups').textContent = num(s.consumer_groups.length);
+    $('stream-lag').textContent = num(s.lag);
+    $('stream-pending').textContent = num(s.pending);
+    $('stream-rate').textContent = rate(currentRate(s.name));
+    $('stream-last').textContent = s.last_id || '–';
+    $('stream-groups-count').textContent = s.consumer_groups.length ? `(${s.consumer_groups.length})` : '';
+    $('stream-groups-empty').hidden = s.consumer_groups.length > 0;
+    $('stream-groups-table').hidden = s.consumer_groups.length === 0;
+    syncRows($('stream-groups-body'), s.consumer_groups, (g) => g.name, (g) => {
+      const list = el('ul', { class: 'consumers' });
+      for (const c of g.consumers) {
+        list.append(el('li', { 'data-testid': 'consumer' }, el('span', { class: 'mono' }, c.name), ' ',
+          el('span', { class: 'muted' }, `${num(c.pending)} pending, idle ${duration(c.idle_ms / 1000)}`)));
+      }
+      if (!g.consumers.length) list.append(el('li', { class: 'muted' }, g.consumer_count ? `${num(g.consumer_count)} consumers` : 'none'));
+      return el('tr', { 'data-testid': 'stream-group-row', 'data-group': g.name },
+        el('th', { scope: 'row', class: 'mono' }, g.name),
+        el('td', {}, list),
+        cell(num(g.pending), `num${g.pending > 0 ? ' hot' : ''}`),
+        cell(num(g.lag), `num${g.lag > 0 ? ' hot' : ''}`),
+        cell(duration(g.oldest_pending_age_secs), `num${g.oldest_pending_age_secs > 60 ? ' bad' : ''}`),
+        cell(g.last_delivered_id, 'mono'));
+    }, null);
+    // The group picker of the pending entries.
+    const select = $('pending-group');
+    const names = s.consumer_groups.map((g) => g.name);
+    const had = [...select.options].map((o) => o.value);
+    if (had.join('\u0000') !== names.join('\u0000')) {
+      select.replaceChildren(...names.map((n) => el('option', { value: n }, n)));
+      if (page.group && names.includes(page.group)) select.value = page.group;
+    }
+    const wanted = names.includes(page.group) ? page.group : (names[0] || null);
+    if (wanted !== page.group) { page.group = wanted; loadPending(false); }
+    else if (!names.length) loadPending(false);
+    // New entries on the newest page are shown as they come.
+    if (page.cursor == null && page.entries && s.last_id !== page.lastId) loadEntries();
+  }
+
+  async function loadEntries() {
+    const page = state.page;
+    const seq = ++page.seq;
+    const q = new URLSearchParams({ count: String(ENTRY_PAGE) });
+    if (page.cursor) q.set('before', page.cursor);
+    let answer;
+    try {
+      answer = await getJson(`/api/stream/${encodeURIComponent(page.name)}/entries?${q}`);
+    } catch (error) {
+      if (state.page === page && seq === page.seq) streamError(error);
+      return;
+    }
+    if (state.page !== page || seq !== page.seq) return;
+    page.entries = answer;
+    if (page.cursor == null) page.lastId = answer.messages.length ? answer.messages[0].id : null;
+    $('entries-empty').hidden = answer.messages.length > 0;
+    $('entries-table').hidden = answer.messages.length === 0;
+    const where = page.cursor ? `older than ${page.cursor}` : 'the newest';
+    $('entries-note').textContent = `${num(answer.count)} of ${num(answer.length)} entries, ${where}. `
+      + `Events over ${bytes(answer.event_preview_bytes)} and fields over 4 KiB are cut; Whole entry reads one whole.`;
+    $('entries-newer').disabled = page.stack.length === 0;
+    $('entries-newest').disabled = page.cursor == null;
+    $('entries-older').disabled = !answer.next_before;
+    syncRows($('entries-body'), answer.messages, (m) => m.id, entryRow, null);
+  }
+
+  // JSON text formatted, or the text as it is when it is not JSON.
+  function pretty(text) {
+    const t = String(text).trim();
+    if (t.startsWith('{') || t.startsWith('[')) {
+      try { return JSON.stringify(JSON.parse(t), null, 2); } catch (_) { /* not JSON */ }
+    }
+    return String(text);
+  }
+
+  function entryRow(m) {
+    const ms = Number(m.id.split('-')[0]);
+    const head = el('td', { class: 'entry-id' }, when(ms), el('span', { class: 'sub mono' }, m.id));
+    let kind;
+    let body;
+    if (m.event) {
+      const meta = m.event.metadata || {};
+      kind = el('td', {}, el('span', { class: 'name' }, m.event.type),
+        el('span', { class: 'sub mono' }, m.event.id),
+        meta.priority && meta.priority !== 'normal' ? el('span', { class: 'tag' }, meta.priority) : null);
+      body = el('td', { class: 'payload-cell' },
+        el('pre', { class: 'json', 'data-testid': 'entry-payload' }, JSON.stringify(m.event.payload, null, 2)),
+        el('details', {}, el('summary', {}, 'Metadata'), el('pre', { class: 'json' }, JSON.stringify(meta, null, 2))));
+    } else {
+      // An event too large for this view is cut, not foreign.
+      const cut = m.truncated && m.fields.some(([name]) => name === 'event');
+      kind = el('td', {}, el('span', { class: 'tag' }, cut ? 'event cut to a preview' : 'foreign entry'),
+        m.decode_error ? el('span', { class: 'sub muted' }, sentence(m.decode_error)) : null);
+      const fields = el('dl', { class: 'fields', 'data-testid': 'entry-fields' });
+      for (const [name, value] of m.fields) {
+        fields.append(el('dt', { class: 'mono' }, name), el('dd', {}, el('pre', { class: 'json' }, pretty(value))));
+      }
+      body = el('td', { class: 'payload-cell' }, fields);
+    }
+    if (m.truncated) {
+      const button = el('button', { type: 'button', class: 'whole', 'data-testid': 'whole-entry-button', 'data-id': m.id }, 'Whole entry');
+      body.append(el('p', { class: 'small muted' }, 'Cut to a preview. ', button));
+    }
+    return el('tr', { 'data-testid': 'entry-row', 'data-id': m.id }, head, kind, body);
+  }
+
+  $('entries-body').addEventListener('click', async (event) => {
+    const button = event.target.closest('button.whole');
+    if (!button || !state.page) return;
+    const page = state.page;
+    const id = button.dataset.id;
+    button.disabled = true;
+    button.textContent = 'Reading…';
+    try {
+      const answer = await getJson(`/api/streams/${encodeURIComponent(page.name)}?startId=${encodeURIComponent(id)}&count=1`);
+      const m = answer.messages[0];
+      const row = button.closest('tr');
+      if (m && m.id === id && row && state.page === page) {
+        const whole = entryRow(m);
+        whole.dataset.key = row.dataset.key;
+        whole.dataset.sig = row.dataset.sig;
+        whole.classList.add('whole-read');
+        row.replaceWith(whole);
+      }
+    } catch (error) {
+      notice(error.message, true);
+      button.disabled = false;
+      button.textContent = 'Whole entry';
+    }
+  });
+  $('entries-older').addEventListener('click', () => {
+    const page = state.page;
+    if (!page || !page.entries || !page.entries.next_before) return;
+    page.stack.push(page.cursor);
+    page.cursor = page.entries.next_before;
+    loadEntries();
+  });
+  $('entries-newer').addEventListener('click', () => {
+    const page = state.page;
+    if (!page || !page.stack.length) return;
+    page.cursor = page.stack.pop();
+    loadEntries();
+  });
+  $('entries-newest').addEventListener('click', () => {
+    const page = state.page;
+    if (!page) return;
+    page.cursor = null;
+    page.stack = [];
+    loadEntries();
+  });
+
+  async function loadPending(more) {
+    const page = state.page;
+    if (!page) return;
+    const group = page.group;
+    const body = $('pending-body');
+    if (!group) {
+      body.replaceChildren();
+      $('pending-table').hidden = true;
+      $('pending-empty').hidden = false;
+      $('pending-empty').textContent = 'No consumer group reads this stream.';
+      $('pending-more').hidden = true;
+      $('pending-note').textContent = '';
+      return;
+    }
+    const q = new URLSearchParams({ group, count: String(PENDING_PAGE) });
+    if (more && page.pendingNext) q.set('startId', page.pendingNext);
+    let answer;
+    try {
+      answer = await getJson(`/api/streams/${encodeURIComponent(page.name)}/pending?${q}`);
+    } catch (error) {
+      if (state.page === page) streamError(error);
+      return;
+    }
+    if (state.page !== page || page.group !== group) return;
+    page.pending = more ? page.pending.concat(answer.pending) : answer.pending;
+    page.pendingNext = answer.next_start_id;
+    $('pending-table').hidden = page.pending.length === 0;
+    $('pending-empty').hidden = page.pending.length > 0;
+    $('pending-empty').textContent = 'Nothing is pending in this group.';
+    $('pending-more').hidden = !answer.next_start_id;
+    $('pending-note').textContent = page.pending.length
+      ? `The oldest ${num(page.pending.length)} pending entries of ${group}, as read now.` : '';
+    syncRows(body, page.pending, (p) => p.id, (p) => el('tr', { 'data-testid': 'pending-row', 'data-id': p.id },
+      el('td', { class: 'mono' }, p.id),
+      el('td', { class: 'mono' }, p.consumer),
+      cell(duration(p.idle_ms / 1000), `num${p.idle_ms > 60000 ? ' bad' : ''}`),
+      cell(num(p.deliveries), `num${p.deliveries > 1 ? ' hot' : ''}`)), null);
+  }
+  $('pending-group').addEventListener('change', (event) => {
+    if (!state.page) return;
+    state.page.group = event.target.value;
+    loadPending(false);
+  });
+  $('pending-more').addEventListener('click', () => loadPending(true));
 
   // ---------- status ----------
   function setConnection(kind, text) {
@@ -400,7 +745,7 @@
   }
   function showError(error) {
     const alert = $('alert');
-    alert.textContent = `${error.message || 'The dashboard could not read Redis.'} Showing the last data received.`;
+    alert.textContent = `${sentence(error.message || 'The dashboard could not read Redis')} Showing the last data received.`;
     alert.hidden = false;
     $('main').classList.add('stale');
     setConnection('error', 'Redis unavailable');
@@ -413,6 +758,17 @@
     n.hidden = false;
     clearTimeout(noticeTimer);
     noticeTimer = setTimeout(() => { n.hidden = true; }, 6000);
+  }
+
+  // ---------- requests ----------
+  async function getJson(path) {
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(path, { headers, cache: 'no-store' });
+    let data = null;
+    try { data = await response.json(); } catch (_) { /* not JSON */ }
+    if (!response.ok) throw new Error((data && data.error && data.error.message) || `HTTP ${response.status}`);
+    return data;
   }
 
   // ---------- actions ----------
@@ -501,5 +857,6 @@
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(() => { if (state.snapshot) drawChart(); }, 150);
   });
+  route();
   connect();
 })();

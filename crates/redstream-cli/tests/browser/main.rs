@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod pages;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -148,6 +150,12 @@ fn start_dashboard(redis_url: &str, args: &[&str]) -> (Process, String) {
 }
 
 async fn browser(driver: &str) -> Client {
+    browser_sized(driver, None).await
+}
+
+/// A Chromium session; with `width`, it emulates a phone's screen that many CSS pixels wide
+/// (a desktop window cannot be made that narrow).
+async fn browser_sized(driver: &str, width: Option<u32>) -> Client {
     let mut chrome = json!({
         "args": [
             "--headless=new",
@@ -159,6 +167,11 @@ async fn browser(driver: &str) -> Client {
             "--lang=en-US",
         ]
     });
+    if let Some(width) = width {
+        chrome["mobileEmulation"] = json!({
+            "deviceMetrics": { "width": width, "height": 860, "pixelRatio": 1.0, "touch": false }
+        });
+    }
     if let Some(binary) = find_program("CHROMIUM", &["chromium", "chromium-browser"]) {
         chrome["binary"] = json!(binary.display().to_string());
     }

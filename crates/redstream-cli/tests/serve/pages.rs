@@ -192,6 +192,9 @@ async fn pending_entries_in_pages() {
     assert!(by_path["next_start_id"].is_string());
 }
 
+/// A dead letter written by a test: its id, type, group and error.
+type Written = (String, &'static str, &'static str, String);
+
 /// A dead letter written by hand, as the transport writes them, with `group` and `error`.
 async fn dead_letter(
     conn: &mut redis::aio::MultiplexedConnection,
@@ -269,7 +272,7 @@ async fn dead_letters_newest_first_paged_and_searched() {
     assert!(first["entries"][0]["payload_preview"].is_string());
 
     // By type, group and error text (ignoring case), together too.
-    let expect = |keep: &dyn Fn(&(String, &str, &str, String)) -> bool| -> Vec<String> {
+    let expect = |keep: &dyn Fn(&Written) -> bool| -> Vec<String> {
         written
             .iter()
             .rev()
