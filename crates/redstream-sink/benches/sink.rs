@@ -5,14 +5,14 @@
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
-//! | batch N, exactly-once on | `send_batch` of N: one `EVALSHA` of the batch script, which checks permissions, key types and the progress, then runs N `XADD`s and the `HSET` of the progress | a pipeline of N `XADD`s (not atomic) of the same entries: each event encoded with `wire::encode` in the timed loop, as the sink does |
-//! | batch N, exactly-once off | the same script without the progress key | the same |
-//! | (second line) | the same | the same `XADD`s in `MULTI`/`EXEC`, what the sink sent before its script (which could let them run alone when `MULTI` was refused) |
+//! | batch N, exactly-once on | `send_batch` of N: one `EVALSHA` of the batch script, which checks permissions, key types and the progress, then runs N `XADD`s and the `HSET` of the progress | three baselines, each encoding every event with `wire::encode` in the timed loop, as the sink does: (1) a pipeline of the N `XADD`s and the progress `HSET` (not atomic: a failure leaves part of the batch); (2) the same in `MULTI`/`EXEC` (atomic against other clients, but a refused `MULTI` lets the commands run alone and a failing command does not stop the others; nothing checks the progress); (3) `EVALSHA` of the sink's own `batch.lua` with its arguments built by hand: the same commands and guarantees as the sink |
+//! | batch N, exactly-once off | the same script without the progress key | the same three, without the progress `HSET` |
 //!
 //! Batches are sent one after another, as a source feeding one sink does. Both sides write the
 //! same bytes per entry and get each batch as an owned `Vec<Event>` cut before the clock starts
-//! (and dropped inside it), so the ratio is the cost of the sink itself: the script and its
-//! checks, the progress key, validation and bookkeeping.
+//! (and dropped inside it), so the ratio against (3) is the cost of the sink itself: validation,
+//! bookkeeping, its connection and its retry wrapper. Each line gives the median rates, the
+//! median of the rounds' ratios and their range; sides alternate which goes first.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -26,7 +26,7 @@ use redstream_testkit::RedisServer;
 use serde_json::json;
 
 /// Rounds per figure; sides alternate which goes first, and the median of each is reported.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn seed_event(n: u64) -> Event {
     Event::new(
@@ -68,29 +68,89 @@ async fn sink_run(
     started.elapsed()
 }
 
+/// How the raw side sends a batch.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// A pipeline of `XADD`s (and the progress `HSET`): not atomic.
+    Pipeline,
+    /// The same in `MULTI`/`EXEC`.
+    Multi,
+    /// `EVALSHA` of the sink's own batch script (`src/batch.lua`), its arguments built by hand:
+    /// the same commands and the same guarantees.
+    Script,
+}
+
+static BATCH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/batch.lua")));
+
 async fn raw_run(
     conn: &mut MultiplexedConnection,
     stream: &str,
     events: &[Event],
     batch: usize,
-    atomic: bool,
+    exactly_once: bool,
+    how: Raw,
 ) -> Duration {
     let limits = EventLimits::default();
+    let progress = format!("{stream}:progress");
     // Owned batches, cut before the clock starts and dropped inside the timed loop, as the
     // sink's are (`send_batch` takes its events by value).
     let chunks: Vec<Vec<Event>> = events.chunks(batch).map(<[Event]>::to_vec).collect();
     let started = Instant::now();
-    for chunk in chunks {
-        let mut pipe = redis::pipe();
-        if atomic {
-            pipe.atomic();
-        }
-        for event in &chunk {
-            let json = wire::encode(event, &limits).unwrap();
-            pipe.cmd("XADD").arg(stream).arg("*").arg("event").arg(json);
-        }
-        let ids: Vec<String> = pipe.query_async(conn).await.unwrap();
+    let mut previous: Option<(String, String)> = None;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let position = i.to_string();
+        let last = chunk.last().unwrap().id().to_string();
+        let ids: Vec<redis::Value> = match how {
+            Raw::Pipeline | Raw::Multi => {
+                let mut pipe = redis::pipe();
+                if matches!(how, Raw::Multi) {
+                    pipe.atomic();
+                }
+                for event in &chunk {
+                    let json = wire::encode(event, &limits).unwrap();
+                    pipe.cmd("XADD").arg(stream).arg("*").arg("event").arg(json);
+                }
+                if exactly_once {
+                    pipe.cmd("HSET")
+                        .arg(&progress)
+                        .arg("last_event_id")
+                        .arg(&last)
+                        .arg("position")
+                        .arg(&position)
+                        .ignore();
+                }
+                pipe.query_async(conn).await.unwrap()
+            }
+            Raw::Script => {
+                let mut invocation = BATCH_SCRIPT.prepare_invoke();
+                invocation.key(stream);
+                if exactly_once {
+                    invocation.key(&progress);
+                }
+                invocation.arg("").arg("").arg("");
+                match (&previous, exactly_once) {
+                    (Some((last, position)), true) => invocation.arg("1").arg(last).arg(position),
+                    _ => invocation.arg("0").arg("").arg(""),
+                };
+                if exactly_once {
+                    invocation.arg(&last).arg(&position);
+                } else {
+                    invocation.arg("").arg("");
+                }
+                for event in &chunk {
+                    invocation.arg(wire::encode(event, &limits).unwrap());
+                }
+                let mut reply: Vec<redis::Value> = invocation.invoke_async(conn).await.unwrap();
+                assert_eq!(
+                    reply.remove(0),
+                    redis::Value::BulkString(b"written".to_vec())
+                );
+                reply
+            }
+        };
         assert_eq!(ids.len(), chunk.len());
+        previous = Some((last, position));
     }
     started.elapsed()
 }
@@ -110,7 +170,17 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let server = RedisServer::start().await.unwrap();
-        let mut conn = server.connection().await.unwrap();
+        // The raw side gets the sink's default response timeout (5 s), as an attempt of the
+        // sink gives up after it: the same promise, and the same timer per call.
+        let mut conn = server
+            .client()
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(5))),
+            )
+            .await
+            .unwrap();
         let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
         let version = info
             .lines()
@@ -125,53 +195,65 @@ fn main() {
         let mut run = 0;
         for batch in [100, 1_000] {
             for exactly_once in [true, false] {
+                let sides = [Raw::Pipeline, Raw::Multi, Raw::Script];
                 let mut ours = Vec::new();
-                let mut theirs = Vec::new();
-                let mut theirs_atomic = Vec::new();
+                let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
                 for round in 0..ROUNDS {
                     run += 1;
                     let stream = format!("{{bench}}.sink.{run}");
-                    let raw_stream = format!("{{bench}}.raw.{run}");
-                    let atomic_stream = format!("{{bench}}.multi.{run}");
-                    let (a, b, c) = if round % 2 == 0 {
-                        let a = sink_run(&server, &stream, &events, batch, exactly_once).await;
-                        let b = raw_run(&mut conn, &raw_stream, &events, batch, false).await;
-                        let c = raw_run(&mut conn, &atomic_stream, &events, batch, true).await;
-                        (a, b, c)
-                    } else {
-                        let c = raw_run(&mut conn, &atomic_stream, &events, batch, true).await;
-                        let b = raw_run(&mut conn, &raw_stream, &events, batch, false).await;
-                        let a = sink_run(&server, &stream, &events, batch, exactly_once).await;
-                        (a, b, c)
-                    };
-                    ours.push(rate(total, a));
-                    theirs.push(rate(total, b));
-                    theirs_atomic.push(rate(total, c));
-                    del(
-                        &mut conn,
-                        &[
-                            stream.clone(),
-                            raw_stream,
-                            atomic_stream,
-                            redstream_sink::keys::progress_key(&stream, "bench"),
-                        ],
-                    )
-                    .await;
+                    let mut keys = vec![
+                        stream.clone(),
+                        redstream_sink::keys::progress_key(&stream, "bench"),
+                    ];
+                    // Alternate: redstream first in even rounds, last in odd ones.
+                    if round % 2 == 0 {
+                        ours.push(rate(
+                            total,
+                            sink_run(&server, &stream, &events, batch, exactly_once).await,
+                        ));
+                    }
+                    for (side, how) in sides.iter().enumerate() {
+                        let raw_stream = format!("{{bench}}.raw.{run}.{side}");
+                        let took =
+                            raw_run(&mut conn, &raw_stream, &events, batch, exactly_once, *how)
+                                .await;
+                        theirs[side].push(rate(total, took));
+                        keys.push(format!("{raw_stream}:progress"));
+                        keys.push(raw_stream);
+                    }
+                    if round % 2 == 1 {
+                        ours.push(rate(
+                            total,
+                            sink_run(&server, &stream, &events, batch, exactly_once).await,
+                        ));
+                    }
+                    del(&mut conn, &keys).await;
                 }
-                let (ours, theirs, atomic) =
-                    (median(ours), median(theirs), median(theirs_atomic));
                 let name = format!(
                     "batch {batch}, exactly-once {}",
                     if exactly_once { "on" } else { "off" }
                 );
-                println!(
-                    "{name:<28} redstream {ours:>10.0} events/s   raw pipelined XADD {theirs:>10.0} events/s   ratio {:.2}x",
-                    ours / theirs
-                );
-                println!(
-                    "{:<28} {:>20}   raw MULTI/EXEC XADDs {atomic:>10.0} events/s   ratio {:.2}x",
-                    "", "", ours / atomic
-                );
+                let labels = [
+                    "raw pipelined XADDs",
+                    "raw MULTI/EXEC XADDs",
+                    "raw EVALSHA batch.lua",
+                ];
+                for (side, label) in labels.iter().enumerate() {
+                    let ratios: Vec<f64> =
+                        ours.iter().zip(&theirs[side]).map(|(a, b)| a / b).collect();
+                    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = ratios.iter().copied().fold(0.0, f64::max);
+                    let head = if side == 0 {
+                        format!("{name:<28} redstream {:>10.0} events/s", median(ours.clone()))
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{head:<58}   {label:<22} {:>10.0} events/s   ratio {:.2}x ({low:.2}x .. {high:.2}x)",
+                        median(theirs[side].clone()),
+                        median(ratios),
+                    );
+                }
             }
         }
     });

@@ -10,11 +10,16 @@
 //! | get, 64 tasks | `get::<Order>` from 64 tasks | the same from 64 tasks on one multiplexed connection |
 //! | put, 1 task / 64 tasks | `put(key, &order)` | `serde_json::to_vec` + `SET` |
 //! | get_many, 1,000 keys | `get_many::<Order, _>` | `MGET` of 1,000 keys + decoding |
-//! | put_many, 1,000 keys | `put_many` | encoding + `MSET` of 1,000 keys |
+//! | put_many, 1,000 keys | `put_many`: one `MSET` (all or nothing by itself) | encoding + `MSET` of 1,000 keys |
+//! | put_many_with_ttl vs MULTI/EXEC | `put_many_with_ttl`: core's all-or-nothing script of `SET .. PX` per key, which checks each `SET`'s permission before its first write | the same `SET .. PX`s in `MULTI`/`EXEC` (a refused `MULTI` lets them run alone; a failing `SET` does not stop the others) |
+//! | put_many_with_ttl vs Lua loop | the same | `EVALSHA` of a Lua loop of the same `SET .. PX`s, without checks (a refused `SET` stops it with the ones before applied) |
 //!
-//! Both sides do the same JSON work, so the ratio is the store's own overhead: key building,
-//! the circuit breaker, its connection manager. The store runs with its default config
-//! (fallback off, no default TTL, plain key names: the raw side writes `bench:order:<n>` too).
+//! Both sides get the same input (the user's keys, `order:<n>`, and values) and do the same
+//! JSON work; the raw side prefixes each key (`bench:order:<n>`, the store's plain layout) in the
+//! timed loop, as the store does. So the ratio is the store's own overhead: key building, the
+//! circuit breaker, its connection manager. The store runs with its default config (fallback
+//! off, no default TTL). Each line prints the median rates, the median of the rounds' ratios
+//! and their range.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -154,14 +159,15 @@ async fn ours_get_many(store: &StateStore, calls: u64) -> Duration {
 
 async fn raw_get_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
     let mut conn = conn.clone();
-    let keys: Vec<String> = (0..BATCH).map(|n| format!("{prefix}:{}", key(n))).collect();
+    // The same input as the store's: the user's keys, prefixed in the timed loop.
+    let keys: Vec<String> = (0..BATCH).map(key).collect();
     let started = Instant::now();
     for _ in 0..calls {
-        let found: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let mut cmd = redis::cmd("MGET");
+        for key in &keys {
+            cmd.arg(format!("{prefix}:{key}"));
+        }
+        let found: Vec<Option<Vec<u8>>> = cmd.query_async(&mut conn).await.unwrap();
         let decoded: Vec<Option<Order>> = found
             .into_iter()
             .map(|b| b.map(|b| serde_json::from_slice(&b).unwrap()))
@@ -185,11 +191,71 @@ async fn raw_put_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) ->
     let started = Instant::now();
     for call in 0..calls {
         let mut cmd = redis::cmd("MSET");
-        for n in 0..BATCH {
-            cmd.arg(format!("{prefix}:{}", key(n)))
-                .arg(serde_json::to_vec(&order(n + call)).unwrap());
+        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
+            cmd.arg(format!("{prefix}:{key}"))
+                .arg(serde_json::to_vec(&value).unwrap());
         }
         let () = cmd.query_async(&mut conn).await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// TTL of the `put_many_with_ttl` lines.
+const TTL_MS: u64 = 3_600_000;
+
+async fn ours_put_many_ttl(store: &StateStore, calls: u64) -> Duration {
+    let started = Instant::now();
+    for call in 0..calls {
+        let items = (0..BATCH).map(|n| (key(n), order(n + call)));
+        store
+            .put_many_with_ttl(items, Duration::from_millis(TTL_MS))
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+/// `SET .. PX` per key in `MULTI`/`EXEC`: atomic against other clients, but a refused
+/// `MULTI` lets the `SET`s run alone and a failing `SET` does not stop the others.
+async fn raw_put_many_multi(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for call in 0..calls {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}:{key}"))
+                .arg(serde_json::to_vec(&value).unwrap())
+                .arg("PX")
+                .arg(TTL_MS)
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// A plain Lua loop of `SET .. PX`: nothing in between, but no check before the first write
+/// (a refused `SET` stops it halfway).
+static SET_PX_LOOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[#ARGV]) end",
+    )
+});
+
+async fn raw_put_many_script(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for call in 0..calls {
+        let mut invocation = SET_PX_LOOP.prepare_invoke();
+        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
+            invocation
+                .key(format!("{prefix}:{key}"))
+                .arg(serde_json::to_vec(&value).unwrap());
+        }
+        invocation.arg(TTL_MS);
+        let () = invocation.invoke_async(&mut conn).await.unwrap();
     }
     started.elapsed()
 }
@@ -203,15 +269,20 @@ fn median(mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
-fn line(name: &str, ours: f64, raw: f64) {
+fn line(name: &str, ours: &[f64], raw: &[f64]) {
+    let ratios: Vec<f64> = ours.iter().zip(raw).map(|(a, b)| a / b).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(0.0, f64::max);
     println!(
-        "{name:<26} redstream {ours:>10.0} ops/s   raw redis-rs {raw:>10.0} ops/s   ratio {:.2}x",
-        ours / raw
+        "{name:<30} redstream {:>10.0} ops/s   raw redis-rs {:>10.0} ops/s   ratio {:.2}x ({low:.2}x .. {high:.2}x)",
+        median(ours.to_vec()),
+        median(raw.to_vec()),
+        median(ratios),
     );
 }
 
 /// Runs `ours` and `raw` for `ROUNDS` rounds, alternating which goes first, and prints the
-/// median rates of `ops` operations per run.
+/// median rates of `ops` operations per run, the median of the rounds' ratios and their range.
 async fn compare<A, B, FA, FB>(name: &str, ops: u64, ours: A, raw: B)
 where
     A: Fn() -> FA,
@@ -229,7 +300,7 @@ where
             a.push(rate(ops, ours().await));
         }
     }
-    line(name, median(a), median(b));
+    line(name, &a, &b);
 }
 
 fn main() {
@@ -243,7 +314,17 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let server = RedisServer::start().await.unwrap();
-        let raw = server.connection().await.unwrap();
+        // The raw side gets the store's default response timeout (5 s), as a call of the store
+        // gives up after it: the same promise, and the same timer per call.
+        let raw = server
+            .client()
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(5))),
+            )
+            .await
+            .unwrap();
         let prefix = "bench";
         let store = StateStore::new(StateBackend::redis(server.url(), prefix))
             .await
@@ -291,6 +372,20 @@ fn main() {
             calls * BATCH,
             || ours_put_many(&store, calls),
             || raw_put_many(&raw, prefix, calls),
+        )
+        .await;
+        compare(
+            "put_many_with_ttl vs MULTI/EXEC",
+            calls * BATCH,
+            || ours_put_many_ttl(&store, calls),
+            || raw_put_many_multi(&raw, prefix, calls),
+        )
+        .await;
+        compare(
+            "put_many_with_ttl vs Lua loop",
+            calls * BATCH,
+            || ours_put_many_ttl(&store, calls),
+            || raw_put_many_script(&raw, prefix, calls),
         )
         .await;
         drop(server);

@@ -1,0 +1,238 @@
+//! Instructions per operation, counted by callgrind: the state store next to raw redis-rs doing
+//! the same work. Instruction counts do not move with the load of the machine, so they are the
+//! figure to compare across commits on a noisy 2-core machine (the throughput bench, `state`,
+//! moves by 10-20% from run to run).
+//!
+//! `cargo bench -p redstream-state --bench instructions`. With `REDSTREAM_CALLGRIND_DIR=<dir>`
+//! each run's profile is kept there (`get-1200.out`...) for `callgrind_annotate --inclusive=yes`.
+//!
+//! How (as the transport's `instructions` bench): this binary runs itself under
+//! `valgrind --tool=callgrind` as a child doing one case (`--case <name> <ops> <url>`) on a
+//! current-thread runtime, once with 200 and once with 1,200 operations; the difference of the
+//! two totals over 1,000 is one operation's cost, with the start, the runtime and the
+//! connection cancelled out. The redis-server and the kernel are not counted.
+//!
+//! | case | redstream | raw redis-rs |
+//! |---|---|---|
+//! | `get` | `get::<Order>` | `GET` + `serde_json::from_slice` |
+//! | `put` | `put(key, &order)` | `serde_json::to_vec` + `SET` |
+//! | `get_many` (per key) | `get_many::<Order, _>` of 100 keys | `MGET` of the 100 prefixed keys + decoding |
+//! | `put_many` (per key) | `put_many` of 100 keys: one `MSET` | encoding + `MSET` of the 100 prefixed keys |
+//!
+//! Both sides get the same input (the user's keys, `order:<n>`) and build the prefixed Redis
+//! key (`bench:order:<n>`) in the counted loop.
+
+// A benchmark reports on stdout and stops loudly on failure.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use redis::aio::MultiplexedConnection;
+use redstream_state::{StateBackend, StateStore};
+use redstream_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+
+const SHORT: u64 = 200;
+const LONG: u64 = 1_200;
+/// Keys per `get_many` / `put_many` call.
+const BATCH: u64 = 100;
+const PREFIX: &str = "bench";
+
+/// (name, redstream's child case, raw redis-rs's child case, keys per operation).
+const CASES: [(&str, &str, &str, u64); 4] = [
+    ("get", "get", "raw-get", 1),
+    ("put", "put", "raw-put", 1),
+    ("get_many, per key", "get_many", "raw-get_many", BATCH),
+    ("put_many, per key", "put_many", "raw-put_many", BATCH),
+];
+
+/// A seed-sized value, as in the `state` bench.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    order_id: String,
+    total: f64,
+    items: u32,
+}
+
+fn order(n: u64) -> Order {
+    Order {
+        order_id: n.to_string(),
+        total: 99.99,
+        items: 3,
+    }
+}
+
+fn key(n: u64) -> String {
+    format!("order:{}", n % 1_000)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--case") {
+        let case = args[at + 1].clone();
+        let ops: u64 = args[at + 2].parse().unwrap();
+        let url = args[at + 3].clone();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(child(&case, ops, &url));
+        return;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(driver());
+}
+
+async fn child(case: &str, ops: u64, url: &str) {
+    match case {
+        "get" | "put" | "get_many" | "put_many" => {
+            let store = StateStore::new(StateBackend::redis(url, PREFIX))
+                .await
+                .unwrap();
+            for n in 0..ops {
+                match case {
+                    "get" => {
+                        let found: Option<Order> = store.get(&key(n)).await.unwrap();
+                        assert!(found.is_some());
+                    }
+                    "put" => store.put(&key(n), &order(n)).await.unwrap(),
+                    "get_many" => {
+                        let keys: Vec<String> = (0..BATCH).map(|k| key(n * BATCH + k)).collect();
+                        let found: Vec<Option<Order>> = store.get_many(&keys).await.unwrap();
+                        assert!(found.iter().all(Option::is_some));
+                    }
+                    _ => {
+                        let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
+                        store.put_many(items).await.unwrap();
+                    }
+                }
+            }
+        }
+        _ => {
+            // The store's default response timeout (5 s): the same promise, the same timer.
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(Some(std::time::Duration::from_secs(5))),
+                )
+                .await
+                .unwrap();
+            for n in 0..ops {
+                raw_op(&mut conn, case, n).await;
+            }
+        }
+    }
+}
+
+async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
+    match case {
+        "raw-get" => {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(format!("{PREFIX}:{}", key(n)))
+                .query_async(conn)
+                .await
+                .unwrap();
+            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
+            std::hint::black_box(found);
+        }
+        "raw-put" => {
+            let bytes = serde_json::to_vec(&order(n)).unwrap();
+            let () = redis::cmd("SET")
+                .arg(format!("{PREFIX}:{}", key(n)))
+                .arg(bytes)
+                .query_async(conn)
+                .await
+                .unwrap();
+        }
+        "raw-get_many" => {
+            let keys: Vec<String> = (0..BATCH).map(|k| key(n * BATCH + k)).collect();
+            let mut cmd = redis::cmd("MGET");
+            for key in &keys {
+                cmd.arg(format!("{PREFIX}:{key}"));
+            }
+            let found: Vec<Option<Vec<u8>>> = cmd.query_async(conn).await.unwrap();
+            let decoded: Vec<Option<Order>> = found
+                .into_iter()
+                .map(|b| b.map(|b| serde_json::from_slice(&b).unwrap()))
+                .collect();
+            assert!(decoded.iter().all(Option::is_some));
+        }
+        "raw-put_many" => {
+            let mut cmd = redis::cmd("MSET");
+            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
+                cmd.arg(format!("{PREFIX}:{key}"))
+                    .arg(serde_json::to_vec(&value).unwrap());
+            }
+            let () = cmd.query_async(conn).await.unwrap();
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// The instructions callgrind counted for one run of `case` with `ops` operations.
+fn count(case: &str, ops: u64, url: &str, out: &Path) -> u64 {
+    let kept: Option<PathBuf> = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
+        .map(|dir| Path::new(&dir).join(format!("{case}-{ops}.out")));
+    let out = kept.as_deref().unwrap_or(out);
+    let output = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--dump-instr=no")
+        .arg("--compress-strings=no")
+        .arg(std::env::current_exe().unwrap())
+        .args(["--case", case, &ops.to_string(), url])
+        .output()
+        .expect("valgrind could not be started (apt-get install valgrind)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{case} under callgrind failed:\n{stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|line| {
+            let (_, total) = line.split_once("Collected :")?;
+            total.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
+}
+
+/// Instructions per key of `case`: the difference of a long and a short run.
+fn per_key(case: &str, keys_per_op: u64, url: &str, out: &Path) -> f64 {
+    let short = count(case, SHORT, url, out);
+    let long = count(case, LONG, url, out);
+    (long as f64 - short as f64) / ((LONG - SHORT) * keys_per_op) as f64
+}
+
+async fn driver() {
+    let server = RedisServer::start().await.unwrap();
+    let out =
+        std::env::temp_dir().join(format!("redstream-state-{}.callgrind", std::process::id()));
+    // Every key the cases read exists.
+    let store = StateStore::new(StateBackend::redis(server.url(), PREFIX))
+        .await
+        .unwrap();
+    store
+        .put_many((0..1_000).map(|n| (key(n), order(n))))
+        .await
+        .unwrap();
+    println!(
+        "redstream-state, instructions per operation (callgrind; runs of {LONG} minus {SHORT} \
+         operations, {BATCH} keys per get_many/put_many), redis-server on 127.0.0.1:{}",
+        server.port()
+    );
+    for (name, case, raw_case, keys) in CASES {
+        let ours = per_key(case, keys, &server.url(), &out);
+        let raw = per_key(raw_case, keys, &server.url(), &out);
+        println!(
+            "{name:<18} redstream {ours:>9.0} instr/op   raw redis-rs {raw:>9.0} instr/op   ratio {:.2}x",
+            ours / raw
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+}
