@@ -105,6 +105,8 @@ pub struct RedisSink {
     limits: EventLimits,
     state: Mutex<State>,
     counters: Counters,
+    /// The `sink` label of the metrics: the id, shared, so a metric costs no allocation.
+    label: metrics::SharedString,
 }
 
 impl std::fmt::Debug for RedisSink {
@@ -126,6 +128,7 @@ impl RedisSink {
     pub fn new(config: SinkConfig) -> Result<Self> {
         config.validate()?;
         let conn = Connection::new(&config);
+        let label = metrics::SharedString::from_shared(std::sync::Arc::from(config.id.as_str()));
         let progress_key = keys::progress_key(&config.stream, &config.id);
         if !redstream_core::keys::same_slot(&config.stream, &progress_key) {
             // Only a stream holding a `}` without a hash tag before it cannot be wrapped in one.
@@ -146,6 +149,7 @@ impl RedisSink {
                 stall: Stall::default(),
             }),
             counters: Counters::default(),
+            label,
         })
     }
 
@@ -460,7 +464,7 @@ impl RedisSink {
             );
         }
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("redstream_sink_retries_total", "sink" => self.config.id.clone())
+        metrics::counter!("redstream_sink_retries_total", "sink" => self.label.clone())
             .increment(1);
         tokio::time::sleep(delay).await;
         *attempt = attempt.saturating_add(1);
@@ -483,7 +487,7 @@ impl RedisSink {
     fn record_error(&self, err: &Error) {
         metrics::counter!(
             "redstream_sink_errors_total",
-            "sink" => self.config.id.clone(),
+            "sink" => self.label.clone(),
             "kind" => err.kind().as_str()
         )
         .increment(1);
@@ -872,7 +876,7 @@ impl RedisSink {
         if acked >= u64::from(durability.replicas) {
             return Ok(());
         }
-        metrics::counter!("redstream_sink_not_durable_total", "sink" => self.config.id.clone())
+        metrics::counter!("redstream_sink_not_durable_total", "sink" => self.label.clone())
             .increment(1);
         Err(Error::backend(
             ErrorKind::NotDurable,
@@ -974,7 +978,7 @@ impl RedisSink {
     }
 
     fn record_success(&self, ack: &BatchAck, started: Instant) {
-        let sink = self.config.id.clone();
+        let sink = &self.label;
         if ack.written > 0 {
             self.counters.batches.fetch_add(1, Ordering::Relaxed);
             self.counters
@@ -984,7 +988,7 @@ impl RedisSink {
             metrics::counter!("redstream_sink_events_total", "sink" => sink.clone())
                 .increment(ack.written as u64);
         }
-        metrics::histogram!("redstream_sink_latency_seconds", "sink" => sink)
+        metrics::histogram!("redstream_sink_latency_seconds", "sink" => sink.clone())
             .record(started.elapsed().as_secs_f64());
     }
 }
