@@ -5,7 +5,7 @@
   'use strict';
 
   const SVG_NS = 'http://www.w3.org/2000/svg';
-  const HISTORY_MS = 10 * 60 * 1000;
+  const HISTORY_MS = 60 * 60 * 1000;
   const CHART_SERIES = 6;
   const SPARK_POINTS = 30;
   const WRITES_OFF = 'Write actions are disabled: start the dashboard with --allow-writes';
@@ -20,8 +20,8 @@
   const state = {
     snapshot: null,
     lastTime: null,
-    prev: new Map(),     // stream -> { t, length, lastId }
-    history: new Map(),  // stream -> [{ t, rate }]
+    history: new Map(),  // stream -> [{ t, rate, ack, lag }], from the server's samples
+    exact: new Map(),    // stream -> whether its rates come from entries-added
     seenStreams: null,   // Set of stream names rendered before (null before the first render)
     seenDead: null,
     ws: null,
@@ -127,30 +127,45 @@
   }
 
   // ---------- throughput ----------
-  function updateRates(snap) {
-    const t = snap.generated_at_ms;
-    const present = new Set();
-    for (const s of snap.streams) {
-      present.add(s.name);
-      let p = state.prev.get(s.name);
-      // A stream that appeared since the previous snapshot had no entries then.
-      if (!p && state.lastTime != null && state.lastTime < t) p = { t: state.lastTime, length: 0, lastId: null };
-      if (p && t > p.t) {
-        let added = s.length - p.length;
-        // MAXLEN trimming can keep the length flat while entries arrive: count at least one.
-        if (added <= 0 && s.last_id && s.last_id !== p.lastId) added = 1;
-        const r = Math.max(0, added) / ((t - p.t) / 1000);
-        const h = state.history.get(s.name) || [];
-        h.push({ t, rate: r });
-        while (h.length && h[0].t < t - HISTORY_MS) h.shift();
-        state.history.set(s.name, h);
-      }
-      state.prev.set(s.name, { t, length: s.length, lastId: s.last_id });
+  // The server keeps the last hour (GET /api/throughput), sampled from Redis's own counters;
+  // each snapshot carries its new sample. Points: { t, rate, ack, lag }.
+  function applySample(sample) {
+    const t = sample.t;
+    for (const [name, p] of Object.entries(sample.streams)) {
+      const h = state.history.get(name) || [];
+      h.push({ t, rate: p.rate, ack: p.ack_rate, lag: p.lag });
+      while (h.length && h[0].t < t - HISTORY_MS) h.shift();
+      state.history.set(name, h);
+      state.exact.set(name, p.exact);
     }
-    for (const name of [...state.prev.keys()]) {
-      if (!present.has(name)) { state.prev.delete(name); state.history.delete(name); }
-    }
+    // A deleted stream leaves the charts.
+    for (const name of [...state.history.keys()]) if (!(name in sample.streams)) state.history.delete(name);
     state.lastTime = t;
+  }
+  function updateRates(snap) {
+    const sample = snap.throughput;
+    if (sample && (state.lastTime == null || sample.t > state.lastTime)) applySample(sample);
+  }
+  async function loadHistory() {
+    let view;
+    try { view = await getJson('/api/throughput'); } catch (_) { return; /* the snapshots still feed it */ }
+    const history = new Map();
+    for (const [name, series] of Object.entries(view.streams)) {
+      const h = [];
+      view.t.forEach((t, i) => {
+        if (series.rate[i] != null) h.push({ t, rate: series.rate[i], ack: series.ack_rate[i], lag: series.lag[i] });
+      });
+      if (h.length) history.set(name, h);
+      state.exact.set(name, series.exact);
+    }
+    const last = view.t.length ? view.t[view.t.length - 1] : null;
+    // Keep what the snapshots brought meanwhile when it is newer.
+    if (last != null && (state.lastTime == null || last >= state.lastTime)) {
+      state.history = history;
+      state.lastTime = last;
+    }
+    if (state.snapshot) { renderStreams(state.snapshot); if (!state.page) drawCharts(); }
+    $('throughput-chart').dataset.history = 'loaded';
   }
   const currentRate = (name) => {
     const h = state.history.get(name);
@@ -186,25 +201,15 @@
     return Number.isInteger(v) ? nf.format(v) : String(Number(v.toFixed(2)));
   }
 
-  function drawChart() {
-    const chart = $('throughput-chart');
-    const width = Math.max(320, Math.round(chart.clientWidth || 800));
-    const height = 220;
+  // Draws `series` ([{ label, points: [{ t, v }], last, peak }]) in the SVG `chart`, with
+  // their legend and a text summary for screen readers.
+  function drawLines({ chart, legend, summary, series, unit, span, empty }) {
+    const width = Math.max(300, Math.round(chart.clientWidth || 800));
+    const height = Math.round(chart.clientHeight || 220);
     const pad = { l: 52, r: 14, t: 12, b: 26 };
     chart.setAttribute('viewBox', `0 0 ${width} ${height}`);
     chart.replaceChildren();
-    const legend = $('throughput-legend');
     const now = state.lastTime;
-    // The time axis spans the history there is, from one minute up to ten.
-    let oldest = now;
-    for (const h of state.history.values()) if (h.length && h[0].t < oldest) oldest = h[0].t;
-    const span = now == null ? HISTORY_MS : Math.min(HISTORY_MS, Math.max(60000, now - oldest));
-    $('throughput-span').textContent = `events per second, last ${ago(span).slice(1)}`;
-    const series = [...state.history.entries()]
-      .map(([name, h]) => ({ name, h, peak: Math.max(0, ...h.map((p) => p.rate)), last: h.length ? h[h.length - 1].rate : 0 }))
-      .filter((s) => s.h.length > 0 && s.peak > 0)
-      .sort((a, b) => b.peak - a.peak || a.name.localeCompare(b.name))
-      .slice(0, CHART_SERIES);
     const plotW = width - pad.l - pad.r;
     const plotH = height - pad.t - pad.b;
     const max = niceMax(Math.max(0, ...series.map((s) => s.peak)));
@@ -224,23 +229,75 @@
     }
     legend.replaceChildren();
     if (!series.length) {
-      const msg = svg('text', { class: 'nodata', x: pad.l + plotW / 2, y: pad.t + plotH / 2, 'text-anchor': 'middle' });
-      msg.textContent = state.history.size ? `No new events in the last ${ago(span).slice(1)}` : 'Waiting for a second snapshot…';
+      const msg = svg('text', { class: 'nodata', x: width / 2, y: pad.t + plotH / 2, 'text-anchor': 'middle' });
+      msg.textContent = empty;
       chart.append(msg);
-      $('throughput-summary').textContent = msg.textContent;
+      summary.textContent = empty;
       return;
     }
     series.forEach((s, i) => {
-      const points = s.h.map((p) => `${x(p.t).toFixed(1)},${y(p.rate).toFixed(1)}`).join(' ');
+      const points = s.points.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
       chart.append(svg('polyline', { class: `series c${i}`, points }));
-      const last = s.h[s.h.length - 1];
-      chart.append(svg('circle', { class: `dot c${i}`, cx: x(last.t).toFixed(1), cy: y(last.rate).toFixed(1), r: 3 }));
-      legend.append(el('li', {}, el('span', { class: `swatch c${i}`, 'aria-hidden': 'true' }), `${shortName(s.name)} `,
-        el('span', { class: 'muted' }, `${rate(s.last)}/s`)));
+      const last = s.points[s.points.length - 1];
+      chart.append(svg('circle', { class: `dot c${i}`, cx: x(last.t).toFixed(1), cy: y(last.v).toFixed(1), r: 3 }));
+      legend.append(el('li', {}, el('span', { class: `swatch c${i}`, 'aria-hidden': 'true' }), `${s.label} `,
+        el('span', { class: 'muted' }, `${unit.short(s.last)}`)));
     });
-    $('throughput-summary').textContent = series
-      .map((s) => `${shortName(s.name)}: ${rate(s.last)} events per second now, peak ${rate(s.peak)}`)
-      .join('; ');
+    summary.textContent = `${series.map((s) => `${s.label}: ${unit.long(s.last)} now, peak ${unit.long(s.peak)}`).join('; ')}.`;
+  }
+
+  // Per stream, the points of `field` that are not null, as { t, v }.
+  function seriesOf(field) {
+    return [...state.history.entries()].map(([name, h]) => {
+      const points = h.filter((p) => p[field] != null).map((p) => ({ t: p.t, v: p[field] }));
+      return { name, label: shortName(name), points, peak: Math.max(0, ...points.map((p) => p.v)), last: points.length ? points[points.length - 1].v : 0 };
+    });
+  }
+  const busiest = (list) => list.filter((s) => s.points.length && s.peak > 0)
+    .sort((a, b) => b.peak - a.peak || a.name.localeCompare(b.name)).slice(0, CHART_SERIES);
+  // The sum of `field` over the streams `keep` accepts, per sample time.
+  function total(field, keep, label) {
+    const sums = new Map();
+    for (const [name, h] of state.history) {
+      if (!keep(name)) continue;
+      for (const p of h) if (p[field] != null) sums.set(p.t, (sums.get(p.t) || 0) + p[field]);
+    }
+    const points = [...sums.entries()].sort((a, b) => a[0] - b[0]).map(([t, v]) => ({ t, v }));
+    return { name: label, label, points, peak: Math.max(0, ...points.map((p) => p.v)), last: points.length ? points[points.length - 1].v : 0 };
+  }
+
+  function drawCharts() {
+    const now = state.lastTime;
+    const times = new Set();
+    for (const h of state.history.values()) for (const p of h) times.add(p.t);
+    $('throughput-chart').dataset.samples = String(times.size);
+    // The time axis spans the history there is, from one minute up to an hour.
+    let oldest = now;
+    for (const h of state.history.values()) if (h.length && h[0].t < oldest) oldest = h[0].t;
+    const span = now == null ? HISTORY_MS : Math.min(HISTORY_MS, Math.max(60000, now - oldest));
+    const last = ago(span).slice(1);
+    const inexact = [...state.history.keys()].some((name) => state.exact.get(name) === false);
+    $('throughput-span').textContent = `events per second, last ${last}${inexact ? ' (from lengths where Redis has no entries-added: a lower bound)' : ''}`;
+    const perSecond = { short: (v) => `${rate(v)}/s`, long: (v) => `${rate(v)} per second` };
+    const waiting = state.lastTime == null ? 'Waiting for a second snapshot…' : null;
+    drawLines({
+      chart: $('throughput-chart'), legend: $('throughput-legend'), summary: $('throughput-summary'),
+      series: busiest(seriesOf('rate')), unit: perSecond, span,
+      empty: waiting || `No new events in the last ${last}`,
+    });
+    const dlq = state.snapshot ? state.snapshot.dlq.stream : null;
+    const flow = [total('ack', (n) => n !== dlq, 'acknowledged'), total('rate', (n) => n === dlq, 'dead-lettered')]
+      .filter((s) => s.points.length && s.peak > 0);
+    drawLines({
+      chart: $('flow-chart'), legend: $('flow-legend'), summary: $('flow-summary'),
+      series: flow, unit: perSecond, span,
+      empty: waiting || 'Nothing acknowledged or dead-lettered',
+    });
+    drawLines({
+      chart: $('lag-chart'), legend: $('lag-legend'), summary: $('lag-summary'),
+      series: busiest(seriesOf('lag')), unit: { short: (v) => num(v), long: (v) => `${num(v)} entries behind` }, span,
+      empty: waiting || 'No group is behind',
+    });
   }
 
   function shortName(name) {
@@ -280,7 +337,7 @@
       const listed = snap.streams.find((s) => s.name === state.page.name);
       if (listed) renderStreamInfo(listed);
     } else {
-      drawChart();
+      drawCharts();
     }
   }
 
@@ -497,7 +554,7 @@
     if (name == null) {
       state.page = null;
       document.title = 'redstream dashboard';
-      if (state.snapshot) drawChart();
+      if (state.snapshot) drawCharts();
       return;
     }
     if (!state.page || state.page.name !== name) {
@@ -834,7 +891,7 @@
     const query = token ? `?token=${encodeURIComponent(token)}` : '';
     const ws = new WebSocket(`${scheme}://${location.host}/ws${query}`);
     state.ws = ws;
-    ws.addEventListener('open', () => { state.retry = 0; });
+    ws.addEventListener('open', () => { state.retry = 0; loadHistory(); });
     ws.addEventListener('message', (message) => {
       let data;
       try { data = JSON.parse(message.data); } catch (_) { return; }
@@ -855,7 +912,7 @@
   let resizeTimer = null;
   window.addEventListener('resize', () => {
     clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => { if (state.snapshot) drawChart(); }, 150);
+    resizeTimer = setTimeout(() => { if (state.snapshot) drawCharts(); }, 150);
   });
   route();
   connect();

@@ -298,6 +298,12 @@ pub(crate) async fn streams_info(State(state): State<AppState>) -> ApiResult<Val
     })))
 }
 
+/// `GET /api/throughput`: the rates of the last hour the dashboard sampled (see `history.rs`).
+/// Reads nothing from Redis.
+pub(crate) async fn throughput(State(state): State<AppState>) -> Json<super::history::HistoryView> {
+    Json(state.history().view())
+}
+
 /// `GET /api/nodes`: each master of a cluster (the one server otherwise) with its memory,
 /// ops/s, clients, keys and the streams it holds, and the totals.
 pub(crate) async fn nodes(State(state): State<AppState>) -> ApiResult<Value> {

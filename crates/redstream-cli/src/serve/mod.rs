@@ -23,6 +23,7 @@
 //! | `dlq.rs` | dead letters: list, one, redrive, purge |
 //! | `dlq_page.rs` | dead letters newest first, in pages, searched over a bounded window |
 //! | `ws.rs` | the WebSocket feed and its shared poller |
+//! | `history.rs` | the throughput of the last hour, a ring buffer sampled from the snapshots |
 //! | `prometheus.rs` | `/metrics` (docs/observability.md) |
 //! | `origins.rs` | dead letters counted by the stream they came from, for `/metrics` |
 //! | `page.rs` | the embedded page (`assets/`) and its Content Security Policy |
@@ -35,6 +36,7 @@ mod dlq_page;
 mod entry;
 mod error;
 mod guard;
+mod history;
 mod newest;
 mod origins;
 mod page;

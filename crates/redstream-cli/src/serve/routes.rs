@@ -24,6 +24,7 @@ use super::{api, dlq, dlq_page, guard, newest, page, prometheus, ws};
 /// | `GET /api/stream/{stream}/entries?before=&count=` | entries newest first, in pages |
 /// | `GET /api/pending/{stream}/{group}?count=&startId=` | pending entries of a group |
 /// | `GET /api/metrics` | `INFO` figures, stream totals, the dashboard's counters |
+/// | `GET /api/throughput` | the rates of the last hour, sampled from the snapshots |
 /// | `GET /api/nodes` | per master (or the one server): memory, ops/s, clients, keys, streams; totals |
 /// | `GET /api/streams/info` | length, first and last entry of every stream (seed 004) |
 /// | `GET /api/streams/{name}?startId=&count=` | entries of a stream (seed 004) |
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/pending/{stream}/{group}", get(api::pending_by_path))
         .route("/api/metrics", get(api::metrics))
         .route("/api/nodes", get(api::nodes))
+        .route("/api/throughput", get(api::throughput))
         .route("/api/streams/info", get(api::streams_info))
         .route("/api/streams/{name}", get(api::read))
         .route("/api/streams/{name}/pending", get(api::pending_by_query))

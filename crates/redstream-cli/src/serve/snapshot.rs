@@ -18,6 +18,7 @@ use super::config::{
     FAN_OUT, PREVIEW_BYTES, REST_ERROR_BYTES, SNAPSHOT_DEAD_LETTERS, SNAPSHOT_ERROR_BYTES,
     SNAPSHOT_GROUPS_WITH_CONSUMERS,
 };
+use super::history::Sample;
 use super::preview::{Direction, PreviewEntry, PreviewField, ReadLimits};
 use super::state::AppState;
 use super::summary::{GroupInfo, Summary};
@@ -66,6 +67,10 @@ pub(crate) struct Snapshot {
     pub(crate) streams: Vec<StreamView>,
     /// The oldest dead letters.
     pub(crate) dlq: DlqView,
+    /// This snapshot's sample of the throughput history (`GET /api/throughput` has the rest);
+    /// `null` when it was not sampled (the first snapshot, or one sooner than a second after the
+    /// last sample).
+    pub(crate) throughput: Option<Sample>,
 }
 
 /// The Nodes panel: per node its memory, load, keys and streams, and the totals.
@@ -111,6 +116,9 @@ pub(crate) struct StreamView {
     pub(crate) dead_letter: bool,
     /// Entries in the stream (`XLEN`).
     pub(crate) length: u64,
+    /// Every entry ever added (`XINFO STREAM`'s `entries-added`, which trimming does not
+    /// lower); `None` before Redis 7 and for a user who may not run `XINFO STREAM`.
+    pub(crate) entries_added: Option<u64>,
     /// Oldest and newest entry ids; `None` when empty.
     pub(crate) first_id: Option<String>,
     pub(crate) last_id: Option<String>,
@@ -413,6 +421,8 @@ impl AppState {
             self.nodes_and_summaries(),
             self.dead_letters("-", SNAPSHOT_DEAD_LETTERS, Detail::Preview),
         )?;
+        let generated_at_ms = now_ms();
+        let throughput = self.history().record(generated_at_ms, &summaries);
         let mut streams = self
             .stream_views(summaries, SNAPSHOT_GROUPS_WITH_CONSUMERS)
             .await?;
@@ -431,7 +441,7 @@ impl AppState {
         super::state::Counters::add(&self.counters().snapshots, 1);
         Ok(Snapshot {
             message_type: "snapshot",
-            generated_at_ms: now_ms(),
+            generated_at_ms,
             prefix: self.prefix().to_owned(),
             patterns: self.config().streams.clone(),
             refresh_ms: u64::try_from(self.config().refresh.as_millis()).unwrap_or(u64::MAX),
@@ -444,6 +454,7 @@ impl AppState {
                 length: dlq_length,
                 entries: dead,
             },
+            throughput,
         })
     }
 
@@ -555,6 +566,7 @@ fn stream_view(summary: Summary, groups: Vec<GroupView>) -> StreamView {
         event_type: summary.event_type,
         dead_letter: summary.dead_letter,
         length: summary.length,
+        entries_added: summary.entries_added,
         first_id: summary.first_id,
         last_id: summary.last_id,
         lag,

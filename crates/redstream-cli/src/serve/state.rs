@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::ServeConfig;
 use super::error::ApiError;
+use super::history::History;
 use super::ws::Feed;
 
 /// Everything the dashboard's handlers share. Cheap to clone.
@@ -37,6 +38,8 @@ struct Inner {
     secrets: Vec<String>,
     counters: Counters,
     feed: Feed,
+    /// The throughput of the last hour, sampled from the snapshots.
+    history: History,
     /// One permit per WebSocket client; a client holds one until its task ends.
     ws_slots: Arc<Semaphore>,
     /// How many permits `ws_slots` started with: all of them are back once every WebSocket
@@ -120,6 +123,7 @@ impl AppState {
         let ws_capacity =
             u32::try_from(config.max_ws_clients.min(Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
         let ws_slots = Arc::new(Semaphore::new(ws_capacity as usize));
+        let history = History::new(config.refresh);
         Self {
             inner: Arc::new(Inner {
                 transport,
@@ -128,6 +132,7 @@ impl AppState {
                 secrets,
                 counters: Counters::default(),
                 feed: Feed::default(),
+                history,
                 ws_slots,
                 ws_capacity,
                 shutdown: CancellationToken::new(),
@@ -156,6 +161,10 @@ impl AppState {
 
     pub(crate) fn feed(&self) -> &Feed {
         &self.inner.feed
+    }
+
+    pub(crate) fn history(&self) -> &History {
+        &self.inner.history
     }
 
     pub(crate) fn ws_slots(&self) -> &Arc<Semaphore> {

@@ -501,3 +501,130 @@ async fn the_page_fits_400_px_and_its_banner_is_punctuated() {
     save_screenshot(&client, "narrow-banner.png").await;
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_throughput_history_outlives_a_reload() {
+    let (_driver, driver_url) = start_chromedriver().await;
+    let redis = RedisServer::start().await.unwrap();
+    let events = transport(&redis.url()).await;
+    let mut conn = redis.connection().await.unwrap();
+    events
+        .publish(Event::new(
+            "order.created",
+            json!({ "n": 0 }),
+            EventMetadata::default(),
+        ))
+        .await
+        .unwrap();
+    group_reads(&mut conn, "events:order.created", 1).await;
+    let (_dashboard, base) = start_dashboard(&redis.url(), &["--refresh", "1s"]);
+    let client = browser(&driver_url).await;
+    client.goto(&format!("{base}/")).await.unwrap();
+    wait_for(
+        &client,
+        r#"[data-testid="connection-status"][data-state="live"]"#,
+    )
+    .await;
+    // Events, acknowledgements and a dead letter between two snapshots.
+    for n in 1..=20 {
+        events
+            .publish(Event::new(
+                "order.created",
+                json!({ "n": n }),
+                EventMetadata::default(),
+            ))
+            .await
+            .unwrap();
+    }
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("billing")
+        .arg("billing-1")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg("events:order.created")
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg("events:order.created")
+        .arg("billing")
+        .arg("-")
+        .arg("+")
+        .arg(6)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = pending.iter().map(|p| p.0.as_str()).collect();
+    let _: u64 = redis::cmd("XACK")
+        .arg("events:order.created")
+        .arg("billing")
+        .arg(&ids)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    events
+        .publish_to_dlq(
+            Event::new(
+                "order.created",
+                json!({ "n": 99 }),
+                EventMetadata::default(),
+            ),
+            "boom",
+        )
+        .await
+        .unwrap();
+    wait_for(&client, "#throughput-legend li").await;
+    wait_for(&client, "#flow-legend li").await;
+    wait_for(&client, "#lag-legend li").await;
+    let flow = text(&client, "#flow-legend").await;
+    assert!(
+        flow.contains("acknowledged") && flow.contains("dead-lettered"),
+        "{flow}"
+    );
+    let points = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let value = client
+                .execute(
+                    "return document.querySelector('#throughput-chart polyline').getAttribute('points').split(' ').length",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            value.as_u64().unwrap()
+        }
+    };
+    // Three samples or more before the reload.
+    wait_for(
+        &client,
+        r#"#throughput-chart:not([data-samples="0"]):not([data-samples="1"]):not([data-samples="2"])"#,
+    )
+    .await;
+    client
+        .execute(
+            "document.getElementById('throughput-title').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    save_screenshot(&client, "throughput.png").await;
+    let before = points(&client).await;
+    assert!(before >= 3, "{before}");
+    // A reload draws the server's history at once, not only what arrives from now on.
+    client.refresh().await.unwrap();
+    wait_for(
+        &client,
+        "#throughput-chart[data-history=\"loaded\"] polyline",
+    )
+    .await;
+    let after = points(&client).await;
+    assert!(
+        after >= before,
+        "{after} points after the reload, {before} before"
+    );
+    wait_for(&client, "#flow-legend li").await;
+    client.close().await.unwrap();
+}

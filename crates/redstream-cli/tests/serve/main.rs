@@ -8,6 +8,7 @@ mod auth;
 mod binary;
 mod bounded;
 mod failures;
+mod history;
 mod limits;
 mod nodes;
 mod observability;
