@@ -631,6 +631,7 @@
       select.replaceChildren(...names.map((n) => el('option', { value: n }, n)));
       if (page.group && names.includes(page.group)) select.value = page.group;
     }
+    select.closest('label').hidden = names.length === 0;
     const wanted = names.includes(page.group) ? page.group : (names[0] || null);
     if (wanted !== page.group) { page.group = wanted; loadPending(false); }
     else if (!names.length) loadPending(false);

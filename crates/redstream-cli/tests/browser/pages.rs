@@ -225,6 +225,8 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
     );
     assert!(fields.contains("\"currency\": \"EUR\""), "{fields}");
     wait_for(&client, r#"#pending-empty:not([hidden])"#).await;
+    // No group to choose: the picker is hidden.
+    wait_for(&client, "label:has(#pending-group)[hidden]").await;
     save_screenshot(&client, "stream-page-foreign.png").await;
 
     // Back to the overview.
