@@ -82,7 +82,11 @@ async fn transport_named(
 /// The defaults, or what `REDSTREAM_BENCH_READ_COUNT` and `REDSTREAM_BENCH_CONCURRENCY` say
 /// (for trying other settings; the printed figures are with the defaults unless they are set).
 fn tuned(mut options: TransportOptions) -> TransportOptions {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     if let Some(n) = var("REDSTREAM_BENCH_READ_COUNT") {
         options = options.with_read_count(n);
     }
