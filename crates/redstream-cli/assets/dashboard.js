@@ -30,6 +30,8 @@
     dlq: { sig: null, seq: 0, cursor: null, stack: [], filters: {}, page: null },
     // The stream page, when one is open.
     page: null,
+    // The id of the dead letter opened whole, when its view is shown.
+    letter: null,
   };
 
   // ---------- formatting ----------
@@ -58,6 +60,17 @@
     if (r < 10) return r.toFixed(2);
     if (r < 100) return r.toFixed(1);
     return nf.format(Math.round(r));
+  }
+  // A hit ratio (0 to 1) as a percentage; '–' when there was no lookup.
+  function ratio(r) {
+    if (r == null) return '–';
+    const p = r * 100;
+    return `${p === 100 || p === 0 ? p : p.toFixed(1)} %`;
+  }
+  function lookups(n) {
+    if (n.keyspace_hits == null || n.keyspace_misses == null) return 'The node does not report its key lookups';
+    if (n.hit_ratio == null) return 'No key lookups yet';
+    return `${num(n.keyspace_hits)} hits, ${num(n.keyspace_misses)} misses since the node started`;
   }
   function clock(ms) {
     return ms == null ? '–' : new Date(ms).toLocaleTimeString([], { hour12: false });
@@ -334,9 +347,11 @@
     renderGroups(snap);
     renderDeadLetters(snap);
     if (state.page) {
-      const listed = snap.streams.find((s) => s.name === state.page.name);
+      const listed = listedStream(snap, state.page);
       if (listed) renderStreamInfo(listed);
-    } else {
+      // The pending entries follow the snapshots too, as far as they were paged.
+      loadPending('refresh');
+    } else if (!state.letter) {
       drawCharts();
     }
   }
@@ -359,7 +374,8 @@
         cell(num(n.connected_clients), 'num'),
         cell(num(n.keys), 'num'),
         cell(num(n.stream_count), 'num'),
-        cell(num(n.stream_entries), 'num'));
+        cell(num(n.stream_entries), 'num'),
+        el('td', { class: 'num', title: lookups(n), 'data-testid': 'node-hit-ratio' }, ratio(n.hit_ratio)));
     }, null);
     const t = view.totals;
     $('nodes-total-memory').textContent = memory(t);
@@ -368,6 +384,10 @@
     $('nodes-total-keys').textContent = num(t.keys);
     $('nodes-total-streams').textContent = num(t.stream_count);
     $('nodes-total-entries').textContent = num(t.stream_entries);
+    for (const id of ['nodes-total-hit-ratio', 'redis-hit-ratio']) {
+      $(id).textContent = ratio(t.hit_ratio);
+      $(id).title = lookups(t).replace('the node', 'each node');
+    }
   }
 
   function renderStreams(snap) {
@@ -462,8 +482,12 @@
     const error = el('td', {}, el('span', { class: 'error-text', title: e.error }, e.error || '–'),
       e.payload_preview ? el('span', { class: 'payload' }, el('span', { class: 'muted' }, 'payload '),
         el('code', { title: e.payload_preview }, e.payload_preview)) : null);
+    const open = el('a', {
+      class: 'sub mono dlq-link', href: letterHref(e.id), 'data-testid': 'dlq-link',
+      'aria-label': `Open dead letter ${e.id} whole`,
+    }, e.id);
     return el('tr', { 'data-testid': 'dlq-row', 'data-id': e.id },
-      el('td', {}, when(e.dead_lettered_at_ms), el('span', { class: 'sub mono' }, e.id)),
+      el('td', {}, when(e.dead_lettered_at_ms), open),
       el('td', {}, el('span', { class: 'name' }, e.original_type || '–'), e.event_id ? el('span', { class: 'sub mono' }, e.event_id) : null),
       from,
       el('td', { class: 'num', 'data-label': 'Deliveries' }, num(e.deliveries)),
@@ -539,6 +563,12 @@
   });
 
   // ---------- the stream page ----------
+  // The snapshot's row of the stream page's stream: by the name in the address, or by the full
+  // name the server resolved it to (an address may name a stream by its event type).
+  function listedStream(snap, page) {
+    const resolved = page.info ? page.info.name : null;
+    return snap.streams.find((s) => s.name === page.name || s.name === resolved);
+  }
   function streamHref(name) {
     return `#/stream/${encodeURIComponent(name)}`;
   }
@@ -547,10 +577,30 @@
     if (!m) return null;
     try { return decodeURIComponent(m[1]); } catch (_) { return null; }
   }
+  function letterHref(id) {
+    return `#/dlq/${encodeURIComponent(id)}`;
+  }
+  function currentLetter() {
+    const m = /^#\/dlq\/(.+)$/.exec(location.hash);
+    if (!m) return null;
+    try { return decodeURIComponent(m[1]); } catch (_) { return null; }
+  }
   function route() {
     const name = currentStream();
-    $('overview').hidden = name != null;
+    const letter = name == null ? currentLetter() : null;
+    $('overview').hidden = name != null || letter != null;
     $('stream-view').hidden = name == null;
+    $('dlq-view').hidden = letter == null;
+    if (letter != null) {
+      state.page = null;
+      if (state.letter !== letter) {
+        state.letter = letter;
+        window.scrollTo(0, 0);
+        loadLetter(letter);
+      }
+      return;
+    }
+    state.letter = null;
     if (name == null) {
       state.page = null;
       document.title = 'redstream dashboard';
@@ -558,7 +608,7 @@
       return;
     }
     if (!state.page || state.page.name !== name) {
-      state.page = { name, cursor: null, stack: [], entries: null, seq: 0, info: null, group: null, pending: [], pendingNext: null, lastId: null };
+      state.page = { name, cursor: null, stack: [], entries: null, seq: 0, info: null, group: null, pending: [], pendingNext: null, pendingSeq: 0, pendingBusy: false, lastId: null };
       document.title = `${name} · redstream dashboard`;
       $('stream-title').textContent = name;
       $('stream-fullname').textContent = '';
@@ -582,7 +632,7 @@
   // else from GET /api/stream/{name}.
   async function loadStreamInfo() {
     const page = state.page;
-    const listed = state.snapshot && state.snapshot.streams.find((s) => s.name === page.name);
+    const listed = state.snapshot && listedStream(state.snapshot, page);
     if (listed) { renderStreamInfo(listed); return; }
     try {
       const info = await getJson(`/api/stream/${encodeURIComponent(page.name)}`);
@@ -750,9 +800,13 @@
     loadEntries();
   });
 
+  // `false`: the first page of the group; `true`: the next page after those shown; 'refresh':
+  // those shown again (at least the first page), skipped while a read is under way.
   async function loadPending(more) {
     const page = state.page;
     if (!page) return;
+    const refresh = more === 'refresh';
+    if (refresh && (page.pendingBusy || !page.group)) return;
     const group = page.group;
     const body = $('pending-body');
     if (!group) {
@@ -764,24 +818,31 @@
       $('pending-note').textContent = '';
       return;
     }
-    const q = new URLSearchParams({ group, count: String(PENDING_PAGE) });
-    if (more && page.pendingNext) q.set('startId', page.pendingNext);
+    const count = refresh ? Math.min(Math.max(PENDING_PAGE, page.pending.length), 1000) : PENDING_PAGE;
+    const q = new URLSearchParams({ group, count: String(count) });
+    const append = more === true;
+    if (append && page.pendingNext) q.set('startId', page.pendingNext);
+    const seq = ++page.pendingSeq;
+    page.pendingBusy = true;
     let answer;
     try {
       answer = await getJson(`/api/streams/${encodeURIComponent(page.name)}/pending?${q}`);
     } catch (error) {
-      if (state.page === page) streamError(error);
+      if (state.page === page && seq === page.pendingSeq) streamError(error);
       return;
+    } finally {
+      if (seq === page.pendingSeq) page.pendingBusy = false;
     }
-    if (state.page !== page || page.group !== group) return;
-    page.pending = more ? page.pending.concat(answer.pending) : answer.pending;
+    // A newer read (another group, More, a refresh) answers instead.
+    if (state.page !== page || page.group !== group || seq !== page.pendingSeq) return;
+    page.pending = append ? page.pending.concat(answer.pending) : answer.pending;
     page.pendingNext = answer.next_start_id;
     $('pending-table').hidden = page.pending.length === 0;
     $('pending-empty').hidden = page.pending.length > 0;
     $('pending-empty').textContent = 'Nothing is pending in this group.';
     $('pending-more').hidden = !answer.next_start_id;
     $('pending-note').textContent = page.pending.length
-      ? `The oldest ${num(page.pending.length)} pending entries of ${group}, as read now.` : '';
+      ? `The oldest ${num(page.pending.length)} pending entries of ${group}, read at ${clock(Date.now())}; they follow the refresh.` : '';
     syncRows(body, page.pending, (p) => p.id, (p) => el('tr', { 'data-testid': 'pending-row', 'data-id': p.id },
       el('td', { class: 'mono' }, p.id),
       el('td', { class: 'mono' }, p.consumer),
@@ -794,6 +855,63 @@
     loadPending(false);
   });
   $('pending-more').addEventListener('click', () => loadPending(true));
+
+  // ---------- one dead letter, whole ----------
+  async function loadLetter(id) {
+    document.title = `Dead letter ${id} · redstream dashboard`;
+    $('dlq-detail-id').textContent = id;
+    for (const part of ['type', 'stream', 'group', 'consumer', 'deliveries', 'when']) $(`dlq-detail-${part}`).textContent = '–';
+    for (const part of ['error', 'payload', 'meta', 'event-note', 'fields-note', 'fields-count']) $(`dlq-detail-${part}`).textContent = '';
+    $('dlq-detail-fields').replaceChildren();
+    $('dlq-detail-problem').hidden = true;
+    $('dlq-view').dataset.state = 'loading';
+    let e;
+    try {
+      e = await getJson(`/api/dlq/${encodeURIComponent(id)}`);
+    } catch (error) {
+      if (state.letter !== id) return;
+      $('dlq-detail-problem').textContent = sentence(error.message);
+      $('dlq-detail-problem').hidden = false;
+      $('dlq-view').dataset.state = 'error';
+      return;
+    }
+    if (state.letter !== id) return;
+    renderLetter(e);
+    $('dlq-view').dataset.state = 'loaded';
+  }
+
+  function renderLetter(e) {
+    $('dlq-detail-type').textContent = e.original_type || '–';
+    $('dlq-detail-stream').textContent = e.stream || '–';
+    $('dlq-detail-group').textContent = e.group || (e.stream ? '–' : 'dead-lettered by hand');
+    $('dlq-detail-consumer').textContent = e.consumer || '–';
+    $('dlq-detail-deliveries').textContent = num(e.deliveries);
+    $('dlq-detail-when').textContent = when(e.dead_lettered_at_ms);
+    $('dlq-detail-error').textContent = e.error || '–';
+    const meta = $('dlq-detail-meta-box');
+    if (e.event) {
+      $('dlq-detail-event-note').textContent = `${e.event.type} ${e.event.id}, ${bytes(e.event_bytes)} stored. The payload as JSON:`;
+      $('dlq-detail-payload').textContent = JSON.stringify(e.event.payload, null, 2);
+      $('dlq-detail-meta').textContent = JSON.stringify(e.event.metadata || {}, null, 2);
+      meta.hidden = false;
+    } else {
+      const why = e.decode_error ? sentence(e.decode_error) : 'It was not read whole.';
+      $('dlq-detail-event-note').textContent = `The event does not decode: ${why} The stored event field${e.raw_event && e.raw_event.endsWith('...') ? ', cut' : ''}:`;
+      $('dlq-detail-payload').textContent = e.raw_event == null ? '–' : pretty(e.raw_event);
+      meta.hidden = true;
+    }
+    const fields = $('dlq-detail-fields');
+    const items = [];
+    for (const [name, value] of e.fields) {
+      const shown = value === '' ? el('span', { class: 'muted small' }, '(empty)') : el('pre', { class: 'json' }, pretty(value));
+      items.push(el('dt', { class: 'mono' }, name), el('dd', {}, shown));
+    }
+    fields.replaceChildren(...items);
+    $('dlq-detail-fields-count').textContent = `(${num(e.fields.length)})`;
+    $('dlq-detail-fields-note').textContent = e.fields_truncated
+      ? 'Some fields are cut at 4 KiB, or left out past the first 256.'
+      : 'Every field of the dead-letter entry, as stored.';
+  }
 
   // ---------- status ----------
   function setConnection(kind, text) {

@@ -327,6 +327,8 @@ pub(crate) async fn nodes(State(state): State<AppState>) -> ApiResult<Value> {
 struct RedisFigures {
     #[serde(flatten)]
     info: ServerInfo,
+    /// `keyspace_hits / (keyspace_hits + keyspace_misses)`; `null` without lookups.
+    hit_ratio: Option<f64>,
     latency_ms: f64,
 }
 
@@ -354,6 +356,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> ApiResult<Value> {
         "dead_letters": dead_letters,
     });
     let redis = RedisFigures {
+        hit_ratio: redis.hit_ratio(),
         info: redis,
         latency_ms: rtt.as_secs_f64() * 1000.0,
     };

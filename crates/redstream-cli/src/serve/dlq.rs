@@ -10,10 +10,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use redstream_core::ErrorKind;
 use redstream_transport::RedriveReport;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::{DEFAULT_LIST_COUNT, MAX_REDRIVE_IDS};
+use super::entry::shown_fields;
 use super::error::ApiError;
 use super::params;
 use super::preview::{Direction, ReadLimits};
@@ -55,15 +56,29 @@ pub(crate) async fn list(
     })))
 }
 
-/// `GET /api/dlq/{id}`: one dead letter, or 404.
+/// `GET /api/dlq/{id}`: one dead letter opened whole.
+#[derive(Debug, Serialize)]
+pub(crate) struct DeadLetterDetail {
+    /// What the list shows of it: the event whole (its payload as JSON), the error up to
+    /// 64 KiB.
+    #[serde(flatten)]
+    letter: DeadLetterView,
+    /// Every field of the dead-letter entry as stored, in order (extra fields of other writers
+    /// included): lossy UTF-8, names and values cut at 4 KiB, at most 256 fields.
+    fields: Vec<(String, String)>,
+    /// Whether a name or value of `fields` was cut, or fields were left out.
+    fields_truncated: bool,
+}
+
+/// `GET /api/dlq/{id}`: one dead letter with all its fields, or 404.
 pub(crate) async fn entry(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<DeadLetterView>, ApiError> {
+) -> Result<Json<DeadLetterDetail>, ApiError> {
     let Path(id) = id?;
     params::entry_id(&id).map_err(ApiError::parameter)?;
     let limits = &state.transport().options().limits;
-    let read = ReadLimits::dead_letters(limits.max_encoded_bytes);
+    let read = ReadLimits::dead_letter(limits.max_encoded_bytes);
     let dlq = state.transport().names().dlq();
     let entry = match state
         .read_previews(&dlq, (&id, &id), 1, Direction::Forward, &read)
@@ -74,9 +89,14 @@ pub(crate) async fn entry(
         Err(err) if err.kind() == ErrorKind::NotFound => None,
         Err(err) => return Err(state.fail(err)),
     };
-    entry
-        .map(|entry| Json(DeadLetterView::new(&entry, Detail::Full, limits)))
-        .ok_or_else(|| ApiError::not_found(format!("no dead letter has the id {id:?}")))
+    let entry =
+        entry.ok_or_else(|| ApiError::not_found(format!("no dead letter has the id {id:?}")))?;
+    let (fields, fields_truncated) = shown_fields(&entry);
+    Ok(Json(DeadLetterDetail {
+        letter: DeadLetterView::new(&entry, Detail::Full, limits),
+        fields,
+        fields_truncated,
+    }))
 }
 
 /// The body of `POST /api/dlq/redrive`: exactly one of the three.

@@ -25,17 +25,7 @@ impl EntryView {
     /// The view of an entry read by `AppState::read_previews`; `event_cap` is the largest
     /// `event` field the read took whole.
     pub(crate) fn new(entry: &PreviewEntry, limits: &EventLimits, event_cap: usize) -> Self {
-        let mut truncated = !entry.is_whole();
-        let fields = entry
-            .fields
-            .iter()
-            .map(|field| {
-                let (name, cut_name) = shown(&field.name);
-                let (value, cut_value) = shown(&field.value);
-                truncated |= cut_name || cut_value;
-                (name, value)
-            })
-            .collect();
+        let (fields, truncated) = shown_fields(entry);
         let unread = entry
             .fields
             .iter()
@@ -79,6 +69,23 @@ impl EntryView {
             decode_error,
         }
     }
+}
+
+/// The fields of `entry` as written, in order, as people read them: lossy UTF-8, names and
+/// values cut at 4 KiB; and whether anything was cut or left out (here or by the read).
+pub(crate) fn shown_fields(entry: &PreviewEntry) -> (Vec<(String, String)>, bool) {
+    let mut truncated = !entry.is_whole();
+    let fields = entry
+        .fields
+        .iter()
+        .map(|field| {
+            let (name, cut_name) = shown(&field.name);
+            let (value, cut_value) = shown(&field.value);
+            truncated |= cut_name || cut_value;
+            (name, value)
+        })
+        .collect();
+    (fields, truncated)
 }
 
 /// Bytes as shown: lossy UTF-8, cut to [`PREVIEW_BYTES`] on a character boundary; the flag

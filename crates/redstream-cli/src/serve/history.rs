@@ -1,18 +1,21 @@
 //! The throughput history the page draws: a ring buffer of rates per stream, kept by the
 //! server so that a reload (or a second page) starts with the last hour instead of nothing.
 //!
-//! Each snapshot the WebSocket poller builds is a sample: per stream, events per second from
-//! the growth of Redis's own `entries-added` counter (`XINFO STREAM`, Redis 7) since the previous
-//! sample, so trimming (`MAXLEN ~`) and `XDEL` do not distort it; acknowledgements per second
-//! from the groups' delivered counts (`entries-read`, which is `entries-added` minus the lag) less
-//! the growth of their pending entries; and the lag of the slowest group. Where Redis does not
-//! give `entries-added` (before 7.0, or a user without `XINFO STREAM`), the rate comes from the
-//! length, as a lower bound (`exact: false`), and there is no ack rate.
+//! A sample is taken every refresh interval by the one poller (`ws.rs`), whether or not a page
+//! is open: from the snapshot it builds for the pages, or, while none is open, from the stream
+//! summaries alone ([`AppState::sample_history`]), so Redis is read once per interval either
+//! way. Per stream, events per second from the growth of Redis's own `entries-added` counter
+//! (`XINFO STREAM`, Redis 7) since the previous sample, so trimming (`MAXLEN ~`) and `XDEL` do
+//! not distort it; acknowledgements per second from the groups' delivered counts
+//! (`entries-read`, which is `entries-added` minus the lag) less the growth of their pending
+//! entries; and the lag of the slowest group. Where Redis does not give `entries-added` (before
+//! 7.0, or a user without `XINFO STREAM`), the rate comes from the length, as a lower bound
+//! (`exact: false`), and there is no ack rate.
 //!
 //! Memory is bounded: at most [`MAX_SAMPLES`] samples (an hour at the snapshot interval, one per
-//! second at most) of at most [`MAX_STREAMS`] streams each. Samples are taken only while a page
-//! is open (the poller's rule): the history has gaps when nobody watches, and the first rate
-//! after one is the average over the gap.
+//! second at most) of at most [`MAX_STREAMS`] streams each. The history starts when the server
+//! does; a router served without `serve` (tests in-process) samples only while a WebSocket
+//! client is connected, and the first rate after a gap is the average over the gap.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +23,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::snapshot::now_ms;
+use super::state::AppState;
 use super::summary::Summary;
 
 /// The most samples kept: an hour at one per second.
@@ -201,6 +206,16 @@ impl History {
             t,
             streams,
         }
+    }
+}
+
+impl AppState {
+    /// Samples the history from the streams' summaries alone: what the poller does in an
+    /// interval when no page is open (a snapshot reads the rest for the pages).
+    pub(crate) async fn sample_history(&self) -> redstream_core::Result<()> {
+        let summaries = self.stream_summaries().await?;
+        self.history().record(now_ms(), &summaries);
+        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@
 //! | `entry.rs` | the JSON view of a stream entry |
 //! | `api.rs` | the read-only JSON endpoints of seeds 002 and 004 |
 //! | `newest.rs` | a stream's entries newest first, in pages (the stream page) |
-//! | `dlq.rs` | dead letters: list, one, redrive, purge |
+//! | `dlq.rs` | dead letters: list, one opened whole (all its fields), redrive, purge |
 //! | `dlq_page.rs` | dead letters newest first, in pages, searched over a bounded window |
 //! | `ws.rs` | the WebSocket feed and its shared poller |
 //! | `history.rs` | the throughput of the last hour, a ring buffer sampled from the snapshots |

@@ -111,6 +111,19 @@ impl ReadLimits {
         }
     }
 
+    /// One dead letter opened whole (`GET /api/dlq/{id}`): its fields as
+    /// [`dead_letters`](Self::dead_letters) reads them, and every other field too (at most
+    /// [`MAX_FIELDS`], each cut to 4 KiB). The one entry is always read: past the budget its
+    /// values come as previews.
+    pub(crate) fn dead_letter(max_event: usize) -> Self {
+        Self {
+            stop_when_spent: false,
+            max_fields: MAX_FIELDS,
+            named_only: false,
+            ..Self::dead_letters(max_event)
+        }
+    }
+
     /// Stream entries for the REST endpoints: the `event` field whole up to `max_event` (so
     /// that it decodes), every other field and name as its first 4 KiB, in pages of at most
     /// [`REST_READ_BUDGET`].

@@ -82,6 +82,15 @@ fn describe() {
         "INFO instantaneous_ops_per_sec"
     );
     describe_gauge!("redstream_redis_uptime_seconds", "INFO uptime_in_seconds");
+    describe_counter!(
+        "redstream_redis_keyspace_hits_total",
+        "INFO keyspace_hits: key lookups that found the key (summed over the masters of a \
+         cluster)"
+    );
+    describe_counter!(
+        "redstream_redis_keyspace_misses_total",
+        "INFO keyspace_misses: key lookups that did not find the key"
+    );
     describe_gauge!(
         "redstream_node_used_memory_bytes",
         "INFO used_memory of the node (each master of a cluster)"
@@ -99,6 +108,14 @@ fn describe() {
         "INFO connected_clients of the node"
     );
     describe_gauge!("redstream_node_keys", "DBSIZE of the node");
+    describe_counter!(
+        "redstream_node_keyspace_hits_total",
+        "INFO keyspace_hits of the node: key lookups that found the key"
+    );
+    describe_counter!(
+        "redstream_node_keyspace_misses_total",
+        "INFO keyspace_misses of the node: key lookups that did not find the key"
+    );
     describe_gauge!(
         "redstream_node_streams",
         "streams shown by the dashboard that the node holds"
@@ -217,6 +234,13 @@ fn record_server(info: &ServerInfo) {
     set("redstream_redis_connected_clients", info.connected_clients);
     set("redstream_redis_ops_per_second", info.ops_per_sec);
     set("redstream_redis_uptime_seconds", info.uptime_seconds);
+    // Redis's own counters, exposed as they are (they reset with the server or RESETSTAT).
+    if let Some(hits) = info.keyspace_hits {
+        counter!("redstream_redis_keyspace_hits_total").absolute(hits);
+    }
+    if let Some(misses) = info.keyspace_misses {
+        counter!("redstream_redis_keyspace_misses_total").absolute(misses);
+    }
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -236,6 +260,12 @@ fn record_nodes(nodes: &[NodeStats]) {
         set("redstream_node_keys", Some(node.keys));
         set("redstream_node_streams", Some(node.streams.len() as u64));
         set("redstream_node_stream_entries", Some(node.stream_entries));
+        if let Some(hits) = info.keyspace_hits {
+            counter!("redstream_node_keyspace_hits_total", &label()).absolute(hits);
+        }
+        if let Some(misses) = info.keyspace_misses {
+            counter!("redstream_node_keyspace_misses_total", &label()).absolute(misses);
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use super::{api, dlq, dlq_page, guard, newest, page, prometheus, ws};
 /// | `GET /api/streams/info` | length, first and last entry of every stream (seed 004) |
 /// | `GET /api/streams/{name}?startId=&count=` | entries of a stream (seed 004) |
 /// | `GET /api/streams/{name}/pending?group=&count=` | pending entries (seed 004) |
-/// | `GET /api/dlq?count=&startId=`, `/api/dlq/{id}` | dead letters |
+/// | `GET /api/dlq?count=&startId=`, `/api/dlq/{id}` | dead letters; one by id with all its fields |
 /// | `GET /api/dlq/page?before=&count=&type=&group=&q=` | dead letters newest first, searched |
 /// | `POST /api/dlq/redrive`, `/api/dlq/purge` | write actions (`allow_writes`) |
 ///

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use super::routes::router;
 use super::state::{AppState, Counters};
+use super::ws::Sampling;
 
 /// How long the accept loop pauses after the system refused a connection for lack of
 /// resources (too many open files): retrying at once would spin.
@@ -40,6 +41,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Serves the dashboard of `state` on `listener` until `signal` resolves, then stops accepting,
 /// lets the requests in flight finish, and returns.
+///
+/// While it serves, the throughput history is sampled every refresh interval whether or not a
+/// page is open (`GET /api/throughput`); the sampling stops when this returns (or its future is
+/// dropped) and on `state`'s shutdown token.
 ///
 /// WebSocket connections are not waited for: they stop on `state`'s shutdown token (see
 /// [`AppState::shutdown_token`]).
@@ -53,6 +58,8 @@ pub async fn serve(
     state: AppState,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // Held until this returns or is dropped: the poller samples while the server serves.
+    let _sampling = Sampling::start(&state);
     let config = state.config();
     let slots = Arc::new(Semaphore::new(
         config.max_connections.clamp(1, Semaphore::MAX_PERMITS),

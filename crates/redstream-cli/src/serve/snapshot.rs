@@ -84,8 +84,31 @@ pub(crate) struct NodesView {
     pub(crate) totals: NodeView,
 }
 
-/// One node of [`NodesView`]: `redstream nodes --json`'s object, without the stream names.
-pub(crate) type NodeView = crate::commands::nodes::NodeSummary;
+/// One node of [`NodesView`] (or their totals): `redstream nodes --json`'s object, without the
+/// stream names, and the node's key lookups.
+#[derive(Debug, Serialize)]
+pub(crate) struct NodeView {
+    #[serde(flatten)]
+    pub(crate) summary: crate::commands::nodes::NodeSummary,
+    /// `INFO stats` `keyspace_hits`: lookups that found their key since the node started.
+    pub(crate) keyspace_hits: Option<u64>,
+    /// `INFO stats` `keyspace_misses`: lookups that did not.
+    pub(crate) keyspace_misses: Option<u64>,
+    /// `keyspace_hits / (keyspace_hits + keyspace_misses)`, from 0 to 1; `null` when there was
+    /// no lookup (or the node does not report them).
+    pub(crate) hit_ratio: Option<f64>,
+}
+
+impl NodeView {
+    pub(crate) fn of(node: &NodeStats) -> Self {
+        Self {
+            summary: crate::commands::nodes::NodeSummary::of(node),
+            keyspace_hits: node.info.keyspace_hits,
+            keyspace_misses: node.info.keyspace_misses,
+            hit_ratio: node.info.hit_ratio(),
+        }
+    }
+}
 
 impl NodesView {
     pub(crate) fn new(topology: redstream_transport::Topology, nodes: &[NodeStats]) -> Self {

@@ -38,7 +38,7 @@ struct Inner {
     secrets: Vec<String>,
     counters: Counters,
     feed: Feed,
-    /// The throughput of the last hour, sampled from the snapshots.
+    /// The throughput of the last hour, sampled every refresh interval by the poller.
     history: History,
     /// One permit per WebSocket client; a client holds one until its task ends.
     ws_slots: Arc<Semaphore>,
@@ -110,8 +110,9 @@ impl Counters {
 impl AppState {
     /// State over a connected transport. The stream prefix is the transport's.
     ///
-    /// Nothing is spawned here: the poller of the WebSocket feed starts on the runtime that
-    /// serves the first WebSocket client.
+    /// Nothing is spawned here: the poller that samples the throughput history and feeds the
+    /// WebSockets starts in [`serve`](super::serve), or, for a router served otherwise, with
+    /// the first WebSocket client.
     pub fn new(transport: RedisTransport, config: ServeConfig) -> Self {
         let mut secrets = url_password(&transport.config().url);
         if let Some(token) = &config.token {

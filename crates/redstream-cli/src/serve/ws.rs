@@ -1,8 +1,13 @@
 //! `GET /ws`: a WebSocket that sends a [`Snapshot`](super::snapshot::Snapshot) as soon as it
-//! opens and then one every refresh interval.
+//! opens and then one every refresh interval; and the one poller behind it, which also samples
+//! the throughput history while no page is open.
 //!
 //! One poller builds every snapshot, for every client, so ten open pages, or a thousand
-//! connects, cost Redis no more than one page. It starts with the first client and stops when
+//! connects, cost Redis no more than one page. [`serve`](super::serve) starts it and it runs
+//! until the server stops: every refresh interval it builds a snapshot when a client listens
+//! (which samples the history as it goes) and otherwise reads only the stream summaries the
+//! history needs, so Redis is read once per interval either way. A router served without
+//! [`serve`](super::serve) starts the poller with its first WebSocket client and stops it when
 //! the last one leaves. The latest snapshot is kept, serialized once, in a
 //! `tokio::sync::watch` channel: a client that connects gets it at once when it is younger than
 //! the refresh interval, and otherwise asks the poller for a fresh one and gets it as soon as it
@@ -48,6 +53,9 @@ pub(crate) struct Feed {
     latest: watch::Sender<Option<Built>>,
     /// When a client last asked for a snapshot newer than the latest.
     asked: watch::Sender<Option<Instant>>,
+    /// Whether the poller keeps sampling while no client listens: true while
+    /// [`serve`](super::serve) runs (see [`Sampling`]).
+    background: watch::Sender<bool>,
     poller_running: Mutex<bool>,
 }
 
@@ -56,6 +64,7 @@ impl Default for Feed {
         Self {
             latest: watch::Sender::new(None),
             asked: watch::Sender::new(None),
+            background: watch::Sender::new(false),
             poller_running: Mutex::new(false),
         }
     }
@@ -64,11 +73,17 @@ impl Default for Feed {
 impl Feed {
     /// A receiver of the snapshots; starts the poller when none runs.
     fn subscribe(state: &AppState) -> watch::Receiver<Option<Built>> {
-        let feed = state.feed();
         // Subscribe before looking at the flag: a poller that is about to stop for lack of
         // receivers either sees this one, or has cleared the flag, so one is started here.
-        let receiver = feed.latest.subscribe();
-        let mut running = feed
+        let receiver = state.feed().latest.subscribe();
+        Self::start(state);
+        receiver
+    }
+
+    /// Starts the poller unless one runs.
+    fn start(state: &AppState) {
+        let mut running = state
+            .feed()
             .poller_running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -76,7 +91,6 @@ impl Feed {
             *running = true;
             tokio::spawn(poll(state.clone()));
         }
-        receiver
     }
 
     /// Asks the poller for a snapshot whose building starts from now on.
@@ -85,23 +99,65 @@ impl Feed {
     }
 }
 
-/// Builds a snapshot every refresh interval, and when clients ask, while anyone listens.
+/// While it lives, the poller samples the throughput history every refresh interval, whether
+/// or not a page is open; [`serve`](super::serve) holds one for as long as it serves. Dropping
+/// it lets the poller stop once no WebSocket client is left (at once when none is).
+pub(crate) struct Sampling {
+    state: AppState,
+}
+
+impl Sampling {
+    /// Starts the poller (unless it runs) and keeps it sampling.
+    pub(crate) fn start(state: &AppState) -> Self {
+        // Set before the start: a poller that sees no receivers looks at this flag.
+        state.feed().background.send_replace(true);
+        Feed::start(state);
+        Self {
+            state: state.clone(),
+        }
+    }
+}
+
+impl Drop for Sampling {
+    fn drop(&mut self) {
+        self.state.feed().background.send_replace(false);
+    }
+}
+
+/// Every refresh interval (and when clients ask), builds a snapshot while anyone listens, or
+/// else samples the history alone while [`Sampling`] keeps it going; stops on shutdown, or when
+/// neither holds.
 async fn poll(state: AppState) {
     let feed = state.feed();
     let refresh = state.config().refresh;
     let shutdown = state.shutdown_token();
     let mut asked = feed.asked.subscribe();
-    let mut last_started = feed.latest.borrow().as_ref().map(|built| built.started);
+    let mut background = feed.background.subscribe();
+    // When the last snapshot's building started, and when the last snapshot or sample did.
+    let mut last_built = feed.latest.borrow().as_ref().map(|built| built.started);
+    let mut last_tick = last_built;
     loop {
+        {
+            // Decided under the flag's lock: a client that subscribes now either is counted
+            // here, or finds the flag cleared and starts a poller of its own.
+            let mut running = feed
+                .poller_running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if feed.latest.receiver_count() == 0 && !*background.borrow_and_update() {
+                *running = false;
+                return;
+            }
+        }
         // Whether a client waits for a snapshot newer than the last one.
-        let wanted = |asked: &watch::Receiver<Option<Instant>>| {
+        let wanted = {
             let when = *asked.borrow();
-            when.is_some_and(|when| last_started.is_none_or(|started| when > started))
+            when.is_some_and(|when| last_built.is_none_or(|started| when > started))
         };
-        let due = match last_started {
-            Some(started) if !wanted(&asked) => started + refresh,
-            Some(started) => started + MIN_ASKED_INTERVAL,
-            None => Instant::now(),
+        let due = if wanted {
+            last_built.map_or_else(Instant::now, |started| started + MIN_ASKED_INTERVAL)
+        } else {
+            last_tick.map_or_else(Instant::now, |started| started + refresh)
         };
         tokio::select! {
             () = tokio::time::sleep_until(due.into()) => {}
@@ -113,21 +169,26 @@ async fn poll(state: AppState) {
                 // or come too soon after the last one.
                 continue;
             }
+            // `serve` stopped (or started): whether to go on is decided at the top.
+            changed = background.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
             () = shutdown.cancelled() => break,
         }
-        {
-            let mut running = feed
-                .poller_running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if feed.latest.receiver_count() == 0 {
-                *running = false;
-                return;
-            }
-        }
         let started = Instant::now();
+        last_tick = Some(started);
+        if feed.latest.receiver_count() == 0 {
+            // Nobody looks: only the history's sample. The next client asks for a snapshot.
+            if let Err(error) = state.sample_history().await {
+                let _ = state.fail(error);
+            }
+            continue;
+        }
         let text = message(&state).await;
-        last_started = Some(started);
+        last_built = Some(started);
         feed.latest.send_replace(Some(Built { started, text }));
     }
     *feed

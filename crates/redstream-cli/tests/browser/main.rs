@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod detail;
 mod pages;
 
 use std::io::{BufRead, BufReader, Write as _};
@@ -231,6 +232,44 @@ async fn save_screenshot(client: &Client, name: &str) -> PathBuf {
     path
 }
 
+/// The smallest screenshot taken as a picture of the page: a blank one is a few KiB.
+const MIN_SCREENSHOT_BYTES: u64 = 10_000;
+
+/// Waits (bounded) for each of `ready` in turn, then saves a screenshot named `name` in
+/// `target/browser-artifacts/` and checks that it is not blank. The one way the tests take
+/// their pictures: what a picture must show is what it waits for.
+async fn screenshot_when(client: &Client, name: &str, ready: &[&str]) -> PathBuf {
+    for css in ready {
+        wait_for(client, css).await;
+    }
+    let path = save_screenshot(client, name).await;
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        bytes > MIN_SCREENSHOT_BYTES,
+        "{} is {bytes} bytes: a blank page?",
+        path.display()
+    );
+    path
+}
+
+/// Waits (bounded) for `css` and clicks it.
+async fn click(client: &Client, css: &str) {
+    wait_for(client, css).await.click().await.unwrap();
+}
+
+/// The connection badge once the WebSocket feed is live.
+const LIVE: &str = r#"[data-testid="connection-status"][data-state="live"]"#;
+
+/// Scrolls the element `css` matches (waited for) to the top of the window.
+async fn scroll_to(client: &Client, css: &str) {
+    let element = wait_for(client, css).await;
+    let element = serde_json::to_value(&element).unwrap();
+    client
+        .execute("arguments[0].scrollIntoView()", vec![element])
+        .await
+        .unwrap();
+}
+
 async fn transport(url: &str) -> RedisTransport {
     RedisTransport::new(RedisConfig {
         url: url.to_owned(),
@@ -291,11 +330,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
     let client = browser(&driver_url).await;
     client.goto(&format!("{base}/")).await.unwrap();
     assert_eq!(client.title().await.unwrap(), "redstream dashboard");
-    wait_for(
-        &client,
-        r#"[data-testid="connection-status"][data-state="live"]"#,
-    )
-    .await;
+    wait_for(&client, LIVE).await;
     wait_for(
         &client,
         r#"tr[data-testid="stream-row"][data-stream="events:order.created"]"#,
@@ -411,13 +446,7 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         .unwrap();
     assert!(button.is_enabled().await.unwrap());
     // Let a few snapshots build the throughput chart, then keep a picture of the page.
-    wait_for(&client, "#throughput-legend li").await;
-    let shot = save_screenshot(&client, "dashboard.png").await;
-    assert!(
-        std::fs::metadata(&shot).unwrap().len() > 10_000,
-        "{}",
-        shot.display()
-    );
+    screenshot_when(&client, "dashboard.png", &["#throughput-legend li"]).await;
 
     // Redrive it: it leaves the table, a snapshot confirms the dead-letter stream is empty, and
     // the event is back on its stream.
@@ -429,10 +458,11 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         &format!(r#"#dlq-body:not(:has(tr[data-id="{dead}"]))"#),
     )
     .await;
-    wait_for(&client, "#dlq-empty:not([hidden])").await;
-    wait_for(
+    let redriven = r#"tr[data-testid="stream-row"][data-stream="events:payment.captured"]"#;
+    screenshot_when(
         &client,
-        r#"tr[data-testid="stream-row"][data-stream="events:payment.captured"]"#,
+        "dashboard-after-redrive.png",
+        &["#dlq-empty:not([hidden])", redriven],
     )
     .await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -451,7 +481,6 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         .await
         .unwrap();
     assert_eq!(left, 0);
-    save_screenshot(&client, "dashboard-after-redrive.png").await;
     client.close().await.unwrap();
 }
 
@@ -534,7 +563,7 @@ async fn read_only_pages_disable_the_redrive_buttons() {
         .await
         .unwrap();
     assert_eq!(left, json!("-999px"));
-    save_screenshot(&client, "dashboard-read-only.png").await;
+    screenshot_when(&client, "dashboard-read-only.png", &[]).await;
 
     // Without the token, the page is refused.
     client.goto(&format!("{base}/")).await.unwrap();

@@ -6,8 +6,8 @@ use redstream_testkit::RedisServer;
 use serde_json::{Value, json};
 
 use super::{
-    browser, browser_sized, group_reads, save_screenshot, start_chromedriver, start_dashboard,
-    transport, wait_for,
+    LIVE, browser, browser_sized, click, group_reads, screenshot_when, scroll_to,
+    start_chromedriver, start_dashboard, transport, wait_for,
 };
 
 async fn text(client: &Client, css: &str) -> String {
@@ -93,14 +93,11 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
     let client = browser(&driver_url).await;
     client.goto(&format!("{base}/")).await.unwrap();
     // From the overview, the stream's name opens its page.
-    wait_for(
+    click(
         &client,
         r#"tr[data-stream="events:order.created"] a[data-testid="stream-link"]"#,
     )
-    .await
-    .click()
-    .await
-    .unwrap();
+    .await;
     wait_for(&client, r#"[data-testid="stream-page"]:not([hidden])"#).await;
     assert_eq!(
         client.current_url().await.unwrap().fragment(),
@@ -156,7 +153,7 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
         pending.contains("billing-1") && pending.ends_with('1'),
         "{pending}"
     );
-    save_screenshot(&client, "stream-page.png").await;
+    screenshot_when(&client, "stream-page.png", &[]).await;
 
     // The large event is cut to a preview; Whole entry reads it whole.
     let large_row = format!(r#"tr[data-testid="entry-row"][data-id="{large}"]"#);
@@ -166,14 +163,11 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
         "{preview}"
     );
     assert!(preview.len() < 20 * 1024, "{} characters", preview.len());
-    wait_for(
+    click(
         &client,
         &format!(r#"{large_row} [data-testid="whole-entry-button"]"#),
     )
-    .await
-    .click()
-    .await
-    .unwrap();
+    .await;
     let whole = text(
         &client,
         &format!(r#"tr.whole-read[data-id="{large}"] [data-testid="entry-payload"]"#),
@@ -182,11 +176,7 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
     assert!(whole.contains(&big), "{} characters", whole.len());
 
     // Older and newer pages.
-    wait_for(&client, r#"[data-testid="entries-older"]:not([disabled])"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, r#"[data-testid="entries-older"]:not([disabled])"#).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="entry-row"][data-id="{}"]"#, ordered[25]),
@@ -196,13 +186,13 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
         ids(&client, r#"tr[data-testid="entry-row"]"#).await,
         ordered[25..]
     );
-    assert!(count(&client, r#"[data-testid="entries-older"][disabled]"#).await == 1);
-    save_screenshot(&client, "stream-page-older.png").await;
-    wait_for(&client, r#"[data-testid="entries-newer"]:not([disabled])"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    screenshot_when(
+        &client,
+        "stream-page-older.png",
+        &[r#"[data-testid="entries-older"][disabled]"#],
+    )
+    .await;
+    click(&client, r#"[data-testid="entries-newer"]:not([disabled])"#).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="entry-row"][data-id="{}"]"#, ordered[0]),
@@ -224,17 +214,19 @@ async fn the_stream_page_shows_entries_groups_and_pending_entries() {
         "{fields}"
     );
     assert!(fields.contains("\"currency\": \"EUR\""), "{fields}");
-    wait_for(&client, r#"#pending-empty:not([hidden])"#).await;
-    // No group to choose: the picker is hidden.
-    wait_for(&client, "label:has(#pending-group)[hidden]").await;
-    save_screenshot(&client, "stream-page-foreign.png").await;
+    // No pending entries, and no group to choose: the picker is hidden.
+    screenshot_when(
+        &client,
+        "stream-page-foreign.png",
+        &[
+            "#pending-empty:not([hidden])",
+            "label:has(#pending-group)[hidden]",
+        ],
+    )
+    .await;
 
     // Back to the overview.
-    wait_for(&client, r#"[data-testid="back-link"]"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, r#"[data-testid="back-link"]"#).await;
     wait_for(&client, r#"[data-testid="overview"]:not([hidden])"#).await;
     wait_for(
         &client,
@@ -284,12 +276,16 @@ async fn dead_letters_are_paged_newest_first_and_searched() {
     );
     let note = text(&client, r#"[data-testid="dlq-note"]"#).await;
     assert_eq!(note, "25 of 60 dead letters, newest first.");
-    assert!(count(&client, r#"[data-testid="dlq-newer"][disabled]"#).await == 1);
-    save_screenshot(&client, "dlq-page-1.png").await;
+    screenshot_when(
+        &client,
+        "dlq-page-1.png",
+        &[r#"[data-testid="dlq-newer"][disabled]"#],
+    )
+    .await;
 
     // Older, older, newer, newest.
     let older = r#"[data-testid="dlq-older"]:not([disabled])"#;
-    wait_for(&client, older).await.click().await.unwrap();
+    click(&client, older).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="dlq-row"][data-id="{}"]"#, ordered[25]),
@@ -299,7 +295,7 @@ async fn dead_letters_are_paged_newest_first_and_searched() {
         ids(&client, r#"tr[data-testid="dlq-row"]"#).await,
         ordered[25..50]
     );
-    wait_for(&client, older).await.click().await.unwrap();
+    click(&client, older).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="dlq-row"][data-id="{}"]"#, ordered[50]),
@@ -309,23 +305,19 @@ async fn dead_letters_are_paged_newest_first_and_searched() {
         ids(&client, r#"tr[data-testid="dlq-row"]"#).await,
         ordered[50..]
     );
-    assert!(count(&client, r#"[data-testid="dlq-older"][disabled]"#).await == 1);
-    save_screenshot(&client, "dlq-page-3.png").await;
-    wait_for(&client, r#"[data-testid="dlq-newer"]:not([disabled])"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    screenshot_when(
+        &client,
+        "dlq-page-3.png",
+        &[r#"[data-testid="dlq-older"][disabled]"#],
+    )
+    .await;
+    click(&client, r#"[data-testid="dlq-newer"]:not([disabled])"#).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="dlq-row"][data-id="{}"]"#, ordered[25]),
     )
     .await;
-    wait_for(&client, r#"[data-testid="dlq-newest"]:not([disabled])"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, r#"[data-testid="dlq-newest"]:not([disabled])"#).await;
     wait_for(
         &client,
         &format!(r#"tr[data-testid="dlq-row"][data-id="{}"]"#, ordered[0]),
@@ -343,11 +335,7 @@ async fn dead_letters_are_paged_newest_first_and_searched() {
         .send_keys("TIMED OUT")
         .await
         .unwrap();
-    wait_for(&client, r#"[data-testid="dlq-search-button"]"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, r#"[data-testid="dlq-search-button"]"#).await;
     let expected: Vec<String> = ordered.iter().skip(3).step_by(4).cloned().collect();
     assert_eq!(expected.len(), 15);
     wait_for(
@@ -367,15 +355,11 @@ async fn dead_letters_are_paged_newest_first_and_searched() {
         "{note}"
     );
     assert!(note.contains("up to 1,000 dead letters per page"), "{note}");
-    save_screenshot(&client, "dlq-search.png").await;
+    screenshot_when(&client, "dlq-search.png", &[]).await;
     // Nothing matches: said so.
     let group = wait_for(&client, r#"[data-testid="dlq-filter-group"]"#).await;
     group.send_keys("nobody").await.unwrap();
-    wait_for(&client, r#"[data-testid="dlq-search-button"]"#)
-        .await
-        .click()
-        .await
-        .unwrap();
+    click(&client, r#"[data-testid="dlq-search-button"]"#).await;
     let empty = text(&client, "#dlq-empty:not([hidden])").await;
     assert_eq!(empty, "No dead letter matches on this page.");
     client.close().await.unwrap();
@@ -397,7 +381,7 @@ const OVERFLOW: &str = r"
     return { width: window.innerWidth, screen: window.screen.width, client: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth, out };
 ";
 
-async fn assert_fits(client: &Client, what: &str) {
+pub(crate) async fn assert_fits(client: &Client, what: &str) {
     let result: Value = client.execute(OVERFLOW, vec![]).await.unwrap();
     assert_eq!(
         result["out"],
@@ -450,24 +434,20 @@ async fn the_page_fits_400_px_and_its_banner_is_punctuated() {
     let (_dashboard, base) = start_dashboard(&redis.url(), &["--refresh", "1s", "--allow-writes"]);
     let client = browser_sized(&driver_url, Some(400)).await;
     client.goto(&format!("{base}/")).await.unwrap();
-    wait_for(
+    screenshot_when(
         &client,
-        r#"[data-testid="connection-status"][data-state="live"]"#,
+        "narrow-overview.png",
+        &[
+            LIVE,
+            r#"tr[data-testid="dlq-row"]"#,
+            r#"tr[data-testid="group-row"]"#,
+        ],
     )
     .await;
-    wait_for(&client, r#"tr[data-testid="dlq-row"]"#).await;
-    wait_for(&client, r#"tr[data-testid="group-row"]"#).await;
     assert_fits(&client, "the overview").await;
-    save_screenshot(&client, "narrow-overview.png").await;
     // The dead letters further down.
-    client
-        .execute(
-            "document.getElementById('dlq-title').scrollIntoView()",
-            vec![],
-        )
-        .await
-        .unwrap();
-    save_screenshot(&client, "narrow-dead-letters.png").await;
+    scroll_to(&client, "#dlq-title").await;
+    screenshot_when(&client, "narrow-dead-letters.png", &[]).await;
 
     client
         .goto(&format!(
@@ -475,18 +455,20 @@ async fn the_page_fits_400_px_and_its_banner_is_punctuated() {
         ))
         .await
         .unwrap();
-    wait_for(&client, r#"tr[data-testid="entry-row"]"#).await;
-    wait_for(&client, r#"tr[data-testid="pending-row"]"#).await;
+    screenshot_when(
+        &client,
+        "narrow-stream-page.png",
+        &[
+            r#"tr[data-testid="entry-row"]"#,
+            r#"tr[data-testid="pending-row"]"#,
+        ],
+    )
+    .await;
     assert_fits(&client, "the stream page").await;
-    save_screenshot(&client, "narrow-stream-page.png").await;
 
     // Redis goes away: the banner says so in whole sentences.
     client.goto(&format!("{base}/")).await.unwrap();
-    wait_for(
-        &client,
-        r#"[data-testid="connection-status"][data-state="live"]"#,
-    )
-    .await;
+    wait_for(&client, LIVE).await;
     redis.kill().unwrap();
     let banner = text(&client, r#"[data-testid="alert"]:not([hidden])"#).await;
     assert!(
@@ -496,11 +478,8 @@ async fn the_page_fits_400_px_and_its_banner_is_punctuated() {
         "{banner}"
     );
     assert_fits(&client, "the overview with the banner").await;
-    client
-        .execute("window.scrollTo(0, 0)", vec![])
-        .await
-        .unwrap();
-    save_screenshot(&client, "narrow-banner.png").await;
+    scroll_to(&client, "body").await;
+    screenshot_when(&client, "narrow-banner.png", &[]).await;
     client.close().await.unwrap();
 }
 
@@ -522,11 +501,7 @@ async fn the_throughput_history_outlives_a_reload() {
     let (_dashboard, base) = start_dashboard(&redis.url(), &["--refresh", "1s"]);
     let client = browser(&driver_url).await;
     client.goto(&format!("{base}/")).await.unwrap();
-    wait_for(
-        &client,
-        r#"[data-testid="connection-status"][data-state="live"]"#,
-    )
-    .await;
+    wait_for(&client, LIVE).await;
     // Events, acknowledgements and a dead letter between two snapshots.
     for n in 1..=20 {
         events
@@ -605,14 +580,8 @@ async fn the_throughput_history_outlives_a_reload() {
         r#"#throughput-chart:not([data-samples="0"]):not([data-samples="1"]):not([data-samples="2"])"#,
     )
     .await;
-    client
-        .execute(
-            "document.getElementById('throughput-title').scrollIntoView()",
-            vec![],
-        )
-        .await
-        .unwrap();
-    save_screenshot(&client, "throughput.png").await;
+    scroll_to(&client, "#throughput-title").await;
+    screenshot_when(&client, "throughput.png", &[]).await;
     let before = points(&client).await;
     assert!(before >= 3, "{before}");
     // A reload draws the server's history at once, not only what arrives from now on.

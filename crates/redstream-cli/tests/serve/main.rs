@@ -7,6 +7,7 @@ mod acl;
 mod auth;
 mod binary;
 mod bounded;
+mod dead_letter;
 mod failures;
 mod history;
 mod limits;

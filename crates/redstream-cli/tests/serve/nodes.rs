@@ -199,3 +199,66 @@ async fn a_cluster_shows_each_master() {
     state.shutdown_token().cancel();
     server.abort();
 }
+
+/// `INFO`'s key lookups of each node: the hit ratio in `/api/nodes` and `/api/metrics` (`null`
+/// before any lookup), and Redis's own counters in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hit_ratio_comes_from_the_nodes_key_lookups() {
+    let d = Dashboard::start(ServeConfig::default()).await;
+    let address = format!("{}:{}", d.redis.host(), d.redis.port());
+    // A fresh server with no stream: nothing the dashboard reads looks a key up.
+    let json = d.get("/api/nodes").await.json();
+    let node = &json["nodes"][0];
+    assert_eq!(node["keyspace_hits"], 0, "{json}");
+    assert_eq!(node["keyspace_misses"], 0, "{json}");
+    assert_eq!(node["hit_ratio"], Value::Null, "no lookups: {json}");
+    assert_eq!(json["totals"]["hit_ratio"], Value::Null, "{json}");
+
+    // Three lookups that find their key, one that does not (writes are not lookups).
+    let mut conn = d.conn().await;
+    let () = redis::cmd("SET")
+        .arg("cache:a")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for key in ["cache:a", "cache:a", "cache:a", "cache:missing"] {
+        let _: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let json = d.get("/api/nodes").await.json();
+    let node = &json["nodes"][0];
+    assert_eq!(node["address"], address.as_str());
+    assert_eq!(node["keyspace_hits"], 3, "{json}");
+    assert_eq!(node["keyspace_misses"], 1, "{json}");
+    assert_eq!(node["hit_ratio"], 0.75, "{json}");
+    assert_eq!(json["totals"]["keyspace_hits"], 3, "{json}");
+    assert_eq!(json["totals"]["hit_ratio"], 0.75, "{json}");
+    let metrics = d.get("/api/metrics").await.json();
+    assert_eq!(metrics["redis"]["keyspace_hits"], 3, "{metrics}");
+    assert_eq!(metrics["redis"]["hit_ratio"], 0.75, "{metrics}");
+
+    // The scrape's own read of the dead-letter stream may miss; it never hits.
+    let text = d.get("/metrics").await.text;
+    assert!(
+        text.contains("# TYPE redstream_node_keyspace_hits_total counter"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "redstream_node_keyspace_hits_total", &address),
+        3.0
+    );
+    assert!(sample(&text, "redstream_node_keyspace_misses_total", &address) >= 1.0);
+    let server = |name: &str| {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line[name.len()..].trim().parse::<f64>().unwrap()
+    };
+    assert_eq!(server("redstream_redis_keyspace_hits_total"), 3.0);
+    assert!(server("redstream_redis_keyspace_misses_total") >= 1.0);
+}

@@ -39,6 +39,11 @@ pub struct ServerInfo {
     pub ops_per_sec: Option<u64>,
     /// `role`: `master`, or `slave` for a replica (the word `INFO` uses).
     pub role: Option<String>,
+    /// `keyspace_hits`: key lookups that found the key, since the server started (or
+    /// `CONFIG RESETSTAT`).
+    pub keyspace_hits: Option<u64>,
+    /// `keyspace_misses`: key lookups that did not find the key.
+    pub keyspace_misses: Option<u64>,
 }
 
 impl ServerInfo {
@@ -66,6 +71,8 @@ impl ServerInfo {
                 "connected_clients" => info.connected_clients = number(),
                 "instantaneous_ops_per_sec" => info.ops_per_sec = number(),
                 "role" => info.role = text(),
+                "keyspace_hits" => info.keyspace_hits = number(),
+                "keyspace_misses" => info.keyspace_misses = number(),
                 _ => {}
             }
         }
@@ -74,6 +81,17 @@ impl ServerInfo {
         }
         info.version = own_version.or(redis_version);
         info
+    }
+
+    /// Lookups that found their key, of all lookups (`keyspace_hits / (keyspace_hits +
+    /// keyspace_misses)`), from 0 to 1; `None` when there was no lookup or the server does not
+    /// report them.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)] // a ratio; counts this large do not happen
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let (hits, misses) = (self.keyspace_hits?, self.keyspace_misses?);
+        let lookups = hits.saturating_add(misses);
+        (lookups > 0).then(|| hits as f64 / lookups as f64)
     }
 
     /// The major version, e.g. `7` for `7.2.4`; `None` when the version is missing or odd.
@@ -120,7 +138,8 @@ impl RedisTransport {
     ///
     /// On a Redis Cluster, the whole cluster: the name, version, mode, role, uptime and
     /// eviction policy of the first master (by address), and `used_memory`, `maxmemory`,
-    /// `connected_clients` and `ops_per_sec` summed over the masters
+    /// `connected_clients`, `ops_per_sec`, `keyspace_hits` and `keyspace_misses` summed over
+    /// the masters
     /// ([`nodes`](Self::nodes) has each master's own).
     pub async fn server_info(&self) -> Result<ServerInfo> {
         if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
@@ -160,6 +179,8 @@ impl RedisTransport {
         info.maxmemory = sum(|i| i.maxmemory);
         info.connected_clients = sum(|i| i.connected_clients);
         info.ops_per_sec = sum(|i| i.ops_per_sec);
+        info.keyspace_hits = sum(|i| i.keyspace_hits);
+        info.keyspace_misses = sum(|i| i.keyspace_misses);
         Ok(info)
     }
 }
@@ -190,6 +211,15 @@ mod tests {
         assert_eq!(info.role, None);
         let replica = ServerInfo::parse("# Replication\nrole:slave\nmaster_host:10.0.0.1\n");
         assert_eq!(replica.role.as_deref(), Some("slave"));
+        assert_eq!(info.hit_ratio(), None, "not reported");
+        let stats = ServerInfo::parse("# Stats\r\nkeyspace_hits:3\r\nkeyspace_misses:1\r\n");
+        assert_eq!(
+            (stats.keyspace_hits, stats.keyspace_misses),
+            (Some(3), Some(1))
+        );
+        assert_eq!(stats.hit_ratio(), Some(0.75));
+        let idle = ServerInfo::parse("keyspace_hits:0\r\nkeyspace_misses:0\r\n");
+        assert_eq!(idle.hit_ratio(), None, "no lookups");
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub struct NodeStats {
 }
 
 impl NodeStats {
-    /// Sums over `nodes`: `used_memory`, `maxmemory`, `connected_clients` and `ops_per_sec`
-    /// (each `None` when a node does not report it), `keys`, `streams` (all names, sorted) and
-    /// `stream_entries`. The address is `total`; the other `info` fields are `None`.
+    /// Sums over `nodes`: `used_memory`, `maxmemory`, `connected_clients`, `ops_per_sec`,
+    /// `keyspace_hits` and `keyspace_misses` (each `None` when a node does not report it),
+    /// `keys`, `streams` (all names, sorted) and `stream_entries`. The address is `total`; the
+    /// other `info` fields are `None`.
     #[must_use]
     pub fn total(nodes: &[NodeStats]) -> NodeStats {
         fn sum(nodes: &[NodeStats], field: impl Fn(&ServerInfo) -> Option<u64>) -> Option<u64> {
@@ -54,6 +55,8 @@ impl NodeStats {
             maxmemory: sum(nodes, |i| i.maxmemory),
             connected_clients: sum(nodes, |i| i.connected_clients),
             ops_per_sec: sum(nodes, |i| i.ops_per_sec),
+            keyspace_hits: sum(nodes, |i| i.keyspace_hits),
+            keyspace_misses: sum(nodes, |i| i.keyspace_misses),
             ..ServerInfo::default()
         };
         let mut streams: Vec<String> = nodes.iter().flat_map(|n| n.streams.clone()).collect();
