@@ -357,10 +357,22 @@ fn invalid_entry_id(entry_id: &str, reason: impl Into<String>) -> DecodeError {
 
 /// The milliseconds part of `<milliseconds>-<sequence>`, after checking both parts.
 fn entry_id_millis(entry_id: &str) -> Result<u64, DecodeError> {
-    // One pass over the bytes (this runs for every entry a consumer reads).
+    // One pass over the bytes (this runs for every entry a consumer reads). Up to 19 digits
+    // cannot overflow a u64, so only longer numbers pay for checked arithmetic.
     let number = |digits: &[u8]| {
         if digits.is_empty() {
             return None;
+        }
+        if digits.len() <= 19 {
+            let mut n = 0u64;
+            for &c in digits {
+                let digit = c.wrapping_sub(b'0');
+                if digit > 9 {
+                    return None;
+                }
+                n = n * 10 + u64::from(digit);
+            }
+            return Some(n);
         }
         digits.iter().try_fold(0u64, |n, &c| {
             let digit = c.wrapping_sub(b'0');

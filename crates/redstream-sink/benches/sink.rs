@@ -101,7 +101,7 @@ async fn raw_run(
     for (i, chunk) in chunks.into_iter().enumerate() {
         let position = i.to_string();
         let last = chunk.last().unwrap().id().to_string();
-        let ids: Vec<redis::Value> = match how {
+        let ids: usize = match how {
             Raw::Pipeline | Raw::Multi => {
                 let mut pipe = redis::pipe();
                 if matches!(how, Raw::Multi) {
@@ -120,7 +120,8 @@ async fn raw_run(
                         .arg(&position)
                         .ignore();
                 }
-                pipe.query_async(conn).await.unwrap()
+                let ids: Vec<redis::Value> = pipe.query_async(conn).await.unwrap();
+                ids.len()
             }
             Raw::Script => {
                 let mut invocation = BATCH_SCRIPT.prepare_invoke();
@@ -141,15 +142,17 @@ async fn raw_run(
                 for event in &chunk {
                     invocation.arg(wire::encode(event, &limits).unwrap());
                 }
-                let mut reply: Vec<redis::Value> = invocation.invoke_async(conn).await.unwrap();
-                assert_eq!(
-                    reply.remove(0),
-                    redis::Value::BulkString(b"written".to_vec())
-                );
-                reply
+                // `{'written', '<id> <id> ...'}`: the ids as strings, as the sink returns them.
+                let reply: Vec<String> = invocation.invoke_async(conn).await.unwrap();
+                assert_eq!(reply[0], "written");
+                let ids: Vec<String> = reply[1]
+                    .split_ascii_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                ids.len()
             }
         };
-        assert_eq!(ids.len(), chunk.len());
+        assert_eq!(ids, chunk.len());
         previous = Some((last, position));
     }
     started.elapsed()

@@ -136,7 +136,15 @@ pub(crate) fn parse(value: Value) -> Result<Reply, String> {
         .map_err(|err| format!("the batch script answered something other than strings: {err}"))?;
     let mut items = items.into_iter();
     let reply = match items.next().as_deref() {
-        Some("written") => return Ok(Reply::Written(items.collect())),
+        Some("written") => match (items.next(), items.next()) {
+            // The ids, one string separated by spaces (entry ids hold digits and `-` only).
+            (Some(ids), None) => {
+                return Ok(Reply::Written(
+                    ids.split_ascii_whitespace().map(str::to_owned).collect(),
+                ));
+            }
+            other => return Err(format!("the batch script answered written with {other:?}")),
+        },
         Some("recorded") => Reply::Recorded,
         Some("changed") => {
             let (last, position, present) = (items.next(), items.next(), items.next());
@@ -177,9 +185,10 @@ mod tests {
     #[test]
     fn replies_are_read_and_odd_ones_refused() {
         assert_eq!(
-            parse(strings(&["written", "1-0", "1-1"])),
+            parse(strings(&["written", "1-0 1-1"])),
             Ok(Reply::Written(vec!["1-0".into(), "1-1".into()]))
         );
+        assert_eq!(parse(strings(&["written", ""])), Ok(Reply::Written(vec![])));
         assert_eq!(parse(strings(&["recorded"])), Ok(Reply::Recorded));
         assert_eq!(
             parse(strings(&["changed", "", "", "0"])),
@@ -203,6 +212,8 @@ mod tests {
             strings(&[]),
             strings(&["nope"]),
             strings(&["recorded", "x"]),
+            strings(&["written"]),
+            strings(&["written", "1-0", "1-1"]),
             strings(&["changed", "e1"]),
             Value::Int(1),
             Value::Nil,

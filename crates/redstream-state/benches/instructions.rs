@@ -5,6 +5,9 @@
 //!
 //! `cargo bench -p redstream-state --bench instructions`. With `REDSTREAM_CALLGRIND_DIR=<dir>`
 //! each run's profile is kept there (`get-1200.out`...) for `callgrind_annotate --inclusive=yes`.
+//! `... -- --check` also compares the store's figures with those recorded in
+//! `benches/instructions.baseline` and fails when one grew by more than 10%, as the
+//! transport's bench does; `... -- --record` rewrites that file.
 //!
 //! How (as the transport's `instructions` bench): this binary runs itself under
 //! `valgrind --tool=callgrind` as a child doing one case (`--case <name> <ops> <url>`) on a
@@ -18,6 +21,8 @@
 //! | `put` | `put(key, &order)` | `serde_json::to_vec` + `SET` |
 //! | `get_many` (per key) | `get_many::<Order, _>` of 100 keys | `MGET` of the 100 prefixed keys + decoding |
 //! | `put_many` (per key) | `put_many` of 100 keys: one `MSET` | encoding + `MSET` of the 100 prefixed keys |
+//! | `put_many_with_ttl` vs `MULTI`/`EXEC` (per key) | `put_many_with_ttl` of 100 keys: the crate's all-or-nothing script | encoding + the 100 `SET .. PX` in `MULTI`/`EXEC` |
+//! | `put_many_with_ttl` vs Lua loop (per key) | the same | encoding + `EVALSHA` of a plain Lua loop of the 100 `SET .. PX` (redis-rs's `Script`) |
 //!
 //! Both sides get the same input (the user's keys, `order:<n>`) and build the prefixed Redis
 //! key (`bench:order:<n>`) in the counted loop.
@@ -26,7 +31,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore};
@@ -38,14 +43,38 @@ const LONG: u64 = 1_200;
 /// Keys per `get_many` / `put_many` call.
 const BATCH: u64 = 100;
 const PREFIX: &str = "bench";
+/// The growth over the recorded figure that `--check` refuses.
+const TOLERANCE: f64 = 0.10;
+
+/// TTL of the `put_many_with_ttl` cases.
+const TTL_MS: u64 = 3_600_000;
 
 /// (name, redstream's child case, raw redis-rs's child case, keys per operation).
-const CASES: [(&str, &str, &str, u64); 4] = [
+const CASES: [(&str, &str, &str, u64); 6] = [
     ("get", "get", "raw-get", 1),
     ("put", "put", "raw-put", 1),
     ("get_many, per key", "get_many", "raw-get_many", BATCH),
     ("put_many, per key", "put_many", "raw-put_many", BATCH),
+    (
+        "put_many_with_ttl vs MULTI/EXEC, per key",
+        "put_many_ttl",
+        "raw-put_many_ttl_multi",
+        BATCH,
+    ),
+    (
+        "put_many_with_ttl vs Lua loop, per key",
+        "put_many_ttl",
+        "raw-put_many_ttl_lua",
+        BATCH,
+    ),
 ];
+
+/// The raw side's `put_many_with_ttl` in Lua: a plain loop of `SET .. PX`, no check first.
+static SET_PX_LOOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[#ARGV]) end",
+    )
+});
 
 /// A seed-sized value, as in the `state` bench.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +96,7 @@ fn key(n: u64) -> String {
     format!("order:{}", n % 1_000)
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args.iter().position(|a| a == "--case") {
         let case = args[at + 1].clone();
@@ -78,18 +107,21 @@ fn main() {
             .build()
             .unwrap()
             .block_on(child(&case, ops, &url));
-        return;
+        return ExitCode::SUCCESS;
     }
-    tokio::runtime::Builder::new_current_thread()
+    let counted = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
         .block_on(driver());
+    let check = args.iter().any(|a| a == "--check");
+    let record = args.iter().any(|a| a == "--record");
+    baseline(&counted, check, record)
 }
 
 async fn child(case: &str, ops: u64, url: &str) {
     match case {
-        "get" | "put" | "get_many" | "put_many" => {
+        "get" | "put" | "get_many" | "put_many" | "put_many_ttl" => {
             let store = StateStore::new(StateBackend::redis(url, PREFIX))
                 .await
                 .unwrap();
@@ -105,9 +137,16 @@ async fn child(case: &str, ops: u64, url: &str) {
                         let found: Vec<Option<Order>> = store.get_many(&keys).await.unwrap();
                         assert!(found.iter().all(Option::is_some));
                     }
-                    _ => {
+                    "put_many" => {
                         let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
                         store.put_many(items).await.unwrap();
+                    }
+                    _ => {
+                        let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
+                        store
+                            .put_many_with_ttl(items, std::time::Duration::from_millis(TTL_MS))
+                            .await
+                            .unwrap();
                     }
                 }
             }
@@ -170,6 +209,29 @@ async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
             }
             let () = cmd.query_async(conn).await.unwrap();
         }
+        "raw-put_many_ttl_multi" => {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
+                pipe.cmd("SET")
+                    .arg(format!("{PREFIX}:{key}"))
+                    .arg(serde_json::to_vec(&value).unwrap())
+                    .arg("PX")
+                    .arg(TTL_MS)
+                    .ignore();
+            }
+            let () = pipe.query_async(conn).await.unwrap();
+        }
+        "raw-put_many_ttl_lua" => {
+            let mut invocation = SET_PX_LOOP.prepare_invoke();
+            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
+                invocation
+                    .key(format!("{PREFIX}:{key}"))
+                    .arg(serde_json::to_vec(&value).unwrap());
+            }
+            invocation.arg(TTL_MS);
+            let () = invocation.invoke_async(conn).await.unwrap();
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -209,7 +271,8 @@ fn per_key(case: &str, keys_per_op: u64, url: &str, out: &Path) -> f64 {
     (long as f64 - short as f64) / ((LONG - SHORT) * keys_per_op) as f64
 }
 
-async fn driver() {
+/// Prints the table; returns the store's figure per case.
+async fn driver() -> Vec<(&'static str, f64)> {
     let server = RedisServer::start().await.unwrap();
     let out =
         std::env::temp_dir().join(format!("redstream-state-{}.callgrind", std::process::id()));
@@ -226,13 +289,83 @@ async fn driver() {
          operations, {BATCH} keys per get_many/put_many), redis-server on 127.0.0.1:{}",
         server.port()
     );
+    // Each redstream case is counted once, even when printed against two baselines.
+    let mut counted: Vec<(&'static str, f64)> = Vec::new();
     for (name, case, raw_case, keys) in CASES {
-        let ours = per_key(case, keys, &server.url(), &out);
+        let ours = match counted.iter().find(|(c, _)| *c == case) {
+            Some((_, ours)) => *ours,
+            None => {
+                let ours = per_key(case, keys, &server.url(), &out);
+                counted.push((case, ours));
+                ours
+            }
+        };
         let raw = per_key(raw_case, keys, &server.url(), &out);
         println!(
-            "{name:<18} redstream {ours:>9.0} instr/op   raw redis-rs {raw:>9.0} instr/op   ratio {:.2}x",
+            "{name:<40} redstream {ours:>9.0} instr/op   raw redis-rs {raw:>9.0} instr/op   ratio {:.2}x",
             ours / raw
         );
     }
     let _ = std::fs::remove_file(&out);
+    counted
+}
+
+fn baseline_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instructions.baseline")
+}
+
+/// The recorded figures: `<case> <instructions per operation>` per line, `#` comments.
+fn read_baseline() -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(baseline_path()).unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (case, figure) = line.rsplit_once(' ')?;
+            Some((case.trim().to_owned(), figure.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `--record` writes `ours` to the baseline file; `--check` fails when a figure grew by more
+/// than [`TOLERANCE`] over the recorded one (or has none).
+fn baseline(ours: &[(&str, f64)], check: bool, record: bool) -> ExitCode {
+    if record {
+        let mut text = String::from(
+            "# Instructions per operation (per key for the batches) of the state store, recorded by\n\
+             # `cargo bench -p redstream-state --bench instructions -- --record`.\n\
+             # `-- --check` fails when a figure grows by more than 10%.\n",
+        );
+        for (case, figure) in ours {
+            text.push_str(&format!("{case} {figure:.0}\n"));
+        }
+        std::fs::write(baseline_path(), text).unwrap();
+        println!("recorded in {}", baseline_path().display());
+    }
+    if !check {
+        return ExitCode::SUCCESS;
+    }
+    let recorded = read_baseline();
+    let mut failed = false;
+    for (case, figure) in ours {
+        let Some((_, before)) = recorded.iter().find(|(name, _)| name == case) else {
+            println!(
+                "check {case}: no recorded figure in {}",
+                baseline_path().display()
+            );
+            failed = true;
+            continue;
+        };
+        let growth = figure / before - 1.0;
+        let verdict = if growth > TOLERANCE { "FAIL" } else { "ok" };
+        println!(
+            "check {case:<14} {figure:.0} against recorded {before:.0}: {:+.1}% {verdict}",
+            growth * 100.0
+        );
+        failed |= growth > TOLERANCE;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

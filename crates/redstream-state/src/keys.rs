@@ -68,10 +68,17 @@ impl Keys {
     #[must_use]
     pub fn key(&self, key: &str) -> String {
         let mut out = String::with_capacity(self.base.len() + 1 + key.len());
+        self.write_key(&mut out, key);
+        out
+    }
+
+    /// [`key`](Self::key) written into `out`, which is cleared first: a caller naming many
+    /// keys in turn reuses one buffer.
+    pub(crate) fn write_key(&self, out: &mut String, key: &str) {
+        out.clear();
         out.push_str(&self.base);
         out.push(SEPARATOR);
         out.push_str(key);
-        out
     }
 
     /// The user's key inside a Redis key of this store, or `None` for any other key (a

@@ -7,7 +7,7 @@
 //! | `get`, `exists`, `ttl`, `delete` | `GET`, `EXISTS`, `PTTL`, `DEL` |
 //! | `put`, `put_with_ttl` | `SET key json [PX ms]` |
 //! | `get_many` | one `MGET` (on a cluster, redis-rs splits it by slot: one `MGET` per slot) |
-//! | `put_many` | one `MSET`, or, when a TTL applies, core's all-or-nothing script ([`Atomic`]) of a `SET .. PX` per key |
+//! | `put_many` | one `MSET`, or, when a TTL applies, the crate's all-or-nothing script of a `SET .. PX` per key, every permission checked first ([`put_many`]) |
 //! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
 //! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
 //! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`); on a cluster, on every master in turn |
@@ -53,6 +53,7 @@ use crate::keys::Keys;
 use crate::store::Ttl;
 use crate::transaction::TxOp;
 
+mod put_many;
 mod watched;
 
 /// A checkpoint record's fields as `HGETALL` answers them.
@@ -378,23 +379,32 @@ impl Backend for RedisBackend {
         match ttl {
             None => {
                 let mut cmd = redis::cmd("MSET");
+                // One buffer for every Redis key: no allocation per key.
+                let mut redis_key = String::new();
                 for (key, value) in &items {
-                    cmd.arg(self.keys.key(key)).arg(value);
+                    self.keys.write_key(&mut redis_key, key);
+                    cmd.arg(redis_key.as_str()).arg(value);
                 }
                 self.query("MSET", target_key, &cmd).await
             }
             Some(ttl) => {
-                // All or nothing whatever the user may do (see `redstream_core::atomic`).
-                let mut tx = Atomic::new();
-                let px = ms(ttl);
-                for (key, value) in &items {
-                    let mut cmd = redis::cmd("SET");
-                    cmd.arg(self.keys.key(key)).arg(value).arg("PX").arg(px);
-                    tx.push(&cmd, KeyType::Any);
-                }
-                self.atomic(&tx)
+                // All or nothing whatever the user may do: the crate's own script for this
+                // shape, with core's guarantees and errors (see `put_many`).
+                let cmd = put_many::call(&self.keys, &items, ms(ttl));
+                let cmd = &cmd;
+                let _written: i64 = self
+                    .send(|mut conn| async move {
+                        match cmd.query_async(&mut conn).await {
+                            Err(err) if err.code() == Some("NOSCRIPT") => {
+                                let _sha: String = put_many::load().query_async(&mut conn).await?;
+                                cmd.query_async(&mut conn).await
+                            }
+                            reply => reply,
+                        }
+                    })
                     .await
-                    .map_err(|err| self.error("transaction of SET .. PX", target_key, err))
+                    .map_err(|err| self.error("transaction of SET .. PX", target_key, err))?;
+                Ok(())
             }
         }
     }
@@ -404,8 +414,11 @@ impl Backend for RedisBackend {
             return Ok(Vec::new());
         };
         let mut cmd = redis::cmd("MGET");
+        // One buffer for every Redis key: no allocation per key.
+        let mut redis_key = String::new();
         for key in keys {
-            cmd.arg(self.keys.key(key));
+            self.keys.write_key(&mut redis_key, key);
+            cmd.arg(redis_key.as_str());
         }
         self.query("MGET", first, &cmd).await
     }

@@ -281,7 +281,9 @@ impl StateStore {
     }
 
     /// Stores every `(key, value)` in one round trip, all at once: one `MSET`, or, with a
-    /// default TTL, one all-or-nothing script of `SET .. PX` (`redstream_core::atomic`). Each key expires after the default TTL
+    /// default TTL, one all-or-nothing script of `SET .. PX` that checks every `SET`'s
+    /// permission before its first write (core's `redstream_core::atomic` guarantees, in a
+    /// script of this crate's own for this one shape). Each key expires after the default TTL
     /// if it is on. On a Redis Cluster in the plain key layout, keys of different slots fail
     /// with [`ErrorKind::InvalidInput`](redstream_core::ErrorKind::InvalidInput) naming their
     /// slots, and nothing is written (as for transactions and checkpoints).

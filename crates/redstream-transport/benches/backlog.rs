@@ -11,25 +11,20 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{BackpressureConfig, Event, EventLimits, EventMetadata};
+use redstream_core::{BackpressureConfig, Event, EventLimits};
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
-use serde_json::json;
 use tokio::sync::Notify;
 
-fn seed_event(n: u64) -> Event {
-    Event::new(
-        "order.created",
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-}
+use common::{del, seed_event};
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(field: &str) -> u64 {
@@ -91,7 +86,7 @@ async fn fill(server: &RedisServer, stream: &str, backlog: u64) {
     while n < backlog {
         let mut pipe = redis::pipe();
         for i in n..(n + 10_000).min(backlog) {
-            let envelope = wire::encode(&seed_event(i), &limits).unwrap();
+            let envelope = wire::encode(&seed_event("order.created", i), &limits).unwrap();
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("*")
@@ -152,12 +147,7 @@ fn main() -> ExitCode {
                 (peak - connected) / 1024.0,
                 figures[2]
             );
-            let mut conn = server.connection().await.unwrap();
-            let _: u64 = redis::cmd("DEL")
-                .arg(&stream)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            del(&server.connection().await.unwrap(), &stream).await;
         }
     });
     ExitCode::SUCCESS

@@ -22,21 +22,23 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{Event, EventLimits, EventMetadata};
+use redstream_core::{Event, EventLimits};
 use redstream_testkit::RedisCluster;
 use redstream_transport::{
     KeyLayout, RedisConfig, RedisTransport, StartFrom, StreamNames, TransportOptions,
 };
-use serde_json::json;
 use tokio::sync::Notify;
+
+use common::{rate, ratio_line, raw_read_decode_ack, server_version};
 
 const TASKS: usize = 64;
 /// Rounds per figure; each runs redstream and raw redis-rs back to back.
@@ -56,34 +58,7 @@ const TYPES: [&str; 10] = [
 
 /// The seed's event, of the `n % 10`th type.
 fn seed_event(n: u64) -> Event {
-    Event::new(
-        TYPES[(n % TYPES.len() as u64) as usize],
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-}
-
-fn rate(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// One figure: the median rate of each side, the median of the rounds' ratios and their range.
-fn line(name: &str, ours: &[f64], raw: &[f64]) {
-    let ratios: Vec<f64> = ours.iter().zip(raw).map(|(ours, raw)| ours / raw).collect();
-    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = ratios.iter().copied().fold(0.0, f64::max);
-    println!(
-        "{name:<32} redstream {:>10.0} msg/s   raw redis-rs {:>10.0} msg/s   ratio {:.2}x",
-        median(ours.to_vec()),
-        median(raw.to_vec()),
-        median(ratios),
-    );
-    println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
+    common::seed_event(TYPES[(n % TYPES.len() as u64) as usize], n)
 }
 
 /// `redis-cluster://host:port,...` with every node as a seed.
@@ -240,41 +215,11 @@ async fn raw_consume_all(
             let (handled, stop, done) =
                 (Arc::clone(&handled), Arc::clone(&stop), Arc::clone(&done));
             tokio::spawn(async move {
-                let limits = EventLimits::default();
                 while !stop.load(Ordering::Relaxed) {
-                    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg("raw")
-                        .arg("c")
-                        .arg("COUNT")
-                        .arg(100)
-                        .arg("BLOCK")
-                        .arg(100)
-                        .arg("STREAMS")
-                        .arg(&stream)
-                        .arg(">")
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    for key in reply.keys {
-                        let mut ack = redis::cmd("XACK");
-                        ack.arg(&stream).arg("raw");
-                        for entry in &key.ids {
-                            // Decode like the transport does, so both sides do the same work.
-                            let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                                redis::Value::BulkString(bytes) => {
-                                    Some((k.as_bytes(), bytes.as_slice()))
-                                }
-                                _ => None,
-                            });
-                            wire::decode_entry(fields, &limits).unwrap();
-                            ack.arg(&entry.id);
-                        }
-                        let _: u64 = ack.query_async(&mut conn).await.unwrap();
-                        let count = key.ids.len() as u64;
-                        if handled.fetch_add(count, Ordering::Relaxed) + count == total {
-                            done.notify_one();
-                        }
+                    let count =
+                        raw_read_decode_ack(&mut conn, &stream, "raw", "c", 100, drop).await;
+                    if count > 0 && handled.fetch_add(count, Ordering::Relaxed) + count == total {
+                        done.notify_one();
                     }
                 }
             })
@@ -289,30 +234,11 @@ async fn raw_consume_all(
     elapsed
 }
 
-/// Deletes the ten streams of `names`.
+/// Deletes the ten streams of `names` (one slot each: a `DEL` per stream).
 async fn del(conn: &ClusterConnection, names: &StreamNames) {
     for event_type in TYPES {
-        let mut conn = conn.clone();
-        let _: u64 = redis::cmd("DEL")
-            .arg(names.stream(event_type))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        common::del(conn, &names.stream(event_type)).await;
     }
-}
-
-async fn server_version(conn: &MultiplexedConnection) -> String {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
 }
 
 fn main() {
@@ -373,8 +299,8 @@ fn main() {
             del(&raw, transport.names()).await;
             del(&raw, &raw_names).await;
         }
-        line("publish, 64 tasks, 10 streams", &ours, &theirs);
-        line(
+        ratio_line("publish, 64 tasks, 10 streams", &ours, &theirs);
+        ratio_line(
             "consume + ack, no-op handler",
             &ours_consume,
             &theirs_consume,

@@ -20,10 +20,12 @@
 //! | case | redstream | raw redis-rs |
 //! |---|---|---|
 //! | `publish` | `RedisTransport::publish` of a seed-sized event, one after another | `wire::encode` + `XADD` on a `MultiplexedConnection`, one after another |
-//! | `consume+ack` | `subscribe` with a no-op handler, until every entry is handled | `XREADGROUP COUNT 100` + `wire::decode_entry` + `XACK` per batch |
+//! | `consume+ack` | `subscribe` with a no-op handler, until every entry is handled | `XREADGROUP COUNT 100` + `wire::decode_stream_entry` + `XACK` per batch |
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
+
+mod common;
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -33,11 +35,12 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{Event, EventLimits, EventMetadata};
+use redstream_core::{Event, EventLimits};
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
-use serde_json::json;
 use tokio::sync::Notify;
+
+use common::{del, raw_read_decode_ack};
 
 const SHORT: u64 = 200;
 const LONG: u64 = 1_200;
@@ -53,11 +56,7 @@ const CASES: [(&str, &str, &str); 2] = [
 ];
 
 fn seed_event(n: u64) -> Event {
-    Event::new(
-        EVENT_TYPE,
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
+    common::seed_event(EVENT_TYPE, n)
 }
 
 fn main() -> ExitCode {
@@ -150,40 +149,10 @@ async fn child(case: &str, events: u64, url: &str, stream: &str) {
         }
         "raw-consume" => {
             let mut conn = raw_connection(url).await;
-            let limits = EventLimits::default();
             let mut handled = 0;
             while handled < events {
-                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(GROUP)
-                    .arg("bench")
-                    .arg("COUNT")
-                    .arg(100)
-                    .arg("BLOCK")
-                    .arg(5000)
-                    .arg("STREAMS")
-                    .arg(stream)
-                    .arg(">")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                for key in reply.keys {
-                    let mut ack = redis::cmd("XACK");
-                    ack.arg(stream).arg(GROUP);
-                    for entry in &key.ids {
-                        // Decode like the transport does, so both sides do the same work.
-                        let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                            redis::Value::BulkString(bytes) => {
-                                Some((k.as_bytes(), bytes.as_slice()))
-                            }
-                            _ => None,
-                        });
-                        wire::decode_entry(fields, &limits).unwrap();
-                        ack.arg(&entry.id);
-                        handled += 1;
-                    }
-                    let _: u64 = ack.query_async(&mut conn).await.unwrap();
-                }
+                // No-op on each decoded event, as the transport's handler is.
+                handled += raw_read_decode_ack(&mut conn, stream, GROUP, "bench", 5000, drop).await;
             }
         }
         other => panic!("unknown case {other}"),
@@ -202,11 +171,7 @@ async fn raw_connection(url: &str) -> MultiplexedConnection {
 
 /// Fills `stream` with `events` encoded seed events and creates the group at its start.
 async fn fill(conn: &mut MultiplexedConnection, stream: &str, events: u64) {
-    let _: () = redis::cmd("DEL")
-        .arg(stream)
-        .query_async(conn)
-        .await
-        .unwrap();
+    del(conn, stream).await;
     let mut pipe = redis::pipe();
     for n in 0..events {
         let envelope = wire::encode(&seed_event(n), &EventLimits::default()).unwrap();
@@ -276,11 +241,7 @@ async fn per_event(case: &str, server: &RedisServer, run: &mut u32, out: &Path) 
             _ => stream.clone(),
         };
         totals.push(count(case, events, &server.url(), &arg, out));
-        let _: () = redis::cmd("DEL")
-            .arg(&stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        del(&conn, &stream).await;
     }
     (totals[1] as f64 - totals[0] as f64) / (LONG - SHORT) as f64
 }

@@ -16,6 +16,8 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,30 +30,17 @@ use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptio
 use serde_json::json;
 use tokio::sync::Notify;
 
+use common::{
+    del, median, rate, rates_line, ratio_line, ratios, raw_read_decode_ack, seed_event,
+    server_version,
+};
+
 const TASKS: usize = 64;
 const CONSUMERS: usize = 4;
 const BATCH: usize = 256;
 const LATENCY_RATE: u64 = 10_000;
 const LATENCY_SECS: u64 = 3;
-
-fn seed_event(n: u64) -> Event {
-    Event::new(
-        "order.created",
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-}
-
-fn rate(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64()
-}
-
-fn line(name: &str, ours: f64, raw: f64) {
-    println!(
-        "{name:<32} redstream {ours:>10.0} msg/s   raw redis-rs {raw:>10.0} msg/s   ratio {:.2}x",
-        ours / raw
-    );
-}
+const EVENT_TYPE: &str = "order.created";
 
 async fn transport(server: &RedisServer, prefix: &str, group: &str) -> RedisTransport {
     transport_named(server, prefix, group, "bench").await
@@ -109,7 +98,7 @@ async fn publish_concurrently(transport: &RedisTransport, total: u64) -> Duratio
                     if n >= total {
                         break;
                     }
-                    transport.publish(seed_event(n)).await.unwrap();
+                    transport.publish(seed_event(EVENT_TYPE, n)).await.unwrap();
                 }
             })
         })
@@ -139,7 +128,8 @@ async fn raw_publish_concurrently(
                         break;
                     }
                     // The same bytes the transport writes: the encoded envelope.
-                    let envelope = wire::encode(&seed_event(n), &EventLimits::default()).unwrap();
+                    let envelope =
+                        wire::encode(&seed_event(EVENT_TYPE, n), &EventLimits::default()).unwrap();
                     let _: String = redis::cmd("XADD")
                         .arg(&stream)
                         .arg("*")
@@ -161,7 +151,7 @@ async fn raw_publish_concurrently(
 async fn publish_sequentially(transport: &RedisTransport, total: u64) -> Duration {
     let started = Instant::now();
     for n in 0..total {
-        transport.publish(seed_event(n)).await.unwrap();
+        transport.publish(seed_event(EVENT_TYPE, n)).await.unwrap();
     }
     started.elapsed()
 }
@@ -174,7 +164,7 @@ async fn raw_publish_sequentially(
     let mut conn = conn.clone();
     let started = Instant::now();
     for n in 0..total {
-        let envelope = wire::encode(&seed_event(n), &EventLimits::default()).unwrap();
+        let envelope = wire::encode(&seed_event(EVENT_TYPE, n), &EventLimits::default()).unwrap();
         let _: String = redis::cmd("XADD")
             .arg(stream)
             .arg("*")
@@ -192,7 +182,7 @@ async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
     let mut n = 0;
     while n < total {
         let size = BATCH.min((total - n) as usize) as u64;
-        let events = (n..n + size).map(seed_event).collect();
+        let events = (n..n + size).map(|n| seed_event(EVENT_TYPE, n)).collect();
         transport.publish_batch(events).await.unwrap();
         n += size;
     }
@@ -216,7 +206,7 @@ async fn raw_publish_batches(
             pipe.atomic();
         }
         for i in n..n + size {
-            let envelope = wire::encode(&seed_event(i), &limits).unwrap();
+            let envelope = wire::encode(&seed_event(EVENT_TYPE, i), &limits).unwrap();
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("*")
@@ -320,41 +310,12 @@ async fn raw_consume_all_by_four(server: &RedisServer, stream: &str, total: u64)
             let done = Arc::clone(&done);
             let stream = stream.to_owned();
             tokio::spawn(async move {
-                let limits = EventLimits::default();
                 let consumer = format!("c{n}");
                 while handled.load(Ordering::Relaxed) < total {
-                    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg("raw4")
-                        .arg(&consumer)
-                        .arg("COUNT")
-                        .arg(100)
-                        .arg("BLOCK")
-                        .arg(100)
-                        .arg("STREAMS")
-                        .arg(&stream)
-                        .arg(">")
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    for key in reply.keys {
-                        let mut ack = redis::cmd("XACK");
-                        ack.arg(&stream).arg("raw4");
-                        for entry in &key.ids {
-                            let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                                redis::Value::BulkString(bytes) => {
-                                    Some((k.as_bytes(), bytes.as_slice()))
-                                }
-                                _ => None,
-                            });
-                            wire::decode_entry(fields, &limits).unwrap();
-                            ack.arg(&entry.id);
-                        }
-                        let _: u64 = ack.query_async(&mut conn).await.unwrap();
-                        let count = key.ids.len() as u64;
-                        if handled.fetch_add(count, Ordering::Relaxed) + count == total {
-                            done.notify_one();
-                        }
+                    let count =
+                        raw_read_decode_ack(&mut conn, &stream, "raw4", &consumer, 100, drop).await;
+                    if count > 0 && handled.fetch_add(count, Ordering::Relaxed) + count == total {
+                        done.notify_one();
                     }
                 }
             })
@@ -378,39 +339,10 @@ async fn raw_consume_all(conn: &MultiplexedConnection, stream: &str, total: u64)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let limits = EventLimits::default();
     let started = Instant::now();
     let mut handled = 0;
     while handled < total {
-        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("raw")
-            .arg("c")
-            .arg("COUNT")
-            .arg(100)
-            .arg("BLOCK")
-            .arg(100)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for key in reply.keys {
-            let mut ack = redis::cmd("XACK");
-            ack.arg(stream).arg("raw");
-            for entry in &key.ids {
-                // Decode like the transport does, so both sides do the same work.
-                let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                    redis::Value::BulkString(bytes) => Some((k.as_bytes(), bytes.as_slice())),
-                    _ => None,
-                });
-                wire::decode_entry(fields, &limits).unwrap();
-                ack.arg(&entry.id);
-                handled += 1;
-            }
-            let _: u64 = ack.query_async(&mut conn).await.unwrap();
-        }
+        handled += raw_read_decode_ack(&mut conn, stream, "raw", "c", 100, drop).await;
     }
     started.elapsed()
 }
@@ -487,40 +419,13 @@ async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration)
     let reading = {
         let stream = stream.to_owned();
         tokio::spawn(async move {
-            let limits = EventLimits::default();
             let mut samples = Vec::with_capacity(total as usize);
             while (samples.len() as u64) < total {
-                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg("rawlat")
-                    .arg("c")
-                    .arg("COUNT")
-                    .arg(100)
-                    .arg("BLOCK")
-                    .arg(1000)
-                    .arg("STREAMS")
-                    .arg(&stream)
-                    .arg(">")
-                    .query_async(&mut reader)
-                    .await
-                    .unwrap();
-                for key in reply.keys {
-                    let mut ack = redis::cmd("XACK");
-                    ack.arg(&stream).arg("rawlat");
-                    for entry in &key.ids {
-                        let fields = entry.map.iter().filter_map(|(k, v)| match v {
-                            redis::Value::BulkString(bytes) => {
-                                Some((k.as_bytes(), bytes.as_slice()))
-                            }
-                            _ => None,
-                        });
-                        let event = wire::decode_entry(fields, &limits).unwrap();
-                        let sent = Duration::from_nanos(event.payload()["t"].as_u64().unwrap_or(0));
-                        samples.push(origin.elapsed().saturating_sub(sent));
-                        ack.arg(&entry.id);
-                    }
-                    let _: u64 = ack.query_async(&mut reader).await.unwrap();
-                }
+                raw_read_decode_ack(&mut reader, &stream, "rawlat", "c", 1000, |event| {
+                    let sent = Duration::from_nanos(event.payload()["t"].as_u64().unwrap_or(0));
+                    samples.push(origin.elapsed().saturating_sub(sent));
+                })
+                .await;
             }
             samples
         })
@@ -554,29 +459,6 @@ async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration)
 /// which goes first, and the median rate of each side is reported. One machine runs both the
 /// server and the client, so single runs are noisy.
 const ROUNDS: usize = 3;
-
-/// A line with the median rates of both sides and the ratio's range over the rounds.
-fn ratio_line(name: &str, ours: &[f64], theirs: &[f64]) {
-    line(name, median(ours.to_vec()), median(theirs.to_vec()));
-    let ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
-    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = ratios.iter().copied().fold(0.0, f64::max);
-    println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
-}
-
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
-}
-
-async fn del(conn: &MultiplexedConnection, key: &str) {
-    let mut conn = conn.clone();
-    let _: u64 = redis::cmd("DEL")
-        .arg(key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
 
 fn main() {
     let total: u64 = std::env::var("REDSTREAM_BENCH_EVENTS")
@@ -669,17 +551,17 @@ fn main() {
             del(&raw, &raw_stream).await;
         }
         let ours = median(ours);
-        line("publish_batch, 256", ours, median(theirs));
-        line("publish_batch vs raw MULTI/EXEC", ours, median(theirs_atomic));
+        let (pipelined, atomic) = (median(theirs), median(theirs_atomic));
+        rates_line("publish_batch, 256", ours, pipelined, ours / pipelined);
+        rates_line("publish_batch vs raw MULTI/EXEC", ours, atomic, ours / atomic);
         // The same rounds side by side: the spread of the ratio says how noisy the machine was.
-        let ratios: Vec<f64> = ours_consume
-            .iter()
-            .zip(&theirs_consume)
-            .map(|(ours, raw)| ours / raw)
-            .collect();
-        line("consume + ack, no-op handler", median(ours_consume), median(theirs_consume));
-        let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = ratios.iter().copied().fold(0.0, f64::max);
+        let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
+        rates_line(
+            "consume + ack, no-op handler",
+            median(ours_consume),
+            median(theirs_consume),
+            ratio,
+        );
         println!(
             "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
             ""
@@ -743,18 +625,4 @@ fn main() {
         );
         drop(server);
     });
-}
-
-async fn server_version(conn: &MultiplexedConnection) -> String {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
 }

@@ -7,12 +7,11 @@
 //! no trimming. Every write goes through the circuit breaker.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use opentelemetry_semantic_conventions::attribute as semconv;
-use redis::Cmd;
-use redstream_core::atomic::{Atomic, KeyType};
+use redis::{Cmd, Script, ScriptInvocation};
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Error, Event, Publisher, Result};
 use tracing::Instrument;
@@ -26,27 +25,43 @@ use crate::transport::RedisTransport;
 /// An event checked and encoded, ready to be written.
 struct Encoded {
     stream: Arc<str>,
-    /// The `event_type` label of its metrics.
-    label: Arc<str>,
+    /// Its `published_total` counter, labelled with its type.
+    published: metrics::Counter,
     envelope: String,
 }
 
-/// The event types a transport has published, each checked once, with its stream's name, so
-/// that a publish neither checks its type again nor builds the name and metric label anew.
-/// Bounded: past [`TypeCache::CAPACITY`] types, the others are checked and named on each
-/// publish as before.
-#[derive(Default)]
+/// The event types a transport has published, each checked once, with its stream's name and
+/// its counter, so that a publish neither checks its type again nor builds the name and the
+/// metric anew. The counter is registered with the recorder installed at the type's first
+/// publish. Bounded: past [`TypeCache::CAPACITY`] types, the others are checked and named on
+/// each publish as before.
 pub(crate) struct TypeCache {
     types: RwLock<HashMap<Box<str>, Named, foldhash::fast::RandomState>>,
+    /// `publish_latency_seconds`, registered when the transport was made.
+    pub(crate) latency: metrics::Histogram,
 }
 
-/// A checked event type's stream name and metric label.
-type Named = (Arc<str>, Arc<str>);
+impl Default for TypeCache {
+    fn default() -> Self {
+        Self {
+            types: RwLock::default(),
+            latency: metrics::histogram!(telemetry::PUBLISH_LATENCY),
+        }
+    }
+}
+
+/// A checked event type's stream name and `published_total` counter.
+type Named = (Arc<str>, metrics::Counter);
+
+/// The `published_total` counter of events of `event_type`.
+fn published_counter(event_type: impl Into<metrics::SharedString>) -> metrics::Counter {
+    metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.into())
+}
 
 impl TypeCache {
     const CAPACITY: usize = 1024;
 
-    /// `(stream, label)` of a type that passed `validate_event_type`, checking and naming it
+    /// `(stream, counter)` of a type that passed `validate_event_type`, checking and naming it
     /// on its first publish.
     fn get_or_check(
         &self,
@@ -54,11 +69,12 @@ impl TypeCache {
         check: impl FnOnce() -> Result<String>,
     ) -> Result<Named> {
         let types = self.types.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((stream, label)) = types.get(event_type) {
-            return Ok((Arc::clone(stream), Arc::clone(label)));
+        if let Some((stream, published)) = types.get(event_type) {
+            return Ok((Arc::clone(stream), published.clone()));
         }
         drop(types);
-        let named: Named = (Arc::from(check()?), Arc::from(event_type));
+        let label: Arc<str> = Arc::from(event_type);
+        let named: Named = (Arc::from(check()?), published_counter(label));
         let mut types = self.types.write().unwrap_or_else(PoisonError::into_inner);
         if types.len() < Self::CAPACITY {
             types.insert(Box::from(event_type), named.clone());
@@ -71,14 +87,17 @@ impl RedisTransport {
     /// Validates and encodes one event, for the stream of its type or for `stream`.
     fn encode(&self, event: &Event, stream: Option<&str>) -> Result<Encoded> {
         let options = &self.inner.options;
-        let (stream, label) = match stream {
+        let (stream, published) = match stream {
             Some(stream) => {
                 validate_stream_name(stream)?;
                 redstream_core::validate_event_type(
                     event.event_type(),
                     options.limits.max_event_type_len,
                 )?;
-                (Arc::from(stream), Arc::from(event.event_type()))
+                (
+                    Arc::from(stream),
+                    published_counter(event.event_type().to_owned()),
+                )
             }
             None => self
                 .inner
@@ -91,7 +110,7 @@ impl RedisTransport {
         let envelope = wire::encode(event, &options.limits)?;
         Ok(Encoded {
             stream,
-            label,
+            published,
             envelope,
         })
     }
@@ -190,7 +209,7 @@ impl RedisTransport {
             .commands(Traffic::Write)
             .query::<String>("XADD", stream, &cmd)
             .await;
-        self.record_publish(&result, stream.to_owned(), started);
+        self.record_publish(&result, &published_counter(stream.to_owned()), started);
         result
     }
 
@@ -216,34 +235,34 @@ impl RedisTransport {
             let started = Instant::now();
             let cmd = self.xadd(&encoded);
             let result = self
-                .commands(Traffic::Write)
+                .inner
+                .writes
                 .query::<String>("XADD", &encoded.stream, &cmd)
                 .await;
-            self.record_publish(&result, Arc::clone(&encoded.label), started);
-            if let Ok(id) = &result {
-                let span = tracing::Span::current();
-                span.record("entry_id", id.as_str());
-                span.record(semconv::MESSAGING_MESSAGE_ID, id.as_str());
-            }
+            self.record_publish(&result, &encoded.published, started);
             result
         };
         // Without a subscriber that wants the span, no wrapper around the send.
         if span.is_disabled() {
-            send.await
-        } else {
-            send.instrument(span).await
+            return send.await;
         }
+        let result = send.instrument(span.clone()).await;
+        if let Ok(id) = &result {
+            span.record("entry_id", id.as_str());
+            span.record(semconv::MESSAGING_MESSAGE_ID, id.as_str());
+        }
+        result
     }
 
     /// Publishes several events in one round trip, as one transaction, and returns their entry
     /// ids in order.
     ///
     /// Every event is validated first, so one invalid event fails the batch before anything is
-    /// sent; and the transaction (`redstream_core::atomic`: one script that checks every `XADD`
-    /// before it runs any) means the batch is written in full or not at all, never in part,
-    /// also when a stream's key holds another type or the user may not write one of the
-    /// streams. The user needs `EVALSHA` (and `SCRIPT LOAD` once per server start), besides
-    /// `XADD`.
+    /// sent; and the transaction (`publish_batch.lua`: one script that checks each stream of
+    /// the batch, the user's permission to `XADD` to it and its key type, before its first
+    /// `XADD`) means the batch is written in full or not at all, never in part, also when a
+    /// stream's key holds another type or the user may not write one of the streams. The user
+    /// needs `EVALSHA` (and `SCRIPT LOAD` once per server start) and `TYPE`, besides `XADD`.
     ///
     /// On a Redis Cluster, a transaction runs on one node and may only name keys of one slot:
     /// a batch of events of one type (one stream, one slot) is written all or nothing as
@@ -279,10 +298,7 @@ impl RedisTransport {
                  stream each), or the events one by one",
             )?;
         }
-        let mut tx = Atomic::new();
-        for item in &encoded {
-            tx.push(&self.xadd(item), KeyType::Stream);
-        }
+        let batch = batch_invocation(&encoded, |stream| self.max_len(stream));
         // One stream: `send {stream}`; several (a plain layout allows it): `send`.
         let one_stream = encoded
             .first()
@@ -298,6 +314,7 @@ impl RedisTransport {
             { semconv::MESSAGING_DESTINATION_NAME } = tracing::field::Empty,
             events = events.len(),
         );
+        crate::trace_context::link_batch(&span, &events);
         match one_stream {
             Some(stream) => {
                 span.record(
@@ -312,26 +329,25 @@ impl RedisTransport {
         }
         async {
             let started = Instant::now();
-            let target = format!("{} streams under {:?}", encoded.len(), self.inner.names.prefix());
+            let target = format!(
+                "{} streams under {:?}",
+                encoded.len(),
+                self.inner.names.prefix()
+            );
             let result = self
-                .commands(Traffic::Write)
-                .atomic::<Vec<String>>("transaction of XADDs", &target, &tx)
-                .await;
+                .inner
+                .writes
+                .invoke::<String>("transaction of XADDs", &target, &batch)
+                .await
+                .map(|ids| ids.split(' ').map(str::to_owned).collect::<Vec<_>>());
             match &result {
                 Ok(_) => {
-                    // Count each event under its own type; a batch may mix types.
-                    let mut counted: Vec<(&str, u64)> = Vec::new();
-                    for event in &events {
-                        match counted.iter_mut().find(|(t, _)| *t == event.event_type()) {
-                            Some((_, n)) => *n += 1,
-                            None => counted.push((event.event_type(), 1)),
-                        }
+                    for item in &encoded {
+                        item.published.increment(1);
                     }
-                    for (event_type, n) in counted {
-                        metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.to_owned())
-                            .increment(n);
-                    }
-                    metrics::histogram!(telemetry::PUBLISH_LATENCY)
+                    self.inner
+                        .published_types
+                        .latency
                         .record(started.elapsed().as_secs_f64());
                 }
                 Err(err) => record_publish_error(err),
@@ -345,19 +361,58 @@ impl RedisTransport {
     fn record_publish<T>(
         &self,
         result: &Result<T>,
-        event_type: impl Into<metrics::SharedString>,
+        published: &metrics::Counter,
         started: Instant,
     ) {
         match result {
             Ok(_) => {
-                metrics::counter!(telemetry::PUBLISHED, "event_type" => event_type.into())
-                    .increment(1);
-                metrics::histogram!(telemetry::PUBLISH_LATENCY)
+                published.increment(1);
+                self.inner
+                    .published_types
+                    .latency
                     .record(started.elapsed().as_secs_f64());
             }
             Err(err) => record_publish_error(err),
         }
     }
+}
+
+/// `publish_batch.lua`: the batch's `XADD`s, each stream checked before the first write.
+static BATCH_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("publish_batch.lua")));
+
+/// The script call that writes `encoded` all or nothing: the streams as keys (each once, in
+/// the order they first appear), their `MAXLEN`s, then each event as the position of its
+/// stream and its envelope. A batch of one type sends two arguments per event where a list of
+/// `XADD`s would send ten.
+fn batch_invocation(
+    encoded: &[Encoded],
+    max_len: impl Fn(&str) -> usize,
+) -> ScriptInvocation<'static> {
+    let mut streams: Vec<&str> = Vec::new();
+    let mut positions = Vec::with_capacity(encoded.len());
+    for item in encoded {
+        let position = match streams.iter().position(|s| *s == &*item.stream) {
+            Some(known) => known,
+            None => {
+                streams.push(&item.stream);
+                streams.len() - 1
+            }
+        };
+        // Lua counts from 1.
+        positions.push(position + 1);
+    }
+    let mut invocation = BATCH_SCRIPT.prepare_invoke();
+    for stream in &streams {
+        invocation.key(*stream);
+    }
+    for stream in &streams {
+        invocation.arg(max_len(stream));
+    }
+    for (item, position) in encoded.iter().zip(positions) {
+        invocation.arg(position).arg(item.envelope.as_bytes());
+    }
+    invocation
 }
 
 /// Counts a publish that reached the breaker or Redis and failed. Events refused by validation
@@ -389,16 +444,13 @@ mod tests {
         let cache = TypeCache::default();
         let mut checks = 0;
         for _ in 0..3 {
-            let (stream, label) = cache
+            let (stream, _) = cache
                 .get_or_check("order.created", || {
                     checks += 1;
                     Ok("events:order.created".to_owned())
                 })
                 .unwrap();
-            assert_eq!(
-                (&*stream, &*label),
-                ("events:order.created", "order.created")
-            );
+            assert_eq!(&*stream, "events:order.created");
         }
         assert_eq!(checks, 1);
         for _ in 0..2 {
@@ -426,7 +478,7 @@ mod tests {
         // A type beyond the capacity is still answered, checked again each time.
         let mut checks = 0;
         for _ in 0..2 {
-            cache
+            let _named = cache
                 .get_or_check("late.type", || {
                     checks += 1;
                     Ok("events:late.type".to_owned())

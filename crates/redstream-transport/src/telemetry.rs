@@ -1,6 +1,11 @@
 //! Metric names, recorded through the `metrics` facade. Install any `metrics` recorder (for
 //! example a Prometheus exporter) to collect them; without one they cost next to nothing.
 //!
+//! The per-event metrics are registered once and their handles kept: a subscription's when it
+//! starts, an event type's `published_total` at its first publish, the publish latency when
+//! the transport is made. They report to the recorder installed at that moment, so install it
+//! before creating the transport.
+//!
 //! The `event_type` label is the event's type for events published or consumed by type, and
 //! the stream's name for entries published with `publish_fields` and consumed from a stream
 //! subscribed by name (whose entries may be of any type, or none): labels stay bounded by the

@@ -144,6 +144,53 @@ pub(crate) fn continue_trace(span: &tracing::Span, event: &Event) {
     }
 }
 
+/// Links a batch's `send` span to the trace contexts its events carry (each distinct one once,
+/// at most [`MAX_LINKS`]), as OpenTelemetry's messaging conventions ask of a span that sends
+/// several messages: an event that came with a context of its own stays reachable from the
+/// batch that sent it.
+#[cfg(not(feature = "opentelemetry"))]
+#[inline]
+pub(crate) fn link_batch(_span: &tracing::Span, _events: &[Event]) {}
+
+/// The most links a batch's span gets (the OpenTelemetry SDK's default limit).
+#[cfg(feature = "opentelemetry")]
+const MAX_LINKS: usize = 128;
+
+/// Links a batch's `send` span to the trace contexts its events carry (each distinct one once,
+/// at most [`MAX_LINKS`]), as OpenTelemetry's messaging conventions ask of a span that sends
+/// several messages: an event that came with a context of its own stays reachable from the
+/// batch that sent it.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn link_batch(span: &tracing::Span, events: &[Event]) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    if span.is_disabled() {
+        return;
+    }
+    let propagator = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+    let mut linked: Vec<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)> = Vec::new();
+    for event in events {
+        let headers = &event.metadata().headers;
+        if !headers.contains_key(TRACEPARENT) {
+            continue;
+        }
+        let cx = propagator
+            .extract_with_context(&opentelemetry::Context::new(), &otel::Headers(headers));
+        let context = cx.span().span_context().clone();
+        let key = (context.trace_id(), context.span_id());
+        if !context.is_valid() || linked.contains(&key) {
+            continue;
+        }
+        if linked.len() == MAX_LINKS {
+            break;
+        }
+        linked.push(key);
+        span.add_link(context);
+    }
+}
+
 /// The carriers between event headers and the OpenTelemetry propagator.
 #[cfg(feature = "opentelemetry")]
 mod otel {

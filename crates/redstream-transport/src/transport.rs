@@ -37,6 +37,9 @@ pub(crate) struct Inner {
     /// blocking reads are opened from it.
     pub(crate) conn: Connection,
     pub(crate) breaker: CircuitBreaker,
+    /// `conn` and `breaker` as [`Traffic::Write`](crate::commands::Traffic::Write) commands,
+    /// made once: publishing borrows them instead of cloning both per call.
+    pub(crate) writes: crate::commands::Commands,
     pub(crate) subscriptions: Registry,
     /// The event types published so far, checked, with their stream names.
     pub(crate) published_types: crate::publisher::TypeCache,
@@ -78,6 +81,11 @@ impl RedisTransport {
                 options,
                 names,
                 target,
+                writes: crate::commands::Commands::new(
+                    conn.clone(),
+                    crate::commands::Traffic::Write,
+                    &breaker,
+                ),
                 conn,
                 breaker,
                 subscriptions: Registry::default(),

@@ -258,6 +258,21 @@ impl Connection {
             .map_err(|err| Error::from_redis("command", target, RedisError::from(err)))
     }
 
+    /// Sends `cmd` and converts its reply, as [`Cmd::query_async`] does on this connection, but
+    /// on a single server without boxing the call: the command goes straight to the
+    /// connection manager (this is every publish's path).
+    ///
+    /// # Errors
+    ///
+    /// The Redis error of the command, or of the reply's conversion to `T`.
+    pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
+        let value = match &mut self.link {
+            Link::Single(conn) => conn.send_packed_command(cmd).await?,
+            _ => self.req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value.extract_error()?)?)
+    }
+
     fn cluster(&self, what: &str) -> Result<ClusterConnection> {
         match &self.link {
             Link::Cluster(cluster) => Ok(cluster.clone()),

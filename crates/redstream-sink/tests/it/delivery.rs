@@ -21,6 +21,16 @@ async fn entries_are_readable_by_seed_consumers() {
 
     let mut conn = server.connection().await.unwrap();
     assert_eq!(stream_ids(&mut conn, "{orders}.events").await, expected);
+    // The ack names the new entries, in order (the script answers them in one string).
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("{orders}.events")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let entry_ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ack.entry_ids, entry_ids);
     assert_eq!(
         sink.progress_key(),
         "{orders}.events:redstream-sink:test-sink"

@@ -270,3 +270,67 @@ async fn out_of_memory_writes_nothing_of_an_all_or_nothing_operation() {
     server.config_set("maxmemory", "0").await.unwrap();
     assert_eq!(snapshot(&mut conn).await, before);
 }
+
+/// `put_many_with_ttl` checks every `SET` before its first write. The user here may read and
+/// write every key of the store, so the server's own check of the keys the script declares lets
+/// it run, but an ACL selector allows `SET` on `myapp:a*` only: the key refused in the middle
+/// of the batch is named in a `PermissionDenied`, and none of the keys is written, not even
+/// the one before it. The same user writes the keys it may `SET`, all with their TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_many_with_ttl_refused_set_on_one_key_writes_none_of_them() {
+    let no_set = COMMANDS.replace(" +set ", " ");
+    assert_ne!(no_set, COMMANDS);
+    let mut set_on_a = rules(&no_set, &KEYS);
+    set_on_a.push("(+set ~myapp:a*)");
+    let server = RedisServer::builder()
+        .acl_user_rules("set-on-a", "pw", &set_on_a)
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let admin = StateStore::with_config(
+        StateConfig::default().with_backend(StateBackend::redis(server.url(), "myapp")),
+    )
+    .await
+    .unwrap();
+    admin.put("a1", "kept").await.unwrap();
+    admin.put("b1", "kept").await.unwrap();
+    let before = snapshot(&mut conn).await;
+
+    let store = store_as(&server, "set-on-a", None).await;
+    let err = store
+        .put_many_with_ttl(
+            [("a1", "changed"), ("b1", "changed"), ("a2", "new")],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("SET command on myapp:b1"), "{text}");
+    assert!(
+        text.contains("nothing of the transaction was written"),
+        "{text}"
+    );
+    assert_eq!(snapshot(&mut conn).await, before);
+
+    store
+        .put_many_with_ttl([("a1", "changed"), ("a2", "new")], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .get_many::<String, _>(&["a1", "a2", "b1"])
+            .await
+            .unwrap(),
+        vec![
+            Some("changed".to_owned()),
+            Some("new".to_owned()),
+            Some("kept".to_owned())
+        ]
+    );
+    for key in ["a1", "a2"] {
+        let left = admin.ttl(key).await.unwrap().remaining().unwrap();
+        assert!(left > Duration::from_secs(50), "{key}: {left:?}");
+    }
+}

@@ -290,6 +290,34 @@ async fn ttls_survive_a_restart_with_aof() {
     assert_eq!(store.ttl("forever").await.unwrap(), Ttl::Persistent);
 }
 
+/// `put_many_with_ttl` runs a script of the store's own: a server that lost it (`SCRIPT FLUSH`,
+/// as after a restart or a failover) answers `NOSCRIPT`, and the store loads it and sends the
+/// batch again, so the call succeeds whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_many_with_ttl_loads_its_script_again_when_the_server_lost_it() {
+    let server = RedisServer::start().await.unwrap();
+    let store = redis_store(&server, "flushed", StateConfig::default()).await;
+    store
+        .put_many_with_ttl([("a", 1), ("b", 2)], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store
+        .put_many_with_ttl([("a", 3), ("b", 4)], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_many::<i64, _>(&["a", "b"]).await.unwrap(),
+        vec![Some(3), Some(4)]
+    );
+    assert!(store.ttl("b").await.unwrap().remaining().is_some());
+}
+
 /// A store's listing returns exactly its own keys, whatever the other prefixes on the server:
 /// prefixes that start with each other (`app`, `app2`, `app:v2`), glob characters in prefixes
 /// and keys, and a key prefix to filter on. Checked against a real server's `SCAN`.

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redstream_core::{
@@ -37,9 +38,38 @@ pub(crate) fn lane_of(priority: Priority) -> usize {
 #[derive(Clone)]
 pub(crate) struct Buffer {
     tickets: BackpressureQueue<()>,
-    lanes: Arc<Mutex<[VecDeque<Delivery>; LANES]>>,
-    /// Signalled when a worker takes an entry.
+    lanes: Arc<Mutex<Lanes>>,
+    /// Signalled when a worker takes an entry, if `room_waiters` says a reader waits.
     room: Arc<Notify>,
+    room_waiters: Arc<AtomicUsize>,
+    /// Workers waiting in `take`.
+    workers_waiting: Arc<AtomicUsize>,
+}
+
+/// The entries by lane, each with the number of its push (to find it again if the push fails).
+#[derive(Default)]
+struct Lanes {
+    lanes: [VecDeque<(u64, Delivery)>; LANES],
+    pushes: u64,
+}
+
+impl Lanes {
+    fn pop_most_urgent(&mut self) -> Option<Delivery> {
+        self.lanes
+            .iter_mut()
+            .find_map(VecDeque::pop_front)
+            .map(|(_, delivery)| delivery)
+    }
+}
+
+/// A reader (in `room_waiters`) or a worker (in `workers_waiting`) counted while it waits,
+/// until the wait ends or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What became of a pushed delivery.
@@ -57,10 +87,12 @@ impl Buffer {
             tickets: BackpressureQueue::new(config)?,
             lanes: Arc::default(),
             room: Arc::default(),
+            room_waiters: Arc::default(),
+            workers_waiting: Arc::default(),
         })
     }
 
-    fn lanes(&self) -> MutexGuard<'_, [VecDeque<Delivery>; LANES]> {
+    fn lanes(&self) -> MutexGuard<'_, Lanes> {
         lock(&self.lanes)
     }
 
@@ -72,8 +104,13 @@ impl Buffer {
     /// in the returned future.
     pub(crate) fn push(&self, delivery: Delivery) -> impl Future<Output = Pushed> + Send + '_ {
         let lane = delivery.lane.min(LANES - 1);
-        let key = (delivery.stream, delivery.id.clone());
-        self.lanes()[lane].push_back(delivery);
+        let push = {
+            let mut lanes = self.lanes();
+            lanes.pushes += 1;
+            let push = lanes.pushes;
+            lanes.lanes[lane].push_back((push, delivery));
+            push
+        };
         async move {
             match self.tickets.push(()).await {
                 Ok(PushOutcome::Queued) => Pushed::Queued,
@@ -84,10 +121,13 @@ impl Buffer {
                 }
                 Err(_closed) => {
                     let mut lanes = self.lanes();
-                    let position = lanes[lane]
-                        .iter()
-                        .rposition(|d| d.stream == key.0 && d.id == key.1);
-                    Pushed::Closed(position.and_then(|p| lanes[lane].remove(p)).map(Box::new))
+                    let lane = &mut lanes.lanes[lane];
+                    let position = lane.iter().rposition(|(n, _)| *n == push);
+                    Pushed::Closed(
+                        position
+                            .and_then(|p| lane.remove(p))
+                            .map(|(_, delivery)| Box::new(delivery)),
+                    )
                 }
             }
         }
@@ -97,6 +137,7 @@ impl Buffer {
     fn evict(&self, oldest: bool) -> Vec<Delivery> {
         let mut lanes = self.lanes();
         let victim = lanes
+            .lanes
             .iter_mut()
             .rev()
             .find(|lane| !lane.is_empty())
@@ -107,19 +148,48 @@ impl Buffer {
                     lane.pop_back()
                 }
             });
-        victim.into_iter().collect()
+        victim.into_iter().map(|(_, delivery)| delivery).collect()
     }
 
     /// The most urgent entry, waiting for one; `None` once closed.
     pub(crate) async fn take(&self) -> Option<Delivery> {
         loop {
-            self.tickets.pop().await?;
-            let delivery = self.lanes().iter_mut().find_map(VecDeque::pop_front);
-            self.room.notify_waiters();
-            if delivery.is_some() {
-                return delivery;
+            if let Some(delivery) = self.try_take() {
+                return Some(delivery);
+            }
+            let popped = {
+                self.workers_waiting.fetch_add(1, Ordering::Relaxed);
+                let _waiting = Waiting(&self.workers_waiting);
+                self.tickets.pop().await
+            };
+            popped?;
+            if let Some(delivery) = self.taken() {
+                return Some(delivery);
             }
         }
+    }
+
+    /// Workers waiting for an entry.
+    #[cfg(test)]
+    fn workers_waiting(&self) -> usize {
+        self.workers_waiting.load(Ordering::Relaxed)
+    }
+
+    /// The most urgent entry if one is waiting, without waiting.
+    pub(crate) fn try_take(&self) -> Option<Delivery> {
+        self.tickets.try_pop()?;
+        self.taken()
+    }
+
+    /// After a ticket was popped: its entry, and a wake-up for a reader waiting for room.
+    fn taken(&self) -> Option<Delivery> {
+        let delivery = self.lanes().pop_most_urgent();
+        // `notify_waiters` takes the wait list's lock even with nobody on it; readers waiting
+        // in `room` say so first.
+        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+        delivery
     }
 
     /// Free places.
@@ -129,6 +199,13 @@ impl Buffer {
 
     /// Waits until there is a free place; `false` if `stop` came first.
     pub(super) async fn room(&self, stop: &CancellationToken) -> bool {
+        if self.free() > 0 {
+            return true;
+        }
+        // Counted before the wait is enabled and the room looked at again, so a taker that
+        // frees a place after that look sees the count and wakes this wait.
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.room_waiters);
         loop {
             let mut notified = pin!(self.room.notified());
             notified.as_mut().enable();
@@ -149,7 +226,12 @@ impl Buffer {
     /// Everything still in the buffer.
     pub(super) fn drain(&self) -> Vec<Delivery> {
         while self.tickets.try_pop().is_some() {}
-        self.lanes().iter_mut().flat_map(std::mem::take).collect()
+        self.lanes()
+            .lanes
+            .iter_mut()
+            .flat_map(std::mem::take)
+            .map(|(_, delivery)| delivery)
+            .collect()
     }
 }
 
@@ -177,6 +259,9 @@ mod tests {
         }
     }
 
+    /// Far longer than any of these tests takes: only a hang reaches it.
+    const HANG: std::time::Duration = std::time::Duration::from_secs(60);
+
     fn buffer(size: usize, strategy: BackpressureStrategy) -> Buffer {
         Buffer::new(
             BackpressureConfig::default()
@@ -200,6 +285,103 @@ mod tests {
             order.push(buffer.take().await.unwrap().id);
         }
         assert_eq!(order, ["4-0", "3-0", "2-0", "5-0", "1-0"]);
+    }
+
+    /// Workers take every entry, whatever the interleaving of pushes and takes on several
+    /// threads, and every waiting worker returns once the buffer is closed: no wake-up is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn waiting_workers_take_every_entry_of_bursts() {
+        const PUSHERS: u32 = 3;
+        const PER_PUSHER: u32 = 3_000;
+        const WORKERS: usize = 8;
+        let buffer = buffer(64, BackpressureStrategy::Block);
+        let (taken_tx, mut taken_rx) = tokio::sync::mpsc::unbounded_channel();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (buffer, taken_tx) = (buffer.clone(), taken_tx.clone());
+                tokio::spawn(async move {
+                    while let Some(delivery) = buffer.take().await {
+                        // Some handlers take a moment, most none.
+                        if w % 3 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                        taken_tx.send(delivery.id).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(taken_tx);
+        let pushers: Vec<_> = (0..PUSHERS)
+            .map(|p| {
+                let buffer = buffer.clone();
+                tokio::spawn(async move {
+                    for n in 0..PER_PUSHER {
+                        let pushed = buffer.push(delivery(2, p * PER_PUSHER + n)).await;
+                        assert!(matches!(pushed, Pushed::Queued));
+                        // Bursts with pauses between them, so the workers go back to waiting.
+                        if n % 50 == 49 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let all_taken = async {
+            for pusher in pushers {
+                pusher.await.unwrap();
+            }
+            let mut seen = std::collections::HashSet::new();
+            while seen.len() < (PUSHERS * PER_PUSHER) as usize {
+                let id = taken_rx.recv().await.unwrap();
+                assert!(seen.insert(id.clone()), "{id} taken twice");
+            }
+            buffer.close();
+            for worker in workers {
+                worker.await.unwrap();
+            }
+        };
+        // A lost wake-up leaves entries waiting for ever: a deadline turns it into a failure.
+        tokio::time::timeout(HANG, all_taken)
+            .await
+            .expect("entries were left in the buffer with every worker waiting");
+        assert!(
+            taken_rx.recv().await.is_none(),
+            "nothing taken past the pushes"
+        );
+    }
+
+    /// Entries pushed into an empty buffer reach as many waiting workers as there are
+    /// entries: four handlers that each wait for the other three all get to run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_reaches_a_worker_per_entry() {
+        const WORKERS: usize = 4;
+        let buffer = buffer(16, BackpressureStrategy::Block);
+        let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (buffer, barrier) = (buffer.clone(), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    let delivery = buffer.take().await;
+                    assert!(delivery.is_some());
+                    barrier.wait().await;
+                })
+            })
+            .collect();
+        // Every worker waits before the burst.
+        while buffer.workers_waiting() < WORKERS {
+            tokio::task::yield_now().await;
+        }
+        for n in 0..WORKERS {
+            buffer.push(delivery(2, n as u32)).await;
+        }
+        let all_ran = async {
+            for worker in workers {
+                worker.await.unwrap();
+            }
+        };
+        tokio::time::timeout(HANG, all_ran)
+            .await
+            .expect("a worker was not woken for an entry of the burst");
     }
 
     #[tokio::test]
@@ -240,7 +422,7 @@ mod tests {
                 matches!(buffer.push(delivery(2, 2)).await, Pushed::Closed(Some(_)))
             })
         };
-        while buffer.lanes()[2].len() < 2 {
+        while buffer.lanes().lanes[2].len() < 2 {
             tokio::task::yield_now().await;
         }
         buffer.close();

@@ -1,7 +1,9 @@
 //! From an entry read or claimed to the buffer: its priority, its delivery count, and entries
 //! that were deleted while pending.
 
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Event, Priority, Result};
@@ -165,11 +167,17 @@ impl Sub {
         // `push` queues the entry before it waits, so if the stop cancels the wait the entry is
         // in the buffer, which is released when the subscription drains.
         let pushed = {
-            let push = self.buffer.push(delivery);
-            tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return,
-                pushed = push => pushed,
+            let mut push = pin!(self.buffer.push(delivery));
+            // Usually there is room and the push is done at its first poll, without the
+            // select's registration with the stop token's wait list.
+            let first = std::future::poll_fn(|cx| Poll::Ready(push.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(pushed) => pushed,
+                Poll::Pending => tokio::select! {
+                    biased;
+                    () = self.stop.cancelled() => return,
+                    pushed = push => pushed,
+                },
             }
         };
         match pushed {

@@ -3,31 +3,63 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use redstream_core::{Event, HandlerResult, wire};
+use redstream_core::{Event, wire};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dispatch::Peek;
-use super::handler::Handling;
+use super::handler::{BoxFuture, Handling};
 use super::sub::{Ack, Delivery, Mode, Sub};
 use super::{lock, now_ms};
 use crate::raw::RawEntry;
 use crate::{dlq, reply, telemetry, trace_context};
 use opentelemetry_semantic_conventions::attribute as semconv;
 
+/// Tells a subscription's workers to stop. The flag is what a worker looks at between two
+/// entries (a load, where the token's `is_cancelled` takes a lock); the token wakes the
+/// workers waiting for an entry.
+#[derive(Clone, Default)]
+pub(super) struct WorkerStop {
+    stopped: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl WorkerStop {
+    pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+}
+
 /// Takes entries from the buffer and handles them, one at a time, until stopped.
-pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: CancellationToken) {
+pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: WorkerStop) {
     loop {
-        let delivery = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            delivery = sub.buffer.take() => delivery,
-        };
-        let Some(delivery) = delivery else {
+        if stop.is_stopped() {
             return;
+        }
+        // An entry waiting is taken without the select: waiting on the stop token registers
+        // with (and leaves) its wait list, which cost more than the rest of the hand-over.
+        let delivery = match sub.buffer.try_take() {
+            Some(delivery) => delivery,
+            None => {
+                let delivery = tokio::select! {
+                    biased;
+                    () = stop.token.cancelled() => return,
+                    delivery = sub.buffer.take() => delivery,
+                };
+                let Some(delivery) = delivery else {
+                    return;
+                };
+                delivery
+            }
         };
         sub.handle(delivery, &handling).await;
     }
@@ -53,9 +85,8 @@ impl Sub {
                     },
                 };
                 let span = self.span(&delivery, Some(&event));
-                let handler = Arc::clone(handler);
-                self.run(delivery, span, async move { handler(event).await })
-                    .await;
+                let call = start(&span, handler, event);
+                self.run(delivery, span, call).await;
             }
             Handling::Decoded(decoder, handler) => {
                 let entry = self.raw_entry(&delivery);
@@ -78,16 +109,14 @@ impl Sub {
                     return;
                 }
                 let span = self.span(&delivery, Some(&event));
-                let handler = Arc::clone(handler);
-                self.run(delivery, span, async move { handler(event).await })
-                    .await;
+                let call = start(&span, handler, event);
+                self.run(delivery, span, call).await;
             }
             Handling::Raw(handler) => {
                 let entry = self.raw_entry(&delivery);
                 let span = self.span(&delivery, None);
-                let handler = Arc::clone(handler);
-                self.run(delivery, span, async move { handler(entry).await })
-                    .await;
+                let call = start(&span, handler, entry);
+                self.run(delivery, span, call).await;
             }
         }
     }
@@ -231,41 +260,30 @@ impl Sub {
         span
     }
 
-    /// Runs `call`, the handler of `delivery`, with its span and metrics,
-    /// then acknowledges the entry or records the failure.
-    async fn run(
-        &self,
-        delivery: Delivery,
-        span: tracing::Span,
-        call: impl Future<Output = HandlerResult> + Send + 'static,
-    ) {
-        let spec = self.spec(delivery.stream);
-        metrics::counter!(
-            telemetry::CONSUMED,
-            "event_type" => Arc::clone(&spec.label),
-            "group" => Arc::clone(&self.group),
-        )
-        .increment(1);
+    /// Runs `call`, the handler of `delivery` (or the panic that started it), with its span
+    /// and metrics, then acknowledges the entry or records the failure.
+    async fn run(&self, delivery: Delivery, span: tracing::Span, call: Started) {
+        let handled = &self.handled[delivery.stream];
+        handled.consumed.increment(1);
         let started = Instant::now();
         // In this task, not one of its own: a panic is caught here and becomes a failed
-        // delivery, and stopping the worker drops (cancels) the handler with it.
-        // On the heap: the handler's future holds the event, and the wrappers below would
-        // each copy it inline.
-        let call = Box::pin(call);
-        let outcome = match AssertUnwindSafe(call.instrument(span.clone()))
-            .catch_unwind()
-            .await
-        {
+        // delivery, and stopping the worker drops (cancels) the handler with it. The future is
+        // the handler's own box; without a subscriber that wants the span, no wrapper.
+        let caught = match call {
+            Ok(call) if span.is_disabled() => AssertUnwindSafe(call).catch_unwind().await,
+            Ok(call) => {
+                AssertUnwindSafe(call.instrument(span.clone()))
+                    .catch_unwind()
+                    .await
+            }
+            Err(panic) => Err(panic),
+        };
+        let outcome = match caught {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(err.to_string()),
             Err(panic) => Err(panic_message(panic.as_ref())),
         };
-        metrics::histogram!(
-            telemetry::HANDLER_LATENCY,
-            "event_type" => Arc::clone(&spec.label),
-            "group" => Arc::clone(&self.group),
-        )
-        .record(started.elapsed().as_secs_f64());
+        handled.latency.record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(()) => self.ack(delivery.stream, delivery.id),
             Err(error) => self.handler_failed(delivery, error).instrument(span).await,
@@ -374,6 +392,21 @@ impl Sub {
             now_ms().saturating_sub(u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX));
         lock(&self.failures).retain(|_, first| *first >= oldest);
     }
+}
+
+/// A handler's future, or the panic of the call that was to return it.
+type Started = std::thread::Result<BoxFuture>;
+
+/// Calls `handler` with `input` inside `span` (what the handler does before it returns its
+/// future belongs to the delivery's span too), catching a panic of the call itself, before its
+/// future exists, so that it fails the delivery as a panic of the future would.
+fn start<T>(
+    span: &tracing::Span,
+    handler: &Arc<dyn Fn(T) -> BoxFuture + Send + Sync>,
+    input: T,
+) -> Started {
+    let _entered = (!span.is_disabled()).then(|| span.enter());
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler(input)))
 }
 
 /// What a handler's panic says, as a delivery's error.

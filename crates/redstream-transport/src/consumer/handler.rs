@@ -9,7 +9,7 @@ use redstream_core::{BoxError, Event, HandlerResult};
 
 use crate::raw::RawEntry;
 
-type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 
 /// An event handler with its type erased.
 pub(crate) type DynHandler = Arc<dyn Fn(Event) -> BoxFuture + Send + Sync>;

@@ -1,6 +1,9 @@
 //! The running subscriptions of one transport, and the entries they hold ("flights").
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,15 +63,71 @@ impl Registry {
 /// last reset. One consumer name is shared by all subscriptions of a transport, so this is what
 /// keeps a subscription from re-reading or claiming an entry another one (or itself) holds.
 ///
-/// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; hashed with
-/// foldhash (randomly seeded per process) rather than SipHash: every entry passes through this
-/// map three times, and the ids are Redis's.
+/// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; the ids are
+/// kept inline ([`FlightId`]), so that holding an entry allocates nothing either;
+/// hashed with foldhash (randomly seeded per process) rather than SipHash: every entry passes
+/// through this map at least twice.
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, HashMap<String, Flight, Hasher>, Hasher>>,
+    map: Mutex<HashMap<String, HashMap<FlightId, Flight, Seeded>, Seeded>>,
 }
 
-type Hasher = foldhash::fast::RandomState;
+type Seeded = foldhash::fast::RandomState;
+
+/// An entry id as a key, its text kept inline: holding an entry allocates nothing. Every id
+/// Redis writes fits (`<milliseconds>-<sequence>`, two 64-bit numbers: at most 41 bytes);
+/// a longer one is kept on the heap.
+#[derive(Debug, Clone)]
+enum FlightId {
+    Inline {
+        len: u8,
+        bytes: [u8; FlightId::INLINE],
+    },
+    Heap(Box<str>),
+}
+
+impl FlightId {
+    const INLINE: usize = 47;
+
+    fn of(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(text) => text.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for FlightId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for FlightId {}
+
+impl Hash for FlightId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl fmt::Display for FlightId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Made from a `&str` and cut at its end: always UTF-8.
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
 
 struct Flight {
     subscription: u64,
@@ -78,33 +137,35 @@ struct Flight {
 impl Flights {
     /// Records that `subscription` holds the entry; `false` if it is held already.
     pub(crate) fn insert(&self, subscription: u64, stream: &str, id: &str) -> bool {
+        let id = FlightId::of(id);
         let mut map = lock(&self.map);
         let ids = match map.get_mut(stream) {
             Some(ids) => ids,
             None => map.entry(stream.to_owned()).or_default(),
         };
-        if ids.contains_key(id) {
-            return false;
+        match ids.entry(id) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(vacant) => {
+                vacant.insert(Flight {
+                    subscription,
+                    touched: Instant::now(),
+                });
+                true
+            }
         }
-        ids.insert(
-            id.to_owned(),
-            Flight {
-                subscription,
-                touched: Instant::now(),
-            },
-        );
-        true
     }
 
     pub(crate) fn contains(&self, stream: &str, id: &str) -> bool {
+        let id = FlightId::of(id);
         lock(&self.map)
             .get(stream)
-            .is_some_and(|ids| ids.contains_key(id))
+            .is_some_and(|ids| ids.contains_key(&id))
     }
 
     pub(crate) fn remove(&self, stream: &str, id: &str) {
+        let id = FlightId::of(id);
         if let Some(ids) = lock(&self.map).get_mut(stream) {
-            ids.remove(id);
+            ids.remove(&id);
         }
     }
 
@@ -117,7 +178,7 @@ impl Flights {
             for (id, flight) in ids.iter_mut() {
                 if flight.subscription == subscription && now - flight.touched >= older_than {
                     flight.touched = now;
-                    stale.push((stream.clone(), id.clone()));
+                    stale.push((stream.clone(), id.to_string()));
                 }
             }
         }
@@ -130,5 +191,61 @@ impl Flights {
             ids.retain(|_, flight| flight.subscription != subscription);
         }
         map.retain(|_, ids| !ids.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn an_id_is_its_own_key(
+            id in "[0-9]{0,21}-[0-9]{0,21}|.{0,60}",
+            other in "[0-9]{0,21}-[0-9]{0,21}|.{0,60}",
+        ) {
+            let key = FlightId::of(&id);
+            proptest::prop_assert_eq!(key.to_string(), id.as_str());
+            proptest::prop_assert_eq!(key == FlightId::of(&other), id == other);
+            let hash = |key: &FlightId| foldhash::fast::FixedState::with_seed(7).hash_one(key);
+            if id == other {
+                proptest::prop_assert_eq!(hash(&key), hash(&FlightId::of(&other)));
+            }
+        }
+    }
+
+    #[test]
+    fn the_longest_ids_redis_writes_are_kept_inline() {
+        let longest = format!("{}-{}", u64::MAX, u64::MAX);
+        assert!(matches!(FlightId::of(&longest), FlightId::Inline { .. }));
+        let longer = "x".repeat(FlightId::INLINE + 1);
+        assert!(matches!(FlightId::of(&longer), FlightId::Heap(_)));
+        assert_eq!(FlightId::of(&longer).to_string(), longer);
+    }
+
+    #[test]
+    fn an_entry_is_held_once_until_removed() {
+        let flights = Flights::default();
+        assert!(flights.insert(1, "s", "5-1"));
+        assert!(!flights.insert(2, "s", "5-1"));
+        assert!(flights.insert(1, "t", "5-1"));
+        assert!(flights.insert(1, "s", "odd-id"));
+        assert!(flights.contains("s", "5-1") && flights.contains("s", "odd-id"));
+        flights.remove("s", "5-1");
+        assert!(!flights.contains("s", "5-1"));
+        assert!(flights.insert(2, "s", "5-1"));
+        let mut stale = flights.stale(1, Duration::ZERO);
+        stale.sort();
+        assert_eq!(
+            stale,
+            [
+                ("s".to_owned(), "odd-id".to_owned()),
+                ("t".to_owned(), "5-1".to_owned())
+            ]
+        );
+        flights.remove_subscription(1);
+        assert!(!flights.contains("t", "5-1") && flights.contains("s", "5-1"));
     }
 }

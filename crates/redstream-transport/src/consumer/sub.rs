@@ -16,6 +16,7 @@ use super::registry::Flights;
 use crate::commands::{Commands, is_nogroup};
 use crate::config::TransportOptions;
 use crate::keys::StreamNames;
+use crate::telemetry;
 
 /// What a subscription reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,30 @@ pub(crate) struct Delivery {
     pub(crate) decoded: Option<Box<Result<Event, DecodeError>>>,
 }
 
+/// A stream's metrics counted for every event handled: registered once, instead of building
+/// their keys (and cloning their labels) per event.
+pub(crate) struct HandledMetrics {
+    pub(super) consumed: metrics::Counter,
+    pub(super) latency: metrics::Histogram,
+}
+
+impl HandledMetrics {
+    pub(super) fn register(spec: &StreamSpec, group: &Arc<str>) -> Self {
+        Self {
+            consumed: metrics::counter!(
+                telemetry::CONSUMED,
+                "event_type" => Arc::clone(&spec.label),
+                "group" => Arc::clone(group),
+            ),
+            latency: metrics::histogram!(
+                telemetry::HANDLER_LATENCY,
+                "event_type" => Arc::clone(&spec.label),
+                "group" => Arc::clone(group),
+            ),
+        }
+    }
+}
+
 /// An acknowledgement waiting to be sent.
 pub(super) struct Ack {
     pub(super) stream: usize,
@@ -89,6 +114,9 @@ pub(crate) struct Sub {
     pub(crate) group: Arc<str>,
     pub(crate) consumer: String,
     pub(crate) streams: Vec<StreamSpec>,
+    /// The per-event metrics of each stream (same index as `streams`), registered once when
+    /// the subscription starts, with the recorder installed then.
+    pub(super) handled: Vec<HandledMetrics>,
     pub(super) by_key: HashMap<String, usize>,
     /// The stream keys, for messages.
     pub(crate) describe: String,

@@ -16,7 +16,7 @@ use super::buffer::Buffer;
 use super::handler::{Handling, erase};
 use super::lock;
 use super::registry::{Drained, Running};
-use super::sub::{Mode, StreamSpec, Sub, describe_streams};
+use super::sub::{HandledMetrics, Mode, StreamSpec, Sub, describe_streams};
 use super::supervise::supervise;
 use crate::commands::Traffic;
 use crate::config::StartFrom;
@@ -150,10 +150,16 @@ impl RedisTransport {
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
         let slot_groups = slot_groups(inner.conn.topology(), &streams);
+        let group_label: Arc<str> = Arc::from(group.as_str());
+        let handled = streams
+            .iter()
+            .map(|spec| HandledMetrics::register(spec, &group_label))
+            .collect();
         let sub = Arc::new(Sub {
             id,
             mode,
-            group: Arc::from(group.as_str()),
+            group: group_label,
+            handled,
             consumer: inner.config.consumer_name.clone(),
             streams,
             by_key,

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::ack::ack_loop;
 use super::claim;
-use super::handle::worker;
+use super::handle::{WorkerStop, worker};
 use super::handler::Handling;
 use super::read::read_loop;
 use super::registry::Drained;
@@ -51,7 +51,7 @@ pub(super) async fn supervise(
     let acker_stop = CancellationToken::new();
     let acker =
         tokio::spawn(ack_loop(Arc::clone(&sub), acks, acker_stop.clone()).in_current_span());
-    let workers_stop = CancellationToken::new();
+    let workers_stop = WorkerStop::default();
     let mut workers = JoinSet::new();
     for _ in 0..sub.options.handler_concurrency {
         workers.spawn(
@@ -67,7 +67,7 @@ pub(super) async fn supervise(
     }
     leftover.extend(claimer.await.unwrap_or_default());
 
-    workers_stop.cancel();
+    workers_stop.stop();
     let drain_timeout = sub.options.drain_timeout;
     let all_done = async { while workers.join_next().await.is_some() {} };
     let abandoned = match tokio::time::timeout(drain_timeout, all_done).await {

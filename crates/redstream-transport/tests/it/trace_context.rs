@@ -130,7 +130,8 @@ async fn stored_headers(
 /// What a handler saw: the event, and the context of a span it opened.
 type Seen = (Event, SpanContext);
 
-/// Subscribes a handler that opens a `charge` span and reports its context.
+/// Subscribes a handler that opens a `prepare` span before it returns its future (the
+/// closure's own work) and a `charge` span in it, and reports the latter's context.
 async fn subscribe_reporting(
     transport: &RedisTransport,
     event_type: &str,
@@ -139,6 +140,7 @@ async fn subscribe_reporting(
     transport
         .subscribe(vec![event_type.to_owned()], move |event: Event| {
             let tx = tx.clone();
+            tracing::info_span!("prepare").in_scope(|| {});
             async move {
                 let charge = tracing::info_span!("charge");
                 let cx = context_of(&charge);
@@ -225,6 +227,9 @@ async fn the_handler_continues_the_trace_of_the_publishing_span() {
         exported_charge.parent_span_id,
         handle.span_context.span_id()
     );
+    // What the handler's closure does before it returns its future is under the span too.
+    let prepare = otel.wait_for("prepare").await;
+    assert_eq!(prepare.parent_span_id, handle.span_context.span_id());
 }
 
 #[tokio::test]
@@ -333,6 +338,17 @@ async fn a_batch_carries_the_context_and_its_trace_state() {
             ("messaging.destination.name", stream),
         ]
     );
+    // Linked to each distinct context its events carry: the caller's and the foreign one.
+    let mut links: Vec<String> = send
+        .links
+        .links
+        .iter()
+        .map(|link| traceparent(&link.span_context))
+        .collect();
+    links.sort();
+    let mut expected = vec![traceparent(&publisher), FOREIGN_TRACEPARENT.to_owned()];
+    expected.sort();
+    assert_eq!(links, expected);
 }
 
 #[tokio::test]

@@ -1,0 +1,311 @@
+//! Instructions per event, counted by callgrind: the sink next to raw redis-rs doing the same
+//! work, for batches of 100 and of 1,000 seed-sized events with exactly-once on. Instruction
+//! counts do not move with the load of the machine, so they are the figure to compare across
+//! commits on a noisy 2-core machine (the throughput bench, `sink`, moves by 10-30% from run to
+//! run).
+//!
+//! `cargo bench -p redstream-sink --bench instructions`. With `REDSTREAM_CALLGRIND_DIR=<dir>`
+//! each run's profile is kept there (`sink-100-120.out`...) for `callgrind_annotate
+//! --inclusive=yes`. `... -- --check` also compares the sink's figures with those recorded in
+//! `benches/instructions.baseline` and fails when one grew by more than 10%, as the
+//! transport's bench does; `... -- --record` rewrites that file.
+//!
+//! How (as the transport's and the state store's `instructions` benches): this binary runs
+//! itself under `valgrind --tool=callgrind` as a child doing one case (`--case <name> <batch>
+//! <batches> <url> <stream>`) on a current-thread runtime, once with a short and once with a
+//! long run of batches (12 times as many); the difference of the two totals over the events in
+//! between is one event's cost, with the start, the runtime, the connection and the first
+//! batch's read of the progress key cancelled out. The redis-server and the kernel are not
+//! counted.
+//!
+//! | case | redstream | raw redis-rs |
+//! |---|---|---|
+//! | `batch N, exactly-once on` | `RedisSink::send_batch` of N events with a position: one `EVALSHA` of `batch.lua` | `wire::encode` of the N events + `EVALSHA` of the sink's own `batch.lua` with its arguments built by hand (redis-rs's `Script`), the progress it expects and records tracked as the sink does |
+//!
+//! Both sides build the same events (`Event::new`) in the counted loop and own them, so the
+//! ratio is the sink's own cost: validation, bookkeeping, its connection and its retry wrapper.
+
+// A benchmark reports on stdout and stops loudly on failure.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redstream_core::{BatchSink, Event, EventLimits, EventMetadata, SourcePosition, wire};
+use redstream_sink::{RedisSink, SinkConfig};
+use redstream_testkit::RedisServer;
+use serde_json::json;
+
+/// Events per short and per long run, whatever the batch size: runs of 12,000 minus 1,000.
+const SHORT_EVENTS: u64 = 1_000;
+const LONG_EVENTS: u64 = 12_000;
+const SINK_ID: &str = "bench";
+/// The growth over the recorded figure that `--check` refuses.
+const TOLERANCE: f64 = 0.10;
+
+/// (name, batch size, redstream's child case, raw redis-rs's child case).
+const CASES: [(&str, u64, &str, &str); 2] = [
+    ("batch 100, exactly-once on", 100, "sink", "raw-script"),
+    ("batch 1000, exactly-once on", 1_000, "sink", "raw-script"),
+];
+
+static BATCH_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/batch.lua")));
+
+fn seed_event(n: u64) -> Event {
+    Event::new(
+        "order.created",
+        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
+        EventMetadata::default(),
+    )
+}
+
+fn batch_of(size: u64, number: u64) -> Vec<Event> {
+    (0..size).map(|k| seed_event(number * size + k)).collect()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Some(at) = args.iter().position(|a| a == "--case") {
+        let case = args[at + 1].clone();
+        let size: u64 = args[at + 2].parse().unwrap();
+        let batches: u64 = args[at + 3].parse().unwrap();
+        runtime.block_on(child(&case, size, batches, &args[at + 4], &args[at + 5]));
+        return ExitCode::SUCCESS;
+    }
+    let ours = runtime.block_on(driver());
+    let check = args.iter().any(|a| a == "--check");
+    let record = args.iter().any(|a| a == "--record");
+    baseline(&ours, check, record)
+}
+
+async fn child(case: &str, size: u64, batches: u64, url: &str, stream: &str) {
+    match case {
+        "sink" => {
+            let config = SinkConfig::new(SINK_ID, url, stream)
+                .with_max_batch_events(size as usize)
+                .with_exactly_once(true);
+            let sink = RedisSink::new(config).unwrap();
+            for number in 0..batches {
+                let ack = sink
+                    .send_batch(
+                        batch_of(size, number),
+                        Some(SourcePosition::new(number.to_string())),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(ack.written, size as usize);
+            }
+        }
+        "raw-script" => {
+            // The sink's default response timeout (5 s): the same promise, the same timer.
+            let mut conn = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection_with_config(
+                    &redis::AsyncConnectionConfig::new()
+                        .set_response_timeout(Some(Duration::from_secs(5))),
+                )
+                .await
+                .unwrap();
+            let progress = redstream_sink::keys::progress_key(stream, SINK_ID);
+            let mut previous: Option<(String, String)> = None;
+            for number in 0..batches {
+                let events = batch_of(size, number);
+                previous =
+                    Some(raw_batch(&mut conn, stream, &progress, &events, number, previous).await);
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
+
+/// One batch through `batch.lua`, expecting the progress `previous` left; returns the
+/// progress it recorded.
+async fn raw_batch(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    progress: &str,
+    events: &[Event],
+    number: u64,
+    previous: Option<(String, String)>,
+) -> (String, String) {
+    let limits = EventLimits::default();
+    let position = number.to_string();
+    let last = events.last().unwrap().id().to_string();
+    let mut invocation = BATCH_SCRIPT.prepare_invoke();
+    invocation.key(stream).key(progress);
+    invocation.arg("").arg("").arg("");
+    match &previous {
+        Some((last, position)) => invocation.arg("1").arg(last).arg(position),
+        None => invocation.arg("0").arg("").arg(""),
+    };
+    invocation.arg(&last).arg(&position);
+    for event in events {
+        invocation.arg(wire::encode(event, &limits).unwrap());
+    }
+    // `{'written', '<id> <id> ...'}`: the ids as strings, as the sink returns them.
+    let reply: Vec<String> = invocation.invoke_async(conn).await.unwrap();
+    assert_eq!(reply[0], "written");
+    let ids: Vec<String> = reply[1]
+        .split_ascii_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), events.len());
+    (last, position)
+}
+
+/// The instructions callgrind counted for one run of `case`.
+fn count(case: &str, size: u64, batches: u64, url: &str, stream: &str, out: &Path) -> u64 {
+    let kept: Option<PathBuf> = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
+        .map(|dir| Path::new(&dir).join(format!("{case}-{size}-{batches}.out")));
+    let out = kept.as_deref().unwrap_or(out);
+    let output = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg("--dump-instr=no")
+        .arg("--compress-strings=no")
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--case",
+            case,
+            &size.to_string(),
+            &batches.to_string(),
+            url,
+            stream,
+        ])
+        .output()
+        .expect("valgrind could not be started (apt-get install valgrind)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{case} under callgrind failed:\n{stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|line| {
+            let (_, total) = line.split_once("Collected :")?;
+            total.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
+}
+
+/// Instructions per event of `case` at batches of `size`: the difference of a long and a
+/// short run, each on a stream of its own.
+async fn per_event(
+    case: &str,
+    size: u64,
+    server: &RedisServer,
+    conn: &mut MultiplexedConnection,
+    out: &Path,
+) -> f64 {
+    let mut totals = Vec::new();
+    for events in [SHORT_EVENTS, LONG_EVENTS] {
+        let stream = format!("{{bench}}.{case}.{size}.{events}");
+        totals.push(count(
+            case,
+            size,
+            events / size,
+            &server.url(),
+            &stream,
+            out,
+        ));
+        let progress = redstream_sink::keys::progress_key(&stream, SINK_ID);
+        let () = redis::cmd("DEL")
+            .arg(&stream)
+            .arg(&progress)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+    (totals[1] as f64 - totals[0] as f64) / (LONG_EVENTS - SHORT_EVENTS) as f64
+}
+
+/// Prints the table; returns the sink's figure per case.
+async fn driver() -> Vec<(&'static str, f64)> {
+    let server = RedisServer::start().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let out = std::env::temp_dir().join(format!("redstream-sink-{}.callgrind", std::process::id()));
+    println!(
+        "redstream-sink, instructions per event (callgrind; runs of {LONG_EVENTS} minus \
+         {SHORT_EVENTS} seed-sized events), redis-server on 127.0.0.1:{}",
+        server.port()
+    );
+    let mut counted = Vec::new();
+    for (name, size, case, raw_case) in CASES {
+        let ours = per_event(case, size, &server, &mut conn, &out).await;
+        let raw = per_event(raw_case, size, &server, &mut conn, &out).await;
+        println!(
+            "{name:<28} redstream {ours:>8.0} instr/event   raw EVALSHA batch.lua {raw:>8.0} instr/event   ratio {:.2}x",
+            ours / raw
+        );
+        counted.push((name, ours));
+    }
+    let _ = std::fs::remove_file(&out);
+    counted
+}
+
+fn baseline_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instructions.baseline")
+}
+
+/// The recorded figures: `<case> <instructions per event>` per line, `#` comments.
+fn read_baseline() -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(baseline_path()).unwrap_or_default();
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (case, figure) = line.rsplit_once(' ')?;
+            Some((case.trim().to_owned(), figure.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `--record` writes `ours` to the baseline file; `--check` fails when a figure grew by more
+/// than [`TOLERANCE`] over the recorded one (or has none).
+fn baseline(ours: &[(&str, f64)], check: bool, record: bool) -> ExitCode {
+    if record {
+        let mut text = String::from(
+            "# Instructions per event of the sink's batches, recorded by\n\
+             # `cargo bench -p redstream-sink --bench instructions -- --record`.\n\
+             # `-- --check` fails when a figure grows by more than 10%.\n",
+        );
+        for (case, figure) in ours {
+            text.push_str(&format!("{case} {figure:.0}\n"));
+        }
+        std::fs::write(baseline_path(), text).unwrap();
+        println!("recorded in {}", baseline_path().display());
+    }
+    if !check {
+        return ExitCode::SUCCESS;
+    }
+    let recorded = read_baseline();
+    let mut failed = false;
+    for (case, figure) in ours {
+        let Some((_, before)) = recorded.iter().find(|(name, _)| name == case) else {
+            println!(
+                "check {case}: no recorded figure in {}",
+                baseline_path().display()
+            );
+            failed = true;
+            continue;
+        };
+        let growth = figure / before - 1.0;
+        let verdict = if growth > TOLERANCE { "FAIL" } else { "ok" };
+        println!(
+            "check {case:<28} {figure:.0} against recorded {before:.0}: {:+.1}% {verdict}",
+            growth * 100.0
+        );
+        failed |= growth > TOLERANCE;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,124 @@
+//! What the transport benches share: the seed event, raw redis-rs's read-decode-ack step, and
+//! how a figure is computed and printed. A folder of its own (`common/mod.rs`) so that cargo
+//! does not take it for a bench target; each bench says `mod common;`.
+
+// Each bench uses a part of this module, and the rest is dead code in that bench's build.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redstream_core::wire;
+use redstream_core::{Event, EventLimits, EventMetadata};
+use serde_json::json;
+
+/// The seed's event of type `event_type`, numbered `n`.
+pub(crate) fn seed_event(event_type: &str, n: u64) -> Event {
+    Event::new(
+        event_type,
+        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
+        EventMetadata::default(),
+    )
+}
+
+/// One step of raw redis-rs's consume loop: `XREADGROUP COUNT 100 BLOCK block_ms` of `stream`,
+/// each entry decoded like the transport does (with its entry id, which gives an envelope
+/// without a timestamp its time and is checked) and given to `on_event`, then one `XACK` for
+/// the batch. Returns how many entries it handled (0 when the block timed out).
+pub(crate) async fn raw_read_decode_ack(
+    conn: &mut impl ConnectionLike,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    block_ms: u64,
+    mut on_event: impl FnMut(Event),
+) -> u64 {
+    let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(100)
+        .arg("BLOCK")
+        .arg(block_ms)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut handled = 0;
+    for key in reply.keys {
+        let mut ack = redis::cmd("XACK");
+        ack.arg(stream).arg(group);
+        for entry in &key.ids {
+            let fields = entry.map.iter().filter_map(|(k, v)| match v {
+                redis::Value::BulkString(bytes) => Some((k.as_bytes(), bytes.as_slice())),
+                _ => None,
+            });
+            on_event(wire::decode_stream_entry(&entry.id, fields, &EventLimits::DEFAULT).unwrap());
+            ack.arg(&entry.id);
+            handled += 1;
+        }
+        let _: u64 = ack.query_async(conn).await.unwrap();
+    }
+    handled
+}
+
+/// Events per second.
+pub(crate) fn rate(events: u64, elapsed: Duration) -> f64 {
+    events as f64 / elapsed.as_secs_f64()
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The rounds' ratios of `ours` to `raw`: their median, lowest and highest.
+pub(crate) fn ratios(ours: &[f64], raw: &[f64]) -> (f64, f64, f64) {
+    let ratios: Vec<f64> = ours.iter().zip(raw).map(|(ours, raw)| ours / raw).collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(0.0, f64::max);
+    (median(ratios), low, high)
+}
+
+/// One line of rates: each side's and their ratio.
+pub(crate) fn rates_line(name: &str, ours: f64, raw: f64, ratio: f64) {
+    println!(
+        "{name:<32} redstream {ours:>10.0} msg/s   raw redis-rs {raw:>10.0} msg/s   ratio {ratio:.2}x"
+    );
+}
+
+/// One figure from alternating rounds: the median rate of each side and the median of the
+/// rounds' ratios, then the range of those ratios (how noisy the machine was) on a line below.
+pub(crate) fn ratio_line(name: &str, ours: &[f64], raw: &[f64]) {
+    let (ratio, low, high) = ratios(ours, raw);
+    rates_line(name, median(ours.to_vec()), median(raw.to_vec()), ratio);
+    println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
+}
+
+/// The server's `redis_version`.
+pub(crate) async fn server_version(conn: &MultiplexedConnection) -> String {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
+}
+
+/// Deletes `key` (on a clone of `conn`, as every bench holds its connection shared).
+pub(crate) async fn del<C: ConnectionLike + Clone>(conn: &C, key: &str) {
+    let mut conn = conn.clone();
+    let _: u64 = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
