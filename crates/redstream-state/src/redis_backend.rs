@@ -237,13 +237,13 @@ impl RedisBackend {
     /// once more at once: the failure made the connection manager start a new connection, and
     /// a server that is back by now answers the second try. Nothing that may have reached the
     /// server is sent twice.
-    async fn send<T, F, Fut>(&self, call: F) -> RedisResult<T>
+    async fn send<'a, T, F, Fut>(&'a self, call: F) -> RedisResult<T>
     where
-        F: Fn(Connection) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
+        F: Fn(&'a Connection) -> Fut,
+        Fut: Future<Output = RedisResult<T>> + 'a,
     {
-        match call(self.conn.clone()).await {
-            Err(err) if was_not_sent(&err) => call(self.conn.clone()).await,
+        match call(&self.conn).await {
+            Err(err) if was_not_sent(&err) => call(&self.conn).await,
             result => result,
         }
     }
@@ -254,7 +254,7 @@ impl RedisBackend {
         key: &str,
         cmd: &Cmd,
     ) -> Result<T> {
-        self.send(|mut conn| async move { cmd.query_async(&mut conn).await })
+        self.send(|conn| conn.query(cmd))
             .await
             .map_err(|err| self.error(operation, key, err))
     }
@@ -265,16 +265,16 @@ impl RedisBackend {
         key: &str,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
-        self.send(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+        self.send(|conn| async move { invocation.invoke_async(&mut conn.clone()).await })
             .await
             .map_err(|err| self.error(operation, key, err))
     }
 
     /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
     async fn atomic(&self, tx: &Atomic) -> RedisResult<()> {
-        self.send(|mut conn| async move {
+        self.send(|conn| async move {
             tx.invocation()
-                .invoke_async::<redis::Value>(&mut conn)
+                .invoke_async::<redis::Value>(&mut conn.clone())
                 .await
                 .map(drop)
         })
@@ -350,7 +350,7 @@ impl Backend for RedisBackend {
         pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
         let pipe = &pipe;
         let (value, pttl): (Option<Vec<u8>>, i64) = self
-            .send(|mut conn| async move { pipe.query_async(&mut conn).await })
+            .send(|conn| async move { pipe.query_async(&mut conn.clone()).await })
             .await
             .map_err(|err| self.error("GET", key, err))?;
         Ok(value.map(|v| (v, u64::try_from(pttl).ok().map(Duration::from_millis))))
@@ -393,7 +393,8 @@ impl Backend for RedisBackend {
                 let cmd = put_many::call(&self.keys, &items, ms(ttl));
                 let cmd = &cmd;
                 let _written: i64 = self
-                    .send(|mut conn| async move {
+                    .send(|conn| async move {
+                        let mut conn = conn.clone();
                         match cmd.query_async(&mut conn).await {
                             Err(err) if err.code() == Some("NOSCRIPT") => {
                                 let _sha: String = put_many::load().query_async(&mut conn).await?;
@@ -714,7 +715,7 @@ impl Backend for RedisBackend {
         let hgetall = redis::cmd("HGETALL").arg(&record).clone();
         let hgetall = &hgetall;
         let fields: RecordFields = self
-            .send(|mut conn| async move { hgetall.query_async(&mut conn).await })
+            .send(|conn| async move { hgetall.query_async(&mut conn.clone()).await })
             .await
             .map_err(|err| command_error("HGETALL", target.clone(), err))?;
         RawCheckpoint::from_fields(&target, fields)
@@ -734,7 +735,7 @@ impl Backend for RedisBackend {
         let del = redis::cmd("DEL").arg(&record).clone();
         let del = &del;
         let n: i64 = self
-            .send(|mut conn| async move { del.query_async(&mut conn).await })
+            .send(|conn| async move { del.query_async(&mut conn.clone()).await })
             .await
             .map_err(|err| {
                 command_error(

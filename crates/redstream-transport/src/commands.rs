@@ -83,12 +83,7 @@ impl Commands {
         target: &str,
         cmd: &Cmd,
     ) -> Result<T> {
-        self.send(
-            op,
-            target,
-            |mut conn| async move { conn.query::<T>(cmd).await },
-        )
-        .await
+        self.send(op, target, |conn| conn.query::<T>(cmd)).await
     }
 
     /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
@@ -108,8 +103,8 @@ impl Commands {
         target: &str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        self.send(op, target, |mut conn| async move {
-            invocation.invoke_async::<T>(&mut conn).await
+        self.send(op, target, |conn| async move {
+            invocation.invoke_async::<T>(&mut conn.clone()).await
         })
         .await
     }
@@ -132,12 +127,12 @@ impl Commands {
             let parts = &parts;
             return self
                 .send(op, target, |conn| async move {
-                    query_split::<T>(conn, parts, pipe.len()).await
+                    query_split::<T>(conn.clone(), parts, pipe.len()).await
                 })
                 .await;
         }
-        self.send(op, target, |mut conn| async move {
-            pipe.query_async::<T>(&mut conn).await
+        self.send(op, target, |conn| async move {
+            pipe.query_async::<T>(&mut conn.clone()).await
         })
         .await
     }
@@ -151,7 +146,7 @@ impl Commands {
     /// server had been back. Nothing that may have reached the server is sent twice.
     async fn send<'a, T, F, Fut>(&'a self, op: &'static str, target: &str, call: F) -> Result<T>
     where
-        F: Fn(Connection) -> Fut,
+        F: Fn(&'a Connection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>> + 'a,
     {
         // Written flat (a permit, the call, the outcome) rather than through the breaker's
@@ -161,9 +156,9 @@ impl Commands {
             Some(breaker) => Some(breaker.try_acquire()?),
             None => None,
         };
-        let mut result = call(self.conn.clone()).await;
+        let mut result = call(&self.conn).await;
         if matches!(&result, Err(err) if not_sent(err)) {
-            result = call(self.conn.clone()).await;
+            result = call(&self.conn).await;
         }
         let result = result.map_err(|err| command_error(op, target, err));
         if let Some(permit) = permit {

@@ -259,16 +259,18 @@ impl Connection {
     }
 
     /// Sends `cmd` and converts its reply, as [`Cmd::query_async`] does on this connection, but
-    /// on a single server without boxing the call: the command goes straight to the
-    /// connection manager (this is every publish's path).
+    /// through a shared reference and, on a single server, without boxing the call: the
+    /// command goes straight to the connection manager (this is every publish's path).
     ///
     /// # Errors
     ///
     /// The Redis error of the command, or of the reply's conversion to `T`.
-    pub async fn query<T: FromRedisValue>(&mut self, cmd: &Cmd) -> redis::RedisResult<T> {
-        let value = match &mut self.link {
-            Link::Single(conn) => conn.send_packed_command(cmd).await?,
-            _ => self.req_packed_command(cmd).await?,
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        let value = match &self.link {
+            Link::Single(conn) => conn.clone().send_packed_command(cmd).await?,
+            // Boxed, through `ConnectionLike`: the Sentinel connection's future (which may
+            // ask the sentinels) is too deep to nest in every caller's future.
+            _ => self.clone().req_packed_command(cmd).await?,
         };
         Ok(redis::from_redis_value(value.extract_error()?)?)
     }
