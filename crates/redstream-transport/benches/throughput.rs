@@ -455,10 +455,17 @@ async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration)
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-/// Rounds per figure; each round runs redstream and raw redis-rs back to back, alternating
-/// which goes first, and the median rate of each side is reported. One machine runs both the
-/// server and the client, so single runs are noisy.
-const ROUNDS: usize = 3;
+/// Rounds per figure (3, or `REDSTREAM_BENCH_ROUNDS`); each round runs redstream and raw
+/// redis-rs back to back, alternating which goes first, and the median rate of each side is
+/// reported. One machine runs both the server and the client, so single runs are noisy: more
+/// rounds narrow the median.
+static ROUNDS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("REDSTREAM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3)
+});
 
 fn main() {
     let total: u64 = std::env::var("REDSTREAM_BENCH_EVENTS")
@@ -473,8 +480,9 @@ fn main() {
         let server = RedisServer::start().await.unwrap();
         let raw = server.connection().await.unwrap();
         println!(
-            "redstream-transport, {total} seed-sized events per run, median of {ROUNDS} rounds, \
+            "redstream-transport, {total} seed-sized events per run, median of {} rounds, \
              redis-server {} on 127.0.0.1:{}",
+            *ROUNDS,
             server_version(&raw).await,
             server.port()
         );
@@ -482,7 +490,7 @@ fn main() {
         // One at a time: every publish waits for its reply, so this is the per-call overhead.
         let sequential = (total / 10).max(1);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let publisher = transport(&server, &format!("seq{round}"), "g").await;
             let raw_stream = format!("raw:seq{round}");
             let (a, b) = if round % 2 == 0 {
@@ -500,7 +508,7 @@ fn main() {
         ratio_line(&format!("publish, 1 task ({sequential})"), &ours, &theirs);
 
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let publisher = transport(&server, &format!("pub{round}"), "g").await;
             let raw_stream = format!("raw:pub{round}");
             let (a, b) = if round % 2 == 0 {
@@ -520,7 +528,7 @@ fn main() {
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
         let mut theirs_atomic = Vec::new();
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let batcher = transport(&server, &format!("batch{round}"), "g").await;
             let raw_stream = format!("raw:batch{round}");
             let (a, b) = if round % 2 == 0 {
@@ -569,7 +577,7 @@ fn main() {
 
         // Four consumers in one group, on a backlog written by raw XADDs (the same bytes).
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let prefix = format!("four{round}");
             let ours_stream = format!("{prefix}:order.created");
             let raw_stream = format!("raw:four{round}");
@@ -590,7 +598,7 @@ fn main() {
         ratio_line("consume + ack, 4 consumers", &ours, &theirs);
 
         let (mut ours_p, mut theirs_p) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
+        for round in 0..*ROUNDS {
             let ticker = transport(&server, &format!("lat{round}"), "g").await;
             let raw_stream = format!("raw:lat{round}");
             let (a, b) = if round % 2 == 0 {
@@ -617,9 +625,10 @@ fn main() {
         let (a50, a99) = (pick(&ours_p, false), pick(&ours_p, true));
         let (b50, b99) = (pick(&theirs_p, false), pick(&theirs_p, true));
         println!(
-            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s, median of {ROUNDS} rounds: \
+            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s, median of {} rounds: \
              redstream p50 {a50:.2} ms p99 {a99:.2} ms   raw redis-rs p50 {b50:.2} ms p99 {b99:.2} ms   \
              ratio p50 {:.2}x p99 {:.2}x",
+            *ROUNDS,
             a50 / b50,
             a99 / b99
         );

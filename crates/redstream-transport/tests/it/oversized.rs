@@ -20,7 +20,15 @@ async fn a_40_mib_entry_leaves_a_preview_in_the_dead_letter_stream() {
         })
         .await
         .unwrap();
-    let mut conn = server.connection().await.unwrap();
+    // Writing 40 MiB can outlast redis-rs's default response timeout (half a second) on a
+    // busy machine: this connection waits as long as the server takes.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = server
+        .client()
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
     let huge = "x".repeat(SIZE);
     let entry_id: String = conn
         .xadd(&stream, "*", &[("event", huge.as_str())])
