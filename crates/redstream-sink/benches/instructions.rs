@@ -28,22 +28,20 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redstream_core::{BatchSink, Event, EventLimits, EventMetadata, SourcePosition, wire};
 use redstream_sink::{RedisSink, SinkConfig};
 use redstream_testkit::RedisServer;
+use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
 use serde_json::json;
 
 /// Events per short and per long run, whatever the batch size: runs of 12,000 minus 1,000.
 const SHORT_EVENTS: u64 = 1_000;
 const LONG_EVENTS: u64 = 12_000;
 const SINK_ID: &str = "bench";
-/// The growth over the recorded figure that `--check` refuses.
-const TOLERANCE: f64 = 0.10;
 
 /// (name, batch size, redstream's child case, raw redis-rs's child case).
 const CASES: [(&str, u64, &str, &str); 2] = [
@@ -67,22 +65,28 @@ fn batch_of(size: u64, number: u64) -> Vec<Event> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    if let Some(at) = args.iter().position(|a| a == "--case") {
-        let case = args[at + 1].clone();
-        let size: u64 = args[at + 2].parse().unwrap();
-        let batches: u64 = args[at + 3].parse().unwrap();
-        runtime.block_on(child(&case, size, batches, &args[at + 4], &args[at + 5]));
-        return ExitCode::SUCCESS;
-    }
+    let flags = match Run::from_args() {
+        Run::Child { case, args } => {
+            let size: u64 = args[0].parse().unwrap();
+            let batches: u64 = args[1].parse().unwrap();
+            runtime.block_on(child(&case, size, batches, &args[2], &args[3]));
+            return ExitCode::SUCCESS;
+        }
+        Run::Driver(flags) => flags,
+    };
     let ours = runtime.block_on(driver());
-    let check = args.iter().any(|a| a == "--check");
-    let record = args.iter().any(|a| a == "--record");
-    baseline(&ours, check, record)
+    Baseline::new(
+        env!("CARGO_MANIFEST_DIR"),
+        "# Instructions per event of the sink's batches, recorded by\n\
+         # `cargo bench -p redstream-sink --bench instructions -- --record`.\n\
+         # `-- --check` fails when a figure grows by more than 10%.\n",
+    )
+    .with_name_width(28)
+    .apply(&ours, flags)
 }
 
 async fn child(case: &str, size: u64, batches: u64, url: &str, stream: &str) {
@@ -160,41 +164,6 @@ async fn raw_batch(
     (last, position)
 }
 
-/// The instructions callgrind counted for one run of `case`.
-fn count(case: &str, size: u64, batches: u64, url: &str, stream: &str, out: &Path) -> u64 {
-    let kept: Option<PathBuf> = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
-        .map(|dir| Path::new(&dir).join(format!("{case}-{size}-{batches}.out")));
-    let out = kept.as_deref().unwrap_or(out);
-    let output = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--dump-instr=no")
-        .arg("--compress-strings=no")
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--case",
-            case,
-            &size.to_string(),
-            &batches.to_string(),
-            url,
-            stream,
-        ])
-        .output()
-        .expect("valgrind could not be started (apt-get install valgrind)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{case} under callgrind failed:\n{stderr}"
-    );
-    stderr
-        .lines()
-        .find_map(|line| {
-            let (_, total) = line.split_once("Collected :")?;
-            total.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
-}
-
 /// Instructions per event of `case` at batches of `size`: the difference of a long and a
 /// short run, each on a stream of its own.
 async fn per_event(
@@ -202,19 +171,19 @@ async fn per_event(
     size: u64,
     server: &RedisServer,
     conn: &mut MultiplexedConnection,
-    out: &Path,
+    callgrind: &Callgrind,
 ) -> f64 {
     let mut totals = Vec::new();
     for events in [SHORT_EVENTS, LONG_EVENTS] {
         let stream = format!("{{bench}}.{case}.{size}.{events}");
-        totals.push(count(
-            case,
-            size,
-            events / size,
-            &server.url(),
-            &stream,
-            out,
-        ));
+        let batches = events / size;
+        let args = [
+            size.to_string(),
+            batches.to_string(),
+            server.url(),
+            stream.clone(),
+        ];
+        totals.push(callgrind.count(&format!("{case}-{size}-{batches}"), case, &args));
         let progress = redstream_sink::keys::progress_key(&stream, SINK_ID);
         let () = redis::cmd("DEL")
             .arg(&stream)
@@ -223,14 +192,14 @@ async fn per_event(
             .await
             .unwrap();
     }
-    (totals[1] as f64 - totals[0] as f64) / (LONG_EVENTS - SHORT_EVENTS) as f64
+    per_unit(totals[0], totals[1], LONG_EVENTS - SHORT_EVENTS)
 }
 
 /// Prints the table; returns the sink's figure per case.
 async fn driver() -> Vec<(&'static str, f64)> {
     let server = RedisServer::start().await.unwrap();
     let mut conn = server.connection().await.unwrap();
-    let out = std::env::temp_dir().join(format!("redstream-sink-{}.callgrind", std::process::id()));
+    let callgrind = Callgrind::new();
     println!(
         "redstream-sink, instructions per event (callgrind; runs of {LONG_EVENTS} minus \
          {SHORT_EVENTS} seed-sized events), redis-server on 127.0.0.1:{}",
@@ -238,74 +207,13 @@ async fn driver() -> Vec<(&'static str, f64)> {
     );
     let mut counted = Vec::new();
     for (name, size, case, raw_case) in CASES {
-        let ours = per_event(case, size, &server, &mut conn, &out).await;
-        let raw = per_event(raw_case, size, &server, &mut conn, &out).await;
+        let ours = per_event(case, size, &server, &mut conn, &callgrind).await;
+        let raw = per_event(raw_case, size, &server, &mut conn, &callgrind).await;
         println!(
             "{name:<28} redstream {ours:>8.0} instr/event   raw EVALSHA batch.lua {raw:>8.0} instr/event   ratio {:.2}x",
             ours / raw
         );
         counted.push((name, ours));
     }
-    let _ = std::fs::remove_file(&out);
     counted
-}
-
-fn baseline_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instructions.baseline")
-}
-
-/// The recorded figures: `<case> <instructions per event>` per line, `#` comments.
-fn read_baseline() -> Vec<(String, f64)> {
-    let text = std::fs::read_to_string(baseline_path()).unwrap_or_default();
-    text.lines()
-        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (case, figure) = line.rsplit_once(' ')?;
-            Some((case.trim().to_owned(), figure.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// `--record` writes `ours` to the baseline file; `--check` fails when a figure grew by more
-/// than [`TOLERANCE`] over the recorded one (or has none).
-fn baseline(ours: &[(&str, f64)], check: bool, record: bool) -> ExitCode {
-    if record {
-        let mut text = String::from(
-            "# Instructions per event of the sink's batches, recorded by\n\
-             # `cargo bench -p redstream-sink --bench instructions -- --record`.\n\
-             # `-- --check` fails when a figure grows by more than 10%.\n",
-        );
-        for (case, figure) in ours {
-            text.push_str(&format!("{case} {figure:.0}\n"));
-        }
-        std::fs::write(baseline_path(), text).unwrap();
-        println!("recorded in {}", baseline_path().display());
-    }
-    if !check {
-        return ExitCode::SUCCESS;
-    }
-    let recorded = read_baseline();
-    let mut failed = false;
-    for (case, figure) in ours {
-        let Some((_, before)) = recorded.iter().find(|(name, _)| name == case) else {
-            println!(
-                "check {case}: no recorded figure in {}",
-                baseline_path().display()
-            );
-            failed = true;
-            continue;
-        };
-        let growth = figure / before - 1.0;
-        let verdict = if growth > TOLERANCE { "FAIL" } else { "ok" };
-        println!(
-            "check {case:<28} {figure:.0} against recorded {before:.0}: {:+.1}% {verdict}",
-            growth * 100.0
-        );
-        failed |= growth > TOLERANCE;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -30,12 +30,12 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore};
 use redstream_testkit::RedisServer;
+use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
 use serde::{Deserialize, Serialize};
 
 const SHORT: u64 = 200;
@@ -43,8 +43,6 @@ const LONG: u64 = 1_200;
 /// Keys per `get_many` / `put_many` call.
 const BATCH: u64 = 100;
 const PREFIX: &str = "bench";
-/// The growth over the recorded figure that `--check` refuses.
-const TOLERANCE: f64 = 0.10;
 
 /// TTL of the `put_many_with_ttl` cases.
 const TTL_MS: u64 = 3_600_000;
@@ -97,26 +95,26 @@ fn key(n: u64) -> String {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(at) = args.iter().position(|a| a == "--case") {
-        let case = args[at + 1].clone();
-        let ops: u64 = args[at + 2].parse().unwrap();
-        let url = args[at + 3].clone();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(child(&case, ops, &url));
-        return ExitCode::SUCCESS;
-    }
-    let counted = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(driver());
-    let check = args.iter().any(|a| a == "--check");
-    let record = args.iter().any(|a| a == "--record");
-    baseline(&counted, check, record)
+        .unwrap();
+    let flags = match Run::from_args() {
+        Run::Child { case, args } => {
+            let ops: u64 = args[0].parse().unwrap();
+            runtime.block_on(child(&case, ops, &args[1]));
+            return ExitCode::SUCCESS;
+        }
+        Run::Driver(flags) => flags,
+    };
+    let counted = runtime.block_on(driver());
+    Baseline::new(
+        env!("CARGO_MANIFEST_DIR"),
+        "# Instructions per operation (per key for the batches) of the state store, recorded by\n\
+         # `cargo bench -p redstream-state --bench instructions -- --record`.\n\
+         # `-- --check` fails when a figure grows by more than 10%.\n",
+    )
+    .apply(&counted, flags)
 }
 
 async fn child(case: &str, ops: u64, url: &str) {
@@ -236,46 +234,19 @@ async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
     }
 }
 
-/// The instructions callgrind counted for one run of `case` with `ops` operations.
-fn count(case: &str, ops: u64, url: &str, out: &Path) -> u64 {
-    let kept: Option<PathBuf> = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
-        .map(|dir| Path::new(&dir).join(format!("{case}-{ops}.out")));
-    let out = kept.as_deref().unwrap_or(out);
-    let output = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--dump-instr=no")
-        .arg("--compress-strings=no")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--case", case, &ops.to_string(), url])
-        .output()
-        .expect("valgrind could not be started (apt-get install valgrind)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{case} under callgrind failed:\n{stderr}"
-    );
-    stderr
-        .lines()
-        .find_map(|line| {
-            let (_, total) = line.split_once("Collected :")?;
-            total.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
-}
-
 /// Instructions per key of `case`: the difference of a long and a short run.
-fn per_key(case: &str, keys_per_op: u64, url: &str, out: &Path) -> f64 {
-    let short = count(case, SHORT, url, out);
-    let long = count(case, LONG, url, out);
-    (long as f64 - short as f64) / ((LONG - SHORT) * keys_per_op) as f64
+fn per_key(case: &str, keys_per_op: u64, url: &str, callgrind: &Callgrind) -> f64 {
+    let [short, long] = [SHORT, LONG].map(|ops| {
+        let args = [ops.to_string(), url.to_owned()];
+        callgrind.count(&format!("{case}-{ops}"), case, &args)
+    });
+    per_unit(short, long, (LONG - SHORT) * keys_per_op)
 }
 
 /// Prints the table; returns the store's figure per case.
 async fn driver() -> Vec<(&'static str, f64)> {
     let server = RedisServer::start().await.unwrap();
-    let out =
-        std::env::temp_dir().join(format!("redstream-state-{}.callgrind", std::process::id()));
+    let callgrind = Callgrind::new();
     // Every key the cases read exists.
     let store = StateStore::new(StateBackend::redis(server.url(), PREFIX))
         .await
@@ -295,77 +266,16 @@ async fn driver() -> Vec<(&'static str, f64)> {
         let ours = match counted.iter().find(|(c, _)| *c == case) {
             Some((_, ours)) => *ours,
             None => {
-                let ours = per_key(case, keys, &server.url(), &out);
+                let ours = per_key(case, keys, &server.url(), &callgrind);
                 counted.push((case, ours));
                 ours
             }
         };
-        let raw = per_key(raw_case, keys, &server.url(), &out);
+        let raw = per_key(raw_case, keys, &server.url(), &callgrind);
         println!(
             "{name:<40} redstream {ours:>9.0} instr/op   raw redis-rs {raw:>9.0} instr/op   ratio {:.2}x",
             ours / raw
         );
     }
-    let _ = std::fs::remove_file(&out);
     counted
-}
-
-fn baseline_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instructions.baseline")
-}
-
-/// The recorded figures: `<case> <instructions per operation>` per line, `#` comments.
-fn read_baseline() -> Vec<(String, f64)> {
-    let text = std::fs::read_to_string(baseline_path()).unwrap_or_default();
-    text.lines()
-        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (case, figure) = line.rsplit_once(' ')?;
-            Some((case.trim().to_owned(), figure.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// `--record` writes `ours` to the baseline file; `--check` fails when a figure grew by more
-/// than [`TOLERANCE`] over the recorded one (or has none).
-fn baseline(ours: &[(&str, f64)], check: bool, record: bool) -> ExitCode {
-    if record {
-        let mut text = String::from(
-            "# Instructions per operation (per key for the batches) of the state store, recorded by\n\
-             # `cargo bench -p redstream-state --bench instructions -- --record`.\n\
-             # `-- --check` fails when a figure grows by more than 10%.\n",
-        );
-        for (case, figure) in ours {
-            text.push_str(&format!("{case} {figure:.0}\n"));
-        }
-        std::fs::write(baseline_path(), text).unwrap();
-        println!("recorded in {}", baseline_path().display());
-    }
-    if !check {
-        return ExitCode::SUCCESS;
-    }
-    let recorded = read_baseline();
-    let mut failed = false;
-    for (case, figure) in ours {
-        let Some((_, before)) = recorded.iter().find(|(name, _)| name == case) else {
-            println!(
-                "check {case}: no recorded figure in {}",
-                baseline_path().display()
-            );
-            failed = true;
-            continue;
-        };
-        let growth = figure / before - 1.0;
-        let verdict = if growth > TOLERANCE { "FAIL" } else { "ok" };
-        println!(
-            "check {case:<14} {figure:.0} against recorded {before:.0}: {:+.1}% {verdict}",
-            growth * 100.0
-        );
-        failed |= growth > TOLERANCE;
-    }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
+pub mod callgrind;
 mod cluster;
 #[cfg(feature = "docker")]
 mod docker;

@@ -27,8 +27,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,6 +36,7 @@ use redis::aio::MultiplexedConnection;
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Event, EventLimits};
 use redstream_testkit::RedisServer;
+use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
 use tokio::sync::Notify;
 
@@ -44,8 +44,6 @@ use common::{del, raw_read_decode_ack};
 
 const SHORT: u64 = 200;
 const LONG: u64 = 1_200;
-/// The growth over the recorded figure that `--check` refuses.
-const TOLERANCE: f64 = 0.10;
 const EVENT_TYPE: &str = "order.created";
 const GROUP: &str = "bench";
 
@@ -60,20 +58,26 @@ fn seed_event(n: u64) -> Event {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    if let Some(at) = args.iter().position(|a| a == "--case") {
-        let case = &args[at + 1];
-        let events: u64 = args[at + 2].parse().unwrap();
-        runtime.block_on(child(case, events, &args[at + 3], &args[at + 4]));
-        return ExitCode::SUCCESS;
-    }
-    let check = args.iter().any(|a| a == "--check");
-    let record = args.iter().any(|a| a == "--record");
-    runtime.block_on(driver(check, record))
+    let flags = match Run::from_args() {
+        Run::Child { case, args } => {
+            let events: u64 = args[0].parse().unwrap();
+            runtime.block_on(child(&case, events, &args[1], &args[2]));
+            return ExitCode::SUCCESS;
+        }
+        Run::Driver(flags) => flags,
+    };
+    let ours = runtime.block_on(driver());
+    let baseline = Baseline::new(
+        env!("CARGO_MANIFEST_DIR"),
+        "# Instructions per event of redstream's hot paths, recorded by\n\
+         # `cargo bench -p redstream-transport --bench instructions -- --record`.\n\
+         # `-- --check` (CI) fails when a figure grows by more than 10%.\n",
+    );
+    baseline.apply(&ours, flags)
 }
 
 // ----- the child: one case, under callgrind --------------------------------------------------
@@ -191,37 +195,8 @@ async fn fill(conn: &mut MultiplexedConnection, stream: &str, events: u64) {
     let () = pipe.query_async(conn).await.unwrap();
 }
 
-/// The instructions callgrind counted for one run of `case` with `events` events.
-fn count(case: &str, events: u64, url: &str, stream: &str, out: &Path) -> u64 {
-    // `REDSTREAM_CALLGRIND_DIR` keeps each run's profile, for `callgrind_annotate`.
-    let kept = std::env::var_os("REDSTREAM_CALLGRIND_DIR")
-        .map(|dir| Path::new(&dir).join(format!("{case}-{events}.out")));
-    let out = kept.as_deref().unwrap_or(out);
-    let output = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg(format!("--callgrind-out-file={}", out.display()))
-        .arg("--dump-instr=no")
-        .arg("--compress-strings=no")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--case", case, &events.to_string(), url, stream])
-        .output()
-        .expect("valgrind could not be started (apt-get install valgrind)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{case} under callgrind failed:\n{stderr}"
-    );
-    stderr
-        .lines()
-        .find_map(|line| {
-            let (_, total) = line.split_once("Collected :")?;
-            total.trim().parse().ok()
-        })
-        .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
-}
-
 /// Instructions per event of `case`: the difference of a long and a short run.
-async fn per_event(case: &str, server: &RedisServer, run: &mut u32, out: &Path) -> f64 {
+async fn per_event(case: &str, server: &RedisServer, run: &mut u32, callgrind: &Callgrind) -> f64 {
     let mut conn = server.connection().await.unwrap();
     let mut totals = Vec::new();
     for events in [SHORT, LONG] {
@@ -240,32 +215,17 @@ async fn per_event(case: &str, server: &RedisServer, run: &mut u32, out: &Path) 
             "publish" => prefix,
             _ => stream.clone(),
         };
-        totals.push(count(case, events, &server.url(), &arg, out));
+        let args = [events.to_string(), server.url(), arg];
+        totals.push(callgrind.count(&format!("{case}-{events}"), case, &args));
         del(&conn, &stream).await;
     }
-    (totals[1] as f64 - totals[0] as f64) / (LONG - SHORT) as f64
+    per_unit(totals[0], totals[1], LONG - SHORT)
 }
 
-fn baseline_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/instructions.baseline")
-}
-
-/// The recorded figures: `<case> <instructions per event>` per line, `#` comments.
-fn read_baseline() -> Vec<(String, f64)> {
-    let text = std::fs::read_to_string(baseline_path()).unwrap_or_default();
-    text.lines()
-        .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (case, figure) = line.rsplit_once(' ')?;
-            Some((case.trim().to_owned(), figure.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-async fn driver(check: bool, record: bool) -> ExitCode {
+/// Prints the table; returns redstream's figure per case.
+async fn driver() -> Vec<(&'static str, f64)> {
     let server = RedisServer::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callgrind.out");
+    let callgrind = Callgrind::new();
     println!(
         "redstream-transport, instructions per event (callgrind; runs of {LONG} minus {SHORT} events), \
          seed-sized events, redis-server on 127.0.0.1:{}",
@@ -274,49 +234,13 @@ async fn driver(check: bool, record: bool) -> ExitCode {
     let mut run = 0;
     let mut ours = Vec::new();
     for (name, case, raw_case) in CASES {
-        let a = per_event(case, &server, &mut run, &out).await;
-        let b = per_event(raw_case, &server, &mut run, &out).await;
+        let a = per_event(case, &server, &mut run, &callgrind).await;
+        let b = per_event(raw_case, &server, &mut run, &callgrind).await;
         println!(
             "{name:<14} redstream {a:>9.0} instr/event   raw redis-rs {b:>9.0} instr/event   ratio {:.2}x",
             a / b
         );
         ours.push((name, a));
     }
-    if record {
-        let mut text = String::from(
-            "# Instructions per event of redstream's hot paths, recorded by\n\
-             # `cargo bench -p redstream-transport --bench instructions -- --record`.\n\
-             # `-- --check` (CI) fails when a figure grows by more than 10%.\n",
-        );
-        for (name, figure) in &ours {
-            text.push_str(&format!("{name} {figure:.0}\n"));
-        }
-        std::fs::write(baseline_path(), text).unwrap();
-        println!("recorded in {}", baseline_path().display());
-    }
-    if check {
-        let recorded = read_baseline();
-        let mut failed = false;
-        for (name, figure) in &ours {
-            let Some((_, before)) = recorded.iter().find(|(case, _)| case == name) else {
-                eprintln!(
-                    "{name}: no recorded figure in {}",
-                    baseline_path().display()
-                );
-                failed = true;
-                continue;
-            };
-            let growth = figure / before - 1.0;
-            let verdict = if growth > TOLERANCE { "FAIL" } else { "ok" };
-            println!(
-                "check {name:<14} {figure:.0} against recorded {before:.0}: {:+.1}% {verdict}",
-                growth * 100.0
-            );
-            failed |= growth > TOLERANCE;
-        }
-        if failed {
-            return ExitCode::FAILURE;
-        }
-    }
-    ExitCode::SUCCESS
+    ours
 }
