@@ -1,14 +1,15 @@
 //! Throughput and latency of the transport against a private redis-server, each figure next to
 //! raw redis-rs doing the same work in the same run.
 //!
-//! `cargo bench -p redstream-transport` (set `REDSTREAM_BENCH_EVENTS` to change the 200,000).
+//! `cargo bench -p redstream-transport --bench throughput` (set `REDSTREAM_BENCH_EVENTS` to
+//! change the 200,000 events per run, `REDSTREAM_BENCH_ROUNDS` the 5 rounds).
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
 //! | publish, 1 task | `publish` one after the other | `XADD` one after the other |
 //! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
-//! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`, as `publish_batch` sends it |
+//! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`: an all-or-nothing batch done by hand (`publish_batch` runs its own script) |
 //! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT 100` + `XACK` loop |
 //! | consume + ack, 4 consumers | 4 transports subscribed in one group | 4 such loops, one connection and consumer name each |
 //! | latency at 10k/s | publish -> handler, p50/p99 | `XADD` -> a blocking `XREADGROUP` reader that decodes and acks, p50/p99 |
@@ -455,7 +456,7 @@ async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration)
     (percentile(&samples, 0.5), percentile(&samples, 0.99))
 }
 
-/// Rounds per figure (3, or `REDSTREAM_BENCH_ROUNDS`); each round runs redstream and raw
+/// Rounds per figure (5, as the state and sink benches, or `REDSTREAM_BENCH_ROUNDS`); each round runs redstream and raw
 /// redis-rs back to back, alternating which goes first, and the median rate of each side is
 /// reported. One machine runs both the server and the client, so single runs are noisy: more
 /// rounds narrow the median.
@@ -464,7 +465,7 @@ static ROUNDS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n| n > 0)
-        .unwrap_or(3)
+        .unwrap_or(5)
 });
 
 fn main() {
