@@ -42,7 +42,9 @@ pub(crate) struct Buffer {
     /// Signalled when a worker takes an entry, if `room_waiters` says a reader waits.
     room: Arc<Notify>,
     room_waiters: Arc<AtomicUsize>,
-    /// Workers waiting in `take`.
+    /// Workers waiting in `take`: counted for the tests only (a shared count written on every
+    /// wait would cost the workers for nothing).
+    #[cfg(test)]
     workers_waiting: Arc<AtomicUsize>,
 }
 
@@ -62,8 +64,8 @@ impl Lanes {
     }
 }
 
-/// A reader (in `room_waiters`) or a worker (in `workers_waiting`) counted while it waits,
-/// until the wait ends or is dropped.
+/// A reader (in `room_waiters`) or, in tests, a worker (in `workers_waiting`) counted while it
+/// waits, until the wait ends or is dropped.
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl Drop for Waiting<'_> {
@@ -88,6 +90,7 @@ impl Buffer {
             lanes: Arc::default(),
             room: Arc::default(),
             room_waiters: Arc::default(),
+            #[cfg(test)]
             workers_waiting: Arc::default(),
         })
     }
@@ -158,8 +161,11 @@ impl Buffer {
                 return Some(delivery);
             }
             let popped = {
-                self.workers_waiting.fetch_add(1, Ordering::Relaxed);
-                let _waiting = Waiting(&self.workers_waiting);
+                #[cfg(test)]
+                let _waiting = {
+                    self.workers_waiting.fetch_add(1, Ordering::Relaxed);
+                    Waiting(&self.workers_waiting)
+                };
                 self.tickets.pop().await
             };
             popped?;
