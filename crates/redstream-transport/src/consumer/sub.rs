@@ -146,6 +146,8 @@ pub(crate) struct Sub {
 #[derive(Debug, Default)]
 pub(super) struct Stall {
     failures: u32,
+    /// `NOGROUP` errors in a row (the group re-created each time, and gone again).
+    nogroups: u32,
     since: Option<Instant>,
     warned: Option<Instant>,
 }
@@ -275,11 +277,20 @@ impl Sub {
         if is_nogroup(err) {
             let all: Vec<usize> = (0..self.streams.len()).collect();
             self.recover_nogroup(&all, err).await;
-            // Straight back to reading, unless the group keeps disappearing.
-            if failures <= 1 {
+            stall.nogroups = stall.nogroups.saturating_add(1);
+            // Straight back to reading, unless the group keeps disappearing; counted apart
+            // from the stall's other failures, so that the group re-created after a restart
+            // is read at once however long the server was down.
+            if stall.nogroups <= 1 {
                 return !self.stop.is_cancelled();
             }
+            let delay = transient_backoff().delay_for(stall.nogroups);
+            return tokio::select! {
+                () = self.stop.cancelled() => false,
+                () = tokio::time::sleep(delay) => true,
+            };
         }
+        stall.nogroups = 0;
         let kind = err.kind();
         let stalled_for = stall.stalled_for();
         let delay = if kind.is_retryable() {
