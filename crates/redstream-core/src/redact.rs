@@ -14,7 +14,8 @@ use std::fmt;
 /// password (base64 passwords often hold `/`) is masked with the rest. The user name before the
 /// first `:` is kept only when it holds none of `/?#`; otherwise all of it is masked. The
 /// values of `password`, `pass`, `passwd`, `pwd`, `secret` and `token` query parameters
-/// (`redis+unix:///run/redis.sock?pass=...`) are masked too. Text without `://` is masked
+/// (`redis+unix:///run/redis.sock?pass=...`) are masked too. Text without `://`, or whose
+/// `://` does not follow a scheme (a letter, then letters, digits, `+`, `-` or `.`), is masked
 /// before its last `@`. When in doubt (an `@` in a path or a query), more is masked, never
 /// less.
 #[must_use]
@@ -30,7 +31,11 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
 /// `text` with everything between `://` and its last `@` masked (see [`redact_url`]), or
 /// `None` when it has no `@`.
 fn mask_userinfo(text: &str) -> Option<String> {
-    let Some(scheme_end) = text.find("://") else {
+    // A `://` counts only after a scheme as RFC 3986 spells one (a letter, then letters,
+    // digits, `+`, `-` or `.`): one inside a password (`:pa://ss@host`) must not make the text
+    // before it look like a scheme and the password like a host.
+    let scheme_end = text.find("://").filter(|&end| is_scheme(&text[..end]));
+    let Some(scheme_end) = scheme_end else {
         let at = text.rfind('@')?;
         return Some(format!("***{}", &text[at..]));
     };
@@ -50,6 +55,13 @@ fn mask_userinfo(text: &str) -> Option<String> {
     out.push_str("***");
     out.push_str(&text[at..]);
     Some(out)
+}
+
+/// Whether `text` is a URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 /// `text` with the values of credential-like query parameters masked.
@@ -138,6 +150,9 @@ mod tests {
             ("redis://:a@b/c?d#e@h", "redis://:***@h"),
             ("redis://:canary@@h", "redis://:***@h"),
             ("redis://us/er:x@h", "redis://***@h"),
+            // A `://` inside a password, with no scheme in front (found by the canary).
+            (":CANARYXCANARYY://@127.0.0.1:6379", "***@127.0.0.1:6379"),
+            ("u:pa://ss@h", "***@h"),
             (
                 "redis+unix:///run/redis.sock?db=1&pass=secret",
                 "redis+unix:///run/redis.sock?db=1&pass=***",
