@@ -18,13 +18,19 @@ async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
 }
 
-/// The `data-id`s of the rows `css` matches, in order.
+/// The `data-id`s of the rows `css` matches, in order. Read in one script, in the page: the
+/// pending entries refresh on their own, and rows found in one WebDriver call could be
+/// replaced before the next call reads them (a stale element).
 async fn ids(client: &Client, css: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    for row in client.find_all(Locator::Css(css)).await.unwrap() {
-        ids.push(row.attr("data-id").await.unwrap().unwrap());
-    }
-    ids
+    let ids = client
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0]), \
+             row => row.getAttribute('data-id'))",
+            vec![Value::String(css.to_owned())],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(ids).unwrap()
 }
 
 async fn newest_first(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> Vec<String> {
