@@ -8,13 +8,9 @@ use serde_json::json;
 
 use super::pages::assert_fits;
 use super::{
-    LIVE, browser, browser_sized, click, group_reads, screenshot_when, scroll_to,
-    start_chromedriver, start_dashboard, transport, wait_for,
+    LIVE, attr, browser, browser_sized, click, group_reads, screenshot_when, scroll_to,
+    start_chromedriver, start_dashboard, text, transport, wait_for,
 };
-
-async fn text(client: &Client, css: &str) -> String {
-    wait_for(client, css).await.text().await.unwrap()
-}
 
 /// Elements the page would hold had it parsed text from Redis as HTML.
 async fn injected(client: &Client) -> usize {
@@ -133,22 +129,18 @@ async fn the_nodes_panel_shows_the_hit_ratio() {
     client.goto(&format!("{base}/")).await.unwrap();
     wait_for(&client, LIVE).await;
     let address = format!("{}:{}", redis.host(), redis.port());
-    let cell = wait_for(
-        &client,
-        &format!(
-            r#"tr[data-testid="node-row"][data-node="{address}"] [data-testid="node-hit-ratio"]"#
-        ),
-    )
-    .await;
+    let cell = format!(
+        r#"tr[data-testid="node-row"][data-node="{address}"] [data-testid="node-hit-ratio"]"#
+    );
     // The misses above and the dashboard's own reads: some lookups, not all of them hits.
-    let shown = cell.text().await.unwrap();
+    let shown = text(&client, &cell).await;
     let percent: f64 = shown
         .strip_suffix(" %")
         .unwrap_or_else(|| panic!("{shown:?}"))
         .parse()
         .unwrap();
     assert!((0.0..100.0).contains(&percent), "{shown}");
-    let title = cell.attr("title").await.unwrap().unwrap_or_default();
+    let title = attr(&client, &cell, "title").await.unwrap_or_default();
     assert!(
         title.contains("hits") && title.contains("misses"),
         "{title}"

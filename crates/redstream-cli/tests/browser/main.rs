@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use redstream_core::{Event, EventMetadata};
@@ -187,7 +189,7 @@ async fn browser_sized(driver: &str, width: Option<u32>) -> Client {
 }
 
 /// Waits (bounded) until `css` matches an element, and returns it.
-async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+async fn wait_for(client: &Client, css: &str) -> Element {
     match client
         .wait()
         .at_most(WAIT)
@@ -252,9 +254,56 @@ async fn screenshot_when(client: &Client, name: &str, ready: &[&str]) -> PathBuf
     path
 }
 
+/// Runs `act` on the element `css` matches, once it shows up (bounded).
+///
+/// The page re-renders a row whenever its data changes (an idle time ticks, a length grows),
+/// so an element found in one WebDriver call can be gone by the next: on a stale element the
+/// selector is looked up again, until [`WAIT`] has passed. Tests hold selectors, never
+/// elements, across calls.
+async fn with_element<T, F, Fut>(client: &Client, css: &str, act: F) -> T
+where
+    F: Fn(Element) -> Fut,
+    Fut: Future<Output = Result<T, CmdError>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let element = wait_for(client, css).await;
+        match act(element).await {
+            Ok(value) => return value,
+            Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {}
+            Err(e) => panic!("on {css:?}: {e}"),
+        }
+    }
+}
+
+/// The text of the element `css` matches, as the browser renders it.
+async fn text(client: &Client, css: &str) -> String {
+    with_element(client, css, |element| async move { element.text().await }).await
+}
+
+/// The attribute `name` of the element `css` matches.
+async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
+    with_element(
+        client,
+        css,
+        |element| async move { element.attr(name).await },
+    )
+    .await
+}
+
+/// Whether the control `css` matches is enabled.
+async fn is_enabled(client: &Client, css: &str) -> bool {
+    with_element(
+        client,
+        css,
+        |element| async move { element.is_enabled().await },
+    )
+    .await
+}
+
 /// Waits (bounded) for `css` and clicks it.
 async fn click(client: &Client, css: &str) {
-    wait_for(client, css).await.click().await.unwrap();
+    with_element(client, css, |element| async move { element.click().await }).await;
 }
 
 /// The connection badge once the WebSocket feed is live.
@@ -262,10 +311,13 @@ const LIVE: &str = r#"[data-testid="connection-status"][data-state="live"]"#;
 
 /// Scrolls the element `css` matches (waited for) to the top of the window.
 async fn scroll_to(client: &Client, css: &str) {
-    let element = wait_for(client, css).await;
-    let element = serde_json::to_value(&element).unwrap();
+    wait_for(client, css).await;
+    // Found again in the page, so a row re-rendered meanwhile is not a stale element.
     client
-        .execute("arguments[0].scrollIntoView()", vec![element])
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![Value::String(css.to_owned())],
+        )
         .await
         .unwrap();
 }
@@ -341,23 +393,23 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         r#"tr[data-testid="group-row"][data-group="billing"]"#,
     )
     .await;
-    let writes = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
-    assert_eq!(writes.text().await.unwrap(), "Writes enabled");
+    assert_eq!(
+        text(&client, r#"[data-testid="writes-badge"]"#).await,
+        "Writes enabled"
+    );
 
     // The Nodes panel: the one server, with its stream and entries, and the totals.
     let address = format!("{}:{}", redis.host(), redis.port());
-    let node = wait_for(
+    let node = text(
         &client,
         &format!(r#"tr[data-testid="node-row"][data-node="{address}"]"#),
     )
     .await;
-    let text = node.text().await.unwrap();
-    assert!(text.contains("master"), "{text}");
-    assert!(text.contains('6'), "six entries: {text}");
-    let total = wait_for(&client, r#"tr[data-testid="nodes-total"]"#).await;
-    let text = total.text().await.unwrap();
-    assert!(text.starts_with("Total"), "{text}");
-    assert!(text.contains('6'), "{text}");
+    assert!(node.contains("master"), "{node}");
+    assert!(node.contains('6'), "six entries: {node}");
+    let total = text(&client, r#"tr[data-testid="nodes-total"]"#).await;
+    assert!(total.starts_with("Total"), "{total}");
+    assert!(total.contains('6'), "{total}");
 
     // A new stream appears without a reload.
     events
@@ -368,12 +420,12 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         ))
         .await
         .unwrap();
-    let row = wait_for(
+    let row = text(
         &client,
         r#"tr[data-testid="stream-row"][data-stream="events:user.signed_up"]"#,
     )
     .await;
-    assert!(row.text().await.unwrap().contains("user.signed_up"));
+    assert!(row.contains("user.signed_up"), "{row}");
     // One row per stream: a high-priority event goes to the type's row, no lane row appears.
     events
         .publish(
@@ -391,25 +443,26 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         .publish_fields("events.raw", &[("event_id", "e1"), ("brand_id", "b1")])
         .await
         .unwrap();
-    let raw = wait_for(
+    let raw = text(
         &client,
         r#"tr[data-testid="stream-row"][data-stream="events.raw"]"#,
     )
     .await;
-    assert!(raw.text().await.unwrap().contains("events.raw"));
-    let header = wait_for(&client, r#"[data-testid="prefix"]"#).await;
+    assert!(raw.contains("events.raw"), "{raw}");
     assert_eq!(
-        header.text().await.unwrap(),
+        text(&client, r#"[data-testid="prefix"]"#).await,
         "prefix events · also events.*"
     );
-    let rows = client
-        .find_all(fantoccini::Locator::Css(r#"tr[data-testid="stream-row"]"#))
+    // Read in one script in the page: a row whose length changes is re-rendered.
+    let streams = client
+        .execute(
+            r#"return Array.from(document.querySelectorAll('tr[data-testid="stream-row"]'),
+                row => row.getAttribute('data-stream'))"#,
+            vec![],
+        )
         .await
         .unwrap();
-    let mut streams = Vec::new();
-    for row in rows {
-        streams.push(row.attr("data-stream").await.unwrap().unwrap());
-    }
+    let mut streams: Vec<String> = serde_json::from_value(streams).unwrap();
     streams.sort();
     assert_eq!(
         streams,
@@ -433,26 +486,22 @@ async fn the_page_follows_streams_and_redrives_a_dead_letter() {
         .await
         .unwrap();
     let dead_row_css = format!(r#"tr[data-testid="dlq-row"][data-id="{dead}"]"#);
-    let dead_row = wait_for(&client, &dead_row_css).await;
-    let text = dead_row.text().await.unwrap();
+    let dead_row = text(&client, &dead_row_css).await;
     assert!(
-        text.contains("card issuer timed out after 3 attempts"),
-        "{text}"
+        dead_row.contains("card issuer timed out after 3 attempts"),
+        "{dead_row}"
     );
-    assert!(text.contains("payment.captured"), "{text}");
-    let button = dead_row
-        .find(Locator::Css(r#"button[data-testid="redrive-button"]"#))
-        .await
-        .unwrap();
-    assert!(button.is_enabled().await.unwrap());
+    assert!(dead_row.contains("payment.captured"), "{dead_row}");
+    let button = format!(r#"{dead_row_css} button[data-testid="redrive-button"]"#);
+    assert!(is_enabled(&client, &button).await);
     // Let a few snapshots build the throughput chart, then keep a picture of the page.
     screenshot_when(&client, "dashboard.png", &["#throughput-legend li"]).await;
 
     // Redrive it: it leaves the table, a snapshot confirms the dead-letter stream is empty, and
     // the event is back on its stream.
-    button.click().await.unwrap();
-    let notice = wait_for(&client, r#"[data-testid="notice"]:not([hidden])"#).await;
-    assert!(notice.text().await.unwrap().contains("Redriven 1"));
+    click(&client, &button).await;
+    let notice = text(&client, r#"[data-testid="notice"]:not([hidden])"#).await;
+    assert!(notice.contains("Redriven 1"), "{notice}");
     wait_for(
         &client,
         &format!(r#"#dlq-body:not(:has(tr[data-id="{dead}"]))"#),
@@ -521,32 +570,33 @@ async fn read_only_pages_disable_the_redrive_buttons() {
         .goto(&format!("{base}/?token={token}"))
         .await
         .unwrap();
-    let row = wait_for(
-        &client,
-        &format!(r#"tr[data-testid="dlq-row"][data-id="{dead}"]"#),
-    )
-    .await;
-    let button = row
-        .find(Locator::Css(r#"button[data-testid="redrive-button"]"#))
+    let row = format!(r#"tr[data-testid="dlq-row"][data-id="{dead}"]"#);
+    assert!(
+        !is_enabled(
+            &client,
+            &format!(r#"{row} button[data-testid="redrive-button"]"#)
+        )
         .await
-        .unwrap();
-    assert!(!button.is_enabled().await.unwrap());
-    let wrap = row.find(Locator::Css(".action-wrap")).await.unwrap();
-    let tooltip = wrap.attr("title").await.unwrap().unwrap_or_default();
+    );
+    let tooltip = attr(&client, &format!("{row} .action-wrap"), "title")
+        .await
+        .unwrap_or_default();
     assert!(tooltip.contains("--allow-writes"), "{tooltip}");
-    let badge = wait_for(&client, r#"[data-testid="writes-badge"]"#).await;
-    assert_eq!(badge.text().await.unwrap(), "Read-only");
+    assert_eq!(
+        text(&client, r#"[data-testid="writes-badge"]"#).await,
+        "Read-only"
+    );
 
     // Everything from Redis is shown as text, and nothing of it became markup.
-    let text = row.text().await.unwrap();
-    assert!(text.contains(error), "{text}");
-    assert!(text.contains("</script><script>"), "{text}");
-    let stream_row = wait_for(
+    let shown = text(&client, &row).await;
+    assert!(shown.contains(error), "{shown}");
+    assert!(shown.contains("</script><script>"), "{shown}");
+    let stream_row = text(
         &client,
         &format!(r#"tr[data-testid="stream-row"][data-stream="{html_stream}"]"#),
     )
     .await;
-    assert!(stream_row.text().await.unwrap().contains("<i>x</i>"));
+    assert!(stream_row.contains("<i>x</i>"), "{stream_row}");
     let injected = client
         .find_all(Locator::Css("main img, main b, main i, main script"))
         .await

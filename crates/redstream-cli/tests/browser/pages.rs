@@ -7,12 +7,8 @@ use serde_json::{Value, json};
 
 use super::{
     LIVE, browser, browser_sized, click, group_reads, screenshot_when, scroll_to,
-    start_chromedriver, start_dashboard, transport, wait_for,
+    start_chromedriver, start_dashboard, text, transport, wait_for,
 };
-
-async fn text(client: &Client, css: &str) -> String {
-    wait_for(client, css).await.text().await.unwrap()
-}
 
 async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
