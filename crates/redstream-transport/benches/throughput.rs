@@ -482,9 +482,9 @@ fn main() {
         let raw = server.connection().await.unwrap();
         println!(
             "redstream-transport, {total} seed-sized events per run, median of {} rounds, \
-             redis-server {} on 127.0.0.1:{}",
+             {} on 127.0.0.1:{}",
             *ROUNDS,
-            server_version(&raw).await,
+            server_version(&server),
             server.port()
         );
 

@@ -7,9 +7,10 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::ConnectionLike;
 use redstream_core::wire;
 use redstream_core::{Event, EventLimits, EventMetadata};
+use redstream_testkit::RedisServer;
 use serde_json::json;
 
 /// The seed's event of type `event_type`, numbered `n`.
@@ -98,19 +99,12 @@ pub(crate) fn ratio_line(name: &str, ours: &[f64], raw: &[f64]) {
     println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
 }
 
-/// The server's `redis_version`.
-pub(crate) async fn server_version(conn: &MultiplexedConnection) -> String {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
+/// The server `server` runs, as the test kit read it from the binary (`Redis 7.0.15
+/// (/usr/bin/redis-server)`), for a bench's first line.
+pub(crate) fn server_version(server: &RedisServer) -> String {
+    server
+        .server_version()
+        .map_or_else(|| "an unknown server".to_owned(), ToString::to_string)
 }
 
 /// Deletes `key` (on a clone of `conn`, as every bench holds its connection shared).
