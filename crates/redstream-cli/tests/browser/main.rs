@@ -281,6 +281,26 @@ async fn text(client: &Client, css: &str) -> String {
     with_element(client, css, |element| async move { element.text().await }).await
 }
 
+/// The rendered texts of the elements the selectors match, read together in one script in the
+/// page: parts that one refresh updates together (a total and the card that repeats it) are
+/// read from the same refresh.
+async fn texts_together(client: &Client, selectors: &[&str]) -> Vec<String> {
+    for css in selectors {
+        wait_for(client, css).await;
+    }
+    let texts = client
+        .execute(
+            "return Array.from(arguments, css => document.querySelector(css).innerText)",
+            selectors
+                .iter()
+                .map(|css| Value::String((*css).to_owned()))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(texts).unwrap()
+}
+
 /// The attribute `name` of the element `css` matches.
 async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
     with_element(
