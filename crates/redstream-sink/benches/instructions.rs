@@ -28,37 +28,27 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
+use common::{Progress, SINK_ID, raw_script_batch, seed_event};
 use redis::aio::MultiplexedConnection;
-use redstream_core::{BatchSink, Event, EventLimits, EventMetadata, SourcePosition, wire};
+use redstream_core::{BatchSink, Event, SourcePosition};
 use redstream_sink::{RedisSink, SinkConfig};
 use redstream_testkit::RedisServer;
 use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
-use serde_json::json;
 
 /// Events per short and per long run, whatever the batch size: runs of 12,000 minus 1,000.
 const SHORT_EVENTS: u64 = 1_000;
 const LONG_EVENTS: u64 = 12_000;
-const SINK_ID: &str = "bench";
 
 /// (name, batch size, redstream's child case, raw redis-rs's child case).
 const CASES: [(&str, u64, &str, &str); 2] = [
     ("batch 100, exactly-once on", 100, "sink", "raw-script"),
     ("batch 1000, exactly-once on", 1_000, "sink", "raw-script"),
 ];
-
-static BATCH_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/batch.lua")));
-
-fn seed_event(n: u64) -> Event {
-    Event::new(
-        "order.created",
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-}
 
 fn batch_of(size: u64, number: u64) -> Vec<Event> {
     (0..size).map(|k| seed_event(number * size + k)).collect()
@@ -139,28 +129,16 @@ async fn raw_batch(
     number: u64,
     previous: Option<(String, String)>,
 ) -> (String, String) {
-    let limits = EventLimits::default();
     let position = number.to_string();
     let last = events.last().unwrap().id().to_string();
-    let mut invocation = BATCH_SCRIPT.prepare_invoke();
-    invocation.key(stream).key(progress);
-    invocation.arg("").arg("").arg("");
-    match &previous {
-        Some((last, position)) => invocation.arg("1").arg(last).arg(position),
-        None => invocation.arg("0").arg("").arg(""),
+    let recorded = Progress {
+        key: progress,
+        previous: previous.as_ref(),
+        last: &last,
+        position: &position,
     };
-    invocation.arg(&last).arg(&position);
-    for event in events {
-        invocation.arg(wire::encode(event, &limits).unwrap());
-    }
-    // `{'written', '<id> <id> ...'}`: the ids as strings, as the sink returns them.
-    let reply: Vec<String> = invocation.invoke_async(conn).await.unwrap();
-    assert_eq!(reply[0], "written");
-    let ids: Vec<String> = reply[1]
-        .split_ascii_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(ids.len(), events.len());
+    let written = raw_script_batch(conn, stream, Some(recorded), events).await;
+    assert_eq!(written, events.len());
     (last, position)
 }
 

@@ -17,24 +17,18 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{Progress, SINK_ID, raw_script_batch, seed_event};
 use redis::aio::MultiplexedConnection;
-use redstream_core::{BatchSink, Event, EventLimits, EventMetadata, SourcePosition, wire};
+use redstream_core::{BatchSink, Event, EventLimits, SourcePosition, wire};
 use redstream_sink::{RedisSink, SinkConfig};
 use redstream_testkit::RedisServer;
-use serde_json::json;
 
 /// Rounds per figure; sides alternate which goes first, and the median of each is reported.
 const ROUNDS: usize = 5;
-
-fn seed_event(n: u64) -> Event {
-    Event::new(
-        "order.created",
-        json!({ "order_id": n.to_string(), "total": 99.99, "items": 3 }),
-        EventMetadata::default(),
-    )
-}
 
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
@@ -52,7 +46,7 @@ async fn sink_run(
     batch: usize,
     exactly_once: bool,
 ) -> Duration {
-    let config = SinkConfig::new("bench", server.url(), stream)
+    let config = SinkConfig::new(SINK_ID, server.url(), stream)
         .with_max_batch_events(batch)
         .with_exactly_once(exactly_once);
     let sink = RedisSink::new(config).unwrap();
@@ -80,9 +74,6 @@ enum Raw {
     Script,
 }
 
-static BATCH_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/batch.lua")));
-
 async fn raw_run(
     conn: &mut MultiplexedConnection,
     stream: &str,
@@ -92,7 +83,7 @@ async fn raw_run(
     how: Raw,
 ) -> Duration {
     let limits = EventLimits::default();
-    let progress = format!("{stream}:progress");
+    let progress = redstream_sink::keys::progress_key(stream, SINK_ID);
     // Owned batches, cut before the clock starts and dropped inside the timed loop, as the
     // sink's are (`send_batch` takes its events by value).
     let chunks: Vec<Vec<Event>> = events.chunks(batch).map(<[Event]>::to_vec).collect();
@@ -124,32 +115,13 @@ async fn raw_run(
                 ids.len()
             }
             Raw::Script => {
-                let mut invocation = BATCH_SCRIPT.prepare_invoke();
-                invocation.key(stream);
-                if exactly_once {
-                    invocation.key(&progress);
-                }
-                invocation.arg("").arg("").arg("");
-                match (&previous, exactly_once) {
-                    (Some((last, position)), true) => invocation.arg("1").arg(last).arg(position),
-                    _ => invocation.arg("0").arg("").arg(""),
-                };
-                if exactly_once {
-                    invocation.arg(&last).arg(&position);
-                } else {
-                    invocation.arg("").arg("");
-                }
-                for event in &chunk {
-                    invocation.arg(wire::encode(event, &limits).unwrap());
-                }
-                // `{'written', '<id> <id> ...'}`: the ids as strings, as the sink returns them.
-                let reply: Vec<String> = invocation.invoke_async(conn).await.unwrap();
-                assert_eq!(reply[0], "written");
-                let ids: Vec<String> = reply[1]
-                    .split_ascii_whitespace()
-                    .map(str::to_owned)
-                    .collect();
-                ids.len()
+                let recorded = exactly_once.then(|| Progress {
+                    key: &progress,
+                    previous: previous.as_ref(),
+                    last: &last,
+                    position: &position,
+                });
+                raw_script_batch(conn, stream, recorded, &chunk).await
             }
         };
         assert_eq!(ids, chunk.len());
@@ -206,7 +178,7 @@ fn main() {
                     let stream = format!("{{bench}}.sink.{run}");
                     let mut keys = vec![
                         stream.clone(),
-                        redstream_sink::keys::progress_key(&stream, "bench"),
+                        redstream_sink::keys::progress_key(&stream, SINK_ID),
                     ];
                     // Alternate: redstream first in even rounds, last in odd ones.
                     if round % 2 == 0 {
@@ -221,7 +193,7 @@ fn main() {
                             raw_run(&mut conn, &raw_stream, &events, batch, exactly_once, *how)
                                 .await;
                         theirs[side].push(rate(total, took));
-                        keys.push(format!("{raw_stream}:progress"));
+                        keys.push(redstream_sink::keys::progress_key(&raw_stream, SINK_ID));
                         keys.push(raw_stream);
                     }
                     if round % 2 == 1 {
