@@ -172,11 +172,14 @@
       state.exact.set(name, series.exact);
     }
     const last = view.t.length ? view.t[view.t.length - 1] : null;
-    // Keep what the snapshots brought meanwhile when it is newer.
-    if (last != null && (state.lastTime == null || last >= state.lastTime)) {
-      state.history = history;
-      state.lastTime = last;
+    // Samples the snapshots brought while the request was out go after the history's last one
+    // (a snapshot can beat the reply: dropping the history then would lose the hour).
+    for (const [name, h] of state.history) {
+      const newer = h.filter((p) => last == null || p.t > last);
+      if (newer.length) history.set(name, (history.get(name) || []).concat(newer));
     }
+    state.history = history;
+    if (last != null && (state.lastTime == null || last > state.lastTime)) state.lastTime = last;
     if (state.snapshot) { renderStreams(state.snapshot); if (!state.page) drawCharts(); }
     $('throughput-chart').dataset.history = 'loaded';
   }

@@ -485,6 +485,44 @@ async fn the_page_fits_400_px_and_its_banner_is_punctuated() {
     client.close().await.unwrap();
 }
 
+/// Holds the reply to the page's `GET /api/throughput` (sent when the live feed opens) until
+/// the live feed has brought two samples of its own, one of them newer than that history: the
+/// order a loaded machine gives now and then, made certain.
+const HOLD_HISTORY: &str = r"
+    const fetchNow = window.fetch.bind(window);
+    const samples = () => Number(document.getElementById('throughput-chart')?.dataset.samples || 0);
+    window.fetch = async (input, init) => {
+      const response = await fetchNow(input, init);
+      if (String(input).includes('/api/throughput')) {
+        await new Promise((resolve) => {
+          const check = () => (samples() >= 2 ? resolve() : setTimeout(check, 50));
+          check();
+        });
+      }
+      return response;
+    };
+";
+
+/// Runs `script` in every page `client` opens from now on, before the page's own scripts
+/// (Chromium's `Page.addScriptToEvaluateOnNewDocument`, through chromedriver).
+async fn before_each_page(client: &Client, driver_url: &str, script: &str) {
+    let session = client.session_id().await.unwrap().unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{driver_url}/session/{session}/goog/cdp/execute"))
+        .json(&json!({
+            "cmd": "Page.addScriptToEvaluateOnNewDocument",
+            "params": { "source": script },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_throughput_history_outlives_a_reload() {
     let (_driver, driver_url) = start_chromedriver().await;
@@ -586,7 +624,9 @@ async fn the_throughput_history_outlives_a_reload() {
     screenshot_when(&client, "throughput.png", &[]).await;
     let before = points(&client).await;
     assert!(before >= 3, "{before}");
-    // A reload draws the server's history at once, not only what arrives from now on.
+    // A reload draws the server's history at once, not only what arrives from now on, even
+    // when the live feed's samples reach the page before the history does.
+    before_each_page(&client, &driver_url, HOLD_HISTORY).await;
     client.refresh().await.unwrap();
     wait_for(
         &client,
