@@ -30,6 +30,10 @@ use serde_json::{Value, json};
 /// How long any one thing may take to show up on the page (the feed refreshes every second).
 const WAIT: Duration = Duration::from_secs(20);
 
+/// How long a process (chromedriver, `redstream serve`) may take to say it is ready: longer than
+/// [`WAIT`], as starting one on a loaded 2-core machine can take a while.
+const START: Duration = Duration::from_secs(60);
+
 /// A child process killed when the test ends, however it ends.
 struct Process {
     child: Child,
@@ -87,7 +91,7 @@ async fn start_chromedriver() -> (Process, String) {
     });
     let url = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + START;
     loop {
         if let Ok(response) = http.get(format!("{url}/status")).send().await
             && let Ok(status) = response.json::<Value>().await
@@ -104,7 +108,7 @@ async fn start_chromedriver() -> (Process, String) {
     }
 }
 
-/// The first value `pick` finds in the lines of `output`, within [`WAIT`]. The rest of the
+/// The first value `pick` finds in the lines of `output`, within [`START`]. The rest of the
 /// output is drained in the background, so the process never blocks on a full pipe.
 fn wait_for_line(
     output: impl std::io::Read + Send + 'static,
@@ -117,7 +121,7 @@ fn wait_for_line(
             let _ = send.send(line);
         }
     });
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + START;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
@@ -126,7 +130,12 @@ fn wait_for_line(
                     return value;
                 }
             }
-            Err(_) => panic!("{name} did not print the expected line within {WAIT:?}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("{name} did not print the expected line within {START:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{name} closed its output (exited?) before printing the expected line")
+            }
         }
     }
 }
