@@ -29,6 +29,7 @@
 //! needs `EVALSHA`, `SCRIPT LOAD` (once per server start), `TYPE` on the keys whose type is
 //! checked, and the commands themselves.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use redis::{Arg, Cmd, Script, ScriptInvocation};
@@ -121,8 +122,9 @@ impl KeyType {
 pub struct Atomic {
     invocation: ScriptInvocation<'static>,
     commands: usize,
-    /// The keys declared so far, each once.
-    keys: Vec<Vec<u8>>,
+    /// The keys declared so far (each once, in the invocation, in the order first seen): a set,
+    /// so a transaction of many keys is not quadratic.
+    keys: HashSet<Vec<u8>>,
 }
 
 impl Atomic {
@@ -131,7 +133,7 @@ impl Atomic {
         Self {
             invocation: SCRIPT.prepare_invoke(),
             commands: 0,
-            keys: Vec::new(),
+            keys: HashSet::new(),
         }
     }
 
@@ -147,11 +149,11 @@ impl Atomic {
                 _ => None,
             })
             .collect();
-        if let Some(key) = args.get(1)
-            && !self.keys.iter().any(|known| known == key)
+        if let Some(&key) = args.get(1)
+            && !self.keys.contains(key)
         {
-            self.invocation.key(*key);
-            self.keys.push(key.to_vec());
+            self.invocation.key(key);
+            self.keys.insert(key.to_vec());
         }
         self.invocation.arg(args.len()).arg(key_type.as_str());
         for arg in args {
@@ -191,5 +193,50 @@ impl std::fmt::Debug for Atomic {
         f.debug_struct("Atomic")
             .field("commands", &self.commands)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::AsyncCommands;
+    use redstream_testkit::RedisServer;
+
+    use super::*;
+
+    #[test]
+    fn each_key_is_declared_once() {
+        let mut tx = Atomic::new();
+        tx.push(redis::cmd("SET").arg("a").arg("1"), KeyType::String)
+            .push(redis::cmd("SET").arg("b").arg("2"), KeyType::String)
+            .push(redis::cmd("DEL").arg("a"), KeyType::Any)
+            .push(&redis::cmd("PING"), KeyType::Any);
+        assert_eq!(tx.len(), 4);
+        let shown = format!("{:?}", tx.invocation());
+        assert!(shown.contains("keys: 2"), "{shown}");
+    }
+
+    /// Many distinct keys, each declared once, and a command on a key seen before: every
+    /// command runs, in order.
+    #[tokio::test]
+    async fn a_transaction_of_thousands_of_keys_runs_whole() {
+        const KEYS: usize = 5_000;
+        let server = RedisServer::start().await.unwrap();
+        let mut conn = server.connection().await.unwrap();
+        let mut tx = Atomic::new();
+        for n in 0..KEYS {
+            tx.push(
+                redis::cmd("SET").arg(format!("k:{n}")).arg(n),
+                KeyType::String,
+            );
+        }
+        tx.push(redis::cmd("DEL").arg("k:0"), KeyType::Any);
+        let shown = format!("{:?}", tx.invocation());
+        assert!(shown.contains(&format!("keys: {KEYS}")), "{shown}");
+        let replies: Vec<redis::Value> = tx.invocation().invoke_async(&mut conn).await.unwrap();
+        assert_eq!(replies.len(), KEYS + 1);
+        let size: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        assert_eq!(size, KEYS - 1);
+        let last: Option<usize> = conn.get(format!("k:{}", KEYS - 1)).await.unwrap();
+        assert_eq!(last, Some(KEYS - 1));
     }
 }
