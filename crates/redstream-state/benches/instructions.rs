@@ -23,9 +23,11 @@
 //! | `put_many` (per key) | `put_many` of 100 keys: one `MSET` | encoding + `MSET` of the 100 prefixed keys |
 //! | `put_many_with_ttl` vs `MULTI`/`EXEC` (per key) | `put_many_with_ttl` of 100 keys: the crate's all-or-nothing script | encoding + the 100 `SET .. PX` in `MULTI`/`EXEC` |
 //! | `put_many_with_ttl` vs Lua loop (per key) | the same | encoding + `EVALSHA` of a plain Lua loop of the 100 `SET .. PX` (redis-rs's `Script`) |
+//! | `transaction` vs `MULTI`/`EXEC` (per key) | `transaction` of 100 `put`s: the crate's all-or-nothing script | encoding + the 100 `SET`s in `MULTI`/`EXEC` |
+//! | `save_checkpoint` vs `MULTI`/`EXEC` (per key) | `save_checkpoint` of 100 keys: the crate's all-or-nothing script | encoding + the 100 `SET`s, `DEL` of the record and its `HSET` (format, position, time, a `state:<key>` field per key) in `MULTI`/`EXEC` |
 //!
 //! Both sides get the same input (the user's keys, `order:<n>`) and build the prefixed Redis
-//! key (`bench:order:<n>`) in the counted loop.
+//! key (`bench:order:<n>`, and the record's `state:order:<n>` fields) in the counted loop.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -33,7 +35,7 @@
 use std::process::ExitCode;
 
 use redis::aio::MultiplexedConnection;
-use redstream_state::{StateBackend, StateStore};
+use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
 use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
 use serde::{Deserialize, Serialize};
@@ -47,8 +49,12 @@ const PREFIX: &str = "bench";
 /// TTL of the `put_many_with_ttl` cases.
 const TTL_MS: u64 = 3_600_000;
 
+/// The checkpoint both sides write: its name, and its record's Redis key.
+const CHECKPOINT: &str = "orders";
+const RECORD: &str = "bench#checkpoint:orders";
+
 /// (name, redstream's child case, raw redis-rs's child case, keys per operation).
-const CASES: [(&str, &str, &str, u64); 6] = [
+const CASES: [(&str, &str, &str, u64); 8] = [
     ("get", "get", "raw-get", 1),
     ("put", "put", "raw-put", 1),
     ("get_many, per key", "get_many", "raw-get_many", BATCH),
@@ -63,6 +69,18 @@ const CASES: [(&str, &str, &str, u64); 6] = [
         "put_many_with_ttl vs Lua loop, per key",
         "put_many_ttl",
         "raw-put_many_ttl_lua",
+        BATCH,
+    ),
+    (
+        "transaction vs MULTI/EXEC, per key",
+        "transaction",
+        "raw-transaction_multi",
+        BATCH,
+    ),
+    (
+        "save_checkpoint vs MULTI/EXEC, per key",
+        "save_checkpoint",
+        "raw-save_checkpoint_multi",
         BATCH,
     ),
 ];
@@ -119,7 +137,8 @@ fn main() -> ExitCode {
 
 async fn child(case: &str, ops: u64, url: &str) {
     match case {
-        "get" | "put" | "get_many" | "put_many" | "put_many_ttl" => {
+        "get" | "put" | "get_many" | "put_many" | "put_many_ttl" | "transaction"
+        | "save_checkpoint" => {
             let store = StateStore::new(StateBackend::redis(url, PREFIX))
                 .await
                 .unwrap();
@@ -139,10 +158,24 @@ async fn child(case: &str, ops: u64, url: &str) {
                         let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
                         store.put_many(items).await.unwrap();
                     }
-                    _ => {
+                    "put_many_ttl" => {
                         let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
                         store
                             .put_many_with_ttl(items, std::time::Duration::from_millis(TTL_MS))
+                            .await
+                            .unwrap();
+                    }
+                    "transaction" => {
+                        let mut tx = Transaction::new();
+                        for k in 0..BATCH {
+                            tx.put(&key(n * BATCH + k), order(n + k));
+                        }
+                        store.transaction(tx).await.unwrap();
+                    }
+                    _ => {
+                        let snapshot = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
+                        store
+                            .save_checkpoint(CHECKPOINT, &format!("{n}-0"), snapshot)
                             .await
                             .unwrap();
                     }
@@ -229,6 +262,44 @@ async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
             }
             invocation.arg(TTL_MS);
             let () = invocation.invoke_async(conn).await.unwrap();
+        }
+        "raw-transaction_multi" => {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
+                pipe.cmd("SET")
+                    .arg(format!("{PREFIX}:{key}"))
+                    .arg(serde_json::to_vec(&value).unwrap())
+                    .ignore();
+            }
+            let () = pipe.query_async(conn).await.unwrap();
+        }
+        "raw-save_checkpoint_multi" => {
+            let saved_at_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut hset = redis::cmd("HSET");
+            hset.arg(RECORD)
+                .arg("format")
+                .arg("1")
+                .arg("position")
+                .arg(format!("{n}-0"))
+                .arg("saved_at_ms")
+                .arg(saved_at_ms.to_string());
+            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
+                let value = serde_json::to_vec(&value).unwrap();
+                pipe.cmd("SET")
+                    .arg(format!("{PREFIX}:{key}"))
+                    .arg(&value)
+                    .ignore();
+                hset.arg(format!("state:{key}")).arg(value);
+            }
+            pipe.cmd("DEL").arg(RECORD).ignore();
+            pipe.add_command(hset).ignore();
+            let () = pipe.query_async(conn).await.unwrap();
         }
         other => panic!("unknown case {other}"),
     }

@@ -11,8 +11,10 @@
 //! | put, 1 task / 64 tasks | `put(key, &order)` | `serde_json::to_vec` + `SET` |
 //! | get_many, 1,000 keys | `get_many::<Order, _>` | `MGET` of 1,000 keys + decoding |
 //! | put_many, 1,000 keys | `put_many`: one `MSET` (all or nothing by itself) | encoding + `MSET` of 1,000 keys |
-//! | put_many_with_ttl vs MULTI/EXEC | `put_many_with_ttl`: core's all-or-nothing script of `SET .. PX` per key, which checks each `SET`'s permission before its first write | the same `SET .. PX`s in `MULTI`/`EXEC` (a refused `MULTI` lets them run alone; a failing `SET` does not stop the others) |
+//! | put_many_with_ttl vs MULTI/EXEC | `put_many_with_ttl`: the crate's all-or-nothing script of `SET .. PX` per key, which checks each `SET`'s permission before its first write | the same `SET .. PX`s in `MULTI`/`EXEC` (a refused `MULTI` lets them run alone; a failing `SET` does not stop the others) |
 //! | put_many_with_ttl vs Lua loop | the same | `EVALSHA` of a Lua loop of the same `SET .. PX`s, without checks (a refused `SET` stops it with the ones before applied) |
+//! | transaction, 1,000 puts | `transaction` of 1,000 `put`s: the crate's all-or-nothing script, every `SET` checked before the first write | encoding + the same `SET`s in `MULTI`/`EXEC` |
+//! | save_checkpoint, 1,000 keys | `save_checkpoint` of 1,000 keys: the same script, the `SET`s, `DEL` of the record and its `HSET` | encoding + the same `SET`s, `DEL` and `HSET` (format, position, time, a `state:<key>` field per key) in `MULTI`/`EXEC` |
 //!
 //! Both sides get the same input (the user's keys, `order:<n>`, and values) and do the same
 //! JSON work; the raw side prefixes each key (`bench:order:<n>`, the store's plain layout) in the
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redstream_state::{StateBackend, StateStore};
+use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
 use serde::{Deserialize, Serialize};
 
@@ -260,6 +262,87 @@ async fn raw_put_many_script(conn: &MultiplexedConnection, prefix: &str, calls: 
     started.elapsed()
 }
 
+async fn ours_transaction(store: &StateStore, calls: u64) -> Duration {
+    let started = Instant::now();
+    for call in 0..calls {
+        let mut tx = Transaction::new();
+        for n in 0..BATCH {
+            tx.put(&key(n), order(n + call));
+        }
+        store.transaction(tx).await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// The same `SET`s in `MULTI`/`EXEC`.
+async fn raw_transaction(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for call in 0..calls {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
+            pipe.cmd("SET")
+                .arg(format!("{prefix}:{key}"))
+                .arg(serde_json::to_vec(&value).unwrap())
+                .ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// The checkpoint both sides write.
+const CHECKPOINT: &str = "orders";
+
+async fn ours_save_checkpoint(store: &StateStore, calls: u64) -> Duration {
+    let started = Instant::now();
+    for call in 0..calls {
+        let snapshot = (0..BATCH).map(|n| (key(n), order(n + call)));
+        store
+            .save_checkpoint(CHECKPOINT, &format!("{call}-0"), snapshot)
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+/// The store's writes in `MULTI`/`EXEC`: a `SET` per key, `DEL` of the record, and the
+/// record's `HSET` (format, position, time of saving, a `state:<key>` field per key).
+async fn raw_save_checkpoint(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let record = format!("{prefix}#checkpoint:{CHECKPOINT}");
+    let started = Instant::now();
+    for call in 0..calls {
+        let saved_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&record)
+            .arg("format")
+            .arg("1")
+            .arg("position")
+            .arg(format!("{call}-0"))
+            .arg("saved_at_ms")
+            .arg(saved_at_ms.to_string());
+        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
+            let value = serde_json::to_vec(&value).unwrap();
+            pipe.cmd("SET")
+                .arg(format!("{prefix}:{key}"))
+                .arg(&value)
+                .ignore();
+            hset.arg(format!("state:{key}")).arg(value);
+        }
+        pipe.cmd("DEL").arg(&record).ignore();
+        pipe.add_command(hset).ignore();
+        let () = pipe.query_async(&mut conn).await.unwrap();
+    }
+    started.elapsed()
+}
+
 fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
@@ -386,6 +469,20 @@ fn main() {
             calls * BATCH,
             || ours_put_many_ttl(&store, calls),
             || raw_put_many_script(&raw, prefix, calls),
+        )
+        .await;
+        compare(
+            "transaction, 1,000 puts",
+            calls * BATCH,
+            || ours_transaction(&store, calls),
+            || raw_transaction(&raw, prefix, calls),
+        )
+        .await;
+        compare(
+            "save_checkpoint, 1,000 keys",
+            calls * BATCH,
+            || ours_save_checkpoint(&store, calls),
+            || raw_save_checkpoint(&raw, prefix, calls),
         )
         .await;
         drop(server);

@@ -3,7 +3,7 @@
 //!
 //! [`StateStore::save_checkpoint`](crate::StateStore::save_checkpoint)`(name, position,
 //! snapshot)` writes, all or nothing (one script that checks the user's permissions before it
-//! writes anything, see `redstream_core::atomic`):
+//! writes anything, with the guarantees of `redstream_core::atomic`):
 //!
 //! - every `(key, value)` of the snapshot to its state key, as [`put`](crate::StateStore::put)
 //!   would (so `get(key)` reads it afterwards), and

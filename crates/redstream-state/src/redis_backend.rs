@@ -11,8 +11,8 @@
 //! | `incr_by`, `hset`, `hincr_by` | `INCRBY`, `HSET`, `HINCRBY`; with a default TTL, a script that also sets it on a key it creates |
 //! | `update`, `compare_and_set` | `GET`, then a compare-and-set script (`GET`, compare, `SET`) |
 //! | `list_keys`, `list_keys_matching` | `SCAN cursor MATCH <escaped prefix>:<key prefix or glob> COUNT 1000` until the cursor is 0 (core's `keys::scan`); on a cluster, on every master in turn |
-//! | `transaction` | puts and deletes: one [`Atomic`] script; with increments, `WATCH` + `GET` + `MULTI` on a dedicated connection, then the writes and `EXEC` |
-//! | `save_checkpoint` | one [`Atomic`] script: `SET` per snapshot key, `DEL` + `HSET` of the record |
+//! | `transaction` | puts and deletes: the crate's all-or-nothing script of their `SET`s and `DEL`s, every permission checked first ([`write`](mod@write)); with increments, `WATCH` + `GET` + `MULTI` on a dedicated connection, then the writes and `EXEC` |
+//! | `save_checkpoint` | the same script ([`write`](mod@write)): `SET` per snapshot key, `DEL` + `HSET` of the record |
 //! | `restore_checkpoint` | `WATCH` + `HGETALL` + `MULTI` on a dedicated connection, then a `SET` per key and `EXEC` |
 //! | `load_checkpoint` | `HGETALL` of the record |
 //!
@@ -41,7 +41,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::{Cmd, RedisError, RedisResult, Script};
-use redstream_core::atomic::{Atomic, KeyType};
 use redstream_core::connection::{Connection, Topology, command_error, was_not_sent};
 use redstream_core::keys::KeyLayout;
 use redstream_core::{Error, ErrorKind, Result};
@@ -55,6 +54,7 @@ use crate::transaction::TxOp;
 
 mod put_many;
 mod watched;
+mod write;
 
 /// A checkpoint record's fields as `HGETALL` answers them.
 type RecordFields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -268,17 +268,6 @@ impl RedisBackend {
         self.send(|conn| async move { invocation.invoke_async(&mut conn.clone()).await })
             .await
             .map_err(|err| self.error(operation, key, err))
-    }
-
-    /// Runs `tx`, all or nothing (see `redstream_core::atomic`).
-    async fn atomic(&self, tx: &Atomic) -> RedisResult<()> {
-        self.send(|conn| async move {
-            tx.invocation()
-                .invoke_async::<redis::Value>(&mut conn.clone())
-                .await
-                .map(drop)
-        })
-        .await
     }
 
     /// The user keys of the Redis keys matching `pattern` (core's `SCAN` walk, which skips keys
@@ -621,6 +610,15 @@ impl Backend for RedisBackend {
             "transaction",
             ops.iter().map(|op| (op.key(), self.keys.key(op.key()))),
         )?;
+        // Puts and deletes need no WATCH: one all-or-nothing script of the crate's own for
+        // this shape (see `write`), which a refused permission or OOM stops before any write.
+        if let Some(cmd) = write::transaction(&self.keys, ops, implicit_ttl) {
+            let cmd = &cmd;
+            self.send(|conn| write::query(conn, cmd))
+                .await
+                .map_err(|err| self.error("transaction of SET/DEL", first.key(), err))?;
+            return Ok(Vec::new());
+        }
         let incr_keys: Vec<&str> = {
             let mut keys: Vec<&str> = ops
                 .iter()
@@ -633,35 +631,6 @@ impl Backend for RedisBackend {
             keys.dedup();
             keys
         };
-        if incr_keys.is_empty() {
-            // Puts and deletes need no WATCH: one all-or-nothing script (see
-            // `redstream_core::atomic`), which a refused permission or OOM stops before any write.
-            let mut tx = Atomic::new();
-            for op in ops {
-                let cmd = match op {
-                    TxOp::Put { key, value, ttl } => {
-                        let mut cmd = redis::cmd("SET");
-                        cmd.arg(self.keys.key(key)).arg(value);
-                        if let Some(ttl) = ttl.or(implicit_ttl) {
-                            cmd.arg("PX").arg(ms(ttl));
-                        }
-                        cmd
-                    }
-                    TxOp::Delete { key } => {
-                        let mut cmd = redis::cmd("DEL");
-                        cmd.arg(self.keys.key(key));
-                        cmd
-                    }
-                    // None here: `incr_keys` is empty.
-                    TxOp::IncrBy { .. } => continue,
-                };
-                tx.push(&cmd, KeyType::Any);
-            }
-            self.atomic(&tx)
-                .await
-                .map_err(|err| self.error("transaction of SET/DEL", first.key(), err))?;
-            return Ok(Vec::new());
-        }
         self.watched_transaction(ops, &incr_keys, implicit_ttl)
             .await
     }
@@ -682,31 +651,20 @@ impl Backend for RedisBackend {
                     .map(|(key, _)| (key.as_str(), self.keys.key(key))),
             ),
         )?;
-        // All or nothing whatever the user may do (see `redstream_core::atomic`).
-        let mut tx = Atomic::new();
-        for (key, value) in &checkpoint.state {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.keys.key(key)).arg(value);
-            if let Some(ttl) = implicit_ttl {
-                cmd.arg("PX").arg(ms(ttl));
-            }
-            tx.push(&cmd, KeyType::Any);
-        }
-        tx.push(redis::cmd("DEL").arg(&record), KeyType::Any);
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&record);
-        for (field, value) in checkpoint.to_fields() {
-            hset.arg(field).arg(value);
-        }
-        // After the DEL the record is a hash or nothing, whatever it was.
-        tx.push(&hset, KeyType::Any);
-        self.atomic(&tx).await.map_err(|err| {
-            command_error(
-                "save checkpoint (transaction)",
-                format!("checkpoint {name:?} ({record}) on {}", self.server),
-                err,
-            )
-        })
+        // All or nothing whatever the user may do: the crate's own script for this shape
+        // (see `write`): a `SET` per snapshot key, then `DEL` and `HSET` of the record (after
+        // the `DEL` the record is a hash or nothing, whatever it was).
+        let cmd = write::checkpoint(&self.keys, &record, checkpoint, implicit_ttl);
+        let cmd = &cmd;
+        self.send(|conn| write::query(conn, cmd))
+            .await
+            .map_err(|err| {
+                command_error(
+                    "save checkpoint (transaction)",
+                    format!("checkpoint {name:?} ({record}) on {}", self.server),
+                    err,
+                )
+            })
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {

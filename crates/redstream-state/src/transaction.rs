@@ -12,9 +12,10 @@
 //! user whose ACL refuses `MULTI` gets an error and nothing is written (a pipelined `MULTI`
 //! that is refused would let the writes behind it run one by one).
 //!
-//! A transaction of only puts and deletes needs no `WATCH`: it is one round trip, a script
-//! (core's `redstream_core::atomic`) that checks the user may run every command before it runs
-//! any, and that Redis refuses as a whole when it is out of memory.
+//! A transaction of only puts and deletes needs no `WATCH`: it is one round trip, a script of
+//! the store's own (with the guarantees of core's `redstream_core::atomic`) that checks the user
+//! may run every command before it runs any, and that Redis refuses as a whole when it is out
+//! of memory.
 //!
 //! The memory backend checks and applies the same way, under its lock.
 

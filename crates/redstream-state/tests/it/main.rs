@@ -12,5 +12,6 @@ mod errors;
 mod failures;
 mod permissions;
 mod redis;
+mod scripts;
 mod sentinel;
 mod support;

@@ -334,3 +334,140 @@ async fn put_many_with_ttl_refused_set_on_one_key_writes_none_of_them() {
         assert!(left > Duration::from_secs(50), "{key}: {left:?}");
     }
 }
+
+/// A transaction of puts and deletes, and a checkpoint, check every command before their first
+/// write. The users here may read and write every key of the store, so the server's own check
+/// of the keys the script declares lets it run, but ACL selectors allow `SET`, or `DEL`, on
+/// `myapp:a*` only, or refuse `HSET`: the command and key refused are named in a
+/// `PermissionDenied` (the wording of core's generic transaction), and nothing is written, not
+/// even the writes before the refused one, in a call of 3 keys as in one of 5,000. The same
+/// users write what they may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_checkpoints_refused_one_command_write_nothing() {
+    let no_set = COMMANDS.replace(" +set ", " ");
+    let no_del = COMMANDS.replace(" +del ", " ");
+    let no_hset = COMMANDS.replace(" +hset ", " ");
+    for changed in [&no_set, &no_del, &no_hset] {
+        assert_ne!(changed, COMMANDS);
+    }
+    let mut set_on_a = rules(&no_set, &KEYS);
+    set_on_a.push("(+set ~myapp:a*)");
+    let mut del_on_a = rules(&no_del, &KEYS);
+    del_on_a.push("(+del ~myapp:a*)");
+    let server = RedisServer::builder()
+        .acl_user_rules("set-on-a", "pw", &set_on_a)
+        .acl_user_rules("del-on-a", "pw", &del_on_a)
+        .acl_user_rules("no-hset", "pw", &rules(&no_hset, &KEYS))
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let admin = StateStore::with_config(
+        StateConfig::default().with_backend(StateBackend::redis(server.url(), "myapp")),
+    )
+    .await
+    .unwrap();
+    admin.put("a1", "kept").await.unwrap();
+    admin.put("b1", "kept").await.unwrap();
+    admin
+        .save_checkpoint("cp", "0-1", [("a1", "kept")])
+        .await
+        .unwrap();
+    let before = snapshot(&mut conn).await;
+    let many: Vec<String> = (0..5_000).map(|n| format!("a{n}")).collect();
+
+    let refused = |err: redstream_state::Error, what: &str, command_on: &str| {
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{what}: {err}");
+        let text = err.to_string();
+        assert!(text.contains(command_on), "{what}: {text}");
+        assert!(
+            text.contains("nothing of the transaction was written"),
+            "{what}: {text}"
+        );
+    };
+
+    for ttl in [None, Some(Duration::from_secs(60))] {
+        let store = store_as(&server, "set-on-a", ttl).await;
+        let mut tx = Transaction::new();
+        tx.put("a1", "changed")
+            .delete("a1")
+            .put_with_ttl("b1", "changed", Duration::from_secs(5))
+            .put("a2", "new");
+        let err = store.transaction(tx).await.unwrap_err();
+        refused(err, "transaction", "SET command on myapp:b1");
+        let err = store
+            .save_checkpoint("cp", "0-2", [("a1", "changed"), ("b1", "changed")])
+            .await
+            .unwrap_err();
+        refused(err, "save_checkpoint", "SET command on myapp:b1");
+        let mut tx = Transaction::new();
+        for key in &many {
+            tx.put(key, "new");
+        }
+        tx.put("b1", "changed");
+        let err = store.transaction(tx).await.unwrap_err();
+        refused(err, "transaction of 5,001", "SET command on myapp:b1");
+        let snapshot_of_many = many.iter().map(|k| (k.as_str(), "new"));
+        let err = store
+            .save_checkpoint("cp", "0-2", snapshot_of_many.chain([("b1", "changed")]))
+            .await
+            .unwrap_err();
+        refused(err, "checkpoint of 5,001", "SET command on myapp:b1");
+        assert_eq!(snapshot(&mut conn).await, before);
+    }
+
+    let store = store_as(&server, "del-on-a", None).await;
+    let mut tx = Transaction::new();
+    tx.put("a2", "new").delete("a1").delete("b1");
+    let err = store.transaction(tx).await.unwrap_err();
+    refused(err, "transaction", "DEL command on myapp:b1");
+    // A checkpoint deletes its record before it writes it again.
+    let err = store
+        .save_checkpoint("cp", "0-2", [("a1", "changed")])
+        .await
+        .unwrap_err();
+    refused(err, "save_checkpoint", "DEL command on myapp#checkpoint:cp");
+    assert_eq!(snapshot(&mut conn).await, before);
+
+    let store = store_as(&server, "no-hset", None).await;
+    let snapshot_of_many = many.iter().map(|k| (k.as_str(), "new"));
+    let err = store
+        .save_checkpoint("cp", "0-2", snapshot_of_many)
+        .await
+        .unwrap_err();
+    refused(
+        err,
+        "save_checkpoint",
+        "HSET command on myapp#checkpoint:cp",
+    );
+    assert_eq!(snapshot(&mut conn).await, before);
+
+    // What they may do, they do.
+    let store = store_as(&server, "set-on-a", Some(Duration::from_secs(60))).await;
+    let mut tx = Transaction::new();
+    tx.put("a1", "changed").put("a2", "new").delete("b1");
+    store.transaction(tx).await.unwrap();
+    assert_eq!(
+        admin
+            .get_many::<String, _>(&["a1", "a2", "b1"])
+            .await
+            .unwrap(),
+        vec![Some("changed".to_owned()), Some("new".to_owned()), None]
+    );
+    let left = admin.ttl("a2").await.unwrap().remaining().unwrap();
+    assert!(left > Duration::from_secs(50), "{left:?}");
+    store
+        .save_checkpoint("cp", "0-3", [("a3", "saved")])
+        .await
+        .unwrap();
+    let checkpoint = admin
+        .load_checkpoint::<String>("cp")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint.position, "0-3");
+    assert_eq!(
+        admin.get::<String>("a3").await.unwrap().as_deref(),
+        Some("saved")
+    );
+}
