@@ -25,6 +25,10 @@
 //! The keys of every command are declared as the script's keys, so on a Redis Cluster the
 //! server refuses (`CROSSSLOT`) a transaction whose keys are in different slots.
 //!
+//! One command may carry up to 7,500 arguments: the script passes them to `redis.call` with
+//! Lua's `unpack`, which cannot take many more; a longer command is refused (`ERR`, before any
+//! write). Split a larger write into several commands (`HSET`s of 1,000 fields, say).
+//!
 //! Needs Redis 7.0 or later, or Valkey (the `#!lua` line and `redis.acl_check_cmd`). The user
 //! needs `EVALSHA`, `SCRIPT LOAD` (once per server start), `TYPE` on the keys whose type is
 //! checked, and the commands themselves.
@@ -43,6 +47,10 @@ while i <= #ARGV do
   local argc, want = tonumber(ARGV[i]), ARGV[i + 1]
   local first, last = i + 2, i + 1 + argc
   i = last + 1
+  if argc > 7500 then
+    return redis.error_reply('ERR a command of ' .. argc .. ' arguments is more than one ' ..
+      'transaction command may have (7,500) (nothing of the transaction was written)')
+  end
   local a1, a2, a3 = ARGV[first], ARGV[first + 1], ARGV[first + 2]
   -- ACL rules name commands, subcommands and keys: one check per command, first two arguments
   -- (the key, or a subcommand and its key) and wanted type is enough, and a run of commands
@@ -238,5 +246,59 @@ mod tests {
         assert_eq!(size, KEYS - 1);
         let last: Option<usize> = conn.get(format!("k:{}", KEYS - 1)).await.unwrap();
         assert_eq!(last, Some(KEYS - 1));
+    }
+
+    /// A command longer than Lua can unpack is refused before any write, even after a command
+    /// alike was checked (the script checks a run of commands alike once).
+    #[tokio::test]
+    async fn a_command_too_long_for_the_script_writes_nothing() {
+        let server = RedisServer::start().await.unwrap();
+        let mut conn = server.connection().await.unwrap();
+        let hset = |fields: usize| {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg("h");
+            for n in 0..fields {
+                cmd.arg(format!("f{n}")).arg(n);
+            }
+            cmd
+        };
+        let mut tx = Atomic::new();
+        tx.push(&hset(10), KeyType::Hash)
+            .push(&hset(3_749), KeyType::Hash);
+        let _: Vec<redis::Value> = tx.invocation().invoke_async(&mut conn).await.unwrap();
+        let written: usize = redis::cmd("HLEN")
+            .arg("h")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(written, 3_749);
+
+        let mut tx = Atomic::new();
+        tx.push(redis::cmd("SET").arg("s").arg("1"), KeyType::String)
+            .push(&hset(10), KeyType::Hash)
+            .push(&hset(4_000), KeyType::Hash);
+        let err = tx
+            .invocation()
+            .invoke_async::<Vec<redis::Value>>(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("8002 arguments"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("nothing of the transaction was written"),
+            "{err}"
+        );
+        let exists: usize = redis::cmd("EXISTS")
+            .arg("s")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(exists, 0);
+        let written: usize = redis::cmd("HLEN")
+            .arg("h")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(written, 3_749);
     }
 }
