@@ -6,10 +6,10 @@
 //!
 //! - before its first write it asks `redis.acl_check_cmd` about every command it will run, with
 //!   that command's arguments (`SET key value`, `SET key value PX ms`, `DEL key`, and for a
-//!   checkpoint `DEL record` and `HSET record field value ...`), so a user refused one of them
-//!   (an ACL selector that allows `SET` on some keys only) gets a `NOPERM` naming the command
-//!   and the key, and nothing is written (a key the user may only read is refused even earlier,
-//!   by the server's own check of the declared keys);
+//!   checkpoint `DEL record` and `HSET record` with a placeholder field), so a user refused one
+//!   of them (an ACL selector that allows `SET` on some keys only) gets a `NOPERM` naming the
+//!   command and the key, and nothing is written (a key the user may only read is refused even
+//!   earlier, by the server's own check of the declared keys);
 //! - it is declared with `#!lua` and no flags, so a server out of memory or a read-only replica
 //!   refuses it whole (`OOM`, `READONLY`) before it starts;
 //! - every key is declared in `KEYS`, so the server checks the user's key permissions before it
@@ -27,8 +27,9 @@
 //! snapshot key. The record's fields are not sent twice: the script names each `state:<key>`
 //! from the snapshot key's Redis key (past the store's `prefix:`) and takes its value from that
 //! key's `SET`. Lua cannot pass more than about 8,000 values to one call, so the record is
-//! written (and checked) in `HSET`s of at most 1,000 fields each, one after the other in the
-//! same script.
+//! written in `HSET`s of at most 1,000 fields each, one after the other in the same script.
+//! The `HSET` is checked once, with a placeholder field: ACL rules name commands and keys,
+//! never a hash's fields.
 //!
 //! Core's script walks a list of commands of any shape (argument counts, wanted types, a table
 //! of checks done) and answers every command's reply; this one reads keys from `KEYS`, what to
@@ -98,11 +99,8 @@ for i = 1, n do
       end
     end
     if not allowed('DEL', key) then return refused('DEL', key) end
-    for c = 1, #fields, CHUNK do
-      if not allowed('HSET', key, unpack(fields, c, math.min(c + CHUNK - 1, #fields))) then
-        return refused('HSET', key)
-      end
-    end
+    -- ACL rules name commands and keys, never a hash's fields: one check, with a placeholder.
+    if not allowed('HSET', key, 'format', '-') then return refused('HSET', key) end
   else
     return redis.error_reply('ERR redstream write script: no write ' .. tostring(kind) ..
       ' for key ' .. i)
