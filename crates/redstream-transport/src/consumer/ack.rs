@@ -32,8 +32,9 @@ impl Sub {
             .pipe("XACK", &self.describe, &pipe)
             .instrument(span)
             .await?;
-        for ack in batch {
-            self.flights.remove(&self.spec(ack.stream).key, &ack.id);
+        for (&stream, ids) in &by_stream {
+            self.flights
+                .remove_all(&self.spec(stream).key, ids.iter().copied());
         }
         let mut failures = lock(&self.failures);
         // Usually empty: a failure is recorded only for an entry whose handler failed.

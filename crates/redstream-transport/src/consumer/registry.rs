@@ -163,9 +163,16 @@ impl Flights {
     }
 
     pub(crate) fn remove(&self, stream: &str, id: &str) {
-        let id = FlightId::of(id);
-        if let Some(ids) = lock(&self.map).get_mut(stream) {
-            ids.remove(&id);
+        self.remove_all(stream, [id]);
+    }
+
+    /// Removes the entries `ids` of `stream` under one lock: an acknowledged batch leaves in
+    /// one go, not with a lock and a lookup of its stream per entry.
+    pub(crate) fn remove_all<'a>(&self, stream: &str, ids: impl IntoIterator<Item = &'a str>) {
+        if let Some(held) = lock(&self.map).get_mut(stream) {
+            for id in ids {
+                held.remove(&FlightId::of(id));
+            }
         }
     }
 
@@ -235,6 +242,10 @@ mod tests {
         assert!(flights.contains("s", "5-1") && flights.contains("s", "odd-id"));
         flights.remove("s", "5-1");
         assert!(!flights.contains("s", "5-1"));
+        assert!(flights.insert(1, "s", "6-0") && flights.insert(1, "s", "7-0"));
+        flights.remove_all("s", ["6-0", "7-0", "8-0"]);
+        flights.remove_all("unknown", ["6-0"]);
+        assert!(!flights.contains("s", "6-0") && !flights.contains("s", "7-0"));
         assert!(flights.insert(2, "s", "5-1"));
         let mut stale = flights.stale(1, Duration::ZERO);
         stale.sort();
