@@ -32,13 +32,19 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::process::ExitCode;
 
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
 use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
-use serde::{Deserialize, Serialize};
+
+use common::{
+    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, set_multi, set_px_lua,
+    set_px_multi,
+};
 
 const SHORT: u64 = 200;
 const LONG: u64 = 1_200;
@@ -46,11 +52,7 @@ const LONG: u64 = 1_200;
 const BATCH: u64 = 100;
 const PREFIX: &str = "bench";
 
-/// TTL of the `put_many_with_ttl` cases.
-const TTL_MS: u64 = 3_600_000;
-
-/// The checkpoint both sides write: its name, and its record's Redis key.
-const CHECKPOINT: &str = "orders";
+/// The Redis key of the checkpoint's record.
 const RECORD: &str = "bench#checkpoint:orders";
 
 /// (name, redstream's child case, raw redis-rs's child case, keys per operation).
@@ -85,33 +87,6 @@ const CASES: [(&str, &str, &str, u64); 8] = [
     ),
 ];
 
-/// The raw side's `put_many_with_ttl` in Lua: a plain loop of `SET .. PX`, no check first.
-static SET_PX_LOOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[#ARGV]) end",
-    )
-});
-
-/// A seed-sized value, as in the `state` bench.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Order {
-    order_id: String,
-    total: f64,
-    items: u32,
-}
-
-fn order(n: u64) -> Order {
-    Order {
-        order_id: n.to_string(),
-        total: 99.99,
-        items: 3,
-    }
-}
-
-fn key(n: u64) -> String {
-    format!("order:{}", n % 1_000)
-}
-
 fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -135,6 +110,11 @@ fn main() -> ExitCode {
     .apply(&counted, flags)
 }
 
+/// The keys and values of the `n`th batch operation.
+fn items(n: u64) -> impl Iterator<Item = (String, Order)> {
+    (0..BATCH).map(move |k| (key(n * BATCH + k), order(n + k)))
+}
+
 async fn child(case: &str, ops: u64, url: &str) {
     match case {
         "get" | "put" | "get_many" | "put_many" | "put_many_ttl" | "transaction"
@@ -155,13 +135,11 @@ async fn child(case: &str, ops: u64, url: &str) {
                         assert!(found.iter().all(Option::is_some));
                     }
                     "put_many" => {
-                        let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
-                        store.put_many(items).await.unwrap();
+                        store.put_many(items(n)).await.unwrap();
                     }
                     "put_many_ttl" => {
-                        let items = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
                         store
-                            .put_many_with_ttl(items, std::time::Duration::from_millis(TTL_MS))
+                            .put_many_with_ttl(items(n), std::time::Duration::from_millis(TTL_MS))
                             .await
                             .unwrap();
                     }
@@ -173,9 +151,8 @@ async fn child(case: &str, ops: u64, url: &str) {
                         store.transaction(tx).await.unwrap();
                     }
                     _ => {
-                        let snapshot = (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k)));
                         store
-                            .save_checkpoint(CHECKPOINT, &format!("{n}-0"), snapshot)
+                            .save_checkpoint(CHECKPOINT, &format!("{n}-0"), items(n))
                             .await
                             .unwrap();
                     }
@@ -233,73 +210,28 @@ async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
             assert!(decoded.iter().all(Option::is_some));
         }
         "raw-put_many" => {
-            let mut cmd = redis::cmd("MSET");
-            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
-                cmd.arg(format!("{PREFIX}:{key}"))
-                    .arg(serde_json::to_vec(&value).unwrap());
-            }
-            let () = cmd.query_async(conn).await.unwrap();
+            let () = mset(PREFIX, items(n)).query_async(conn).await.unwrap();
         }
         "raw-put_many_ttl_multi" => {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
-                pipe.cmd("SET")
-                    .arg(format!("{PREFIX}:{key}"))
-                    .arg(serde_json::to_vec(&value).unwrap())
-                    .arg("PX")
-                    .arg(TTL_MS)
-                    .ignore();
-            }
-            let () = pipe.query_async(conn).await.unwrap();
+            let () = set_px_multi(PREFIX, items(n))
+                .query_async(conn)
+                .await
+                .unwrap();
         }
         "raw-put_many_ttl_lua" => {
-            let mut invocation = SET_PX_LOOP.prepare_invoke();
-            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
-                invocation
-                    .key(format!("{PREFIX}:{key}"))
-                    .arg(serde_json::to_vec(&value).unwrap());
-            }
-            invocation.arg(TTL_MS);
-            let () = invocation.invoke_async(conn).await.unwrap();
+            let () = set_px_lua(PREFIX, items(n))
+                .invoke_async(conn)
+                .await
+                .unwrap();
         }
         "raw-transaction_multi" => {
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
-                pipe.cmd("SET")
-                    .arg(format!("{PREFIX}:{key}"))
-                    .arg(serde_json::to_vec(&value).unwrap())
-                    .ignore();
-            }
-            let () = pipe.query_async(conn).await.unwrap();
+            let () = set_multi(PREFIX, items(n)).query_async(conn).await.unwrap();
         }
         "raw-save_checkpoint_multi" => {
-            let saved_at_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis();
-            let mut pipe = redis::pipe();
-            pipe.atomic();
-            let mut hset = redis::cmd("HSET");
-            hset.arg(RECORD)
-                .arg("format")
-                .arg("1")
-                .arg("position")
-                .arg(format!("{n}-0"))
-                .arg("saved_at_ms")
-                .arg(saved_at_ms.to_string());
-            for (key, value) in (0..BATCH).map(|k| (key(n * BATCH + k), order(n + k))) {
-                let value = serde_json::to_vec(&value).unwrap();
-                pipe.cmd("SET")
-                    .arg(format!("{PREFIX}:{key}"))
-                    .arg(&value)
-                    .ignore();
-                hset.arg(format!("state:{key}")).arg(value);
-            }
-            pipe.cmd("DEL").arg(RECORD).ignore();
-            pipe.add_command(hset).ignore();
-            let () = pipe.query_async(conn).await.unwrap();
+            let () = checkpoint_multi(PREFIX, RECORD, &format!("{n}-0"), items(n))
+                .query_async(conn)
+                .await
+                .unwrap();
         }
         other => panic!("unknown case {other}"),
     }

@@ -26,6 +26,8 @@
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,10 +37,12 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
-use serde::{Deserialize, Serialize};
 
-/// Keys the single-key operations cycle through.
-const KEYS: u64 = 1_000;
+use common::{
+    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, set_multi, set_px_lua,
+    set_px_multi,
+};
+
 /// Keys per `get_many` / `put_many` call.
 const BATCH: u64 = 1_000;
 /// Rounds per figure; each runs redstream and raw redis-rs back to back, alternating which
@@ -46,24 +50,9 @@ const BATCH: u64 = 1_000;
 /// and the client, so single runs are noisy.
 const ROUNDS: usize = 5;
 
-/// A seed-sized value: an order with a few fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Order {
-    order_id: String,
-    total: f64,
-    items: u32,
-}
-
-fn order(n: u64) -> Order {
-    Order {
-        order_id: n.to_string(),
-        total: 99.99,
-        items: 3,
-    }
-}
-
-fn key(n: u64) -> String {
-    format!("order:{}", n % KEYS)
+/// The keys and values of the `call`th batch call: the same keys each time, new values.
+fn items(call: u64) -> impl Iterator<Item = (String, Order)> {
+    (0..BATCH).map(move |n| (key(n), order(n + call)))
 }
 
 /// One single-key operation, numbered; both sides are boxed the same way.
@@ -182,8 +171,7 @@ async fn raw_get_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) ->
 async fn ours_put_many(store: &StateStore, calls: u64) -> Duration {
     let started = Instant::now();
     for call in 0..calls {
-        let items = (0..BATCH).map(|n| (key(n), order(n + call)));
-        store.put_many(items).await.unwrap();
+        store.put_many(items(call)).await.unwrap();
     }
     started.elapsed()
 }
@@ -192,72 +180,47 @@ async fn raw_put_many(conn: &MultiplexedConnection, prefix: &str, calls: u64) ->
     let mut conn = conn.clone();
     let started = Instant::now();
     for call in 0..calls {
-        let mut cmd = redis::cmd("MSET");
-        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
-            cmd.arg(format!("{prefix}:{key}"))
-                .arg(serde_json::to_vec(&value).unwrap());
-        }
-        let () = cmd.query_async(&mut conn).await.unwrap();
-    }
-    started.elapsed()
-}
-
-/// TTL of the `put_many_with_ttl` lines.
-const TTL_MS: u64 = 3_600_000;
-
-async fn ours_put_many_ttl(store: &StateStore, calls: u64) -> Duration {
-    let started = Instant::now();
-    for call in 0..calls {
-        let items = (0..BATCH).map(|n| (key(n), order(n + call)));
-        store
-            .put_many_with_ttl(items, Duration::from_millis(TTL_MS))
+        let () = mset(prefix, items(call))
+            .query_async(&mut conn)
             .await
             .unwrap();
     }
     started.elapsed()
 }
 
-/// `SET .. PX` per key in `MULTI`/`EXEC`: atomic against other clients, but a refused
-/// `MULTI` lets the `SET`s run alone and a failing `SET` does not stop the others.
-async fn raw_put_many_multi(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
-    let mut conn = conn.clone();
+async fn ours_put_many_ttl(store: &StateStore, calls: u64) -> Duration {
     let started = Instant::now();
     for call in 0..calls {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}:{key}"))
-                .arg(serde_json::to_vec(&value).unwrap())
-                .arg("PX")
-                .arg(TTL_MS)
-                .ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.unwrap();
+        store
+            .put_many_with_ttl(items(call), Duration::from_millis(TTL_MS))
+            .await
+            .unwrap();
     }
     started.elapsed()
 }
 
-/// A plain Lua loop of `SET .. PX`: nothing in between, but no check before the first write
-/// (a refused `SET` stops it halfway).
-static SET_PX_LOOP: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'PX', ARGV[#ARGV]) end",
-    )
-});
+/// `SET .. PX` per key in `MULTI`/`EXEC` (see `common::set_px_multi`).
+async fn raw_put_many_multi(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
+    let mut conn = conn.clone();
+    let started = Instant::now();
+    for call in 0..calls {
+        let () = set_px_multi(prefix, items(call))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
 
+/// A plain Lua loop of `SET .. PX` (see `common::set_px_lua`).
 async fn raw_put_many_script(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
     let mut conn = conn.clone();
     let started = Instant::now();
     for call in 0..calls {
-        let mut invocation = SET_PX_LOOP.prepare_invoke();
-        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
-            invocation
-                .key(format!("{prefix}:{key}"))
-                .arg(serde_json::to_vec(&value).unwrap());
-        }
-        invocation.arg(TTL_MS);
-        let () = invocation.invoke_async(&mut conn).await.unwrap();
+        let () = set_px_lua(prefix, items(call))
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
     }
     started.elapsed()
 }
@@ -279,66 +242,35 @@ async fn raw_transaction(conn: &MultiplexedConnection, prefix: &str, calls: u64)
     let mut conn = conn.clone();
     let started = Instant::now();
     for call in 0..calls {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
-            pipe.cmd("SET")
-                .arg(format!("{prefix}:{key}"))
-                .arg(serde_json::to_vec(&value).unwrap())
-                .ignore();
-        }
-        let () = pipe.query_async(&mut conn).await.unwrap();
-    }
-    started.elapsed()
-}
-
-/// The checkpoint both sides write.
-const CHECKPOINT: &str = "orders";
-
-async fn ours_save_checkpoint(store: &StateStore, calls: u64) -> Duration {
-    let started = Instant::now();
-    for call in 0..calls {
-        let snapshot = (0..BATCH).map(|n| (key(n), order(n + call)));
-        store
-            .save_checkpoint(CHECKPOINT, &format!("{call}-0"), snapshot)
+        let () = set_multi(prefix, items(call))
+            .query_async(&mut conn)
             .await
             .unwrap();
     }
     started.elapsed()
 }
 
-/// The store's writes in `MULTI`/`EXEC`: a `SET` per key, `DEL` of the record, and the
-/// record's `HSET` (format, position, time of saving, a `state:<key>` field per key).
+async fn ours_save_checkpoint(store: &StateStore, calls: u64) -> Duration {
+    let started = Instant::now();
+    for call in 0..calls {
+        store
+            .save_checkpoint(CHECKPOINT, &format!("{call}-0"), items(call))
+            .await
+            .unwrap();
+    }
+    started.elapsed()
+}
+
+/// The store's writes in `MULTI`/`EXEC` (see `common::checkpoint_multi`).
 async fn raw_save_checkpoint(conn: &MultiplexedConnection, prefix: &str, calls: u64) -> Duration {
     let mut conn = conn.clone();
     let record = format!("{prefix}#checkpoint:{CHECKPOINT}");
     let started = Instant::now();
     for call in 0..calls {
-        let saved_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut hset = redis::cmd("HSET");
-        hset.arg(&record)
-            .arg("format")
-            .arg("1")
-            .arg("position")
-            .arg(format!("{call}-0"))
-            .arg("saved_at_ms")
-            .arg(saved_at_ms.to_string());
-        for (key, value) in (0..BATCH).map(|n| (key(n), order(n + call))) {
-            let value = serde_json::to_vec(&value).unwrap();
-            pipe.cmd("SET")
-                .arg(format!("{prefix}:{key}"))
-                .arg(&value)
-                .ignore();
-            hset.arg(format!("state:{key}")).arg(value);
-        }
-        pipe.cmd("DEL").arg(&record).ignore();
-        pipe.add_command(hset).ignore();
-        let () = pipe.query_async(&mut conn).await.unwrap();
+        let () = checkpoint_multi(prefix, &record, &format!("{call}-0"), items(call))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
     started.elapsed()
 }
@@ -413,15 +345,14 @@ fn main() {
             .await
             .unwrap();
         // Both sides read the same keys, written once up front.
-        store
-            .put_many((0..KEYS).map(|n| (key(n), order(n))))
-            .await
-            .unwrap();
+        store.put_many(items(0)).await.unwrap();
         println!(
             "redstream-state, {total} operations at 64 tasks, {} at 1, median of {ROUNDS} \
-             rounds, redis-server {} on 127.0.0.1:{}",
+             rounds, {} on 127.0.0.1:{}",
             total / 5,
-            server_version(&raw).await,
+            server
+                .server_version()
+                .map_or_else(|| "an unknown server".to_owned(), ToString::to_string),
             server.port()
         );
 
@@ -487,18 +418,4 @@ fn main() {
         .await;
         drop(server);
     });
-}
-
-async fn server_version(conn: &MultiplexedConnection) -> String {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned()
 }
