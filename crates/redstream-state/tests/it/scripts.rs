@@ -62,10 +62,11 @@ async fn a_transaction_of_thousands_of_keys_applies_each_write_with_its_ttl() {
     assert_eq!(values, (0..MANY).map(Some).collect::<Vec<_>>());
     let redis_keys: Vec<String> = keys.iter().map(|k| format!("big:{k}")).collect();
     for (n, pttl) in pttls(&mut conn, &redis_keys).await.into_iter().enumerate() {
+        // Which TTL a key got, whatever time has passed since: 60 s or 600 s.
         let (low, high) = if n % 3 == 0 {
-            (50_000, 60_000)
+            (1, 60_000)
         } else {
-            (590_000, 600_000)
+            (60_001, 600_000)
         };
         assert!((low..=high).contains(&pttl), "k:{n}: PTTL {pttl}");
     }
@@ -82,7 +83,7 @@ async fn a_transaction_of_thousands_of_keys_applies_each_write_with_its_ttl() {
     plain.transaction(tx).await.unwrap();
     assert_eq!(plain.ttl("forever").await.unwrap(), Ttl::Persistent);
     let left = plain.ttl("brief").await.unwrap().remaining().unwrap();
-    assert!(left > Duration::from_secs(50), "{left:?}");
+    assert!(left <= Duration::from_secs(60), "{left:?}");
 }
 
 /// A checkpoint of 5,000 keys: the state keys hold the values with the store's default TTL,
@@ -122,7 +123,8 @@ async fn a_checkpoint_of_thousands_of_keys_round_trips() {
     );
     let redis_keys: Vec<String> = keys.iter().map(|k| format!("cp:{k}")).collect();
     for (key, pttl) in redis_keys.iter().zip(pttls(&mut conn, &redis_keys).await) {
-        assert!((590_000..=600_000).contains(&pttl), "{key}: PTTL {pttl}");
+        // The store's default of 600 s, not a shorter one and not none (-1).
+        assert!((60_001..=600_000).contains(&pttl), "{key}: PTTL {pttl}");
     }
 
     // The record as another client reads it: the format's fields and one per key.
