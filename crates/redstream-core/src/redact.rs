@@ -12,7 +12,9 @@ use std::fmt;
 /// The rule cannot leak whatever the password holds: everything between `://` and the **last**
 /// `@` of the whole text is taken as credentials, so an unencoded `/`, `?`, `#` or `@` in a
 /// password (base64 passwords often hold `/`) is masked with the rest. The user name before the
-/// first `:` is kept only when it holds none of `/?#`; otherwise all of it is masked. The
+/// first `:` is kept only when it holds none of `/?#` and the scheme is one of a Redis
+/// connection (`redis`, `rediss`, `valkey`, the `unix` and Sentinel forms); otherwise all of
+/// it is masked. The
 /// values of `password`, `pass`, `passwd`, `pwd`, `secret` and `token` query parameters
 /// (`redis+unix:///run/redis.sock?pass=...`) are masked too. Text without `://`, or whose
 /// `://` does not follow a scheme (a letter, then letters, digits, `+`, `-` or `.`), is masked
@@ -42,8 +44,19 @@ fn mask_userinfo(text: &str) -> Option<String> {
     let start = scheme_end + 3;
     let at = start + text[start..].rfind('@')?;
     let userinfo = &text[start..at];
+    // The user name is kept only in a URL of a scheme a Redis connection uses: in any other
+    // text, `name://` may be the start of a password written after a user name without a
+    // scheme (`app://secret@host` for the user `app` and the password `//secret`), and what
+    // looks like a user name would be part of the password.
     let kept_user = match userinfo.split_once(':') {
-        Some((user, _)) if !user.contains(['/', '?', '#']) => Some(user),
+        Some((user, _))
+            if !user.contains(['/', '?', '#'])
+                && REDIS_SCHEMES
+                    .iter()
+                    .any(|scheme| text[..scheme_end].eq_ignore_ascii_case(scheme)) =>
+        {
+            Some(user)
+        }
         _ => None,
     };
     let mut out = String::with_capacity(text.len());
@@ -56,6 +69,19 @@ fn mask_userinfo(text: &str) -> Option<String> {
     out.push_str(&text[at..]);
     Some(out)
 }
+
+/// The schemes of Redis connection URLs (redis-rs's, Valkey's and the Sentinel forms redstream
+/// reads): the only ones whose user name a redacted URL shows.
+const REDIS_SCHEMES: [&str; 8] = [
+    "redis",
+    "rediss",
+    "redis+unix",
+    "unix",
+    "valkey",
+    "valkeys",
+    "redis-sentinel",
+    "rediss-sentinel",
+];
 
 /// Whether `text` is a URL scheme: a letter, then letters, digits, `+`, `-` or `.`.
 fn is_scheme(text: &str) -> bool {
@@ -153,6 +179,14 @@ mod tests {
             // A `://` inside a password, with no scheme in front (found by the canary).
             (":CANARYXCANARYY://@127.0.0.1:6379", "***@127.0.0.1:6379"),
             ("u:pa://ss@h", "***@h"),
+            // The user `a` and the password `//CANARYX:CANARYY` without a scheme read as the
+            // scheme `a` (found by the canary): another scheme's user name is masked too.
+            (
+                "a://CANARYX:CANARYY@127.0.0.1:6379",
+                "a://***@127.0.0.1:6379",
+            ),
+            ("http://user:pw@proxy:3128", "http://***@proxy:3128"),
+            ("VALKEYS://app:pw@cache", "VALKEYS://app:***@cache"),
             (
                 "redis+unix:///run/redis.sock?db=1&pass=secret",
                 "redis+unix:///run/redis.sock?db=1&pass=***",
@@ -190,7 +224,12 @@ mod tests {
                 scheme in prop::sample::select(vec![
                     "redis://", "rediss://", "redis+unix://", "unix://", "redis-sentinel://", "", "http://",
                 ]),
-                user in "[a-z]{0,6}",
+                // Never a Redis scheme's name: with no scheme and a password starting with
+                // `//`, `redis` + `:` + `//X:Y` is `redis://X:Y`, a URL whose user name is `X`
+                // by any reading, and whose user name the redactor shows.
+                user in "[a-z]{0,6}".prop_filter("a Redis scheme's name", |user| {
+                    !matches!(user.as_str(), "redis" | "rediss" | "unix" | "valkey")
+                }),
                 a in noise(), b in noise(), c in noise(),
                 host in prop::sample::select(vec![
                     "127.0.0.1:6379", "[::1]:6379", "cache", "s1:26379,s2:26379", "/run/redis.sock",
