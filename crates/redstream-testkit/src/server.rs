@@ -508,7 +508,11 @@ impl RedisServer {
     }
 
     /// Kills the server with `SIGKILL` (no shutdown, no final save) and waits until the process
-    /// is gone. Connections see the socket closed. Killing a killed server does nothing.
+    /// is gone. Connections see the socket closed, and new ones are refused. Until the next
+    /// [`restart`](Self::restart), the port is held by a socket that does not listen, so no
+    /// other server (another test's) is started on it; the hold is skipped when the killed
+    /// server's side of a connection still lingers on the port (`TIME_WAIT`). Killing a killed
+    /// server does nothing.
     ///
     /// Writes acknowledged before the kill survive a [`restart`](Self::restart) only with
     /// [`RedisServerBuilder::appendonly`].
@@ -518,7 +522,10 @@ impl RedisServer {
     /// [`Error::Io`] when the process cannot be signalled or reaped, [`Error::Unsupported`] with
     /// the `docker` backend.
     pub fn kill(&self) -> Result<()> {
-        self.process("kill")?.kill()
+        let process = self.process("kill")?;
+        process.kill()?;
+        process.hold_port(self.port);
+        Ok(())
     }
 
     /// Starts the server again on the same port with the same `redis.conf` and data directory,
@@ -627,6 +634,26 @@ struct ProcState {
     child: Option<Child>,
     /// Whether we stopped it with `SIGSTOP`.
     paused: bool,
+    /// After a kill: the port, bound by a socket that does not listen, until the next start.
+    /// Connections to it are refused as to a dead server, and no other test's server can be
+    /// given the port meanwhile (a client of the killed server would reach that one).
+    held_port: Option<socket2::Socket>,
+}
+
+/// Binds `port` on the loopback address without listening on it; `None` if it cannot be
+/// bound, and then the port is not held (the kill still stands).
+///
+/// Without `SO_REUSEADDR`: a server binds its port with it, and Linux lets two sockets share
+/// a port only when both ask to. So no server can bind the held port, but the hold fails while
+/// the killed server's side of a connection lingers in `TIME_WAIT` there (it closed
+/// connections that were open when it was killed).
+fn hold_port(port: u16) -> Option<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket
+        .bind(&std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
+        .ok()?;
+    Some(socket)
 }
 
 impl Process {
@@ -664,6 +691,8 @@ impl Process {
     fn spawn(&self, conf_path: &Path, log_path: &Path) -> Result<u64> {
         let mut state = self.lock();
         debug_assert!(state.child.is_none(), "spawning over a live redis-server");
+        // The server binds the port itself.
+        state.held_port = None;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -779,6 +808,14 @@ impl Process {
             .wait()
             .map_err(|err| Error::io("reaping the killed redis-server", err))?;
         Ok(())
+    }
+
+    /// Holds `port` (see [`ProcState::held_port`]) while the process is dead.
+    fn hold_port(&self, port: u16) {
+        let mut state = self.lock();
+        if state.child.is_none() && state.held_port.is_none() {
+            state.held_port = hold_port(port);
+        }
     }
 
     #[cfg(unix)]

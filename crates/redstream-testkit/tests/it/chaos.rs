@@ -71,6 +71,29 @@ async fn killed_server_refuses_connections() {
     assert!(matches!(server.pause(), Err(Error::NotRunning { .. })));
 }
 
+/// A killed server's port stays its own until it restarts: nothing else can listen on it (so
+/// no other test's server is started there, where the killed server's clients would reach it),
+/// and connections to it are refused; the restart takes it back.
+#[tokio::test]
+async fn a_killed_servers_port_is_held_until_it_restarts() {
+    let server = RedisServer::start().await.unwrap();
+    server.kill().unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", server.port()));
+    assert!(
+        taken.is_err(),
+        "another listener took the killed server's port"
+    );
+    let err = server.connection().await.unwrap_err();
+    let Error::Redis(err) = err else {
+        panic!("expected a redis error, got {err}");
+    };
+    assert!(err.is_connection_refusal(), "{err}");
+    server.restart().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
 #[tokio::test]
 async fn pause_makes_commands_time_out_and_resume_recovers() {
     let server = RedisServer::start().await.unwrap();
