@@ -2,7 +2,9 @@
 //! raw redis-rs doing the same work in the same run.
 //!
 //! `cargo bench -p redstream-transport --bench throughput` (set `REDSTREAM_BENCH_EVENTS` to
-//! change the 200,000 events per run, `REDSTREAM_BENCH_ROUNDS` the 5 rounds).
+//! change the 200,000 events per run, `REDSTREAM_BENCH_ROUNDS` the 5 rounds, and
+//! `REDSTREAM_BENCH_ONLY` to a comma-separated list of `sequential`, `concurrent`, `batch`,
+//! `four` and `latency` to run only those parts; `batch` includes the one-consumer consume).
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
@@ -468,6 +470,17 @@ static ROUNDS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
         .unwrap_or(5)
 });
 
+/// Whether the part `name` runs: every part, unless `REDSTREAM_BENCH_ONLY` names some.
+fn part(name: &str) -> bool {
+    static ONLY: std::sync::LazyLock<Option<Vec<String>>> = std::sync::LazyLock::new(|| {
+        std::env::var("REDSTREAM_BENCH_ONLY")
+            .ok()
+            .map(|only| only.split(',').map(|p| p.trim().to_owned()).collect())
+    });
+    ONLY.as_ref()
+        .is_none_or(|only| only.iter().any(|p| p == name))
+}
+
 fn main() {
     let total: u64 = std::env::var("REDSTREAM_BENCH_EVENTS")
         .ok()
@@ -489,150 +502,160 @@ fn main() {
         );
 
         // One at a time: every publish waits for its reply, so this is the per-call overhead.
-        let sequential = (total / 10).max(1);
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..*ROUNDS {
-            let publisher = transport(&server, &format!("seq{round}"), "g").await;
-            let raw_stream = format!("raw:seq{round}");
-            let (a, b) = if round % 2 == 0 {
-                let a = publish_sequentially(&publisher, sequential).await;
-                (a, raw_publish_sequentially(&raw, &raw_stream, sequential).await)
-            } else {
-                let b = raw_publish_sequentially(&raw, &raw_stream, sequential).await;
-                (publish_sequentially(&publisher, sequential).await, b)
-            };
-            ours.push(rate(sequential, a));
-            theirs.push(rate(sequential, b));
-            del(&raw, &publisher.names().stream("order.created")).await;
-            del(&raw, &raw_stream).await;
+        if part("sequential") {
+            let sequential = (total / 10).max(1);
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for round in 0..*ROUNDS {
+                let publisher = transport(&server, &format!("seq{round}"), "g").await;
+                let raw_stream = format!("raw:seq{round}");
+                let (a, b) = if round % 2 == 0 {
+                    let a = publish_sequentially(&publisher, sequential).await;
+                    (a, raw_publish_sequentially(&raw, &raw_stream, sequential).await)
+                } else {
+                    let b = raw_publish_sequentially(&raw, &raw_stream, sequential).await;
+                    (publish_sequentially(&publisher, sequential).await, b)
+                };
+                ours.push(rate(sequential, a));
+                theirs.push(rate(sequential, b));
+                del(&raw, &publisher.names().stream("order.created")).await;
+                del(&raw, &raw_stream).await;
+            }
+            ratio_line(&format!("publish, 1 task ({sequential})"), &ours, &theirs);
         }
-        ratio_line(&format!("publish, 1 task ({sequential})"), &ours, &theirs);
 
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..*ROUNDS {
-            let publisher = transport(&server, &format!("pub{round}"), "g").await;
-            let raw_stream = format!("raw:pub{round}");
-            let (a, b) = if round % 2 == 0 {
-                let a = publish_concurrently(&publisher, total).await;
-                (a, raw_publish_concurrently(&raw, &raw_stream, total).await)
-            } else {
-                let b = raw_publish_concurrently(&raw, &raw_stream, total).await;
-                (publish_concurrently(&publisher, total).await, b)
-            };
-            ours.push(rate(total, a));
-            theirs.push(rate(total, b));
-            del(&raw, &publisher.names().stream("order.created")).await;
-            del(&raw, &raw_stream).await;
+        if part("concurrent") {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for round in 0..*ROUNDS {
+                let publisher = transport(&server, &format!("pub{round}"), "g").await;
+                let raw_stream = format!("raw:pub{round}");
+                let (a, b) = if round % 2 == 0 {
+                    let a = publish_concurrently(&publisher, total).await;
+                    (a, raw_publish_concurrently(&raw, &raw_stream, total).await)
+                } else {
+                    let b = raw_publish_concurrently(&raw, &raw_stream, total).await;
+                    (publish_concurrently(&publisher, total).await, b)
+                };
+                ours.push(rate(total, a));
+                theirs.push(rate(total, b));
+                del(&raw, &publisher.names().stream("order.created")).await;
+                del(&raw, &raw_stream).await;
+            }
+            ratio_line("publish, 64 tasks", &ours, &theirs);
         }
-        ratio_line("publish, 64 tasks", &ours, &theirs);
 
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
-        let mut theirs_atomic = Vec::new();
-        for round in 0..*ROUNDS {
-            let batcher = transport(&server, &format!("batch{round}"), "g").await;
-            let raw_stream = format!("raw:batch{round}");
-            let (a, b) = if round % 2 == 0 {
-                let a = publish_batches(&batcher, total).await;
-                (a, raw_publish_batches(&raw, &raw_stream, total, false).await)
-            } else {
-                let b = raw_publish_batches(&raw, &raw_stream, total, false).await;
-                (publish_batches(&batcher, total).await, b)
-            };
-            ours.push(rate(total, a));
-            theirs.push(rate(total, b));
-            // Consume what this round wrote: the group starts at the beginning of the stream.
-            let (a, b) = if round % 2 == 0 {
-                let a = consume_all(&batcher, total).await;
-                (a, raw_consume_all(&raw, &raw_stream, total).await)
-            } else {
-                let b = raw_consume_all(&raw, &raw_stream, total).await;
-                (consume_all(&batcher, total).await, b)
-            };
-            ours_consume.push(rate(total, a));
-            theirs_consume.push(rate(total, b));
-            // The same transaction the transport uses, done by hand: what MULTI/EXEC costs.
-            let atomic_stream = format!("raw:atomic{round}");
-            let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
-            theirs_atomic.push(rate(total, c));
-            del(&raw, &atomic_stream).await;
-            del(&raw, &batcher.names().stream("order.created")).await;
-            del(&raw, &raw_stream).await;
+        if part("batch") {
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
+            let mut theirs_atomic = Vec::new();
+            for round in 0..*ROUNDS {
+                let batcher = transport(&server, &format!("batch{round}"), "g").await;
+                let raw_stream = format!("raw:batch{round}");
+                let (a, b) = if round % 2 == 0 {
+                    let a = publish_batches(&batcher, total).await;
+                    (a, raw_publish_batches(&raw, &raw_stream, total, false).await)
+                } else {
+                    let b = raw_publish_batches(&raw, &raw_stream, total, false).await;
+                    (publish_batches(&batcher, total).await, b)
+                };
+                ours.push(rate(total, a));
+                theirs.push(rate(total, b));
+                // Consume what this round wrote: the group starts at the beginning of the stream.
+                let (a, b) = if round % 2 == 0 {
+                    let a = consume_all(&batcher, total).await;
+                    (a, raw_consume_all(&raw, &raw_stream, total).await)
+                } else {
+                    let b = raw_consume_all(&raw, &raw_stream, total).await;
+                    (consume_all(&batcher, total).await, b)
+                };
+                ours_consume.push(rate(total, a));
+                theirs_consume.push(rate(total, b));
+                // The same transaction the transport uses, done by hand: what MULTI/EXEC costs.
+                let atomic_stream = format!("raw:atomic{round}");
+                let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
+                theirs_atomic.push(rate(total, c));
+                del(&raw, &atomic_stream).await;
+                del(&raw, &batcher.names().stream("order.created")).await;
+                del(&raw, &raw_stream).await;
+            }
+            let ours = median(ours);
+            let (pipelined, atomic) = (median(theirs), median(theirs_atomic));
+            rates_line("publish_batch, 256", ours, pipelined, ours / pipelined);
+            rates_line("publish_batch vs raw MULTI/EXEC", ours, atomic, ours / atomic);
+            // The same rounds side by side: the spread of the ratio says how noisy the machine was.
+            let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
+            rates_line(
+                "consume + ack, no-op handler",
+                median(ours_consume),
+                median(theirs_consume),
+                ratio,
+            );
+            println!(
+                "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
+                ""
+            );
         }
-        let ours = median(ours);
-        let (pipelined, atomic) = (median(theirs), median(theirs_atomic));
-        rates_line("publish_batch, 256", ours, pipelined, ours / pipelined);
-        rates_line("publish_batch vs raw MULTI/EXEC", ours, atomic, ours / atomic);
-        // The same rounds side by side: the spread of the ratio says how noisy the machine was.
-        let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
-        rates_line(
-            "consume + ack, no-op handler",
-            median(ours_consume),
-            median(theirs_consume),
-            ratio,
-        );
-        println!(
-            "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
-            ""
-        );
 
-        // Four consumers in one group, on a backlog written by raw XADDs (the same bytes).
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..*ROUNDS {
-            let prefix = format!("four{round}");
-            let ours_stream = format!("{prefix}:order.created");
-            let raw_stream = format!("raw:four{round}");
-            raw_publish_batches(&raw, &ours_stream, total, false).await;
-            raw_publish_batches(&raw, &raw_stream, total, false).await;
-            let (a, b) = if round % 2 == 0 {
-                let a = consume_all_by_four(&server, &prefix, total).await;
-                (a, raw_consume_all_by_four(&server, &raw_stream, total).await)
-            } else {
-                let b = raw_consume_all_by_four(&server, &raw_stream, total).await;
-                (consume_all_by_four(&server, &prefix, total).await, b)
-            };
-            ours.push(rate(total, a));
-            theirs.push(rate(total, b));
-            del(&raw, &ours_stream).await;
-            del(&raw, &raw_stream).await;
+        if part("four") {
+            // Four consumers in one group, on a backlog written by raw XADDs (the same bytes).
+            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            for round in 0..*ROUNDS {
+                let prefix = format!("four{round}");
+                let ours_stream = format!("{prefix}:order.created");
+                let raw_stream = format!("raw:four{round}");
+                raw_publish_batches(&raw, &ours_stream, total, false).await;
+                raw_publish_batches(&raw, &raw_stream, total, false).await;
+                let (a, b) = if round % 2 == 0 {
+                    let a = consume_all_by_four(&server, &prefix, total).await;
+                    (a, raw_consume_all_by_four(&server, &raw_stream, total).await)
+                } else {
+                    let b = raw_consume_all_by_four(&server, &raw_stream, total).await;
+                    (consume_all_by_four(&server, &prefix, total).await, b)
+                };
+                ours.push(rate(total, a));
+                theirs.push(rate(total, b));
+                del(&raw, &ours_stream).await;
+                del(&raw, &raw_stream).await;
+            }
+            ratio_line("consume + ack, 4 consumers", &ours, &theirs);
         }
-        ratio_line("consume + ack, 4 consumers", &ours, &theirs);
 
-        let (mut ours_p, mut theirs_p) = (Vec::new(), Vec::new());
-        for round in 0..*ROUNDS {
-            let ticker = transport(&server, &format!("lat{round}"), "g").await;
-            let raw_stream = format!("raw:lat{round}");
-            let (a, b) = if round % 2 == 0 {
-                let a = latency(&ticker).await;
-                (a, raw_latency(&server, &raw_stream).await)
-            } else {
-                let b = raw_latency(&server, &raw_stream).await;
-                (latency(&ticker).await, b)
+        if part("latency") {
+            let (mut ours_p, mut theirs_p) = (Vec::new(), Vec::new());
+            for round in 0..*ROUNDS {
+                let ticker = transport(&server, &format!("lat{round}"), "g").await;
+                let raw_stream = format!("raw:lat{round}");
+                let (a, b) = if round % 2 == 0 {
+                    let a = latency(&ticker).await;
+                    (a, raw_latency(&server, &raw_stream).await)
+                } else {
+                    let b = raw_latency(&server, &raw_stream).await;
+                    (latency(&ticker).await, b)
+                };
+                ours_p.push(a);
+                theirs_p.push(b);
+                del(&raw, &ticker.names().stream("tick")).await;
+                del(&raw, &raw_stream).await;
+            }
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let pick = |samples: &[(Duration, Duration)], p99: bool| {
+                median(
+                    samples
+                        .iter()
+                        .map(|(p50, p99_)| ms(if p99 { *p99_ } else { *p50 }))
+                        .collect(),
+                )
             };
-            ours_p.push(a);
-            theirs_p.push(b);
-            del(&raw, &ticker.names().stream("tick")).await;
-            del(&raw, &raw_stream).await;
+            let (a50, a99) = (pick(&ours_p, false), pick(&ours_p, true));
+            let (b50, b99) = (pick(&theirs_p, false), pick(&theirs_p, true));
+            println!(
+                "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s, median of {} rounds: \
+                 redstream p50 {a50:.2} ms p99 {a99:.2} ms   raw redis-rs p50 {b50:.2} ms p99 {b99:.2} ms   \
+                 ratio p50 {:.2}x p99 {:.2}x",
+                *ROUNDS,
+                a50 / b50,
+                a99 / b99
+            );
         }
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let pick = |samples: &[(Duration, Duration)], p99: bool| {
-            median(
-                samples
-                    .iter()
-                    .map(|(p50, p99_)| ms(if p99 { *p99_ } else { *p50 }))
-                    .collect(),
-            )
-        };
-        let (a50, a99) = (pick(&ours_p, false), pick(&ours_p, true));
-        let (b50, b99) = (pick(&theirs_p, false), pick(&theirs_p, true));
-        println!(
-            "latency at {LATENCY_RATE}/s for {LATENCY_SECS}s, median of {} rounds: \
-             redstream p50 {a50:.2} ms p99 {a99:.2} ms   raw redis-rs p50 {b50:.2} ms p99 {b99:.2} ms   \
-             ratio p50 {:.2}x p99 {:.2}x",
-            *ROUNDS,
-            a50 / b50,
-            a99 / b99
-        );
         drop(server);
     });
 }

@@ -1,16 +1,66 @@
 //! Batched acknowledgements: one `XACK` per stream per batch, in one round trip.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redstream_core::Result;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::lock;
-use super::sub::{Ack, Sub, transient_backoff};
+use super::sub::{Sub, transient_backoff};
 use crate::telemetry;
+
+/// An acknowledgement waiting to be sent.
+pub(super) struct Ack {
+    pub(super) stream: usize,
+    pub(super) id: String,
+}
+
+/// Handled entries waiting for the acker, which sends them in batches.
+///
+/// The workers add to a list under a lock, and wake the acker twice per batch: at the first
+/// entry (it starts the `ack_interval` clock) and when the list reaches `ack_batch_size`. A
+/// channel would wake it for every entry it finds waiting on an empty queue, which with fast
+/// handlers is most of them: a wake-up of another task, often on another thread, per event.
+pub(super) struct AckQueue {
+    waiting: Mutex<Vec<Ack>>,
+    wake: Notify,
+    batch_size: usize,
+}
+
+impl AckQueue {
+    pub(super) fn new(batch_size: usize) -> Self {
+        Self {
+            waiting: Mutex::default(),
+            wake: Notify::new(),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// Queues an acknowledgement; wakes the acker when it has something new to decide.
+    pub(super) fn push(&self, ack: Ack) {
+        let len = {
+            let mut waiting = lock(&self.waiting);
+            waiting.push(ack);
+            waiting.len()
+        };
+        if len == 1 || len == self.batch_size {
+            // A permit is kept if the acker is not waiting yet: no wake-up is lost.
+            self.wake.notify_one();
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.waiting).len()
+    }
+
+    /// Moves everything waiting to the end of `batch`.
+    fn take_into(&self, batch: &mut Vec<Ack>) {
+        batch.append(&mut lock(&self.waiting));
+    }
+}
 
 impl Sub {
     /// Sends one batch of acknowledgements: one `XACK` per stream, in one round trip.
@@ -51,33 +101,36 @@ impl Sub {
 }
 
 /// Collects acknowledgements and sends them in batches until stopped, then sends the rest.
-pub(super) async fn ack_loop(
-    sub: Arc<Sub>,
-    mut rx: mpsc::UnboundedReceiver<Ack>,
-    stop: CancellationToken,
-) {
+pub(super) async fn ack_loop(sub: Arc<Sub>, stop: CancellationToken) {
     let options = &sub.options;
+    let queue = &sub.acks;
+    // Taken from the queue and not acknowledged yet: what a failed flush keeps for the next.
     let mut batch: Vec<Ack> = Vec::new();
     let mut due: Option<tokio::time::Instant> = None;
     let mut failures = 0u32;
     loop {
-        let flush_now = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            ack = rx.recv() => {
-                let Some(ack) = ack else { break };
-                if batch.is_empty() {
-                    due = Some(tokio::time::Instant::now() + options.ack_interval);
-                }
-                batch.push(ack);
-                (failures == 0 && batch.len() >= options.ack_batch_size)
-                    || due.is_some_and(|due| due <= tokio::time::Instant::now())
+        let waiting = queue.len() + batch.len();
+        if waiting == 0 {
+            due = None;
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = queue.wake.notified() => continue,
             }
-            () = sleep_until(due) => true,
-        };
+        }
+        let now = tokio::time::Instant::now();
+        let due_at = *due.get_or_insert(now + options.ack_interval);
+        let flush_now = (failures == 0 && waiting >= options.ack_batch_size) || due_at <= now;
         if !flush_now {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                () = queue.wake.notified() => {}
+                () = tokio::time::sleep_until(due_at) => {}
+            }
             continue;
         }
+        queue.take_into(&mut batch);
         match sub.flush_acks(&batch).await {
             Ok(()) => {
                 batch.clear();
@@ -97,10 +150,8 @@ pub(super) async fn ack_loop(
             }
         }
     }
-    // Stopping: everything handled is in the channel by now (the workers are done).
-    while let Ok(ack) = rx.try_recv() {
-        batch.push(ack);
-    }
+    // Stopping: everything handled is in the queue by now (the workers are done).
+    queue.take_into(&mut batch);
     for attempt in 1..=3 {
         if batch.is_empty() {
             break;
@@ -121,9 +172,45 @@ pub(super) async fn ack_loop(
     }
 }
 
-async fn sleep_until(due: Option<tokio::time::Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn ack(n: usize) -> Ack {
+        Ack {
+            stream: 0,
+            id: format!("{n}-0"),
+        }
+    }
+
+    /// Whether the queue has a wake-up for the acker now.
+    fn woken(queue: &AckQueue) -> bool {
+        queue.wake.notified().now_or_never().is_some()
+    }
+
+    #[test]
+    fn the_acker_is_woken_at_the_first_entry_and_at_a_full_batch_only() {
+        let queue = AckQueue::new(4);
+        assert!(!woken(&queue));
+        queue.push(ack(1));
+        assert!(woken(&queue), "the first entry starts the interval");
+        for n in 2..4 {
+            queue.push(ack(n));
+            assert!(!woken(&queue), "entry {n} of a batch of 4");
+        }
+        queue.push(ack(4));
+        assert!(woken(&queue), "a full batch");
+        queue.push(ack(5));
+        assert!(!woken(&queue), "past a full batch, the acker knows already");
+
+        let mut batch = vec![ack(0)];
+        queue.take_into(&mut batch);
+        let ids: Vec<&str> = batch.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["0-0", "1-0", "2-0", "3-0", "4-0", "5-0"]);
+        assert_eq!(queue.len(), 0);
+        queue.push(ack(6));
+        assert!(woken(&queue), "the next batch's first entry");
     }
 }

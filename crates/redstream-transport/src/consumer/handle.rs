@@ -11,9 +11,10 @@ use redstream_core::{Event, wire};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::ack::Ack;
 use super::dispatch::Peek;
 use super::handler::{BoxFuture, Handling};
-use super::sub::{Ack, Delivery, Mode, Sub};
+use super::sub::{Delivery, Mode, Sub};
 use super::{lock, now_ms};
 use crate::raw::RawEntry;
 use crate::{dlq, reply, telemetry, trace_context};
@@ -67,8 +68,7 @@ pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: WorkerStop) 
 
 impl Sub {
     pub(super) fn ack(&self, stream: usize, id: String) {
-        // The acker outlives every worker; if it is gone the entry stays pending.
-        let _ = self.acks.send(Ack { stream, id });
+        self.acks.push(Ack { stream, id });
     }
 
     /// Runs one entry through its handler.

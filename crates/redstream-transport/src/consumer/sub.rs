@@ -8,9 +8,9 @@ use redis::Value;
 use redstream_core::connection::Connection;
 use redstream_core::wire::DecodeError;
 use redstream_core::{Error, ErrorKind, Event, Result, RetryPolicy};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::AckQueue;
 use super::buffer::Buffer;
 use super::registry::Flights;
 use crate::commands::{Commands, is_nogroup};
@@ -100,12 +100,6 @@ impl HandledMetrics {
     }
 }
 
-/// An acknowledgement waiting to be sent.
-pub(super) struct Ack {
-    pub(super) stream: usize,
-    pub(super) id: String,
-}
-
 /// Everything one subscription's tasks share. Holds no reference to the transport, so that
 /// dropping the last transport clone is noticed (through `stop`) while handlers drain.
 pub(crate) struct Sub {
@@ -135,7 +129,8 @@ pub(crate) struct Sub {
     pub(super) envelopes: bool,
     /// When this consumer first saw an entry fail, keyed by stream index and entry id.
     pub(super) failures: Mutex<HashMap<(usize, String), u64>>,
-    pub(super) acks: mpsc::UnboundedSender<Ack>,
+    /// Handled entries, for the acker.
+    pub(super) acks: AckQueue,
     /// Cancelled by `unsubscribe` or when the last transport clone is dropped.
     pub(crate) stop: CancellationToken,
 }

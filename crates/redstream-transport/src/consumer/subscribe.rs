@@ -9,9 +9,9 @@ use redstream_core::{
     BackpressureStats, Error, ErrorKind, Event, HandlerResult, Result, Subscriber,
     SubscriptionHandle,
 };
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::ack::AckQueue;
 use super::buffer::Buffer;
 use super::handler::{Handling, erase};
 use super::lock;
@@ -141,7 +141,6 @@ impl RedisTransport {
         let inner = &self.inner;
         let options = &inner.options;
         let buffer = Buffer::new(inner.config.backpressure)?;
-        let (acks, acks_rx) = mpsc::unbounded_channel();
         let id = NEXT_SUBSCRIPTION_ID.fetch_add(1, Ordering::Relaxed);
         let describe = describe_streams(&streams);
         let by_key = streams
@@ -173,7 +172,7 @@ impl RedisTransport {
             flights: Arc::clone(&inner.subscriptions.flights),
             envelopes: handling.reads_envelopes(),
             failures: Mutex::default(),
-            acks,
+            acks: AckQueue::new(options.ack_batch_size),
             stop: inner.shutdown.child_token(),
         });
         let all: Vec<usize> = (0..sub.streams.len()).collect();
@@ -190,8 +189,7 @@ impl RedisTransport {
             group = %group,
             consumer = %sub.consumer,
         );
-        let task =
-            tokio::spawn(supervise(Arc::clone(&sub), handling, conns, acks_rx).instrument(span));
+        let task = tokio::spawn(supervise(Arc::clone(&sub), handling, conns).instrument(span));
         lock(&inner.subscriptions.running).insert(id, Running { stop, buffer, task });
         tracing::debug!(
             subscription = id,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use redstream_core::connection::Connection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -14,14 +14,13 @@ use super::handle::{WorkerStop, worker};
 use super::handler::Handling;
 use super::read::read_loop;
 use super::registry::Drained;
-use super::sub::{Ack, Sub};
+use super::sub::Sub;
 
 /// Runs a subscription until it is stopped, then drains it.
 pub(super) async fn supervise(
     sub: Arc<Sub>,
     handling: Handling,
     conns: Vec<Connection>,
-    acks: mpsc::UnboundedReceiver<Ack>,
 ) -> Drained {
     // One reader per slot group (one in all outside a cluster); the claimer starts once every
     // reader has re-read its own pending entries.
@@ -49,8 +48,7 @@ pub(super) async fn supervise(
         claim::keepalive_loop(Arc::clone(&sub), keepalive_stop.clone()).in_current_span(),
     );
     let acker_stop = CancellationToken::new();
-    let acker =
-        tokio::spawn(ack_loop(Arc::clone(&sub), acks, acker_stop.clone()).in_current_span());
+    let acker = tokio::spawn(ack_loop(Arc::clone(&sub), acker_stop.clone()).in_current_span());
     let workers_stop = WorkerStop::default();
     let mut workers = JoinSet::new();
     for _ in 0..sub.options.handler_concurrency {
