@@ -56,6 +56,18 @@ mod put_many;
 mod watched;
 mod write;
 
+/// The arguments of a command as bytes, for the tests of the commands the scripts are called
+/// with.
+#[cfg(test)]
+fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
+    cmd.args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => bytes.to_vec(),
+            _ => panic!("only plain arguments are expected"),
+        })
+        .collect()
+}
+
 /// A checkpoint record's fields as `HGETALL` answers them.
 type RecordFields = Vec<(Vec<u8>, Vec<u8>)>;
 

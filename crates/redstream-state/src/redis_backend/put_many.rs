@@ -98,13 +98,7 @@ mod tests {
             ("b".to_owned(), b"2".to_vec()),
         ];
         let cmd = call(&keys, &items, 60_000);
-        let args: Vec<Vec<u8>> = cmd
-            .args_iter()
-            .map(|arg| match arg {
-                redis::Arg::Simple(bytes) => bytes.to_vec(),
-                _ => panic!("only plain arguments are expected"),
-            })
-            .collect();
+        let args = super::super::args(&cmd);
         let expected: Vec<&[u8]> = vec![
             b"EVALSHA",
             SCRIPT.get_hash().as_bytes(),

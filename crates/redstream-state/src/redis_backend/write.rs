@@ -160,36 +160,31 @@ pub(super) fn transaction(
     ops: &[TxOp],
     implicit_ttl: Option<Duration>,
 ) -> Option<Cmd> {
-    if ops.iter().any(|op| matches!(op, TxOp::IncrBy { .. })) {
-        return None;
-    }
     let base = keys.base().len() + 1;
-    let bytes: usize = ops
-        .iter()
-        .map(|op| match op {
-            TxOp::Put { key, value, .. } => base + key.len() + value.len(),
-            TxOp::Delete { key } | TxOp::IncrBy { key, .. } => base + key.len(),
-        })
-        .sum();
-    let mut cmd = evalsha(ops.len(), bytes);
+    // One pass for the letters and the size of the command, which ends at an increment.
     let mut kinds = Vec::with_capacity(ops.len());
-    let mut redis_key = String::new();
+    let mut bytes = 0;
     for op in ops {
-        let (key, kind) = match op {
-            TxOp::Put { key, ttl, .. } => (
-                key,
+        let (kind, len) = match op {
+            TxOp::Put { key, value, ttl } => (
                 if ttl.or(implicit_ttl).is_some() {
                     SET_PX
                 } else {
                     SET
                 },
+                base + key.len() + value.len(),
             ),
-            TxOp::Delete { key } => (key, DEL),
+            TxOp::Delete { key } => (DEL, base + key.len()),
             TxOp::IncrBy { .. } => return None,
         };
-        keys.write_key(&mut redis_key, key);
-        cmd.arg(redis_key.as_str());
         kinds.push(kind);
+        bytes += len;
+    }
+    let mut cmd = evalsha(ops.len(), bytes);
+    let mut redis_key = String::new();
+    for op in ops {
+        keys.write_key(&mut redis_key, op.key());
+        cmd.arg(redis_key.as_str());
     }
     cmd.arg(kinds.as_slice());
     for op in ops {
@@ -275,17 +270,9 @@ pub(super) async fn query(conn: &Connection, cmd: &Cmd) -> RedisResult<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::args;
     use super::*;
     use redstream_core::keys::KeyLayout;
-
-    fn args(cmd: &Cmd) -> Vec<Vec<u8>> {
-        cmd.args_iter()
-            .map(|arg| match arg {
-                redis::Arg::Simple(bytes) => bytes.to_vec(),
-                _ => panic!("only plain arguments are expected"),
-            })
-            .collect()
-    }
 
     #[test]
     fn the_script_declares_itself_with_no_flags() {
