@@ -337,14 +337,16 @@ impl RedisServer {
     }
 
     /// A new multiplexed connection from [`client`](Self::client), authenticated when the
-    /// server has a password.
+    /// server has a password. It connects and waits for each reply for up to 5 s: redis-rs's
+    /// default half second is what one `XRANGE` of 10,000 entries took on a loaded 2-core
+    /// machine, and a test's own check must not fail on that.
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`] for TLS servers, [`Error::Redis`] when connecting fails (for
     /// example because the server is killed or paused).
     pub async fn connection(&self) -> Result<redis::aio::MultiplexedConnection> {
-        Ok(self.client()?.get_multiplexed_async_connection().await?)
+        self.admin_connection().await
     }
 
     /// A connection for the kit's own checks and commands: it gives up after
