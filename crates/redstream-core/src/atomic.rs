@@ -14,6 +14,9 @@
 //! - the server is not out of memory and not a read-only replica: the script is declared with
 //!   `#!lua` and no flags, so Redis refuses it as a whole (`OOM`, `READONLY`) before it starts.
 //!
+//! A transaction may also depend on its first command's answer ([`Atomic::guarded`]): the rest
+//! runs only when that command changed something (an `XACK` that acknowledged the entry).
+//!
 //! A script runs without other clients' commands in between, and if the server refuses the
 //! `EVALSHA` itself (an ACL user without `+evalsha`, or `NOSCRIPT` for a user without
 //! `+script|load`) nothing runs. A failure the checks do not cover stops the script at the
@@ -43,8 +46,14 @@ use redis::{Arg, Cmd, Script, ScriptInvocation};
 const SOURCE: &str = r"#!lua
 local spans, checked, i = {}, {}, 1
 local last1, last2, last3, last_want
+-- A first command whose wanted type starts with '!' is a guard: when it answers 0, nothing
+-- after it runs and the script answers nil.
+local guarded = string.sub(ARGV[2] or '', 1, 1) == '!'
 while i <= #ARGV do
   local argc, want = tonumber(ARGV[i]), ARGV[i + 1]
+  if i == 1 and guarded then
+    want = string.sub(want, 2)
+  end
   local first, last = i + 2, i + 1 + argc
   i = last + 1
   if argc > 7500 then
@@ -82,7 +91,11 @@ while i <= #ARGV do
 end
 local replies = {}
 for c = 1, #spans, 2 do
-  replies[#replies + 1] = redis.call(unpack(ARGV, spans[c], spans[c + 1]))
+  local reply = redis.call(unpack(ARGV, spans[c], spans[c + 1]))
+  if c == 1 and guarded and reply == 0 then
+    return false
+  end
+  replies[#replies + 1] = reply
 end
 return replies
 ";
@@ -145,10 +158,40 @@ impl Atomic {
         }
     }
 
+    /// A transaction that runs `guard` first and the commands pushed after it only when
+    /// `guard` answers a number other than 0: an `XACK` that acknowledged the entry, a `DEL`
+    /// that deleted something. When it answers 0 nothing else runs, nothing was written, and
+    /// the transaction's reply is nil instead of the array of replies (decode it as an
+    /// `Option`). Every command is checked before `guard` runs, as in any transaction.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut conn: redis::aio::MultiplexedConnection) -> redis::RedisResult<()> {
+    /// use redstream_core::atomic::{Atomic, KeyType};
+    ///
+    /// // The dead letter is written only if the entry was still pending in the group.
+    /// let mut tx = Atomic::guarded(
+    ///     redis::cmd("XACK").arg("events:order.created").arg("workers").arg("1-0"),
+    ///     KeyType::Stream,
+    /// );
+    /// tx.push(redis::cmd("XADD").arg("events:dlq").arg("*").arg("event").arg("{}"), KeyType::Stream);
+    /// let moved: Option<(i64, String)> = tx.invocation().invoke_async(&mut conn).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn guarded(guard: &Cmd, key_type: KeyType) -> Self {
+        let mut tx = Self::new();
+        tx.push_marked(guard, key_type, true);
+        tx
+    }
+
     /// Adds `cmd`, whose first argument is its key and must hold `key_type` (or not exist) for
     /// the transaction to run. A command without arguments (no key) is added as it is; one whose
     /// first argument is a subcommand (`XGROUP CREATE`) takes [`KeyType::Any`].
     pub fn push(&mut self, cmd: &Cmd, key_type: KeyType) -> &mut Self {
+        self.push_marked(cmd, key_type, false)
+    }
+
+    fn push_marked(&mut self, cmd: &Cmd, key_type: KeyType, guard: bool) -> &mut Self {
         let args: Vec<&[u8]> = cmd
             .args_iter()
             .filter_map(|arg| match arg {
@@ -163,7 +206,12 @@ impl Atomic {
             self.invocation.key(key);
             self.keys.insert(key.to_vec());
         }
-        self.invocation.arg(args.len()).arg(key_type.as_str());
+        let want = key_type.as_str();
+        if guard {
+            self.invocation.arg(args.len()).arg(format!("!{want}"));
+        } else {
+            self.invocation.arg(args.len()).arg(want);
+        }
         for arg in args {
             self.invocation.arg(arg);
         }
@@ -300,5 +348,54 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(written, 3_749);
+    }
+
+    /// A guarded transaction runs whole when its guard answers a number other than 0, and
+    /// writes nothing after a guard that answers 0 (the reply is then nil). A refused later
+    /// command is refused before the guard runs.
+    #[tokio::test]
+    async fn a_guard_that_changed_nothing_stops_the_transaction() {
+        let server = RedisServer::start().await.unwrap();
+        let mut conn = server.connection().await.unwrap();
+        let _: () = conn.set("present", "1").await.unwrap();
+        let _: () = conn.set("text", "1").await.unwrap();
+        let guarded = |key: &str, then: &str, key_type: KeyType| {
+            let mut tx = Atomic::guarded(redis::cmd("DEL").arg(key), KeyType::Any);
+            tx.push(redis::cmd("SET").arg(then).arg("done"), key_type);
+            tx
+        };
+
+        let skipped: Option<(i64, String)> = guarded("missing", "a", KeyType::String)
+            .invocation()
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(skipped, None);
+        let a: Option<String> = conn.get("a").await.unwrap();
+        assert_eq!(a, None, "nothing after a guard that answered 0");
+
+        let ran: Option<(i64, String)> = guarded("present", "b", KeyType::String)
+            .invocation()
+            .invoke_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ran, Some((1, "OK".to_owned())));
+        let b: Option<String> = conn.get("b").await.unwrap();
+        assert_eq!(b.as_deref(), Some("done"));
+
+        // `text` holds a string, not a hash: refused before the guard deletes anything.
+        let mut tx = Atomic::guarded(redis::cmd("DEL").arg("b"), KeyType::Any);
+        tx.push(
+            redis::cmd("HSET").arg("text").arg("f").arg("v"),
+            KeyType::Hash,
+        );
+        let err = tx
+            .invocation()
+            .invoke_async::<Option<Vec<redis::Value>>>(&mut conn)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        let b: Option<String> = conn.get("b").await.unwrap();
+        assert_eq!(b.as_deref(), Some("done"), "the guard did not run");
     }
 }

@@ -173,11 +173,15 @@ fn shorten_to(text: &str, max: usize) -> &str {
     &text[..cut]
 }
 
-/// Moves an entry to the dead-letter stream and returns the dead letter's id.
+/// Moves an entry to the dead-letter stream and returns the dead letter's id, or `None` when
+/// the entry was no longer pending in its group and nothing was written.
 ///
-/// In the plain layout: `XADD <dlq> ...` and `XACK <stream> <group> <id>` as one transaction
+/// In the plain layout: `XACK <stream> <group> <id>` and `XADD <dlq> ...` as one transaction
 /// (`redstream_core::atomic`): both run or neither does, whatever refuses them (`NOPERM` on the
-/// dead-letter stream, a dead-letter key that is not a stream, `OOM`, `READONLY`). In the
+/// dead-letter stream, a dead-letter key that is not a stream, `OOM`, `READONLY`), and the
+/// `XADD` runs only if the `XACK` acknowledged the entry. An entry that another consumer
+/// claimed and acknowledged meanwhile (this one stalled past `claim_idle_time`), or whose
+/// group was re-created, is not dead-lettered: its group is done with it. In the
 /// cluster layout the dead-letter stream is in another slot than the entry's stream, so the two
 /// cannot share a transaction: `XADD` first and, only once it succeeded, `XACK`. A failure of
 /// the `XADD` leaves the entry pending and writes nothing; a failure between the two (the
@@ -190,7 +194,7 @@ pub(crate) async fn move_entry(
     names: &StreamNames,
     fields: &DeadLetterFields<'_>,
     reason: Reason,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let dlq = names.dlq();
     let span = tracing::info_span!(
         "dead_letter",
@@ -212,25 +216,41 @@ pub(crate) async fn move_entry(
                 let id: String = redis
                     .query("XADD to the dead-letter stream", &dlq, &fields.xadd(&dlq))
                     .await?;
-                let _acked: i64 = redis
+                let acked: i64 = redis
                     .query("XACK after the dead letter's XADD", fields.stream, &xack)
                     .await?;
+                if acked == 0 {
+                    tracing::warn!(
+                        dlq_id = %id,
+                        "dead-lettered, but the entry was no longer pending in the group \
+                         (another consumer claimed and acknowledged it, or the group was \
+                         re-created): its group is done with it, and redriving this dead letter \
+                         would deliver it again"
+                    );
+                }
                 id
             }
             _ => {
-                let mut tx = Atomic::new();
-                tx.push(&fields.xadd(&dlq), KeyType::Stream)
-                    .push(&xack, KeyType::Stream);
-                let (id, _acked): (String, i64) = redis
-                    .atomic("transaction of XADD + XACK", &dlq, &tx)
+                let mut tx = Atomic::guarded(&xack, KeyType::Stream);
+                tx.push(&fields.xadd(&dlq), KeyType::Stream);
+                let moved: Option<(i64, String)> = redis
+                    .atomic("transaction of XACK + XADD", &dlq, &tx)
                     .await?;
+                let Some((_acked, id)) = moved else {
+                    tracing::warn!(
+                        error = %shorten(fields.error),
+                        "not dead-lettered: the entry is no longer pending in the group (another \
+                         consumer claimed and acknowledged it, or the group was re-created)"
+                    );
+                    return Ok(None);
+                };
                 id
             }
         };
         tracing::Span::current().record("dlq_id", id.as_str());
         metrics::counter!(telemetry::DEAD_LETTERED, "reason" => reason.as_str()).increment(1);
         tracing::warn!(error = %shorten(fields.error), "moved to the dead-letter stream");
-        Ok(id)
+        Ok(Some(id))
     }
     .instrument(span)
     .await

@@ -43,16 +43,18 @@
 //! # The move, plain layout: one transaction
 //!
 //! ```text
-//! XADD events:dlq * event <envelope> error <message> original_type order.created stream events:order.created entry_id <id> ...
 //! XACK events:order.created <group> <id>
+//! XADD events:dlq * event <envelope> error <message> original_type order.created stream events:order.created entry_id <id> ...
 //! ```
 //!
 //! both in one `redstream_core::atomic` transaction, a script that checks the user's
-//! permissions, the dead-letter key's type and the server's memory before it runs either. The
-//! entry is in the dead-letter stream or pending in its own, never in neither and never in
-//! both, whatever refuses the move (`MULTI`/`EXEC` would run the `XACK` after a `WRONGTYPE`
-//! `XADD`, losing the entry). (The transport connects to one server; this assumes both keys are
-//! on it.)
+//! permissions, both keys' types and the server's memory before it runs either. The entry is
+//! in the dead-letter stream or pending in its own, never in neither and never in both,
+//! whatever refuses the move (`MULTI`/`EXEC` would run the `XACK` after a `WRONGTYPE` `XADD`,
+//! losing the entry). The `XADD` runs only when the `XACK` acknowledged the entry: one that
+//! another consumer claimed and acknowledged meanwhile (a consumer that stalled past
+//! `claim_idle_time` and then gave up on it) gets no dead letter, since its group is done with
+//! it. (The transport connects to one server; this assumes both keys are on it.)
 //!
 //! # The move, cluster layout: two steps, repeats removed by the redrive
 //!
@@ -73,6 +75,10 @@
 //!   1`, checked in the redrive script). A repeat found in the record is deleted and so is its
 //!   field, unless the entry is still pending. After a normal move the record is not written at
 //!   all; it holds at most one field per entry still pending and needs no cleaning by hand.
+//! - unlike the plain layout, a consumer that stalled past `claim_idle_time` and then gives up
+//!   on an entry that another consumer claimed and acknowledged meanwhile still writes its dead
+//!   letter (the `XACK` after it answers 0, and a warning says so): a redrive would deliver
+//!   that event to its groups again.
 //!
 //! # Reading and redriving
 //!

@@ -244,6 +244,76 @@ async fn dead_letter_on_first_failure_delivers_once() {
     );
 }
 
+/// A consumer that gives up on an entry another consumer claimed and acknowledged meanwhile
+/// (as one that stalled past `claim_idle_time` would) writes no dead letter: the group is done
+/// with the entry, and a dead letter of it would be redriven to every group again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_acknowledged_elsewhere_meanwhile_is_not_dead_lettered() {
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("stalled");
+    let transport = transport(
+        &server,
+        &prefix,
+        "workers",
+        fast().with_dead_letter_on_first_failure(true),
+    )
+    .await;
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (fail_tx, fail) = tokio::sync::watch::channel(false);
+    let handle = transport
+        .subscribe(vec!["risky.operation".to_string()], move |event: Event| {
+            let _ = started_tx.send(event.id().to_string());
+            let mut fail = fail.clone();
+            async move {
+                let _ = fail.wait_for(|fail| *fail).await;
+                HandlerResult::Err("boom".into())
+            }
+        })
+        .await
+        .unwrap();
+    transport
+        .publish(event("risky.operation", 7))
+        .await
+        .unwrap();
+    recv(&mut started, "the delivery").await;
+    // Another consumer of the group takes the entry over and acknowledges it.
+    let stream = transport.names().stream("risky.operation");
+    let mut conn = server.connection().await.unwrap();
+    let (id, _) = xrange(&server, &stream).await.remove(0);
+    let claimed: Vec<String> = redis::cmd("XCLAIM")
+        .arg(&stream)
+        .arg("workers")
+        .arg("another-consumer")
+        .arg(0)
+        .arg(&id)
+        .arg("JUSTID")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(claimed, [id.clone()]);
+    let acked: i64 = redis::cmd("XACK")
+        .arg(&stream)
+        .arg("workers")
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1);
+    // Now the first consumer's handler fails: its give-up finds the entry handled.
+    fail_tx.send_replace(true);
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    assert!(
+        xrange(&server, &transport.names().dlq()).await.is_empty(),
+        "a dead letter of an entry its group had acknowledged"
+    );
+    assert_eq!(
+        pending_of_type(&server, &transport, "risky.operation", "workers").await,
+        0
+    );
+}
+
 /// Entries that are not redstream events (written by redis-cli, or in a future wire version)
 /// go to the dead-letter stream at once with the reason; the loop goes on. They cannot be
 /// redriven, and a dead-letter consumer skips them.
