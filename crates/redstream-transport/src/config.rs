@@ -299,6 +299,11 @@ pub struct TransportOptions {
     /// Where a newly created group starts.
     pub start_from: StartFrom,
     /// Acknowledgements are sent in batches of at most this many...
+    ///
+    /// While `XACK` fails (a user without it, a node down), handled entries wait for their
+    /// acknowledgement in memory, at most as many as the backpressure queue holds
+    /// (`backpressure.max_queue_size`, or one batch if that is smaller): at that many, reading
+    /// pauses until they are acknowledged.
     pub ack_batch_size: usize,
     /// ...or after this long, whichever comes first.
     #[serde(with = "redstream_core::serde_duration")]
@@ -502,6 +507,20 @@ impl TransportOptions {
     #[must_use]
     pub fn with_claim_idle_time(mut self, idle: Duration) -> Self {
         self.claim_idle_time = idle;
+        self
+    }
+
+    /// Sets `ack_batch_size`.
+    #[must_use]
+    pub fn with_ack_batch_size(mut self, size: usize) -> Self {
+        self.ack_batch_size = size;
+        self
+    }
+
+    /// Sets `ack_interval`.
+    #[must_use]
+    pub fn with_ack_interval(mut self, interval: Duration) -> Self {
+        self.ack_interval = interval;
         self
     }
 

@@ -51,8 +51,12 @@ pub(crate) async fn blocking_connection(
     conn: &Connection,
     options: &TransportOptions,
 ) -> Result<Connection> {
-    conn.dedicated(options.block_time + options.connection.response_timeout)
-        .await
+    conn.dedicated(
+        options
+            .block_time
+            .saturating_add(options.connection.response_timeout),
+    )
+    .await
 }
 
 /// Streams evicted under memory pressure lose events silently: say so once, at connect.

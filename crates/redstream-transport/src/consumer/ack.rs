@@ -1,6 +1,8 @@
 //! Batched acknowledgements: one `XACK` per stream per batch, in one round trip.
 
 use std::collections::BTreeMap;
+use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redstream_core::Result;
@@ -24,18 +26,70 @@ pub(super) struct Ack {
 /// entry (it starts the `ack_interval` clock) and when the list reaches `ack_batch_size`. A
 /// channel would wake it for every entry it finds waiting on an empty queue, which with fast
 /// handlers is most of them: a wake-up of another task, often on another thread, per event.
+///
+/// The handled entries not acknowledged yet are bounded: while `XACK` fails (an ACL without
+/// it, a cluster node down) the readers stop reading at `limit` of them
+/// ([`room`](Self::room)), rather than handle more and keep them all in memory.
 pub(super) struct AckQueue {
     waiting: Mutex<Vec<Ack>>,
     wake: Notify,
     batch_size: usize,
+    /// Taken by the acker and not acknowledged yet (a batch being sent, or one that failed).
+    sending: AtomicUsize,
+    /// Notified after each acknowledged batch, for a reader waiting in [`Self::room`].
+    flushed: Notify,
+    limit: usize,
 }
 
 impl AckQueue {
-    pub(super) fn new(batch_size: usize) -> Self {
+    /// A queue sent in batches of `batch_size`, whose readers stop at `limit` handled entries
+    /// not acknowledged yet (at least one batch).
+    pub(super) fn new(batch_size: usize, limit: usize) -> Self {
+        let batch_size = batch_size.max(1);
         Self {
             waiting: Mutex::default(),
             wake: Notify::new(),
-            batch_size: batch_size.max(1),
+            batch_size,
+            sending: AtomicUsize::new(0),
+            flushed: Notify::new(),
+            limit: limit.max(batch_size),
+        }
+    }
+
+    /// Handled entries not acknowledged yet: waiting, or taken by the acker.
+    pub(super) fn unacknowledged(&self) -> usize {
+        self.len() + self.sending.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than the limit of handled entries wait for their acknowledgement;
+    /// `false` if `stop` came first. Called by the readers once per read, not per entry.
+    pub(super) async fn room(&self, stop: &CancellationToken, group: &str) -> bool {
+        if self.unacknowledged() < self.limit {
+            return true;
+        }
+        let mut warned = false;
+        loop {
+            let mut flushed = pin!(self.flushed.notified());
+            // Enabled before the count is looked at: a flush after the look wakes this wait.
+            flushed.as_mut().enable();
+            let unacknowledged = self.unacknowledged();
+            if unacknowledged < self.limit {
+                return true;
+            }
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    group,
+                    unacknowledged,
+                    "reading paused: handled entries wait for their acknowledgement (XACK \
+                     fails); reading goes on once they are acknowledged"
+                );
+            }
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return false,
+                () = flushed => {}
+            }
         }
     }
 
@@ -131,9 +185,12 @@ pub(super) async fn ack_loop(sub: Arc<Sub>, stop: CancellationToken) {
             continue;
         }
         queue.take_into(&mut batch);
+        queue.sending.store(batch.len(), Ordering::Release);
         match sub.flush_acks(&batch).await {
             Ok(()) => {
                 batch.clear();
+                queue.sending.store(0, Ordering::Release);
+                queue.flushed.notify_waiters();
                 due = None;
                 failures = 0;
             }
@@ -192,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_acker_is_woken_at_the_first_entry_and_at_a_full_batch_only() {
-        let queue = AckQueue::new(4);
+        let queue = AckQueue::new(4, 100);
         assert!(!woken(&queue));
         queue.push(ack(1));
         assert!(woken(&queue), "the first entry starts the interval");

@@ -243,6 +243,12 @@ pub(crate) async fn release(sub: &Sub, deliveries: Vec<Delivery>) {
     if deliveries.is_empty() {
         return;
     }
+    // Out of the held entries before they become claimable: a claim pass that found one
+    // still held would raise its delivery count and reset its idle time, and skip it.
+    for delivery in &deliveries {
+        sub.flights
+            .remove(&sub.streams[delivery.stream].key, &delivery.id);
+    }
     let idle = millis(sub.options.claim_idle_time);
     let mut pipe = redis::pipe();
     for delivery in &deliveries {
@@ -277,9 +283,5 @@ pub(crate) async fn release(sub: &Sub, deliveries: Vec<Delivery>) {
             error = %err,
             "could not release entries; they stay pending and are claimed after claim_idle_time"
         ),
-    }
-    for delivery in &deliveries {
-        sub.flights
-            .remove(&sub.streams[delivery.stream].key, &delivery.id);
     }
 }

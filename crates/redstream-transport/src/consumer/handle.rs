@@ -365,6 +365,7 @@ impl Sub {
                     first_failure_ms: first_failure.unwrap_or(now),
                     last_failure_ms: now,
                 };
+                // `Ok(None)`: no longer pending in the group, nothing written (logged there).
                 let moved = dlq::move_entry(&self.redis, &self.names, &fields, reason).await;
                 if let Err(err) = moved {
                     tracing::error!(
@@ -384,10 +385,13 @@ impl Sub {
     /// handled elsewhere since.
     pub(crate) fn prune_failures(&self) {
         let o = &self.options;
-        let horizon = (o.claim_idle_time + o.claim_interval)
+        // Saturating: the durations come from the configuration, which bounds none of them.
+        let horizon = o
+            .claim_idle_time
+            .saturating_add(o.claim_interval)
             .saturating_mul(o.max_deliveries.saturating_add(1))
             .saturating_mul(4)
-            + Duration::from_secs(60);
+            .saturating_add(Duration::from_secs(60));
         let oldest =
             now_ms().saturating_sub(u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX));
         lock(&self.failures).retain(|_, first| *first >= oldest);

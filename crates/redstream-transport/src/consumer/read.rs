@@ -228,6 +228,11 @@ pub(super) async fn read_loop(
         if sub.buffer.free() == 0 && !sub.buffer.room(&sub.stop).await {
             break;
         }
+        // Handled entries whose `XACK` keeps failing are held in memory: stop reading at the
+        // limit until they are acknowledged.
+        if !sub.acks.room(&sub.stop, &sub.group).await {
+            break;
+        }
     }
     leftover
 }

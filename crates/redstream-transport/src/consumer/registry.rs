@@ -18,9 +18,11 @@ use super::lock;
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(super) running: Mutex<HashMap<u64, Running>>,
-    /// Entries held by any subscription of this transport: read and not yet acknowledged,
-    /// dead-lettered or released.
-    pub(super) flights: Arc<Flights>,
+    /// Entries held by the subscriptions of this transport, per consumer group: read and not
+    /// yet acknowledged, dead-lettered or released. Per group because an entry is delivered
+    /// once to each group: a subscription in another group holding the same entry id is no
+    /// reason to leave it alone.
+    flights: Mutex<HashMap<String, Arc<Flights>>>,
 }
 
 pub(super) struct Running {
@@ -36,6 +38,16 @@ pub(super) struct Drained {
 }
 
 impl Registry {
+    /// The entries held by the subscriptions of `group`, shared by every subscription of
+    /// this transport in that group.
+    pub(super) fn flights(&self, group: &str) -> Arc<Flights> {
+        let mut groups = lock(&self.flights);
+        // Groups whose subscriptions all stopped hold nothing: dropped here, so that the
+        // map does not keep every group this transport ever read in.
+        groups.retain(|name, flights| name == group || Arc::strong_count(flights) > 1);
+        Arc::clone(groups.entry(group.to_owned()).or_default())
+    }
+
     /// The buffers of every subscription, summed.
     pub(super) fn stats(&self, config: BackpressureConfig) -> BackpressureStats {
         let running = lock(&self.running);
@@ -59,9 +71,10 @@ impl Registry {
     }
 }
 
-/// Entries held by the subscriptions of one transport, with when their idle time in Redis was
-/// last reset. One consumer name is shared by all subscriptions of a transport, so this is what
-/// keeps a subscription from re-reading or claiming an entry another one (or itself) holds.
+/// Entries held by the subscriptions of one transport in one consumer group, with when their
+/// idle time in Redis was last reset. One consumer name is shared by all subscriptions of a
+/// transport, so this is what keeps a subscription from re-reading or claiming an entry another
+/// one of its group (or itself) holds.
 ///
 /// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; the ids are
 /// kept inline ([`FlightId`]), so that holding an entry allocates nothing either;

@@ -169,10 +169,14 @@ impl RedisTransport {
             names: inner.names.clone(),
             options: options.clone(),
             buffer: buffer.clone(),
-            flights: Arc::clone(&inner.subscriptions.flights),
+            flights: inner.subscriptions.flights(&group),
             envelopes: handling.reads_envelopes(),
             failures: Mutex::default(),
-            acks: AckQueue::new(options.ack_batch_size),
+            // As many handled entries may wait for their acknowledgement as the buffer holds.
+            acks: AckQueue::new(
+                options.ack_batch_size,
+                inner.config.backpressure.max_queue_size,
+            ),
             stop: inner.shutdown.child_token(),
         });
         let all: Vec<usize> = (0..sub.streams.len()).collect();

@@ -11,7 +11,7 @@ use redstream_core::{
 };
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, StartFrom};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::support::{
     event, fast, number, pending_of_type, recv, recv_n, transport, unique, until, within, xrange,
@@ -306,6 +306,68 @@ async fn two_groups_each_get_every_event() {
     }
     for rx in &mut receivers {
         assert!(rx.try_recv().is_err(), "a group handled an event twice");
+    }
+}
+
+/// Two groups read one stream through one transport (one consumer name): an entry held by the
+/// first group's handler is still delivered to the second at once, not after a claim. The
+/// claim idle time is an hour, so a second group that left such entries alone would never
+/// get them here; the first group's handlers wait until the second has every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_groups_in_one_transport_each_get_every_event_at_once() {
+    const EVENTS: usize = 8;
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("groups");
+    let options = fast().with_claim_idle_time(Duration::from_secs(3600));
+    let transport = transport(&server, &prefix, "billing", options).await;
+    let stream = transport.names().stream("order.created");
+    let (second_done, done) = watch::channel(false);
+    let (first_tx, mut first_rx) = mpsc::unbounded_channel();
+    let first = transport
+        .subscribe(vec!["order.created".to_owned()], move |event: Event| {
+            let (tx, mut done) = (first_tx.clone(), done.clone());
+            async move {
+                // Held until the second group has every event.
+                let _ = done.wait_for(|done| *done).await;
+                let _ = tx.send(number(&event));
+                HandlerResult::Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let (second_tx, mut second_rx) = mpsc::unbounded_channel();
+    let second = transport
+        .subscription()
+        .streams([stream.clone()])
+        .group("shipping")
+        .handle(move |event: Event| {
+            let _ = second_tx.send(number(&event));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    for n in 0..EVENTS {
+        transport.publish(event("order.created", n)).await.unwrap();
+    }
+    let mut got = recv_n(&mut second_rx, EVENTS, "every event in the second group").await;
+    got.sort_unstable();
+    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+    // The first group's handlers, all holding their entries, may go on.
+    second_done.send_replace(true);
+    let mut got = recv_n(&mut first_rx, EVENTS, "every event in the first group").await;
+    got.sort_unstable();
+    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+    for handle in [&first, &second] {
+        within("unsubscribe", transport.unsubscribe(handle))
+            .await
+            .unwrap();
+    }
+    for group in ["billing", "shipping"] {
+        assert_eq!(
+            crate::support::pending(&server, &stream, group).await,
+            0,
+            "{group}"
+        );
     }
 }
 

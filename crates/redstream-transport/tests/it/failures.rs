@@ -480,3 +480,79 @@ async fn entries_trimmed_while_pending_are_reported() {
     );
     assert!(xrange(&server, &transport.names().dlq()).await.is_empty());
 }
+
+/// While `XACK` is refused (here an ACL without it), the handled entries waiting for their
+/// acknowledgement are bounded: the reader stops at as many as the buffer holds instead of
+/// reading and handling the whole stream into memory. Once `XACK` is allowed again, everything
+/// is acknowledged and reading goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_acknowledgements_pause_reading_instead_of_piling_up() {
+    const EVENTS: usize = 60;
+    const BUFFER: usize = 10;
+    const READ_COUNT: usize = 5;
+    crate::support::capture_logs();
+    let server = RedisServer::builder()
+        .acl_user_rules("noack", "pw-noack", &["~*", "&*", "+@all", "-xack"])
+        .start()
+        .await
+        .unwrap();
+    let prefix = unique("noack");
+    let group = unique("paused");
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url_with_user("noack", "pw-noack"))
+            .with_stream_prefix(&prefix)
+            .with_consumer_group(&group)
+            .with_backpressure(
+                redstream_core::BackpressureConfig::default().with_max_queue_size(BUFFER),
+            ),
+        fast()
+            .with_read_count(READ_COUNT)
+            .with_ack_batch_size(4)
+            .with_claim_idle_time(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscribe(vec!["order.created".to_owned()], move |event: Event| {
+            let _ = tx.send(number(&event));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    for n in 0..EVENTS {
+        transport.publish(event("order.created", n)).await.unwrap();
+    }
+    until("reading to pause", || async {
+        logged("reading paused")
+            .iter()
+            .any(|line| line.contains(&group))
+    })
+    .await;
+    // Paused: what was read is at most the handled entries' limit, the last read and the
+    // buffer, far from the whole stream.
+    let read = pending_of_type(&server, &transport, "order.created", &group).await;
+    let bound = (BUFFER + READ_COUNT + BUFFER) as u64;
+    assert!(read <= bound, "{read} entries read, more than {bound}");
+    assert!(!logged("permissions to run the 'xack' command").is_empty());
+
+    let mut admin = server.connection().await.unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("noack")
+        .arg("+xack")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut got = recv_n(&mut rx, EVENTS, "every event once XACK is allowed").await;
+    got.sort_unstable();
+    assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
+    until("every entry acknowledged", || async {
+        pending_of_type(&server, &transport, "order.created", &group).await == 0
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
