@@ -290,7 +290,7 @@ async fn an_entry_acknowledged_elsewhere_meanwhile_is_not_dead_lettered() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(claimed, [id.clone()]);
+    assert_eq!(claimed, std::slice::from_ref(&id));
     let acked: i64 = redis::cmd("XACK")
         .arg(&stream)
         .arg("workers")
