@@ -71,40 +71,50 @@ fn args(cmd: &redis::Cmd) -> Vec<Vec<u8>> {
 /// A checkpoint record's fields as `HGETALL` answers them.
 type RecordFields = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// The start of the scripts that write and then set a TTL: the user may run `PEXPIRE` on the
+/// key, checked before anything is written (a refusal after the write would leave a key
+/// without its TTL, and a retry would count twice). `#!lua` with no flags: refused whole when
+/// the server is out of memory.
+const PEXPIRE_ALLOWED: &str = r"if not redis.acl_check_cmd('PEXPIRE', KEYS[1], '1') then
+  return redis.error_reply('NOPERM this user has no permissions to run the PEXPIRE command on ' ..
+    KEYS[1] .. ', which sets the TTL of what this writes (nothing was written)')
+end
+";
+
 /// Creates the key with `PEXPIRE` when `INCRBY` creates it.
 static INCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local created = redis.call('EXISTS', KEYS[1]) == 0
+    Script::new(&format!(
+        "#!lua\n{PEXPIRE_ALLOWED}{}",
+        r"local created = redis.call('EXISTS', KEYS[1]) == 0
 local n = redis.call('INCRBY', KEYS[1], ARGV[1])
 if created then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return n
-",
-    )
+"
+    ))
 });
 
 /// `HSET` of one field, with `PEXPIRE` when it creates the hash.
 static HSET_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local created = redis.call('EXISTS', KEYS[1]) == 0
+    Script::new(&format!(
+        "#!lua\n{PEXPIRE_ALLOWED}{}",
+        r"local created = redis.call('EXISTS', KEYS[1]) == 0
 local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if created then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return added
-",
-    )
+"
+    ))
 });
 
 /// `HINCRBY`, with `PEXPIRE` when it creates the hash.
 static HINCR_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local created = redis.call('EXISTS', KEYS[1]) == 0
+    Script::new(&format!(
+        "#!lua\n{PEXPIRE_ALLOWED}{}",
+        r"local created = redis.call('EXISTS', KEYS[1]) == 0
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 if created then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return n
-",
-    )
+"
+    ))
 });
 
 /// Compare-and-set. ARGV: `1` if a value is expected (`0`: the key must be absent), the

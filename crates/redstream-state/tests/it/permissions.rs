@@ -471,3 +471,35 @@ async fn transactions_and_checkpoints_refused_one_command_write_nothing() {
         Some("saved")
     );
 }
+
+/// With a TTL, `incr`, `hset` and `hincr_by` write and then set the TTL in one script. A user
+/// without `PEXPIRE` is refused before the write: nothing changes (a counter incremented
+/// without its TTL would count twice when the caller retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_ttl_is_refused_writes_nothing() {
+    let no_pexpire = COMMANDS.replace(" +pexpire ", " ");
+    assert_ne!(no_pexpire, COMMANDS);
+    let server = RedisServer::builder()
+        .acl_user_rules("no-pexpire", "pw", &rules(&no_pexpire, &KEYS))
+        .start()
+        .await
+        .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let store = store_as(&server, "no-pexpire", Some(Duration::from_secs(60))).await;
+    let before = snapshot(&mut conn).await;
+    let refusals = [
+        store.incr("counter").await.map(drop).unwrap_err(),
+        store.hset("hash", "field", 1).await.map(drop).unwrap_err(),
+        store
+            .hincr_by("tally", "field", 2)
+            .await
+            .map(drop)
+            .unwrap_err(),
+    ];
+    for err in refusals {
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        assert!(err.to_string().contains("PEXPIRE"), "{err}");
+    }
+    assert_eq!(snapshot(&mut conn).await, before);
+    assert!(before.is_empty());
+}
