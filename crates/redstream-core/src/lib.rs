@@ -25,6 +25,7 @@ mod redis_tls;
 pub mod retry;
 pub mod serde_duration;
 pub mod serde_max_len;
+pub mod serde_secret;
 mod sink;
 mod traits;
 pub mod wire;

@@ -755,6 +755,34 @@ mod tests {
         assert!(err.to_string().contains("batch_timeout"), "{err}");
     }
 
+    /// A sentinel password written as a number in a file is refused without being shown, in
+    /// YAML and in TOML (the connection fields are flattened into the sink's config, where serde
+    /// would otherwise print the value it buffered).
+    #[test]
+    fn a_numeric_sentinel_password_is_refused_unseen() {
+        let yaml = "id: s\nuri: redis-sentinel://s1:26379/mymaster\nstream: x\n\
+                    sentinel_password: 20240611\n";
+        let toml = "id = \"s\"\nuri = \"redis-sentinel://s1:26379/mymaster\"\nstream = \"x\"\n\
+                    sentinel_password = 20240611\n";
+        for err in [
+            SinkConfig::from_yaml_str(yaml).unwrap_err(),
+            SinkConfig::from_toml_str(toml).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(!text.contains("20240611"), "{text}");
+            assert!(
+                text.contains("sentinel_password") || text.contains("not shown"),
+                "{text}"
+            );
+        }
+        let quoted = yaml.replace("20240611", "\"20240611\"");
+        let config = SinkConfig::from_yaml_str(&quoted).unwrap();
+        assert_eq!(
+            config.connection().sentinel_password.as_deref(),
+            Some("20240611")
+        );
+    }
+
     #[test]
     fn rejects_bad_durability_and_batch_timeout() {
         let base = SinkConfig::new("s", "redis://127.0.0.1:1", "x");

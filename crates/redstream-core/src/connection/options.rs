@@ -72,7 +72,9 @@ pub struct ConnectionOptions {
     /// `redis-sentinel://` URLs.
     pub sentinel_username: Option<String>,
     /// The sentinels' own password (their `requirepass`), when they have one. The URL's
-    /// password is the data nodes'. Only for `redis-sentinel://` URLs.
+    /// password is the data nodes'. Only for `redis-sentinel://` URLs. In a file it must be a
+    /// string (quoted); any other value is refused without being shown.
+    #[serde(deserialize_with = "crate::serde_secret::deserialize")]
     pub sentinel_password: Option<String>,
 }
 
@@ -331,7 +333,8 @@ pub struct ConnectionSettings {
     /// with.
     pub sentinel_username: Option<String>,
     /// [`ConnectionOptions::sentinel_password`]: the sentinels' own password. Never shown by
-    /// `Debug`.
+    /// `Debug`, nor in an error about its value.
+    #[serde(deserialize_with = "crate::serde_secret::deserialize")]
     pub sentinel_password: Option<String>,
 }
 
