@@ -80,7 +80,7 @@ pub(crate) const SNAPSHOT_GROUPS_WITH_CONSUMERS: usize = 256;
 /// How the dashboard behaves: write actions, authentication, refresh interval, limits.
 ///
 /// Build it with a struct literal and `..Default::default()`. The defaults are the safe ones:
-/// read-only, and answering only to loopback host names.
+/// read-only, and answering only to IP addresses and `localhost` as host names.
 #[derive(Clone)]
 pub struct ServeConfig {
     /// Whether `POST /api/dlq/redrive` and `POST /api/dlq/purge` run; when false they answer
@@ -91,10 +91,14 @@ pub struct ServeConfig {
     pub token: Option<String>,
     /// How often WebSocket clients receive a snapshot.
     pub refresh: Duration,
-    /// Answer only requests whose `Host` is a loopback name (`localhost`, `127.0.0.1`,
-    /// `[::1]`), which defeats DNS rebinding. `redstream serve` turns it on when it listens on
-    /// a loopback address.
-    pub loopback_hosts_only: bool,
+    /// Host names answered besides IP addresses and `localhost` (with `*.localhost`), when no
+    /// token is set: a request whose `Host` is any other name gets 403 `forbidden_host`. This
+    /// is what defeats DNS rebinding, on every listening address: a rebinding page reaches the
+    /// dashboard through a DNS name of its own, never through an IP address. An entry is a name
+    /// (`dashboard.internal`, any case), `.example.com` for that name and every name under it,
+    /// or `*` for any name (which turns the check off). With a token, every `Host` is answered:
+    /// a rebinding page does not have the token.
+    pub allowed_hosts: Vec<String>,
     /// The most WebSocket clients served at once; more get 503. Values above `u32::MAX` count
     /// as `u32::MAX`.
     pub max_ws_clients: usize,
@@ -106,6 +110,9 @@ pub struct ServeConfig {
     /// its first byte, or from the end of the previous request on a kept-alive connection; a
     /// connection that takes longer is closed.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send the body of a write action (`POST`), from the end of
+    /// its head; a slower one gets 408 `body_timeout` and its connection is closed.
+    pub body_read_timeout: Duration,
     /// How long a WebSocket client may take to accept one message (a snapshot, or the close
     /// frame at shutdown) before it is disconnected. A client that stops reading would
     /// otherwise hold its slot, and a task, for as long as its connection lives.
@@ -122,10 +129,11 @@ impl Default for ServeConfig {
             allow_writes: false,
             token: None,
             refresh: Duration::from_secs(5),
-            loopback_hosts_only: true,
+            allowed_hosts: Vec::new(),
             max_ws_clients: 64,
             max_connections: 256,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             ws_send_timeout: Duration::from_secs(30),
             streams: Vec::new(),
         }
@@ -138,10 +146,11 @@ impl fmt::Debug for ServeConfig {
             .field("allow_writes", &self.allow_writes)
             .field("token", &self.token.as_ref().map(|_| "***"))
             .field("refresh", &self.refresh)
-            .field("loopback_hosts_only", &self.loopback_hosts_only)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("max_ws_clients", &self.max_ws_clients)
             .field("max_connections", &self.max_connections)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
             .field("ws_send_timeout", &self.ws_send_timeout)
             .field("streams", &self.streams)
             .finish()

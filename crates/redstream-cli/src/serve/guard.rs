@@ -5,9 +5,13 @@
 //! 1. [`security_headers`]: every response, errors included, gets `no-store`, `nosniff`,
 //!    `no-referrer` and `frame-ancestors`/`X-Frame-Options` headers.
 //! 2. [`guard`]:
-//!    - **Host**: when the dashboard listens on a loopback address, a request whose `Host` is
-//!      not a loopback name is refused (403 `forbidden_host`). A web page on another site
-//!      whose DNS name is re-pointed at 127.0.0.1 (DNS rebinding) cannot read the dashboard.
+//!    - **Host**: without a token, a request whose `Host` is neither an IP address, nor
+//!      `localhost` (or a name under it), nor one of
+//!      [`allowed_hosts`](crate::serve::ServeConfig::allowed_hosts) is refused
+//!      (403 `forbidden_host`), whatever address the dashboard listens on. A web page on another
+//!      site whose DNS name is re-pointed at the dashboard's address (DNS rebinding) reaches it
+//!      under that name, so it reads nothing. With a token the check is not needed: the
+//!      rebinding page has no token.
 //!    - **Origin**: a request that carries an `Origin` (browsers send one with WebSocket
 //!      handshakes and `POST`s) must come from the dashboard's own origin (403
 //!      `forbidden_origin`). Another site's page can neither open `/ws` nor post a redrive.
@@ -15,14 +19,20 @@
 //!      `/` and `/ws` also take `?token=` because a browser cannot set headers on a page load
 //!      or a WebSocket. Missing or wrong: 401 `unauthorized`. The comparison hashes both sides
 //!      and compares the digests in constant time.
-//! 3. [`count`], on matched routes: counts the answer by route pattern and status, and logs
+//! 3. [`writes`], on the write routes only, before their handler reads the body: without
+//!    `allow_writes` they answer 403 `writes_disabled` at once, body unread; with it, the body
+//!    must arrive whole within the body-read timeout (408 `body_timeout`) and within the body
+//!    limit (413 `payload_too_large`). A client that trickles a body would otherwise hold its
+//!    connection for as long as it liked: the header-read timeout ends with the head.
+//! 4. [`count`], on matched routes: counts the answer by route pattern and status, and logs
 //!    the method, path (never the query, which may hold the token), status and time.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -60,21 +70,21 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    if state.config().loopback_hosts_only {
+    if !state.token_required() {
         let host = host.as_deref().ok_or_else(|| {
             ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
+                StatusCode::BAD_REQUEST,
                 "missing_host",
                 "the request has no Host header",
             )
         })?;
-        if !is_loopback_host(host) {
+        if !host_allowed(host, &state.config().allowed_hosts) {
             return Err(ApiError::forbidden(
                 "forbidden_host",
                 format!(
-                    "the dashboard listens on a loopback address and answers only to localhost, \
-                     127.0.0.1 or [::1], not to {host:?} (this blocks DNS rebinding); to serve \
-                     other names, listen on a non-loopback address with --token"
+                    "the dashboard answers to IP addresses and localhost, not to {host:?} \
+                     (this blocks DNS rebinding); to serve other names, start it with \
+                     --allowed-hosts <name> or --token"
                 ),
             ));
         }
@@ -116,6 +126,43 @@ fn check(state: &AppState, request: &Request) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+pub(crate) async fn writes(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Err(error) = state.require_writes() {
+        return error.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    // The body alone, with the extensions that carry the router's body limit.
+    let mut body_only = Request::new(body);
+    *body_only.extensions_mut() = parts.extensions.clone();
+    let timeout = state.config().body_read_timeout;
+    let bytes = match tokio::time::timeout(timeout, Bytes::from_request(body_only, &state)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(rejection)) => return ApiError::from(rejection).into_response(),
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive whole within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )
+            .into_response();
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 pub(crate) async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -165,25 +212,55 @@ fn origin_authority(origin: &str) -> Option<&str> {
     (matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/')).then_some(rest)
 }
 
-/// Whether a `Host` value (`name[:port]`, `[v6][:port]`) names this machine's loopback.
-fn is_loopback_host(host: &str) -> bool {
+/// The name of a `Host` value (`name[:port]`, `[v6][:port]`), lowercase and without a trailing
+/// dot; `None` for a malformed one.
+fn host_name(host: &str) -> Option<String> {
     let name = if let Some(rest) = host.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((v6, _)) => v6,
-            None => return false,
+        let (v6, port) = rest.split_once(']')?;
+        if !(port.is_empty() || port.strip_prefix(':').is_some_and(is_port)) {
+            return None;
         }
+        v6
     } else {
         match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => host,
         }
     };
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    // Browsers resolve `localhost` and `*.localhost` to loopback themselves (RFC 6761), so a
-    // rebinding attacker cannot use those names.
-    name == "localhost"
+    (!name.is_empty()).then_some(name)
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a request with this `Host` is answered without a token: an IP address (a rebinding
+/// page always comes under a DNS name), `localhost` and names under it (browsers resolve those
+/// to loopback themselves, RFC 6761), and the names the operator allowed.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let Some(name) = host_name(host) else {
+        return false;
+    };
+    name.parse::<IpAddr>().is_ok()
+        || name == "localhost"
         || name.ends_with(".localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || allowed.iter().any(|entry| {
+            let entry = entry.trim_end_matches('.').to_ascii_lowercase();
+            if entry == "*" {
+                return true;
+            }
+            match entry.strip_prefix('.') {
+                Some(domain) => {
+                    name == domain
+                        || name
+                            .strip_suffix(domain)
+                            .is_some_and(|sub| sub.ends_with('.'))
+                }
+                None => name == entry,
+            }
+        })
 }
 
 #[cfg(test)]
@@ -191,7 +268,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_hosts() {
+    fn hosts() {
+        let none: &[String] = &[];
         for good in [
             "localhost",
             "localhost:8090",
@@ -200,21 +278,40 @@ mod tests {
             "127.0.0.1",
             "127.0.0.1:8090",
             "127.1.2.3:80",
+            "10.0.0.1:8090",
             "[::1]",
             "[::1]:8090",
+            "[fe80::1]:8090",
         ] {
-            assert!(is_loopback_host(good), "{good}");
+            assert!(host_allowed(good, none), "{good}");
         }
         for bad in [
             "evil.example:8090",
             "localhost.evil.example",
-            "10.0.0.1:8090",
-            "[::2]:1",
+            "127.0.0.1.evil.example",
             "[::1",
+            "[::1]x",
+            "localhost:x",
+            "localhost:",
+            ":8090",
             "",
         ] {
-            assert!(!is_loopback_host(bad), "{bad}");
+            assert!(!host_allowed(bad, none), "{bad}");
         }
+        let allowed = ["Dashboard.Internal".to_owned(), ".corp.example".to_owned()];
+        for good in [
+            "dashboard.internal:8090",
+            "DASHBOARD.INTERNAL.",
+            "corp.example",
+            "ops.corp.example:80",
+        ] {
+            assert!(host_allowed(good, &allowed), "{good}");
+        }
+        for bad in ["evil.example", "xcorp.example", "dashboard.internal.evil"] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+        assert!(host_allowed("anything.example:1", &["*".to_owned()]));
+        assert!(!host_allowed("bad:port", &["*".to_owned()]));
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub struct ServeArgs {
     /// and /ws also take `?token=<token>`).
     #[arg(long, env = "REDSTREAM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Without --token, answer requests for these host names too (besides IP addresses and
+    /// localhost): `dashboard.internal`, `.corp.example` for a domain and every name under it,
+    /// or `*` for any name. Other names get 403, which blocks DNS rebinding.
+    #[arg(long = "allowed-hosts", value_name = "NAME", value_delimiter = ',', value_parser = parse_allowed_host)]
+    pub allowed_hosts: Vec<String>,
     /// Also show these streams: a glob (`events.*`) or a stream name (`orders.events`); repeat
     /// it, or give a comma-separated list. Streams under the prefix are always shown.
     #[arg(long = "streams", value_name = "PATTERN", value_delimiter = ',', value_parser = crate::select::parse_pattern)]
@@ -103,7 +108,7 @@ pub struct ServeArgs {
     #[arg(long = "max-ws-clients", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_ws_clients: u16,
     /// How long a client may take to send a request's line and headers before its connection
-    /// is closed, e.g. `10s`; 1 s to 5 min.
+    /// is closed, e.g. `10s`; 1 s to 5 min. A write action's body has as long again.
     #[arg(long, default_value = "10s", value_parser = parse_header_read_timeout)]
     pub header_read_timeout: Duration,
 }
@@ -115,6 +120,7 @@ impl fmt::Debug for ServeArgs {
             .field("refresh", &self.refresh)
             .field("allow_writes", &self.allow_writes)
             .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("streams", &self.streams)
             .field("max_connections", &self.max_connections)
             .field("max_ws_clients", &self.max_ws_clients)
@@ -133,6 +139,28 @@ fn parse_refresh(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(refresh)
+}
+
+fn parse_allowed_host(text: &str) -> Result<String, String> {
+    let name = text.strip_prefix('.').unwrap_or(text);
+    let valid = text == "*"
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(
+            "must be a host name without a port (dashboard.internal), .domain for every name \
+             under it, or *"
+                .to_owned(),
+        )
+    }
 }
 
 fn parse_header_read_timeout(text: &str) -> Result<Duration, String> {
@@ -188,11 +216,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         allow_writes: args.allow_writes,
         token: args.token,
         refresh: args.refresh,
-        loopback_hosts_only: loopback,
+        allowed_hosts: args.allowed_hosts,
         streams: args.streams,
         max_connections: args.max_connections.into(),
         max_ws_clients: args.max_ws_clients.into(),
         header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.header_read_timeout,
         ..ServeConfig::default()
     };
     let state = AppState::new(transport, config);
@@ -204,6 +233,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> CliResult<()> {
         redis = %redact_url(&global.url),
         prefix = %global.prefix,
         streams = ?state.config().streams,
+        allowed_hosts = ?state.config().allowed_hosts,
         writes = args.allow_writes,
         max_connections = state.config().max_connections,
         max_ws_clients = state.config().max_ws_clients,

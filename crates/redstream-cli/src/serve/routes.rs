@@ -53,8 +53,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dlq", get(dlq::list))
         .route("/api/dlq/page", get(dlq_page::page))
         .route("/api/dlq/{id}", get(dlq::entry))
-        .route("/api/dlq/redrive", post(dlq::redrive))
-        .route("/api/dlq/purge", post(dlq::purge))
+        .route(
+            "/api/dlq/redrive",
+            post(dlq::redrive).route_layer(from_fn_with_state(state.clone(), guard::writes)),
+        )
+        .route(
+            "/api/dlq/purge",
+            post(dlq::purge).route_layer(from_fn_with_state(state.clone(), guard::writes)),
+        )
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(from_fn_with_state(state.clone(), guard::count))
         .fallback(not_found)

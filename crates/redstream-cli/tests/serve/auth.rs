@@ -233,18 +233,62 @@ async fn other_hosts_and_origins_are_refused() {
         other => panic!("expected 403, got {other:?}"),
     }
 
-    // Served on a non-loopback address (loopback_hosts_only off), any Host is answered.
-    let open = Dashboard::start(ServeConfig {
-        loopback_hosts_only: false,
-        ..ServeConfig::default()
-    })
-    .await;
-    let any = open
+    // IP addresses are answered: a rebinding page always comes under a DNS name.
+    let by_address = d
         .http
-        .get(open.url("/health"))
-        .header("host", "dashboard.internal")
+        .get(d.url("/health"))
+        .header("host", format!("10.1.2.3:{port}"))
         .send()
         .await
         .unwrap();
-    assert_eq!(any.status(), 200);
+    assert_eq!(by_address.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowed_host_names_and_a_token_open_other_names() {
+    let listed = Dashboard::start(ServeConfig {
+        allowed_hosts: vec!["dashboard.internal".to_owned(), ".corp.example".to_owned()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let status = |d: &Dashboard, host: &'static str| {
+        let request = d.http.get(d.url("/health")).header("host", host).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(&listed, "Dashboard.Internal:8090").await, 200);
+    assert_eq!(status(&listed, "ops.corp.example").await, 200);
+    assert_eq!(status(&listed, "evil.example").await, 403);
+    assert_eq!(status(&listed, "corp.example.evil.example").await, 403);
+
+    let any = Dashboard::start(ServeConfig {
+        allowed_hosts: vec!["*".to_owned()],
+        ..ServeConfig::default()
+    })
+    .await;
+    assert_eq!(status(&any, "evil.example").await, 200);
+
+    // With a token, the token is what a rebinding page lacks: any name is answered with it,
+    // and none without it.
+    let token = Dashboard::start(ServeConfig {
+        token: Some(TOKEN.to_owned()),
+        ..ServeConfig::default()
+    })
+    .await;
+    let with_token = token
+        .http
+        .get(token.url("/health"))
+        .header("host", "dashboard.example")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+    let without = token
+        .http
+        .get(token.url("/health"))
+        .header("host", "dashboard.example")
+        .send()
+        .await
+        .unwrap();
+    answer(without).await.assert_error(401, "unauthorized");
 }

@@ -25,8 +25,8 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// Starts `redstream --url <url> [global] serve --listen 127.0.0.1:0 [args]` and waits for
-    /// its `listening on http://...` line.
+    /// Starts `redstream --url <url> [global] serve --listen 127.0.0.1:0 [args]` (without that
+    /// `--listen` when `args` has one) and waits for its `listening on http://...` line.
     pub(crate) fn start(url: &str, global: &[&str], args: &[&str]) -> Self {
         Self::start_with_env(url, global, args, &[])
     }
@@ -42,7 +42,12 @@ impl Served {
             .arg("--url")
             .arg(url)
             .args(global)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(if args.contains(&"--listen") {
+                &[][..]
+            } else {
+                &["--listen", "127.0.0.1:0"][..]
+            })
             .args(args)
             .env_remove("REDSTREAM_TOKEN")
             .env_remove("REDSTREAM_PREFIX")
@@ -277,11 +282,46 @@ async fn unsafe_or_invalid_options_are_refused() {
         ["--max-ws-clients", "0"],
         ["--header-read-timeout", "0s"],
         ["--header-read-timeout", "1h"],
+        ["--allowed-hosts", ""],
+        ["--allowed-hosts", "dashboard.internal:8090"],
+        ["--allowed-hosts", "http://dashboard.internal"],
+        ["--allowed-hosts", "a..b"],
     ] {
         let output = run(&bad);
         assert!(!output.status.success(), "{bad:?}");
         assert!(!output.stderr.is_empty());
     }
+}
+
+/// The docker-compose setting: listening on every interface, without a token. A page whose DNS
+/// name was re-pointed at the machine (DNS rebinding) is refused; the addresses, localhost and
+/// the names of `--allowed-hosts` are answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_every_interface_other_host_names_are_refused() {
+    let redis = RedisServer::start().await.unwrap();
+    let served = Served::start(
+        &redis.url(),
+        &[],
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--allowed-hosts",
+            "dashboard.internal",
+        ],
+    );
+    let port = served.base.rsplit(':').next().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let status = |host: String| {
+        let request = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .header("host", host)
+            .send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(format!("evil.example:{port}")).await, 403);
+    assert_eq!(status(format!("127.0.0.1:{port}")).await, 200);
+    assert_eq!(status(format!("localhost:{port}")).await, 200);
+    assert_eq!(status(format!("dashboard.internal:{port}")).await, 200);
 }
 
 /// `--max-connections`, `--max-ws-clients` and `--header-read-timeout` reach the server: the

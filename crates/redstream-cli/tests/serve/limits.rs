@@ -1,5 +1,6 @@
 //! The HTTP server's limits, over real TCP sockets: a client that does not finish its request
-//! head in time is dropped, and connections beyond the cap wait until one closes.
+//! head in time is dropped, a write action whose body does not arrive in time gets 408, and
+//! connections beyond the cap wait until one closes.
 
 use std::time::Duration;
 
@@ -110,4 +111,63 @@ async fn websockets_leave_the_http_cap_once_upgraded() {
     assert_eq!(metrics.status, 200, "{}", metrics.text);
     assert_eq!(metrics.json()["dashboard"]["ws_clients"], 1);
     socket.close(None).await.unwrap();
+}
+
+/// Reads until the received bytes contain `needle` (or the server closes the connection).
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut received = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    tokio::time::timeout(GUARD, async {
+        while !String::from_utf8_lossy(&received).contains(needle) {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the server did not answer");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_action_whose_body_trickles_in_is_cut_off() {
+    let d = Dashboard::start(ServeConfig {
+        allow_writes: true,
+        body_read_timeout: Duration::from_millis(300),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut slow = connect(&d).await;
+    slow.write_all(
+        b"POST /api/dlq/purge HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut slow).await.unwrap()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_writes_are_refused_before_the_body_is_read() {
+    let d = Dashboard::start(ServeConfig {
+        body_read_timeout: Duration::from_secs(3600),
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = connect(&d).await;
+    // A head that announces a body which never comes.
+    client
+        .write_all(
+            b"POST /api/dlq/redrive HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_until(&mut client, "writes_disabled").await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("writes_disabled"), "{answer}");
 }
