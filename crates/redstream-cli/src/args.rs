@@ -17,7 +17,9 @@ pub struct Cli {
 }
 
 /// Options every command accepts, listed under their own heading in every `--help`.
-#[derive(Debug, Clone, Args)]
+///
+/// Its `Debug` shows the URL with its password masked, as every message does.
+#[derive(Clone, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379, redis://user:password@host:6379/0, or rediss://
@@ -116,6 +118,25 @@ pub struct GlobalArgs {
     /// Where `prefix` came from; set by [`Cli::parse_with_sources`], `Default` otherwise.
     #[arg(skip)]
     pub prefix_source: Source,
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("url", &redstream_core::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("key_layout", &self.key_layout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("tls_ca_cert", &self.tls_ca_cert)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
+            .field("json", &self.json)
+            .field("log", &self.log)
+            .field("url_source", &self.url_source)
+            .field("prefix_source", &self.prefix_source)
+            .finish()
+    }
 }
 
 /// A connection timeout from the command line: humane text, 100 ms to 5 min.
@@ -249,5 +270,23 @@ mod tests {
         assert_eq!(after.global.url, "redis://h:1");
         assert_eq!(after.global.url_source, Source::CommandLine);
         assert_eq!(after.global.prefix_source, Source::CommandLine);
+    }
+
+    #[test]
+    fn debug_masks_the_password_of_the_url() {
+        let cli = Cli::parse_from_with_sources([
+            "redstream",
+            "--url",
+            "redis://app:s3cr3t-pw/x@redis.internal:6380/2",
+            "sink",
+            "-c",
+            "x.yaml",
+        ]);
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("redis://app:***@redis.internal:6380/2"),
+            "{shown}"
+        );
     }
 }

@@ -137,15 +137,33 @@ pub fn classify_redis_error(err: &RedisError) -> ErrorKind {
     }
 }
 
+/// How Redis and Valkey quote the first arguments of a command they do not know:
+/// `ERR unknown command 'HELLO', with args beginning with: '3' 'AUTH' 'app' 'password'`. When a
+/// server has `HELLO` or `AUTH` renamed away, those arguments are the credentials.
+const ARGUMENTS_ECHO: &str = "with args beginning with:";
+
 impl Error {
     /// Wraps a redis-rs error, classified by [`classify_redis_error`], with the operation and
     /// its target (a stream, a key, or a redacted URL: never a password).
+    ///
+    /// The arguments a server quotes back for an unknown command are cut from the message, and
+    /// such an error is not kept as the source: they may be a password (see `ARGUMENTS_ECHO`).
     pub fn from_redis(
         operation: impl Into<Cow<'static, str>>,
         target: impl Into<String>,
         err: RedisError,
     ) -> Self {
         let kind = classify_redis_error(&err);
+        let text = err.to_string();
+        if let Some(at) = text.find(ARGUMENTS_ECHO) {
+            return Self::Backend {
+                kind,
+                operation: operation.into(),
+                target: target.into(),
+                message: format!("{}{ARGUMENTS_ECHO} (not shown)", &text[..at]),
+                source: None,
+            };
+        }
         let message = match kind {
             ErrorKind::Auth if certificate_rejection_hint(&err).is_some() => {
                 let hint = certificate_rejection_hint(&err).unwrap_or_default();
@@ -366,6 +384,42 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
         assert!(!err.is_retryable());
         assert!(!err.to_string().contains("nope"), "{err}");
+    }
+
+    /// A server with `HELLO` renamed away answers redis-rs's `HELLO 3 AUTH user password` with
+    /// an error quoting those arguments: the password is not shown, in the message or the
+    /// source chain.
+    #[tokio::test]
+    async fn an_unknown_command_does_not_echo_its_arguments() {
+        const PASSWORD: &str = "echo-pw-5d1c";
+        let server = RedisServer::builder()
+            .password(PASSWORD)
+            .config("rename-command", "HELLO \"\"")
+            .start()
+            .await
+            .unwrap();
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/", server.port());
+        let options = crate::connection::ConnectionOptions::new(url.as_str());
+        let Err(err) = crate::connection::connect(&options).await else {
+            panic!("connected through a renamed HELLO");
+        };
+        let mut shown = format!("{err} / {err:?}");
+        let mut source = std::error::Error::source(&err);
+        while let Some(inner) = source {
+            shown.push_str(&format!(" / {inner} / {inner:?}"));
+            source = inner.source();
+        }
+        assert!(!shown.contains(PASSWORD), "{shown}");
+        assert!(shown.contains("unknown command"), "{shown}");
+        // What redis-rs itself reports on a RESP3 handshake, for comparison: the password.
+        let resp3 = redis::Client::open(format!("{url}?protocol=resp3").as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await;
+        let Err(raw_err) = resp3 else {
+            panic!("redis-rs connected through a renamed HELLO");
+        };
+        assert!(raw_err.to_string().contains(PASSWORD), "{raw_err}");
     }
 
     #[tokio::test]
