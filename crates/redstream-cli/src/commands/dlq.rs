@@ -396,12 +396,17 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         None => None,
     };
     // The dead letters a filter selects, read once: what the question counts is what moves.
+    // Each is held as its id and whether it can move, not whole: a filter may match millions.
     let selected = if filtered || (args.all && !args.yes) {
         let filter = &args.filter;
         let stream = stream.as_deref();
         Some(
             transport
-                .dlq_select(|entry| filter.matches(entry, stream))
+                .dlq_select_map(|entry| {
+                    filter
+                        .matches(&entry, stream)
+                        .then(|| (movable(&entry), entry.id))
+                })
                 .await?,
         )
     } else {
@@ -411,7 +416,7 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         let total = total(&transport).await?;
         let (moving, staying) = match &selected {
             Some(entries) => {
-                let moving = entries.iter().filter(|e| movable(e)).count();
+                let moving = entries.iter().filter(|(can_move, _)| *can_move).count();
                 (moving, entries.len() - moving)
             }
             None => {
@@ -443,7 +448,7 @@ async fn redrive(global: &GlobalArgs, args: RedriveArgs) -> CliResult<()> {
         if entries.is_empty() {
             Ok(RedriveReport::default())
         } else {
-            let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+            let ids: Vec<&str> = entries.iter().map(|(_, id)| id.as_str()).collect();
             transport.redrive_ids(&ids).await
         }
     } else {

@@ -232,6 +232,21 @@ impl RedisTransport {
         &self,
         mut keep: impl FnMut(&DeadLetterEntry) -> bool + Send,
     ) -> Result<Vec<DeadLetterEntry>> {
+        self.dlq_select_map(|entry| keep(&entry).then_some(entry))
+            .await
+    }
+
+    /// [`dlq_select`](Self::dlq_select) keeping only what `pick` takes from each dead letter it
+    /// selects (`Some`): a selection of many dead letters held as, say, their ids and a flag,
+    /// not as whole entries with their stored events.
+    ///
+    /// # Errors
+    ///
+    /// A Redis error if the stream cannot be read.
+    pub async fn dlq_select_map<T: Send>(
+        &self,
+        mut pick: impl FnMut(DeadLetterEntry) -> Option<T> + Send,
+    ) -> Result<Vec<T>> {
         let dlq = self.inner.names.dlq();
         let limits = &self.inner.options.limits;
         let mut cmd = redis::cmd("XREVRANGE");
@@ -259,10 +274,7 @@ impl RedisTransport {
             };
             let full = entries.len() == SCAN_PAGE;
             for entry in entries {
-                let entry = DeadLetterEntry::from_raw(entry, limits);
-                if keep(&entry) {
-                    selected.push(entry);
-                }
+                selected.extend(pick(DeadLetterEntry::from_raw(entry, limits)));
             }
             if !full || last == end {
                 return Ok(selected);
