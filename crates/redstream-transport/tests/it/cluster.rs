@@ -283,3 +283,43 @@ async fn the_plain_layout_records_nothing() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 }
+
+/// A redrive whose record needs a command the user may not run (`HSET` to record, `XPENDING` to
+/// decide whether to) is refused before anything changes: republishing first and failing on
+/// the record would leave a later repeat of the entry free to be republished again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_that_could_not_keep_its_record_changes_nothing() {
+    for denied in ["hset", "xpending"] {
+        let user = format!("no-{denied}");
+        let rule = format!("-{denied}");
+        let server = RedisServer::builder()
+            .acl_user_rules(&user, "pw-record", &["~*", "&*", "+@all", &rule])
+            .start()
+            .await
+            .unwrap();
+        let admin = cluster_transport(&server, "billing").await;
+        let stream = admin.names().stream("payment.failed");
+        let _ = died_after_the_xadd(&server, &admin).await;
+
+        let config = redstream_transport::RedisConfig::default()
+            .with_url(server.url_with_user(&user, "pw-record"))
+            .with_stream_prefix("events");
+        let limited =
+            RedisTransport::with_options(config, fast().with_key_layout(KeyLayout::Cluster))
+                .await
+                .unwrap();
+        let err = limited.redrive_all().await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            redstream_core::ErrorKind::PermissionDenied,
+            "{denied}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&denied.to_uppercase()),
+            "{denied}: names the command: {err}"
+        );
+        assert_eq!(xrange(&server, "events:{dlq}").await.len(), 1, "{denied}");
+        assert_eq!(xrange(&server, &stream).await.len(), 1, "{denied}");
+        assert_eq!(exists(&server, RECORD).await, 0, "{denied}");
+    }
+}

@@ -43,15 +43,24 @@ pub(super) fn redrive_record(names: &StreamNames) -> String {
 /// its group. A redrive of a dead letter whose entry was acknowledged records nothing.
 ///
 /// Before anything, the script checks that the user may run each of its commands on its keys
-/// (`redis.acl_check_cmd`), so a missing permission is a `NOPERM` that changed nothing.
+/// (`redis.acl_check_cmd`), the record's `HGET`/`HSET`/`HDEL` and the `XPENDING` too when a
+/// record is kept, so a missing permission is a `NOPERM` that changed nothing (an `XPENDING`
+/// refused later would read as "not pending", and the record would miss a field).
 /// The only writes are the `XADD` and then the `XDEL` (and the record's `HSET`), in that order:
 /// a refusal of the `XADD` (`NOPERM` on the target, `OOM`, `READONLY`) leaves the dead letter
 /// untouched, because Redis does not roll back a script's earlier writes when a later command
 /// fails. Checking that the dead letter is still there first (a read) keeps concurrent redrives
 /// from republishing it twice.
 const REDRIVE_SCRIPT: &str = r"
-for _, check in ipairs({{'TYPE', KEYS[2]}, {'XRANGE', KEYS[1], '-', '+'}, {'XADD', KEYS[2], '*', 'f', 'v'},
-    {'XDEL', KEYS[1], '0-1'}}) do
+local checks = {{'TYPE', KEYS[2]}, {'XRANGE', KEYS[1], '-', '+'}, {'XADD', KEYS[2], '*', 'f', 'v'},
+  {'XDEL', KEYS[1], '0-1'}}
+if ARGV[3] ~= '' then
+  checks[#checks + 1] = {'HGET', KEYS[3], 'f'}
+  checks[#checks + 1] = {'HSET', KEYS[3], 'f', 'v'}
+  checks[#checks + 1] = {'HDEL', KEYS[3], 'f'}
+  checks[#checks + 1] = {'XPENDING', KEYS[4], 'g', '-', '+', '1'}
+end
+for _, check in ipairs(checks) do
   if not redis.acl_check_cmd(unpack(check)) then
     return redis.error_reply('NOPERM this user has no permissions to run the ' .. check[1] ..
       ' command on ' .. check[2] .. ', which a redrive needs (nothing was changed)')
