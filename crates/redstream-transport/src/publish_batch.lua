@@ -9,6 +9,7 @@
 -- as a whole when it is out of memory or a read-only replica. Answers the entry ids, in order,
 -- as one string separated by spaces: one reply instead of one per event.
 local streams = #KEYS
+local fresh = {}
 for k = 1, streams do
   local key, maxlen = KEYS[k], ARGV[k]
   local allowed
@@ -30,15 +31,45 @@ for k = 1, streams do
     return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. kind ..
       ', not a stream (nothing of the batch was written)')
   end
+  fresh[k] = kind == 'none'
 end
+-- An XADD can still fail after the checks: on a stream whose ids are used up (its last id at
+-- the top, 18446744073709551615-18446744073709551615, as only a hand-written id can put it).
+-- The entries this call wrote before it are then deleted again (XDEL, or DEL of a stream the
+-- batch created) and the error answered: no reader saw them, the script being atomic. Entries
+-- an XADD's MAXLEN trimmed stay trimmed (they were past the stream's retention).
 local ids = {}
 for i = streams + 1, #ARGV, 2 do
   local k = tonumber(ARGV[i])
   local maxlen = ARGV[k]
+  local id
   if maxlen == '0' then
-    ids[#ids + 1] = redis.call('XADD', KEYS[k], '*', 'event', ARGV[i + 1])
+    id = redis.pcall('XADD', KEYS[k], '*', 'event', ARGV[i + 1])
   else
-    ids[#ids + 1] = redis.call('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i + 1])
+    id = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i + 1])
   end
+  if type(id) == 'table' and id['err'] then
+    local kept = {}
+    for j = 1, #ids do
+      local s = tonumber(ARGV[streams - 1 + 2 * j])
+      local deleted
+      if fresh[s] then
+        deleted = redis.pcall('DEL', KEYS[s])
+      end
+      if deleted == nil or (type(deleted) == 'table' and deleted['err']) then
+        deleted = redis.pcall('XDEL', KEYS[s], ids[j])
+      end
+      if type(deleted) == 'table' and deleted['err'] then
+        kept[#kept + 1] = KEYS[s] .. ' ' .. ids[j]
+      end
+    end
+    if #kept > 0 then
+      return redis.error_reply(id['err'] .. ' (XADD to ' .. KEYS[k] .. '; the batch\'s entries ' ..
+        'written before it could not be deleted again: ' .. table.concat(kept, ', ') .. ')')
+    end
+    return redis.error_reply(id['err'] .. ' (XADD to ' .. KEYS[k] ..
+      '; nothing of the batch was kept)')
+  end
+  ids[#ids + 1] = id
 end
 return table.concat(ids, ' ')

@@ -261,8 +261,12 @@ impl RedisTransport {
     /// sent; and the transaction (`publish_batch.lua`: one script that checks each stream of
     /// the batch, the user's permission to `XADD` to it and its key type, before its first
     /// `XADD`) means the batch is written in full or not at all, never in part, also when a
-    /// stream's key holds another type or the user may not write one of the streams. The user
-    /// needs `EVALSHA` (and `SCRIPT LOAD` once per server start) and `TYPE`, besides `XADD`.
+    /// stream's key holds another type or the user may not write one of the streams. The one
+    /// refusal no check foresees, a stream whose ids are used up (a hand-written entry at the
+    /// top id, `18446744073709551615-18446744073709551615`), makes the script delete the
+    /// entries it wrote before it (and a stream it created) before it answers the error. The
+    /// user needs `EVALSHA` (and `SCRIPT LOAD` once per server start) and `TYPE`, besides
+    /// `XADD`; `XDEL` (`DEL` for a stream the batch created) only for that refusal.
     ///
     /// On a Redis Cluster, a transaction runs on one node and may only name keys of one slot:
     /// a batch of events of one type (one stream, one slot) is written all or nothing as

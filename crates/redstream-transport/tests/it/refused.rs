@@ -157,6 +157,65 @@ async fn a_batch_without_script_permission_writes_nothing() {
     assert_eq!(xrange(&server, &limited.names().stream("a")).await.len(), 1);
 }
 
+/// A stream whose ids are used up (a hand-written entry at the top id) refuses the `XADD`s the
+/// checks cannot foresee: the batch's entries written before the refused one are deleted again,
+/// a stream the batch created is gone, and the error says where it failed.
+#[tokio::test]
+async fn a_batch_refused_part_way_by_a_stream_out_of_ids_keeps_nothing() {
+    const TOP: &str = "18446744073709551615";
+    let prefix = unique("out-of-ids");
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, &prefix, "g", fast()).await;
+    let names = transport.names();
+    let (fresh, full, nearly) = (names.stream("a"), names.stream("b"), names.stream("c"));
+    let mut conn = server.connection().await.unwrap();
+    let _: String = conn
+        .xadd(&full, format!("{TOP}-{TOP}"), &[("f", "v")])
+        .await
+        .unwrap();
+    // One id left: the first XADD of a batch takes it, the second has none.
+    let _: String = conn
+        .xadd(
+            &nearly,
+            format!("{TOP}-18446744073709551614"),
+            &[("f", "v")],
+        )
+        .await
+        .unwrap();
+    transport.publish(event("b", 0)).await.unwrap_err();
+
+    let err = transport
+        .publish_batch(vec![event("a", 1), event("a", 2), event("b", 3)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("XADD to {full}")),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("nothing of the batch was kept"),
+        "{err}"
+    );
+    let exists: bool = conn.exists(&fresh).await.unwrap();
+    assert!(!exists, "the stream the batch created is gone");
+    assert_eq!(xrange(&server, &full).await.len(), 1);
+
+    let err = transport
+        .publish_batch(vec![event("c", 4), event("c", 5)])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("XADD to {nearly}")),
+        "{err}"
+    );
+    let entries = xrange(&server, &nearly).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].0, format!("{TOP}-18446744073709551614"));
+    // The transport goes on working.
+    transport.publish(event("a", 6)).await.unwrap();
+    assert_eq!(xrange(&server, &fresh).await.len(), 1);
+}
+
 /// The reproduction 2: a user allowed `XADD` but neither `MULTI` nor scripts
 /// (`-@all +xadd +exec +ping`), and one with no write permission at all: typed
 /// `PermissionDenied` errors naming the command, the stream unchanged, no panic.
