@@ -1,4 +1,6 @@
-//! Batched acknowledgements: one `XACK` per stream per batch, in one round trip.
+//! Batched acknowledgements: one `XACK` per stream per batch, in one round trip. Each slot group
+//! of a subscription (one in all outside a cluster) has its own queue and acker, so a cluster
+//! master that is down holds back the acknowledgements of its own slots only.
 
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -154,10 +156,11 @@ impl Sub {
     }
 }
 
-/// Collects acknowledgements and sends them in batches until stopped, then sends the rest.
-pub(super) async fn ack_loop(sub: Arc<Sub>, stop: CancellationToken) {
+/// Collects the acknowledgements of slot group `group` (every stream outside a cluster) and
+/// sends them in batches until stopped, then sends the rest.
+pub(super) async fn ack_loop(sub: Arc<Sub>, group: usize, stop: CancellationToken) {
     let options = &sub.options;
-    let queue = &sub.acks;
+    let queue = &sub.acks[group];
     // Taken from the queue and not acknowledged yet: what a failed flush keeps for the next.
     let mut batch: Vec<Ack> = Vec::new();
     let mut due: Option<tokio::time::Instant> = None;

@@ -68,7 +68,7 @@ pub(super) async fn worker(sub: Arc<Sub>, handling: Handling, stop: WorkerStop) 
 
 impl Sub {
     pub(super) fn ack(&self, stream: usize, id: String) {
-        self.acks.push(Ack { stream, id });
+        self.acks[self.slot_group_of[stream]].push(Ack { stream, id });
     }
 
     /// Runs one entry through its handler.

@@ -230,7 +230,7 @@ pub(super) async fn read_loop(
         }
         // Handled entries whose `XACK` keeps failing are held in memory: stop reading at the
         // limit until they are acknowledged.
-        if !sub.acks.room(&sub.stop, &sub.group).await {
+        if !sub.acks[group].room(&sub.stop, &sub.group).await {
             break;
         }
     }

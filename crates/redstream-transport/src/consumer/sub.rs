@@ -129,8 +129,12 @@ pub(crate) struct Sub {
     pub(super) envelopes: bool,
     /// When this consumer first saw an entry fail, keyed by stream index and entry id.
     pub(super) failures: Mutex<HashMap<(usize, String), u64>>,
-    /// Handled entries, for the acker.
-    pub(super) acks: AckQueue,
+    /// Handled entries, for the ackers: one queue and one acker per slot group, so that a
+    /// cluster master that is down holds back the acknowledgements of its own slots only.
+    pub(super) acks: Vec<AckQueue>,
+    /// The slot group of each stream (same index as `streams`): where its entries are read and
+    /// acknowledged.
+    pub(super) slot_group_of: Vec<usize>,
     /// Cancelled by `unsubscribe` or when the last transport clone is dropped.
     pub(crate) stop: CancellationToken,
 }

@@ -149,6 +149,23 @@ impl RedisTransport {
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
         let slot_groups = slot_groups(inner.conn.topology(), &streams);
+        let mut slot_group_of = vec![0; streams.len()];
+        for (group, members) in slot_groups.iter().enumerate() {
+            for &stream in members {
+                slot_group_of[stream] = group;
+            }
+        }
+        // As many handled entries may wait for their acknowledgement as the buffer holds,
+        // shared out among the slot groups' ackers (at least a batch each).
+        let ack_limit = inner
+            .config
+            .backpressure
+            .max_queue_size
+            .div_ceil(slot_groups.len().max(1));
+        let acks = slot_groups
+            .iter()
+            .map(|_| AckQueue::new(options.ack_batch_size, ack_limit))
+            .collect();
         let group_label: Arc<str> = Arc::from(group.as_str());
         let handled = streams
             .iter()
@@ -172,11 +189,8 @@ impl RedisTransport {
             flights: inner.subscriptions.flights(&group),
             envelopes: handling.reads_envelopes(),
             failures: Mutex::default(),
-            // As many handled entries may wait for their acknowledgement as the buffer holds.
-            acks: AckQueue::new(
-                options.ack_batch_size,
-                inner.config.backpressure.max_queue_size,
-            ),
+            acks,
+            slot_group_of,
             stop: inner.shutdown.child_token(),
         });
         let all: Vec<usize> = (0..sub.streams.len()).collect();

@@ -48,7 +48,11 @@ pub(super) async fn supervise(
         claim::keepalive_loop(Arc::clone(&sub), keepalive_stop.clone()).in_current_span(),
     );
     let acker_stop = CancellationToken::new();
-    let acker = tokio::spawn(ack_loop(Arc::clone(&sub), acker_stop.clone()).in_current_span());
+    let ackers: Vec<_> = (0..sub.acks.len())
+        .map(|group| {
+            tokio::spawn(ack_loop(Arc::clone(&sub), group, acker_stop.clone()).in_current_span())
+        })
+        .collect();
     let workers_stop = WorkerStop::default();
     let mut workers = JoinSet::new();
     for _ in 0..sub.options.handler_concurrency {
@@ -92,7 +96,9 @@ pub(super) async fn supervise(
     keepalive_stop.cancel();
     let _ = keepalive.await;
     acker_stop.cancel();
-    let _ = acker.await;
+    for acker in ackers {
+        let _ = acker.await;
+    }
     sub.flights.remove_subscription(sub.id);
     tracing::debug!("subscription stopped");
     Drained { abandoned }

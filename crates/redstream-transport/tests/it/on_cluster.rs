@@ -565,3 +565,121 @@ async fn a_slot_moved_while_events_flow_loses_nothing() {
     );
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// Acknowledgements go in one pipeline per slot: with one master stopped (`SIGSTOP`), an entry
+/// of its stream waits for its `XACK`, and the entries of a stream on a healthy master are
+/// acknowledged meanwhile and reading them goes on. (Sent as one pipeline over both slots, the
+/// batch failed as a whole on the stopped master's timeout, again and again: the healthy
+/// entries' `XACK`s ran, but they stayed counted as unacknowledged, and reading paused at the
+/// backpressure limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_master_holds_back_only_its_own_acknowledgements() {
+    const HEALTHY_EVENTS: usize = 40;
+    let cluster = RedisCluster::builder()
+        .masters(3)
+        .replicas_per_master(0)
+        // Long enough that no node is marked failed while the master is stopped.
+        .node_timeout(Duration::from_secs(120))
+        .config("cluster-require-full-coverage", "no")
+        .start()
+        .await
+        .unwrap();
+    let url = cluster_url(&cluster);
+    let prefix = unique("events");
+    capture_logs();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(&url)
+            .with_stream_prefix(&prefix)
+            .with_consumer_group("g")
+            .with_backpressure(
+                redstream_core::BackpressureConfig::default().with_max_queue_size(10),
+            ),
+        fast()
+            .with_start_from(StartFrom::Beginning)
+            .with_read_count(5)
+            .with_ack_batch_size(2)
+            .with_response_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let names = transport.names().clone();
+    // Two event types whose streams are on different masters.
+    let mut on_master = HashMap::new();
+    for t in TYPES {
+        let master = cluster
+            .master_for_key(names.stream(t).as_bytes())
+            .await
+            .unwrap();
+        on_master.entry(master.id().to_owned()).or_insert(t);
+    }
+    let mut types = on_master.into_values();
+    let (stopped_type, healthy_type) = (types.next().unwrap(), types.next().unwrap());
+    let stopped = cluster
+        .master_for_key(names.stream(stopped_type).as_bytes())
+        .await
+        .unwrap();
+    let (stopped_stream, healthy_stream) = (names.stream(stopped_type), names.stream(healthy_type));
+
+    // The handler of the stopped master's event waits for the test's word.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let healthy_handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let handle = {
+        let (release, healthy_handled) = (Arc::clone(&release), Arc::clone(&healthy_handled));
+        transport
+            .subscribe(
+                vec![stopped_type.to_owned(), healthy_type.to_owned()],
+                move |event: redstream_core::Event| {
+                    let (release, healthy_handled) =
+                        (Arc::clone(&release), Arc::clone(&healthy_handled));
+                    let started_tx = started_tx.clone();
+                    async move {
+                        if event.event_type() == stopped_type {
+                            let _ = started_tx.send(());
+                            release.notified().await;
+                        } else {
+                            healthy_handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        HandlerResult::Ok(())
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    transport.publish(event(stopped_type, 0)).await.unwrap();
+    within("the stopped master's event handled", started.recv()).await;
+
+    // Its master stops; then the handler finishes: its XACK cannot be sent.
+    let conn = cluster.connection().await.unwrap();
+    stopped.server().pause().unwrap();
+    release.notify_one();
+    for n in 1..=HEALTHY_EVENTS {
+        transport.publish(event(healthy_type, n)).await.unwrap();
+    }
+    until(
+        "every event of the healthy master handled and acknowledged",
+        || {
+            let (mut conn, stream) = (conn.clone(), healthy_stream.clone());
+            let handled = healthy_handled.load(std::sync::atomic::Ordering::SeqCst);
+            async move {
+                handled == HEALTHY_EVENTS && pending_on(&mut conn, &stream, "g").await == 0
+            }
+        },
+    )
+    .await;
+
+    stopped.server().resume().unwrap();
+    until(
+        "the stopped master's entry acknowledged once it is back",
+        || {
+            let (mut conn, stream) = (conn.clone(), stopped_stream.clone());
+            async move { pending_on(&mut conn, &stream, "g").await == 0 }
+        },
+    )
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
