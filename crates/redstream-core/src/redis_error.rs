@@ -387,8 +387,8 @@ mod tests {
     }
 
     /// A server with `HELLO` renamed away answers redis-rs's `HELLO 3 AUTH user password` with
-    /// an error quoting those arguments: the password is not shown, in the message or the
-    /// source chain.
+    /// an error quoting those arguments (Redis 7.0, Valkey 8; Valkey 9 answers `NOAUTH`): the
+    /// password is not shown, in the message or the source chain.
     #[tokio::test]
     async fn an_unknown_command_does_not_echo_its_arguments() {
         const PASSWORD: &str = "echo-pw-5d1c";
@@ -410,8 +410,8 @@ mod tests {
             source = inner.source();
         }
         assert!(!shown.contains(PASSWORD), "{shown}");
-        assert!(shown.contains("unknown command"), "{shown}");
-        // What redis-rs itself reports on a RESP3 handshake, for comparison: the password.
+        // What redis-rs itself reports on a RESP3 handshake, for comparison: the password, from
+        // servers that quote the arguments (Redis 7, Valkey 8). Valkey 9 answers NOAUTH.
         let resp3 = redis::Client::open(format!("{url}?protocol=resp3").as_str())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -419,7 +419,10 @@ mod tests {
         let Err(raw_err) = resp3 else {
             panic!("redis-rs connected through a renamed HELLO");
         };
-        assert!(raw_err.to_string().contains(PASSWORD), "{raw_err}");
+        if raw_err.to_string().contains("unknown command") {
+            assert!(raw_err.to_string().contains(PASSWORD), "{raw_err}");
+            assert!(shown.contains("unknown command"), "{shown}");
+        }
     }
 
     #[tokio::test]
