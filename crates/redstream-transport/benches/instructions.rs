@@ -20,6 +20,7 @@
 //! | case | redstream | raw redis-rs |
 //! |---|---|---|
 //! | `publish` | `RedisTransport::publish` of a seed-sized event, one after another | `wire::encode` + `XADD` on a `MultiplexedConnection`, one after another |
+//! | `publish_batch` | `RedisTransport::publish_batch` of a vector of 100 seed-sized events | the same vector, each event `wire::encode`d (and dropped) into an `EVALSHA` of the transport's `publish_batch.lua` with the same arguments, the ids split |
 //! | `consume+ack` | `subscribe` with a no-op handler, until every entry is handled | `XREADGROUP COUNT 100` + `wire::decode_stream_entry` + `XACK` per batch |
 
 // A benchmark reports on stdout and stops loudly on failure.
@@ -48,10 +49,14 @@ const EVENT_TYPE: &str = "order.created";
 const GROUP: &str = "bench";
 
 /// The cases, each as (name, redstream's child case, raw redis-rs's child case).
-const CASES: [(&str, &str, &str); 2] = [
+const CASES: [(&str, &str, &str); 3] = [
     ("publish", "publish", "raw-publish"),
+    ("publish_batch", "batch", "raw-batch"),
     ("consume+ack", "consume", "raw-consume"),
 ];
+
+/// Events per `publish_batch` in the `publish_batch` case (both runs are whole batches).
+const BATCH: u64 = 100;
 
 fn seed_event(n: u64) -> Event {
     common::seed_event(EVENT_TYPE, n)
@@ -124,6 +129,34 @@ async fn child(case: &str, events: u64, url: &str, stream: &str) {
                     .query_async(&mut conn)
                     .await
                     .unwrap();
+            }
+        }
+        "batch" => {
+            let transport = transport(url, stream).await;
+            for first in (0..events).step_by(BATCH as usize) {
+                let batch = (first..first + BATCH).map(seed_event).collect();
+                transport.publish_batch(batch).await.unwrap();
+            }
+        }
+        "raw-batch" => {
+            let script = redis::Script::new(include_str!("../src/publish_batch.lua"));
+            let mut conn = raw_connection(url).await;
+            for first in (0..events).step_by(BATCH as usize) {
+                // The transport's arguments: the stream; for each event the stream's position
+                // and the envelope; then the stream's MAXLEN, none.
+                // The batch as `publish_batch` is given it: a vector of events.
+                let batch: Vec<Event> = (first..first + BATCH).map(seed_event).collect();
+                let mut invocation = script.prepare_invoke();
+                invocation.key(stream);
+                for event in batch {
+                    let envelope = wire::encode(&event, &EventLimits::default()).unwrap();
+                    drop(event);
+                    invocation.arg(1).arg(envelope);
+                }
+                invocation.arg(0);
+                let ids: String = invocation.invoke_async(&mut conn).await.unwrap();
+                let ids: Vec<String> = ids.split(' ').map(str::to_owned).collect();
+                assert_eq!(ids.len() as u64, BATCH);
             }
         }
         "consume" => {
@@ -212,7 +245,7 @@ async fn per_event(case: &str, server: &RedisServer, run: &mut u32, callgrind: &
                 fill(&mut conn, &stream, events).await;
                 stream.clone()
             }
-            "publish" => prefix,
+            "publish" | "batch" => prefix,
             _ => stream.clone(),
         };
         let args = [events.to_string(), server.url(), arg];

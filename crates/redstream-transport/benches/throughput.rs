@@ -11,7 +11,8 @@
 //! | publish, 1 task | `publish` one after the other | `XADD` one after the other |
 //! | publish, 64 tasks | `publish` from 64 tasks | `XADD` from 64 tasks on one multiplexed connection |
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
-//! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`: an all-or-nothing batch done by hand (`publish_batch` runs its own script) |
+//! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`: a transaction done by hand (not all or nothing: an `XADD` to a key of another type fails alone inside `EXEC`) |
+//! | publish_batch vs raw EVALSHA | `publish_batch` of 256 | the same work by hand: `EVALSHA` of `publish_batch.lua` with the arguments the transport sends |
 //! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT 100` + `XACK` loop |
 //! | consume + ack, 4 consumers | 4 transports subscribed in one group | 4 such loops, one connection and consumer name each |
 //! | latency at 10k/s | publish -> handler, p50/p99 | `XADD` -> a blocking `XREADGROUP` reader that decodes and acks, p50/p99 |
@@ -194,6 +195,36 @@ async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
     started.elapsed()
 }
 
+/// The transport's own script, invoked by hand: the same all-or-nothing batch, with redis-rs's
+/// `Script` and the arguments `publish_batch` sends (the stream; each event's stream position
+/// and envelope; then the stream's `MAXLEN`, none).
+async fn raw_script_batches(conn: &MultiplexedConnection, stream: &str, total: u64) -> Duration {
+    static SCRIPT: std::sync::LazyLock<redis::Script> =
+        std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/publish_batch.lua")));
+    let mut conn = conn.clone();
+    let limits = EventLimits::default();
+    let started = Instant::now();
+    let mut n = 0;
+    while n < total {
+        let size = BATCH.min((total - n) as usize) as u64;
+        // The batch as `publish_batch` is given it: a vector of events.
+        let events: Vec<Event> = (n..n + size).map(|n| seed_event(EVENT_TYPE, n)).collect();
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation.key(stream);
+        for event in events {
+            let envelope = wire::encode(&event, &limits).unwrap();
+            drop(event);
+            invocation.arg(1).arg(envelope);
+        }
+        invocation.arg(0);
+        let ids: String = invocation.invoke_async(&mut conn).await.unwrap();
+        let ids: Vec<String> = ids.split(' ').map(str::to_owned).collect();
+        assert_eq!(ids.len() as u64, size);
+        n += size;
+    }
+    started.elapsed()
+}
+
 async fn raw_publish_batches(
     conn: &MultiplexedConnection,
     stream: &str,
@@ -210,8 +241,11 @@ async fn raw_publish_batches(
         if atomic {
             pipe.atomic();
         }
-        for i in n..n + size {
-            let envelope = wire::encode(&seed_event(EVENT_TYPE, i), &limits).unwrap();
+        // The batch as `publish_batch` is given it: a vector of events.
+        let events: Vec<Event> = (n..n + size).map(|n| seed_event(EVENT_TYPE, n)).collect();
+        for event in events {
+            let envelope = wire::encode(&event, &limits).unwrap();
+            drop(event);
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("*")
@@ -567,7 +601,7 @@ fn main() {
         if part("batch") {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
-            let mut theirs_atomic = Vec::new();
+            let (mut theirs_atomic, mut theirs_script) = (Vec::new(), Vec::new());
             for round in 0..*ROUNDS {
                 let batcher = transport(&server, &format!("batch{round}"), "g").await;
                 let raw_stream = format!("raw:batch{round}");
@@ -590,11 +624,21 @@ fn main() {
                 };
                 ours_consume.push(rate(total, a));
                 theirs_consume.push(rate(total, b));
-                // The same transaction the transport uses, done by hand: what MULTI/EXEC costs.
+                // A transaction by hand (what MULTI/EXEC costs), and the transport's own script
+                // by hand (the same work), in alternating order.
                 let atomic_stream = format!("raw:atomic{round}");
-                let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
+                let script_stream = format!("raw:script{round}");
+                let (c, d) = if round % 2 == 0 {
+                    let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
+                    (c, raw_script_batches(&raw, &script_stream, total).await)
+                } else {
+                    let d = raw_script_batches(&raw, &script_stream, total).await;
+                    (raw_publish_batches(&raw, &atomic_stream, total, true).await, d)
+                };
                 theirs_atomic.push(rate(total, c));
+                theirs_script.push(rate(total, d));
                 del(&raw, &atomic_stream).await;
+                del(&raw, &script_stream).await;
                 del(&raw, &batcher.names().stream("order.created")).await;
                 del(&raw, &raw_stream).await;
             }
@@ -602,6 +646,8 @@ fn main() {
             let (pipelined, atomic) = (median(theirs), median(theirs_atomic));
             rates_line("publish_batch, 256", ours, pipelined, ours / pipelined);
             rates_line("publish_batch vs raw MULTI/EXEC", ours, atomic, ours / atomic);
+            let script = median(theirs_script);
+            rates_line("publish_batch vs raw EVALSHA", ours, script, ours / script);
             // The same rounds side by side: the spread of the ratio says how noisy the machine was.
             let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
             rates_line(

@@ -1,17 +1,18 @@
 #!lua
 -- publish_batch: XADDs of encoded events, all or nothing (see publisher.rs).
 -- KEYS: the batch's streams, each once.
--- ARGV[1..#KEYS]: each stream's approximate MAXLEN, 0 for none.
--- Then two per event, in order: the position of its stream in KEYS, its envelope.
+-- ARGV: two per event, in order: the position of its stream in KEYS, its envelope; then each
+-- stream's approximate MAXLEN, 0 for none (last: the client learns the streams as it encodes).
 -- Every stream is checked before the first write: the user may XADD to it (with its MAXLEN;
 -- ACL rules look at keys, not values, so a placeholder stands for the envelope) and run TYPE
 -- on it, and it holds a stream or nothing. Declared with no flags, so Redis refuses the script
 -- as a whole when it is out of memory or a read-only replica. Answers the entry ids, in order,
 -- as one string separated by spaces: one reply instead of one per event.
 local streams = #KEYS
+local last = #ARGV - streams -- the last of the events' arguments
 local fresh = {}
 for k = 1, streams do
-  local key, maxlen = KEYS[k], ARGV[k]
+  local key, maxlen = KEYS[k], ARGV[last + k]
   local allowed
   if maxlen == '0' then
     allowed = redis.acl_check_cmd('XADD', key, '*', 'event', '-')
@@ -39,9 +40,9 @@ end
 -- batch created) and the error answered: no reader saw them, the script being atomic. Entries
 -- an XADD's MAXLEN trimmed stay trimmed (they were past the stream's retention).
 local ids = {}
-for i = streams + 1, #ARGV, 2 do
+for i = 1, last, 2 do
   local k = tonumber(ARGV[i])
-  local maxlen = ARGV[k]
+  local maxlen = ARGV[last + k]
   local id
   if maxlen == '0' then
     id = redis.pcall('XADD', KEYS[k], '*', 'event', ARGV[i + 1])
@@ -51,7 +52,7 @@ for i = streams + 1, #ARGV, 2 do
   if type(id) == 'table' and id['err'] then
     local kept = {}
     for j = 1, #ids do
-      local s = tonumber(ARGV[streams - 1 + 2 * j])
+      local s = tonumber(ARGV[2 * j - 1])
       local deleted
       if fresh[s] then
         deleted = redis.pcall('DEL', KEYS[s])

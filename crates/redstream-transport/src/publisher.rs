@@ -99,13 +99,7 @@ impl RedisTransport {
                     published_counter(event.event_type().to_owned()),
                 )
             }
-            None => self
-                .inner
-                .published_types
-                .get_or_check(event.event_type(), || {
-                    validate_event_type(event.event_type(), &options.limits)?;
-                    Ok(self.inner.names.stream(event.event_type()))
-                })?,
+            None => self.named(event)?,
         };
         let envelope = wire::encode(event, &options.limits)?;
         Ok(Encoded {
@@ -285,69 +279,67 @@ impl RedisTransport {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let count = events.len();
         let outgoing = Outgoing::current();
         for event in &mut events {
             outgoing.inject(event, &self.inner.options.limits);
         }
-        let encoded = events
-            .iter()
-            .map(|event| self.encode(event, None))
-            .collect::<Result<Vec<_>>>()?;
-        if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
-            crate::connection::one_slot(
-                "publish_batch",
-                &self.inner.target,
-                encoded.iter().map(|item| &*item.stream),
-                "one transaction cannot hold both; publish one batch per event type (one \
-                 stream each), or the events one by one",
-            )?;
-        }
-        let batch = batch_invocation(&encoded, |stream| self.max_len(stream));
-        // One stream: `send {stream}`; several (a plain layout allows it): `send`.
-        let one_stream = encoded
-            .first()
-            .map(|first| &first.stream)
-            .filter(|first| encoded.iter().all(|item| item.stream == **first));
         let span = tracing::debug_span!(
             "publish_batch",
             otel.name = tracing::field::Empty,
             otel.kind = "producer",
             { semconv::MESSAGING_SYSTEM } = telemetry::MESSAGING_SYSTEM,
             { semconv::MESSAGING_OPERATION_TYPE } = "send",
-            { semconv::MESSAGING_BATCH_MESSAGE_COUNT } = events.len(),
+            { semconv::MESSAGING_BATCH_MESSAGE_COUNT } = count,
             { semconv::MESSAGING_DESTINATION_NAME } = tracing::field::Empty,
-            events = events.len(),
+            events = count,
         );
         crate::trace_context::link_batch(&span, &events);
-        match one_stream {
-            Some(stream) => {
+        // Each event is encoded into the script call and dropped at once, so the batch is held
+        // once (as the call's arguments) rather than as events, envelopes and arguments.
+        let mut batch = BatchCall::default();
+        for event in events {
+            let position = batch.position(event.event_type(), || self.named(&event))?;
+            let envelope = wire::encode(&event, &self.inner.options.limits)?;
+            drop(event);
+            batch.push(position, envelope.as_bytes());
+        }
+        if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
+            crate::connection::one_slot(
+                "publish_batch",
+                &self.inner.target,
+                batch.types.iter().map(|named| &*named.stream),
+                "one transaction cannot hold both; publish one batch per event type (one \
+                 stream each), or the events one by one",
+            )?;
+        }
+        // One stream: `send {stream}`; several (a plain layout allows it): `send`.
+        match &*batch.types {
+            [one] => {
                 span.record(
                     "otel.name",
-                    tracing::field::display(format_args!("send {stream}")),
+                    tracing::field::display(format_args!("send {}", one.stream)),
                 );
-                span.record(semconv::MESSAGING_DESTINATION_NAME, &**stream);
+                span.record(semconv::MESSAGING_DESTINATION_NAME, &*one.stream);
             }
-            None => {
+            _ => {
                 span.record("otel.name", "send");
             }
         }
+        let invocation = batch.finish(|stream| self.max_len(stream));
         async {
             let started = Instant::now();
-            let target = format!(
-                "{} streams under {:?}",
-                encoded.len(),
-                self.inner.names.prefix()
-            );
+            let target = format!("{count} events under {:?}", self.inner.names.prefix());
             let result = self
                 .inner
                 .writes
-                .invoke::<String>("transaction of XADDs", &target, &batch)
+                .invoke::<String>("transaction of XADDs", &target, &invocation)
                 .await
                 .map(|ids| ids.split(' ').map(str::to_owned).collect::<Vec<_>>());
             match &result {
                 Ok(_) => {
-                    for item in &encoded {
-                        item.published.increment(1);
+                    for named in &batch.types {
+                        named.published.increment(named.events);
                     }
                     self.inner
                         .published_types
@@ -360,6 +352,18 @@ impl RedisTransport {
         }
         .instrument(span)
         .await
+    }
+
+    /// The stream and `published_total` counter of `event`'s type, checked (once per
+    /// transport, through the type cache).
+    fn named(&self, event: &Event) -> Result<Named> {
+        let options = &self.inner.options;
+        self.inner
+            .published_types
+            .get_or_check(event.event_type(), || {
+                validate_event_type(event.event_type(), &options.limits)?;
+                Ok(self.inner.names.stream(event.event_type()))
+            })
     }
 
     fn record_publish<T>(
@@ -385,38 +389,84 @@ impl RedisTransport {
 static BATCH_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("publish_batch.lua")));
 
-/// The script call that writes `encoded` all or nothing: the streams as keys (each once, in
-/// the order they first appear), their `MAXLEN`s, then each event as the position of its
-/// stream and its envelope. A batch of one type sends two arguments per event where a list of
-/// `XADD`s would send ten.
-fn batch_invocation(
-    encoded: &[Encoded],
-    max_len: impl Fn(&str) -> usize,
-) -> ScriptInvocation<'static> {
-    let mut streams: Vec<&str> = Vec::new();
-    let mut positions = Vec::with_capacity(encoded.len());
-    for item in encoded {
-        let position = match streams.iter().position(|s| *s == &*item.stream) {
-            Some(known) => known,
-            None => {
-                streams.push(&item.stream);
-                streams.len() - 1
-            }
-        };
+/// A batch's event types, in the order they first appear, each with its stream, its counter
+/// and how many of the batch's events it has.
+struct BatchType {
+    event_type: Box<str>,
+    stream: Arc<str>,
+    published: metrics::Counter,
+    events: u64,
+}
+
+/// The script call that writes a batch all or nothing, built one event at a time: the
+/// streams as keys (each once, in the order they first appear), then as arguments each event
+/// as the position of its stream and its envelope, then each stream's `MAXLEN` (last, because
+/// the streams are known only once every event is in). A batch of one type sends two
+/// arguments per event where a list of `XADD`s would send ten.
+struct BatchCall {
+    invocation: ScriptInvocation<'static>,
+    types: Vec<BatchType>,
+    /// The position in `types` of the last event's type: batches are mostly of one type.
+    last: usize,
+}
+
+impl Default for BatchCall {
+    fn default() -> Self {
+        Self {
+            invocation: BATCH_SCRIPT.prepare_invoke(),
+            types: Vec::new(),
+            last: 0,
+        }
+    }
+}
+
+impl BatchCall {
+    /// The position in the batch's types of `event_type`, which `name` checks and names when
+    /// no event of the batch had that type before.
+    fn position(
+        &mut self,
+        event_type: &str,
+        name: impl FnOnce() -> Result<Named>,
+    ) -> Result<usize> {
+        let is_type = |known: &BatchType| *known.event_type == *event_type;
+        if !self.types.get(self.last).is_some_and(is_type) {
+            self.last = match self.types.iter().position(is_type) {
+                Some(known) => known,
+                None => {
+                    let (stream, published) = name()?;
+                    self.types.push(BatchType {
+                        event_type: Box::from(event_type),
+                        stream,
+                        published,
+                        events: 0,
+                    });
+                    self.types.len() - 1
+                }
+            };
+        }
+        Ok(self.last)
+    }
+
+    /// Adds an event of the type at `position` by its envelope.
+    fn push(&mut self, position: usize, envelope: &[u8]) {
+        if let Some(named) = self.types.get_mut(position) {
+            named.events += 1;
+        }
         // Lua counts from 1.
-        positions.push(position + 1);
+        self.invocation.arg(position + 1).arg(envelope);
     }
-    let mut invocation = BATCH_SCRIPT.prepare_invoke();
-    for stream in &streams {
-        invocation.key(*stream);
+
+    /// The call, with the streams as keys and their `MAXLEN`s (0 for none) after the events.
+    fn finish(&mut self, max_len: impl Fn(&str) -> usize) -> ScriptInvocation<'static> {
+        let mut invocation = std::mem::replace(&mut self.invocation, BATCH_SCRIPT.prepare_invoke());
+        for named in &self.types {
+            invocation.key(&*named.stream);
+        }
+        for named in &self.types {
+            invocation.arg(max_len(&named.stream));
+        }
+        invocation
     }
-    for stream in &streams {
-        invocation.arg(max_len(stream));
-    }
-    for (item, position) in encoded.iter().zip(positions) {
-        invocation.arg(position).arg(item.envelope.as_bytes());
-    }
-    invocation
 }
 
 /// Counts a publish that reached the breaker or Redis and failed. Events refused by validation
