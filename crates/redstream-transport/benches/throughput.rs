@@ -599,21 +599,26 @@ fn main() {
             );
         }
         if part("batch") {
-            let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            // Four writers of the same batches each round, in an order that rotates from round
+            // to round: redstream, pipelined XADDs, MULTI/EXEC, and the transport's script by
+            // hand (the same work). Each comparison is a median of the rounds' ratios.
+            let mut rates: [Vec<f64>; 4] = Default::default();
             let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
-            let (mut theirs_atomic, mut theirs_script) = (Vec::new(), Vec::new());
             for round in 0..*ROUNDS {
                 let batcher = transport(&server, &format!("batch{round}"), "g").await;
                 let raw_stream = format!("raw:batch{round}");
-                let (a, b) = if round % 2 == 0 {
-                    let a = publish_batches(&batcher, total).await;
-                    (a, raw_publish_batches(&raw, &raw_stream, total, false).await)
-                } else {
-                    let b = raw_publish_batches(&raw, &raw_stream, total, false).await;
-                    (publish_batches(&batcher, total).await, b)
-                };
-                ours.push(rate(total, a));
-                theirs.push(rate(total, b));
+                let atomic_stream = format!("raw:atomic{round}");
+                let script_stream = format!("raw:script{round}");
+                for turn in 0..4 {
+                    let writer = (round + turn) % 4;
+                    let elapsed = match writer {
+                        0 => publish_batches(&batcher, total).await,
+                        1 => raw_publish_batches(&raw, &raw_stream, total, false).await,
+                        2 => raw_publish_batches(&raw, &atomic_stream, total, true).await,
+                        _ => raw_script_batches(&raw, &script_stream, total).await,
+                    };
+                    rates[writer].push(rate(total, elapsed));
+                }
                 // Consume what this round wrote: the group starts at the beginning of the stream.
                 let (a, b) = if round % 2 == 0 {
                     let a = consume_all(&batcher, total).await;
@@ -624,30 +629,15 @@ fn main() {
                 };
                 ours_consume.push(rate(total, a));
                 theirs_consume.push(rate(total, b));
-                // A transaction by hand (what MULTI/EXEC costs), and the transport's own script
-                // by hand (the same work), in alternating order.
-                let atomic_stream = format!("raw:atomic{round}");
-                let script_stream = format!("raw:script{round}");
-                let (c, d) = if round % 2 == 0 {
-                    let c = raw_publish_batches(&raw, &atomic_stream, total, true).await;
-                    (c, raw_script_batches(&raw, &script_stream, total).await)
-                } else {
-                    let d = raw_script_batches(&raw, &script_stream, total).await;
-                    (raw_publish_batches(&raw, &atomic_stream, total, true).await, d)
-                };
-                theirs_atomic.push(rate(total, c));
-                theirs_script.push(rate(total, d));
                 del(&raw, &atomic_stream).await;
                 del(&raw, &script_stream).await;
                 del(&raw, &batcher.names().stream("order.created")).await;
                 del(&raw, &raw_stream).await;
             }
-            let ours = median(ours);
-            let (pipelined, atomic) = (median(theirs), median(theirs_atomic));
-            rates_line("publish_batch, 256", ours, pipelined, ours / pipelined);
-            rates_line("publish_batch vs raw MULTI/EXEC", ours, atomic, ours / atomic);
-            let script = median(theirs_script);
-            rates_line("publish_batch vs raw EVALSHA", ours, script, ours / script);
+            let [ours, pipelined, atomic, script] = &rates;
+            ratio_line("publish_batch, 256", ours, pipelined);
+            ratio_line("publish_batch vs raw MULTI/EXEC", ours, atomic);
+            ratio_line("publish_batch vs raw EVALSHA", ours, script);
             // The same rounds side by side: the spread of the ratio says how noisy the machine was.
             let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
             rates_line(
