@@ -72,7 +72,8 @@ async fn transport_named(
     .unwrap()
 }
 
-/// The defaults, or what `REDSTREAM_BENCH_READ_COUNT` and `REDSTREAM_BENCH_CONCURRENCY` say
+/// The defaults, or what `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
+/// `REDSTREAM_BENCH_ACK_BATCH` say
 /// (for trying other settings; the printed figures are with the defaults unless they are set).
 fn tuned(mut options: TransportOptions) -> TransportOptions {
     let var = |name: &str| {
@@ -85,6 +86,9 @@ fn tuned(mut options: TransportOptions) -> TransportOptions {
     }
     if let Some(n) = var("REDSTREAM_BENCH_CONCURRENCY") {
         options = options.with_handler_concurrency(n);
+    }
+    if let Some(n) = var("REDSTREAM_BENCH_ACK_BATCH") {
+        options = options.with_ack_batch_size(n);
     }
     options
 }
