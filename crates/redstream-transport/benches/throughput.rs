@@ -199,6 +199,15 @@ async fn publish_batches(transport: &RedisTransport, total: u64) -> Duration {
     started.elapsed()
 }
 
+/// The envelopes of the events numbered `numbers`, from a batch made as `publish_batch` is given
+/// one (a vector of events), each event encoded and dropped in turn.
+fn envelopes(numbers: std::ops::Range<u64>) -> impl Iterator<Item = String> {
+    let events: Vec<Event> = numbers.map(|n| seed_event(EVENT_TYPE, n)).collect();
+    events
+        .into_iter()
+        .map(|event| wire::encode(&event, &EventLimits::default()).unwrap())
+}
+
 /// The transport's own script, invoked by hand: the same all-or-nothing batch, with redis-rs's
 /// `Script` and the arguments `publish_batch` sends (the stream; each event's stream position
 /// and envelope; then the stream's `MAXLEN`, none).
@@ -206,18 +215,13 @@ async fn raw_script_batches(conn: &MultiplexedConnection, stream: &str, total: u
     static SCRIPT: std::sync::LazyLock<redis::Script> =
         std::sync::LazyLock::new(|| redis::Script::new(include_str!("../src/publish_batch.lua")));
     let mut conn = conn.clone();
-    let limits = EventLimits::default();
     let started = Instant::now();
     let mut n = 0;
     while n < total {
         let size = BATCH.min((total - n) as usize) as u64;
-        // The batch as `publish_batch` is given it: a vector of events.
-        let events: Vec<Event> = (n..n + size).map(|n| seed_event(EVENT_TYPE, n)).collect();
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.key(stream);
-        for event in events {
-            let envelope = wire::encode(&event, &limits).unwrap();
-            drop(event);
+        for envelope in envelopes(n..n + size) {
             invocation.arg(1).arg(envelope);
         }
         invocation.arg(0);
@@ -236,7 +240,6 @@ async fn raw_publish_batches(
     atomic: bool,
 ) -> Duration {
     let mut conn = conn.clone();
-    let limits = EventLimits::default();
     let started = Instant::now();
     let mut n = 0;
     while n < total {
@@ -245,11 +248,7 @@ async fn raw_publish_batches(
         if atomic {
             pipe.atomic();
         }
-        // The batch as `publish_batch` is given it: a vector of events.
-        let events: Vec<Event> = (n..n + size).map(|n| seed_event(EVENT_TYPE, n)).collect();
-        for event in events {
-            let envelope = wire::encode(&event, &limits).unwrap();
-            drop(event);
+        for envelope in envelopes(n..n + size) {
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("*")
