@@ -607,6 +607,14 @@ fn main() {
             // hand (the same work). Each comparison is a median of the rounds' ratios.
             let mut rates: [Vec<f64>; 4] = Default::default();
             let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
+            // One batch of each first, outside the rounds: the scripts loaded, the allocator
+            // warmed, whoever goes first in the first round.
+            let warm = transport(&server, "warm", "g").await;
+            publish_batches(&warm, BATCH as u64).await;
+            raw_publish_batches(&raw, "raw:warm", BATCH as u64, true).await;
+            raw_script_batches(&raw, "raw:warm", BATCH as u64).await;
+            del(&raw, &warm.names().stream(EVENT_TYPE)).await;
+            del(&raw, "raw:warm").await;
             for round in 0..*ROUNDS {
                 let batcher = transport(&server, &format!("batch{round}"), "g").await;
                 let raw_stream = format!("raw:batch{round}");
