@@ -196,6 +196,95 @@ async fn maxlen_keeps_the_stream_near_the_limit() {
     assert!((100..=200).contains(&len), "length {len}");
 }
 
+/// A batch whose events interleave three types: each goes to its type's stream in the batch's
+/// order, the ids come back in the batch's order, and each stream is trimmed with its own
+/// `MAXLEN` (or not at all).
+#[tokio::test]
+async fn a_batch_of_interleaved_types_keeps_order_and_each_streams_maxlen() {
+    const BATCHES: u32 = 12;
+    const PER_BATCH: u32 = 60;
+    let server = RedisServer::start().await.unwrap();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix("mix")
+            .with_max_stream_length(50),
+        TransportOptions::default()
+            .with_max_stream_length_of("mix:b", 0)
+            .with_max_stream_length_of("mix:c", 10),
+    )
+    .await
+    .unwrap();
+    let typed = |n: u32| {
+        let event_type = ["a", "b", "a", "c", "b", "a"][n as usize % 6];
+        Event::new(event_type, json!({ "n": n }), EventMetadata::default())
+    };
+    let mut ids_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for batch in 0..BATCHES {
+        let events: Vec<Event> = (0..PER_BATCH)
+            .map(|n| typed(batch * PER_BATCH + n))
+            .collect();
+        let ids = transport.publish_batch(events.clone()).await.unwrap();
+        assert_eq!(ids.len(), events.len());
+        for (id, event) in ids.into_iter().zip(&events) {
+            ids_of
+                .entry(event.event_type().to_owned())
+                .or_default()
+                .push(id);
+        }
+        if batch == 0 {
+            // Nothing trimmed yet: every stream holds its events in the batch's order.
+            for event_type in ["a", "b", "c"] {
+                let stored = entries(&server, &format!("mix:{event_type}")).await;
+                let expected: Vec<&Event> = events
+                    .iter()
+                    .filter(|e| e.event_type() == event_type)
+                    .collect();
+                assert_eq!(stored.len(), expected.len(), "{event_type}");
+                for ((id, fields), (event, returned)) in
+                    stored.iter().zip(expected.iter().zip(&ids_of[event_type]))
+                {
+                    assert_eq!(id, returned, "{event_type}");
+                    let decoded =
+                        wire::decode_entry(fields.clone(), &EventLimits::default()).unwrap();
+                    assert_eq!(&decoded, *event, "{event_type}");
+                }
+            }
+        }
+    }
+    let mut conn = server.connection().await.unwrap();
+    // b: no limit, all 240 of its events. a (the transport's 50) and c (its own 10): `MAXLEN ~`
+    // trims whole macro nodes of 100 entries, so each stays within one node of its limit.
+    let total = |share: u32| BATCHES * PER_BATCH * share / 6;
+    let len = |key: &'static str| {
+        let mut conn = conn.clone();
+        async move { conn.xlen::<_, u32>(key).await.unwrap() }
+    };
+    assert_eq!(len("mix:b").await, total(2));
+    let (a, c) = (len("mix:a").await, len("mix:c").await);
+    assert!(
+        (50..=150).contains(&a) && a < total(3),
+        "a: {a} of {}",
+        total(3)
+    );
+    assert!(
+        (10..=110).contains(&c) && c < total(1),
+        "c: {c} of {}",
+        total(1)
+    );
+    // The last ids returned are the streams' last entries.
+    for event_type in ["a", "b", "c"] {
+        let key = format!("mix:{event_type}");
+        let last: redis::streams::StreamRangeReply =
+            conn.xrevrange_count(&key, "+", "-", 1).await.unwrap();
+        assert_eq!(
+            Some(&last.ids[0].id),
+            ids_of[event_type].last(),
+            "{event_type}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn paused_server_opens_the_breaker_which_closes_after_resume() {
     let server = RedisServer::start().await.unwrap();
