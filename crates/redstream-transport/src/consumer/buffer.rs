@@ -42,10 +42,19 @@ pub(crate) struct Buffer {
     /// Signalled when a worker takes an entry, if `room_waiters` says a reader waits.
     room: Arc<Notify>,
     room_waiters: Arc<AtomicUsize>,
+    /// Where workers with nothing to do wait (see [`Buffer::take`]).
+    work: Arc<Notify>,
+    /// Workers in [`Buffer::take`] looking for an entry (not waiting on `work`), plus a worker
+    /// woken by a push or by another worker and not yet running, which counts as looking.
+    /// A push wakes a waiting worker only when this is 0.
+    searching: Arc<AtomicUsize>,
     /// Workers waiting in `take`: counted for the tests only (a shared count written on every
     /// wait would cost the workers for nothing).
     #[cfg(test)]
     workers_waiting: Arc<AtomicUsize>,
+    /// Times a waiting worker was woken: counted for the tests only.
+    #[cfg(test)]
+    wakeups: Arc<AtomicUsize>,
 }
 
 /// The entries by lane, each with the number of its push (to find it again if the push fails).
@@ -90,8 +99,12 @@ impl Buffer {
             lanes: Arc::default(),
             room: Arc::default(),
             room_waiters: Arc::default(),
+            work: Arc::default(),
+            searching: Arc::default(),
             #[cfg(test)]
             workers_waiting: Arc::default(),
+            #[cfg(test)]
+            wakeups: Arc::default(),
         })
     }
 
@@ -116,7 +129,10 @@ impl Buffer {
         };
         async move {
             match self.tickets.push(()).await {
-                Ok(PushOutcome::Queued) => Pushed::Queued,
+                Ok(PushOutcome::Queued) => {
+                    self.wake_a_worker();
+                    Pushed::Queued
+                }
                 Ok(PushOutcome::DroppedOldest(())) => Pushed::Dropped(self.evict(true)),
                 Ok(PushOutcome::DroppedNewest(())) => Pushed::Dropped(self.evict(false)),
                 Err(err) if err.kind() == ErrorKind::QueueFull => {
@@ -154,25 +170,77 @@ impl Buffer {
         victim.into_iter().map(|(_, delivery)| delivery).collect()
     }
 
-    /// The most urgent entry, waiting for one; `None` once closed.
+    /// The most urgent entry, waiting for one; `None` once closed and empty.
+    ///
+    /// Waiting workers are woken one at a time, and a woken worker that takes an entry wakes
+    /// the next one if entries are left: a burst of entries reaches as many waiting workers
+    /// as there are entries (handlers that wait for each other all run), while a worker that
+    /// keeps up with the entries on its own is not joined by the others for each entry (a
+    /// wake-up, often of another thread, per entry). No entry is left waiting while a worker
+    /// waits: a push wakes a worker unless one is looking (`searching`), and a worker that
+    /// stops looking says so before it looks a last time, both in the tickets' lock order.
     pub(crate) async fn take(&self) -> Option<Delivery> {
+        self.searching.fetch_add(1, Ordering::SeqCst);
         loop {
             if let Some(delivery) = self.try_take() {
+                self.stop_searching();
+                if !self.tickets.is_empty() {
+                    self.wake_a_worker();
+                }
                 return Some(delivery);
             }
-            let popped = {
+            if self.tickets.is_closed() {
+                self.stop_searching();
+                return None;
+            }
+            let mut notified = pin!(self.work.notified());
+            if notified.as_mut().enable() {
+                // A wake-up was waiting for whoever came next: this worker takes it over, with
+                // its place in `searching`, and gives up its own.
+                self.stop_searching();
+                continue;
+            }
+            self.stop_searching();
+            // After the count went down: a push from now on sees it and wakes this wait.
+            if !self.tickets.is_empty() || self.tickets.is_closed() {
+                // An entry came (or the end) between the look and the count: look again.
+                // Dropping `notified` hands a wake-up it got on to another waiter.
+                self.searching.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            {
                 #[cfg(test)]
                 let _waiting = {
                     self.workers_waiting.fetch_add(1, Ordering::Relaxed);
                     Waiting(&self.workers_waiting)
                 };
-                self.tickets.pop().await
-            };
-            popped?;
-            if let Some(delivery) = self.taken() {
-                return Some(delivery);
+                notified.await;
             }
+            #[cfg(test)]
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+            // Woken by a push or a worker, in whose `searching` place this worker now is; or by
+            // `close`, after which the count no longer matters.
         }
+    }
+
+    /// Wakes a waiting worker unless a worker is looking for entries already (or was woken
+    /// for them). Without a waiting worker, the next worker to wait returns at once.
+    fn wake_a_worker(&self) {
+        if self
+            .searching
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.work.notify_one();
+        }
+    }
+
+    /// One worker fewer looking for entries (never below none: after `close` wakes every
+    /// worker, those woken so hold no place in the count).
+    fn stop_searching(&self) {
+        let _ = self
+            .searching
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Workers waiting for an entry.
@@ -227,6 +295,7 @@ impl Buffer {
 
     pub(super) fn close(&self) {
         self.tickets.close();
+        self.work.notify_waiters();
     }
 
     /// Everything still in the buffer.
@@ -388,6 +457,50 @@ mod tests {
         tokio::time::timeout(HANG, all_ran)
             .await
             .expect("a worker was not woken for an entry of the burst");
+    }
+
+    /// A burst that one worker takes on its own wakes two of eight waiting workers: the first
+    /// for the burst, the second by the first when it took an entry and saw more (it finds
+    /// none and waits again). One wake-up per entry, as a `Notify` per push gives, woke all
+    /// eight.
+    #[tokio::test]
+    async fn a_burst_one_worker_keeps_up_with_wakes_two_workers() {
+        const WORKERS: usize = 8;
+        const ENTRIES: u32 = 100;
+        let buffer = buffer(128, BackpressureStrategy::Block);
+        let (taken_tx, mut taken_rx) = tokio::sync::mpsc::unbounded_channel();
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (buffer, taken_tx) = (buffer.clone(), taken_tx.clone());
+                tokio::spawn(async move {
+                    while let Some(delivery) = buffer.take().await {
+                        taken_tx.send(delivery.id).unwrap();
+                    }
+                })
+            })
+            .collect();
+        while buffer.workers_waiting() < WORKERS {
+            tokio::task::yield_now().await;
+        }
+        // The burst, without a yield in between: on this one-thread runtime no worker runs
+        // before it is all in.
+        for n in 0..ENTRIES {
+            assert!(matches!(buffer.push(delivery(2, n)).await, Pushed::Queued));
+        }
+        for _ in 0..ENTRIES {
+            tokio::time::timeout(HANG, taken_rx.recv())
+                .await
+                .expect("an entry was left in the buffer")
+                .unwrap();
+        }
+        while buffer.workers_waiting() < WORKERS {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(buffer.wakeups.load(Ordering::Relaxed), 2);
+        buffer.close();
+        for worker in workers {
+            worker.await.unwrap();
+        }
     }
 
     #[tokio::test]
