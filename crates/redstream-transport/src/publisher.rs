@@ -6,7 +6,9 @@
 //! or else [`RedisConfig::max_stream_length`](crate::RedisConfig::max_stream_length); 0 means
 //! no trimming. Every write goes through the circuit breaker.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -36,6 +38,8 @@ struct Encoded {
 /// publish. Bounded: past [`TypeCache::CAPACITY`] types, the others are checked and named on
 /// each publish as before.
 pub(crate) struct TypeCache {
+    /// Tells this transport's entries in each thread's [`RECENT`] from other transports'.
+    id: u64,
     types: RwLock<HashMap<Box<str>, Named, foldhash::fast::RandomState>>,
     /// `publish_latency_seconds`, registered when the transport was made.
     pub(crate) latency: metrics::Histogram,
@@ -43,11 +47,24 @@ pub(crate) struct TypeCache {
 
 impl Default for TypeCache {
     fn default() -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             types: RwLock::default(),
             latency: metrics::histogram!(telemetry::PUBLISH_LATENCY),
         }
     }
+}
+
+/// How many (transport, event type) names each thread keeps in [`RECENT`].
+const RECENT_CAPACITY: usize = 8;
+
+thread_local! {
+    /// The names each thread published under last, newest last, as copies of the thread's
+    /// own: tasks publishing from several threads then share neither the type cache's lock
+    /// nor the reference count of one stream name, whose cache lines would move from core to
+    /// core on every publish. A dropped transport's entries stay until pushed out.
+    static RECENT: RefCell<Vec<(u64, Box<str>, Named)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A checked event type's stream name and `published_total` counter.
@@ -60,6 +77,35 @@ fn published_counter(event_type: impl Into<metrics::SharedString>) -> metrics::C
 
 impl TypeCache {
     const CAPACITY: usize = 1024;
+
+    /// `(stream, counter)` of a type that passed `validate_event_type`, from this thread's
+    /// recent names, or else as [`get_or_check`](Self::get_or_check) gives it (then kept among
+    /// them).
+    fn get_or_check_here(
+        &self,
+        event_type: &str,
+        check: impl FnOnce() -> Result<String>,
+    ) -> Result<Named> {
+        let recent = RECENT.with_borrow(|recent| {
+            recent
+                .iter()
+                .rev()
+                .find(|(id, known, _)| *id == self.id && **known == *event_type)
+                .map(|(_, _, (stream, published))| (Arc::clone(stream), published.clone()))
+        });
+        if let Some(named) = recent {
+            return Ok(named);
+        }
+        let (stream, published) = self.get_or_check(event_type, check)?;
+        let own: Named = (Arc::from(&*stream), published);
+        RECENT.with_borrow_mut(|recent| {
+            if recent.len() == RECENT_CAPACITY {
+                drop(recent.remove(0));
+            }
+            recent.push((self.id, Box::from(event_type), own.clone()));
+        });
+        Ok(own)
+    }
 
     /// `(stream, counter)` of a type that passed `validate_event_type`, checking and naming it
     /// on its first publish.
@@ -360,7 +406,7 @@ impl RedisTransport {
         let options = &self.inner.options;
         self.inner
             .published_types
-            .get_or_check(event.event_type(), || {
+            .get_or_check_here(event.event_type(), || {
                 validate_event_type(event.event_type(), &options.limits)?;
                 Ok(self.inner.names.stream(event.event_type()))
             })
