@@ -35,7 +35,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use common::{
-    del, median, rate, rates_line, ratio_line, ratios, raw_read_decode_ack, seed_event,
+    ServerWork, del, median, rate, rates_line, ratio_line, ratios, raw_read_decode_ack, seed_event,
     server_version,
 };
 
@@ -327,7 +327,10 @@ async fn consume_all_by_four(server: &RedisServer, prefix: &str, total: u64) -> 
 
 /// The raw side of [`consume_all_by_four`]: `CONSUMERS` read-decode-ack loops, each on its own
 /// connection with its own consumer name, until `total` entries are handled between them.
+/// Timed from before the group and the connections are made, as each transport's `subscribe`
+/// makes its own.
 async fn raw_consume_all_by_four(server: &RedisServer, stream: &str, total: u64) -> Duration {
+    let started = Instant::now();
     let mut admin = server.connection().await.unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -343,7 +346,6 @@ async fn raw_consume_all_by_four(server: &RedisServer, stream: &str, total: u64)
     for _ in 0..CONSUMERS {
         conns.push(server.connection().await.unwrap());
     }
-    let started = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
         .enumerate()
@@ -371,8 +373,12 @@ async fn raw_consume_all_by_four(server: &RedisServer, stream: &str, total: u64)
     elapsed
 }
 
-async fn raw_consume_all(conn: &MultiplexedConnection, stream: &str, total: u64) -> Duration {
-    let mut conn = conn.clone();
+/// The raw side of [`consume_all`]. Timed from before its connection and its group are made, as
+/// the transport's `subscribe` makes its own (a dedicated connection for blocking reads, the
+/// group).
+async fn raw_consume_all(server: &RedisServer, stream: &str, total: u64) -> Duration {
+    let started = Instant::now();
+    let mut conn = server.connection().await.unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -381,12 +387,31 @@ async fn raw_consume_all(conn: &MultiplexedConnection, stream: &str, total: u64)
         .query_async(&mut conn)
         .await
         .unwrap();
-    let started = Instant::now();
     let mut handled = 0;
     while handled < total {
         handled += raw_read_decode_ack(&mut conn, stream, "raw", "c", 100, drop).await;
     }
     started.elapsed()
+}
+
+/// Runs `run` between a reset and a reading of the server's command statistics.
+async fn with_server_work<F>(conn: &MultiplexedConnection, run: F) -> (Duration, ServerWork)
+where
+    F: std::future::Future<Output = Duration>,
+{
+    ServerWork::reset(conn).await;
+    let elapsed = run.await;
+    (elapsed, ServerWork::read(conn).await)
+}
+
+/// The server's work per event for each side, under a ratio line.
+fn server_work_lines(ours: &ServerWork, raw: &ServerWork, events: u64) {
+    println!(
+        "{:<32} server, redstream:    {}",
+        "",
+        ours.per_event(events)
+    );
+    println!("{:<32} server, raw redis-rs: {}", "", raw.per_event(events));
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -606,7 +631,10 @@ fn main() {
             // to round: redstream, pipelined XADDs, MULTI/EXEC, and the transport's script by
             // hand (the same work). Each comparison is a median of the rounds' ratios.
             let mut rates: [Vec<f64>; 4] = Default::default();
+            let mut works: [ServerWork; 4] = Default::default();
             let (mut ours_consume, mut theirs_consume) = (Vec::new(), Vec::new());
+            let (mut ours_consume_work, mut theirs_consume_work) =
+                (ServerWork::default(), ServerWork::default());
             // One batch of each first, outside the rounds: the scripts loaded, the allocator
             // warmed, whoever goes first in the first round.
             let warm = transport(&server, "warm", "g").await;
@@ -622,24 +650,28 @@ fn main() {
                 let script_stream = format!("raw:script{round}");
                 for turn in 0..4 {
                     let writer = (round + turn) % 4;
+                    ServerWork::reset(&raw).await;
                     let elapsed = match writer {
                         0 => publish_batches(&batcher, total).await,
                         1 => raw_publish_batches(&raw, &raw_stream, total, false).await,
                         2 => raw_publish_batches(&raw, &atomic_stream, total, true).await,
                         _ => raw_script_batches(&raw, &script_stream, total).await,
                     };
+                    works[writer].add(&ServerWork::read(&raw).await);
                     rates[writer].push(rate(total, elapsed));
                 }
                 // Consume what this round wrote: the group starts at the beginning of the stream.
-                let (a, b) = if round % 2 == 0 {
-                    let a = consume_all(&batcher, total).await;
-                    (a, raw_consume_all(&raw, &raw_stream, total).await)
+                let ((a, a_work), (b, b_work)) = if round % 2 == 0 {
+                    let a = with_server_work(&raw, consume_all(&batcher, total)).await;
+                    (a, with_server_work(&raw, raw_consume_all(&server, &raw_stream, total)).await)
                 } else {
-                    let b = raw_consume_all(&raw, &raw_stream, total).await;
-                    (consume_all(&batcher, total).await, b)
+                    let b = with_server_work(&raw, raw_consume_all(&server, &raw_stream, total)).await;
+                    (with_server_work(&raw, consume_all(&batcher, total)).await, b)
                 };
                 ours_consume.push(rate(total, a));
                 theirs_consume.push(rate(total, b));
+                ours_consume_work.add(&a_work);
+                theirs_consume_work.add(&b_work);
                 del(&raw, &atomic_stream).await;
                 del(&raw, &script_stream).await;
                 del(&raw, &batcher.names().stream("order.created")).await;
@@ -649,6 +681,11 @@ fn main() {
             ratio_line("publish_batch, 256", ours, pipelined);
             ratio_line("publish_batch vs raw MULTI/EXEC", ours, atomic);
             ratio_line("publish_batch vs raw EVALSHA", ours, script);
+            let events = total * *ROUNDS as u64;
+            for (work, writer) in works.iter().zip(["redstream", "pipelined", "MULTI/EXEC", "EVALSHA"]) {
+                let writer = format!("{writer}:");
+                println!("{:<32} server, {writer:<11} {}", "", work.per_event(events));
+            }
             // The same rounds side by side: the spread of the ratio says how noisy the machine was.
             let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
             rates_line(
@@ -661,30 +698,43 @@ fn main() {
                 "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
                 ""
             );
+            server_work_lines(
+                &ours_consume_work,
+                &theirs_consume_work,
+                total * *ROUNDS as u64,
+            );
         }
 
         if part("four") {
             // Four consumers in one group, on a backlog written by raw XADDs (the same bytes).
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+            let (mut ours_work, mut theirs_work) = (ServerWork::default(), ServerWork::default());
             for round in 0..*ROUNDS {
                 let prefix = format!("four{round}");
                 let ours_stream = format!("{prefix}:order.created");
                 let raw_stream = format!("raw:four{round}");
                 raw_publish_batches(&raw, &ours_stream, total, false).await;
                 raw_publish_batches(&raw, &raw_stream, total, false).await;
-                let (a, b) = if round % 2 == 0 {
-                    let a = consume_all_by_four(&server, &prefix, total).await;
-                    (a, raw_consume_all_by_four(&server, &raw_stream, total).await)
+                let ((a, a_work), (b, b_work)) = if round % 2 == 0 {
+                    let a = with_server_work(&raw, consume_all_by_four(&server, &prefix, total));
+                    let a = a.await;
+                    let b = raw_consume_all_by_four(&server, &raw_stream, total);
+                    (a, with_server_work(&raw, b).await)
                 } else {
-                    let b = raw_consume_all_by_four(&server, &raw_stream, total).await;
-                    (consume_all_by_four(&server, &prefix, total).await, b)
+                    let b = raw_consume_all_by_four(&server, &raw_stream, total);
+                    let b = with_server_work(&raw, b).await;
+                    let a = consume_all_by_four(&server, &prefix, total);
+                    (with_server_work(&raw, a).await, b)
                 };
                 ours.push(rate(total, a));
                 theirs.push(rate(total, b));
+                ours_work.add(&a_work);
+                theirs_work.add(&b_work);
                 del(&raw, &ours_stream).await;
                 del(&raw, &raw_stream).await;
             }
             ratio_line("consume + ack, 4 consumers", &ours, &theirs);
+            server_work_lines(&ours_work, &theirs_work, total * *ROUNDS as u64);
         }
 
         if part("latency") {

@@ -116,3 +116,90 @@ pub(crate) async fn del<C: ConnectionLike + Clone>(conn: &C, key: &str) {
         .await
         .unwrap();
 }
+
+/// What the server did for one side of a round, by command (`INFO commandstats` after a
+/// `CONFIG RESETSTAT`): calls and microseconds. Tells a gap in the client from one in the work
+/// each side asks of the server (more commands per event, costlier ones), which a throughput
+/// figure alone cannot on a machine where client and server share two cores.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ServerWork {
+    commands: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl ServerWork {
+    /// Zeroes the server's command statistics.
+    pub(crate) async fn reset<C: ConnectionLike + Clone>(conn: &C) {
+        let mut conn = conn.clone();
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    /// The server's command statistics since the last [`reset`](Self::reset), without the
+    /// `CONFIG` and `INFO` calls the bench makes itself.
+    pub(crate) async fn read<C: ConnectionLike + Clone>(conn: &C) -> Self {
+        let mut conn = conn.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let mut commands = std::collections::BTreeMap::new();
+        for line in info.lines() {
+            // cmdstat_xack:calls=12,usec=34,usec_per_call=2.83,rejected_calls=0,failed_calls=0
+            let Some((name, fields)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|rest| rest.split_once(':'))
+            else {
+                continue;
+            };
+            if name.starts_with("config") || name == "info" {
+                continue;
+            }
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            commands.insert(name.to_uppercase(), (field("calls"), field("usec")));
+        }
+        Self { commands }
+    }
+
+    /// Adds `other`'s figures to these.
+    pub(crate) fn add(&mut self, other: &Self) {
+        for (name, (calls, usec)) in &other.commands {
+            let entry = self.commands.entry(name.clone()).or_default();
+            entry.0 += calls;
+            entry.1 += usec;
+        }
+    }
+
+    /// For `events` events: the server's time per event, then each command that took a
+    /// measurable share of it, with its calls per 1,000 events and its time per event.
+    pub(crate) fn per_event(&self, events: u64) -> String {
+        let events = events.max(1) as f64;
+        let usec: u64 = self.commands.values().map(|(_, usec)| usec).sum();
+        let commands: Vec<String> = self
+            .commands
+            .iter()
+            .filter(|(_, (_, usec))| *usec as f64 / events >= 0.005)
+            .map(|(name, (calls, usec))| {
+                format!(
+                    "{name} {:.1} calls {:.2} µs",
+                    *calls as f64 * 1000.0 / events,
+                    *usec as f64 / events
+                )
+            })
+            .collect();
+        format!(
+            "{:.2} µs per event ({} per 1,000 events)",
+            usec as f64 / events,
+            commands.join(", ")
+        )
+    }
+}
