@@ -142,8 +142,8 @@ async fn child(case: &str, events: u64, url: &str, stream: &str) {
             let script = redis::Script::new(include_str!("../src/publish_batch.lua"));
             let mut conn = raw_connection(url).await;
             for first in (0..events).step_by(BATCH as usize) {
-                // The transport's arguments: the stream; for each event the stream's position
-                // and the envelope; then the stream's MAXLEN, none.
+                // The transport's arguments: the stream; the envelopes; then the stream's
+                // MAXLEN, none.
                 // The batch as `publish_batch` is given it: a vector of events.
                 let batch: Vec<Event> = (first..first + BATCH).map(seed_event).collect();
                 let mut invocation = script.prepare_invoke();
@@ -151,7 +151,7 @@ async fn child(case: &str, events: u64, url: &str, stream: &str) {
                 for event in batch {
                     let envelope = wire::encode(&event, &EventLimits::default()).unwrap();
                     drop(event);
-                    invocation.arg(1).arg(envelope);
+                    invocation.arg(envelope);
                 }
                 invocation.arg(0);
                 let ids: String = invocation.invoke_async(&mut conn).await.unwrap();

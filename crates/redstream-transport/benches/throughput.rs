@@ -222,7 +222,7 @@ async fn raw_script_batches(conn: &MultiplexedConnection, stream: &str, total: u
         let mut invocation = SCRIPT.prepare_invoke();
         invocation.key(stream);
         for envelope in envelopes(n..n + size) {
-            invocation.arg(1).arg(envelope);
+            invocation.arg(envelope);
         }
         invocation.arg(0);
         let ids: String = invocation.invoke_async(&mut conn).await.unwrap();

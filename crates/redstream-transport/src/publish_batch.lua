@@ -1,23 +1,44 @@
 #!lua
 -- publish_batch: XADDs of encoded events, all or nothing (see publisher.rs).
 -- KEYS: the batch's streams, each once.
--- ARGV: two per event, in order: the position of its stream in KEYS, its envelope; then each
--- stream's approximate MAXLEN, 0 for none (last: the client learns the streams as it encodes).
+-- ARGV: the events' envelopes, in order; then each stream's approximate MAXLEN, 0 for none;
+-- then, only when there are two streams or more, one string of each event's stream position
+-- in KEYS, one byte per event (two, high byte first, past 255 streams). Last, because the
+-- client learns the streams as it encodes.
 -- Every stream is checked before the first write: the user may XADD to it (with its MAXLEN;
 -- ACL rules look at keys, not values, so a placeholder stands for the envelope) and run TYPE
 -- on it, and it holds a stream or nothing. Declared with no flags, so Redis refuses the script
 -- as a whole when it is out of memory or a read-only replica. Answers the entry ids, in order,
 -- as one string separated by spaces: one reply instead of one per event.
 local streams = #KEYS
-local last = #ARGV - streams -- the last of the events' arguments
+local events = #ARGV - streams
+local positions
+if streams > 1 then
+  events = events - 1
+  positions = ARGV[#ARGV]
+end
+local wide = streams > 255
+local byte = string.byte
+-- The position in KEYS of event i's stream.
+local function stream_of(i)
+  if not positions then
+    return 1
+  elseif wide then
+    local high, low = byte(positions, 2 * i - 1, 2 * i)
+    return high * 256 + low
+  end
+  return byte(positions, i)
+end
 local fresh = {}
+local maxlens = {}
 for k = 1, streams do
-  local key, maxlen = KEYS[k], ARGV[last + k]
+  local key, maxlen = KEYS[k], ARGV[events + k]
   local allowed
   if maxlen == '0' then
     allowed = redis.acl_check_cmd('XADD', key, '*', 'event', '-')
   else
     allowed = redis.acl_check_cmd('XADD', key, 'MAXLEN', '~', maxlen, '*', 'event', '-')
+    maxlens[k] = maxlen
   end
   if not allowed then
     return redis.error_reply('NOPERM this user has no permissions to run the XADD command on ' ..
@@ -40,37 +61,40 @@ end
 -- batch created) and the error answered: no reader saw them, the script being atomic. Entries
 -- an XADD's MAXLEN trimmed stay trimmed (they were past the stream's retention).
 local ids = {}
-for i = 1, last, 2 do
-  local k = tonumber(ARGV[i])
-  local maxlen = ARGV[last + k]
+local function undo(failed, k, err)
+  local kept = {}
+  for j = 1, failed - 1 do
+    local s = stream_of(j)
+    local deleted
+    if fresh[s] then
+      deleted = redis.pcall('DEL', KEYS[s])
+    end
+    if deleted == nil or (type(deleted) == 'table' and deleted['err']) then
+      deleted = redis.pcall('XDEL', KEYS[s], ids[j])
+    end
+    if type(deleted) == 'table' and deleted['err'] then
+      kept[#kept + 1] = KEYS[s] .. ' ' .. ids[j]
+    end
+  end
+  if #kept > 0 then
+    return redis.error_reply(err .. ' (XADD to ' .. KEYS[k] .. '; the batch\'s entries ' ..
+      'written before it could not be deleted again: ' .. table.concat(kept, ', ') .. ')')
+  end
+  return redis.error_reply(err .. ' (XADD to ' .. KEYS[k] .. '; nothing of the batch was kept)')
+end
+local pcall = redis.pcall
+for i = 1, events do
+  local k = positions and stream_of(i) or 1
+  local maxlen = maxlens[k]
   local id
-  if maxlen == '0' then
-    id = redis.pcall('XADD', KEYS[k], '*', 'event', ARGV[i + 1])
+  if maxlen then
+    id = pcall('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i])
   else
-    id = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i + 1])
+    id = pcall('XADD', KEYS[k], '*', 'event', ARGV[i])
   end
-  if type(id) == 'table' and id['err'] then
-    local kept = {}
-    for j = 1, #ids do
-      local s = tonumber(ARGV[2 * j - 1])
-      local deleted
-      if fresh[s] then
-        deleted = redis.pcall('DEL', KEYS[s])
-      end
-      if deleted == nil or (type(deleted) == 'table' and deleted['err']) then
-        deleted = redis.pcall('XDEL', KEYS[s], ids[j])
-      end
-      if type(deleted) == 'table' and deleted['err'] then
-        kept[#kept + 1] = KEYS[s] .. ' ' .. ids[j]
-      end
-    end
-    if #kept > 0 then
-      return redis.error_reply(id['err'] .. ' (XADD to ' .. KEYS[k] .. '; the batch\'s entries ' ..
-        'written before it could not be deleted again: ' .. table.concat(kept, ', ') .. ')')
-    end
-    return redis.error_reply(id['err'] .. ' (XADD to ' .. KEYS[k] ..
-      '; nothing of the batch was kept)')
+  if type(id) ~= 'string' then
+    return undo(i, k, id['err'] or 'ERR unexpected XADD reply')
   end
-  ids[#ids + 1] = id
+  ids[i] = id
 end
 return table.concat(ids, ' ')

@@ -445,16 +445,23 @@ struct BatchType {
 }
 
 /// The script call that writes a batch all or nothing, built one event at a time: the
-/// streams as keys (each once, in the order they first appear), then as arguments each event
-/// as the position of its stream and its envelope, then each stream's `MAXLEN` (last, because
-/// the streams are known only once every event is in). A batch of one type sends two
-/// arguments per event where a list of `XADD`s would send ten.
+/// streams as keys (each once, in the order they first appear), then as arguments the events'
+/// envelopes, then each stream's `MAXLEN`, then, for a batch of several streams, one string of
+/// the events' stream positions (the last two because the streams are known only once every
+/// event is in). A batch of one type sends one argument per event where a list of `XADD`s
+/// would send five, and the script's loop has nothing to look up per event.
 struct BatchCall {
     invocation: ScriptInvocation<'static>,
     types: Vec<BatchType>,
     /// The position in `types` of the last event's type: batches are mostly of one type.
     last: usize,
+    /// Each event's position in `types`, counted from 1; sent only for two types or more.
+    positions: Vec<u16>,
 }
+
+/// The most event types (so streams) one batch may have: the script reads each event's
+/// stream position from at most two bytes.
+const MAX_BATCH_TYPES: usize = u16::MAX as usize;
 
 impl Default for BatchCall {
     fn default() -> Self {
@@ -462,6 +469,7 @@ impl Default for BatchCall {
             invocation: BATCH_SCRIPT.prepare_invoke(),
             types: Vec::new(),
             last: 0,
+            positions: Vec::new(),
         }
     }
 }
@@ -479,6 +487,15 @@ impl BatchCall {
             self.last = match self.types.iter().position(is_type) {
                 Some(known) => known,
                 None => {
+                    if self.types.len() == MAX_BATCH_TYPES {
+                        return Err(Error::invalid_input(
+                            "publish_batch",
+                            format!(
+                                "has events of more than {MAX_BATCH_TYPES} types; split it \
+                                 into batches of fewer types"
+                            ),
+                        ));
+                    }
                     let (stream, published) = name()?;
                     self.types.push(BatchType {
                         event_type: Box::from(event_type),
@@ -498,11 +515,16 @@ impl BatchCall {
         if let Some(named) = self.types.get_mut(position) {
             named.events += 1;
         }
-        // Lua counts from 1.
-        self.invocation.arg(position + 1).arg(envelope);
+        // Counted from 1, as Lua does; fits, as `position` refuses a type past
+        // `MAX_BATCH_TYPES`.
+        self.positions
+            .push(u16::try_from(position + 1).unwrap_or(u16::MAX));
+        self.invocation.arg(envelope);
     }
 
-    /// The call, with the streams as keys and their `MAXLEN`s (0 for none) after the events.
+    /// The call: the streams as keys; after the events, their `MAXLEN`s (0 for none) and, for
+    /// two streams or more, each event's stream position (counted from 1, as Lua does), one
+    /// byte each, or two (high byte first) past 255 streams.
     fn finish(&mut self, max_len: impl Fn(&str) -> usize) -> ScriptInvocation<'static> {
         let mut invocation = std::mem::replace(&mut self.invocation, BATCH_SCRIPT.prepare_invoke());
         for named in &self.types {
@@ -510,6 +532,18 @@ impl BatchCall {
         }
         for named in &self.types {
             invocation.arg(max_len(&named.stream));
+        }
+        if self.types.len() > 1 {
+            let wide = self.types.len() > 255;
+            let mut positions = Vec::with_capacity(self.positions.len() * (1 + usize::from(wide)));
+            for &position in &self.positions {
+                let [high, low] = position.to_be_bytes();
+                if wide {
+                    positions.push(high);
+                }
+                positions.push(low);
+            }
+            invocation.arg(positions);
         }
         invocation
     }

@@ -285,6 +285,76 @@ async fn a_batch_of_interleaved_types_keeps_order_and_each_streams_maxlen() {
     }
 }
 
+/// A batch of more than 255 types, whose events' stream positions the script reads two bytes
+/// at a time: each event lands in its own type's stream, in the batch's order, under the id
+/// returned for it.
+#[tokio::test]
+async fn a_batch_of_300_types_writes_each_event_to_its_own_stream() {
+    const TYPES: u32 = 300;
+    let server = RedisServer::start().await.unwrap();
+    let transport = RedisTransport::new(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix("wide"),
+    )
+    .await
+    .unwrap();
+    // Two events of each type, the types in an order where positions past 255 come early too.
+    let events: Vec<Event> = (0..2 * TYPES)
+        .map(|n| {
+            let event_type = format!("t{}", (n * 7) % TYPES);
+            Event::new(&*event_type, json!({ "n": n }), EventMetadata::default())
+        })
+        .collect();
+    let ids = transport.publish_batch(events.clone()).await.unwrap();
+    assert_eq!(ids.len(), events.len());
+    let mut expected: std::collections::BTreeMap<String, Vec<(&String, &Event)>> =
+        Default::default();
+    for (id, event) in ids.iter().zip(&events) {
+        expected
+            .entry(event.event_type().to_owned())
+            .or_default()
+            .push((id, event));
+    }
+    assert_eq!(expected.len(), TYPES as usize);
+    for (event_type, written) in &expected {
+        let stored = entries(&server, &format!("wide:{event_type}")).await;
+        assert_eq!(stored.len(), 2, "{event_type}");
+        for ((id, fields), (returned, event)) in stored.iter().zip(written) {
+            assert_eq!(id, *returned, "{event_type}");
+            let decoded = wire::decode_entry(fields.clone(), &EventLimits::default()).unwrap();
+            assert_eq!(&decoded, *event, "{event_type}");
+        }
+    }
+}
+
+/// A batch of more event types than the script can tell apart is refused before anything is
+/// sent, with a typed error that says how to split it.
+#[tokio::test]
+async fn a_batch_of_more_than_65535_types_is_refused_before_anything_is_written() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = RedisTransport::new(
+        RedisConfig::default()
+            .with_url(server.url())
+            .with_stream_prefix("many"),
+    )
+    .await
+    .unwrap();
+    let events: Vec<Event> = (0..65_536u32)
+        .map(|n| Event::new(&*format!("t{n}"), json!({}), EventMetadata::default()))
+        .collect();
+    let err = transport.publish_batch(events).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("more than 65535 types"), "{err}");
+    let mut conn = server.connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("many:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
 #[tokio::test]
 async fn paused_server_opens_the_breaker_which_closes_after_resume() {
     let server = RedisServer::start().await.unwrap();
