@@ -5,6 +5,13 @@
 //! change the 200,000 events per run, `REDSTREAM_BENCH_ROUNDS` the 5 rounds, and
 //! `REDSTREAM_BENCH_ONLY` to a comma-separated list of `sequential`, `concurrent`, `batch`,
 //! `four` and `latency` to run only those parts; `batch` includes the one-consumer consume).
+//! For trying other settings: `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
+//! `REDSTREAM_BENCH_ACK_BATCH` set the transport's, `REDSTREAM_BENCH_RAW_COUNT` the raw loop's
+//! `COUNT` (100); compare at equal counts.
+//!
+//! Under the consume lines and the batch lines, the server's time per event for each side
+//! (`INFO commandstats`, reset before each side runs): where a gap is the server's work, not
+//! the client's.
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|

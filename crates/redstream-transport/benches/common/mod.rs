@@ -39,7 +39,7 @@ pub(crate) async fn raw_read_decode_ack(
         .arg(group)
         .arg(consumer)
         .arg("COUNT")
-        .arg(100)
+        .arg(raw_count())
         .arg("BLOCK")
         .arg(block_ms)
         .arg("STREAMS")
@@ -64,6 +64,17 @@ pub(crate) async fn raw_read_decode_ack(
         let _: u64 = ack.query_async(conn).await.unwrap();
     }
     handled
+}
+
+/// Entries per raw `XREADGROUP`: 100, or `REDSTREAM_BENCH_RAW_COUNT`.
+pub(crate) fn raw_count() -> usize {
+    static COUNT: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        std::env::var("REDSTREAM_BENCH_RAW_COUNT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100)
+    });
+    *COUNT
 }
 
 /// Events per second.
