@@ -6,8 +6,8 @@
 //! `REDSTREAM_BENCH_ONLY` to a comma-separated list of `sequential`, `concurrent`, `batch`,
 //! `four` and `latency` to run only those parts; `batch` includes the one-consumer consume).
 //! For trying other settings: `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
-//! `REDSTREAM_BENCH_ACK_BATCH` set the transport's, `REDSTREAM_BENCH_RAW_COUNT` the raw loop's
-//! `COUNT` (100); compare at equal counts.
+//! `REDSTREAM_BENCH_ACK_BATCH` set the transport's. The raw loops read as many entries per
+//! `XREADGROUP` as the transport (its `read_count`), or `REDSTREAM_BENCH_RAW_COUNT`.
 //!
 //! Under the consume lines and the batch lines, the server's time per event for each side
 //! (`INFO commandstats`, reset before each side runs): where a gap is the server's work, not
@@ -20,7 +20,7 @@
 //! | publish_batch 256 | `publish_batch` of 256 | a pipeline of 256 `XADD`s |
 //! | publish_batch vs raw MULTI/EXEC | `publish_batch` of 256 | the same pipeline in `MULTI`/`EXEC`: a transaction done by hand (not all or nothing: an `XADD` to a key of another type fails alone inside `EXEC`) |
 //! | publish_batch vs raw EVALSHA | `publish_batch` of 256 | the same work by hand: `EVALSHA` of `publish_batch.lua` with the arguments the transport sends |
-//! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT 100` + `XACK` loop |
+//! | consume + ack | `subscribe` with a no-op handler (one `XREADGROUP` per poll) | `XREADGROUP COUNT <read_count>` + `XACK` loop |
 //! | consume + ack, 4 consumers | 4 transports subscribed in one group | 4 such loops, one connection and consumer name each |
 //! | latency at 10k/s | publish -> handler, p50/p99 | `XADD` -> a blocking `XREADGROUP` reader that decodes and acks, p50/p99 |
 

@@ -22,10 +22,10 @@ pub(crate) fn seed_event(event_type: &str, n: u64) -> Event {
     )
 }
 
-/// One step of raw redis-rs's consume loop: `XREADGROUP COUNT 100 BLOCK block_ms` of `stream`,
-/// each entry decoded like the transport does (with its entry id, which gives an envelope
-/// without a timestamp its time and is checked) and given to `on_event`, then one `XACK` for
-/// the batch. Returns how many entries it handled (0 when the block timed out).
+/// One step of raw redis-rs's consume loop: `XREADGROUP COUNT <raw_count()> BLOCK block_ms`
+/// of `stream`, each entry decoded like the transport does (with its entry id, which gives an
+/// envelope without a timestamp its time and is checked) and given to `on_event`, then one
+/// `XACK` for the batch. Returns how many entries it handled (0 when the block timed out).
 pub(crate) async fn raw_read_decode_ack(
     conn: &mut impl ConnectionLike,
     stream: &str,
@@ -66,13 +66,15 @@ pub(crate) async fn raw_read_decode_ack(
     handled
 }
 
-/// Entries per raw `XREADGROUP`: 100, or `REDSTREAM_BENCH_RAW_COUNT`.
+/// Entries per raw `XREADGROUP`: the transport's `read_count` (its default, or
+/// `REDSTREAM_BENCH_READ_COUNT`), so that both sides read as much per call; or
+/// `REDSTREAM_BENCH_RAW_COUNT`.
 pub(crate) fn raw_count() -> usize {
     static COUNT: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-        std::env::var("REDSTREAM_BENCH_RAW_COUNT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(100)
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        var("REDSTREAM_BENCH_RAW_COUNT")
+            .or_else(|| var("REDSTREAM_BENCH_READ_COUNT"))
+            .unwrap_or(redstream_transport::TransportOptions::default().read_count)
     });
     *COUNT
 }
