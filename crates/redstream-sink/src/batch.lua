@@ -23,13 +23,6 @@
 local stream, progress = KEYS[1], KEYS[2]
 local maxlen, first = ARGV[1], 9
 
-local function xadd(json)
-  if maxlen == '' then
-    return redis.call('XADD', stream, '*', 'event', json)
-  end
-  return redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', json)
-end
-
 -- Permissions, for every command below with its keys and arguments, and for the WAIT the sink
 -- sends after it: a refusal comes before any write. The XADDs of a batch differ only in their
 -- event, and an ACL decides on the command and its keys, so the first one stands for all.
@@ -86,9 +79,16 @@ end
 
 -- The writes. XADD with '*' cannot be refused here but for a stream whose last id is the
 -- largest possible one (18446744073709551615-18446744073709551615), which no sink writes.
-local ids = {}
-for i = first, #ARGV do
-  ids[#ids + 1] = xadd(ARGV[i])
+-- One loop per shape, so that nothing but the XADD runs per event.
+local ids, call = {}, redis.call
+if maxlen == '' then
+  for i = first, #ARGV do
+    ids[i - first + 1] = call('XADD', stream, '*', 'event', ARGV[i])
+  end
+else
+  for i = first, #ARGV do
+    ids[i - first + 1] = call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i])
+  end
 end
 if progress then
   redis.call('HSET', progress, 'last_event_id', ARGV[7], 'position', ARGV[8])
