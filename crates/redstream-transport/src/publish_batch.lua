@@ -83,8 +83,29 @@ local function undo(failed, k, err)
   return redis.error_reply(err .. ' (XADD to ' .. KEYS[k] .. '; nothing of the batch was kept)')
 end
 local pcall = redis.pcall
+local function failed(i, k, reply)
+  return undo(i, k, type(reply) == 'table' and reply['err'] or 'ERR unexpected XADD reply')
+end
+-- One stream (most batches): a loop per shape, with nothing but the XADD per event.
+if not positions then
+  local key, maxlen = KEYS[1], maxlens[1]
+  if maxlen then
+    for i = 1, events do
+      local id = pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i])
+      if type(id) ~= 'string' then return failed(i, 1, id) end
+      ids[i] = id
+    end
+  else
+    for i = 1, events do
+      local id = pcall('XADD', key, '*', 'event', ARGV[i])
+      if type(id) ~= 'string' then return failed(i, 1, id) end
+      ids[i] = id
+    end
+  end
+  return table.concat(ids, ' ')
+end
 for i = 1, events do
-  local k = positions and stream_of(i) or 1
+  local k = stream_of(i)
   local maxlen = maxlens[k]
   local id
   if maxlen then
@@ -92,9 +113,7 @@ for i = 1, events do
   else
     id = pcall('XADD', KEYS[k], '*', 'event', ARGV[i])
   end
-  if type(id) ~= 'string' then
-    return undo(i, k, id['err'] or 'ERR unexpected XADD reply')
-  end
+  if type(id) ~= 'string' then return failed(i, k, id) end
   ids[i] = id
 end
 return table.concat(ids, ' ')
