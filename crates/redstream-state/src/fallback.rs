@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Items};
 use crate::config::{FallbackConfig, FallbackMode};
 use crate::transaction::TxOp;
 
@@ -78,7 +78,7 @@ pub(crate) enum Write {
         deadline: Option<Instant>,
     },
     PutMany {
-        items: Vec<(String, Vec<u8>)>,
+        items: Items,
         deadline: Option<Instant>,
     },
     Delete {
@@ -95,7 +95,7 @@ impl Write {
         }
     }
 
-    pub(crate) fn put_many(items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Self {
+    pub(crate) fn put_many(items: Items, ttl: Option<Duration>) -> Self {
         Self::PutMany {
             items,
             deadline: ttl.map(|ttl| Instant::now() + ttl),
@@ -133,7 +133,7 @@ impl Write {
     fn first_key(&self) -> &str {
         match self {
             Self::Put { key, .. } | Self::Delete { key } => key,
-            Self::PutMany { items, .. } => items.first().map_or("", |(k, _)| k.as_str()),
+            Self::PutMany { items, .. } => items.first_key().unwrap_or(""),
         }
     }
 
@@ -166,8 +166,10 @@ impl Write {
             Self::PutMany { items, deadline } => match left(*deadline) {
                 Some(ttl) if ttl < Duration::from_millis(1) => {
                     let deletes: Vec<TxOp> = items
-                        .iter()
-                        .map(|(key, _)| TxOp::Delete { key: key.clone() })
+                        .keys()
+                        .map(|key| TxOp::Delete {
+                            key: key.to_owned(),
+                        })
                         .collect();
                     backend.transaction(&deletes, None).await.map(drop)
                 }

@@ -19,7 +19,7 @@ use redstream_core::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerStats, CircuitState, Result,
 };
 
-use crate::backend::{Backend, SetExpiry};
+use crate::backend::{Backend, Items, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
 use crate::config::FallbackConfig;
 use crate::fallback::{Fallback, FallbackStats, Write};
@@ -76,7 +76,7 @@ impl<B: Backend> Backend for CircuitBreakerLayer<B> {
         self.breaker.call(|| self.inner.set(key, value, ttl)).await
     }
 
-    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, items: Items, ttl: Option<Duration>) -> Result<()> {
         self.breaker.call(|| self.inner.set_many(items, ttl)).await
     }
 
@@ -312,7 +312,7 @@ impl<B: Backend> Backend for FallbackLayer<B> {
             .await
     }
 
-    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, items: Items, ttl: Option<Duration>) -> Result<()> {
         self.fallback
             .write(Write::put_many(items, ttl), &self.inner)
             .await

@@ -15,7 +15,7 @@ use std::time::Duration;
 use redstream_core::Result;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, SetExpiry};
+use crate::backend::{Backend, Items, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
 use crate::store::Ttl;
 use crate::transaction::{
@@ -214,11 +214,11 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
-    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
+    async fn set_many(&self, items: Items, ttl: Option<Duration>) -> Result<()> {
         let mut state = self.lock();
         let expiry = SetExpiry::from_ttl(ttl);
-        for (key, value) in items {
-            state.set(&key, value, expiry);
+        for (key, value) in items.iter() {
+            state.set(key, value.to_vec(), expiry);
         }
         Ok(())
     }

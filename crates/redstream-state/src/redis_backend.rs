@@ -45,7 +45,7 @@ use redstream_core::connection::{Connection, Topology, command_error, was_not_se
 use redstream_core::keys::KeyLayout;
 use redstream_core::{Error, ErrorKind, Result};
 
-use crate::backend::{Backend, SetExpiry};
+use crate::backend::{Backend, Items, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
 use crate::connection::{self, WatchPool};
 use crate::keys::Keys;
@@ -376,23 +376,20 @@ impl Backend for RedisBackend {
         self.query("SET", key, &cmd).await
     }
 
-    async fn set_many(&self, items: Vec<(String, Vec<u8>)>, ttl: Option<Duration>) -> Result<()> {
-        let Some((first, _)) = items.first() else {
+    async fn set_many(&self, items: Items, ttl: Option<Duration>) -> Result<()> {
+        let Some(target_key) = items.first_key() else {
             return Ok(());
         };
-        let target_key = first.as_str();
         self.one_slot(
             "put_many",
-            items
-                .iter()
-                .map(|(key, _)| (key.as_str(), self.keys.key(key))),
+            items.keys().map(|key| (key, self.keys.key(key))),
         )?;
         match ttl {
             None => {
                 let mut cmd = redis::cmd("MSET");
                 // One buffer for every Redis key: no allocation per key.
                 let mut redis_key = String::new();
-                for (key, value) in &items {
+                for (key, value) in items.iter() {
                     self.keys.write_key(&mut redis_key, key);
                     cmd.arg(redis_key.as_str()).arg(value);
                 }

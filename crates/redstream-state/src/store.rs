@@ -16,12 +16,12 @@ use redstream_core::{CircuitBreakerStats, Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::backend::{AnyBackend, Backend, SetExpiry, backoff, contention};
+use crate::backend::{AnyBackend, Backend, Items, SetExpiry, backoff, contention};
 use crate::checkpoint::{Checkpoint, RawCheckpoint, check_name, now_ms};
 use crate::config::{StateBackend, StateConfig, validate_ttl};
 use crate::fallback::FallbackStats;
 use crate::transaction::{Transaction, check_key};
-use crate::value::{decode, encode};
+use crate::value::{decode, encode, encode_into};
 
 /// How long a key has left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,11 +313,14 @@ impl StateStore {
         K: AsRef<str>,
         V: Serialize,
     {
-        let mut encoded = Vec::new();
+        let items = items.into_iter();
+        let mut encoded = Items::with_capacity(items.size_hint().0);
         for (key, value) in items {
             let key = key.as_ref();
             check_key(key)?;
-            encoded.push((key.to_owned(), encode(|| self.target(key), &value)?));
+            encoded.push_with(key, |values| {
+                encode_into(|| self.target(key), &value, values)
+            })?;
         }
         if encoded.is_empty() {
             return Ok(());

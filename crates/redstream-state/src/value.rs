@@ -223,6 +223,20 @@ pub(crate) fn encode<V: Serialize + ?Sized>(
     })
 }
 
+/// Appends the JSON text of `value` (for `target`, named in the error) to `out`.
+pub(crate) fn encode_into<V: Serialize + ?Sized>(
+    target: impl FnOnce() -> String,
+    value: &V,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    serde_json::to_writer(out, value).map_err(|err| {
+        Error::invalid_input(
+            format!("value for {}", target()),
+            format!("cannot be encoded as JSON: {err}"),
+        )
+    })
+}
+
 /// Reads the JSON text `bytes` stored under `target` as a `T`.
 pub(crate) fn decode<T: DeserializeOwned>(
     target: impl FnOnce() -> String,

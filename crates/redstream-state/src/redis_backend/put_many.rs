@@ -30,6 +30,7 @@ use std::sync::LazyLock;
 
 use redis::{Cmd, Script};
 
+use crate::backend::Items;
 use crate::keys::Keys;
 
 /// `KEYS`: the Redis keys. `ARGV`: their values in the same order, then the TTL in
@@ -53,7 +54,7 @@ static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(SOURCE));
 /// The `EVALSHA` of the script for `items` (user key and value), their Redis keys named by
 /// `keys`, each expiring after `px` milliseconds. Each Redis key is built in one reused buffer
 /// and copied into the command: no allocation per key.
-pub(super) fn call(keys: &Keys, items: &[(String, Vec<u8>)], px: u64) -> Cmd {
+pub(super) fn call(keys: &Keys, items: &Items, px: u64) -> Cmd {
     let base = keys.base().len() + 1;
     let bytes: usize = items
         .iter()
@@ -62,12 +63,12 @@ pub(super) fn call(keys: &Keys, items: &[(String, Vec<u8>)], px: u64) -> Cmd {
     let mut cmd = Cmd::with_capacity(items.len() * 2 + 4, bytes + 96);
     cmd.arg("EVALSHA").arg(SCRIPT.get_hash()).arg(items.len());
     let mut redis_key = String::new();
-    for (key, _) in items {
+    for key in items.keys() {
         keys.write_key(&mut redis_key, key);
         cmd.arg(redis_key.as_str());
     }
-    for (_, value) in items {
-        cmd.arg(value.as_slice());
+    for (_, value) in items.iter() {
+        cmd.arg(value);
     }
     cmd.arg(px);
     cmd
@@ -93,10 +94,9 @@ mod tests {
     #[test]
     fn keys_come_first_then_values_then_the_ttl() {
         let keys = Keys::new("p", redstream_core::keys::KeyLayout::Plain);
-        let items = [
-            ("a".to_owned(), b"1".to_vec()),
-            ("b".to_owned(), b"2".to_vec()),
-        ];
+        let mut items = Items::default();
+        items.push("a", b"1");
+        items.push("b", b"2");
         let cmd = call(&keys, &items, 60_000);
         let args = super::super::args(&cmd);
         let expected: Vec<&[u8]> = vec![
