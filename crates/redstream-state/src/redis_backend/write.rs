@@ -5,11 +5,12 @@
 //! same commands, and it answers with the same errors:
 //!
 //! - before its first write it asks `redis.acl_check_cmd` about every command it will run, with
-//!   that command's arguments (`SET key value`, `SET key value PX ms`, `DEL key`, and for a
-//!   checkpoint `DEL record` and `HSET record` with a placeholder field), so a user refused one
-//!   of them (an ACL selector that allows `SET` on some keys only) gets a `NOPERM` naming the
-//!   command and the key, and nothing is written (a key the user may only read is refused even
-//!   earlier, by the server's own check of the declared keys);
+//!   that command's arguments (`SET key -`, `SET key - PX ms`, `DEL key`, and for a checkpoint
+//!   `DEL record` and `HSET record` with a placeholder field; ACL rules name commands and keys,
+//!   never values, so a placeholder stands for each value, which is not copied once more), so
+//!   a user refused one of them (an ACL selector that allows `SET` on some keys only) gets a
+//!   `NOPERM` naming the command and the key, and nothing is written (a key the user may only
+//!   read is refused even earlier, by the server's own check of the declared keys);
 //! - it is declared with `#!lua` and no flags, so a server out of memory or a read-only replica
 //!   refuses it whole (`OOM`, `READONLY`) before it starts;
 //! - every key is declared in `KEYS`, so the server checks the user's key permissions before it
@@ -77,10 +78,10 @@ local a, fields = 2, {}
 for i = 1, n do
   local kind, key = byte(kinds, i), KEYS[i]
   if kind == SET then
-    if not allowed('SET', key, ARGV[a]) then return refused('SET', key) end
+    if not allowed('SET', key, '-') then return refused('SET', key) end
     a = a + 1
   elseif kind == SET_PX then
-    if not allowed('SET', key, ARGV[a], 'PX', ARGV[a + 1]) then return refused('SET', key) end
+    if not allowed('SET', key, '-', 'PX', ARGV[a + 1]) then return refused('SET', key) end
     a = a + 2
   elseif kind == DEL then
     if not allowed('DEL', key) then return refused('DEL', key) end
