@@ -297,11 +297,12 @@ impl RedisTransport {
     /// Publishes several events in one round trip, as one transaction, and returns their entry
     /// ids in order.
     ///
-    /// Every event is validated first, so one invalid event fails the batch before anything is
-    /// sent; and the transaction (`publish_batch.lua`: one script that checks each stream of
-    /// the batch, the user's permission to `XADD` to it and its key type, before its first
-    /// `XADD`) means the batch is written in full or not at all, never in part, also when a
-    /// stream's key holds another type or the user may not write one of the streams. The one
+    /// Every event is validated first, so one invalid event (or a batch of more than 65,535
+    /// event types) fails the batch before anything is sent; and the transaction
+    /// (`publish_batch.lua`: one script that checks each stream of the batch, the user's
+    /// permission to `XADD` to it and its key type, before its first `XADD`) means the batch
+    /// is written in full or not at all, never in part, also when a stream's key holds another
+    /// type or the user may not write one of the streams. The one
     /// refusal no check foresees, a stream whose ids are used up (a hand-written entry at the
     /// top id, `18446744073709551615-18446744073709551615`), makes the script delete the
     /// entries it wrote before it (and a stream it created) before it answers the error. The
