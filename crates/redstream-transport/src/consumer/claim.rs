@@ -4,11 +4,16 @@
 //!
 //! Every `claim_interval`, each subscription runs `XAUTOCLAIM <stream> <group> <consumer>
 //! <claim_idle_time> <cursor> COUNT n` over each of its streams, following the cursor until it
-//! comes back to `0-0`. That takes every entry pending for longer than `claim_idle_time`, whoever
-//! holds it: entries whose handler failed (they stay pending, so this is how they are retried),
-//! entries of consumers that crashed or were killed mid-batch (seed 004: "workers automatically
-//! claim idle messages"), and entries released by a full buffer. `n` is at most the free room
-//! in the subscription's buffer, so claiming never makes the buffer drop anything.
+//! comes back to `0-0`. That takes every entry pending for longer than `claim_idle_time`,
+//! whoever holds it: entries whose handler failed (they stay pending, so this is how they are
+//! retried), entries of consumers that crashed or were killed mid-batch (seed 004: "workers
+//! automatically claim idle messages"), and entries released by a full buffer. `n` is at most
+//! the free room in the subscription's buffer, less what other passes asked for and have not
+//! delivered yet, so claiming never makes the buffer drop anything.
+//!
+//! On a Redis Cluster each slot group of the subscription's streams has passes of its own,
+//! side by side with the other groups', so a master that does not answer holds back the
+//! claims of its own slots only.
 //!
 //! A claimed entry's delivery count (read with `XPENDING`, since `XAUTOCLAIM` does not return
 //! it) decides what happens: up to `max_deliveries` it is handled again; beyond, it has already
@@ -38,6 +43,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::Value;
@@ -56,10 +62,26 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Claims idle entries every `claim_interval` until stopped; starts once `ready` fires (after the
-/// reader re-read its own pending entries). Returns deliveries it could not queue because the
-/// subscription stopped.
-pub(crate) async fn claim_loop(sub: Arc<Sub>, ready: oneshot::Receiver<()>) -> Vec<Delivery> {
+/// Claims idle entries every `claim_interval` until stopped, with one loop of passes per slot
+/// group side by side; a group's passes start once its `ready` fires (after its reader re-read
+/// its own pending entries, so that no pass claims what the re-read is about to deliver).
+/// Returns deliveries it could not queue because the subscription stopped.
+pub(crate) async fn claim_loop(sub: Arc<Sub>, ready: Vec<oneshot::Receiver<()>>) -> Vec<Delivery> {
+    let groups = sub
+        .slot_groups
+        .iter()
+        .zip(ready)
+        .map(|(streams, ready)| claim_group(&sub, streams, ready));
+    futures_util::future::join_all(groups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The claim passes over the streams of one slot group, every `claim_interval` from `ready`
+/// until stopped.
+async fn claim_group(sub: &Sub, streams: &[usize], ready: oneshot::Receiver<()>) -> Vec<Delivery> {
     let mut leftover = Vec::new();
     tokio::select! {
         biased;
@@ -74,11 +96,11 @@ pub(crate) async fn claim_loop(sub: Arc<Sub>, ready: oneshot::Receiver<()>) -> V
             () = sub.stop.cancelled() => break,
             _ = interval.tick() => {}
         }
-        for stream in 0..sub.streams.len() {
+        for &stream in streams {
             if sub.stop.is_cancelled() {
                 break;
             }
-            if let Err(err) = claim_stream(&sub, stream, &mut leftover).await {
+            if let Err(err) = claim_stream(sub, stream, &mut leftover).await {
                 let key = &sub.streams[stream].key;
                 if is_nogroup(&err) {
                     sub.recover_nogroup(&[stream], &err).await;
@@ -98,10 +120,16 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
     let min_idle = millis(sub.options.claim_idle_time);
     let mut cursor = "0-0".to_owned();
     loop {
-        let room = sub.buffer.free();
+        let room = sub
+            .buffer
+            .free()
+            .saturating_sub(sub.claiming.load(Ordering::Acquire));
         if room == 0 || sub.stop.is_cancelled() {
             return Ok(());
         }
+        let count = room.min(sub.options.read_count);
+        // Held until this page's entries are in the buffer (or were not claimed).
+        let _reserved = Reserved::new(&sub.claiming, count);
         let mut cmd = redis::cmd("XAUTOCLAIM");
         cmd.arg(key)
             .arg(&*sub.group)
@@ -109,7 +137,7 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
             .arg(min_idle)
             .arg(&cursor)
             .arg("COUNT")
-            .arg(room.min(sub.options.read_count));
+            .arg(count);
         let span = tracing::debug_span!("claim", stream = %key, group = %sub.group, claimed = tracing::field::Empty);
         let reply: Value = sub
             .redis
@@ -143,6 +171,26 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
             return Ok(());
         }
         cursor = next;
+    }
+}
+
+/// Buffer room a claim pass has asked `XAUTOCLAIM` for, counted in [`Sub::claiming`] until
+/// dropped.
+struct Reserved<'a> {
+    claiming: &'a AtomicUsize,
+    count: usize,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(claiming: &'a AtomicUsize, count: usize) -> Self {
+        claiming.fetch_add(count, Ordering::AcqRel);
+        Self { claiming, count }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.claiming.fetch_sub(self.count, Ordering::AcqRel);
     }
 }
 

@@ -175,7 +175,8 @@ pub(super) async fn read_loop(
             }
         }
     }
-    // The claimer starts only now, so it does not claim what the re-read is about to deliver.
+    // This group's claim passes start only now, so they do not claim what the re-read is about
+    // to deliver.
     let _ = ready.send(());
 
     sub.log_recovery(&mut stall);

@@ -1,6 +1,7 @@
 //! One subscription's shared state, the creation of its groups, and how it waits after errors.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,9 @@ pub(crate) struct Sub {
     /// The slot group of each stream (same index as `streams`): where its entries are read and
     /// acknowledged.
     pub(super) slot_group_of: Vec<usize>,
+    /// Buffer room the slot groups' claim passes have asked `XAUTOCLAIM` to fill and not
+    /// filled yet: passes run side by side and together claim no more than the free room.
+    pub(super) claiming: AtomicUsize,
     /// Cancelled by `unsubscribe` or when the last transport clone is dropped.
     pub(crate) stop: CancellationToken,
 }

@@ -2,7 +2,7 @@
 
 use redstream_core::connection::Topology;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redstream_core::{
@@ -191,6 +191,7 @@ impl RedisTransport {
             failures: Mutex::default(),
             acks,
             slot_group_of,
+            claiming: AtomicUsize::new(0),
             stop: inner.shutdown.child_token(),
         });
         let all: Vec<usize> = (0..sub.streams.len()).collect();

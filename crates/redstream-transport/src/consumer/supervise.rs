@@ -22,9 +22,8 @@ pub(super) async fn supervise(
     handling: Handling,
     conns: Vec<Connection>,
 ) -> Drained {
-    // One reader per slot group (one in all outside a cluster); the claimer starts once every
-    // reader has re-read its own pending entries.
-    let (ready_tx, ready_rx) = oneshot::channel();
+    // One reader per slot group (one in all outside a cluster); each group's claim passes start
+    // once its reader has re-read its own pending entries.
     let mut readers = Vec::with_capacity(conns.len());
     let mut readies = Vec::with_capacity(conns.len());
     for (group, conn) in conns.into_iter().enumerate() {
@@ -34,15 +33,7 @@ pub(super) async fn supervise(
             read_loop(Arc::clone(&sub), group, conn, tx).in_current_span(),
         ));
     }
-    tokio::spawn(async move {
-        for ready in readies {
-            if ready.await.is_err() {
-                return;
-            }
-        }
-        let _ = ready_tx.send(());
-    });
-    let claimer = tokio::spawn(claim::claim_loop(Arc::clone(&sub), ready_rx).in_current_span());
+    let claimer = tokio::spawn(claim::claim_loop(Arc::clone(&sub), readies).in_current_span());
     let keepalive_stop = CancellationToken::new();
     let keepalive = tokio::spawn(
         claim::keepalive_loop(Arc::clone(&sub), keepalive_stop.clone()).in_current_span(),

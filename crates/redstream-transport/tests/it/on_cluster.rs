@@ -566,6 +566,42 @@ async fn a_slot_moved_while_events_flow_loses_nothing() {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// Three masters without replicas, whose node timeout is long enough that none is marked
+/// failed while a test keeps it stopped, and which serve the slots of the others meanwhile.
+async fn cluster_for_a_stopped_master() -> RedisCluster {
+    RedisCluster::builder()
+        .masters(3)
+        .replicas_per_master(0)
+        .node_timeout(Duration::from_secs(120))
+        .config("cluster-require-full-coverage", "no")
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Two event types whose streams (named by `names`) are on different masters, and the master
+/// of the first.
+async fn types_on_two_masters<'a>(
+    cluster: &'a RedisCluster,
+    names: &redstream_transport::StreamNames,
+) -> (&'static str, &'static str, &'a ClusterNode) {
+    let mut on_master = HashMap::new();
+    for t in TYPES {
+        let master = cluster
+            .master_for_key(names.stream(t).as_bytes())
+            .await
+            .unwrap();
+        on_master.entry(master.id().to_owned()).or_insert(t);
+    }
+    let mut types = on_master.into_values();
+    let (first, second) = (types.next().unwrap(), types.next().unwrap());
+    let master = cluster
+        .master_for_key(names.stream(first).as_bytes())
+        .await
+        .unwrap();
+    (first, second, master)
+}
+
 /// Acknowledgements go in one pipeline per slot: with one master stopped (`SIGSTOP`), an entry
 /// of its stream waits for its `XACK`, and the entries of a stream on a healthy master are
 /// acknowledged meanwhile and reading them goes on. (Sent as one pipeline over both slots, the
@@ -575,15 +611,7 @@ async fn a_slot_moved_while_events_flow_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_master_holds_back_only_its_own_acknowledgements() {
     const HEALTHY_EVENTS: usize = 40;
-    let cluster = RedisCluster::builder()
-        .masters(3)
-        .replicas_per_master(0)
-        // Long enough that no node is marked failed while the master is stopped.
-        .node_timeout(Duration::from_secs(120))
-        .config("cluster-require-full-coverage", "no")
-        .start()
-        .await
-        .unwrap();
+    let cluster = cluster_for_a_stopped_master().await;
     let url = cluster_url(&cluster);
     let prefix = unique("events");
     capture_logs();
@@ -604,21 +632,7 @@ async fn a_stopped_master_holds_back_only_its_own_acknowledgements() {
     .await
     .unwrap();
     let names = transport.names().clone();
-    // Two event types whose streams are on different masters.
-    let mut on_master = HashMap::new();
-    for t in TYPES {
-        let master = cluster
-            .master_for_key(names.stream(t).as_bytes())
-            .await
-            .unwrap();
-        on_master.entry(master.id().to_owned()).or_insert(t);
-    }
-    let mut types = on_master.into_values();
-    let (stopped_type, healthy_type) = (types.next().unwrap(), types.next().unwrap());
-    let stopped = cluster
-        .master_for_key(names.stream(stopped_type).as_bytes())
-        .await
-        .unwrap();
+    let (stopped_type, healthy_type, stopped) = types_on_two_masters(&cluster, &names).await;
     let (stopped_stream, healthy_stream) = (names.stream(stopped_type), names.stream(healthy_type));
 
     // The handler of the stopped master's event waits for the test's word.
@@ -678,6 +692,112 @@ async fn a_stopped_master_holds_back_only_its_own_acknowledgements() {
             async move { pending_on(&mut conn, &stream, "g").await == 0 }
         },
     )
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
+
+/// Claims run one loop of passes per slot group: with one master stopped (`SIGSTOP`) and its
+/// stream's `XAUTOCLAIM` waiting out the response timeout, an abandoned entry of a stream on a
+/// healthy master is claimed and handled meanwhile. (In one pass over every stream, its claim
+/// waited behind the stopped master's timeout, logged as "claiming failed" before it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_master_holds_back_only_its_own_claims() {
+    let cluster = cluster_for_a_stopped_master().await;
+    let url = cluster_url(&cluster);
+    let prefix = unique("claims");
+    capture_logs();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(&url)
+            .with_stream_prefix(&prefix)
+            .with_consumer_group("g"),
+        // Nothing is idle long enough to claim until the test says so (`XCLAIM ... IDLE`).
+        fast()
+            .with_claim_idle_time(Duration::from_secs(600))
+            .with_response_timeout(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
+    let names = transport.names().clone();
+    let (stopped_type, healthy_type, stopped) = types_on_two_masters(&cluster, &names).await;
+    let (stopped_stream, healthy_stream) = (names.stream(stopped_type), names.stream(healthy_type));
+
+    // An entry of the healthy stream, read by a consumer that never acknowledges it.
+    let mut conn = cluster.connection().await.unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&healthy_stream)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let abandoned = transport.publish(event(healthy_type, 1)).await.unwrap();
+    let read: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("gone")
+        .arg("STREAMS")
+        .arg(&healthy_stream)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_ne!(read, redis::Value::Nil);
+
+    // Subscribed with the stopped master's stream first, as one pass would take them.
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let handle = transport
+        .subscribe(
+            vec![stopped_type.to_owned(), healthy_type.to_owned()],
+            move |event: redstream_core::Event| {
+                let _ = started_tx.send((event.event_type().to_owned(), event.id().to_string()));
+                async { HandlerResult::Ok(()) }
+            },
+        )
+        .await
+        .unwrap();
+    transport.publish(event(stopped_type, 2)).await.unwrap();
+    let (first, _) = within("the stopped master's event handled", started.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, stopped_type);
+
+    stopped.server().pause().unwrap();
+    // The abandoned entry becomes claimable now.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(&healthy_stream)
+        .arg("g")
+        .arg("gone")
+        .arg(0)
+        .arg(&abandoned)
+        .arg("IDLE")
+        .arg(3_600_000)
+        .arg("JUSTID")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (claimed, _) = within("the abandoned entry claimed and handled", started.recv())
+        .await
+        .unwrap();
+    assert_eq!(claimed, healthy_type);
+    let stopped_claims: Vec<String> = logged("claiming failed")
+        .into_iter()
+        .filter(|line| line.contains(&stopped_stream))
+        .collect();
+    assert!(
+        stopped_claims.is_empty(),
+        "claimed only after the stopped master's claim timed out: {stopped_claims:?}"
+    );
+
+    stopped.server().resume().unwrap();
+    until("the claimed entry acknowledged", || {
+        let (mut conn, stream) = (conn.clone(), healthy_stream.clone());
+        async move { pending_on(&mut conn, &stream, "g").await == 0 }
+    })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
         .await
