@@ -235,18 +235,31 @@ pub(crate) async fn delivery_counts(
     Ok(counts)
 }
 
-/// Resets the idle time of the entries the subscription holds, until `stop`.
+/// Resets the idle time of the entries the subscription holds, until `stop`: one loop per slot
+/// group side by side, so a cluster master that does not answer delays only its own slots'
+/// resets (one pipeline over every slot waited for the slowest part before the next round).
 pub(crate) async fn keepalive_loop(sub: Arc<Sub>, stop: CancellationToken) {
+    let groups = (0..sub.slot_groups.len()).map(|group| keepalive_group(&sub, group, &stop));
+    futures_util::future::join_all(groups).await;
+}
+
+/// The keep-alive of the entries held in the streams of slot group `group`.
+async fn keepalive_group(sub: &Sub, group: usize, stop: &CancellationToken) {
     let idle = sub.options.claim_idle_time;
     let period = (idle / 4).max(Duration::from_millis(10));
     let older_than = idle / 2;
+    let in_group = |key: &str| {
+        sub.by_key
+            .get(key)
+            .is_some_and(|&stream| sub.slot_group_of.get(stream) == Some(&group))
+    };
     loop {
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        let stale = sub.flights.stale(sub.id, older_than);
+        let stale = sub.flights.stale(sub.id, older_than, in_group);
         if stale.is_empty() {
             continue;
         }
@@ -274,8 +287,10 @@ pub(crate) async fn keepalive_loop(sub: Arc<Sub>, stop: CancellationToken) {
             .instrument(span)
             .await;
         if let Err(err) = result {
+            let streams: Vec<&str> = by_stream.keys().map(String::as_str).collect();
             tracing::warn!(
                 group = %sub.group,
+                streams = %streams.join(", "),
                 entries = count,
                 error = %err,
                 "could not reset the idle time of entries being handled; another consumer may \

@@ -189,12 +189,18 @@ impl Flights {
         }
     }
 
-    /// The entries of `subscription` not touched for `older_than`, marked as touched now.
-    pub(crate) fn stale(&self, subscription: u64, older_than: Duration) -> Vec<(String, String)> {
+    /// The entries of `subscription` in the streams `of` accepts, not touched for
+    /// `older_than`, marked as touched now.
+    pub(crate) fn stale(
+        &self,
+        subscription: u64,
+        older_than: Duration,
+        of: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
         let now = Instant::now();
         let mut map = lock(&self.map);
         let mut stale = Vec::new();
-        for (stream, ids) in map.iter_mut() {
+        for (stream, ids) in map.iter_mut().filter(|(stream, _)| of(stream)) {
             for (id, flight) in ids.iter_mut() {
                 if flight.subscription == subscription && now - flight.touched >= older_than {
                     flight.touched = now;
@@ -260,7 +266,11 @@ mod tests {
         flights.remove_all("unknown", ["6-0"]);
         assert!(!flights.contains("s", "6-0") && !flights.contains("s", "7-0"));
         assert!(flights.insert(2, "s", "5-1"));
-        let mut stale = flights.stale(1, Duration::ZERO);
+        assert_eq!(
+            flights.stale(1, Duration::ZERO, |stream| stream == "t"),
+            [("t".to_owned(), "5-1".to_owned())]
+        );
+        let mut stale = flights.stale(1, Duration::ZERO, |_| true);
         stale.sort();
         assert_eq!(
             stale,

@@ -803,3 +803,115 @@ async fn a_stopped_master_holds_back_only_its_own_claims() {
         .await
         .unwrap();
 }
+
+/// The keep-alive runs one loop per slot group: with one master stopped while an entry of its
+/// stream is being handled, an entry being handled on a healthy master keeps having its idle
+/// time reset, so no other consumer can claim it. (With one pipeline over every slot, each
+/// round waited for the stopped master's timeout, long enough for the healthy entry to go idle
+/// past `claim_idle_time`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_master_holds_back_only_its_own_keep_alives() {
+    // Entries held for over 1 s are reset every 500 ms; nothing is claimable before 2 s.
+    const IDLE: Duration = Duration::from_secs(2);
+    let cluster = cluster_for_a_stopped_master().await;
+    let url = cluster_url(&cluster);
+    let prefix = unique("keepalive");
+    capture_logs();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(&url)
+            .with_stream_prefix(&prefix)
+            .with_consumer_group("g"),
+        fast()
+            .with_claim_idle_time(IDLE)
+            // The transport's own claimer stays out of it (its first pass is at the start).
+            .with_claim_interval(Duration::from_secs(3600))
+            .with_response_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .unwrap();
+    let names = transport.names().clone();
+    let (stopped_type, healthy_type, stopped) = types_on_two_masters(&cluster, &names).await;
+    let (stopped_stream, healthy_stream) = (names.stream(stopped_type), names.stream(healthy_type));
+
+    // Both handlers hold their entry until the test releases them.
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let handle = {
+        let release = Arc::clone(&release);
+        transport
+            .subscribe(
+                vec![stopped_type.to_owned(), healthy_type.to_owned()],
+                move |event: redstream_core::Event| {
+                    let release = Arc::clone(&release);
+                    let _ = started_tx.send(event.event_type().to_owned());
+                    async move {
+                        let _permit = release.acquire().await;
+                        HandlerResult::Ok(())
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    for event_type in [stopped_type, healthy_type] {
+        transport.publish(event(event_type, 1)).await.unwrap();
+        let handled = within("an event being handled", started.recv()).await;
+        assert_eq!(handled.as_deref(), Some(event_type));
+    }
+
+    stopped.server().pause().unwrap();
+    // Until the stopped master's keep-alive times out, another consumer tries to take the
+    // healthy entry as soon as it has been idle for `claim_idle_time`.
+    let conn = cluster.connection().await.unwrap();
+    let idle_ms = u64::try_from(IDLE.as_millis()).unwrap();
+    until("the stopped master's keep-alive timed out", || {
+        let (mut conn, stream, stopped_stream) =
+            (conn.clone(), healthy_stream.clone(), stopped_stream.clone());
+        async move {
+            let reply: redis::Value = redis::cmd("XAUTOCLAIM")
+                .arg(&stream)
+                .arg("g")
+                .arg("thief")
+                .arg(idle_ms)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(10)
+                .arg("JUSTID")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let redis::Value::Array(parts) = reply else {
+                panic!("XAUTOCLAIM answered {reply:?}")
+            };
+            assert_eq!(
+                parts.get(1),
+                Some(&redis::Value::Array(Vec::new())),
+                "another consumer claimed the entry being handled on a healthy master"
+            );
+            logged("could not reset the idle time")
+                .iter()
+                .any(|line| line.contains(&stopped_stream))
+        }
+    })
+    .await;
+
+    stopped.server().resume().unwrap();
+    release.add_permits(2);
+    until("both entries acknowledged", || {
+        let conn = conn.clone();
+        let streams = [stopped_stream.clone(), healthy_stream.clone()];
+        async move {
+            for stream in streams {
+                if pending_on(&mut conn.clone(), &stream, "g").await != 0 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
