@@ -23,6 +23,7 @@ mod publisher;
 mod raw;
 mod recovery;
 mod refused;
+mod stopped_master;
 mod streams;
 mod support;
 mod tls;
