@@ -18,6 +18,10 @@ if streams > 1 then
   positions = ARGV[#ARGV]
 end
 local wide = streams > 255
+if positions and #positions ~= events * (wide and 2 or 1) then
+  return redis.error_reply('ERR publish_batch: ' .. #positions .. ' bytes of stream positions for ' ..
+    events .. ' events (nothing of the batch was written)')
+end
 local byte = string.byte
 -- The position in KEYS of event i's stream.
 local function stream_of(i)
@@ -61,7 +65,8 @@ end
 -- batch created) and the error answered: no reader saw them, the script being atomic. Entries
 -- an XADD's MAXLEN trimmed stay trimmed (they were past the stream's retention).
 local ids = {}
-local function undo(failed, k, err)
+local function undo(failed, k, reply)
+  local err = type(reply) == 'table' and reply['err'] or 'ERR unexpected XADD reply'
   local kept = {}
   for j = 1, failed - 1 do
     local s = stream_of(j)
@@ -83,22 +88,19 @@ local function undo(failed, k, err)
   return redis.error_reply(err .. ' (XADD to ' .. KEYS[k] .. '; nothing of the batch was kept)')
 end
 local pcall = redis.pcall
-local function failed(i, k, reply)
-  return undo(i, k, type(reply) == 'table' and reply['err'] or 'ERR unexpected XADD reply')
-end
 -- One stream (most batches): a loop per shape, with nothing but the XADD per event.
 if not positions then
   local key, maxlen = KEYS[1], maxlens[1]
   if maxlen then
     for i = 1, events do
       local id = pcall('XADD', key, 'MAXLEN', '~', maxlen, '*', 'event', ARGV[i])
-      if type(id) ~= 'string' then return failed(i, 1, id) end
+      if type(id) ~= 'string' then return undo(i, 1, id) end
       ids[i] = id
     end
   else
     for i = 1, events do
       local id = pcall('XADD', key, '*', 'event', ARGV[i])
-      if type(id) ~= 'string' then return failed(i, 1, id) end
+      if type(id) ~= 'string' then return undo(i, 1, id) end
       ids[i] = id
     end
   end
@@ -113,7 +115,7 @@ for i = 1, events do
   else
     id = pcall('XADD', KEYS[k], '*', 'event', ARGV[i])
   end
-  if type(id) ~= 'string' then return failed(i, k, id) end
+  if type(id) ~= 'string' then return undo(i, k, id) end
   ids[i] = id
 end
 return table.concat(ids, ' ')

@@ -328,6 +328,33 @@ async fn a_batch_of_300_types_writes_each_event_to_its_own_stream() {
     }
 }
 
+/// The script refuses a call whose stream positions do not cover its events (not a call the
+/// transport makes, but one a hand-written caller could): an error that says so, nothing written.
+#[tokio::test]
+async fn the_batch_script_refuses_positions_that_do_not_match_its_events() {
+    let server = RedisServer::start().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let script = redis::Script::new(include_str!("../../src/publish_batch.lua"));
+    let err = script
+        .key("s1")
+        .key("s2")
+        .arg("{}")
+        .arg("{}")
+        .arg(0)
+        .arg(0)
+        .arg(&[1u8][..])
+        .invoke_async::<String>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 bytes of stream positions for 2 events"),
+        "{err}"
+    );
+    let exists: u32 = conn.exists(&["s1", "s2"]).await.unwrap();
+    assert_eq!(exists, 0);
+}
+
 /// A batch of more event types than the script can tell apart is refused before anything is
 /// sent, with a typed error that says how to split it.
 #[tokio::test]
