@@ -13,7 +13,9 @@
 //!
 //! On a Redis Cluster each slot group of the subscription's streams has passes of its own,
 //! side by side with the other groups', so a master that does not answer holds back the
-//! claims of its own slots only.
+//! claims of its own slots only. Each `XAUTOCLAIM` of a group asks for no more than its share
+//! of the free room (the free room divided by the number of groups, rounded up), so that the
+//! groups whose passes start at the same moment all claim something.
 //!
 //! A claimed entry's delivery count (read with `XPENDING`, since `XAUTOCLAIM` does not return
 //! it) decides what happens: up to `max_deliveries` it is handled again; beyond, it has already
@@ -119,15 +121,18 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
     let key = &sub.streams[stream].key;
     let min_idle = millis(sub.options.claim_idle_time);
     let mut cursor = "0-0".to_owned();
+    let groups = sub.slot_groups.len().max(1);
     loop {
-        let room = sub
-            .buffer
-            .free()
-            .saturating_sub(sub.claiming.load(Ordering::Acquire));
+        let free = sub.buffer.free();
+        let room = free.saturating_sub(sub.claiming.load(Ordering::Acquire));
         if room == 0 || sub.stop.is_cancelled() {
             return Ok(());
         }
-        let count = room.min(sub.options.read_count);
+        // At most this group's share of the free room. The groups' ticks often fall in the
+        // same millisecond, and their passes then start in the same order every time: asking
+        // for all the room left, the first ones took it at every tick and the last ones never
+        // claimed anything.
+        let count = room.min(free.div_ceil(groups)).min(sub.options.read_count);
         // Held until this page's entries are in the buffer (or were not claimed).
         let _reserved = Reserved::new(&sub.claiming, count);
         let mut cmd = redis::cmd("XAUTOCLAIM");

@@ -565,3 +565,81 @@ async fn a_slot_moved_while_events_flow_loses_nothing() {
     );
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// The claim passes of a subscription's slot groups (one per stream here, ten) run side by
+/// side and share the buffer's free room: each asks for its share of it. Asking for as much as
+/// fits, the passes whose ticks fell in the same millisecond as an earlier one's found the room
+/// taken, at every tick, and never claimed the failed entries of their streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slot_group_claims_its_failed_entries_with_a_small_buffer() {
+    let cluster = RedisCluster::builder()
+        .replicas_per_master(0)
+        .start()
+        .await
+        .unwrap();
+    let url = cluster_url(&cluster);
+    let prefix = unique("events");
+    capture_logs();
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(&url)
+            .with_stream_prefix(&prefix)
+            .with_consumer_group("g")
+            .with_backpressure(
+                redstream_core::BackpressureConfig::default().with_max_queue_size(10),
+            ),
+        fast()
+            .with_start_from(StartFrom::Beginning)
+            .with_read_count(10),
+    )
+    .await
+    .unwrap();
+    let streams: BTreeSet<u16> = TYPES
+        .iter()
+        .map(|t| key_slot(transport.names().stream(t).as_bytes()))
+        .collect();
+    assert_eq!(streams.len(), TYPES.len(), "one slot per stream");
+
+    // The first delivery of every event fails: each comes back only through a claim.
+    let seen = Arc::new(Seen::default());
+    let handle = {
+        let seen = Arc::clone(&seen);
+        transport
+            .subscribe(
+                TYPES.iter().map(|t| (*t).to_owned()).collect(),
+                move |event| {
+                    let first = seen.record(number(&event)) == 1;
+                    async move {
+                        if first {
+                            HandlerResult::Err("the first delivery of every event".into())
+                        } else {
+                            HandlerResult::Ok(())
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    for (n, t) in TYPES.iter().enumerate() {
+        transport.publish(event(t, n)).await.unwrap();
+    }
+    until("every event delivered twice", || async {
+        (0..TYPES.len()).all(|n| seen.count(n) >= 2)
+    })
+    .await;
+    let raw = cluster.connection().await.unwrap();
+    until("every stream's pending list empty", || async {
+        let mut raw = raw.clone();
+        for t in TYPES {
+            if pending_on(&mut raw, &transport.names().stream(t), "g").await != 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}

@@ -191,6 +191,11 @@ impl Seen {
         self.counts.lock().unwrap().len()
     }
 
+    /// How many deliveries event `n` has had.
+    pub(crate) fn count(&self, n: usize) -> usize {
+        self.counts.lock().unwrap().get(&n).copied().unwrap_or(0)
+    }
+
     pub(crate) fn has(&self, n: usize) -> bool {
         self.counts.lock().unwrap().contains_key(&n)
     }
