@@ -343,7 +343,7 @@ pub struct TransportOptions {
 impl Default for TransportOptions {
     fn default() -> Self {
         Self {
-            read_count: 100,
+            read_count: 200,
             block_time: Duration::from_secs(2),
             handler_concurrency: 16,
             max_deliveries: 5,

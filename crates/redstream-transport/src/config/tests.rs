@@ -232,7 +232,7 @@ fn options_read_from_json_with_humane_durations() {
         serde_json::from_str(r#"{"block_time": "250ms", "claim_idle_time": "1m"}"#).unwrap();
     assert_eq!(options.block_time, Duration::from_millis(250));
     assert_eq!(options.claim_idle_time, Duration::from_secs(60));
-    assert_eq!(options.read_count, 100);
+    assert_eq!(options.read_count, 200);
     assert_eq!(options.connection.tls, TlsOptions::default());
     let options: TransportOptions =
         serde_json::from_str(r#"{"tls": {"ca_cert_path": "/etc/redis/ca.pem"}}"#).unwrap();
