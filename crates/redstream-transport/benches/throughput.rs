@@ -406,9 +406,9 @@ async fn with_server_work<F>(conn: &MultiplexedConnection, run: F) -> (Duration,
 where
     F: std::future::Future<Output = Duration>,
 {
-    ServerWork::reset(conn).await;
+    let start = ServerWork::reset(conn).await;
     let elapsed = run.await;
-    (elapsed, ServerWork::read(conn).await)
+    (elapsed, ServerWork::read(conn, &start).await)
 }
 
 /// The server's work per event for each side, under a ratio line.
@@ -419,6 +419,8 @@ fn server_work_lines(ours: &ServerWork, raw: &ServerWork, events: u64) {
         ours.per_event(events)
     );
     println!("{:<32} server, raw redis-rs: {}", "", raw.per_event(events));
+    println!("{:<32} redstream:  {}", "", ours.cpu_per_event(events));
+    println!("{:<32} raw redis-rs: {}", "", raw.cpu_per_event(events));
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -657,14 +659,14 @@ fn main() {
                 let script_stream = format!("raw:script{round}");
                 for turn in 0..4 {
                     let writer = (round + turn) % 4;
-                    ServerWork::reset(&raw).await;
+                    let start = ServerWork::reset(&raw).await;
                     let elapsed = match writer {
                         0 => publish_batches(&batcher, total).await,
                         1 => raw_publish_batches(&raw, &raw_stream, total, false).await,
                         2 => raw_publish_batches(&raw, &atomic_stream, total, true).await,
                         _ => raw_script_batches(&raw, &script_stream, total).await,
                     };
-                    works[writer].add(&ServerWork::read(&raw).await);
+                    works[writer].add(&ServerWork::read(&raw, &start).await);
                     rates[writer].push(rate(total, elapsed));
                 }
                 // Consume what this round wrote: the group starts at the beginning of the stream.
@@ -692,6 +694,7 @@ fn main() {
             for (work, writer) in works.iter().zip(["redstream", "pipelined", "MULTI/EXEC", "EVALSHA"]) {
                 let writer = format!("{writer}:");
                 println!("{:<32} server, {writer:<11} {}", "", work.per_event(events));
+                println!("{:<32} {writer:<19} {}", "", work.cpu_per_event(events));
             }
             // The same rounds side by side: the spread of the ratio says how noisy the machine was.
             let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);

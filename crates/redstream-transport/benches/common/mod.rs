@@ -130,29 +130,108 @@ pub(crate) async fn del<C: ConnectionLike + Clone>(conn: &C, key: &str) {
         .unwrap();
 }
 
-/// What the server did for one side of a round, by command (`INFO commandstats` after a
-/// `CONFIG RESETSTAT`): calls and microseconds. Tells a gap in the client from one in the work
-/// each side asks of the server (more commands per event, costlier ones), which a throughput
-/// figure alone cannot on a machine where client and server share two cores.
+/// What one side of a round cost: the server's work by command (`INFO commandstats` after a
+/// `CONFIG RESETSTAT`: calls and microseconds), the server process's CPU time (`INFO cpu`,
+/// which also counts what no command does: reading requests, writing replies), and this
+/// process's CPU time and context switches (`getrusage`). Tells a gap in the client from one in
+/// the work each side asks of the server, which a throughput figure alone cannot on a machine
+/// where client and server share two cores.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ServerWork {
     commands: std::collections::BTreeMap<String, (u64, u64)>,
+    server_cpu: Duration,
+    client: ProcessCpu,
+}
+
+/// CPU time of this process (every thread, user and system) and its context switches.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ProcessCpu {
+    user: Duration,
+    system: Duration,
+    switches: u64,
+}
+
+impl ProcessCpu {
+    /// So far, from `getrusage(RUSAGE_SELF)`; zero where it is not available.
+    fn now() -> Self {
+        #[cfg(unix)]
+        {
+            use nix::sys::resource::{UsageWho, getrusage};
+            let time = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
+                return Self {
+                    user: time(usage.user_time()),
+                    system: time(usage.system_time()),
+                    switches: (usage.voluntary_context_switches()
+                        + usage.involuntary_context_switches())
+                    .max(0) as u64,
+                };
+            }
+        }
+        Self::default()
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(start.user),
+            system: self.system.saturating_sub(start.system),
+            switches: self.switches.saturating_sub(start.switches),
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.user += other.user;
+        self.system += other.system;
+        self.switches += other.switches;
+    }
+}
+
+/// Where a side's measurement starts: see [`ServerWork::reset`].
+pub(crate) struct WorkStart {
+    server_cpu: Duration,
+    client: ProcessCpu,
+}
+
+/// The server process's CPU time so far (`used_cpu_user` plus `used_cpu_sys` of `INFO cpu`).
+async fn server_cpu<C: ConnectionLike + Clone>(conn: &C) -> Duration {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let seconds: f64 = info
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| *name == "used_cpu_user" || *name == "used_cpu_sys")
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(seconds.max(0.0))
 }
 
 impl ServerWork {
-    /// Zeroes the server's command statistics.
-    pub(crate) async fn reset<C: ConnectionLike + Clone>(conn: &C) {
-        let mut conn = conn.clone();
+    /// Zeroes the server's command statistics and notes both processes' CPU time so far.
+    pub(crate) async fn reset<C: ConnectionLike + Clone>(conn: &C) -> WorkStart {
+        let mut c = conn.clone();
         let () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
-            .query_async(&mut conn)
+            .query_async(&mut c)
             .await
             .unwrap();
+        WorkStart {
+            server_cpu: server_cpu(conn).await,
+            client: ProcessCpu::now(),
+        }
     }
 
-    /// The server's command statistics since the last [`reset`](Self::reset), without the
-    /// `CONFIG` and `INFO` calls the bench makes itself.
-    pub(crate) async fn read<C: ConnectionLike + Clone>(conn: &C) -> Self {
+    /// The server's command statistics since `start`'s [`reset`](Self::reset) (without the
+    /// `CONFIG` and `INFO` calls the bench makes itself), and both processes' CPU time since.
+    pub(crate) async fn read<C: ConnectionLike + Clone>(conn: &C, start: &WorkStart) -> Self {
+        let client = ProcessCpu::now().since(start.client);
+        let server_cpu = server_cpu(conn).await.saturating_sub(start.server_cpu);
         let mut conn = conn.clone();
         let info: String = redis::cmd("INFO")
             .arg("commandstats")
@@ -180,7 +259,11 @@ impl ServerWork {
             };
             commands.insert(name.to_uppercase(), (field("calls"), field("usec")));
         }
-        Self { commands }
+        Self {
+            commands,
+            server_cpu,
+            client,
+        }
     }
 
     /// Adds `other`'s figures to these.
@@ -190,6 +273,23 @@ impl ServerWork {
             entry.0 += calls;
             entry.1 += usec;
         }
+        self.server_cpu += other.server_cpu;
+        self.client.add(other.client);
+    }
+
+    /// For `events` events: the CPU time per event of the server process and of this one (the
+    /// client side, with its system time and context switches).
+    pub(crate) fn cpu_per_event(&self, events: u64) -> String {
+        let events = events.max(1) as f64;
+        let micros = |d: Duration| d.as_secs_f64() * 1e6 / events;
+        format!(
+            "CPU per event: server {:.2} µs, client {:.2} µs ({:.2} µs system), {:.3} context \
+             switches",
+            micros(self.server_cpu),
+            micros(self.client.user + self.client.system),
+            micros(self.client.system),
+            self.client.switches as f64 / events,
+        )
     }
 
     /// For `events` events: the server's time per event, then each command that took a
