@@ -160,6 +160,32 @@ impl Sub {
         if !self.flights.insert(self.id, key, &delivery.id) {
             return;
         }
+        self.queue(delivery, leftover).await;
+    }
+
+    /// [`dispatch`](Self::dispatch) for the entries of one read, recorded as held under one
+    /// lock before the first is queued: those still waiting for room in the buffer are held
+    /// too, so the keep-alive keeps them from being claimed by another consumer meanwhile.
+    pub(crate) async fn dispatch_read(
+        &self,
+        deliveries: Vec<Delivery>,
+        leftover: &mut Vec<Delivery>,
+    ) {
+        let fresh = self.flights.insert_all(
+            self.id,
+            deliveries
+                .iter()
+                .map(|d| (self.spec(d.stream).key.as_str(), d.id.as_str())),
+        );
+        for (delivery, fresh) in deliveries.into_iter().zip(fresh) {
+            if fresh {
+                self.queue(delivery, leftover).await;
+            }
+        }
+    }
+
+    /// Queues a delivery recorded as held; see [`dispatch`](Self::dispatch).
+    async fn queue(&self, delivery: Delivery, leftover: &mut Vec<Delivery>) {
         if self.stop.is_cancelled() {
             leftover.push(delivery);
             return;

@@ -210,14 +210,15 @@ pub(super) async fn read_loop(
         unblocked = false;
         sub.log_recovery(&mut stall);
         let mut deleted: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        let mut deliveries = Vec::with_capacity(entries.len());
         for (stream, entry) in entries {
             let Some(fields) = entry.fields else {
                 deleted.entry(stream).or_default().push(entry.id);
                 continue;
             };
-            let delivery = sub.delivery(stream, entry.id, 1, fields);
-            sub.dispatch(delivery, &mut leftover).await;
+            deliveries.push(sub.delivery(stream, entry.id, 1, fields));
         }
+        sub.dispatch_read(deliveries, &mut leftover).await;
         for (stream, ids) in deleted {
             sub.ack_deleted(stream, &ids).await;
         }

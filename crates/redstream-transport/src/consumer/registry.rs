@@ -168,6 +168,36 @@ impl Flights {
         }
     }
 
+    /// [`insert`](Self::insert) for each of `entries` (stream, id), under one lock: a read's
+    /// entries are recorded in one go. Says for each whether it was not held already.
+    pub(crate) fn insert_all<'a>(
+        &self,
+        subscription: u64,
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<bool> {
+        let touched = Instant::now();
+        let mut map = lock(&self.map);
+        entries
+            .into_iter()
+            .map(|(stream, id)| {
+                let ids = match map.get_mut(stream) {
+                    Some(ids) => ids,
+                    None => map.entry(stream.to_owned()).or_default(),
+                };
+                match ids.entry(FlightId::of(id)) {
+                    Entry::Occupied(_) => false,
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(Flight {
+                            subscription,
+                            touched,
+                        });
+                        true
+                    }
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn contains(&self, stream: &str, id: &str) -> bool {
         let id = FlightId::of(id);
         lock(&self.map)
@@ -262,6 +292,12 @@ mod tests {
         flights.remove("s", "5-1");
         assert!(!flights.contains("s", "5-1"));
         assert!(flights.insert(1, "s", "6-0") && flights.insert(1, "s", "7-0"));
+        assert_eq!(
+            flights.insert_all(1, [("s", "7-0"), ("s", "9-0"), ("u", "7-0"), ("s", "9-0")]),
+            [false, true, true, false]
+        );
+        flights.remove_all("s", ["9-0"]);
+        flights.remove_all("u", ["7-0"]);
         flights.remove_all("s", ["6-0", "7-0", "8-0"]);
         flights.remove_all("unknown", ["6-0"]);
         assert!(!flights.contains("s", "6-0") && !flights.contains("s", "7-0"));
