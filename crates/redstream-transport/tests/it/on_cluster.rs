@@ -15,7 +15,7 @@ use redstream_transport::{
 use tokio::task::JoinSet;
 
 use crate::support::{
-    Flow, HANG, Seen, capture_logs, event, fast, logged, number, pending_on, subscribe_seen,
+    Flow, HANG, Seen, capture_logs, event, fast, logged, none_pending, number, subscribe_seen,
     unique, until, within,
 };
 
@@ -515,15 +515,9 @@ async fn a_slot_moved_while_events_flow_loses_nothing() {
         "{busy} on {third}: {length} entries, {published_to_busy} published"
     );
     // Nothing stays pending in the group, on any stream.
-    until("every stream's pending list empty", || async {
-        let mut raw = raw.clone();
-        for t in TYPES {
-            let stream = publisher.names().stream(t);
-            if pending_on(&mut raw, &stream, "g").await != 0 {
-                return false;
-            }
-        }
-        true
+    let streams: Vec<String> = TYPES.iter().map(|t| publisher.names().stream(t)).collect();
+    until("every stream's pending list empty", || {
+        none_pending(&raw, &streams, "g")
     })
     .await;
 
@@ -629,14 +623,9 @@ async fn every_slot_group_claims_its_failed_entries_with_a_small_buffer() {
     })
     .await;
     let raw = cluster.connection().await.unwrap();
-    until("every stream's pending list empty", || async {
-        let mut raw = raw.clone();
-        for t in TYPES {
-            if pending_on(&mut raw, &transport.names().stream(t), "g").await != 0 {
-                return false;
-            }
-        }
-        true
+    let streams: Vec<String> = TYPES.iter().map(|t| transport.names().stream(t)).collect();
+    until("every stream's pending list empty", || {
+        none_pending(&raw, &streams, "g")
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))

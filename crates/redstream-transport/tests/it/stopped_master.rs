@@ -10,7 +10,9 @@ use redstream_testkit::{ClusterNode, RedisCluster};
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
 
 use crate::on_cluster::{TYPES, cluster_url};
-use crate::support::{capture_logs, event, fast, logged, pending_on, unique, until, within};
+use crate::support::{
+    capture_logs, event, fast, logged, none_pending, pending_on, unique, until, within,
+};
 
 /// A cluster of three masters without replicas (its node timeout long enough that none is
 /// marked failed while a test keeps it stopped, the others serving their slots meanwhile), a
@@ -371,17 +373,9 @@ async fn a_stopped_master_holds_back_only_its_own_keep_alives() {
 
     stopped.server().resume().unwrap();
     release.add_permits(2);
+    let streams = [stopped_stream, healthy_stream];
     until("both entries acknowledged", || {
-        let conn = conn.clone();
-        let streams = [stopped_stream.clone(), healthy_stream.clone()];
-        async move {
-            for stream in streams {
-                if pending_on(&mut conn.clone(), &stream, "g").await != 0 {
-                    return false;
-                }
-            }
-            true
-        }
+        none_pending(&conn, &streams, "g")
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))

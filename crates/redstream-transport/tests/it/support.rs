@@ -135,6 +135,22 @@ pub(crate) async fn pending_on(
     }
 }
 
+/// Whether `group` has nothing pending on any of `streams` (on a clone of `conn`, which may be
+/// a cluster's).
+pub(crate) async fn none_pending<C, S>(conn: &C, streams: &[S], group: &str) -> bool
+where
+    C: redis::aio::ConnectionLike + Clone,
+    S: AsRef<str>,
+{
+    let mut conn = conn.clone();
+    for stream in streams {
+        if pending_on(&mut conn, stream.as_ref(), group).await != 0 {
+            return false;
+        }
+    }
+    true
+}
+
 /// The pending count of a group on an event type's stream.
 pub(crate) async fn pending_of_type(
     server: &RedisServer,
