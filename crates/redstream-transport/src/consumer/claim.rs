@@ -29,12 +29,13 @@
 //!
 //! # The keep-alive
 //!
-//! An entry this consumer holds (in its buffer or in a running handler) must not be claimed by
-//! another consumer just because its handler is slow. Every quarter of `claim_idle_time`, the
-//! keep-alive resets the idle time of the entries held for more than half of it, with `XCLAIM
-//! <stream> <group> <self> 0 <id>... JUSTID` (`JUSTID` leaves the delivery count alone). So an
-//! entry is claimable only once its consumer has stopped refreshing it: it crashed, hangs without
-//! its runtime, or lost its connection for longer than `claim_idle_time`.
+//! An entry this consumer holds (read and waiting for room in its buffer, in its buffer, or in
+//! a running handler) must not be claimed by another consumer just because its handler is
+//! slow. Every quarter of `claim_idle_time`, the keep-alive resets the idle time of the
+//! entries held for more than half of it, with `XCLAIM <stream> <group> <self> 0 <id>...
+//! JUSTID` (`JUSTID` leaves the delivery count alone). So an entry is claimable only once its
+//! consumer has stopped refreshing it: it crashed, hangs without its runtime, or lost its
+//! connection for longer than `claim_idle_time`.
 //!
 //! # Releasing
 //!
