@@ -732,6 +732,76 @@ async fn a_long_handler_keeps_its_entry() {
     );
 }
 
+/// The entries of one read that wait for room in a full buffer are held like those in it: the
+/// keep-alive refreshes them, and another consumer of the group, claiming all along, takes none
+/// of them while the only worker is busy for several claim idle times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_waiting_for_room_in_the_buffer_are_kept() {
+    const EVENTS: usize = 5;
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("waiting");
+    let options = fast()
+        .with_start_from(StartFrom::Beginning)
+        .with_read_count(EVENTS)
+        .with_handler_concurrency(1);
+    let slow_for = options.claim_idle_time * 5;
+    // All five in the stream before the group exists: the first read takes them together.
+    let first = redstream_transport::RedisTransport::with_options(
+        config(&server, &prefix)
+            .with_consumer_group("workers")
+            .with_backpressure(BackpressureConfig::default().with_max_queue_size(1)),
+        options.clone(),
+    )
+    .await
+    .unwrap();
+    for n in 0..EVENTS {
+        first.publish(event("export", n)).await.unwrap();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let first_handle = {
+        let tx = tx.clone();
+        first
+            .subscribe(vec!["export".to_string()], move |event: Event| {
+                let (tx, started_tx) = (tx.clone(), started_tx.clone());
+                async move {
+                    let n = number(&event);
+                    if n == 0 {
+                        // One entry in the handler, one in the buffer, three waiting for room.
+                        let _ = started_tx.send(());
+                        tokio::time::sleep(slow_for).await;
+                    }
+                    let _ = tx.send(("first", n));
+                    HandlerResult::Ok(())
+                }
+            })
+            .await
+            .unwrap()
+    };
+    recv(&mut started, "the slow handler to start").await;
+    let second = transport(&server, &prefix, "workers", options).await;
+    let second_handle = second
+        .subscribe(vec!["export".to_string()], move |event: Event| {
+            let _ = tx.send(("second", number(&event)));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    let handled = recv_n(&mut rx, EVENTS, "every event handled").await;
+    within("unsubscribe", first.unsubscribe(&first_handle))
+        .await
+        .unwrap();
+    within("unsubscribe", second.unsubscribe(&second_handle))
+        .await
+        .unwrap();
+    let expected: Vec<(&str, usize)> = (0..EVENTS).map(|n| ("first", n)).collect();
+    assert_eq!(
+        handled, expected,
+        "an entry was claimed from a live consumer"
+    );
+    assert!(rx.try_recv().is_err(), "an entry was handled twice");
+}
+
 /// `backpressure_stats` sums the buffers of every subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_stats_sum_the_subscriptions() {
