@@ -33,9 +33,11 @@
 //! a running handler) must not be claimed by another consumer just because its handler is
 //! slow. Every quarter of `claim_idle_time`, the keep-alive resets the idle time of the
 //! entries held for more than half of it, with `XCLAIM <stream> <group> <self> 0 <id>...
-//! JUSTID` (`JUSTID` leaves the delivery count alone). So an entry is claimable only once its
-//! consumer has stopped refreshing it: it crashed, hangs without its runtime, or lost its
-//! connection for longer than `claim_idle_time`.
+//! JUSTID` (`JUSTID` leaves the delivery count alone). An entry counts as refreshed only once
+//! that `XCLAIM` succeeded: after a failed round the next round, a quarter of
+//! `claim_idle_time` later, tries the same entries again. So an entry is claimable only once its
+//! consumer has stopped refreshing it: it crashed, hangs without its runtime, or could not
+//! reach Redis for about half of `claim_idle_time`.
 //!
 //! # Releasing
 //!
@@ -47,7 +49,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 use redstream_core::{Error, ErrorKind, Result};
@@ -265,7 +267,8 @@ async fn keepalive_group(sub: &Sub, group: usize, stop: &CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        let stale = sub.flights.stale(sub.id, older_than, in_group);
+        let sent_at = Instant::now();
+        let stale = sub.flights.stale(sub.id, older_than, sent_at, in_group);
         if stale.is_empty() {
             continue;
         }
@@ -292,16 +295,24 @@ async fn keepalive_group(sub: &Sub, group: usize, stop: &CancellationToken) {
             .pipe("XCLAIM", &sub.describe, &pipe)
             .instrument(span)
             .await;
-        if let Err(err) = result {
-            let streams: Vec<&str> = by_stream.keys().map(String::as_str).collect();
-            tracing::warn!(
-                group = %sub.group,
-                streams = %streams.join(", "),
-                entries = count,
-                error = %err,
-                "could not reset the idle time of entries being handled; another consumer may \
-                 claim them after claim_idle_time"
-            );
+        match result {
+            // Recorded only now: entries whose reset failed are tried again next round.
+            Ok(()) => {
+                for (key, ids) in &by_stream {
+                    sub.flights.touch(key, ids, sent_at);
+                }
+            }
+            Err(err) => {
+                let streams: Vec<&str> = by_stream.keys().map(String::as_str).collect();
+                tracing::warn!(
+                    group = %sub.group,
+                    streams = %streams.join(", "),
+                    entries = count,
+                    error = %err,
+                    "could not reset the idle time of entries being handled; trying again in \
+                     {period:?}; another consumer may claim them after claim_idle_time"
+                );
+            }
         }
     }
 }

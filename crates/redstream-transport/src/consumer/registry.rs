@@ -220,25 +220,39 @@ impl Flights {
     }
 
     /// The entries of `subscription` in the streams `of` accepts, not touched for
-    /// `older_than`, marked as touched now.
+    /// `older_than` at `now`. They stay as they are until [`touch`](Self::touch) says their
+    /// idle time was reset: a reset that fails leaves them stale for the next round.
     pub(crate) fn stale(
         &self,
         subscription: u64,
         older_than: Duration,
+        now: Instant,
         of: impl Fn(&str) -> bool,
     ) -> Vec<(String, String)> {
-        let now = Instant::now();
-        let mut map = lock(&self.map);
+        let map = lock(&self.map);
         let mut stale = Vec::new();
-        for (stream, ids) in map.iter_mut().filter(|(stream, _)| of(stream)) {
-            for (id, flight) in ids.iter_mut() {
-                if flight.subscription == subscription && now - flight.touched >= older_than {
-                    flight.touched = now;
+        for (stream, ids) in map.iter().filter(|(stream, _)| of(stream)) {
+            for (id, flight) in ids {
+                if flight.subscription == subscription
+                    && now.saturating_duration_since(flight.touched) >= older_than
+                {
                     stale.push((stream.clone(), id.to_string()));
                 }
             }
         }
         stale
+    }
+
+    /// Records that the idle time of the entries `ids` of `stream` still held was reset at
+    /// `at` (when the reset was sent: Redis reset it then or later).
+    pub(crate) fn touch(&self, stream: &str, ids: &[String], at: Instant) {
+        if let Some(held) = lock(&self.map).get_mut(stream) {
+            for id in ids {
+                if let Some(flight) = held.get_mut(&FlightId::of(id)) {
+                    flight.touched = flight.touched.max(at);
+                }
+            }
+        }
     }
 
     pub(super) fn remove_subscription(&self, subscription: u64) {
@@ -302,11 +316,12 @@ mod tests {
         flights.remove_all("unknown", ["6-0"]);
         assert!(!flights.contains("s", "6-0") && !flights.contains("s", "7-0"));
         assert!(flights.insert(2, "s", "5-1"));
+        let now = Instant::now();
         assert_eq!(
-            flights.stale(1, Duration::ZERO, |stream| stream == "t"),
+            flights.stale(1, Duration::ZERO, now, |stream| stream == "t"),
             [("t".to_owned(), "5-1".to_owned())]
         );
-        let mut stale = flights.stale(1, Duration::ZERO, |_| true);
+        let mut stale = flights.stale(1, Duration::ZERO, now, |_| true);
         stale.sort();
         assert_eq!(
             stale,
@@ -317,5 +332,33 @@ mod tests {
         );
         flights.remove_subscription(1);
         assert!(!flights.contains("t", "5-1") && flights.contains("s", "5-1"));
+    }
+
+    /// An entry stays stale until a reset of its idle time is recorded: a keep-alive round
+    /// that failed tries it again at the next round, not half a `claim_idle_time` later.
+    #[test]
+    fn entries_stay_stale_until_their_reset_is_recorded() {
+        let flights = Flights::default();
+        assert!(flights.insert(1, "s", "1-0") && flights.insert(1, "s", "2-0"));
+        let later = Instant::now() + Duration::from_secs(10);
+        let older_than = Duration::from_secs(5);
+        let stale = |at| {
+            let mut stale = flights.stale(1, older_than, at, |_| true);
+            stale.sort();
+            stale
+        };
+        let both = [
+            ("s".to_owned(), "1-0".to_owned()),
+            ("s".to_owned(), "2-0".to_owned()),
+        ];
+        assert_eq!(stale(later), both);
+        // The reset failed: nothing recorded, both still stale.
+        assert_eq!(stale(later), both);
+        flights.touch("s", &["1-0".to_owned(), "gone-0".to_owned()], later);
+        assert_eq!(stale(later), [("s".to_owned(), "2-0".to_owned())]);
+        // An older time never moves an entry's back.
+        flights.touch("s", &["1-0".to_owned()], Instant::now());
+        assert_eq!(stale(later), [("s".to_owned(), "2-0".to_owned())]);
+        assert_eq!(stale(later + older_than), both);
     }
 }
