@@ -11,6 +11,10 @@
 //! the free room in the subscription's buffer, less what other passes asked for and have not
 //! delivered yet, so claiming never makes the buffer drop anything.
 //!
+//! A pass goes over the streams in turn, starting one stream further at each tick, so that a
+//! stream with many idle entries does not take the free room at every tick before the streams
+//! after it.
+//!
 //! On a Redis Cluster each slot group of the subscription's streams has passes of its own,
 //! side by side with the other groups', so a master that does not answer holds back the
 //! claims of its own slots only. Each `XAUTOCLAIM` of a group asks for no more than its share
@@ -95,13 +99,19 @@ async fn claim_group(sub: &Sub, streams: &[usize], ready: oneshot::Receiver<()>)
     }
     let mut interval = tokio::time::interval(sub.options.claim_interval);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Which stream goes first, turn by turn: a stream's pass may take all the free room, and in
+    // a fixed order a stream with a backlog of idle entries would take it at every tick, before
+    // the streams after it claimed anything.
+    let mut first = 0;
     loop {
         tokio::select! {
             biased;
             () = sub.stop.cancelled() => break,
             _ = interval.tick() => {}
         }
-        for &stream in streams {
+        let (after, before) = streams.split_at(first % streams.len().max(1));
+        first = first.wrapping_add(1);
+        for &stream in before.iter().chain(after) {
             if sub.stop.is_cancelled() {
                 break;
             }

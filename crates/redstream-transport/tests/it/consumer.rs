@@ -802,6 +802,86 @@ async fn entries_waiting_for_room_in_the_buffer_are_kept() {
     assert!(rx.try_recv().is_err(), "an entry was handled twice");
 }
 
+/// Claim passes take the streams of a subscription in turn: a stream whose failing entries
+/// are idle by the dozen at every tick does not keep the buffer's room from the failed entry of
+/// the stream after it. (In a fixed order, `b`'s entry came back only once every entry of `a`
+/// had been delivered `max_deliveries` times and dead-lettered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_with_many_failures_does_not_hold_back_the_claims_of_the_next() {
+    const FAILING: usize = 50;
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("turns");
+    let options = fast()
+        .with_start_from(StartFrom::Beginning)
+        .with_read_count(10);
+    let max_deliveries = options.max_deliveries as usize;
+    let transport = redstream_transport::RedisTransport::with_options(
+        config(&server, &prefix)
+            .with_backpressure(BackpressureConfig::default().with_max_queue_size(10)),
+        options,
+    )
+    .await
+    .unwrap();
+    for n in 0..FAILING {
+        transport.publish(event("a", n)).await.unwrap();
+    }
+    transport.publish(event("b", 0)).await.unwrap();
+    // Deliveries of each of `a`'s events; the most any had when `b`'s came back.
+    let a_deliveries = Arc::new(Mutex::new(HashMap::<usize, usize>::new()));
+    let b_deliveries = Arc::new(AtomicUsize::new(0));
+    let most_of_a_then = Arc::new(AtomicUsize::new(0));
+    let handle = {
+        let (a_deliveries, b_deliveries, most_of_a_then) = (
+            Arc::clone(&a_deliveries),
+            Arc::clone(&b_deliveries),
+            Arc::clone(&most_of_a_then),
+        );
+        transport
+            .subscribe(
+                vec!["a".to_string(), "b".to_string()],
+                move |event: Event| {
+                    let failed = if event.event_type() == "a" {
+                        *a_deliveries
+                            .lock()
+                            .unwrap()
+                            .entry(number(&event))
+                            .or_default() += 1;
+                        true
+                    } else {
+                        let first = b_deliveries.fetch_add(1, Ordering::SeqCst) == 0;
+                        if !first {
+                            let most = a_deliveries.lock().unwrap().values().copied().max();
+                            most_of_a_then.store(most.unwrap_or(0), Ordering::SeqCst);
+                        }
+                        first
+                    };
+                    async move {
+                        if failed {
+                            HandlerResult::Err("failing on purpose".into())
+                        } else {
+                            HandlerResult::Ok(())
+                        }
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    until("b's event delivered again", || async {
+        b_deliveries.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    let most = most_of_a_then.load(Ordering::SeqCst);
+    assert!(
+        most < max_deliveries - 1,
+        "b's failed entry came back only when a's entries had been delivered {most} times \
+         (max_deliveries {max_deliveries})"
+    );
+}
+
 /// `backpressure_stats` sums the buffers of every subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_stats_sum_the_subscriptions() {
