@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use redstream_core::{
-    BackpressureConfig, BackpressureQueue, BackpressureStats, ErrorKind, Priority, PushOutcome,
-    Result,
+    BackpressureConfig, BackpressureQueue, BackpressureStats, BackpressureStrategy, ErrorKind,
+    Priority, PushOutcome, Result,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +42,9 @@ pub(crate) struct Buffer {
     /// Signalled when a worker takes an entry, if `room_waiters` says a reader waits.
     room: Arc<Notify>,
     room_waiters: Arc<AtomicUsize>,
+    /// Places the readers leave free for the claim passes (with the `Block` strategy: a tenth
+    /// of the capacity), so that failed entries come back while a backlog is read.
+    claim_reserve: usize,
     /// Where workers with nothing to do wait (see [`Buffer::take`]).
     work: Arc<Notify>,
     /// Workers in [`Buffer::take`] looking for an entry (not waiting on `work`), plus a worker
@@ -94,11 +97,18 @@ pub(crate) enum Pushed {
 
 impl Buffer {
     pub(super) fn new(config: BackpressureConfig) -> Result<Self> {
+        // With a dropping strategy the readers never wait for room, and a claim's push makes
+        // room for itself as theirs do.
+        let claim_reserve = match config.strategy {
+            BackpressureStrategy::Block => config.max_queue_size / 10,
+            _ => 0,
+        };
         Ok(Self {
             tickets: BackpressureQueue::new(config)?,
             lanes: Arc::default(),
             room: Arc::default(),
             room_waiters: Arc::default(),
+            claim_reserve,
             work: Arc::default(),
             searching: Arc::default(),
             #[cfg(test)]
@@ -260,7 +270,7 @@ impl Buffer {
         let delivery = self.lanes().pop_most_urgent();
         // `notify_waiters` takes the wait list's lock even with nobody on it; readers waiting
         // in `room` say so first.
-        if self.room_waiters.load(Ordering::SeqCst) > 0 {
+        if self.room_waiters.load(Ordering::SeqCst) > 0 && self.free() > self.claim_reserve {
             self.room.notify_waiters();
         }
         delivery
@@ -271,9 +281,23 @@ impl Buffer {
         self.tickets.capacity().saturating_sub(self.tickets.len())
     }
 
-    /// Waits until there is a free place; `false` if `stop` came first.
+    /// Whether a reader may push now: more places free than the claims' reserve.
+    pub(super) fn has_room(&self) -> bool {
+        self.free() > self.claim_reserve
+    }
+
+    /// How many entries a reader may push before it looks again, leaving the claims' reserve
+    /// free: `None` when it need not look (a dropping strategy has no reserve: a full buffer
+    /// drops, as configured; a buffer too small for a reserve makes the push itself wait).
+    /// `Some(0)`: wait for [`room`](Self::room) first.
+    pub(super) fn reader_budget(&self) -> Option<usize> {
+        (self.claim_reserve > 0).then(|| self.free().saturating_sub(self.claim_reserve))
+    }
+
+    /// Waits until a reader may push ([`has_room`](Self::has_room)); `false` if `stop` came
+    /// first.
     pub(super) async fn room(&self, stop: &CancellationToken) -> bool {
-        if self.free() > 0 {
+        if self.has_room() {
             return true;
         }
         // Counted before the wait is enabled and the room looked at again, so a taker that
@@ -283,7 +307,7 @@ impl Buffer {
         loop {
             let mut notified = pin!(self.room.notified());
             notified.as_mut().enable();
-            if self.free() > 0 {
+            if self.has_room() {
                 return true;
             }
             tokio::select! {
@@ -344,6 +368,51 @@ mod tests {
                 .with_strategy(strategy),
         )
         .unwrap()
+    }
+
+    /// With `Block`, readers leave a tenth of the buffer to the claim passes; with a dropping
+    /// strategy or a buffer under ten places they never wait for it.
+    #[tokio::test]
+    async fn readers_leave_a_tenth_of_a_blocking_buffer_to_the_claims() {
+        let blocking = buffer(20, BackpressureStrategy::Block);
+        assert_eq!(blocking.reader_budget(), Some(18));
+        for n in 0..17 {
+            assert!(matches!(
+                blocking.push(delivery(2, n)).await,
+                Pushed::Queued
+            ));
+        }
+        assert_eq!(blocking.reader_budget(), Some(1));
+        assert!(blocking.has_room());
+        assert!(matches!(
+            blocking.push(delivery(2, 17)).await,
+            Pushed::Queued
+        ));
+        assert_eq!(blocking.reader_budget(), Some(0));
+        assert!(!blocking.has_room());
+        // A claim may still push into the reserve; a worker's take makes room for readers.
+        assert!(matches!(
+            blocking.push(delivery(2, 18)).await,
+            Pushed::Queued
+        ));
+        let stop = CancellationToken::new();
+        let waiting = blocking.room(&stop);
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        blocking.try_take().unwrap();
+        assert!(
+            futures_util::poll!(waiting.as_mut()).is_pending(),
+            "one place: the reserve"
+        );
+        blocking.try_take().unwrap();
+        assert_eq!(tokio::time::timeout(HANG, waiting).await, Ok(true));
+
+        assert_eq!(
+            buffer(20, BackpressureStrategy::DropOldest).reader_budget(),
+            None
+        );
+        assert_eq!(buffer(9, BackpressureStrategy::Block).reader_budget(), None);
+        assert!(buffer(9, BackpressureStrategy::Block).has_room());
     }
 
     #[tokio::test]

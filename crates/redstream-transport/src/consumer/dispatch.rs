@@ -166,6 +166,9 @@ impl Sub {
     /// [`dispatch`](Self::dispatch) for the entries of one read, recorded as held under one
     /// lock before the first is queued: those still waiting for room in the buffer are held
     /// too, so the keep-alive keeps them from being claimed by another consumer meanwhile.
+    /// With the `Block` strategy each waits for room beyond the claims' reserve
+    /// ([`Buffer::room`](super::buffer::Buffer::room)) before it is pushed, so that reading a
+    /// backlog never takes the room the claim passes need.
     pub(crate) async fn dispatch_read(
         &self,
         deliveries: Vec<Delivery>,
@@ -177,10 +180,28 @@ impl Sub {
                 .iter()
                 .map(|d| (self.spec(d.stream).key.as_str(), d.id.as_str())),
         );
+        // Pushes left before the buffer is looked at again (its count takes its lock): once
+        // per read while it has room, not once per entry. Meanwhile workers free places, and
+        // a claim pass may take some (at most a page): the reserve is what readers leave, not
+        // a lock.
+        let mut budget = 0;
         for (delivery, fresh) in deliveries.into_iter().zip(fresh) {
-            if fresh {
-                self.queue(delivery, leftover).await;
+            if !fresh {
+                continue;
             }
+            if budget == 0 {
+                budget = match self.buffer.reader_budget() {
+                    None => usize::MAX,
+                    Some(0) => {
+                        // `false` when stopped: `queue` then puts the entry in `leftover`.
+                        let _ = self.buffer.room(&self.stop).await;
+                        self.buffer.reader_budget().unwrap_or(1).max(1)
+                    }
+                    Some(room) => room,
+                };
+            }
+            budget -= 1;
+            self.queue(delivery, leftover).await;
         }
     }
 

@@ -227,7 +227,7 @@ pub(super) async fn read_loop(
         }
         // With a dropping strategy the buffer never makes `dispatch` wait: wait for room here,
         // or a full buffer would make this loop read (and drop) as fast as Redis answers.
-        if sub.buffer.free() == 0 && !sub.buffer.room(&sub.stop).await {
+        if !sub.buffer.has_room() && !sub.buffer.room(&sub.stop).await {
             break;
         }
         // Handled entries whose `XACK` keeps failing are held in memory: stop reading at the

@@ -882,6 +882,81 @@ async fn a_stream_with_many_failures_does_not_hold_back_the_claims_of_the_next()
     );
 }
 
+/// While a consumer reads a backlog that keeps its buffer full, a failed entry still comes back:
+/// the readers leave a tenth of the buffer (with the `Block` strategy) to the claim passes.
+/// (Without that, every place a worker freed went to the reader's next entry, and `b`'s entry
+/// came back only once `a`'s backlog was read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_entry_comes_back_while_a_backlog_is_read() {
+    const BACKLOG: usize = 300;
+    let server = RedisServer::start().await.unwrap();
+    let prefix = unique("reserve");
+    let transport = redstream_transport::RedisTransport::with_options(
+        config(&server, &prefix)
+            .with_backpressure(BackpressureConfig::default().with_max_queue_size(20)),
+        fast()
+            .with_start_from(StartFrom::Beginning)
+            .with_read_count(10)
+            .with_handler_concurrency(1),
+    )
+    .await
+    .unwrap();
+    transport.publish(event("b", 0)).await.unwrap();
+    for n in 0..BACKLOG {
+        transport.publish(event("a", n)).await.unwrap();
+    }
+    let a_handled = Arc::new(AtomicUsize::new(0));
+    let b_deliveries = Arc::new(AtomicUsize::new(0));
+    let a_handled_then = Arc::new(AtomicUsize::new(usize::MAX));
+    let handle = {
+        let (a_handled, b_deliveries, a_handled_then) = (
+            Arc::clone(&a_handled),
+            Arc::clone(&b_deliveries),
+            Arc::clone(&a_handled_then),
+        );
+        transport
+            .subscribe(
+                vec!["a".to_string(), "b".to_string()],
+                move |event: Event| {
+                    let is_a = event.event_type() == "a";
+                    let (a_handled, b_deliveries, a_handled_then) = (
+                        Arc::clone(&a_handled),
+                        Arc::clone(&b_deliveries),
+                        Arc::clone(&a_handled_then),
+                    );
+                    async move {
+                        if is_a {
+                            // A steady backlog: the reader always has an entry waiting for room.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            a_handled.fetch_add(1, Ordering::SeqCst);
+                            return HandlerResult::Ok(());
+                        }
+                        if b_deliveries.fetch_add(1, Ordering::SeqCst) == 0 {
+                            return HandlerResult::Err("the first delivery fails".into());
+                        }
+                        a_handled_then.store(a_handled.load(Ordering::SeqCst), Ordering::SeqCst);
+                        HandlerResult::Ok(())
+                    }
+                },
+            )
+            .await
+            .unwrap()
+    };
+    until("b's entry delivered again", || async {
+        b_deliveries.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let then = a_handled_then.load(Ordering::SeqCst);
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    println!("b's failed entry came back after {then} of the {BACKLOG} backlog entries");
+    assert!(
+        then < BACKLOG / 2,
+        "b's failed entry came back only after {then} of the {BACKLOG} backlog entries"
+    );
+}
+
 /// `backpressure_stats` sums the buffers of every subscription.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_stats_sum_the_subscriptions() {
