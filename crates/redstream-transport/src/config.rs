@@ -67,7 +67,9 @@ pub struct RedisConfig {
     /// [`serde_max_len`](redstream_core::serde_max_len)).
     #[serde(deserialize_with = "redstream_core::serde_max_len::deserialize")]
     pub max_stream_length: usize,
-    /// How the queue between reading and handling behaves when handlers fall behind.
+    /// How the queue between reading and handling behaves when handlers fall behind. With the
+    /// `Block` strategy the readers leave a tenth of it (of 10 places or more) to the claim
+    /// passes, so that failed entries come back while a backlog is read.
     pub backpressure: BackpressureConfig,
 }
 
