@@ -22,6 +22,7 @@ mod oversized;
 mod publisher;
 mod raw;
 mod recovery;
+mod redelivery;
 mod refused;
 mod stopped_master;
 mod streams;
