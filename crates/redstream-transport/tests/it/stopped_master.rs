@@ -162,10 +162,7 @@ async fn a_stopped_master_holds_back_only_its_own_acknowledgements() {
     stopped.server().resume().unwrap();
     until(
         "the stopped master's entry acknowledged once it is back",
-        || {
-            let (mut conn, stream) = (conn.clone(), stopped_stream.clone());
-            async move { pending_on(&mut conn, &stream, "g").await == 0 }
-        },
+        || none_pending(&conn, std::slice::from_ref(stopped_stream), "g"),
     )
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
@@ -270,8 +267,7 @@ async fn a_stopped_master_holds_back_only_its_own_claims() {
 
     stopped.server().resume().unwrap();
     until("the claimed entry acknowledged", || {
-        let (mut conn, stream) = (conn.clone(), healthy_stream.clone());
-        async move { pending_on(&mut conn, &stream, "g").await == 0 }
+        none_pending(&conn, std::slice::from_ref(healthy_stream), "g")
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
