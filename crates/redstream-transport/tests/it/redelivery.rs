@@ -4,17 +4,19 @@
 //! leave the claims a tenth of a blocking buffer).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redstream_core::{BackpressureConfig, Event, HandlerResult};
 use redstream_testkit::RedisServer;
-use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
+use redstream_transport::{RedisTransport, StartFrom, TransportOptions};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    capture_logs, event, fast, number, recv, recv_n, transport, unique, until, within,
+    capture_logs, config_for, event, fast, number, recv, recv_n, transport, unique, until, within,
 };
 
 /// A transport on `server` in group `group` whose consumer buffer (`Block`) holds `places`
@@ -28,16 +30,58 @@ async fn with_buffer(
 ) -> RedisTransport {
     capture_logs();
     RedisTransport::with_options(
-        RedisConfig::default()
-            .with_url(server.url())
-            .with_stream_prefix(prefix)
-            .with_consumer_group(group)
-            .with_consumer_name(unique("consumer"))
+        config_for(server, prefix, group)
             .with_backpressure(BackpressureConfig::default().with_max_queue_size(places)),
         options,
     )
     .await
     .unwrap()
+}
+
+/// Subscribes `transport` to `a` and `b`, whose one event fails its first delivery, until that
+/// event comes back; returns what `then` said at that moment. `on_a` handles `a`'s events (by
+/// number).
+async fn until_b_comes_back<A, F, T>(transport: &RedisTransport, on_a: A, then: T) -> usize
+where
+    A: Fn(usize) -> F + Send + Sync + 'static,
+    F: Future<Output = HandlerResult> + Send + 'static,
+    T: Fn() -> usize + Send + Sync + 'static,
+{
+    let b_deliveries = Arc::new(AtomicUsize::new(0));
+    let seen_then = Arc::new(AtomicUsize::new(usize::MAX));
+    let handle = {
+        let (b_deliveries, seen_then) = (Arc::clone(&b_deliveries), Arc::clone(&seen_then));
+        transport
+            .subscribe(
+                vec!["a".to_string(), "b".to_string()],
+                move |event: Event| -> Pin<Box<dyn Future<Output = HandlerResult> + Send>> {
+                    if event.event_type() == "a" {
+                        return Box::pin(on_a(number(&event)));
+                    }
+                    let first = b_deliveries.fetch_add(1, Ordering::SeqCst) == 0;
+                    if !first {
+                        seen_then.store(then(), Ordering::SeqCst);
+                    }
+                    Box::pin(async move {
+                        if first {
+                            HandlerResult::Err("the first delivery fails".into())
+                        } else {
+                            HandlerResult::Ok(())
+                        }
+                    })
+                },
+            )
+            .await
+            .unwrap()
+    };
+    until("b's event delivered again", || async {
+        b_deliveries.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    seen_then.load(Ordering::SeqCst)
 }
 
 /// A handler running for several claim idle times keeps its entry: another consumer of the
@@ -173,55 +217,22 @@ async fn a_stream_with_many_failures_does_not_hold_back_the_claims_of_the_next()
         transport.publish(event("a", n)).await.unwrap();
     }
     transport.publish(event("b", 0)).await.unwrap();
-    // Deliveries of each of `a`'s events; the most any had when `b`'s came back.
+    // Deliveries of each of `a`'s events, which all fail; the most any had when `b`'s came
+    // back.
     let a_deliveries = Arc::new(Mutex::new(HashMap::<usize, usize>::new()));
-    let b_deliveries = Arc::new(AtomicUsize::new(0));
-    let most_of_a_then = Arc::new(AtomicUsize::new(0));
-    let handle = {
-        let (a_deliveries, b_deliveries, most_of_a_then) = (
-            Arc::clone(&a_deliveries),
-            Arc::clone(&b_deliveries),
-            Arc::clone(&most_of_a_then),
-        );
-        transport
-            .subscribe(
-                vec!["a".to_string(), "b".to_string()],
-                move |event: Event| {
-                    let failed = if event.event_type() == "a" {
-                        *a_deliveries
-                            .lock()
-                            .unwrap()
-                            .entry(number(&event))
-                            .or_default() += 1;
-                        true
-                    } else {
-                        let first = b_deliveries.fetch_add(1, Ordering::SeqCst) == 0;
-                        if !first {
-                            let most = a_deliveries.lock().unwrap().values().copied().max();
-                            most_of_a_then.store(most.unwrap_or(0), Ordering::SeqCst);
-                        }
-                        first
-                    };
-                    async move {
-                        if failed {
-                            HandlerResult::Err("failing on purpose".into())
-                        } else {
-                            HandlerResult::Ok(())
-                        }
-                    }
-                },
-            )
-            .await
-            .unwrap()
-    };
-    until("b's event delivered again", || async {
-        b_deliveries.load(Ordering::SeqCst) >= 2
-    })
+    let counted = Arc::clone(&a_deliveries);
+    let most = until_b_comes_back(
+        &transport,
+        move |n| {
+            *counted.lock().unwrap().entry(n).or_default() += 1;
+            async { HandlerResult::Err("failing on purpose".into()) }
+        },
+        move || {
+            let most = a_deliveries.lock().unwrap().values().copied().max();
+            most.unwrap_or(0)
+        },
+    )
     .await;
-    within("unsubscribe", transport.unsubscribe(&handle))
-        .await
-        .unwrap();
-    let most = most_of_a_then.load(Ordering::SeqCst);
     assert!(
         most < max_deliveries - 1,
         "b's failed entry came back only when a's entries had been delivered {most} times \
@@ -248,50 +259,21 @@ async fn a_failed_entry_comes_back_while_a_backlog_is_read() {
         transport.publish(event("a", n)).await.unwrap();
     }
     let a_handled = Arc::new(AtomicUsize::new(0));
-    let b_deliveries = Arc::new(AtomicUsize::new(0));
-    let a_handled_then = Arc::new(AtomicUsize::new(usize::MAX));
-    let handle = {
-        let (a_handled, b_deliveries, a_handled_then) = (
-            Arc::clone(&a_handled),
-            Arc::clone(&b_deliveries),
-            Arc::clone(&a_handled_then),
-        );
-        transport
-            .subscribe(
-                vec!["a".to_string(), "b".to_string()],
-                move |event: Event| {
-                    let is_a = event.event_type() == "a";
-                    let (a_handled, b_deliveries, a_handled_then) = (
-                        Arc::clone(&a_handled),
-                        Arc::clone(&b_deliveries),
-                        Arc::clone(&a_handled_then),
-                    );
-                    async move {
-                        if is_a {
-                            // A steady backlog: the reader always has an entry waiting for room.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            a_handled.fetch_add(1, Ordering::SeqCst);
-                            return HandlerResult::Ok(());
-                        }
-                        if b_deliveries.fetch_add(1, Ordering::SeqCst) == 0 {
-                            return HandlerResult::Err("the first delivery fails".into());
-                        }
-                        a_handled_then.store(a_handled.load(Ordering::SeqCst), Ordering::SeqCst);
-                        HandlerResult::Ok(())
-                    }
-                },
-            )
-            .await
-            .unwrap()
-    };
-    until("b's entry delivered again", || async {
-        b_deliveries.load(Ordering::SeqCst) >= 2
-    })
+    let counted = Arc::clone(&a_handled);
+    let then = until_b_comes_back(
+        &transport,
+        move |_| {
+            let counted = Arc::clone(&counted);
+            async move {
+                // A steady backlog: the reader always has an entry waiting for room.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                HandlerResult::Ok(())
+            }
+        },
+        move || a_handled.load(Ordering::SeqCst),
+    )
     .await;
-    let then = a_handled_then.load(Ordering::SeqCst);
-    within("unsubscribe", transport.unsubscribe(&handle))
-        .await
-        .unwrap();
     println!("b's failed entry came back after {then} of the {BACKLOG} backlog entries");
     assert!(
         then < BACKLOG / 2,

@@ -44,16 +44,19 @@ pub(crate) async fn transport(
     options: TransportOptions,
 ) -> RedisTransport {
     capture_logs();
-    RedisTransport::with_options(
-        RedisConfig::default()
-            .with_url(server.url())
-            .with_stream_prefix(prefix)
-            .with_consumer_group(group)
-            .with_consumer_name(unique("consumer")),
-        options,
-    )
-    .await
-    .unwrap()
+    RedisTransport::with_options(config_for(server, prefix, group), options)
+        .await
+        .unwrap()
+}
+
+/// What [`transport`] is made with: `server`, prefix `prefix`, group `group`, a fresh
+/// consumer name.
+pub(crate) fn config_for(server: &RedisServer, prefix: &str, group: &str) -> RedisConfig {
+    RedisConfig::default()
+        .with_url(server.url())
+        .with_stream_prefix(prefix)
+        .with_consumer_group(group)
+        .with_consumer_name(unique("consumer"))
 }
 
 /// An event numbered `n`.
