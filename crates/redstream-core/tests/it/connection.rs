@@ -343,6 +343,61 @@ async fn a_pinned_connection_is_never_replaced() {
     );
 }
 
+/// The shared connection to a single server is replaced before the next command once the
+/// server closes it: the first command after each restart succeeds (a command sent on the old
+/// socket would fail with `broken pipe` or a reset). While the server is down, a command fails
+/// with a refusal that says it was not sent. Many clones that all need the replacement at once
+/// make one connection between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_server_connection_is_replaced_before_the_next_command() {
+    let server = RedisServer::start().await.unwrap();
+    let shared = connection::connect(&ConnectionOptions::new(server.url()))
+        .await
+        .unwrap();
+    let ping = |conn: Connection| async move { conn.query::<String>(&redis::cmd("PING")).await };
+    for round in 0..3 {
+        server.restart().await.unwrap();
+        let reply = ping(shared.clone()).await;
+        assert_eq!(
+            reply.as_deref().ok(),
+            Some("PONG"),
+            "round {round}: {reply:?}"
+        );
+    }
+
+    server.kill().unwrap();
+    // A command sent before the client has seen the socket close fails on it (it may have
+    // reached the server, for all the client knows); the one after is refused a connection.
+    let first = ping(shared.clone()).await.unwrap_err();
+    if !connection::was_not_sent(&first) {
+        let second = ping(shared.clone()).await.unwrap_err();
+        assert!(connection::was_not_sent(&second), "{first}, then {second}");
+    }
+
+    server.restart().await.unwrap();
+    let mut admin = server.connection().await.unwrap();
+    let connections = |info: String| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let stats = redis::cmd("INFO").arg("stats").clone();
+    let before = connections(stats.query_async(&mut admin).await.unwrap());
+    let tasks: Vec<_> = (0..32)
+        .map(|_| tokio::spawn(ping(shared.clone())))
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "PONG");
+    }
+    let after = connections(stats.query_async(&mut admin).await.unwrap());
+    assert_eq!(
+        after - before,
+        1,
+        "connections made for 32 commands at once"
+    );
+}
+
 #[tokio::test]
 async fn unix_socket() {
     // A relative path: the server creates it in its data directory.
