@@ -281,6 +281,24 @@ async fn raw_save_checkpoint(conn: &MultiplexedConnection, prefix: &str, calls: 
     started.elapsed()
 }
 
+/// This process's CPU time so far, user and system, every thread (`getrusage`); zero where
+/// it is not available. Less noisy than a rate on a machine where the server shares the two
+/// cores: it is what the client side costs, whatever the server was doing meanwhile.
+fn client_cpu() -> Duration {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let time = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+        };
+        if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
+            return time(usage.user_time()) + time(usage.system_time());
+        }
+    }
+    Duration::ZERO
+}
+
 fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
@@ -342,19 +360,28 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
     FC: std::future::Future<Output = Duration>,
 {
     let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 3] = Default::default();
     for round in 0..ROUNDS {
         for turn in 0..3 {
             let side = (round + turn) % 3;
+            let start = client_cpu();
             let elapsed = match side {
                 0 => ours().await,
                 1 => raw().await,
                 _ => managed().await,
             };
             rates[side].push(rate(ops, elapsed));
+            cpu[side].push((client_cpu() - start).as_secs_f64() * 1e6 / ops as f64);
         }
     }
     let [ours, raw, managed] = &rates;
     line(name, ours, raw);
+    let [cpu_ours, cpu_raw, cpu_managed] = cpu.map(median);
+    println!(
+        "{:<30} client CPU per op (median): redstream {cpu_ours:.2} µs, raw redis-rs \
+         {cpu_raw:.2} µs, through ConnectionManager {cpu_managed:.2} µs",
+        ""
+    );
     let managed_rate = median(managed.clone());
     println!(
         "{:<30} raw redis-rs through ConnectionManager {managed_rate:.0} ops/s: {:.2}x of the \

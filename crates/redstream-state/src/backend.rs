@@ -23,10 +23,12 @@
 //! `async fn` in the impls): the store's futures must be `Send`, and so must the fallback's
 //! replay task, which is generic over the backend it writes to. Layers are generic over the
 //! backend they wrap, so a stack is one concrete type whose calls inline, and [`AnyBackend`]
-//! picks one of three stacks with one `match` per method (the `dispatch!` macro below): its
-//! future holds the chosen stack's future inline, sized for the largest of the three. A
-//! `dyn Backend` would need a boxed future per call on the hot path, and making `StateStore`
-//! generic would change the public API.
+//! picks one of three stacks with one `match` per method (the `dispatch_async!` macro below):
+//! its future holds the in-memory or plain Redis stack's future inline, and the fallback
+//! stack's boxed (it is the largest by far: 2,680 bytes for `put` inline, 872 with it boxed,
+//! and every call's future is as large as its largest arm). A `dyn Backend` would need a
+//! boxed future per call on the hot path, and making `StateStore` generic would change the
+//! public API.
 //!
 //! # Provided methods
 //!
@@ -365,53 +367,67 @@ macro_rules! dispatch {
     };
 }
 
+/// Awaits the same call on whichever stack `$self` holds. The fallback's futures are boxed:
+/// they are the largest (the buffer and its replay), and an async fn's future is as large as
+/// its largest arm, so unboxed they would make every call's future that large, to be moved on
+/// each call without a fallback too.
+macro_rules! dispatch_async {
+    ($self:ident, $b:ident => $call:expr) => {
+        match $self {
+            AnyBackend::Memory($b) => $call.await,
+            AnyBackend::Redis($b) => $call.await,
+            AnyBackend::RedisWithFallback($b) => Box::pin($call).await,
+        }
+    };
+}
+
 impl Backend for AnyBackend {
     fn target(&self, key: &str) -> String {
         dispatch!(self, b => b.target(key))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, b => b.get(key).await)
+        dispatch_async!(self, b => b.get(key))
     }
 
     async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
-        dispatch!(self, b => b.get_with_ttl(key).await)
+        dispatch_async!(self, b => b.get_with_ttl(key))
     }
 
     async fn read(&self, key: &str) -> Result<Read<Vec<u8>>> {
-        dispatch!(self, b => b.read(key).await)
+        dispatch_async!(self, b => b.read(key))
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        dispatch!(self, b => b.exists(key).await)
+        dispatch_async!(self, b => b.exists(key))
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
-        dispatch!(self, b => b.ttl(key).await)
+        dispatch_async!(self, b => b.ttl(key))
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        dispatch!(self, b => b.get_many(keys).await)
+        dispatch_async!(self, b => b.get_many(keys))
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
-        dispatch!(self, b => b.set(key, value, ttl).await)
+        dispatch_async!(self, b => b.set(key, value, ttl))
     }
 
     async fn set_many(&self, items: Items, ttl: Option<Duration>) -> Result<()> {
-        dispatch!(self, b => b.set_many(items, ttl).await)
+        dispatch_async!(self, b => b.set_many(items, ttl))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        dispatch!(self, b => b.delete(key).await)
+        dispatch_async!(self, b => b.delete(key))
     }
 
     async fn expire(&self, key: &str, ttl: Duration) -> Result<bool> {
-        dispatch!(self, b => b.expire(key, ttl).await)
+        dispatch_async!(self, b => b.expire(key, ttl))
     }
 
     async fn persist(&self, key: &str) -> Result<bool> {
-        dispatch!(self, b => b.persist(key).await)
+        dispatch_async!(self, b => b.persist(key))
     }
 
     async fn compare_and_set(
@@ -421,11 +437,11 @@ impl Backend for AnyBackend {
         new: Vec<u8>,
         expiry: SetExpiry,
     ) -> Result<bool> {
-        dispatch!(self, b => b.compare_and_set(key, expected, new, expiry).await)
+        dispatch_async!(self, b => b.compare_and_set(key, expected, new, expiry))
     }
 
     async fn incr_by(&self, key: &str, by: i64, ttl_if_new: Option<Duration>) -> Result<i64> {
-        dispatch!(self, b => b.incr_by(key, by, ttl_if_new).await)
+        dispatch_async!(self, b => b.incr_by(key, by, ttl_if_new))
     }
 
     async fn hset(
@@ -435,15 +451,15 @@ impl Backend for AnyBackend {
         value: Vec<u8>,
         ttl_if_new: Option<Duration>,
     ) -> Result<bool> {
-        dispatch!(self, b => b.hset(key, field, value, ttl_if_new).await)
+        dispatch_async!(self, b => b.hset(key, field, value, ttl_if_new))
     }
 
     async fn hget(&self, key: &str, field: &str) -> Result<Option<Vec<u8>>> {
-        dispatch!(self, b => b.hget(key, field).await)
+        dispatch_async!(self, b => b.hget(key, field))
     }
 
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        dispatch!(self, b => b.hgetall(key).await)
+        dispatch_async!(self, b => b.hgetall(key))
     }
 
     async fn hincr_by(
@@ -453,23 +469,23 @@ impl Backend for AnyBackend {
         by: i64,
         ttl_if_new: Option<Duration>,
     ) -> Result<i64> {
-        dispatch!(self, b => b.hincr_by(key, field, by, ttl_if_new).await)
+        dispatch_async!(self, b => b.hincr_by(key, field, by, ttl_if_new))
     }
 
     async fn hdel(&self, key: &str, field: &str) -> Result<bool> {
-        dispatch!(self, b => b.hdel(key, field).await)
+        dispatch_async!(self, b => b.hdel(key, field))
     }
 
     async fn list(&self, key_prefix: &str) -> Result<Vec<String>> {
-        dispatch!(self, b => b.list(key_prefix).await)
+        dispatch_async!(self, b => b.list(key_prefix))
     }
 
     async fn list_matching(&self, glob: &str) -> Result<Vec<String>> {
-        dispatch!(self, b => b.list_matching(glob).await)
+        dispatch_async!(self, b => b.list_matching(glob))
     }
 
     async fn transaction(&self, ops: &[TxOp], implicit_ttl: Option<Duration>) -> Result<Vec<i64>> {
-        dispatch!(self, b => b.transaction(ops, implicit_ttl).await)
+        dispatch_async!(self, b => b.transaction(ops, implicit_ttl))
     }
 
     async fn save_checkpoint(
@@ -478,11 +494,11 @@ impl Backend for AnyBackend {
         checkpoint: RawCheckpoint,
         implicit_ttl: Option<Duration>,
     ) -> Result<()> {
-        dispatch!(self, b => b.save_checkpoint(name, checkpoint, implicit_ttl).await)
+        dispatch_async!(self, b => b.save_checkpoint(name, checkpoint, implicit_ttl))
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<RawCheckpoint>> {
-        dispatch!(self, b => b.load_checkpoint(name).await)
+        dispatch_async!(self, b => b.load_checkpoint(name))
     }
 
     async fn restore_checkpoint(
@@ -490,11 +506,11 @@ impl Backend for AnyBackend {
         name: &str,
         implicit_ttl: Option<Duration>,
     ) -> Result<Option<RawCheckpoint>> {
-        dispatch!(self, b => b.restore_checkpoint(name, implicit_ttl).await)
+        dispatch_async!(self, b => b.restore_checkpoint(name, implicit_ttl))
     }
 
     async fn delete_checkpoint(&self, name: &str) -> Result<bool> {
-        dispatch!(self, b => b.delete_checkpoint(name).await)
+        dispatch_async!(self, b => b.delete_checkpoint(name))
     }
 
     fn redis_key(&self, key: &str) -> Option<String> {
@@ -514,7 +530,7 @@ impl Backend for AnyBackend {
     }
 
     async fn flush(&self) {
-        dispatch!(self, b => b.flush().await);
+        dispatch_async!(self, b => b.flush());
     }
 }
 
