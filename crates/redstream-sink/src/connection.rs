@@ -17,9 +17,9 @@ use crate::config::SinkConfig;
 /// holds it under its state lock), so nothing else is ever in flight on it.
 ///
 /// The connection is core's [`connection::Connection`]: on a single server a RESP3
-/// `ConnectionManager` (redis-rs learns that the server went away as soon as the socket
-/// closes, and reconnects at once, instead of failing the first call after a restart with
-/// `broken pipe` however long the server has been back); on a cluster redis-rs's cluster
+/// connection that is replaced once it closes (redis-rs reports the close as soon as the
+/// socket closes, so the next call reconnects first, instead of failing with `broken pipe`
+/// after a restart however long the server has been back); on a cluster redis-rs's cluster
 /// connection, which routes each command to its slot's master and follows `MOVED`, `ASK` and
 /// failovers; under Sentinel a connection to the master the sentinels name, replaced when it
 /// closes or answers `READONLY`.

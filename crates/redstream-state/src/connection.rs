@@ -1,5 +1,5 @@
 //! Connections, all from core's [`connection`](redstream_core::connection) module: one shared
-//! [`Connection`] for commands (a RESP3 `ConnectionManager` on a single server, a
+//! [`Connection`] for commands (a self-healing RESP3 connection on a single server, a
 //! `ClusterConnection` on a cluster, a connection that follows the sentinels' master), and a
 //! small pool of [pinned](Connection::pinned) connections for transactions that `WATCH`
 //! keys: connections that are never replaced, so that a transaction's two round trips reach
@@ -28,7 +28,7 @@ pub(crate) async fn connect(config: &StateConfig) -> Result<Connection> {
     let options = config
         .connection_options()
         .ok_or_else(|| Error::invalid_input("config field backend", "is not a Redis backend"))?;
-    // On a single server, core's `ConnectionManager` retries a failed reconnection once, about
+    // On a single server, core's connection retries a failed reconnection once, about
     // 100 ms later: a reconnection started as the server died can reach its closing listener
     // and be reset; the retry reaches the server once it is back. While Redis stays down, a
     // call still fails within a few hundred milliseconds, and the circuit breaker, not a

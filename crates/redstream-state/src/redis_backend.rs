@@ -256,8 +256,8 @@ impl RedisBackend {
 
     /// Runs `call` on the shared connection. A call that failed because no connection could be
     /// made (refused: the server is down or restarting) never left this process, so it is sent
-    /// once more at once: the failure made the connection manager start a new connection, and
-    /// a server that is back by now answers the second try. Nothing that may have reached the
+    /// once more at once: the second try makes a new connection, and a server that is back by
+    /// now answers it. Nothing that may have reached the
     /// server is sent twice.
     async fn send<'a, T, F, Fut>(&'a self, call: F) -> RedisResult<T>
     where

@@ -140,9 +140,8 @@ impl Commands {
     /// Runs `call` on the shared connection, through the breaker when this traffic is guarded.
     ///
     /// A call that failed because no connection could be made (refused: the server is down or
-    /// restarting) was not sent, so it is sent once more at once: the failure made the
-    /// connection manager start a new connection, and a server that is back by now answers the
-    /// second try. Without this, the first call after a restart would fail however long the
+    /// restarting) was not sent, so it is sent once more at once: the second try makes a new
+    /// connection, and a server that is back by now answers it. Without this, the first call after a restart would fail however long the
     /// server had been back. Nothing that may have reached the server is sent twice.
     async fn send<'a, T, F, Fut>(&'a self, op: &'static str, target: &str, call: F) -> Result<T>
     where

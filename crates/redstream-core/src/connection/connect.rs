@@ -5,9 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
@@ -23,15 +21,16 @@ use super::endpoint::{Credentials, Endpoint, NodeAddress, Topology};
 use super::options::ConnectionOptions;
 use super::resp3_client;
 use super::sentinel::{SentinelConnection, SwitchWatch};
+use super::single::SingleConnection;
 use crate::error::{Error, ErrorKind, Result};
 use crate::redact::RedactedUrl;
 use crate::redis_tls::{ensure_crypto_provider, open_client};
 
 /// Connects to the Redis that `options` names, and checks that it answers.
 ///
-/// - A single server (`redis://`, `rediss://`, `redis+unix://`, `unix://`): a RESP3
-///   `ConnectionManager`, which replaces a dropped connection as soon as it closes and
-///   retries a failed reconnection once.
+/// - A single server (`redis://`, `rediss://`, `redis+unix://`, `unix://`): one RESP3
+///   multiplexed connection, replaced before the next command once it closes; a failed
+///   reconnection is tried once more (see the [module docs](super)).
 /// - A cluster (`redis-cluster://`, `rediss-cluster://`): redis-rs's async
 ///   `ClusterConnection`, which discovers the cluster from any seed that answers, routes
 ///   each command to the master of its key's slot, follows `MOVED` and `ASK`, and refreshes
@@ -77,7 +76,7 @@ pub struct Connection {
 
 #[derive(Clone)]
 enum Link {
-    Single(ConnectionManager),
+    Single(SingleConnection),
     Cluster(ClusterConnection),
     Sentinel(SentinelConnection),
     /// One socket that is never replaced ([`Connection::pinned`]), to a single server or to
@@ -143,8 +142,8 @@ impl Connection {
     /// A new connection of its own to the same Redis, with `response_timeout` instead of the
     /// options' (for a blocking command, its block time plus the usual timeout).
     ///
-    /// - Single server: a new `ConnectionManager` (its own socket, reconnects like the shared
-    ///   one).
+    /// - Single server: a new self-healing connection (its own socket, replaced like the
+    ///   shared one's).
     /// - Sentinel: a new connection to the current master, which follows failovers like the
     ///   shared one.
     /// - Cluster: a new `ClusterConnection`, with its own connection to each node, so a
@@ -260,14 +259,15 @@ impl Connection {
 
     /// Sends `cmd` and converts its reply, as [`Cmd::query_async`] does on this connection, but
     /// through a shared reference and, on a single server, without boxing the call: the
-    /// command goes straight to the connection manager (this is every publish's path).
+    /// command goes straight to the current multiplexed connection (this is every publish's
+    /// path).
     ///
     /// # Errors
     ///
     /// The Redis error of the command, or of the reply's conversion to `T`.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
         let value = match &self.link {
-            Link::Single(conn) => conn.clone().send_packed_command(cmd).await?,
+            Link::Single(conn) => conn.send_command(cmd).await?,
             // Boxed, through `ConnectionLike`: the Sentinel connection's future (which may
             // ask the sentinels) is too deep to nest in every caller's future.
             _ => self.clone().req_packed_command(cmd).await?,
@@ -303,7 +303,7 @@ impl Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.link {
-            Link::Single(conn) => conn.req_packed_command(cmd),
+            Link::Single(conn) => Box::pin(conn.send_command(cmd)),
             Link::Cluster(conn) => conn.req_packed_command(cmd),
             Link::Sentinel(conn) => Box::pin(conn.send_command(cmd)),
             Link::Pinned(conn, _) => conn.req_packed_command(cmd),
@@ -317,7 +317,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.link {
-            Link::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Link::Single(conn) => Box::pin(conn.send_pipeline(pipeline, offset, count)),
             Link::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(conn) => Box::pin(conn.send_pipeline(pipeline, offset, count)),
             Link::Pinned(conn, _) => conn.req_packed_commands(pipeline, offset, count),
@@ -326,7 +326,7 @@ impl ConnectionLike for Connection {
 
     fn get_db(&self) -> i64 {
         match &self.link {
-            Link::Single(conn) => conn.get_db(),
+            Link::Single(conn) => conn.db(),
             Link::Cluster(conn) => conn.get_db(),
             Link::Sentinel(conn) => conn.db(),
             Link::Pinned(conn, _) => conn.get_db(),
@@ -454,11 +454,7 @@ impl Opener {
             |err: RedisError| Error::from_redis("connect", self.target.clone(), err);
         match &self.kind {
             OpenerKind::Single { client } => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(response_timeout))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(client.clone(), config)
+                SingleConnection::connect(client.clone(), self.connect_timeout, response_timeout)
                     .await
                     .map(Link::Single)
                     .map_err(connect_error)

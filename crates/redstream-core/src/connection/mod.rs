@@ -32,9 +32,10 @@
 //!
 //! # What each topology guarantees
 //!
-//! - **Single**: a RESP3 `ConnectionManager`. A dropped connection is replaced as soon as it
-//!   closes; a failed reconnection is tried once more. Nothing follows a move of the server
-//!   elsewhere.
+//! - **Single**: one RESP3 multiplexed connection (`single.rs`), which does the job of
+//!   redis-rs's `ConnectionManager` without its shared writes per command. Once it closes it
+//!   is replaced before the next command is sent; a failed reconnection is tried once more
+//!   about 100 ms later. Nothing follows a move of the server elsewhere.
 //! - **Cluster**: redis-rs's async `ClusterConnection`. The cluster is discovered from the
 //!   first seed that answers (one is enough; listing several survives the loss of one). Each
 //!   command goes to the master of its key's slot; `MOVED` and `ASK` are followed and the slot
@@ -84,6 +85,7 @@ pub mod embed;
 mod endpoint;
 mod options;
 mod sentinel;
+mod single;
 
 use redis::{Client, ProtocolVersion, RedisError};
 
@@ -94,11 +96,12 @@ pub use options::{ConnectionOptions, ConnectionSettings};
 
 use crate::{Error, RedactedUrl, Result};
 
-/// `client` speaking RESP3, for a `ConnectionManager`.
+/// `client` speaking RESP3, as the single-server connection uses it (and as redis-rs's
+/// `ConnectionManager` should be given it).
 ///
-/// Over RESP3, redis-rs's `ConnectionManager` learns that its connection dropped as soon as its
-/// reader sees the socket close, and starts reconnecting then. Over RESP2 it learns it from the
-/// next command, which fails with `broken pipe` after a restart however long the server has
+/// Over RESP3, redis-rs reports that a connection dropped as soon as its reader sees the socket
+/// close (a disconnection push), so the connection is replaced before the next command. Over
+/// RESP2 that is learnt from the next command, which fails with `broken pipe` after a restart however long the server has
 /// been back, and that failure cannot be told from one where the command did reach the server.
 ///
 /// # Errors

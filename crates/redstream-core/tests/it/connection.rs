@@ -343,8 +343,8 @@ async fn a_pinned_connection_is_never_replaced() {
     );
 }
 
-/// The shared connection to a single server (redis-rs's `ConnectionManager` over RESP3) is
-/// replaced as soon as the server closes it: the first command after each restart succeeds (a command sent on the old
+/// The shared connection to a single server is replaced before the next command once the
+/// server closes it: the first command after each restart succeeds (a command sent on the old
 /// socket would fail with `broken pipe` or a reset). While the server is down, a command fails
 /// with a refusal that says it was not sent. Many clones that all need the replacement at once
 /// make one connection between them.
