@@ -773,6 +773,36 @@ mod tests {
         assert_eq!(percent_encode("é"), "%C3%A9");
     }
 
+    /// A server that cannot bind its port, because another test's server took it first, is
+    /// not taken for ready when the other one answers there: its start fails with the bind
+    /// error (and `launch_process` tries another port). Taken for ready, a test would drive
+    /// the other test's server (seen in CI: a cluster formed from another cluster's node).
+    #[tokio::test]
+    async fn a_port_taken_by_another_server_is_not_mistaken_for_ready() {
+        let other = RedisServer::start().await.unwrap();
+        let dir = temp_dir().unwrap();
+        let conf = dir.path().join("redis.conf");
+        let log = dir.path().join("redis.log");
+        let config = format!(
+            "bind 127.0.0.1\nport {}\ndir {}\nloglevel notice\nsave \"\"\n",
+            other.port(),
+            path_str(dir.path()).unwrap()
+        );
+        fs::write(&conf, config).unwrap();
+        let binary = other.process("test").unwrap().binary.clone();
+        let process = Process::new(binary, Vec::new());
+        let started = process
+            .start(&conf, &log, other.port(), false, Duration::from_secs(30))
+            .await;
+        match started {
+            Err(Error::NotReady { log_tail, .. }) => {
+                assert!(log_tail.contains("Address already in use"), "{log_tail}");
+            }
+            Err(err) => panic!("another error than the bind failure: {err}"),
+            Ok(()) => panic!("the other server's answer was taken for this one being ready"),
+        }
+    }
+
     #[test]
     fn log_tail_keeps_the_last_lines_after_the_offset() {
         let dir = temp_dir().unwrap();

@@ -10,6 +10,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{PROBE_TIMEOUT, READY_LINE, log_tail, read_log};
+
+/// What a sentinel writes to its log once it listens.
+const SENTINEL_LINE: &str = "Sentinel ID is";
 use crate::error::{Error, Result};
 
 /// The local `redis-server` process and what is known about its state.
@@ -145,13 +148,13 @@ impl Process {
                     log_tail: log_tail(log_path, log_offset),
                 });
             }
-            // A TLS port cannot be probed without a TLS client, so TLS servers are judged by
-            // their log, which says "ready" only after the listeners are up and data is loaded.
-            let ready = if tls {
-                read_log(log_path, log_offset).is_ok_and(|log| log.contains(READY_LINE))
-            } else {
-                answers_ping(port)
-            };
+            // Ready when this run's log says so: a server (or a sentinel) that answers on the
+            // port may be another test's, which took the port between `free_port` and this
+            // bind (this process then exits with "Address already in use", and is started
+            // again on another port). A TLS port cannot be probed without a TLS client, so TLS
+            // servers are judged by their log alone; the others must answer too.
+            let ready = read_log(log_path, log_offset).is_ok_and(|log| self.says_ready(&log))
+                && (tls || answers_ping(port));
             if ready {
                 return Ok(());
             }
@@ -164,6 +167,14 @@ impl Process {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Whether this run's log says the server is ready: its ready line, written once its
+    /// listeners are up and its data is loaded, or for a sentinel (which Redis 7.0 does not
+    /// give that line) its id, written once it listens.
+    fn says_ready(&self, log: &str) -> bool {
+        log.contains(READY_LINE)
+            || (self.args.contains(&"--sentinel") && log.contains(SENTINEL_LINE))
     }
 
     /// Returns the exit status if the process has exited by itself, reaping it.
