@@ -51,10 +51,7 @@ impl Connection {
     /// also sent once more after its connection dropped (reset, broken pipe): it may have run,
     /// but running it twice changes nothing. That is every call of the sink but a batch script
     /// without the progress key (`exactly_once` off), which is sent again only when it was not
-    /// sent; the retry policy decides about the rest. (A connection that the server's death
-    /// reset while it was being made leaves the manager holding that error; the first call
-    /// after a restart then fails with it, however long the server has been back, and its
-    /// resend connects afresh.)
+    /// sent; the retry policy decides about the rest.
     pub(crate) async fn call<T, F, Fut>(
         &mut self,
         op: &'static str,
@@ -82,8 +79,8 @@ impl Connection {
                 Error::from_redis(op, target.to_owned(), err)
             };
             if err.kind() == ErrorKind::Auth {
-                // A connection refused its credentials is not retried by the manager: start
-                // a fresh one next time, so a password or ACL fixed on the server is used.
+                // Credentials refused: start a fresh connection next time (its first
+                // `PING` checks them again), so a password or ACL fixed on the server is used.
                 self.conn = None;
             }
             err

@@ -23,18 +23,22 @@
 //!   the next command reconnects. A timeout keeps the connection, as the manager does: a
 //!   server that is slow or paused answers on it later.
 //!
-//! A replacement is made by the first command that needs it, one at a time; the commands
-//! that come meanwhile wait for it. A failed attempt is tried once more about 100 ms later,
-//! as the manager's configuration (`number_of_retries(1)`) did: an attempt started as the
-//! server died can reach its closing listener and be reset, and the second one reaches the
-//! server once it is back. While the server stays down each command fails within a connect
-//! timeout or two, with the refusal that says nothing was sent.
+//! A replacement is started by the first command that needs it, in a task of its own; every
+//! command that comes while it runs waits for that one attempt and shares its outcome, and a
+//! command cancelled meanwhile (a caller's timeout) does not cancel it. A failed connection is
+//! tried once more about 100 ms later, as the manager's configuration (`number_of_retries(1)`)
+//! did: an attempt started as the server died can reach its closing listener and be reset, and
+//! the second one reaches the server once it is back. While the server stays down, a command
+//! fails within one attempt (two connect timeouts and the pause at most), with the refusal that
+//! says nothing was sent, however many commands wait; the next command starts a new attempt.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared as SharedFuture};
 use redis::aio::{ConnectionLike as _, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, PushInfo, PushKind, RedisError, Value};
 
@@ -54,10 +58,13 @@ struct Shared {
     db: i64,
     /// The open connection; `None` once it was found broken, until a command replaces it.
     current: ArcSwapOption<Current>,
-    /// Held while a replacement is made, so that concurrent commands make one.
-    replacing: tokio::sync::Mutex<()>,
+    /// The replacement under way, if any: every command that needs one awaits this one.
+    attempt: Mutex<Option<Attempt>>,
     generations: AtomicU64,
 }
+
+/// A replacement running in a task of its own, with the new connection and its generation.
+type Attempt = SharedFuture<BoxFuture<'static, Result<(u64, MultiplexedConnection), RedisError>>>;
 
 struct Current {
     generation: u64,
@@ -83,7 +90,7 @@ impl SingleConnection {
                 config,
                 db,
                 current: ArcSwapOption::empty(),
-                replacing: tokio::sync::Mutex::new(()),
+                attempt: Mutex::new(None),
                 generations: AtomicU64::new(0),
             }),
         };
@@ -107,60 +114,107 @@ impl SingleConnection {
     async fn current(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
         match self.live() {
             Some(live) => Ok(live),
-            // Boxed: the future of a connection attempt is large, and inline it would make
-            // every command's future as large, to be moved on the fast path too.
-            None => Box::pin(self.replace()).await,
+            // The attempt's own future is boxed, in its task: waiting for it is small.
+            None => self.replace().await,
         }
     }
 
-    /// Opens a new connection, unless another command did while this one waited its turn.
+    /// The connection a replacement makes: the one under way, or a new one. Looked at under
+    /// the attempt's lock, which an attempt that succeeded takes after storing its
+    /// connection, so a command finds either the new connection or the attempt.
     async fn replace(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
-        let _one_at_a_time = self.shared.replacing.lock().await;
-        if let Some(live) = self.live() {
-            return Ok(live);
-        }
-        let (conn, closed) = match self.open().await {
-            Ok(opened) => opened,
-            Err(first) => {
-                tracing::debug!(error = %first, "connecting failed; trying once more");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                self.open().await?
+        let attempt = {
+            let mut attempt = self
+                .shared
+                .attempt
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(live) = self.live() {
+                return Ok(live);
             }
+            attempt
+                .get_or_insert_with(|| Shared::start_attempt(&self.shared))
+                .clone()
         };
-        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        if generation > 1 {
-            tracing::info!(generation, "reconnected to the server");
+        attempt.await
+    }
+}
+
+impl Shared {
+    /// Starts a replacement in a task of its own, which stores the new connection and then
+    /// clears itself from `attempt`.
+    fn start_attempt(shared: &Arc<Self>) -> Attempt {
+        let shared = Arc::clone(shared);
+        let task = tokio::spawn(async move {
+            // Cleared however the task ends: done, or dropped with its runtime.
+            let _clear = ClearAttempt(Arc::clone(&shared));
+            let opened = match shared.open().await {
+                Ok(opened) => Ok(opened),
+                Err(first) => {
+                    tracing::debug!(error = %first, "connecting failed; trying once more");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    shared.open().await
+                }
+            };
+            opened.map(|(conn, closed)| {
+                let generation = shared.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                if generation > 1 {
+                    tracing::info!(generation, "reconnected to the server");
+                }
+                shared.current.store(Some(Arc::new(Current {
+                    generation,
+                    conn: conn.clone(),
+                    closed,
+                })));
+                (generation, conn)
+            })
+        });
+        async move {
+            task.await.unwrap_or_else(|ended| {
+                // The runtime shut down under the task: nothing was stored, and the next
+                // command starts a new attempt.
+                Err(RedisError::from(std::io::Error::other(format!(
+                    "the reconnection ended before it connected: {ended}"
+                ))))
+            })
         }
-        self.shared.current.store(Some(Arc::new(Current {
-            generation,
-            conn: conn.clone(),
-            closed,
-        })));
-        Ok((generation, conn))
+        .boxed()
+        .shared()
     }
 
     /// One connection, with the flag its disconnection push sets.
     async fn open(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
         let closed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&closed);
-        let config = self
-            .shared
-            .config
-            .clone()
-            .set_push_sender(move |info: PushInfo| {
-                if info.kind == PushKind::Disconnection {
-                    flag.store(true, Ordering::Release);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
+        let config = self.config.clone().set_push_sender(move |info: PushInfo| {
+            if info.kind == PushKind::Disconnection {
+                flag.store(true, Ordering::Release);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
         let conn = self
-            .shared
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok((conn, closed))
     }
+}
 
+/// Clears the replacement under way when its task ends, so that the next command that finds
+/// no connection starts a new one.
+struct ClearAttempt(Arc<Shared>);
+
+impl Drop for ClearAttempt {
+    fn drop(&mut self) {
+        *self
+            .0
+            .attempt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+impl SingleConnection {
     /// After a failed command on the connection of `generation`: an unusable connection is
     /// forgotten, so that the next command opens a new one.
     fn after_error(&self, generation: u64, err: &RedisError) {
