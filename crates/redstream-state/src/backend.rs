@@ -25,8 +25,8 @@
 //! backend they wrap, so a stack is one concrete type whose calls inline, and [`AnyBackend`]
 //! picks one of three stacks with one `match` per method (the `dispatch_async!` macro below):
 //! its future holds the in-memory or plain Redis stack's future inline, and the fallback
-//! stack's boxed (it is the largest by about a kilobyte, and every call's future is as large
-//! as its largest arm). A `dyn Backend` would need a boxed future per call on the hot path,
+//! stack's boxed (for writes it is the largest: `put`'s future is 2,680 bytes with it inline,
+//! 1,976 with it boxed, and every call's future is as large as its largest arm). A `dyn Backend` would need a boxed future per call on the hot path,
 //! and making `StateStore` generic would change the public API.
 //!
 //! # Provided methods
