@@ -30,8 +30,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike as _, MultiplexedConnection};
 use redis::sentinel::SentinelClient;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, PushKind, RedisError, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, Value};
 
+use super::single::with_closed_flag;
 use crate::redis_error::refused_by_replica;
 
 /// A self-healing connection to the master a Sentinel group names. Cheap to clone; clones
@@ -143,18 +144,7 @@ impl SentinelConnection {
         {
             return Ok(current);
         }
-        let closed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&closed);
-        let config = self
-            .shared
-            .config
-            .clone()
-            .set_push_sender(move |info: PushInfo| {
-                if info.kind == PushKind::Disconnection {
-                    flag.store(true, Ordering::Release);
-                }
-                Ok::<(), std::convert::Infallible>(())
-            });
+        let (config, closed) = with_closed_flag(&self.shared.config);
         let lookup = async {
             let client = self
                 .shared

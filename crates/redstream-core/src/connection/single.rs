@@ -184,20 +184,30 @@ impl Shared {
 
     /// One connection, with the flag its disconnection push sets.
     async fn open(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
-        let closed = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&closed);
-        let config = self.config.clone().set_push_sender(move |info: PushInfo| {
-            if info.kind == PushKind::Disconnection {
-                flag.store(true, Ordering::Release);
-            }
-            Ok::<(), std::convert::Infallible>(())
-        });
+        let (config, closed) = with_closed_flag(&self.config);
         let conn = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         Ok((conn, closed))
     }
+}
+
+/// `config` for a RESP3 connection whose disconnection push sets the returned flag: redis-rs
+/// reports a closed socket at once, and a command can then replace the connection before it
+/// is sent, instead of failing on the dead socket.
+pub(super) fn with_closed_flag(
+    config: &AsyncConnectionConfig,
+) -> (AsyncConnectionConfig, Arc<AtomicBool>) {
+    let closed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&closed);
+    let config = config.clone().set_push_sender(move |info: PushInfo| {
+        if info.kind == PushKind::Disconnection {
+            flag.store(true, Ordering::Release);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    (config, closed)
 }
 
 /// Clears the replacement under way when its task ends, so that the next command that finds

@@ -398,6 +398,74 @@ async fn a_single_server_connection_is_replaced_before_the_next_command() {
     );
 }
 
+/// Commands that all find the single-server connection gone share one reconnection attempt,
+/// and its failure: with the server paused (`SIGSTOP`), its kernel still completes each TCP
+/// connection, so once it resumes, its count of accepted connections says how many were tried.
+/// One attempt is two connections (the first and its retry), however many commands waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_waiting_for_a_reconnection_share_one_attempt() {
+    let server = RedisServer::start().await.unwrap();
+    let options = ConnectionOptions::new(server.url())
+        .with_connect_timeout(Duration::from_millis(300))
+        .with_response_timeout(Duration::from_millis(300));
+    let shared = connection::connect(&options).await.unwrap();
+    // A restart closes the shared connection; the next command must make a new one.
+    server.restart().await.unwrap();
+    let mut admin = server.connection().await.unwrap();
+    let stats = redis::cmd("INFO").arg("stats").clone();
+    let connections = |info: String| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = connections(stats.query_async(&mut admin).await.unwrap());
+
+    server.pause().unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let conn = shared.clone();
+            tokio::spawn(async move { conn.query::<String>(&redis::cmd("PING")).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(
+            task.await.unwrap().is_err(),
+            "a command reached a paused server"
+        );
+    }
+    server.resume().unwrap();
+    // The server accepts every connection waiting in its backlog at once, but may answer the
+    // admin connection first: wait until it has accepted some, then count them all.
+    redstream_testkit::wait_until("the paused attempts to be accepted", HANG_GUARD, || {
+        let (mut admin, stats) = (admin.clone(), stats.clone());
+        async move {
+            let info: String = stats
+                .query_async(&mut admin)
+                .await
+                .map_err(|e| e.to_string())?;
+            if connections(info) >= before + 2 {
+                Ok(())
+            } else {
+                Err("not yet accepted".to_owned())
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let after = connections(stats.query_async(&mut admin).await.unwrap());
+    assert_eq!(
+        after - before,
+        2,
+        "connections tried by 16 waiting commands"
+    );
+    // And once the server answers again, the next command reconnects.
+    assert_eq!(
+        shared.query::<String>(&redis::cmd("PING")).await.unwrap(),
+        "PONG"
+    );
+}
+
 #[tokio::test]
 async fn unix_socket() {
     // A relative path: the server creates it in its data directory.
