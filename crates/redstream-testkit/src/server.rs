@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -671,15 +671,24 @@ fn is_executable(path: &Path) -> bool {
 
 /// A port that was free a moment ago. Someone may take it before redis-server binds it, which
 /// the caller handles by trying again.
+///
+/// Asked for without `SO_REUSEADDR` (which std's `TcpListener` sets), so the kernel picks a
+/// port with no connection of an earlier server lingering in `TIME_WAIT` on it: a killed
+/// server's port could not be held on such a port (see `process::hold_port`).
 fn free_port() -> Result<u16> {
+    use socket2::{Domain, Socket, Type};
+    let error = |err| Error::io("finding a free port", err);
     loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|err| Error::io("finding a free port", err))?;
-        let port = listener
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(error)?;
+        socket
+            .bind(&std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+            .map_err(error)?;
+        let port = socket
             .local_addr()
-            .map_err(|err| Error::io("finding a free port", err))?
-            .port();
-        if port != SHARED_REDIS_PORT {
+            .map_err(error)?
+            .as_socket()
+            .map_or(0, |addr| addr.port());
+        if port != 0 && port != SHARED_REDIS_PORT {
             return Ok(port);
         }
     }
