@@ -669,12 +669,18 @@ fn is_executable(path: &Path) -> bool {
     }
 }
 
+/// The highest port whose default cluster bus port (port + 10000) exists.
+const MAX_PORT_WITH_DEFAULT_BUS: u16 = 55535;
+
 /// A port that was free a moment ago. Someone may take it before redis-server binds it, which
 /// the caller handles by trying again.
 ///
 /// Asked for without `SO_REUSEADDR` (which std's `TcpListener` sets), so the kernel picks a
 /// port with no connection of an earlier server lingering in `TIME_WAIT` on it: a killed
-/// server's port could not be held on such a port (see `process::hold_port`).
+/// server's port could not be held on such a port (see `process::hold_port`). The kernel then
+/// picks from its whole ephemeral range (with `SO_REUSEADDR`, from its lower half), so ports
+/// above 55535 are passed over: a cluster node without a bus port of its own listens on its
+/// port plus 10000.
 fn free_port() -> Result<u16> {
     use socket2::{Domain, Socket, Type};
     let error = |err| Error::io("finding a free port", err);
@@ -688,7 +694,7 @@ fn free_port() -> Result<u16> {
             .map_err(error)?
             .as_socket()
             .map_or(0, |addr| addr.port());
-        if port != 0 && port != SHARED_REDIS_PORT {
+        if port != 0 && port != SHARED_REDIS_PORT && port <= MAX_PORT_WITH_DEFAULT_BUS {
             return Ok(port);
         }
     }
