@@ -343,6 +343,19 @@ async fn a_pinned_connection_is_never_replaced() {
     );
 }
 
+/// The server's count of connections it has accepted (`INFO stats`).
+async fn connections_received(admin: &mut impl ConnectionLike) -> Result<u64, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(admin)
+        .await
+        .map_err(|e| e.to_string())?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("no total_connections_received in {info}"))
+}
+
 /// The shared connection to a single server is replaced before the next command once the
 /// server closes it: the first command after each restart succeeds (a command sent on the old
 /// socket would fail with `broken pipe` or a reset). While the server is down, a command fails
@@ -376,21 +389,14 @@ async fn a_single_server_connection_is_replaced_before_the_next_command() {
 
     server.restart().await.unwrap();
     let mut admin = server.connection().await.unwrap();
-    let connections = |info: String| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("total_connections_received:"))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    let stats = redis::cmd("INFO").arg("stats").clone();
-    let before = connections(stats.query_async(&mut admin).await.unwrap());
+    let before = connections_received(&mut admin).await.unwrap();
     let tasks: Vec<_> = (0..32)
         .map(|_| tokio::spawn(ping(shared.clone())))
         .collect();
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), "PONG");
     }
-    let after = connections(stats.query_async(&mut admin).await.unwrap());
+    let after = connections_received(&mut admin).await.unwrap();
     assert_eq!(
         after - before,
         1,
@@ -412,14 +418,7 @@ async fn commands_waiting_for_a_reconnection_share_one_attempt() {
     // A restart closes the shared connection; the next command must make a new one.
     server.restart().await.unwrap();
     let mut admin = server.connection().await.unwrap();
-    let stats = redis::cmd("INFO").arg("stats").clone();
-    let connections = |info: String| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("total_connections_received:"))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    let before = connections(stats.query_async(&mut admin).await.unwrap());
+    let before = connections_received(&mut admin).await.unwrap();
 
     server.pause().unwrap();
     let tasks: Vec<_> = (0..16)
@@ -438,13 +437,9 @@ async fn commands_waiting_for_a_reconnection_share_one_attempt() {
     // The server accepts every connection waiting in its backlog at once, but may answer the
     // admin connection first: wait until it has accepted some, then count them all.
     redstream_testkit::wait_until("the paused attempts to be accepted", HANG_GUARD, || {
-        let (mut admin, stats) = (admin.clone(), stats.clone());
+        let mut admin = admin.clone();
         async move {
-            let info: String = stats
-                .query_async(&mut admin)
-                .await
-                .map_err(|e| e.to_string())?;
-            if connections(info) >= before + 2 {
+            if connections_received(&mut admin).await? >= before + 2 {
                 Ok(())
             } else {
                 Err("not yet accepted".to_owned())
@@ -453,7 +448,7 @@ async fn commands_waiting_for_a_reconnection_share_one_attempt() {
     })
     .await
     .unwrap();
-    let after = connections(stats.query_async(&mut admin).await.unwrap());
+    let after = connections_received(&mut admin).await.unwrap();
     assert_eq!(
         after - before,
         2,
