@@ -314,6 +314,31 @@ impl<T> BackpressureQueue<T> {
         }
     }
 
+    /// Pushes every one of `items`, in order, if the queue has room for all of them now;
+    /// otherwise (not enough room, or closed) pushes none and hands them all back. It never
+    /// waits and never drops, whatever the strategy: the caller decides what to do with items
+    /// that did not fit (push them one at a time with [`push`](Self::push), say). One lock
+    /// for the batch instead of one per item; nothing is counted as rejected or dropped.
+    ///
+    /// # Errors
+    ///
+    /// The items, unqueued, when they do not all fit or the queue is closed.
+    pub fn try_push_all(&self, items: Vec<T>) -> std::result::Result<(), Vec<T>> {
+        let mut state = self.shared.lock();
+        let free = self
+            .shared
+            .config
+            .max_queue_size
+            .saturating_sub(state.items.len());
+        if state.closed || items.len() > free {
+            return Err(items);
+        }
+        let n = items.len();
+        state.items.extend(items);
+        self.shared.queued(state, n);
+        Ok(())
+    }
+
     /// Takes the oldest item, waiting for one if the queue is empty.
     ///
     /// Returns `None` once the queue is closed and empty: items queued before
@@ -417,24 +442,7 @@ impl<T> Shared<T> {
         }
         if state.items.len() < capacity {
             state.items.push_back(item);
-            state.pushed += 1;
-            let len = state.items.len();
-            let warn = !state.warned && self.at_or_above_threshold(len);
-            if warn {
-                state.warned = true;
-                state.warnings += 1;
-            }
-            drop(state);
-            self.item_available.notify_one();
-            if warn {
-                tracing::warn!(
-                    queue_size = len,
-                    capacity,
-                    warning_threshold = self.config.warning_threshold,
-                    strategy = ?self.config.strategy,
-                    "backpressure queue is filling up"
-                );
-            }
+            self.queued(state, 1);
             return Attempt::Done(Ok(PushOutcome::Queued));
         }
         match self.config.strategy {
@@ -458,6 +466,31 @@ impl<T> Shared<T> {
                 state.rejected += 1;
                 Attempt::Done(Err(Error::QueueFull { capacity }))
             }
+        }
+    }
+
+    /// Counts `n` items just queued, releases the lock, wakes up to `n` waiting takers and
+    /// warns if the fill crossed the threshold.
+    fn queued(&self, mut state: MutexGuard<'_, State<T>>, n: usize) {
+        state.pushed += n as u64;
+        let len = state.items.len();
+        let warn = !state.warned && self.at_or_above_threshold(len);
+        if warn {
+            state.warned = true;
+            state.warnings += 1;
+        }
+        drop(state);
+        for _ in 0..n {
+            self.item_available.notify_one();
+        }
+        if warn {
+            tracing::warn!(
+                queue_size = len,
+                capacity = self.config.max_queue_size,
+                warning_threshold = self.config.warning_threshold,
+                strategy = ?self.config.strategy,
+                "backpressure queue is filling up"
+            );
         }
     }
 
@@ -651,6 +684,43 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::QueueFull);
         assert_eq!(queue.stats().rejected_events, 1);
         assert_eq!(drain(&queue), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn try_push_all_pushes_all_or_none() {
+        for strategy in [
+            BackpressureStrategy::Block,
+            BackpressureStrategy::DropOldest,
+            BackpressureStrategy::DropNewest,
+            BackpressureStrategy::Reject,
+        ] {
+            let queue = queue(4, strategy);
+            queue.try_push_all(vec![1, 2]).unwrap();
+            // Three more do not fit in the two free places: none is pushed, nothing dropped.
+            assert_eq!(queue.try_push_all(vec![3, 4, 5]), Err(vec![3, 4, 5]));
+            queue.try_push_all(vec![3, 4]).unwrap();
+            assert_eq!(queue.try_push_all(vec![]), Ok(()));
+            let stats = queue.stats();
+            assert_eq!(stats.total_pushed, 4, "{strategy:?}");
+            assert_eq!(
+                stats.dropped_events + stats.rejected_events,
+                0,
+                "{strategy:?}"
+            );
+            assert_eq!(drain(&queue), vec![1, 2, 3, 4]);
+        }
+        let queue = queue(4, BackpressureStrategy::Block);
+        // A taker waiting for an item gets one of the batch.
+        let taker = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pop().await }
+        });
+        settle().await;
+        queue.try_push_all(vec![7, 8]).unwrap();
+        assert_eq!(taker.await.unwrap(), Some(7));
+        queue.close();
+        assert_eq!(queue.try_push_all(vec![9]), Err(vec![9]));
+        assert_eq!(drain(&queue), vec![8]);
     }
 
     #[tokio::test]

@@ -162,6 +162,36 @@ impl Buffer {
         }
     }
 
+    /// Puts every one of `deliveries` in its lane if the buffer has room for all of them now,
+    /// with one lock of the lanes and of the tickets and one wake-up for the batch (a read's
+    /// entries, which would otherwise take both locks and a look for a worker to wake per
+    /// entry). Otherwise (not enough room, or closed) none is pushed and all are handed back,
+    /// for [`push`](Self::push) one at a time. Never waits, never drops.
+    ///
+    /// The tickets are pushed under the lanes' lock (the one place that holds both, always in
+    /// this order), so a worker that pops one of them waits for the lanes and finds its entry.
+    pub(crate) fn push_all(&self, deliveries: Vec<Delivery>) -> Result<(), Vec<Delivery>> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut lanes = self.lanes();
+        if self
+            .tickets
+            .try_push_all(vec![(); deliveries.len()])
+            .is_err()
+        {
+            return Err(deliveries);
+        }
+        for delivery in deliveries {
+            lanes.pushes += 1;
+            let push = lanes.pushes;
+            lanes.lanes[delivery.lane.min(LANES - 1)].push_back((push, delivery));
+        }
+        drop(lanes);
+        self.wake_a_worker();
+        Ok(())
+    }
+
     /// Takes the least urgent entry out: the oldest or the newest of the lowest non-empty lane.
     fn evict(&self, oldest: bool) -> Vec<Delivery> {
         let mut lanes = self.lanes();
@@ -429,6 +459,19 @@ mod tests {
             order.push(buffer.take().await.unwrap().id);
         }
         assert_eq!(order, ["4-0", "3-0", "2-0", "5-0", "1-0"]);
+
+        // The same entries pushed in one go; a batch that does not fit is not pushed at all.
+        let batch = [(3, 1), (2, 2), (1, 3), (0, 4), (2, 5)].map(|(lane, n)| delivery(lane, n));
+        assert!(buffer.push_all(batch.into()).is_ok());
+        let too_many: Vec<_> = (6..12).map(|n| delivery(0, n)).collect();
+        assert_eq!(buffer.push_all(too_many).map_err(|back| back.len()), Err(6));
+        let mut order = Vec::new();
+        while buffer.free() < 10 {
+            order.push(buffer.take().await.unwrap().id);
+        }
+        assert_eq!(order, ["4-0", "3-0", "2-0", "5-0", "1-0"]);
+        buffer.close();
+        assert!(buffer.push_all(vec![delivery(2, 13)]).is_err(), "closed");
     }
 
     /// Workers take every entry, whatever the interleaving of pushes and takes on several
@@ -459,13 +502,28 @@ mod tests {
             .map(|p| {
                 let buffer = buffer.clone();
                 tokio::spawn(async move {
-                    for n in 0..PER_PUSHER {
+                    let mut n = 0;
+                    while n < PER_PUSHER {
+                        // The first pusher pushes as a reader does: 25 entries in one go when
+                        // they all fit, else one at a time.
+                        if p == 0 {
+                            let batch: Vec<_> = (n..(n + 25).min(PER_PUSHER))
+                                .map(|n| delivery(2, p * PER_PUSHER + n))
+                                .collect();
+                            let len = batch.len() as u32;
+                            if buffer.push_all(batch).is_ok() {
+                                n += len;
+                                tokio::task::yield_now().await;
+                                continue;
+                            }
+                        }
                         let pushed = buffer.push(delivery(2, p * PER_PUSHER + n)).await;
                         assert!(matches!(pushed, Pushed::Queued));
                         // Bursts with pauses between them, so the workers go back to waiting.
                         if n % 50 == 49 {
                             tokio::task::yield_now().await;
                         }
+                        n += 1;
                     }
                 })
             })
@@ -498,6 +556,16 @@ mod tests {
     /// entries: four handlers that each wait for the other three all get to run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_reaches_a_worker_per_entry() {
+        burst_reaches_a_worker_per_entry(false).await;
+    }
+
+    /// The same for entries pushed in one go, as a reader pushes a read (one wake-up for all).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_reaches_a_worker_per_entry() {
+        burst_reaches_a_worker_per_entry(true).await;
+    }
+
+    async fn burst_reaches_a_worker_per_entry(in_one_go: bool) {
         const WORKERS: usize = 4;
         let buffer = buffer(16, BackpressureStrategy::Block);
         let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
@@ -515,8 +583,13 @@ mod tests {
         while buffer.workers_waiting() < WORKERS {
             tokio::task::yield_now().await;
         }
-        for n in 0..WORKERS {
-            buffer.push(delivery(2, n as u32)).await;
+        if in_one_go {
+            let batch = (0..WORKERS).map(|n| delivery(2, n as u32)).collect();
+            assert!(buffer.push_all(batch).is_ok());
+        } else {
+            for n in 0..WORKERS {
+                buffer.push(delivery(2, n as u32)).await;
+            }
         }
         let all_ran = async {
             for worker in workers {

@@ -166,12 +166,15 @@ impl Sub {
     /// [`dispatch`](Self::dispatch) for the entries of one read, recorded as held under one
     /// lock before the first is queued: those still waiting for room in the buffer are held
     /// too, so the keep-alive keeps them from being claimed by another consumer meanwhile.
-    /// With the `Block` strategy each waits for room beyond the claims' reserve
+    /// When they all fit (beyond the claims' reserve, with the `Block` strategy) they are
+    /// pushed in one go ([`Buffer::push_all`](super::buffer::Buffer::push_all)). Otherwise,
+    /// with the `Block` strategy, each waits for room beyond the reserve
     /// ([`Buffer::room`](super::buffer::Buffer::room)) before it is pushed, so that reading a
-    /// backlog never takes the room the claim passes need.
+    /// backlog never takes the room the claim passes need; a dropping strategy applies to
+    /// each in turn.
     pub(crate) async fn dispatch_read(
         &self,
-        deliveries: Vec<Delivery>,
+        mut deliveries: Vec<Delivery>,
         leftover: &mut Vec<Delivery>,
     ) {
         let fresh = self.flights.insert_all(
@@ -180,15 +183,26 @@ impl Sub {
                 .iter()
                 .map(|d| (self.spec(d.stream).key.as_str(), d.id.as_str())),
         );
+        let mut fresh = fresh.into_iter();
+        deliveries.retain(|_| fresh.next().unwrap_or(false));
+        // Usually the whole read fits, beyond the claims' reserve: pushed in one go.
+        if !self.stop.is_cancelled()
+            && self
+                .buffer
+                .reader_budget()
+                .is_none_or(|room| room >= deliveries.len())
+        {
+            match self.buffer.push_all(deliveries) {
+                Ok(()) => return,
+                Err(back) => deliveries = back,
+            }
+        }
         // Pushes left before the buffer is looked at again (its count takes its lock): once
         // per read while it has room, not once per entry. Meanwhile workers free places, and
         // a claim pass may take some (at most a page): the reserve is what readers leave, not
         // a lock.
         let mut budget = 0;
-        for (delivery, fresh) in deliveries.into_iter().zip(fresh) {
-            if !fresh {
-                continue;
-            }
+        for delivery in deliveries {
             if budget == 0 {
                 budget = match self.buffer.reader_budget() {
                     None => usize::MAX,
