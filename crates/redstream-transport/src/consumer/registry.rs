@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,10 +76,10 @@ impl Registry {
 /// transport, so this is what keeps a subscription from re-reading or claiming an entry another
 /// one of its group (or itself) holds.
 ///
-/// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; an id is
-/// kept as its two numbers ([`FlightId`]), so that holding an entry allocates nothing either
-/// and a lookup hashes and compares two integers; hashed with foldhash (randomly seeded per
-/// process) rather than SipHash: every entry passes through this map at least twice.
+/// Keyed by stream, then entry id, so that a lookup by `&str` allocates nothing; the ids are
+/// kept inline ([`FlightId`]), so that holding an entry allocates nothing either;
+/// hashed with foldhash (randomly seeded per process) rather than SipHash: every entry passes
+/// through this map at least twice.
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, HashMap<FlightId, Flight, Seeded>, Seeded>>,
@@ -86,47 +87,58 @@ pub(crate) struct Flights {
 
 type Seeded = foldhash::fast::RandomState;
 
-/// An entry id as a key. Every id Redis writes is `<milliseconds>-<sequence>`, two 64-bit
-/// numbers in canonical decimal, and is kept as those numbers: 16 bytes, no allocation, and
-/// a probe compares integers (the acker removes every entry it acknowledges, on another
-/// thread than the reader that inserted it, so a small key is fewer cache lines to fetch).
-/// Any other text (a leading zero, a sign, a number past `u64::MAX`: never from Redis) is
-/// kept as it is, so two keys are equal exactly when their texts are.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An entry id as a key, its text kept inline: holding an entry allocates nothing. Every id
+/// Redis writes fits (`<milliseconds>-<sequence>`, two 64-bit numbers: at most 41 bytes);
+/// a longer one is kept on the heap.
+#[derive(Debug, Clone)]
 enum FlightId {
-    Numeric { ms: u64, seq: u64 },
-    Text(Box<str>),
+    Inline {
+        len: u8,
+        bytes: [u8; FlightId::INLINE],
+    },
+    Heap(Box<str>),
 }
 
 impl FlightId {
+    const INLINE: usize = 47;
+
     fn of(id: &str) -> Self {
-        match id.split_once('-') {
-            Some((ms, seq)) => match (canonical(ms), canonical(seq)) {
-                (Some(ms), Some(seq)) => Self::Numeric { ms, seq },
-                _ => Self::Text(id.into()),
-            },
-            None => Self::Text(id.into()),
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= Self::INLINE => {
+                let mut bytes = [0; Self::INLINE];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(text) => text.as_bytes(),
         }
     }
 }
 
-/// `text` as a number if it is one as `u64`'s `Display` writes it: digits only, no leading
-/// zero (but `0` itself), at most `u64::MAX`.
-fn canonical(text: &str) -> Option<u64> {
-    let bytes = text.as_bytes();
-    let digits = !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit);
-    if !digits || (bytes.len() > 1 && bytes[0] == b'0') {
-        return None;
+impl PartialEq for FlightId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
     }
-    text.parse().ok()
+}
+
+impl Eq for FlightId {}
+
+impl Hash for FlightId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
 }
 
 impl fmt::Display for FlightId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Numeric { ms, seq } => write!(f, "{ms}-{seq}"),
-            Self::Text(text) => f.write_str(text),
-        }
+        // Made from a `&str` and cut at its end: always UTF-8.
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
     }
 }
 
@@ -275,31 +287,12 @@ mod tests {
     }
 
     #[test]
-    fn ids_redis_writes_are_kept_as_numbers_and_others_as_text() {
+    fn the_longest_ids_redis_writes_are_kept_inline() {
         let longest = format!("{}-{}", u64::MAX, u64::MAX);
-        assert_eq!(
-            FlightId::of(&longest),
-            FlightId::Numeric {
-                ms: u64::MAX,
-                seq: u64::MAX
-            }
-        );
-        assert_eq!(FlightId::of("0-0"), FlightId::Numeric { ms: 0, seq: 0 });
-        for text in [
-            "05-1",
-            "5-01",
-            "+5-1",
-            "5-",
-            "-1",
-            "5",
-            "5-1-2",
-            "18446744073709551616-0",
-            "",
-        ] {
-            assert_eq!(FlightId::of(text), FlightId::Text(text.into()), "{text}");
-            assert_eq!(FlightId::of(text).to_string(), text);
-        }
-        assert_ne!(FlightId::of("05-1"), FlightId::of("5-1"));
+        assert!(matches!(FlightId::of(&longest), FlightId::Inline { .. }));
+        let longer = "x".repeat(FlightId::INLINE + 1);
+        assert!(matches!(FlightId::of(&longer), FlightId::Heap(_)));
+        assert_eq!(FlightId::of(&longer).to_string(), longer);
     }
 
     #[test]
