@@ -8,6 +8,8 @@
 //! For trying other settings: `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
 //! `REDSTREAM_BENCH_ACK_BATCH` set the transport's. The raw loops read as many entries per
 //! `XREADGROUP` as the transport (its `read_count`), or `REDSTREAM_BENCH_RAW_COUNT`.
+//! `REDSTREAM_BENCH_SIDE=redstream` (or `raw`) runs one side only of the `four` part, to be
+//! profiled on its own (`perf record`: see `docs/performance.md`).
 //!
 //! Under the consume lines and the batch lines, the server's time per event for each side
 //! (`INFO commandstats`, reset before each side runs): where a gap is the server's work, not
@@ -721,6 +723,18 @@ fn main() {
                 let raw_stream = format!("raw:four{round}");
                 raw_publish_batches(&raw, &ours_stream, total, false).await;
                 raw_publish_batches(&raw, &raw_stream, total, false).await;
+                if let Ok(side) = std::env::var("REDSTREAM_BENCH_SIDE") {
+                    // One side only, for a profiler: no ratio.
+                    let elapsed = match side.as_str() {
+                        "redstream" => consume_all_by_four(&server, &prefix, total).await,
+                        "raw" => raw_consume_all_by_four(&server, &raw_stream, total).await,
+                        other => panic!("REDSTREAM_BENCH_SIDE is redstream or raw, not {other}"),
+                    };
+                    println!("consume + ack, 4 consumers, {side} only: {:.0} msg/s", rate(total, elapsed));
+                    del(&raw, &ours_stream).await;
+                    del(&raw, &raw_stream).await;
+                    continue;
+                }
                 let ((a, a_work), (b, b_work)) = if round % 2 == 0 {
                     let a = with_server_work(&raw, consume_all_by_four(&server, &prefix, total));
                     let a = a.await;
