@@ -10,6 +10,10 @@
 //! - [`DropNewest`](BackpressureStrategy::DropNewest): the incoming item is handed back;
 //! - [`Reject`](BackpressureStrategy::Reject): the push fails with [`Error::QueueFull`].
 //!
+//! [`try_push_all`](BackpressureQueue::try_push_all) queues a batch whole or not at all,
+//! without waiting or dropping, under one lock: the caller decides what to do with a batch
+//! that does not fit.
+//!
 //! The queue never holds more than `max_queue_size` items. When it fills past
 //! `warning_threshold`, a warning is logged once; the next warning needs the fill to drop below
 //! the threshold first.
