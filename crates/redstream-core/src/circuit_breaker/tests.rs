@@ -728,3 +728,32 @@ proptest! {
         })?;
     }
 }
+
+/// Calls counted on many threads (more than there are stripes, each thread on its own
+/// stripe or sharing one) all add up in the snapshot.
+#[test]
+fn calls_from_many_threads_are_all_counted() {
+    const THREADS: u64 = 12;
+    const CALLS: u64 = 1_000;
+    let breaker = breaker(5, 1, 1);
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let breaker = &breaker;
+            scope.spawn(move || {
+                for call in 0..CALLS {
+                    let permit = breaker.try_acquire().unwrap();
+                    // One call in ten per thread is ignored: admitted, not a success.
+                    if (thread + call) % 10 == 0 {
+                        permit.record_ignored();
+                    } else {
+                        permit.record_success();
+                    }
+                }
+            });
+        }
+    });
+    let stats = breaker.stats();
+    assert_eq!(stats.total_requests, THREADS * CALLS);
+    assert_eq!(stats.success_count, THREADS * CALLS * 9 / 10);
+    assert_eq!(stats.failure_count, 0);
+}
