@@ -729,8 +729,8 @@ proptest! {
     }
 }
 
-/// Calls counted on many threads (more than there are stripes, each thread on its own
-/// stripe or sharing one) all add up in the snapshot.
+/// Calls counted on many threads at once all add up in the snapshot: the admitted calls, and
+/// the successes among them (an ignored call is admitted but not a success).
 #[test]
 fn calls_from_many_threads_are_all_counted() {
     const THREADS: u64 = 12;
