@@ -21,6 +21,9 @@
 //! keys have `:`, and prefixes may not contain `#`, so no user key of any store can be a
 //! checkpoint key, and listing a store's keys never returns a checkpoint.
 
+use std::io::Write as _;
+
+use redis::{Cmd, RedisWrite as _};
 use redstream_core::keys::{SEPARATOR, escape_glob_into};
 
 pub use redstream_core::keys::KeyLayout;
@@ -70,6 +73,31 @@ impl Keys {
         let mut out = String::with_capacity(self.base.len() + 1 + key.len());
         self.write_key(&mut out, key);
         out
+    }
+
+    /// The command `name` with the Redis key of `key` as its first argument, sized for
+    /// `more_args` further arguments of `more_bytes` bytes in all. The key is written straight
+    /// into the command, and neither of its buffers grows while the caller adds the rest: a
+    /// single-key operation allocates no key of its own and never reallocates the command.
+    pub(crate) fn command(
+        &self,
+        name: &str,
+        key: &str,
+        more_args: usize,
+        more_bytes: usize,
+    ) -> Cmd {
+        let key_len = self.base.len() + SEPARATOR.len_utf8() + key.len();
+        let mut cmd = Cmd::with_capacity(2 + more_args, name.len() + key_len + more_bytes);
+        cmd.arg(name);
+        let mut separator = [0; 4];
+        let separator = SEPARATOR.encode_utf8(&mut separator).as_bytes();
+        let mut arg = cmd.writer_for_next_arg();
+        // Writes into the command's own `Vec<u8>`, which cannot fail.
+        for part in [self.base.as_bytes(), separator, key.as_bytes()] {
+            let _ = arg.write_all(part);
+        }
+        drop(arg);
+        cmd
     }
 
     /// [`key`](Self::key) written into `out`, which is cleared first: a caller naming many
@@ -177,6 +205,28 @@ mod tests {
     use redstream_core::keys::same_slot;
 
     use super::*;
+
+    #[test]
+    fn a_command_names_the_key_as_redis_cmd_would() {
+        for layout in [KeyLayout::Plain, KeyLayout::Cluster] {
+            let keys = Keys::new("myapp", layout);
+            for key in ["counter", "", "ünï:x y", "a:b:c"] {
+                let expected = redis::cmd("GET").arg(keys.key(key)).get_packed_command();
+                let built = keys.command("GET", key, 0, 0);
+                assert_eq!(built.get_packed_command(), expected, "{layout:?} {key:?}");
+
+                let mut set = keys.command("SET", key, 3, 5 + 2 + 4);
+                set.arg("value").arg("PX").arg(1_000);
+                let expected = redis::cmd("SET")
+                    .arg(keys.key(key))
+                    .arg("value")
+                    .arg("PX")
+                    .arg(1_000)
+                    .get_packed_command();
+                assert_eq!(set.get_packed_command(), expected);
+            }
+        }
+    }
 
     #[test]
     fn cluster_slots_are_redis_rs_s() {

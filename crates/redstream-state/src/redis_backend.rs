@@ -351,7 +351,7 @@ impl Backend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.query("GET", key, redis::cmd("GET").arg(self.keys.key(key)))
+        self.query("GET", key, &self.keys.command("GET", key, 0, 0))
             .await
     }
 
@@ -368,8 +368,12 @@ impl Backend for RedisBackend {
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.keys.key(key)).arg(value);
+        // With a TTL: `PX` and at most 20 digits.
+        let (more_args, more_bytes) = if ttl.is_some() { (3, 22) } else { (1, 0) };
+        let mut cmd = self
+            .keys
+            .command("SET", key, more_args, value.len() + more_bytes);
+        cmd.arg(value);
         if let Some(ttl) = ttl {
             cmd.arg("PX").arg(ms(ttl));
         }
@@ -434,21 +438,21 @@ impl Backend for RedisBackend {
 
     async fn delete(&self, key: &str) -> Result<()> {
         let _deleted: i64 = self
-            .query("DEL", key, redis::cmd("DEL").arg(self.keys.key(key)))
+            .query("DEL", key, &self.keys.command("DEL", key, 0, 0))
             .await?;
         Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
         let n: i64 = self
-            .query("EXISTS", key, redis::cmd("EXISTS").arg(self.keys.key(key)))
+            .query("EXISTS", key, &self.keys.command("EXISTS", key, 0, 0))
             .await?;
         Ok(n > 0)
     }
 
     async fn ttl(&self, key: &str) -> Result<Ttl> {
         let pttl: i64 = self
-            .query("PTTL", key, redis::cmd("PTTL").arg(self.keys.key(key)))
+            .query("PTTL", key, &self.keys.command("PTTL", key, 0, 0))
             .await?;
         Ok(match pttl {
             -2 => Ttl::Missing,
@@ -462,7 +466,7 @@ impl Backend for RedisBackend {
             .query(
                 "PEXPIRE",
                 key,
-                redis::cmd("PEXPIRE").arg(self.keys.key(key)).arg(ms(ttl)),
+                self.keys.command("PEXPIRE", key, 1, 20).arg(ms(ttl)),
             )
             .await?;
         Ok(set == 1)
@@ -470,11 +474,7 @@ impl Backend for RedisBackend {
 
     async fn persist(&self, key: &str) -> Result<bool> {
         let done: i64 = self
-            .query(
-                "PERSIST",
-                key,
-                redis::cmd("PERSIST").arg(self.keys.key(key)),
-            )
+            .query("PERSIST", key, &self.keys.command("PERSIST", key, 0, 0))
             .await?;
         Ok(done == 1)
     }
@@ -545,18 +545,14 @@ impl Backend for RedisBackend {
         self.query(
             "HGET",
             key,
-            redis::cmd("HGET").arg(self.keys.key(key)).arg(field),
+            self.keys.command("HGET", key, 1, field.len()).arg(field),
         )
         .await
     }
 
     async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let raw: Vec<(Vec<u8>, Vec<u8>)> = self
-            .query(
-                "HGETALL",
-                key,
-                redis::cmd("HGETALL").arg(self.keys.key(key)),
-            )
+            .query("HGETALL", key, &self.keys.command("HGETALL", key, 0, 0))
             .await?;
         raw.into_iter()
             .map(|(field, value)| {
@@ -604,7 +600,7 @@ impl Backend for RedisBackend {
             .query(
                 "HDEL",
                 key,
-                redis::cmd("HDEL").arg(self.keys.key(key)).arg(field),
+                self.keys.command("HDEL", key, 1, field.len()).arg(field),
             )
             .await?;
         Ok(n > 0)
