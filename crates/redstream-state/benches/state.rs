@@ -2,7 +2,12 @@
 //! to raw redis-rs sending the same commands in the same run.
 //!
 //! `cargo bench -p redstream-state` (set `REDSTREAM_BENCH_OPS` to change the 100,000 single
-//! operations per run at concurrency 64; concurrency 1 runs a fifth of that).
+//! operations per run at concurrency 64; concurrency 1 runs a fifth of that). Set
+//! `REDSTREAM_BENCH_ROUNDS` for more rounds than 5, and `REDSTREAM_BENCH_ONLY` to a
+//! comma-separated list of `single` (1 task), `concurrent` (64 tasks), `many` (`get_many`,
+//! `put_many`, `put_many_with_ttl`) and `atomic` (`transaction`, `save_checkpoint`) to run only
+//! those parts: many rounds of one line are how a change of a few percent shows through the
+//! noise of a 2-core machine.
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
@@ -48,7 +53,28 @@ const BATCH: u64 = 1_000;
 /// Rounds per figure; each runs redstream and raw redis-rs back to back, alternating which
 /// goes first, and the median rate of each side is reported. One machine runs both the server
 /// and the client, so single runs are noisy.
+/// Rounds per line unless `REDSTREAM_BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 5;
+
+/// The rounds per line.
+fn rounds() -> usize {
+    std::env::var("REDSTREAM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(ROUNDS)
+}
+
+/// Whether the part `name` runs: every part, unless `REDSTREAM_BENCH_ONLY` names some.
+fn part(name: &str) -> bool {
+    static ONLY: std::sync::LazyLock<Option<Vec<String>>> = std::sync::LazyLock::new(|| {
+        std::env::var("REDSTREAM_BENCH_ONLY")
+            .ok()
+            .map(|only| only.split(',').map(|p| p.trim().to_owned()).collect())
+    });
+    ONLY.as_ref()
+        .is_none_or(|only| only.iter().any(|p| p == name))
+}
 
 /// The keys and values of the `call`th batch call: the same keys each time, new values.
 fn items(call: u64) -> impl Iterator<Item = (String, Order)> {
@@ -320,7 +346,7 @@ fn line(name: &str, ours: &[f64], raw: &[f64]) {
     );
 }
 
-/// Runs `ours` and `raw` for `ROUNDS` rounds, alternating which goes first, and prints the
+/// Runs `ours` and `raw` for [`rounds`] rounds, alternating which goes first, and prints the
 /// median rates of `ops` operations per run, the median of the rounds' ratios and their range.
 async fn compare<A, B, FA, FB>(name: &str, ops: u64, ours: A, raw: B)
 where
@@ -330,7 +356,7 @@ where
     FB: std::future::Future<Output = Duration>,
 {
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         if round % 2 == 0 {
             a.push(rate(ops, ours().await));
             b.push(rate(ops, raw().await));
@@ -361,7 +387,7 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
 {
     let mut rates: [Vec<f64>; 3] = Default::default();
     let mut cpu: [Vec<f64>; 3] = Default::default();
-    for round in 0..ROUNDS {
+    for round in 0..rounds() {
         for turn in 0..3 {
             let side = (round + turn) % 3;
             let start = client_cpu();
@@ -421,97 +447,106 @@ fn main() {
         // Both sides read the same keys, written once up front.
         store.put_many(items(0)).await.unwrap();
         println!(
-            "redstream-state, {total} operations at 64 tasks, {} at 1, median of {ROUNDS} \
-             rounds, {} on 127.0.0.1:{}",
+            "redstream-state, {total} operations at 64 tasks, {} at 1, median of {} rounds, {} \
+             on 127.0.0.1:{}",
             total / 5,
+            rounds(),
             server
                 .server_version()
                 .map_or_else(|| "an unknown server".to_owned(), ToString::to_string),
             server.port()
         );
 
-        let ops = total / 5;
-        compare(
-            "get, 1 task",
-            ops,
-            || run(1, ops, ours_get(&store)),
-            || run(1, ops, raw_get(&raw, prefix)),
-        )
-        .await;
-        compare(
-            "put, 1 task",
-            ops,
-            || run(1, ops, ours_put(&store)),
-            || run(1, ops, raw_put(&raw, prefix)),
-        )
-        .await;
-        let manager = redis::aio::ConnectionManager::new_with_config(
-            server.client().unwrap(),
-            redis::aio::ConnectionManagerConfig::new()
-                .set_response_timeout(Some(Duration::from_secs(5))),
-        )
-        .await
-        .unwrap();
-        compare_with_manager(
-            "get, 64 tasks",
-            total,
-            || run(64, total, ours_get(&store)),
-            || run(64, total, raw_get(&raw, prefix)),
-            || run(64, total, raw_get(&manager, prefix)),
-        )
-        .await;
-        compare_with_manager(
-            "put, 64 tasks",
-            total,
-            || run(64, total, ours_put(&store)),
-            || run(64, total, raw_put(&raw, prefix)),
-            || run(64, total, raw_put(&manager, prefix)),
-        )
-        .await;
+        if part("single") {
+            let ops = total / 5;
+            compare(
+                "get, 1 task",
+                ops,
+                || run(1, ops, ours_get(&store)),
+                || run(1, ops, raw_get(&raw, prefix)),
+            )
+            .await;
+            compare(
+                "put, 1 task",
+                ops,
+                || run(1, ops, ours_put(&store)),
+                || run(1, ops, raw_put(&raw, prefix)),
+            )
+            .await;
+        }
+        if part("concurrent") {
+            let manager = redis::aio::ConnectionManager::new_with_config(
+                server.client().unwrap(),
+                redis::aio::ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(5))),
+            )
+            .await
+            .unwrap();
+            compare_with_manager(
+                "get, 64 tasks",
+                total,
+                || run(64, total, ours_get(&store)),
+                || run(64, total, raw_get(&raw, prefix)),
+                || run(64, total, raw_get(&manager, prefix)),
+            )
+            .await;
+            compare_with_manager(
+                "put, 64 tasks",
+                total,
+                || run(64, total, ours_put(&store)),
+                || run(64, total, raw_put(&raw, prefix)),
+                || run(64, total, raw_put(&manager, prefix)),
+            )
+            .await;
+        }
         // Keys per second, 1,000 per call.
         let calls = (total / 500).max(10);
-        compare(
-            "get_many, 1,000 keys",
-            calls * BATCH,
-            || ours_get_many(&store, calls),
-            || raw_get_many(&raw, prefix, calls),
-        )
-        .await;
-        compare(
-            "put_many, 1,000 keys",
-            calls * BATCH,
-            || ours_put_many(&store, calls),
-            || raw_put_many(&raw, prefix, calls),
-        )
-        .await;
-        compare(
-            "put_many_with_ttl vs MULTI/EXEC",
-            calls * BATCH,
-            || ours_put_many_ttl(&store, calls),
-            || raw_put_many_multi(&raw, prefix, calls),
-        )
-        .await;
-        compare(
-            "put_many_with_ttl vs Lua loop",
-            calls * BATCH,
-            || ours_put_many_ttl(&store, calls),
-            || raw_put_many_script(&raw, prefix, calls),
-        )
-        .await;
-        compare(
-            "transaction, 1,000 puts",
-            calls * BATCH,
-            || ours_transaction(&store, calls),
-            || raw_transaction(&raw, prefix, calls),
-        )
-        .await;
-        compare(
-            "save_checkpoint, 1,000 keys",
-            calls * BATCH,
-            || ours_save_checkpoint(&store, calls),
-            || raw_save_checkpoint(&raw, prefix, calls),
-        )
-        .await;
+        if part("many") {
+            compare(
+                "get_many, 1,000 keys",
+                calls * BATCH,
+                || ours_get_many(&store, calls),
+                || raw_get_many(&raw, prefix, calls),
+            )
+            .await;
+            compare(
+                "put_many, 1,000 keys",
+                calls * BATCH,
+                || ours_put_many(&store, calls),
+                || raw_put_many(&raw, prefix, calls),
+            )
+            .await;
+            compare(
+                "put_many_with_ttl vs MULTI/EXEC",
+                calls * BATCH,
+                || ours_put_many_ttl(&store, calls),
+                || raw_put_many_multi(&raw, prefix, calls),
+            )
+            .await;
+            compare(
+                "put_many_with_ttl vs Lua loop",
+                calls * BATCH,
+                || ours_put_many_ttl(&store, calls),
+                || raw_put_many_script(&raw, prefix, calls),
+            )
+            .await;
+        }
+        if part("atomic") {
+            compare(
+                "transaction, 1,000 puts",
+                calls * BATCH,
+                || ours_transaction(&store, calls),
+                || raw_transaction(&raw, prefix, calls),
+            )
+            .await;
+            compare(
+                "save_checkpoint, 1,000 keys",
+                calls * BATCH,
+                || ours_save_checkpoint(&store, calls),
+                || raw_save_checkpoint(&raw, prefix, calls),
+            )
+            .await;
+        }
         drop(server);
     });
 }
