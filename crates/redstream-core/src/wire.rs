@@ -166,30 +166,59 @@ fn shorten(reason: String) -> String {
 /// [`EventLimits::max_encoded_bytes`] is rejected with [`ErrorKind::InvalidInput`](crate::ErrorKind).
 pub fn encode(event: &Event, limits: &EventLimits) -> Result<String> {
     event.validate_with(limits)?;
-    let envelope = EnvelopeRef {
-        v: WIRE_VERSION,
-        id: &event.id,
-        event_type: &event.event_type,
-        payload: &event.payload,
-        metadata: &event.metadata,
-    };
-    let json = serde_json::to_string(&envelope).map_err(|err| {
-        Error::invalid_input(
-            format!("payload of event {} ({})", event.id, event.event_type),
-            format!("cannot be serialized to JSON: {err}"),
-        )
-    })?;
-    if json.len() > limits.max_encoded_bytes {
+    let json = serde_json::to_string(&EnvelopeRef::of(event))
+        .map_err(|err| unserializable(event, &err))?;
+    check_encoded_len(event, json.len(), limits)?;
+    Ok(json)
+}
+
+/// [`encode`] appended to `out`: the same checks and the same JSON, for a caller that gathers
+/// many envelopes in one buffer (a batch) rather than in a `String` each. On an error, `out` is
+/// left as it was.
+pub fn encode_into(event: &Event, limits: &EventLimits, out: &mut Vec<u8>) -> Result<()> {
+    event.validate_with(limits)?;
+    let start = out.len();
+    let written = serde_json::to_writer(&mut *out, &EnvelopeRef::of(event))
+        .map_err(|err| unserializable(event, &err))
+        .and_then(|()| check_encoded_len(event, out.len() - start, limits));
+    if written.is_err() {
+        out.truncate(start);
+    }
+    written
+}
+
+impl<'a> EnvelopeRef<'a> {
+    fn of(event: &'a Event) -> Self {
+        Self {
+            v: WIRE_VERSION,
+            id: &event.id,
+            event_type: &event.event_type,
+            payload: &event.payload,
+            metadata: &event.metadata,
+        }
+    }
+}
+
+fn unserializable(event: &Event, err: &serde_json::Error) -> Error {
+    Error::invalid_input(
+        format!("payload of event {} ({})", event.id, event.event_type),
+        format!("cannot be serialized to JSON: {err}"),
+    )
+}
+
+/// Refuses an envelope of `len` bytes over [`EventLimits::max_encoded_bytes`].
+fn check_encoded_len(event: &Event, len: usize, limits: &EventLimits) -> Result<()> {
+    if len > limits.max_encoded_bytes {
         return Err(Error::invalid_input(
             format!("event {} ({})", event.id, event.event_type),
             format!(
-                "encodes to {} bytes, over the limit of {} bytes (EventLimits::max_encoded_bytes)",
-                json.len(),
+                "encodes to {len} bytes, over the limit of {} bytes \
+                 (EventLimits::max_encoded_bytes)",
                 limits.max_encoded_bytes
             ),
         ));
     }
-    Ok(json)
+    Ok(())
 }
 
 /// Decodes the JSON envelope held in an entry's [`EVENT_FIELD`] field, without the entry id.

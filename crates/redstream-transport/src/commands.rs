@@ -18,7 +18,9 @@
 
 use std::future::Future;
 
-use redis::{Cmd, FromRedisValue, Pipeline, ScriptInvocation, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, Script, ScriptInvocation, ServerErrorKind, Value,
+};
 use redstream_core::atomic::Atomic;
 use redstream_core::connection::{Connection, Topology};
 use redstream_core::connection::{command_error, was_not_sent as not_sent};
@@ -105,6 +107,28 @@ impl Commands {
     ) -> Result<T> {
         self.send(op, target, |conn| async move {
             invocation.invoke_async::<T>(&mut conn.clone()).await
+        })
+        .await
+    }
+
+    /// Calls `script` by `evalsha`, an `EVALSHA` of it built by the caller; on `NOSCRIPT`
+    /// (a restarted or failed-over server, `SCRIPT FLUSH`), loads the script and calls it
+    /// again, as [`ScriptInvocation::invoke_async`] does.
+    pub(crate) async fn evalsha<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        target: &str,
+        script: &Script,
+        evalsha: &Cmd,
+    ) -> Result<T> {
+        self.send(op, target, |conn| async move {
+            match conn.query::<T>(evalsha).await {
+                Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn.clone()).await?;
+                    conn.query::<T>(evalsha).await
+                }
+                result => result,
+            }
         })
         .await
     }

@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use opentelemetry_semantic_conventions::attribute as semconv;
-use redis::{Cmd, Script, ScriptInvocation};
+use redis::{Cmd, Script};
 use redstream_core::wire::{self, EVENT_FIELD};
 use redstream_core::{Error, Event, Publisher, Result};
 use tracing::Instrument;
@@ -354,14 +354,14 @@ impl RedisTransport {
             events = count,
         );
         crate::trace_context::link_batch(&span, &events);
-        // Each event is encoded into the script call and dropped at once, so the batch is held
-        // once (as the call's arguments) rather than as events, envelopes and arguments.
+        // Each event is encoded into the batch's one buffer of envelopes and dropped at once, so
+        // the batch is held once (as its envelopes) rather than as events and envelopes.
         let mut batch = BatchCall::default();
         for event in events {
             let position = batch.position(event.event_type(), || self.named(&event))?;
-            let envelope = wire::encode(&event, &self.inner.options.limits)?;
-            drop(event);
-            batch.push(position, envelope.as_bytes());
+            batch.push(position, count, |out| {
+                wire::encode_into(&event, &self.inner.options.limits, out)
+            })?;
         }
         if self.inner.conn.topology() == redstream_core::connection::Topology::Cluster {
             crate::connection::one_slot(
@@ -385,14 +385,14 @@ impl RedisTransport {
                 span.record("otel.name", "send");
             }
         }
-        let invocation = batch.finish(|stream| self.max_len(stream));
+        let call = batch.finish(|stream| self.max_len(stream));
         async {
             let started = Instant::now();
             let target = format!("{count} events under {:?}", self.inner.names.prefix());
             let result = self
                 .inner
                 .writes
-                .invoke::<String>("transaction of XADDs", &target, &invocation)
+                .evalsha::<String>("transaction of XADDs", &target, &BATCH_SCRIPT, &call)
                 .await
                 .map(|ids| ids.split(' ').map(str::to_owned).collect::<Vec<_>>());
             match &result {
@@ -463,8 +463,16 @@ struct BatchType {
 /// the events' stream positions (the last two because the streams are known only once every
 /// event is in). A batch of one type sends one argument per event where a list of `XADD`s
 /// would send five, and the script's loop has nothing to look up per event.
+///
+/// The envelopes are written one after another into one buffer, and the `EVALSHA` is built
+/// from it in buffers of its exact size: no `String` per envelope, and no argument list that
+/// copies each one once more (as a `ScriptInvocation` would).
+#[derive(Default)]
 struct BatchCall {
-    invocation: ScriptInvocation<'static>,
+    /// The envelopes, one after another.
+    envelopes: Vec<u8>,
+    /// Where each envelope ends in `envelopes`.
+    ends: Vec<usize>,
     types: Vec<BatchType>,
     /// The position in `types` of the last event's type: batches are mostly of one type.
     last: usize,
@@ -475,17 +483,6 @@ struct BatchCall {
 /// The most event types (so streams) one batch may have: the script reads each event's
 /// stream position from at most two bytes.
 const MAX_BATCH_TYPES: usize = u16::MAX as usize;
-
-impl Default for BatchCall {
-    fn default() -> Self {
-        Self {
-            invocation: BATCH_SCRIPT.prepare_invoke(),
-            types: Vec::new(),
-            last: 0,
-            positions: Vec::new(),
-        }
-    }
-}
 
 impl BatchCall {
     /// The position in the batch's types of `event_type`, which `name` checks and names when
@@ -523,8 +520,23 @@ impl BatchCall {
         Ok(self.last)
     }
 
-    /// Adds an event of the type at `position` by its envelope.
-    fn push(&mut self, position: usize, envelope: &[u8]) {
+    /// Adds an event of the type at `position`, one of `count` in the batch, by `encode`, which
+    /// appends its envelope to the buffer it is given (or leaves it as it was and fails).
+    fn push(
+        &mut self,
+        position: usize,
+        count: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        encode(&mut self.envelopes)?;
+        if self.ends.is_empty() {
+            // Room for the rest, if they are about the size of the first.
+            self.envelopes
+                .reserve(self.envelopes.len().saturating_mul(count.saturating_sub(1)));
+            self.ends.reserve_exact(count);
+            self.positions.reserve_exact(count);
+        }
+        self.ends.push(self.envelopes.len());
         if let Some(named) = self.types.get_mut(position) {
             named.events += 1;
         }
@@ -532,23 +544,50 @@ impl BatchCall {
         // `MAX_BATCH_TYPES`.
         self.positions
             .push(u16::try_from(position + 1).unwrap_or(u16::MAX));
-        self.invocation.arg(envelope);
+        Ok(())
     }
 
-    /// The call: the streams as keys; after the events, their `MAXLEN`s (0 for none) and, for
-    /// two streams or more, each event's stream position (counted from 1, as Lua does), one
-    /// byte each, or two (high byte first) past 255 streams.
-    fn finish(&mut self, max_len: impl Fn(&str) -> usize) -> ScriptInvocation<'static> {
-        let mut invocation = std::mem::replace(&mut self.invocation, BATCH_SCRIPT.prepare_invoke());
+    /// The call: `EVALSHA` of the script with the streams as keys; after the events, their
+    /// `MAXLEN`s (0 for none) and, for two streams or more, each event's stream position
+    /// (counted from 1, as Lua does), one byte each, or two (high byte first) past 255 streams.
+    fn finish(&self, max_len: impl Fn(&str) -> usize) -> Cmd {
+        let several = self.types.len() > 1;
+        let wide = self.types.len() > 255;
+        let position_bytes = if several {
+            self.positions.len() * (1 + usize::from(wide))
+        } else {
+            0
+        };
+        let keys = self.types.len();
+        let args = 3 + keys + self.ends.len() + keys + usize::from(several);
+        // The name, the digest, the key count; the keys; the envelopes; a `MAXLEN` of at most
+        // 20 digits per stream; the positions.
+        let bytes = "EVALSHA".len()
+            + BATCH_SCRIPT.get_hash().len()
+            + 20
+            + self
+                .types
+                .iter()
+                .map(|named| named.stream.len())
+                .sum::<usize>()
+            + self.envelopes.len()
+            + 20 * keys
+            + position_bytes;
+        let mut cmd = Cmd::with_capacity(args, bytes);
+        cmd.arg("EVALSHA").arg(BATCH_SCRIPT.get_hash()).arg(keys);
         for named in &self.types {
-            invocation.key(&*named.stream);
+            cmd.arg(&*named.stream);
+        }
+        let mut start = 0;
+        for &end in &self.ends {
+            cmd.arg(self.envelopes.get(start..end).unwrap_or_default());
+            start = end;
         }
         for named in &self.types {
-            invocation.arg(max_len(&named.stream));
+            cmd.arg(max_len(&named.stream));
         }
-        if self.types.len() > 1 {
-            let wide = self.types.len() > 255;
-            let mut positions = Vec::with_capacity(self.positions.len() * (1 + usize::from(wide)));
+        if several {
+            let mut positions = Vec::with_capacity(position_bytes);
             for &position in &self.positions {
                 let [high, low] = position.to_be_bytes();
                 if wide {
@@ -556,9 +595,9 @@ impl BatchCall {
                 }
                 positions.push(low);
             }
-            invocation.arg(positions);
+            cmd.arg(positions);
         }
-        invocation
+        cmd
     }
 }
 

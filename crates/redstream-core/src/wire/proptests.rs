@@ -61,6 +61,16 @@ proptest! {
     }
 
     #[test]
+    fn encode_into_appends_what_encode_returns(event in valid_event(), before in ".{0,16}") {
+        let limits = EventLimits::default();
+        let mut out = before.clone().into_bytes();
+        encode_into(&event, &limits, &mut out).unwrap();
+        prop_assert_eq!(&out[..before.len()], before.as_bytes());
+        let alone = encode(&event, &limits).unwrap();
+        prop_assert_eq!(&out[before.len()..], alone.as_bytes());
+    }
+
+    #[test]
     fn arbitrary_field_maps_never_panic(
         fields in prop::collection::vec(
             (

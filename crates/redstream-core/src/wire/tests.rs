@@ -128,6 +128,14 @@ fn size_limit_applies_both_ways() {
         err.to_string().contains("over the limit of 64 bytes"),
         "{err}"
     );
+    // Appended to a buffer: refused the same way, the buffer left as it was.
+    let mut out = b"earlier envelopes".to_vec();
+    let err = encode_into(&event, &small, &mut out).unwrap_err();
+    assert!(
+        err.to_string().contains("over the limit of 64 bytes"),
+        "{err}"
+    );
+    assert_eq!(out, b"earlier envelopes");
     let json = encode(&event, &limits()).unwrap();
     assert!(matches!(
         decode_envelope(json.as_bytes(), &small).unwrap_err(),

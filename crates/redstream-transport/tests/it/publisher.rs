@@ -146,6 +146,44 @@ async fn publish_batch_returns_ids_in_order_and_validates_first() {
 }
 
 #[tokio::test]
+async fn a_batch_after_the_scripts_were_flushed_loads_its_script_again() {
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "f").await;
+    let first = transport
+        .publish_batch((0..3).map(order).collect())
+        .await
+        .unwrap();
+    // As after a restart or a failover: the server no longer knows the script.
+    let mut conn = server.connection().await.unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let events: Vec<_> = (3..6).map(order).collect();
+    let second = transport.publish_batch(events.clone()).await.unwrap();
+    let stored = entries(&server, "f:order.created").await;
+    let stored_ids: Vec<_> = stored.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(stored_ids, [first, second.clone()].concat());
+    for ((_, fields), event) in stored[3..].iter().zip(&events) {
+        let decoded = wire::decode_entry(fields.clone(), &EventLimits::default()).unwrap();
+        assert_eq!(&decoded, event);
+    }
+
+    // An event that cannot be encoded within the limit, after others that could, fails the
+    // batch before anything of it is sent.
+    let mut batch: Vec<_> = (6..9).map(order).collect();
+    batch.push(Event::new(
+        "order.created",
+        json!("x".repeat(2 * 1024 * 1024)),
+        EventMetadata::default(),
+    ));
+    let err = transport.publish_batch(batch).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(entries(&server, "f:order.created").await.len(), 6);
+}
+
+#[tokio::test]
 async fn invalid_events_are_rejected_with_the_reason() {
     let server = RedisServer::start().await.unwrap();
     let transport = transport(&server, "v").await;
