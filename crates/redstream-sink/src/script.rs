@@ -81,8 +81,23 @@ pub(crate) enum Reply {
 
 /// `EVALSHA` of the batch script for `batch`.
 pub(crate) fn call(batch: &Batch<'_>) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(SCRIPT.get_hash());
+    // Sized up front: the events make most of the command, and appending them to buffers
+    // that grow as they go would copy them again at every doubling.
+    let events: usize = batch.events.iter().map(String::len).sum();
+    let progress = batch.progress.as_ref().map_or(0, |progress| {
+        let expected = progress.expected.map_or(0, |expected| {
+            expected.last_event_id.len() + position_arg(expected.position.as_ref()).len()
+        });
+        progress.key.len()
+            + expected
+            + progress.last_event_id.len()
+            + position_arg(progress.position).len()
+    });
+    // The name, the digest, the key count, the stream, 20 digits for each of MAXLEN, WAIT's
+    // replicas and timeout, and the progress flag.
+    let fixed = "EVALSHA".len() + SCRIPT.get_hash().len() + 1 + batch.stream.len() + 4 * 20;
+    let mut cmd = Cmd::with_capacity(14 + batch.events.len(), fixed + progress + events);
+    cmd.arg("EVALSHA").arg(SCRIPT.get_hash());
     match &batch.progress {
         Some(progress) => cmd.arg(2).arg(batch.stream).arg(progress.key),
         None => cmd.arg(1).arg(batch.stream),
