@@ -58,22 +58,7 @@ const ROUNDS: usize = 5;
 
 /// The rounds per line.
 fn rounds() -> usize {
-    std::env::var("REDSTREAM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(ROUNDS)
-}
-
-/// Whether the part `name` runs: every part, unless `REDSTREAM_BENCH_ONLY` names some.
-fn part(name: &str) -> bool {
-    static ONLY: std::sync::LazyLock<Option<Vec<String>>> = std::sync::LazyLock::new(|| {
-        std::env::var("REDSTREAM_BENCH_ONLY")
-            .ok()
-            .map(|only| only.split(',').map(|p| p.trim().to_owned()).collect())
-    });
-    ONLY.as_ref()
-        .is_none_or(|only| only.iter().any(|p| p == name))
+    redstream_testkit::bench::rounds(ROUNDS)
 }
 
 /// The keys and values of the `call`th batch call: the same keys each time, new values.
@@ -457,7 +442,7 @@ fn main() {
             server.port()
         );
 
-        if part("single") {
+        if redstream_testkit::bench::part("single") {
             let ops = total / 5;
             compare(
                 "get, 1 task",
@@ -474,7 +459,7 @@ fn main() {
             )
             .await;
         }
-        if part("concurrent") {
+        if redstream_testkit::bench::part("concurrent") {
             let manager = redis::aio::ConnectionManager::new_with_config(
                 server.client().unwrap(),
                 redis::aio::ConnectionManagerConfig::new()
@@ -501,7 +486,7 @@ fn main() {
         }
         // Keys per second, 1,000 per call.
         let calls = (total / 500).max(10);
-        if part("many") {
+        if redstream_testkit::bench::part("many") {
             compare(
                 "get_many, 1,000 keys",
                 calls * BATCH,
@@ -531,7 +516,7 @@ fn main() {
             )
             .await;
         }
-        if part("atomic") {
+        if redstream_testkit::bench::part("atomic") {
             compare(
                 "transaction, 1,000 puts",
                 calls * BATCH,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bench;
 mod builder;
 pub mod callgrind;
 mod cluster;

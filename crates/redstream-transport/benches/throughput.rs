@@ -533,23 +533,12 @@ async fn raw_latency(server: &RedisServer, stream: &str) -> (Duration, Duration)
 /// redis-rs back to back, alternating which goes first, and the median rate of each side is
 /// reported. One machine runs both the server and the client, so single runs are noisy: more
 /// rounds narrow the median.
-static ROUNDS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-    std::env::var("REDSTREAM_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
-});
+static ROUNDS: std::sync::LazyLock<usize> =
+    std::sync::LazyLock::new(|| redstream_testkit::bench::rounds(5));
 
 /// Whether the part `name` runs: every part, unless `REDSTREAM_BENCH_ONLY` names some.
 fn part(name: &str) -> bool {
-    static ONLY: std::sync::LazyLock<Option<Vec<String>>> = std::sync::LazyLock::new(|| {
-        std::env::var("REDSTREAM_BENCH_ONLY")
-            .ok()
-            .map(|only| only.split(',').map(|p| p.trim().to_owned()).collect())
-    });
-    ONLY.as_ref()
-        .is_none_or(|only| only.iter().any(|p| p == name))
+    redstream_testkit::bench::part(name)
 }
 
 fn main() {
