@@ -480,6 +480,10 @@ struct BatchCall {
     positions: Vec<u16>,
 }
 
+/// The most a batch reserves for its envelopes after the first, guessing from it: past this,
+/// the buffer grows as they come.
+const MAX_BATCH_RESERVE: usize = 16 * 1024 * 1024;
+
 /// The most event types (so streams) one batch may have: the script reads each event's
 /// stream position from at most two bytes.
 const MAX_BATCH_TYPES: usize = u16::MAX as usize;
@@ -530,9 +534,10 @@ impl BatchCall {
     ) -> Result<()> {
         encode(&mut self.envelopes)?;
         if self.ends.is_empty() {
-            // Room for the rest, if they are about the size of the first.
-            self.envelopes
-                .reserve(self.envelopes.len().saturating_mul(count.saturating_sub(1)));
+            // Room for the rest if they are about the size of the first, up to a bound: a
+            // large first event in a long batch of small ones must not reserve gigabytes.
+            let rest = self.envelopes.len().saturating_mul(count.saturating_sub(1));
+            self.envelopes.reserve(rest.min(MAX_BATCH_RESERVE));
             self.ends.reserve_exact(count);
             self.positions.reserve_exact(count);
         }
