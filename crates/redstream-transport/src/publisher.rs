@@ -555,7 +555,9 @@ impl BatchCall {
     /// The call: `EVALSHA` of the script with the streams as keys; after the events, their
     /// `MAXLEN`s (0 for none) and, for two streams or more, each event's stream position
     /// (counted from 1, as Lua does), one byte each, or two (high byte first) past 255 streams.
-    fn finish(&self, max_len: impl Fn(&str) -> usize) -> Cmd {
+    /// The envelopes are freed once copied into the call, so the batch is not held twice while
+    /// it is sent.
+    fn finish(&mut self, max_len: impl Fn(&str) -> usize) -> Cmd {
         let several = self.types.len() > 1;
         let wide = self.types.len() > 255;
         let position_bytes = if several {
@@ -602,6 +604,8 @@ impl BatchCall {
             }
             cmd.arg(positions);
         }
+        self.envelopes = Vec::new();
+        self.ends = Vec::new();
         cmd
     }
 }
