@@ -474,11 +474,17 @@ struct BatchCall {
     /// Where each envelope ends in `envelopes`.
     ends: Vec<usize>,
     types: Vec<BatchType>,
+    /// The positions in `types` by event type, kept once there are more than [`SCAN_TYPES`].
+    index: HashMap<Box<str>, usize, foldhash::fast::RandomState>,
     /// The position in `types` of the last event's type: batches are mostly of one type.
     last: usize,
     /// Each event's position in `types`, counted from 1; sent only for two types or more.
     positions: Vec<u16>,
 }
+
+/// Up to this many types, a batch looks for an event's type among them in turn; past it, in a
+/// map ([`BatchCall::known`]).
+const SCAN_TYPES: usize = 16;
 
 /// The most a batch reserves for its envelopes after the first, guessing from it: past this,
 /// the buffer grows as they come.
@@ -496,9 +502,12 @@ impl BatchCall {
         event_type: &str,
         name: impl FnOnce() -> Result<Named>,
     ) -> Result<usize> {
-        let is_type = |known: &BatchType| *known.event_type == *event_type;
-        if !self.types.get(self.last).is_some_and(is_type) {
-            self.last = match self.types.iter().position(is_type) {
+        if self
+            .types
+            .get(self.last)
+            .is_none_or(|last| *last.event_type != *event_type)
+        {
+            self.last = match self.known(event_type) {
                 Some(known) => known,
                 None => {
                     if self.types.len() == MAX_BATCH_TYPES {
@@ -522,6 +531,23 @@ impl BatchCall {
             };
         }
         Ok(self.last)
+    }
+
+    /// The position of `event_type` among the batch's types, if it is one: looked for in
+    /// turn among a few, in a map among more (so that a batch of many types is not quadratic
+    /// in them: 65,535 types took seconds).
+    fn known(&mut self, event_type: &str) -> Option<usize> {
+        if self.types.len() <= SCAN_TYPES {
+            return self
+                .types
+                .iter()
+                .position(|known| *known.event_type == *event_type);
+        }
+        // The map, brought up to date with the types added since the last look.
+        for (position, named) in self.types.iter().enumerate().skip(self.index.len()) {
+            self.index.insert(named.event_type.clone(), position);
+        }
+        self.index.get(event_type).copied()
     }
 
     /// Adds an event of the type at `position`, one of `count` in the batch, by `encode`, which
