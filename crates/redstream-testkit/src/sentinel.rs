@@ -432,8 +432,9 @@ impl RedisSentinel {
     ///
     /// # Errors
     ///
-    /// [`Error::Redis`] when the sentinel refuses (`NOGOODSLAVE` without a replica),
-    /// [`Error::Timeout`] when the group does not settle.
+    /// [`Error::Redis`] when the sentinel refuses for any reason but `NOGOODSLAVE` (which it
+    /// is asked again after), [`Error::Timeout`] when it keeps saying `NOGOODSLAVE` (a group
+    /// without replicas) or the group does not settle.
     pub async fn failover(&self) -> Result<&RedisServer> {
         let old_port = self.master().await?.port();
         let sentinel = self
@@ -441,13 +442,25 @@ impl RedisSentinel {
             .iter()
             .find(|s| s.is_running())
             .ok_or_else(|| Error::Unsupported("no sentinel is running".to_owned()))?;
-        let () = sentinel
-            .admin(
-                redis::cmd("SENTINEL")
-                    .arg("FAILOVER")
-                    .arg(&self.master_name),
-            )
-            .await?;
+        let mut failover = redis::cmd("SENTINEL");
+        failover.arg("FAILOVER").arg(&self.master_name);
+        let failover = &failover;
+        // A sentinel refuses with `NOGOODSLAVE` while no replica looks fit to it: soon after an
+        // earlier switch it may not have heard from the new master's replicas recently enough
+        // (it asks a master for its replicas every 10 s). Asked again until it accepts, within
+        // the group's timeout; any other refusal is returned at once.
+        let asked = wait_until(
+            "a sentinel to accept SENTINEL FAILOVER",
+            self.timeout,
+            || async move {
+                match sentinel.admin::<()>(failover).await {
+                    Err(err) if err.to_string().contains("NOGOODSLAVE") => Err(err.to_string()),
+                    result => Ok(result),
+                }
+            },
+        )
+        .await?;
+        asked?;
         self.wait_for_new_master(old_port).await
     }
 
