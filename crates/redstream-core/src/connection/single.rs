@@ -103,7 +103,7 @@ impl SingleConnection {
     }
 
     /// The current connection, with its generation, if it is open.
-    fn live(&self) -> Option<(u64, MultiplexedConnection)> {
+    pub(super) fn live(&self) -> Option<(u64, MultiplexedConnection)> {
         let current = self.shared.current.load();
         current
             .as_deref()
@@ -122,7 +122,7 @@ impl SingleConnection {
     /// The connection a replacement makes: the one under way, or a new one. Looked at under
     /// the attempt's lock, which an attempt that succeeded takes after storing its
     /// connection, so a command finds either the new connection or the attempt.
-    async fn replace(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+    pub(super) async fn replace(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
         let attempt = {
             let mut attempt = self
                 .shared
@@ -227,7 +227,7 @@ impl Drop for ClearAttempt {
 impl SingleConnection {
     /// After a failed command on the connection of `generation`: an unusable connection is
     /// forgotten, so that the next command opens a new one.
-    fn after_error(&self, generation: u64, err: &RedisError) {
+    pub(super) fn after_error(&self, generation: u64, err: &RedisError) {
         if !err.is_unrecoverable_error() {
             return;
         }
@@ -238,6 +238,11 @@ impl SingleConnection {
         }
     }
 
+    /// Sends `cmd` on the current connection, replacing it first if it is closed, and
+    /// forgets a connection the command found unusable. [`Connection::query`] does the same
+    /// inline.
+    ///
+    /// [`Connection::query`]: super::Connection::query
     pub(crate) async fn send_command(&self, cmd: &Cmd) -> Result<Value, RedisError> {
         let (generation, mut conn) = self.current().await?;
         let result = conn.send_packed_command(cmd).await;
