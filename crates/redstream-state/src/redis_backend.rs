@@ -49,7 +49,7 @@ use crate::backend::{Backend, Items, SetExpiry};
 use crate::checkpoint::RawCheckpoint;
 use crate::connection::{self, WatchPool};
 use crate::keys::Keys;
-use crate::store::Ttl;
+use crate::store::{Read, Ttl};
 use crate::transaction::TxOp;
 
 mod put_many;
@@ -270,15 +270,21 @@ impl RedisBackend {
         }
     }
 
+    /// `send` of one command. Written out rather than through `send`'s closure, and taking
+    /// the command by value, so that a single-key operation is one future in the caller's
+    /// (see [`get`](Backend::get)), not three nested ones.
     async fn query<T: redis::FromRedisValue>(
         &self,
         operation: &'static str,
         key: &str,
-        cmd: &Cmd,
+        cmd: impl std::borrow::Borrow<Cmd>,
     ) -> Result<T> {
-        self.send(|conn| conn.query(cmd))
-            .await
-            .map_err(|err| self.error(operation, key, err))
+        let cmd = cmd.borrow();
+        let result = match self.conn.query(cmd).await {
+            Err(err) if was_not_sent(&err) => self.conn.query(cmd).await,
+            result => result,
+        };
+        result.map_err(|err| self.error(operation, key, err))
     }
 
     async fn script<T: redis::FromRedisValue>(
@@ -351,8 +357,19 @@ impl Backend for RedisBackend {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.query("GET", key, &self.keys.command("GET", key, 0, 0))
+        self.query("GET", key, self.keys.command("GET", key, 0, 0))
             .await
+    }
+
+    async fn read(&self, key: &str) -> Result<Read<Vec<u8>>> {
+        // Not through `get`: one future less in the store's `get`.
+        let value = self
+            .query("GET", key, self.keys.command("GET", key, 0, 0))
+            .await?;
+        Ok(Read {
+            value,
+            stale: false,
+        })
     }
 
     async fn get_with_ttl(&self, key: &str) -> Result<Option<(Vec<u8>, Option<Duration>)>> {
