@@ -26,6 +26,14 @@
 //! | `transaction` vs `MULTI`/`EXEC` (per key) | `transaction` of 100 `put`s: the crate's all-or-nothing script | encoding + the 100 `SET`s in `MULTI`/`EXEC` |
 //! | `save_checkpoint` vs `MULTI`/`EXEC` (per key) | `save_checkpoint` of 100 keys: the crate's all-or-nothing script | encoding + the 100 `SET`s, `DEL` of the record and its `HSET` (format, position, time, a `state:<key>` field per key) in `MULTI`/`EXEC` |
 //!
+//! Two more lines are printed, not checked against the baseline: `get, 64 tasks`, the same
+//! gets from 64 tasks at once on the child's one thread (each boxed, as the `state` bench's
+//! tasks are), run with callgrind's cache simulation (`Callgrind::count_cache`, a fixed
+//! 32 KiB first-level data cache): instructions and first-level data cache misses per get.
+//! With 64 futures alive at once their memory no longer fits that cache, and a get whose
+//! future is spread over more cache lines pays for it there, where instructions do not show
+//! it. The misses move by a few percent with the code's layout from build to build.
+//!
 //! Both sides get the same input (the user's keys, `order:<n>`) and build the prefixed Redis
 //! key (`bench:order:<n>`, and the record's `state:order:<n>` fields) in the counted loop.
 
@@ -34,7 +42,11 @@
 
 mod common;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
@@ -51,6 +63,11 @@ const LONG: u64 = 1_200;
 /// Keys per `get_many` / `put_many` call.
 const BATCH: u64 = 100;
 const PREFIX: &str = "bench";
+/// Tasks of the `get, 64 tasks` line.
+const TASKS: u64 = 64;
+/// Gets of its short and long runs: 10 and 100 per task.
+const TASKS_SHORT: u64 = 640;
+const TASKS_LONG: u64 = 6_400;
 
 /// The Redis key of the checkpoint's record.
 const RECORD: &str = "bench#checkpoint:orders";
@@ -116,6 +133,10 @@ fn items(n: u64) -> impl Iterator<Item = (String, Order)> {
 }
 
 async fn child(case: &str, ops: u64, url: &str) {
+    if let Some(raw) = concurrent_case(case) {
+        concurrent_gets(raw, ops, url).await;
+        return;
+    }
     match case {
         "get" | "put" | "get_many" | "put_many" | "put_many_ttl" | "transaction"
         | "save_checkpoint" => {
@@ -173,6 +194,71 @@ async fn child(case: &str, ops: u64, url: &str) {
                 raw_op(&mut conn, case, n).await;
             }
         }
+    }
+}
+
+/// The cases of the `get, 64 tasks` line: whether `case` is one, and if so whether it is raw
+/// redis-rs's.
+fn concurrent_case(case: &str) -> Option<bool> {
+    match case {
+        "get-64" => Some(false),
+        "raw-get-64" => Some(true),
+        _ => None,
+    }
+}
+
+/// `ops` gets from [`TASKS`] tasks at once, on the child's one thread, each boxed as the
+/// throughput bench does: the store's `get::<Order>`, or (`raw`) `GET` and
+/// `serde_json::from_slice` on a multiplexed connection cloned for each get. With 64 futures
+/// alive at once their memory no longer fits the first-level cache, as in a busy service.
+async fn concurrent_gets(raw: bool, ops: u64, url: &str) {
+    let store = StateStore::new(StateBackend::redis(url, PREFIX))
+        .await
+        .unwrap();
+    let conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(5))),
+        )
+        .await
+        .unwrap();
+    let next = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (next, store, conn) = (Arc::clone(&next), store.clone(), conn.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= ops {
+                        break;
+                    }
+                    let get: Pin<Box<dyn Future<Output = ()> + Send>> = if raw {
+                        let mut conn = conn.clone();
+                        let redis_key = format!("{PREFIX}:{}", key(n));
+                        Box::pin(async move {
+                            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                                .arg(redis_key)
+                                .query_async(&mut conn)
+                                .await
+                                .unwrap();
+                            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
+                            std::hint::black_box(found);
+                        })
+                    } else {
+                        let store = store.clone();
+                        Box::pin(async move {
+                            let found: Option<Order> = store.get(&key(n)).await.unwrap();
+                            assert!(found.is_some());
+                        })
+                    };
+                    get.await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
     }
 }
 
@@ -280,5 +366,31 @@ async fn driver() -> Vec<(&'static str, f64)> {
             ours / raw
         );
     }
+    // Not in the baseline: a line for reading, not a check (see the module's documentation).
+    let [ours, raw] = ["get-64", "raw-get-64"].map(|case| {
+        let [short, long] = [TASKS_SHORT, TASKS_LONG].map(|ops| {
+            let args = [ops.to_string(), server.url()];
+            callgrind.count_cache(&format!("{case}-{ops}"), case, &args)
+        });
+        let units = TASKS_LONG - TASKS_SHORT;
+        (
+            per_unit(short.instructions, long.instructions, units),
+            per_unit(short.d1_misses, long.d1_misses, units),
+        )
+    });
+    println!(
+        "{:<40} redstream {:>9.0} instr/op   raw redis-rs {:>9.0} instr/op   ratio {:.2}x",
+        "get, 64 tasks",
+        ours.0,
+        raw.0,
+        ours.0 / raw.0
+    );
+    println!(
+        "{:<40} redstream {:>9.1} misses/op  raw redis-rs {:>9.1} misses/op  ratio {:.2}x",
+        "get, 64 tasks: L1 data cache misses",
+        ours.1,
+        raw.1,
+        ours.1 / raw.1
+    );
     counted
 }

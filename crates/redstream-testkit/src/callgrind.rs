@@ -10,6 +10,8 @@
 //!   child (`<bench binary> --case <name> <args>...`);
 //! - [`Callgrind::count`] runs one case in a child under callgrind and returns the instructions
 //!   it executed, keeping the profile in [`KEEP_DIR_VAR`] when that is set;
+//! - [`Callgrind::count_cache`] does the same with callgrind's cache simulation on, for a fixed
+//!   cache, and also returns the first-level data cache misses;
 //! - [`per_unit`] turns a short and a long run into the cost of one unit (event, operation,
 //!   key), with the process's start, the runtime and the connection cancelled out;
 //! - [`Baseline`] reads and writes `benches/instructions.baseline` (`<case> <figure>` per line,
@@ -152,6 +154,46 @@ impl Callgrind {
     /// callgrind reports no total.
     #[must_use]
     pub fn count(&self, profile: &str, case: &str, args: &[impl AsRef<OsStr>]) -> u64 {
+        let stderr = self.run(profile, case, args, &[]);
+        collected(&stderr)
+            .and_then(|totals| totals.first().copied())
+            .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
+    }
+
+    /// [`count`](Self::count) with callgrind's cache simulation on, for a fixed cache (a
+    /// 32 KiB, 8-way first-level data cache and an 8 MiB, 16-way last level, 64-byte lines:
+    /// the same figures on any machine): the instructions and the first-level data cache
+    /// misses, reads and writes, of the run. The misses show what instruction counts cannot:
+    /// how much memory a workload touches, such as futures spread over many cache lines.
+    ///
+    /// # Panics
+    ///
+    /// As for [`count`](Self::count), or when callgrind's totals lack an event.
+    #[must_use]
+    pub fn count_cache(&self, profile: &str, case: &str, args: &[impl AsRef<OsStr>]) -> CacheCount {
+        let stderr = self.run(
+            profile,
+            case,
+            args,
+            &[
+                "--cache-sim=yes",
+                "--I1=32768,8,64",
+                "--D1=32768,8,64",
+                "--LL=8388608,16,64",
+            ],
+        );
+        cache_count(&stderr)
+            .unwrap_or_else(|| panic!("no cache totals in callgrind's report:\n{stderr}"))
+    }
+
+    /// Runs one case under callgrind with `options`; its stderr.
+    fn run(
+        &self,
+        profile: &str,
+        case: &str,
+        args: &[impl AsRef<OsStr>],
+        options: &[&str],
+    ) -> String {
         let out = match std::env::var_os(KEEP_DIR_VAR) {
             Some(dir) => Path::new(&dir).join(format!("{profile}.out")),
             None => self.scratch.path().join("callgrind.out"),
@@ -164,6 +206,7 @@ impl Callgrind {
             .arg(format!("--callgrind-out-file={}", out.display()))
             .arg("--dump-instr=no")
             .arg("--compress-strings=no")
+            .args(options)
             .arg(exe)
             .arg(CASE_FLAG)
             .arg(case)
@@ -172,14 +215,22 @@ impl Callgrind {
             .unwrap_or_else(|err| {
                 panic!("valgrind could not be started (apt-get install valgrind): {err}")
             });
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(
             output.status.success(),
             "{case} under callgrind failed:\n{stderr}"
         );
-        collected(&stderr)
-            .unwrap_or_else(|| panic!("no 'Collected' line from callgrind:\n{stderr}"))
+        stderr
     }
+}
+
+/// What [`Callgrind::count_cache`] counted in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCount {
+    /// Instructions executed.
+    pub instructions: u64,
+    /// First-level data cache misses, reads and writes.
+    pub d1_misses: u64,
 }
 
 impl Default for Callgrind {
@@ -188,11 +239,29 @@ impl Default for Callgrind {
     }
 }
 
-/// The total of callgrind's `==pid== Collected : <n>` line.
-fn collected(stderr: &str) -> Option<u64> {
+/// The totals of callgrind's `==pid== Collected : <n>...` line, one per event.
+fn collected(stderr: &str) -> Option<Vec<u64>> {
     stderr.lines().find_map(|line| {
-        let (_, total) = line.split_once("Collected :")?;
-        total.trim().parse().ok()
+        let (_, totals) = line.split_once("Collected :")?;
+        totals.split_whitespace().map(|n| n.parse().ok()).collect()
+    })
+}
+
+/// The instructions and first-level data misses of a run with the cache simulation on: the
+/// `Collected :` totals, named by the `Events :` line (`Ir Dr Dw I1mr D1mr D1mw ...`).
+fn cache_count(stderr: &str) -> Option<CacheCount> {
+    let events: Vec<&str> = stderr.lines().find_map(|line| {
+        let (_, names) = line.split_once("Events    :")?;
+        Some(names.split_whitespace().collect())
+    })?;
+    let totals = collected(stderr)?;
+    let event = |name: &str| {
+        let at = events.iter().position(|e| *e == name)?;
+        totals.get(at).copied()
+    };
+    Some(CacheCount {
+        instructions: event("Ir")?,
+        d1_misses: event("D1mr")? + event("D1mw")?,
     })
 }
 
@@ -404,8 +473,27 @@ mod tests {
     fn reads_the_collected_total() {
         let stderr =
             "==12== Events    : Ir\n==12== Collected : 1234567\n==12== I   refs: 1,234,567\n";
-        assert_eq!(collected(stderr), Some(1_234_567));
+        assert_eq!(collected(stderr), Some(vec![1_234_567]));
         assert_eq!(collected("==12== error\n"), None);
+    }
+
+    #[test]
+    fn reads_the_cache_totals_by_their_names() {
+        let stderr = "==9== Events    : Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n\
+                      ==9== Collected : 7889053 2145313 1694232 204463 33499 21304 5468 4674 6318\n\
+                      ==9== D1  misses:       54,803  (   33,499 rd +    21,304 wr)\n";
+        assert_eq!(
+            cache_count(stderr),
+            Some(CacheCount {
+                instructions: 7_889_053,
+                d1_misses: 33_499 + 21_304,
+            })
+        );
+        // Without the simulation there are no miss counts to read.
+        let plain = "==12== Events    : Ir\n==12== Collected : 1234567\n";
+        assert_eq!(cache_count(plain), None);
+        // A total that is not a number is no total.
+        assert_eq!(collected("==12== Collected : 12 x\n"), None);
     }
 
     #[test]
