@@ -482,6 +482,23 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Makes the server forget every Lua script it has loaded (`SCRIPT FLUSH`), as a restart
+    /// or a failover to a replica that never saw them does: the next `EVALSHA` of each is
+    /// answered `NOSCRIPT`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Redis`] when the server refuses it or cannot be reached,
+    /// [`Error::Unsupported`] for TLS servers.
+    pub async fn flush_scripts(&self) -> Result<()> {
+        let mut connection = self.connection().await?;
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .exec_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     /// The process id, while the process is alive (paused counts as alive).
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {

@@ -142,11 +142,7 @@ async fn the_documented_acl_is_enough_and_each_command_in_it_is_needed() {
         // The first batch of a sink reads the progress first (HMGET); SCRIPT LOAD is needed
         // only where the server does not have the script yet.
         if command == "script|load" {
-            let () = redis::cmd("SCRIPT")
-                .arg("FLUSH")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            server.flush_scripts().await.unwrap();
         }
         assert_refused(&sink, &mut conn, command).await;
     }

@@ -301,12 +301,7 @@ async fn put_many_with_ttl_loads_its_script_again_when_the_server_lost_it() {
         .put_many_with_ttl([("a", 1), ("b", 2)], Duration::from_secs(60))
         .await
         .unwrap();
-    let mut conn = server.connection().await.unwrap();
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    server.flush_scripts().await.unwrap();
     store
         .put_many_with_ttl([("a", 3), ("b", 4)], Duration::from_secs(60))
         .await

@@ -183,17 +183,15 @@ async fn a_checkpoint_of_thousands_of_keys_round_trips() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_and_checkpoints_load_their_script_again_when_the_server_lost_it() {
     let server = RedisServer::start().await.unwrap();
-    let mut conn = server.connection().await.unwrap();
     let store = redis_store(&server, "flushed", StateConfig::default()).await;
-    let flush = || redis::cmd("SCRIPT").arg("FLUSH").clone();
     for round in 0..2_i64 {
-        let () = flush().query_async(&mut conn).await.unwrap();
+        server.flush_scripts().await.unwrap();
         let mut tx = Transaction::new();
         tx.put("a", round).delete("b");
         store.transaction(tx).await.unwrap();
         assert_eq!(store.get::<i64>("a").await.unwrap(), Some(round));
 
-        let () = flush().query_async(&mut conn).await.unwrap();
+        server.flush_scripts().await.unwrap();
         store
             .save_checkpoint("cp", &round.to_string(), [("b", round)])
             .await

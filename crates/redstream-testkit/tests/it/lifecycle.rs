@@ -88,6 +88,33 @@ async fn config_set_rejects_unknown_settings() {
 }
 
 #[tokio::test]
+async fn flush_scripts_makes_the_server_forget_loaded_scripts() {
+    let server = RedisServer::start().await.unwrap();
+    let mut con = server.connection().await.unwrap();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let exists = |sha: String| redis::cmd("SCRIPT").arg("EXISTS").arg(sha).clone();
+    let known: Vec<bool> = exists(sha.clone()).query_async(&mut con).await.unwrap();
+    assert_eq!(known, [true]);
+
+    server.flush_scripts().await.unwrap();
+
+    let known: Vec<bool> = exists(sha.clone()).query_async(&mut con).await.unwrap();
+    assert_eq!(known, [false]);
+    let err = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(0)
+        .query_async::<i64>(&mut con)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("NOSCRIPT"), "{err}");
+}
+
+#[tokio::test]
 async fn extra_config_directives_are_applied() {
     let server = RedisServer::builder()
         .config("hz", "42")

@@ -154,12 +154,7 @@ async fn a_batch_after_the_scripts_were_flushed_loads_its_script_again() {
         .await
         .unwrap();
     // As after a restart or a failover: the server no longer knows the script.
-    let mut conn = server.connection().await.unwrap();
-    let () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    server.flush_scripts().await.unwrap();
     let events: Vec<_> = (3..6).map(order).collect();
     let second = transport.publish_batch(events.clone()).await.unwrap();
     let stored = entries(&server, "f:order.created").await;
