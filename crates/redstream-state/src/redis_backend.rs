@@ -421,17 +421,8 @@ impl Backend for RedisBackend {
                 // shape, with core's guarantees and errors (see `put_many`).
                 let cmd = put_many::call(&self.keys, &items, ms(ttl));
                 let cmd = &cmd;
-                let _written: i64 = self
-                    .send(|conn| async move {
-                        let mut conn = conn.clone();
-                        match cmd.query_async(&mut conn).await {
-                            Err(err) if err.code() == Some("NOSCRIPT") => {
-                                let _sha: String = put_many::load().query_async(&mut conn).await?;
-                                cmd.query_async(&mut conn).await
-                            }
-                            reply => reply,
-                        }
-                    })
+                let _written = self
+                    .send(|conn| put_many::send(conn, cmd))
                     .await
                     .map_err(|err| self.error("transaction of SET .. PX", target_key, err))?;
                 Ok(())

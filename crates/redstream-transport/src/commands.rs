@@ -18,9 +18,7 @@
 
 use std::future::Future;
 
-use redis::{
-    Cmd, ErrorKind, FromRedisValue, Pipeline, Script, ScriptInvocation, ServerErrorKind, Value,
-};
+use redis::{Cmd, FromRedisValue, Pipeline, Script, ScriptInvocation, Value};
 use redstream_core::atomic::Atomic;
 use redstream_core::connection::{Connection, Topology};
 use redstream_core::connection::{command_error, was_not_sent as not_sent};
@@ -113,7 +111,7 @@ impl Commands {
 
     /// Calls `script` by `evalsha`, an `EVALSHA` of it built by the caller; on `NOSCRIPT`
     /// (a restarted or failed-over server, `SCRIPT FLUSH`), loads the script and calls it
-    /// again, as [`ScriptInvocation::invoke_async`] does.
+    /// again ([`Connection::evalsha`]).
     pub(crate) async fn evalsha<T: FromRedisValue>(
         &self,
         op: &'static str,
@@ -121,16 +119,8 @@ impl Commands {
         script: &Script,
         evalsha: &Cmd,
     ) -> Result<T> {
-        self.send(op, target, |conn| async move {
-            match conn.query::<T>(evalsha).await {
-                Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.load_async(&mut conn.clone()).await?;
-                    conn.query::<T>(evalsha).await
-                }
-                result => result,
-            }
-        })
-        .await
+        self.send(op, target, |conn| conn.evalsha(script, evalsha))
+            .await
     }
 
     /// Sends `pipe`, a pipeline (never a `MULTI`/`EXEC` transaction: see [`Self::atomic`]).

@@ -12,8 +12,8 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo,
-    Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, TlsCertificates, TlsMode,
-    Value,
+    Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind,
+    TlsCertificates, TlsMode, Value,
 };
 
 use super::cluster::parse_cluster_nodes;
@@ -287,6 +287,30 @@ impl Connection {
             _ => self.clone().req_packed_command(cmd).await?,
         };
         Ok(redis::from_redis_value(value.extract_error()?)?)
+    }
+
+    /// Sends `evalsha`, an `EVALSHA` of `script` that the caller built (at its exact size,
+    /// which redis-rs's `ScriptInvocation` cannot do), and converts its reply as
+    /// [`query`](Self::query) does. On `NOSCRIPT` (a restarted or failed-over server, `SCRIPT
+    /// FLUSH`) it loads the script and sends the call once more, as
+    /// [`ScriptInvocation::invoke_async`](redis::ScriptInvocation::invoke_async) does; a server
+    /// that answered `NOSCRIPT` ran nothing of it.
+    ///
+    /// # Errors
+    ///
+    /// The Redis error of the call or of `SCRIPT LOAD`, or of the reply's conversion to `T`.
+    pub async fn evalsha<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        evalsha: &Cmd,
+    ) -> redis::RedisResult<T> {
+        match self.query::<T>(evalsha).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut self.clone()).await?;
+                self.query(evalsha).await
+            }
+            result => result,
+        }
     }
 
     fn cluster(&self, what: &str) -> Result<ClusterConnection> {

@@ -30,7 +30,8 @@
 
 use std::sync::LazyLock;
 
-use redis::{Cmd, Script};
+use redis::{Cmd, RedisResult, Script};
+use redstream_core::connection::Connection;
 
 use crate::backend::Items;
 use crate::keys::Keys;
@@ -76,11 +77,10 @@ pub(super) fn call(keys: &Keys, items: &Items, px: u64) -> Cmd {
     cmd
 }
 
-/// `SCRIPT LOAD` of the script, for a server that answered `NOSCRIPT`.
-pub(super) fn load() -> Cmd {
-    let mut cmd = redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg(SOURCE);
-    cmd
+/// Sends `cmd` (from [`call`]) on `conn`; on `NOSCRIPT` loads the script and sends it
+/// again, once ([`Connection::evalsha`]). The number of keys written.
+pub(super) async fn send(conn: &Connection, cmd: &Cmd) -> RedisResult<i64> {
+    conn.evalsha(&SCRIPT, cmd).await
 }
 
 #[cfg(test)]

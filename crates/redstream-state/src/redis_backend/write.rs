@@ -248,24 +248,10 @@ pub(super) fn checkpoint(
     cmd
 }
 
-/// `SCRIPT LOAD` of the script, for a server that answered `NOSCRIPT`.
-pub(super) fn load() -> Cmd {
-    let mut cmd = redis::cmd("SCRIPT");
-    cmd.arg("LOAD").arg(SOURCE);
-    cmd
-}
-
 /// Sends `cmd` (from [`transaction`] or [`checkpoint`]) on `conn`; on `NOSCRIPT` loads the
-/// script and sends it again, once.
+/// script and sends it again, once ([`Connection::evalsha`]).
 pub(super) async fn query(conn: &Connection, cmd: &Cmd) -> RedisResult<()> {
-    let mut conn = conn.clone();
-    let _written: i64 = match cmd.query_async(&mut conn).await {
-        Err(err) if err.code() == Some("NOSCRIPT") => {
-            let _sha: String = load().query_async(&mut conn).await?;
-            cmd.query_async(&mut conn).await?
-        }
-        reply => reply?,
-    };
+    let _written: i64 = conn.evalsha(&SCRIPT, cmd).await?;
     Ok(())
 }
 

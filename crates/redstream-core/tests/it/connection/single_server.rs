@@ -256,6 +256,37 @@ async fn commands_waiting_for_a_reconnection_share_one_attempt() {
     );
 }
 
+/// `evalsha` sends the caller's `EVALSHA`, and loads the script only when the server answers
+/// `NOSCRIPT` (it ran nothing then); any other error is the script's own, returned as it is,
+/// never sent twice.
+#[tokio::test]
+async fn evalsha_loads_the_script_only_when_the_server_does_not_know_it() {
+    let server = RedisServer::start().await.unwrap();
+    let conn = connection::connect(&ConnectionOptions::new(server.url()))
+        .await
+        .unwrap();
+    let script = redis::Script::new("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash()).arg(1).arg("n").arg(5);
+    // Never loaded, then known, then flushed as after a restart.
+    assert_eq!(conn.evalsha::<i64>(&script, &call).await.unwrap(), 5);
+    assert_eq!(conn.evalsha::<i64>(&script, &call).await.unwrap(), 10);
+    server.flush_scripts().await.unwrap();
+    assert_eq!(conn.evalsha::<i64>(&script, &call).await.unwrap(), 15);
+
+    let failing =
+        redis::Script::new("redis.call('INCR', KEYS[1]) return redis.error_reply('ERR boom')");
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(failing.get_hash()).arg(1).arg("m");
+    let err = conn.evalsha::<i64>(&failing, &call).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    // Loaded once on NOSCRIPT, run once: the failure was not sent again.
+    assert_eq!(
+        conn.query::<i64>(redis::cmd("GET").arg("m")).await.unwrap(),
+        1
+    );
+}
+
 #[tokio::test]
 async fn unix_socket() {
     // A relative path: the server creates it in its data directory.
