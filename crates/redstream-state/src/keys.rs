@@ -86,15 +86,15 @@ impl Keys {
         more_args: usize,
         more_bytes: usize,
     ) -> Cmd {
-        let key_len = self.base.len() + SEPARATOR.len_utf8() + key.len();
+        let mut separator = [0; 4];
+        let parts = self.parts(key, &mut separator);
+        let key_len: usize = parts.iter().map(|part| part.len()).sum();
         let mut cmd = Cmd::with_capacity(2 + more_args, name.len() + key_len + more_bytes);
         cmd.arg(name);
-        let mut separator = [0; 4];
-        let separator = SEPARATOR.encode_utf8(&mut separator).as_bytes();
         let mut arg = cmd.writer_for_next_arg();
         // Writes into the command's own `Vec<u8>`, which cannot fail.
-        for part in [self.base.as_bytes(), separator, key.as_bytes()] {
-            let _ = arg.write_all(part);
+        for part in parts {
+            let _ = arg.write_all(part.as_bytes());
         }
         drop(arg);
         cmd
@@ -104,9 +104,16 @@ impl Keys {
     /// keys in turn reuses one buffer.
     pub(crate) fn write_key(&self, out: &mut String, key: &str) {
         out.clear();
-        out.push_str(&self.base);
-        out.push(SEPARATOR);
-        out.push_str(key);
+        let mut separator = [0; 4];
+        for part in self.parts(key, &mut separator) {
+            out.push_str(part);
+        }
+    }
+
+    /// The Redis key of `key` in its three parts, `base`, the separator (encoded into
+    /// `separator`) and `key`: the one place that spells the key's format.
+    fn parts<'a>(&'a self, key: &'a str, separator: &'a mut [u8; 4]) -> [&'a str; 3] {
+        [&self.base, SEPARATOR.encode_utf8(separator), key]
     }
 
     /// The user's key inside a Redis key of this store, or `None` for any other key (a
