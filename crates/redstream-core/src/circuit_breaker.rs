@@ -394,6 +394,11 @@ impl CircuitBreaker {
     /// Returns [`Error::CircuitOpen`] without calling `f` when the breaker is open, or
     /// half-open with all its trial slots taken. If the returned future is dropped while `f`'s
     /// future runs, the call is recorded as ignored and its trial slot, if any, is freed.
+    ///
+    /// The future `f` returns is moved into this one, and this one into its caller's: for a
+    /// large future on a hot path (a Redis call's is over a kilobyte),
+    /// [`try_acquire`](Self::try_acquire), the call awaited in place and
+    /// [`Permit::record`] do the same without those copies.
     pub async fn call<F, Fut, T>(&self, f: F) -> Result<T>
     where
         F: FnOnce() -> Fut,
