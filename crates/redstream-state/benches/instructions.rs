@@ -54,8 +54,8 @@ use redstream_testkit::RedisServer;
 use redstream_testkit::callgrind::{Baseline, Callgrind, Run, per_unit};
 
 use common::{
-    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, set_multi, set_px_lua,
-    set_px_multi,
+    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, raw_connection, raw_get,
+    set_multi, set_px_lua, set_px_multi,
 };
 
 const SHORT: u64 = 200;
@@ -181,15 +181,7 @@ async fn child(case: &str, ops: u64, url: &str) {
             }
         }
         _ => {
-            // The store's default response timeout (5 s): the same promise, the same timer.
-            let mut conn = redis::Client::open(url)
-                .unwrap()
-                .get_multiplexed_async_connection_with_config(
-                    &redis::AsyncConnectionConfig::new()
-                        .set_response_timeout(Some(std::time::Duration::from_secs(5))),
-                )
-                .await
-                .unwrap();
+            let mut conn = raw_connection(url).await;
             for n in 0..ops {
                 raw_op(&mut conn, case, n).await;
             }
@@ -215,14 +207,7 @@ async fn concurrent_gets(raw: bool, ops: u64, url: &str) {
     let store = StateStore::new(StateBackend::redis(url, PREFIX))
         .await
         .unwrap();
-    let conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new()
-                .set_response_timeout(Some(std::time::Duration::from_secs(5))),
-        )
-        .await
-        .unwrap();
+    let conn = raw_connection(url).await;
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
@@ -236,15 +221,7 @@ async fn concurrent_gets(raw: bool, ops: u64, url: &str) {
                     let get: Pin<Box<dyn Future<Output = ()> + Send>> = if raw {
                         let mut conn = conn.clone();
                         let redis_key = format!("{PREFIX}:{}", key(n));
-                        Box::pin(async move {
-                            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                                .arg(redis_key)
-                                .query_async(&mut conn)
-                                .await
-                                .unwrap();
-                            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
-                            std::hint::black_box(found);
-                        })
+                        Box::pin(async move { raw_get(&mut conn, redis_key).await })
                     } else {
                         let store = store.clone();
                         Box::pin(async move {
@@ -264,15 +241,7 @@ async fn concurrent_gets(raw: bool, ops: u64, url: &str) {
 
 async fn raw_op(conn: &mut MultiplexedConnection, case: &str, n: u64) {
     match case {
-        "raw-get" => {
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(format!("{PREFIX}:{}", key(n)))
-                .query_async(conn)
-                .await
-                .unwrap();
-            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
-            std::hint::black_box(found);
-        }
+        "raw-get" => raw_get(conn, format!("{PREFIX}:{}", key(n))).await,
         "raw-put" => {
             let bytes = serde_json::to_vec(&order(n)).unwrap();
             let () = redis::cmd("SET")

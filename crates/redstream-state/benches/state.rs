@@ -44,8 +44,8 @@ use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
 
 use common::{
-    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, set_multi, set_px_lua,
-    set_px_multi,
+    CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, raw_connection, set_multi,
+    set_px_lua, set_px_multi,
 };
 
 /// Keys per `get_many` / `put_many` call.
@@ -122,15 +122,7 @@ where
     Arc::new(move |n| {
         let mut conn = conn.clone();
         let redis_key = format!("{prefix}:{}", key(n));
-        Box::pin(async move {
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(redis_key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
-            std::hint::black_box(found);
-        })
+        Box::pin(async move { common::raw_get(&mut conn, redis_key).await })
     })
 }
 
@@ -414,17 +406,7 @@ fn main() {
         .unwrap();
     runtime.block_on(async move {
         let server = RedisServer::start().await.unwrap();
-        // The raw side gets the store's default response timeout (5 s), as a call of the store
-        // gives up after it: the same promise, and the same timer per call.
-        let raw = server
-            .client()
-            .unwrap()
-            .get_multiplexed_async_connection_with_config(
-                &redis::AsyncConnectionConfig::new()
-                    .set_response_timeout(Some(Duration::from_secs(5))),
-            )
-            .await
-            .unwrap();
+        let raw = raw_connection(&server.url()).await;
         let prefix = "bench";
         let store = StateStore::new(StateBackend::redis(server.url(), prefix))
             .await

@@ -36,6 +36,32 @@ pub(crate) fn key(n: u64) -> String {
     format!("order:{}", n % KEYS)
 }
 
+/// Raw redis-rs's connection for the benches: multiplexed, with the store's default response
+/// timeout (5 s), as a call of the store gives up after it: the same promise, and the same
+/// timer per call.
+pub(crate) async fn raw_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(5))),
+        )
+        .await
+        .unwrap()
+}
+
+/// Raw redis-rs's `get::<Order>`: `GET` of `redis_key` (the caller prefixed it) and
+/// `serde_json::from_slice`; the order is kept from being optimised away.
+pub(crate) async fn raw_get(conn: &mut impl redis::aio::ConnectionLike, redis_key: String) {
+    let bytes: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(redis_key)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let found: Order = serde_json::from_slice(&bytes.unwrap()).unwrap();
+    std::hint::black_box(found);
+}
+
 /// `items` with their Redis keys (the store's plain layout, `prefix:key`) and JSON values.
 fn encoded(
     prefix: &str,
