@@ -35,13 +35,16 @@
 //!
 //! An entry this consumer holds (read and waiting for room in its buffer, in its buffer, or in
 //! a running handler) must not be claimed by another consumer just because its handler is
-//! slow. Every quarter of `claim_idle_time`, the keep-alive resets the idle time of the
-//! entries held for more than half of it, with `XCLAIM <stream> <group> <self> 0 <id>...
-//! JUSTID` (`JUSTID` leaves the delivery count alone). An entry counts as refreshed only once
-//! that `XCLAIM` succeeded: after a failed round the next round, a quarter of
-//! `claim_idle_time` later, tries the same entries again. So an entry is claimable only once its
-//! consumer has stopped refreshing it: it crashed, hangs without its runtime, or could not
-//! reach Redis for about half of `claim_idle_time`.
+//! slow. Every eighth of `claim_idle_time`, the keep-alive resets the idle time of the
+//! entries held for more than a quarter of it, with `XCLAIM <stream> <group> <self> 0 <id>...
+//! JUSTID` (`JUSTID` leaves the delivery count alone): an entry's idle time in Redis stays
+//! below three eighths of `claim_idle_time`. An entry counts as refreshed only once that
+//! `XCLAIM` succeeded: after a failed round the next round, an eighth of `claim_idle_time`
+//! later, tries the same entries again. So an entry is claimable only once its consumer has
+//! stopped refreshing it: it crashed, hangs without its runtime, or could not reach Redis for
+//! five eighths of `claim_idle_time` or more (five refused rounds in a row). With resets at
+//! half of it every quarter, one refused round was enough to let the idle time reach three
+//! quarters of it or all of it.
 //!
 //! # Releasing
 //!
@@ -264,8 +267,12 @@ pub(crate) async fn keepalive_loop(sub: Arc<Sub>, stop: CancellationToken) {
 /// The keep-alive of the entries held in the streams of slot group `group`.
 async fn keepalive_group(sub: &Sub, group: usize, stop: &CancellationToken) {
     let idle = sub.options.claim_idle_time;
-    let period = (idle / 4).max(Duration::from_millis(10));
-    let older_than = idle / 2;
+    // Resets at a quarter of `idle`, looked for every eighth: a reset comes at most three
+    // eighths after the last one, and each refused round adds an eighth, so it takes five
+    // refused rounds in a row (about five eighths of `idle` without Redis) before another
+    // consumer may claim an entry in hand.
+    let period = (idle / 8).max(Duration::from_millis(10));
+    let older_than = idle / 4;
     let in_group = |key: &str| {
         sub.by_key
             .get(key)

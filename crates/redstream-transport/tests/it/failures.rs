@@ -556,3 +556,119 @@ async fn refused_acknowledgements_pause_reading_instead_of_piling_up() {
         .await
         .unwrap();
 }
+
+/// An entry in a running handler stays far from claimable even when a keep-alive round is
+/// refused (here an ACL without `XCLAIM`, for one round): its idle time in Redis never reaches
+/// five eighths of `claim_idle_time`. The keep-alive resets entries held for a quarter of it,
+/// every eighth of it, so one refused round costs an eighth. (With resets at half of it every
+/// quarter, a refused round let the idle time reach three quarters to all of it, and another
+/// consumer's claim pass could take the entry from its running handler.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_keep_alive_round_leaves_a_held_entry_far_from_claimable() {
+    const IDLE: Duration = Duration::from_millis(2400);
+    crate::support::capture_logs();
+    let server = RedisServer::builder()
+        .acl_user_rules("keeper", "pw-keeper", &["~*", "&*", "+@all"])
+        .start()
+        .await
+        .unwrap();
+    let prefix = unique("keeper");
+    let group = unique("kept");
+    let transport = RedisTransport::with_options(
+        RedisConfig::default()
+            .with_url(server.url_with_user("keeper", "pw-keeper"))
+            .with_stream_prefix(&prefix)
+            .with_consumer_group(&group),
+        fast().with_claim_idle_time(IDLE),
+    )
+    .await
+    .unwrap();
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let (release_tx, release) = oneshot::channel::<()>();
+    let release = Arc::new(Mutex::new(Some(release)));
+    let handle = transport
+        .subscribe(vec!["order.created".to_owned()], move |_event: Event| {
+            let _ = started_tx.send(());
+            let release = release.lock().unwrap().take();
+            async move {
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                HandlerResult::Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    transport.publish(event("order.created", 1)).await.unwrap();
+    recv(&mut started, "the handler to start").await;
+    let stream = transport.names().stream("order.created");
+    let mut admin = server.connection().await.unwrap();
+    // The idle time of the one pending entry, in milliseconds.
+    let idle = |mut conn: redis::aio::MultiplexedConnection| {
+        let (stream, group) = (stream.clone(), group.clone());
+        async move {
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(&group)
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(pending.len(), 1, "one entry pending: {pending:?}");
+            pending[0].2
+        }
+    };
+    let limit = IDLE.as_millis() as u64 * 5 / 8;
+    let mut most = 0;
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("keeper")
+        .arg("-xclaim")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // Watched until the keep-alive's refused round is logged (XPENDING is not refused: the
+    // admin connection is the default user's)...
+    let refused = || {
+        logged("could not reset the idle time")
+            .iter()
+            .any(|line| line.contains(&group))
+    };
+    while !refused() {
+        most = most.max(idle(admin.clone()).await);
+        assert!(
+            most < limit,
+            "the held entry was idle for {most} ms before the refused round"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("keeper")
+        .arg("+xclaim")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // ... and for a whole claim idle time after it.
+    let watched_until = Instant::now() + IDLE;
+    while Instant::now() < watched_until {
+        most = most.max(idle(admin.clone()).await);
+        assert!(
+            most < limit,
+            "the held entry was idle for {most} ms after a refused keep-alive round, \
+             claimable at {} ms",
+            IDLE.as_millis()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release_tx.send(()).unwrap();
+    until("the entry acknowledged", || async {
+        pending_of_type(&server, &transport, "order.created", &group).await == 0
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
