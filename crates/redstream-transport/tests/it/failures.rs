@@ -636,14 +636,17 @@ async fn a_refused_keep_alive_round_leaves_a_held_entry_far_from_claimable() {
             .iter()
             .any(|line| line.contains(&group))
     };
-    while !refused() {
-        most = most.max(idle(admin.clone()).await);
-        assert!(
-            most < limit,
-            "the held entry was idle for {most} ms before the refused round"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    within("a keep-alive round to be refused", async {
+        while !refused() {
+            most = most.max(idle(admin.clone()).await);
+            assert!(
+                most < limit,
+                "the held entry was idle for {most} ms before the refused round"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("keeper")
