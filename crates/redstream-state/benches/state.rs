@@ -26,7 +26,9 @@
 //! timed loop, as the store does. So the ratio is the store's own overhead: key building, the
 //! circuit breaker, its connection manager. The store runs with its default config (fallback
 //! off, no default TTL). Each line prints the median rates, the median of the rounds' ratios
-//! and their range.
+//! and their range. The 64-task lines also print each side's CPU time per operation, of the
+//! bench's own process (the client) and of the server, which tell a slower client from one
+//! that asks more of the server.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -347,10 +349,13 @@ where
 
 /// As [`compare`], with a third side in every round (the three in an order that rotates):
 /// the raw loop through redis-rs's `ConnectionManager`, which the store sends through for its
-/// reconnections. Its line says how much of a gap is the manager's.
+/// reconnections. Its line says how much of a gap is the manager's. Under it, each side's
+/// CPU time per operation, of this process and of the server (read on `admin`): a gap in the
+/// client, or more work asked of the server.
 async fn compare_with_manager<A, B, C, FA, FB, FC>(
     name: &str,
     ops: u64,
+    admin: &MultiplexedConnection,
     ours: A,
     raw: B,
     managed: C,
@@ -364,27 +369,37 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
 {
     let mut rates: [Vec<f64>; 3] = Default::default();
     let mut cpu: [Vec<f64>; 3] = Default::default();
+    let mut server: [Vec<f64>; 3] = Default::default();
+    let server_cpu = || async {
+        redstream_testkit::bench::server_cpu(&mut admin.clone())
+            .await
+            .unwrap()
+    };
+    let per_op = |time: Duration| time.as_secs_f64() * 1e6 / ops as f64;
     for round in 0..rounds() {
         for turn in 0..3 {
             let side = (round + turn) % 3;
-            let start = client_cpu();
+            let (start, server_start) = (client_cpu(), server_cpu().await);
             let elapsed = match side {
                 0 => ours().await,
                 1 => raw().await,
                 _ => managed().await,
             };
             rates[side].push(rate(ops, elapsed));
-            cpu[side].push((client_cpu() - start).as_secs_f64() * 1e6 / ops as f64);
+            cpu[side].push(per_op(client_cpu() - start));
+            server[side].push(per_op(server_cpu().await.saturating_sub(server_start)));
         }
     }
     let [ours, raw, managed] = &rates;
     line(name, ours, raw);
-    let [cpu_ours, cpu_raw, cpu_managed] = cpu.map(median);
-    println!(
-        "{:<30} client CPU per op (median): redstream {cpu_ours:.2} µs, raw redis-rs \
-         {cpu_raw:.2} µs, through ConnectionManager {cpu_managed:.2} µs",
-        ""
-    );
+    for (whose, times) in [("client", cpu), ("server", server)] {
+        let [ours, raw, managed] = times.map(median);
+        println!(
+            "{:<30} {whose} CPU per op (median): redstream {ours:.2} µs, raw redis-rs \
+             {raw:.2} µs, through ConnectionManager {managed:.2} µs",
+            ""
+        );
+    }
     let managed_rate = median(managed.clone());
     println!(
         "{:<30} raw redis-rs through ConnectionManager {managed_rate:.0} ops/s: {:.2}x of the \
@@ -452,6 +467,7 @@ fn main() {
             compare_with_manager(
                 "get, 64 tasks",
                 total,
+                &raw,
                 || run(64, total, ours_get(&store)),
                 || run(64, total, raw_get(&raw, prefix)),
                 || run(64, total, raw_get(&manager, prefix)),
@@ -460,6 +476,7 @@ fn main() {
             compare_with_manager(
                 "put, 64 tasks",
                 total,
+                &raw,
                 || run(64, total, ours_put(&store)),
                 || run(64, total, raw_put(&raw, prefix)),
                 || run(64, total, raw_put(&manager, prefix)),

@@ -195,21 +195,11 @@ pub(crate) struct WorkStart {
     client: ProcessCpu,
 }
 
-/// The server process's CPU time so far (`used_cpu_user` plus `used_cpu_sys` of `INFO cpu`).
+/// The server process's CPU time so far.
 async fn server_cpu<C: ConnectionLike + Clone>(conn: &C) -> Duration {
-    let mut conn = conn.clone();
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut conn)
+    redstream_testkit::bench::server_cpu(&mut conn.clone())
         .await
-        .unwrap();
-    let seconds: f64 = info
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| *name == "used_cpu_user" || *name == "used_cpu_sys")
-        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
-        .sum();
-    Duration::from_secs_f64(seconds.max(0.0))
+        .unwrap()
 }
 
 impl ServerWork {
