@@ -214,3 +214,27 @@ async fn starts_under_a_paused_tokio_clock() {
     stream.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"+PONG\r\n");
 }
+
+/// `bench::server_cpu` reads the server's CPU time: it grows by what a command made the
+/// server compute (a Lua loop of a million steps, several milliseconds).
+#[tokio::test]
+async fn server_cpu_grows_with_the_work_the_server_does() {
+    let server = RedisServer::start().await.unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let before = redstream_testkit::bench::server_cpu(&mut conn)
+        .await
+        .unwrap();
+    let () = redis::cmd("EVAL")
+        .arg("for i = 1, 1000000 do end")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let after = redstream_testkit::bench::server_cpu(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        after > before + std::time::Duration::from_millis(1),
+        "server CPU {before:?} -> {after:?} across a million-step script"
+    );
+}
