@@ -538,13 +538,7 @@ async fn refused_acknowledgements_pause_reading_instead_of_piling_up() {
     assert!(!logged("permissions to run the 'xack' command").is_empty());
 
     let mut admin = server.connection().await.unwrap();
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("noack")
-        .arg("+xack")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl_setuser(&mut admin, "noack", "+xack").await;
     let mut got = recv_n(&mut rx, EVENTS, "every event once XACK is allowed").await;
     got.sort_unstable();
     assert_eq!(got, (0..EVENTS).collect::<Vec<_>>());
@@ -622,13 +616,7 @@ async fn a_refused_keep_alive_round_leaves_a_held_entry_far_from_claimable() {
     };
     let limit = IDLE.as_millis() as u64 * 5 / 8;
     let mut most = 0;
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("keeper")
-        .arg("-xclaim")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl_setuser(&mut admin, "keeper", "-xclaim").await;
     // Watched until the keep-alive's refused round is logged (XPENDING is not refused: the
     // admin connection is the default user's)...
     let refused = || {
@@ -647,13 +635,7 @@ async fn a_refused_keep_alive_round_leaves_a_held_entry_far_from_claimable() {
         }
     })
     .await;
-    let () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("keeper")
-        .arg("+xclaim")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl_setuser(&mut admin, "keeper", "+xclaim").await;
     // ... and for a whole claim idle time after it.
     let watched_until = Instant::now() + IDLE;
     while Instant::now() < watched_until {
@@ -672,6 +654,17 @@ async fn a_refused_keep_alive_round_leaves_a_held_entry_far_from_claimable() {
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+}
+
+/// `ACL SETUSER <user> <rule>` on `admin`.
+async fn acl_setuser(admin: &mut redis::aio::MultiplexedConnection, user: &str, rule: &str) {
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg(rule)
+        .query_async(admin)
         .await
         .unwrap();
 }
