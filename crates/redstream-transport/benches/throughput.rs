@@ -6,7 +6,8 @@
 //! `REDSTREAM_BENCH_ONLY` to a comma-separated list of `sequential`, `concurrent`, `batch`,
 //! `four` and `latency` to run only those parts; `batch` includes the one-consumer consume).
 //! For trying other settings: `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
-//! `REDSTREAM_BENCH_ACK_BATCH` set the transport's. The raw loops read as many entries per
+//! `REDSTREAM_BENCH_ACK_BATCH` set the transport's, `REDSTREAM_BENCH_QUEUE` its
+//! `backpressure.max_queue_size`. The raw loops read as many entries per
 //! `XREADGROUP` as the transport (its `read_count`), or `REDSTREAM_BENCH_RAW_COUNT`.
 //! `REDSTREAM_BENCH_SIDE=redstream` (or `raw`) runs one side only of the `four` part, to be
 //! profiled on its own (`perf record`: see `docs/performance.md`).
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{Event, EventLimits, EventMetadata};
+use redstream_core::{BackpressureConfig, Event, EventLimits, EventMetadata};
 use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport, StartFrom, TransportOptions};
 use serde_json::json;
@@ -65,12 +66,16 @@ async fn transport_named(
     group: &str,
     consumer: &str,
 ) -> RedisTransport {
+    let mut config = RedisConfig::default()
+        .with_url(server.url())
+        .with_stream_prefix(prefix)
+        .with_consumer_group(group)
+        .with_consumer_name(consumer);
+    if let Some(n) = env_usize("REDSTREAM_BENCH_QUEUE") {
+        config = config.with_backpressure(BackpressureConfig::default().with_max_queue_size(n));
+    }
     RedisTransport::with_options(
-        RedisConfig::default()
-            .with_url(server.url())
-            .with_stream_prefix(prefix)
-            .with_consumer_group(group)
-            .with_consumer_name(consumer),
+        config,
         tuned(
             TransportOptions::default()
                 .with_start_from(StartFrom::Beginning)
@@ -81,22 +86,24 @@ async fn transport_named(
     .unwrap()
 }
 
+/// `name`'s value, if it is set to a number.
+fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// The defaults, or what `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and
-/// `REDSTREAM_BENCH_ACK_BATCH` say
+/// `REDSTREAM_BENCH_ACK_BATCH` say (`REDSTREAM_BENCH_QUEUE` is set in [`transport_named`])
 /// (for trying other settings; the printed figures are with the defaults unless they are set).
 fn tuned(mut options: TransportOptions) -> TransportOptions {
-    let var = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-    };
-    if let Some(n) = var("REDSTREAM_BENCH_READ_COUNT") {
+    if let Some(n) = env_usize("REDSTREAM_BENCH_READ_COUNT") {
         options = options.with_read_count(n);
     }
-    if let Some(n) = var("REDSTREAM_BENCH_CONCURRENCY") {
+    if let Some(n) = env_usize("REDSTREAM_BENCH_CONCURRENCY") {
         options = options.with_handler_concurrency(n);
     }
-    if let Some(n) = var("REDSTREAM_BENCH_ACK_BATCH") {
+    if let Some(n) = env_usize("REDSTREAM_BENCH_ACK_BATCH") {
         options = options.with_ack_batch_size(n);
     }
     options
