@@ -45,8 +45,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use common::{
-    ServerWork, del, median, rate, rates_line, ratio_line, ratios, raw_read_decode_ack, seed_event,
-    server_version,
+    ServerWork, del, env_usize, median, rate, rates_line, ratio_line, ratios, raw_read_decode_ack,
+    seed_event, server_version,
 };
 
 const TASKS: usize = 64;
@@ -84,13 +84,6 @@ async fn transport_named(
     )
     .await
     .unwrap()
-}
-
-/// `name`'s value, if it is set to a number.
-fn env_usize(name: &str) -> Option<usize> {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// The defaults, or what `REDSTREAM_BENCH_READ_COUNT`, `REDSTREAM_BENCH_CONCURRENCY` and

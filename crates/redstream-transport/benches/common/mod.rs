@@ -66,14 +66,21 @@ pub(crate) async fn raw_read_decode_ack(
     handled
 }
 
+/// `name`'s value, if it is set to a number: the benches' settings
+/// (`REDSTREAM_BENCH_READ_COUNT`...).
+pub(crate) fn env_usize(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
 /// Entries per raw `XREADGROUP`: the transport's `read_count` (its default, or
 /// `REDSTREAM_BENCH_READ_COUNT`), so that both sides read as much per call; or
 /// `REDSTREAM_BENCH_RAW_COUNT`.
 pub(crate) fn raw_count() -> usize {
     static COUNT: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
-        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
-        var("REDSTREAM_BENCH_RAW_COUNT")
-            .or_else(|| var("REDSTREAM_BENCH_READ_COUNT"))
+        env_usize("REDSTREAM_BENCH_RAW_COUNT")
+            .or_else(|| env_usize("REDSTREAM_BENCH_READ_COUNT"))
             .unwrap_or(redstream_transport::TransportOptions::default().read_count)
     });
     *COUNT
