@@ -12,7 +12,8 @@
 //! same bytes per entry and get each batch as an owned `Vec<Event>` cut before the clock starts
 //! (and dropped inside it), so the ratio against (3) is the cost of the sink itself: validation,
 //! bookkeeping, its connection and its retry wrapper. Each line gives the median rates, the
-//! median of the rounds' ratios and their range; sides alternate which goes first.
+//! median of the rounds' ratios, their range, their geometric mean and its 95% confidence
+//! interval (`redstream_testkit::bench::Ratios`); sides alternate which goes first.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -26,6 +27,7 @@ use redis::aio::MultiplexedConnection;
 use redstream_core::{BatchSink, Event, EventLimits, SourcePosition, wire};
 use redstream_sink::{RedisSink, SinkConfig};
 use redstream_testkit::RedisServer;
+use redstream_testkit::bench::Ratios;
 
 /// Rounds per figure; sides alternate which goes first, and the median of each is reported.
 const ROUNDS: usize = 5;
@@ -156,7 +158,11 @@ fn main() {
             )
             .await
             .unwrap();
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         let version = info
             .lines()
             .find_map(|l| l.strip_prefix("redis_version:"))
@@ -214,19 +220,19 @@ fn main() {
                     "raw EVALSHA batch.lua",
                 ];
                 for (side, label) in labels.iter().enumerate() {
-                    let ratios: Vec<f64> =
-                        ours.iter().zip(&theirs[side]).map(|(a, b)| a / b).collect();
-                    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                    let high = ratios.iter().copied().fold(0.0, f64::max);
+                    let ratios = Ratios::of(&ours, &theirs[side])
+                        .expect("every round has a rate on each side, finite and above zero");
                     let head = if side == 0 {
-                        format!("{name:<28} redstream {:>10.0} events/s", median(ours.clone()))
+                        format!(
+                            "{name:<28} redstream {:>10.0} events/s",
+                            median(ours.clone())
+                        )
                     } else {
                         String::new()
                     };
                     println!(
-                        "{head:<58}   {label:<22} {:>10.0} events/s   ratio {:.2}x ({low:.2}x .. {high:.2}x)",
+                        "{head:<58}   {label:<22} {:>10.0} events/s   ratio {ratios}",
                         median(theirs[side].clone()),
-                        median(ratios),
                     );
                 }
             }

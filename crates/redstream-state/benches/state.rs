@@ -25,8 +25,9 @@
 //! JSON work; the raw side prefixes each key (`bench:order:<n>`, the store's plain layout) in the
 //! timed loop, as the store does. So the ratio is the store's own overhead: key building, the
 //! circuit breaker, its connection manager. The store runs with its default config (fallback
-//! off, no default TTL). Each line prints the median rates, the median of the rounds' ratios
-//! and their range. The 64-task lines also print each side's CPU time per operation, of the
+//! off, no default TTL). Each line prints the median rates, the median of the rounds' ratios,
+//! their range, their geometric mean and its 95% confidence interval
+//! (`redstream_testkit::bench::Ratios`). The 64-task lines also print each side's CPU time per operation, of the
 //! bench's own process (the client) and of the server, which tell a slower client from one
 //! that asks more of the server.
 
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
+use redstream_testkit::bench::Ratios;
 
 use common::{
     CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, raw_connection, set_multi,
@@ -314,14 +316,12 @@ fn median(mut rates: Vec<f64>) -> f64 {
 }
 
 fn line(name: &str, ours: &[f64], raw: &[f64]) {
-    let ratios: Vec<f64> = ours.iter().zip(raw).map(|(a, b)| a / b).collect();
-    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = ratios.iter().copied().fold(0.0, f64::max);
+    let ratios =
+        Ratios::of(ours, raw).expect("every round has a rate on each side, finite and above zero");
     println!(
-        "{name:<30} redstream {:>10.0} ops/s   raw redis-rs {:>10.0} ops/s   ratio {:.2}x ({low:.2}x .. {high:.2}x)",
+        "{name:<30} redstream {:>10.0} ops/s   raw redis-rs {:>10.0} ops/s   ratio {ratios}",
         median(ours.to_vec()),
         median(raw.to_vec()),
-        median(ratios),
     );
 }
 

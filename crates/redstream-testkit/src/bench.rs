@@ -47,3 +47,146 @@ pub async fn server_cpu(
         .sum();
     Ok(std::time::Duration::from_secs_f64(seconds.max(0.0)))
 }
+
+/// How one side's rates compare with the other's over rounds run side by side (alternating
+/// which goes first): the rounds' ratios `ours[i] / theirs[i]`, summed up.
+///
+/// The median and the range say what a round looks like and how noisy the machine was. The
+/// geometric mean and its 95% confidence interval (Student's t on the ratios' logarithms)
+/// say whether a difference is more than noise: an interval that holds 1.0 means these rounds
+/// cannot tell the two sides apart, whatever the median says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratios {
+    /// Rounds compared.
+    pub rounds: usize,
+    /// The median ratio.
+    pub median: f64,
+    /// The lowest ratio.
+    pub low: f64,
+    /// The highest ratio.
+    pub high: f64,
+    /// The geometric mean of the ratios.
+    pub mean: f64,
+    /// The 95% confidence interval of [`mean`](Self::mean); `None` for fewer than two rounds.
+    pub interval: Option<(f64, f64)>,
+}
+
+impl Ratios {
+    /// The ratios of `ours` to `theirs`, round by round; `None` unless both have the same
+    /// number of rounds, at least one, and every rate is finite and above zero.
+    #[must_use]
+    pub fn of(ours: &[f64], theirs: &[f64]) -> Option<Self> {
+        let usable = |rate: &f64| rate.is_finite() && *rate > 0.0;
+        if ours.is_empty() || ours.len() != theirs.len() || !ours.iter().chain(theirs).all(usable) {
+            return None;
+        }
+        let mut ratios: Vec<f64> = ours.iter().zip(theirs).map(|(a, b)| a / b).collect();
+        ratios.sort_by(f64::total_cmp);
+        let rounds = ratios.len();
+        let logs: Vec<f64> = ratios.iter().map(|r| r.ln()).collect();
+        let n = rounds as f64;
+        let log_mean = logs.iter().sum::<f64>() / n;
+        let interval = (rounds >= 2).then(|| {
+            let variance = logs.iter().map(|l| (l - log_mean).powi(2)).sum::<f64>() / (n - 1.0);
+            let t = students_t_975(n - 1.0);
+            let half = t * (variance / n).sqrt();
+            ((log_mean - half).exp(), (log_mean + half).exp())
+        });
+        Some(Self {
+            rounds,
+            median: ratios[rounds / 2],
+            low: ratios[0],
+            high: ratios[rounds - 1],
+            mean: log_mean.exp(),
+            interval,
+        })
+    }
+}
+
+/// The 97.5th percentile of Student's t with `freedom` degrees of freedom: the half-width, in
+/// standard errors, of a two-sided 95% interval.
+fn students_t_975(freedom: f64) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    // Only fails for freedom <= 0, which `Ratios::of` never asks for; the normal quantile is
+    // the limit of many rounds.
+    StudentsT::new(0.0, 1.0, freedom).map_or(1.959_964, |t| t.inverse_cdf(0.975))
+}
+
+/// `0.99x (0.86x .. 1.21x), mean 1.01x, 95% CI 0.95x .. 1.07x`: the median, the range, and the
+/// geometric mean with its interval.
+impl std::fmt::Display for Ratios {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2}x ({:.2}x .. {:.2}x), mean {:.2}x",
+            self.median, self.low, self.high, self.mean
+        )?;
+        match self.interval {
+            Some((low, high)) => write!(f, ", 95% CI {low:.2}x .. {high:.2}x"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_t_quantiles_are_the_tables() {
+        for (freedom, table) in [(1.0, 12.706), (4.0, 2.776), (20.0, 2.086), (120.0, 1.980)] {
+            let t = students_t_975(freedom);
+            assert!((t - table).abs() < 0.001, "{freedom}: {t} against {table}");
+        }
+    }
+
+    #[test]
+    fn ratios_sum_up_the_rounds() {
+        let ours = [110.0, 90.0, 100.0, 121.0];
+        let theirs = [100.0, 100.0, 100.0, 100.0];
+        let r = Ratios::of(&ours, &theirs).unwrap();
+        assert_eq!(r.rounds, 4);
+        assert!((r.low - 0.9).abs() < 1e-12 && (r.high - 1.21).abs() < 1e-12);
+        assert!((r.median - 1.1).abs() < 1e-12, "{r:?}");
+        let mean = (1.1_f64 * 0.9 * 1.0 * 1.21).powf(0.25);
+        assert!((r.mean - mean).abs() < 1e-12, "{r:?}");
+        let (low, high) = r.interval.unwrap();
+        assert!(
+            low < 1.0 && 1.0 < high,
+            "four noisy rounds tell nothing: {r:?}"
+        );
+        // Symmetric around the mean on a log scale.
+        assert!(((high / r.mean) - (r.mean / low)).abs() < 1e-12, "{r:?}");
+        assert_eq!(
+            r.to_string(),
+            format!(
+                "1.10x (0.90x .. 1.21x), mean {:.2}x, 95% CI {low:.2}x .. {high:.2}x",
+                r.mean
+            )
+        );
+    }
+
+    #[test]
+    fn steady_rounds_give_a_narrow_interval() {
+        let ours = [102.0, 103.0, 102.5, 102.0, 103.0, 102.5];
+        let theirs = [100.0; 6];
+        let (low, high) = Ratios::of(&ours, &theirs).unwrap().interval.unwrap();
+        assert!(1.0 < low && high < 1.04, "{low} .. {high}");
+    }
+
+    #[test]
+    fn one_round_has_no_interval() {
+        let r = Ratios::of(&[95.0], &[100.0]).unwrap();
+        assert_eq!(r.interval, None);
+        assert_eq!(r.to_string(), "0.95x (0.95x .. 0.95x), mean 0.95x");
+    }
+
+    #[test]
+    fn unusable_rates_are_refused() {
+        assert_eq!(Ratios::of(&[], &[]), None);
+        assert_eq!(Ratios::of(&[1.0, 2.0], &[1.0]), None);
+        assert_eq!(Ratios::of(&[1.0], &[0.0]), None);
+        assert_eq!(Ratios::of(&[f64::NAN], &[1.0]), None);
+        assert_eq!(Ratios::of(&[1.0], &[f64::INFINITY]), None);
+    }
+}

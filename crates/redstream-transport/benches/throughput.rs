@@ -12,6 +12,11 @@
 //! `REDSTREAM_BENCH_SIDE=redstream` (or `raw`) runs one side only of the `four` part, to be
 //! profiled on its own (`perf record`: see `docs/performance.md`).
 //!
+//! Each line gives the median rates and the median of the rounds' ratios; the line below it
+//! their range, their geometric mean and its 95% confidence interval
+//! (`redstream_testkit::bench::Ratios`): an interval that holds 1.0x means the rounds cannot
+//! tell the two sides apart.
+//!
 //! Under the consume lines and the batch lines, the server's time per event for each side
 //! (`INFO commandstats`, reset before each side runs): where a gap is the server's work, not
 //! the client's.
@@ -684,17 +689,14 @@ fn main() {
                 println!("{:<32} {writer:<19} {}", "", work.cpu_per_event(events));
             }
             // The same rounds side by side: the spread of the ratio says how noisy the machine was.
-            let (ratio, low, high) = ratios(&ours_consume, &theirs_consume);
+            let consume = ratios(&ours_consume, &theirs_consume);
             rates_line(
                 "consume + ack, no-op handler",
                 median(ours_consume),
                 median(theirs_consume),
-                ratio,
+                consume.median,
             );
-            println!(
-                "{:<32} consume + ack ratio per round {low:.2}x .. {high:.2}x (one XREADGROUP per poll)",
-                ""
-            );
+            println!("{:<32} consume + ack ratio per round {consume}", "");
             server_work_lines(
                 &ours_consume_work,
                 &theirs_consume_work,

@@ -11,6 +11,7 @@ use redis::aio::ConnectionLike;
 use redstream_core::wire;
 use redstream_core::{Event, EventLimits, EventMetadata};
 use redstream_testkit::RedisServer;
+use redstream_testkit::bench::Ratios;
 use serde_json::json;
 
 /// The seed's event of type `event_type`, numbered `n`.
@@ -96,12 +97,9 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The rounds' ratios of `ours` to `raw`: their median, lowest and highest.
-pub(crate) fn ratios(ours: &[f64], raw: &[f64]) -> (f64, f64, f64) {
-    let ratios: Vec<f64> = ours.iter().zip(raw).map(|(ours, raw)| ours / raw).collect();
-    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = ratios.iter().copied().fold(0.0, f64::max);
-    (median(ratios), low, high)
+/// The rounds' ratios of `ours` to `raw`, summed up (median, range, mean and its interval).
+pub(crate) fn ratios(ours: &[f64], raw: &[f64]) -> Ratios {
+    Ratios::of(ours, raw).expect("every round has a rate on each side, finite and above zero")
 }
 
 /// One line of rates: each side's and their ratio.
@@ -112,11 +110,17 @@ pub(crate) fn rates_line(name: &str, ours: f64, raw: f64, ratio: f64) {
 }
 
 /// One figure from alternating rounds: the median rate of each side and the median of the
-/// rounds' ratios, then the range of those ratios (how noisy the machine was) on a line below.
+/// rounds' ratios, then on a line below the ratios' range (how noisy the machine was), their
+/// geometric mean and its 95% confidence interval.
 pub(crate) fn ratio_line(name: &str, ours: &[f64], raw: &[f64]) {
-    let (ratio, low, high) = ratios(ours, raw);
-    rates_line(name, median(ours.to_vec()), median(raw.to_vec()), ratio);
-    println!("{:<32} ratio per round {low:.2}x .. {high:.2}x", "");
+    let ratios = ratios(ours, raw);
+    rates_line(
+        name,
+        median(ours.to_vec()),
+        median(raw.to_vec()),
+        ratios.median,
+    );
+    println!("{:<32} ratio per round {ratios}", "");
 }
 
 /// The server `server` runs, as the test kit read it from the binary (`Redis 7.0.15
