@@ -370,8 +370,14 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
     let mut rates: [Vec<f64>; 3] = Default::default();
     let mut cpu: [Vec<f64>; 3] = Default::default();
     let mut server: [Vec<f64>; 3] = Default::default();
+    let mut per_read: [Vec<f64>; 3] = Default::default();
     let server_cpu = || async {
         redstream_testkit::bench::server_cpu(&mut admin.clone())
+            .await
+            .unwrap()
+    };
+    let server_reads = || async {
+        redstream_testkit::bench::server_reads(&mut admin.clone())
             .await
             .unwrap()
     };
@@ -379,6 +385,7 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
     for round in 0..rounds() {
         for turn in 0..3 {
             let side = (round + turn) % 3;
+            let reads_start = server_reads().await;
             let (start, server_start) = (client_cpu(), server_cpu().await);
             let elapsed = match side {
                 0 => ours().await,
@@ -388,6 +395,9 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
             rates[side].push(rate(ops, elapsed));
             cpu[side].push(per_op(client_cpu() - start));
             server[side].push(per_op(server_cpu().await.saturating_sub(server_start)));
+            // The admin's own `INFO`s are a few reads among tens of thousands.
+            let reads = server_reads().await.saturating_sub(reads_start).max(1);
+            per_read[side].push(ops as f64 / reads as f64);
         }
     }
     let [ours, raw, managed] = &rates;
@@ -400,6 +410,12 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
             ""
         );
     }
+    let [ours_reads, raw_reads, managed_reads] = per_read.map(median);
+    println!(
+        "{:<30} commands per server read (median): redstream {ours_reads:.1}, raw redis-rs \
+         {raw_reads:.1}, through ConnectionManager {managed_reads:.1}",
+        ""
+    );
     let managed_rate = median(managed.clone());
     println!(
         "{:<30} raw redis-rs through ConnectionManager {managed_rate:.0} ops/s: {:.2}x of the \

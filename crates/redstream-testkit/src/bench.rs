@@ -48,6 +48,24 @@ pub async fn server_cpu(
     Ok(std::time::Duration::from_secs_f64(seconds.max(0.0)))
 }
 
+/// The reads of client input the server has done so far (`total_reads_processed` of
+/// `INFO stats`): over a side's commands, how many commands each read brought in. A client
+/// that sends its concurrent commands in fewer, larger writes costs the server fewer reads
+/// (and system calls) per command. Zero when the reply does not have the figure.
+///
+/// # Errors
+///
+/// The error of `INFO`.
+pub async fn server_reads(conn: &mut impl redis::aio::ConnectionLike) -> redis::RedisResult<u64> {
+    let info: String = redis::cmd("INFO").arg("stats").query_async(conn).await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| *name == "total_reads_processed")
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0))
+}
+
 /// How one side's rates compare with the other's over rounds run side by side (alternating
 /// which goes first): the rounds' ratios `ours[i] / theirs[i]`, summed up.
 ///
