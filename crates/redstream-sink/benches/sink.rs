@@ -1,7 +1,8 @@
 //! Events per second through the sink against a private redis-server, next to raw redis-rs
 //! doing the same work in the same run.
 //!
-//! `cargo bench -p redstream-sink` (set `REDSTREAM_BENCH_EVENTS` to change the 100,000).
+//! `cargo bench -p redstream-sink` (set `REDSTREAM_BENCH_EVENTS` to change the 100,000 and
+//! `REDSTREAM_BENCH_ROUNDS` the 5 rounds).
 //!
 //! | line | redstream | raw redis-rs |
 //! |---|---|---|
@@ -30,6 +31,7 @@ use redstream_testkit::RedisServer;
 use redstream_testkit::bench::Ratios;
 
 /// Rounds per figure; sides alternate which goes first, and the median of each is reported.
+/// Rounds per line unless `REDSTREAM_BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 5;
 
 fn rate(events: usize, elapsed: Duration) -> f64 {
@@ -168,8 +170,9 @@ fn main() {
             .find_map(|l| l.strip_prefix("redis_version:"))
             .unwrap_or("?")
             .to_owned();
+        let rounds = redstream_testkit::bench::rounds(ROUNDS);
         println!(
-            "redstream-sink, {total} seed-sized events per run, median of {ROUNDS} rounds, \
+            "redstream-sink, {total} seed-sized events per run, median of {rounds} rounds, \
              private redis-server {version}"
         );
         let events: Vec<Event> = (0..total as u64).map(seed_event).collect();
@@ -179,7 +182,7 @@ fn main() {
                 let sides = [Raw::Pipeline, Raw::Multi, Raw::Script];
                 let mut ours = Vec::new();
                 let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
-                for round in 0..ROUNDS {
+                for round in 0..rounds {
                     run += 1;
                     let stream = format!("{{bench}}.sink.{run}");
                     let mut keys = vec![
