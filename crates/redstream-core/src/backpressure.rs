@@ -209,9 +209,9 @@ pub struct BackpressureQueue<T> {
 struct Shared<T> {
     config: BackpressureConfig,
     state: Mutex<State<T>>,
-    /// Signalled once per queued item, and to everyone on close.
+    /// Signalled once per queued item while a pop waits, and to everyone on close.
     item_available: Notify,
-    /// Signalled once per freed slot, and to everyone on close.
+    /// Signalled once per freed slot while a push waits, and to everyone on close.
     space_available: Notify,
 }
 
@@ -227,6 +227,36 @@ struct State<T> {
     pushed: u64,
     popped: u64,
     warnings: u64,
+    /// Pops waiting for an item, and pushes waiting for room (counted under this lock when
+    /// their last look found none, until their wait ends): a push or pop signals only when
+    /// someone waits. Signalling a `Notify` nobody waits on still writes its state, a cache
+    /// line every thread that pushes or pops would otherwise share for each item.
+    pop_waiters: usize,
+    push_waiters: usize,
+}
+
+/// Which of [`State`]'s waiter counts a [`Waiting`] holds a place in.
+#[derive(Clone, Copy)]
+enum Waits {
+    Pop,
+    Push,
+}
+
+/// A place in a waiter count, given back when the wait ends or is dropped.
+struct Waiting<'a, T> {
+    shared: &'a Shared<T>,
+    waits: Waits,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let count = match self.waits {
+            Waits::Pop => &mut state.pop_waiters,
+            Waits::Push => &mut state.push_waiters,
+        };
+        *count = count.saturating_sub(1);
+    }
 }
 
 /// The result of one non-waiting push attempt.
@@ -264,6 +294,8 @@ impl<T> BackpressureQueue<T> {
                     pushed: 0,
                     popped: 0,
                     warnings: 0,
+                    pop_waiters: 0,
+                    push_waiters: 0,
                 }),
                 item_available: Notify::new(),
                 space_available: Notify::new(),
@@ -288,19 +320,22 @@ impl<T> BackpressureQueue<T> {
     /// [`Error::QueueFull`] when full with [`Reject`](BackpressureStrategy::Reject);
     /// [`Error::Closed`] once the queue is closed, also while waiting. The item is dropped.
     pub async fn push(&self, item: T) -> Result<PushOutcome<T>> {
-        let mut item = match self.shared.push_now(item) {
+        let mut item = match self.shared.push_now(item, None) {
             Attempt::Done(result) => return result,
             Attempt::Full(item) => item,
         };
         loop {
-            // Register for a wake-up before looking again, so a pop in between is not missed.
+            // Register for a wake-up before looking again, so a pop in between is not missed;
+            // counted as waiting in that look's lock, so that pops from then on signal.
             let mut space = pin!(self.shared.space_available.notified());
             space.as_mut().enable();
-            item = match self.shared.push_now(item) {
+            let mut waiting = None;
+            item = match self.shared.push_now(item, Some(&mut waiting)) {
                 Attempt::Done(result) => return result,
                 Attempt::Full(item) => item,
             };
             space.await;
+            drop(waiting);
         }
     }
 
@@ -308,7 +343,7 @@ impl<T> BackpressureQueue<T> {
     /// the [`Block`](BackpressureStrategy::Block) strategy fails with [`Error::QueueFull`]
     /// (counted as rejected) instead of waiting.
     pub fn try_push(&self, item: T) -> Result<PushOutcome<T>> {
-        match self.shared.push_now(item) {
+        match self.shared.push_now(item, None) {
             Attempt::Done(result) => result,
             Attempt::Full(_item) => {
                 let capacity = self.shared.config.max_queue_size;
@@ -350,26 +385,29 @@ impl<T> BackpressureQueue<T> {
     /// item.
     pub async fn pop(&self) -> Option<T> {
         loop {
-            match self.shared.pop_now() {
+            match self.shared.pop_now(None) {
                 Popped::Item(item) => return Some(item),
                 Popped::Closed => return None,
                 Popped::Empty => {}
             }
-            // Register for a wake-up before looking again, so a push in between is not missed.
+            // Register for a wake-up before looking again, so a push in between is not missed;
+            // counted as waiting in that look's lock, so that pushes from then on signal.
             let mut available = pin!(self.shared.item_available.notified());
             available.as_mut().enable();
-            match self.shared.pop_now() {
+            let mut waiting = None;
+            match self.shared.pop_now(Some(&mut waiting)) {
                 Popped::Item(item) => return Some(item),
                 Popped::Closed => return None,
                 Popped::Empty => {}
             }
             available.await;
+            drop(waiting);
         }
     }
 
     /// Takes the oldest item if there is one, without waiting.
     pub fn try_pop(&self) -> Option<T> {
-        match self.shared.pop_now() {
+        match self.shared.pop_now(None) {
             Popped::Item(item) => Some(item),
             Popped::Empty | Popped::Closed => None,
         }
@@ -437,8 +475,9 @@ impl<T> Shared<T> {
         len as f64 / self.config.max_queue_size as f64 >= self.config.warning_threshold
     }
 
-    /// One push attempt that never waits.
-    fn push_now(&self, item: T) -> Attempt<T> {
+    /// One push attempt that never waits. With `waiting`, a push that finds the queue full
+    /// (`Block`) is counted as waiting for room, its place held in `waiting`.
+    fn push_now<'a>(&'a self, item: T, waiting: Option<&mut Option<Waiting<'a, T>>>) -> Attempt<T> {
         let capacity = self.config.max_queue_size;
         let mut state = self.lock();
         if state.closed {
@@ -450,7 +489,16 @@ impl<T> Shared<T> {
             return Attempt::Done(Ok(PushOutcome::Queued));
         }
         match self.config.strategy {
-            BackpressureStrategy::Block => Attempt::Full(item),
+            BackpressureStrategy::Block => {
+                if let Some(waiting) = waiting {
+                    state.push_waiters += 1;
+                    *waiting = Some(Waiting {
+                        shared: self,
+                        waits: Waits::Push,
+                    });
+                }
+                Attempt::Full(item)
+            }
             BackpressureStrategy::DropOldest => {
                 let evicted = state.items.pop_front();
                 state.items.push_back(item);
@@ -477,6 +525,7 @@ impl<T> Shared<T> {
     /// warns if the fill crossed the threshold.
     fn queued(&self, mut state: MutexGuard<'_, State<T>>, n: usize) {
         state.pushed += n as u64;
+        let wake = n.min(state.pop_waiters);
         let len = state.items.len();
         let warn = !state.warned && self.at_or_above_threshold(len);
         if warn {
@@ -484,7 +533,7 @@ impl<T> Shared<T> {
             state.warnings += 1;
         }
         drop(state);
-        for _ in 0..n {
+        for _ in 0..wake {
             self.item_available.notify_one();
         }
         if warn {
@@ -498,8 +547,9 @@ impl<T> Shared<T> {
         }
     }
 
-    /// One pop attempt that never waits.
-    fn pop_now(&self) -> Popped<T> {
+    /// One pop attempt that never waits. With `waiting`, a pop that finds the queue empty
+    /// (and open) is counted as waiting for an item, its place held in `waiting`.
+    fn pop_now<'a>(&'a self, waiting: Option<&mut Option<Waiting<'a, T>>>) -> Popped<T> {
         let mut state = self.lock();
         match state.items.pop_front() {
             Some(item) => {
@@ -508,12 +558,24 @@ impl<T> Shared<T> {
                     // Back below the threshold: the next rise warns again.
                     state.warned = false;
                 }
+                let wake = state.push_waiters > 0;
                 drop(state);
-                self.space_available.notify_one();
+                if wake {
+                    self.space_available.notify_one();
+                }
                 Popped::Item(item)
             }
             None if state.closed => Popped::Closed,
-            None => Popped::Empty,
+            None => {
+                if let Some(waiting) = waiting {
+                    state.pop_waiters += 1;
+                    *waiting = Some(Waiting {
+                        shared: self,
+                        waits: Waits::Pop,
+                    });
+                }
+                Popped::Empty
+            }
         }
     }
 }
@@ -938,6 +1000,62 @@ mod tests {
         assert!(!popper.is_finished());
         queue.push(7).await.unwrap();
         assert_eq!(timeout(HANG, popper).await.unwrap().unwrap(), Some(7));
+    }
+
+    /// (pop waiters, push waiters) as the queue counts them.
+    fn waiters<T>(queue: &BackpressureQueue<T>) -> (usize, usize) {
+        let state = queue.shared.lock();
+        (state.pop_waiters, state.push_waiters)
+    }
+
+    #[tokio::test]
+    async fn a_batch_wakes_as_many_waiting_pops_as_it_has_items() {
+        let queue = queue::<u32>(8, BackpressureStrategy::Block);
+        let poppers: Vec<_> = (0..3)
+            .map(|_| {
+                let queue = queue.clone();
+                tokio::spawn(async move { queue.pop().await })
+            })
+            .collect();
+        settle().await;
+        assert_eq!(waiters(&queue), (3, 0));
+        queue.try_push_all(vec![1, 2, 3]).unwrap();
+        let mut popped = Vec::new();
+        for popper in poppers {
+            popped.push(timeout(HANG, popper).await.unwrap().unwrap().unwrap());
+        }
+        popped.sort_unstable();
+        assert_eq!(popped, [1, 2, 3]);
+        assert_eq!(waiters(&queue), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn waits_that_end_or_are_dropped_leave_no_count_behind() {
+        let queue = queue::<u32>(1, BackpressureStrategy::Block);
+        // A pop that waits, then is dropped (a select that went the other way).
+        let popper = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.pop().await }
+        });
+        settle().await;
+        assert_eq!(waiters(&queue), (1, 0));
+        popper.abort();
+        assert!(popper.await.unwrap_err().is_cancelled());
+        assert_eq!(waiters(&queue), (0, 0));
+        // A push that waits for room, then gets it.
+        queue.push(1).await.unwrap();
+        let pusher = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(2).await.map(|outcome| outcome.is_queued()) }
+        });
+        settle().await;
+        assert_eq!(waiters(&queue), (0, 1));
+        assert_eq!(queue.pop().await, Some(1));
+        assert!(timeout(HANG, pusher).await.unwrap().unwrap().unwrap());
+        assert_eq!(waiters(&queue), (0, 0));
+        // Nobody waits: pushes and pops signal nothing, and the queue still works.
+        assert_eq!(queue.pop().await, Some(2));
+        assert_eq!(waiters(&queue), (0, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
