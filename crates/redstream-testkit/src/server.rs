@@ -529,9 +529,10 @@ impl RedisServer {
     /// Kills the server with `SIGKILL` (no shutdown, no final save) and waits until the process
     /// is gone. Connections see the socket closed, and new ones are refused. Until the next
     /// [`restart`](Self::restart), the port is held by a socket that does not listen, so no
-    /// other server (another test's) is started on it; the hold is skipped when the killed
-    /// server's side of a connection still lingers on the port (`TIME_WAIT`). Killing a killed
-    /// server does nothing.
+    /// other server (another test's) is started on it; the hold is skipped when a connection
+    /// still lingers on the port in `TIME_WAIT` (the killed server's side of one, or a client
+    /// of another process that was given the port as its own end before this server took it).
+    /// Killing a killed server does nothing.
     ///
     /// Writes acknowledged before the kill survive a [`restart`](Self::restart) only with
     /// [`RedisServerBuilder::appendonly`].
