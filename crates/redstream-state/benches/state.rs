@@ -27,9 +27,9 @@
 //! circuit breaker, its connection manager. The store runs with its default config (fallback
 //! off, no default TTL). Each line prints the median rates, the median of the rounds' ratios,
 //! their range, their geometric mean and its 95% confidence interval
-//! (`redstream_testkit::bench::Ratios`). The 64-task lines also print each side's CPU time per operation, of the
-//! bench's own process (the client) and of the server, which tell a slower client from one
-//! that asks more of the server.
+//! (`redstream_testkit::bench::Ratios`). The 64-task lines also print each side's CPU time per
+//! operation, of the bench's own process (the client) and of the server, which tell a slower
+//! client from one that asks more of the server.
 
 // A benchmark reports on stdout and stops loudly on failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -315,9 +315,13 @@ fn median(mut rates: Vec<f64>) -> f64 {
     rates[rates.len() / 2]
 }
 
+/// The rounds' ratios of `ours` to `theirs`, summed up.
+fn ratios(ours: &[f64], theirs: &[f64]) -> Ratios {
+    Ratios::of(ours, theirs).expect("every round has a rate on each side, finite and above zero")
+}
+
 fn line(name: &str, ours: &[f64], raw: &[f64]) {
-    let ratios =
-        Ratios::of(ours, raw).expect("every round has a rate on each side, finite and above zero");
+    let ratios = ratios(ours, raw);
     println!(
         "{name:<30} redstream {:>10.0} ops/s   raw redis-rs {:>10.0} ops/s   ratio {ratios}",
         median(ours.to_vec()),
@@ -421,8 +425,8 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
         "{:<30} raw redis-rs through ConnectionManager {managed_rate:.0} ops/s: {:.2}x of the \
          baseline; redstream {:.2}x of it",
         "",
-        median(managed.iter().zip(raw).map(|(m, r)| m / r).collect()),
-        median(ours.iter().zip(managed).map(|(o, m)| o / m).collect()),
+        ratios(managed, raw).median,
+        ratios(ours, managed).median,
     );
 }
 
