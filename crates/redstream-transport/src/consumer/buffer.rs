@@ -384,7 +384,6 @@ mod tests {
             id: format!("{n}-0"),
             deliveries: 1,
             fields: Vec::new(),
-            decoded: None,
         }
     }
 

@@ -5,18 +5,18 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 
-use redstream_core::wire::{self, EVENT_FIELD};
-use redstream_core::{Event, Priority, Result};
+use redstream_core::wire::EVENT_FIELD;
+use redstream_core::{Priority, Result};
 use serde::Deserialize;
 
 use super::buffer::{Pushed, lane_of};
-use super::claim;
-use super::sub::{Delivery, Mode, Sub};
+use super::sub::{Delivery, Sub};
+use super::{claim, priority};
 use crate::{dlq, reply, telemetry};
 
-/// What the reader looks at in an envelope before buffering it: its type and priority. The
-/// rest of the JSON is skipped without being built (serde's `IgnoredAny`), so this costs a
-/// scan of the text, not a decode.
+/// An envelope's type and priority, read by serde without decoding the rest (skipped with
+/// `IgnoredAny`, not built): the type a dead letter records, and the priority where
+/// [`priority::scan`] is not sure of it.
 #[derive(Deserialize, Default)]
 pub(crate) struct Peek {
     #[serde(rename = "type", default)]
@@ -49,8 +49,22 @@ impl Peek {
     }
 }
 
+/// The priority of the envelope in `fields` (`Normal` without one).
+fn envelope_priority(fields: &[(Vec<u8>, Vec<u8>)]) -> Priority {
+    let Some((_, json)) = fields
+        .iter()
+        .find(|(k, _)| k.as_slice() == EVENT_FIELD.as_bytes())
+    else {
+        return Priority::Normal;
+    };
+    priority::scan(json).unwrap_or_else(|| Peek::of(fields).priority())
+}
+
 impl Sub {
-    /// A delivery of an entry, in the buffer lane of its envelope's priority.
+    /// A delivery of an entry, in the buffer lane of its envelope's priority. The worker that
+    /// takes it decodes it: the reader only finds the priority ([`priority::scan`], or serde's
+    /// [`Peek`] where the scan is not sure), so that a read's decoding is spread over the
+    /// workers instead of holding up the reader's next read.
     pub(super) fn delivery(
         &self,
         stream: usize,
@@ -58,17 +72,10 @@ impl Sub {
         deliveries: u32,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Delivery {
-        // Events are decoded here, once: the priority comes from the decoded envelope, and the
-        // worker hands the event over without parsing the JSON a second time.
-        let (priority, decoded) = match (self.envelopes, self.mode) {
-            (true, Mode::Events) => {
-                let pairs = fields.iter().map(|(k, v)| (k.as_slice(), v.as_slice()));
-                let decoded = wire::decode_stream_entry(&id, pairs, &self.options.limits);
-                let priority = decoded.as_ref().map(Event::priority).unwrap_or_default();
-                (priority, Some(Box::new(decoded)))
-            }
-            (true, Mode::DeadLetters) => (Peek::of(&fields).priority(), None),
-            (false, _) => (Priority::Normal, None),
+        let priority = if self.envelopes {
+            envelope_priority(&fields)
+        } else {
+            Priority::Normal
         };
         Delivery {
             stream,
@@ -76,7 +83,6 @@ impl Sub {
             id,
             deliveries,
             fields,
-            decoded,
         }
     }
 

@@ -72,10 +72,18 @@ impl Sub {
     }
 
     /// Runs one entry through its handler.
-    async fn handle(&self, mut delivery: Delivery, handling: &Handling) {
+    async fn handle(&self, delivery: Delivery, handling: &Handling) {
         match handling {
             Handling::Events(handler) => {
-                let event = match delivery.decoded.take().map(|decoded| *decoded) {
+                // An event stream's entry is decoded here, at once; a dead letter's in `decode`.
+                let decoded = (self.mode == Mode::Events).then(|| {
+                    let fields = delivery
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.as_slice(), v.as_slice()));
+                    wire::decode_stream_entry(&delivery.id, fields, &self.options.limits)
+                });
+                let event = match decoded {
                     // The usual case, decided without an await: an await would keep the event
                     // in this future's state and copy it in and out.
                     Some(Ok(event)) if self.is_of_its_streams_type(&delivery, &event) => event,
@@ -168,7 +176,7 @@ impl Sub {
             .is_none_or(|expected| event.event_type() == expected)
     }
 
-    /// Decodes the envelope of an entry (unless the reader did: `decoded`) and checks its type;
+    /// Decodes the envelope of an entry (unless `handle` did: `decoded`) and checks its type;
     /// `None` when the entry was given up on.
     async fn decode(
         &self,

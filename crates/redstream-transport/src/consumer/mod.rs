@@ -116,6 +116,7 @@ pub(crate) mod claim;
 mod dispatch;
 mod handle;
 mod handler;
+mod priority;
 mod read;
 mod registry;
 mod sub;

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 use redstream_core::connection::Connection;
-use redstream_core::wire::DecodeError;
-use redstream_core::{Error, ErrorKind, Event, Result, RetryPolicy};
+use redstream_core::{Error, ErrorKind, Result, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
 use super::ack::AckQueue;
@@ -70,11 +69,6 @@ pub(crate) struct Delivery {
     /// How many times Redis delivered it, this time included.
     pub(crate) deliveries: u32,
     pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The envelope, decoded once when the entry was read (its priority picks the lane), for a
-    /// subscription to event streams that hands over events; `None` where the handler decodes
-    /// (a dead letter, a raw entry, a user's decoder). Boxed: a delivery moves from the reply
-    /// to the buffer to a worker, and a decoded event inline would be copied at each step.
-    pub(crate) decoded: Option<Box<Result<Event, DecodeError>>>,
 }
 
 /// A stream's metrics counted for every event handled: registered once, instead of building
