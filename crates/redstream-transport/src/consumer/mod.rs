@@ -32,8 +32,10 @@
 //!   the subscription's streams, each on a dedicated connection of its own (`read.rs`).
 //! - **Workers**, `handler_concurrency` of them, each taking one entry at a time from the
 //!   subscription's buffer and running the handler with its panics caught (a panicking handler is a
-//!   failed delivery, not a dead worker). The reader decodes each envelope once, as it buffers
-//!   the entry: its priority picks the buffer lane.
+//!   failed delivery, not a dead worker). The reader only finds each envelope's priority, which
+//!   picks the entry's buffer lane (`priority.rs`); the worker that takes the entry decodes it,
+//!   so a read's decoding is shared by the workers rather than done by the reader before its
+//!   next read.
 //! - **The acker**, which acknowledges handled entries in batches: one `XACK <stream> <group>
 //!   <id>...` per stream, when `ack_batch_size` entries are waiting or `ack_interval` after the
 //!   first one. Entries are never `XDEL`eted: other groups may still need them.
