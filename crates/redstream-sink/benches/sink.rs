@@ -28,7 +28,7 @@ use redis::aio::MultiplexedConnection;
 use redstream_core::{BatchSink, Event, EventLimits, SourcePosition, wire};
 use redstream_sink::{RedisSink, SinkConfig};
 use redstream_testkit::RedisServer;
-use redstream_testkit::bench::Ratios;
+use redstream_testkit::bench::{Ratios, median};
 
 /// Rounds per figure; sides alternate which goes first, and the median of each is reported.
 /// Rounds per line unless `REDSTREAM_BENCH_ROUNDS` says otherwise.
@@ -36,11 +36,6 @@ const ROUNDS: usize = 5;
 
 fn rate(events: usize, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
-}
-
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
 }
 
 async fn sink_run(
@@ -226,16 +221,13 @@ fn main() {
                     let ratios = Ratios::of(&ours, &theirs[side])
                         .expect("every round has a rate on each side, finite and above zero");
                     let head = if side == 0 {
-                        format!(
-                            "{name:<28} redstream {:>10.0} events/s",
-                            median(ours.clone())
-                        )
+                        format!("{name:<28} redstream {:>10.0} events/s", median(&ours))
                     } else {
                         String::new()
                     };
                     println!(
                         "{head:<58}   {label:<22} {:>10.0} events/s   ratio {ratios}",
-                        median(theirs[side].clone()),
+                        median(&theirs[side]),
                     );
                 }
             }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
-use redstream_testkit::bench::Ratios;
+use redstream_testkit::bench::{Ratios, median};
 
 use common::{
     CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, raw_connection, set_multi,
@@ -310,11 +310,6 @@ fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
 
-fn median(mut rates: Vec<f64>) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
-}
-
 /// The rounds' ratios of `ours` to `theirs`, summed up.
 fn ratios(ours: &[f64], theirs: &[f64]) -> Ratios {
     Ratios::of(ours, theirs).expect("every round has a rate on each side, finite and above zero")
@@ -324,8 +319,8 @@ fn line(name: &str, ours: &[f64], raw: &[f64]) {
     let ratios = ratios(ours, raw);
     println!(
         "{name:<30} redstream {:>10.0} ops/s   raw redis-rs {:>10.0} ops/s   ratio {ratios}",
-        median(ours.to_vec()),
-        median(raw.to_vec()),
+        median(ours),
+        median(raw),
     );
 }
 
@@ -407,20 +402,20 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
     let [ours, raw, managed] = &rates;
     line(name, ours, raw);
     for (whose, times) in [("client", cpu), ("server", server)] {
-        let [ours, raw, managed] = times.map(median);
+        let [ours, raw, managed] = times.map(|t| median(&t));
         println!(
             "{:<30} {whose} CPU per op (median): redstream {ours:.2} µs, raw redis-rs \
              {raw:.2} µs, through ConnectionManager {managed:.2} µs",
             ""
         );
     }
-    let [ours_reads, raw_reads, managed_reads] = per_read.map(median);
+    let [ours_reads, raw_reads, managed_reads] = per_read.map(|r| median(&r));
     println!(
         "{:<30} commands per server read (median): redstream {ours_reads:.1}, raw redis-rs \
          {raw_reads:.1}, through ConnectionManager {managed_reads:.1}",
         ""
     );
-    let managed_rate = median(managed.clone());
+    let managed_rate = median(managed);
     println!(
         "{:<30} raw redis-rs through ConnectionManager {managed_rate:.0} ops/s: {:.2}x of the \
          baseline; redstream {:.2}x of it",

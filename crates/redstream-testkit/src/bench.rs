@@ -14,6 +14,15 @@ pub fn rounds(default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The median of `values` (of an even count, the upper of the two middle ones); NaN when there
+/// are none. What each side's rate line prints, beside the ratio of [`Ratios`].
+#[must_use]
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 /// Whether the benchmark's part `name` runs: every part, unless `REDSTREAM_BENCH_ONLY` (a
 /// comma-separated list of parts) names some.
 #[must_use]
@@ -149,6 +158,14 @@ impl std::fmt::Display for Ratios {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_upper_of_two() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(median(&[5.0]), 5.0);
+        assert!(median(&[]).is_nan());
+    }
 
     #[test]
     fn the_t_quantiles_are_the_tables() {

@@ -618,13 +618,13 @@ fn main() {
                 del(&raw, &managed_stream).await;
             }
             ratio_line("publish, 64 tasks", &ours, &theirs);
-            let managed = median(managed);
+            let managed = median(&managed);
             println!(
                 "{:<32} raw redis-rs through ConnectionManager {managed:.0} msg/s: {:.2}x of the \
                  baseline; redstream {:.2}x of it",
                 "",
-                managed / median(theirs),
-                median(ours) / managed,
+                managed / median(&theirs),
+                median(&ours) / managed,
             );
         }
         if part("batch") {
@@ -692,8 +692,8 @@ fn main() {
             let consume = ratios(&ours_consume, &theirs_consume);
             rates_line(
                 "consume + ack, no-op handler",
-                median(ours_consume),
-                median(theirs_consume),
+                median(&ours_consume),
+                median(&theirs_consume),
                 consume.median,
             );
             println!("{:<32} consume + ack ratio per round {consume}", "");
@@ -771,10 +771,10 @@ fn main() {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             let pick = |samples: &[(Duration, Duration)], p99: bool| {
                 median(
-                    samples
+                    &samples
                         .iter()
                         .map(|(p50, p99_)| ms(if p99 { *p99_ } else { *p50 }))
-                        .collect(),
+                        .collect::<Vec<_>>(),
                 )
             };
             let (a50, a99) = (pick(&ours_p, false), pick(&ours_p, true));

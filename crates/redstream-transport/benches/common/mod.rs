@@ -12,6 +12,7 @@ use redstream_core::wire;
 use redstream_core::{Event, EventLimits, EventMetadata};
 use redstream_testkit::RedisServer;
 use redstream_testkit::bench::Ratios;
+pub(crate) use redstream_testkit::bench::median;
 use serde_json::json;
 
 /// The seed's event of type `event_type`, numbered `n`.
@@ -92,11 +93,6 @@ pub(crate) fn rate(events: u64, elapsed: Duration) -> f64 {
     events as f64 / elapsed.as_secs_f64()
 }
 
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// The rounds' ratios of `ours` to `raw`, summed up (median, range, mean and its interval).
 pub(crate) fn ratios(ours: &[f64], raw: &[f64]) -> Ratios {
     Ratios::of(ours, raw).expect("every round has a rate on each side, finite and above zero")
@@ -114,12 +110,7 @@ pub(crate) fn rates_line(name: &str, ours: f64, raw: f64, ratio: f64) {
 /// geometric mean and its 95% confidence interval.
 pub(crate) fn ratio_line(name: &str, ours: &[f64], raw: &[f64]) {
     let ratios = ratios(ours, raw);
-    rates_line(
-        name,
-        median(ours.to_vec()),
-        median(raw.to_vec()),
-        ratios.median,
-    );
+    rates_line(name, median(ours), median(raw), ratios.median);
     println!("{:<32} ratio per round {ratios}", "");
 }
 
