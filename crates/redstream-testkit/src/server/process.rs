@@ -41,8 +41,9 @@ struct ProcState {
 /// Without `SO_REUSEADDR`: a server binds its port with it, and Linux lets two sockets share
 /// a port only when both ask to. So no server can bind the held port, but the hold fails while
 /// a connection lingers in `TIME_WAIT` there: the killed server's side of one (it closed
-/// connections that were open when it was killed), or another process's client that had the
-/// port as its own end before the server took it.
+/// connections that were open when it was killed), or, where the kit's ports come from the
+/// kernel's ephemeral range (see `free_port`), another process's client that had the port as
+/// its own end before the server took it.
 fn hold_port(port: u16) -> Option<socket2::Socket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;

@@ -82,8 +82,9 @@ async fn a_killed_servers_port_is_held_until_it_restarts() {
     if let Ok(taken) = std::net::TcpListener::bind(("127.0.0.1", server.port())) {
         drop(taken);
         // The one case the kit documents: a connection lingering on the port in `TIME_WAIT`
-        // keeps the hold from binding. With tests running side by side, that can be another
-        // test's client, which was given the port as its own end before this server took it.
+        // keeps the hold from binding. Where the kit takes its ports from the kernel's
+        // ephemeral range (too little room below it), that can be another test's client, which
+        // was given the port as its own end before this server took it.
         assert!(
             time_wait_on(server.port()),
             "another listener took the killed server's port, and no connection lingers on it"
