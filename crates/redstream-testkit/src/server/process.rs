@@ -45,12 +45,7 @@ struct ProcState {
 /// kernel's ephemeral range (see `free_port`), another process's client that had the port as
 /// its own end before the server took it.
 fn hold_port(port: u16) -> Option<socket2::Socket> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
-    socket
-        .bind(&std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into())
-        .ok()?;
-    Some(socket)
+    super::ports::bind_unshared(port).ok()
 }
 
 impl Process {
