@@ -1,11 +1,12 @@
 //! An envelope's priority, read off its JSON text without decoding the envelope.
 //!
 //! The reader picks each entry's buffer lane from its priority, and the worker that takes the
-//! entry decodes it. Decoding in the reader kept a whole subscription's decoding on one task
-//! per read, with its workers waiting for it; a serde pass that skips everything but the
-//! priority (`IgnoredAny`) costs about a fifth of a decode per entry. [`scan`] walks the text
-//! once, skipping strings with `memchr` and everything else byte by byte, and stops at the
-//! priority. It gives up (`None`) on anything it is not sure of: a key or a priority written
+//! entry decodes it. Decoding in the reader kept a whole read's decoding on one task, with
+//! the workers waiting for it. A serde pass that skips everything but the priority
+//! (`IgnoredAny`) added 4,583 instructions per consumed entry under callgrind (consume + ack
+//! 22,669 without any look at the priority, 27,252 with it); this scan adds about 1,700.
+//! [`scan`] walks the text once, skipping strings with `memchr` and everything else byte by
+//! byte, and stops at the priority. It gives up (`None`) on anything it is not sure of: a key or a priority written
 //! with escapes, a top level that is not an object, text that is not JSON. The caller then
 //! asks serde ([`Peek`](super::dispatch::Peek)).
 //!
