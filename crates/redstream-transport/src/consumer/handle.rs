@@ -176,30 +176,39 @@ impl Sub {
             .is_none_or(|expected| event.event_type() == expected)
     }
 
-    /// Decodes the envelope of an entry (unless `handle` did: `decoded`) and checks its type;
-    /// `None` when the entry was given up on.
+    /// Checks the type of a decoded entry (`decoded`, from `handle`), or decodes a dead letter
+    /// first; `None` when the entry was given up on.
     async fn decode(
         &self,
         delivery: &Delivery,
         decoded: Option<Result<Event, wire::DecodeError>>,
     ) -> Option<Event> {
-        if let Some(decoded) = decoded {
-            return match decoded {
-                Ok(event) if self.has_its_streams_type(delivery, &event).await => Some(event),
-                Ok(_) => None,
-                Err(err) => {
-                    let error = format!("cannot decode the stream entry: {err}");
-                    self.decode_failed(delivery, &error).await;
-                    None
-                }
-            };
-        }
-        let holds_fields = || {
-            [dlq::field::UNDECODABLE, dlq::field::RAW]
-                .iter()
-                .any(|flag| reply::text_field(&delivery.fields, flag).is_some())
+        let decoded = match decoded {
+            Some(decoded) => decoded,
+            None => self.decode_dead_letter(delivery).await?,
         };
-        if self.mode == Mode::DeadLetters && holds_fields() {
+        match decoded {
+            Ok(event) if self.has_its_streams_type(delivery, &event).await => Some(event),
+            Ok(_) => None,
+            Err(err) => {
+                let error = format!("cannot decode the stream entry: {err}");
+                self.decode_failed(delivery, &error).await;
+                None
+            }
+        }
+    }
+
+    /// The envelope a dead letter holds, decoded with the id of the entry it was moved from
+    /// (which gives an envelope without a timestamp a stable one); `None` when the dead letter
+    /// holds a foreign entry's fields instead, which is given up on.
+    async fn decode_dead_letter(
+        &self,
+        delivery: &Delivery,
+    ) -> Option<Result<Event, wire::DecodeError>> {
+        let holds_fields = [dlq::field::UNDECODABLE, dlq::field::RAW]
+            .iter()
+            .any(|flag| reply::text_field(&delivery.fields, flag).is_some());
+        if holds_fields {
             let error = "the dead letter holds the fields of an entry that was not an envelope, so \
                          there is no event to hand over";
             self.give_up(delivery, error, dlq::Reason::Decode).await;
@@ -209,26 +218,14 @@ impl Sub {
             .fields
             .iter()
             .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        // The entry id gives an envelope without a timestamp a stable one; for a dead letter,
-        // the id of the entry it was moved from.
-        let original_id = match self.mode {
-            Mode::DeadLetters => reply::text_field(&delivery.fields, dlq::field::ENTRY_ID)
-                .filter(|id| !id.is_empty()),
-            Mode::Events => None,
-        };
+        let original_id =
+            reply::text_field(&delivery.fields, dlq::field::ENTRY_ID).filter(|id| !id.is_empty());
         let entry_id = original_id.as_deref().unwrap_or(&delivery.id);
-        let event = match wire::decode_stream_entry(entry_id, fields, &self.options.limits) {
-            Ok(event) => event,
-            Err(err) => {
-                let error = format!("cannot decode the stream entry: {err}");
-                self.decode_failed(delivery, &error).await;
-                return None;
-            }
-        };
-        if !self.has_its_streams_type(delivery, &event).await {
-            return None;
-        }
-        Some(event)
+        Some(wire::decode_stream_entry(
+            entry_id,
+            fields,
+            &self.options.limits,
+        ))
     }
     /// The span of one handler call.
     fn span(&self, delivery: &Delivery, event: Option<&Event>) -> tracing::Span {
