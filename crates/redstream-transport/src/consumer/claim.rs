@@ -21,10 +21,15 @@
 //! of the free room (the free room divided by the number of groups, rounded up), so that the
 //! groups whose passes start at the same moment all claim something.
 //!
-//! A claimed entry's delivery count (read with `XPENDING`, since `XAUTOCLAIM` does not return
-//! it) decides what happens: up to `max_deliveries` it is handled again; beyond, it has already
-//! been delivered `max_deliveries` times without success and goes to the dead-letter stream
-//! without another try.
+//! A claimed entry's delivery count decides what happens: up to `max_deliveries` it is handled
+//! again; beyond, it has already been delivered `max_deliveries` times without success and goes
+//! to the dead-letter stream without another try. `XAUTOCLAIM` does not return the count, so
+//! each `XAUTOCLAIM` is sent after an `XPENDING ... IDLE` of the same range, in one pipeline:
+//! the counts before the claim, one less than after it ([`Snapshot`]). Asked after the claim,
+//! as before, a failed `XPENDING` left the entries claimed, their count raised, until the next
+//! claim `claim_idle_time` later. A pipeline is not a transaction, and the server's clock may
+//! tick between the two: a claimed entry the snapshot does not list (it became idle enough
+//! in between, or another client released it) is looked up after the claim.
 //!
 //! Entries trimmed from the stream (`MAXLEN`) or deleted while still pending come back in
 //! `XAUTOCLAIM`'s list of deleted ids: they are reported (a warning and the
@@ -151,18 +156,27 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
         let count = room.min(free.div_ceil(groups)).min(sub.options.read_count);
         // Held until this page's entries are in the buffer (or were not claimed).
         let _reserved = Reserved::new(&sub.claiming, count);
-        let mut cmd = redis::cmd("XAUTOCLAIM");
-        cmd.arg(key)
-            .arg(&*sub.group)
-            .arg(&sub.consumer)
-            .arg(min_idle)
-            .arg(&cursor)
-            .arg("COUNT")
-            .arg(count);
+        let mut pipe = redis::pipe();
+        pipe.add_command(pending_before(
+            sub,
+            stream,
+            Some(min_idle),
+            &cursor,
+            count,
+            false,
+        ))
+        .cmd("XAUTOCLAIM")
+        .arg(key)
+        .arg(&*sub.group)
+        .arg(&sub.consumer)
+        .arg(min_idle)
+        .arg(&cursor)
+        .arg("COUNT")
+        .arg(count);
         let span = tracing::debug_span!("claim", stream = %key, group = %sub.group, claimed = tracing::field::Empty);
-        let reply: Value = sub
+        let (pending, reply): (Value, Value) = sub
             .redis
-            .query("XAUTOCLAIM", key, &cmd)
+            .pipe("XAUTOCLAIM", key, &pipe)
             .instrument(span.clone())
             .await?;
         let (next, claimed, deleted) = reply::autoclaim(reply).map_err(|reason| {
@@ -184,7 +198,7 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
                 .increment(taken as u64);
         }
         if !claimed.is_empty() {
-            sub.dispatch_claimed(stream, claimed, leftover)
+            sub.dispatch_claimed(stream, claimed, &Snapshot::of(pending), leftover)
                 .instrument(span)
                 .await?;
         }
@@ -215,8 +229,78 @@ impl Drop for Reserved<'_> {
     }
 }
 
+/// `XPENDING <stream> <group> [IDLE <min_idle>] <start> + <count> [<consumer>]`: the pending
+/// entries a claim (`XAUTOCLAIM`, with `idle`) or a re-read of this consumer's own entries
+/// (`XREADGROUP` from an id, with `own`) is about to take, with their delivery counts. Sent
+/// just before that command, in the same pipeline, it lists the same entries: both walk the
+/// pending list from `start` for at most `count` entries, skip the same entries not idle
+/// enough, and count the entries deleted from the stream among the `count` (Redis 7.0, Valkey
+/// 8 and 9), which the claim acknowledges and a re-read returns without fields.
+pub(crate) fn pending_before(
+    sub: &Sub,
+    stream: usize,
+    idle: Option<u64>,
+    start: &str,
+    count: usize,
+    own: bool,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("XPENDING");
+    cmd.arg(&sub.streams[stream].key).arg(&*sub.group);
+    if let Some(idle) = idle {
+        cmd.arg("IDLE").arg(idle);
+    }
+    cmd.arg(start).arg("+").arg(count);
+    if own {
+        cmd.arg(&sub.consumer);
+    }
+    cmd
+}
+
+/// The delivery counts of pending entries, by id, as they were just before a command that
+/// delivers them again (and adds one to each).
+///
+/// Read in the same round trip as that command ([`pending_before`]) rather than after it: an
+/// `XPENDING` sent after the claim could fail (a timeout, a dropped connection) once the claim
+/// had already counted a delivery, and the entries then waited `claim_idle_time` for the next
+/// claim, one delivery closer to the dead-letter stream without having been handled.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot(HashMap<String, u32>);
+
+impl Snapshot {
+    /// Reads an extended `XPENDING` reply: rows of `[id, consumer, idle ms, delivery count]`.
+    /// Rows of another shape are left out (their entries are looked up again).
+    pub(crate) fn of(reply: Value) -> Self {
+        let mut counts = HashMap::new();
+        let Value::Array(rows) = reply else {
+            return Self(counts);
+        };
+        for row in rows {
+            let Value::Array(columns) = row else { continue };
+            let mut columns = columns.into_iter();
+            let (Some(id), _, _, Some(count)) = (
+                columns.next(),
+                columns.next(),
+                columns.next(),
+                columns.next(),
+            ) else {
+                continue;
+            };
+            if let (Some(id), Some(count)) = (reply::string(id), reply::int(&count)) {
+                counts.insert(id, u32::try_from(count.max(0)).unwrap_or(u32::MAX));
+            }
+        }
+        Self(counts)
+    }
+
+    /// The delivery count of `id` once delivered again, if the snapshot has it.
+    pub(crate) fn after(&self, id: &str) -> Option<u32> {
+        self.0.get(id).map(|count| count.saturating_add(1))
+    }
+}
+
 /// The delivery counts of pending entries, by id (`XPENDING <stream> <group> <id> <id> 1` for
-/// each, in one round trip). Entries that are not pending any more are missing from the map.
+/// each, in one round trip), for the few entries a [`Snapshot`] does not have. Entries that are
+/// not pending any more are missing from the map.
 pub(crate) async fn delivery_counts(
     sub: &Sub,
     stream: usize,
@@ -235,23 +319,12 @@ pub(crate) async fn delivery_counts(
     let replies: Vec<Value> = sub.redis.pipe("XPENDING", key, &pipe).await?;
     let mut counts = HashMap::with_capacity(ids.len());
     for reply in replies {
-        let Value::Array(rows) = reply else { continue };
-        for row in rows {
-            // [id, consumer, idle ms, delivery count]
-            let Value::Array(columns) = row else { continue };
-            let mut columns = columns.into_iter();
-            let (Some(id), _, _, Some(count)) = (
-                columns.next(),
-                columns.next(),
-                columns.next(),
-                columns.next(),
-            ) else {
-                continue;
-            };
-            if let (Some(id), Some(count)) = (reply::string(id), reply::int(&count)) {
-                counts.insert(id, u32::try_from(count.max(1)).unwrap_or(u32::MAX));
-            }
-        }
+        counts.extend(
+            Snapshot::of(reply)
+                .0
+                .into_iter()
+                .map(|(id, count)| (id, count.max(1))),
+        );
     }
     Ok(counts)
 }

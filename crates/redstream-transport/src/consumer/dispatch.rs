@@ -1,6 +1,7 @@
 //! From an entry read or claimed to the buffer: its priority, its delivery count, and entries
 //! that were deleted while pending.
 
+use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -92,6 +93,7 @@ impl Sub {
         &self,
         stream: usize,
         entries: Vec<reply::RawEntry>,
+        before: &claim::Snapshot,
         leftover: &mut Vec<Delivery>,
     ) -> Result<()> {
         let key = &self.spec(stream).key;
@@ -112,11 +114,21 @@ impl Sub {
         if live.is_empty() {
             return Ok(());
         }
-        let ids: Vec<&str> = live.iter().map(|(id, _)| id.as_str()).collect();
-        let counts = claim::delivery_counts(self, stream, &ids).await?;
+        // Entries the snapshot does not list: looked up now, after the claim.
+        let unlisted: Vec<&str> = live
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .filter(|id| before.after(id).is_none())
+            .collect();
+        let looked_up = if unlisted.is_empty() {
+            HashMap::new()
+        } else {
+            claim::delivery_counts(self, stream, &unlisted).await?
+        };
         for (id, fields) in live {
-            // Not pending any more (acknowledged meanwhile by someone else): nothing to do.
-            let Some(&deliveries) = counts.get(&id) else {
+            // Not pending any more when looked up (acknowledged meanwhile by someone else):
+            // nothing to do.
+            let Some(deliveries) = before.after(&id).or_else(|| looked_up.get(&id).copied()) else {
                 continue;
             };
             let delivery = self.delivery(stream, id, deliveries, fields);

@@ -15,6 +15,7 @@ use redstream_core::connection::Connection;
 use redstream_core::{Error, ErrorKind, Result};
 use tokio::sync::oneshot;
 
+use super::claim;
 use super::sub::{Delivery, Stall, Sub};
 use crate::commands::{is_nogroup, redis_code};
 use crate::connection;
@@ -115,13 +116,29 @@ impl Sub {
                 if self.stop.is_cancelled() {
                     return Ok(());
                 }
-                let cmd = self.xreadgroup(&[i], &after, None);
-                let reply: Value = match self
+                // With the delivery counts before the re-read (which adds one to each): the
+                // same entries, this consumer's pending ones after `after`.
+                let start = if after == "0" {
+                    "-".to_owned()
+                } else {
+                    format!("({after}")
+                };
+                let mut pipe = redis::pipe();
+                pipe.add_command(claim::pending_before(
+                    self,
+                    i,
+                    None,
+                    &start,
+                    self.options.read_count,
+                    true,
+                ))
+                .add_command(self.xreadgroup(&[i], &after, None));
+                let (pending, reply): (Value, Value) = match self
                     .redis
-                    .query("XREADGROUP", &self.spec(i).key, &cmd)
+                    .pipe("XREADGROUP", &self.spec(i).key, &pipe)
                     .await
                 {
-                    Ok(reply) => reply,
+                    Ok(replies) => replies,
                     // A group that does not exist has nothing pending.
                     Err(err) if is_nogroup(&err) => {
                         self.recover_nogroup(&[i], &err).await;
@@ -136,8 +153,13 @@ impl Sub {
                 after = last.id.clone();
                 let count = entries.len();
                 tracing::debug!(stream = %self.spec(i).key, count, "re-reading own pending entries");
-                self.dispatch_claimed(i, entries.into_iter().map(|(_, e)| e).collect(), leftover)
-                    .await?;
+                self.dispatch_claimed(
+                    i,
+                    entries.into_iter().map(|(_, e)| e).collect(),
+                    &claim::Snapshot::of(pending),
+                    leftover,
+                )
+                .await?;
                 if count < self.options.read_count {
                     break;
                 }

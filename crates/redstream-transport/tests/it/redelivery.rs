@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use redstream_core::{BackpressureConfig, Event, HandlerResult};
 use redstream_testkit::RedisServer;
-use redstream_transport::{RedisTransport, StartFrom, TransportOptions};
+use redstream_transport::{RawEntry, RedisTransport, StartFrom, TransportOptions};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    capture_logs, config_for, event, fast, number, recv, recv_n, transport, unique, until, within,
+    capture_logs, config_for, event, fast, number, pending, recv, recv_n, transport, unique, until,
+    within,
 };
 
 /// A transport on `server` in group `group` whose consumer buffer (`Block`) holds `places`
@@ -279,4 +280,200 @@ async fn a_failed_entry_comes_back_while_a_backlog_is_read() {
         then < BACKLOG / 2,
         "b's failed entry came back only after {then} of the {BACKLOG} backlog entries"
     );
+}
+
+/// Claimed entries come with their delivery counts (read by an `XPENDING` in the same pipeline
+/// as each `XAUTOCLAIM`, one less than after the claim), also past pending entries deleted from
+/// the stream, which count among a claim's `COUNT` (here `read_count`, 1). The deleted entries
+/// are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_entries_keep_their_delivery_counts_past_deleted_ones() {
+    const STREAM: &str = "claims.counted";
+    const GROUP: &str = "counters";
+    let server = RedisServer::start().await.unwrap();
+    let transport = transport(&server, "claims", "g", fast().with_read_count(1)).await;
+    let mut conn = server.connection().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let id: String = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // A consumer that reads all four, twice over (two deliveries each), and goes away.
+    for after in [">", "0"] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg("gone")
+            .arg("STREAMS")
+            .arg(STREAM)
+            .arg(after)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("XDEL")
+        .arg(STREAM)
+        .arg(&ids[..2])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Idle for `claim_idle_time` before the first claim pass, which would otherwise find them
+    // all too recent, acknowledge the deleted ones alone, and claim the live ones at a later
+    // pass with nothing deleted in front of them.
+    until("the four entries idle for claim_idle_time", || async {
+        let idle: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(STREAM)
+            .arg(GROUP)
+            .arg("IDLE")
+            .arg(300)
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .query_async(&mut server.connection().await.unwrap())
+            .await
+            .unwrap();
+        idle.len() == 4
+    })
+    .await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscription()
+        .streams([STREAM])
+        .group(GROUP)
+        .handle_raw(move |entry: RawEntry| {
+            let _ = tx.send((entry.id, entry.deliveries));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    let mut got = recv_n(&mut rx, 2, "the claimed entries").await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![(ids[2].clone(), 3), (ids[3].clone(), 3)],
+        "each live entry is handled once, delivered twice before this claim"
+    );
+    until(
+        "the deleted entries acknowledged and the live ones handled",
+        || async { pending(&server, STREAM, GROUP).await == 0 },
+    )
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
+    assert!(
+        rx.try_recv().is_err(),
+        "no entry was handled twice: {:?}",
+        rx.try_recv()
+    );
+}
+
+/// A consumer that starts under the name of one that went away re-reads that name's pending
+/// entries with their delivery counts (read in the same pipeline as each re-read, as for a
+/// claim), pages of `read_count` at a time, past an entry deleted from the stream, which is
+/// acknowledged. The claim idle time is an hour: only the re-read can deliver them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reread_entries_keep_their_delivery_counts() {
+    const STREAM: &str = "rereads.counted";
+    const GROUP: &str = "counters";
+    const NAME: &str = "worker-7";
+    let server = RedisServer::start().await.unwrap();
+    capture_logs();
+    let transport = RedisTransport::with_options(
+        config_for(&server, "rereads", "g").with_consumer_name(NAME),
+        fast()
+            .with_read_count(2)
+            .with_claim_idle_time(Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    let mut conn = server.connection().await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id: String = redis::cmd("XADD")
+            .arg(STREAM)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(STREAM)
+        .arg(GROUP)
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The earlier life of the name: every entry read, the first ones twice.
+    for (after, count) in [(">", 5), ("0", 3)] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(NAME)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg(STREAM)
+            .arg(after)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("XDEL")
+        .arg(STREAM)
+        .arg(&ids[1])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscription()
+        .streams([STREAM])
+        .group(GROUP)
+        .handle_raw(move |entry: RawEntry| {
+            let _ = tx.send((entry.id, entry.deliveries));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    let mut got = recv_n(&mut rx, 4, "the re-read entries").await;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (ids[0].clone(), 3),
+            (ids[2].clone(), 3),
+            (ids[3].clone(), 2),
+            (ids[4].clone(), 2),
+        ],
+        "each entry is handled once, with one delivery more than before"
+    );
+    until("every entry acknowledged, the deleted one too", || async {
+        pending(&server, STREAM, GROUP).await == 0
+    })
+    .await;
+    within("unsubscribe", transport.unsubscribe(&handle))
+        .await
+        .unwrap();
 }
