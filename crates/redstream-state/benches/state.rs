@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redstream_state::{StateBackend, StateStore, Transaction};
 use redstream_testkit::RedisServer;
-use redstream_testkit::bench::{Ratios, median};
+use redstream_testkit::bench::{ProcessCpu, Ratios, median};
 
 use common::{
     CHECKPOINT, Order, TTL_MS, checkpoint_multi, key, mset, order, raw_connection, set_multi,
@@ -288,24 +288,6 @@ async fn raw_save_checkpoint(conn: &MultiplexedConnection, prefix: &str, calls: 
     started.elapsed()
 }
 
-/// This process's CPU time so far, user and system, every thread (`getrusage`); zero where
-/// it is not available. Less noisy than a rate on a machine where the server shares the two
-/// cores: it is what the client side costs, whatever the server was doing meanwhile.
-fn client_cpu() -> Duration {
-    #[cfg(unix)]
-    {
-        use nix::sys::resource::{UsageWho, getrusage};
-        let time = |t: nix::sys::time::TimeVal| {
-            Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
-                + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
-        };
-        if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
-            return time(usage.user_time()) + time(usage.system_time());
-        }
-    }
-    Duration::ZERO
-}
-
 fn rate(ops: u64, elapsed: Duration) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
@@ -385,14 +367,14 @@ async fn compare_with_manager<A, B, C, FA, FB, FC>(
         for turn in 0..3 {
             let side = (round + turn) % 3;
             let reads_start = server_reads().await;
-            let (start, server_start) = (client_cpu(), server_cpu().await);
+            let (start, server_start) = (ProcessCpu::now(), server_cpu().await);
             let elapsed = match side {
                 0 => ours().await,
                 1 => raw().await,
                 _ => managed().await,
             };
             rates[side].push(rate(ops, elapsed));
-            cpu[side].push(per_op(client_cpu() - start));
+            cpu[side].push(per_op(ProcessCpu::now().since(start).total()));
             server[side].push(per_op(server_cpu().await.saturating_sub(server_start)));
             // The admin's own `INFO`s are a few reads among tens of thousands.
             let reads = server_reads().await.saturating_sub(reads_start).max(1);

@@ -155,9 +155,100 @@ impl std::fmt::Display for Ratios {
     }
 }
 
+/// CPU time of this process, every thread, user and system, and its context switches, from
+/// `getrusage(RUSAGE_SELF)`: what the client side of a benchmark costs, whatever the server
+/// sharing the machine's cores did meanwhile. Zero where `getrusage` is not available.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessCpu {
+    /// User CPU time.
+    pub user: std::time::Duration,
+    /// System CPU time.
+    pub system: std::time::Duration,
+    /// Voluntary and involuntary context switches.
+    pub switches: u64,
+}
+
+impl ProcessCpu {
+    /// The figures so far.
+    #[must_use]
+    pub fn now() -> Self {
+        #[cfg(unix)]
+        {
+            use nix::sys::resource::{UsageWho, getrusage};
+            let time = |t: nix::sys::time::TimeVal| {
+                std::time::Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+                    + std::time::Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+            };
+            if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
+                let switches =
+                    usage.voluntary_context_switches() + usage.involuntary_context_switches();
+                return Self {
+                    user: time(usage.user_time()),
+                    system: time(usage.system_time()),
+                    switches: u64::try_from(switches).unwrap_or(0),
+                };
+            }
+        }
+        Self::default()
+    }
+
+    /// What was spent from `start` to `self`.
+    #[must_use]
+    pub fn since(self, start: Self) -> Self {
+        Self {
+            user: self.user.saturating_sub(start.user),
+            system: self.system.saturating_sub(start.system),
+            switches: self.switches.saturating_sub(start.switches),
+        }
+    }
+
+    /// User and system time together.
+    #[must_use]
+    pub fn total(self) -> std::time::Duration {
+        self.user + self.system
+    }
+}
+
+impl std::ops::AddAssign for ProcessCpu {
+    fn add_assign(&mut self, other: Self) {
+        self.user += other.user;
+        self.system += other.system;
+        self.switches += other.switches;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn process_cpu_counts_this_process_work() {
+        let start = ProcessCpu::now();
+        // Work until getrusage shows some (its figures move in steps of a clock tick or
+        // less); a few billion steps would be seconds of CPU, far past any step.
+        let mut x = 0_u64;
+        let mut spent = ProcessCpu::default();
+        for i in 0..4_000_000_000_u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            if i % 1_000_000 == 0 {
+                spent = ProcessCpu::now().since(start);
+                if spent.user > std::time::Duration::ZERO {
+                    break;
+                }
+            }
+        }
+        assert!(spent.user > std::time::Duration::ZERO, "{spent:?} ({x})");
+        assert_eq!(spent.total(), spent.user + spent.system);
+        let mut twice = spent;
+        twice += spent;
+        assert_eq!(twice.total(), spent.total() * 2);
+        assert_eq!(
+            start.since(ProcessCpu::now()),
+            ProcessCpu::default(),
+            "saturates at zero"
+        );
+    }
 
     #[test]
     fn the_median_is_the_middle_value_or_the_upper_of_two() {

@@ -11,8 +11,8 @@ use redis::aio::ConnectionLike;
 use redstream_core::wire;
 use redstream_core::{Event, EventLimits, EventMetadata};
 use redstream_testkit::RedisServer;
-use redstream_testkit::bench::Ratios;
 pub(crate) use redstream_testkit::bench::median;
+use redstream_testkit::bench::{ProcessCpu, Ratios};
 use serde_json::json;
 
 /// The seed's event of type `event_type`, numbered `n`.
@@ -145,52 +145,6 @@ pub(crate) struct ServerWork {
     client: ProcessCpu,
 }
 
-/// CPU time of this process (every thread, user and system) and its context switches.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ProcessCpu {
-    user: Duration,
-    system: Duration,
-    switches: u64,
-}
-
-impl ProcessCpu {
-    /// So far, from `getrusage(RUSAGE_SELF)`; zero where it is not available.
-    fn now() -> Self {
-        #[cfg(unix)]
-        {
-            use nix::sys::resource::{UsageWho, getrusage};
-            let time = |t: nix::sys::time::TimeVal| {
-                Duration::from_secs(t.tv_sec().max(0) as u64)
-                    + Duration::from_micros(t.tv_usec().max(0) as u64)
-            };
-            if let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) {
-                return Self {
-                    user: time(usage.user_time()),
-                    system: time(usage.system_time()),
-                    switches: (usage.voluntary_context_switches()
-                        + usage.involuntary_context_switches())
-                    .max(0) as u64,
-                };
-            }
-        }
-        Self::default()
-    }
-
-    fn since(self, start: Self) -> Self {
-        Self {
-            user: self.user.saturating_sub(start.user),
-            system: self.system.saturating_sub(start.system),
-            switches: self.switches.saturating_sub(start.switches),
-        }
-    }
-
-    fn add(&mut self, other: Self) {
-        self.user += other.user;
-        self.system += other.system;
-        self.switches += other.switches;
-    }
-}
-
 /// Where a side's measurement starts: see [`ServerWork::reset`].
 pub(crate) struct WorkStart {
     server_cpu: Duration,
@@ -266,7 +220,7 @@ impl ServerWork {
             entry.1 += usec;
         }
         self.server_cpu += other.server_cpu;
-        self.client.add(other.client);
+        self.client += other.client;
     }
 
     /// For `events` events: the CPU time per event of the server process and of this one (the
@@ -278,7 +232,7 @@ impl ServerWork {
             "CPU per event: server {:.2} µs, client {:.2} µs ({:.2} µs system), {:.3} context \
              switches",
             micros(self.server_cpu),
-            micros(self.client.user + self.client.system),
+            micros(self.client.total()),
             micros(self.client.system),
             self.client.switches as f64 / events,
         )
