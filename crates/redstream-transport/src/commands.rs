@@ -189,7 +189,8 @@ struct SlotPart {
 }
 
 /// The key a command of the transport's pipelines names: after a subcommand (`XINFO STREAM
-/// k`, `XGROUP CREATE k`), after the script and key count (`EVALSHA sha 1 k`), otherwise first.
+/// k`, `XGROUP CREATE k`), after the script and key count (`EVALSHA sha 1 k`), the first stream
+/// of a read (`XREADGROUP GROUP g c COUNT n STREAMS k id`), otherwise first.
 fn key_of(cmd: &Cmd) -> Option<Vec<u8>> {
     let args: Vec<&[u8]> = cmd
         .args_iter()
@@ -202,6 +203,11 @@ fn key_of(cmd: &Cmd) -> Option<Vec<u8>> {
     let index = match name.as_slice() {
         b"XINFO" | b"XGROUP" => 2,
         b"EVAL" | b"EVALSHA" => 3,
+        b"XREADGROUP" | b"XREAD" => {
+            args.iter()
+                .position(|arg| arg.eq_ignore_ascii_case(b"STREAMS"))?
+                + 1
+        }
         _ => 1,
     };
     args.get(index).map(|key| key.to_vec())
@@ -282,5 +288,92 @@ pub(crate) fn is_nogroup(err: &Error) -> bool {
             redis_err.code() == Some("NOGROUP") || redis_err.to_string().contains("NOGROUP")
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe_of(cmds: &[Cmd]) -> Pipeline {
+        let mut pipe = redis::pipe();
+        for cmd in cmds {
+            pipe.add_command(cmd.clone());
+        }
+        pipe
+    }
+
+    fn cmd(args: &[&str]) -> Cmd {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd
+    }
+
+    #[test]
+    fn the_key_of_each_kind_of_command() {
+        for (args, key) in [
+            (&["XACK", "s1", "g", "1-0"][..], "s1"),
+            (&["XINFO", "STREAM", "s2"][..], "s2"),
+            (&["EVALSHA", "abc", "1", "s3", "x"][..], "s3"),
+            (
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "c",
+                    "COUNT",
+                    "5",
+                    "STREAMS",
+                    "s4",
+                    "0",
+                ][..],
+                "s4",
+            ),
+            (&["XREAD", "COUNT", "5", "streams", "s5", "0"][..], "s5"),
+        ] {
+            assert_eq!(
+                key_of(&cmd(args)),
+                Some(key.as_bytes().to_vec()),
+                "{args:?}"
+            );
+        }
+        assert_eq!(key_of(&cmd(&["XREADGROUP", "GROUP", "g", "c"])), None);
+    }
+
+    /// A re-read's `XPENDING` and `XREADGROUP` name one stream: one pipeline, in order (split,
+    /// the two parts would go concurrently, and the snapshot could follow the read).
+    #[test]
+    fn a_snapshot_and_its_read_of_one_stream_are_not_split() {
+        // Keys of different slots ("a" is slot 15495, "b" 3300).
+        let stream = "{a}:order.created";
+        let together = pipe_of(&[
+            cmd(&["XPENDING", stream, "g", "-", "+", "10", "c"]),
+            cmd(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "10",
+                "STREAMS",
+                stream,
+                "0",
+            ]),
+        ]);
+        assert!(split_by_slot(&together).is_none());
+        let apart = pipe_of(&[
+            cmd(&["XACK", "{a}:x", "g", "1-0"]),
+            cmd(&["XACK", "{b}:x", "g", "1-0"]),
+        ]);
+        let parts = split_by_slot(&apart).expect("two slots, two parts");
+        assert_eq!(
+            parts
+                .iter()
+                .map(|p| p.positions.clone())
+                .collect::<Vec<_>>(),
+            [vec![0], vec![1]]
+        );
     }
 }

@@ -632,3 +632,20 @@ async fn every_slot_group_claims_its_failed_entries_with_a_small_buffer() {
         .await
         .unwrap();
 }
+
+/// Claims and a restarted consumer's re-reads deliver entries with their delivery counts on a
+/// cluster too: each `XPENDING` goes in one pipeline with its `XAUTOCLAIM` or `XREADGROUP`, to
+/// the stream's master, before it. (Split by slot, the two would go concurrently and usually
+/// still in order: the unit tests of `commands.rs` check that such a pipeline is not split.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_and_rereads_keep_delivery_counts_on_a_cluster() {
+    let cluster = RedisCluster::builder()
+        .replicas_per_master(0)
+        .start()
+        .await
+        .unwrap();
+    let url = cluster_url(&cluster);
+    let conn = cluster.connection().await.unwrap();
+    crate::redelivery::claims_keep_delivery_counts(&url, conn.clone()).await;
+    crate::redelivery::rereads_keep_delivery_counts(&url, conn).await;
+}

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use redstream_core::{BackpressureConfig, Event, HandlerResult};
 use redstream_testkit::RedisServer;
-use redstream_transport::{RawEntry, RedisTransport, StartFrom, TransportOptions};
+use redstream_transport::{RawEntry, RedisConfig, RedisTransport, StartFrom, TransportOptions};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    capture_logs, config_for, event, fast, number, pending, recv, recv_n, transport, unique, until,
-    within,
+    capture_logs, config_for, event, fast, number, pending_on, recv, recv_n, transport, unique,
+    until, within,
 };
 
 /// A transport on `server` in group `group` whose consumer buffer (`Block`) holds `places`
@@ -288,80 +288,62 @@ async fn a_failed_entry_comes_back_while_a_backlog_is_read() {
 /// are acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claimed_entries_keep_their_delivery_counts_past_deleted_ones() {
+    let server = RedisServer::start().await.unwrap();
+    let conn = server.connection().await.unwrap();
+    claims_keep_delivery_counts(&server.url(), conn).await;
+}
+
+/// A consumer that starts under the name of one that went away re-reads that name's pending
+/// entries with their delivery counts (read in the same pipeline as each re-read, as for a
+/// claim), pages of `read_count` at a time, past an entry deleted from the stream, which is
+/// acknowledged. The claim idle time is an hour: only the re-read can deliver them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reread_entries_keep_their_delivery_counts() {
+    let server = RedisServer::start().await.unwrap();
+    let conn = server.connection().await.unwrap();
+    rereads_keep_delivery_counts(&server.url(), conn).await;
+}
+
+/// `claimed_entries_keep_their_delivery_counts_past_deleted_ones` on the server at `url`,
+/// set up and checked through `conn` (a cluster's too).
+pub(crate) async fn claims_keep_delivery_counts<C>(url: &str, mut conn: C)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
     const STREAM: &str = "claims.counted";
     const GROUP: &str = "counters";
-    let server = RedisServer::start().await.unwrap();
-    let transport = transport(&server, "claims", "g", fast().with_read_count(1)).await;
-    let mut conn = server.connection().await.unwrap();
-    let mut ids = Vec::new();
-    for n in 0..4 {
-        let id: String = redis::cmd("XADD")
-            .arg(STREAM)
-            .arg("*")
-            .arg("n")
-            .arg(n)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        ids.push(id);
-    }
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg("0")
-        .query_async(&mut conn)
+    capture_logs();
+    let transport = RedisTransport::with_options(counting_config(url), fast().with_read_count(1))
         .await
         .unwrap();
+    let ids = add_entries(&mut conn, STREAM, GROUP, 4).await;
     // A consumer that reads all four, twice over (two deliveries each), and goes away.
-    for after in [">", "0"] {
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg("gone")
-            .arg("STREAMS")
-            .arg(STREAM)
-            .arg(after)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let _: i64 = redis::cmd("XDEL")
-        .arg(STREAM)
-        .arg(&ids[..2])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    read_as(&mut conn, STREAM, GROUP, "gone", ">", 4).await;
+    read_as(&mut conn, STREAM, GROUP, "gone", "0", 4).await;
+    delete(&mut conn, STREAM, &ids[..2]).await;
     // Idle for `claim_idle_time` before the first claim pass, which would otherwise find them
     // all too recent, acknowledge the deleted ones alone, and claim the live ones at a later
     // pass with nothing deleted in front of them.
-    until("the four entries idle for claim_idle_time", || async {
-        let idle: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg(STREAM)
-            .arg(GROUP)
-            .arg("IDLE")
-            .arg(300)
-            .arg("-")
-            .arg("+")
-            .arg(10)
-            .query_async(&mut server.connection().await.unwrap())
-            .await
-            .unwrap();
-        idle.len() == 4
+    until("the four entries idle for claim_idle_time", || {
+        let mut conn = conn.clone();
+        async move {
+            let idle: Vec<redis::Value> = redis::cmd("XPENDING")
+                .arg(STREAM)
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(300)
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            idle.len() == 4
+        }
     })
     .await;
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = transport
-        .subscription()
-        .streams([STREAM])
-        .group(GROUP)
-        .handle_raw(move |entry: RawEntry| {
-            let _ = tx.send((entry.id, entry.deliveries));
-            async { HandlerResult::Ok(()) }
-        })
-        .await
-        .unwrap();
+    let (handle, mut rx) = subscribe_counting(&transport, STREAM, GROUP).await;
     let mut got = recv_n(&mut rx, 2, "the claimed entries").await;
     got.sort();
     assert_eq!(
@@ -371,7 +353,10 @@ async fn claimed_entries_keep_their_delivery_counts_past_deleted_ones() {
     );
     until(
         "the deleted entries acknowledged and the live ones handled",
-        || async { pending(&server, STREAM, GROUP).await == 0 },
+        || {
+            let mut conn = conn.clone();
+            async move { pending_on(&mut conn, STREAM, GROUP).await == 0 }
+        },
     )
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
@@ -384,79 +369,31 @@ async fn claimed_entries_keep_their_delivery_counts_past_deleted_ones() {
     );
 }
 
-/// A consumer that starts under the name of one that went away re-reads that name's pending
-/// entries with their delivery counts (read in the same pipeline as each re-read, as for a
-/// claim), pages of `read_count` at a time, past an entry deleted from the stream, which is
-/// acknowledged. The claim idle time is an hour: only the re-read can deliver them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reread_entries_keep_their_delivery_counts() {
+/// `reread_entries_keep_their_delivery_counts` on the server at `url`, set up and checked
+/// through `conn` (a cluster's too).
+pub(crate) async fn rereads_keep_delivery_counts<C>(url: &str, mut conn: C)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
     const STREAM: &str = "rereads.counted";
     const GROUP: &str = "counters";
     const NAME: &str = "worker-7";
-    let server = RedisServer::start().await.unwrap();
     capture_logs();
     let transport = RedisTransport::with_options(
-        config_for(&server, "rereads", "g").with_consumer_name(NAME),
+        counting_config(url).with_consumer_name(NAME),
         fast()
             .with_read_count(2)
             .with_claim_idle_time(Duration::from_secs(3600)),
     )
     .await
     .unwrap();
-    let mut conn = server.connection().await.unwrap();
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        let id: String = redis::cmd("XADD")
-            .arg(STREAM)
-            .arg("*")
-            .arg("n")
-            .arg(n)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        ids.push(id);
-    }
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(STREAM)
-        .arg(GROUP)
-        .arg("0")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    // The earlier life of the name: every entry read, the first ones twice.
-    for (after, count) in [(">", 5), ("0", 3)] {
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(NAME)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(STREAM)
-            .arg(after)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
-    let _: i64 = redis::cmd("XDEL")
-        .arg(STREAM)
-        .arg(&ids[1])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ids = add_entries(&mut conn, STREAM, GROUP, 5).await;
+    // The earlier life of the name: every entry read, the first three twice.
+    read_as(&mut conn, STREAM, GROUP, NAME, ">", 5).await;
+    read_as(&mut conn, STREAM, GROUP, NAME, "0", 3).await;
+    delete(&mut conn, STREAM, &ids[1..2]).await;
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = transport
-        .subscription()
-        .streams([STREAM])
-        .group(GROUP)
-        .handle_raw(move |entry: RawEntry| {
-            let _ = tx.send((entry.id, entry.deliveries));
-            async { HandlerResult::Ok(()) }
-        })
-        .await
-        .unwrap();
+    let (handle, mut rx) = subscribe_counting(&transport, STREAM, GROUP).await;
     let mut got = recv_n(&mut rx, 4, "the re-read entries").await;
     got.sort();
     assert_eq!(
@@ -469,11 +406,105 @@ async fn reread_entries_keep_their_delivery_counts() {
         ],
         "each entry is handled once, with one delivery more than before"
     );
-    until("every entry acknowledged, the deleted one too", || async {
-        pending(&server, STREAM, GROUP).await == 0
+    until("every entry acknowledged, the deleted one too", || {
+        let mut conn = conn.clone();
+        async move { pending_on(&mut conn, STREAM, GROUP).await == 0 }
     })
     .await;
     within("unsubscribe", transport.unsubscribe(&handle))
         .await
         .unwrap();
+}
+
+fn counting_config(url: &str) -> RedisConfig {
+    RedisConfig::default()
+        .with_url(url)
+        .with_stream_prefix(unique("counts"))
+        .with_consumer_group("g")
+        .with_consumer_name(unique("consumer"))
+}
+
+/// `count` entries added to `stream`, whose group `group` is created before any is read.
+async fn add_entries<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let id: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async(conn)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .query_async(conn)
+        .await
+        .unwrap();
+    ids
+}
+
+/// `XREADGROUP GROUP <group> <consumer> COUNT <count> STREAMS <stream> <after>`.
+async fn read_as<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    after: &str,
+    count: usize,
+) {
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(after)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+async fn delete<C: redis::aio::ConnectionLike>(conn: &mut C, stream: &str, ids: &[String]) {
+    let _: i64 = redis::cmd("XDEL")
+        .arg(stream)
+        .arg(ids)
+        .query_async(conn)
+        .await
+        .unwrap();
+}
+
+/// A raw subscription to `stream` in `group` that sends each entry's id and delivery count.
+async fn subscribe_counting(
+    transport: &RedisTransport,
+    stream: &str,
+    group: &str,
+) -> (
+    redstream_core::SubscriptionHandle,
+    mpsc::UnboundedReceiver<(String, u32)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = transport
+        .subscription()
+        .streams([stream])
+        .group(group)
+        .handle_raw(move |entry: RawEntry| {
+            let _ = tx.send((entry.id, entry.deliveries));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    (handle, rx)
 }
