@@ -196,22 +196,6 @@ fn ids(value: Option<Value>) -> Result<Vec<String>, String> {
     }
 }
 
-/// An `XAUTOCLAIM` reply: the next cursor, the claimed entries, and the ids of pending
-/// entries that no longer exist (Redis 7; empty on 6.2, which answers them with nil fields).
-pub(crate) fn autoclaim(value: Value) -> Result<(String, Vec<RawEntry>, Vec<String>), String> {
-    let Value::Array(parts) = value else {
-        return Err(format!("unexpected XAUTOCLAIM reply: {value:?}"));
-    };
-    let mut parts = parts.into_iter();
-    let cursor = parts
-        .next()
-        .and_then(string)
-        .ok_or("the XAUTOCLAIM cursor is missing")?;
-    let claimed = entries(parts.next().unwrap_or(Value::Nil))?;
-    let deleted = ids(parts.next())?;
-    Ok((cursor, claimed, deleted))
-}
-
 /// An `XAUTOCLAIM ... JUSTID` reply: `[cursor, [id...], [deleted id...]]` (the third part is
 /// Redis 7's; empty on 6.2).
 pub(crate) fn autoclaim_ids(value: Value) -> Result<(String, Vec<String>, Vec<String>), String> {
@@ -285,32 +269,17 @@ mod tests {
         ] {
             assert!(read_reply(bad).is_err());
         }
-        assert!(autoclaim(Value::Nil).is_err());
-        assert!(autoclaim(Value::Array(vec![])).is_err());
+        assert!(autoclaim_ids(Value::Nil).is_err());
+        assert!(autoclaim_ids(Value::Array(vec![])).is_err());
         assert!(autoclaim_ids(Value::Int(1)).is_err());
         assert!(entry(Value::Int(3)).is_err());
     }
 
     #[test]
     fn autoclaim_with_and_without_deleted_ids() {
-        let v7 = Value::Array(vec![
-            bulk("0-0"),
-            Value::Array(vec![Value::Array(vec![
-                bulk("1-0"),
-                Value::Array(vec![bulk("a"), bulk("b")]),
-            ])]),
-            Value::Array(vec![bulk("2-0")]),
-        ]);
-        let (cursor, claimed, deleted) = autoclaim(v7).unwrap();
-        assert_eq!(cursor, "0-0");
-        assert_eq!(claimed.len(), 1);
-        assert_eq!(deleted, vec!["2-0".to_owned()]);
         let v62 = Value::Array(vec![bulk("5-0"), Value::Array(vec![])]);
-        let (cursor, claimed, deleted) = autoclaim(v62).unwrap();
-        assert_eq!(
-            (cursor.as_str(), claimed.len(), deleted.len()),
-            ("5-0", 0, 0)
-        );
+        let (cursor, ids, deleted) = autoclaim_ids(v62).unwrap();
+        assert_eq!((cursor.as_str(), ids.len(), deleted.len()), ("5-0", 0, 0));
         let justid = Value::Array(vec![
             bulk("0-0"),
             Value::Array(vec![bulk("1-0"), bulk("2-0")]),

@@ -23,13 +23,22 @@
 //!
 //! A claimed entry's delivery count decides what happens: up to `max_deliveries` it is handled
 //! again; beyond, it has already been delivered `max_deliveries` times without success and goes
-//! to the dead-letter stream without another try. `XAUTOCLAIM` does not return the count, so
-//! each `XAUTOCLAIM` is sent after an `XPENDING ... IDLE` of the same range, in one pipeline:
-//! the counts before the claim, one less than after it ([`Snapshot`]). Asked after the claim,
-//! as before, a failed `XPENDING` left the entries claimed, their count raised, until the next
-//! claim `claim_idle_time` later. A pipeline is not a transaction, and the server's clock may
-//! tick between the two: a claimed entry the snapshot does not list (it became idle enough
-//! in between, or another client released it) is looked up after the claim.
+//! to the dead-letter stream without another try. `XAUTOCLAIM` does not return the count, so a
+//! claim takes two steps:
+//!
+//! 1. `XAUTOCLAIM ... JUSTID` takes the idle entries: they become this consumer's and their
+//!    idle time starts again, but their delivery counts do not change.
+//! 2. One pipeline reads each one's count (`XPENDING <stream> <group> <id> <id> 1`) and then
+//!    delivers them (`XCLAIM <stream> <group> <self> 0 <id>...`, which counts one delivery and
+//!    returns their fields): each count read plus one is the count after ([`Snapshot`]).
+//!
+//! If the second step fails (a timeout, a dropped connection, a paused server), the entries
+//! stay this consumer's with their counts unchanged, and the next claim after
+//! `claim_idle_time` takes them again. Claiming with the fields in one step and reading the
+//! counts after, as this did before, left the counts raised by a delivery no handler saw when
+//! the second round trip failed. (Reading the counts first with `XPENDING ... IDLE` would
+//! scan the whole pending list at every page when few entries are idle: `XAUTOCLAIM` looks at
+//! no more than ten times its `COUNT` per call.)
 //!
 //! Entries trimmed from the stream (`MAXLEN`) or deleted while still pending come back in
 //! `XAUTOCLAIM`'s list of deleted ids: they are reported (a warning and the
@@ -156,30 +165,22 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
         let count = room.min(free.div_ceil(groups)).min(sub.options.read_count);
         // Held until this page's entries are in the buffer (or were not claimed).
         let _reserved = Reserved::new(&sub.claiming, count);
-        let mut pipe = redis::pipe();
-        pipe.add_command(pending_before(
-            sub,
-            stream,
-            Some(min_idle),
-            &cursor,
-            count,
-            false,
-        ))
-        .cmd("XAUTOCLAIM")
-        .arg(key)
-        .arg(&*sub.group)
-        .arg(&sub.consumer)
-        .arg(min_idle)
-        .arg(&cursor)
-        .arg("COUNT")
-        .arg(count);
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(key)
+            .arg(&*sub.group)
+            .arg(&sub.consumer)
+            .arg(min_idle)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(count)
+            .arg("JUSTID");
         let span = tracing::debug_span!("claim", stream = %key, group = %sub.group, claimed = tracing::field::Empty);
-        let (pending, reply): (Value, Value) = sub
+        let reply: Value = sub
             .redis
-            .pipe("XAUTOCLAIM", key, &pipe)
+            .query("XAUTOCLAIM", key, &cmd)
             .instrument(span.clone())
             .await?;
-        let (next, claimed, deleted) = reply::autoclaim(reply).map_err(|reason| {
+        let (next, ids, deleted) = reply::autoclaim_ids(reply).map_err(|reason| {
             Error::backend(ErrorKind::Unexpected, "XAUTOCLAIM", key.clone(), reason)
         })?;
         if !deleted.is_empty() {
@@ -187,18 +188,25 @@ async fn claim_stream(sub: &Sub, stream: usize, leftover: &mut Vec<Delivery>) ->
                 .instrument(span.clone())
                 .await;
         }
-        let taken = claimed
+        // Entries this consumer holds already (claimed back from it while it could not refresh
+        // them) are not delivered twice.
+        let ids: Vec<&str> = ids
             .iter()
-            .filter(|e| e.fields.is_some() && !sub.flights.contains(key, &e.id))
-            .count();
-        if taken > 0 {
-            span.record("claimed", taken);
-            tracing::debug!(parent: &span, count = taken, "claimed idle entries");
-            metrics::counter!(telemetry::CLAIMED, "group" => Arc::clone(&sub.group))
-                .increment(taken as u64);
-        }
-        if !claimed.is_empty() {
-            sub.dispatch_claimed(stream, claimed, &Snapshot::of(pending), leftover)
+            .map(String::as_str)
+            .filter(|id| !sub.flights.contains(key, id))
+            .collect();
+        if !ids.is_empty() {
+            let (before, claimed) = deliver_claimed(sub, stream, &ids)
+                .instrument(span.clone())
+                .await?;
+            let taken = claimed.iter().filter(|e| e.fields.is_some()).count();
+            if taken > 0 {
+                span.record("claimed", taken);
+                tracing::debug!(parent: &span, count = taken, "claimed idle entries");
+                metrics::counter!(telemetry::CLAIMED, "group" => Arc::clone(&sub.group))
+                    .increment(taken as u64);
+            }
+            sub.dispatch_claimed(stream, claimed, &before, leftover)
                 .instrument(span)
                 .await?;
         }
@@ -229,40 +237,72 @@ impl Drop for Reserved<'_> {
     }
 }
 
-/// `XPENDING <stream> <group> [IDLE <min_idle>] <start> + <count> [<consumer>]`: the pending
-/// entries a claim (`XAUTOCLAIM`, with `idle`) or a re-read of this consumer's own entries
-/// (`XREADGROUP` from an id, with `own`) is about to take, with their delivery counts. Sent
-/// just before that command, in the same pipeline, it lists the same entries: both walk the
-/// pending list from `start` for at most `count` entries, skip the same entries not idle
-/// enough, and count the entries deleted from the stream among the `count` (Redis 7.0, Valkey
-/// 8 and 9), which the claim acknowledges and a re-read returns without fields.
-pub(crate) fn pending_before(
+/// The second step of a claim: `ids`, just claimed by `XAUTOCLAIM ... JUSTID` (which gave them
+/// to this consumer and reset their idle time, but left their delivery counts alone), are
+/// delivered with `XCLAIM <stream> <group> <self> 0 <id>...`, which counts a delivery and
+/// returns their fields, after an `XPENDING <stream> <group> <id> <id> 1` of each in the same
+/// pipeline: their counts just before (see the module docs).
+async fn deliver_claimed(
     sub: &Sub,
     stream: usize,
-    idle: Option<u64>,
+    ids: &[&str],
+) -> Result<(Snapshot, Vec<reply::RawEntry>)> {
+    let key = &sub.streams[stream].key;
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("XPENDING")
+            .arg(key)
+            .arg(&*sub.group)
+            .arg(*id)
+            .arg(*id)
+            .arg(1);
+    }
+    pipe.cmd("XCLAIM")
+        .arg(key)
+        .arg(&*sub.group)
+        .arg(&sub.consumer)
+        .arg(0)
+        .arg(ids);
+    let mut replies: Vec<Value> = sub.redis.pipe("XCLAIM", key, &pipe).await?;
+    let claimed = replies.pop().unwrap_or(Value::Nil);
+    let claimed = reply::entries(claimed)
+        .map_err(|reason| Error::backend(ErrorKind::Unexpected, "XCLAIM", key.clone(), reason))?;
+    let mut before = Snapshot::default();
+    for reply in replies {
+        before.0.extend(Snapshot::of(reply).0);
+    }
+    Ok((before, claimed))
+}
+
+/// `XPENDING <stream> <group> <start> + <count> <self>`: the pending entries a re-read of this
+/// consumer's own entries (`XREADGROUP` from an id, `COUNT <count>`) is about to take, with
+/// their delivery counts. Sent just before that read, in the same pipeline, it lists the same
+/// entries: both walk this consumer's pending list from `start` for at most `count` entries,
+/// those deleted from the stream included (the read returns them without fields).
+pub(crate) fn own_pending_before(
+    sub: &Sub,
+    stream: usize,
     start: &str,
     count: usize,
-    own: bool,
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("XPENDING");
-    cmd.arg(&sub.streams[stream].key).arg(&*sub.group);
-    if let Some(idle) = idle {
-        cmd.arg("IDLE").arg(idle);
-    }
-    cmd.arg(start).arg("+").arg(count);
-    if own {
-        cmd.arg(&sub.consumer);
-    }
+    cmd.arg(&sub.streams[stream].key)
+        .arg(&*sub.group)
+        .arg(start)
+        .arg("+")
+        .arg(count)
+        .arg(&sub.consumer);
     cmd
 }
 
 /// The delivery counts of pending entries, by id, as they were just before a command that
-/// delivers them again (and adds one to each).
+/// delivers them again (and adds one to each): an `XCLAIM` of claimed entries
+/// ([`deliver_claimed`]) or a re-read ([`own_pending_before`]).
 ///
-/// Read in the same round trip as that command ([`pending_before`]) rather than after it: an
-/// `XPENDING` sent after the claim could fail (a timeout, a dropped connection) once the claim
-/// had already counted a delivery, and the entries then waited `claim_idle_time` for the next
-/// claim, one delivery closer to the dead-letter stream without having been handled.
+/// Read in the same round trip as that command rather than after it: an `XPENDING` sent after
+/// could fail (a timeout, a dropped connection) once the command had already counted a
+/// delivery, and the entries then waited `claim_idle_time` for the next claim, one delivery
+/// closer to the dead-letter stream without having been handled.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot(HashMap<String, u32>);
 

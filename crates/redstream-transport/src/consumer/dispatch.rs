@@ -114,7 +114,8 @@ impl Sub {
         if live.is_empty() {
             return Ok(());
         }
-        // Entries the snapshot does not list: looked up now, after the claim.
+        // Entries the snapshot does not list, looked up now. None should come: a claim's
+        // snapshot and its `XCLAIM`, and a re-read's and its read, list the same entries.
         let unlisted: Vec<&str> = live
             .iter()
             .map(|(id, _)| id.as_str())

@@ -124,13 +124,11 @@ impl Sub {
                     format!("({after}")
                 };
                 let mut pipe = redis::pipe();
-                pipe.add_command(claim::pending_before(
+                pipe.add_command(claim::own_pending_before(
                     self,
                     i,
-                    None,
                     &start,
                     self.options.read_count,
-                    true,
                 ))
                 .add_command(self.xreadgroup(&[i], &after, None));
                 let (pending, reply): (Value, Value) = match self

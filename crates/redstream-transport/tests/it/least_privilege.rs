@@ -6,7 +6,7 @@ use redstream_testkit::RedisServer;
 use redstream_transport::{RedisConfig, RedisTransport};
 use tokio::sync::mpsc;
 
-use crate::support::{event, fast, number, recv, unique, until, xrange};
+use crate::support::{capture_logs, event, fast, number, recv, unique, until, xrange};
 
 /// The publisher's commands (`publish`, `publish_to`, `publish_fields`, `publish_batch`).
 const PUBLISHER: &str = "+ping +xadd +evalsha +script|load +type";
@@ -158,4 +158,92 @@ async fn names_the_user_may_not_read_resolve_as_event_types() {
         reader.resolve_stream("events.raw").await.unwrap(),
         format!("{prefix}:events.raw")
     );
+}
+
+/// A consumer that may claim (`XAUTOCLAIM`) but not deliver what it claimed (`XCLAIM` taken
+/// away): a claim's first step takes the idle entry without counting a delivery, its second
+/// step is refused at every pass, and the entry's delivery count stays what it was. (A claim
+/// that took the fields in one step counted a delivery at every pass, each one closer to the
+/// dead-letter stream without a handler having seen the entry.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delivery_of_claimed_entries_counts_no_delivery() {
+    let prefix = unique("acl-claim");
+    let without_xclaim = CONSUMER.replace(" +xclaim", "");
+    let server = server_with(&[("claimer", rules(&without_xclaim, &prefix))]).await;
+    capture_logs();
+    let consumer = open(&server, "claimer", &prefix).await;
+    let stream = consumer.names().stream("job");
+    let mut admin = server.connection().await.unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("n")
+        .arg(1)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("workers")
+        .arg("0")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("gone")
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let pending = |admin: redis::aio::MultiplexedConnection| {
+        let stream = stream.clone();
+        async move {
+            let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("workers")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .query_async(&mut admin.clone())
+                .await
+                .unwrap();
+            rows
+        }
+    };
+    until("the entry idle for claim_idle_time", || {
+        let pending = pending(admin.clone());
+        async move { pending.await.iter().all(|row| row.2 >= 300) }
+    })
+    .await;
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = consumer
+        .subscription()
+        .types(["job"])
+        .handle(move |event: Event| {
+            let _ = tx.send(number(&event));
+            async { HandlerResult::Ok(()) }
+        })
+        .await
+        .unwrap();
+    let refusals = || {
+        redstream_testkit::logged("claiming failed")
+            .into_iter()
+            .filter(|line| line.contains(&stream) && line.contains("'xclaim'"))
+            .count()
+    };
+    until("three claim passes refused", || async { refusals() >= 3 }).await;
+    let rows = pending(admin.clone()).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (pending_id, owner, _, deliveries) = &rows[0];
+    assert_eq!(pending_id, &id);
+    assert_ne!(owner, "gone", "the first step took the entry");
+    assert_eq!(*deliveries, 1, "no delivery counted by the refused passes");
+    assert!(rx.try_recv().is_err(), "the entry was never handled");
+    consumer.unsubscribe(&handle).await.unwrap();
 }
