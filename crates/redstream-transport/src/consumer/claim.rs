@@ -3,7 +3,7 @@
 //! # The claimer
 //!
 //! Every `claim_interval`, each subscription runs `XAUTOCLAIM <stream> <group> <consumer>
-//! <claim_idle_time> <cursor> COUNT n` over each of its streams, following the cursor until it
+//! <claim_idle_time> <cursor> COUNT n JUSTID` over each of its streams, following the cursor until it
 //! comes back to `0-0`. That takes every entry pending for longer than `claim_idle_time`,
 //! whoever holds it: entries whose handler failed (they stay pending, so this is how they are
 //! retried), entries of consumers that crashed or were killed mid-batch (seed 004: "workers
@@ -264,7 +264,17 @@ async fn deliver_claimed(
         .arg(0)
         .arg(ids);
     let mut replies: Vec<Value> = sub.redis.pipe("XCLAIM", key, &pipe).await?;
-    let claimed = replies.pop().unwrap_or(Value::Nil);
+    // Redis 6.2 answers an entry deleted from the stream with a nil in the list (7.0 and
+    // Valkey drop it from the pending list and leave it out); skipped.
+    let claimed = match replies.pop() {
+        Some(Value::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .filter(|item| !matches!(item, Value::Nil))
+                .collect(),
+        ),
+        other => other.unwrap_or(Value::Nil),
+    };
     let claimed = reply::entries(claimed)
         .map_err(|reason| Error::backend(ErrorKind::Unexpected, "XCLAIM", key.clone(), reason))?;
     let mut before = Snapshot::default();
