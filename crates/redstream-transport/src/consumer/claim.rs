@@ -318,7 +318,7 @@ pub(crate) struct Snapshot(HashMap<String, u32>);
 
 impl Snapshot {
     /// Reads an extended `XPENDING` reply: rows of `[id, consumer, idle ms, delivery count]`.
-    /// Rows of another shape are left out (their entries are looked up again).
+    /// Rows of another shape are left out (their entries are left pending).
     pub(crate) fn of(reply: Value) -> Self {
         let mut counts = HashMap::new();
         let Value::Array(rows) = reply else {
@@ -346,37 +346,6 @@ impl Snapshot {
     pub(crate) fn after(&self, id: &str) -> Option<u32> {
         self.0.get(id).map(|count| count.saturating_add(1))
     }
-}
-
-/// The delivery counts of pending entries, by id (`XPENDING <stream> <group> <id> <id> 1` for
-/// each, in one round trip), for the few entries a [`Snapshot`] does not have. Entries that are
-/// not pending any more are missing from the map.
-pub(crate) async fn delivery_counts(
-    sub: &Sub,
-    stream: usize,
-    ids: &[&str],
-) -> Result<HashMap<String, u32>> {
-    let key = &sub.streams[stream].key;
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.cmd("XPENDING")
-            .arg(key)
-            .arg(&*sub.group)
-            .arg(*id)
-            .arg(*id)
-            .arg(1);
-    }
-    let replies: Vec<Value> = sub.redis.pipe("XPENDING", key, &pipe).await?;
-    let mut counts = HashMap::with_capacity(ids.len());
-    for reply in replies {
-        counts.extend(
-            Snapshot::of(reply)
-                .0
-                .into_iter()
-                .map(|(id, count)| (id, count.max(1))),
-        );
-    }
-    Ok(counts)
 }
 
 /// Resets the idle time of the entries the subscription holds, until `stop`: one loop per slot

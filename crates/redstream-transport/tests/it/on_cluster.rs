@@ -634,9 +634,10 @@ async fn every_slot_group_claims_its_failed_entries_with_a_small_buffer() {
 }
 
 /// Claims and a restarted consumer's re-reads deliver entries with their delivery counts on a
-/// cluster too: each `XPENDING` goes in one pipeline with its `XAUTOCLAIM` or `XREADGROUP`, to
-/// the stream's master, before it. (Split by slot, the two would go concurrently and usually
-/// still in order: the unit tests of `commands.rs` check that such a pipeline is not split.)
+/// cluster too: the `XPENDING`s go in one pipeline with the `XCLAIM` or `XREADGROUP` that
+/// delivers the entries, to the stream's master, before it. (Split by slot, a re-read's two
+/// commands would go concurrently and usually still in order: the unit tests of `commands.rs`
+/// check that such a pipeline is not split.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_and_rereads_keep_delivery_counts_on_a_cluster() {
     let cluster = RedisCluster::builder()
