@@ -196,6 +196,20 @@ fn ids(value: Option<Value>) -> Result<Vec<String>, String> {
     }
 }
 
+/// An `XCLAIM` reply: the claimed entries. Redis 6.2 answers an entry deleted from the stream
+/// with a bare nil in the list, where 7.0 and Valkey drop it from the pending list and leave it
+/// out; such a nil is skipped.
+pub(crate) fn claimed(value: Value) -> Result<Vec<RawEntry>, String> {
+    match value {
+        Value::Array(items) => items
+            .into_iter()
+            .filter(|item| !matches!(item, Value::Nil))
+            .map(entry)
+            .collect(),
+        other => entries(other),
+    }
+}
+
 /// An `XAUTOCLAIM ... JUSTID` reply: `[cursor, [id...], [deleted id...]]` (the third part is
 /// Redis 7's; empty on 6.2).
 pub(crate) fn autoclaim_ids(value: Value) -> Result<(String, Vec<String>, Vec<String>), String> {
@@ -273,6 +287,20 @@ mod tests {
         assert!(autoclaim_ids(Value::Array(vec![])).is_err());
         assert!(autoclaim_ids(Value::Int(1)).is_err());
         assert!(entry(Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn claimed_entries_skip_the_nils_of_deleted_ones() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![bulk("1-0"), Value::Array(vec![bulk("a"), bulk("b")])]),
+            Value::Nil,
+            Value::Array(vec![bulk("3-0"), Value::Array(vec![bulk("c"), bulk("d")])]),
+        ]);
+        let ids: Vec<String> = claimed(reply).unwrap().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["1-0", "3-0"]);
+        assert!(claimed(Value::Nil).unwrap().is_empty());
+        assert!(claimed(Value::Array(vec![Value::Int(1)])).is_err());
+        assert!(claimed(Value::Int(1)).is_err());
     }
 
     #[test]

@@ -264,18 +264,7 @@ async fn deliver_claimed(
         .arg(0)
         .arg(ids);
     let mut replies: Vec<Value> = sub.redis.pipe("XCLAIM", key, &pipe).await?;
-    // Redis 6.2 answers an entry deleted from the stream with a nil in the list (7.0 and
-    // Valkey drop it from the pending list and leave it out); skipped.
-    let claimed = match replies.pop() {
-        Some(Value::Array(items)) => Value::Array(
-            items
-                .into_iter()
-                .filter(|item| !matches!(item, Value::Nil))
-                .collect(),
-        ),
-        other => other.unwrap_or(Value::Nil),
-    };
-    let claimed = reply::entries(claimed)
+    let claimed = reply::claimed(replies.pop().unwrap_or(Value::Nil))
         .map_err(|reason| Error::backend(ErrorKind::Unexpected, "XCLAIM", key.clone(), reason))?;
     let mut before = Snapshot::default();
     for reply in replies {
